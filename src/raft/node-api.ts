@@ -1,0 +1,60 @@
+/**
+ * The injected edges of a Raft member: clock, transport and state machine. The driver (node.ts) is pure
+ * code over these interfaces; the simulator and the real server each provide an implementation.
+ */
+import type { ConfState, Entry, Message, NodeId, Role, Snapshot } from './types.ts';
+
+export interface Clock {
+  /** Milliseconds on this node's monotonic clock (may drift from other nodes' clocks). */
+  nowMs(): number;
+  /** Calls `fn` once after `delayMs` on this clock. */
+  setTimer(delayMs: number, fn: () => void): TimerHandle;
+  clearTimer(handle: TimerHandle): void;
+}
+export type TimerHandle = { readonly __timer: unique symbol } | object;
+
+export interface Transport {
+  /** Best effort, unordered, may drop or duplicate: Raft tolerates all of that. */
+  send(message: Message): void;
+}
+
+/** The replicated state machine. Must be deterministic: same entries in, same state and results out. */
+export interface StateMachine {
+  /** Applies one committed Normal entry (never called for no-ops or conf changes) and returns its result. */
+  apply(entry: Entry): unknown;
+  /** A consistent snapshot of everything applied so far. */
+  snapshot(): Uint8Array;
+  /** Replaces the whole state with a snapshot's. */
+  restore(snapshot: Snapshot): void;
+}
+
+export interface NodeStatus {
+  readonly id: NodeId;
+  readonly term: number;
+  readonly vote: NodeId;
+  readonly role: Role;
+  readonly lead: NodeId;
+  readonly commit: number;
+  readonly applied: number;
+  readonly firstIndex: number;
+  readonly lastIndex: number;
+  readonly confState: ConfState;
+  /** Per-follower replication progress, on the leader only. */
+  readonly progress: ReadonlyMap<NodeId, { match: number; next: number; state: string; isLearner: boolean }>;
+}
+
+export interface ProposalResult {
+  readonly index: number;
+  readonly term: number;
+  /** What StateMachine.apply returned for this entry (undefined for conf changes). */
+  readonly result: unknown;
+}
+
+export interface Logger {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+export const silentLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };

@@ -1,0 +1,443 @@
+/**
+ * The driver: runs the pure Raft core against injected edges (log store, transport, clock, state machine).
+ * The simulator and the real metadata server both use this exact code; only the edges differ.
+ *
+ * Loop: every input (tick, message, proposal, read) is stepped into the core, then `kick()` takes at most
+ * one Ready at a time: send leader traffic, persist (one atomic synced write), send acknowledgements,
+ * apply committed entries, serve reads, advance. Proposals arriving in one microtask turn are batched
+ * into one append; entries accumulating during an fsync are persisted together (group commit).
+ */
+import { raftConfig, type RaftConfig } from './config.ts';
+import { AssertionError, NotLeaderError, RaftError, assert } from './errors.ts';
+import { NO_TERM } from './log.ts';
+import type { Clock, Logger, NodeStatus, ProposalResult, StateMachine, TimerHandle, Transport } from './node-api.ts';
+import { silentLogger } from './node-api.ts';
+import { Raft, type RaftInitialState } from './raft.ts';
+import type { ConfChange, Entry, Message, NodeId, Ready, Snapshot } from './types.ts';
+import { EntryType } from './types.ts';
+import type { LogStore } from '../storage/log-store.ts';
+
+export interface RaftNodeOptions {
+  readonly config: Partial<RaftConfig> & Pick<RaftConfig, 'id' | 'random'>;
+  readonly logStore: LogStore;
+  readonly transport: Transport;
+  readonly clock: Clock;
+  readonly stateMachine: StateMachine;
+  /** One Raft tick, in clock milliseconds. */
+  readonly tickMs: number;
+  /** Founding members, used only when the log store is empty. A member added later starts with none. */
+  readonly initialVoters?: readonly NodeId[];
+  /** Take a state-machine snapshot and compact the log after this many applied entries. */
+  readonly snapshotEveryEntries?: number;
+  /** Entries kept below a snapshot so slightly lagging followers catch up from the log. */
+  readonly snapshotKeepEntries?: number;
+  /** A linearizable read not confirmed within this time is rejected with ReadDropped. */
+  readonly readTimeoutMs?: number;
+  readonly logger?: Logger;
+  /** Called when the node stops itself after an unrecoverable error (a failed fsync, a broken invariant). */
+  readonly onFatal?: (error: unknown) => void;
+}
+
+export const defaultSnapshotEveryEntries = 10_000;
+export const defaultSnapshotKeepEntries = 1_000;
+export const defaultReadTimeoutMs = 5_000;
+/** Proposals batched into one append, at most. */
+export const proposalBatchMax = 4_096;
+
+interface PendingProposal {
+  readonly term: number;
+  readonly resolve: (r: ProposalResult) => void;
+  readonly reject: (e: Error) => void;
+}
+
+interface ReadWaiter {
+  readonly resolve: (index: number) => void;
+  readonly reject: (e: Error) => void;
+}
+
+interface ReadBatch {
+  readonly key: string;
+  readonly waiters: ReadWaiter[];
+  index: number | null;
+  timer: TimerHandle | null;
+}
+
+export class RaftNode {
+  private raft: Raft | null = null;
+  private readonly config: RaftConfig;
+  private readonly logger: Logger;
+  private stopped = false;
+  private processing = false;
+  private tickTimer: TimerHandle | null = null;
+  private lastTickMs = 0;
+  private readonly maxCatchUpTicks: number;
+  private readonly proposals = new Map<number, PendingProposal>();
+  private proposalQueue: { data: Uint8Array; type: EntryType; resolve: (r: ProposalResult) => void; reject: (e: Error) => void; confIndex?: boolean }[] = [];
+  private proposalFlushScheduled = false;
+  private readonly reads = new Map<string, ReadBatch>();
+  private currentReadBatch: ReadBatch | null = null;
+  private readSequence = 0;
+  private lastSnapshotIndex = 0;
+
+  constructor(private readonly options: RaftNodeOptions) {
+    this.config = raftConfig(options.config);
+    this.logger = options.logger ?? silentLogger;
+    this.maxCatchUpTicks = 2 * this.config.electionTicks + 2;
+    assert(options.tickMs > 0, 'tickMs must be positive');
+  }
+
+  get id(): NodeId {
+    return this.config.id;
+  }
+
+  async start(): Promise<void> {
+    let loaded: RaftInitialState = await this.options.logStore.load();
+    if (this.stopped) return;
+    const fresh = loaded.hardState.term === 0 && loaded.snapshot === null && loaded.entries.length === 0;
+    if (fresh && this.options.initialVoters !== undefined && this.options.initialVoters.length > 0) {
+      loaded = await this.bootstrap(this.options.initialVoters);
+      if (this.stopped) return;
+    }
+    if (loaded.snapshot !== null) this.options.stateMachine.restore(loaded.snapshot);
+    const applied = loaded.snapshot?.metadata.index ?? 0;
+    this.lastSnapshotIndex = applied;
+    this.raft = new Raft({ ...this.config, applied }, loaded);
+    this.logger.info({ id: this.id, term: loaded.hardState.term, applied, lastIndex: this.raft.log.lastIndex() }, 'raft node started');
+    this.lastTickMs = this.options.clock.nowMs();
+    this.scheduleTick();
+    this.kick();
+  }
+
+  /**
+   * A founding member's log starts with a snapshot at index 1 holding the initial configuration, so a
+   * member added later learns the configuration from the snapshot it is sent.
+   */
+  private async bootstrap(voters: readonly NodeId[]): Promise<RaftInitialState> {
+    const snapshot: Snapshot = {
+      metadata: {
+        index: 1,
+        term: 1,
+        confState: { voters: [...voters].sort((a, b) => a - b), votersOutgoing: [], learners: [], learnersNext: [], autoLeave: false },
+      },
+      data: this.options.stateMachine.snapshot(),
+    };
+    const hardState = { term: 1, vote: 0, commit: 1 };
+    await this.options.logStore.save({ snapshot, hardState });
+    return { hardState, snapshot, entries: [] };
+  }
+
+  // ===================== inputs =====================
+
+  receive(message: Message): void {
+    const raft = this.raft;
+    if (raft === null || this.stopped) return;
+    this.catchUpTicks();
+    this.guard(() => raft.step(message));
+  }
+
+  propose(data: Uint8Array): Promise<ProposalResult> {
+    return this.enqueueProposal(data, EntryType.Normal);
+  }
+
+  proposeConfChange(change: ConfChange): Promise<ProposalResult> {
+    const raft = this.raft;
+    if (raft === null || this.stopped) return Promise.reject(new RaftError('Stopped', 'node is not running'));
+    this.catchUpTicks();
+    try {
+      const { index, term } = raft.proposeConfChange(change);
+      const promise = new Promise<ProposalResult>((resolve, reject) => this.proposals.set(index, { term, resolve, reject }));
+      this.kick();
+      return promise;
+    } catch (error) {
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+    }
+  }
+
+  /**
+   * A linearizable read barrier: resolves with an index once this node has applied it; state read from the
+   * state machine after that reflects every write acknowledged before read() was called.
+   */
+  read(): Promise<number> {
+    const raft = this.raft;
+    if (raft === null || this.stopped) return Promise.reject(new RaftError('Stopped', 'node is not running'));
+    return new Promise<number>((resolve, reject) => {
+      let batch = this.currentReadBatch;
+      if (batch === null) {
+        // Reads issued in one microtask turn share one ReadIndex round.
+        this.readSequence++;
+        const key = `${this.id}:${this.readSequence}`;
+        batch = { key, waiters: [], index: null, timer: null };
+        this.currentReadBatch = batch;
+        this.reads.set(key, batch);
+        const started = batch;
+        void Promise.resolve().then(() => this.flushReadBatch(started));
+      }
+      batch.waiters.push({ resolve, reject });
+    });
+  }
+
+  private flushReadBatch(batch: ReadBatch): void {
+    if (this.currentReadBatch === batch) this.currentReadBatch = null;
+    const raft = this.raft;
+    if (raft === null || this.stopped) return;
+    this.catchUpTicks();
+    const context = new TextEncoder().encode(batch.key);
+    let accepted = false;
+    this.guard(() => {
+      accepted = raft.readIndex(context);
+    });
+    if (!accepted) {
+      this.failRead(batch, new NotLeaderError(raft.lead));
+      return;
+    }
+    const timeoutMs = this.options.readTimeoutMs ?? defaultReadTimeoutMs;
+    batch.timer = this.options.clock.setTimer(timeoutMs, () => {
+      batch.timer = null;
+      if (this.reads.get(batch.key) === batch && batch.index === null) {
+        this.failRead(batch, new RaftError('ReadDropped', `read not confirmed within ${timeoutMs} ms`));
+      }
+    });
+  }
+
+  transferLeadership(to: NodeId): void {
+    const raft = this.raft;
+    if (raft === null || this.stopped) return;
+    this.guard(() => raft.transferLeadership(to));
+  }
+
+  /** Starts an election at once (tooling and tests). */
+  campaign(): void {
+    const raft = this.raft;
+    if (raft === null || this.stopped) return;
+    this.guard(() => raft.campaignNow());
+  }
+
+  status(): NodeStatus {
+    const raft = this.raft;
+    if (raft === null) {
+      return {
+        id: this.id, term: 0, vote: 0, role: 'follower', lead: 0, commit: 0, applied: 0, firstIndex: 0, lastIndex: 0,
+        confState: { voters: [], votersOutgoing: [], learners: [], learnersNext: [], autoLeave: false }, progress: new Map(),
+      };
+    }
+    return { id: this.id, ...raft.status() };
+  }
+
+  termAt(index: number): number | null {
+    const t = this.raft?.log.term(index) ?? NO_TERM;
+    return t === NO_TERM ? null : t;
+  }
+
+  /** Stops timers and rejects everything pending; later inputs are ignored. Models a crash when the disk is crashed too. */
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.tickTimer !== null) this.options.clock.clearTimer(this.tickTimer);
+    this.tickTimer = null;
+    const stoppedError = new RaftError('Stopped', 'node stopped');
+    for (const p of this.proposals.values()) p.reject(stoppedError);
+    this.proposals.clear();
+    for (const q of this.proposalQueue) q.reject(stoppedError);
+    this.proposalQueue = [];
+    for (const batch of [...this.reads.values()]) this.failRead(batch, stoppedError);
+  }
+
+  // ===================== internals =====================
+
+  private enqueueProposal(data: Uint8Array, type: EntryType): Promise<ProposalResult> {
+    if (this.raft === null || this.stopped) return Promise.reject(new RaftError('Stopped', 'node is not running'));
+    return new Promise<ProposalResult>((resolve, reject) => {
+      this.proposalQueue.push({ data, type, resolve, reject });
+      if (this.proposalQueue.length >= proposalBatchMax) {
+        this.flushProposals();
+      } else if (!this.proposalFlushScheduled) {
+        this.proposalFlushScheduled = true;
+        void Promise.resolve().then(() => this.flushProposals());
+      }
+    });
+  }
+
+  private flushProposals(): void {
+    this.proposalFlushScheduled = false;
+    const raft = this.raft;
+    const batch = this.proposalQueue;
+    this.proposalQueue = [];
+    if (raft === null || this.stopped || batch.length === 0) return;
+    this.catchUpTicks();
+    let first: { index: number; term: number };
+    try {
+      first = raft.propose(batch.map((p) => p.data));
+    } catch (error) {
+      if (error instanceof AssertionError) throw error;
+      const e = error instanceof Error ? error : new Error(String(error));
+      for (const p of batch) p.reject(e);
+      return;
+    }
+    batch.forEach((p, i) => this.proposals.set(first.index + i, { term: first.term, resolve: p.resolve, reject: p.reject }));
+    this.kick();
+  }
+
+  private scheduleTick(): void {
+    if (this.stopped) return;
+    this.tickTimer = this.options.clock.setTimer(this.options.tickMs, () => {
+      this.tickTimer = null;
+      if (this.stopped) return;
+      this.catchUpTicks();
+      this.scheduleTick();
+      this.kick();
+    });
+  }
+
+  /**
+   * Ticks as many times as whole tick periods have elapsed on the clock, so that a paused process does not
+   * under-count time (the lease would otherwise outlive its safety bound).
+   */
+  private catchUpTicks(): void {
+    const raft = this.raft;
+    if (raft === null) return;
+    const now = this.options.clock.nowMs();
+    const elapsed = Math.floor((now - this.lastTickMs) / this.options.tickMs);
+    if (elapsed <= 0) return;
+    this.lastTickMs += elapsed * this.options.tickMs;
+    // Past this many ticks every timeout has fired once; more would change nothing but cost.
+    const count = Math.min(elapsed, this.maxCatchUpTicks);
+    for (let i = 0; i < count; i++) raft.tick();
+  }
+
+  /** Runs a core input, then processes whatever Ready it produced. */
+  private guard(input: () => void): void {
+    input();
+    this.kick();
+  }
+
+  private kick(): void {
+    const raft = this.raft;
+    if (raft === null || this.stopped || this.processing || !raft.hasReady()) return;
+    const rd = raft.ready();
+    this.processing = true;
+    if (rd.softState !== null) this.onSoftStateChange();
+    for (const m of rd.messages) this.options.transport.send(m);
+    const ackEarly = this.config.bugs.has('ack-before-persist');
+    if (ackEarly) for (const m of rd.messagesAfterPersist) this.options.transport.send(m);
+    const mustPersist = rd.hardState !== null || rd.entries.length > 0 || rd.snapshot !== null;
+    if (!mustPersist) {
+      this.afterPersist(rd, ackEarly);
+      return;
+    }
+    const write = {
+      ...(rd.hardState !== null ? { hardState: rd.hardState } : {}),
+      ...(rd.entries.length > 0 ? { entries: rd.entries } : {}),
+      ...(rd.snapshot !== null ? { snapshot: rd.snapshot } : {}),
+    };
+    this.options.logStore.save(write).then(
+      () => this.afterPersist(rd, ackEarly),
+      (error: unknown) => this.fatal(error),
+    );
+  }
+
+  private afterPersist(rd: Ready, alreadySent: boolean): void {
+    if (this.stopped) return;
+    const raft = this.raft!;
+    try {
+      if (!alreadySent) for (const m of rd.messagesAfterPersist) this.options.transport.send(m);
+      if (rd.snapshot !== null) this.installSnapshot(rd.snapshot);
+      for (const e of rd.committedEntries) this.applyEntry(e);
+      for (const rs of rd.readStates) {
+        const batch = this.reads.get(new TextDecoder().decode(rs.context));
+        if (batch !== undefined && batch.index === null) batch.index = rs.index;
+      }
+      raft.advance();
+      this.resolveReads(raft.log.applied);
+    } catch (error) {
+      this.fatal(error);
+      return;
+    }
+    const appliedSinceSnapshot = raft.log.applied - this.lastSnapshotIndex;
+    if (appliedSinceSnapshot >= (this.options.snapshotEveryEntries ?? defaultSnapshotEveryEntries)) {
+      this.takeSnapshot(raft);
+      return;
+    }
+    this.processing = false;
+    this.kick();
+  }
+
+  private takeSnapshot(raft: Raft): void {
+    const snapshot = raft.createSnapshot(this.options.stateMachine.snapshot());
+    const index = snapshot.metadata.index;
+    this.lastSnapshotIndex = index;
+    const compactTo = Math.max(0, index - (this.options.snapshotKeepEntries ?? defaultSnapshotKeepEntries));
+    this.options.logStore
+      .save({ snapshot })
+      .then(async () => {
+        if (this.stopped) return;
+        if (compactTo > 0) {
+          raft.compact(compactTo);
+          await this.options.logStore.compact(compactTo);
+        }
+        this.logger.info({ id: this.id, index, compactTo }, 'snapshot taken');
+      })
+      .then(
+        () => {
+          if (this.stopped) return;
+          this.processing = false;
+          this.kick();
+        },
+        (error: unknown) => this.fatal(error),
+      );
+  }
+
+  private installSnapshot(snapshot: Snapshot): void {
+    this.options.stateMachine.restore(snapshot);
+    this.lastSnapshotIndex = snapshot.metadata.index;
+    // Proposals at or below the snapshot: whether they committed is not known here.
+    for (const [index, p] of this.proposals) {
+      if (index <= snapshot.metadata.index) {
+        this.proposals.delete(index);
+        p.reject(new RaftError('ProposalDropped', 'outcome unknown: replaced by a snapshot from the leader'));
+      }
+    }
+  }
+
+  private applyEntry(e: Entry): void {
+    let result: unknown = undefined;
+    if (e.type === EntryType.Normal && e.data.byteLength > 0) result = this.options.stateMachine.apply(e);
+    const p = this.proposals.get(e.index);
+    if (p === undefined) return;
+    this.proposals.delete(e.index);
+    if (p.term === e.term) p.resolve({ index: e.index, term: e.term, result });
+    else p.reject(new RaftError('ProposalDropped', `entry ${e.index} was overwritten by a later leader`));
+  }
+
+  private onSoftStateChange(): void {
+    // Reads the core was confirming were dropped with the role change; reads with an index stay valid.
+    for (const batch of [...this.reads.values()]) {
+      if (batch.index === null && batch !== this.currentReadBatch) {
+        this.failRead(batch, new RaftError('ReadDropped', 'leadership changed before the read was confirmed'));
+      }
+    }
+  }
+
+  private resolveReads(applied: number): void {
+    for (const batch of [...this.reads.values()]) {
+      if (batch.index !== null && batch.index <= applied) {
+        this.reads.delete(batch.key);
+        if (batch.timer !== null) this.options.clock.clearTimer(batch.timer);
+        for (const w of batch.waiters) w.resolve(batch.index);
+      }
+    }
+  }
+
+  private failRead(batch: ReadBatch, error: Error): void {
+    this.reads.delete(batch.key);
+    if (batch.timer !== null) this.options.clock.clearTimer(batch.timer);
+    batch.timer = null;
+    for (const w of batch.waiters) w.reject(error);
+    batch.waiters.length = 0;
+  }
+
+  private fatal(error: unknown): void {
+    this.logger.error({ id: this.id, err: error }, 'raft node stopping after an unrecoverable error');
+    this.stop();
+    this.options.onFatal?.(error);
+  }
+}
