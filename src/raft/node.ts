@@ -13,7 +13,7 @@ import { NO_TERM } from './log.ts';
 import type { Clock, Logger, NodeStatus, ProposalResult, StateMachine, TimerHandle, Transport } from './node-api.ts';
 import { silentLogger } from './node-api.ts';
 import { Raft, type RaftInitialState } from './raft.ts';
-import type { ConfChange, Entry, Message, NodeId, Ready, Snapshot } from './types.ts';
+import type { ConfChange, Entry, HardState, Message, NodeId, Ready, Snapshot } from './types.ts';
 import { EntryType } from './types.ts';
 import type { LogStore } from '../storage/log-store.ts';
 
@@ -78,6 +78,9 @@ export class RaftNode {
   private currentReadBatch: ReadBatch | null = null;
   private readSequence = 0;
   private lastSnapshotIndex = 0;
+  /** The newest hard state from the core, and the newest one handed to the log store. */
+  private latestHardState: HardState | null = null;
+  private durableHardState: HardState | null = null;
 
   constructor(private readonly options: RaftNodeOptions) {
     this.config = raftConfig(options.config);
@@ -99,6 +102,8 @@ export class RaftNode {
       if (this.stopped) return;
     }
     if (loaded.snapshot !== null) this.options.stateMachine.restore(loaded.snapshot);
+    this.durableHardState = loaded.hardState;
+    this.latestHardState = loaded.hardState;
     const applied = loaded.snapshot?.metadata.index ?? 0;
     this.lastSnapshotIndex = applied;
     this.raft = new Raft({ ...this.config, applied }, loaded);
@@ -193,8 +198,8 @@ export class RaftNode {
     const timeoutMs = this.options.readTimeoutMs ?? defaultReadTimeoutMs;
     batch.timer = this.options.clock.setTimer(timeoutMs, () => {
       batch.timer = null;
-      if (this.reads.get(batch.key) === batch && batch.index === null) {
-        this.failRead(batch, new RaftError('ReadDropped', `read not confirmed within ${timeoutMs} ms`));
+      if (this.reads.get(batch.key) === batch) {
+        this.failRead(batch, new RaftError('ReadDropped', `read not served within ${timeoutMs} ms`));
       }
     });
   }
@@ -319,16 +324,25 @@ export class RaftNode {
     for (const m of rd.messages) this.options.transport.send(m);
     const ackEarly = this.config.bugs.has('ack-before-persist');
     if (ackEarly) for (const m of rd.messagesAfterPersist) this.options.transport.send(m);
-    const mustPersist = rd.hardState !== null || rd.entries.length > 0 || rd.snapshot !== null;
+    if (rd.hardState !== null) this.latestHardState = rd.hardState;
+    const hs = this.latestHardState;
+    const d = this.durableHardState;
+    const hardStateChanged = hs !== null && (d === null || hs.term !== d.term || hs.vote !== d.vote || hs.commit !== d.commit);
+    // Term and vote must be durable before any message leaves; the commit index need not be (it is
+    // re-learned from the leader), so a change of commit alone rides along with the next write instead
+    // of costing an fsync of its own.
+    const termOrVoteChanged = hs !== null && (d === null || hs.term !== d.term || hs.vote !== d.vote);
+    const mustPersist = termOrVoteChanged || rd.entries.length > 0 || rd.snapshot !== null;
     if (!mustPersist) {
       this.afterPersist(rd, ackEarly);
       return;
     }
     const write = {
-      ...(rd.hardState !== null ? { hardState: rd.hardState } : {}),
+      ...(hardStateChanged ? { hardState: hs } : {}),
       ...(rd.entries.length > 0 ? { entries: rd.entries } : {}),
       ...(rd.snapshot !== null ? { snapshot: rd.snapshot } : {}),
     };
+    if (hardStateChanged) this.durableHardState = hs;
     this.options.logStore.save(write).then(
       () => this.afterPersist(rd, ackEarly),
       (error: unknown) => this.fatal(error),

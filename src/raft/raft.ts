@@ -297,8 +297,9 @@ export class Raft {
     if (pr.state === 'probe') {
       pr.becomeReplicate();
     } else if (pr.state === 'snapshot') {
+      // Done once the follower holds the snapshot, or (it declined it) once the log can serve it again.
       const snapIndex = pr.snapshotTransfer?.snapshot.metadata.index ?? 0;
-      if (pr.match >= snapIndex) pr.becomeReplicate();
+      if (pr.match >= snapIndex || pr.match + 1 >= this.log.firstIndex()) pr.becomeReplicate();
     } else {
       pr.inflights.freeLE(m.index);
     }

@@ -14,6 +14,18 @@ export interface LoadedLog {
   readonly snapshot: Snapshot | null;
   /** Contiguous entries after the compaction point (all with index > snapshot index, when there is one). */
   readonly entries: readonly Entry[];
+  /**
+   * Records load() discarded instead of failing: only a torn entry record at the tail of the log, cut short
+   * by a crash during a write that was never synced (so never acknowledged). Absent when nothing was repaired.
+   */
+  readonly repairs?: readonly LogRepair[];
+}
+
+/** A record load() discarded; see LoadedLog.repairs. */
+export interface LogRepair {
+  readonly key: string;
+  readonly index: number;
+  readonly reason: 'torn-tail';
 }
 
 /** One atomic, synced write. Applied in this order: snapshot, entries (truncating), hard state. */

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { Network, texts } from './harness.ts';
 
-t.test('a 3-node cluster elects a leader and replicates', (t) => {
+void t.test('a 3-node cluster elects a leader and replicates', (t) => {
   const net = new Network([1, 2, 3]);
   net.campaign(1);
   t.equal(net.leader(), 1);
@@ -11,7 +11,7 @@ t.test('a 3-node cluster elects a leader and replicates', (t) => {
   t.end();
 });
 
-t.test('a single node elects itself and commits', (t) => {
+void t.test('a single node elects itself and commits', (t) => {
   const net = new Network([1]);
   net.campaign(1);
   t.equal(net.leader(), 1);
@@ -20,7 +20,7 @@ t.test('a single node elects itself and commits', (t) => {
   t.end();
 });
 
-t.test('a follower catches up after a partition heals', (t) => {
+void t.test('a follower catches up after a partition heals', (t) => {
   const net = new Network([1, 2, 3, 4, 5]);
   net.campaign(1);
   net.isolate(5);

@@ -1,0 +1,126 @@
+/**
+ * A typed, promise-based handle over the `rocksdb` package (the Level binding, callback API), exposing only
+ * what the log store uses. Keys and values are always Buffers.
+ */
+import { createRequire } from 'node:module';
+
+export type RocksDbBatchOp =
+  | { readonly type: 'put'; readonly key: Buffer; readonly value: Buffer }
+  | { readonly type: 'del'; readonly key: Buffer };
+
+export interface RocksDbRange {
+  readonly gte: Buffer;
+  readonly lt: Buffer;
+  readonly reverse?: boolean;
+  /** At most this many pairs; -1 (the default) for all. */
+  readonly limit?: number;
+}
+
+type Callback<T = void> = (error: Error | null | undefined, value: T) => void;
+
+/** The subset of the binding's API that this module uses. */
+interface RawIterator {
+  next(callback: (error: Error | null | undefined, key?: Buffer, value?: Buffer) => void): void;
+  end(callback: (error?: Error | null) => void): void;
+}
+
+interface RawDb {
+  open(
+    options: { createIfMissing: boolean; errorIfExists: boolean; readOnly: boolean },
+    callback: (error?: Error | null) => void,
+  ): void;
+  close(callback: (error?: Error | null) => void): void;
+  batch(
+    ops: readonly RocksDbBatchOp[],
+    options: { sync: boolean },
+    callback: (error?: Error | null) => void,
+  ): void;
+  getMany(
+    keys: readonly Buffer[],
+    options: { asBuffer: true },
+    callback: Callback<(Buffer | undefined)[]>,
+  ): void;
+  iterator(options: {
+    gte: Buffer;
+    lt: Buffer;
+    reverse: boolean;
+    limit: number;
+    keyAsBuffer: true;
+    valueAsBuffer: true;
+  }): RawIterator;
+}
+
+const require = createRequire(import.meta.url);
+const openRaw = require('rocksdb') as (location: string) => RawDb;
+
+export class RocksDbHandle {
+  private constructor(private readonly db: RawDb) {}
+
+  /**
+   * Opens the database in directory `location`, creating it if missing unless `readOnly`. A read-only handle
+   * may be open while another handle writes; it sees what was written before it opened.
+   */
+  static async open(location: string, options: { readOnly?: boolean } = {}): Promise<RocksDbHandle> {
+    const db = openRaw(location);
+    const readOnly = options.readOnly ?? false;
+    await new Promise<void>((resolve, reject) =>
+      db.open({ createIfMissing: !readOnly, errorIfExists: false, readOnly }, (error) =>
+        error ? reject(error) : resolve(),
+      ),
+    );
+    return new RocksDbHandle(db);
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve, reject) => this.db.close((error) => (error ? reject(error) : resolve())));
+  }
+
+  /** Applies `ops` atomically; with `sync`, the write-ahead log is synced before this resolves. */
+  batch(ops: readonly RocksDbBatchOp[], options: { sync: boolean }): Promise<void> {
+    return new Promise((resolve, reject) =>
+      this.db.batch(ops, { sync: options.sync }, (error) => (error ? reject(error) : resolve())),
+    );
+  }
+
+  /** The value under `key`, or undefined. */
+  get(key: Buffer): Promise<Buffer | undefined> {
+    return new Promise((resolve, reject) =>
+      this.db.getMany([key], { asBuffer: true }, (error, values) =>
+        error ? reject(error) : resolve(values[0]),
+      ),
+    );
+  }
+
+  /** The key-value pairs in `range`, in key order (or reversed). The iterator is always ended. */
+  async *iterate(range: RocksDbRange): AsyncGenerator<[Buffer, Buffer]> {
+    const iterator = this.db.iterator({
+      gte: range.gte,
+      lt: range.lt,
+      reverse: range.reverse ?? false,
+      limit: range.limit ?? -1,
+      keyAsBuffer: true,
+      valueAsBuffer: true,
+    });
+    try {
+      for (;;) {
+        const pair = await nextPair(iterator);
+        if (pair === null) return;
+        yield pair;
+      }
+    } finally {
+      await new Promise<void>((resolve, reject) =>
+        iterator.end((error) => (error ? reject(error) : resolve())),
+      );
+    }
+  }
+}
+
+function nextPair(iterator: RawIterator): Promise<[Buffer, Buffer] | null> {
+  return new Promise((resolve, reject) =>
+    iterator.next((error, key, value) => {
+      if (error) reject(error);
+      else if (key === undefined || value === undefined) resolve(null);
+      else resolve([key, value]);
+    }),
+  );
+}
