@@ -53,6 +53,8 @@ export interface RaftConfig {
   readonly snapshotChunkBytes: number;
   /** Committed entries handed to the application per Ready, at most (bytes). */
   readonly applyBatchBytesMax: number;
+  /** A learner more than this many entries behind the leader's log is not promoted to voter. */
+  readonly learnerPromotionLagEntriesMax: number;
   /** The index already applied by the state machine at start (entries up to it are not re-delivered). */
   readonly applied: number;
   readonly random: RandomSource;
@@ -72,6 +74,7 @@ export const defaultRaftConfig = {
   uncommittedBytesMax: 64 * 1024 * 1024,
   snapshotChunkBytes: 256 * 1024,
   applyBatchBytesMax: 4 * 1024 * 1024,
+  learnerPromotionLagEntriesMax: 1_000,
   applied: 0,
   bugs: new Set<PlantedBug>(),
 } as const satisfies Omit<RaftConfig, 'id' | 'random'>;

@@ -310,6 +310,8 @@ export class Raft {
       while (this.maybeSendAppend(m.from, false)) {
         /* loop */
       }
+      // A follower that just caught up learns the commit index now, not at the next heartbeat.
+      if (pr.sentCommit < Math.min(this.log.committed, pr.match)) this.maybeSendAppend(m.from, true);
     }
     if (m.from === this.leadTransferee && pr.match === this.log.lastIndex()) this.sendTimeoutNow(m.from);
   }
@@ -318,7 +320,9 @@ export class Raft {
     pr.recentActive = true;
     pr.probeSent = false;
     pr.ackedHeartbeatTick = Math.max(pr.ackedHeartbeatTick, m.index);
-    if (pr.state === 'replicate' && pr.inflights.full()) pr.inflights.freeLE(pr.match); // let one probe through
+    // Acks may have been lost: free one slot so the pipeline makes progress (a gap is then rejected and
+    // the follower probed).
+    if (pr.state === 'replicate' && pr.inflights.full()) pr.inflights.freeFirstOne();
     if (pr.state === 'snapshot') {
       this.resendStalledSnapshot(m.from, pr);
     } else if (pr.match < this.log.lastIndex()) {
@@ -424,7 +428,22 @@ export class Raft {
     this.lead = from;
   }
 
+  /**
+   * An append whose entries do not follow (index, logTerm) contiguously with terms in [logTerm, term]
+   * cannot come from a correct leader: it is dropped, never asserted on.
+   */
+  private wellFormedAppend(m: Message): boolean {
+    let previousTerm = m.logTerm;
+    for (let i = 0; i < m.entries.length; i++) {
+      const e = m.entries[i]!;
+      if (e.index !== m.index + 1 + i || e.term < previousTerm || e.term > m.term) return false;
+      previousTerm = e.term;
+    }
+    return true;
+  }
+
   private handleAppend(m: Message): void {
+    if (!this.wellFormedAppend(m)) return;
     if (m.index < this.log.committed) {
       this.send({ type: 'appResp', to: m.from, index: this.log.committed });
       return;
@@ -452,8 +471,9 @@ export class Raft {
 
   private handleSnapshotChunk(m: Message): void {
     const chunk = m.snapshot;
-    if (chunk === null) return;
+    if (chunk === null || chunk.offset + chunk.data.byteLength > chunk.totalBytes) return;
     const meta = chunk.metadata;
+    if (meta.index === 0 || meta.term === 0 || meta.term > m.term || meta.confState.voters.length === 0) return;
     if (meta.index <= this.log.committed) {
       this.snapshotReceive = null;
       this.send({ type: 'appResp', to: m.from, index: this.log.committed });
@@ -503,7 +523,11 @@ export class Raft {
   // ===================== local API =====================
 
   /** Appends proposals on the leader. Returns the index and term of the first; throws a RaftError otherwise. */
-  propose(data: readonly Uint8Array[], type: EntryType = EntryType.Normal): { index: number; term: number } {
+  propose(data: readonly Uint8Array[]): { index: number; term: number } {
+    return this.appendProposal(data, EntryType.Normal);
+  }
+
+  private appendProposal(data: readonly Uint8Array[], type: EntryType): { index: number; term: number } {
     if (this.role !== 'leader') throw new NotLeaderError(this.lead);
     if (this.leadTransferee !== NONE) {
       throw new RaftError('ProposalDropped', `leadership is being transferred to ${this.leadTransferee}`);
@@ -527,9 +551,28 @@ export class Raft {
     }
     const outcome = applyConfChange(this.tracker.confState(), cc);
     if (!outcome.ok) throw new RaftError('ConfChangeRejected', outcome.reason);
-    const result = this.propose([encodeConfChange(cc)], EntryType.ConfChange);
+    this.checkLearnersCaughtUp(cc);
+    const result = this.appendProposal([encodeConfChange(cc)], EntryType.ConfChange);
     this.pendingConfIndex = result.index;
     return result;
+  }
+
+  /**
+   * A learner is promoted only once caught up: a voter far behind would count toward quorums while it
+   * cannot acknowledge anything, and could cost the cluster its availability.
+   */
+  private checkLearnersCaughtUp(cc: ConfChange): void {
+    for (const change of cc.changes) {
+      if (change.type !== 'addVoter' || !this.tracker.learners.has(change.nodeId)) continue;
+      const match = this.tracker.progress.get(change.nodeId)?.match ?? 0;
+      const lag = this.log.lastIndex() - match;
+      if (lag > this.config.learnerPromotionLagEntriesMax) {
+        throw new RaftError(
+          'ConfChangeRejected',
+          `learner ${change.nodeId} is not caught up (${lag} entries behind, at most ${this.config.learnerPromotionLagEntriesMax}); retry later`,
+        );
+      }
+    }
   }
 
   /**
@@ -691,6 +734,8 @@ export class Raft {
 
   private becomeFollower(term: number, lead: NodeId): void {
     if (term !== this.term) this.snapshotReceive = null;
+    // A deposed leader has no leader to be loyal to: it may vote at once.
+    if (this.role === 'leader') this.ticksSinceLeaderContact = this.config.electionTicks;
     this.reset(term);
     this.role = 'follower';
     this.lead = lead;
@@ -717,10 +762,10 @@ export class Raft {
     this.role = 'leader';
     this.lead = this.id;
     this.ticksSinceLeaderContact = 0;
-    // Refuse conf changes until everything before this term (and our empty entry) is applied.
-    this.pendingConfIndex = this.log.lastIndex();
     // An empty entry of our own term: committing it commits everything before it (§5.4.2).
     this.appendEntries([{ term: this.term, index: this.log.lastIndex() + 1, type: EntryType.Normal, data: new Uint8Array(0) }]);
+    // Refuse conf changes until everything up to and including that entry is applied.
+    this.pendingConfIndex = this.log.lastIndex();
     this.bcastAppend();
   }
 
@@ -801,6 +846,7 @@ export class Raft {
     for (const e of entries) bytes += e.data.byteLength;
     const last = entries[entries.length - 1];
     this.send({ type: 'app', to, index: prevIndex, logTerm: prevTerm, entries, commit: this.log.committed });
+    pr.sentCommit = Math.max(pr.sentCommit, this.log.committed);
     pr.sentEntries(last?.index ?? prevIndex, entries.length, bytes);
     return true;
   }
@@ -833,6 +879,7 @@ export class Raft {
       // Never tell a follower to commit beyond what it is known to hold.
       const commit = Math.min(pr.match, this.log.committed);
       this.send({ type: 'heartbeat', to: id, commit, index: this.ticks, context });
+      pr.sentCommit = Math.max(pr.sentCommit, commit);
     }
   }
 
@@ -916,7 +963,13 @@ export class Raft {
   }
 
   private applyConfChangeEntry(e: Entry): void {
-    const cc = decodeConfChange(e.data);
+    let cc: ConfChange;
+    try {
+      cc = decodeConfChange(e.data);
+    } catch {
+      // Only proposeConfChange writes these entries; an undecodable one is a no-op on every member alike.
+      return;
+    }
     const outcome = applyConfChange(this.tracker.confState(), cc);
     // A change that no longer applies (raced with another leader's) is a no-op on every member alike.
     if (!outcome.ok) return;
@@ -939,7 +992,12 @@ export class Raft {
   private maybeAutoLeaveJoint(): void {
     if (!this.tracker.isJoint() || !this.tracker.autoLeave) return;
     if (this.pendingConfIndex > this.log.applied || this.leadTransferee !== NONE) return;
-    this.proposeConfChange({ transition: 'auto', changes: [] });
+    // Appended directly: leaving the joint configuration is never refused for flow-control reasons.
+    const index = this.log.lastIndex() + 1;
+    const data = encodeConfChange({ transition: 'auto', changes: [] });
+    this.appendEntries([{ term: this.term, index, type: EntryType.ConfChange, data }]);
+    this.pendingConfIndex = index;
+    this.bcastAppend();
   }
 
   // ===================== helpers =====================

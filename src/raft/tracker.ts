@@ -41,6 +41,12 @@ export class Inflights {
     }
   }
 
+  /** Frees the oldest message's slot: lets one more message through a window whose acks were lost. */
+  freeFirstOne(): void {
+    const first = this.lastIndexes[0];
+    if (first !== undefined) this.freeLE(first);
+  }
+
   full(): boolean {
     return this.lastIndexes.length >= this.messagesMax || this.bytes >= this.bytesMax;
   }
@@ -80,6 +86,8 @@ export class Progress {
   recentActive = false;
   /** The leader-local tick at which the latest heartbeat this member acknowledged was sent (lease reads). */
   ackedHeartbeatTick = -1;
+  /** The largest commit index sent to this member (so the leader can tell it a newer one promptly). */
+  sentCommit = 0;
   snapshotTransfer: SnapshotTransfer | null = null;
   readonly inflights: Inflights;
 
