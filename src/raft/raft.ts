@@ -169,6 +169,7 @@ export class Raft {
         }
       }
       if (this.leadTransferee !== NONE) this.leadTransferee = NONE; // transfer timed out
+      if (!this.tracker.isVoter(this.id)) this.handOverLeadership(); // retry the hand-over
     }
     if (this.heartbeatElapsed >= this.config.heartbeatTicks) {
       this.heartbeatElapsed = 0;
@@ -979,14 +980,30 @@ export class Raft {
   private switchToConfig(conf: ConfState): void {
     this.tracker.applyConf(conf, this.log.lastIndex() + 1);
     if (this.role !== 'leader') return;
-    if (!this.tracker.isVoter(this.id)) {
-      // Removed or demoted: step down; the remaining voters elect a leader among themselves.
-      this.becomeFollower(this.term, NONE);
-      return;
-    }
     if (this.leadTransferee !== NONE && !this.tracker.voters.has(this.leadTransferee)) this.leadTransferee = NONE;
+    if (!this.tracker.isVoter(this.id)) {
+      // Removed or demoted. Stepping down at once could strand the cluster: the new voters may not yet know
+      // the change committed, and may need this node's vote, which its longer log would refuse. So keep
+      // leading (not counted in quorums) and hand over to the most caught-up voter.
+      this.handOverLeadership();
+    }
     if (this.maybeCommit()) this.bcastAppend();
     else this.bcastAppend();
+  }
+
+  /** A leader that is no longer a voter transfers leadership to the voter with the highest match. */
+  private handOverLeadership(): void {
+    if (this.leadTransferee !== NONE) return;
+    let target: NodeId = NONE;
+    let best = -1;
+    for (const id of [...this.tracker.voters].sort((a, b) => a - b)) {
+      const match = this.tracker.progress.get(id)?.match ?? 0;
+      if (match > best) {
+        best = match;
+        target = id;
+      }
+    }
+    if (target !== NONE) this.handleTransfer(target);
   }
 
   private maybeAutoLeaveJoint(): void {

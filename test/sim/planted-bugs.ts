@@ -1,0 +1,51 @@
+/**
+ * What the simulator knows about each planted bug of the Raft core: a one-line description for --list-bugs,
+ * and the invariants whose violation counts as catching it (the first violation a run reports must be one
+ * of them). Typed as a Record over PlantedBug, so a bug added to src/raft/config.ts without an entry here
+ * fails to compile.
+ */
+import type { PlantedBug } from '../../src/raft/config.ts';
+import type { ViolationKind } from './checkers.ts';
+
+export interface PlantedBugInfo {
+  readonly description: string;
+  /** The checker designed to catch it first. */
+  readonly primaryViolation: ViolationKind;
+  /** Every violation that is a faithful symptom of this bug. */
+  readonly expectedViolations: readonly ViolationKind[];
+}
+
+export const plantedBugCatalog: Readonly<Record<PlantedBug, PlantedBugInfo>> = {
+  'commit-earlier-term': {
+    description: 'a leader counts replicas of an earlier-term entry toward commit (Raft §5.4.2, Figure 8)',
+    primaryViolation: 'commit-rule',
+    expectedViolations: ['commit-rule', 'leader-completeness', 'state-machine-safety', 'acked-write-lost', 'linearizability'],
+  },
+  'ack-before-persist': {
+    description: 'a follower acknowledges appended entries and votes before they are persisted',
+    primaryViolation: 'commit-durability',
+    expectedViolations: [
+      'commit-durability',
+      'election-safety',
+      'leader-completeness',
+      'state-machine-safety',
+      'acked-write-lost',
+      'linearizability',
+    ],
+  },
+  'double-vote': {
+    description: 'a node grants a second vote in the same term',
+    primaryViolation: 'election-safety',
+    expectedViolations: ['election-safety', 'log-matching', 'leader-completeness', 'state-machine-safety'],
+  },
+  'read-without-quorum': {
+    description: 'reads are served from local state without ReadIndex or a lease',
+    primaryViolation: 'linearizability',
+    expectedViolations: ['linearizability'],
+  },
+  'prevote-skip-log-check': {
+    description: 'pre-votes (and so votes) are granted without the up-to-date log check (Raft §5.4.1)',
+    primaryViolation: 'leader-completeness',
+    expectedViolations: ['leader-completeness', 'state-machine-safety', 'acked-write-lost', 'commit-rule', 'linearizability'],
+  },
+};
