@@ -332,7 +332,11 @@ export class RaftNode {
     // re-learned from the leader), so a change of commit alone rides along with the next write instead
     // of costing an fsync of its own.
     const termOrVoteChanged = hs !== null && (d === null || hs.term !== d.term || hs.vote !== d.vote);
-    const mustPersist = termOrVoteChanged || rd.entries.length > 0 || rd.snapshot !== null;
+    // Except before a membership change is applied: after a restart the member must still know the change
+    // committed, or it would campaign in the old configuration and might need a vote that is gone.
+    const appliesConfChange = rd.committedEntries.some((e) => e.type === EntryType.ConfChange);
+    const mustPersist =
+      termOrVoteChanged || rd.entries.length > 0 || rd.snapshot !== null || (appliesConfChange && hardStateChanged);
     if (!mustPersist) {
       this.afterPersist(rd, ackEarly);
       return;
@@ -367,7 +371,7 @@ export class RaftNode {
       return;
     }
     const appliedSinceSnapshot = raft.log.applied - this.lastSnapshotIndex;
-    if (appliedSinceSnapshot >= (this.options.snapshotEveryEntries ?? defaultSnapshotEveryEntries)) {
+    if (appliedSinceSnapshot >= (this.options.snapshotEveryEntries ?? defaultSnapshotEveryEntries) && raft.canSnapshot()) {
       this.takeSnapshot(raft);
       return;
     }

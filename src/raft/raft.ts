@@ -604,14 +604,19 @@ export class Raft {
     if (this.role !== 'leader' && this.promotable()) this.campaign(this.config.preVote ? 'preElection' : 'election');
   }
 
+  /** Whether createSnapshot() may be called now: not while a snapshot from the leader is replacing the log. */
+  canSnapshot(): boolean {
+    return this.log.unstableSnapshot === null && this.log.term(this.log.applied) !== NO_TERM;
+  }
+
   /** Records a state-machine snapshot taken at the applied index; the log may then be compacted up to it. */
   createSnapshot(data: Uint8Array): Snapshot {
+    assert(this.canSnapshot(), `cannot snapshot at applied index ${this.log.applied} now`);
     const index = this.log.applied;
     const snapshot: Snapshot = {
       metadata: { index, term: this.log.term(index), confState: this.tracker.confState() },
       data,
     };
-    assert(snapshot.metadata.term !== NO_TERM, `no term for applied index ${index}`);
     this.log.setSnapshot(snapshot);
     return snapshot;
   }

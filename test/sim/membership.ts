@@ -214,15 +214,16 @@ export class MembershipOperator {
   }
 
   /**
-   * Stops nodes whose removal was applied, once the leader's configuration no longer mentions them at all
-   * (a joint configuration may still need a removed voter in its outgoing half).
+   * Stops nodes whose removal was applied, once a leader that is itself a member of the new configuration
+   * no longer mentions them at all (a joint configuration may still need a removed voter in its outgoing
+   * half, and a removed leader still hands over leadership), as an operator would.
    */
   retireRemoved(): void {
     if (this.pendingRetire.size === 0) return;
     const leader = this.env.cluster.leader();
     if (leader === null) return;
     for (const id of [...this.pendingRetire]) {
-      if (isMember(leader.status.confState, id)) continue;
+      if (leader.host.id === id || isMember(leader.status.confState, id)) continue;
       this.pendingRetire.delete(id);
       const host = this.env.cluster.host(id);
       if (host === undefined || host.retired) continue;
