@@ -18,14 +18,24 @@ export interface Transport {
   send(message: Message): void;
 }
 
-/** The replicated state machine. Must be deterministic: same entries in, same state and results out. */
+/**
+ * The replicated state machine. Must be deterministic: same entries in, same state and results out.
+ * Implement `apply` (synchronous, one entry at a time) or `applyBatch` (all committed entries of a Ready
+ * at once, possibly asynchronous: e.g. one atomic write of the batch and the applied index to disk).
+ * The driver waits for a returned promise before it applies anything else.
+ */
 export interface StateMachine {
   /** Applies one committed Normal entry (never called for no-ops or conf changes) and returns its result. */
-  apply(entry: Entry): unknown;
+  apply?(entry: Entry): unknown;
+  /**
+   * Applies committed entries in order, including no-ops and conf changes (so the applied index can be
+   * recorded with them), and returns one result per entry.
+   */
+  applyBatch?(entries: readonly Entry[]): readonly unknown[] | Promise<readonly unknown[]>;
   /** A consistent snapshot of everything applied so far. */
-  snapshot(): Uint8Array;
+  snapshot(): Uint8Array | Promise<Uint8Array>;
   /** Replaces the whole state with a snapshot's. */
-  restore(snapshot: Snapshot): void;
+  restore(snapshot: Snapshot): void | Promise<void>;
 }
 
 export interface NodeStatus {

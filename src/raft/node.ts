@@ -101,7 +101,8 @@ export class RaftNode {
       loaded = await this.bootstrap(this.options.initialVoters);
       if (this.stopped) return;
     }
-    if (loaded.snapshot !== null) this.options.stateMachine.restore(loaded.snapshot);
+    if (loaded.snapshot !== null) await this.options.stateMachine.restore(loaded.snapshot);
+    if (this.stopped) return;
     this.durableHardState = loaded.hardState;
     this.latestHardState = loaded.hardState;
     const applied = loaded.snapshot?.metadata.index ?? 0;
@@ -124,7 +125,7 @@ export class RaftNode {
         term: 1,
         confState: { voters: [...voters].sort((a, b) => a - b), votersOutgoing: [], learners: [], learnersNext: [], autoLeave: false },
       },
-      data: this.options.stateMachine.snapshot(),
+      data: await this.options.stateMachine.snapshot(),
     };
     const hardState = { term: 1, vote: 0, commit: 1 };
     await this.options.logStore.save({ snapshot, hardState });
@@ -355,11 +356,41 @@ export class RaftNode {
 
   private afterPersist(rd: Ready, alreadySent: boolean): void {
     if (this.stopped) return;
-    const raft = this.raft!;
+    let pending: void | Promise<void>;
     try {
       if (!alreadySent) for (const m of rd.messagesAfterPersist) this.options.transport.send(m);
-      if (rd.snapshot !== null) this.installSnapshot(rd.snapshot);
-      for (const e of rd.committedEntries) this.applyEntry(e);
+      pending = this.applyReady(rd);
+    } catch (error) {
+      this.fatal(error);
+      return;
+    }
+    if (pending instanceof Promise) pending.then(() => this.finishReady(rd), (error: unknown) => this.fatal(error));
+    else this.finishReady(rd);
+  }
+
+  /** Installs the Ready's snapshot, then applies its committed entries; synchronous unless the state machine is not. */
+  private applyReady(rd: Ready): void | Promise<void> {
+    const restored = rd.snapshot !== null ? this.installSnapshot(rd.snapshot) : undefined;
+    const apply = (): void | Promise<void> => {
+      const sm = this.options.stateMachine;
+      if (rd.committedEntries.length === 0) return;
+      if (sm.applyBatch !== undefined) {
+        const results = sm.applyBatch(rd.committedEntries);
+        if (results instanceof Promise) return results.then((r) => this.settleProposals(rd.committedEntries, r));
+        this.settleProposals(rd.committedEntries, results);
+        return;
+      }
+      assert(sm.apply !== undefined, 'a state machine implements apply or applyBatch');
+      const results = rd.committedEntries.map((e) => (e.type === EntryType.Normal && e.data.byteLength > 0 ? sm.apply!(e) : undefined));
+      this.settleProposals(rd.committedEntries, results);
+    };
+    return restored instanceof Promise ? restored.then(apply) : apply();
+  }
+
+  private finishReady(rd: Ready): void {
+    if (this.stopped) return;
+    const raft = this.raft!;
+    try {
       for (const rs of rd.readStates) {
         const batch = this.reads.get(new TextDecoder().decode(rs.context));
         if (batch !== undefined && batch.index === null) batch.index = rs.index;
@@ -380,19 +411,23 @@ export class RaftNode {
   }
 
   private takeSnapshot(raft: Raft): void {
-    const snapshot = raft.createSnapshot(this.options.stateMachine.snapshot());
-    const index = snapshot.metadata.index;
-    this.lastSnapshotIndex = index;
-    const compactTo = Math.max(0, index - (this.options.snapshotKeepEntries ?? defaultSnapshotKeepEntries));
-    this.options.logStore
-      .save({ snapshot })
-      .then(async () => {
+    const compactTo = (index: number) => Math.max(0, index - (this.options.snapshotKeepEntries ?? defaultSnapshotKeepEntries));
+    let snapshotIndex = 0;
+    Promise.resolve(this.options.stateMachine.snapshot())
+      .then(async (data) => {
+        // A snapshot from the leader may have started replacing the log meanwhile: then skip this one.
+        if (this.stopped || !raft.canSnapshot()) return;
+        const snapshot = raft.createSnapshot(data);
+        snapshotIndex = snapshot.metadata.index;
+        this.lastSnapshotIndex = snapshotIndex;
+        await this.options.logStore.save({ snapshot });
         if (this.stopped) return;
-        if (compactTo > 0) {
-          raft.compact(compactTo);
-          await this.options.logStore.compact(compactTo);
+        const to = compactTo(snapshotIndex);
+        if (to > 0) {
+          raft.compact(to);
+          await this.options.logStore.compact(to);
         }
-        this.logger.info({ id: this.id, index, compactTo }, 'snapshot taken');
+        this.logger.info({ id: this.id, index: snapshotIndex, compactTo: to }, 'snapshot taken');
       })
       .then(
         () => {
@@ -404,8 +439,7 @@ export class RaftNode {
       );
   }
 
-  private installSnapshot(snapshot: Snapshot): void {
-    this.options.stateMachine.restore(snapshot);
+  private installSnapshot(snapshot: Snapshot): void | Promise<void> {
     this.lastSnapshotIndex = snapshot.metadata.index;
     // Proposals at or below the snapshot: whether they committed is not known here.
     for (const [index, p] of this.proposals) {
@@ -414,16 +448,18 @@ export class RaftNode {
         p.reject(new RaftError('ProposalDropped', 'outcome unknown: replaced by a snapshot from the leader'));
       }
     }
+    return this.options.stateMachine.restore(snapshot);
   }
 
-  private applyEntry(e: Entry): void {
-    let result: unknown = undefined;
-    if (e.type === EntryType.Normal && e.data.byteLength > 0) result = this.options.stateMachine.apply(e);
-    const p = this.proposals.get(e.index);
-    if (p === undefined) return;
-    this.proposals.delete(e.index);
-    if (p.term === e.term) p.resolve({ index: e.index, term: e.term, result });
-    else p.reject(new RaftError('ProposalDropped', `entry ${e.index} was overwritten by a later leader`));
+  private settleProposals(entries: readonly Entry[], results: readonly unknown[]): void {
+    assert(results.length === entries.length, `state machine returned ${results.length} results for ${entries.length} entries`);
+    entries.forEach((e, i) => {
+      const p = this.proposals.get(e.index);
+      if (p === undefined) return;
+      this.proposals.delete(e.index);
+      if (p.term === e.term) p.resolve({ index: e.index, term: e.term, result: results[i] });
+      else p.reject(new RaftError('ProposalDropped', `entry ${e.index} was overwritten by a later leader`));
+    });
   }
 
   private onSoftStateChange(): void {
