@@ -1,0 +1,339 @@
+/**
+ * Commands: what a Raft entry of the metadata group carries. msgpack of
+ *
+ *   [COMMAND_FORMAT, nowMs, session | null, op]      session = [clientId, seq, ack]
+ *
+ * where `op` is a map with a `type` and that type's fields. The leader stamps `nowMs` (its wall clock) so the
+ * state machine never reads a clock. New ids (inodes, chunk handles, chunkservers, sessions) come from
+ * counters in the replicated state, which every replica advances identically (see
+ * state-machine.ts); no randomness is involved anywhere.
+ *
+ * Decoding checks shape only (types, required and unknown fields) and throws CommandDecodeError (EBADMSG);
+ * it never throws anything else, whatever the bytes. Meaning (path syntax, ranges, existence) is checked when
+ * the command is applied, and reported as a POSIX-style error result.
+ */
+import { CommandDecodeError } from './errors.ts';
+import { packr } from './records.ts';
+import type { ChunkserverState } from './records.ts';
+import { chunkserverStates } from './records.ts';
+
+export const COMMAND_FORMAT = 1;
+
+/**
+ * Session stamp of a client command. `seq` numbers the client's commands from 1; `ack` says the client has
+ * received the results of every sequence <= ack (so the state machine may forget them). Invariant: ack < seq.
+ */
+export interface SessionStamp {
+  readonly clientId: number;
+  readonly seq: number;
+  readonly ack: number;
+}
+
+/**
+ * Every mutation may carry `ifGeneration`: the command applies only if the target's generation equals it
+ * (0 = the target must not exist), else EPRECONDITION. The target is the inode at `path` (for rename: at
+ * `to`); for chunk commands the file owning the chunk; for chunkserver commands the chunkserver record.
+ */
+interface Conditional {
+  readonly ifGeneration?: number | undefined;
+}
+
+export interface LeaseRequest {
+  readonly holder: string;
+  readonly durationMs: number;
+}
+
+export type Op =
+  /** Opens a client session; the result is `{ clientId }`. Carries no session stamp itself. */
+  | { readonly type: 'openSession' }
+  | ({
+      readonly type: 'mkdir';
+      readonly path: string;
+      /** Create missing ancestors too; an existing directory at `path` is then not an error. */
+      readonly parents?: boolean | undefined;
+      readonly mode?: number | undefined;
+      readonly owner?: string | undefined;
+      readonly replication?: number | undefined;
+      readonly chunkSizeBytes?: number | undefined;
+    } & Conditional)
+  | ({
+      readonly type: 'create';
+      readonly path: string;
+      /** true (default): an existing file is EEXIST. false: an existing file is replaced by an empty one. */
+      readonly exclusive?: boolean | undefined;
+      readonly mode?: number | undefined;
+      readonly owner?: string | undefined;
+      readonly replication?: number | undefined;
+      readonly chunkSizeBytes?: number | undefined;
+      /** Also grant the new file's writer lease to this holder. */
+      readonly lease?: LeaseRequest | undefined;
+    } & Conditional)
+  | ({
+      readonly type: 'setattr';
+      readonly path: string;
+      readonly mode?: number | undefined;
+      readonly mtimeMs?: number | undefined;
+      readonly owner?: string | undefined;
+      readonly replication?: number | undefined;
+    } & Conditional)
+  | ({ readonly type: 'rename'; readonly from: string; readonly to: string } & Conditional)
+  | ({ readonly type: 'unlink'; readonly path: string } & Conditional)
+  | ({ readonly type: 'rmdir'; readonly path: string } & Conditional)
+  | ({ readonly type: 'deleteRecursive'; readonly path: string } & Conditional)
+  | ({
+      readonly type: 'acquireLease';
+      readonly path: string;
+      readonly holder: string;
+      readonly durationMs: number;
+    } & Conditional)
+  | ({
+      readonly type: 'renewLease';
+      readonly path: string;
+      readonly holder: string;
+      readonly durationMs: number;
+    } & Conditional)
+  | ({ readonly type: 'releaseLease'; readonly path: string; readonly holder: string } & Conditional)
+  | ({
+      readonly type: 'addChunk';
+      readonly path: string;
+      readonly holder: string;
+      readonly replicas: readonly number[];
+    } & Conditional)
+  | ({
+      /** A new write pipeline for an unsealed chunk: version + 1, possibly new replicas. */
+      readonly type: 'bumpChunkVersion';
+      readonly handle: number;
+      readonly holder: string;
+      /** The version the pipeline is replacing (ESTALE if it is no longer current). */
+      readonly version: number;
+      readonly replicas: readonly number[];
+    } & Conditional)
+  | ({
+      readonly type: 'sealChunk';
+      readonly handle: number;
+      readonly holder: string;
+      readonly version: number;
+      readonly lengthBytes: number;
+      /** CRC32C of the chunk's bytes. */
+      readonly checksum: number;
+    } & Conditional)
+  | ({ readonly type: 'completeFile'; readonly path: string; readonly holder: string } & Conditional)
+  | ({
+      /** Re-replication, decommissioning or repair by the leader: a new replica set at the same version. */
+      readonly type: 'setChunkReplicas';
+      readonly handle: number;
+      readonly version: number;
+      readonly replicas: readonly number[];
+    } & Conditional)
+  | ({
+      /** Without `id`: a new chunkserver (the result carries its id). With `id`: an update of that one. */
+      readonly type: 'registerChunkserver';
+      readonly id?: number | undefined;
+      readonly address: string;
+      readonly rack: string;
+      readonly capacityBytes: number;
+      readonly usedBytes: number;
+    } & Conditional)
+  | ({
+      readonly type: 'setChunkserverState';
+      readonly id: number;
+      readonly state: ChunkserverState;
+    } & Conditional);
+
+export type OpType = Op['type'];
+
+export interface Command {
+  /** Wall-clock milliseconds stamped by the leader that proposed the command. */
+  readonly nowMs: number;
+  readonly session?: SessionStamp | undefined;
+  readonly op: Op;
+}
+
+/** Shape of one field: its kind, and whether it may be absent. */
+type Kind = 'string' | 'nat' | 'bool' | 'ids' | 'state' | 'lease';
+type Spec = Readonly<Record<string, readonly [Kind, 'required' | 'optional']>>;
+
+const req = (k: Kind) => [k, 'required'] as const;
+const opt = (k: Kind) => [k, 'optional'] as const;
+const cond = { ifGeneration: opt('nat') } as const;
+const attrs = {
+  mode: opt('nat'),
+  owner: opt('string'),
+  replication: opt('nat'),
+  chunkSizeBytes: opt('nat'),
+} as const;
+
+/** Fields of each op besides `type`. The decoder accepts exactly these. */
+const specs: Readonly<Record<OpType, Spec>> = {
+  openSession: {},
+  mkdir: { path: req('string'), parents: opt('bool'), ...attrs, ...cond },
+  create: { path: req('string'), exclusive: opt('bool'), ...attrs, lease: opt('lease'), ...cond },
+  setattr: {
+    path: req('string'),
+    mode: opt('nat'),
+    mtimeMs: opt('nat'),
+    owner: opt('string'),
+    replication: opt('nat'),
+    ...cond,
+  },
+  rename: { from: req('string'), to: req('string'), ...cond },
+  unlink: { path: req('string'), ...cond },
+  rmdir: { path: req('string'), ...cond },
+  deleteRecursive: { path: req('string'), ...cond },
+  acquireLease: { path: req('string'), holder: req('string'), durationMs: req('nat'), ...cond },
+  renewLease: { path: req('string'), holder: req('string'), durationMs: req('nat'), ...cond },
+  releaseLease: { path: req('string'), holder: req('string'), ...cond },
+  addChunk: { path: req('string'), holder: req('string'), replicas: req('ids'), ...cond },
+  bumpChunkVersion: {
+    handle: req('nat'),
+    holder: req('string'),
+    version: req('nat'),
+    replicas: req('ids'),
+    ...cond,
+  },
+  sealChunk: {
+    handle: req('nat'),
+    holder: req('string'),
+    version: req('nat'),
+    lengthBytes: req('nat'),
+    checksum: req('nat'),
+    ...cond,
+  },
+  completeFile: { path: req('string'), holder: req('string'), ...cond },
+  setChunkReplicas: { handle: req('nat'), version: req('nat'), replicas: req('ids'), ...cond },
+  registerChunkserver: {
+    id: opt('nat'),
+    address: req('string'),
+    rack: req('string'),
+    capacityBytes: req('nat'),
+    usedBytes: req('nat'),
+    ...cond,
+  },
+  setChunkserverState: { id: req('nat'), state: req('state'), ...cond },
+};
+
+export const opTypes = Object.keys(specs) as OpType[];
+
+/** UTF-16 code units of one string field, at most (a decode bound only; byte limits are checked when applying). */
+export const commandStringUnitsMax = 64 * 1024;
+/** Elements of one id list, at most (a decode bound only). */
+export const commandIdsMax = 1024;
+
+export function encodeCommand(command: Command): Uint8Array {
+  const s = command.session;
+  return packr.pack([
+    COMMAND_FORMAT,
+    command.nowMs,
+    s === undefined ? null : [s.clientId, s.seq, s.ack],
+    stripUndefined(command.op),
+  ]);
+}
+
+/** Decodes and shape-checks a command; throws CommandDecodeError (never anything else) on bad bytes. */
+export function decodeCommand(bytes: Uint8Array): Command {
+  let raw: unknown;
+  try {
+    raw = packr.unpack(bytes);
+  } catch {
+    throw new CommandDecodeError('not msgpack');
+  }
+  if (!Array.isArray(raw) || raw.length !== 4) throw new CommandDecodeError('not a command envelope');
+  const [format, nowMs, session, op] = raw as unknown[];
+  if (format !== COMMAND_FORMAT) throw new CommandDecodeError(`unknown command format ${String(format)}`);
+  if (!isNat(nowMs)) throw new CommandDecodeError('nowMs is not a non-negative integer');
+  const decodedOp = decodeOp(op);
+  const stamp = session === null ? undefined : decodeSession(session);
+  if (stamp !== undefined && decodedOp.type === 'openSession')
+    throw new CommandDecodeError('openSession carries no session');
+  return stamp === undefined ? { nowMs, op: decodedOp } : { nowMs, session: stamp, op: decodedOp };
+}
+
+function decodeSession(x: unknown): SessionStamp {
+  if (!Array.isArray(x) || x.length !== 3) throw new CommandDecodeError('malformed session stamp');
+  const [clientId, seq, ack] = x as unknown[];
+  if (!isNat(clientId) || clientId === 0 || !isNat(seq) || seq === 0 || !isNat(ack) || ack >= seq) {
+    throw new CommandDecodeError('malformed session stamp (need clientId >= 1, seq >= 1, 0 <= ack < seq)');
+  }
+  return { clientId, seq, ack };
+}
+
+function decodeOp(x: unknown): Op {
+  if (!isPlainObject(x)) throw new CommandDecodeError('op is not a map');
+  const type = x['type'];
+  if (typeof type !== 'string' || !Object.hasOwn(specs, type))
+    throw new CommandDecodeError(`unknown op type ${show(type)}`);
+  const spec = specs[type as OpType];
+  const out: Record<string, unknown> = { type };
+  for (const field of Object.keys(x)) {
+    if (field !== 'type' && !Object.hasOwn(spec, field))
+      throw new CommandDecodeError(`${type}: unknown field ${show(field)}`);
+  }
+  for (const [field, [kind, presence]] of Object.entries(spec)) {
+    const value = Object.hasOwn(x, field) ? x[field] : undefined;
+    if (value === undefined || value === null) {
+      if (presence === 'required') throw new CommandDecodeError(`${type}: missing ${field}`);
+      continue;
+    }
+    out[field] = decodeField(kind, value, `${type}.${field}`);
+  }
+  return out as unknown as Op;
+}
+
+function decodeField(kind: Kind, v: unknown, what: string): unknown {
+  switch (kind) {
+    case 'string':
+      if (typeof v !== 'string' || v.length > commandStringUnitsMax)
+        throw new CommandDecodeError(`${what}: not a string`);
+      return v;
+    case 'nat':
+      if (!isNat(v)) throw new CommandDecodeError(`${what}: not a non-negative integer`);
+      return v;
+    case 'bool':
+      if (typeof v !== 'boolean') throw new CommandDecodeError(`${what}: not a boolean`);
+      return v;
+    case 'ids':
+      if (!Array.isArray(v) || v.length > commandIdsMax || !v.every(isNat))
+        throw new CommandDecodeError(`${what}: not a list of ids`);
+      return [...v];
+    case 'state':
+      if (typeof v !== 'string' || !(chunkserverStates as readonly string[]).includes(v))
+        throw new CommandDecodeError(`${what}: not a chunkserver state`);
+      return v;
+    case 'lease': {
+      if (!isPlainObject(v)) throw new CommandDecodeError(`${what}: not a map`);
+      const keys = Object.keys(v);
+      const { holder, durationMs } = v;
+      if (
+        keys.length !== 2 ||
+        typeof holder !== 'string' ||
+        holder.length > commandStringUnitsMax ||
+        !isNat(durationMs)
+      ) {
+        throw new CommandDecodeError(`${what}: need exactly { holder, durationMs }`);
+      }
+      return { holder, durationMs };
+    }
+  }
+}
+
+function isNat(x: unknown): x is number {
+  return typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
+}
+
+function isPlainObject(x: unknown): x is Record<string, unknown> {
+  if (typeof x !== 'object' || x === null || Array.isArray(x) || x instanceof Uint8Array) return false;
+  const proto: unknown = Object.getPrototypeOf(x);
+  return proto === Object.prototype || proto === null;
+}
+
+/** Drops undefined fields, which msgpack would otherwise carry as an extension type. */
+function stripUndefined(op: Op): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(op)) if (v !== undefined) out[k] = v;
+  return out;
+}
+
+function show(x: unknown): string {
+  const s = typeof x === 'string' ? JSON.stringify(x) : typeof x;
+  return s.length > 60 ? `${s.slice(0, 57)}...` : s;
+}

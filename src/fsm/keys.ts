@@ -1,0 +1,144 @@
+/**
+ * The key layout of the metadata state in the ordered store. One ASCII letter names the table; numbers are
+ * 8-byte big-endian (so byte order = numeric order); names are raw UTF-8.
+ *
+ *   m "applied"                      -> u64 applied index
+ *   m "meta"                         -> Meta record (format, stamped clock, id counters, counts)
+ *   i <inode u64>                    -> Inode record
+ *   d <dir u64> <name bytes>         -> <child u64> <type u8>      directory entry; one dir's entries are
+ *                                                                   contiguous and in byte-wise name order
+ *   c <file u64> <chunk index u64>   -> <chunk handle u64>         a file's chunk list, in order
+ *   p <chunk handle u64>             -> Placement record
+ *   l <file u64>                     -> Lease record
+ *   g <sequence u64>                 -> <inode u64>                deleted subtrees awaiting reclamation, FIFO
+ *   s <chunkserver u64>              -> Chunkserver record
+ *   x <client u64>                   -> Session record
+ *   r <client u64> <sequence u64>    -> Result record              a session's unacknowledged results
+ *   y <last used ms u64> <client u64> -> (empty)                   sessions by last use, for eviction
+ */
+import { assert } from '../raft/errors.ts';
+
+export const Table = {
+  meta: 0x6d, // m
+  inode: 0x69, // i
+  dirent: 0x64, // d
+  chunkList: 0x63, // c
+  placement: 0x70, // p
+  lease: 0x6c, // l
+  garbage: 0x67, // g
+  chunkserver: 0x73, // s
+  session: 0x78, // x
+  result: 0x72, // r
+  sessionByUse: 0x79, // y
+} as const;
+export type Table = (typeof Table)[keyof typeof Table];
+
+export const U64_BYTES = 8;
+const TWO_32 = 2 ** 32;
+
+export function writeU64(out: Uint8Array, offset: number, n: number): void {
+  assert(Number.isSafeInteger(n) && n >= 0, `u64 out of range: ${n}`);
+  writeU32(out, offset, Math.floor(n / TWO_32));
+  writeU32(out, offset + 4, n >>> 0);
+}
+
+function writeU32(out: Uint8Array, offset: number, n: number): void {
+  out[offset] = n >>> 24;
+  out[offset + 1] = (n >>> 16) & 0xff;
+  out[offset + 2] = (n >>> 8) & 0xff;
+  out[offset + 3] = n & 0xff;
+}
+
+function readU32(b: Uint8Array, offset: number): number {
+  return ((b[offset]! << 24) >>> 0) + (b[offset + 1]! << 16) + (b[offset + 2]! << 8) + b[offset + 3]!;
+}
+
+export function readU64(bytes: Uint8Array, offset: number): number {
+  assert(bytes.length >= offset + U64_BYTES, 'u64 read past the end');
+  const n = readU32(bytes, offset) * TWO_32 + readU32(bytes, offset + 4);
+  assert(Number.isSafeInteger(n), 'stored u64 is not a safe integer');
+  return n;
+}
+
+export function u64Bytes(n: number): Uint8Array {
+  const out = new Uint8Array(U64_BYTES);
+  writeU64(out, 0, n);
+  return out;
+}
+
+/** A key: the table byte, then each number as u64, then each byte string as is. */
+function key(table: Table, ...parts: (number | Uint8Array)[]): Uint8Array {
+  let length = 1;
+  for (const p of parts) length += typeof p === 'number' ? U64_BYTES : p.length;
+  const out = new Uint8Array(length);
+  out[0] = table;
+  let at = 1;
+  for (const p of parts) {
+    if (typeof p === 'number') {
+      writeU64(out, at, p);
+      at += U64_BYTES;
+    } else {
+      out.set(p, at);
+      at += p.length;
+    }
+  }
+  return out;
+}
+
+const encoder = new TextEncoder();
+
+export const appliedKey = key(Table.meta, encoder.encode('applied'));
+export const metaKey = key(Table.meta, encoder.encode('meta'));
+
+export const inodeKey = (id: number): Uint8Array => key(Table.inode, id);
+export const direntKey = (dir: number, name: Uint8Array): Uint8Array => key(Table.dirent, dir, name);
+export const chunkListKey = (file: number, index: number): Uint8Array => key(Table.chunkList, file, index);
+export const placementKey = (handle: number): Uint8Array => key(Table.placement, handle);
+export const leaseKey = (file: number): Uint8Array => key(Table.lease, file);
+export const garbageKey = (seq: number): Uint8Array => key(Table.garbage, seq);
+export const chunkserverKey = (id: number): Uint8Array => key(Table.chunkserver, id);
+export const sessionKey = (client: number): Uint8Array => key(Table.session, client);
+export const resultKey = (client: number, seq: number): Uint8Array => key(Table.result, client, seq);
+export const sessionByUseKey = (lastUsedMs: number, client: number): Uint8Array =>
+  key(Table.sessionByUse, lastUsedMs, client);
+
+/** [gte, lt) covering every key that starts with the table byte and the given numbers. */
+export function prefixRange(table: Table, ...ids: number[]): { gte: Uint8Array; lt: Uint8Array } {
+  const gte = key(table, ...ids);
+  return { gte, lt: prefixEnd(gte) };
+}
+
+/** The smallest key greater than every key starting with `prefix`. */
+export function prefixEnd(prefix: Uint8Array): Uint8Array {
+  const out = prefix.slice();
+  for (let i = out.length - 1; i >= 0; i--) {
+    if (out[i]! < 0xff) {
+      out[i]! += 1;
+      return out.subarray(0, i + 1);
+    }
+  }
+  assert(false, 'prefixEnd of an all-0xff prefix');
+}
+
+/** The name part of a directory entry key. */
+export function direntName(k: Uint8Array): Uint8Array {
+  return k.subarray(1 + U64_BYTES);
+}
+
+/** A directory entry's value: the child's inode id and type. */
+export const InodeType = { dir: 0, file: 1 } as const;
+export type InodeType = 'dir' | 'file';
+
+export function direntValue(child: number, type: InodeType): Uint8Array {
+  const out = new Uint8Array(U64_BYTES + 1);
+  writeU64(out, 0, child);
+  out[U64_BYTES] = InodeType[type];
+  return out;
+}
+
+export function readDirent(value: Uint8Array): { id: number; type: InodeType } {
+  assert(value.length === U64_BYTES + 1, 'malformed directory entry');
+  const code = value[U64_BYTES];
+  assert(code === InodeType.dir || code === InodeType.file, 'malformed directory entry type');
+  return { id: readU64(value, 0), type: code === InodeType.dir ? 'dir' : 'file' };
+}

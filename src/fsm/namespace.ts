@@ -1,0 +1,325 @@
+/**
+ * Namespace commands: mkdir, create, setattr, rename, unlink, rmdir, deleteRecursive.
+ *
+ * Order of checks in every command (so results are predictable, and the model test can mirror them):
+ * path syntax (EINVAL, ENAMETOOLONG), argument values (EINVAL), path resolution (ENOENT, ENOTDIR), the
+ * `ifGeneration` precondition (EPRECONDITION), then the command's own rules.
+ *
+ * Deleted inodes are detached from the tree at once and queued for reclamation (gc.ts), which removes their
+ * descendants, chunk lists and placement records a bounded number of keys at a time.
+ */
+import { assert } from '../raft/errors.ts';
+import type { Op } from './commands.ts';
+import { FsError } from './errors.ts';
+import { enqueue } from './gc.ts';
+import type { InodeType } from './keys.ts';
+import type { PathComponent } from './paths.ts';
+import { isStrictDescendant, parsePath, samePath, utf8 } from './paths.ts';
+import type { Inode } from './records.ts';
+import { ROOT_ID } from './records.ts';
+import type { Txn } from './txn.ts';
+import * as v from './validate.ts';
+
+type OpOf<T extends Op['type']> = Extract<Op, { type: T }>;
+
+/** What mkdir, create and rename return. */
+export interface InodeRef {
+  readonly id: number;
+  readonly generation: number;
+}
+
+/** Walks from the root. ENOENT for a missing component, ENOTDIR for a file in the middle of the path. */
+export async function resolve(txn: Txn, path: readonly PathComponent[]): Promise<Inode> {
+  let node = await txn.mustInode(ROOT_ID);
+  for (const c of path) {
+    if (node.type !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${node.name}`);
+    const entry = await txn.lookup(node.id, c.bytes);
+    if (entry === undefined) throw new FsError('ENOENT', `no such file or directory: ${c.name}`);
+    node = await txn.mustInode(entry.id);
+  }
+  return node;
+}
+
+export interface ParentLookup {
+  readonly parent: Inode;
+  readonly name: PathComponent;
+  /** The inode at the path, if any. */
+  readonly target: Inode | undefined;
+}
+
+/** Resolves everything but the last component (which must exist as a directory). Path must not be root. */
+export async function resolveParent(txn: Txn, path: readonly PathComponent[]): Promise<ParentLookup> {
+  assert(path.length > 0, 'resolveParent of the root');
+  const parent = await resolve(txn, path.slice(0, -1));
+  if (parent.type !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${parent.name}`);
+  const name = path[path.length - 1]!;
+  const entry = await txn.lookup(parent.id, name.bytes);
+  return { parent, name, target: entry === undefined ? undefined : await txn.mustInode(entry.id) };
+}
+
+interface Attrs {
+  readonly mode: number;
+  readonly owner: string;
+  readonly replication: number;
+  readonly chunkSizeBytes: number;
+}
+
+/** A new inode linked into `parent` under `name` (which must be free). `parent` is updated and stored. */
+export async function link(
+  txn: Txn,
+  parent: Inode,
+  name: PathComponent,
+  type: InodeType,
+  attrs: Attrs,
+): Promise<Inode> {
+  const id = await txn.allocate('nextInodeId');
+  const node: Inode = {
+    id,
+    type,
+    parent: parent.id,
+    name: name.name,
+    mode: attrs.mode,
+    owner: attrs.owner,
+    mtimeMs: txn.nowMs,
+    ctimeMs: txn.nowMs,
+    generation: 0,
+    replication: attrs.replication,
+    chunkSizeBytes: attrs.chunkSizeBytes,
+    childCount: 0,
+    lengthBytes: 0,
+    chunkCount: 0,
+    unsealedChunks: 0,
+    complete: type === 'file',
+  };
+  txn.putInode(node);
+  txn.putEntry(parent.id, name.bytes, id, type);
+  parent.childCount += 1;
+  touchDir(txn, parent);
+  return node;
+}
+
+/** Removes `name` from `parent` (the caller disposes of the inode). `parent` is updated and stored. */
+export function unlinkEntry(txn: Txn, parent: Inode, name: PathComponent): void {
+  txn.deleteEntry(parent.id, name.bytes);
+  assert(parent.childCount > 0, `directory ${parent.id} child count underflow`);
+  parent.childCount -= 1;
+  touchDir(txn, parent);
+}
+
+function touchDir(txn: Txn, dir: Inode): void {
+  dir.mtimeMs = txn.nowMs;
+  dir.ctimeMs = txn.nowMs;
+  txn.putInode(dir);
+}
+
+/**
+ * Queues a detached inode for reclamation, and drops its lease now so a writer of a deleted file cannot
+ * go on (descendants of a deleted directory are caught by `isLinked`).
+ */
+export async function discard(txn: Txn, node: Inode): Promise<void> {
+  await enqueue(txn, node.id);
+  txn.deleteLease(node.id);
+}
+
+/** Whether `node` is still in the tree: every step up to the root is a live directory entry. */
+export async function isLinked(txn: Txn, node: Inode): Promise<boolean> {
+  let cur = node;
+  while (cur.id !== ROOT_ID) {
+    const entry = await txn.lookup(cur.parent, utf8(cur.name));
+    if (entry === undefined || entry.id !== cur.id) return false;
+    const up = await txn.inode(cur.parent);
+    if (up === undefined) return false;
+    cur = up;
+  }
+  return true;
+}
+
+export async function mkdir(txn: Txn, op: OpOf<'mkdir'>): Promise<InodeRef> {
+  const path = parsePath(op.path, txn.limits);
+  checkAttrs(txn, op);
+  if (op.parents === true) return mkdirParents(txn, op, path);
+  if (path.length === 0) {
+    v.checkGeneration((await resolve(txn, path)).generation, op.ifGeneration);
+    throw new FsError('EEXIST', 'the root exists');
+  }
+  const { parent, name, target } = await resolveParent(txn, path);
+  v.checkGeneration(target?.generation, op.ifGeneration);
+  if (target !== undefined) throw new FsError('EEXIST', `exists: ${op.path}`);
+  const node = await link(txn, parent, name, 'dir', inherit(op, parent, v.DEFAULT_DIR_MODE));
+  return { id: node.id, generation: node.generation };
+}
+
+/** mkdir -p: existing directories along the path are fine; a file anywhere is ENOTDIR (EEXIST at the end). */
+async function mkdirParents(txn: Txn, op: OpOf<'mkdir'>, path: readonly PathComponent[]): Promise<InodeRef> {
+  // First a read-only walk, to check the precondition against the final target before changing anything.
+  let node = await txn.mustInode(ROOT_ID);
+  let depth = 0;
+  for (; depth < path.length; depth++) {
+    if (node.type !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${node.name}`);
+    const entry = await txn.lookup(node.id, path[depth]!.bytes);
+    if (entry === undefined) break;
+    node = await txn.mustInode(entry.id);
+  }
+  const exists = depth === path.length;
+  v.checkGeneration(exists ? node.generation : undefined, op.ifGeneration);
+  if (exists) {
+    if (node.type !== 'dir') throw new FsError('EEXIST', `exists and is not a directory: ${op.path}`);
+    return { id: node.id, generation: node.generation };
+  }
+  for (; depth < path.length; depth++)
+    node = await link(txn, node, path[depth]!, 'dir', inherit(op, node, v.DEFAULT_DIR_MODE));
+  return { id: node.id, generation: node.generation };
+}
+
+export async function create(txn: Txn, op: OpOf<'create'>): Promise<InodeRef> {
+  const path = parsePath(op.path, txn.limits);
+  checkAttrs(txn, op);
+  if (op.lease !== undefined) {
+    v.checkLabel('lease holder', op.lease.holder, txn.limits);
+    v.checkLeaseDuration(op.lease.durationMs, txn.limits);
+  }
+  if (path.length === 0) throw new FsError('EISDIR', 'the root is a directory');
+  const { parent, name, target } = await resolveParent(txn, path);
+  v.checkGeneration(target?.generation, op.ifGeneration);
+  let attrs = inherit(op, parent, v.DEFAULT_FILE_MODE);
+  if (target !== undefined) {
+    if (target.type === 'dir') throw new FsError('EISDIR', `is a directory: ${op.path}`);
+    if (op.exclusive !== false) throw new FsError('EEXIST', `exists: ${op.path}`);
+    const lease = await txn.lease(target.id);
+    if (lease !== undefined && lease.expiresMs > txn.nowMs && lease.holder !== op.lease?.holder) {
+      throw new FsError('ELEASE', `${op.path} is being written by ${lease.holder}`);
+    }
+    // Truncation replaces the inode (as HDFS overwrite does): the old one and its chunks are reclaimed.
+    attrs = inherit(op, target, target.mode);
+    unlinkEntry(txn, parent, name);
+    await discard(txn, target);
+  }
+  const node = await link(txn, parent, name, 'file', attrs);
+  if (op.lease !== undefined) {
+    node.complete = false;
+    txn.putInode(node);
+    txn.putLease(node.id, { holder: op.lease.holder, expiresMs: txn.nowMs + op.lease.durationMs });
+  }
+  return { id: node.id, generation: node.generation };
+}
+
+export async function setattr(txn: Txn, op: OpOf<'setattr'>): Promise<InodeRef> {
+  const path = parsePath(op.path, txn.limits);
+  v.checkMode(op.mode);
+  v.checkReplication(op.replication, txn.limits);
+  v.checkLabel('owner', op.owner, txn.limits, true);
+  const node = await resolve(txn, path);
+  v.checkGeneration(node.generation, op.ifGeneration);
+  if (op.mode !== undefined) node.mode = op.mode;
+  if (op.mtimeMs !== undefined) node.mtimeMs = op.mtimeMs;
+  if (op.owner !== undefined) node.owner = op.owner;
+  if (op.replication !== undefined) node.replication = op.replication;
+  node.ctimeMs = txn.nowMs;
+  txn.putInode(node);
+  return { id: node.id, generation: node.generation };
+}
+
+/**
+ * rename(2) semantics without hard links or symlinks: a file may replace a file, a directory may replace an
+ * empty directory; renaming onto itself does nothing; a directory cannot move under itself (EINVAL); the root
+ * can neither move nor be replaced (EINVAL). `ifGeneration` guards the destination (0: must not exist).
+ */
+export async function rename(txn: Txn, op: OpOf<'rename'>): Promise<InodeRef> {
+  const from = parsePath(op.from, txn.limits);
+  const to = parsePath(op.to, txn.limits);
+  if (from.length === 0 || to.length === 0) throw new FsError('EINVAL', 'cannot rename the root');
+  const src = await resolveParent(txn, from);
+  if (src.target === undefined) throw new FsError('ENOENT', `no such file or directory: ${op.from}`);
+  const dst = await resolveParent(txn, to);
+  v.checkGeneration(dst.target?.generation, op.ifGeneration);
+  const node = src.target;
+  if (samePath(from, to)) return { id: node.id, generation: node.generation };
+  if (node.type === 'dir' && isStrictDescendant(to, from))
+    throw new FsError('EINVAL', `cannot move ${op.from} under itself`);
+  const replaced = dst.target;
+  if (replaced !== undefined) {
+    if (node.type === 'dir' && replaced.type !== 'dir')
+      throw new FsError('ENOTDIR', `not a directory: ${op.to}`);
+    if (node.type === 'file' && replaced.type === 'dir')
+      throw new FsError('EISDIR', `is a directory: ${op.to}`);
+    if (replaced.type === 'dir' && replaced.childCount > 0)
+      throw new FsError('ENOTEMPTY', `directory not empty: ${op.to}`);
+  }
+  // One object per directory, so that a rename within one directory updates its record once.
+  const srcParent = src.parent;
+  const dstParent = dst.parent.id === srcParent.id ? srcParent : dst.parent;
+  unlinkEntry(txn, srcParent, src.name);
+  if (replaced === undefined) {
+    dstParent.childCount += 1;
+    touchDir(txn, dstParent);
+  } else {
+    touchDir(txn, dstParent);
+    await dispose(txn, replaced);
+  }
+  txn.putEntry(dstParent.id, dst.name.bytes, node.id, node.type);
+  node.parent = dstParent.id;
+  node.name = dst.name.name;
+  node.ctimeMs = txn.nowMs;
+  txn.putInode(node);
+  return { id: node.id, generation: node.generation };
+}
+
+export async function unlink(txn: Txn, op: OpOf<'unlink'>): Promise<Record<string, never>> {
+  const path = parsePath(op.path, txn.limits);
+  if (path.length === 0) throw new FsError('EISDIR', 'the root is a directory');
+  const { parent, name, target } = await resolveParent(txn, path);
+  if (target === undefined) throw new FsError('ENOENT', `no such file or directory: ${op.path}`);
+  v.checkGeneration(target.generation, op.ifGeneration);
+  if (target.type === 'dir') throw new FsError('EISDIR', `is a directory: ${op.path}`);
+  unlinkEntry(txn, parent, name);
+  await dispose(txn, target);
+  return {};
+}
+
+export async function rmdir(txn: Txn, op: OpOf<'rmdir'>): Promise<Record<string, never>> {
+  const path = parsePath(op.path, txn.limits);
+  if (path.length === 0) throw new FsError('EINVAL', 'cannot remove the root');
+  const { parent, name, target } = await resolveParent(txn, path);
+  if (target === undefined) throw new FsError('ENOENT', `no such file or directory: ${op.path}`);
+  v.checkGeneration(target.generation, op.ifGeneration);
+  if (target.type !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${op.path}`);
+  if (target.childCount > 0) throw new FsError('ENOTEMPTY', `directory not empty: ${op.path}`);
+  unlinkEntry(txn, parent, name);
+  await dispose(txn, target);
+  return {};
+}
+
+/** Removes a file or a whole subtree at once: detached now, reclaimed in bounded steps afterwards. */
+export async function deleteRecursive(txn: Txn, op: OpOf<'deleteRecursive'>): Promise<Record<string, never>> {
+  const path = parsePath(op.path, txn.limits);
+  if (path.length === 0) throw new FsError('EINVAL', 'cannot remove the root');
+  const { parent, name, target } = await resolveParent(txn, path);
+  if (target === undefined) throw new FsError('ENOENT', `no such file or directory: ${op.path}`);
+  v.checkGeneration(target.generation, op.ifGeneration);
+  unlinkEntry(txn, parent, name);
+  await dispose(txn, target);
+  return {};
+}
+
+/** A detached inode: an empty directory goes at once, anything else through the reclamation queue. */
+async function dispose(txn: Txn, node: Inode): Promise<void> {
+  if (node.type === 'dir' && node.childCount === 0) txn.deleteInode(node.id);
+  else await discard(txn, node);
+}
+
+function checkAttrs(txn: Txn, op: OpOf<'mkdir'> | OpOf<'create'>): void {
+  v.checkMode(op.mode);
+  v.checkReplication(op.replication, txn.limits);
+  v.checkChunkSize(op.chunkSizeBytes, txn.limits);
+  v.checkLabel('owner', op.owner, txn.limits, true);
+}
+
+/** Attributes of a new inode: the command's, else `from`'s (the parent directory, or the replaced file). */
+function inherit(op: OpOf<'mkdir'> | OpOf<'create'>, from: Inode, defaultMode: number): Attrs {
+  return {
+    mode: op.mode ?? defaultMode,
+    owner: op.owner ?? (from.type === 'file' ? from.owner : ''),
+    replication: op.replication ?? from.replication,
+    chunkSizeBytes: op.chunkSizeBytes ?? from.chunkSizeBytes,
+  };
+}

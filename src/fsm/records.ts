@@ -1,0 +1,372 @@
+/**
+ * Stored records (the values of the key layout in keys.ts): msgpack arrays, compact because there is one
+ * inode record per file. The state machine wrote every one of them, so a record of the wrong shape means
+ * corruption or a bug: decoding asserts (crash loudly) instead of reporting bad input.
+ */
+import { Packr } from 'msgpackr';
+import { assert } from '../raft/errors.ts';
+import type { FsErrorCode, FsResult } from './errors.ts';
+import { fsErrorCodes } from './errors.ts';
+import type { InodeType } from './keys.ts';
+
+/** Plain msgpack only: no msgpackr records, shared structures or extension types. */
+export const packr = new Packr({
+  useRecords: false,
+  moreTypes: false,
+  structuredClone: false,
+  bundleStrings: false,
+});
+
+/** The layout version of the whole state (in Meta); a new layout gets a new number. */
+export const FORMAT_VERSION = 1;
+
+/** The root directory's inode id. Invariant: it exists, is a directory, and is its own parent. */
+export const ROOT_ID = 1;
+
+function isNat(x: unknown): x is number {
+  return typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
+}
+
+function unpackArray(bytes: Uint8Array, fields: number, what: string): unknown[] {
+  const raw: unknown = packr.unpack(bytes);
+  assert(Array.isArray(raw) && raw.length === fields, `corrupt ${what} record`);
+  return raw as unknown[];
+}
+
+function nats(values: unknown[], what: string): number[] {
+  for (const v of values) assert(isNat(v), `corrupt ${what} record: ${String(v)}`);
+  return values as number[];
+}
+
+/**
+ * A file or directory. Invariants: `parent`/`name` name the one directory entry that points here (the root
+ * is its own parent, with an empty name); `generation` is the log index of the last command that changed
+ * this record, so it changes on every modification and is never reused by another inode at the same path.
+ * Directories keep `childCount` = number of their entries; files keep `chunkCount` = length of the chunk
+ * list, `unsealedChunks` = chunks without a sealed length, `lengthBytes` = sum of sealed chunk lengths.
+ */
+export interface Inode {
+  readonly id: number;
+  type: InodeType;
+  parent: number;
+  name: string;
+  mode: number;
+  owner: string;
+  mtimeMs: number;
+  ctimeMs: number;
+  generation: number;
+  /** Files: the target replication factor. Directories: the default for what is created inside. */
+  replication: number;
+  /** Files: the chunk size. Directories: the default for what is created inside. */
+  chunkSizeBytes: number;
+  childCount: number;
+  lengthBytes: number;
+  chunkCount: number;
+  unsealedChunks: number;
+  /** Files: completed (length sealed) and not appended to since. */
+  complete: boolean;
+}
+
+const INODE_FIELDS = 15;
+
+export function encodeInode(n: Inode): Uint8Array {
+  return packr.pack([
+    n.type === 'dir' ? 0 : 1,
+    n.parent,
+    n.name,
+    n.mode,
+    n.owner,
+    n.mtimeMs,
+    n.ctimeMs,
+    n.generation,
+    n.replication,
+    n.chunkSizeBytes,
+    n.childCount,
+    n.lengthBytes,
+    n.chunkCount,
+    n.unsealedChunks,
+    n.complete,
+  ]);
+}
+
+export function decodeInode(id: number, bytes: Uint8Array): Inode {
+  const r = unpackArray(bytes, INODE_FIELDS, 'inode');
+  const [
+    type,
+    parent,
+    name,
+    mode,
+    owner,
+    mtimeMs,
+    ctimeMs,
+    generation,
+    replication,
+    chunkSizeBytes,
+    childCount,
+    lengthBytes,
+    chunkCount,
+    unsealedChunks,
+    complete,
+  ] = r;
+  nats(
+    [
+      type,
+      parent,
+      mode,
+      mtimeMs,
+      ctimeMs,
+      generation,
+      replication,
+      chunkSizeBytes,
+      childCount,
+      lengthBytes,
+      chunkCount,
+      unsealedChunks,
+    ],
+    'inode',
+  );
+  assert(
+    (type === 0 || type === 1) &&
+      typeof name === 'string' &&
+      typeof owner === 'string' &&
+      typeof complete === 'boolean',
+    'corrupt inode record',
+  );
+  return {
+    id,
+    type: type === 0 ? 'dir' : 'file',
+    parent: parent as number,
+    name,
+    mode: mode as number,
+    owner,
+    mtimeMs: mtimeMs as number,
+    ctimeMs: ctimeMs as number,
+    generation: generation as number,
+    replication: replication as number,
+    chunkSizeBytes: chunkSizeBytes as number,
+    childCount: childCount as number,
+    lengthBytes: lengthBytes as number,
+    chunkCount: chunkCount as number,
+    unsealedChunks: unsealedChunks as number,
+    complete,
+  };
+}
+
+/**
+ * Where one chunk lives. Invariants: `version` starts at 1 and grows by one per new write pipeline, so a
+ * replica reporting a lower version is stale; a sealed chunk never changes length or checksum again.
+ */
+export interface Placement {
+  readonly handle: number;
+  readonly fileId: number;
+  readonly index: number;
+  version: number;
+  replicas: number[];
+  sealed: boolean;
+  lengthBytes: number;
+  /** CRC32C of the sealed chunk's bytes (0 until sealed). */
+  checksum: number;
+}
+
+export function encodePlacement(p: Placement): Uint8Array {
+  return packr.pack([p.fileId, p.index, p.version, p.replicas, p.sealed, p.lengthBytes, p.checksum]);
+}
+
+export function decodePlacement(handle: number, bytes: Uint8Array): Placement {
+  const [fileId, index, version, replicas, sealed, lengthBytes, checksum] = unpackArray(
+    bytes,
+    7,
+    'placement',
+  );
+  nats([fileId, index, version, lengthBytes, checksum], 'placement');
+  assert(Array.isArray(replicas) && typeof sealed === 'boolean', 'corrupt placement record');
+  return {
+    handle,
+    fileId: fileId as number,
+    index: index as number,
+    version: version as number,
+    replicas: nats(replicas, 'placement replicas'),
+    sealed,
+    lengthBytes: lengthBytes as number,
+    checksum: checksum as number,
+  };
+}
+
+/** A writer lease on a file: the holder may add and seal chunks until `expiresMs` (stamped time). */
+export interface Lease {
+  readonly holder: string;
+  readonly expiresMs: number;
+}
+
+export function encodeLease(l: Lease): Uint8Array {
+  return packr.pack([l.holder, l.expiresMs]);
+}
+
+export function decodeLease(bytes: Uint8Array): Lease {
+  const [holder, expiresMs] = unpackArray(bytes, 2, 'lease');
+  assert(typeof holder === 'string' && isNat(expiresMs), 'corrupt lease record');
+  return { holder, expiresMs };
+}
+
+export const chunkserverStates = ['live', 'dead', 'decommissioning'] as const;
+export type ChunkserverState = (typeof chunkserverStates)[number];
+
+export interface Chunkserver {
+  readonly id: number;
+  address: string;
+  rack: string;
+  capacityBytes: number;
+  usedBytes: number;
+  state: ChunkserverState;
+  /** Log index of the last command that changed this record. */
+  generation: number;
+  registeredMs: number;
+  updatedMs: number;
+}
+
+export function encodeChunkserver(c: Chunkserver): Uint8Array {
+  return packr.pack([
+    c.address,
+    c.rack,
+    c.capacityBytes,
+    c.usedBytes,
+    chunkserverStates.indexOf(c.state),
+    c.generation,
+    c.registeredMs,
+    c.updatedMs,
+  ]);
+}
+
+export function decodeChunkserver(id: number, bytes: Uint8Array): Chunkserver {
+  const [address, rack, capacityBytes, usedBytes, state, generation, registeredMs, updatedMs] = unpackArray(
+    bytes,
+    8,
+    'chunkserver',
+  );
+  nats([capacityBytes, usedBytes, state, generation, registeredMs, updatedMs], 'chunkserver');
+  const s = chunkserverStates[state as number];
+  assert(
+    typeof address === 'string' && typeof rack === 'string' && s !== undefined,
+    'corrupt chunkserver record',
+  );
+  return {
+    id,
+    address,
+    rack,
+    capacityBytes: capacityBytes as number,
+    usedBytes: usedBytes as number,
+    state: s,
+    generation: generation as number,
+    registeredMs: registeredMs as number,
+    updatedMs: updatedMs as number,
+  };
+}
+
+/**
+ * A client session. Invariants: results are kept for exactly the sequences > `ack` that were applied
+ * (`pending` of them); `lastUsedMs` matches the session's one entry in the by-use index.
+ */
+export interface Session {
+  readonly clientId: number;
+  ack: number;
+  lastUsedMs: number;
+  pending: number;
+}
+
+export function encodeSession(s: Session): Uint8Array {
+  return packr.pack([s.ack, s.lastUsedMs, s.pending]);
+}
+
+export function decodeSession(clientId: number, bytes: Uint8Array): Session {
+  const [ack, lastUsedMs, pending] = nats(unpackArray(bytes, 3, 'session'), 'session');
+  return { clientId, ack: ack!, lastUsedMs: lastUsedMs!, pending: pending! };
+}
+
+export function encodeResult(r: FsResult): Uint8Array {
+  return packr.pack(r.ok ? [1, r.value] : [0, r.code, r.message]);
+}
+
+export function decodeResult(bytes: Uint8Array): FsResult {
+  const raw: unknown = packr.unpack(bytes);
+  assert(Array.isArray(raw), 'corrupt result record');
+  if (raw[0] === 1 && raw.length === 2) return { ok: true, value: raw[1] as unknown };
+  const [, code, message] = raw as unknown[];
+  assert(
+    raw[0] === 0 && raw.length === 3 && typeof message === 'string' && fsErrorCodes.includes(code as never),
+    'corrupt result record',
+  );
+  return { ok: false, code: code as FsErrorCode, message };
+}
+
+/**
+ * Global state of the state machine. `clockMs` is the largest time any leader stamped so far (so stamped
+ * time never runs backwards inside the state machine, even across leaders with skewed clocks). The counters
+ * hand out ids deterministically: every replica applies the same commands in the same order.
+ */
+export interface Meta {
+  format: number;
+  clockMs: number;
+  nextInodeId: number;
+  nextChunkHandle: number;
+  nextChunkserverId: number;
+  nextClientId: number;
+  /** Next sequence for the garbage queue. */
+  garbageNext: number;
+  /** Entries in the garbage queue. */
+  garbageCount: number;
+  sessionCount: number;
+}
+
+export function encodeMeta(m: Meta): Uint8Array {
+  return packr.pack([
+    m.format,
+    m.clockMs,
+    m.nextInodeId,
+    m.nextChunkHandle,
+    m.nextChunkserverId,
+    m.nextClientId,
+    m.garbageNext,
+    m.garbageCount,
+    m.sessionCount,
+  ]);
+}
+
+export function decodeMeta(bytes: Uint8Array): Meta {
+  const [
+    format,
+    clockMs,
+    nextInodeId,
+    nextChunkHandle,
+    nextChunkserverId,
+    nextClientId,
+    garbageNext,
+    garbageCount,
+    sessionCount,
+  ] = nats(unpackArray(bytes, 9, 'meta'), 'meta');
+  assert(format === FORMAT_VERSION, `unsupported state format ${format}`);
+  return {
+    format,
+    clockMs: clockMs!,
+    nextInodeId: nextInodeId!,
+    nextChunkHandle: nextChunkHandle!,
+    nextChunkserverId: nextChunkserverId!,
+    nextClientId: nextClientId!,
+    garbageNext: garbageNext!,
+    garbageCount: garbageCount!,
+    sessionCount: sessionCount!,
+  };
+}
+
+export function initialMeta(): Meta {
+  return {
+    format: FORMAT_VERSION,
+    clockMs: 0,
+    nextInodeId: ROOT_ID + 1,
+    nextChunkHandle: 1,
+    nextChunkserverId: 1,
+    nextClientId: 1,
+    garbageNext: 1,
+    garbageCount: 0,
+    sessionCount: 0,
+  };
+}

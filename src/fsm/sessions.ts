@@ -1,0 +1,134 @@
+/**
+ * Client sessions: exactly-once application of retried commands (Raft dissertation §6.3).
+ *
+ * A client opens a session (`openSession`, which allocates its client id), then numbers its commands
+ * 1, 2, 3, ... and stamps each with `ack`: every sequence <= ack has been answered, so its result may be
+ * forgotten. Several commands may be in flight at once. For a command (clientId, seq):
+ * - unknown client (never opened, or evicted) → ESESSION: the client must open a new session;
+ * - seq <= the session's ack → ESESSION (the client said it has that answer; a late duplicate);
+ * - a result is stored for seq → that result, unchanged, without applying the command again;
+ * - otherwise the command is applied and its result (success or error) stored under seq.
+ *
+ * Bounds (see FsmLimits): at most `sessionResultsMax` unacknowledged results per session (one more command
+ * is refused with ESESSION, not applied); at most `sessionsMax` sessions (opening one more evicts the least
+ * recently used); a session unused for `sessionIdleMs` of stamped time is dropped, at most
+ * `sessionExpiriesPerCommandMax` per command. A client whose session was dropped gets ESESSION, never a
+ * second application of a command.
+ */
+import { assert } from '../raft/errors.ts';
+import type { SessionStamp } from './commands.ts';
+import type { FsResult } from './errors.ts';
+import { failure } from './errors.ts';
+import * as keys from './keys.ts';
+import { Table } from './keys.ts';
+import type { Session } from './records.ts';
+import * as rec from './records.ts';
+import type { Txn } from './txn.ts';
+
+export async function openSession(txn: Txn): Promise<{ clientId: number }> {
+  if ((await txn.meta()).sessionCount >= txn.limits.sessionsMax) await evictLeastRecent(txn);
+  const clientId = await txn.allocate('nextClientId');
+  const session: Session = { clientId, ack: 0, lastUsedMs: txn.nowMs, pending: 0 };
+  putSession(txn, session);
+  txn.view.put(keys.sessionByUseKey(session.lastUsedMs, clientId), new Uint8Array(0));
+  const m = await txn.meta();
+  m.sessionCount += 1;
+  txn.putMeta(m);
+  return { clientId };
+}
+
+/** Runs `apply` at most once per (client, seq); see the module comment. */
+export async function runInSession(
+  txn: Txn,
+  stamp: SessionStamp,
+  apply: () => Promise<FsResult>,
+): Promise<FsResult> {
+  const session = await getSession(txn, stamp.clientId);
+  if (session === undefined)
+    return failure('ESESSION', `no session ${stamp.clientId} (never opened, or expired)`);
+  if (stamp.seq <= session.ack) return failure('ESESSION', `sequence ${stamp.seq} was acknowledged already`);
+  const cached = await txn.view.get(keys.resultKey(stamp.clientId, stamp.seq));
+  if (cached !== undefined) {
+    touch(txn, session);
+    return rec.decodeResult(cached);
+  }
+  if (stamp.ack > session.ack) await forgetAcknowledged(txn, session, stamp.ack);
+  if (session.pending >= txn.limits.sessionResultsMax) {
+    touch(txn, session);
+    return failure('ESESSION', `${session.pending} unacknowledged commands; acknowledge some first`);
+  }
+  const result = await apply();
+  txn.view.put(keys.resultKey(stamp.clientId, stamp.seq), rec.encodeResult(result));
+  session.pending += 1;
+  touch(txn, session);
+  return result;
+}
+
+/** Drops sessions idle for longer than sessionIdleMs, oldest first, a bounded number per command. */
+export async function expireIdleSessions(txn: Txn): Promise<void> {
+  const cutoffMs = txn.nowMs - txn.limits.sessionIdleMs;
+  if (cutoffMs <= 0 || (await txn.meta()).sessionCount === 0) return;
+  const idle = await txn.view.scan({
+    gte: keys.prefixRange(Table.sessionByUse).gte,
+    lt: keys.sessionByUseKey(cutoffMs, 0),
+    limit: txn.limits.sessionExpiriesPerCommandMax,
+  });
+  for (const { key } of idle) await evict(txn, keys.readU64(key, 1 + keys.U64_BYTES));
+}
+
+async function evictLeastRecent(txn: Txn): Promise<void> {
+  const [oldest] = await txn.view.scan({ ...keys.prefixRange(Table.sessionByUse), limit: 1 });
+  assert(oldest !== undefined, 'session count > 0 but the by-use index is empty');
+  await evict(txn, keys.readU64(oldest.key, 1 + keys.U64_BYTES));
+}
+
+async function evict(txn: Txn, clientId: number): Promise<void> {
+  const session = await getSession(txn, clientId);
+  assert(session !== undefined, `by-use index names a missing session ${clientId}`);
+  const results = await txn.view.scan({
+    ...keys.prefixRange(Table.result, clientId),
+    limit: session.pending + 1,
+  });
+  assert(
+    results.length === session.pending,
+    `session ${clientId} keeps ${results.length} results, not ${session.pending}`,
+  );
+  for (const { key } of results) txn.view.delete(key);
+  txn.view.delete(keys.sessionKey(clientId));
+  txn.view.delete(keys.sessionByUseKey(session.lastUsedMs, clientId));
+  const m = await txn.meta();
+  m.sessionCount -= 1;
+  txn.putMeta(m);
+}
+
+/** Raises the session's ack and deletes the results it covers. */
+async function forgetAcknowledged(txn: Txn, session: Session, ack: number): Promise<void> {
+  const covered = await txn.view.scan({
+    gte: keys.prefixRange(Table.result, session.clientId).gte,
+    lt: keys.resultKey(session.clientId, ack + 1),
+    limit: session.pending + 1,
+  });
+  assert(covered.length <= session.pending, `session ${session.clientId} result count mismatch`);
+  for (const { key } of covered) txn.view.delete(key);
+  session.pending -= covered.length;
+  session.ack = ack;
+}
+
+async function getSession(txn: Txn, clientId: number): Promise<Session | undefined> {
+  const bytes = await txn.view.get(keys.sessionKey(clientId));
+  return bytes === undefined ? undefined : rec.decodeSession(clientId, bytes);
+}
+
+function putSession(txn: Txn, s: Session): void {
+  txn.view.put(keys.sessionKey(s.clientId), rec.encodeSession(s));
+}
+
+/** Marks the session used now (moving its by-use index entry) and stores it. */
+function touch(txn: Txn, s: Session): void {
+  if (s.lastUsedMs !== txn.nowMs) {
+    txn.view.delete(keys.sessionByUseKey(s.lastUsedMs, s.clientId));
+    s.lastUsedMs = txn.nowMs;
+    txn.view.put(keys.sessionByUseKey(s.lastUsedMs, s.clientId), new Uint8Array(0));
+  }
+  putSession(txn, s);
+}

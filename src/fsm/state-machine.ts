@@ -1,0 +1,335 @@
+/**
+ * The replicated metadata state machine: committed Raft entries in, deterministic results out, state in an
+ * ordered key-value store (kv.ts, key layout in keys.ts).
+ *
+ * Applying. `applyBatch(entries)` applies committed entries in log order. Each command runs in its own
+ * overlay over a batch overlay over the store: a command sees the writes of earlier commands of the batch; a
+ * command that fails leaves no writes (its result, an FsFailure, is still a deterministic outcome); and the
+ * whole batch, applied index included, reaches the store in ONE atomic `kv.write`. A crash therefore loses
+ * whole batches or nothing, and `appliedIndex()` (read from the store at open) says exactly which entries are
+ * in the state, so Raft redelivers the rest.
+ *
+ * Determinism. The state machine reads no clock and no randomness. Time is the leader-stamped `nowMs` of
+ * each command, clamped to never run backwards (Meta.clockMs). New ids (inodes, chunk handles, chunkservers,
+ * client sessions) come from counters in the replicated state. Generations are log indexes. Housekeeping
+ * after every command (session expiry, reclamation of deleted inodes) depends only on the command sequence,
+ * never on how entries were grouped into batches, so all replicas hold identical keys at each index.
+ *
+ * Snapshots. `snapshotChunks()` streams the store's point-in-time view (which includes the applied index)
+ * in frames of at most `snapshotChunkBytes`; `restoreFromChunks()` validates and installs a stream
+ * atomically (a bad or truncated stream leaves the old state) and returns the snapshot's applied index.
+ */
+import { assert } from '../raft/errors.ts';
+import type { Entry } from '../raft/types.ts';
+import { EntryType } from '../raft/types.ts';
+import type { Command, Op } from './commands.ts';
+import { decodeCommand } from './commands.ts';
+import type { FsResult } from './errors.ts';
+import { asResult, CommandDecodeError, failure, SnapshotFormatError } from './errors.ts';
+import { reclaim } from './gc.ts';
+import * as keys from './keys.ts';
+import type { Kv, KvPair } from './kv.ts';
+import { compareBytes } from './kv.ts';
+import type { FsmLimits } from './limits.ts';
+import { defaultFsmLimits } from './limits.ts';
+import { RwLock } from './lock.ts';
+import * as ns from './namespace.ts';
+import { Overlay } from './overlay.ts';
+import * as q from './queries.ts';
+import * as rec from './records.ts';
+import { expireIdleSessions, openSession, runInSession } from './sessions.ts';
+import { decodeSnapshot, encodeSnapshot } from './snapshot.ts';
+import { Txn } from './txn.ts';
+import { DEFAULT_DIR_MODE } from './validate.ts';
+import * as w from './writers.ts';
+
+export interface MetadataStateMachineOptions {
+  /** Overrides of the named limits; every replica of a group must use the same ones. */
+  readonly limits?: Partial<FsmLimits>;
+}
+
+/** One applied entry's outcome: a command's result, or undefined for an empty or membership entry. */
+export type ApplyResult = FsResult | undefined;
+
+export class MetadataStateMachine {
+  private applied: number;
+  private readonly lock = new RwLock();
+
+  private constructor(
+    private readonly kv: Kv,
+    readonly limits: FsmLimits,
+    applied: number,
+  ) {
+    this.applied = applied;
+  }
+
+  /** Opens the state kept in `kv`, initialising an empty store (root directory, applied index 0). */
+  static async open(kv: Kv, options: MetadataStateMachineOptions = {}): Promise<MetadataStateMachine> {
+    const limits = { ...defaultFsmLimits, ...options.limits };
+    checkLimits(limits);
+    let appliedBytes = await kv.get(keys.appliedKey);
+    if (appliedBytes === undefined) {
+      const existing = await kv.scan({ limit: 1 });
+      assert(existing.length === 0, 'the store holds data but no applied index');
+      await kv.write(initialState(limits));
+      appliedBytes = keys.u64Bytes(0);
+    }
+    const meta = await kv.get(keys.metaKey);
+    assert(meta !== undefined, 'the store has an applied index but no meta record');
+    rec.decodeMeta(meta); // asserts the format version
+    return new MetadataStateMachine(kv, limits, keys.readU64(appliedBytes, 0));
+  }
+
+  /** Index of the last entry whose effects are in the store. */
+  appliedIndex(): number {
+    return this.applied;
+  }
+
+  /**
+   * Applies committed entries (ascending indexes, all above appliedIndex()) and returns one result per entry.
+   * Calls are serialised; a failing store write rejects and leaves the state as it was before the batch.
+   */
+  applyBatch(entries: readonly Entry[]): Promise<ApplyResult[]> {
+    return this.lock.exclusive(async () => {
+      if (entries.length === 0) return [];
+      let last = this.applied;
+      for (const e of entries) {
+        assert(e.index > last, `entry ${e.index} applied out of order (after ${last})`);
+        last = e.index;
+      }
+      const batch = new Overlay(this.kv);
+      const results: ApplyResult[] = [];
+      for (const e of entries) results.push(await this.applyEntry(batch, e));
+      batch.put(keys.appliedKey, keys.u64Bytes(last));
+      await this.kv.write(batch.toBatch());
+      this.applied = last;
+      return results;
+    });
+  }
+
+  private async applyEntry(batch: Overlay, entry: Entry): Promise<ApplyResult> {
+    if (entry.type !== EntryType.Normal || entry.data.length === 0) return undefined;
+    let command: Command | undefined;
+    let decodeError = '';
+    try {
+      command = decodeCommand(entry.data);
+    } catch (e) {
+      if (!(e instanceof CommandDecodeError)) throw e;
+      decodeError = e.detail;
+    }
+    const txn = new Txn(
+      batch,
+      entry.index,
+      await advanceClock(batch, command?.nowMs ?? 0, this.limits),
+      this.limits,
+    );
+    let result: FsResult;
+    if (command === undefined) result = failure('EBADMSG', decodeError);
+    else if (command.session === undefined) result = await runOp(txn, command.op);
+    else {
+      const op = command.op;
+      result = await runInSession(txn, command.session, () => runOp(txn, op));
+    }
+    await expireIdleSessions(txn);
+    await reclaim(txn, this.limits.reclaimKeysPerCommandMax);
+    return result;
+  }
+
+  // Queries: each sees the state between two batches.
+
+  stat(path: string): Promise<FsResult<q.StatInfo>> {
+    return this.query((txn) => q.stat(txn, path));
+  }
+
+  readdir(
+    path: string,
+    options: q.PageOptions & { readonly cursor?: string | undefined } = {},
+  ): Promise<FsResult<q.ReaddirPage>> {
+    return this.query((txn) => q.readdir(txn, path, options));
+  }
+
+  chunkLocations(
+    path: string,
+    options: q.PageOptions & { readonly fromIndex?: number | undefined } = {},
+  ): Promise<FsResult<q.ChunkPage>> {
+    return this.query((txn) => q.chunkLocations(txn, path, options));
+  }
+
+  chunk(handle: number): Promise<FsResult<q.ChunkInfo>> {
+    return this.query((txn) => q.chunk(txn, handle));
+  }
+
+  scanChunks(
+    options: q.PageOptions & { readonly after?: number | undefined } = {},
+  ): Promise<FsResult<q.Page<q.ChunkInfo>>> {
+    return this.query((txn) => q.scanChunks(txn, options));
+  }
+
+  chunkserver(id: number): Promise<FsResult<q.ChunkserverInfo>> {
+    return this.query((txn) => q.chunkserver(txn, id));
+  }
+
+  listChunkservers(
+    options: q.PageOptions & { readonly after?: number | undefined } = {},
+  ): Promise<FsResult<q.Page<q.ChunkserverInfo>>> {
+    return this.query((txn) => q.listChunkservers(txn, options));
+  }
+
+  private query<T>(fn: (txn: Txn) => Promise<T>): Promise<FsResult<T>> {
+    return this.lock.shared(() => asResult(() => fn(q.readTxn(this.kv, this.limits))));
+  }
+
+  /**
+   * The state as of this call, as a stream of chunks of at most `snapshotChunkBytes` (see snapshot.ts). The
+   * applied index is part of the state, so the stream is consistent with the index it was taken at; taken
+   * between batches (as the driver does), that is appliedIndex().
+   */
+  snapshotChunks(): AsyncGenerator<Uint8Array> {
+    return encodeSnapshot(this.kv.snapshotIterator(), this.limits.snapshotChunkBytes);
+  }
+
+  /**
+   * Replaces the whole state with a snapshot stream, atomically; returns the snapshot's applied index.
+   * A malformed, truncated or corrupt stream rejects with SnapshotFormatError and leaves the old state.
+   */
+  restoreFromChunks(chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<number> {
+    return this.lock.exclusive(async () => {
+      const found: { applied?: number; meta?: boolean; root?: boolean } = {};
+      await this.kv.restore(checkedSnapshotPairs(chunks, found));
+      assert(found.applied !== undefined, 'restored a snapshot without an applied index');
+      this.applied = found.applied;
+      return found.applied;
+    });
+  }
+}
+
+/** Runs one op in its own overlay: kept (merged into `txn`) on success, dropped on failure. */
+async function runOp(txn: Txn, op: Op): Promise<FsResult> {
+  const child = txn.child();
+  const result = await asResult(() => execute(child, op));
+  if (result.ok) child.commitInto(txn);
+  return result;
+}
+
+function execute(txn: Txn, op: Op): Promise<unknown> {
+  switch (op.type) {
+    case 'openSession':
+      return openSession(txn);
+    case 'mkdir':
+      return ns.mkdir(txn, op);
+    case 'create':
+      return ns.create(txn, op);
+    case 'setattr':
+      return ns.setattr(txn, op);
+    case 'rename':
+      return ns.rename(txn, op);
+    case 'unlink':
+      return ns.unlink(txn, op);
+    case 'rmdir':
+      return ns.rmdir(txn, op);
+    case 'deleteRecursive':
+      return ns.deleteRecursive(txn, op);
+    case 'acquireLease':
+      return w.acquireLease(txn, op);
+    case 'renewLease':
+      return w.renewLease(txn, op);
+    case 'releaseLease':
+      return w.releaseLease(txn, op);
+    case 'addChunk':
+      return w.addChunk(txn, op);
+    case 'bumpChunkVersion':
+      return w.bumpChunkVersion(txn, op);
+    case 'sealChunk':
+      return w.sealChunk(txn, op);
+    case 'completeFile':
+      return w.completeFile(txn, op);
+    case 'setChunkReplicas':
+      return w.setChunkReplicas(txn, op);
+    case 'registerChunkserver':
+      return w.registerChunkserver(txn, op);
+    case 'setChunkserverState':
+      return w.setChunkserverState(txn, op);
+  }
+}
+
+/** Stamped time never runs backwards: the state machine's now is the largest stamp seen so far. */
+async function advanceClock(view: Overlay, stampMs: number, limits: FsmLimits): Promise<number> {
+  const txn = new Txn(view, 0, 0, limits);
+  const m = await txn.meta();
+  if (stampMs > m.clockMs) {
+    m.clockMs = stampMs;
+    txn.putMeta(m);
+  }
+  return m.clockMs;
+}
+
+/** Passes the snapshot's pairs through, checking that the state it carries can be opened. */
+async function* checkedSnapshotPairs(
+  chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  found: { applied?: number; meta?: boolean; root?: boolean },
+): AsyncGenerator<KvPair> {
+  const rootKey = keys.inodeKey(rec.ROOT_ID);
+  for await (const pair of decodeSnapshot(chunks)) {
+    if (compareBytes(pair.key, keys.appliedKey) === 0) {
+      if (pair.value.length !== keys.U64_BYTES) throw new SnapshotFormatError('malformed applied index');
+      found.applied = keys.readU64(pair.value, 0);
+    } else if (compareBytes(pair.key, keys.metaKey) === 0) {
+      found.meta = guard(() => rec.decodeMeta(pair.value)) !== undefined;
+    } else if (compareBytes(pair.key, rootKey) === 0) {
+      found.root = guard(() => rec.decodeInode(rec.ROOT_ID, pair.value)).type === 'dir';
+    }
+    yield pair;
+  }
+  if (found.applied === undefined || found.meta !== true || found.root !== true) {
+    throw new SnapshotFormatError('snapshot lacks the applied index, the meta record or the root directory');
+  }
+}
+
+function guard<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch {
+    throw new SnapshotFormatError('snapshot holds a malformed record');
+  }
+}
+
+function initialState(limits: FsmLimits) {
+  const root: rec.Inode = {
+    id: rec.ROOT_ID,
+    type: 'dir',
+    parent: rec.ROOT_ID,
+    name: '',
+    mode: DEFAULT_DIR_MODE,
+    owner: '',
+    mtimeMs: 0,
+    ctimeMs: 0,
+    generation: 0,
+    replication: limits.defaultReplication,
+    chunkSizeBytes: limits.defaultChunkSizeBytes,
+    childCount: 0,
+    lengthBytes: 0,
+    chunkCount: 0,
+    unsealedChunks: 0,
+    complete: false,
+  };
+  return {
+    puts: [
+      { key: keys.appliedKey, value: keys.u64Bytes(0) },
+      { key: keys.metaKey, value: rec.encodeMeta(rec.initialMeta()) },
+      { key: keys.inodeKey(rec.ROOT_ID), value: rec.encodeInode(root) },
+    ],
+    deletes: [],
+  };
+}
+
+function checkLimits(l: FsmLimits): void {
+  for (const [name, value] of Object.entries(l)) {
+    assert(Number.isSafeInteger(value) && (value as number) >= 1, `limit ${name} must be a positive integer`);
+  }
+  assert(l.nameBytesMax <= l.pathBytesMax, 'nameBytesMax > pathBytesMax');
+  assert(
+    l.chunkSizeBytesMin <= l.defaultChunkSizeBytes && l.defaultChunkSizeBytes <= l.chunkSizeBytesMax,
+    'default chunk size outside its bounds',
+  );
+  assert(l.defaultReplication <= l.replicationMax, 'defaultReplication > replicationMax');
+}

@@ -1,0 +1,132 @@
+/**
+ * Typed access to the state for one command (or one query): reads go through an overlay, writes are
+ * buffered in it. A command's Txn sits on its own overlay so that a failing command is dropped whole.
+ */
+import { assert } from '../raft/errors.ts';
+import { FsError } from './errors.ts';
+import * as keys from './keys.ts';
+import type { InodeType } from './keys.ts';
+import type { FsmLimits } from './limits.ts';
+import { Overlay } from './overlay.ts';
+import type { Chunkserver, Inode, Lease, Meta, Placement } from './records.ts';
+import * as rec from './records.ts';
+
+type Counter = 'nextInodeId' | 'nextChunkHandle' | 'nextChunkserverId' | 'nextClientId';
+
+export class Txn {
+  constructor(
+    readonly view: Overlay,
+    /** Log index of the command; every record it changes gets this as its generation. */
+    readonly index: number,
+    /** Stamped time of the command (monotonic across commands). */
+    readonly nowMs: number,
+    readonly limits: FsmLimits,
+  ) {}
+
+  /** A Txn whose writes stay apart until `commit()`. */
+  child(): Txn {
+    return new Txn(new Overlay(this.view), this.index, this.nowMs, this.limits);
+  }
+
+  /** Moves this child's writes into `parent`. */
+  commitInto(parent: Txn): void {
+    this.view.mergeInto(parent.view);
+  }
+
+  async meta(): Promise<Meta> {
+    const bytes = await this.view.get(keys.metaKey);
+    assert(bytes !== undefined, 'meta record missing');
+    return rec.decodeMeta(bytes);
+  }
+
+  putMeta(m: Meta): void {
+    this.view.put(keys.metaKey, rec.encodeMeta(m));
+  }
+
+  /** Hands out the next id of a counter (deterministic: same on every replica). */
+  async allocate(counter: Counter): Promise<number> {
+    const m = await this.meta();
+    const id = m[counter];
+    m[counter] = id + 1;
+    this.putMeta(m);
+    return id;
+  }
+
+  async inode(id: number): Promise<Inode | undefined> {
+    const bytes = await this.view.get(keys.inodeKey(id));
+    return bytes === undefined ? undefined : rec.decodeInode(id, bytes);
+  }
+
+  /** An inode a directory entry or a placement record points at: its absence is a broken invariant. */
+  async mustInode(id: number): Promise<Inode> {
+    const n = await this.inode(id);
+    assert(n !== undefined, `inode ${id} is referenced but missing`);
+    return n;
+  }
+
+  /** Stores an inode; its generation becomes this command's index (it changed). */
+  putInode(n: Inode): void {
+    n.generation = this.index;
+    this.view.put(keys.inodeKey(n.id), rec.encodeInode(n));
+  }
+
+  deleteInode(id: number): void {
+    this.view.delete(keys.inodeKey(id));
+  }
+
+  async lookup(dir: number, name: Uint8Array): Promise<{ id: number; type: InodeType } | undefined> {
+    const bytes = await this.view.get(keys.direntKey(dir, name));
+    return bytes === undefined ? undefined : keys.readDirent(bytes);
+  }
+
+  putEntry(dir: number, name: Uint8Array, child: number, type: InodeType): void {
+    this.view.put(keys.direntKey(dir, name), keys.direntValue(child, type));
+  }
+
+  deleteEntry(dir: number, name: Uint8Array): void {
+    this.view.delete(keys.direntKey(dir, name));
+  }
+
+  async lease(file: number): Promise<Lease | undefined> {
+    const bytes = await this.view.get(keys.leaseKey(file));
+    return bytes === undefined ? undefined : rec.decodeLease(bytes);
+  }
+
+  putLease(file: number, lease: Lease): void {
+    this.view.put(keys.leaseKey(file), rec.encodeLease(lease));
+  }
+
+  deleteLease(file: number): void {
+    this.view.delete(keys.leaseKey(file));
+  }
+
+  async placement(handle: number): Promise<Placement | undefined> {
+    const bytes = await this.view.get(keys.placementKey(handle));
+    return bytes === undefined ? undefined : rec.decodePlacement(handle, bytes);
+  }
+
+  async mustPlacement(handle: number): Promise<Placement> {
+    const p = await this.placement(handle);
+    if (p === undefined) throw new FsError('ENOENT', `no chunk ${handle}`);
+    return p;
+  }
+
+  putPlacement(p: Placement): void {
+    this.view.put(keys.placementKey(p.handle), rec.encodePlacement(p));
+  }
+
+  putChunkListEntry(file: number, index: number, handle: number): void {
+    this.view.put(keys.chunkListKey(file, index), keys.u64Bytes(handle));
+  }
+
+  async chunkserver(id: number): Promise<Chunkserver | undefined> {
+    const bytes = await this.view.get(keys.chunkserverKey(id));
+    return bytes === undefined ? undefined : rec.decodeChunkserver(id, bytes);
+  }
+
+  /** Stores a chunkserver record; its generation becomes this command's index. */
+  putChunkserver(c: Chunkserver): void {
+    c.generation = this.index;
+    this.view.put(keys.chunkserverKey(c.id), rec.encodeChunkserver(c));
+  }
+}

@@ -1,0 +1,264 @@
+/**
+ * Writers and placement: file leases, the chunk list of a file, chunk placement records, and the
+ * chunkserver registry.
+ *
+ * Leases: one writer per file. A lease is (holder, expiresMs) in stamped time; it is live while
+ * expiresMs > now. A live lease held by someone else blocks acquisition (ELEASE); an expired one (its holder
+ * vanished) can be taken over by anyone. Renewal needs the same holder and a live lease; once expired, the
+ * holder must acquire again (which succeeds unless someone else took over). Lease records are separate from
+ * the inode, so lease traffic does not change a file's generation; chunk commands that change the file
+ * (addChunk, sealChunk, completeFile) do.
+ *
+ * Placement (GFS style): a chunk's version starts at 1 and is bumped by every new write pipeline, so a
+ * replica that missed a pipeline keeps a lower version and is recognised as stale. A command naming an old
+ * version fails with ESTALE. Sealing fixes the chunk's length and checksum for good.
+ */
+import type { Op } from './commands.ts';
+import { FsError } from './errors.ts';
+import { isLinked, resolve } from './namespace.ts';
+import type { PathComponent } from './paths.ts';
+import { joinPath, parsePath } from './paths.ts';
+import type { Chunkserver, Inode, Placement } from './records.ts';
+import type { Txn } from './txn.ts';
+import * as v from './validate.ts';
+
+type OpOf<T extends Op['type']> = Extract<Op, { type: T }>;
+
+/** The file at the path, after the precondition (so the order is: resolve, precondition, type). */
+async function resolveFile(
+  txn: Txn,
+  path: readonly PathComponent[],
+  ifGeneration: number | undefined,
+): Promise<Inode> {
+  const node = await resolve(txn, path);
+  v.checkGeneration(node.generation, ifGeneration);
+  if (node.type !== 'file') throw new FsError('EISDIR', `is a directory: ${joinPath(path)}`);
+  return node;
+}
+
+/** ELEASE unless `holder` holds a live lease on the file. */
+async function requireLease(txn: Txn, file: Inode, holder: string): Promise<void> {
+  const lease = await txn.lease(file.id);
+  if (lease === undefined) throw new FsError('ELEASE', `no lease on file ${file.id}`);
+  if (lease.holder !== holder) throw new FsError('ELEASE', `file ${file.id} is leased to ${lease.holder}`);
+  if (lease.expiresMs <= txn.nowMs)
+    throw new FsError('ELEASE', `lease of ${holder} on file ${file.id} expired`);
+}
+
+export async function acquireLease(txn: Txn, op: OpOf<'acquireLease'>): Promise<{ expiresMs: number }> {
+  const path = parsePath(op.path, txn.limits);
+  v.checkLabel('lease holder', op.holder, txn.limits);
+  v.checkLeaseDuration(op.durationMs, txn.limits);
+  const file = await resolveFile(txn, path, op.ifGeneration);
+  const lease = await txn.lease(file.id);
+  if (lease !== undefined && lease.holder !== op.holder && lease.expiresMs > txn.nowMs) {
+    throw new FsError('ELEASE', `${op.path} is leased to ${lease.holder}`);
+  }
+  const expiresMs = txn.nowMs + op.durationMs;
+  txn.putLease(file.id, { holder: op.holder, expiresMs });
+  return { expiresMs };
+}
+
+export async function renewLease(txn: Txn, op: OpOf<'renewLease'>): Promise<{ expiresMs: number }> {
+  const path = parsePath(op.path, txn.limits);
+  v.checkLabel('lease holder', op.holder, txn.limits);
+  v.checkLeaseDuration(op.durationMs, txn.limits);
+  const file = await resolveFile(txn, path, op.ifGeneration);
+  await requireLease(txn, file, op.holder);
+  const expiresMs = txn.nowMs + op.durationMs;
+  txn.putLease(file.id, { holder: op.holder, expiresMs });
+  return { expiresMs };
+}
+
+/** Releases the holder's lease, live or expired (nobody else took it over). */
+export async function releaseLease(txn: Txn, op: OpOf<'releaseLease'>): Promise<Record<string, never>> {
+  const path = parsePath(op.path, txn.limits);
+  v.checkLabel('lease holder', op.holder, txn.limits);
+  const file = await resolveFile(txn, path, op.ifGeneration);
+  const lease = await txn.lease(file.id);
+  if (lease === undefined || lease.holder !== op.holder)
+    throw new FsError('ELEASE', `${op.holder} holds no lease on ${op.path}`);
+  txn.deleteLease(file.id);
+  return {};
+}
+
+export interface NewChunk {
+  readonly handle: number;
+  readonly index: number;
+  readonly version: number;
+}
+
+export async function addChunk(txn: Txn, op: OpOf<'addChunk'>): Promise<NewChunk> {
+  const path = parsePath(op.path, txn.limits);
+  v.checkLabel('lease holder', op.holder, txn.limits);
+  v.checkReplicaList(op.replicas, txn.limits);
+  const file = await resolveFile(txn, path, op.ifGeneration);
+  await requireLease(txn, file, op.holder);
+  await requireChunkservers(txn, op.replicas);
+  if (file.chunkCount >= txn.limits.fileChunksMax)
+    throw new FsError('EINVAL', `file has ${txn.limits.fileChunksMax} chunks already`);
+  const handle = await txn.allocate('nextChunkHandle');
+  const index = file.chunkCount;
+  txn.putChunkListEntry(file.id, index, handle);
+  txn.putPlacement({
+    handle,
+    fileId: file.id,
+    index,
+    version: 1,
+    replicas: [...op.replicas],
+    sealed: false,
+    lengthBytes: 0,
+    checksum: 0,
+  });
+  file.chunkCount += 1;
+  file.unsealedChunks += 1;
+  file.complete = false;
+  file.mtimeMs = txn.nowMs;
+  file.ctimeMs = txn.nowMs;
+  txn.putInode(file);
+  return { handle, index, version: 1 };
+}
+
+/** The chunk and its file, which must still be in the tree (ENOENT for a chunk of a deleted file). */
+async function chunkOfLiveFile(txn: Txn, handle: number): Promise<{ placement: Placement; file: Inode }> {
+  const placement = await txn.mustPlacement(handle);
+  const file = await txn.mustInode(placement.fileId);
+  if (!(await isLinked(txn, file))) throw new FsError('ENOENT', `chunk ${handle} belongs to a deleted file`);
+  return { placement, file };
+}
+
+function requireVersion(p: Placement, version: number): void {
+  if (p.version !== version)
+    throw new FsError('ESTALE', `chunk ${p.handle} is at version ${p.version}, not ${version}`);
+}
+
+export async function bumpChunkVersion(txn: Txn, op: OpOf<'bumpChunkVersion'>): Promise<{ version: number }> {
+  v.checkLabel('lease holder', op.holder, txn.limits);
+  v.checkReplicaList(op.replicas, txn.limits);
+  const { placement, file } = await chunkOfLiveFile(txn, op.handle);
+  v.checkGeneration(file.generation, op.ifGeneration);
+  await requireLease(txn, file, op.holder);
+  requireVersion(placement, op.version);
+  if (placement.sealed) throw new FsError('EINVAL', `chunk ${op.handle} is sealed`);
+  await requireChunkservers(txn, op.replicas);
+  placement.version += 1;
+  placement.replicas = [...op.replicas];
+  txn.putPlacement(placement);
+  return { version: placement.version };
+}
+
+export async function sealChunk(txn: Txn, op: OpOf<'sealChunk'>): Promise<{ fileLengthBytes: number }> {
+  v.checkLabel('lease holder', op.holder, txn.limits);
+  if (op.checksum > v.CHECKSUM_MAX) throw new FsError('EINVAL', 'checksum is not a CRC32C');
+  const { placement, file } = await chunkOfLiveFile(txn, op.handle);
+  v.checkGeneration(file.generation, op.ifGeneration);
+  await requireLease(txn, file, op.holder);
+  requireVersion(placement, op.version);
+  if (placement.sealed) throw new FsError('EINVAL', `chunk ${op.handle} is sealed already`);
+  if (op.lengthBytes > file.chunkSizeBytes)
+    throw new FsError('EINVAL', `length ${op.lengthBytes} exceeds the chunk size`);
+  placement.sealed = true;
+  placement.lengthBytes = op.lengthBytes;
+  placement.checksum = op.checksum;
+  txn.putPlacement(placement);
+  file.unsealedChunks -= 1;
+  file.lengthBytes += op.lengthBytes;
+  file.mtimeMs = txn.nowMs;
+  file.ctimeMs = txn.nowMs;
+  txn.putInode(file);
+  return { fileLengthBytes: file.lengthBytes };
+}
+
+/** Seals the file: every chunk must be sealed; the length is the sum of theirs. Releases the lease. */
+export async function completeFile(
+  txn: Txn,
+  op: OpOf<'completeFile'>,
+): Promise<{ lengthBytes: number; generation: number }> {
+  const path = parsePath(op.path, txn.limits);
+  v.checkLabel('lease holder', op.holder, txn.limits);
+  const file = await resolveFile(txn, path, op.ifGeneration);
+  await requireLease(txn, file, op.holder);
+  if (file.unsealedChunks > 0)
+    throw new FsError('EINVAL', `${file.unsealedChunks} chunks of ${op.path} are not sealed`);
+  file.complete = true;
+  file.ctimeMs = txn.nowMs;
+  txn.putInode(file);
+  txn.deleteLease(file.id);
+  return { lengthBytes: file.lengthBytes, generation: file.generation };
+}
+
+/** The leader's re-replication and rebalancing: a new replica set, same version (ESTALE if it moved on). */
+export async function setChunkReplicas(txn: Txn, op: OpOf<'setChunkReplicas'>): Promise<{ version: number }> {
+  v.checkReplicaList(op.replicas, txn.limits);
+  const { placement, file } = await chunkOfLiveFile(txn, op.handle);
+  v.checkGeneration(file.generation, op.ifGeneration);
+  requireVersion(placement, op.version);
+  await requireChunkservers(txn, op.replicas);
+  placement.replicas = [...op.replicas];
+  txn.putPlacement(placement);
+  return { version: placement.version };
+}
+
+async function requireChunkservers(txn: Txn, ids: readonly number[]): Promise<void> {
+  for (const id of ids) {
+    if ((await txn.chunkserver(id)) === undefined) throw new FsError('ENOENT', `no chunkserver ${id}`);
+  }
+}
+
+export interface ChunkserverRef {
+  readonly id: number;
+  readonly generation: number;
+}
+
+/**
+ * Registers a new chunkserver (no id: one is allocated) or updates a known one. Re-registration brings a dead
+ * server back to live; a decommissioning one stays decommissioning.
+ */
+export async function registerChunkserver(
+  txn: Txn,
+  op: OpOf<'registerChunkserver'>,
+): Promise<ChunkserverRef> {
+  v.checkLabel('address', op.address, txn.limits);
+  v.checkLabel('rack', op.rack, txn.limits);
+  if (op.id === undefined) {
+    v.checkGeneration(undefined, op.ifGeneration);
+    const id = await txn.allocate('nextChunkserverId');
+    const c: Chunkserver = {
+      id,
+      address: op.address,
+      rack: op.rack,
+      capacityBytes: op.capacityBytes,
+      usedBytes: op.usedBytes,
+      state: 'live',
+      generation: 0,
+      registeredMs: txn.nowMs,
+      updatedMs: txn.nowMs,
+    };
+    txn.putChunkserver(c);
+    return { id, generation: c.generation };
+  }
+  const c = await txn.chunkserver(op.id);
+  if (c === undefined) throw new FsError('ENOENT', `no chunkserver ${op.id}`);
+  v.checkGeneration(c.generation, op.ifGeneration);
+  c.address = op.address;
+  c.rack = op.rack;
+  c.capacityBytes = op.capacityBytes;
+  c.usedBytes = op.usedBytes;
+  if (c.state === 'dead') c.state = 'live';
+  c.updatedMs = txn.nowMs;
+  txn.putChunkserver(c);
+  return { id: c.id, generation: c.generation };
+}
+
+export async function setChunkserverState(
+  txn: Txn,
+  op: OpOf<'setChunkserverState'>,
+): Promise<ChunkserverRef> {
+  const c = await txn.chunkserver(op.id);
+  if (c === undefined) throw new FsError('ENOENT', `no chunkserver ${op.id}`);
+  v.checkGeneration(c.generation, op.ifGeneration);
+  c.state = op.state;
+  c.updatedMs = txn.nowMs;
+  txn.putChunkserver(c);
+  return { id: c.id, generation: c.generation };
+}

@@ -1,0 +1,140 @@
+/** Client sessions: a retried command returns its first result and is applied once; the table is bounded. */
+import t from 'tap';
+import type { Op } from '../../src/fsm/commands.ts';
+import type { FsResult } from '../../src/fsm/errors.ts';
+import { fsmTest } from './harness.ts';
+import type { Harness } from './harness.ts';
+
+async function open(h: Harness): Promise<number> {
+  return (await h.ok<{ clientId: number }>({ type: 'openSession' })).clientId;
+}
+
+fsmTest(t, 'the same (client, seq) twice: one effect, the same result', async (t, h) => {
+  const c = await open(h);
+  const op: Op = { type: 'create', path: '/f' };
+  const first = await h.run(op, { session: { clientId: c, seq: 1, ack: 0 } });
+  t.ok(first.ok);
+  const gen = (await h.stat('/f')).generation;
+  const again = await h.run(op, { session: { clientId: c, seq: 1, ack: 0 } });
+  t.same(again, first, 'the retry returns the first result (not EEXIST)');
+  t.equal((await h.stat('/f')).generation, gen, 'and is not applied again');
+});
+
+fsmTest(t, 'an error result is recorded too', async (t, h) => {
+  const c = await open(h);
+  const first = await h.run({ type: 'unlink', path: '/f' }, { session: { clientId: c, seq: 1, ack: 0 } });
+  t.equal(!first.ok && first.code, 'ENOENT');
+  await h.ok({ type: 'create', path: '/f' });
+  const again = await h.run({ type: 'unlink', path: '/f' }, { session: { clientId: c, seq: 1, ack: 0 } });
+  t.same(again, first, 'still the recorded ENOENT');
+  t.ok(await h.exists('/f'), 'the retry did not delete the new file');
+});
+
+fsmTest(t, 'duplicates within one batch, and pipelined commands of one client', async (t, h) => {
+  const c = await open(h);
+  const s = (seq: number, ack = 0) => ({ clientId: c, seq, ack });
+  const results = await h.runBatch([
+    h.command({ type: 'mkdir', path: '/a' }, { session: s(1) }),
+    h.command({ type: 'mkdir', path: '/b' }, { session: s(2) }),
+    h.command({ type: 'mkdir', path: '/a' }, { session: s(1) }),
+    h.command({ type: 'mkdir', path: '/c' }, { session: s(3, 1) }),
+    h.command({ type: 'mkdir', path: '/b' }, { session: s(2, 1) }),
+  ]);
+  t.same(results[2], results[0]);
+  t.same(results[4], results[1]);
+  t.ok(results.every((r) => r?.ok));
+  t.same(await h.names('/'), ['a', 'b', 'c']);
+});
+
+fsmTest(t, 'acknowledged results are forgotten; an acknowledged sequence gets ESESSION', async (t, h) => {
+  const c = await open(h);
+  await h.ok({ type: 'mkdir', path: '/a' }, { session: { clientId: c, seq: 1, ack: 0 } });
+  await h.ok({ type: 'mkdir', path: '/b' }, { session: { clientId: c, seq: 2, ack: 1 } });
+  t.equal(
+    await h.code({ type: 'mkdir', path: '/a' }, { session: { clientId: c, seq: 1, ack: 0 } }),
+    'ESESSION',
+  );
+  const results = await h.kv.scan({ gte: new Uint8Array([0x72]), lt: new Uint8Array([0x73]), limit: 10 });
+  t.equal(results.length, 1, 'only the unacknowledged result is kept');
+});
+
+fsmTest(t, 'an unknown session: ESESSION, nothing applied', async (t, h) => {
+  t.equal(
+    await h.code({ type: 'mkdir', path: '/a' }, { session: { clientId: 99, seq: 1, ack: 0 } }),
+    'ESESSION',
+  );
+  t.notOk(await h.exists('/a'));
+});
+
+fsmTest(
+  t,
+  'too many unacknowledged commands: ESESSION until the client acknowledges',
+  async (t, h) => {
+    const c = await open(h);
+    for (let seq = 1; seq <= 3; seq++)
+      await h.ok({ type: 'mkdir', path: `/d${seq}` }, { session: { clientId: c, seq, ack: 0 } });
+    t.equal(
+      await h.code({ type: 'mkdir', path: '/d4' }, { session: { clientId: c, seq: 4, ack: 0 } }),
+      'ESESSION',
+    );
+    t.notOk(await h.exists('/d4'));
+    await h.ok({ type: 'mkdir', path: '/d4' }, { session: { clientId: c, seq: 4, ack: 2 } });
+    t.ok(await h.exists('/d4'));
+  },
+  { sessionResultsMax: 3 },
+);
+
+fsmTest(
+  t,
+  'opening more than sessionsMax sessions evicts the least recently used',
+  async (t, h) => {
+    const a = await open(h);
+    h.nowMs += 1;
+    const b = await open(h);
+    h.nowMs += 1;
+    await h.ok({ type: 'mkdir', path: '/x' }, { session: { clientId: a, seq: 1, ack: 0 } }); // a is now more recent than b
+    h.nowMs += 1;
+    const c = await open(h);
+    t.equal(
+      await h.code({ type: 'mkdir', path: '/y' }, { session: { clientId: b, seq: 1, ack: 0 } }),
+      'ESESSION',
+      'b was evicted',
+    );
+    await h.ok({ type: 'mkdir', path: '/y' }, { session: { clientId: a, seq: 2, ack: 1 } });
+    await h.ok({ type: 'mkdir', path: '/z' }, { session: { clientId: c, seq: 1, ack: 0 } });
+  },
+  { sessionsMax: 2 },
+);
+
+fsmTest(
+  t,
+  'sessions idle longer than sessionIdleMs (stamped time) are dropped',
+  async (t, h) => {
+    const a = await open(h);
+    const b = await open(h);
+    h.nowMs += 500;
+    await h.ok({ type: 'mkdir', path: '/x' }, { session: { clientId: b, seq: 1, ack: 0 } });
+    h.nowMs += 600; // a idle 1100 ms, b idle 600 ms
+    await h.ok({ type: 'mkdir', path: '/tick' });
+    t.equal(
+      await h.code({ type: 'mkdir', path: '/y' }, { session: { clientId: a, seq: 1, ack: 0 } }),
+      'ESESSION',
+    );
+    const again = await h.run({ type: 'mkdir', path: '/x' }, { session: { clientId: b, seq: 1, ack: 0 } });
+    t.ok(again.ok, 'b kept its recorded result');
+  },
+  { sessionIdleMs: 1000 },
+);
+
+fsmTest(t, 'stamped time never runs backwards (a leader with a slower clock)', async (t, h) => {
+  await h.ok({ type: 'create', path: '/f' }, { nowMs: 10_000 });
+  await h.ok({ type: 'create', path: '/g' }, { nowMs: 5_000 });
+  t.equal((await h.stat('/g')).mtimeMs, 10_000);
+});
+
+fsmTest(t, 'openSession allocates distinct ids deterministically', async (t, h) => {
+  const ids = [await open(h), await open(h), await open(h)];
+  t.same(ids, [1, 2, 3]);
+  const r: FsResult = await h.run({ type: 'openSession' });
+  t.same(r, { ok: true, value: { clientId: 4 } });
+});

@@ -1,0 +1,125 @@
+/** Snapshot streams: bounded chunks, exact round trips, re-chunking, and atomic refusal of bad streams. */
+import fc from 'fast-check';
+import t from 'tap';
+import { SnapshotFormatError } from '../../src/fsm/errors.ts';
+import { MemoryKv } from '../../src/fsm/kv.ts';
+import type { Kv } from '../../src/fsm/kv.ts';
+import { MetadataStateMachine } from '../../src/fsm/state-machine.ts';
+import { Harness } from './harness.ts';
+
+async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of it) out.push(x);
+  return out;
+}
+
+async function dump(kv: Kv): Promise<string[]> {
+  return (await collect(kv.snapshotIterator())).map(
+    (p) => `${Buffer.from(p.key).toString('hex')}=${Buffer.from(p.value).toString('hex')}`,
+  );
+}
+
+/** A state with something in every table. */
+async function populated(chunkBytes: number): Promise<Harness> {
+  const h = await Harness.open({ snapshotChunkBytes: chunkBytes, reclaimKeysPerCommandMax: 1 });
+  const client = (await h.ok<{ clientId: number }>({ type: 'openSession' })).clientId;
+  const cs = await h.chunkservers(3);
+  for (let i = 0; i < 30; i++)
+    await h.ok({ type: 'mkdir', path: `/dir${i}/sub`, parents: true, owner: 'x'.repeat(i * 3) });
+  await h.ok(
+    { type: 'create', path: '/dir0/f', lease: { holder: 'w', durationMs: 600_000 } },
+    { session: { clientId: client, seq: 1, ack: 0 } },
+  );
+  for (let i = 0; i < 5; i++) await h.ok({ type: 'addChunk', path: '/dir0/f', holder: 'w', replicas: cs });
+  await h.ok({ type: 'deleteRecursive', path: '/dir1' }); // leaves garbage queued (1 key per command)
+  return h;
+}
+
+void t.test('a snapshot round trip reproduces the store exactly', async (t) => {
+  const h = await populated(512);
+  const chunks = await collect(h.sm.snapshotChunks());
+  t.ok(chunks.length > 5, `${chunks.length} chunks`);
+  for (const c of chunks) t.ok(c.length <= 512, `chunk of ${c.length} bytes`);
+  const target = await Harness.open(h.limits); // limits are part of the protocol: same on every replica
+  const index = await target.sm.restoreFromChunks(chunks);
+  t.equal(index, h.sm.appliedIndex());
+  t.equal(target.sm.appliedIndex(), h.sm.appliedIndex());
+  t.same(await dump(target.kv), await dump(h.kv));
+  t.same(await target.names('/dir0'), ['f', 'sub']);
+  t.same(await target.invariants(), []);
+  // The restored state machine goes on applying where the snapshot ended.
+  target.index = index + 1;
+  await target.ok({ type: 'mkdir', path: '/after' });
+  await h.ok({ type: 'mkdir', path: '/after' });
+  t.same(await dump(target.kv), await dump(h.kv), 'and stays identical');
+});
+
+void t.test('a snapshot is the state at the call, whatever is applied afterwards', async (t) => {
+  const h = await populated(4096);
+  const expected = await dump(h.kv);
+  const stream = h.sm.snapshotChunks();
+  await h.ok({ type: 'mkdir', path: '/late' });
+  const target = await Harness.open();
+  await target.sm.restoreFromChunks(stream);
+  t.same(await dump(target.kv), expected);
+});
+
+void t.test('chunks may be concatenated and re-split anywhere', async (t) => {
+  const h = await populated(300);
+  const whole = Buffer.concat(await collect(h.sm.snapshotChunks()));
+  const expected = await dump(h.kv);
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(fc.integer({ min: 1, max: 700 }), { minLength: 1, maxLength: 20 }),
+      async (sizes) => {
+        const pieces: Uint8Array[] = [];
+        for (let at = 0, i = 0; at < whole.length; i++) {
+          const n = sizes[i % sizes.length]!;
+          pieces.push(whole.subarray(at, at + n));
+          at += n;
+        }
+        const kv = new MemoryKv();
+        const sm = await MetadataStateMachine.open(kv);
+        await sm.restoreFromChunks(pieces);
+        return JSON.stringify(await dump(kv)) === JSON.stringify(expected);
+      },
+    ),
+    { numRuns: 30, seed: 11 },
+  );
+  t.pass('30 random re-chunkings');
+});
+
+void t.test('a truncated, corrupted or foreign stream is refused and the old state kept', async (t) => {
+  const h = await populated(400);
+  const chunks = await collect(h.sm.snapshotChunks());
+  const whole = Buffer.concat(chunks);
+  const target = await Harness.open();
+  await target.ok({ type: 'mkdir', path: '/mine' });
+  const before = await dump(target.kv);
+  const bad: [string, Uint8Array[]][] = [
+    ['empty', []],
+    ['header only', [chunks[0]!]],
+    ['no trailer', chunks.slice(0, -1)],
+    ['a middle chunk lost', [...chunks.slice(0, 3), ...chunks.slice(4)]],
+    ['cut mid-frame', [whole.subarray(0, whole.length - 3)]],
+    ['extra bytes', [whole, new Uint8Array([0])]],
+    ['a flipped byte', [Buffer.from(whole).fill(0x41, 200, 201)]],
+    ['garbage', [new Uint8Array([0, 0, 0, 3, 1, 2, 3])]],
+    ['a huge frame length', [new Uint8Array([0xff, 0xff, 0xff, 0xff, 0])]],
+    ['twice', [...chunks, ...chunks]],
+  ];
+  for (const [name, stream] of bad) {
+    await t.rejects(target.sm.restoreFromChunks(stream), SnapshotFormatError, name);
+    t.same(await dump(target.kv), before, `${name}: old state kept`);
+  }
+  t.equal(target.sm.appliedIndex(), 1);
+  t.same(await target.names('/'), ['mine']);
+});
+
+void t.test('an empty state round-trips too', async (t) => {
+  const a = await Harness.open();
+  const b = await Harness.open();
+  await b.ok({ type: 'mkdir', path: '/x' });
+  t.equal(await b.sm.restoreFromChunks(a.sm.snapshotChunks()), 0);
+  t.same(await dump(b.kv), await dump(a.kv));
+});

@@ -1,0 +1,436 @@
+/** Writer leases, chunks and placement versions, completion, and the chunkserver registry. */
+import t from 'tap';
+import { fsmTest } from './harness.ts';
+import type { Harness } from './harness.ts';
+
+const W = 'writer-1';
+
+async function writable(h: Harness, path = '/f', durationMs = 10_000): Promise<void> {
+  await h.ok({ type: 'create', path, lease: { holder: W, durationMs } });
+}
+
+fsmTest(t, 'create with a lease; the lease shows in stat', async (t, h) => {
+  await writable(h);
+  const f = await h.stat('/f');
+  t.same(f.lease, { holder: W, expiresMs: h.nowMs + 10_000 });
+  t.equal(f.complete, false);
+});
+
+fsmTest(t, 'a live lease blocks other holders; an expired one can be taken over', async (t, h) => {
+  await writable(h, '/f', 1000);
+  t.equal(await h.code({ type: 'acquireLease', path: '/f', holder: 'other', durationMs: 1000 }), 'ELEASE');
+  t.same(
+    await h.ok({ type: 'acquireLease', path: '/f', holder: W, durationMs: 2000 }),
+    { expiresMs: h.nowMs + 2000 },
+    're-acquire by the holder',
+  );
+  h.nowMs += 2000; // expired exactly now
+  t.same(await h.ok({ type: 'acquireLease', path: '/f', holder: 'other', durationMs: 500 }), {
+    expiresMs: h.nowMs + 500,
+  });
+  t.equal((await h.stat('/f')).lease?.holder, 'other');
+  t.equal(
+    await h.code({ type: 'renewLease', path: '/f', holder: W, durationMs: 500 }),
+    'ELEASE',
+    'the old holder lost it',
+  );
+});
+
+fsmTest(t, 'renew needs the same holder and a live lease; release needs the holder', async (t, h) => {
+  await writable(h, '/f', 1000);
+  h.nowMs += 500;
+  t.same(await h.ok({ type: 'renewLease', path: '/f', holder: W, durationMs: 1000 }), {
+    expiresMs: h.nowMs + 1000,
+  });
+  t.equal(await h.code({ type: 'renewLease', path: '/f', holder: 'x', durationMs: 1000 }), 'ELEASE');
+  h.nowMs += 1000;
+  t.equal(await h.code({ type: 'renewLease', path: '/f', holder: W, durationMs: 1000 }), 'ELEASE', 'expired');
+  t.equal(await h.code({ type: 'releaseLease', path: '/f', holder: 'x' }), 'ELEASE');
+  await h.ok({ type: 'releaseLease', path: '/f', holder: W });
+  t.equal((await h.stat('/f')).lease, null);
+  t.equal(await h.code({ type: 'releaseLease', path: '/f', holder: W }), 'ELEASE', 'nothing to release');
+  t.equal(
+    await h.code({ type: 'renewLease', path: '/f', holder: W, durationMs: 1 }),
+    'ELEASE',
+    'nothing to renew',
+  );
+});
+
+fsmTest(t, 'lease errors: EISDIR, ENOENT, EINVAL', async (t, h) => {
+  await h.ok({ type: 'mkdir', path: '/d' });
+  await h.ok({ type: 'create', path: '/f' });
+  t.equal(await h.code({ type: 'acquireLease', path: '/d', holder: W, durationMs: 1 }), 'EISDIR');
+  t.equal(await h.code({ type: 'acquireLease', path: '/nope', holder: W, durationMs: 1 }), 'ENOENT');
+  t.equal(await h.code({ type: 'acquireLease', path: '/f', holder: W, durationMs: 0 }), 'EINVAL');
+  t.equal(
+    await h.code({ type: 'acquireLease', path: '/f', holder: W, durationMs: 11 * 60 * 1000 }),
+    'EINVAL',
+  );
+  t.equal(await h.code({ type: 'acquireLease', path: '/f', holder: '', durationMs: 1 }), 'EINVAL');
+  t.equal(
+    await h.code({ type: 'acquireLease', path: '/f', holder: 'h'.repeat(256), durationMs: 1 }),
+    'EINVAL',
+  );
+});
+
+fsmTest(t, 'lease commands do not change the generation', async (t, h) => {
+  await h.ok({ type: 'create', path: '/f' });
+  const g = (await h.stat('/f')).generation;
+  await h.ok({ type: 'acquireLease', path: '/f', holder: W, durationMs: 100 });
+  await h.ok({ type: 'renewLease', path: '/f', holder: W, durationMs: 100 });
+  await h.ok({ type: 'releaseLease', path: '/f', holder: W });
+  t.equal((await h.stat('/f')).generation, g);
+});
+
+fsmTest(t, 'truncating create of a file leased to someone else: ELEASE', async (t, h) => {
+  await writable(h, '/f', 1000);
+  t.equal(await h.code({ type: 'create', path: '/f', exclusive: false }), 'ELEASE');
+  t.equal(
+    await h.code({ type: 'create', path: '/f', exclusive: false, lease: { holder: 'y', durationMs: 5 } }),
+    'ELEASE',
+  );
+  await h.ok({ type: 'create', path: '/f', exclusive: false, lease: { holder: W, durationMs: 5 } });
+  h.nowMs += 10;
+  await h.ok({ type: 'create', path: '/f', exclusive: false }, {});
+});
+
+fsmTest(t, 'add, seal and complete: the chunk list, lengths and the sealed length', async (t, h) => {
+  const cs = await h.chunkservers(3);
+  await writable(h);
+  const c0 = await h.ok<{ handle: number; index: number; version: number }>({
+    type: 'addChunk',
+    path: '/f',
+    holder: W,
+    replicas: cs,
+  });
+  const c1 = await h.ok<{ handle: number; index: number; version: number }>({
+    type: 'addChunk',
+    path: '/f',
+    holder: W,
+    replicas: [cs[2]!, cs[0]!],
+  });
+  t.same([c0.index, c0.version, c1.index, c1.version], [0, 1, 1, 1]);
+  t.not(c0.handle, c1.handle);
+  t.equal(await h.code({ type: 'completeFile', path: '/f', holder: W }), 'EINVAL', 'unsealed chunks');
+  t.same(
+    await h.ok({
+      type: 'sealChunk',
+      handle: c0.handle,
+      holder: W,
+      version: 1,
+      lengthBytes: 64 * 1024 * 1024,
+      checksum: 0xdeadbeef,
+    }),
+    { fileLengthBytes: 64 * 1024 * 1024 },
+  );
+  await h.ok({ type: 'sealChunk', handle: c1.handle, holder: W, version: 1, lengthBytes: 10, checksum: 1 });
+  const done = await h.ok<{ lengthBytes: number }>({ type: 'completeFile', path: '/f', holder: W });
+  t.equal(done.lengthBytes, 64 * 1024 * 1024 + 10);
+  const f = await h.stat('/f');
+  t.same(
+    [f.complete, f.lengthBytes, f.chunkCount, f.lease],
+    [true, 64 * 1024 * 1024 + 10, 2, null],
+    'complete releases the lease',
+  );
+  const loc = await h.sm.chunkLocations('/f');
+  t.ok(loc.ok);
+  if (loc.ok) {
+    t.same(
+      loc.value.chunks.map((c) => [c.index, c.replicas, c.sealed, c.lengthBytes, c.checksum]),
+      [
+        [0, cs, true, 64 * 1024 * 1024, 0xdeadbeef],
+        [1, [cs[2], cs[0]], true, 10, 1],
+      ],
+    );
+    t.equal(loc.value.nextIndex, null);
+  }
+  const page = await h.sm.chunkLocations('/f', { limit: 1 });
+  t.same(page.ok && [page.value.chunks.length, page.value.nextIndex], [1, 1]);
+  const second = await h.sm.chunkLocations('/f', { fromIndex: 1 });
+  t.same(second.ok && second.value.chunks.map((c) => c.handle), [c1.handle]);
+});
+
+fsmTest(t, 'placement versions: bumped by every new pipeline; old versions get ESTALE', async (t, h) => {
+  const cs = await h.chunkservers(4);
+  await writable(h);
+  const { handle } = await h.ok<{ handle: number }>({
+    type: 'addChunk',
+    path: '/f',
+    holder: W,
+    replicas: cs.slice(0, 3),
+  });
+  t.same(
+    await h.ok({
+      type: 'bumpChunkVersion',
+      handle,
+      holder: W,
+      version: 1,
+      replicas: [cs[0]!, cs[1]!, cs[3]!],
+    }),
+    { version: 2 },
+  );
+  t.same(
+    await h.ok({ type: 'bumpChunkVersion', handle, holder: W, version: 2, replicas: [cs[0]!, cs[3]!] }),
+    { version: 3 },
+  );
+  t.equal(
+    await h.code({ type: 'bumpChunkVersion', handle, holder: W, version: 2, replicas: [cs[0]!] }),
+    'ESTALE',
+  );
+  t.equal(
+    await h.code({ type: 'sealChunk', handle, holder: W, version: 1, lengthBytes: 1, checksum: 1 }),
+    'ESTALE',
+  );
+  t.equal(await h.code({ type: 'setChunkReplicas', handle, version: 2, replicas: [cs[1]!] }), 'ESTALE');
+  const info = await h.sm.chunk(handle);
+  t.same(info.ok && [info.value.version, info.value.replicas], [3, [cs[0], cs[3]]]);
+  await h.ok({ type: 'sealChunk', handle, holder: W, version: 3, lengthBytes: 100, checksum: 5 });
+  t.equal(
+    await h.code({ type: 'bumpChunkVersion', handle, holder: W, version: 3, replicas: [cs[0]!] }),
+    'EINVAL',
+    'sealed',
+  );
+  t.equal(
+    await h.code({ type: 'sealChunk', handle, holder: W, version: 3, lengthBytes: 100, checksum: 5 }),
+    'EINVAL',
+    'sealed twice',
+  );
+  // Re-replication by the leader: no lease needed, version unchanged.
+  t.same(await h.ok({ type: 'setChunkReplicas', handle, version: 3, replicas: [cs[0]!, cs[1]!, cs[2]!] }), {
+    version: 3,
+  });
+});
+
+fsmTest(t, 'chunk commands need the live lease', async (t, h) => {
+  const cs = await h.chunkservers(1);
+  await writable(h, '/f', 1000);
+  const { handle } = await h.ok<{ handle: number }>({
+    type: 'addChunk',
+    path: '/f',
+    holder: W,
+    replicas: cs,
+  });
+  t.equal(await h.code({ type: 'addChunk', path: '/f', holder: 'intruder', replicas: cs }), 'ELEASE');
+  t.equal(
+    await h.code({ type: 'sealChunk', handle, holder: 'intruder', version: 1, lengthBytes: 1, checksum: 1 }),
+    'ELEASE',
+  );
+  t.equal(
+    await h.code({ type: 'bumpChunkVersion', handle, holder: 'intruder', version: 1, replicas: cs }),
+    'ELEASE',
+  );
+  t.equal(await h.code({ type: 'completeFile', path: '/f', holder: 'intruder' }), 'ELEASE');
+  h.nowMs += 1000;
+  t.equal(await h.code({ type: 'addChunk', path: '/f', holder: W, replicas: cs }), 'ELEASE', 'expired');
+  await h.ok({ type: 'create', path: '/nolease' });
+  t.equal(
+    await h.code({ type: 'addChunk', path: '/nolease', holder: W, replicas: cs }),
+    'ELEASE',
+    'no lease at all',
+  );
+});
+
+fsmTest(t, 'chunk command argument errors', async (t, h) => {
+  const cs = await h.chunkservers(2);
+  await writable(h);
+  await h.ok({ type: 'mkdir', path: '/d' });
+  const { handle } = await h.ok<{ handle: number }>({
+    type: 'addChunk',
+    path: '/f',
+    holder: W,
+    replicas: cs,
+  });
+  t.equal(await h.code({ type: 'addChunk', path: '/f', holder: W, replicas: [] }), 'EINVAL', 'no replicas');
+  t.equal(
+    await h.code({ type: 'addChunk', path: '/f', holder: W, replicas: [cs[0]!, cs[0]!] }),
+    'EINVAL',
+    'duplicate',
+  );
+  t.equal(
+    await h.code({
+      type: 'addChunk',
+      path: '/f',
+      holder: W,
+      replicas: Array.from({ length: 17 }, (_, i) => i + 1),
+    }),
+    'EINVAL',
+    'too many',
+  );
+  t.equal(
+    await h.code({ type: 'addChunk', path: '/f', holder: W, replicas: [999] }),
+    'ENOENT',
+    'unknown chunkserver',
+  );
+  t.equal(await h.code({ type: 'addChunk', path: '/d', holder: W, replicas: cs }), 'EISDIR');
+  t.equal(await h.code({ type: 'addChunk', path: '/zz', holder: W, replicas: cs }), 'ENOENT');
+  t.equal(
+    await h.code({ type: 'sealChunk', handle: 12345, holder: W, version: 1, lengthBytes: 1, checksum: 1 }),
+    'ENOENT',
+  );
+  t.equal(
+    await h.code({
+      type: 'sealChunk',
+      handle,
+      holder: W,
+      version: 1,
+      lengthBytes: 65 * 1024 * 1024,
+      checksum: 1,
+    }),
+    'EINVAL',
+    'longer than a chunk',
+  );
+  t.equal(
+    await h.code({ type: 'sealChunk', handle, holder: W, version: 1, lengthBytes: 1, checksum: 2 ** 32 }),
+    'EINVAL',
+    'checksum',
+  );
+  t.equal(await h.code({ type: 'setChunkReplicas', handle, version: 1, replicas: [777] }), 'ENOENT');
+  t.equal(await h.code({ type: 'completeFile', path: '/d', holder: W }), 'EISDIR');
+  const r = await h.sm.chunkLocations('/d');
+  t.equal(!r.ok && r.code, 'EISDIR');
+});
+
+fsmTest(
+  t,
+  'a file at its chunk limit refuses more chunks',
+  async (t, h) => {
+    const cs = await h.chunkservers(1);
+    await writable(h);
+    await h.ok({ type: 'addChunk', path: '/f', holder: W, replicas: cs });
+    await h.ok({ type: 'addChunk', path: '/f', holder: W, replicas: cs });
+    t.equal(await h.code({ type: 'addChunk', path: '/f', holder: W, replicas: cs }), 'EINVAL');
+  },
+  { fileChunksMax: 2 },
+);
+
+fsmTest(t, 'a deleted file loses its lease; chunk commands on it get ENOENT', async (t, h) => {
+  const cs = await h.chunkservers(1);
+  await h.ok({ type: 'mkdir', path: '/d' });
+  await writable(h, '/d/f');
+  const { handle } = await h.ok<{ handle: number }>({
+    type: 'addChunk',
+    path: '/d/f',
+    holder: W,
+    replicas: cs,
+  });
+  await h.ok({ type: 'deleteRecursive', path: '/d' });
+  t.equal(
+    await h.code({ type: 'sealChunk', handle, holder: W, version: 1, lengthBytes: 1, checksum: 1 }),
+    'ENOENT',
+  );
+  t.equal(await h.code({ type: 'setChunkReplicas', handle, version: 1, replicas: cs }), 'ENOENT');
+});
+
+fsmTest(t, 'appending after completion reopens the file', async (t, h) => {
+  const cs = await h.chunkservers(1);
+  await writable(h);
+  await h.ok({ type: 'completeFile', path: '/f', holder: W });
+  t.equal((await h.stat('/f')).complete, true);
+  await h.ok({ type: 'acquireLease', path: '/f', holder: 'appender', durationMs: 100 });
+  await h.ok({ type: 'addChunk', path: '/f', holder: 'appender', replicas: cs });
+  t.equal((await h.stat('/f')).complete, false);
+});
+
+fsmTest(t, 'chunkserver registry: register, re-register, states, listing', async (t, h) => {
+  const r1 = await h.ok<{ id: number; generation: number }>({
+    type: 'registerChunkserver',
+    address: 'a:1',
+    rack: 'r1',
+    capacityBytes: 1000,
+    usedBytes: 10,
+  });
+  const r2 = await h.ok<{ id: number }>({
+    type: 'registerChunkserver',
+    address: 'b:1',
+    rack: 'r2',
+    capacityBytes: 2000,
+    usedBytes: 0,
+  });
+  t.same([r1.id, r2.id], [1, 2]);
+  await h.ok({ type: 'setChunkserverState', id: r1.id, state: 'dead' });
+  let c = await h.sm.chunkserver(r1.id);
+  t.equal(c.ok && c.value.state, 'dead');
+  await h.ok({
+    type: 'registerChunkserver',
+    id: r1.id,
+    address: 'a:2',
+    rack: 'r1',
+    capacityBytes: 1000,
+    usedBytes: 500,
+  });
+  c = await h.sm.chunkserver(r1.id);
+  t.same(
+    c.ok && [c.value.state, c.value.address, c.value.usedBytes],
+    ['live', 'a:2', 500],
+    're-registering revives a dead server',
+  );
+  await h.ok({ type: 'setChunkserverState', id: r2.id, state: 'decommissioning' });
+  await h.ok({
+    type: 'registerChunkserver',
+    id: r2.id,
+    address: 'b:1',
+    rack: 'r2',
+    capacityBytes: 2000,
+    usedBytes: 1,
+  });
+  c = await h.sm.chunkserver(r2.id);
+  t.equal(c.ok && c.value.state, 'decommissioning', 'decommissioning survives re-registration');
+  t.equal(
+    await h.code({
+      type: 'registerChunkserver',
+      id: 77,
+      address: 'x',
+      rack: 'r',
+      capacityBytes: 1,
+      usedBytes: 0,
+    }),
+    'ENOENT',
+  );
+  t.equal(await h.code({ type: 'setChunkserverState', id: 77, state: 'live' }), 'ENOENT');
+  t.equal(
+    await h.code({ type: 'registerChunkserver', address: '', rack: 'r', capacityBytes: 1, usedBytes: 0 }),
+    'EINVAL',
+  );
+  t.equal(
+    await h.code({ type: 'registerChunkserver', address: 'a', rack: '', capacityBytes: 1, usedBytes: 0 }),
+    'EINVAL',
+  );
+  for (let i = 0; i < 3; i++)
+    await h.ok({ type: 'registerChunkserver', address: `m${i}`, rack: 'r', capacityBytes: 1, usedBytes: 0 });
+  const ids: number[] = [];
+  let after: number | undefined;
+  for (;;) {
+    const page = await h.sm.listChunkservers({ limit: 2, after });
+    if (!page.ok) throw new Error(page.code);
+    ids.push(...page.value.items.map((x) => x.id));
+    if (page.value.nextAfter === null) break;
+    after = page.value.nextAfter;
+  }
+  t.same(ids, [1, 2, 3, 4, 5]);
+  const missing = await h.sm.chunkserver(42);
+  t.equal(!missing.ok && missing.code, 'ENOENT');
+});
+
+fsmTest(t, 'scanChunks lists every placement record in handle order', async (t, h) => {
+  const cs = await h.chunkservers(1);
+  await writable(h, '/a');
+  await writable(h, '/b');
+  const handles: number[] = [];
+  for (const p of ['/a', '/b', '/a'])
+    handles.push(
+      (await h.ok<{ handle: number }>({ type: 'addChunk', path: p, holder: W, replicas: cs })).handle,
+    );
+  const seen: number[] = [];
+  let after: number | undefined;
+  for (;;) {
+    const page = await h.sm.scanChunks({ limit: 2, after });
+    if (!page.ok) throw new Error(page.code);
+    seen.push(...page.value.items.map((c) => c.handle));
+    if (page.value.nextAfter === null) break;
+    after = page.value.nextAfter;
+  }
+  t.same(
+    seen,
+    handles.sort((x, y) => x - y),
+  );
+});
