@@ -92,6 +92,22 @@ export class RocksDbHandle {
   }
 
   /** The key-value pairs in `range`, in key order (or reversed). The iterator is always ended. */
+  /**
+   * Like iterate(), but the underlying iterator (and so its implicit point-in-time snapshot) is created
+   * now, synchronously, not on the first next().
+   */
+  iterateFromNow(range: RocksDbRange): AsyncGenerator<[Buffer, Buffer]> {
+    const iterator = this.db.iterator({
+      gte: range.gte,
+      lt: range.lt,
+      reverse: range.reverse ?? false,
+      limit: range.limit ?? -1,
+      keyAsBuffer: true,
+      valueAsBuffer: true,
+    });
+    return drain(iterator);
+  }
+
   async *iterate(range: RocksDbRange): AsyncGenerator<[Buffer, Buffer]> {
     const iterator = this.db.iterator({
       gte: range.gte,
@@ -112,6 +128,18 @@ export class RocksDbHandle {
         iterator.end((error) => (error ? reject(error) : resolve())),
       );
     }
+  }
+}
+
+async function* drain(iterator: RawIterator): AsyncGenerator<[Buffer, Buffer]> {
+  try {
+    for (;;) {
+      const pair = await nextPair(iterator);
+      if (pair === null) return;
+      yield pair;
+    }
+  } finally {
+    await new Promise<void>((resolve, reject) => iterator.end((error) => (error ? reject(error) : resolve())));
   }
 }
 

@@ -1,0 +1,189 @@
+/**
+ * The metadata state machine's ordered key-value store on RocksDB (src/fsm/kv.ts's `Kv`), so the
+ * namespace is bounded by disk, not RAM.
+ *
+ * Layout: user keys live under a generation prefix, `0x01 | generation (u32 BE) | key`; the current
+ * generation is stored at `0x00 "gen"`. `restore()` writes the new content under the next generation in
+ * bounded batches, then switches the generation pointer in one synced write: a restore that fails midway
+ * leaves the old content in place, and a crash at any point leaves exactly one whole generation visible.
+ * Data of other generations is garbage, deleted in the background after a switch and at open.
+ */
+import type { Kv, KvBatch, KvPair, KvRange } from '../fsm/kv.ts';
+import { RocksDbHandle, type RocksDbBatchOp } from './rocksdb-binding.ts';
+
+const GENERATION_KEY = Buffer.from([0x00, 0x67, 0x65, 0x6e]); // "\0gen"
+const DATA_TAG = 0x01;
+/** Bytes of keys and values per write batch during restore and garbage collection. */
+export const kvRestoreBatchBytes = 4 * 1024 * 1024;
+
+export class KvStoreError extends Error {
+  constructor(
+    readonly code: 'EINVAL' | 'ECLOSED',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'KvStoreError';
+  }
+}
+
+function prefixOf(generation: number): Buffer {
+  const p = Buffer.alloc(5);
+  p[0] = DATA_TAG;
+  p.writeUInt32BE(generation, 1);
+  return p;
+}
+
+export interface RocksDbKvOptions {
+  /** Sync every write to disk before resolving (default true). */
+  readonly sync?: boolean;
+}
+
+export class RocksDbKv implements Kv {
+  private closed = false;
+  private garbage: Promise<void> = Promise.resolve();
+
+  private constructor(
+    private readonly db: RocksDbHandle,
+    private generation: number,
+    private readonly sync: boolean,
+  ) {}
+
+  static async open(dir: string, options: RocksDbKvOptions = {}): Promise<RocksDbKv> {
+    const db = await RocksDbHandle.open(dir);
+    const raw = await db.get(GENERATION_KEY);
+    const kv = new RocksDbKv(db, raw === undefined ? 0 : raw.readUInt32BE(0), options.sync ?? true);
+    kv.collectGarbage();
+    return kv;
+  }
+
+  private get prefix(): Buffer {
+    return prefixOf(this.generation);
+  }
+
+  private dataKey(key: Uint8Array, generation = this.generation): Buffer {
+    return Buffer.concat([prefixOf(generation), key]);
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new KvStoreError('ECLOSED', 'the key-value store is closed');
+  }
+
+  async get(key: Uint8Array): Promise<Uint8Array | undefined> {
+    this.checkOpen();
+    return this.db.get(this.dataKey(key));
+  }
+
+  async scan(range: KvRange): Promise<KvPair[]> {
+    this.checkOpen();
+    if (!Number.isInteger(range.limit) || range.limit < 1) throw new KvStoreError('EINVAL', 'scan limit must be >= 1');
+    const prefix = this.prefix;
+    const out: KvPair[] = [];
+    const gte = range.gte !== undefined ? Buffer.concat([prefix, range.gte]) : prefix;
+    const lt = range.lt !== undefined ? Buffer.concat([prefix, range.lt]) : prefixOf(this.generation + 1);
+    if (Buffer.compare(gte, lt) >= 0) return out;
+    for await (const [k, v] of this.db.iterate({ gte, lt, limit: range.limit })) {
+      out.push({ key: k.subarray(prefix.length), value: v });
+    }
+    return out;
+  }
+
+  async write(batch: KvBatch): Promise<void> {
+    this.checkOpen();
+    const seen = new Set<string>();
+    const ops: RocksDbBatchOp[] = [];
+    for (const p of batch.puts) {
+      const key = this.dataKey(p.key);
+      ops.push({ type: 'put', key, value: Buffer.from(p.value) });
+      seen.add(key.toString('latin1'));
+    }
+    for (const d of batch.deletes) {
+      const key = this.dataKey(d);
+      if (seen.has(key.toString('latin1'))) throw new KvStoreError('EINVAL', 'a key appears twice in one batch');
+      ops.push({ type: 'del', key });
+    }
+    if (seen.size !== batch.puts.length) throw new KvStoreError('EINVAL', 'a key appears twice in one batch');
+    if (ops.length === 0) return;
+    await this.db.batch(ops, { sync: this.sync });
+  }
+
+  snapshotIterator(): AsyncIterableIterator<KvPair> {
+    this.checkOpen();
+    const prefix = this.prefix;
+    // The RocksDB iterator is created now: its implicit snapshot fixes the point in time.
+    const raw = this.db.iterateFromNow({ gte: prefix, lt: prefixOf(this.generation + 1) });
+    async function* pairs(): AsyncGenerator<KvPair> {
+      for await (const [k, v] of raw) yield { key: k.subarray(prefix.length), value: v };
+    }
+    return pairs();
+  }
+
+  async restore(pairs: AsyncIterable<KvPair> | Iterable<KvPair>): Promise<void> {
+    this.checkOpen();
+    await this.garbage;
+    const next = this.generation + 1;
+    let ops: RocksDbBatchOp[] = [];
+    let bytes = 0;
+    let previous: Buffer | null = null;
+    try {
+      for await (const p of pairs) {
+        const key = this.dataKey(p.key, next);
+        if (previous !== null && Buffer.compare(previous, key) >= 0) {
+          throw new KvStoreError('EINVAL', 'restore keys must be strictly ascending');
+        }
+        previous = key;
+        ops.push({ type: 'put', key, value: Buffer.from(p.value) });
+        bytes += key.length + p.value.length;
+        if (bytes >= kvRestoreBatchBytes) {
+          await this.db.batch(ops, { sync: false });
+          ops = [];
+          bytes = 0;
+        }
+      }
+      const generationValue = Buffer.alloc(4);
+      generationValue.writeUInt32BE(next, 0);
+      ops.push({ type: 'put', key: GENERATION_KEY, value: generationValue });
+      // The switch: synced, and with it every earlier unsynced batch of the new generation (one WAL).
+      await this.db.batch(ops, { sync: true });
+    } catch (error) {
+      await this.deleteGeneration(next);
+      throw error;
+    }
+    this.generation = next;
+    this.collectGarbage();
+  }
+
+  /** Deletes every data key not of the current generation, in bounded batches, in the background. */
+  private collectGarbage(): void {
+    const current = this.generation;
+    this.garbage = this.garbage.then(async () => {
+      await this.deleteRange(prefixOf(0), prefixOf(current));
+      await this.deleteRange(prefixOf(current + 1), Buffer.from([DATA_TAG + 1]));
+    });
+  }
+
+  private async deleteGeneration(generation: number): Promise<void> {
+    await this.deleteRange(prefixOf(generation), prefixOf(generation + 1));
+  }
+
+  private async deleteRange(gte: Buffer, lt: Buffer): Promise<void> {
+    let ops: RocksDbBatchOp[] = [];
+    let bytes = 0;
+    for await (const [k] of this.db.iterate({ gte, lt })) {
+      ops.push({ type: 'del', key: k });
+      bytes += k.length;
+      if (bytes >= kvRestoreBatchBytes) {
+        await this.db.batch(ops, { sync: false });
+        ops = [];
+        bytes = 0;
+      }
+    }
+    if (ops.length > 0) await this.db.batch(ops, { sync: false });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.garbage.catch(() => undefined);
+    await this.db.close();
+  }
+}
