@@ -34,6 +34,7 @@ void t.test('RocksDbKv: a restore whose source fails midway keeps the old conten
   await kv.write({ puts: [{ key: s('keep'), value: s('yes') }], deletes: [] });
   async function* failing(): AsyncGenerator<KvPair> {
     yield { key: s('x'), value: s('1') };
+    await Promise.resolve();
     throw new Error('source broke');
   }
   await t.rejects(kv.restore(failing()), /source broke/);
