@@ -36,6 +36,12 @@ export interface StateMachine {
   snapshot(): Uint8Array | Promise<Uint8Array>;
   /** Replaces the whole state with a snapshot's. */
   restore(snapshot: Snapshot): void | Promise<void>;
+  /**
+   * For a durable state machine: the index of the last entry it applied, as it survived on its own disk.
+   * At start the driver then restores the log's snapshot only if the state machine is behind it, and
+   * re-delivers only entries after this index.
+   */
+  appliedIndex?(): number;
 }
 
 export interface NodeStatus {

@@ -101,11 +101,17 @@ export class RaftNode {
       loaded = await this.bootstrap(this.options.initialVoters);
       if (this.stopped) return;
     }
-    if (loaded.snapshot !== null) await this.options.stateMachine.restore(loaded.snapshot);
+    const sm = this.options.stateMachine;
+    const snapshotIndex = loaded.snapshot?.metadata.index ?? 0;
+    const durableApplied = sm.appliedIndex?.() ?? 0;
+    if (loaded.snapshot !== null && durableApplied < snapshotIndex) await sm.restore(loaded.snapshot);
     if (this.stopped) return;
     this.durableHardState = loaded.hardState;
     this.latestHardState = loaded.hardState;
-    const applied = loaded.snapshot?.metadata.index ?? 0;
+    // A durable state machine may be ahead of the snapshot, and of the commit index on disk (a change of
+    // commit alone is not synced): whatever it applied was committed.
+    const applied = Math.max(snapshotIndex, durableApplied);
+    if (loaded.hardState.commit < applied) loaded = { ...loaded, hardState: { ...loaded.hardState, commit: applied } };
     this.lastSnapshotIndex = applied;
     this.raft = new Raft({ ...this.config, applied }, loaded);
     this.logger.info({ id: this.id, term: loaded.hardState.term, applied, lastIndex: this.raft.log.lastIndex() }, 'raft node started');
