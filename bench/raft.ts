@@ -14,10 +14,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir, cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { decodeMessage, encodeMessage } from '../src/raft/codec.ts';
+import { LocalRaftHub } from '../src/rpc/local-transport.ts';
 import { RaftNode } from '../src/raft/node.ts';
 import type { StateMachine } from '../src/raft/node-api.ts';
-import type { Message, NodeId } from '../src/raft/types.ts';
 import { systemClock, systemRandom } from '../src/runtime/clock.ts';
 import type { LogStore, LogWrite } from '../src/storage/log-store.ts';
 import { MemoryDisk, MemoryLogStore } from '../src/storage/memory-log-store.ts';
@@ -27,33 +26,6 @@ import { RocksDbHandle } from '../src/storage/rocksdb-binding.ts';
 const { values: args } = parseArgs({ options: { seconds: { type: 'string', default: '3' } } });
 const runSeconds = Number(args.seconds);
 const tickMs = 50;
-
-/** Delivers encoded messages between in-process nodes, batched per event-loop turn. */
-class LocalHub {
-  readonly nodes = new Map<NodeId, RaftNode>();
-  private queue: Uint8Array[] = [];
-  private scheduled = false;
-  transport() {
-    return {
-      send: (m: Message) => {
-        this.queue.push(encodeMessage(m));
-        if (!this.scheduled) {
-          this.scheduled = true;
-          setImmediate(() => this.flush());
-        }
-      },
-    };
-  }
-  private flush(): void {
-    this.scheduled = false;
-    const batch = this.queue;
-    this.queue = [];
-    for (const bytes of batch) {
-      const m = decodeMessage(bytes);
-      this.nodes.get(m.to)?.receive(m);
-    }
-  }
-}
 
 class CountingStateMachine implements StateMachine {
   applied = 0;
@@ -92,7 +64,9 @@ interface Group {
 }
 
 async function startGroup(size: number, makeStore: (id: number) => Promise<LogStore>): Promise<Group> {
-  const hub = new LocalHub();
+  // Messages are encoded and decoded with the wire codec and delivered on the event loop.
+  const hub = new LocalRaftHub();
+  const byId = new Map<number, RaftNode>();
   const ids = Array.from({ length: size }, (_, i) => i + 1);
   const stores: CountingLogStore[] = [];
   const nodes: RaftNode[] = [];
@@ -102,13 +76,13 @@ async function startGroup(size: number, makeStore: (id: number) => Promise<LogSt
     const node = new RaftNode({
       config: { id, random: systemRandom },
       logStore: store,
-      transport: hub.transport(),
+      transport: hub.connect(id, (m) => byId.get(id)?.receive(m)),
       clock: systemClock,
       stateMachine: new CountingStateMachine(),
       tickMs,
       initialVoters: ids,
     });
-    hub.nodes.set(id, node);
+    byId.set(id, node);
     nodes.push(node);
   }
   await Promise.all(nodes.map((n) => n.start()));

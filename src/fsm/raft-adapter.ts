@@ -11,6 +11,7 @@
 import type { StateMachine } from '../raft/node-api.ts';
 import type { Entry, Snapshot } from '../raft/types.ts';
 import type { MetadataStateMachine } from './state-machine.ts';
+import { concatBytes } from '../raft/bytes.ts';
 
 /** Bytes per chunk when a gathered snapshot is handed back to restoreFromChunks(). */
 export const snapshotRestoreChunkBytes = 1024 * 1024;
@@ -33,13 +34,7 @@ export class RaftMetadataStateMachine implements StateMachine {
       chunks.push(c);
       total += c.byteLength;
     }
-    const out = new Uint8Array(total);
-    let offset = 0;
-    for (const c of chunks) {
-      out.set(c, offset);
-      offset += c.byteLength;
-    }
-    return out;
+    return concatBytes(chunks, total);
   }
 
   async restore(snapshot: Snapshot): Promise<void> {

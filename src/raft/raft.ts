@@ -30,6 +30,7 @@ import { NO_TERM, RaftLog } from './log.ts';
 import { ProgressTracker, type Progress } from './tracker.ts';
 import { applyConfChange, entersJoint, isLeaveJoint } from './confchange.ts';
 import { decodeConfChange, encodeConfChange } from './codec.ts';
+import { concatBytes } from './bytes.ts';
 
 /** Snapshot chunks in flight to one follower, at most. */
 export const snapshotChunksInflightMax = 4;
@@ -1073,15 +1074,5 @@ export class Raft {
   }
 }
 
-function concatBytes(chunks: readonly Uint8Array[], total: number): Uint8Array {
-  if (chunks.length === 1) return chunks[0]!;
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const c of chunks) {
-    out.set(c, offset);
-    offset += c.byteLength;
-  }
-  return out;
-}
 
 export { emptyHardState, entersJoint, isLeaveJoint };

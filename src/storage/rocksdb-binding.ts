@@ -91,7 +91,6 @@ export class RocksDbHandle {
     );
   }
 
-  /** The key-value pairs in `range`, in key order (or reversed). The iterator is always ended. */
   /**
    * Like iterate(), but the underlying iterator (and so its implicit point-in-time snapshot) is created
    * now, synchronously, not on the first next().
@@ -108,26 +107,9 @@ export class RocksDbHandle {
     return drain(iterator);
   }
 
+  /** The key-value pairs in `range`, in key order (or reversed). The iterator is always ended. */
   async *iterate(range: RocksDbRange): AsyncGenerator<[Buffer, Buffer]> {
-    const iterator = this.db.iterator({
-      gte: range.gte,
-      lt: range.lt,
-      reverse: range.reverse ?? false,
-      limit: range.limit ?? -1,
-      keyAsBuffer: true,
-      valueAsBuffer: true,
-    });
-    try {
-      for (;;) {
-        const pair = await nextPair(iterator);
-        if (pair === null) return;
-        yield pair;
-      }
-    } finally {
-      await new Promise<void>((resolve, reject) =>
-        iterator.end((error) => (error ? reject(error) : resolve())),
-      );
-    }
+    yield* this.iterateFromNow(range);
   }
 }
 
