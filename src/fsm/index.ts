@@ -31,3 +31,5 @@ export type {
 export type { ChunkserverState } from './records.ts';
 export type { InodeRef } from './namespace.ts';
 export type { ChunkserverRef, NewChunk } from './writers.ts';
+export { fsmBugs } from './bugs.ts';
+export type { FsmBug } from './bugs.ts';

@@ -254,7 +254,8 @@ export async function rename(txn: Txn, op: OpOf<'rename'>): Promise<InodeRef> {
     touchDir(txn, dstParent);
   } else {
     touchDir(txn, dstParent);
-    await dispose(txn, replaced);
+    // Planted bug (simulator self-test): the replaced inode is left behind, unreachable.
+    if (!txn.bugs.has('fsm-non-atomic-rename')) await dispose(txn, replaced);
   }
   txn.putEntry(dstParent.id, dst.name.bytes, node.id, node.type);
   node.parent = dstParent.id;

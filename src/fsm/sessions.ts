@@ -47,7 +47,10 @@ export async function runInSession(
   if (session === undefined)
     return failure('ESESSION', `no session ${stamp.clientId} (never opened, or expired)`);
   if (stamp.seq <= session.ack) return failure('ESESSION', `sequence ${stamp.seq} was acknowledged already`);
-  const cached = await txn.view.get(keys.resultKey(stamp.clientId, stamp.seq));
+  // Planted bug (simulator self-test): the stored result is ignored, so a retry is applied again.
+  const noDedup = txn.bugs.has('fsm-no-session-dedup');
+  const stored = await txn.view.get(keys.resultKey(stamp.clientId, stamp.seq));
+  const cached = noDedup ? undefined : stored;
   if (cached !== undefined) {
     touch(txn, session);
     return rec.decodeResult(cached);
@@ -59,7 +62,7 @@ export async function runInSession(
   }
   const result = await apply();
   txn.view.put(keys.resultKey(stamp.clientId, stamp.seq), rec.encodeResult(result));
-  session.pending += 1;
+  if (stored === undefined) session.pending += 1;
   touch(txn, session);
   return result;
 }

@@ -20,6 +20,8 @@
  * atomically (a bad or truncated stream leaves the old state) and returns the snapshot's applied index.
  */
 import { assert } from '../raft/errors.ts';
+import type { FsmBug } from './bugs.ts';
+import { noFsmBugs } from './bugs.ts';
 import type { Entry } from '../raft/types.ts';
 import { EntryType } from '../raft/types.ts';
 import type { Command, Op } from './commands.ts';
@@ -46,6 +48,8 @@ import * as w from './writers.ts';
 export interface MetadataStateMachineOptions {
   /** Overrides of the named limits; every replica of a group must use the same ones. */
   readonly limits?: Partial<FsmLimits>;
+  /** Planted bugs to switch on: for the simulator's self-tests only (see bugs.ts). */
+  readonly bugs?: ReadonlySet<FsmBug>;
 }
 
 /** One applied entry's outcome: a command's result, or undefined for an empty or membership entry. */
@@ -59,6 +63,7 @@ export class MetadataStateMachine {
     private readonly kv: Kv,
     readonly limits: FsmLimits,
     applied: number,
+    private readonly bugs: ReadonlySet<FsmBug> = noFsmBugs,
   ) {
     this.applied = applied;
   }
@@ -77,7 +82,7 @@ export class MetadataStateMachine {
     const meta = await kv.get(keys.metaKey);
     assert(meta !== undefined, 'the store has an applied index but no meta record');
     rec.decodeMeta(meta); // asserts the format version
-    return new MetadataStateMachine(kv, limits, keys.readU64(appliedBytes, 0));
+    return new MetadataStateMachine(kv, limits, keys.readU64(appliedBytes, 0), options.bugs ?? noFsmBugs);
   }
 
   /** Index of the last entry whose effects are in the store. */
@@ -122,6 +127,7 @@ export class MetadataStateMachine {
       entry.index,
       await advanceClock(batch, command?.nowMs ?? 0, this.limits),
       this.limits,
+      this.bugs,
     );
     let result: FsResult;
     if (command === undefined) result = failure('EBADMSG', decodeError);

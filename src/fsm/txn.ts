@@ -3,6 +3,8 @@
  * buffered in it. A command's Txn sits on its own overlay so that a failing command is dropped whole.
  */
 import { assert } from '../raft/errors.ts';
+import type { FsmBug } from './bugs.ts';
+import { noFsmBugs } from './bugs.ts';
 import { FsError } from './errors.ts';
 import * as keys from './keys.ts';
 import type { InodeType } from './keys.ts';
@@ -21,11 +23,13 @@ export class Txn {
     /** Stamped time of the command (monotonic across commands). */
     readonly nowMs: number,
     readonly limits: FsmLimits,
+    /** Planted bugs switched on (simulator self-tests only; empty otherwise). */
+    readonly bugs: ReadonlySet<FsmBug> = noFsmBugs,
   ) {}
 
   /** A Txn whose writes stay apart until `commit()`. */
   child(): Txn {
-    return new Txn(new Overlay(this.view), this.index, this.nowMs, this.limits);
+    return new Txn(new Overlay(this.view), this.index, this.nowMs, this.limits, this.bugs);
   }
 
   /** Moves this child's writes into `parent`. */

@@ -6,7 +6,8 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { PlantedBug } from '../../src/raft/config.ts';
 import type { Violation } from './checkers.ts';
-import type { ClusterSize } from './scenario.ts';
+import type { FsmBug } from '../../src/fsm/bugs.ts';
+import type { ClusterSize, WorkloadKind } from './scenario.ts';
 import { runSeed } from './simulation.ts';
 
 /** What one seed's run reports across a thread boundary (the full RunResult stays in the worker). */
@@ -22,6 +23,8 @@ export interface SeedSummary {
 export interface BatchOptions {
   readonly clusterSizes?: readonly ClusterSize[];
   readonly bugs?: readonly PlantedBug[];
+  readonly workload?: WorkloadKind;
+  readonly fsmBugs?: readonly FsmBug[];
   /** Worker threads; 1 runs in this thread. Default: the machine's available parallelism. */
   readonly jobs?: number;
 }
@@ -31,6 +34,8 @@ export interface WorkerRequest {
   readonly seeds: readonly number[];
   readonly clusterSizes?: readonly ClusterSize[];
   readonly bugs?: readonly PlantedBug[];
+  readonly workload?: WorkloadKind;
+  readonly fsmBugs?: readonly FsmBug[];
 }
 
 export type WorkerReply = { readonly type: 'result'; readonly summary: SeedSummary } | { readonly type: 'done' };
@@ -39,6 +44,8 @@ export async function summarizeSeed(seed: number, request: Omit<WorkerRequest, '
   const result = await runSeed(seed, {
     ...(request.clusterSizes !== undefined ? { clusterSizes: request.clusterSizes } : {}),
     ...(request.bugs !== undefined ? { bugs: new Set(request.bugs) } : {}),
+    ...(request.workload !== undefined ? { workload: request.workload } : {}),
+    ...(request.fsmBugs !== undefined ? { fsmBugs: new Set(request.fsmBugs) } : {}),
   });
   return {
     seed,
@@ -64,6 +71,8 @@ export async function runBatch(
   const request = {
     ...(options.clusterSizes !== undefined ? { clusterSizes: options.clusterSizes } : {}),
     ...(options.bugs !== undefined ? { bugs: options.bugs } : {}),
+    ...(options.workload !== undefined ? { workload: options.workload } : {}),
+    ...(options.fsmBugs !== undefined ? { fsmBugs: options.fsmBugs } : {}),
   };
   if (jobs === 1) {
     for (const seed of seeds) onResult(await summarizeSeed(seed, request));

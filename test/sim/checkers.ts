@@ -36,6 +36,10 @@ export const violationKinds = [
   'durability',
   /** A log store loaded a corrupted record instead of reporting it. */
   'corruption-undetected',
+  /** Metadata workload: a node's (or the model's) namespace is not a tree (checkNamespaceInvariants). */
+  'namespace-invariant',
+  /** Metadata workload: a retried (clientId, seq) was applied again, or answered other than its first result. */
+  'exactly-once',
   /** After healing, the cluster did not elect a leader and commit a proposal everywhere in time. */
   'liveness',
   /** An exception escaped the code under test. */
@@ -490,6 +494,17 @@ export class InvariantChecker implements KvObserver {
         return;
       }
     }
+  }
+
+  /** A state machine checked elsewhere (the metadata workload) restored a snapshot. */
+  noteRestore(): void {
+    this.stats.snapshotsRestored++;
+  }
+
+  /** A read checked elsewhere (the metadata workload) observed the state at `index`. */
+  noteObserved(index: number): void {
+    this.stats.readsChecked++;
+    this.observedIndexMax = Math.max(this.observedIndexMax, index);
   }
 
   // ---- Client operations: acknowledged writes, linearizable reads ----

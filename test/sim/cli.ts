@@ -7,7 +7,8 @@
  *   --list-bugs             the planted bugs, one line each
  *   --bug NAME              switch a planted bug on (a failing seed is then the expected outcome)
  *   --nodes 3,5             cluster sizes to draw from (1, 3, 5; default 3,5)
- *   --workload raft         the workload (only raft for now)
+ *   --workload raft|metadata  the workload (default raft): a key-value map, or whole metadata servers
+ *                           (the metadata state machine over Raft; see metadata.ts)
  *   --jobs N                worker threads (default: available parallelism)
  *
  * Every failing seed prints one line: the violated invariant and the command that replays it. The last
@@ -16,18 +17,21 @@
 import { parseArgs } from 'node:util';
 import { plantedBugs, type PlantedBug } from '../../src/raft/config.ts';
 import { defaultJobs, runBatch, type SeedSummary } from './batch.ts';
-import { plantedBugCatalog } from './planted-bugs.ts';
-import { describeScenario, supportedClusterSizes, type ClusterSize } from './scenario.ts';
+import { fsmBugs, type FsmBug } from '../../src/fsm/bugs.ts';
+import { fsmBugCatalog, plantedBugCatalog } from './planted-bugs.ts';
+import { describeScenario, supportedClusterSizes, workloadKinds, type ClusterSize, type WorkloadKind } from './scenario.ts';
 import { runSeed, type RunResult } from './simulation.ts';
 
 const DEFAULT_CLUSTER_SIZES: readonly ClusterSize[] = [3, 5];
-const workloads = ['raft'] as const;
+const workloads = workloadKinds;
 
 interface CliOptions {
   readonly seeds: number[];
   readonly replay: boolean;
   readonly trace: boolean;
   readonly bugs: PlantedBug[];
+  readonly fsmBugs: FsmBug[];
+  readonly workload: WorkloadKind;
   readonly clusterSizes: readonly ClusterSize[];
   readonly jobs: number;
 }
@@ -56,23 +60,27 @@ function parseOptions(argv: readonly string[]): CliOptions | 'list-bugs' | 'help
   if (!(workloads as readonly string[]).includes(values.workload)) {
     throw new UsageError(`unknown workload "${values.workload}"; known: ${workloads.join(', ')}`);
   }
-  const bugs = (values.bug ?? []).map((name) => {
-    if (!(plantedBugs as readonly string[]).includes(name)) {
-      throw new UsageError(`unknown bug "${name}"; see --list-bugs`);
-    }
-    return name as PlantedBug;
-  });
+  const workload = values.workload as WorkloadKind;
+  const bugs: PlantedBug[] = [];
+  const fsm: FsmBug[] = [];
+  for (const name of values.bug ?? []) {
+    if ((plantedBugs as readonly string[]).includes(name)) bugs.push(name as PlantedBug);
+    else if ((fsmBugs as readonly string[]).includes(name)) {
+      if (workload !== 'metadata') throw new UsageError(`bug "${name}" needs --workload metadata`);
+      fsm.push(name as FsmBug);
+    } else throw new UsageError(`unknown bug "${name}"; see --list-bugs`);
+  }
   const clusterSizes = values.nodes === undefined ? DEFAULT_CLUSTER_SIZES : parseClusterSizes(values.nodes);
   const jobs = values.jobs === undefined ? defaultJobs() : parsePositiveInteger('--jobs', values.jobs);
   if (values.seed !== undefined) {
     if (values.seeds !== undefined) throw new UsageError('--seed and --seeds exclude each other');
-    return { seeds: [parseNonNegativeInteger('--seed', values.seed)], replay: true, trace: values.trace, bugs, clusterSizes, jobs: 1 };
+    return { seeds: [parseNonNegativeInteger('--seed', values.seed)], replay: true, trace: values.trace, bugs, fsmBugs: fsm, workload, clusterSizes, jobs: 1 };
   }
   if (values.trace) throw new UsageError('--trace needs --seed');
   const count = values.seeds === undefined ? 1 : parsePositiveInteger('--seeds', values.seeds);
   const start = values.start === undefined ? 1 : parseNonNegativeInteger('--start', values.start);
   const seeds = Array.from({ length: count }, (_, i) => start + i);
-  return { seeds, replay: false, trace: false, bugs, clusterSizes, jobs };
+  return { seeds, replay: false, trace: false, bugs, fsmBugs: fsm, workload, clusterSizes, jobs };
 }
 
 function parseClusterSizes(text: string): ClusterSize[] {
@@ -97,11 +105,12 @@ function parseNonNegativeInteger(flag: string, text: string): number {
 }
 
 function replayCommand(seed: number, options: CliOptions): string {
-  const bugs = options.bugs.map((bug) => ` --bug ${bug}`).join('');
+  const bugs = [...options.bugs, ...options.fsmBugs].map((bug) => ` --bug ${bug}`).join('');
+  const workload = options.workload === 'raft' ? '' : ` --workload ${options.workload}`;
   const sameSizes =
     options.clusterSizes.length === DEFAULT_CLUSTER_SIZES.length && options.clusterSizes.every((s, i) => s === DEFAULT_CLUSTER_SIZES[i]);
   const nodes = sameSizes ? '' : ` --nodes ${options.clusterSizes.join(',')}`;
-  return `npm run sim -- --seed ${seed}${bugs}${nodes}`;
+  return `npm run sim -- --seed ${seed}${workload}${bugs}${nodes}`;
 }
 
 function failureLine(summary: Pick<SeedSummary, 'seed' | 'violation'>, options: CliOptions): string {
@@ -147,10 +156,12 @@ async function runMany(options: CliOptions): Promise<number> {
   let failed = 0;
   let simulatedMs = 0;
   const startedMs = performance.now();
-  const bugNote = options.bugs.length > 0 ? ` with planted bug ${options.bugs.join(', ')}` : '';
-  console.log(`running ${options.seeds.length} seeds from ${options.seeds[0]}${bugNote} on ${options.jobs} thread(s)`);
+  const allBugs = [...options.bugs, ...options.fsmBugs];
+  const bugNote = allBugs.length > 0 ? ` with planted bug ${allBugs.join(', ')}` : '';
+  console.log(`running ${options.seeds.length} ${options.workload} seeds from ${options.seeds[0]}${bugNote} on ${options.jobs} thread(s)`);
   const progress = new ProgressLine(options.seeds.length);
-  await runBatch(options.seeds, { clusterSizes: options.clusterSizes, bugs: options.bugs, jobs: options.jobs }, (summary) => {
+  const batch = { clusterSizes: options.clusterSizes, bugs: options.bugs, workload: options.workload, fsmBugs: options.fsmBugs, jobs: options.jobs };
+  await runBatch(options.seeds, batch, (summary) => {
     simulatedMs += summary.simulatedMs;
     if (summary.ok) passed++;
     else {
@@ -172,6 +183,8 @@ async function replay(options: CliOptions): Promise<number> {
   const result: RunResult = await runSeed(seed, {
     clusterSizes: options.clusterSizes,
     bugs: new Set(options.bugs),
+    workload: options.workload,
+    fsmBugs: new Set(options.fsmBugs),
     timeline: print,
     ...(options.trace ? { trace: print } : {}),
   });
@@ -191,6 +204,13 @@ async function replay(options: CliOptions): Promise<number> {
     `workload: ${s.workload.writesAcked}/${s.workload.writesInvoked} writes acknowledged, ${s.workload.readsOk}/${s.workload.readsInvoked} reads served, ` +
       `${s.workload.timeouts} timeouts; ${s.checks.leadersObserved} leaders, highest commit ${s.highestCommit}, ${s.checks.snapshotsRestored} snapshot restores`,
   );
+  if (s.metadata !== undefined) {
+    const m = s.metadata;
+    console.log(
+      `metadata: ${m.modelEntries} entries in the model, ${m.batchesChecked} node batches checked (${m.invariantChecks} namespace checks), ` +
+        `${m.retriesDeduplicated} retries deduplicated, ${m.readsChecked} stat/readdir reads checked`,
+    );
+  }
   console.log(`final: ${s.finalConfiguration}; healed in ${s.healMs === null ? '-' : `${s.healMs.toFixed(0)}ms`}`);
   console.log(`trace hash ${result.traceHash}`);
   if (!result.ok) console.log(failureLine(result, options));
@@ -200,11 +220,12 @@ async function replay(options: CliOptions): Promise<number> {
 }
 
 function listBugs(): void {
-  const width = Math.max(...plantedBugs.map((b) => b.length));
+  const width = Math.max(...[...plantedBugs, ...fsmBugs].map((b) => b.length));
   for (const bug of plantedBugs) console.log(`${bug.padEnd(width)}  ${plantedBugCatalog[bug].description}`);
+  for (const bug of fsmBugs) console.log(`${bug.padEnd(width)}  ${fsmBugCatalog[bug].description} (--workload metadata)`);
 }
 
-const usage = `usage: npm run sim -- [--seeds N [--start S] | --seed S [--trace] | --list-bugs] [--bug NAME] [--nodes 3,5] [--workload raft] [--jobs N]`;
+const usage = `usage: npm run sim -- [--seeds N [--start S] | --seed S [--trace] | --list-bugs] [--bug NAME] [--nodes 3,5] [--workload raft|metadata] [--jobs N]`;
 
 async function main(argv: readonly string[]): Promise<number> {
   let options: ReturnType<typeof parseOptions>;

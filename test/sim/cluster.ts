@@ -18,6 +18,9 @@ import type { InvariantChecker } from './checkers.ts';
 import { CLOCK_START_OFFSET_MS_MAX, SimClock, type HardwareClock } from './clock.ts';
 import { ObservedLogStore } from './durable-log.ts';
 import { KvStateMachine } from './kv.ts';
+import { ObservedMetadataStateMachine, type MetadataChecker } from './metadata.ts';
+import { MemoryKv } from '../../src/fsm/kv.ts';
+import type { FsmBug } from '../../src/fsm/bugs.ts';
 import type { SimNetwork } from './network.ts';
 import type { Prng } from './prng.ts';
 import type { Scenario } from './scenario.ts';
@@ -36,6 +39,10 @@ export class Host {
   incarnations = 0;
   raft: RaftNode | null = null;
   kv: KvStateMachine | null = null;
+  /** Metadata workload: the incarnation's state machine, over `metaKv`. */
+  meta: ObservedMetadataStateMachine | null = null;
+  /** Metadata workload: the state machine's store, on this host's disk (atomic, synced writes). */
+  readonly metaKv = new MemoryKv();
   readonly deferred: SimEvent[] = [];
   /** fsyncs on one disk complete in the order they were issued. */
   lastSyncCompletionMs = 0;
@@ -82,6 +89,8 @@ export interface ClusterDeps {
   /** Told when a poll first sees a host lead a term. */
   readonly onLeaderElected: (host: Host, term: number) => void;
   readonly logger?: Logger;
+  /** Set for the metadata workload: nodes run the metadata state machine, checked against this model. */
+  readonly metadata?: { readonly checker: MetadataChecker; readonly bugs: ReadonlySet<FsmBug> };
 }
 
 export class Cluster {
@@ -184,7 +193,9 @@ export class Cluster {
       onSave: (write) => checker.onDurableSave(id, write),
       onCompact: (index) => checker.onDurableCompact(id, index),
     });
-    const kv = new KvStateMachine(id, checker);
+    const metadata = this.deps.metadata;
+    const meta = metadata !== undefined ? new ObservedMetadataStateMachine(id, host.metaKv, metadata.checker, checker) : null;
+    const kv = meta === null ? new KvStateMachine(id, checker) : null;
     const alive = (): boolean => host.epoch === epoch && host.state !== 'down';
     const raft = new RaftNode({
       config: {
@@ -203,7 +214,7 @@ export class Cluster {
       logStore: store,
       transport: this.deps.network().transportFor(id, alive),
       clock: new SimClock(world, id, epoch, host.hardware),
-      stateMachine: kv,
+      stateMachine: meta ?? (kv as KvStateMachine),
       tickMs: scenario.tickMs,
       ...(host.initialVoters !== undefined ? { initialVoters: host.initialVoters } : {}),
       snapshotEveryEntries: scenario.snapshotEveryEntries,
@@ -215,7 +226,9 @@ export class Cluster {
     });
     host.raft = raft;
     host.kv = kv;
-    raft.start().then(
+    host.meta = meta;
+    const opened = meta !== null && metadata !== undefined ? meta.open(metadata.bugs) : Promise.resolve();
+    opened.then(() => (alive() ? raft.start() : undefined)).then(
       () => {
         if (!alive()) return;
         host.state = 'up';
@@ -235,6 +248,7 @@ export class Cluster {
     host.raft?.stop();
     host.raft = null;
     host.kv = null;
+    host.meta = null;
     host.state = 'down';
     host.epoch++;
     if (error instanceof CorruptLogError && (host.corruption === 'injected' || host.corruption === 'undetected')) {
@@ -274,6 +288,7 @@ export class Cluster {
     host.paused = false;
     host.raft = null;
     host.kv = null;
+    host.meta = null;
     // Requests waiting in a paused process's socket are refused now.
     for (const event of host.deferred.splice(0)) event.onDrop?.();
     raft?.stop();

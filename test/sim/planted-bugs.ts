@@ -4,6 +4,7 @@
  * of them). Typed as a Record over PlantedBug, so a bug added to src/raft/config.ts without an entry here
  * fails to compile.
  */
+import type { FsmBug } from '../../src/fsm/bugs.ts';
 import type { PlantedBug } from '../../src/raft/config.ts';
 import type { ViolationKind } from './checkers.ts';
 
@@ -47,5 +48,19 @@ export const plantedBugCatalog: Readonly<Record<PlantedBug, PlantedBugInfo>> = {
     description: 'pre-votes (and so votes) are granted without the up-to-date log check (Raft §5.4.1)',
     primaryViolation: 'leader-completeness',
     expectedViolations: ['leader-completeness', 'state-machine-safety', 'acked-write-lost', 'commit-rule', 'linearizability'],
+  },
+};
+
+/** The planted bugs of the metadata state machine (src/fsm/bugs.ts), caught by the metadata workload. */
+export const fsmBugCatalog: Readonly<Record<FsmBug, PlantedBugInfo>> = {
+  'fsm-non-atomic-rename': {
+    description: 'metadata: rename onto an existing target leaves the replaced inode behind, unreachable',
+    primaryViolation: 'state-machine-safety',
+    expectedViolations: ['state-machine-safety', 'namespace-invariant', 'exactly-once', 'linearizability'],
+  },
+  'fsm-no-session-dedup': {
+    description: 'metadata: session stamps are ignored, so a retried (clientId, seq) is applied again',
+    primaryViolation: 'exactly-once',
+    expectedViolations: ['state-machine-safety', 'exactly-once', 'linearizability'],
   },
 };

@@ -5,11 +5,16 @@
  * blend (Groce et al., "Swarm Testing", ISSTA 2012).
  */
 import type { PlantedBug, ReadMode } from '../../src/raft/config.ts';
+import type { FsmBug } from '../../src/fsm/bugs.ts';
 import type { NetworkProfile, PartitionKind } from './network.ts';
 import type { Prng } from './prng.ts';
 
 export const supportedClusterSizes = [1, 3, 5] as const;
 export type ClusterSize = (typeof supportedClusterSizes)[number];
+
+/** raft: clients write and read a key-value map; metadata: whole metadata servers (see metadata.ts). */
+export const workloadKinds = ['raft', 'metadata'] as const;
+export type WorkloadKind = (typeof workloadKinds)[number];
 
 export interface SimOptions {
   /** Cluster sizes to draw from; default [3, 5]. */
@@ -21,6 +26,10 @@ export interface SimOptions {
   readonly timeline?: (line: string) => void;
   /** Overrides LIVENESS_DEADLINE_MS (tests use a tiny one to see the liveness check fail). */
   readonly livenessDeadlineMs?: number;
+  /** Default raft. */
+  readonly workload?: WorkloadKind;
+  /** Planted bugs of the metadata state machine (metadata workload only). */
+  readonly fsmBugs?: ReadonlySet<FsmBug>;
 }
 
 export interface DiskProfile {
@@ -98,6 +107,8 @@ export interface Scenario {
   readonly faults: FaultPlan;
   readonly workload: WorkloadProfile;
   readonly bugs: ReadonlySet<PlantedBug>;
+  readonly workloadKind: WorkloadKind;
+  readonly fsmBugs: ReadonlySet<FsmBug>;
 }
 
 /**
@@ -180,6 +191,8 @@ export function makeScenario(seed: number, random: Prng, options: SimOptions): S
       operationTimeoutMs: random.intBetween(200, 1_000),
     },
     bugs: options.bugs ?? new Set(),
+    workloadKind: options.workload ?? 'raft',
+    fsmBugs: options.fsmBugs ?? new Set(),
   };
 }
 
@@ -239,6 +252,8 @@ export function quietScenario(seed: number, clusterSize: ClusterSize): Scenario 
     },
     workload: { clients: 0, keys: 1, readFraction: 0, readAnyNodeFraction: 0, thinkTimeMaxMs: 0, operationTimeoutMs: 1_000 },
     bugs: new Set(),
+    workloadKind: 'raft',
+    fsmBugs: new Set(),
   };
 }
 
@@ -270,6 +285,6 @@ export function describeScenario(s: Scenario): string {
     `net: loss=${s.network.lossProbability} dup=${s.network.duplicateProbability} delay=${s.network.delayMinMs.toFixed(2)}..${s.network.delayMaxMs.toFixed(2)}ms slow=${s.network.slowProbability}@${s.network.slowDelayMaxMs.toFixed(0)}ms`,
     `disk: sync=${s.disk.syncMinMs.toFixed(2)}..${s.disk.syncMaxMs.toFixed(2)}ms slow=${s.disk.slowSyncProbability}@${s.disk.slowSyncMaxMs.toFixed(0)}ms torn=${s.disk.tornWriteProbability}`,
     `faults: [${faults.join(',')}] every~${s.faults.meanIntervalMs.toFixed(0)}ms partitions=[${s.faults.partitionKinds.join(',')}] pausedKeepsMessages=${s.faults.pausedNodeKeepsMessages}`,
-    `workload: clients=${s.workload.clients} keys=${s.workload.keys} reads=${s.workload.readFraction.toFixed(2)} readAny=${s.workload.readAnyNodeFraction} timeout=${s.workload.operationTimeoutMs}ms`,
+    `workload: ${s.workloadKind}${s.fsmBugs.size > 0 ? ` (fsm bugs ${[...s.fsmBugs].join(',')})` : ''} clients=${s.workload.clients} keys=${s.workload.keys} reads=${s.workload.readFraction.toFixed(2)} readAny=${s.workload.readAnyNodeFraction} timeout=${s.workload.operationTimeoutMs}ms`,
   ].join('\n');
 }

@@ -14,6 +14,7 @@ import { MembershipOperator, isMember, type MembershipStats } from './membership
 import { SimNetwork, type NetworkStats } from './network.ts';
 import { Prng } from './prng.ts';
 import { LIVENESS_DEADLINE_MS, describeScenario, makeScenario, type Scenario, type SimOptions } from './scenario.ts';
+import { MetadataChecker, MetadataClient, type MetadataCheckerStats } from './metadata.ts';
 import { Client, sendRequest, type OperationRecord, type WorkloadStats } from './workload.ts';
 import { ANY_EPOCH, NO_NODE, World, drainMicrotasks, formatTime } from './world.ts';
 
@@ -33,6 +34,8 @@ export interface RunStats {
   readonly membership: MembershipStats;
   readonly workload: WorkloadStats;
   readonly checks: CheckerStats;
+  /** Metadata workload only. */
+  readonly metadata?: MetadataCheckerStats;
   readonly highestCommit: number;
   readonly finalConfiguration: string;
   /** Virtual time from the start of the heal phase until the liveness probe was applied everywhere. */
@@ -62,6 +65,7 @@ class Simulation {
   private readonly scenario: Scenario;
   private readonly world: World;
   private readonly checker: InvariantChecker;
+  private readonly metadata: MetadataChecker | null;
   private readonly network: SimNetwork;
   private readonly cluster: Cluster;
   private readonly faults: FaultInjector;
@@ -92,6 +96,7 @@ class Simulation {
     });
     if (options.trace !== undefined) this.world.traceSink = options.trace;
     this.checker = new InvariantChecker(() => this.world.nowMs);
+    this.metadata = this.scenario.workloadKind === 'metadata' ? new MetadataChecker(this.checker) : null;
     this.network = new SimNetwork(this.world, this.root.split('network'), this.scenario.network, (m) => this.cluster.deliver(m));
     this.cluster = new Cluster({
       world: this.world,
@@ -103,6 +108,7 @@ class Simulation {
       clockRandom: this.root.split('clock'),
       timeline: this.timeline,
       onLeaderElected: (host, term) => this.faults.onLeaderElected(host, term),
+      ...(this.metadata !== null ? { metadata: { checker: this.metadata, bugs: this.scenario.fsmBugs } } : {}),
       ...(options.trace !== undefined ? { logger: traceLogger(options.trace, () => this.world.nowMs) } : {}),
     });
     const faultRandom = this.root.split('faults');
@@ -161,7 +167,12 @@ class Simulation {
       stats: this.workloadStats,
       active: () => this.phase === 'faults',
     };
-    for (let c = 1; c <= workload.clients; c++) new Client(c, env, workloadRandom.split(`client/${c}`)).start();
+    const metadata = this.metadata;
+    for (let c = 1; c <= workload.clients; c++) {
+      const random = workloadRandom.split(`client/${c}`);
+      if (metadata === null) new Client(c, env, random).start();
+      else new MetadataClient(c, { ...env, metadata }, random).start();
+    }
     this.faults.start();
     if (faults.membership) this.membership.start();
     this.control(this.scenario.faultPhaseMs, 'begin heal phase', () => this.beginHeal());
@@ -323,6 +334,7 @@ class Simulation {
       membership: this.membership.stats,
       workload: this.workloadStats,
       checks: this.checker.stats,
+      ...(this.metadata !== null ? { metadata: this.metadata.stats } : {}),
       highestCommit: this.checker.highestCommit,
       finalConfiguration: this.finalConfiguration,
       healMs: this.healDurationMs,
