@@ -1,0 +1,117 @@
+/**
+ * The `rfs` command.
+ *
+ *   rfs metadata --id 1 --listen 127.0.0.1:7001 \
+ *       --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir ./data/m1
+ *
+ * starts one metadata server. `--peers` names every member's client address; a member's Raft transport
+ * listens on its client port + `--raft-port-offset` (default 1000), or give it explicitly as
+ * `id=host:clientPort/raftPort`. SIGTERM and SIGINT stop the server cleanly. Logs are pino JSON on stdout.
+ * Run it with `npx tsx src/cli/rfs.ts metadata …` (or `node --import tsx src/cli/rfs.ts …`).
+ */
+import { parseArgs } from 'node:util';
+import { pino } from 'pino';
+import { MetadataServer, splitHostPort } from '../metadata/server.ts';
+import type { PeerAddress } from '../metadata/server.ts';
+
+const usage = `usage: rfs metadata --id N --listen HOST:PORT --peers ID=HOST:PORT[/RAFTPORT],... --data-dir DIR
+                    [--raft-port-offset 1000] [--metrics HOST:PORT] [--tick-ms 50] [--election-ticks 10] [--log-level info]`;
+
+export function parsePeers(spec: string, raftPortOffset: number): Map<number, PeerAddress> {
+  const peers = new Map<number, PeerAddress>();
+  for (const part of spec.split(',').filter((p) => p.trim() !== '')) {
+    const m = /^\s*([0-9]+)=([^/\s]+)(?:\/([0-9]+))?\s*$/.exec(part);
+    if (m === null) throw new Error(`bad peer ${JSON.stringify(part)} (want ID=HOST:PORT[/RAFTPORT])`);
+    const id = Number(m[1]);
+    const client = m[2] ?? '';
+    const { host, port } = splitHostPort(client);
+    const raftPort = m[3] !== undefined ? Number(m[3]) : port + raftPortOffset;
+    if (!Number.isSafeInteger(id) || id < 1) throw new Error(`bad peer id in ${part}`);
+    if (raftPort > 65535) throw new Error(`raft port of ${part} out of range`);
+    if (peers.has(id)) throw new Error(`peer ${id} given twice`);
+    peers.set(id, { client, raft: `${host.includes(':') ? `[${host}]` : host}:${raftPort}` });
+  }
+  return peers;
+}
+
+function positive(s: string, what: string): number {
+  const n = Number(s);
+  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`${what}: a positive integer is required`);
+  return n;
+}
+
+async function metadata(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      id: { type: 'string' },
+      listen: { type: 'string' },
+      peers: { type: 'string' },
+      'data-dir': { type: 'string' },
+      'raft-port-offset': { type: 'string', default: '1000' },
+      metrics: { type: 'string' },
+      'tick-ms': { type: 'string' },
+      'election-ticks': { type: 'string' },
+      'log-level': { type: 'string', default: 'info' },
+    },
+    strict: true,
+  });
+  const id = Number(values.id);
+  if (!Number.isSafeInteger(id) || id < 1) throw new Error('--id: a positive integer is required');
+  if (values.peers === undefined) throw new Error('--peers is required');
+  if (values['data-dir'] === undefined) throw new Error('--data-dir is required');
+  const peers = parsePeers(values.peers, Number(values['raft-port-offset']));
+  const self = peers.get(id);
+  if (self === undefined) throw new Error(`--peers must include this server's id ${id}`);
+  const logger = pino({ level: values['log-level'] ?? 'info' });
+  // --listen may name another interface (e.g. 0.0.0.0) than the advertised address; the Raft port is kept.
+  const listen = values.listen ?? self.client;
+  const server = await MetadataServer.start({
+    id,
+    listen,
+    raftListen: `${splitHostPort(listen).host}:${splitHostPort(self.raft).port}`,
+    peers,
+    dataDir: values['data-dir'],
+    logger,
+    ...(values['tick-ms'] !== undefined ? { tickMs: positive(values['tick-ms'], '--tick-ms') } : {}),
+    ...(values['election-ticks'] !== undefined
+      ? { electionTicks: positive(values['election-ticks'], '--election-ticks') }
+      : {}),
+    ...(values.metrics !== undefined ? { metricsListen: values.metrics } : {}),
+    onFatal: () => {
+      process.exitCode = 70;
+      void server.stop().finally(() => process.exit(70));
+    },
+  });
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'stopping');
+    server.stop().then(
+      () => process.exit(0),
+      (e: unknown) => {
+        logger.error({ err: e }, 'stop failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'metadata':
+      return metadata(rest);
+    default:
+      process.stderr.write(`${usage}\n`);
+      process.exitCode = 2;
+  }
+}
+
+main(process.argv.slice(2)).catch((e: unknown) => {
+  process.stderr.write(`rfs: ${e instanceof Error ? e.message : String(e)}\n${usage}\n`);
+  process.exit(2);
+});

@@ -1,0 +1,288 @@
+/**
+ * A small Metadata client (tests, tools): talks to a list of servers, follows NOT_LEADER redirects, and
+ * retries after UNAVAILABLE, TIMEOUT and transport failures until `retryDeadlineMs` has passed. A mutation
+ * keeps its session stamp (client id, seq) across retries, so a command that was applied before its answer
+ * got lost is not applied twice: the server returns the first result.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { MetadataClientConstructor } from './proto.ts';
+import type { MetadataMethod, WireError, WireReply, WireRequest } from './proto.ts';
+
+export class MetadataError extends Error {
+  constructor(
+    readonly code: string,
+    readonly detail: string,
+  ) {
+    super(`${code}: ${detail}`);
+    this.name = 'MetadataError';
+  }
+}
+
+export interface MetadataClientOptions {
+  /** Deadline of one RPC attempt. */
+  readonly attemptTimeoutMs?: number;
+  /** Give up retrying an operation after this long. */
+  readonly retryDeadlineMs?: number;
+  /** Pause before retrying when no leader is known. */
+  readonly retryDelayMs?: number;
+  /** Called for every successful answer, with the server that gave it (diagnostics, failover tests). */
+  readonly onAnswer?: (address: string, method: MetadataMethod) => void;
+}
+
+export interface StatInfo {
+  readonly id: number;
+  readonly type: 'dir' | 'file';
+  readonly mode: number;
+  readonly owner: string;
+  readonly mtimeMs: number;
+  readonly ctimeMs: number;
+  readonly generation: number;
+  readonly replication: number;
+  readonly chunkSizeBytes: number;
+  readonly childCount: number;
+  readonly lengthBytes: number;
+  readonly chunkCount: number;
+  readonly complete: boolean;
+}
+
+export interface InodeRef {
+  readonly id: number;
+  readonly generation: number;
+}
+
+export interface DirEntry {
+  readonly name: string;
+  readonly id: number;
+  readonly type: 'dir' | 'file';
+}
+
+interface Stub extends grpc.Client {
+  [method: string]: unknown;
+}
+type UnaryFn = (
+  request: WireRequest,
+  options: grpc.CallOptions,
+  callback: (error: grpc.ServiceError | null, reply?: WireReply) => void,
+) => void;
+
+const retryableCodes = new Set(['UNAVAILABLE', 'TIMEOUT']);
+const retryableGrpc = new Set([grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED, grpc.status.CANCELLED]);
+
+export class MetadataClient {
+  private readonly stubs = new Map<string, Stub>();
+  private readonly addresses: string[];
+  private current = 0;
+  private clientId = 0;
+  private seq = 0;
+  /** Every seq <= ack has been answered. */
+  private ack = 0;
+  private readonly answered = new Set<number>();
+  private readonly attemptTimeoutMs: number;
+  private readonly retryDeadlineMs: number;
+  private readonly retryDelayMs: number;
+  private readonly onAnswer: ((address: string, method: MetadataMethod) => void) | undefined;
+  /** Retries performed (for tests and diagnostics). */
+  retries = 0;
+
+  private constructor(addresses: readonly string[], options: MetadataClientOptions) {
+    if (addresses.length === 0) throw new Error('need at least one server address');
+    this.addresses = [...addresses];
+    this.attemptTimeoutMs = options.attemptTimeoutMs ?? 2_000;
+    this.retryDeadlineMs = options.retryDeadlineMs ?? 15_000;
+    this.retryDelayMs = options.retryDelayMs ?? 50;
+    this.onAnswer = options.onAnswer;
+  }
+
+  /** Connects and opens a session. */
+  static async connect(addresses: readonly string[], options: MetadataClientOptions = {}): Promise<MetadataClient> {
+    const client = new MetadataClient(addresses, options);
+    const reply = await client.call('OpenSession', {});
+    client.clientId = Number(reply['clientId']);
+    return client;
+  }
+
+  get sessionId(): number {
+    return this.clientId;
+  }
+
+  /** The address the client currently sends to. */
+  get target(): string {
+    return this.addresses[this.current] ?? '';
+  }
+
+  mkdir(path: string, options: { parents?: boolean; mode?: number; ifGeneration?: number } = {}): Promise<InodeRef> {
+    return this.mutate('Mkdir', { path, ...options }).then(inodeRef);
+  }
+
+  create(path: string, options: { exclusive?: boolean; mode?: number; ifGeneration?: number } = {}): Promise<InodeRef> {
+    return this.mutate('Create', { path, ...options }).then(inodeRef);
+  }
+
+  rename(from: string, to: string, options: { ifGeneration?: number } = {}): Promise<InodeRef> {
+    return this.mutate('Rename', { from, to, ...options }).then(inodeRef);
+  }
+
+  async unlink(path: string, options: { ifGeneration?: number } = {}): Promise<void> {
+    await this.mutate('Unlink', { path, ...options });
+  }
+
+  async rmdir(path: string, options: { ifGeneration?: number } = {}): Promise<void> {
+    await this.mutate('Rmdir', { path, ...options });
+  }
+
+  async stat(path: string, options: { staleOk?: boolean } = {}): Promise<StatInfo> {
+    const reply = await this.call('Stat', { path, ...options });
+    const info = (reply['info'] ?? {}) as Record<string, unknown>;
+    return {
+      id: num(info['id']),
+      type: info['type'] === 'dir' ? 'dir' : 'file',
+      mode: num(info['mode']),
+      owner: typeof info['owner'] === 'string' ? info['owner'] : '',
+      mtimeMs: num(info['mtimeMs']),
+      ctimeMs: num(info['ctimeMs']),
+      generation: num(info['generation']),
+      replication: num(info['replication']),
+      chunkSizeBytes: num(info['chunkSizeBytes']),
+      childCount: num(info['childCount']),
+      lengthBytes: num(info['lengthBytes']),
+      chunkCount: num(info['chunkCount']),
+      complete: info['complete'] === true,
+    };
+  }
+
+  /** All entries of a directory (follows pages). */
+  async readdir(path: string, options: { staleOk?: boolean } = {}): Promise<DirEntry[]> {
+    const out: DirEntry[] = [];
+    let cursor = '';
+    for (;;) {
+      const reply = await this.call('Readdir', { path, cursor, ...options });
+      const entries = (reply['entries'] ?? []) as Record<string, unknown>[];
+      for (const e of entries)
+        out.push({ name: String(e['name']), id: num(e['id']), type: e['type'] === 'dir' ? 'dir' : 'file' });
+      const next = reply['nextCursor'];
+      if (typeof next !== 'string' || next === '') return out;
+      cursor = next;
+    }
+  }
+
+  /** ClusterStatus of the server the client currently talks to (no redirect). */
+  clusterStatus(address = this.target): Promise<WireReply> {
+    return this.attempt(address, 'ClusterStatus', {});
+  }
+
+  /** A mutation with a fresh session stamp, kept across retries. */
+  async mutate(method: MetadataMethod, request: WireRequest): Promise<WireReply> {
+    const seq = ++this.seq;
+    const session = { clientId: this.clientId, seq, ack: this.ack };
+    try {
+      return await this.call(method, { ...request, session });
+    } finally {
+      // Answered (result or definite error), or given up: either way the client will not retry this seq.
+      this.answered.add(seq);
+      while (this.answered.delete(this.ack + 1)) this.ack++;
+    }
+  }
+
+  /** One operation with redirects and retries; a reply error that is not retryable is thrown. */
+  async call(method: MetadataMethod, request: WireRequest): Promise<WireReply> {
+    const deadline = Date.now() + this.retryDeadlineMs;
+    let last: MetadataError = new MetadataError('UNAVAILABLE', 'no attempt made');
+    for (let attempt = 0; ; attempt++) {
+      if (attempt > 0) {
+        this.retries++;
+        if (Date.now() >= deadline) throw last;
+      }
+      const address = this.target;
+      let reply: WireReply;
+      try {
+        reply = await this.attempt(address, method, request);
+      } catch (e) {
+        const code = (e as grpc.ServiceError).code;
+        if (!retryableGrpc.has(code)) throw e;
+        last = new MetadataError('UNAVAILABLE', `${address}: ${(e as Error).message}`);
+        this.rotate();
+        await sleep(this.retryDelayMs);
+        continue;
+      }
+      const error = reply.error;
+      if (error === undefined || error === null) {
+        this.onAnswer?.(address, method);
+        return reply;
+      }
+      last = new MetadataError(error.code, error.message);
+      if (error.code === 'NOT_LEADER') {
+        if (error.leaderAddress !== undefined && error.leaderAddress !== '' && error.leaderAddress !== address) {
+          this.redirect(error.leaderAddress);
+        } else {
+          this.rotate();
+          await sleep(this.retryDelayMs);
+        }
+        continue;
+      }
+      if (retryableCodes.has(error.code)) {
+        if (error.code === 'UNAVAILABLE') this.rotate();
+        await sleep(this.retryDelayMs);
+        continue;
+      }
+      throw toError(error);
+    }
+  }
+
+  private attempt(address: string, method: string, request: WireRequest): Promise<WireReply> {
+    const stub = this.stub(address);
+    const fn = stub[method] as UnaryFn;
+    return new Promise((resolve, reject) => {
+      fn.call(stub, request, { deadline: Date.now() + this.attemptTimeoutMs }, (error, reply) => {
+        if (error !== null) reject(error);
+        else resolve(reply ?? {});
+      });
+    });
+  }
+
+  private stub(address: string): Stub {
+    let stub = this.stubs.get(address);
+    if (stub === undefined) {
+      stub = new MetadataClientConstructor(address, grpc.credentials.createInsecure(), {
+        // Reconnect quickly to a server that comes back.
+        'grpc.initial_reconnect_backoff_ms': 100,
+        'grpc.max_reconnect_backoff_ms': 1_000,
+      });
+      this.stubs.set(address, stub);
+    }
+    return stub;
+  }
+
+  private redirect(address: string): void {
+    let i = this.addresses.indexOf(address);
+    if (i < 0) {
+      this.addresses.push(address);
+      i = this.addresses.length - 1;
+    }
+    this.current = i;
+  }
+
+  private rotate(): void {
+    this.current = (this.current + 1) % this.addresses.length;
+  }
+
+  close(): void {
+    for (const stub of this.stubs.values()) stub.close();
+    this.stubs.clear();
+  }
+}
+
+function toError(error: WireError): MetadataError {
+  return new MetadataError(error.code, error.message);
+}
+
+function num(x: unknown): number {
+  return typeof x === 'number' ? x : typeof x === 'string' ? Number(x) : 0;
+}
+
+function inodeRef(reply: WireReply): InodeRef {
+  return { id: num(reply['id']), generation: num(reply['generation']) };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

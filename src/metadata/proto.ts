@@ -1,0 +1,58 @@
+/**
+ * The Metadata service of src/rpc/metadata.proto, loaded at run time with @grpc/proto-loader (the .proto is
+ * the single source of truth). uint64 fields arrive as decimal strings (`longs: String`) and are accepted as
+ * numbers or strings; field names are camelCase on the JavaScript side.
+ */
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import type { ServiceClientConstructor, ServiceDefinition } from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+
+export const metadataProtoPath = fileURLToPath(new URL('../rpc/metadata.proto', import.meta.url));
+
+const packageDefinition = loadSync(metadataProtoPath, {
+  longs: String,
+  defaults: false,
+  oneofs: false,
+  keepCase: false,
+});
+
+const loaded = grpc.loadPackageDefinition(packageDefinition) as unknown as {
+  rfs: { metadata: { v1: { Metadata: ServiceClientConstructor } } };
+};
+
+export const MetadataClientConstructor: ServiceClientConstructor = loaded.rfs.metadata.v1.Metadata;
+export const metadataService: ServiceDefinition = MetadataClientConstructor.service;
+
+/** The unary methods of the service, in the casing grpc-js uses for handlers and client stubs. */
+export const metadataMethods = [
+  'OpenSession',
+  'Mkdir',
+  'Create',
+  'Setattr',
+  'Rename',
+  'Unlink',
+  'Rmdir',
+  'DeleteRecursive',
+  'Stat',
+  'Readdir',
+  'ClusterStatus',
+] as const;
+export type MetadataMethod = (typeof metadataMethods)[number];
+
+/** Error codes beyond the state machine's: the reply's `error.code`. */
+export const serviceErrorCodes = ['NOT_LEADER', 'UNAVAILABLE', 'TIMEOUT', 'EINVAL'] as const;
+
+export interface WireError {
+  readonly code: string;
+  readonly message: string;
+  readonly leaderAddress?: string;
+}
+
+/** Every reply: the result fields, or `error`. */
+export interface WireReply {
+  readonly error?: WireError | null;
+  readonly [field: string]: unknown;
+}
+
+export type WireRequest = Readonly<Record<string, unknown>>;

@@ -1,0 +1,116 @@
+/**
+ * Input validation of Metadata requests, before anything is proposed: a request that fails here gets a typed
+ * EINVAL / ENAMETOOLONG error and never reaches the Raft log. Path syntax itself (components, `.`/`..`, NUL)
+ * is checked again by the state machine when the command is applied.
+ */
+import type { Op, SessionStamp } from '../fsm/index.ts';
+import type { WireRequest } from './proto.ts';
+
+export class RequestError extends Error {
+  constructor(
+    readonly code: 'EINVAL' | 'ENAMETOOLONG',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'RequestError';
+  }
+}
+
+/** Bound on a path's UTF-8 bytes accepted on the wire (the state machine's pathBytesMax). */
+export const requestPathBytesMax = 4096;
+/** Bound on other strings (owner, cursor). */
+export const requestStringBytesMax = 1024;
+
+/** A uint64 as proto-loader hands it over (decimal string), or a number; must be a safe integer. */
+export function nat(v: unknown, what: string): number {
+  const n = typeof v === 'string' && /^[0-9]{1,16}$/.test(v) ? Number(v) : typeof v === 'number' ? v : NaN;
+  if (!Number.isSafeInteger(n) || n < 0) throw new RequestError('EINVAL', `${what}: not a non-negative integer`);
+  return n;
+}
+
+export function optNat(v: unknown, what: string): number | undefined {
+  return v === undefined || v === null ? undefined : nat(v, what);
+}
+
+export function path(v: unknown, what = 'path'): string {
+  if (typeof v !== 'string' || v.length === 0) throw new RequestError('EINVAL', `${what}: required`);
+  if (Buffer.byteLength(v) > requestPathBytesMax)
+    throw new RequestError('ENAMETOOLONG', `${what}: longer than ${requestPathBytesMax} bytes`);
+  if (!v.startsWith('/')) throw new RequestError('EINVAL', `${what}: not absolute`);
+  return v;
+}
+
+export function optString(v: unknown, what: string): string | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string') throw new RequestError('EINVAL', `${what}: not a string`);
+  if (Buffer.byteLength(v) > requestStringBytesMax)
+    throw new RequestError('EINVAL', `${what}: longer than ${requestStringBytesMax} bytes`);
+  return v;
+}
+
+export function optBool(v: unknown, what: string): boolean | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'boolean') throw new RequestError('EINVAL', `${what}: not a boolean`);
+  return v;
+}
+
+export function session(v: unknown): SessionStamp {
+  if (typeof v !== 'object' || v === null) throw new RequestError('EINVAL', 'session: required (OpenSession first)');
+  const s = v as Record<string, unknown>;
+  const clientId = nat(s['clientId'] ?? 0, 'session.client_id');
+  const seq = nat(s['seq'] ?? 0, 'session.seq');
+  const ack = nat(s['ack'] ?? 0, 'session.ack');
+  if (clientId === 0) throw new RequestError('EINVAL', 'session.client_id: must be >= 1');
+  if (seq === 0) throw new RequestError('EINVAL', 'session.seq: must be >= 1');
+  if (ack >= seq) throw new RequestError('EINVAL', 'session.ack: must be < seq');
+  return { clientId, seq, ack };
+}
+
+/** The state-machine op of a mutation request. */
+export function mutationOp(method: string, r: WireRequest): Op {
+  const ifGeneration = optNat(r['ifGeneration'], 'if_generation');
+  switch (method) {
+    case 'Mkdir':
+      return {
+        type: 'mkdir',
+        path: path(r['path']),
+        parents: optBool(r['parents'], 'parents'),
+        mode: optNat(r['mode'], 'mode'),
+        owner: optString(r['owner'], 'owner'),
+        replication: optNat(r['replication'], 'replication'),
+        chunkSizeBytes: optNat(r['chunkSizeBytes'], 'chunk_size_bytes'),
+        ifGeneration,
+      };
+    case 'Create':
+      return {
+        type: 'create',
+        path: path(r['path']),
+        exclusive: optBool(r['exclusive'], 'exclusive'),
+        mode: optNat(r['mode'], 'mode'),
+        owner: optString(r['owner'], 'owner'),
+        replication: optNat(r['replication'], 'replication'),
+        chunkSizeBytes: optNat(r['chunkSizeBytes'], 'chunk_size_bytes'),
+        ifGeneration,
+      };
+    case 'Setattr':
+      return {
+        type: 'setattr',
+        path: path(r['path']),
+        mode: optNat(r['mode'], 'mode'),
+        mtimeMs: optNat(r['mtimeMs'], 'mtime_ms'),
+        owner: optString(r['owner'], 'owner'),
+        replication: optNat(r['replication'], 'replication'),
+        ifGeneration,
+      };
+    case 'Rename':
+      return { type: 'rename', from: path(r['from'], 'from'), to: path(r['to'], 'to'), ifGeneration };
+    case 'Unlink':
+      return { type: 'unlink', path: path(r['path']), ifGeneration };
+    case 'Rmdir':
+      return { type: 'rmdir', path: path(r['path']), ifGeneration };
+    case 'DeleteRecursive':
+      return { type: 'deleteRecursive', path: path(r['path']), ifGeneration };
+    default:
+      throw new RequestError('EINVAL', `${method} is not a mutation`);
+  }
+}

@@ -1,0 +1,92 @@
+/** Shared helpers of the metadata server tests: free ports, temp dirs, raw calls, polling. */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { pino } from 'pino';
+import { MetadataServer } from '../../src/metadata/server.ts';
+import type { PeerAddress } from '../../src/metadata/server.ts';
+import { MetadataClientConstructor } from '../../src/metadata/proto.ts';
+import type { WireReply, WireRequest } from '../../src/metadata/proto.ts';
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const address = s.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export async function tempDir(prefix: string): Promise<{ dir: string; remove: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  return { dir, remove: () => rm(dir, { recursive: true, force: true }) };
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export async function waitFor<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+/** One raw unary call (no redirects, no retries). */
+export function rawCall(address: string, method: string, request: WireRequest, timeoutMs = 5_000): Promise<WireReply> {
+  const stub = new MetadataClientConstructor(address, grpc.credentials.createInsecure()) as unknown as Record<
+    string,
+    (r: WireRequest, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r?: WireReply) => void) => void
+  > &
+    grpc.Client;
+  return new Promise((resolve, reject) => {
+    stub[method]!.call(stub, request, { deadline: Date.now() + timeoutMs }, (e, reply) => {
+      stub.close();
+      if (e !== null) reject(e);
+      else resolve(reply ?? {});
+    });
+  });
+}
+
+export interface InProcessCluster {
+  readonly servers: Map<number, MetadataServer>;
+  readonly peers: Map<number, PeerAddress>;
+  readonly addresses: string[];
+  leader(): Promise<MetadataServer>;
+  close(): Promise<void>;
+}
+
+export async function startInProcessCluster(size: number): Promise<InProcessCluster> {
+  const peers = new Map<number, PeerAddress>();
+  for (let id = 1; id <= size; id++) {
+    peers.set(id, { client: `127.0.0.1:${await freePort()}`, raft: `127.0.0.1:${await freePort()}` });
+  }
+  const tmp = await tempDir('rfs-metadata-');
+  const logger = pino({ level: 'silent' });
+  const servers = new Map<number, MetadataServer>();
+  await Promise.all(
+    [...peers.keys()].map(async (id) => {
+      servers.set(id, await MetadataServer.start({ id, peers, dataDir: join(tmp.dir, `m${id}`), logger }));
+    }),
+  );
+  return {
+    servers,
+    peers,
+    addresses: [...peers.values()].map((p) => p.client),
+    leader: () =>
+      waitFor('a leader', () => [...servers.values()].find((s) => s.node.status().role === 'leader')),
+    async close() {
+      for (const s of servers.values()) await s.stop();
+      await tmp.remove();
+    },
+  };
+}

@@ -1,0 +1,114 @@
+import t from 'tap';
+import { MetadataClient, MetadataError } from '../../src/metadata/client.ts';
+import { rawCall, startInProcessCluster } from './harness.ts';
+
+void t.test('a 3-server in-process cluster serves the namespace', async (t) => {
+  const cluster = await startInProcessCluster(3);
+  t.teardown(() => cluster.close());
+  const leader = await cluster.leader();
+  const client = await MetadataClient.connect(cluster.addresses);
+  t.teardown(() => client.close());
+  t.ok(client.sessionId >= 1, 'session opened');
+
+  const dir = await client.mkdir('/a/b', { parents: true });
+  t.ok(dir.id > 1);
+  const file = await client.create('/a/b/f');
+  const st = await client.stat('/a/b/f');
+  t.equal(st.type, 'file');
+  t.equal(st.id, file.id);
+  t.equal(st.generation, file.generation);
+  t.same(
+    (await client.readdir('/a/b')).map((e) => e.name),
+    ['f'],
+  );
+  await client.rename('/a/b/f', '/a/g');
+  t.same((await client.readdir('/a')).map((e) => `${e.name}:${e.type}`), ['b:dir', 'g:file']);
+  await t.rejects(client.stat('/a/b/f'), { code: 'ENOENT' });
+  await t.rejects(client.create('/a/g'), { code: 'EEXIST' });
+  await client.unlink('/a/g');
+  await client.rmdir('/a/b');
+  t.same(await client.readdir('/a'), []);
+  t.equal(client.target, cluster.peers.get(leader.id)?.client, 'the client ended up at the leader');
+
+  // Compare-and-set with if_generation.
+  const f2 = await client.create('/cas');
+  await t.rejects(client.create('/cas', { exclusive: false, ifGeneration: f2.generation + 1 }), {
+    code: 'EPRECONDITION',
+  });
+  await client.create('/cas', { exclusive: false, ifGeneration: f2.generation });
+
+  // Every server's applied state converges.
+  const follower = [...cluster.servers.values()].find((s) => s.id !== leader.id)!;
+  const followerAddress = cluster.peers.get(follower.id)!.client;
+  const stale = await rawCall(followerAddress, 'Readdir', { path: '/a', staleOk: true });
+  t.equal(stale.error ?? undefined, undefined, 'stale follower read answers');
+
+  // A follower redirects writes to the leader, and serves linearizable reads itself.
+  const redirected = await rawCall(followerAddress, 'Mkdir', {
+    path: '/x',
+    session: { clientId: client.sessionId, seq: 1000, ack: 0 },
+  });
+  t.equal(redirected.error?.code, 'NOT_LEADER');
+  t.equal(redirected.error?.leaderAddress, cluster.peers.get(leader.id)?.client);
+  const read = await rawCall(followerAddress, 'Stat', { path: '/cas' });
+  t.equal(read.error ?? undefined, undefined, 'linearizable read on a follower');
+
+  // ClusterStatus.
+  const status = await rawCall(cluster.peers.get(leader.id)!.client, 'ClusterStatus', {});
+  t.equal(status['role'], 'leader');
+  t.equal((status['members'] as unknown[]).length, 3);
+
+  const metrics = await leader.metrics();
+  t.match(metrics, /rfs_raft_term \d+/);
+  t.match(metrics, /rfs_metadata_proposals_total\{outcome="ok"\} \d+/);
+});
+
+void t.test('bad input gets typed errors and the server keeps serving', async (t) => {
+  const cluster = await startInProcessCluster(3);
+  t.teardown(() => cluster.close());
+  const leader = await cluster.leader();
+  const address = cluster.peers.get(leader.id)!.client;
+  const client = await MetadataClient.connect([address]);
+  t.teardown(() => client.close());
+  const stamp = () => ({ clientId: client.sessionId, seq: 5000 + Math.floor(Math.random() * 1000), ack: 0 });
+
+  const cases: [string, string, Record<string, unknown>, string][] = [
+    ['relative path', 'Mkdir', { path: 'a/b', session: stamp() }, 'EINVAL'],
+    ['empty path', 'Create', { path: '', session: stamp() }, 'EINVAL'],
+    ['dot-dot', 'Create', { path: '/a/../b', session: stamp() }, 'EINVAL'],
+    ['oversized name', 'Create', { path: `/${'n'.repeat(300)}`, session: stamp() }, 'ENAMETOOLONG'],
+    ['oversized path', 'Create', { path: `/${'d/'.repeat(3000)}x`, session: stamp() }, 'ENAMETOOLONG'],
+    ['no session', 'Mkdir', { path: '/s' }, 'EINVAL'],
+    ['zero client id', 'Mkdir', { path: '/s', session: { clientId: 0, seq: 1, ack: 0 } }, 'EINVAL'],
+    ['ack >= seq', 'Mkdir', { path: '/s', session: { clientId: client.sessionId, seq: 3, ack: 3 } }, 'EINVAL'],
+    ['unknown session', 'Mkdir', { path: '/s', session: { clientId: 987654, seq: 1, ack: 0 } }, 'ESESSION'],
+    ['uint64 beyond 2^53', 'Mkdir', { path: '/s', session: { clientId: '18446744073709551615', seq: 1, ack: 0 } }, 'EINVAL'],
+    ['stat of bad path', 'Stat', { path: '//' }, 'EINVAL'],
+    ['readdir of a missing dir', 'Readdir', { path: '/missing' }, 'ENOENT'],
+  ];
+  for (const [name, method, request, code] of cases) {
+    const reply = await rawCall(address, method, request);
+    t.equal(reply.error?.code, code, name);
+    t.type(reply.error?.message, 'string');
+  }
+  // A request frame above the server's limit is refused by gRPC itself.
+  await t.rejects(rawCall(address, 'Stat', { path: `/${'x'.repeat(100_000)}` }), { code: 8 /* RESOURCE_EXHAUSTED */ });
+
+  // Still serving, and nothing half-applied.
+  await client.mkdir('/ok');
+  t.same((await client.readdir('/')).map((e) => e.name), ['ok']);
+  await t.rejects(client.mkdir('/ok'), MetadataError);
+});
+
+void t.test('a retried stamp is applied once', async (t) => {
+  const cluster = await startInProcessCluster(3);
+  t.teardown(() => cluster.close());
+  const leader = await cluster.leader();
+  const address = cluster.peers.get(leader.id)!.client;
+  const opened = await rawCall(address, 'OpenSession', {});
+  const session = { clientId: opened['clientId'], seq: 1, ack: 0 };
+  const first = await rawCall(address, 'Create', { path: '/once', session });
+  const again = await rawCall(address, 'Create', { path: '/once', session });
+  t.equal(first.error ?? undefined, undefined);
+  t.same(again, first, 'the retry returns the first result, not EEXIST');
+});
