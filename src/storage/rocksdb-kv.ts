@@ -15,6 +15,50 @@ const GENERATION_KEY = Buffer.from([0x00, 0x67, 0x65, 0x6e]); // "\0gen"
 const DATA_TAG = 0x01;
 /** Bytes of keys and values per write batch during restore and garbage collection. */
 export const kvRestoreBatchBytes = 4 * 1024 * 1024;
+/** Bytes of keys and values kept in the read cache, at most. */
+export const kvCacheBytesMax = 64 * 1024 * 1024;
+
+/**
+ * A write-through LRU cache of point lookups, absent keys included. Every write goes through this
+ * object, so the cache is exact; it spares the state machine a thread-pool round trip per key read.
+ */
+class ReadCache {
+  private readonly entries = new Map<string, Uint8Array | null>();
+  private bytes = 0;
+
+  constructor(private readonly bytesMax: number) {}
+
+  get(key: string): Uint8Array | null | undefined {
+    const v = this.entries.get(key);
+    if (v === undefined) return undefined;
+    this.entries.delete(key);
+    this.entries.set(key, v);
+    return v;
+  }
+
+  set(key: string, value: Uint8Array | null): void {
+    this.delete(key);
+    this.entries.set(key, value);
+    this.bytes += key.length + (value?.byteLength ?? 0);
+    for (const [k, v] of this.entries) {
+      if (this.bytes <= this.bytesMax) break;
+      this.entries.delete(k);
+      this.bytes -= k.length + (v?.byteLength ?? 0);
+    }
+  }
+
+  delete(key: string): void {
+    const old = this.entries.get(key);
+    if (old === undefined) return;
+    this.entries.delete(key);
+    this.bytes -= key.length + (old?.byteLength ?? 0);
+  }
+
+  clear(): void {
+    this.entries.clear();
+    this.bytes = 0;
+  }
+}
 
 export class KvStoreError extends Error {
   constructor(
@@ -41,6 +85,9 @@ export interface RocksDbKvOptions {
 export class RocksDbKv implements Kv {
   private closed = false;
   private garbage: Promise<void> = Promise.resolve();
+  private readonly cache = new ReadCache(kvCacheBytesMax);
+  /** Count of writes started (cache fills racing a write are skipped). */
+  private writes = 0;
 
   private constructor(
     private readonly db: RocksDbHandle,
@@ -70,7 +117,14 @@ export class RocksDbKv implements Kv {
 
   async get(key: Uint8Array): Promise<Uint8Array | undefined> {
     this.checkOpen();
-    return this.db.get(this.dataKey(key));
+    const cacheKey = Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('latin1');
+    const cached = this.cache.get(cacheKey);
+    if (cached !== undefined) return cached === null ? undefined : cached.slice();
+    const writesBefore = this.writes;
+    const value = await this.db.get(this.dataKey(key));
+    // A write that overlapped this read may have changed the key: then do not cache what was read.
+    if (this.writes === writesBefore) this.cache.set(cacheKey, value ?? null);
+    return value === undefined ? undefined : value.slice();
   }
 
   async scan(range: KvRange): Promise<KvPair[]> {
@@ -103,7 +157,14 @@ export class RocksDbKv implements Kv {
     }
     if (seen.size !== batch.puts.length) throw new KvStoreError('EINVAL', 'a key appears twice in one batch');
     if (ops.length === 0) return;
+    // Stale cache entries are dropped before the write and refilled after it succeeds, so a failed
+    // write leaves no cached value that the store does not hold.
+    this.writes++;
+    for (const p of batch.puts) this.cache.delete(Buffer.from(p.key).toString('latin1'));
+    for (const d of batch.deletes) this.cache.delete(Buffer.from(d).toString('latin1'));
     await this.db.batch(ops, { sync: this.sync });
+    for (const p of batch.puts) this.cache.set(Buffer.from(p.key).toString('latin1'), Uint8Array.from(p.value));
+    for (const d of batch.deletes) this.cache.set(Buffer.from(d).toString('latin1'), null);
   }
 
   snapshotIterator(): AsyncIterableIterator<KvPair> {
@@ -149,6 +210,8 @@ export class RocksDbKv implements Kv {
       throw error;
     }
     this.generation = next;
+    this.writes++;
+    this.cache.clear();
     this.collectGarbage();
   }
 
