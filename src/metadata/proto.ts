@@ -37,11 +37,15 @@ export const metadataMethods = [
   'Stat',
   'Readdir',
   'ClusterStatus',
+  'AddMember',
+  'PromoteMember',
+  'RemoveMember',
+  'TransferLeadership',
 ] as const;
 export type MetadataMethod = (typeof metadataMethods)[number];
 
 /** Error codes beyond the state machine's: the reply's `error.code`. */
-export const serviceErrorCodes = ['NOT_LEADER', 'UNAVAILABLE', 'TIMEOUT', 'EINVAL'] as const;
+export const serviceErrorCodes = ['NOT_LEADER', 'UNAVAILABLE', 'TIMEOUT', 'EINVAL', 'ECONFCHANGE'] as const;
 
 export interface WireError {
   readonly code: string;

@@ -28,15 +28,15 @@ import { MetadataStateMachine, encodeCommand } from '../fsm/index.ts';
 import { RaftMetadataStateMachine } from '../fsm/raft-adapter.ts';
 import { NotLeaderError, RaftError } from '../raft/errors.ts';
 import { RaftNode } from '../raft/node.ts';
-import type { NodeId } from '../raft/types.ts';
+import type { ConfChangeSingle, NodeId } from '../raft/types.ts';
 import { GrpcRaftTransport } from '../rpc/grpc-raft-transport.ts';
 import { systemClock, systemRandom } from '../runtime/clock.ts';
 import { RocksDbKv } from '../storage/rocksdb-kv.ts';
 import { RocksDbLogStore } from '../storage/rocksdb-log-store.ts';
-import { metadataService } from './proto.ts';
+import { MetadataClientConstructor, metadataService } from './proto.ts';
 import type { WireError, WireReply, WireRequest } from './proto.ts';
 import * as v from './validate.ts';
-import { RequestError } from './validate.ts';
+import { RequestError, nat } from './validate.ts';
 
 export interface PeerAddress {
   /** The Metadata service ('host:port'). */
@@ -51,8 +51,20 @@ export interface MetadataServerOptions {
   readonly listen?: string;
   /** Raft transport address. Defaults to peers[id].raft. */
   readonly raftListen?: string;
-  /** Every member, this one included: id → addresses. All are founding voters on first start. */
+  /**
+   * Every member, this one included: id → addresses. All are founding voters on first start, unless `join`.
+   * Later membership changes (AddMember / RemoveMember) update each server's copy; addresses of members it
+   * does not know are learned from the other members' ClusterStatus.
+   */
   readonly peers: ReadonlyMap<NodeId, PeerAddress>;
+  /**
+   * Join an existing cluster: start with an empty log and no founding voters, and wait for the leader to
+   * add this server (AddMember, as a learner) and send it a snapshot. `peers` then names the existing
+   * members (so this server can reach them) and this one.
+   */
+  readonly join?: boolean;
+  /** How often each server reconciles its peer addresses with the Raft configuration (ms). Default 250. */
+  readonly membershipSyncMs?: number;
   readonly dataDir: string;
   readonly logger?: PinoLogger;
   /** One Raft tick (ms); a leader heartbeats every tick. Default 50. */
@@ -88,6 +100,12 @@ export class MetadataServer {
   private stopped = false;
   private readonly proposals: Counter;
   private watchTimer: ReturnType<typeof setInterval> | null = null;
+  private syncTimer: ReturnType<typeof setInterval> | null = null;
+  private syncing = false;
+  /** Current member addresses (this server included): options.peers, then updated on membership changes. */
+  private readonly peers: Map<NodeId, PeerAddress>;
+  /** Ids seen in the Raft configuration: one that leaves it later is dropped from `peers`. */
+  private readonly seenMembers = new Set<NodeId>();
 
   private constructor(
     readonly id: NodeId,
@@ -97,7 +115,8 @@ export class MetadataServer {
     readonly fsm: MetadataStateMachine,
     private readonly transport: GrpcRaftTransport,
     private readonly logStore: RocksDbLogStore,
-    private readonly kv: RocksDbKv,
+    /** The state machine's store (read-only use: invariant checks in tests and tools). */
+    readonly kv: RocksDbKv,
     private readonly registry: Registry,
     private grpcServer: grpc.Server | null = null,
     private httpServer: HttpServer | null = null,
@@ -106,6 +125,7 @@ export class MetadataServer {
     public raftPort = 0,
     public metricsPort = 0,
   ) {
+    this.peers = new Map(options.peers);
     this.proposals = new Counter({
       name: 'rfs_metadata_proposals_total',
       help: 'Commands proposed by this server, by outcome',
@@ -138,7 +158,7 @@ export class MetadataServer {
       clock: systemClock,
       stateMachine: new RaftMetadataStateMachine(fsm),
       tickMs: options.tickMs ?? defaultTickMs,
-      initialVoters: [...options.peers.keys()],
+      initialVoters: options.join === true ? [] : [...options.peers.keys()],
       logger: logger.child({ component: 'raft' }),
       onFatal: (error) => {
         logger.fatal({ err: error }, 'raft node stopped after an unrecoverable error');
@@ -153,6 +173,7 @@ export class MetadataServer {
       server.clientPort = await server.startGrpc(options.listen ?? self.client);
       server.registerMetrics();
       server.watchRole();
+      server.startMembershipSync();
       if (options.metricsListen !== undefined) server.metricsPort = await server.startMetrics(options.metricsListen);
     } catch (e) {
       await server.stop();
@@ -184,6 +205,10 @@ export class MetadataServer {
       Stat: (r) => this.stat(r),
       Readdir: (r) => this.readdir(r),
       ClusterStatus: () => Promise.resolve(this.clusterStatus()),
+      AddMember: (r) => this.addMember(r),
+      PromoteMember: (r) => this.promoteMember(r),
+      RemoveMember: (r) => this.removeMember(r),
+      TransferLeadership: (r) => this.transferLeadership(r),
     };
     const impl: grpc.UntypedServiceImplementation = {};
     for (const [method, handler] of Object.entries(handlers)) {
@@ -197,7 +222,7 @@ export class MetadataServer {
         );
       };
     }
-    server.addService(metadataService, impl);
+    server.addService(tolerantService(metadataService), impl);
     this.grpcServer = server;
     return new Promise((resolve, reject) => {
       server.bindAsync(listen, grpc.ServerCredentials.createInsecure(), (error, port) => {
@@ -210,11 +235,13 @@ export class MetadataServer {
   /** Runs a handler; typed errors become error replies, nothing escapes. */
   private async serve(method: string, handler: Handler, request: WireRequest): Promise<WireReply> {
     if (this.stopped) return errorReply({ code: 'UNAVAILABLE', message: 'server stopping' });
+    if (isMalformed(request)) return errorReply({ code: 'EINVAL', message: `${method}: request does not decode: ${request[malformed]}` });
     try {
       return await handler(request ?? {});
     } catch (e) {
       if (e instanceof RequestError) return errorReply({ code: e.code, message: e.message });
       if (e instanceof NotLeaderError) return errorReply(this.notLeader(e.leaderHint));
+      if (e instanceof RaftError && e.code === 'ConfChangeRejected') return errorReply({ code: 'ECONFCHANGE', message: e.message });
       if (e instanceof RaftError) return errorReply({ code: 'UNAVAILABLE', message: `${e.code}: ${e.message}` });
       if (e instanceof TimeoutError) return errorReply({ code: 'TIMEOUT', message: e.message });
       this.logger.error({ err: e, method }, 'unexpected error');
@@ -223,7 +250,7 @@ export class MetadataServer {
   }
 
   private notLeader(hint: NodeId): WireError {
-    const leader = hint === 0 ? undefined : this.options.peers.get(hint);
+    const leader = hint === 0 ? undefined : this.peers.get(hint);
     return {
       code: 'NOT_LEADER',
       message: leader === undefined ? 'not the leader; no leader known' : `not the leader; leader is ${hint}`,
@@ -286,15 +313,17 @@ export class MetadataServer {
 
   clusterStatus(): WireReply {
     const s = this.node.status();
-    const leader = s.lead === 0 ? undefined : this.options.peers.get(s.lead);
+    const leader = s.lead === 0 ? undefined : this.peers.get(s.lead);
     const voters = new Set([...s.confState.voters, ...s.confState.votersOutgoing]);
-    const ids = new Set<NodeId>([...voters, ...s.confState.learners, ...this.options.peers.keys()]);
+    const ids = new Set<NodeId>([...voters, ...s.confState.learners, ...s.confState.learnersNext, ...this.peers.keys()]);
     const members = [...ids]
       .sort((a, b) => a - b)
       .map((id) => ({
         id,
-        address: this.options.peers.get(id)?.client ?? '',
+        address: this.peers.get(id)?.client ?? '',
+        raftAddress: this.peers.get(id)?.raft ?? '',
         voter: voters.has(id),
+        learner: s.confState.learners.includes(id) || s.confState.learnersNext.includes(id),
         matchIndex: id === this.id ? s.lastIndex : (s.progress.get(id)?.match ?? 0),
       }));
     return {
@@ -307,6 +336,158 @@ export class MetadataServer {
       appliedIndex: s.applied,
       members,
     };
+  }
+
+  // ===================== admin: membership =====================
+
+  private requireLeader(): void {
+    const status = this.node.status();
+    if (status.role !== 'leader') throw new NotLeaderError(status.lead);
+  }
+
+  private members(): Set<NodeId> {
+    const c = this.node.status().confState;
+    return new Set([...c.voters, ...c.votersOutgoing, ...c.learners, ...c.learnersNext]);
+  }
+
+  /** Adds a server as a learner: it gets the log (a snapshot first) but does not vote. */
+  private async addMember(r: WireRequest): Promise<WireReply> {
+    const id = memberId(r['id']);
+    const client = address(r['address'], 'address');
+    const raft = address(r['raftAddress'], 'raft_address');
+    this.requireLeader();
+    if (this.members().has(id)) throw new RequestError('EINVAL', `id: ${id} is already a member`);
+    // The leader must be able to reach the learner before the change commits (to send it the snapshot).
+    this.peers.set(id, { client, raft });
+    this.applyPeers();
+    this.logger.info({ member: id, client, raft }, 'adding a learner');
+    await this.confChange({ type: 'addLearner', nodeId: id });
+    return { members: this.memberList() };
+  }
+
+  /** Learner → voter. The Raft core refuses (ECONFCHANGE) while the learner has not caught up. */
+  private async promoteMember(r: WireRequest): Promise<WireReply> {
+    const id = memberId(r['id']);
+    this.requireLeader();
+    const c = this.node.status().confState;
+    if (!c.learners.includes(id)) throw new RequestError('EINVAL', `id: ${id} is not a learner`);
+    // The core refuses a learner too far behind the log; one that never acknowledged anything (not running,
+    // unreachable, still receiving its snapshot) is refused here even when the log is short.
+    const match = this.node.status().progress.get(id)?.match ?? 0;
+    if (match === 0) {
+      throw new RaftError('ConfChangeRejected', `learner ${id} is not caught up (it has acknowledged no entry yet); retry later`);
+    }
+    this.logger.info({ member: id }, 'promoting a learner');
+    await this.confChange({ type: 'addVoter', nodeId: id });
+    return { members: this.memberList() };
+  }
+
+  private async removeMember(r: WireRequest): Promise<WireReply> {
+    const id = memberId(r['id']);
+    this.requireLeader();
+    if (!this.members().has(id)) throw new RequestError('EINVAL', `id: ${id} is not a member`);
+    if (id === this.id) throw new RequestError('EINVAL', `id: ${id} is the leader; transfer leadership first`);
+    this.logger.info({ member: id }, 'removing a member');
+    await this.confChange({ type: 'removeNode', nodeId: id });
+    this.syncPeersWithConfig();
+    return { members: this.memberList() };
+  }
+
+  private async transferLeadership(r: WireRequest): Promise<WireReply> {
+    const id = memberId(r['id']);
+    this.requireLeader();
+    const c = this.node.status().confState;
+    if (!c.voters.includes(id)) throw new RequestError('EINVAL', `id: ${id} is not a voter`);
+    if (id === this.id) return {};
+    // The core abandons a transfer after an election timeout (e.g. the target had not applied its own
+    // promotion yet and ignored the hand-over); asking again restarts it, and is a no-op while one runs.
+    const electionMs = (this.options.electionTicks ?? defaultElectionTicks) * (this.options.tickMs ?? defaultTickMs);
+    const timeoutMs = 4 * electionMs + 1_000;
+    const deadline = Date.now() + timeoutMs;
+    for (let polls = 0; this.node.status().lead !== id; polls++) {
+      if (Date.now() > deadline || this.stopped) throw new TimeoutError(`leadership not transferred to ${id} within ${timeoutMs} ms`);
+      if (polls % 10 === 0 && this.node.status().role === 'leader') this.node.transferLeadership(id);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    return {};
+  }
+
+  private async confChange(change: ConfChangeSingle): Promise<void> {
+    await withTimeout(
+      this.node.proposeConfChange({ transition: 'auto', changes: [change] }),
+      this.options.proposalTimeoutMs ?? defaultProposalTimeoutMs,
+      'membership change not committed in time; check ClusterStatus before retrying',
+    );
+  }
+
+  private memberList(): unknown {
+    return this.clusterStatus()['members'];
+  }
+
+  private applyPeers(): void {
+    this.transport.setPeers(new Map([...this.peers].map(([id, a]) => [id, a.raft])));
+  }
+
+  /** Drops peers that left the configuration; returns the members whose address is unknown. */
+  private syncPeersWithConfig(): NodeId[] {
+    const members = this.members();
+    if (members.size === 0) return [];
+    for (const id of members) this.seenMembers.add(id);
+    let changed = false;
+    for (const id of [...this.peers.keys()]) {
+      if (id !== this.id && this.seenMembers.has(id) && !members.has(id)) {
+        this.peers.delete(id);
+        changed = true;
+        this.logger.info({ member: id }, 'member left the configuration; peer dropped');
+      }
+    }
+    if (changed) this.applyPeers();
+    return [...members].filter((id) => !this.peers.has(id));
+  }
+
+  /**
+   * Reconciles peer addresses with the Raft configuration: drops removed members, and learns the addresses
+   * of new ones from the other members' ClusterStatus (the leader learned them from AddMember).
+   */
+  private startMembershipSync(): void {
+    const tick = (): void => {
+      if (this.syncing || this.stopped) return;
+      const unknown = this.syncPeersWithConfig();
+      if (unknown.length === 0) return;
+      this.syncing = true;
+      this.learnAddresses(unknown)
+        .catch((e: unknown) => this.logger.warn({ err: e }, 'learning member addresses failed'))
+        .finally(() => {
+          this.syncing = false;
+        });
+    };
+    this.syncTimer = setInterval(tick, this.options.membershipSyncMs ?? 250);
+    this.syncTimer.unref();
+  }
+
+  private async learnAddresses(unknown: NodeId[]): Promise<void> {
+    const wanted = new Set(unknown);
+    for (const [id, peer] of [...this.peers]) {
+      if (id === this.id || wanted.size === 0) continue;
+      let reply: WireReply;
+      try {
+        reply = await unaryCall(peer.client, 'ClusterStatus', {}, 2_000);
+      } catch {
+        continue;
+      }
+      if (this.stopped) return;
+      const members = Array.isArray(reply['members']) ? (reply['members'] as Record<string, unknown>[]) : [];
+      for (const m of members) {
+        const mid = Number(m['id']);
+        const client = m['address'];
+        const raft = m['raftAddress'];
+        if (!wanted.has(mid) || typeof client !== 'string' || typeof raft !== 'string' || client === '' || raft === '') continue;
+        this.peers.set(mid, { client, raft });
+        wanted.delete(mid);
+        this.logger.info({ member: mid, client, raft }, 'learned a member address');
+      }
+    }
+    if (wanted.size < unknown.length) this.applyPeers();
   }
 
   /** Logs every change of role, term or leader (the Raft core itself does not log). */
@@ -387,6 +568,7 @@ export class MetadataServer {
     if (this.stopped) return;
     this.stopped = true;
     if (this.watchTimer !== null) clearInterval(this.watchTimer);
+    if (this.syncTimer !== null) clearInterval(this.syncTimer);
     this.grpcServer?.forceShutdown();
     this.grpcServer = null;
     const http = this.httpServer;
@@ -398,6 +580,33 @@ export class MetadataServer {
     await this.kv.close();
     this.logger.info({}, 'metadata server stopped');
   }
+}
+
+const malformed = Symbol('malformed');
+
+function isMalformed(request: unknown): request is { [malformed]: string } {
+  return typeof request === 'object' && request !== null && malformed in request;
+}
+
+/**
+ * The service with request deserializers that never throw: grpc-js answers a request that does not decode
+ * with a bare INTERNAL status; instead the handler gets a marker and answers a typed EINVAL.
+ */
+function tolerantService(service: grpc.ServiceDefinition): grpc.ServiceDefinition {
+  const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  for (const [name, method] of Object.entries(service)) {
+    out[name] = {
+      ...method,
+      requestDeserialize: (bytes: Buffer): unknown => {
+        try {
+          return method.requestDeserialize(bytes);
+        } catch (e) {
+          return { [malformed]: e instanceof Error ? e.message.slice(0, 200) : 'bad bytes' };
+        }
+      },
+    };
+  }
+  return out;
 }
 
 class TimeoutError extends Error {
@@ -417,6 +626,39 @@ function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promi
         reject(error instanceof Error ? error : new Error(String(error)));
       },
     );
+  });
+}
+
+function memberId(v: unknown): NodeId {
+  const id = v === undefined || v === null ? 0 : nat(v, 'id');
+  if (id < 1) throw new RequestError('EINVAL', 'id: required (a positive integer)');
+  return id;
+}
+
+function address(v: unknown, what: string): string {
+  if (typeof v !== 'string' || v.length === 0) throw new RequestError('EINVAL', `${what}: required ('host:port')`);
+  if (v.length > 256) throw new RequestError('EINVAL', `${what}: longer than 256 characters`);
+  try {
+    splitHostPort(v);
+  } catch {
+    throw new RequestError('EINVAL', `${what}: not 'host:port'`);
+  }
+  return v;
+}
+
+/** One unary call to another metadata server's client service. */
+function unaryCall(target: string, method: string, request: WireRequest, timeoutMs: number): Promise<WireReply> {
+  const stub = new MetadataClientConstructor(target, grpc.credentials.createInsecure()) as unknown as Record<
+    string,
+    (r: WireRequest, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r?: WireReply) => void) => void
+  > &
+    grpc.Client;
+  return new Promise((resolve, reject) => {
+    stub[method]!.call(stub, request, { deadline: Date.now() + timeoutMs }, (e, reply) => {
+      stub.close();
+      if (e !== null) reject(e);
+      else resolve(reply ?? {});
+    });
   });
 }
 

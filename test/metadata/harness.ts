@@ -62,6 +62,12 @@ export interface InProcessCluster {
   readonly peers: Map<number, PeerAddress>;
   readonly addresses: string[];
   leader(): Promise<MetadataServer>;
+  /** Addresses for a new server `id` (added to `peers`), not started yet. */
+  reserve(id: number): Promise<PeerAddress>;
+  /** Starts server `id` (reserved first) in join mode: no founding voters, waits to be added. */
+  startJoiner(id: number): Promise<MetadataServer>;
+  /** Stops one server (it stays stopped). */
+  stopServer(id: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -84,6 +90,20 @@ export async function startInProcessCluster(size: number): Promise<InProcessClus
     addresses: [...peers.values()].map((p) => p.client),
     leader: () =>
       waitFor('a leader', () => [...servers.values()].find((s) => s.node.status().role === 'leader')),
+    async reserve(id) {
+      const p = { client: `127.0.0.1:${await freePort()}`, raft: `127.0.0.1:${await freePort()}` };
+      peers.set(id, p);
+      return p;
+    },
+    async startJoiner(id) {
+      const s = await MetadataServer.start({ id, peers: new Map(peers), dataDir: join(tmp.dir, `m${id}`), logger, join: true });
+      servers.set(id, s);
+      return s;
+    },
+    async stopServer(id) {
+      await servers.get(id)?.stop();
+      servers.delete(id);
+    },
     async close() {
       for (const s of servers.values()) await s.stop();
       await tmp.remove();
