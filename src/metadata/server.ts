@@ -315,7 +315,8 @@ export class MetadataServer {
     const s = this.node.status();
     const leader = s.lead === 0 ? undefined : this.peers.get(s.lead);
     const voters = new Set([...s.confState.voters, ...s.confState.votersOutgoing]);
-    const ids = new Set<NodeId>([...voters, ...s.confState.learners, ...s.confState.learnersNext, ...this.peers.keys()]);
+    // Members are what the Raft configuration says; the address book may still hold a removed one briefly.
+    const ids = new Set<NodeId>([...voters, ...s.confState.learners, ...s.confState.learnersNext]);
     const members = [...ids]
       .sort((a, b) => a - b)
       .map((id) => ({
