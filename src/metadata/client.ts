@@ -4,6 +4,7 @@
  * keeps its session stamp (client id, seq) across retries, so a command that was applied before its answer
  * got lost is not applied twice: the server returns the first result.
  */
+import type { StatInfo as FsmStatInfo } from '../fsm/queries.ts';
 import * as grpc from '@grpc/grpc-js';
 import { MetadataClientConstructor } from './proto.ts';
 import type { MetadataMethod, WireError, WireReply, WireRequest } from './proto.ts';
@@ -29,21 +30,8 @@ export interface MetadataClientOptions {
   readonly onAnswer?: (address: string, method: MetadataMethod) => void;
 }
 
-export interface StatInfo {
-  readonly id: number;
-  readonly type: 'dir' | 'file';
-  readonly mode: number;
-  readonly owner: string;
-  readonly mtimeMs: number;
-  readonly ctimeMs: number;
-  readonly generation: number;
-  readonly replication: number;
-  readonly chunkSizeBytes: number;
-  readonly childCount: number;
-  readonly lengthBytes: number;
-  readonly chunkCount: number;
-  readonly complete: boolean;
-}
+/** A stat answer as the wire carries it: the state machine's StatInfo without the lease record. */
+export type StatInfo = Omit<FsmStatInfo, 'lease'>;
 
 export interface InodeRef {
   readonly id: number;

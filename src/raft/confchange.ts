@@ -119,17 +119,9 @@ export function applyConfChange(current: ConfState, cc: ConfChange): ConfChangeO
       for (const id of m.voters) if (!current.voters.includes(id)) changedVoters++;
       for (const id of current.voters) if (!m.voters.has(id)) changedVoters++;
       if (changedVoters > 1) return { ok: false, reason: 'more than one voter changed without joint consensus' };
-    } else if (sameSet(m.voters, m.votersOutgoing) && m.learnersNext.size === 0) {
-      // Entering joint with identical halves is allowed (etcd allows it too); nothing special.
     }
   }
   const error = checkInvariants(m);
   if (error !== null) return { ok: false, reason: error };
   return { ok: true, conf: toConfState(m) };
-}
-
-function sameSet(a: Set<NodeId>, b: Set<NodeId>): boolean {
-  if (a.size !== b.size) return false;
-  for (const x of a) if (!b.has(x)) return false;
-  return true;
 }

@@ -24,11 +24,11 @@ import type {
   Snapshot,
   SoftState,
 } from './types.ts';
-import { EntryType, NONE, emptyHardState } from './types.ts';
+import { EntryType, NONE } from './types.ts';
 import { assert, NotLeaderError, RaftError } from './errors.ts';
 import { NO_TERM, RaftLog } from './log.ts';
 import { ProgressTracker, type Progress } from './tracker.ts';
-import { applyConfChange, entersJoint, isLeaveJoint } from './confchange.ts';
+import { applyConfChange } from './confchange.ts';
 import { decodeConfChange, encodeConfChange } from './codec.ts';
 import { concatBytes } from './bytes.ts';
 
@@ -62,7 +62,6 @@ interface SnapshotReceive {
 interface OutstandingReady {
   readonly lastEntry: Entry | null;
   readonly snapshotIndex: number | null;
-  readonly appliedTo: number;
   readonly committedEntries: readonly Entry[];
 }
 
@@ -679,11 +678,9 @@ export class Raft {
     this.readStates = [];
     this.prevSoftState = ss;
     if (hardChanged) this.prevHardState = hs;
-    const lastCommitted = committedEntries[committedEntries.length - 1];
     this.outstanding = {
       lastEntry: entries[entries.length - 1] ?? null,
       snapshotIndex: snapshot?.metadata.index ?? null,
-      appliedTo: lastCommitted?.index ?? (snapshot?.metadata.index ?? this.log.applied),
       committedEntries,
     };
     return rd;
@@ -1075,4 +1072,3 @@ export class Raft {
 }
 
 
-export { emptyHardState, entersJoint, isLeaveJoint };
