@@ -159,6 +159,8 @@ async function startRfs(): Promise<RfsCluster> {
       `rfs metadata ${id}`,
       process.execPath,
       [
+        // Extra node flags for the servers, e.g. RFS_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof".
+        ...(process.env['RFS_BENCH_NODE_ARGS'] ?? '').split(' ').filter((a) => a !== ''),
         '--import',
         'tsx',
         'src/cli/rfs.ts',

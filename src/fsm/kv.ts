@@ -6,7 +6,9 @@
  * RocksDB's default comparator. Every method is async so a disk-backed store fits behind it.
  *
  * Contract (what every implementation keeps, and the conformance suite in test/fsm checks):
- * - `write` is atomic: after a crash either every put and delete of the batch is visible or none is.
+ * - `write` is atomic: after a crash either every put and delete of the batch is visible or none is. A store
+ *   may make writes durable lazily (RocksDbKv with `sync: false`); then a crash of the machine loses a
+ *   suffix of whole writes, never a part of one, and `sync()` makes every earlier write durable.
  * - `snapshotIterator` fixes its point in time when it is called (synchronously), not on the first `next()`:
  *   writes made afterwards are never visible through it.
  * - `restore` replaces the whole content atomically; if the source fails midway the old content stays.
@@ -42,6 +44,13 @@ export interface KvReader {
 
 export interface Kv extends KvReader {
   write(batch: KvBatch): Promise<void>;
+  /**
+   * Optional hint: these keys are about to be read. A disk-backed store may fetch them together (one round
+   * trip) into its read cache. Never changes what any read returns.
+   */
+  prefetch?(keys: readonly Uint8Array[]): Promise<void>;
+  /** Optional: makes every earlier write durable (a store whose writes are always durable omits it). */
+  sync?(): Promise<void>;
   /** Every pair, ascending, as of the moment of the call. Return early with `return()` to release it. */
   snapshotIterator(): AsyncIterableIterator<KvPair>;
   /** Replaces the whole content with `pairs` (strictly ascending keys), atomically. */

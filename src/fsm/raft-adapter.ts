@@ -28,6 +28,9 @@ export class RaftMetadataStateMachine implements StateMachine {
   }
 
   async snapshot(): Promise<Uint8Array> {
+    // The log is compacted below a snapshot: what the state machine applied must be durable first (the
+    // store may write lazily), or a machine crash could leave it behind a log that no longer has the gap.
+    await this.fsm.sync();
     const chunks: Uint8Array[] = [];
     let total = 0;
     for await (const c of this.fsm.snapshotChunks()) {

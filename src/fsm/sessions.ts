@@ -29,6 +29,7 @@ export async function openSession(txn: Txn): Promise<{ clientId: number }> {
   if ((await txn.meta()).sessionCount >= txn.limits.sessionsMax) await evictLeastRecent(txn);
   const clientId = await txn.allocate('nextClientId');
   const session: Session = { clientId, ack: 0, lastUsedMs: txn.nowMs, pending: 0 };
+  txn.hints.sessionUseFloorMs = Math.min(txn.hints.sessionUseFloorMs, session.lastUsedMs);
   putSession(txn, session);
   txn.view.put(keys.sessionByUseKey(session.lastUsedMs, clientId), new Uint8Array(0));
   const m = await txn.meta();
@@ -67,16 +68,30 @@ export async function runInSession(
   return result;
 }
 
-/** Drops sessions idle for longer than sessionIdleMs, oldest first, a bounded number per command. */
+/**
+ * Drops sessions idle for longer than sessionIdleMs, oldest first, a bounded number per command. The scan
+ * of the by-use index runs only when the cutoff passes the in-memory floor of every session's last use
+ * (ApplyHints); it then also reads the oldest session that stays, which raises the floor.
+ */
 export async function expireIdleSessions(txn: Txn): Promise<void> {
   const cutoffMs = txn.nowMs - txn.limits.sessionIdleMs;
-  if (cutoffMs <= 0 || (await txn.meta()).sessionCount === 0) return;
-  const idle = await txn.view.scan({
-    gte: keys.prefixRange(Table.sessionByUse).gte,
-    lt: keys.sessionByUseKey(cutoffMs, 0),
-    limit: txn.limits.sessionExpiriesPerCommandMax,
-  });
-  for (const { key } of idle) await evict(txn, keys.readU64(key, 1 + keys.U64_BYTES));
+  if (cutoffMs <= 0 || cutoffMs <= txn.hints.sessionUseFloorMs) return;
+  if ((await txn.meta()).sessionCount === 0) return;
+  const max = txn.limits.sessionExpiriesPerCommandMax;
+  const oldest = await txn.view.scan({ ...keys.prefixRange(Table.sessionByUse), limit: max + 1 });
+  let evicted = 0;
+  for (const { key } of oldest) {
+    const lastUsedMs = keys.readU64(key, 1);
+    if (lastUsedMs >= cutoffMs) {
+      // Every session left was used at or after this one (sessions are only ever touched forward).
+      txn.hints.sessionUseFloorMs = lastUsedMs;
+      return;
+    }
+    if (evicted === max) return; // more idle sessions: later commands drop them
+    await evict(txn, keys.readU64(key, 1 + keys.U64_BYTES));
+    evicted += 1;
+  }
+  if (oldest.length <= max) txn.hints.sessionUseFloorMs = Infinity; // none left
 }
 
 async function evictLeastRecent(txn: Txn): Promise<void> {
@@ -104,16 +119,31 @@ async function evict(txn: Txn, clientId: number): Promise<void> {
   txn.putMeta(m);
 }
 
-/** Raises the session's ack and deletes the results it covers. */
+/**
+ * Raises the session's ack and deletes the results it covers: those of sequences in (session.ack, ack], as
+ * results at or below the old ack were deleted when it was raised. A short range is read key by key (store
+ * lookups, cached), a long one with one scan.
+ */
 async function forgetAcknowledged(txn: Txn, session: Session, ack: number): Promise<void> {
-  const covered = await txn.view.scan({
-    gte: keys.prefixRange(Table.result, session.clientId).gte,
-    lt: keys.resultKey(session.clientId, ack + 1),
-    limit: session.pending + 1,
-  });
-  assert(covered.length <= session.pending, `session ${session.clientId} result count mismatch`);
-  for (const { key } of covered) txn.view.delete(key);
-  session.pending -= covered.length;
+  let forgotten = 0;
+  if (ack - session.ack <= txn.limits.sessionResultsMax) {
+    for (let seq = session.ack + 1; seq <= ack && forgotten < session.pending; seq++) {
+      const key = keys.resultKey(session.clientId, seq);
+      if ((await txn.view.get(key)) === undefined) continue;
+      txn.view.delete(key);
+      forgotten += 1;
+    }
+  } else {
+    const covered = await txn.view.scan({
+      gte: keys.resultKey(session.clientId, session.ack + 1),
+      lt: keys.resultKey(session.clientId, ack + 1),
+      limit: session.pending + 1,
+    });
+    assert(covered.length <= session.pending, `session ${session.clientId} result count mismatch`);
+    for (const { key } of covered) txn.view.delete(key);
+    forgotten = covered.length;
+  }
+  session.pending -= forgotten;
   session.ack = ack;
 }
 

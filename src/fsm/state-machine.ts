@@ -37,11 +37,12 @@ import { defaultFsmLimits } from './limits.ts';
 import { RwLock } from './lock.ts';
 import * as ns from './namespace.ts';
 import { Overlay } from './overlay.ts';
+import { prefetchBatch } from './prefetch.ts';
 import * as q from './queries.ts';
 import * as rec from './records.ts';
 import { expireIdleSessions, openSession, runInSession } from './sessions.ts';
 import { decodeSnapshot, encodeSnapshot } from './snapshot.ts';
-import { Txn } from './txn.ts';
+import { ApplyHints, Txn } from './txn.ts';
 import { DEFAULT_DIR_MODE } from './validate.ts';
 import * as w from './writers.ts';
 
@@ -58,6 +59,7 @@ export type ApplyResult = FsResult | undefined;
 export class MetadataStateMachine {
   private applied: number;
   private readonly lock = new RwLock();
+  private readonly hints = new ApplyHints();
 
   private constructor(
     private readonly kv: Kv,
@@ -102,32 +104,38 @@ export class MetadataStateMachine {
         assert(e.index > last, `entry ${e.index} applied out of order (after ${last})`);
         last = e.index;
       }
+      const decoded = entries.map(decodeEntry);
+      await prefetchBatch(
+        this.kv,
+        decoded.map((d) => d?.command),
+        this.limits,
+      );
       const batch = new Overlay(this.kv);
       const results: ApplyResult[] = [];
-      for (const e of entries) results.push(await this.applyEntry(batch, e));
+      for (let i = 0; i < entries.length; i++)
+        results.push(await this.applyEntry(batch, entries[i]!, decoded[i]));
       batch.put(keys.appliedKey, keys.u64Bytes(last));
-      await this.kv.write(batch.toBatch());
+      try {
+        await this.kv.write(batch.toBatch());
+      } catch (error) {
+        this.hints.reset(); // they may describe the batch's state, which the store does not hold
+        throw error;
+      }
       this.applied = last;
       return results;
     });
   }
 
-  private async applyEntry(batch: Overlay, entry: Entry): Promise<ApplyResult> {
-    if (entry.type !== EntryType.Normal || entry.data.length === 0) return undefined;
-    let command: Command | undefined;
-    let decodeError = '';
-    try {
-      command = decodeCommand(entry.data);
-    } catch (e) {
-      if (!(e instanceof CommandDecodeError)) throw e;
-      decodeError = e.detail;
-    }
+  private async applyEntry(batch: Overlay, entry: Entry, decoded: Decoded | undefined): Promise<ApplyResult> {
+    if (decoded === undefined) return undefined;
+    const { command, decodeError } = decoded;
     const txn = new Txn(
       batch,
       entry.index,
       await advanceClock(batch, command?.nowMs ?? 0, this.limits),
       this.limits,
       this.bugs,
+      this.hints,
     );
     let result: FsResult;
     if (command === undefined) result = failure('EBADMSG', decodeError);
@@ -185,6 +193,11 @@ export class MetadataStateMachine {
     return this.lock.shared(() => asResult(() => fn(q.readTxn(this.kv, this.limits))));
   }
 
+  /** Makes every applied batch durable (for a store that writes lazily; see Kv.sync). */
+  async sync(): Promise<void> {
+    await this.kv.sync?.();
+  }
+
   /**
    * The state as of this call, as a stream of chunks of at most `snapshotChunkBytes` (see snapshot.ts). The
    * applied index is part of the state, so the stream is consistent with the index it was taken at; taken
@@ -201,11 +214,28 @@ export class MetadataStateMachine {
   restoreFromChunks(chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<number> {
     return this.lock.exclusive(async () => {
       const found: { applied?: number; meta?: boolean; root?: boolean } = {};
+      this.hints.reset();
       await this.kv.restore(checkedSnapshotPairs(chunks, found));
       assert(found.applied !== undefined, 'restored a snapshot without an applied index');
       this.applied = found.applied;
       return found.applied;
     });
+  }
+}
+
+/** A Normal entry's command, or why it does not decode; undefined for an empty or membership entry. */
+interface Decoded {
+  readonly command: Command | undefined;
+  readonly decodeError: string;
+}
+
+function decodeEntry(entry: Entry): Decoded | undefined {
+  if (entry.type !== EntryType.Normal || entry.data.length === 0) return undefined;
+  try {
+    return { command: decodeCommand(entry.data), decodeError: '' };
+  } catch (e) {
+    if (!(e instanceof CommandDecodeError)) throw e;
+    return { command: undefined, decodeError: e.detail };
   }
 }
 

@@ -15,6 +15,21 @@ import * as rec from './records.ts';
 
 type Counter = 'nextInodeId' | 'nextChunkHandle' | 'nextChunkserverId' | 'nextClientId';
 
+/**
+ * Facts about the stored state that the state machine keeps in memory to skip store scans. Each is a bound
+ * that stays true as commands apply (it may only be loose, never wrong), so using one never changes a
+ * result or a key: it only spares a scan that would have found nothing. Reset to "unknown" whenever the
+ * store may no longer match (a failed batch write, a snapshot restore).
+ */
+export class ApplyHints {
+  /** Every session's lastUsedMs is >= this (-Infinity: unknown). */
+  sessionUseFloorMs = -Infinity;
+
+  reset(): void {
+    this.sessionUseFloorMs = -Infinity;
+  }
+}
+
 export class Txn {
   constructor(
     readonly view: Overlay,
@@ -25,11 +40,13 @@ export class Txn {
     readonly limits: FsmLimits,
     /** Planted bugs switched on (simulator self-tests only; empty otherwise). */
     readonly bugs: ReadonlySet<FsmBug> = noFsmBugs,
+    /** In-memory bounds that spare scans (see ApplyHints); a fresh, unknown set by default. */
+    readonly hints: ApplyHints = new ApplyHints(),
   ) {}
 
   /** A Txn whose writes stay apart until `commit()`. */
   child(): Txn {
-    return new Txn(new Overlay(this.view), this.index, this.nowMs, this.limits, this.bugs);
+    return new Txn(new Overlay(this.view), this.index, this.nowMs, this.limits, this.bugs, this.hints);
   }
 
   /** Moves this child's writes into `parent`. */

@@ -140,7 +140,10 @@ export class MetadataServer {
     if (self === undefined) throw new Error(`peers must include this server's id ${options.id}`);
     await mkdir(options.dataDir, { recursive: true });
     const logStore = await RocksDbLogStore.open(join(options.dataDir, 'raft'));
-    const kv = await RocksDbKv.open(join(options.dataDir, 'fsm'));
+    // The state machine's writes need not be synced: the Raft log (synced) is the durable record, and a
+    // member whose store lost a suffix in a machine crash re-applies it from the log. The store is synced
+    // before the log is compacted below a snapshot (RaftMetadataStateMachine.snapshot).
+    const kv = await RocksDbKv.open(join(options.dataDir, 'fsm'), { sync: false });
     const fsm = await MetadataStateMachine.open(kv);
     let node: RaftNode | null = null;
     const raftPeers = new Map([...options.peers].map(([id, a]) => [id, a.raft]));

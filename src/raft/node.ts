@@ -4,8 +4,16 @@
  *
  * Loop: every input (tick, message, proposal, read) is stepped into the core, then `kick()` takes at most
  * one Ready at a time: send leader traffic, persist (one atomic synced write), send acknowledgements,
- * apply committed entries, serve reads, advance. Proposals arriving in one microtask turn are batched
+ * hand committed entries to the applier, advance. Proposals arriving in one microtask turn are batched
  * into one append; entries accumulating during an fsync are persisted together (group commit).
+ *
+ * Applying is pipelined with the loop: the applier feeds the state machine the committed entries in log
+ * order, merging whatever queued up during the previous (possibly asynchronous) apply into one batch, while
+ * the loop already persists and replicates later entries. The core counts an entry as applied once it is
+ * handed over; the driver's own `smApplied` is what the state machine has really applied, and everything
+ * that depends on state-machine contents waits for it: read barriers, snapshots (taken only when the
+ * applier is idle, so the core's applied index and the state machine's agree), installing a leader's
+ * snapshot (after the queue drains). At most `applyQueueEntriesMax` entries wait, else the loop waits.
  */
 import { raftConfig, type RaftConfig } from './config.ts';
 import { AssertionError, NotLeaderError, RaftError, assert } from './errors.ts';
@@ -43,6 +51,10 @@ export const defaultSnapshotKeepEntries = 1_000;
 export const defaultReadTimeoutMs = 5_000;
 /** Proposals batched into one append, at most. */
 export const proposalBatchMax = 4_096;
+/** Committed entries handed to the applier but not yet applied, at most (beyond it the loop waits). */
+export const applyQueueEntriesMax = 8_192;
+/** Entries per state-machine applyBatch call, at most. */
+export const applyBatchEntriesMax = 4_096;
 
 interface PendingProposal {
   readonly term: number;
@@ -81,6 +93,14 @@ export class RaftNode {
   /** The newest hard state from the core, and the newest one handed to the log store. */
   private latestHardState: HardState | null = null;
   private durableHardState: HardState | null = null;
+  /** Committed entries handed over by the loop, waiting for the state machine (in log order). */
+  private applyQueue: Entry[] = [];
+  /** An asynchronous applyBatch is running. */
+  private applyRunning = false;
+  /** Index of the last entry the state machine has applied (the core's applied index may be ahead). */
+  private smApplied = 0;
+  /** Callbacks waiting for the applier to catch up: run once `ready()` holds. */
+  private applyWaiters: { ready: () => boolean; run: () => void }[] = [];
 
   constructor(private readonly options: RaftNodeOptions) {
     this.config = raftConfig(options.config);
@@ -113,6 +133,7 @@ export class RaftNode {
     const applied = Math.max(snapshotIndex, durableApplied);
     if (loaded.hardState.commit < applied) loaded = { ...loaded, hardState: { ...loaded.hardState, commit: applied } };
     this.lastSnapshotIndex = applied;
+    this.smApplied = applied;
     this.raft = new Raft({ ...this.config, applied }, loaded);
     this.logger.info({ id: this.id, term: loaded.hardState.term, applied, lastIndex: this.raft.log.lastIndex() }, 'raft node started');
     this.lastTickMs = this.options.clock.nowMs();
@@ -232,7 +253,7 @@ export class RaftNode {
         confState: { voters: [], votersOutgoing: [], learners: [], learnersNext: [], autoLeave: false }, progress: new Map(),
       };
     }
-    return { id: this.id, ...raft.status() };
+    return { id: this.id, ...raft.status(), applied: this.smApplied };
   }
 
   termAt(index: number): number | null {
@@ -252,6 +273,8 @@ export class RaftNode {
     for (const q of this.proposalQueue) q.reject(stoppedError);
     this.proposalQueue = [];
     for (const batch of [...this.reads.values()]) this.failRead(batch, stoppedError);
+    this.applyQueue = [];
+    this.applyWaiters = [];
   }
 
   // ===================== internals =====================
@@ -362,35 +385,113 @@ export class RaftNode {
 
   private afterPersist(rd: Ready, alreadySent: boolean): void {
     if (this.stopped) return;
-    let pending: void | Promise<void>;
     try {
       if (!alreadySent) for (const m of rd.messagesAfterPersist) this.options.transport.send(m);
-      pending = this.applyReady(rd);
     } catch (error) {
       this.fatal(error);
       return;
     }
-    if (pending instanceof Promise) pending.then(() => this.finishReady(rd), (error: unknown) => this.fatal(error));
-    else this.finishReady(rd);
+    const handOver = (): void => {
+      this.enqueueApply(rd.committedEntries);
+      this.whenApplier(
+        () => this.applyQueue.length <= applyQueueEntriesMax,
+        () => this.finishReady(rd),
+      );
+    };
+    const snapshot = rd.snapshot;
+    if (snapshot === null) {
+      handOver();
+      return;
+    }
+    // The leader's snapshot replaces the state: only once everything queued before it is applied.
+    this.whenApplier(
+      () => this.applyQueue.length === 0 && !this.applyRunning,
+      () => {
+        let restored: void | Promise<void>;
+        try {
+          restored = this.installSnapshot(snapshot);
+        } catch (error) {
+          this.fatal(error);
+          return;
+        }
+        const done = (): void => {
+          if (this.stopped) return;
+          this.smApplied = Math.max(this.smApplied, snapshot.metadata.index);
+          handOver();
+        };
+        if (restored instanceof Promise) restored.then(done, (error: unknown) => this.fatal(error));
+        else done();
+      },
+    );
   }
 
-  /** Installs the Ready's snapshot, then applies its committed entries; synchronous unless the state machine is not. */
-  private applyReady(rd: Ready): void | Promise<void> {
-    const restored = rd.snapshot !== null ? this.installSnapshot(rd.snapshot) : undefined;
-    const apply = (): void | Promise<void> => {
-      const sm = this.options.stateMachine;
-      if (rd.committedEntries.length === 0) return;
-      if (sm.applyBatch !== undefined) {
-        const results = sm.applyBatch(rd.committedEntries);
-        if (results instanceof Promise) return results.then((r) => this.settleProposals(rd.committedEntries, r));
-        this.settleProposals(rd.committedEntries, results);
+  /** Runs `run` now if `ready()` holds, else once the applier has made it hold. */
+  private whenApplier(ready: () => boolean, run: () => void): void {
+    if (this.stopped) return;
+    if (ready()) run();
+    else this.applyWaiters.push({ ready, run });
+  }
+
+  private enqueueApply(entries: readonly Entry[]): void {
+    if (entries.length === 0) return;
+    for (const e of entries) this.applyQueue.push(e);
+    this.runApplier();
+  }
+
+  /** Applies queued entries, one batch at a time; synchronous state machines are applied inline. */
+  private runApplier(): void {
+    const sm = this.options.stateMachine;
+    for (;;) {
+      if (this.applyRunning || this.stopped) return;
+      this.releaseWaiters();
+      // A released waiter may have continued the loop and started the applier itself.
+      if (this.applyRunning || this.stopped) return;
+      if (this.applyQueue.length === 0) break;
+      const entries = this.applyQueue.splice(0, applyBatchEntriesMax);
+      let results: readonly unknown[] | Promise<readonly unknown[]>;
+      try {
+        if (sm.applyBatch !== undefined) results = sm.applyBatch(entries);
+        else {
+          assert(sm.apply !== undefined, 'a state machine implements apply or applyBatch');
+          results = entries.map((e) => (e.type === EntryType.Normal && e.data.byteLength > 0 ? sm.apply!(e) : undefined));
+        }
+      } catch (error) {
+        this.fatal(error);
         return;
       }
-      assert(sm.apply !== undefined, 'a state machine implements apply or applyBatch');
-      const results = rd.committedEntries.map((e) => (e.type === EntryType.Normal && e.data.byteLength > 0 ? sm.apply!(e) : undefined));
-      this.settleProposals(rd.committedEntries, results);
-    };
-    return restored instanceof Promise ? restored.then(apply) : apply();
+      if (results instanceof Promise) {
+        this.applyRunning = true;
+        results.then(
+          (r) => {
+            this.applyRunning = false;
+            if (this.stopped) return;
+            this.onApplied(entries, r);
+            this.runApplier();
+          },
+          (error: unknown) => this.fatal(error),
+        );
+        return;
+      }
+      this.onApplied(entries, results);
+    }
+    this.maybeSnapshot();
+  }
+
+  private releaseWaiters(): void {
+    if (this.applyWaiters.length === 0) return;
+    const waiting = this.applyWaiters;
+    this.applyWaiters = [];
+    for (const w of waiting) {
+      if (this.stopped) return;
+      if (w.ready()) w.run();
+      else this.applyWaiters.push(w);
+    }
+  }
+
+  private onApplied(entries: readonly Entry[], results: readonly unknown[]): void {
+    this.smApplied = entries[entries.length - 1]!.index;
+    this.settleProposals(entries, results);
+    this.resolveReads(this.smApplied);
   }
 
   private finishReady(rd: Ready): void {
@@ -402,18 +503,28 @@ export class RaftNode {
         if (batch !== undefined && batch.index === null) batch.index = rs.index;
       }
       raft.advance();
-      this.resolveReads(raft.log.applied);
+      this.resolveReads(this.smApplied);
     } catch (error) {
       this.fatal(error);
       return;
     }
-    const appliedSinceSnapshot = raft.log.applied - this.lastSnapshotIndex;
-    if (appliedSinceSnapshot >= (this.options.snapshotEveryEntries ?? defaultSnapshotEveryEntries) && raft.canSnapshot()) {
-      this.takeSnapshot(raft);
-      return;
-    }
     this.processing = false;
+    this.maybeSnapshot();
     this.kick();
+  }
+
+  /**
+   * Takes a snapshot when enough entries were applied since the last one, at a moment when the loop is
+   * between Readys and the applier is idle, so the state machine holds exactly the core's applied index.
+   */
+  private maybeSnapshot(): void {
+    const raft = this.raft;
+    if (raft === null || this.stopped || this.processing || this.applyRunning || this.applyQueue.length > 0) return;
+    const appliedSinceSnapshot = this.smApplied - this.lastSnapshotIndex;
+    if (appliedSinceSnapshot < (this.options.snapshotEveryEntries ?? defaultSnapshotEveryEntries) || !raft.canSnapshot()) return;
+    assert(raft.log.applied === this.smApplied, `core applied ${raft.log.applied} != state machine applied ${this.smApplied}`);
+    this.processing = true;
+    this.takeSnapshot(raft);
   }
 
   private takeSnapshot(raft: Raft): void {

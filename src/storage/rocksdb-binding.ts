@@ -91,6 +91,13 @@ export class RocksDbHandle {
     );
   }
 
+  /** The values under `keys`, in order (undefined where absent), read in one thread-pool job. */
+  getMany(keys: readonly Buffer[]): Promise<(Buffer | undefined)[]> {
+    return new Promise((resolve, reject) =>
+      this.db.getMany(keys, { asBuffer: true }, (error, values) => (error ? reject(error) : resolve(values))),
+    );
+  }
+
   /**
    * Like iterate(), but the underlying iterator (and so its implicit point-in-time snapshot) is created
    * now, synchronously, not on the first next().

@@ -19,45 +19,64 @@ export const kvRestoreBatchBytes = 4 * 1024 * 1024;
 export const kvCacheBytesMax = 64 * 1024 * 1024;
 
 /**
- * A write-through LRU cache of point lookups, absent keys included. Every write goes through this
+ * A write-through read cache of point lookups, absent keys included. Every write goes through this
  * object, so the cache is exact; it spares the state machine a thread-pool round trip per key read.
+ *
+ * Eviction is by two generations (an approximation of LRU without reordering on every hit): new and
+ * re-used entries go to the young map; when it holds half the byte budget it becomes the old map and the
+ * previous old map is dropped. A hit in the old map moves the entry to the young one.
  */
 class ReadCache {
-  private readonly entries = new Map<string, Uint8Array | null>();
-  private bytes = 0;
+  private young = new Map<string, Uint8Array | null>();
+  private old = new Map<string, Uint8Array | null>();
+  private youngBytes = 0;
 
   constructor(private readonly bytesMax: number) {}
 
   get(key: string): Uint8Array | null | undefined {
-    const v = this.entries.get(key);
-    if (v === undefined) return undefined;
-    this.entries.delete(key);
-    this.entries.set(key, v);
-    return v;
+    const v = this.young.get(key);
+    if (v !== undefined) return v;
+    const o = this.old.get(key);
+    if (o === undefined) return undefined;
+    this.old.delete(key);
+    this.add(key, o);
+    return o;
   }
 
   set(key: string, value: Uint8Array | null): void {
     this.delete(key);
-    this.entries.set(key, value);
-    this.bytes += key.length + (value?.byteLength ?? 0);
-    for (const [k, v] of this.entries) {
-      if (this.bytes <= this.bytesMax) break;
-      this.entries.delete(k);
-      this.bytes -= k.length + (v?.byteLength ?? 0);
+    this.add(key, value);
+  }
+
+  private add(key: string, value: Uint8Array | null): void {
+    this.young.set(key, value);
+    this.youngBytes += entryBytes(key, value);
+    if (this.youngBytes * 2 > this.bytesMax) {
+      this.old = this.young;
+      this.young = new Map();
+      this.youngBytes = 0;
     }
   }
 
   delete(key: string): void {
-    const old = this.entries.get(key);
-    if (old === undefined) return;
-    this.entries.delete(key);
-    this.bytes -= key.length + (old?.byteLength ?? 0);
+    const v = this.young.get(key);
+    if (v !== undefined) {
+      this.young.delete(key);
+      this.youngBytes -= entryBytes(key, v);
+    }
+    this.old.delete(key);
   }
 
   clear(): void {
-    this.entries.clear();
-    this.bytes = 0;
+    this.young.clear();
+    this.old.clear();
+    this.youngBytes = 0;
   }
+}
+
+/** Approximate memory of one cached entry: key characters, value bytes, and the map's overhead. */
+function entryBytes(key: string, value: Uint8Array | null): number {
+  return key.length + (value?.byteLength ?? 0) + 64;
 }
 
 export class KvStoreError extends Error {
@@ -78,9 +97,15 @@ function prefixOf(generation: number): Buffer {
 }
 
 export interface RocksDbKvOptions {
-  /** Sync every write to disk before resolving (default true). */
+  /**
+   * Sync every write to disk before resolving (default true). With false, writes reach the write-ahead
+   * log unsynced: a process crash loses nothing, a machine crash may lose a suffix of whole writes, and
+   * `sync()` makes every earlier write durable.
+   */
   readonly sync?: boolean;
 }
+
+const SYNC_MARK_KEY = Buffer.from([0x00, 0x73, 0x79, 0x6e, 0x63]); // "\0sync", outside every generation
 
 export class RocksDbKv implements Kv {
   private closed = false;
@@ -92,7 +117,7 @@ export class RocksDbKv implements Kv {
   private constructor(
     private readonly db: RocksDbHandle,
     private generation: number,
-    private readonly sync: boolean,
+    private readonly syncWrites: boolean,
   ) {}
 
   static async open(dir: string, options: RocksDbKvOptions = {}): Promise<RocksDbKv> {
@@ -127,9 +152,27 @@ export class RocksDbKv implements Kv {
     return value === undefined ? undefined : value.slice();
   }
 
+  /** Reads the keys missing from the read cache in one thread-pool job, and caches them (absent ones too). */
+  async prefetch(keys: readonly Uint8Array[]): Promise<void> {
+    this.checkOpen();
+    const missing = new Map<string, Buffer>();
+    for (const key of keys) {
+      const cacheKey = Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('latin1');
+      if (!missing.has(cacheKey) && this.cache.get(cacheKey) === undefined)
+        missing.set(cacheKey, this.dataKey(key));
+    }
+    if (missing.size === 0) return;
+    const writesBefore = this.writes;
+    const values = await this.db.getMany([...missing.values()]);
+    if (this.writes !== writesBefore) return; // a write overlapped: what was read may be stale
+    let i = 0;
+    for (const cacheKey of missing.keys()) this.cache.set(cacheKey, values[i++] ?? null);
+  }
+
   async scan(range: KvRange): Promise<KvPair[]> {
     this.checkOpen();
-    if (!Number.isInteger(range.limit) || range.limit < 1) throw new KvStoreError('EINVAL', 'scan limit must be >= 1');
+    if (!Number.isInteger(range.limit) || range.limit < 1)
+      throw new KvStoreError('EINVAL', 'scan limit must be >= 1');
     const prefix = this.prefix;
     const out: KvPair[] = [];
     const gte = range.gte !== undefined ? Buffer.concat([prefix, range.gte]) : prefix;
@@ -152,7 +195,8 @@ export class RocksDbKv implements Kv {
     }
     for (const d of batch.deletes) {
       const key = this.dataKey(d);
-      if (seen.has(key.toString('latin1'))) throw new KvStoreError('EINVAL', 'a key appears twice in one batch');
+      if (seen.has(key.toString('latin1')))
+        throw new KvStoreError('EINVAL', 'a key appears twice in one batch');
       ops.push({ type: 'del', key });
     }
     if (seen.size !== batch.puts.length) throw new KvStoreError('EINVAL', 'a key appears twice in one batch');
@@ -162,9 +206,16 @@ export class RocksDbKv implements Kv {
     this.writes++;
     for (const p of batch.puts) this.cache.delete(Buffer.from(p.key).toString('latin1'));
     for (const d of batch.deletes) this.cache.delete(Buffer.from(d).toString('latin1'));
-    await this.db.batch(ops, { sync: this.sync });
-    for (const p of batch.puts) this.cache.set(Buffer.from(p.key).toString('latin1'), Uint8Array.from(p.value));
+    await this.db.batch(ops, { sync: this.syncWrites });
+    for (const p of batch.puts)
+      this.cache.set(Buffer.from(p.key).toString('latin1'), Uint8Array.from(p.value));
     for (const d of batch.deletes) this.cache.set(Buffer.from(d).toString('latin1'), null);
+  }
+
+  /** Every earlier write durable: one synced write, which syncs the write-ahead log up to it. */
+  async sync(): Promise<void> {
+    this.checkOpen();
+    await this.db.batch([{ type: 'put', key: SYNC_MARK_KEY, value: Buffer.alloc(0) }], { sync: true });
   }
 
   snapshotIterator(): AsyncIterableIterator<KvPair> {

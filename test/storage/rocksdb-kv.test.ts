@@ -43,3 +43,42 @@ void t.test('RocksDbKv: a restore whose source fails midway keeps the old conten
   t.equal((await kv.scan({ limit: 10 })).length, 1);
   await kv.close();
 });
+
+void t.test('RocksDbKv.prefetch: values, absent keys and later writes read back exactly', async (t) => {
+  const dir = freshDir();
+  let kv = await RocksDbKv.open(dir);
+  await kv.write({
+    puts: [
+      { key: s('a'), value: s('1') },
+      { key: s('b'), value: s('2') },
+    ],
+    deletes: [],
+  });
+  await kv.close();
+  kv = await RocksDbKv.open(dir); // a cold cache
+  await kv.prefetch([s('a'), s('b'), s('c'), s('a')]);
+  t.equal(text(await kv.get(s('a'))), '1');
+  t.equal(text(await kv.get(s('c'))), undefined, 'absent, and cached as absent');
+  await kv.write({ puts: [{ key: s('c'), value: s('3') }], deletes: [s('a')] });
+  await kv.prefetch([s('a'), s('c')]);
+  t.equal(text(await kv.get(s('a'))), undefined, 'the delete is seen');
+  t.equal(text(await kv.get(s('c'))), '3', 'the put is seen');
+  // A write racing a prefetch: the prefetched values are not cached over the write.
+  const racing = kv.prefetch([s('b')]);
+  await kv.write({ puts: [{ key: s('b'), value: s('changed') }], deletes: [] });
+  await racing;
+  t.equal(text(await kv.get(s('b'))), 'changed');
+  await kv.close();
+});
+
+void t.test('RocksDbKv with lazy writes: sync() resolves and the content survives a reopen', async (t) => {
+  const dir = freshDir();
+  let kv = await RocksDbKv.open(dir, { sync: false });
+  await kv.write({ puts: [{ key: s('lazy'), value: s('1') }], deletes: [] });
+  await kv.sync();
+  t.same((await kv.scan({ limit: 10 })).map((p) => text(p.key)), ['lazy'], 'the sync mark is not a data key');
+  await kv.close();
+  kv = await RocksDbKv.open(dir);
+  t.equal(text(await kv.get(s('lazy'))), '1');
+  await kv.close();
+});

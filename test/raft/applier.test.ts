@@ -1,0 +1,135 @@
+/**
+ * The driver's pipelined applier: while the state machine applies one batch, the loop keeps persisting and
+ * committing later entries; what queued up meanwhile is applied as one batch, in order; read barriers and
+ * snapshots wait for what the state machine has really applied.
+ */
+import t from 'tap';
+import { RaftNode } from '../../src/raft/node.ts';
+import type { StateMachine } from '../../src/raft/node-api.ts';
+import type { Entry, Snapshot } from '../../src/raft/types.ts';
+import { EntryType } from '../../src/raft/types.ts';
+import { MemoryDisk, MemoryLogStore } from '../../src/storage/memory-log-store.ts';
+import { systemClock, systemRandom } from '../../src/runtime/clock.ts';
+
+/** A state machine whose applyBatch calls complete only when the test releases them. */
+class GatedStateMachine implements StateMachine {
+  applied = 0;
+  readonly batches: number[][] = [];
+  readonly snapshotsAt: number[] = [];
+  private gates: (() => void)[] = [];
+  gated = true;
+
+  applyBatch(entries: readonly Entry[]): Promise<unknown[]> {
+    this.batches.push(entries.map((e) => e.index));
+    return new Promise((resolve) => {
+      const finish = () => {
+        for (const e of entries) {
+          if (e.index !== this.applied + 1) throw new Error(`entry ${e.index} after ${this.applied}`);
+          this.applied = e.index;
+        }
+        resolve(entries.map((e) => (e.type === EntryType.Normal ? `applied ${e.index}` : undefined)));
+      };
+      if (this.gated) this.gates.push(finish);
+      else finish();
+    });
+  }
+
+  release(): void {
+    this.gated = false;
+    const gates = this.gates;
+    this.gates = [];
+    for (const g of gates) g();
+  }
+
+  snapshot(): Uint8Array {
+    this.snapshotsAt.push(this.applied);
+    return new Uint8Array(0);
+  }
+
+  restore(snapshot: Snapshot): void {
+    this.applied = snapshot.metadata.index;
+  }
+}
+
+let status: (() => unknown) | undefined;
+const until = async (what: string, cond: () => boolean) => {
+  const deadline = Date.now() + 5000;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(status?.())}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+};
+
+void t.test('the loop commits ahead of a slow state machine; the backlog applies as one batch', async (t) => {
+  const sm = new GatedStateMachine();
+  sm.gated = false;
+  const node = new RaftNode({
+    config: { id: 1, random: systemRandom },
+    logStore: new MemoryLogStore(new MemoryDisk()),
+    transport: { send() {} },
+    clock: systemClock,
+    stateMachine: sm,
+    tickMs: 10,
+    initialVoters: [1],
+    snapshotEveryEntries: 30,
+  });
+  await node.start();
+  status = () => ({ ...node.status(), progress: undefined });
+  node.campaign();
+  await until(
+    'leadership',
+    () => node.status().role === 'leader' && node.status().applied >= node.status().lastIndex,
+  );
+  sm.gated = true;
+  sm.snapshotsAt.length = 0; // the founding snapshot of bootstrap
+  const appliedBefore = sm.applied;
+
+  const first = node.propose(new Uint8Array([1]));
+  await until(
+    'the first apply to start',
+    () => sm.batches.length > 0 && sm.batches.at(-1)!.includes(appliedBefore + 1),
+  );
+  const rest = Array.from({ length: 40 }, (_, i) => node.propose(new Uint8Array([2, i])));
+  const lastIndex = appliedBefore + 41;
+  await until('the backlog to commit', () => node.status().commit >= lastIndex);
+  t.equal(
+    node.status().applied,
+    appliedBefore,
+    'committed past the state machine, which has applied nothing new',
+  );
+  let readDone = false;
+  const read = node.read().then((index) => {
+    readDone = true;
+    return index;
+  });
+  await new Promise((r) => setTimeout(r, 30));
+  t.notOk(readDone, 'a read barrier waits for the state machine');
+  t.same(sm.snapshotsAt, [], 'no snapshot while entries wait to be applied');
+
+  sm.release();
+  const results = await Promise.all([first, ...rest]);
+  t.same(
+    results.map((r) => r.result),
+    results.map((r) => `applied ${r.index}`),
+    'every proposal gets its own result',
+  );
+  t.ok((await read) >= lastIndex, 'the read resolves once applied');
+  const backlog = sm.batches.slice(1);
+  t.ok(
+    backlog.some((b) => b.length >= 20),
+    `the backlog was applied in large batches (${backlog.map((b) => b.length).join(', ')})`,
+  );
+  const all = sm.batches.flat();
+  t.same(
+    all,
+    [...all].sort((a, b) => a - b),
+    'in log order, each once',
+  );
+  await until('a snapshot', () => sm.snapshotsAt.length > 0);
+  t.ok(
+    sm.snapshotsAt.every((at) => at >= 30),
+    `snapshots taken at applied ${sm.snapshotsAt.join(', ')} (only when the applier is idle)`,
+  );
+  t.equal(node.status().applied, sm.applied);
+  node.stop();
+});
