@@ -9,7 +9,8 @@
  *   - reads: rfs `Stat` (linearizable, the default) of a file created earlier against etcd `Range` of one
  *     key with serializable=false (linearizable).
  * Each row runs C concurrent clients (each keeps one operation outstanding) for --seconds and prints
- * ops/s, p50 and p99 latency of both, and the ratio rfs/etcd of ops/s.
+ * ops/s, p50 and p99 latency of both, the ratio rfs/etcd of ops/s, and the CPU time all three servers of
+ * each system spent per operation (µs; from /proc/<pid>/stat, so it holds up on a busy machine).
  *
  * The rfs servers are separate processes (`node --import tsx src/cli/rfs.ts metadata …`), the etcd members
  * are `etcd` processes (Debian's etcd-server; installed with apt-get when missing). Free loopback ports,
@@ -246,6 +247,7 @@ function ensureEtcd(): boolean {
 }
 
 interface EtcdCluster {
+  readonly pids: number[];
   readonly leader: string;
   readonly version: string;
   readonly kv: KvStub;
@@ -257,9 +259,10 @@ async function startEtcd(): Promise<EtcdCluster> {
   const ports = new Map<string, { client: number; peer: number }>();
   for (const n of names) ports.set(n, { client: await freePort(), peer: await freePort() });
   const initialCluster = names.map((n) => `${n}=http://127.0.0.1:${ports.get(n)!.peer}`).join(',');
+  const pids: number[] = [];
   for (const n of names) {
     const { client, peer } = ports.get(n)!;
-    launch(
+    const child = launch(
       `etcd ${n}`,
       'etcd',
       [
@@ -288,6 +291,7 @@ async function startEtcd(): Promise<EtcdCluster> {
       ],
       dir,
     );
+    pids.push(child.pid!);
   }
   const addresses = names.map((n) => `127.0.0.1:${ports.get(n)!.client}`);
   // Clients talk to the leader, as rfs clients do (a follower would forward each proposal: one more hop).
@@ -312,12 +316,14 @@ async function startEtcd(): Promise<EtcdCluster> {
       kv.Put({ key: Buffer.from('/bench'), value: Buffer.alloc(0) }, { deadline: Date.now() + 2_000 }, cb),
     ),
   );
-  return { leader: found.address, version: found.version, kv };
+  return { pids, leader: found.address, version: found.version, kv };
 }
 
 // ---------------------------------------------------------------------------------------------- driver
 
 interface Result {
+  /** CPU time the servers (all three) spent per completed operation, in microseconds. */
+  readonly cpuUsPerOp?: number;
   readonly ops: number;
   readonly errors: number;
   readonly opsPerSec: number;
@@ -423,6 +429,28 @@ async function etcdReads(etcd: EtcdCluster, clients: number, created: string[]):
   });
 }
 
+/** Clock ticks per second of /proc/<pid>/stat's utime and stime. */
+const clockTicksPerSec = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+
+/** CPU milliseconds (user + system) the processes have used so far. */
+async function cpuMs(pids: readonly number[]): Promise<number> {
+  let ticks = 0;
+  for (const pid of pids) {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    ticks += Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of stat)
+  }
+  return (ticks * 1000) / clockTicksPerSec;
+}
+
+/** Runs a measurement and adds the servers' CPU time per operation: robust to a busy machine. */
+async function withCpu(pids: readonly number[], run: () => Promise<Result>): Promise<Result> {
+  const before = await cpuMs(pids);
+  const r = await run();
+  const used = (await cpuMs(pids)) - before;
+  return { ...r, cpuUsPerOp: (used * 1000) / Math.max(1, r.ops) };
+}
+
 // ---------------------------------------------------------------------------------------------- output
 
 const f0 = (x: number, w: number): string => (Number.isFinite(x) ? x.toFixed(0) : '-').padStart(w);
@@ -434,7 +462,8 @@ function row(op: string, clients: number, rfs: Result, etcd: Result | undefined)
     `  ${op.padEnd(13)}${String(clients).padStart(7)}` +
     `${f0(rfs.opsPerSec, 11)}${f2(rfs.p50, 9)}${f2(rfs.p99, 9)}` +
     `${f0(e.opsPerSec, 12)}${f2(e.p50, 9)}${f2(e.p99, 9)}` +
-    `${f2(rfs.opsPerSec / e.opsPerSec, 8)}`
+    `${f2(rfs.opsPerSec / e.opsPerSec, 8)}` +
+    `${f0(rfs.cpuUsPerOp ?? NaN, 10)}${f0(e.cpuUsPerOp ?? NaN, 10)}`
   );
 }
 
@@ -458,17 +487,21 @@ async function compare(): Promise<void> {
     `${runSeconds} s per cell, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), Node ${process.version}`,
   );
   console.log('');
-  console.log('  op           clients  rfs ops/s  p50 ms   p99 ms  etcd ops/s  p50 ms   p99 ms   ratio');
+  console.log(
+    '  op           clients  rfs ops/s  p50 ms   p99 ms  etcd ops/s  p50 ms   p99 ms   ratio' +
+      '  rfs CPU  etcd CPU',
+  );
   for (const clients of clientCounts) {
     const rfsCreated: string[] = [];
     const etcdCreated: string[] = [];
-    const rw = await rfsWrites(rfs, clients, rfsCreated);
-    const ew = etcd ? await etcdWrites(etcd, clients, etcdCreated) : undefined;
+    const rfsPids = [...rfs.pids.values()];
+    const rw = await withCpu(rfsPids, () => rfsWrites(rfs, clients, rfsCreated));
+    const ew = etcd ? await withCpu(etcd.pids, () => etcdWrites(etcd, clients, etcdCreated)) : undefined;
     console.log(row('create / put', clients, rw, ew));
     reportErrors('rfs create', rw);
     reportErrors('etcd put', ew);
-    const rr = await rfsReads(rfs, clients, rfsCreated);
-    const er = etcd ? await etcdReads(etcd, clients, etcdCreated) : undefined;
+    const rr = await withCpu(rfsPids, () => rfsReads(rfs, clients, rfsCreated));
+    const er = etcd ? await withCpu(etcd.pids, () => etcdReads(etcd, clients, etcdCreated)) : undefined;
     console.log(row('stat / get', clients, rr, er));
     reportErrors('rfs stat', rr);
     reportErrors('etcd get', er);

@@ -5,7 +5,8 @@
  * Loop: every input (tick, message, proposal, read) is stepped into the core, then `kick()` takes at most
  * one Ready at a time: send leader traffic, persist (one atomic synced write), send acknowledgements,
  * hand committed entries to the applier, advance. Proposals arriving in one microtask turn are batched
- * into one append; entries accumulating during an fsync are persisted together (group commit).
+ * into one append, and proposals arriving while a Ready is processed wait for it and go out together (one
+ * append message per follower, one log write: group commit).
  *
  * Applying is pipelined with the loop: the applier feeds the state machine the committed entries in log
  * order, merging whatever queued up during the previous (possibly asynchronous) apply into one batch, while
@@ -285,7 +286,9 @@ export class RaftNode {
       this.proposalQueue.push({ data, type, resolve, reject });
       if (this.proposalQueue.length >= proposalBatchMax) {
         this.flushProposals();
-      } else if (!this.proposalFlushScheduled) {
+      } else if (!this.proposalFlushScheduled && !this.processing) {
+        // While a Ready is being persisted, proposals wait and go out together when it is done (kick()):
+        // one append to each follower for many proposals, instead of one each.
         this.proposalFlushScheduled = true;
         void Promise.resolve().then(() => this.flushProposals());
       }
@@ -347,7 +350,12 @@ export class RaftNode {
 
   private kick(): void {
     const raft = this.raft;
-    if (raft === null || this.stopped || this.processing || !raft.hasReady()) return;
+    if (raft === null || this.stopped || this.processing) return;
+    if (this.proposalQueue.length > 0 && !this.proposalFlushScheduled) {
+      this.flushProposals(); // proposals held back while the previous Ready was processed; it kicks again
+      return;
+    }
+    if (!raft.hasReady()) return;
     const rd = raft.ready();
     this.processing = true;
     if (rd.softState !== null) this.onSoftStateChange();
