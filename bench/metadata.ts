@@ -16,8 +16,9 @@
  * are `etcd` processes (Debian's etcd-server; installed with apt-get when missing). Free loopback ports,
  * temporary data directories; every process and directory is removed at the end, also on error or Ctrl-C.
  *
- * --files N (optional): instead of the comparison, builds a tree of N empty files (1000 per directory) in
- * the rfs cluster with 256 concurrent creates and reports the rate and each server's peak RSS (VmHWM).
+ * --files N (optional): instead of the comparison, builds a tree of N empty files (1000 per directory, each
+ * directory filled by one batched CreateMany) in the rfs cluster with 16 concurrent clients, and reports the
+ * rate and each server's peak RSS (VmHWM).
  * A script, not a test: figures go in BENCHMARKS.md.
  */
 import { spawn, spawnSync } from 'node:child_process';
@@ -514,17 +515,13 @@ async function buildTree(files: number): Promise<void> {
   const rfs = await startRfs();
   const leader = await rfsLeaderId(rfs);
   const perDir = 1000;
-  const concurrency = 256;
+  const concurrency = 16;
   const dirs = Math.ceil(files / perDir);
-  console.log(`rfs metadata: 3 servers, leader ${leader}; building ${files} files in ${dirs} directories`);
+  console.log(
+    `rfs metadata: 3 servers, leader ${leader}; building ${files} files in ${dirs} directories ` +
+      `(mkdir, then one CreateMany of up to ${perDir} names per directory; ${concurrency} clients)`,
+  );
   const start = performance.now();
-  for (let d = 0; d < dirs; d += concurrency) {
-    await Promise.all(
-      Array.from({ length: Math.min(concurrency, dirs - d) }, (_, i) =>
-        rfs.admin.mkdir(`/tree/d${d + i}`, { parents: true }),
-      ),
-    );
-  }
   const sessions = await Promise.all(
     Array.from({ length: concurrency }, () => MetadataClient.connect(rfs.addresses)),
   );
@@ -532,16 +529,25 @@ async function buildTree(files: number): Promise<void> {
   let done = 0;
   const progress = setInterval(() => {
     const s = (performance.now() - start) / 1000;
-    process.stderr.write(`  ${done} files, ${(done / s).toFixed(0)}/s\n`);
+    void peakRssKiB(rfs.pids.get(leader)!).then((kib) =>
+      process.stderr.write(
+        `  ${done} files, ${(done / s).toFixed(0)}/s, leader peak RSS ${(kib / 1024).toFixed(0)} MiB\n`,
+      ),
+    );
   }, 10_000);
   try {
     await Promise.all(
       sessions.map(async (session) => {
         for (;;) {
-          const i = next++;
-          if (i >= files) return;
-          await session.create(`/tree/d${Math.floor(i / perDir)}/f${i % perDir}`, { exclusive: true });
-          done++;
+          const d = next++;
+          if (d >= dirs) return;
+          const count = Math.min(perDir, files - d * perDir);
+          await session.mkdir(`/tree/d${d}`, { parents: true });
+          await session.createMany(
+            `/tree/d${d}`,
+            Array.from({ length: count }, (_, i) => `f${i}`),
+          );
+          done += count;
         }
       }),
     );
@@ -550,9 +556,9 @@ async function buildTree(files: number): Promise<void> {
     for (const s of sessions) s.close();
   }
   const seconds = (performance.now() - start) / 1000;
-  const check = await rfs.admin.stat(`/tree/d${Math.floor((files - 1) / perDir)}`);
+  const check = await rfs.admin.stat(`/tree/d${dirs - 1}`);
   console.log(
-    `  ${files} files in ${seconds.toFixed(1)} s: ${(files / seconds).toFixed(0)} creates/s (last dir has ${check.childCount} entries)`,
+    `  ${files} files in ${seconds.toFixed(1)} s: ${(files / seconds).toFixed(0)} files/s (last dir has ${check.childCount} entries)`,
   );
   for (const [id, pid] of rfs.pids) {
     const kib = await peakRssKiB(pid);

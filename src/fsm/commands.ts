@@ -69,6 +69,19 @@ export type Op =
       readonly lease?: LeaseRequest | undefined;
     } & Conditional)
   | ({
+      /**
+       * Creates many empty files in one existing directory, all or none: every name must be new (else
+       * EEXIST) and distinct (else EINVAL). At most `createManyNamesMax` names. For bulk loads.
+       */
+      readonly type: 'createMany';
+      readonly dir: string;
+      readonly names: readonly string[];
+      readonly mode?: number | undefined;
+      readonly owner?: string | undefined;
+      readonly replication?: number | undefined;
+      readonly chunkSizeBytes?: number | undefined;
+    } & Conditional)
+  | ({
       readonly type: 'setattr';
       readonly path: string;
       readonly mode?: number | undefined;
@@ -150,7 +163,7 @@ export interface Command {
 }
 
 /** Shape of one field: its kind, and whether it may be absent. */
-type Kind = 'string' | 'nat' | 'bool' | 'ids' | 'state' | 'lease';
+type Kind = 'string' | 'nat' | 'bool' | 'ids' | 'names' | 'state' | 'lease';
 type Spec = Readonly<Record<string, readonly [Kind, 'required' | 'optional']>>;
 
 const req = (k: Kind) => [k, 'required'] as const;
@@ -168,6 +181,7 @@ const specs: Readonly<Record<OpType, Spec>> = {
   openSession: {},
   mkdir: { path: req('string'), parents: opt('bool'), ...attrs, ...cond },
   create: { path: req('string'), exclusive: opt('bool'), ...attrs, lease: opt('lease'), ...cond },
+  createMany: { dir: req('string'), names: req('names'), ...attrs, ...cond },
   setattr: {
     path: req('string'),
     mode: opt('nat'),
@@ -218,6 +232,8 @@ export const opTypes = Object.keys(specs) as OpType[];
 export const commandStringUnitsMax = 64 * 1024;
 /** Elements of one id list, at most (a decode bound only). */
 export const commandIdsMax = 1024;
+/** Names of one createMany, at most. */
+export const createManyNamesMax = 1024;
 
 export function encodeCommand(command: Command): Uint8Array {
   const s = command.session;
@@ -295,6 +311,15 @@ function decodeField(kind: Kind, v: unknown, what: string): unknown {
       if (!Array.isArray(v) || v.length > commandIdsMax || !v.every(isNat))
         throw new CommandDecodeError(`${what}: not a list of ids`);
       return [...v];
+    case 'names':
+      if (
+        !Array.isArray(v) ||
+        v.length > createManyNamesMax ||
+        !v.every((n) => typeof n === 'string' && n.length <= commandStringUnitsMax)
+      ) {
+        throw new CommandDecodeError(`${what}: not a list of at most ${createManyNamesMax} names`);
+      }
+      return [...(v as string[])];
     case 'state':
       if (typeof v !== 'string' || !(chunkserverStates as readonly string[]).includes(v))
         throw new CommandDecodeError(`${what}: not a chunkserver state`);

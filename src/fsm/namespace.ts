@@ -14,7 +14,7 @@ import { FsError } from './errors.ts';
 import { enqueue } from './gc.ts';
 import type { InodeType } from './keys.ts';
 import type { PathComponent } from './paths.ts';
-import { isStrictDescendant, parsePath, samePath, utf8 } from './paths.ts';
+import { checkName, isStrictDescendant, joinPath, parsePath, samePath, utf8 } from './paths.ts';
 import type { Inode } from './records.ts';
 import { ROOT_ID } from './records.ts';
 import type { Txn } from './txn.ts';
@@ -203,6 +203,30 @@ export async function create(txn: Txn, op: OpOf<'create'>): Promise<InodeRef> {
   return { id: node.id, generation: node.generation };
 }
 
+/** createMany (see commands.ts): each name linked as a new empty file; any failure fails the whole op. */
+export async function createMany(
+  txn: Txn,
+  op: OpOf<'createMany'>,
+): Promise<{ created: number; firstId: number }> {
+  const path = parsePath(op.dir, txn.limits);
+  checkAttrs(txn, op);
+  const names = op.names.map((n) => checkName(n, txn.limits));
+  if (new Set(op.names).size !== op.names.length)
+    throw new FsError('EINVAL', 'createMany: a name appears twice');
+  const dir = await resolve(txn, path);
+  if (dir.type !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${op.dir}`);
+  v.checkGeneration(dir.generation, op.ifGeneration);
+  const attrs = inherit(op, dir, v.DEFAULT_FILE_MODE);
+  let firstId = 0;
+  for (const name of names) {
+    if ((await txn.lookup(dir.id, name.bytes)) !== undefined)
+      throw new FsError('EEXIST', `exists: ${joinPath([...path, name])}`);
+    const node = await link(txn, dir, name, 'file', attrs); // updates and stores `dir`
+    if (firstId === 0) firstId = node.id;
+  }
+  return { created: names.length, firstId };
+}
+
 export async function setattr(txn: Txn, op: OpOf<'setattr'>): Promise<InodeRef> {
   const path = parsePath(op.path, txn.limits);
   v.checkMode(op.mode);
@@ -308,7 +332,7 @@ async function dispose(txn: Txn, node: Inode): Promise<void> {
   else await discard(txn, node);
 }
 
-function checkAttrs(txn: Txn, op: OpOf<'mkdir'> | OpOf<'create'>): void {
+function checkAttrs(txn: Txn, op: OpOf<'mkdir'> | OpOf<'create'> | OpOf<'createMany'>): void {
   v.checkMode(op.mode);
   v.checkReplication(op.replication, txn.limits);
   v.checkChunkSize(op.chunkSizeBytes, txn.limits);
@@ -316,7 +340,11 @@ function checkAttrs(txn: Txn, op: OpOf<'mkdir'> | OpOf<'create'>): void {
 }
 
 /** Attributes of a new inode: the command's, else `from`'s (the parent directory, or the replaced file). */
-function inherit(op: OpOf<'mkdir'> | OpOf<'create'>, from: Inode, defaultMode: number): Attrs {
+function inherit(
+  op: OpOf<'mkdir'> | OpOf<'create'> | OpOf<'createMany'>,
+  from: Inode,
+  defaultMode: number,
+): Attrs {
   return {
     mode: op.mode ?? defaultMode,
     owner: op.owner ?? (from.type === 'file' ? from.owner : ''),

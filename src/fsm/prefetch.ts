@@ -75,8 +75,18 @@ export async function prefetchBatch(
 }
 
 function pathsOf(command: Command): string[] {
-  const op = command.op as { readonly path?: unknown; readonly from?: unknown; readonly to?: unknown };
+  const op = command.op as {
+    readonly path?: unknown;
+    readonly from?: unknown;
+    readonly to?: unknown;
+    readonly dir?: unknown;
+    readonly names?: unknown;
+  };
   const out: string[] = [];
   for (const p of [op.path, op.from, op.to]) if (typeof p === 'string') out.push(p);
+  if (typeof op.dir === 'string' && Array.isArray(op.names)) {
+    const prefix = op.dir === '/' ? '' : op.dir;
+    for (const name of op.names as unknown[]) if (typeof name === 'string') out.push(`${prefix}/${name}`);
+  }
   return out;
 }

@@ -255,6 +255,8 @@ function execute(txn: Txn, op: Op): Promise<unknown> {
       return ns.mkdir(txn, op);
     case 'create':
       return ns.create(txn, op);
+    case 'createMany':
+      return ns.createMany(txn, op);
     case 'setattr':
       return ns.setattr(txn, op);
     case 'rename':

@@ -54,7 +54,11 @@ type UnaryFn = (
 ) => void;
 
 const retryableCodes = new Set(['UNAVAILABLE', 'TIMEOUT']);
-const retryableGrpc = new Set([grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED, grpc.status.CANCELLED]);
+const retryableGrpc = new Set([
+  grpc.status.UNAVAILABLE,
+  grpc.status.DEADLINE_EXCEEDED,
+  grpc.status.CANCELLED,
+]);
 
 export class MetadataClient {
   private readonly stubs = new Map<string, Stub>();
@@ -82,7 +86,10 @@ export class MetadataClient {
   }
 
   /** Connects and opens a session. */
-  static async connect(addresses: readonly string[], options: MetadataClientOptions = {}): Promise<MetadataClient> {
+  static async connect(
+    addresses: readonly string[],
+    options: MetadataClientOptions = {},
+  ): Promise<MetadataClient> {
     const client = new MetadataClient(addresses, options);
     const reply = await client.call('OpenSession', {});
     client.clientId = Number(reply['clientId']);
@@ -98,12 +105,28 @@ export class MetadataClient {
     return this.addresses[this.current] ?? '';
   }
 
-  mkdir(path: string, options: { parents?: boolean; mode?: number; ifGeneration?: number } = {}): Promise<InodeRef> {
+  mkdir(
+    path: string,
+    options: { parents?: boolean; mode?: number; ifGeneration?: number } = {},
+  ): Promise<InodeRef> {
     return this.mutate('Mkdir', { path, ...options }).then(inodeRef);
   }
 
-  create(path: string, options: { exclusive?: boolean; mode?: number; ifGeneration?: number } = {}): Promise<InodeRef> {
+  create(
+    path: string,
+    options: { exclusive?: boolean; mode?: number; ifGeneration?: number } = {},
+  ): Promise<InodeRef> {
     return this.mutate('Create', { path, ...options }).then(inodeRef);
+  }
+
+  /** Many new empty files in one existing directory, all or none (at most 1024 names per call). */
+  async createMany(
+    dir: string,
+    names: readonly string[],
+    options: { mode?: number; ifGeneration?: number } = {},
+  ): Promise<{ created: number; firstId: number }> {
+    const reply = await this.mutate('CreateMany', { dir, names, ...options });
+    return { created: Number(reply['created'] ?? 0), firstId: Number(reply['firstId'] ?? 0) };
   }
 
   rename(from: string, to: string, options: { ifGeneration?: number } = {}): Promise<InodeRef> {
@@ -199,7 +222,11 @@ export class MetadataClient {
       }
       last = new MetadataError(error.code, error.message);
       if (error.code === 'NOT_LEADER') {
-        if (error.leaderAddress !== undefined && error.leaderAddress !== '' && error.leaderAddress !== address) {
+        if (
+          error.leaderAddress !== undefined &&
+          error.leaderAddress !== '' &&
+          error.leaderAddress !== address
+        ) {
           this.redirect(error.leaderAddress);
         } else {
           this.rotate();

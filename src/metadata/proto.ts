@@ -29,6 +29,7 @@ export const metadataMethods = [
   'OpenSession',
   'Mkdir',
   'Create',
+  'CreateMany',
   'Setattr',
   'Rename',
   'Unlink',

@@ -200,6 +200,7 @@ export class MetadataServer {
       OpenSession: () => this.mutate({ type: 'openSession' }, undefined),
       Mkdir: (r) => this.mutateRequest('Mkdir', r),
       Create: (r) => this.mutateRequest('Create', r),
+      CreateMany: (r) => this.mutateRequest('CreateMany', r),
       Setattr: (r) => this.mutateRequest('Setattr', r),
       Rename: (r) => this.mutateRequest('Rename', r),
       Unlink: (r) => this.mutateRequest('Unlink', r),

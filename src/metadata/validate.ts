@@ -5,6 +5,7 @@
  */
 import type { Op, SessionStamp } from '../fsm/index.ts';
 import type { WireRequest } from './proto.ts';
+import { createManyNamesMax } from '../fsm/commands.ts';
 
 export class RequestError extends Error {
   constructor(
@@ -24,7 +25,8 @@ export const requestStringBytesMax = 1024;
 /** A uint64 as proto-loader hands it over (decimal string), or a number; must be a safe integer. */
 export function nat(v: unknown, what: string): number {
   const n = typeof v === 'string' && /^[0-9]{1,16}$/.test(v) ? Number(v) : typeof v === 'number' ? v : NaN;
-  if (!Number.isSafeInteger(n) || n < 0) throw new RequestError('EINVAL', `${what}: not a non-negative integer`);
+  if (!Number.isSafeInteger(n) || n < 0)
+    throw new RequestError('EINVAL', `${what}: not a non-negative integer`);
   return n;
 }
 
@@ -38,6 +40,19 @@ export function path(v: unknown, what = 'path'): string {
     throw new RequestError('ENAMETOOLONG', `${what}: longer than ${requestPathBytesMax} bytes`);
   if (!v.startsWith('/')) throw new RequestError('EINVAL', `${what}: not absolute`);
   return v;
+}
+
+function names(v: unknown): string[] {
+  if (!Array.isArray(v) || v.length === 0)
+    throw new RequestError('EINVAL', 'names: at least one name required');
+  if (v.length > createManyNamesMax)
+    throw new RequestError('EINVAL', `names: at most ${createManyNamesMax} per request`);
+  return v.map((n, i) => {
+    if (typeof n !== 'string' || n.length === 0) throw new RequestError('EINVAL', `names[${i}]: not a name`);
+    if (Buffer.byteLength(n) > requestPathBytesMax)
+      throw new RequestError('ENAMETOOLONG', `names[${i}]: longer than ${requestPathBytesMax} bytes`);
+    return n;
+  });
 }
 
 export function optString(v: unknown, what: string): string | undefined {
@@ -55,7 +70,8 @@ export function optBool(v: unknown, what: string): boolean | undefined {
 }
 
 export function session(v: unknown): SessionStamp {
-  if (typeof v !== 'object' || v === null) throw new RequestError('EINVAL', 'session: required (OpenSession first)');
+  if (typeof v !== 'object' || v === null)
+    throw new RequestError('EINVAL', 'session: required (OpenSession first)');
   const s = v as Record<string, unknown>;
   const clientId = nat(s['clientId'] ?? 0, 'session.client_id');
   const seq = nat(s['seq'] ?? 0, 'session.seq');
@@ -86,6 +102,17 @@ export function mutationOp(method: string, r: WireRequest): Op {
         type: 'create',
         path: path(r['path']),
         exclusive: optBool(r['exclusive'], 'exclusive'),
+        mode: optNat(r['mode'], 'mode'),
+        owner: optString(r['owner'], 'owner'),
+        replication: optNat(r['replication'], 'replication'),
+        chunkSizeBytes: optNat(r['chunkSizeBytes'], 'chunk_size_bytes'),
+        ifGeneration,
+      };
+    case 'CreateMany':
+      return {
+        type: 'createMany',
+        dir: path(r['dir'], 'dir'),
+        names: names(r['names']),
         mode: optNat(r['mode'], 'mode'),
         owner: optString(r['owner'], 'owner'),
         replication: optNat(r['replication'], 'replication'),

@@ -258,3 +258,20 @@ fsmTest(t, 'an unknown, empty or membership entry is not a command', async (t, h
   t.equal(results[2]?.ok === false && results[2].code, 'EBADMSG');
   t.equal(h.sm.appliedIndex(), 3);
 });
+
+fsmTest(t, 'createMany: new empty files in one directory, all or none', async (t, h) => {
+  await h.ok({ type: 'mkdir', path: '/d' });
+  const r = await h.ok<{ created: number; firstId: number }>({ type: 'createMany', dir: '/d', names: ['a', 'b', 'c'] });
+  t.equal(r.created, 3);
+  t.same(await h.names('/d'), ['a', 'b', 'c']);
+  t.equal((await h.stat('/d/a')).id, r.firstId);
+  t.equal((await h.stat('/d/c')).id, r.firstId + 2, 'ids in the order of the names');
+  t.equal((await h.stat('/d')).childCount, 3);
+  t.equal(await h.code({ type: 'createMany', dir: '/d', names: ['x', 'b'] }), 'EEXIST');
+  t.equal(await h.code({ type: 'createMany', dir: '/d', names: ['y', 'y'] }), 'EINVAL', 'a name twice');
+  t.equal(await h.code({ type: 'createMany', dir: '/d', names: ['z', '..'] }), 'EINVAL');
+  t.equal(await h.code({ type: 'createMany', dir: '/d/a', names: ['z'] }), 'ENOTDIR');
+  t.equal(await h.code({ type: 'createMany', dir: '/nope', names: ['z'] }), 'ENOENT');
+  t.same(await h.names('/d'), ['a', 'b', 'c'], 'no failed call left a file behind');
+  t.equal((await h.stat('/d')).childCount, 3);
+});

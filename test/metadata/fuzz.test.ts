@@ -76,6 +76,7 @@ const fieldsOf: Record<string, string[]> = {
   OpenSession: [],
   Mkdir: ['session', 'path', 'parents', 'mode', 'owner', 'replication', 'chunkSizeBytes', 'ifGeneration'],
   Create: ['session', 'path', 'exclusive', 'mode', 'owner', 'replication', 'chunkSizeBytes', 'ifGeneration'],
+  CreateMany: ['session', 'dir', 'names', 'mode', 'owner', 'replication', 'chunkSizeBytes', 'ifGeneration'],
   Setattr: ['session', 'path', 'mode', 'mtimeMs', 'owner', 'replication', 'ifGeneration'],
   Rename: ['session', 'from', 'to', 'ifGeneration'],
   Unlink: ['session', 'path', 'ifGeneration'],
@@ -125,7 +126,16 @@ void t.test('random and mutated requests at every RPC', async (t) => {
       case 'path':
       case 'from':
       case 'to':
+      case 'dir':
         return pathArb;
+      case 'names':
+        return fc.oneof(
+          fc.array(fc.oneof(fc.string({ maxLength: 12 }), fc.constantFrom('.', '..', 'a/b', 'x\0y', 'n1', 'n2')), {
+            maxLength: 8,
+          }),
+          fc.integer({ min: 1020, max: 1100 }).map((n) => Array.from({ length: n }, (_, i) => `m${i}`)),
+          anyValue,
+        );
       case 'parents':
       case 'exclusive':
       case 'staleOk':
