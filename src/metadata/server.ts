@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger as PinoLogger } from 'pino';
 import { pino } from 'pino';
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { FsResult, Op } from '../fsm/index.ts';
 import { MetadataStateMachine, encodeCommand } from '../fsm/index.ts';
 import { RaftMetadataStateMachine } from '../fsm/raft-adapter.ts';
@@ -33,6 +33,8 @@ import { GrpcRaftTransport } from '../rpc/grpc-raft-transport.ts';
 import { systemClock, systemRandom } from '../runtime/clock.ts';
 import { RocksDbKv } from '../storage/rocksdb-kv.ts';
 import { RocksDbLogStore } from '../storage/rocksdb-log-store.ts';
+import type { LogStore } from '../storage/log-store.ts';
+import type { StateMachine } from '../raft/node-api.ts';
 import { MetadataClientConstructor, metadataService } from './proto.ts';
 import type { WireError, WireReply, WireRequest } from './proto.ts';
 import * as v from './validate.ts';
@@ -145,6 +147,8 @@ export class MetadataServer {
     // before the log is compacted below a snapshot (RaftMetadataStateMachine.snapshot).
     const kv = await RocksDbKv.open(join(options.dataDir, 'fsm'), { sync: false });
     const fsm = await MetadataStateMachine.open(kv);
+    const registry = new Registry();
+    const timing = timingMetrics(registry);
     let node: RaftNode | null = null;
     const raftPeers = new Map([...options.peers].map(([id, a]) => [id, a.raft]));
     const transport = new GrpcRaftTransport({
@@ -156,10 +160,10 @@ export class MetadataServer {
     });
     node = new RaftNode({
       config: { id: options.id, random: systemRandom, electionTicks: options.electionTicks ?? defaultElectionTicks },
-      logStore,
+      logStore: timedLogStore(logStore, timing.logWrite),
       transport,
       clock: systemClock,
-      stateMachine: new RaftMetadataStateMachine(fsm),
+      stateMachine: timedStateMachine(new RaftMetadataStateMachine(fsm), timing),
       tickMs: options.tickMs ?? defaultTickMs,
       initialVoters: options.join === true ? [] : [...options.peers.keys()],
       logger: logger.child({ component: 'raft' }),
@@ -168,7 +172,6 @@ export class MetadataServer {
         options.onFatal?.(error);
       },
     });
-    const registry = new Registry();
     const server = new MetadataServer(options.id, options, logger, node, fsm, transport, logStore, kv, registry);
     try {
       server.raftPort = await transport.startServer(options.raftListen ?? self.raft);
@@ -676,4 +679,58 @@ export function splitHostPort(address: string): { host: string; port: number } {
   const port = Number(address.slice(i + 1));
   if (i <= 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`bad address ${address}`);
   return { host: address.slice(0, i).replace(/^\[|\]$/g, ''), port };
+}
+
+/** Latency buckets in seconds: 100 µs to 10 s. */
+const latencyBuckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10];
+
+function timingMetrics(registry: Registry) {
+  return {
+    logWrite: new Histogram({
+      name: 'rfs_raft_log_write_seconds',
+      help: 'Raft log writes (entries, hard state, snapshot), each synced to disk: latency',
+      buckets: latencyBuckets,
+      registers: [registry],
+    }),
+    apply: new Histogram({
+      name: 'rfs_fsm_apply_batch_seconds',
+      help: 'State machine: latency of applying one batch of committed entries',
+      buckets: latencyBuckets,
+      registers: [registry],
+    }),
+    applyEntries: new Counter({
+      name: 'rfs_fsm_applied_entries_total',
+      help: 'State machine: committed entries applied',
+      registers: [registry],
+    }),
+  };
+}
+
+/** The log store, with every save timed (the fsync latency the Raft loop waits for). */
+function timedLogStore(store: LogStore, histogram: Histogram): LogStore {
+  return {
+    load: () => store.load(),
+    save: (write) => {
+      const done = histogram.startTimer();
+      return store.save(write).finally(() => done());
+    },
+    compact: (index) => store.compact(index),
+    close: () => store.close(),
+  };
+}
+
+/** The state machine, with every applied batch timed and counted. */
+function timedStateMachine(sm: RaftMetadataStateMachine, m: ReturnType<typeof timingMetrics>): StateMachine {
+  return {
+    appliedIndex: () => sm.appliedIndex(),
+    applyBatch: (entries) => {
+      const done = m.apply.startTimer();
+      return sm.applyBatch(entries).finally(() => {
+        done();
+        m.applyEntries.inc(entries.length);
+      });
+    },
+    snapshot: () => sm.snapshot(),
+    restore: (snapshot) => sm.restore(snapshot),
+  };
 }

@@ -74,9 +74,12 @@ class ReadCache {
   }
 }
 
+/** Heap bytes a cached entry costs beyond its key and value: map slot, string header, Uint8Array object. */
+const cacheEntryOverheadBytes = 160;
+
 /** Approximate memory of one cached entry: key characters, value bytes, and the map's overhead. */
 function entryBytes(key: string, value: Uint8Array | null): number {
-  return key.length + (value?.byteLength ?? 0) + 64;
+  return key.length + (value?.byteLength ?? 0) + cacheEntryOverheadBytes;
 }
 
 export class KvStoreError extends Error {

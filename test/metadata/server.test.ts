@@ -61,6 +61,10 @@ void t.test('a 3-server in-process cluster serves the namespace', async (t) => {
   const metrics = await leader.metrics();
   t.match(metrics, /rfs_raft_term \d+/);
   t.match(metrics, /rfs_metadata_proposals_total\{outcome="ok"\} \d+/);
+  const count = (name: string) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(metrics)?.[1] ?? 0);
+  t.ok(count('rfs_raft_log_write_seconds_count') > 0, 'log write (fsync) latency histogram has samples');
+  t.ok(count('rfs_fsm_apply_batch_seconds_count') > 0, 'apply latency histogram has samples');
+  t.ok(count('rfs_fsm_applied_entries_total') >= count('rfs_fsm_apply_batch_seconds_count'), 'entries counted');
 });
 
 void t.test('bad input gets typed errors and the server keeps serving', async (t) => {
