@@ -149,7 +149,7 @@ interface RfsCluster {
   readonly admin: MetadataClient;
 }
 
-async function startRfs(): Promise<RfsCluster> {
+async function startRfs(nodeArgs: readonly string[] = []): Promise<RfsCluster> {
   const dir = await tempDir('rfs-bench-metadata-');
   const ids = [1, 2, 3];
   const ports = new Map<number, { client: number; raft: number }>();
@@ -163,6 +163,7 @@ async function startRfs(): Promise<RfsCluster> {
       [
         // Extra node flags for the servers, e.g. RFS_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof".
         ...(process.env['RFS_BENCH_NODE_ARGS'] ?? '').split(' ').filter((a) => a !== ''),
+        ...nodeArgs,
         '--import',
         'tsx',
         'src/cli/rfs.ts',
@@ -511,15 +512,19 @@ async function compare(): Promise<void> {
   rfs.admin.close();
 }
 
+/** The heap cap of the servers in the --files run (the documented production setting, see README). */
+const treeHeapMiB = 256;
+
 async function buildTree(files: number): Promise<void> {
-  const rfs = await startRfs();
+  const rfs = await startRfs([`--max-old-space-size=${treeHeapMiB}`]);
   const leader = await rfsLeaderId(rfs);
   const perDir = 1000;
   const concurrency = 16;
   const dirs = Math.ceil(files / perDir);
   console.log(
     `rfs metadata: 3 servers, leader ${leader}; building ${files} files in ${dirs} directories ` +
-      `(mkdir, then one CreateMany of up to ${perDir} names per directory; ${concurrency} clients)`,
+      `(mkdir, then one CreateMany of up to ${perDir} names per directory; ${concurrency} clients; ` +
+      `servers run with --max-old-space-size=${treeHeapMiB})`,
   );
   const start = performance.now();
   const sessions = await Promise.all(
