@@ -30,6 +30,15 @@ void t.test('a 3-server in-process cluster serves the namespace', async (t) => {
   t.same(await client.readdir('/a'), []);
   t.equal(client.target, cluster.peers.get(leader.id)?.client, 'the client ended up at the leader');
 
+  // Bulk creates: all or none.
+  await client.mkdir('/bulk');
+  const many = await client.createMany('/bulk', ['x', 'y', 'z']);
+  t.equal(many.created, 3);
+  t.equal((await client.stat('/bulk/x')).id, many.firstId);
+  await t.rejects(client.createMany('/bulk', ['w', 'x']), { code: 'EEXIST' });
+  await t.rejects(client.createMany('/bulk', []), { code: 'EINVAL' });
+  t.same((await client.readdir('/bulk')).map((e) => e.name), ['x', 'y', 'z'], 'nothing half-created');
+
   // Compare-and-set with if_generation.
   const f2 = await client.create('/cas');
   await t.rejects(client.create('/cas', { exclusive: false, ifGeneration: f2.generation + 1 }), {
