@@ -72,7 +72,21 @@ export async function link(
   type: InodeType,
   attrs: Attrs,
 ): Promise<Inode> {
-  const id = await txn.allocate('nextInodeId');
+  const node = putNewInode(txn, await txn.allocate('nextInodeId'), parent, name, type, attrs);
+  parent.childCount += 1;
+  touchDir(txn, parent);
+  return node;
+}
+
+/** Stores a new inode `id` and its entry in `parent` (the caller updates `parent`). */
+function putNewInode(
+  txn: Txn,
+  id: number,
+  parent: Inode,
+  name: PathComponent,
+  type: InodeType,
+  attrs: Attrs,
+): Inode {
   const node: Inode = {
     id,
     type,
@@ -93,8 +107,6 @@ export async function link(
   };
   txn.putInode(node);
   txn.putEntry(parent.id, name.bytes, id, type);
-  parent.childCount += 1;
-  touchDir(txn, parent);
   return node;
 }
 
@@ -217,13 +229,18 @@ export async function createMany(
   if (dir.type !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${op.dir}`);
   v.checkGeneration(dir.generation, op.ifGeneration);
   const attrs = inherit(op, dir, v.DEFAULT_FILE_MODE);
-  let firstId = 0;
-  for (const name of names) {
+  // The same records as one link() per name, with the counter and the directory written once.
+  const meta = await txn.meta();
+  const firstId = meta.nextInodeId;
+  meta.nextInodeId += names.length;
+  txn.putMeta(meta);
+  for (const [i, name] of names.entries()) {
     if ((await txn.lookup(dir.id, name.bytes)) !== undefined)
       throw new FsError('EEXIST', `exists: ${joinPath([...path, name])}`);
-    const node = await link(txn, dir, name, 'file', attrs); // updates and stores `dir`
-    if (firstId === 0) firstId = node.id;
+    putNewInode(txn, firstId + i, dir, name, 'file', attrs);
   }
+  dir.childCount += names.length;
+  touchDir(txn, dir);
   return { created: names.length, firstId };
 }
 
