@@ -14,8 +14,9 @@
  * decision taken on a stale view fails harmlessly and is retaken on the next view.
  *
  * Rules (ARCHITECTURE.md, "Chunk management"):
- * - liveness: silent for heartbeatTimeoutMs → dead; a new leader first grants leaderGraceMs to everyone; a
- *   dead server that heartbeats again is re-registered (live);
+ * - liveness: silent for heartbeatTimeoutMs → dead; a new leader first grants leaderGraceMs to everyone, and a
+ *   leader whose ticks stalled gives the stalled time back; a dead server that heartbeats again is
+ *   re-registered (live);
  * - re-replication (sealed chunks of live files): fewer live listed replicas than the file's replication
  *   factor → a known holder at the current version copies it to a new target (never one that holds or is
  *   getting the chunk), most-missing first, at most reReplicationsPerServerMax copies per server and
@@ -149,6 +150,7 @@ export class ChunkManager {
   private readonly bugs: ReadonlySet<PlacementBug>;
   private view: ClusterView = emptyView;
   private readonly startedMs: number;
+  private lastTickMs: number | null = null;
   private readonly lastHeartbeatMs = new Map<number, number>();
   private readonly usage = new Map<number, Usage>();
   /** server → handle → version, from chunk reports. */
@@ -325,6 +327,7 @@ export class ChunkManager {
 
   /** One pass of background work at `nowMs`: liveness, copies, trimming, decommissioning, rebalancing. */
   tick(nowMs: number): void {
+    this.forgiveStall(nowMs);
     this.expire(nowMs);
     this.judgeLiveness(nowMs);
     const missing = this.planReplication(nowMs);
@@ -340,6 +343,19 @@ export class ChunkManager {
   /** A proposal was answered (applied, refused or dropped): the key may be proposed again once the view moves. */
   settle(key: string): void {
     this.unsettled.delete(key);
+  }
+
+  /**
+   * A leader that did not run for a while (a stalled process, a long pause) heard no heartbeats in that time
+   * through no fault of the servers: the time between ticks beyond half a timeout is given back to everyone.
+   */
+  private forgiveStall(nowMs: number): void {
+    const last = this.lastTickMs;
+    this.lastTickMs = nowMs;
+    if (last === null) return;
+    const stallMs = nowMs - last - Math.floor(this.limits.heartbeatTimeoutMs / 2);
+    if (stallMs <= 0) return;
+    for (const [id, t] of this.lastHeartbeatMs) this.lastHeartbeatMs.set(id, t + stallMs);
   }
 
   private expire(nowMs: number): void {

@@ -44,18 +44,19 @@ const racks3 = [server(1, 'r1'), server(2, 'r2'), server(3, 'r3'), server(4, 'r1
 void t.test('liveness: a silent server is declared dead after heartbeatTimeoutMs; a new leader grants a grace period first', (t) => {
   const v = view(racks3, []);
   const m = manager(v);
+  /** Ticks every 100 ms in (from, to]: a leader that runs steadily. */
+  const run = (from: number, to: number): Op[] => {
+    for (let now = from + 100; now <= to; now += 100) m.tick(now);
+    return ops(m);
+  };
   m.tick(0);
-  m.tick(2_900);
-  t.same(ops(m), [], 'nobody is judged during the grace period, although nobody heartbeated');
+  t.same(run(0, 2_900), [], 'nobody is judged during the grace period, although nobody heartbeated');
   for (const id of [1, 2, 3, 4, 5]) m.heartbeat(id, 2_900, { capacityBytes: 100 * GiB, usedBytes: 0 });
-  m.tick(3_001);
-  t.same(ops(m), [{ type: 'setChunkserverState', id: 6, state: 'dead', ifGeneration: 16 }], 'the silent one is dead after the grace');
-  m.tick(3_200);
-  t.same(ops(m), [], 'not proposed again while unsettled');
-  m.tick(3_901);
+  t.same(run(2_900, 3_100), [{ type: 'setChunkserverState', id: 6, state: 'dead', ifGeneration: 16 }], 'the silent one is dead after the grace');
+  t.same(run(3_100, 3_500), [], 'not proposed again while unsettled');
   t.same(
-    ops(m).map((o) => (o.type === 'setChunkserverState' ? o.id : 0)),
-    [1, 2, 3, 4, 5, 6],
+    run(3_500, 4_000).map((o) => (o.type === 'setChunkserverState' ? o.id : 0)),
+    [6, 1, 2, 3, 4, 5],
     'heartbeats older than heartbeatTimeoutMs: dead (and 6 again, after proposalRetryMs)',
   );
   t.end();
@@ -294,5 +295,18 @@ void t.test('a new leader asks for full reports and copies nothing until a holde
   t.equal(reply.fullReportWanted, false);
   m.tick(40);
   t.same(m.heartbeat(1, 50, { capacityBytes: GiB, usedBytes: 0 }).commands, [{ kind: 'replicate', handle: 1, version: 1, target: 3, targetAddress: 'cs3:7000' }]);
+  t.end();
+});
+
+void t.test('liveness: a leader whose ticks stalled gives the stalled time back before judging', (t) => {
+  const v = view([server(1, 'r1')], []);
+  const m = manager(v);
+  m.heartbeat(1, 3_000, { capacityBytes: GiB, usedBytes: 0 });
+  m.tick(3_100);
+  m.tick(9_000); // nothing ran for 5.9 s (a paused process)
+  t.same(ops(m), [], 'not dead: the leader, not the server, was silent');
+  m.tick(9_400);
+  m.tick(9_800);
+  t.same(ops(m), [{ type: 'setChunkserverState', id: 1, state: 'dead', ifGeneration: 11 }], 'dead once silent for a timeout of running time');
   t.end();
 });

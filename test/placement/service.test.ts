@@ -50,24 +50,25 @@ void t.test('allocate, seal, lose a server, re-replicate: the placement is repai
     }
     return out;
   };
+  const steps = async (from: number, to: number) => {
+    for (let now = from; now <= to; now += 100) await service.step(now);
+  };
+  await steps(100, 400);
   beat(500);
-  await service.step(1_500);
-  beat(1_550);
-  await service.step(1_600);
+  await steps(500, 1_200); // the grace period (1 s from the first step) ends at 1 000
   const dead = await h.sm.chunkserver(gone!);
   t.equal(dead.ok && dead.value.state, 'dead', 'the silent server was declared dead by a replicated command');
   t.equal(service.status()?.underReplicated, 1);
-  await service.step(1_700);
-  const commands = beat(1_800);
+  const commands = beat(1_250);
   t.match(commands, [{ kind: 'replicate', handle, version: 1, target: spare }], 'a copy to the spare server');
   t.ok(kept.includes(commands[0]!.from), 'from a live holder');
-  service.chunkReport(spare, 1_900, { full: false, chunks: [{ handle, version: 1, lengthBytes: 10 }] });
-  await service.step(2_000);
+  service.chunkReport(spare, 1_300, { full: false, chunks: [{ handle, version: 1, lengthBytes: 10 }] });
+  await service.step(1_300);
   const c = await h.sm.chunk(handle);
   t.same(c.ok && [...c.value.replicas].sort(), [...kept, spare].sort(), 'the copy is listed, the dead replica dropped');
   t.equal(service.status()?.underReplicated, 0);
   setLeader(false);
-  await service.step(2_100);
+  await service.step(1_400);
   t.equal(service.status(), null, 'a follower runs no chunk manager');
   t.same(await h.invariants(), []);
 });
