@@ -1,5 +1,5 @@
 /** The chunk manager (the metadata leader's background work on chunks): its public surface. */
-export { ChunkManager, emptyView } from './manager.ts';
+export { ChunkManager, emptyView, summarizeView } from './manager.ts';
 export type {
   ChunkManagerOptions,
   ChunkManagerStatus,

@@ -329,9 +329,10 @@ export class ChunkManager {
   tick(nowMs: number): void {
     this.forgiveStall(nowMs);
     this.expire(nowMs);
+    // A drained server is decommissioned even if it has also gone silent (both decisions share its key).
+    this.finishDecommissions(nowMs);
     this.judgeLiveness(nowMs);
     const missing = this.planReplication(nowMs);
-    this.finishDecommissions(nowMs);
     if (missing === 0) this.rebalance(nowMs);
   }
 
@@ -591,12 +592,21 @@ export class ChunkManager {
   }
 
   status(): ChunkManagerStatus {
-    const counts = { live: 0, dead: 0, decommissioning: 0, decommissioned: 0 };
-    for (const s of this.view.servers.values()) counts[s.state]++;
-    let underReplicated = 0;
-    for (const chunk of this.view.chunks.values()) {
-      if (chunk.sealed && chunk.fileLive && this.liveListed(chunk).length < chunk.replication) underReplicated++;
-    }
-    return { ...counts, underReplicated, copiesInFlight: this.copyCount };
+    return { ...summarizeView(this.view, (id) => this.stateOf(id)), copiesInFlight: this.copyCount };
   }
+}
+
+/** Registry counts and under-replicated chunks of a view (what ClusterStatus shows on any member). */
+export function summarizeView(
+  view: ClusterView,
+  stateOf: (id: number) => ChunkserverState | undefined = (id) => view.servers.get(id)?.state,
+): Omit<ChunkManagerStatus, 'copiesInFlight'> {
+  const counts = { live: 0, dead: 0, decommissioning: 0, decommissioned: 0 };
+  for (const s of view.servers.values()) counts[s.state]++;
+  let underReplicated = 0;
+  for (const chunk of view.chunks.values()) {
+    if (!chunk.sealed || !chunk.fileLive) continue;
+    if (chunk.replicas.filter((id) => stateOf(id) === 'live').length < chunk.replication) underReplicated++;
+  }
+  return { ...counts, underReplicated };
 }

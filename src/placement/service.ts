@@ -5,7 +5,7 @@
  * own; the caller calls `step(nowMs)` on its timer and passes its clock's time everywhere.
  */
 import type { FsResult } from '../fsm/errors.ts';
-import type { Op } from '../fsm/commands.ts';
+import type { Op, SessionStamp } from '../fsm/commands.ts';
 import type { RandomSource } from '../raft/config.ts';
 import type { PlacementBug } from './bugs.ts';
 import { PlacementError } from './errors.ts';
@@ -14,8 +14,8 @@ import type { ChunkManagerStatus, ChunkReport, ClusterView, Reply, Usage } from 
 import { ChunkManager } from './manager.ts';
 
 export interface ChunkServiceDeps {
-  /** Proposes a command and resolves with its applied result (rejects when not leader, dropped, ...). */
-  readonly propose: (op: Op) => Promise<FsResult>;
+  /** Proposes a command (with a client's session stamp, if any) and resolves with its applied result (rejects when not leader, dropped, ...). */
+  readonly propose: (op: Op, session?: SessionStamp) => Promise<FsResult>;
   readonly loadView: () => Promise<ClusterView>;
   /** This member's Raft role now. */
   readonly role: () => { readonly leader: boolean; readonly term: number };
@@ -126,15 +126,13 @@ export class ChunkService {
     readonly holder: string;
     readonly replication: number;
     readonly ifGeneration?: number | undefined;
+    readonly session?: SessionStamp | undefined;
   }): Promise<FsResult<AllocatedChunk>> {
     const replicas = this.mustManager().allocate(Math.max(1, request.replication));
-    const result = await this.deps.propose({
-      type: 'addChunk',
-      path: request.path,
-      holder: request.holder,
-      replicas,
-      ifGeneration: request.ifGeneration,
-    });
+    const op: Op = { type: 'addChunk', path: request.path, holder: request.holder, replicas, ifGeneration: request.ifGeneration };
+    // A retried session stamp answers the first allocation, whose replicas may differ from these: the caller
+    // reads the chunk's placement when it needs them exactly.
+    const result = await (request.session === undefined ? this.deps.propose(op) : this.deps.propose(op, request.session));
     if (!result.ok) return result;
     const value = result.value as { handle: number; index: number; version: number };
     return { ok: true, value: { handle: value.handle, index: value.index, version: value.version, replicas } };
