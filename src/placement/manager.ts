@@ -277,7 +277,11 @@ export class ChunkManager {
     const copy = this.copies.get(chunk.handle)?.find((c) => c.target === id && c.version === chunk.version);
     const server = this.view.servers.get(id);
     if (server?.state !== 'live') {
-      if (copy === undefined) del(chunk.handle, chunk.version);
+      // A server coming back from the dead (its re-registration not applied yet), or one being drained: its
+      // copy may be the best one left, so it goes only once enough live replicas are listed.
+      if (this.liveListed(chunk).length >= chunk.replication && !this.unsettled.has(`chunk:${chunk.handle}`)) {
+        del(chunk.handle, chunk.version);
+      }
       return;
     }
     if (copy !== undefined) {

@@ -310,3 +310,15 @@ void t.test('liveness: a leader whose ticks stalled gives the stalled time back 
   t.same(ops(m), [{ type: 'setChunkserverState', id: 1, state: 'dead', ifGeneration: 11 }], 'dead once silent for a timeout of running time');
   t.end();
 });
+
+void t.test('garbage collection never deletes a current copy on a returning server while the chunk is short', (t) => {
+  // Server 1 was trimmed from the list while dead; server 2 (the only listed replica) lost its disk.
+  const v = view([server(1, 'r1', { state: 'dead' }), server(2, 'r2'), server(3, 'r3')], [chunk(1, [2], { replication: 2 })]);
+  const m = manager(v);
+  t.same(m.chunkReport(1, 0, { full: true, chunks: [{ handle: 1, version: 1, lengthBytes: 1 }] }).commands, [], 'kept: it may be the last good copy');
+  t.match(ops(m), [{ type: 'registerChunkserver', id: 1 }], 'and the server is re-registered');
+  const enough = view([server(1, 'r1', { state: 'dead' }), server(2, 'r2'), server(3, 'r3')], [chunk(1, [2, 3], { replication: 2 })]);
+  const m2 = manager(enough);
+  t.same(m2.chunkReport(1, 0, { full: true, chunks: [{ handle: 1, version: 1, lengthBytes: 1 }] }).commands, [{ kind: 'delete', handle: 1, version: 1 }], 'deleted once enough live replicas are listed');
+  t.end();
+});
