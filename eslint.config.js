@@ -24,9 +24,9 @@ export default tseslint.config(
   },
   {
     // The deterministic core: time, randomness, timers and I/O arrive only through injected interfaces.
-    files: ['src/raft/**/*.ts', 'src/fsm/**/*.ts'],
+    files: ['src/raft/**/*.ts', 'src/fsm/**/*.ts', 'src/placement/**/*.ts'],
     rules: {
-      'no-restricted-imports': ['error', { paths: forbiddenImports.map((name) => ({ name, message: 'src/raft and src/fsm are pure: inject I/O instead.' })), patterns: ['**/rpc/**', '**/metadata/**', '**/storage/rocksdb*'] }],
+      'no-restricted-imports': ['error', { paths: forbiddenImports.map((name) => ({ name, message: 'src/raft, src/fsm and src/placement are pure: inject I/O instead.' })), patterns: ['**/rpc/**', '**/metadata/**', '**/storage/rocksdb*'] }],
       'no-restricted-globals': ['error', 'setTimeout', 'setInterval', 'setImmediate', 'clearTimeout', 'clearInterval', 'queueMicrotask', 'performance', 'process', 'require'],
       'no-restricted-properties': ['error',
         { object: 'Date', property: 'now', message: 'Use the injected clock.' },

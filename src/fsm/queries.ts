@@ -13,7 +13,7 @@ import { Overlay, successor } from './overlay.ts';
 import { checkName, fromUtf8, parsePath } from './paths.ts';
 import type { Chunkserver, ChunkserverState, Lease, Placement } from './records.ts';
 import * as rec from './records.ts';
-import { resolve } from './namespace.ts';
+import { isLinked, resolve } from './namespace.ts';
 import { Txn } from './txn.ts';
 
 export interface StatInfo {
@@ -240,4 +240,37 @@ function chunkInfo(p: Placement): ChunkInfo {
 
 function chunkserverInfo(c: Chunkserver): ChunkserverInfo {
   return { ...c };
+}
+
+/** A placement record with what the leader's chunk manager needs of its file. */
+export interface ChunkHealthInfo extends ChunkInfo {
+  /** The file's target replication factor. */
+  readonly replication: number;
+  /** Whether the file is still in the tree (a chunk of a deleted file is garbage). */
+  readonly fileLive: boolean;
+}
+
+/** Every placement record in handle order with its file's replication factor and liveness (the chunk manager's scans). */
+export async function scanChunkHealth(
+  txn: Txn,
+  options: PageOptions & { readonly after?: number | undefined },
+): Promise<Page<ChunkHealthInfo>> {
+  const limit = pageLimit(options.limit, txn.limits.chunkPageEntriesMax);
+  const found = await scanAfter(txn, Table.placement, options.after, limit);
+  const files = new Map<number, { replication: number; fileLive: boolean }>();
+  const items: ChunkHealthInfo[] = [];
+  for (const { key, value } of found.slice(0, limit)) {
+    const p = rec.decodePlacement(keys.readU64(key, 1), value);
+    let file = files.get(p.fileId);
+    if (file === undefined) {
+      const inode = await txn.inode(p.fileId);
+      file = {
+        replication: inode?.replication ?? 0,
+        fileLive: inode !== undefined && inode.type === 'file' && (await isLinked(txn, inode)),
+      };
+      files.set(p.fileId, file);
+    }
+    items.push({ ...chunkInfo(p), ...file });
+  }
+  return { items, nextAfter: found.length > limit ? items[items.length - 1]!.handle : null };
 }

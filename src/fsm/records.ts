@@ -208,7 +208,13 @@ export function decodeLease(bytes: Uint8Array): Lease {
   return { holder, expiresMs };
 }
 
-export const chunkserverStates = ['live', 'dead', 'decommissioning'] as const;
+/**
+ * live: takes new chunks. dead: missed heartbeats (the leader's chunk manager decided); re-registration makes it
+ * live again. decommissioning: an operator asked to drain it; its chunks are copied elsewhere, it takes no new
+ * ones. decommissioned: drained; stays so (re-registration does not revive it). Appended values only: the
+ * stored record keeps the index.
+ */
+export const chunkserverStates = ['live', 'dead', 'decommissioning', 'decommissioned'] as const;
 export type ChunkserverState = (typeof chunkserverStates)[number];
 
 export interface Chunkserver {

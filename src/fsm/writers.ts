@@ -212,7 +212,7 @@ export interface ChunkserverRef {
 
 /**
  * Registers a new chunkserver (no id: one is allocated) or updates a known one. Re-registration brings a dead
- * server back to live; a decommissioning one stays decommissioning.
+ * server back to live; a decommissioning or decommissioned one stays so.
  */
 export async function registerChunkserver(
   txn: Txn,

@@ -42,11 +42,18 @@ export const metadataMethods = [
   'PromoteMember',
   'RemoveMember',
   'TransferLeadership',
+  'AllocateChunk',
+  'ChunkLocations',
+  'RegisterChunkserver',
+  'Heartbeat',
+  'ChunkReport',
+  'ListChunkservers',
+  'DecommissionChunkserver',
 ] as const;
 export type MetadataMethod = (typeof metadataMethods)[number];
 
 /** Error codes beyond the state machine's: the reply's `error.code`. */
-export const serviceErrorCodes = ['NOT_LEADER', 'UNAVAILABLE', 'TIMEOUT', 'EINVAL', 'ECONFCHANGE'] as const;
+export const serviceErrorCodes = ['NOT_LEADER', 'UNAVAILABLE', 'TIMEOUT', 'EINVAL', 'ECONFCHANGE', 'ENOSPC'] as const;
 
 export interface WireError {
   readonly code: string;

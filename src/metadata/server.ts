@@ -23,9 +23,12 @@ import * as grpc from '@grpc/grpc-js';
 import type { Logger as PinoLogger } from 'pino';
 import { pino } from 'pino';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { FsResult, Op } from '../fsm/index.ts';
+import type { FsResult, Op, SessionStamp } from '../fsm/index.ts';
 import { MetadataStateMachine, encodeCommand } from '../fsm/index.ts';
 import { RaftMetadataStateMachine } from '../fsm/raft-adapter.ts';
+import type { ChunkManagerLimits, ChunkReport, ChunkserverCommand, Reply } from '../placement/index.ts';
+import { ChunkService, PlacementError, loadClusterView, summarizeView } from '../placement/index.ts';
+import type { Clock } from '../raft/node-api.ts';
 import { NotLeaderError, RaftError } from '../raft/errors.ts';
 import { RaftNode } from '../raft/node.ts';
 import type { ConfChangeSingle, NodeId } from '../raft/types.ts';
@@ -88,11 +91,18 @@ export interface MetadataServerOptions {
   readonly proposalTimeoutMs?: number;
   /** The node hit an unrecoverable error (failed fsync, broken invariant) and stopped itself. */
   readonly onFatal?: (error: unknown) => void;
+  /** How often the chunk manager runs its pass (on the leader) and chunk counts are refreshed (ms). Default 1000. */
+  readonly chunkManagerIntervalMs?: number;
+  /** Overrides of the chunk manager's limits (heartbeat timeout, copy throttles, ...). */
+  readonly chunkManagerLimits?: Partial<ChunkManagerLimits>;
+  /** The clock of the chunk manager (monotonic ms). Default: the system's monotonic clock. */
+  readonly clock?: Clock;
 }
 
 export const defaultTickMs = 50;
 export const defaultElectionTicks = 10;
 export const defaultProposalTimeoutMs = 5_000;
+export const defaultChunkManagerIntervalMs = 1_000;
 /** gRPC request messages larger than this are refused by the transport. */
 export const requestBytesMax = 64 * 1024;
 
@@ -108,6 +118,12 @@ export class MetadataServer {
   private readonly peers: Map<NodeId, PeerAddress>;
   /** Ids seen in the Raft configuration: one that leaves it later is dropped from `peers`. */
   private readonly seenMembers = new Set<NodeId>();
+  /** The chunk manager's edge: runs the manager while this server leads. */
+  readonly chunks: ChunkService;
+  private chunkTimer: ReturnType<typeof setInterval> | null = null;
+  /** Chunkserver and chunk counts as of the last chunk pass (ClusterStatus, metrics). */
+  private chunkCounts = { live: 0, dead: 0, underReplicated: 0 };
+  private chunkPassRunning = false;
 
   private constructor(
     readonly id: NodeId,
@@ -128,6 +144,16 @@ export class MetadataServer {
     public metricsPort = 0,
   ) {
     this.peers = new Map(options.peers);
+    this.chunks = new ChunkService({
+      propose: (op, session) => this.proposeOp(op, session),
+      loadView: () => loadClusterView(this.kv, this.fsm.limits),
+      role: () => {
+        const status = this.node.status();
+        return { leader: status.role === 'leader', term: status.term };
+      },
+      random: systemRandom,
+      limits: options.chunkManagerLimits,
+    });
     this.proposals = new Counter({
       name: 'rfs_metadata_proposals_total',
       help: 'Commands proposed by this server, by outcome',
@@ -180,6 +206,7 @@ export class MetadataServer {
       server.registerMetrics();
       server.watchRole();
       server.startMembershipSync();
+      server.startChunkManager();
       if (options.metricsListen !== undefined) server.metricsPort = await server.startMetrics(options.metricsListen);
     } catch (e) {
       await server.stop();
@@ -216,6 +243,13 @@ export class MetadataServer {
       PromoteMember: (r) => this.promoteMember(r),
       RemoveMember: (r) => this.removeMember(r),
       TransferLeadership: (r) => this.transferLeadership(r),
+      AllocateChunk: (r) => this.allocateChunk(r),
+      ChunkLocations: (r) => this.chunkLocations(r),
+      RegisterChunkserver: (r) => this.registerChunkserver(r),
+      Heartbeat: (r) => this.heartbeat(r),
+      ChunkReport: (r) => this.chunkReport(r),
+      ListChunkservers: (r) => this.listChunkservers(r),
+      DecommissionChunkserver: (r) => this.decommissionChunkserver(r),
     };
     const impl: grpc.UntypedServiceImplementation = {};
     for (const [method, handler] of Object.entries(handlers)) {
@@ -251,6 +285,10 @@ export class MetadataServer {
       if (e instanceof RaftError && e.code === 'ConfChangeRejected') return errorReply({ code: 'ECONFCHANGE', message: e.message });
       if (e instanceof RaftError) return errorReply({ code: 'UNAVAILABLE', message: `${e.code}: ${e.message}` });
       if (e instanceof TimeoutError) return errorReply({ code: 'TIMEOUT', message: e.message });
+      if (e instanceof PlacementError) {
+        // EAGAIN: a leader whose chunk manager is still loading; the caller retries.
+        return errorReply({ code: e.code === 'EAGAIN' ? 'UNAVAILABLE' : e.code, message: e.message });
+      }
       this.logger.error({ err: e, method }, 'unexpected error');
       return errorReply({ code: 'UNAVAILABLE', message: 'internal error' });
     }
@@ -271,7 +309,14 @@ export class MetadataServer {
     return this.mutate(op, session);
   }
 
-  private async mutate(op: Op, session: ReturnType<typeof v.session> | undefined): Promise<WireReply> {
+  private async mutate(op: Op, session: SessionStamp | undefined): Promise<WireReply> {
+    const result = await this.proposeOp(op, session);
+    if (!result.ok) return errorReply({ code: result.code, message: result.message });
+    return { ...(result.value as object) };
+  }
+
+  /** Proposes one command stamped with this server's wall clock; resolves with its applied result. */
+  private async proposeOp(op: Op, session?: SessionStamp): Promise<FsResult> {
     const status = this.node.status();
     if (status.role !== 'leader') throw new NotLeaderError(status.lead);
     const data = encodeCommand({ nowMs: Date.now(), session, op });
@@ -288,8 +333,7 @@ export class MetadataServer {
       throw e;
     }
     this.proposals.inc({ outcome: result.ok ? 'ok' : 'error' });
-    if (!result.ok) return errorReply({ code: result.code, message: result.message });
-    return { ...(result.value as object) };
+    return result;
   }
 
   private async barrier(r: WireRequest): Promise<void> {
@@ -343,6 +387,9 @@ export class MetadataServer {
       commitIndex: s.commit,
       appliedIndex: s.applied,
       members,
+      liveChunkservers: this.chunkCounts.live,
+      deadChunkservers: this.chunkCounts.dead,
+      underReplicatedChunks: this.chunkCounts.underReplicated,
     };
   }
 
@@ -513,6 +560,141 @@ export class MetadataServer {
     this.watchTimer.unref();
   }
 
+  // ===================== chunks =====================
+
+  /** The chunk manager's pass on a timer; on every member, the chunk counts of ClusterStatus and metrics. */
+  private startChunkManager(): void {
+    const clock = this.options.clock ?? systemClock;
+    const pass = async (): Promise<void> => {
+      await this.chunks.step(clock.nowMs());
+      const status = this.chunks.status();
+      if (status !== null) {
+        this.chunkCounts = { live: status.live, dead: status.dead, underReplicated: status.underReplicated };
+        return;
+      }
+      const summary = summarizeView(await loadClusterView(this.kv, this.fsm.limits));
+      this.chunkCounts = { live: summary.live, dead: summary.dead, underReplicated: summary.underReplicated };
+    };
+    this.chunkTimer = setInterval(() => {
+      if (this.chunkPassRunning || this.stopped) return;
+      this.chunkPassRunning = true;
+      pass()
+        .catch((e: unknown) => {
+          if (!this.stopped) this.logger.warn({ err: e }, 'chunk manager pass failed');
+        })
+        .finally(() => {
+          this.chunkPassRunning = false;
+        });
+    }, this.options.chunkManagerIntervalMs ?? defaultChunkManagerIntervalMs);
+    this.chunkTimer.unref();
+  }
+
+  private async allocateChunk(r: WireRequest): Promise<WireReply> {
+    const session = v.optSession(r['session']);
+    const path = v.path(r['path']);
+    const holder = v.requiredString(r['holder'], 'holder');
+    const ifGeneration = v.optNat(r['ifGeneration'], 'if_generation');
+    this.requireLeader();
+    const file = await this.fsm.stat(path);
+    if (!file.ok) return errorReply({ code: file.code, message: file.message });
+    if (file.value.type !== 'file') return errorReply({ code: 'EISDIR', message: `is a directory: ${path}` });
+    const result = await this.chunks.allocateChunk({ path, holder, replication: file.value.replication, ifGeneration, session });
+    if (!result.ok) return errorReply({ code: result.code, message: result.message });
+    // The stored placement (a retried session stamp answers the first allocation's chunk).
+    const chunk = await this.fsm.chunk(result.value.handle);
+    const replicas = chunk.ok ? chunk.value.replicas : result.value.replicas;
+    return { ...result.value, replicas: await this.replicaAddresses(replicas) };
+  }
+
+  private async replicaAddresses(ids: readonly number[], cache = new Map<number, string>()): Promise<{ id: number; address: string }[]> {
+    const out: { id: number; address: string }[] = [];
+    for (const id of ids) {
+      let address = cache.get(id);
+      if (address === undefined) {
+        const c = await this.fsm.chunkserver(id);
+        address = c.ok ? c.value.address : '';
+        cache.set(id, address);
+      }
+      out.push({ id, address });
+    }
+    return out;
+  }
+
+  private async chunkLocations(r: WireRequest): Promise<WireReply> {
+    const path = v.path(r['path']);
+    const fromIndex = v.optNat(r['fromIndex'], 'from_index');
+    const limit = v.optNat(r['limit'], 'limit');
+    await this.barrier(r);
+    const result = await this.fsm.chunkLocations(path, { fromIndex, limit: limit === 0 ? undefined : limit });
+    if (!result.ok) return errorReply({ code: result.code, message: result.message });
+    const page = result.value;
+    const cache = new Map<number, string>();
+    const chunks = [];
+    for (const c of page.chunks) chunks.push({ ...c, replicas: await this.replicaAddresses(c.replicas, cache) });
+    return {
+      fileId: page.fileId,
+      lengthBytes: page.lengthBytes,
+      chunkCount: page.chunkCount,
+      complete: page.complete,
+      chunks,
+      hasMore: page.nextIndex !== null,
+      nextIndex: page.nextIndex ?? 0,
+    };
+  }
+
+  private async registerChunkserver(r: WireRequest): Promise<WireReply> {
+    const id = v.optNat(r['id'], 'id');
+    const addr = address(r['address'], 'address');
+    const rack = v.requiredString(r['rack'], 'rack');
+    const capacityBytes = v.nat(r['capacityBytes'] ?? 0, 'capacity_bytes');
+    const usedBytes = v.nat(r['usedBytes'] ?? 0, 'used_bytes');
+    this.requireLeader();
+    const result = await this.chunks.register({ id: id === 0 ? undefined : id, address: addr, rack, capacityBytes, usedBytes });
+    if (!result.ok) return errorReply({ code: result.code, message: result.message });
+    return { id: (result.value as { id: number }).id };
+  }
+
+  private heartbeat(r: WireRequest): Promise<WireReply> {
+    const id = v.positiveId(r['id'], 'id');
+    const capacityBytes = v.nat(r['capacityBytes'] ?? 0, 'capacity_bytes');
+    const usedBytes = v.nat(r['usedBytes'] ?? 0, 'used_bytes');
+    this.requireLeader();
+    const clock = this.options.clock ?? systemClock;
+    return Promise.resolve(commandsReply(this.chunks.heartbeat(id, clock.nowMs(), { capacityBytes, usedBytes })));
+  }
+
+  private chunkReport(r: WireRequest): Promise<WireReply> {
+    const id = v.positiveId(r['id'], 'id');
+    const full = v.optBool(r['full'], 'full') ?? false;
+    const chunks = v.reportedChunks(r['chunks']);
+    const removed = v.idList(r['removed'], 'removed');
+    if (full && removed.length > 0) throw new RequestError('EINVAL', 'removed: only in incremental reports');
+    this.requireLeader();
+    const clock = this.options.clock ?? systemClock;
+    const report: ChunkReport = { full, chunks, removed };
+    return Promise.resolve(commandsReply(this.chunks.chunkReport(id, clock.nowMs(), report)));
+  }
+
+  private async listChunkservers(r: WireRequest): Promise<WireReply> {
+    const after = v.optNat(r['after'], 'after');
+    const limit = v.optNat(r['limit'], 'limit');
+    await this.barrier(r);
+    const result = await this.fsm.listChunkservers({ after: after === 0 ? undefined : after, limit: limit === 0 ? undefined : limit });
+    if (!result.ok) return errorReply({ code: result.code, message: result.message });
+    return { chunkservers: result.value.items, hasMore: result.value.nextAfter !== null, nextAfter: result.value.nextAfter ?? 0 };
+  }
+
+  private async decommissionChunkserver(r: WireRequest): Promise<WireReply> {
+    const id = v.positiveId(r['id'], 'id');
+    this.requireLeader();
+    const current = await this.fsm.chunkserver(id);
+    if (!current.ok) return errorReply({ code: current.code, message: current.message });
+    if (current.value.state === 'decommissioned') throw new RequestError('EINVAL', `id: chunkserver ${id} is decommissioned already`);
+    if (current.value.state === 'decommissioning') return { id, generation: current.value.generation };
+    this.logger.info({ chunkserver: id }, 'decommissioning a chunkserver');
+    return this.mutate({ type: 'setChunkserverState', id, state: 'decommissioning', ifGeneration: current.value.generation }, undefined);
+  }
+
   // ===================== metrics =====================
 
   private registerMetrics(): void {
@@ -531,6 +713,8 @@ export class MetadataServer {
     gauge('rfs_raft_commit_index', 'Raft commit index', () => status().commit);
     gauge('rfs_raft_applied_index', 'Raft applied index', () => status().applied);
     gauge('rfs_raft_is_leader', '1 if this server is the leader', () => (status().role === 'leader' ? 1 : 0));
+    gauge('rfs_live_chunkservers', 'Chunkservers in state live (as of the last chunk pass)', () => this.chunkCounts.live);
+    gauge('rfs_under_replicated_chunks', 'Sealed chunks of live files with fewer live replicas than their replication factor', () => this.chunkCounts.underReplicated);
     new Gauge({
       name: 'rfs_raft_role',
       help: 'Raft role of this server (1 for the current role)',
@@ -577,6 +761,7 @@ export class MetadataServer {
     this.stopped = true;
     if (this.watchTimer !== null) clearInterval(this.watchTimer);
     if (this.syncTimer !== null) clearInterval(this.syncTimer);
+    if (this.chunkTimer !== null) clearInterval(this.chunkTimer);
     this.grpcServer?.forceShutdown();
     this.grpcServer = null;
     const http = this.httpServer;
@@ -668,6 +853,17 @@ function unaryCall(target: string, method: string, request: WireRequest, timeout
       else resolve(reply ?? {});
     });
   });
+}
+
+function commandsReply(reply: Reply): WireReply {
+  return {
+    commands: reply.commands.map((c: ChunkserverCommand) =>
+      c.kind === 'replicate'
+        ? { kind: c.kind, handle: c.handle, version: c.version, target: c.target, targetAddress: c.targetAddress }
+        : { kind: c.kind, handle: c.handle, version: c.version },
+    ),
+    fullReportWanted: reply.fullReportWanted,
+  };
 }
 
 function errorReply(error: WireError): WireReply {

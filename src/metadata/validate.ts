@@ -97,7 +97,11 @@ export function mutationOp(method: string, r: WireRequest): Op {
         chunkSizeBytes: optNat(r['chunkSizeBytes'], 'chunk_size_bytes'),
         ifGeneration,
       };
-    case 'Create':
+    case 'Create': {
+      const holder = optString(r['leaseHolder'], 'lease_holder');
+      const durationMs = optNat(r['leaseDurationMs'], 'lease_duration_ms');
+      if ((holder === undefined) !== (durationMs === undefined))
+        throw new RequestError('EINVAL', 'lease_holder and lease_duration_ms: give both or neither');
       return {
         type: 'create',
         path: path(r['path']),
@@ -106,8 +110,10 @@ export function mutationOp(method: string, r: WireRequest): Op {
         owner: optString(r['owner'], 'owner'),
         replication: optNat(r['replication'], 'replication'),
         chunkSizeBytes: optNat(r['chunkSizeBytes'], 'chunk_size_bytes'),
+        lease: holder === undefined || durationMs === undefined ? undefined : { holder, durationMs },
         ifGeneration,
       };
+    }
     case 'CreateMany':
       return {
         type: 'createMany',
@@ -140,4 +146,50 @@ export function mutationOp(method: string, r: WireRequest): Op {
     default:
       throw new RequestError('EINVAL', `${method} is not a mutation`);
   }
+}
+
+/** Chunks one chunk report may list, at most (the 64 KiB request frame bounds it well below this anyway). */
+export const reportChunksMax = 100_000;
+
+/** A required, non-empty string of at most requestStringBytesMax bytes. */
+export function requiredString(v: unknown, what: string): string {
+  const s = optString(v, what);
+  if (s === undefined || s.length === 0) throw new RequestError('EINVAL', `${what}: required`);
+  return s;
+}
+
+/** A positive id (chunkserver ids, chunk handles); 0 or absent is EINVAL. */
+export function positiveId(v: unknown, what: string): number {
+  const id = v === undefined || v === null ? 0 : nat(v, what);
+  if (id < 1) throw new RequestError('EINVAL', `${what}: required (a positive integer)`);
+  return id;
+}
+
+/** An optional session stamp: absent (or null) is none; present must be well formed. */
+export function optSession(v: unknown): SessionStamp | undefined {
+  return v === undefined || v === null ? undefined : session(v);
+}
+
+/** A chunk report's entries: [{handle >= 1, version >= 1, lengthBytes}], at most reportChunksMax. */
+export function reportedChunks(v: unknown): { handle: number; version: number; lengthBytes: number }[] {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) throw new RequestError('EINVAL', 'chunks: not a list');
+  if (v.length > reportChunksMax) throw new RequestError('EINVAL', `chunks: more than ${reportChunksMax}`);
+  return v.map((c: unknown, i) => {
+    if (typeof c !== 'object' || c === null) throw new RequestError('EINVAL', `chunks[${i}]: not a message`);
+    const r = c as Record<string, unknown>;
+    return {
+      handle: positiveId(r['handle'], `chunks[${i}].handle`),
+      version: positiveId(r['version'], `chunks[${i}].version`),
+      lengthBytes: nat(r['lengthBytes'] ?? 0, `chunks[${i}].length_bytes`),
+    };
+  });
+}
+
+/** A list of positive ids, at most reportChunksMax. */
+export function idList(v: unknown, what: string): number[] {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) throw new RequestError('EINVAL', `${what}: not a list`);
+  if (v.length > reportChunksMax) throw new RequestError('EINVAL', `${what}: more than ${reportChunksMax}`);
+  return v.map((x: unknown, i) => positiveId(x, `${what}[${i}]`));
 }

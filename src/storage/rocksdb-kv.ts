@@ -114,8 +114,9 @@ export class RocksDbKv implements Kv {
   private closed = false;
   private garbage: Promise<void> = Promise.resolve();
   private readonly cache = new ReadCache(kvCacheBytesMax);
-  /** Count of writes started (cache fills racing a write are skipped). */
+  /** Count of writes started, and of writes in flight: a read fills the cache only if it overlapped none. */
   private writes = 0;
+  private writesInFlight = 0;
 
   private constructor(
     private readonly db: RocksDbHandle,
@@ -148,11 +149,23 @@ export class RocksDbKv implements Kv {
     const cacheKey = Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('latin1');
     const cached = this.cache.get(cacheKey);
     if (cached !== undefined) return cached === null ? undefined : cached.slice();
-    const writesBefore = this.writes;
+    const clean = this.readStart();
     const value = await this.db.get(this.dataKey(key));
     // A write that overlapped this read may have changed the key: then do not cache what was read.
-    if (this.writes === writesBefore) this.cache.set(cacheKey, value ?? null);
+    if (clean()) this.cache.set(cacheKey, value ?? null);
     return value === undefined ? undefined : value.slice();
+  }
+
+  /**
+   * Call when a store read starts; the returned check says, when it ends, whether the read overlapped no
+   * write (none in flight at the start, none started since), so its values may be cached. A read that
+   * starts while a write is in flight can see the old value and finish after the write refilled the
+   * cache: caching it then would leave a stale entry.
+   */
+  private readStart(): () => boolean {
+    const writesBefore = this.writes;
+    const idle = this.writesInFlight === 0;
+    return () => idle && this.writes === writesBefore;
   }
 
   /** Reads the keys missing from the read cache in one thread-pool job, and caches them (absent ones too). */
@@ -165,9 +178,9 @@ export class RocksDbKv implements Kv {
         missing.set(cacheKey, this.dataKey(key));
     }
     if (missing.size === 0) return;
-    const writesBefore = this.writes;
+    const clean = this.readStart();
     const values = await this.db.getMany([...missing.values()]);
-    if (this.writes !== writesBefore) return; // a write overlapped: what was read may be stale
+    if (!clean()) return; // a write overlapped: what was read may be stale
     let i = 0;
     for (const cacheKey of missing.keys()) this.cache.set(cacheKey, values[i++] ?? null);
   }
@@ -207,12 +220,17 @@ export class RocksDbKv implements Kv {
     // Stale cache entries are dropped before the write and refilled after it succeeds, so a failed
     // write leaves no cached value that the store does not hold.
     this.writes++;
-    for (const p of batch.puts) this.cache.delete(Buffer.from(p.key).toString('latin1'));
-    for (const d of batch.deletes) this.cache.delete(Buffer.from(d).toString('latin1'));
-    await this.db.batch(ops, { sync: this.syncWrites });
-    for (const p of batch.puts)
-      this.cache.set(Buffer.from(p.key).toString('latin1'), Uint8Array.from(p.value));
-    for (const d of batch.deletes) this.cache.set(Buffer.from(d).toString('latin1'), null);
+    this.writesInFlight++;
+    try {
+      for (const p of batch.puts) this.cache.delete(Buffer.from(p.key).toString('latin1'));
+      for (const d of batch.deletes) this.cache.delete(Buffer.from(d).toString('latin1'));
+      await this.db.batch(ops, { sync: this.syncWrites });
+      for (const p of batch.puts)
+        this.cache.set(Buffer.from(p.key).toString('latin1'), Uint8Array.from(p.value));
+      for (const d of batch.deletes) this.cache.set(Buffer.from(d).toString('latin1'), null);
+    } finally {
+      this.writesInFlight--;
+    }
   }
 
   /** Every earlier write durable: one synced write, which syncs the write-ahead log up to it. */

@@ -102,7 +102,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   fc.record({
     type: fc.constant('setChunkserverState' as const),
     id: nat,
-    state: fc.constantFrom('live' as const, 'dead' as const, 'decommissioning' as const),
+    state: fc.constantFrom('live' as const, 'dead' as const, 'decommissioning' as const, 'decommissioned' as const),
     ...cond,
   }),
 );

@@ -375,6 +375,10 @@ fsmTest(t, 'chunkserver registry: register, re-register, states, listing', async
   });
   c = await h.sm.chunkserver(r2.id);
   t.equal(c.ok && c.value.state, 'decommissioning', 'decommissioning survives re-registration');
+  await h.ok({ type: 'setChunkserverState', id: r2.id, state: 'decommissioned' });
+  await h.ok({ type: 'registerChunkserver', id: r2.id, address: 'b:1', rack: 'r2', capacityBytes: 2000, usedBytes: 1 });
+  c = await h.sm.chunkserver(r2.id);
+  t.equal(c.ok && c.value.state, 'decommissioned', 'decommissioned survives re-registration (it is not revived)');
   t.equal(
     await h.code({
       type: 'registerChunkserver',

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { MetadataServer } from '../../src/metadata/server.ts';
-import type { PeerAddress } from '../../src/metadata/server.ts';
+import type { MetadataServerOptions, PeerAddress } from '../../src/metadata/server.ts';
 import { MetadataClientConstructor } from '../../src/metadata/proto.ts';
 import type { WireReply, WireRequest } from '../../src/metadata/proto.ts';
 
@@ -71,7 +71,8 @@ export interface InProcessCluster {
   close(): Promise<void>;
 }
 
-export async function startInProcessCluster(size: number): Promise<InProcessCluster> {
+/** `options`: extra server options (chunk manager settings, ...) for every server. */
+export async function startInProcessCluster(size: number, options: Partial<MetadataServerOptions> = {}): Promise<InProcessCluster> {
   const peers = new Map<number, PeerAddress>();
   for (let id = 1; id <= size; id++) {
     peers.set(id, { client: `127.0.0.1:${await freePort()}`, raft: `127.0.0.1:${await freePort()}` });
@@ -81,7 +82,7 @@ export async function startInProcessCluster(size: number): Promise<InProcessClus
   const servers = new Map<number, MetadataServer>();
   await Promise.all(
     [...peers.keys()].map(async (id) => {
-      servers.set(id, await MetadataServer.start({ id, peers, dataDir: join(tmp.dir, `m${id}`), logger }));
+      servers.set(id, await MetadataServer.start({ ...options, id, peers, dataDir: join(tmp.dir, `m${id}`), logger }));
     }),
   );
   return {
@@ -96,7 +97,7 @@ export async function startInProcessCluster(size: number): Promise<InProcessClus
       return p;
     },
     async startJoiner(id) {
-      const s = await MetadataServer.start({ id, peers: new Map(peers), dataDir: join(tmp.dir, `m${id}`), logger, join: true });
+      const s = await MetadataServer.start({ ...options, id, peers: new Map(peers), dataDir: join(tmp.dir, `m${id}`), logger, join: true });
       servers.set(id, s);
       return s;
     },

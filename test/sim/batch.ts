@@ -7,6 +7,7 @@ import { Worker } from 'node:worker_threads';
 import type { PlantedBug } from '../../src/raft/config.ts';
 import type { Violation } from './checkers.ts';
 import type { FsmBug } from '../../src/fsm/bugs.ts';
+import type { PlacementBug } from '../../src/placement/bugs.ts';
 import type { ClusterSize, WorkloadKind } from './scenario.ts';
 import { runSeed } from './simulation.ts';
 
@@ -25,6 +26,7 @@ export interface BatchOptions {
   readonly bugs?: readonly PlantedBug[];
   readonly workload?: WorkloadKind;
   readonly fsmBugs?: readonly FsmBug[];
+  readonly placementBugs?: readonly PlacementBug[];
   /** Worker threads; 1 runs in this thread. Default: the machine's available parallelism. */
   readonly jobs?: number;
 }
@@ -36,6 +38,7 @@ export interface WorkerRequest {
   readonly bugs?: readonly PlantedBug[];
   readonly workload?: WorkloadKind;
   readonly fsmBugs?: readonly FsmBug[];
+  readonly placementBugs?: readonly PlacementBug[];
 }
 
 export type WorkerReply = { readonly type: 'result'; readonly summary: SeedSummary } | { readonly type: 'done' };
@@ -46,6 +49,7 @@ export async function summarizeSeed(seed: number, request: Omit<WorkerRequest, '
     ...(request.bugs !== undefined ? { bugs: new Set(request.bugs) } : {}),
     ...(request.workload !== undefined ? { workload: request.workload } : {}),
     ...(request.fsmBugs !== undefined ? { fsmBugs: new Set(request.fsmBugs) } : {}),
+    ...(request.placementBugs !== undefined ? { placementBugs: new Set(request.placementBugs) } : {}),
   });
   return {
     seed,
@@ -73,6 +77,7 @@ export async function runBatch(
     ...(options.bugs !== undefined ? { bugs: options.bugs } : {}),
     ...(options.workload !== undefined ? { workload: options.workload } : {}),
     ...(options.fsmBugs !== undefined ? { fsmBugs: options.fsmBugs } : {}),
+    ...(options.placementBugs !== undefined ? { placementBugs: options.placementBugs } : {}),
   };
   if (jobs === 1) {
     for (const seed of seeds) onResult(await summarizeSeed(seed, request));

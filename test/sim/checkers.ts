@@ -40,6 +40,12 @@ export const violationKinds = [
   'namespace-invariant',
   /** Metadata workload: a retried (clientId, seq) was applied again, or answered other than its first result. */
   'exactly-once',
+  /** Metadata workload: the chunk manager ordered a copy onto a server that already is a replica of the chunk. */
+  'chunk-placement',
+  /** Metadata workload, after healing: a sealed chunk of a live file stayed below its replication factor. */
+  'chunk-replication',
+  /** Metadata workload, after healing: a server kept a sealed chunk at a version below the current one. */
+  'chunk-stale-replica',
   /** After healing, the cluster did not elect a leader and commit a proposal everywhere in time. */
   'liveness',
   /** An exception escaped the code under test. */

@@ -18,7 +18,8 @@ import { parseArgs } from 'node:util';
 import { plantedBugs, type PlantedBug } from '../../src/raft/config.ts';
 import { defaultJobs, runBatch, type SeedSummary } from './batch.ts';
 import { fsmBugs, type FsmBug } from '../../src/fsm/bugs.ts';
-import { fsmBugCatalog, plantedBugCatalog } from './planted-bugs.ts';
+import { placementBugs, type PlacementBug } from '../../src/placement/bugs.ts';
+import { fsmBugCatalog, placementBugCatalog, plantedBugCatalog } from './planted-bugs.ts';
 import { describeScenario, supportedClusterSizes, workloadKinds, type ClusterSize, type WorkloadKind } from './scenario.ts';
 import { runSeed, type RunResult } from './simulation.ts';
 
@@ -31,6 +32,7 @@ interface CliOptions {
   readonly trace: boolean;
   readonly bugs: PlantedBug[];
   readonly fsmBugs: FsmBug[];
+  readonly placementBugs: PlacementBug[];
   readonly workload: WorkloadKind;
   readonly clusterSizes: readonly ClusterSize[];
   readonly jobs: number;
@@ -63,24 +65,28 @@ function parseOptions(argv: readonly string[]): CliOptions | 'list-bugs' | 'help
   const workload = values.workload as WorkloadKind;
   const bugs: PlantedBug[] = [];
   const fsm: FsmBug[] = [];
+  const placement: PlacementBug[] = [];
   for (const name of values.bug ?? []) {
     if ((plantedBugs as readonly string[]).includes(name)) bugs.push(name as PlantedBug);
     else if ((fsmBugs as readonly string[]).includes(name)) {
       if (workload !== 'metadata') throw new UsageError(`bug "${name}" needs --workload metadata`);
       fsm.push(name as FsmBug);
+    } else if ((placementBugs as readonly string[]).includes(name)) {
+      if (workload !== 'metadata') throw new UsageError(`bug "${name}" needs --workload metadata`);
+      placement.push(name as PlacementBug);
     } else throw new UsageError(`unknown bug "${name}"; see --list-bugs`);
   }
   const clusterSizes = values.nodes === undefined ? DEFAULT_CLUSTER_SIZES : parseClusterSizes(values.nodes);
   const jobs = values.jobs === undefined ? defaultJobs() : parsePositiveInteger('--jobs', values.jobs);
   if (values.seed !== undefined) {
     if (values.seeds !== undefined) throw new UsageError('--seed and --seeds exclude each other');
-    return { seeds: [parseNonNegativeInteger('--seed', values.seed)], replay: true, trace: values.trace, bugs, fsmBugs: fsm, workload, clusterSizes, jobs: 1 };
+    return { seeds: [parseNonNegativeInteger('--seed', values.seed)], replay: true, trace: values.trace, bugs, fsmBugs: fsm, placementBugs: placement, workload, clusterSizes, jobs: 1 };
   }
   if (values.trace) throw new UsageError('--trace needs --seed');
   const count = values.seeds === undefined ? 1 : parsePositiveInteger('--seeds', values.seeds);
   const start = values.start === undefined ? 1 : parseNonNegativeInteger('--start', values.start);
   const seeds = Array.from({ length: count }, (_, i) => start + i);
-  return { seeds, replay: false, trace: false, bugs, fsmBugs: fsm, workload, clusterSizes, jobs };
+  return { seeds, replay: false, trace: false, bugs, fsmBugs: fsm, placementBugs: placement, workload, clusterSizes, jobs };
 }
 
 function parseClusterSizes(text: string): ClusterSize[] {
@@ -105,7 +111,7 @@ function parseNonNegativeInteger(flag: string, text: string): number {
 }
 
 function replayCommand(seed: number, options: CliOptions): string {
-  const bugs = [...options.bugs, ...options.fsmBugs].map((bug) => ` --bug ${bug}`).join('');
+  const bugs = [...options.bugs, ...options.fsmBugs, ...options.placementBugs].map((bug) => ` --bug ${bug}`).join('');
   const workload = options.workload === 'raft' ? '' : ` --workload ${options.workload}`;
   const sameSizes =
     options.clusterSizes.length === DEFAULT_CLUSTER_SIZES.length && options.clusterSizes.every((s, i) => s === DEFAULT_CLUSTER_SIZES[i]);
@@ -156,11 +162,11 @@ async function runMany(options: CliOptions): Promise<number> {
   let failed = 0;
   let simulatedMs = 0;
   const startedMs = performance.now();
-  const allBugs = [...options.bugs, ...options.fsmBugs];
+  const allBugs = [...options.bugs, ...options.fsmBugs, ...options.placementBugs];
   const bugNote = allBugs.length > 0 ? ` with planted bug ${allBugs.join(', ')}` : '';
   console.log(`running ${options.seeds.length} ${options.workload} seeds from ${options.seeds[0]}${bugNote} on ${options.jobs} thread(s)`);
   const progress = new ProgressLine(options.seeds.length);
-  const batch = { clusterSizes: options.clusterSizes, bugs: options.bugs, workload: options.workload, fsmBugs: options.fsmBugs, jobs: options.jobs };
+  const batch = { clusterSizes: options.clusterSizes, bugs: options.bugs, workload: options.workload, fsmBugs: options.fsmBugs, placementBugs: options.placementBugs, jobs: options.jobs };
   await runBatch(options.seeds, batch, (summary) => {
     simulatedMs += summary.simulatedMs;
     if (summary.ok) passed++;
@@ -185,6 +191,7 @@ async function replay(options: CliOptions): Promise<number> {
     bugs: new Set(options.bugs),
     workload: options.workload,
     fsmBugs: new Set(options.fsmBugs),
+    placementBugs: new Set(options.placementBugs),
     timeline: print,
     ...(options.trace ? { trace: print } : {}),
   });
@@ -211,6 +218,14 @@ async function replay(options: CliOptions): Promise<number> {
         `${m.retriesDeduplicated} retries deduplicated, ${m.readsChecked} stat/readdir reads checked`,
     );
   }
+  if (s.chunks !== undefined) {
+    const c = s.chunks;
+    console.log(
+      `chunks: ${c.registrations} chunkservers registered, ${c.heartbeats} heartbeats (${c.fullReports} full reports), ${c.filesWritten} files written, ` +
+        `${c.chunksSealed} chunks sealed (${c.pipelineBumps} new pipelines), ${c.filesDeleted} files deleted, ${c.copiesDone} copies, ${c.deletesDone} replica deletes; ` +
+        `${c.chunkserverCrashes} chunkserver crashes (${c.disksLost} disks lost, ${c.permanentDeaths} for good); converged in ${c.convergedMs === null ? '-' : `${c.convergedMs.toFixed(0)}ms`}`,
+    );
+  }
   console.log(`final: ${s.finalConfiguration}; healed in ${s.healMs === null ? '-' : `${s.healMs.toFixed(0)}ms`}`);
   console.log(`trace hash ${result.traceHash}`);
   if (!result.ok) console.log(failureLine(result, options));
@@ -220,9 +235,10 @@ async function replay(options: CliOptions): Promise<number> {
 }
 
 function listBugs(): void {
-  const width = Math.max(...[...plantedBugs, ...fsmBugs].map((b) => b.length));
+  const width = Math.max(...[...plantedBugs, ...fsmBugs, ...placementBugs].map((b) => b.length));
   for (const bug of plantedBugs) console.log(`${bug.padEnd(width)}  ${plantedBugCatalog[bug].description}`);
   for (const bug of fsmBugs) console.log(`${bug.padEnd(width)}  ${fsmBugCatalog[bug].description} (--workload metadata)`);
+  for (const bug of placementBugs) console.log(`${bug.padEnd(width)}  ${placementBugCatalog[bug].description} (--workload metadata)`);
 }
 
 const usage = `usage: npm run sim -- [--seeds N [--start S] | --seed S [--trace] | --list-bugs] [--bug NAME] [--nodes 3,5] [--workload raft|metadata] [--jobs N]`;

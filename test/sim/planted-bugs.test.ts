@@ -1,11 +1,12 @@
 /**
- * Each planted bug of the Raft core (and of the metadata state machine, under the metadata workload) is caught: with the bug on, some seed within the cap fails, and the
+ * Each planted bug of the Raft core (and of the metadata state machine and the chunk manager, under the metadata workload) is caught: with the bug on, some seed within the cap fails, and the
  * violation is one this bug can cause. (`npm run sim -- --bug NAME --seeds 500` must exit non-zero.)
  */
 import t from 'tap';
 import { fsmBugs } from '../../src/fsm/bugs.ts';
 import { plantedBugs } from '../../src/raft/config.ts';
-import { fsmBugCatalog, plantedBugCatalog } from './planted-bugs.ts';
+import { placementBugs } from '../../src/placement/bugs.ts';
+import { fsmBugCatalog, placementBugCatalog, plantedBugCatalog } from './planted-bugs.ts';
 import { runSeed } from './simulation.ts';
 
 /** Seeds tried per bug before giving up; every bug is caught far sooner (see the report of the CLI). */
@@ -33,6 +34,23 @@ for (const bug of fsmBugs) {
     const info = fsmBugCatalog[bug];
     for (let seed = 1; seed <= SEEDS_PER_BUG_MAX; seed++) {
       const r = await runSeed(seed, { workload: 'metadata', fsmBugs: new Set([bug]) });
+      if (r.ok) continue;
+      t.ok(
+        info.expectedViolations.includes(r.violation?.kind ?? 'node-crash'),
+        `seed ${seed} failed with [${r.violation?.kind}] ${r.violation?.message}`,
+      );
+      return;
+    }
+    t.fail(`no seed in 1..${SEEDS_PER_BUG_MAX} caught ${bug}`);
+  });
+}
+
+/** The chunk manager's planted bugs, caught by the metadata workload's chunk checks. */
+for (const bug of placementBugs) {
+  void t.test(`planted placement bug ${bug} is caught by the chunk checks`, async (t) => {
+    const info = placementBugCatalog[bug];
+    for (let seed = 1; seed <= SEEDS_PER_BUG_MAX; seed++) {
+      const r = await runSeed(seed, { workload: 'metadata', placementBugs: new Set([bug]) });
       if (r.ok) continue;
       t.ok(
         info.expectedViolations.includes(r.violation?.kind ?? 'node-crash'),

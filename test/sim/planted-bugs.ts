@@ -5,6 +5,7 @@
  * fails to compile.
  */
 import type { FsmBug } from '../../src/fsm/bugs.ts';
+import type { PlacementBug } from '../../src/placement/bugs.ts';
 import type { PlantedBug } from '../../src/raft/config.ts';
 import type { ViolationKind } from './checkers.ts';
 
@@ -62,5 +63,24 @@ export const fsmBugCatalog: Readonly<Record<FsmBug, PlantedBugInfo>> = {
     description: 'metadata: session stamps are ignored, so a retried (clientId, seq) is applied again',
     primaryViolation: 'exactly-once',
     expectedViolations: ['state-machine-safety', 'exactly-once', 'linearizability'],
+  },
+};
+
+/** The planted bugs of the chunk manager (src/placement/bugs.ts), caught by the metadata workload's chunk checks. */
+export const placementBugCatalog: Readonly<Record<PlacementBug, PlantedBugInfo>> = {
+  'placement-rereplicate-onto-holder': {
+    description: 'chunks: re-replication and rebalancing may copy a chunk onto a server that already holds it',
+    primaryViolation: 'chunk-placement',
+    expectedViolations: ['chunk-placement'],
+  },
+  'placement-count-dead-replicas': {
+    description: 'chunks: replicas on dead servers count as live, so lost replicas are never replaced',
+    primaryViolation: 'chunk-replication',
+    expectedViolations: ['chunk-replication'],
+  },
+  'placement-keep-stale': {
+    description: 'chunks: reported replicas at an old version are neither deleted nor unlisted',
+    primaryViolation: 'chunk-stale-replica',
+    expectedViolations: ['chunk-stale-replica', 'chunk-replication'],
   },
 };

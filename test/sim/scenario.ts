@@ -6,6 +6,7 @@
  */
 import type { PlantedBug, ReadMode } from '../../src/raft/config.ts';
 import type { FsmBug } from '../../src/fsm/bugs.ts';
+import type { PlacementBug } from '../../src/placement/bugs.ts';
 import type { NetworkProfile, PartitionKind } from './network.ts';
 import type { Prng } from './prng.ts';
 
@@ -30,6 +31,8 @@ export interface SimOptions {
   readonly workload?: WorkloadKind;
   /** Planted bugs of the metadata state machine (metadata workload only). */
   readonly fsmBugs?: ReadonlySet<FsmBug>;
+  /** Planted bugs of the chunk manager (metadata workload only). */
+  readonly placementBugs?: ReadonlySet<PlacementBug>;
 }
 
 export interface DiskProfile {
@@ -109,6 +112,7 @@ export interface Scenario {
   readonly bugs: ReadonlySet<PlantedBug>;
   readonly workloadKind: WorkloadKind;
   readonly fsmBugs: ReadonlySet<FsmBug>;
+  readonly placementBugs: ReadonlySet<PlacementBug>;
 }
 
 /**
@@ -193,6 +197,7 @@ export function makeScenario(seed: number, random: Prng, options: SimOptions): S
     bugs: options.bugs ?? new Set(),
     workloadKind: options.workload ?? 'raft',
     fsmBugs: options.fsmBugs ?? new Set(),
+    placementBugs: options.placementBugs ?? new Set(),
   };
 }
 
@@ -254,6 +259,7 @@ export function quietScenario(seed: number, clusterSize: ClusterSize): Scenario 
     bugs: new Set(),
     workloadKind: 'raft',
     fsmBugs: new Set(),
+    placementBugs: new Set(),
   };
 }
 
@@ -285,6 +291,6 @@ export function describeScenario(s: Scenario): string {
     `net: loss=${s.network.lossProbability} dup=${s.network.duplicateProbability} delay=${s.network.delayMinMs.toFixed(2)}..${s.network.delayMaxMs.toFixed(2)}ms slow=${s.network.slowProbability}@${s.network.slowDelayMaxMs.toFixed(0)}ms`,
     `disk: sync=${s.disk.syncMinMs.toFixed(2)}..${s.disk.syncMaxMs.toFixed(2)}ms slow=${s.disk.slowSyncProbability}@${s.disk.slowSyncMaxMs.toFixed(0)}ms torn=${s.disk.tornWriteProbability}`,
     `faults: [${faults.join(',')}] every~${s.faults.meanIntervalMs.toFixed(0)}ms partitions=[${s.faults.partitionKinds.join(',')}] pausedKeepsMessages=${s.faults.pausedNodeKeepsMessages}`,
-    `workload: ${s.workloadKind}${s.fsmBugs.size > 0 ? ` (fsm bugs ${[...s.fsmBugs].join(',')})` : ''} clients=${s.workload.clients} keys=${s.workload.keys} reads=${s.workload.readFraction.toFixed(2)} readAny=${s.workload.readAnyNodeFraction} timeout=${s.workload.operationTimeoutMs}ms`,
+    `workload: ${s.workloadKind}${s.fsmBugs.size > 0 ? ` (fsm bugs ${[...s.fsmBugs].join(',')})` : ''}${s.placementBugs.size > 0 ? ` (placement bugs ${[...s.placementBugs].join(',')})` : ''} clients=${s.workload.clients} keys=${s.workload.keys} reads=${s.workload.readFraction.toFixed(2)} readAny=${s.workload.readAnyNodeFraction} timeout=${s.workload.operationTimeoutMs}ms`,
   ].join('\n');
 }

@@ -15,6 +15,7 @@ import { SimNetwork, type NetworkStats } from './network.ts';
 import { Prng } from './prng.ts';
 import { LIVENESS_DEADLINE_MS, describeScenario, makeScenario, type Scenario, type SimOptions } from './scenario.ts';
 import { MetadataChecker, MetadataClient, type MetadataCheckerStats } from './metadata.ts';
+import { ChunkWorld, type ChunkStats } from './chunks.ts';
 import { Client, sendRequest, type OperationRecord, type WorkloadStats } from './workload.ts';
 import { ANY_EPOCH, NO_NODE, World, drainMicrotasks, formatTime } from './world.ts';
 
@@ -36,6 +37,7 @@ export interface RunStats {
   readonly checks: CheckerStats;
   /** Metadata workload only. */
   readonly metadata?: MetadataCheckerStats;
+  readonly chunks?: ChunkStats;
   readonly highestCommit: number;
   readonly finalConfiguration: string;
   /** Virtual time from the start of the heal phase until the liveness probe was applied everywhere. */
@@ -54,7 +56,10 @@ export interface RunResult {
   readonly history: readonly OperationRecord[];
 }
 
-type Phase = 'faults' | 'heal' | 'done';
+/** 'chunks': the metadata workload, after the Raft liveness probe, waiting for the chunk checks to hold. */
+type Phase = 'faults' | 'heal' | 'chunks' | 'done';
+/** Writers of chunked files in the metadata workload. */
+const CHUNK_WRITERS = 2;
 
 export async function runSeed(seed: number, options: SimOptions = {}): Promise<RunResult> {
   return new Simulation(seed, options).run();
@@ -66,6 +71,8 @@ class Simulation {
   private readonly world: World;
   private readonly checker: InvariantChecker;
   private readonly metadata: MetadataChecker | null;
+  /** Metadata workload: chunkservers, writers and the chunk checks. */
+  private readonly chunks: ChunkWorld | null;
   private readonly network: SimNetwork;
   private readonly cluster: Cluster;
   private readonly faults: FaultInjector;
@@ -111,6 +118,18 @@ class Simulation {
       ...(this.metadata !== null ? { metadata: { checker: this.metadata, bugs: this.scenario.fsmBugs } } : {}),
       ...(options.trace !== undefined ? { logger: traceLogger(options.trace, () => this.world.nowMs) } : {}),
     });
+    this.chunks =
+      this.metadata === null
+        ? null
+        : new ChunkWorld({
+            world: this.world,
+            cluster: this.cluster,
+            checker: this.checker,
+            random: this.root.split('chunk-world'),
+            bugs: this.scenario.placementBugs,
+            active: () => this.phase === 'faults',
+            timeline: this.timeline,
+          });
     const faultRandom = this.root.split('faults');
     this.faults = new FaultInjector({
       world: this.world,
@@ -131,7 +150,7 @@ class Simulation {
       minVoters: Math.min(this.scenario.clusterSize, 3),
       firstSpareId: this.scenario.clusterSize + 1,
       timeline: this.timeline,
-      phase: () => this.phase,
+      phase: () => (this.phase === 'chunks' ? 'heal' : this.phase),
     });
   }
 
@@ -173,6 +192,7 @@ class Simulation {
       if (metadata === null) new Client(c, env, random).start();
       else new MetadataClient(c, { ...env, metadata }, random).start();
     }
+    this.chunks?.start(CHUNK_WRITERS);
     this.faults.start();
     if (faults.membership) this.membership.start();
     this.control(this.scenario.faultPhaseMs, 'begin heal phase', () => this.beginHeal());
@@ -214,6 +234,7 @@ class Simulation {
       this.cluster.resume(host);
       if (host.state === 'down' && !host.retired && !host.dead) this.cluster.restart(host);
     }
+    this.chunks?.heal();
     this.control(LIVENESS_POLL_INTERVAL_MS, 'liveness check', () => this.checkLiveness());
   }
 
@@ -232,7 +253,15 @@ class Simulation {
     } else if (leader !== null && this.laggingMembers(leader.status.confState, this.probe.index).length === 0) {
       this.healDurationMs = this.world.nowMs - this.healStartMs;
       this.timeline(`liveness: probe at index ${this.probe.index} applied on every live member of n${leader.host.id}'s configuration`);
-      this.phase = 'done';
+      if (this.chunks === null) {
+        this.phase = 'done';
+        return;
+      }
+      this.phase = 'chunks';
+      this.chunks.awaitConvergence((problem) => {
+        if (problem === null) this.timeline(`chunks: every sealed chunk back to its replication factor, no stale replica (${this.chunks?.stats.convergedMs ?? '?'} ms)`);
+        this.phase = 'done';
+      });
       return;
     }
     this.control(LIVENESS_POLL_INTERVAL_MS, 'liveness check', () => this.checkLiveness());
@@ -335,6 +364,7 @@ class Simulation {
       workload: this.workloadStats,
       checks: this.checker.stats,
       ...(this.metadata !== null ? { metadata: this.metadata.stats } : {}),
+      ...(this.chunks !== null ? { chunks: this.chunks.stats } : {}),
       highestCommit: this.checker.highestCommit,
       finalConfiguration: this.finalConfiguration,
       healMs: this.healDurationMs,

@@ -82,3 +82,20 @@ void t.test('RocksDbKv with lazy writes: sync() resolves and the content survive
   t.equal(text(await kv.get(s('lazy'))), '1');
   await kv.close();
 });
+
+void t.test('RocksDbKv: reads racing writes never leave a stale cached value', async (t) => {
+  const kv = await RocksDbKv.open(freshDir(), { sync: false });
+  let stale = 0;
+  for (let i = 0; i < 300; i++) {
+    const key = s(`k${i % 7}`);
+    const value = s(`v${i}`);
+    // A write in flight, and reads of the same key started during it (they miss the cache and read the
+    // store, possibly before the write lands, possibly finishing after it refilled the cache).
+    const write = kv.write({ puts: [{ key, value }], deletes: [] });
+    const reads = [kv.get(key), kv.prefetch([key]), kv.get(key)];
+    await Promise.all([write, ...reads]);
+    if (text(await kv.get(key)) !== `v${i}`) stale++;
+  }
+  t.equal(stale, 0, 'after every write completes, the cache serves the written value');
+  await kv.close();
+});

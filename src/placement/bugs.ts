@@ -1,0 +1,15 @@
+/**
+ * Planted bugs of the chunk manager, for the simulator's self-test only (test/sim): each switch breaks one
+ * rule so that the simulator can show its chunk checks catch the breakage. Production code never sets them.
+ */
+export const placementBugs = [
+  /** Re-replication and rebalancing may pick a target that already holds the chunk. */
+  'placement-rereplicate-onto-holder',
+  /** Replicas on dead servers count as live: lost replicas are never replaced. */
+  'placement-count-dead-replicas',
+  /** Chunk reports are never checked for stale versions: stale replicas stay (and stay listed). */
+  'placement-keep-stale',
+] as const;
+export type PlacementBug = (typeof placementBugs)[number];
+
+export const noPlacementBugs: ReadonlySet<PlacementBug> = new Set();

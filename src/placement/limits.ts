@@ -1,0 +1,61 @@
+/**
+ * Named limits of the chunk manager, with their units. They are leader-local policy (not part of the
+ * replicated protocol): members may run with different values, and a new leader simply applies its own.
+ */
+export interface ChunkManagerLimits {
+  /** A chunkserver silent for longer than this is declared dead (setChunkserverState dead). */
+  readonly heartbeatTimeoutMs: number;
+  /**
+   * A new leader knows nobody's last heartbeat: every chunkserver gets this long (from the moment the leader
+   * first sees it) before it can be judged. At least heartbeatTimeoutMs.
+   */
+  readonly leaderGraceMs: number;
+  /** Copies in flight per chunkserver (as source or target), at most. */
+  readonly reReplicationsPerServerMax: number;
+  /** Copies in flight in the whole cluster (re-replication and rebalancing), at most. */
+  readonly reReplicationsClusterMax: number;
+  /** A copy not confirmed by the target's chunk report within this is forgotten (and may be retried). */
+  readonly replicationTimeoutMs: number;
+  /** Rebalancing moves in flight, at most (they share the cluster-wide copy budget too). */
+  readonly rebalanceMovesMax: number;
+  /** The rebalancer acts while the fullest and emptiest live servers' used fractions differ by more (‰). */
+  readonly rebalanceThresholdPermille: number;
+  /** A proposal this manager made is not repeated for the same chunk or server within this (unless settled). */
+  readonly proposalRetryMs: number;
+  /** Commands queued for one chunkserver, at most (the rest wait for the next tick). */
+  readonly commandsPerServerMax: number;
+  /** Chunks one chunk report may list, at most (a larger full report is refused). */
+  readonly reportChunksMax: number;
+}
+
+export const defaultChunkManagerLimits: ChunkManagerLimits = {
+  heartbeatTimeoutMs: 10_000,
+  leaderGraceMs: 10_000,
+  reReplicationsPerServerMax: 2,
+  reReplicationsClusterMax: 64,
+  replicationTimeoutMs: 60_000,
+  rebalanceMovesMax: 4,
+  rebalanceThresholdPermille: 100,
+  proposalRetryMs: 5_000,
+  commandsPerServerMax: 64,
+  reportChunksMax: 1_000_000,
+};
+
+/** Crashes loudly on limits that contradict each other (checked once, at construction). */
+export function checkChunkManagerLimits(l: ChunkManagerLimits): void {
+  const positive: (keyof ChunkManagerLimits)[] = [
+    'heartbeatTimeoutMs',
+    'reReplicationsPerServerMax',
+    'reReplicationsClusterMax',
+    'replicationTimeoutMs',
+    'proposalRetryMs',
+    'commandsPerServerMax',
+    'reportChunksMax',
+  ];
+  for (const k of positive) {
+    if (!Number.isSafeInteger(l[k]) || l[k] < 1) throw new RangeError(`chunk manager limit ${k} must be a positive integer`);
+  }
+  if (l.leaderGraceMs < l.heartbeatTimeoutMs) throw new RangeError('leaderGraceMs must be at least heartbeatTimeoutMs');
+  if (l.rebalanceMovesMax > l.reReplicationsClusterMax)
+    throw new RangeError('rebalanceMovesMax must not exceed reReplicationsClusterMax');
+}

@@ -1,0 +1,616 @@
+/**
+ * The chunk manager: the metadata leader's background work on chunks (GFS §4). Pure: time arrives as
+ * `nowMs` arguments, randomness from an injected RandomSource; nothing here does I/O.
+ *
+ * State. The replicated state (chunkservers, placements) arrives as a ClusterView the caller loads from the
+ * state machine; everything else lives in this object only (the leader's memory, never replicated): last
+ * heartbeats, reported disk usage, which server reported which chunk at which version, copies in flight,
+ * commands waiting for a server's next heartbeat, proposals not yet settled. A new leader builds a new
+ * manager and learns it all again from heartbeats and full chunk reports.
+ *
+ * Every decision that changes replicated state is a state-machine command (an Op) handed to the caller to
+ * propose (`takeProposals`); commands for chunkservers (replicate, delete) travel in heartbeat and report
+ * replies. The state machine re-checks what it is sent (versions: ESTALE; generations: EPRECONDITION), so a
+ * decision taken on a stale view fails harmlessly and is retaken on the next view.
+ *
+ * Rules (ARCHITECTURE.md, "Chunk management"):
+ * - liveness: silent for heartbeatTimeoutMs → dead; a new leader first grants leaderGraceMs to everyone, and a
+ *   leader whose ticks stalled gives the stalled time back; a dead server that heartbeats again is
+ *   re-registered (live);
+ * - re-replication (sealed chunks of live files): fewer live listed replicas than the file's replication
+ *   factor → a known holder at the current version copies it to a new target (never one that holds or is
+ *   getting the chunk), most-missing first, at most reReplicationsPerServerMax copies per server and
+ *   reReplicationsClusterMax in all; the target's report of the chunk at that version adds it to the list;
+ * - trimming: once enough live replicas are listed, listed replicas on dead/decommissioning servers and
+ *   replicas beyond the factor are dropped from the list (garbage collection then deletes them);
+ * - garbage collection: a reported replica of an unknown handle (below the state's next handle), of a deleted
+ *   file, at a version below the current one, or not listed while enough are → "delete"; a listed replica
+ *   missing from a full report, or stale, is dropped from the list;
+ * - decommissioning: a decommissioning server counts as no replica; once no sealed chunk lists it, it is
+ *   marked decommissioned;
+ * - rebalancing: while the fullest and emptiest live servers differ by more than rebalanceThresholdPermille,
+ *   move one chunk at a time from the fullest to the emptiest, at most rebalanceMovesMax in flight.
+ * Unsealed chunks belong to their writer's pipeline (bumpChunkVersion chooses their replicas): the manager
+ * neither copies nor trims them, and deletes only replicas of them that are stale and unlisted.
+ */
+import type { Op } from '../fsm/commands.ts';
+import type { ChunkserverState } from '../fsm/records.ts';
+import { assert } from '../raft/errors.ts';
+import type { RandomSource } from '../raft/config.ts';
+import type { PlacementBug } from './bugs.ts';
+import { noPlacementBugs } from './bugs.ts';
+import { PlacementError } from './errors.ts';
+import type { ChunkManagerLimits } from './limits.ts';
+import { checkChunkManagerLimits, defaultChunkManagerLimits } from './limits.ts';
+import type { Candidate } from './select.ts';
+import { chooseTargets, usedPermille } from './select.ts';
+
+export interface ServerView {
+  readonly id: number;
+  readonly address: string;
+  readonly rack: string;
+  readonly state: ChunkserverState;
+  readonly capacityBytes: number;
+  readonly usedBytes: number;
+  readonly generation: number;
+}
+
+export interface ChunkView {
+  readonly handle: number;
+  readonly fileId: number;
+  readonly version: number;
+  readonly replicas: readonly number[];
+  readonly sealed: boolean;
+  readonly lengthBytes: number;
+  /** The file's replication factor. */
+  readonly replication: number;
+  /** The file is still in the tree. */
+  readonly fileLive: boolean;
+}
+
+/** The replicated state the manager decides on (loaded by the caller; see view.ts). */
+export interface ClusterView {
+  readonly servers: ReadonlyMap<number, ServerView>;
+  readonly chunks: ReadonlyMap<number, ChunkView>;
+  /** Handles at or above this did not exist when the view was loaded. */
+  readonly nextChunkHandle: number;
+}
+
+export const emptyView: ClusterView = { servers: new Map(), chunks: new Map(), nextChunkHandle: 1 };
+
+/** A command for a chunkserver, carried by a heartbeat or chunk report reply. */
+export type ChunkserverCommand =
+  /** Copy your replica of `handle` (at exactly `version`) to `target`. */
+  | { readonly kind: 'replicate'; readonly handle: number; readonly version: number; readonly target: number; readonly targetAddress: string }
+  /** Delete your replica of `handle` if its version is at most `version`. */
+  | { readonly kind: 'delete'; readonly handle: number; readonly version: number };
+
+export interface ReportedChunk {
+  readonly handle: number;
+  readonly version: number;
+  readonly lengthBytes: number;
+}
+
+export interface ChunkReport {
+  /** A full report lists every replica the server holds; an incremental one only changes. */
+  readonly full: boolean;
+  readonly chunks: readonly ReportedChunk[];
+  /** Incremental reports: handles the server no longer holds. */
+  readonly removed?: readonly number[] | undefined;
+}
+
+export interface Usage {
+  readonly capacityBytes: number;
+  readonly usedBytes: number;
+}
+
+export interface Reply {
+  readonly commands: ChunkserverCommand[];
+  /** The manager has no full report from this server yet (a new leader): send one. */
+  readonly fullReportWanted: boolean;
+}
+
+export interface Proposal {
+  /** What the proposal is about ('chunk:H' or 'server:S'): one unsettled proposal per key. */
+  readonly key: string;
+  readonly op: Op;
+}
+
+export interface ChunkManagerStatus {
+  readonly live: number;
+  readonly dead: number;
+  readonly decommissioning: number;
+  readonly decommissioned: number;
+  /** Sealed chunks of live files with fewer live listed replicas than their file's factor. */
+  readonly underReplicated: number;
+  readonly copiesInFlight: number;
+}
+
+interface Copy {
+  readonly handle: number;
+  readonly version: number;
+  readonly source: number;
+  readonly target: number;
+  readonly startedMs: number;
+  /** Rebalancing: the replica the copy replaces. */
+  readonly moveFrom: number | null;
+}
+
+export interface ChunkManagerOptions {
+  readonly random: RandomSource;
+  /** When this member became leader (the start of every server's grace period). */
+  readonly nowMs: number;
+  readonly limits?: Partial<ChunkManagerLimits> | undefined;
+  readonly bugs?: ReadonlySet<PlacementBug> | undefined;
+}
+
+export class ChunkManager {
+  readonly limits: ChunkManagerLimits;
+  private readonly random: RandomSource;
+  private readonly bugs: ReadonlySet<PlacementBug>;
+  private view: ClusterView = emptyView;
+  private readonly startedMs: number;
+  private lastTickMs: number | null = null;
+  private readonly lastHeartbeatMs = new Map<number, number>();
+  private readonly usage = new Map<number, Usage>();
+  /** server → handle → version, from chunk reports. */
+  private readonly holdings = new Map<number, Map<number, number>>();
+  private readonly fullReportSeen = new Set<number>();
+  private readonly copies = new Map<number, Copy[]>();
+  private copyCount = 0;
+  private readonly outbox = new Map<number, ChunkserverCommand[]>();
+  private readonly proposals: Proposal[] = [];
+  /** key → time after which the proposal may be made again. */
+  private readonly unsettled = new Map<string, number>();
+
+  constructor(options: ChunkManagerOptions) {
+    this.limits = { ...defaultChunkManagerLimits, ...options.limits };
+    checkChunkManagerLimits(this.limits);
+    this.random = options.random;
+    this.bugs = options.bugs ?? noPlacementBugs;
+    this.startedMs = options.nowMs;
+  }
+
+  /** The replicated state to decide on from now on. */
+  setView(view: ClusterView): void {
+    this.view = view;
+  }
+
+  currentView(): ClusterView {
+    return this.view;
+  }
+
+  // ---------------------------------------------------------------- chunkserver inputs
+
+  /** A heartbeat: the server is alive and reports its disk usage. Returns its queued commands. */
+  heartbeat(id: number, nowMs: number, usage: Usage): Reply {
+    const server = this.mustServer(id);
+    this.usage.set(id, usage);
+    this.sawAlive(server, nowMs);
+    return this.reply(id);
+  }
+
+  /** A sign of life: a dead server is re-registered (live again). */
+  private sawAlive(server: ServerView, nowMs: number): void {
+    const id = server.id;
+    this.lastHeartbeatMs.set(id, nowMs);
+    const usage = this.usage.get(id) ?? server;
+    if (server.state === 'dead') {
+      this.propose(`server:${id}`, nowMs, {
+        type: 'registerChunkserver',
+        id,
+        address: server.address,
+        rack: server.rack,
+        capacityBytes: usage.capacityBytes,
+        usedBytes: usage.usedBytes,
+        ifGeneration: server.generation,
+      });
+    }
+  }
+
+  /** A chunk report (also counts as a heartbeat). Returns delete commands for garbage, and queued commands. */
+  chunkReport(id: number, nowMs: number, report: ChunkReport): Reply {
+    const server = this.mustServer(id);
+    if (report.chunks.length > this.limits.reportChunksMax) {
+      throw new PlacementError('EINVAL', `a report of ${report.chunks.length} chunks exceeds ${this.limits.reportChunksMax}`);
+    }
+    this.sawAlive(server, nowMs);
+    let held = this.holdings.get(id);
+    if (held === undefined || report.full) this.holdings.set(id, (held = new Map<number, number>()));
+    for (const handle of report.removed ?? []) held.delete(handle);
+    for (const c of report.chunks) held.set(c.handle, c.version);
+    if (report.full) this.fullReportSeen.add(id);
+    const commands = this.judgeReport(id, nowMs, report);
+    return { commands: [...commands, ...this.reply(id).commands], fullReportWanted: !this.fullReportSeen.has(id) };
+  }
+
+  /** Garbage and stale replicas in a report; completed copies; listed replicas a full report lacks. */
+  private judgeReport(id: number, nowMs: number, report: ChunkReport): ChunkserverCommand[] {
+    const out: ChunkserverCommand[] = [];
+    // The holding stays known until the server reports the deletion: until then it is no copy target.
+    const del = (handle: number, version: number): void => {
+      out.push({ kind: 'delete', handle, version });
+    };
+    for (const r of report.chunks) {
+      const chunk = this.view.chunks.get(r.handle);
+      if (chunk === undefined) {
+        // Below the next handle and absent: reclaimed (its file was deleted). At or above: our view is older.
+        if (r.handle < this.view.nextChunkHandle) del(r.handle, r.version);
+        continue;
+      }
+      if (!chunk.fileLive) {
+        del(r.handle, r.version);
+        continue;
+      }
+      if (r.version > chunk.version) continue; // a pipeline our view has not seen yet
+      const listed = chunk.replicas.includes(id);
+      if (r.version < chunk.version) {
+        if (this.bugs.has('placement-keep-stale')) continue;
+        if (!listed) del(r.handle, r.version);
+        else if (chunk.sealed) {
+          this.dropReplica(chunk, id, nowMs);
+          del(r.handle, r.version);
+        }
+        continue;
+      }
+      if (listed || !chunk.sealed) continue;
+      this.onUnlistedCurrentReplica(chunk, id, nowMs, del);
+    }
+    if (report.full) {
+      const held = this.holdings.get(id)!;
+      for (const chunk of this.view.chunks.values()) {
+        if (chunk.sealed && chunk.fileLive && chunk.replicas.includes(id) && !held.has(chunk.handle)) {
+          this.dropReplica(chunk, id, nowMs);
+        }
+      }
+    }
+    return out;
+  }
+
+  /** A live server holds a sealed chunk at its current version without being listed. */
+  private onUnlistedCurrentReplica(
+    chunk: ChunkView,
+    id: number,
+    nowMs: number,
+    del: (handle: number, version: number) => void,
+  ): void {
+    const copy = this.copies.get(chunk.handle)?.find((c) => c.target === id && c.version === chunk.version);
+    const server = this.view.servers.get(id);
+    if (server?.state !== 'live') {
+      // A server coming back from the dead (its re-registration not applied yet), or one being drained: its
+      // copy may be the best one left, so it goes only once enough live replicas are listed.
+      if (this.liveListed(chunk).length >= chunk.replication && !this.unsettled.has(`chunk:${chunk.handle}`)) {
+        del(chunk.handle, chunk.version);
+      }
+      return;
+    }
+    if (copy !== undefined) {
+      // A copy we ordered arrived: list it (a move also unlists the replica it replaces).
+      const keep = chunk.replicas.filter((r) => r !== copy.moveFrom && this.stateOf(r) !== 'dead');
+      this.proposeReplicas(chunk, [...keep, id], nowMs);
+      this.finishCopy(copy);
+      return;
+    }
+    if (this.liveListed(chunk).length < chunk.replication) {
+      // A server back from the dead (or a copy of a former leader): list it instead of copying again.
+      const keep = chunk.replicas.filter((r) => this.stateOf(r) !== 'dead');
+      this.proposeReplicas(chunk, [...keep, id], nowMs);
+      return;
+    }
+    if (!this.unsettled.has(`chunk:${chunk.handle}`)) del(chunk.handle, chunk.version);
+  }
+
+  /** Unlists a replica the server does not hold (any more) at the current version, if others remain. */
+  private dropReplica(chunk: ChunkView, id: number, nowMs: number): void {
+    const keep = chunk.replicas.filter((r) => r !== id);
+    if (keep.length > 0) this.proposeReplicas(chunk, keep, nowMs);
+  }
+
+  private reply(id: number): Reply {
+    const queued = this.outbox.get(id) ?? [];
+    this.outbox.delete(id);
+    return { commands: queued, fullReportWanted: !this.fullReportSeen.has(id) };
+  }
+
+  // ---------------------------------------------------------------- allocation
+
+  /**
+   * Replicas for a new chunk: up to `replication` live servers with room, rack-diverse, preferring less
+   * full ones. Fewer when fewer servers qualify (re-replication tops the chunk up once it is sealed);
+   * ENOSPC when none does.
+   */
+  allocate(replication: number): number[] {
+    assert(Number.isSafeInteger(replication) && replication >= 1, `replication ${replication}`);
+    const candidates = this.candidates(new Set());
+    const chosen = chooseTargets(candidates, replication, new Set(), this.random);
+    if (chosen.length === 0) throw new PlacementError('ENOSPC', 'no live chunkserver with free space');
+    return chosen.map((c) => c.id);
+  }
+
+  // ---------------------------------------------------------------- the periodic pass
+
+  /** One pass of background work at `nowMs`: liveness, copies, trimming, decommissioning, rebalancing. */
+  tick(nowMs: number): void {
+    this.forgiveStall(nowMs);
+    this.expire(nowMs);
+    // A drained server is decommissioned even if it has also gone silent (both decisions share its key).
+    this.finishDecommissions(nowMs);
+    this.judgeLiveness(nowMs);
+    const missing = this.planReplication(nowMs);
+    if (missing === 0) this.rebalance(nowMs);
+  }
+
+  /** Proposals made since the last call; the caller proposes them and calls `settle(key)` when answered. */
+  takeProposals(): Proposal[] {
+    return this.proposals.splice(0);
+  }
+
+  /** A proposal was answered (applied, refused or dropped): the key may be proposed again once the view moves. */
+  settle(key: string): void {
+    this.unsettled.delete(key);
+  }
+
+  /**
+   * A leader that did not run for a while (a stalled process, a long pause) heard no heartbeats in that time
+   * through no fault of the servers: the time between ticks beyond half a timeout is given back to everyone.
+   */
+  private forgiveStall(nowMs: number): void {
+    const last = this.lastTickMs;
+    this.lastTickMs = nowMs;
+    if (last === null) return;
+    const stallMs = nowMs - last - Math.floor(this.limits.heartbeatTimeoutMs / 2);
+    if (stallMs <= 0) return;
+    for (const [id, t] of this.lastHeartbeatMs) this.lastHeartbeatMs.set(id, t + stallMs);
+  }
+
+  private expire(nowMs: number): void {
+    for (const [key, untilMs] of this.unsettled) if (untilMs <= nowMs) this.unsettled.delete(key);
+    for (const list of this.copies.values()) {
+      for (const copy of [...list]) {
+        const chunk = this.view.chunks.get(copy.handle);
+        const stale = chunk === undefined || chunk.version !== copy.version || !chunk.fileLive;
+        if (stale || nowMs - copy.startedMs > this.limits.replicationTimeoutMs) this.finishCopy(copy);
+      }
+    }
+  }
+
+  private judgeLiveness(nowMs: number): void {
+    for (const server of this.view.servers.values()) {
+      if (server.state !== 'live' && server.state !== 'decommissioning') continue;
+      const last = this.lastHeartbeatMs.get(server.id);
+      if (last === undefined) {
+        // First sight (new leader, or a server registered since): its grace period starts now.
+        this.lastHeartbeatMs.set(server.id, Math.max(nowMs, this.startedMs + this.limits.leaderGraceMs - this.limits.heartbeatTimeoutMs));
+        continue;
+      }
+      if (nowMs - last <= this.limits.heartbeatTimeoutMs) continue;
+      this.propose(`server:${server.id}`, nowMs, {
+        type: 'setChunkserverState',
+        id: server.id,
+        state: 'dead',
+        ifGeneration: server.generation,
+      });
+    }
+  }
+
+  /** Schedules copies for under-replicated chunks and trims over-listed ones. Returns the chunks still missing replicas. */
+  private planReplication(nowMs: number): number {
+    const work: { chunk: ChunkView; missing: number }[] = [];
+    for (const chunk of this.view.chunks.values()) {
+      if (!chunk.sealed || !chunk.fileLive || this.unsettled.has(`chunk:${chunk.handle}`)) continue;
+      const live = this.liveListed(chunk);
+      const inFlight = this.copies.get(chunk.handle)?.length ?? 0;
+      if (live.length < chunk.replication) {
+        const missing = chunk.replication - live.length - inFlight;
+        if (missing > 0) work.push({ chunk, missing });
+        continue;
+      }
+      if (inFlight > 0) continue;
+      if (live.length > chunk.replication || chunk.replicas.length > live.length) this.trim(chunk, live, nowMs);
+    }
+    work.sort((a, b) => b.missing - a.missing || a.chunk.handle - b.chunk.handle);
+    let blocked = 0;
+    for (const { chunk, missing } of work) {
+      for (let i = 0; i < missing; i++) {
+        if (!this.startCopy(chunk, nowMs, null)) {
+          blocked++;
+          break;
+        }
+      }
+    }
+    return work.length === 0 ? 0 : Math.max(blocked, work.length);
+  }
+
+  /** Keeps `replication` of the live listed replicas (rack-diverse, less full first); drops the rest from the list. */
+  private trim(chunk: ChunkView, live: readonly number[], nowMs: number): void {
+    const candidates = live.map((id) => this.candidate(id)).filter((c) => c !== undefined);
+    const keep = chooseTargets(candidates, chunk.replication, new Set(), this.random).map((c) => c.id);
+    if (keep.length === 0) return;
+    this.proposeReplicas(chunk, keep, nowMs);
+  }
+
+  /** Starts one copy of `chunk` to a new target; false when no source, target or budget is available. */
+  private startCopy(chunk: ChunkView, nowMs: number, moveFrom: number | null, target?: Candidate): boolean {
+    if (this.copyCount >= this.limits.reReplicationsClusterMax) return false;
+    const sources = chunk.replicas.filter((id) => {
+      const state = this.stateOf(id);
+      return (
+        (state === 'live' || state === 'decommissioning') &&
+        this.holdings.get(id)?.get(chunk.handle) === chunk.version &&
+        this.copiesOf(id) < this.limits.reReplicationsPerServerMax &&
+        (moveFrom === null || id === moveFrom)
+      );
+    });
+    if (sources.length === 0) return false;
+    const source = sources[this.random.int(sources.length)]!;
+    let to = target;
+    if (to === undefined) {
+      const exclude = this.holdersOf(chunk);
+      const racks = new Set(this.liveListed(chunk).map((id) => this.view.servers.get(id)?.rack ?? ''));
+      to = chooseTargets(
+        this.candidates(exclude).filter((c) => this.copiesOf(c.id) < this.limits.reReplicationsPerServerMax),
+        1,
+        racks,
+        this.random,
+      )[0];
+    }
+    if (to === undefined) return false;
+    const server = this.view.servers.get(to.id)!;
+    const copy: Copy = { handle: chunk.handle, version: chunk.version, source, target: to.id, startedMs: nowMs, moveFrom };
+    const list = this.copies.get(chunk.handle) ?? [];
+    list.push(copy);
+    this.copies.set(chunk.handle, list);
+    this.copyCount++;
+    this.enqueue(source, { kind: 'replicate', handle: chunk.handle, version: chunk.version, target: to.id, targetAddress: server.address });
+    return true;
+  }
+
+  /**
+   * Servers that must not receive another replica of `chunk`: listed ones, ones that reported holding it
+   * (any version), and targets of copies in flight. With the planted bug, only in-flight targets.
+   */
+  private holdersOf(chunk: ChunkView): Set<number> {
+    const out = new Set<number>((this.copies.get(chunk.handle) ?? []).map((c) => c.target));
+    if (this.bugs.has('placement-rereplicate-onto-holder')) return out;
+    for (const id of chunk.replicas) out.add(id);
+    for (const [id, held] of this.holdings) if (held.has(chunk.handle)) out.add(id);
+    return out;
+  }
+
+  private finishCopy(copy: Copy): void {
+    const list = this.copies.get(copy.handle);
+    if (list === undefined) return;
+    const i = list.indexOf(copy);
+    if (i < 0) return;
+    list.splice(i, 1);
+    if (list.length === 0) this.copies.delete(copy.handle);
+    this.copyCount--;
+    assert(this.copyCount >= 0, 'negative copy count');
+  }
+
+  /** A decommissioning server no sealed chunk of a live file lists any more is decommissioned. */
+  private finishDecommissions(nowMs: number): void {
+    const busy = new Set<number>();
+    for (const chunk of this.view.chunks.values()) {
+      if (chunk.sealed && chunk.fileLive) for (const id of chunk.replicas) busy.add(id);
+    }
+    for (const list of this.copies.values()) for (const c of list) busy.add(c.source);
+    for (const server of this.view.servers.values()) {
+      if (server.state !== 'decommissioning' || busy.has(server.id)) continue;
+      this.propose(`server:${server.id}`, nowMs, {
+        type: 'setChunkserverState',
+        id: server.id,
+        state: 'decommissioned',
+        ifGeneration: server.generation,
+      });
+    }
+  }
+
+  /** One move from the fullest to the emptiest live server, while they differ by more than the threshold. */
+  private rebalance(nowMs: number): void {
+    let moves = 0;
+    for (const list of this.copies.values()) for (const c of list) if (c.moveFrom !== null) moves++;
+    if (moves >= this.limits.rebalanceMovesMax) return;
+    const live = this.candidates(new Set());
+    if (live.length < 2) return;
+    live.sort((a, b) => usedPermille(a) - usedPermille(b) || a.id - b.id);
+    const emptiest = live[0]!;
+    const fullest = live[live.length - 1]!;
+    if (usedPermille(fullest) - usedPermille(emptiest) <= this.limits.rebalanceThresholdPermille) return;
+    for (const chunk of this.view.chunks.values()) {
+      if (!chunk.sealed || !chunk.fileLive || !chunk.replicas.includes(fullest.id)) continue;
+      if (this.copies.has(chunk.handle) || this.unsettled.has(`chunk:${chunk.handle}`)) continue;
+      if (this.holdersOf(chunk).has(emptiest.id)) continue;
+      // Keep failure domains: the target's rack must not hold another listed replica (unless it is the source's).
+      const otherRacks = chunk.replicas.filter((id) => id !== fullest.id).map((id) => this.view.servers.get(id)?.rack);
+      if (otherRacks.includes(emptiest.rack)) continue;
+      if (this.startCopy(chunk, nowMs, fullest.id, emptiest)) return;
+    }
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  private mustServer(id: number): ServerView {
+    const server = this.view.servers.get(id);
+    if (server === undefined) throw new PlacementError('ENOENT', `no chunkserver ${id}`);
+    return server;
+  }
+
+  private stateOf(id: number): ChunkserverState | undefined {
+    const state = this.view.servers.get(id)?.state;
+    if (state === 'dead' && this.bugs.has('placement-count-dead-replicas')) return 'live';
+    return state;
+  }
+
+  /** Listed replicas on live servers (decommissioning ones do not count). */
+  private liveListed(chunk: ChunkView): number[] {
+    return chunk.replicas.filter((id) => this.stateOf(id) === 'live');
+  }
+
+  private candidate(id: number): Candidate | undefined {
+    const server = this.view.servers.get(id);
+    if (server === undefined) return undefined;
+    const usage = this.usage.get(id) ?? server;
+    return { id, rack: server.rack, capacityBytes: usage.capacityBytes, usedBytes: usage.usedBytes };
+  }
+
+  /** Live servers with free space, not in `exclude`. */
+  private candidates(exclude: ReadonlySet<number>): Candidate[] {
+    const out: Candidate[] = [];
+    for (const server of this.view.servers.values()) {
+      if (server.state !== 'live' || exclude.has(server.id)) continue;
+      const c = this.candidate(server.id)!;
+      if (c.usedBytes < c.capacityBytes) out.push(c);
+    }
+    return out;
+  }
+
+  private copiesOf(id: number): number {
+    let n = 0;
+    for (const list of this.copies.values()) for (const c of list) if (c.source === id || c.target === id) n++;
+    return n;
+  }
+
+  private enqueue(id: number, command: ChunkserverCommand): void {
+    const queue = this.outbox.get(id) ?? [];
+    if (queue.length >= this.limits.commandsPerServerMax) return;
+    queue.push(command);
+    this.outbox.set(id, queue);
+  }
+
+  private proposeReplicas(chunk: ChunkView, replicas: readonly number[], nowMs: number): void {
+    const unique = [...new Set(replicas)];
+    if (unique.length === chunk.replicas.length && unique.every((id) => chunk.replicas.includes(id))) return;
+    this.propose(`chunk:${chunk.handle}`, nowMs, {
+      type: 'setChunkReplicas',
+      handle: chunk.handle,
+      version: chunk.version,
+      replicas: unique,
+    });
+  }
+
+  private propose(key: string, nowMs: number, op: Op): void {
+    if (this.unsettled.has(key)) return;
+    this.unsettled.set(key, nowMs + this.limits.proposalRetryMs);
+    this.proposals.push({ key, op });
+  }
+
+  status(): ChunkManagerStatus {
+    return { ...summarizeView(this.view, (id) => this.stateOf(id)), copiesInFlight: this.copyCount };
+  }
+}
+
+/** Registry counts and under-replicated chunks of a view (what ClusterStatus shows on any member). */
+export function summarizeView(
+  view: ClusterView,
+  stateOf: (id: number) => ChunkserverState | undefined = (id) => view.servers.get(id)?.state,
+): Omit<ChunkManagerStatus, 'copiesInFlight'> {
+  const counts = { live: 0, dead: 0, decommissioning: 0, decommissioned: 0 };
+  for (const s of view.servers.values()) counts[s.state]++;
+  let underReplicated = 0;
+  for (const chunk of view.chunks.values()) {
+    if (!chunk.sealed || !chunk.fileLive) continue;
+    if (chunk.replicas.filter((id) => stateOf(id) === 'live').length < chunk.replication) underReplicated++;
+  }
+  return { ...counts, underReplicated };
+}

@@ -1,0 +1,144 @@
+/**
+ * The chunk manager's edge inside a metadata member, shared by the real server and the simulator: it runs a
+ * ChunkManager while this member leads (a fresh one per term), loads its view from the state machine,
+ * proposes its decisions, and answers chunkservers and writers. Still pure: no timers and no clock of its
+ * own; the caller calls `step(nowMs)` on its timer and passes its clock's time everywhere.
+ */
+import type { FsResult } from '../fsm/errors.ts';
+import type { Op, SessionStamp } from '../fsm/commands.ts';
+import type { RandomSource } from '../raft/config.ts';
+import type { PlacementBug } from './bugs.ts';
+import { PlacementError } from './errors.ts';
+import type { ChunkManagerLimits } from './limits.ts';
+import type { ChunkManagerStatus, ChunkReport, ClusterView, Reply, Usage } from './manager.ts';
+import { ChunkManager } from './manager.ts';
+
+export interface ChunkServiceDeps {
+  /** Proposes a command (with a client's session stamp, if any) and resolves with its applied result (rejects when not leader, dropped, ...). */
+  readonly propose: (op: Op, session?: SessionStamp) => Promise<FsResult>;
+  readonly loadView: () => Promise<ClusterView>;
+  /** This member's Raft role now. */
+  readonly role: () => { readonly leader: boolean; readonly term: number };
+  readonly random: RandomSource;
+  readonly limits?: Partial<ChunkManagerLimits> | undefined;
+  readonly bugs?: ReadonlySet<PlacementBug> | undefined;
+}
+
+export interface AllocatedChunk {
+  readonly handle: number;
+  readonly index: number;
+  readonly version: number;
+  readonly replicas: readonly number[];
+}
+
+export class ChunkService {
+  private manager: ChunkManager | null = null;
+  private term = 0;
+  private stepping = false;
+
+  constructor(private readonly deps: ChunkServiceDeps) {}
+
+  /** The running manager (this member leads and has loaded a view), or null. */
+  get current(): ChunkManager | null {
+    const role = this.deps.role();
+    if (!role.leader || role.term !== this.term) return null;
+    return this.manager;
+  }
+
+  /**
+   * One background pass: (re)start the manager on a new term, reload the view, tick, propose. A call while
+   * the previous pass still runs returns at once.
+   */
+  async step(nowMs: number): Promise<void> {
+    const role = this.deps.role();
+    if (!role.leader) {
+      this.manager = null;
+      return;
+    }
+    if (this.stepping) return;
+    this.stepping = true;
+    try {
+      let m = this.manager;
+      if (m === null || this.term !== role.term) {
+        m = new ChunkManager({ random: this.deps.random, nowMs, limits: this.deps.limits, bugs: this.deps.bugs });
+        m.setView(await this.deps.loadView());
+        this.manager = m;
+        this.term = role.term;
+      } else {
+        m.setView(await this.deps.loadView());
+      }
+      m.tick(nowMs);
+      await this.flush(m);
+    } finally {
+      this.stepping = false;
+    }
+  }
+
+  /** Proposes what the manager decided; reloads the view once they are answered, so it sees their effect. */
+  private async flush(m: ChunkManager): Promise<void> {
+    const proposals = m.takeProposals();
+    if (proposals.length === 0) return;
+    await Promise.all(
+      proposals.map(async (p) => {
+        try {
+          await this.deps.propose(p.op);
+        } catch {
+          // Not leader any more, dropped, timed out: the next pass (or the next leader) decides again.
+        } finally {
+          m.settle(p.key);
+        }
+      }),
+    );
+    if (this.manager === m) m.setView(await this.deps.loadView());
+  }
+
+  private mustManager(): ChunkManager {
+    const m = this.current;
+    if (m === null) throw new PlacementError('EAGAIN', 'the chunk manager is not running here (not the leader, or starting)');
+    return m;
+  }
+
+  /** A new chunkserver (no id) or a known one coming back: proposes registerChunkserver. */
+  register(request: {
+    readonly id?: number | undefined;
+    readonly address: string;
+    readonly rack: string;
+    readonly capacityBytes: number;
+    readonly usedBytes: number;
+  }): Promise<FsResult> {
+    return this.deps.propose({ type: 'registerChunkserver', ...request });
+  }
+
+  heartbeat(id: number, nowMs: number, usage: Usage): Reply {
+    return this.mustManager().heartbeat(id, nowMs, usage);
+  }
+
+  chunkReport(id: number, nowMs: number, report: ChunkReport): Reply {
+    return this.mustManager().chunkReport(id, nowMs, report);
+  }
+
+  /**
+   * A new chunk for a file being written: replicas chosen by the manager, then addChunk proposed (the state
+   * machine checks the writer's lease). Resolves with the state machine's result.
+   */
+  async allocateChunk(request: {
+    readonly path: string;
+    readonly holder: string;
+    readonly replication: number;
+    readonly ifGeneration?: number | undefined;
+    readonly session?: SessionStamp | undefined;
+  }): Promise<FsResult<AllocatedChunk>> {
+    const replicas = this.mustManager().allocate(Math.max(1, request.replication));
+    const op: Op = { type: 'addChunk', path: request.path, holder: request.holder, replicas, ifGeneration: request.ifGeneration };
+    // A retried session stamp answers the first allocation, whose replicas may differ from these: the caller
+    // reads the chunk's placement when it needs them exactly.
+    const result = await (request.session === undefined ? this.deps.propose(op) : this.deps.propose(op, request.session));
+    if (!result.ok) return result;
+    const value = result.value as { handle: number; index: number; version: number };
+    return { ok: true, value: { handle: value.handle, index: value.index, version: value.version, replicas } };
+  }
+
+  status(): ChunkManagerStatus | null {
+    return this.current?.status() ?? null;
+  }
+}

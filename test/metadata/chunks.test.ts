@@ -1,0 +1,142 @@
+/**
+ * The chunk RPCs of a 3-server in-process cluster: chunkservers register, heartbeat and report; writers
+ * allocate chunks under a lease and look up their locations; admins list and decommission chunkservers;
+ * the leader's chunk manager (on a real timer) declares silent servers dead and orders garbage deleted.
+ */
+import t from 'tap';
+import type { WireReply } from '../../src/metadata/proto.ts';
+import { rawCall, startInProcessCluster, waitFor } from './harness.ts';
+
+interface Replica {
+  id: string;
+  address: string;
+}
+
+void t.test('chunkservers, chunk allocation and locations, decommissioning, liveness over gRPC', async (t) => {
+  const cluster = await startInProcessCluster(3, {
+    chunkManagerIntervalMs: 50,
+    chunkManagerLimits: { heartbeatTimeoutMs: 1_500, leaderGraceMs: 1_500 },
+  });
+  t.teardown(() => cluster.close());
+  const leader = await cluster.leader();
+  const at = cluster.peers.get(leader.id)!.client;
+  const follower = cluster.peers.get([...cluster.servers.keys()].find((id) => id !== leader.id)!)!.client;
+  const call = (method: string, request: Record<string, unknown>): Promise<WireReply> => rawCall(at, method, request);
+
+  // Registration: validated, leader only, ids allocated.
+  t.equal((await call('RegisterChunkserver', { address: 'nope', rack: 'r0' })).error?.code, 'EINVAL', 'bad address');
+  t.equal((await call('RegisterChunkserver', { address: '10.0.0.1:7000' })).error?.code, 'EINVAL', 'no rack');
+  t.equal((await rawCall(follower, 'RegisterChunkserver', { address: '10.0.0.1:7000', rack: 'r0' })).error?.code, 'NOT_LEADER');
+  const ids: number[] = [];
+  for (let i = 0; i < 4; i++) {
+    const r = await call('RegisterChunkserver', { address: `10.0.0.${i + 1}:7000`, rack: `r${i % 3}`, capacityBytes: 1e12, usedBytes: 0 });
+    t.equal(r.error ?? undefined, undefined, `register ${i}`);
+    ids.push(Number(r['id']));
+  }
+  t.same(new Set(ids).size, 4, 'four ids');
+
+  // Heartbeats: validated; answered once the leader's chunk manager runs; unknown ids are ENOENT.
+  t.equal((await call('Heartbeat', { id: 0 })).error?.code, 'EINVAL', 'id 0');
+  t.equal((await rawCall(follower, 'Heartbeat', { id: ids[0] })).error?.code, 'NOT_LEADER');
+  const beat = (id: number) => call('Heartbeat', { id, capacityBytes: 1e12, usedBytes: 0 });
+  await waitFor('the chunk manager to run', async () => ((await beat(ids[0]!)).error?.code === 'UNAVAILABLE' ? undefined : true));
+  t.equal((await beat(99)).error?.code, 'ENOENT', 'unknown chunkserver');
+  // Every server heartbeats (until one is silenced below to be declared dead).
+  const alive = new Set(ids);
+  const keepAlive = setInterval(() => {
+    for (const id of alive) void beat(id).catch(() => {});
+  }, 200);
+  t.teardown(() => clearInterval(keepAlive));
+  const first = await beat(ids[0]!);
+  t.equal(first.error ?? undefined, undefined);
+  t.equal(first['fullReportWanted'], true, 'a new leader wants a full report');
+  const fullReply = await call('ChunkReport', { id: ids[0], full: true, chunks: [] });
+  t.equal(fullReply['fullReportWanted'], false, 'not after one');
+  t.equal((await call('ChunkReport', { id: ids[0], full: true, removed: ['3'] })).error?.code, 'EINVAL', 'removed only in incremental reports');
+  t.equal((await call('ChunkReport', { id: ids[0], chunks: [{ handle: 0, version: 1 }] })).error?.code, 'EINVAL', 'handle 0');
+
+  // A file under a lease; chunks allocated on live servers, spread over racks; locations paginated.
+  const session = await call('OpenSession', {});
+  const clientId = Number(session['clientId']);
+  let seq = 0;
+  const stamp = () => ({ clientId, seq: ++seq, ack: 0 });
+  const created = await call('Create', { session: stamp(), path: '/f', replication: 3, leaseHolder: 'w', leaseDurationMs: 60_000 });
+  t.equal(created.error ?? undefined, undefined, 'create with a lease');
+  t.equal((await call('Create', { session: stamp(), path: '/g', leaseHolder: 'w' })).error?.code, 'EINVAL', 'lease holder without a duration');
+  t.equal((await call('AllocateChunk', { path: '/f', holder: 'intruder' })).error?.code, 'ELEASE', 'only the lease holder allocates');
+  t.equal((await call('AllocateChunk', { path: '/nope', holder: 'w' })).error?.code, 'ENOENT');
+  t.equal((await call('AllocateChunk', { path: '/f' })).error?.code, 'EINVAL', 'holder required');
+  const allocation = await call('AllocateChunk', { session: stamp(), path: '/f', holder: 'w' });
+  t.equal(allocation.error ?? undefined, undefined, 'allocated');
+  const replicas = allocation['replicas'] as Replica[];
+  t.equal(replicas.length, 3, 'three replicas');
+  t.equal(new Set(replicas.map((r) => r.id)).size, 3, 'on three servers');
+  t.ok(replicas.every((r) => r.address.startsWith('10.0.0.')), 'with their addresses');
+  const racks = new Set(replicas.map((r) => `r${(ids.indexOf(Number(r.id))) % 3}`));
+  t.equal(racks.size, 3, 'one per rack');
+  const retried = await call('AllocateChunk', { session: { clientId, seq, ack: 0 }, path: '/f', holder: 'w' });
+  t.equal(retried['handle'], allocation['handle'], 'a retried session stamp answers the first allocation');
+  for (let i = 0; i < 2; i++) await call('AllocateChunk', { session: stamp(), path: '/f', holder: 'w' });
+  const page1 = await call('ChunkLocations', { path: '/f', limit: 2 });
+  t.equal(page1.error ?? undefined, undefined);
+  t.equal((page1['chunks'] as unknown[]).length, 2);
+  t.equal(page1['hasMore'], true);
+  const page2 = await call('ChunkLocations', { path: '/f', fromIndex: page1['nextIndex'], limit: 2 });
+  t.equal((page2['chunks'] as unknown[]).length, 1);
+  t.equal(page2['hasMore'], false);
+  t.same(((page1['chunks'] as { replicas: Replica[] }[])[0]!.replicas), replicas, 'locations name the allocated replicas');
+  const onFollower = await rawCall(follower, 'ChunkLocations', { path: '/f' });
+  t.equal((onFollower['chunks'] as unknown[]).length, 3, 'a follower answers locations (linearizable read)');
+  t.equal((await call('ChunkLocations', { path: '/' })).error?.code, 'EISDIR');
+
+  // Garbage: a replica of a deleted file is deleted on the next report.
+  await call('Create', { session: stamp(), path: '/g', replication: 1, leaseHolder: 'w', leaseDurationMs: 60_000 });
+  const g = await call('AllocateChunk', { session: stamp(), path: '/g', holder: 'w' });
+  const gHolder = Number((g['replicas'] as Replica[])[0]!.id);
+  t.equal((await call('Unlink', { session: stamp(), path: '/g' })).error ?? undefined, undefined);
+  const garbage = await waitFor('the manager to see the deletion', async () => {
+    const r = await call('ChunkReport', { id: gHolder, full: false, chunks: [{ handle: g['handle'], version: 1, lengthBytes: 0 }] });
+    const commands = (r['commands'] ?? []) as { kind: string; handle: string }[];
+    return commands.some((c) => c.kind === 'delete') ? commands : undefined;
+  });
+  t.match(garbage, [{ kind: 'delete', handle: String(g['handle']), version: '1' }], 'delete chunk Z');
+
+  // Admin: list, decommission (no sealed chunk on it: decommissioned right away).
+  const list = await call('ListChunkservers', { limit: 3 });
+  t.equal((list['chunkservers'] as unknown[]).length, 3);
+  t.equal(list['hasMore'], true);
+  const rest = await call('ListChunkservers', { after: list['nextAfter'] });
+  t.equal((rest['chunkservers'] as unknown[]).length, 1);
+  t.equal((await call('DecommissionChunkserver', { id: 77 })).error?.code, 'ENOENT');
+  t.equal((await rawCall(follower, 'DecommissionChunkserver', { id: ids[3] })).error?.code, 'NOT_LEADER');
+  const decommissioned = await call('DecommissionChunkserver', { id: ids[3] });
+  t.equal(decommissioned.error ?? undefined, undefined, 'decommissioning');
+  await waitFor('decommissioned', async () => {
+    const r = await call('ListChunkservers', {});
+    const cs = (r['chunkservers'] as { id: string; state: string }[]).find((c) => Number(c.id) === ids[3]);
+    return cs?.state === 'decommissioned' ? true : undefined;
+  });
+  t.equal((await call('DecommissionChunkserver', { id: ids[3] })).error?.code, 'EINVAL', 'decommissioned already');
+
+  // Liveness: servers 0 and 1 keep heartbeating, server 2 falls silent and is declared dead.
+  alive.delete(ids[2]!);
+  alive.delete(ids[3]!);
+  const status = await waitFor('server 2 to be declared dead', async () => {
+    const s = await call('ClusterStatus', {});
+    return Number(s['deadChunkservers']) >= 1 ? s : undefined;
+  }, 20_000);
+  clearInterval(keepAlive);
+  t.equal(Number(status['liveChunkservers']), 2, 'two live');
+  t.equal(Number(status['underReplicatedChunks']), 0, 'no sealed chunk is short (none is sealed)');
+  const listed = await call('ListChunkservers', {});
+  t.equal((listed['chunkservers'] as { id: string; state: string }[]).find((c) => Number(c.id) === ids[2])?.state, 'dead');
+  const revived = await beat(ids[2]!);
+  t.equal(revived.error ?? undefined, undefined, 'a dead server heartbeats again');
+  await waitFor('re-registered live', async () => {
+    const r = await call('ListChunkservers', {});
+    return (r['chunkservers'] as { id: string; state: string }[]).find((c) => Number(c.id) === ids[2])?.state === 'live' ? true : undefined;
+  });
+  const metrics = await leader.metrics();
+  t.match(metrics, /rfs_live_chunkservers \d/, 'live_chunkservers gauge');
+  t.match(metrics, /rfs_under_replicated_chunks 0/, 'under_replicated_chunks gauge');
+});
