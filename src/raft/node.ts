@@ -12,7 +12,15 @@ import { AssertionError, NotLeaderError, RaftError, assert } from './errors.ts';
 import { NO_TERM } from './log.ts';
 import type { Clock, Logger, NodeStatus, ProposalResult, StateMachine, TimerHandle, Transport } from './node-api.ts';
 import { silentLogger } from './node-api.ts';
-import { Raft, type RaftInitialState } from './raft.ts';
+import { Raft, snapshotChunksInflightMax, type RaftInitialState } from './raft.ts';
+import {
+  isStreamedSnapshotMessage,
+  SnapshotReceiver,
+  SnapshotSender,
+  SnapshotTransferAborted,
+  type IncomingSnapshot,
+  type SnapshotStreamLimits,
+} from './snapshot-stream.ts';
 import type { ConfChange, Entry, HardState, Message, NodeId, Ready, Snapshot } from './types.ts';
 import { EntryType } from './types.ts';
 import type { LogStore } from '../storage/log-store.ts';
@@ -41,6 +49,24 @@ export interface RaftNodeOptions {
 export const defaultSnapshotEveryEntries = 10_000;
 export const defaultSnapshotKeepEntries = 1_000;
 export const defaultReadTimeoutMs = 5_000;
+/** A streamed snapshot transfer resends its unacknowledged window after this many election timeouts without an ack. */
+export const snapshotResendElectionTimeouts = 1;
+/** A streamed snapshot transfer without progress for this many election timeouts is abandoned (and retried). */
+export const snapshotStallElectionTimeouts = 4;
+
+/** Counters of streamed snapshot transfers (streaming state machines only). */
+export interface SnapshotStreamStats {
+  /** Transfers this node started as leader; of those, abandoned (stalled, refused, superseded). */
+  sendsStarted: number;
+  sendsFailed: number;
+  chunksSent: number;
+  bytesSent: number;
+  resends: number;
+  /** Transfers this node received; installed; aborted before the install. */
+  receivesStarted: number;
+  installs: number;
+  receivesAborted: number;
+}
 /** Proposals batched into one append, at most. */
 export const proposalBatchMax = 4_096;
 
@@ -81,12 +107,59 @@ export class RaftNode {
   /** The newest hard state from the core, and the newest one handed to the log store. */
   private latestHardState: HardState | null = null;
   private durableHardState: HardState | null = null;
+  /** Whether snapshots are streamed from and into the state machine (it implements openSnapshot/installSnapshot). */
+  private readonly streaming: boolean;
+  private readonly snapshotLimits: SnapshotStreamLimits;
+  private readonly senders = new Map<NodeId, SnapshotSender>();
+  /** Followers waiting for a stream to be opened (once no Ready is in progress). */
+  private readonly pendingSnapshotSends = new Set<NodeId>();
+  private readonly receiver: SnapshotReceiver;
+  private snapshotAttempt = 0;
+  /** The latest streamed install, settled: installs run one at a time (a store restores one stream at a time). */
+  private lastInstall: Promise<void> = Promise.resolve();
+  /** Holders waiting for `processing` (a streamed install's final switch); handed over in order. */
+  private readonly processingWaiters: (() => void)[] = [];
+  private readonly streamStats: SnapshotStreamStats = {
+    sendsStarted: 0, sendsFailed: 0, chunksSent: 0, bytesSent: 0, resends: 0, receivesStarted: 0, installs: 0, receivesAborted: 0,
+  };
 
   constructor(private readonly options: RaftNodeOptions) {
-    this.config = raftConfig(options.config);
+    const sm = options.stateMachine;
+    const streams = sm.openSnapshot !== undefined || sm.installSnapshot !== undefined;
+    assert(!streams || (sm.openSnapshot !== undefined && sm.installSnapshot !== undefined), 'a streaming state machine implements openSnapshot and installSnapshot');
+    assert(!streams || sm.appliedIndex !== undefined, 'a streaming state machine is durable: it implements appliedIndex');
+    assert(streams || (sm.snapshot !== undefined && sm.restore !== undefined), 'a state machine implements snapshot and restore, or openSnapshot and installSnapshot');
+    this.streaming = streams;
+    this.config = raftConfig({ ...options.config, snapshotStreaming: streams });
     this.logger = options.logger ?? silentLogger;
     this.maxCatchUpTicks = 2 * this.config.electionTicks + 2;
     assert(options.tickMs > 0, 'tickMs must be positive');
+    const stallMs = snapshotStallElectionTimeouts * this.config.electionTicks * options.tickMs;
+    this.snapshotLimits = {
+      chunkBytes: this.config.snapshotChunkBytes,
+      chunksInflightMax: snapshotChunksInflightMax,
+      resendMs: snapshotResendElectionTimeouts * this.config.electionTicks * options.tickMs,
+      stallMs,
+    };
+    this.receiver = new SnapshotReceiver(
+      { id: this.config.id, send: (m) => this.options.transport.send(m), begin: (t) => this.beginInstall(t) },
+      stallMs,
+    );
+  }
+
+  /** Counters of streamed snapshot transfers. */
+  snapshotStreamStats(): SnapshotStreamStats {
+    let chunksSent = this.streamStats.chunksSent;
+    let bytesSent = this.streamStats.bytesSent;
+    let resends = this.streamStats.resends;
+    for (const s of this.senders.values()) {
+      chunksSent += s.stats.chunksSent;
+      bytesSent += s.stats.bytesSent;
+      resends += s.stats.resends;
+    }
+    // Aborts by the receiver (leader change, stall, superseded, stop) plus installs the state machine failed.
+    const receivesAborted = this.streamStats.receivesAborted + this.receiver.stats.transfersAborted;
+    return { ...this.streamStats, chunksSent, bytesSent, resends, receivesAborted };
   }
 
   get id(): NodeId {
@@ -104,13 +177,26 @@ export class RaftNode {
     const sm = this.options.stateMachine;
     const snapshotIndex = loaded.snapshot?.metadata.index ?? 0;
     const durableApplied = sm.appliedIndex?.() ?? 0;
-    if (loaded.snapshot !== null && durableApplied < snapshotIndex) await sm.restore(loaded.snapshot);
+    let applied: number;
+    if (this.streaming) {
+      // The log keeps snapshot metadata only. Local snapshots are taken at an index the state machine has
+      // durably applied, and a streamed one is persisted after the state machine installed it, so the state
+      // machine is never behind the log's snapshot (index 1, the founding one, is the empty state).
+      assert(durableApplied >= snapshotIndex || snapshotIndex === 1, `state machine at ${durableApplied} is behind the log's snapshot at ${snapshotIndex}`);
+      // It may be ahead of the log: a crash between a streamed install and the persist of its metadata, or
+      // of commit (a change of commit alone is not synced). The log is trusted only up to its durable
+      // commit index; the entries up to the state machine's index are then re-committed by Raft as usual
+      // and not applied again (see applyReady).
+      applied = Math.max(snapshotIndex, Math.min(durableApplied, loaded.hardState.commit));
+    } else {
+      if (loaded.snapshot !== null && durableApplied < snapshotIndex) await sm.restore!(loaded.snapshot);
+      // A durable state machine may be ahead of the snapshot, and of the commit index on disk (a change of
+      // commit alone is not synced): whatever it applied was committed.
+      applied = Math.max(snapshotIndex, durableApplied);
+    }
     if (this.stopped) return;
     this.durableHardState = loaded.hardState;
     this.latestHardState = loaded.hardState;
-    // A durable state machine may be ahead of the snapshot, and of the commit index on disk (a change of
-    // commit alone is not synced): whatever it applied was committed.
-    const applied = Math.max(snapshotIndex, durableApplied);
     if (loaded.hardState.commit < applied) loaded = { ...loaded, hardState: { ...loaded.hardState, commit: applied } };
     this.lastSnapshotIndex = applied;
     this.raft = new Raft({ ...this.config, applied }, loaded);
@@ -131,7 +217,8 @@ export class RaftNode {
         term: 1,
         confState: { voters: [...voters].sort((a, b) => a - b), votersOutgoing: [], learners: [], learnersNext: [], autoLeave: false },
       },
-      data: await this.options.stateMachine.snapshot(),
+      // A streaming state machine's snapshots are metadata only: its state lives in its own store.
+      data: this.streaming ? new Uint8Array(0) : await this.options.stateMachine.snapshot!(),
     };
     const hardState = { term: 1, vote: 0, commit: 1 };
     await this.options.logStore.save({ snapshot, hardState });
@@ -144,7 +231,19 @@ export class RaftNode {
     const raft = this.raft;
     if (raft === null || this.stopped) return;
     this.catchUpTicks();
-    this.guard(() => raft.step(message));
+    this.guard(() => {
+      raft.step(message);
+      if (this.streaming) this.routeStreamed(raft, message);
+    });
+  }
+
+  /** Hands streamed chunks the core accepted to the receiver, and acknowledgements to the sender they answer. */
+  private routeStreamed(raft: Raft, message: Message): void {
+    const now = this.options.clock.nowMs();
+    for (const m of raft.takeStreamedChunks()) this.receiver.onChunk(m, now);
+    if (message.type === 'snapResp' && isStreamedSnapshotMessage(message) && raft.role === 'leader' && message.term === raft.term) {
+      this.senders.get(message.from)?.onResponse(message, now);
+    }
   }
 
   propose(data: Uint8Array): Promise<ProposalResult> {
@@ -252,6 +351,10 @@ export class RaftNode {
     for (const q of this.proposalQueue) q.reject(stoppedError);
     this.proposalQueue = [];
     for (const batch of [...this.reads.values()]) this.failRead(batch, stoppedError);
+    for (const s of this.senders.values()) s.close();
+    this.senders.clear();
+    this.receiver.abort('node stopped');
+    for (const wake of this.processingWaiters.splice(0)) wake();
   }
 
   // ===================== internals =====================
@@ -296,6 +399,11 @@ export class RaftNode {
       if (this.stopped) return;
       this.catchUpTicks();
       this.scheduleTick();
+      if (this.streaming) {
+        const now = this.options.clock.nowMs();
+        for (const s of [...this.senders.values()]) s.onTick(now);
+        this.receiver.onTick(now);
+      }
       this.kick();
     });
   }
@@ -324,7 +432,9 @@ export class RaftNode {
 
   private kick(): void {
     const raft = this.raft;
-    if (raft === null || this.stopped || this.processing || !raft.hasReady()) return;
+    if (raft === null || this.stopped) return;
+    if (this.streaming) this.serviceSnapshots(raft);
+    if (this.processing || !raft.hasReady()) return;
     const rd = raft.ready();
     this.processing = true;
     if (rd.softState !== null) this.onSoftStateChange();
@@ -379,16 +489,27 @@ export class RaftNode {
     const restored = rd.snapshot !== null ? this.installSnapshot(rd.snapshot) : undefined;
     const apply = (): void | Promise<void> => {
       const sm = this.options.stateMachine;
-      if (rd.committedEntries.length === 0) return;
+      const all = rd.committedEntries;
+      if (all.length === 0) return;
+      // A streaming state machine may already hold entries Raft re-commits after a restart (see start()).
+      const holds = this.streaming ? sm.appliedIndex!() : 0;
+      const skipped = all.findIndex((e) => e.index > holds);
+      const entries = skipped < 0 ? [] : skipped === 0 ? all : all.slice(skipped);
+      const skippedCount = all.length - entries.length;
+      const settle = (r: readonly unknown[]): void =>
+        this.settleProposals(all, skippedCount === 0 ? r : [...new Array<unknown>(skippedCount).fill(undefined), ...r]);
+      if (entries.length === 0) {
+        settle([]);
+        return;
+      }
       if (sm.applyBatch !== undefined) {
-        const results = sm.applyBatch(rd.committedEntries);
-        if (results instanceof Promise) return results.then((r) => this.settleProposals(rd.committedEntries, r));
-        this.settleProposals(rd.committedEntries, results);
+        const results = sm.applyBatch(entries);
+        if (results instanceof Promise) return results.then(settle);
+        settle(results);
         return;
       }
       assert(sm.apply !== undefined, 'a state machine implements apply or applyBatch');
-      const results = rd.committedEntries.map((e) => (e.type === EntryType.Normal && e.data.byteLength > 0 ? sm.apply!(e) : undefined));
-      this.settleProposals(rd.committedEntries, results);
+      settle(entries.map((e) => (e.type === EntryType.Normal && e.data.byteLength > 0 ? sm.apply!(e) : undefined)));
     };
     return restored instanceof Promise ? restored.then(apply) : apply();
   }
@@ -412,14 +533,14 @@ export class RaftNode {
       this.takeSnapshot(raft);
       return;
     }
-    this.processing = false;
-    this.kick();
+    this.releaseProcessing();
   }
 
   private takeSnapshot(raft: Raft): void {
     const compactTo = (index: number) => Math.max(0, index - (this.options.snapshotKeepEntries ?? defaultSnapshotKeepEntries));
     let snapshotIndex = 0;
-    Promise.resolve(this.options.stateMachine.snapshot())
+    // A streaming state machine's snapshot is metadata only: nothing is copied.
+    Promise.resolve(this.streaming ? new Uint8Array(0) : this.options.stateMachine.snapshot!())
       .then(async (data) => {
         // A snapshot from the leader may have started replacing the log meanwhile: then skip this one.
         if (this.stopped || !raft.canSnapshot()) return;
@@ -438,8 +559,7 @@ export class RaftNode {
       .then(
         () => {
           if (this.stopped) return;
-          this.processing = false;
-          this.kick();
+          this.releaseProcessing();
         },
         (error: unknown) => this.fatal(error),
       );
@@ -454,7 +574,149 @@ export class RaftNode {
         p.reject(new RaftError('ProposalDropped', 'outcome unknown: replaced by a snapshot from the leader'));
       }
     }
-    return this.options.stateMachine.restore(snapshot);
+    // A streamed snapshot was installed into the state machine before the core took its metadata.
+    if (this.streaming) return;
+    return this.options.stateMachine.restore!(snapshot);
+  }
+
+  // ===================== streamed snapshots =====================
+
+  /**
+   * Leader: closes transfers that are no longer wanted (leadership lost, the follower caught up or left) and,
+   * between two Readies (so the state machine's applied index is the core's), opens a stream for each
+   * follower that needs one. Follower: aborts a transfer from a leader that is no longer ours.
+   */
+  private serviceSnapshots(raft: Raft): void {
+    const incoming = this.receiver.active;
+    if (incoming !== null && !incoming.complete && (raft.term !== incoming.term || raft.lead !== incoming.from)) {
+      this.receiver.abort('the leader changed');
+    }
+    for (const [to, s] of this.senders) {
+      const pr = raft.tracker.progress.get(to);
+      if (raft.role !== 'leader' || raft.term !== s.term || pr === undefined || pr.state !== 'snapshot') this.closeSender(to, s);
+    }
+    for (const to of raft.takeSnapshotRequests()) this.pendingSnapshotSends.add(to);
+    if (this.processing || this.pendingSnapshotSends.size === 0) return;
+    for (const to of [...this.pendingSnapshotSends]) {
+      this.pendingSnapshotSends.delete(to);
+      this.startSender(raft, to);
+    }
+  }
+
+  private closeSender(to: NodeId, s: SnapshotSender): void {
+    s.close();
+    if (this.senders.get(to) === s) this.senders.delete(to);
+    this.streamStats.chunksSent += s.stats.chunksSent;
+    this.streamStats.bytesSent += s.stats.bytesSent;
+    this.streamStats.resends += s.stats.resends;
+  }
+
+  private startSender(raft: Raft, to: NodeId): void {
+    const pr = raft.tracker.progress.get(to);
+    if (raft.role !== 'leader' || pr === undefined || pr.state !== 'snapshot') return;
+    const old = this.senders.get(to);
+    if (old !== undefined) this.closeSender(to, old);
+    const sm = this.options.stateMachine;
+    if (sm.appliedIndex!() !== raft.log.applied || !raft.canSnapshot()) {
+      // The stream must be labelled with the metadata of exactly the state it carries: try again later.
+      raft.reportSnapshotFailure(to);
+      return;
+    }
+    const metadata = raft.snapshotMetadataAtApplied();
+    const source = sm.openSnapshot!();
+    this.snapshotAttempt++;
+    const sender: SnapshotSender = new SnapshotSender(to, raft.term, this.snapshotAttempt, metadata, source, this.snapshotLimits, {
+      from: this.id,
+      send: (m) => this.options.transport.send(m),
+      onFailure: (reason) => {
+        this.closeSender(to, sender);
+        this.streamStats.sendsFailed++;
+        this.logger.info({ id: this.id, to, index: metadata.index, reason }, 'snapshot transfer abandoned');
+        this.raft?.reportSnapshotFailure(to);
+        this.kick();
+      },
+    }, this.options.clock.nowMs());
+    this.senders.set(to, sender);
+    this.streamStats.sendsStarted++;
+    this.logger.info({ id: this.id, to, index: metadata.index, term: metadata.term }, 'streaming a snapshot');
+    sender.start();
+  }
+
+  /**
+   * Follower: a new transfer begins; the state machine consumes its chunks as they arrive. Its final switch
+   * happens while this driver holds `processing` (no Ready in progress, nothing applied meanwhile) and only
+   * if the core still wants the snapshot; the core then takes the metadata in the same critical section.
+   */
+  private beginInstall(t: IncomingSnapshot): void {
+    this.streamStats.receivesStarted++;
+    let gatePassed = false;
+    let holding = false;
+    const beforeInstall = async (): Promise<void> => {
+      await this.acquireProcessing();
+      holding = true;
+      const raft = this.raft;
+      if (this.stopped || raft === null) throw new SnapshotTransferAborted('node stopped');
+      if (this.receiver.active !== t) throw new SnapshotTransferAborted('superseded');
+      if (!raft.acceptsSnapshot(t.metadata)) throw new SnapshotTransferAborted('no longer needed: the log caught up');
+      gatePassed = true;
+    };
+    // An install superseded just now may still be cleaning up what it wrote: start after it settled (the
+    // chunks wait in the queue, unacknowledged, so the leader's window bounds them).
+    const run = this.lastInstall.then(() => this.options.stateMachine.installSnapshot!(t.metadata, t.chunks, beforeInstall));
+    this.lastInstall = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    run.then(
+      () => {
+        if (this.stopped) return;
+        const raft = this.raft!;
+        assert(gatePassed, 'the state machine installed a snapshot without calling beforeInstall');
+        this.receiver.finished(t, false);
+        this.lastSnapshotIndex = Math.max(this.lastSnapshotIndex, t.metadata.index);
+        this.streamStats.installs++;
+        this.logger.info({ id: this.id, index: t.metadata.index, term: t.metadata.term }, 'streamed snapshot installed');
+        try {
+          raft.installStreamedSnapshot(t.metadata, t.from);
+        } catch (error) {
+          this.fatal(error);
+          return;
+        }
+        this.releaseProcessing();
+      },
+      (error: unknown) => {
+        if (this.stopped) return;
+        if (gatePassed) {
+          // The switch itself failed: the state machine's store is in doubt.
+          this.fatal(error);
+          return;
+        }
+        if (this.receiver.active === t) this.streamStats.receivesAborted++;
+        this.receiver.finished(t, true);
+        this.logger.info({ id: this.id, index: t.metadata.index, err: error }, 'streamed snapshot not installed');
+        if (holding) this.releaseProcessing();
+      },
+    );
+  }
+
+  /** Waits until no Ready is in progress, then holds the driver (kick() does nothing until released). */
+  private acquireProcessing(): Promise<void> {
+    if (!this.processing) {
+      this.processing = true;
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve) => this.processingWaiters.push(resolve));
+  }
+
+  /** Ends the current holder's turn: hands `processing` to the next waiter, or processes the next Ready. */
+  private releaseProcessing(): void {
+    const next = this.processingWaiters.shift();
+    if (next !== undefined && !this.stopped) {
+      next();
+      return;
+    }
+    this.processing = false;
+    this.kick();
   }
 
   private settleProposals(entries: readonly Entry[], results: readonly unknown[]): void {
