@@ -3,18 +3,17 @@
  * entries are applied in whole batches, atomically with the applied index; the applied index survives on
  * the state machine's own store, so a restart re-applies nothing.
  *
- * Snapshots: the driver's snapshot is one byte array today, so the stream of bounded frames from
- * snapshotChunks() is gathered into memory here (and split again on restore). A snapshot of a very large
- * namespace therefore costs its size in RAM while it is taken or installed; streaming it end to end
- * through the Raft core is planned with the metadata server.
+ * Snapshots are streamed end to end, never held whole in memory. The state lives in the state machine's
+ * store (RocksDB in production), so a local snapshot for log compaction is metadata only. A lagging
+ * follower is sent `openSnapshot()`, the store's point-in-time view as a stream of bounded frames
+ * (snapshotChunks()), which the driver sends in chunks with a bounded window; the follower's driver feeds
+ * the chunks to `installSnapshot()` as they arrive, and the store switches to the new content atomically
+ * once the whole stream arrived and was verified (restoreFromChunks()).
  */
 import type { StateMachine } from '../raft/node-api.ts';
-import type { Entry, Snapshot } from '../raft/types.ts';
+import type { Entry, SnapshotMetadata } from '../raft/types.ts';
+import { SnapshotFormatError } from './errors.ts';
 import type { MetadataStateMachine } from './state-machine.ts';
-import { concatBytes } from '../raft/bytes.ts';
-
-/** Bytes per chunk when a gathered snapshot is handed back to restoreFromChunks(). */
-export const snapshotRestoreChunkBytes = 1024 * 1024;
 
 export class RaftMetadataStateMachine implements StateMachine {
   constructor(readonly fsm: MetadataStateMachine) {}
@@ -27,26 +26,29 @@ export class RaftMetadataStateMachine implements StateMachine {
     return this.fsm.applyBatch(entries);
   }
 
-  async snapshot(): Promise<Uint8Array> {
-    // The log is compacted below a snapshot: what the state machine applied must be durable first (the
-    // store may write lazily), or a machine crash could leave it behind a log that no longer has the gap.
-    await this.fsm.sync();
-    const chunks: Uint8Array[] = [];
-    let total = 0;
-    for await (const c of this.fsm.snapshotChunks()) {
-      chunks.push(c);
-      total += c.byteLength;
-    }
-    return concatBytes(chunks, total);
+  /** The state as of appliedIndex(), fixed now, as a stream of frames of at most the state machine's snapshotChunkBytes. */
+  openSnapshot(): AsyncIterator<Uint8Array> {
+    return this.fsm.snapshotChunks();
   }
 
-  async restore(snapshot: Snapshot): Promise<void> {
-    const data = snapshot.data;
-    function* pieces(): Generator<Uint8Array> {
-      for (let offset = 0; offset < data.byteLength; offset += snapshotRestoreChunkBytes) {
-        yield data.subarray(offset, offset + snapshotRestoreChunkBytes);
-      }
-    }
-    await this.fsm.restoreFromChunks(pieces());
+  /** Makes everything applied durable: the driver calls it before it compacts the log below a snapshot. */
+  sync(): Promise<void> {
+    return this.fsm.sync();
+  }
+
+  /** Installs a streamed snapshot atomically; its applied index must be the one its metadata names. */
+  async installSnapshot(
+    metadata: SnapshotMetadata,
+    chunks: AsyncIterable<Uint8Array>,
+    beforeInstall: () => Promise<void>,
+  ): Promise<void> {
+    await this.fsm.restoreFromChunks(chunks, {
+      beforeInstall: async (applied) => {
+        if (applied !== metadata.index) {
+          throw new SnapshotFormatError(`snapshot labelled index ${metadata.index} holds the state at ${applied}`);
+        }
+        await beforeInstall();
+      },
+    });
   }
 }

@@ -203,23 +203,73 @@ export class MetadataStateMachine {
    * applied index is part of the state, so the stream is consistent with the index it was taken at; taken
    * between batches (as the driver does), that is appliedIndex().
    */
-  snapshotChunks(): AsyncGenerator<Uint8Array> {
-    return encodeSnapshot(this.kv.snapshotIterator(), this.limits.snapshotChunkBytes);
+  snapshotChunks(): AsyncIterableIterator<Uint8Array> {
+    const pairs = this.kv.snapshotIterator();
+    let started = false;
+    const tracked: AsyncIterableIterator<KvPair> = {
+      next: () => {
+        started = true;
+        return pairs.next();
+      },
+      return: async (value?: unknown) => (await pairs.return?.(value)) ?? { done: true, value: undefined },
+      [Symbol.asyncIterator]() {
+        return this;
+      },
+    };
+    const frames = encodeSnapshot(tracked, this.limits.snapshotChunkBytes);
+    return {
+      next: () => frames.next(),
+      // Closing early must release the store's iterator (it pins the point-in-time view) even when the
+      // encoder has not reached it yet: a store generator that never started would not see return().
+      return: async () => {
+        await frames.return(undefined);
+        if (!started) await pairs.next();
+        await pairs.return?.(undefined);
+        return { done: true, value: undefined };
+      },
+      [Symbol.asyncIterator]() {
+        return this;
+      },
+    };
   }
 
   /**
    * Replaces the whole state with a snapshot stream, atomically; returns the snapshot's applied index.
    * A malformed, truncated or corrupt stream rejects with SnapshotFormatError and leaves the old state.
+   *
+   * The stream is consumed as it arrives, without the state machine's lock: batches keep being applied to
+   * the current state meanwhile, and queries keep reading it. Once the whole stream is verified,
+   * `options.beforeInstall(applied)` (if given) may still refuse it by throwing; then the lock is taken and
+   * the store switches to the new content in one step.
    */
-  restoreFromChunks(chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<number> {
-    return this.lock.exclusive(async () => {
-      const found: { applied?: number; meta?: boolean; root?: boolean } = {};
-      this.hints.reset();
-      await this.kv.restore(checkedSnapshotPairs(chunks, found));
-      assert(found.applied !== undefined, 'restored a snapshot without an applied index');
-      this.applied = found.applied;
-      return found.applied;
-    });
+  restoreFromChunks(
+    chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    options: { readonly beforeInstall?: (applied: number) => Promise<void> | void } = {},
+  ): Promise<number> {
+    const found: { applied?: number; meta?: boolean; root?: boolean } = {};
+    const held: { release: (() => void) | null } = { release: null };
+    const lock = this.lock;
+    async function* gated(): AsyncGenerator<KvPair> {
+      yield* checkedSnapshotPairs(chunks, found);
+      assert(found.applied !== undefined, 'a verified snapshot has an applied index');
+      await options.beforeInstall?.(found.applied);
+      // Taken before the store's switch (which follows the end of this stream) and held until it is done.
+      held.release = await new Promise<() => void>((granted) => {
+        void lock.exclusive(() => new Promise<void>((done) => granted(done)));
+      });
+    }
+    const install = async (): Promise<number> => {
+      try {
+        await this.kv.restore(gated());
+        this.hints.reset(); // they described the state before the switch
+        assert(found.applied !== undefined, 'restored a snapshot without an applied index');
+        this.applied = found.applied;
+        return found.applied;
+      } finally {
+        held.release?.();
+      }
+    };
+    return install();
   }
 }
 

@@ -926,7 +926,8 @@ function timedStateMachine(sm: RaftMetadataStateMachine, m: ReturnType<typeof ti
         m.applyEntries.inc(entries.length);
       });
     },
-    snapshot: () => sm.snapshot(),
-    restore: (snapshot) => sm.restore(snapshot),
+    openSnapshot: () => sm.openSnapshot(),
+    installSnapshot: (metadata, chunks, beforeInstall) => sm.installSnapshot(metadata, chunks, beforeInstall),
+    sync: () => sm.sync(),
   };
 }

@@ -55,6 +55,12 @@ export interface RaftConfig {
   readonly applyBatchBytesMax: number;
   /** A learner more than this many entries behind the leader's log is not promoted to voter. */
   readonly learnerPromotionLagEntriesMax: number;
+  /**
+   * Snapshots are streamed by the driver from and into a durable state machine (node.ts, snapshot-stream.ts)
+   * instead of travelling inside the core as one byte array: the core then only marks a follower as needing
+   * a snapshot, and installs the metadata of a snapshot the state machine has already installed.
+   */
+  readonly snapshotStreaming: boolean;
   /** The index already applied by the state machine at start (entries up to it are not re-delivered). */
   readonly applied: number;
   readonly random: RandomSource;
@@ -75,6 +81,7 @@ export const defaultRaftConfig = {
   snapshotChunkBytes: 256 * 1024,
   applyBatchBytesMax: 4 * 1024 * 1024,
   learnerPromotionLagEntriesMax: 1_000,
+  snapshotStreaming: false,
   applied: 0,
   bugs: new Set<PlantedBug>(),
 } as const satisfies Omit<RaftConfig, 'id' | 'random'>;

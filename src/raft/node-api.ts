@@ -2,7 +2,7 @@
  * The injected edges of a Raft member: clock, transport and state machine. The driver (node.ts) is pure
  * code over these interfaces; the simulator and the real server each provide an implementation.
  */
-import type { ConfState, Entry, Message, NodeId, Role, Snapshot } from './types.ts';
+import type { ConfState, Entry, Message, NodeId, Role, Snapshot, SnapshotMetadata } from './types.ts';
 
 export interface Clock {
   /** Milliseconds on this node's monotonic clock (may drift from other nodes' clocks). */
@@ -32,16 +32,43 @@ export interface StateMachine {
    * recorded with them), and returns one result per entry.
    */
   applyBatch?(entries: readonly Entry[]): readonly unknown[] | Promise<readonly unknown[]>;
-  /** A consistent snapshot of everything applied so far. */
-  snapshot(): Uint8Array | Promise<Uint8Array>;
-  /** Replaces the whole state with a snapshot's. */
-  restore(snapshot: Snapshot): void | Promise<void>;
+  /**
+   * Byte-array snapshots (a state machine small enough to hold in memory): a consistent snapshot of
+   * everything applied so far, kept whole in the log store and sent in chunks by the core.
+   */
+  snapshot?(): Uint8Array | Promise<Uint8Array>;
+  /** Replaces the whole state with a byte-array snapshot's. */
+  restore?(snapshot: Snapshot): void | Promise<void>;
+  /**
+   * Streamed snapshots (a durable state machine, with `appliedIndex`): the state is never held whole in
+   * memory. The log store keeps snapshot metadata only (compaction copies nothing); a lagging follower is
+   * sent a point-in-time stream of the leader's state machine. Implement both methods, or neither.
+   *
+   * `openSnapshot` fixes its point in time when called (synchronously): the state as of appliedIndex(). The
+   * driver calls it between two batches and labels the stream with that index's term and configuration.
+   * The driver pulls the stream chunk by chunk and closes it early with `return()` when it gives up.
+   */
+  openSnapshot?(): AsyncIterator<Uint8Array>;
+  /**
+   * Consumes a stream produced by a peer's `openSnapshot`, labelled `metadata`, and installs it atomically:
+   * once the whole stream arrived and was verified (its applied index must equal metadata.index), it calls
+   * `beforeInstall()`, which may reject to refuse the install; then it switches to the new state durably and
+   * resolves. Any failure before the switch (a bad or aborted stream, a refusal) rejects and leaves the old
+   * state. A crash at any point leaves either the old state or the new one, whole.
+   */
+  installSnapshot?(metadata: SnapshotMetadata, chunks: AsyncIterable<Uint8Array>, beforeInstall: () => Promise<void>): Promise<void>;
   /**
    * For a durable state machine: the index of the last entry it applied, as it survived on its own disk.
    * At start the driver then restores the log's snapshot only if the state machine is behind it, and
    * re-delivers only entries after this index.
    */
   appliedIndex?(): number;
+  /**
+   * For a durable state machine whose store writes lazily (the Raft log being the durable record): makes
+   * everything applied so far durable. The driver calls it before it records a local snapshot and compacts
+   * the log below it, so the state machine is never behind the log's snapshot after a machine crash.
+   */
+  sync?(): Promise<void>;
 }
 
 export interface NodeStatus {

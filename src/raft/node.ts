@@ -21,7 +21,15 @@ import { AssertionError, NotLeaderError, RaftError, assert } from './errors.ts';
 import { NO_TERM } from './log.ts';
 import type { Clock, Logger, NodeStatus, ProposalResult, StateMachine, TimerHandle, Transport } from './node-api.ts';
 import { silentLogger } from './node-api.ts';
-import { Raft, type RaftInitialState } from './raft.ts';
+import { Raft, snapshotChunksInflightMax, type RaftInitialState } from './raft.ts';
+import {
+  isStreamedSnapshotMessage,
+  SnapshotReceiver,
+  SnapshotSender,
+  SnapshotTransferAborted,
+  type IncomingSnapshot,
+  type SnapshotStreamLimits,
+} from './snapshot-stream.ts';
 import type { ConfChange, Entry, HardState, Message, NodeId, Ready, Snapshot } from './types.ts';
 import { EntryType } from './types.ts';
 import type { LogStore } from '../storage/log-store.ts';
@@ -50,6 +58,24 @@ export interface RaftNodeOptions {
 export const defaultSnapshotEveryEntries = 10_000;
 export const defaultSnapshotKeepEntries = 1_000;
 export const defaultReadTimeoutMs = 5_000;
+/** A streamed snapshot transfer resends its unacknowledged window after this many election timeouts without an ack. */
+export const snapshotResendElectionTimeouts = 1;
+/** A streamed snapshot transfer without progress for this many election timeouts is abandoned (and retried). */
+export const snapshotStallElectionTimeouts = 4;
+
+/** Counters of streamed snapshot transfers (streaming state machines only). */
+export interface SnapshotStreamStats {
+  /** Transfers this node started as leader; of those, abandoned (stalled, refused, superseded). */
+  sendsStarted: number;
+  sendsFailed: number;
+  chunksSent: number;
+  bytesSent: number;
+  resends: number;
+  /** Transfers this node received; installed; aborted before the install. */
+  receivesStarted: number;
+  installs: number;
+  receivesAborted: number;
+}
 /** Proposals batched into one append, at most. */
 export const proposalBatchMax = 4_096;
 /** Committed entries handed to the applier but not yet applied, at most (beyond it the loop waits). */
@@ -102,12 +128,59 @@ export class RaftNode {
   private smApplied = 0;
   /** Callbacks waiting for the applier to catch up: run once `ready()` holds. */
   private applyWaiters: { ready: () => boolean; run: () => void }[] = [];
+  /** Whether snapshots are streamed from and into the state machine (it implements openSnapshot/installSnapshot). */
+  private readonly streaming: boolean;
+  private readonly snapshotLimits: SnapshotStreamLimits;
+  private readonly senders = new Map<NodeId, SnapshotSender>();
+  /** Followers waiting for a stream to be opened (once no Ready is in progress). */
+  private readonly pendingSnapshotSends = new Set<NodeId>();
+  private readonly receiver: SnapshotReceiver;
+  private snapshotAttempt = 0;
+  /** The latest streamed install, settled: installs run one at a time (a store restores one stream at a time). */
+  private lastInstall: Promise<void> = Promise.resolve();
+  /** Holders waiting for `processing` (a streamed install's final switch); handed over in order. */
+  private readonly processingWaiters: (() => void)[] = [];
+  private readonly streamStats: SnapshotStreamStats = {
+    sendsStarted: 0, sendsFailed: 0, chunksSent: 0, bytesSent: 0, resends: 0, receivesStarted: 0, installs: 0, receivesAborted: 0,
+  };
 
   constructor(private readonly options: RaftNodeOptions) {
-    this.config = raftConfig(options.config);
+    const sm = options.stateMachine;
+    const streams = sm.openSnapshot !== undefined || sm.installSnapshot !== undefined;
+    assert(!streams || (sm.openSnapshot !== undefined && sm.installSnapshot !== undefined), 'a streaming state machine implements openSnapshot and installSnapshot');
+    assert(!streams || sm.appliedIndex !== undefined, 'a streaming state machine is durable: it implements appliedIndex');
+    assert(streams || (sm.snapshot !== undefined && sm.restore !== undefined), 'a state machine implements snapshot and restore, or openSnapshot and installSnapshot');
+    this.streaming = streams;
+    this.config = raftConfig({ ...options.config, snapshotStreaming: streams });
     this.logger = options.logger ?? silentLogger;
     this.maxCatchUpTicks = 2 * this.config.electionTicks + 2;
     assert(options.tickMs > 0, 'tickMs must be positive');
+    const stallMs = snapshotStallElectionTimeouts * this.config.electionTicks * options.tickMs;
+    this.snapshotLimits = {
+      chunkBytes: this.config.snapshotChunkBytes,
+      chunksInflightMax: snapshotChunksInflightMax,
+      resendMs: snapshotResendElectionTimeouts * this.config.electionTicks * options.tickMs,
+      stallMs,
+    };
+    this.receiver = new SnapshotReceiver(
+      { id: this.config.id, send: (m) => this.options.transport.send(m), begin: (t) => this.beginInstall(t) },
+      stallMs,
+    );
+  }
+
+  /** Counters of streamed snapshot transfers. */
+  snapshotStreamStats(): SnapshotStreamStats {
+    let chunksSent = this.streamStats.chunksSent;
+    let bytesSent = this.streamStats.bytesSent;
+    let resends = this.streamStats.resends;
+    for (const s of this.senders.values()) {
+      chunksSent += s.stats.chunksSent;
+      bytesSent += s.stats.bytesSent;
+      resends += s.stats.resends;
+    }
+    // Aborts by the receiver (leader change, stall, superseded, stop) plus installs the state machine failed.
+    const receivesAborted = this.streamStats.receivesAborted + this.receiver.stats.transfersAborted;
+    return { ...this.streamStats, chunksSent, bytesSent, resends, receivesAborted };
   }
 
   get id(): NodeId {
@@ -125,13 +198,26 @@ export class RaftNode {
     const sm = this.options.stateMachine;
     const snapshotIndex = loaded.snapshot?.metadata.index ?? 0;
     const durableApplied = sm.appliedIndex?.() ?? 0;
-    if (loaded.snapshot !== null && durableApplied < snapshotIndex) await sm.restore(loaded.snapshot);
+    let applied: number;
+    if (this.streaming) {
+      // The log keeps snapshot metadata only. Local snapshots are taken at an index the state machine has
+      // durably applied, and a streamed one is persisted after the state machine installed it, so the state
+      // machine is never behind the log's snapshot (index 1, the founding one, is the empty state).
+      assert(durableApplied >= snapshotIndex || snapshotIndex === 1, `state machine at ${durableApplied} is behind the log's snapshot at ${snapshotIndex}`);
+      // It may be ahead of the log: a crash between a streamed install and the persist of its metadata, or
+      // of commit (a change of commit alone is not synced). The log is trusted only up to its durable
+      // commit index; the entries up to the state machine's index are then re-committed by Raft as usual
+      // and not applied again (see runApplier).
+      applied = Math.max(snapshotIndex, Math.min(durableApplied, loaded.hardState.commit));
+    } else {
+      if (loaded.snapshot !== null && durableApplied < snapshotIndex) await sm.restore!(loaded.snapshot);
+      // A durable state machine may be ahead of the snapshot, and of the commit index on disk (a change of
+      // commit alone is not synced): whatever it applied was committed.
+      applied = Math.max(snapshotIndex, durableApplied);
+    }
     if (this.stopped) return;
     this.durableHardState = loaded.hardState;
     this.latestHardState = loaded.hardState;
-    // A durable state machine may be ahead of the snapshot, and of the commit index on disk (a change of
-    // commit alone is not synced): whatever it applied was committed.
-    const applied = Math.max(snapshotIndex, durableApplied);
     if (loaded.hardState.commit < applied) loaded = { ...loaded, hardState: { ...loaded.hardState, commit: applied } };
     this.lastSnapshotIndex = applied;
     this.smApplied = applied;
@@ -153,7 +239,8 @@ export class RaftNode {
         term: 1,
         confState: { voters: [...voters].sort((a, b) => a - b), votersOutgoing: [], learners: [], learnersNext: [], autoLeave: false },
       },
-      data: await this.options.stateMachine.snapshot(),
+      // A streaming state machine's snapshots are metadata only: its state lives in its own store.
+      data: this.streaming ? new Uint8Array(0) : await this.options.stateMachine.snapshot!(),
     };
     const hardState = { term: 1, vote: 0, commit: 1 };
     await this.options.logStore.save({ snapshot, hardState });
@@ -166,7 +253,19 @@ export class RaftNode {
     const raft = this.raft;
     if (raft === null || this.stopped) return;
     this.catchUpTicks();
-    this.guard(() => raft.step(message));
+    this.guard(() => {
+      raft.step(message);
+      if (this.streaming) this.routeStreamed(raft, message);
+    });
+  }
+
+  /** Hands streamed chunks the core accepted to the receiver, and acknowledgements to the sender they answer. */
+  private routeStreamed(raft: Raft, message: Message): void {
+    const now = this.options.clock.nowMs();
+    for (const m of raft.takeStreamedChunks()) this.receiver.onChunk(m, now);
+    if (message.type === 'snapResp' && isStreamedSnapshotMessage(message) && raft.role === 'leader' && message.term === raft.term) {
+      this.senders.get(message.from)?.onResponse(message, now);
+    }
   }
 
   propose(data: Uint8Array): Promise<ProposalResult> {
@@ -276,6 +375,10 @@ export class RaftNode {
     for (const batch of [...this.reads.values()]) this.failRead(batch, stoppedError);
     this.applyQueue = [];
     this.applyWaiters = [];
+    for (const s of this.senders.values()) s.close();
+    this.senders.clear();
+    this.receiver.abort('node stopped');
+    for (const wake of this.processingWaiters.splice(0)) wake();
   }
 
   // ===================== internals =====================
@@ -322,6 +425,11 @@ export class RaftNode {
       if (this.stopped) return;
       this.catchUpTicks();
       this.scheduleTick();
+      if (this.streaming) {
+        const now = this.options.clock.nowMs();
+        for (const s of [...this.senders.values()]) s.onTick(now);
+        this.receiver.onTick(now);
+      }
       this.kick();
     });
   }
@@ -350,7 +458,9 @@ export class RaftNode {
 
   private kick(): void {
     const raft = this.raft;
-    if (raft === null || this.stopped || this.processing) return;
+    if (raft === null || this.stopped) return;
+    if (this.streaming) this.serviceSnapshots(raft);
+    if (this.processing) return;
     if (this.proposalQueue.length > 0 && !this.proposalFlushScheduled) {
       this.flushProposals(); // proposals held back while the previous Ready was processed; it kicks again
       return;
@@ -456,6 +566,16 @@ export class RaftNode {
       if (this.applyRunning || this.stopped) return;
       if (this.applyQueue.length === 0) break;
       const entries = this.applyQueue.splice(0, applyBatchEntriesMax);
+      // A streaming state machine may already hold entries Raft re-commits after a restart (see start()):
+      // they are settled without being applied again.
+      const holds = this.streaming ? sm.appliedIndex!() : 0;
+      if (entries[0]!.index <= holds) {
+        const held = entries.findIndex((e) => e.index > holds);
+        const skipped = held < 0 ? entries : entries.slice(0, held);
+        this.onApplied(skipped, skipped.map(() => undefined));
+        if (held > 0) this.applyQueue.unshift(...entries.slice(held));
+        continue;
+      }
       let results: readonly unknown[] | Promise<readonly unknown[]>;
       try {
         if (sm.applyBatch !== undefined) results = sm.applyBatch(entries);
@@ -516,29 +636,50 @@ export class RaftNode {
       this.fatal(error);
       return;
     }
-    this.processing = false;
-    this.maybeSnapshot();
-    this.kick();
+    if (this.snapshotDue(raft)) {
+      this.takeSnapshot(raft);
+      return;
+    }
+    this.releaseProcessing();
+  }
+
+  /** Nothing waits to be applied: the state machine holds exactly the entries handed to it. */
+  private applierIdle(): boolean {
+    return !this.applyRunning && this.applyQueue.length === 0;
   }
 
   /**
-   * Takes a snapshot when enough entries were applied since the last one, at a moment when the loop is
-   * between Readys and the applier is idle, so the state machine holds exactly the core's applied index.
+   * Whether to take a snapshot now: enough entries applied since the last one, and the applier idle, so the
+   * state machine holds exactly the core's applied index (the caller holds `processing`).
    */
+  private snapshotDue(raft: Raft): boolean {
+    if (!this.applierIdle()) return false;
+    const appliedSinceSnapshot = this.smApplied - this.lastSnapshotIndex;
+    if (appliedSinceSnapshot < (this.options.snapshotEveryEntries ?? defaultSnapshotEveryEntries) || !raft.canSnapshot()) return false;
+    assert(raft.log.applied === this.smApplied, `core applied ${raft.log.applied} != state machine applied ${this.smApplied}`);
+    return true;
+  }
+
+  /** Once the applier went idle: a snapshot that is due, and snapshot streams that wait for an idle applier. */
   private maybeSnapshot(): void {
     const raft = this.raft;
-    if (raft === null || this.stopped || this.processing || this.applyRunning || this.applyQueue.length > 0) return;
-    const appliedSinceSnapshot = this.smApplied - this.lastSnapshotIndex;
-    if (appliedSinceSnapshot < (this.options.snapshotEveryEntries ?? defaultSnapshotEveryEntries) || !raft.canSnapshot()) return;
-    assert(raft.log.applied === this.smApplied, `core applied ${raft.log.applied} != state machine applied ${this.smApplied}`);
-    this.processing = true;
-    this.takeSnapshot(raft);
+    if (raft === null || this.stopped || this.processing) return;
+    if (this.snapshotDue(raft)) {
+      this.processing = true;
+      this.takeSnapshot(raft);
+      return;
+    }
+    if (this.pendingSnapshotSends.size > 0) this.kick();
   }
 
   private takeSnapshot(raft: Raft): void {
     const compactTo = (index: number) => Math.max(0, index - (this.options.snapshotKeepEntries ?? defaultSnapshotKeepEntries));
     let snapshotIndex = 0;
-    Promise.resolve(this.options.stateMachine.snapshot())
+    // A streaming state machine's snapshot is metadata only: nothing is copied.
+    // Before the log is compacted below it, what the state machine applied must be durable (its store may
+    // write lazily; see StateMachine.sync).
+    const sm = this.options.stateMachine;
+    Promise.resolve(this.streaming ? Promise.resolve(sm.sync?.()).then(() => new Uint8Array(0)) : sm.snapshot!())
       .then(async (data) => {
         // A snapshot from the leader may have started replacing the log meanwhile: then skip this one.
         if (this.stopped || !raft.canSnapshot()) return;
@@ -557,8 +698,7 @@ export class RaftNode {
       .then(
         () => {
           if (this.stopped) return;
-          this.processing = false;
-          this.kick();
+          this.releaseProcessing();
         },
         (error: unknown) => this.fatal(error),
       );
@@ -573,7 +713,155 @@ export class RaftNode {
         p.reject(new RaftError('ProposalDropped', 'outcome unknown: replaced by a snapshot from the leader'));
       }
     }
-    return this.options.stateMachine.restore(snapshot);
+    // A streamed snapshot was installed into the state machine before the core took its metadata.
+    if (this.streaming) return;
+    return this.options.stateMachine.restore!(snapshot);
+  }
+
+  // ===================== streamed snapshots =====================
+
+  /**
+   * Leader: closes transfers that are no longer wanted (leadership lost, the follower caught up or left) and,
+   * between two Readies (so the state machine's applied index is the core's), opens a stream for each
+   * follower that needs one. Follower: aborts a transfer from a leader that is no longer ours.
+   */
+  private serviceSnapshots(raft: Raft): void {
+    const incoming = this.receiver.active;
+    if (incoming !== null && !incoming.complete && (raft.term !== incoming.term || raft.lead !== incoming.from)) {
+      this.receiver.abort('the leader changed');
+    }
+    for (const [to, s] of this.senders) {
+      const pr = raft.tracker.progress.get(to);
+      if (raft.role !== 'leader' || raft.term !== s.term || pr === undefined || pr.state !== 'snapshot') this.closeSender(to, s);
+    }
+    for (const to of raft.takeSnapshotRequests()) this.pendingSnapshotSends.add(to);
+    // A stream carries the state at the core's applied index: open it only between Readys with the applier
+    // idle (maybeSnapshot() comes back here when the applier drains).
+    if (this.processing || !this.applierIdle() || this.pendingSnapshotSends.size === 0) return;
+    for (const to of [...this.pendingSnapshotSends]) {
+      this.pendingSnapshotSends.delete(to);
+      this.startSender(raft, to);
+    }
+  }
+
+  private closeSender(to: NodeId, s: SnapshotSender): void {
+    s.close();
+    if (this.senders.get(to) === s) this.senders.delete(to);
+    this.streamStats.chunksSent += s.stats.chunksSent;
+    this.streamStats.bytesSent += s.stats.bytesSent;
+    this.streamStats.resends += s.stats.resends;
+  }
+
+  private startSender(raft: Raft, to: NodeId): void {
+    const pr = raft.tracker.progress.get(to);
+    if (raft.role !== 'leader' || pr === undefined || pr.state !== 'snapshot') return;
+    const old = this.senders.get(to);
+    if (old !== undefined) this.closeSender(to, old);
+    const sm = this.options.stateMachine;
+    if (sm.appliedIndex!() !== raft.log.applied || !raft.canSnapshot()) {
+      // The stream must be labelled with the metadata of exactly the state it carries: try again later.
+      raft.reportSnapshotFailure(to);
+      return;
+    }
+    const metadata = raft.snapshotMetadataAtApplied();
+    const source = sm.openSnapshot!();
+    this.snapshotAttempt++;
+    const sender: SnapshotSender = new SnapshotSender(to, raft.term, this.snapshotAttempt, metadata, source, this.snapshotLimits, {
+      from: this.id,
+      send: (m) => this.options.transport.send(m),
+      onFailure: (reason) => {
+        this.closeSender(to, sender);
+        this.streamStats.sendsFailed++;
+        this.logger.info({ id: this.id, to, index: metadata.index, reason }, 'snapshot transfer abandoned');
+        this.raft?.reportSnapshotFailure(to);
+        this.kick();
+      },
+    }, this.options.clock.nowMs());
+    this.senders.set(to, sender);
+    this.streamStats.sendsStarted++;
+    this.logger.info({ id: this.id, to, index: metadata.index, term: metadata.term }, 'streaming a snapshot');
+    sender.start();
+  }
+
+  /**
+   * Follower: a new transfer begins; the state machine consumes its chunks as they arrive. Its final switch
+   * happens while this driver holds `processing` (no Ready in progress, nothing applied meanwhile) and only
+   * if the core still wants the snapshot; the core then takes the metadata in the same critical section.
+   */
+  private beginInstall(t: IncomingSnapshot): void {
+    this.streamStats.receivesStarted++;
+    let gatePassed = false;
+    let holding = false;
+    const beforeInstall = async (): Promise<void> => {
+      await this.acquireProcessing();
+      holding = true;
+      // Entries handed over before the switch are applied to the old state first (no new ones come while
+      // `processing` is held).
+      await new Promise<void>((resolve) => this.whenApplier(() => this.applierIdle(), resolve));
+      const raft = this.raft;
+      if (this.stopped || raft === null) throw new SnapshotTransferAborted('node stopped');
+      if (this.receiver.active !== t) throw new SnapshotTransferAborted('superseded');
+      if (!raft.acceptsSnapshot(t.metadata)) throw new SnapshotTransferAborted('no longer needed: the log caught up');
+      gatePassed = true;
+    };
+    // An install superseded just now may still be cleaning up what it wrote: start after it settled (the
+    // chunks wait in the queue, unacknowledged, so the leader's window bounds them).
+    const run = this.lastInstall.then(() => this.options.stateMachine.installSnapshot!(t.metadata, t.chunks, beforeInstall));
+    this.lastInstall = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    run.then(
+      () => {
+        if (this.stopped) return;
+        const raft = this.raft!;
+        assert(gatePassed, 'the state machine installed a snapshot without calling beforeInstall');
+        this.receiver.finished(t, false);
+        this.lastSnapshotIndex = Math.max(this.lastSnapshotIndex, t.metadata.index);
+        this.smApplied = Math.max(this.smApplied, t.metadata.index);
+        this.streamStats.installs++;
+        this.logger.info({ id: this.id, index: t.metadata.index, term: t.metadata.term }, 'streamed snapshot installed');
+        try {
+          raft.installStreamedSnapshot(t.metadata, t.from);
+        } catch (error) {
+          this.fatal(error);
+          return;
+        }
+        this.releaseProcessing();
+      },
+      (error: unknown) => {
+        if (this.stopped) return;
+        if (gatePassed) {
+          // The switch itself failed: the state machine's store is in doubt.
+          this.fatal(error);
+          return;
+        }
+        if (this.receiver.active === t) this.streamStats.receivesAborted++;
+        this.receiver.finished(t, true);
+        this.logger.info({ id: this.id, index: t.metadata.index, err: error }, 'streamed snapshot not installed');
+        if (holding) this.releaseProcessing();
+      },
+    );
+  }
+
+  /** Waits until no Ready is in progress, then holds the driver (kick() does nothing until released). */
+  private acquireProcessing(): Promise<void> {
+    if (!this.processing) {
+      this.processing = true;
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve) => this.processingWaiters.push(resolve));
+  }
+
+  /** Ends the current holder's turn: hands `processing` to the next waiter, or processes the next Ready. */
+  private releaseProcessing(): void {
+    const next = this.processingWaiters.shift();
+    if (next !== undefined && !this.stopped) {
+      next();
+      return;
+    }
+    this.processing = false;
+    this.kick();
   }
 
   private settleProposals(entries: readonly Entry[], results: readonly unknown[]): void {

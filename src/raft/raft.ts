@@ -22,6 +22,7 @@ import type {
   Ready,
   Role,
   Snapshot,
+  SnapshotMetadata,
   SoftState,
 } from './types.ts';
 import { EntryType, NONE } from './types.ts';
@@ -109,6 +110,10 @@ export class Raft {
   private readonly pendingReads: PendingRead[] = [];
   private readonly readsAwaitingCommitInTerm: { context: Uint8Array; from: NodeId }[] = [];
   private snapshotReceive: SnapshotReceive | null = null;
+  /** Streaming mode: followers that now need a snapshot streamed (taken by the driver). */
+  private snapshotRequests: NodeId[] = [];
+  /** Streaming mode: snapshot chunk messages from the current leader, for the driver's receiver. */
+  private streamedChunks: Message[] = [];
 
   private msgs: Message[] = [];
   private readStates: ReadState[] = [];
@@ -325,7 +330,8 @@ export class Raft {
     // the follower probed).
     if (pr.state === 'replicate' && pr.inflights.full()) pr.inflights.freeFirstOne();
     if (pr.state === 'snapshot') {
-      this.resendStalledSnapshot(m.from, pr);
+      // A streamed transfer is paced and resent by the driver's sender.
+      if (!this.config.snapshotStreaming) this.resendStalledSnapshot(m.from, pr);
     } else if (pr.match < this.log.lastIndex()) {
       this.maybeSendAppend(m.from, true);
     }
@@ -333,6 +339,8 @@ export class Raft {
   }
 
   private handleSnapshotResponse(m: Message, pr: Progress): void {
+    // Streamed transfers are acknowledged to the driver's sender, not to the core.
+    if (this.config.snapshotStreaming) return;
     const t = pr.snapshotTransfer;
     if (pr.state !== 'snapshot' || t === null || t.snapshot.metadata.index !== m.rejectHint) return;
     if (m.reject) {
@@ -471,6 +479,10 @@ export class Raft {
   }
 
   private handleSnapshotChunk(m: Message): void {
+    if (this.config.snapshotStreaming) {
+      this.handleStreamedChunk(m);
+      return;
+    }
     const chunk = m.snapshot;
     if (chunk === null || chunk.offset + chunk.data.byteLength > chunk.totalBytes) return;
     const meta = chunk.metadata;
@@ -508,6 +520,24 @@ export class Raft {
     }
   }
 
+  /**
+   * Streaming mode: a chunk from the current leader (term and leadership already checked by step). One of a
+   * snapshot we do not need is answered with our commit index, which moves the leader's progress on;
+   * otherwise the chunk goes to the driver's receiver, which feeds it to the state machine.
+   */
+  private handleStreamedChunk(m: Message): void {
+    const chunk = m.snapshot;
+    if (chunk === null) return;
+    const meta = chunk.metadata;
+    if (meta.index === 0 || meta.term === 0 || meta.term > m.term || meta.confState.voters.length === 0) return;
+    if (!this.acceptsSnapshot(meta)) {
+      if (this.log.matchTerm(meta.index, meta.term)) this.log.commitTo(meta.index);
+      this.send({ type: 'appResp', to: m.from, index: this.log.committed });
+      return;
+    }
+    this.streamedChunks.push(m);
+  }
+
   /** Installs a snapshot from the leader if it is newer than what we have. Returns whether it did. */
   private restore(s: Snapshot): boolean {
     if (s.metadata.index <= this.log.committed) return false;
@@ -519,6 +549,77 @@ export class Raft {
     this.log.restore(s);
     this.tracker.applyConf(s.metadata.confState, this.log.lastIndex() + 1);
     return true;
+  }
+
+  // ===================== streamed snapshots (driver API) =====================
+
+  /** Streaming mode: the followers that need a snapshot streamed to them since the last call. */
+  takeSnapshotRequests(): NodeId[] {
+    const out = this.snapshotRequests;
+    this.snapshotRequests = [];
+    return out;
+  }
+
+  /** Streaming mode: the chunk messages from the current leader accepted since the last call, in arrival order. */
+  takeStreamedChunks(): Message[] {
+    const out = this.streamedChunks;
+    this.streamedChunks = [];
+    return out;
+  }
+
+  /**
+   * The metadata of the state as of the applied index: what a point-in-time stream of the state machine
+   * opened now (between two Readies) must be labelled with. Conf changes take effect when applied, so the
+   * tracker's configuration is the one at the applied index.
+   */
+  snapshotMetadataAtApplied(): SnapshotMetadata {
+    assert(this.outstanding === null, 'snapshot metadata requested while a Ready is outstanding');
+    assert(this.canSnapshot(), `no snapshot metadata at applied index ${this.log.applied} now`);
+    const index = this.log.applied;
+    return { index, term: this.log.term(index), confState: this.tracker.confState() };
+  }
+
+  /** Whether a follower should take a snapshot with this metadata: newer than its commit, not already in its log. */
+  acceptsSnapshot(meta: SnapshotMetadata): boolean {
+    return meta.index > this.log.committed && !this.log.matchTerm(meta.index, meta.term);
+  }
+
+  /**
+   * A streamed transfer to `to` failed or was abandoned: probe the follower again after its next heartbeat
+   * response (a new snapshot is streamed if it still needs one).
+   */
+  reportSnapshotFailure(to: NodeId): void {
+    if (this.role !== 'leader') return;
+    const pr = this.tracker.progress.get(to);
+    if (pr === undefined || pr.state !== 'snapshot') return;
+    pr.snapshotTransfer = null;
+    pr.becomeProbe();
+    pr.probeSent = true;
+  }
+
+  /**
+   * Streaming mode: the state machine has durably installed the state at `meta` (the driver checked
+   * acceptsSnapshot() just before the switch, and no Ready was outstanding since). When the log holds that
+   * entry already (a newer leader's appends raced with the install), the log is kept — it may hold
+   * acknowledged entries after it — and commit and applied move up to it; otherwise the log is replaced by
+   * the snapshot, which the next Ready persists (with empty data: the state lives in the state machine).
+   */
+  installStreamedSnapshot(meta: SnapshotMetadata, from: NodeId): void {
+    assert(this.config.snapshotStreaming, 'installStreamedSnapshot needs snapshotStreaming');
+    assert(this.outstanding === null, 'streamed snapshot installed while a Ready is outstanding');
+    assert(meta.index > this.log.applied, `streamed snapshot at ${meta.index} is not above applied ${this.log.applied}`);
+    if (this.log.matchTerm(meta.index, meta.term)) {
+      this.log.commitTo(meta.index);
+      this.log.appliedTo(meta.index);
+      this.tracker.applyConf(meta.confState, this.log.lastIndex() + 1);
+      this.send({ type: 'appResp', to: from, index: this.log.committed });
+      return;
+    }
+    assert(meta.index > this.log.committed, `streamed snapshot at ${meta.index} below commit ${this.log.committed} and not in the log`);
+    this.snapshotReceive = null;
+    this.log.restore({ metadata: meta, data: new Uint8Array(0) });
+    this.tracker.applyConf(meta.confState, this.log.lastIndex() + 1);
+    this.send({ type: 'appResp', to: from, index: this.log.lastIndex() });
   }
 
   // ===================== local API =====================
@@ -842,7 +943,8 @@ export class Raft {
       assert(snapshot !== null, `log compacted below ${pr.next} without a snapshot`);
       pr.becomeSnapshot(snapshot);
       this.lastStalledAck.delete(to);
-      this.sendSnapshotChunks(to, pr);
+      if (this.config.snapshotStreaming) this.snapshotRequests.push(to);
+      else this.sendSnapshotChunks(to, pr);
       return true;
     }
     if (entries.length === 0 && !sendIfEmpty) return false;

@@ -123,3 +123,47 @@ void t.test('an empty state round-trips too', async (t) => {
   t.equal(await b.sm.restoreFromChunks(a.sm.snapshotChunks()), 0);
   t.same(await dump(b.kv), await dump(a.kv));
 });
+
+void t.test('closing a snapshot stream early releases the store iterator, even before the encoder reached it', async (t) => {
+  for (const framesRead of [0, 1, 3]) {
+    const kv = new MemoryKv();
+    let released = 0;
+    const original = kv.snapshotIterator.bind(kv);
+    kv.snapshotIterator = () => {
+      const inner = original();
+      async function* tracked(): AsyncGenerator<{ key: Uint8Array; value: Uint8Array }> {
+        try {
+          yield* inner;
+        } finally {
+          released++;
+        }
+      }
+      return tracked();
+    };
+    const sm = await MetadataStateMachine.open(kv, { limits: { snapshotChunkBytes: 64 } });
+    const stream = sm.snapshotChunks();
+    for (let i = 0; i < framesRead; i++) await stream.next();
+    await stream.return?.(undefined);
+    t.equal(released, 1, `after ${framesRead} frames read, the store iterator was released`);
+  }
+});
+
+void t.test('restoreFromChunks: beforeInstall sees the verified applied index and may refuse, keeping the old state', async (t) => {
+  const a = await populated(256);
+  const b = await Harness.open();
+  const before = await dump(b.kv);
+  const seen: number[] = [];
+  await t.rejects(
+    b.sm.restoreFromChunks(a.sm.snapshotChunks(), {
+      beforeInstall: (applied) => {
+        seen.push(applied);
+        throw new Error('refused');
+      },
+    }),
+    /refused/,
+  );
+  t.same(seen, [a.sm.appliedIndex()]);
+  t.same(await dump(b.kv), before, 'the old state is kept');
+  t.equal(await b.sm.restoreFromChunks(a.sm.snapshotChunks(), { beforeInstall: () => undefined }), a.sm.appliedIndex());
+  t.same(await dump(b.kv), await dump(a.kv));
+});

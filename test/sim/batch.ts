@@ -10,6 +10,7 @@ import type { FsmBug } from '../../src/fsm/bugs.ts';
 import type { PlacementBug } from '../../src/placement/bugs.ts';
 import type { ClusterSize, WorkloadKind } from './scenario.ts';
 import { runSeed } from './simulation.ts';
+import type { SnapshotStreamStats } from '../../src/raft/node.ts';
 
 /** What one seed's run reports across a thread boundary (the full RunResult stays in the worker). */
 export interface SeedSummary {
@@ -19,6 +20,9 @@ export interface SeedSummary {
   readonly traceHash: string;
   readonly simulatedMs: number;
   readonly realMs: number;
+  /** Snapshots installed by any node; streamed snapshot transfers (metadata workload). */
+  readonly snapshotsRestored: number;
+  readonly snapshotStreams: SnapshotStreamStats;
 }
 
 export interface BatchOptions {
@@ -58,6 +62,8 @@ export async function summarizeSeed(seed: number, request: Omit<WorkerRequest, '
     traceHash: result.traceHash,
     simulatedMs: result.simulatedMs,
     realMs: result.realMs,
+    snapshotsRestored: result.stats.checks.snapshotsRestored,
+    snapshotStreams: result.stats.cluster.snapshotStreams,
   };
 }
 

@@ -22,6 +22,8 @@ import { placementBugs, type PlacementBug } from '../../src/placement/bugs.ts';
 import { fsmBugCatalog, placementBugCatalog, plantedBugCatalog } from './planted-bugs.ts';
 import { describeScenario, supportedClusterSizes, workloadKinds, type ClusterSize, type WorkloadKind } from './scenario.ts';
 import { runSeed, type RunResult } from './simulation.ts';
+import { emptySnapshotStreamStats } from './cluster.ts';
+import type { SnapshotStreamStats } from '../../src/raft/node.ts';
 
 const DEFAULT_CLUSTER_SIZES: readonly ClusterSize[] = [3, 5];
 const workloads = workloadKinds;
@@ -161,6 +163,9 @@ async function runMany(options: CliOptions): Promise<number> {
   let passed = 0;
   let failed = 0;
   let simulatedMs = 0;
+  let restores = 0;
+  let seedsWithStreams = 0;
+  const streams = emptySnapshotStreamStats();
   const startedMs = performance.now();
   const allBugs = [...options.bugs, ...options.fsmBugs, ...options.placementBugs];
   const bugNote = allBugs.length > 0 ? ` with planted bug ${allBugs.join(', ')}` : '';
@@ -169,6 +174,9 @@ async function runMany(options: CliOptions): Promise<number> {
   const batch = { clusterSizes: options.clusterSizes, bugs: options.bugs, workload: options.workload, fsmBugs: options.fsmBugs, placementBugs: options.placementBugs, jobs: options.jobs };
   await runBatch(options.seeds, batch, (summary) => {
     simulatedMs += summary.simulatedMs;
+    restores += summary.snapshotsRestored;
+    if (summary.snapshotStreams.installs > 0) seedsWithStreams++;
+    for (const k of Object.keys(streams) as (keyof typeof streams)[]) streams[k] += summary.snapshotStreams[k];
     if (summary.ok) passed++;
     else {
       failed++;
@@ -179,6 +187,7 @@ async function runMany(options: CliOptions): Promise<number> {
   });
   progress.clear();
   printThroughput(options.seeds.length, simulatedMs, performance.now() - startedMs);
+  console.log(`snapshots: ${restores} installed by lagging members; ${streamLine(streams)} (in ${seedsWithStreams} seeds)`);
   console.log(`${passed} passed, ${failed} failed`);
   return failed === 0 ? 0 : 1;
 }
@@ -226,12 +235,20 @@ async function replay(options: CliOptions): Promise<number> {
         `${c.chunkserverCrashes} chunkserver crashes (${c.disksLost} disks lost, ${c.permanentDeaths} for good); converged in ${c.convergedMs === null ? '-' : `${c.convergedMs.toFixed(0)}ms`}`,
     );
   }
+  console.log(`snapshot streams: ${streamLine(s.cluster.snapshotStreams)}`);
   console.log(`final: ${s.finalConfiguration}; healed in ${s.healMs === null ? '-' : `${s.healMs.toFixed(0)}ms`}`);
   console.log(`trace hash ${result.traceHash}`);
   if (!result.ok) console.log(failureLine(result, options));
   printThroughput(1, result.simulatedMs, result.realMs);
   console.log(`${result.ok ? 1 : 0} passed, ${result.ok ? 0 : 1} failed`);
   return result.ok ? 0 : 1;
+}
+
+function streamLine(s: SnapshotStreamStats): string {
+  return (
+    `${s.installs} streamed snapshots installed; ${s.sendsStarted} transfers started (${s.sendsFailed} abandoned and retried), ` +
+    `${s.chunksSent} chunks sent (${s.resends} window resends), ${s.receivesStarted} received (${s.receivesAborted} aborted)`
+  );
 }
 
 function listBugs(): void {

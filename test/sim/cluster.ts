@@ -9,7 +9,7 @@
  *   lost, per scenario). Its clock keeps running, so it wakes up late, like a process after SIGSTOP.
  * - Messages reach only a host that is up (started and listening); a starting host is not yet listening.
  */
-import { RaftNode } from '../../src/raft/node.ts';
+import { RaftNode, type SnapshotStreamStats } from '../../src/raft/node.ts';
 import type { Logger, NodeStatus } from '../../src/raft/node-api.ts';
 import type { Message, NodeId } from '../../src/raft/types.ts';
 import { CorruptLogError } from '../../src/storage/log-store.ts';
@@ -73,6 +73,16 @@ export interface ClusterStats {
   restarts: number;
   pauses: number;
   corruptionsDetected: number;
+  /** Streamed snapshot transfers, summed over every incarnation (see collectSnapshotStreamStats). */
+  snapshotStreams: SnapshotStreamStats;
+}
+
+function addStreamStats(into: SnapshotStreamStats, s: SnapshotStreamStats): void {
+  for (const k of Object.keys(into) as (keyof SnapshotStreamStats)[]) into[k] += s[k];
+}
+
+export function emptySnapshotStreamStats(): SnapshotStreamStats {
+  return { sendsStarted: 0, sendsFailed: 0, chunksSent: 0, bytesSent: 0, resends: 0, receivesStarted: 0, installs: 0, receivesAborted: 0 };
 }
 
 export interface ClusterDeps {
@@ -95,7 +105,14 @@ export interface ClusterDeps {
 
 export class Cluster {
   readonly hosts = new Map<NodeId, Host>();
-  readonly stats: ClusterStats = { crashes: 0, restarts: 0, pauses: 0, corruptionsDetected: 0 };
+  readonly stats: ClusterStats = { crashes: 0, restarts: 0, pauses: 0, corruptionsDetected: 0, snapshotStreams: emptySnapshotStreamStats() };
+
+  /** Adds the running nodes' streamed snapshot counters (stopped ones were added when they stopped). */
+  collectSnapshotStreamStats(): SnapshotStreamStats {
+    const total = { ...this.stats.snapshotStreams };
+    for (const host of this.hosts.values()) if (host.raft !== null) addStreamStats(total, host.raft.snapshotStreamStats());
+    return total;
+  }
 
   constructor(private readonly deps: ClusterDeps) {}
 
@@ -209,6 +226,7 @@ export class Cluster {
         clockDriftBoundPermille: scenario.clockDriftBoundPermille,
         appendMessageBytesMax: scenario.appendMessageBytesMax,
         inflightMessagesMax: scenario.inflightMessagesMax,
+        snapshotChunkBytes: scenario.snapshotChunkBytes,
         bugs: scenario.bugs,
       },
       logStore: store,
@@ -292,6 +310,7 @@ export class Cluster {
     // Requests waiting in a paused process's socket are refused now.
     for (const event of host.deferred.splice(0)) event.onDrop?.();
     raft?.stop();
+    if (raft !== null && raft !== undefined) addStreamStats(this.stats.snapshotStreams, raft.snapshotStreamStats());
   }
 
   pause(host: Host): void {

@@ -16,7 +16,7 @@
  *   that completed before the read was invoked.
  */
 import type { StateMachine } from '../../src/raft/node-api.ts';
-import type { Entry, NodeId, Snapshot } from '../../src/raft/types.ts';
+import type { Entry, NodeId, SnapshotMetadata } from '../../src/raft/types.ts';
 import { EntryType } from '../../src/raft/types.ts';
 import { NotLeaderError, RaftError } from '../../src/raft/errors.ts';
 import {
@@ -352,18 +352,16 @@ export class ObservedMetadataStateMachine implements StateMachine {
     return results;
   }
 
-  snapshot(): Promise<Uint8Array> {
-    return (this.inner as RaftMetadataStateMachine).snapshot();
+  openSnapshot(): AsyncIterator<Uint8Array> {
+    return (this.inner as RaftMetadataStateMachine).openSnapshot();
   }
 
-  async restore(snapshot: Snapshot): Promise<void> {
-    await (this.inner as RaftMetadataStateMachine).restore(snapshot);
+  async installSnapshot(metadata: SnapshotMetadata, chunks: AsyncIterable<Uint8Array>, beforeInstall: () => Promise<void>): Promise<void> {
+    await (this.inner as RaftMetadataStateMachine).installSnapshot(metadata, chunks, beforeInstall);
     this.checker.noteRestore();
-    // The founding snapshot (index 1) holds the state before any entry: applied index 0.
     const applied = this.fsm.appliedIndex();
-    const index = snapshot.metadata.index;
-    if (applied !== index && !(index === 1 && applied === 0)) {
-      this.checker.fail('snapshot-consistency', `n${this.nodeId} restored a snapshot of index ${index} whose state has applied index ${applied}`);
+    if (applied !== metadata.index) {
+      this.checker.fail('snapshot-consistency', `n${this.nodeId} restored a snapshot of index ${metadata.index} whose state has applied index ${applied}`);
       return;
     }
     await this.metadata.onRestore(this.nodeId, applied, this.kv);

@@ -359,7 +359,7 @@ class Simulation {
       eventsDropped: this.world.eventsDropped,
       network: this.network.stats,
       faults: this.faults.stats,
-      cluster: this.cluster.stats,
+      cluster: { ...this.cluster.stats, snapshotStreams: this.cluster.collectSnapshotStreamStats() },
       membership: this.membership.stats,
       workload: this.workloadStats,
       checks: this.checker.stats,
