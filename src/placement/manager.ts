@@ -306,10 +306,26 @@ export class ChunkManager {
     if (keep.length > 0) this.proposeReplicas(chunk, keep, nowMs);
   }
 
+  /**
+   * The server's queued commands, as of now: a copy that finished or expired while its command waited is not
+   * sent, nor one the current view makes pointless (the chunk moved on, or the target is listed by now).
+   */
   private reply(id: number): Reply {
     const queued = this.outbox.get(id) ?? [];
     this.outbox.delete(id);
-    return { commands: queued, fullReportWanted: !this.fullReportSeen.has(id) };
+    const commands = queued.filter((c) => {
+      if (c.kind !== 'replicate') return true;
+      const copy = this.copies.get(c.handle)?.find((x) => x.source === id && x.target === c.target && x.version === c.version);
+      if (copy === undefined) return false;
+      const chunk = this.view.chunks.get(c.handle);
+      const pointless = chunk === undefined || chunk.version !== c.version || chunk.replicas.includes(c.target);
+      if (pointless && !this.bugs.has('placement-rereplicate-onto-holder')) {
+        this.finishCopy(copy);
+        return false;
+      }
+      return true;
+    });
+    return { commands, fullReportWanted: !this.fullReportSeen.has(id) };
   }
 
   // ---------------------------------------------------------------- allocation

@@ -322,3 +322,22 @@ void t.test('garbage collection never deletes a current copy on a returning serv
   t.same(m2.chunkReport(1, 0, { full: true, chunks: [{ handle: 1, version: 1, lengthBytes: 1 }] }).commands, [{ kind: 'delete', handle: 1, version: 1 }], 'deleted once enough live replicas are listed');
   t.end();
 });
+
+void t.test('a queued copy is not sent once it finished, or once the view lists its target', (t) => {
+  const servers = [server(1, 'r1'), server(2, 'r2', { state: 'dead' }), server(3, 'r3')];
+  const v = view(servers, [chunk(1, [1, 2], { replication: 2 })]);
+  const m = manager(v);
+  reportAll(m, v, 0);
+  m.tick(10); // copy 1 -> 3 queued for server 1
+  m.chunkReport(3, 20, { full: true, chunks: [{ handle: 1, version: 1, lengthBytes: 1 }] }); // 3 got it anyway (a former leader's copy)
+  t.match(ops(m), [{ type: 'setChunkReplicas', handle: 1, replicas: [1, 3] }], 'listed on its report');
+  t.same(m.heartbeat(1, 30, { capacityBytes: GiB, usedBytes: 0 }).commands, [], 'the finished copy is not sent');
+
+  const m2 = manager(v);
+  reportAll(m2, v, 0);
+  m2.tick(10);
+  m2.setView(view(servers, [chunk(1, [1, 3], { replication: 2 })])); // listed by someone else meanwhile
+  t.same(m2.heartbeat(1, 30, { capacityBytes: GiB, usedBytes: 0 }).commands, [], 'a copy onto a now-listed target is not sent');
+  t.equal(m2.status().copiesInFlight, 0, 'and is forgotten');
+  t.end();
+});
