@@ -15,7 +15,7 @@ import type { Command } from './commands.ts';
 import * as keys from './keys.ts';
 import type { Kv } from './kv.ts';
 import type { FsmLimits } from './limits.ts';
-import { parsePath, type PathComponent } from './paths.ts';
+import { parsePath, utf8, type PathComponent } from './paths.ts';
 import { ROOT_ID } from './records.ts';
 
 /** Path levels walked ahead at most (deeper components are read on demand). */
@@ -25,7 +25,12 @@ interface Walk {
   readonly components: readonly PathComponent[];
   level: number;
   dir: number;
+  /** createMany: the names to look up in the directory the walk ends at. */
+  readonly leaves?: readonly Uint8Array[];
 }
+
+/** Directory entries of one createMany's names fetched ahead, at most. */
+const prefetchLeavesMax = 1024;
 
 export async function prefetchBatch(
   kv: Kv,
@@ -50,6 +55,17 @@ export async function prefetchBatch(
       }
       if (components.length > 0) walks.push({ components, level: 0, dir: ROOT_ID });
     }
+    const many = leavesOf(command);
+    if (many !== undefined) {
+      let components: PathComponent[];
+      try {
+        components = parsePath(many.dir, limits);
+      } catch {
+        continue;
+      }
+      if (components.length === 0) for (const leaf of many.leaves) first.push(keys.direntKey(ROOT_ID, leaf));
+      else walks.push({ components, level: 0, dir: ROOT_ID, leaves: many.leaves });
+    }
   }
   let pending = first;
   for (let depth = 0; depth <= prefetchDepthMax && (pending.length > 0 || walks.length > 0); depth++) {
@@ -61,11 +77,17 @@ export async function prefetchBatch(
     pending = [];
     const next: Walk[] = [];
     for (const w of walks) {
-      if (w.level + 1 >= w.components.length) continue;
+      const last = w.level + 1 >= w.components.length;
+      if (last && w.leaves === undefined) continue;
       const entry = await kv.get(keys.direntKey(w.dir, w.components[w.level]!.bytes));
       if (entry === undefined) continue;
       const child = keys.readDirent(entry);
       if (child.type !== 'dir') continue;
+      if (last) {
+        pending.push(keys.inodeKey(child.id));
+        for (const leaf of w.leaves!) pending.push(keys.direntKey(child.id, leaf));
+        continue;
+      }
       w.dir = child.id;
       w.level += 1;
       next.push(w);
@@ -75,18 +97,15 @@ export async function prefetchBatch(
 }
 
 function pathsOf(command: Command): string[] {
-  const op = command.op as {
-    readonly path?: unknown;
-    readonly from?: unknown;
-    readonly to?: unknown;
-    readonly dir?: unknown;
-    readonly names?: unknown;
-  };
+  const op = command.op as { readonly path?: unknown; readonly from?: unknown; readonly to?: unknown };
   const out: string[] = [];
   for (const p of [op.path, op.from, op.to]) if (typeof p === 'string') out.push(p);
-  if (typeof op.dir === 'string' && Array.isArray(op.names)) {
-    const prefix = op.dir === '/' ? '' : op.dir;
-    for (const name of op.names as unknown[]) if (typeof name === 'string') out.push(`${prefix}/${name}`);
-  }
   return out;
+}
+
+/** createMany's directory (walked once) and its names (looked up in it). */
+function leavesOf(command: Command): { dir: string; leaves: Uint8Array[] } | undefined {
+  if (command.op.type !== 'createMany') return undefined;
+  const leaves = command.op.names.slice(0, prefetchLeavesMax).map((n) => utf8(n));
+  return { dir: command.op.dir, leaves };
 }

@@ -73,6 +73,18 @@ export interface InProcessCluster {
 
 /** `options`: extra server options (chunk manager settings, ...) for every server. */
 export async function startInProcessCluster(size: number, options: Partial<MetadataServerOptions> = {}): Promise<InProcessCluster> {
+  // A port found free may be taken by a parallel test file before a server binds it: then every server
+  // started so far is stopped (so nothing keeps the process alive) and the cluster starts again on new ports.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startInProcessClusterOnce(size, options);
+    } catch (error) {
+      if (attempt >= 5 || !/EADDRINUSE|No address added/.test(String((error as Error).message))) throw error;
+    }
+  }
+}
+
+async function startInProcessClusterOnce(size: number, options: Partial<MetadataServerOptions>): Promise<InProcessCluster> {
   const peers = new Map<number, PeerAddress>();
   for (let id = 1; id <= size; id++) {
     peers.set(id, { client: `127.0.0.1:${await freePort()}`, raft: `127.0.0.1:${await freePort()}` });
@@ -80,11 +92,17 @@ export async function startInProcessCluster(size: number, options: Partial<Metad
   const tmp = await tempDir('rfs-metadata-');
   const logger = pino({ level: 'silent' });
   const servers = new Map<number, MetadataServer>();
-  await Promise.all(
+  const started = await Promise.allSettled(
     [...peers.keys()].map(async (id) => {
       servers.set(id, await MetadataServer.start({ ...options, id, peers, dataDir: join(tmp.dir, `m${id}`), logger }));
     }),
   );
+  const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed !== undefined) {
+    await Promise.all([...servers.values()].map((s) => s.stop()));
+    await tmp.remove();
+    throw failed.reason;
+  }
   return {
     servers,
     peers,
