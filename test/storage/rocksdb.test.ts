@@ -36,11 +36,19 @@ async function openRocksDb(): Promise<OpenedStore> {
       return store;
     },
     inspect: async () => {
-      const reader = await RocksDbLogStore.open(dir, { readOnly: true });
-      try {
-        return await reader.load();
-      } finally {
-        await reader.close();
+      // A read-only handle opened beside the writer can race the writer's background compaction, which
+      // deletes table files the reader just listed ("No such file"): then open it again.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const reader = await RocksDbLogStore.open(dir, { readOnly: true });
+          try {
+            return await reader.load();
+          } finally {
+            await reader.close();
+          }
+        } catch (error) {
+          if (attempt >= 5 || !/No such file/.test(String((error as Error).message))) throw error;
+        }
       }
     },
     destroy: async () => {
