@@ -46,6 +46,8 @@ export interface RaftNodeOptions {
   readonly initialVoters?: readonly NodeId[];
   /** Take a state-machine snapshot and compact the log after this many applied entries. */
   readonly snapshotEveryEntries?: number;
+  /** ... or after entries of this many bytes in all were applied (bounds the log held in memory). */
+  readonly snapshotEveryBytes?: number;
   /** Entries kept below a snapshot so slightly lagging followers catch up from the log. */
   readonly snapshotKeepEntries?: number;
   /** A linearizable read not confirmed within this time is rejected with ReadDropped. */
@@ -56,6 +58,7 @@ export interface RaftNodeOptions {
 }
 
 export const defaultSnapshotEveryEntries = 10_000;
+export const defaultSnapshotEveryBytes = 32 * 1024 * 1024;
 export const defaultSnapshotKeepEntries = 1_000;
 export const defaultReadTimeoutMs = 5_000;
 /** A streamed snapshot transfer resends its unacknowledged window after this many election timeouts without an ack. */
@@ -117,6 +120,8 @@ export class RaftNode {
   private currentReadBatch: ReadBatch | null = null;
   private readSequence = 0;
   private lastSnapshotIndex = 0;
+  /** Bytes of entry data applied since the last snapshot (for snapshotEveryBytes). */
+  private appliedBytesSinceSnapshot = 0;
   /** The newest hard state from the core, and the newest one handed to the log store. */
   private latestHardState: HardState | null = null;
   private durableHardState: HardState | null = null;
@@ -617,6 +622,7 @@ export class RaftNode {
   }
 
   private onApplied(entries: readonly Entry[], results: readonly unknown[]): void {
+    for (const e of entries) this.appliedBytesSinceSnapshot += e.data.byteLength;
     this.smApplied = entries[entries.length - 1]!.index;
     this.settleProposals(entries, results);
     this.resolveReads(this.smApplied);
@@ -655,7 +661,10 @@ export class RaftNode {
   private snapshotDue(raft: Raft): boolean {
     if (!this.applierIdle()) return false;
     const appliedSinceSnapshot = this.smApplied - this.lastSnapshotIndex;
-    if (appliedSinceSnapshot < (this.options.snapshotEveryEntries ?? defaultSnapshotEveryEntries) || !raft.canSnapshot()) return false;
+    const due =
+      appliedSinceSnapshot >= (this.options.snapshotEveryEntries ?? defaultSnapshotEveryEntries) ||
+      (appliedSinceSnapshot > 0 && this.appliedBytesSinceSnapshot >= (this.options.snapshotEveryBytes ?? defaultSnapshotEveryBytes));
+    if (!due || !raft.canSnapshot()) return false;
     assert(raft.log.applied === this.smApplied, `core applied ${raft.log.applied} != state machine applied ${this.smApplied}`);
     return true;
   }
@@ -686,6 +695,7 @@ export class RaftNode {
         const snapshot = raft.createSnapshot(data);
         snapshotIndex = snapshot.metadata.index;
         this.lastSnapshotIndex = snapshotIndex;
+        this.appliedBytesSinceSnapshot = 0;
         await this.options.logStore.save({ snapshot });
         if (this.stopped) return;
         const to = compactTo(snapshotIndex);
