@@ -512,6 +512,18 @@ async function compare(): Promise<void> {
   rfs.admin.close();
 }
 
+/** Retries an idempotent bulk-load step a few times after a timeout or unavailability (a leader change). */
+async function retrying<T>(fn: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (attempt >= 6 || !/UNAVAILABLE|TIMEOUT|DEADLINE|NOT_LEADER/.test(String(e))) throw e;
+      await sleep(500);
+    }
+  }
+}
+
 /** The heap cap of the servers in the --files run (the documented production setting, see README). */
 const treeHeapMiB = 256;
 
@@ -547,11 +559,20 @@ async function buildTree(files: number): Promise<void> {
           const d = next++;
           if (d >= dirs) return;
           const count = Math.min(perDir, files - d * perDir);
-          await session.mkdir(`/tree/d${d}`, { parents: true });
-          await session.createMany(
-            `/tree/d${d}`,
-            Array.from({ length: count }, (_, i) => `f${i}`),
-          );
+          await retrying(() => session.mkdir(`/tree/d${d}`, { parents: true }));
+          await retrying(async () => {
+            try {
+              await session.createMany(
+                `/tree/d${d}`,
+                Array.from({ length: count }, (_, i) => `f${i}`),
+              );
+            } catch (e) {
+              // A retry of a createMany whose first attempt was applied (outcome unknown to the client).
+              if ((e as { code?: string }).code !== 'EEXIST') throw e;
+              const st = await session.stat(`/tree/d${d}`);
+              if (st.childCount !== count) throw e;
+            }
+          });
           done += count;
         }
       }),
