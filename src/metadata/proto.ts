@@ -68,3 +68,19 @@ export interface WireReply {
 }
 
 export type WireRequest = Readonly<Record<string, unknown>>;
+
+/** One unary call to a metadata server's client service (no redirects, no retries). */
+export function unaryCall(target: string, method: string, request: WireRequest, timeoutMs: number): Promise<WireReply> {
+  const stub = new MetadataClientConstructor(target, grpc.credentials.createInsecure()) as unknown as Record<
+    string,
+    (r: WireRequest, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r?: WireReply) => void) => void
+  > &
+    grpc.Client;
+  return new Promise((resolve, reject) => {
+    stub[method]!.call(stub, request, { deadline: Date.now() + timeoutMs }, (e, reply) => {
+      stub.close();
+      if (e !== null) reject(e);
+      else resolve(reply ?? {});
+    });
+  });
+}

@@ -38,7 +38,7 @@ import { RocksDbKv } from '../storage/rocksdb-kv.ts';
 import { RocksDbLogStore } from '../storage/rocksdb-log-store.ts';
 import type { LogStore } from '../storage/log-store.ts';
 import type { StateMachine } from '../raft/node-api.ts';
-import { MetadataClientConstructor, metadataService } from './proto.ts';
+import { metadataService, unaryCall } from './proto.ts';
 import type { WireError, WireReply, WireRequest } from './proto.ts';
 import * as v from './validate.ts';
 import { RequestError, nat } from './validate.ts';
@@ -839,21 +839,6 @@ function address(v: unknown, what: string): string {
   return v;
 }
 
-/** One unary call to another metadata server's client service. */
-function unaryCall(target: string, method: string, request: WireRequest, timeoutMs: number): Promise<WireReply> {
-  const stub = new MetadataClientConstructor(target, grpc.credentials.createInsecure()) as unknown as Record<
-    string,
-    (r: WireRequest, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r?: WireReply) => void) => void
-  > &
-    grpc.Client;
-  return new Promise((resolve, reject) => {
-    stub[method]!.call(stub, request, { deadline: Date.now() + timeoutMs }, (e, reply) => {
-      stub.close();
-      if (e !== null) reject(e);
-      else resolve(reply ?? {});
-    });
-  });
-}
 
 function commandsReply(reply: Reply): WireReply {
   return {

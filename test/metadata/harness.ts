@@ -3,11 +3,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { MetadataServer } from '../../src/metadata/server.ts';
 import type { MetadataServerOptions, PeerAddress } from '../../src/metadata/server.ts';
-import { MetadataClientConstructor } from '../../src/metadata/proto.ts';
+import { unaryCall } from '../../src/metadata/proto.ts';
 import type { WireReply, WireRequest } from '../../src/metadata/proto.ts';
 
 export async function freePort(): Promise<number> {
@@ -43,18 +42,7 @@ export async function waitFor<T>(what: string, fn: () => T | undefined | Promise
 
 /** One raw unary call (no redirects, no retries). */
 export function rawCall(address: string, method: string, request: WireRequest, timeoutMs = 5_000): Promise<WireReply> {
-  const stub = new MetadataClientConstructor(address, grpc.credentials.createInsecure()) as unknown as Record<
-    string,
-    (r: WireRequest, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r?: WireReply) => void) => void
-  > &
-    grpc.Client;
-  return new Promise((resolve, reject) => {
-    stub[method]!.call(stub, request, { deadline: Date.now() + timeoutMs }, (e, reply) => {
-      stub.close();
-      if (e !== null) reject(e);
-      else resolve(reply ?? {});
-    });
-  });
+  return unaryCall(address, method, request, timeoutMs);
 }
 
 export interface InProcessCluster {
