@@ -1,0 +1,91 @@
+/**
+ * The contract between a chunkserver's replica store and the rest of the chunkserver (the data plane, the
+ * metadata-leader agent, the scrubber). One interface, two disks underneath: the real file system and the
+ * simulator's disk (lost unsynced writes, torn writes, bit flips), one conformance suite.
+ *
+ * A replica is one chunk (handle) at one version, held as a data file plus a small sidecar (handle,
+ * version, length, sealed flag, a CRC32C for every `checksumBlockBytes` block). Writes are appends at the
+ * replica's current length (a write pipeline streams a chunk front to back); a new pipeline after a
+ * failure raises the version of the survivors' replicas (GFS), so a replica left at an older version is
+ * recognisably stale.
+ *
+ * Durability: `sync()` makes everything written so far durable; a crash at any moment leaves every
+ * replica at a state it had at some `sync()` (or a longer valid prefix), never a mix of two states and never
+ * bytes whose checksum does not match. `seal()` syncs.
+ */
+
+/** Bytes per checksummed block: reads verify, and touch, only the blocks they cover. */
+export const checksumBlockBytes = 64 * 1024;
+
+/** The default (and largest) chunk size; a file may use a smaller one. */
+export const chunkSizeBytesMax = 64 * 1024 * 1024;
+
+export interface ReplicaInfo {
+  readonly handle: number;
+  readonly version: number;
+  readonly lengthBytes: number;
+  readonly sealed: boolean;
+  /** CRC32C of the whole replica's bytes, once sealed (the value the metadata leader records). */
+  readonly checksum?: number;
+}
+
+export interface StoreUsage {
+  readonly capacityBytes: number;
+  readonly usedBytes: number;
+}
+
+/** Stable codes of the store's expected failures (thrown as `ChunkStoreError`). */
+export type ChunkStoreErrorCode =
+  | 'NO_SUCH_REPLICA' // unknown handle
+  | 'STALE_VERSION' // the caller's version differs from the replica's (older: stale caller; newer: stale replica)
+  | 'REPLICA_EXISTS' // create of a handle already held
+  | 'BAD_OFFSET' // append not at the current length, or a read past the end
+  | 'SEALED' // write to a sealed replica
+  | 'TOO_LARGE' // past the chunk size
+  | 'CHECKSUM_MISMATCH' // stored bytes do not match their block checksum (the replica is corrupt)
+  | 'DISK_FULL' // ENOSPC
+  | 'IO_ERROR'; // any other I/O failure
+
+export class ChunkStoreError extends Error {
+  constructor(
+    readonly code: ChunkStoreErrorCode,
+    readonly detail: string,
+  ) {
+    super(`${code}: ${detail}`);
+    this.name = 'ChunkStoreError';
+  }
+}
+
+export interface ChunkStore {
+  /** Starts an empty replica of `handle` at `version`. REPLICA_EXISTS if one is held (at any version). */
+  create(handle: number, version: number): Promise<void>;
+  /**
+   * Appends `data` at `offset`, which must be the replica's current length (BAD_OFFSET otherwise; an
+   * append that repeats bytes already written at that offset with the same content is accepted, so a
+   * resent packet is harmless). Not durable until `sync()`. The caller keeps ownership of `data`.
+   */
+  append(handle: number, version: number, offset: number, data: Uint8Array): Promise<void>;
+  /** Makes every append so far durable (fsync of data, then the sidecar). */
+  sync(handle: number): Promise<void>;
+  /**
+   * A new write pipeline: raises an unsealed replica from `fromVersion` to `toVersion` (durably), keeping
+   * its bytes. STALE_VERSION if the replica is not at `fromVersion`.
+   */
+  bumpVersion(handle: number, fromVersion: number, toVersion: number): Promise<void>;
+  /** Fixes the length (truncating bytes past it), syncs, and returns the info with the whole-chunk CRC32C. */
+  seal(handle: number, version: number, lengthBytes: number): Promise<ReplicaInfo>;
+  /**
+   * Reads `[offset, offset + length)` of the replica at `version`, verifying the checksum of every block it
+   * touches (and only those). CHECKSUM_MISMATCH names the first bad block.
+   */
+  read(handle: number, version: number, offset: number, length: number): Promise<Uint8Array>;
+  /** Re-reads the whole replica and verifies every block (the scrubber). */
+  verify(handle: number): Promise<void>;
+  /** Removes the replica if held at `version` or below; returns whether it removed one. */
+  delete(handle: number, versionAtMost: number): Promise<boolean>;
+  info(handle: number): ReplicaInfo | undefined;
+  /** Every replica held (the full chunk report). */
+  list(): readonly ReplicaInfo[];
+  usage(): Promise<StoreUsage>;
+  close(): Promise<void>;
+}
