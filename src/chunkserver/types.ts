@@ -60,18 +60,19 @@ export interface ChunkStore {
   /** Starts an empty replica of `handle` at `version`. REPLICA_EXISTS if one is held (at any version). */
   create(handle: number, version: number): Promise<void>;
   /**
-   * Appends `data` at `offset`, which must be the replica's current length (BAD_OFFSET otherwise; an
-   * append that repeats bytes already written at that offset with the same content is accepted, so a
-   * resent packet is harmless). Not durable until `sync()`. The caller keeps ownership of `data`.
+   * Appends `data` at `offset`, which must be the replica's current length (BAD_OFFSET otherwise). Not
+   * durable until `sync()`. The caller keeps ownership of `data` once the promise settles.
    */
   append(handle: number, version: number, offset: number, data: Uint8Array): Promise<void>;
   /** Makes every append so far durable (fsync of data, then the sidecar). */
   sync(handle: number): Promise<void>;
   /**
-   * A new write pipeline: raises an unsealed replica from `fromVersion` to `toVersion` (durably), keeping
-   * its bytes. STALE_VERSION if the replica is not at `fromVersion`.
+   * A new write pipeline after a failure: raises an unsealed replica from `fromVersion` to `toVersion`
+   * and cuts it to `lengthBytes` (the length every replica of the old pipeline acknowledged; the writer
+   * resends from there), durably. STALE_VERSION if the replica is not at `fromVersion`; BAD_OFFSET if it
+   * holds fewer than `lengthBytes` bytes.
    */
-  bumpVersion(handle: number, fromVersion: number, toVersion: number): Promise<void>;
+  bumpVersion(handle: number, fromVersion: number, toVersion: number, lengthBytes: number): Promise<void>;
   /** Fixes the length (truncating bytes past it), syncs, and returns the info with the whole-chunk CRC32C. */
   seal(handle: number, version: number, lengthBytes: number): Promise<ReplicaInfo>;
   /**
