@@ -1,0 +1,127 @@
+/**
+ * What the client's file writer and reader need from the rest of the system, as interfaces: the metadata
+ * leader's file and chunk operations, and the chunkservers' data plane. The real implementations are the
+ * metadata gRPC client and the TCP data plane (see ./connect.ts); the simulator and the unit tests inject
+ * their own. Keeping the writer and reader behind these interfaces is what lets the deterministic
+ * simulator run the very same write and read logic.
+ */
+
+export interface Replica {
+  readonly id: number;
+  readonly address: string;
+}
+
+export interface AllocatedChunk {
+  readonly handle: number;
+  readonly index: number;
+  readonly version: number;
+  readonly replicas: readonly Replica[];
+}
+
+export interface ChunkLocation {
+  readonly handle: number;
+  readonly index: number;
+  readonly version: number;
+  readonly replicas: readonly Replica[];
+  readonly sealed: boolean;
+  readonly lengthBytes: number;
+  readonly checksum: number;
+}
+
+export interface ChunkLocationsPage {
+  readonly lengthBytes: number;
+  readonly complete: boolean;
+  readonly chunks: readonly ChunkLocation[];
+  readonly hasMore: boolean;
+  readonly nextIndex: number;
+}
+
+/** The metadata operations a writer uses (all but `chunkSizeOf` are leader-only mutations). */
+export interface WriterMetadata {
+  /** Creates the file (exclusive or truncating) and returns its chunk size in bytes. */
+  createFile(path: string, options: { exclusive: boolean }): Promise<{ chunkSizeBytes: number }>;
+  acquireLease(path: string, holder: string, durationMs: number): Promise<{ expiresMs: number }>;
+  renewLease(path: string, holder: string, durationMs: number): Promise<{ expiresMs: number }>;
+  releaseLease(path: string, holder: string): Promise<void>;
+  allocateChunk(path: string, holder: string): Promise<AllocatedChunk>;
+  /** A new pipeline for an unsealed chunk, with the survivors only. */
+  bumpChunkVersion(handle: number, holder: string, version: number, survivors: readonly number[]): Promise<{ version: number; replicas: readonly Replica[] }>;
+  sealChunk(handle: number, holder: string, version: number, lengthBytes: number, checksum: number): Promise<void>;
+  completeFile(path: string, holder: string): Promise<{ lengthBytes: number }>;
+}
+
+export interface ReaderMetadata {
+  chunkLocations(path: string, fromIndex: number): Promise<ChunkLocationsPage>;
+  /** Tells the leader a replica is corrupt or failing; it replaces it from a good copy. */
+  reportBadReplica(handle: number, chunkserverId: number, version: number): Promise<void>;
+}
+
+/** A write pipeline for one chunk (the data plane's PipelineWriter). */
+export interface ChunkPipeline {
+  /** Sends `data` (the pipeline may keep a view of it until acknowledged); waits under backpressure. */
+  write(data: Uint8Array): Promise<void>;
+  /** Waits until everything written is acknowledged by every replica. */
+  flush(): Promise<void>;
+  /** Seals every replica at `lengthBytes`; each replica's CRC32C of the whole chunk. */
+  seal(lengthBytes: number): Promise<readonly { readonly id: number; readonly checksum: number }[]>;
+  abort(): void;
+  /** The length every replica has acknowledged. */
+  readonly ackedLengthBytes: number;
+}
+
+export interface OpenPipeline {
+  readonly handle: number;
+  readonly version: number;
+  readonly chain: readonly Replica[];
+  /** `resume`: after a version bump, survivors go from `fromVersion` to `version` and cut to `offset`. */
+  readonly mode: 'create' | 'resume';
+  readonly fromVersion?: number;
+  readonly offset?: number;
+}
+
+/** A pipeline failure: which replica failed first, and what every replica acknowledged. */
+export interface PipelineFailure {
+  readonly code: string;
+  readonly failedIndex: number;
+  readonly failedId: number;
+  readonly ackedLengthBytes: number;
+}
+
+export interface DataPlane {
+  openPipeline(options: OpenPipeline): Promise<ChunkPipeline>;
+  readRange(address: string, request: { handle: number; version: number; offset: number; length: number }): Promise<Uint8Array>;
+  /** The failure of a pipeline (from openPipeline or any pipeline call), or undefined for other errors. */
+  pipelineFailure(error: unknown): PipelineFailure | undefined;
+  /** The data plane's error code of a failed read (e.g. CHECKSUM_MISMATCH), if it has one. */
+  errorCode(error: unknown): string | undefined;
+}
+
+/** Timers for lease renewal, injected so the simulator drives them. */
+export interface WriterTimers {
+  setInterval(fn: () => void, ms: number): () => void;
+}
+
+export const realTimers: WriterTimers = {
+  setInterval(fn, ms) {
+    const t = setInterval(fn, ms);
+    t.unref();
+    return () => clearInterval(t);
+  },
+};
+
+export type FileIoErrorCode =
+  | 'EIO' // every replica of a chunk failed (write) or no replica could serve a range (read)
+  | 'EBADF' // the writer is closed or failed
+  | 'EINVAL'; // a bad argument (negative offset, ...)
+
+/** A data-path failure with a stable code (metadata failures keep their own MetadataError). */
+export class FileIoError extends Error {
+  constructor(
+    readonly code: FileIoErrorCode,
+    readonly detail: string,
+    override readonly cause?: unknown,
+  ) {
+    super(`${code}: ${detail}`);
+    this.name = 'FileIoError';
+  }
+}

@@ -1,0 +1,305 @@
+/**
+ * `FileWriter`: writes one file, chunk by chunk, through replicated write pipelines (GFS/HDFS style).
+ *
+ *  1. `open` creates the file (exclusive or truncating) and takes its writer lease, renewed every third of
+ *     its duration while the writer is open.
+ *  2. Bytes are copied once into a staging buffer of `stagingBytes` (so small writes travel as large
+ *     packets and the caller may reuse its buffer at once); a full staging buffer goes down the current
+ *     chunk's pipeline. A chunk is allocated by the metadata leader when its first bytes are ready, and
+ *     sealed when it holds `chunkSizeBytes` (and at close): every replica seals, their CRC32C must equal
+ *     the one computed here while writing, and the leader records length and checksum.
+ *  3. A replica failure (the pipeline names the first failing replica and the length every replica
+ *     acknowledged): the writer asks the leader for a new version with the survivors, opens a pipeline in
+ *     `resume` mode (each survivor takes the new version and cuts to the acknowledged length) and resends
+ *     what was not acknowledged. Replicas left at the old version are stale, and the leader deletes them;
+ *     it restores the replication factor once the chunk is sealed. With no survivor left the write fails
+ *     (EIO): an unsealed chunk whose replicas all failed cannot be recovered.
+ *
+ * Memory: the unacknowledged tail of the current chunk (what the pipeline may still need to resend) plus
+ * one staging buffer; the pipeline's in-flight window bounds the tail.
+ */
+import { crc32c } from '@node-rs/crc32';
+import { FileIoError, realTimers } from './data-path.ts';
+import type { ChunkPipeline, DataPlane, PipelineFailure, Replica, WriterMetadata, WriterTimers } from './data-path.ts';
+
+/** Bytes gathered before they go down a pipeline (the data plane splits them into packets). */
+export const stagingBytesDefault = 1024 * 1024;
+/** The writer's lease duration; it is renewed every third of it. */
+export const leaseDurationMsDefault = 60_000;
+/** New pipelines one chunk may need before the write gives up. */
+export const pipelineRecoveriesMax = 8;
+
+export interface FileWriterOptions {
+  readonly metadata: WriterMetadata;
+  readonly data: DataPlane;
+  /** The lease holder's name (unique per writer). */
+  readonly holder: string;
+  /** Fail if the file exists (default: truncate it). */
+  readonly exclusive?: boolean;
+  readonly leaseDurationMs?: number;
+  readonly stagingBytes?: number;
+  readonly timers?: WriterTimers;
+  /** Called after each pipeline recovery (tests, logs). */
+  readonly onRecovery?: (event: { handle: number; failedId: number; ackedLengthBytes: number; version: number }) => void;
+}
+
+interface Pending {
+  readonly offset: number;
+  readonly data: Uint8Array;
+}
+
+interface OpenChunk {
+  readonly handle: number;
+  version: number;
+  replicas: readonly Replica[];
+  pipeline: ChunkPipeline;
+  /** Version every replica in `replicas` is at, at least (the last pipeline that was set up in full). */
+  settledVersion: number;
+  /** Bytes handed to the pipeline. */
+  sent: number;
+  /** CRC32C of those bytes. */
+  crc: number;
+  /** Sent and maybe not acknowledged by every replica, in order (resent after a failure). */
+  unacked: Pending[];
+  recoveries: number;
+}
+
+export class FileWriter {
+  private chunk: OpenChunk | null = null;
+  private staging: Buffer;
+  private stagingUsed = 0;
+  /** Bytes of the current chunk written by the caller (sent or staged). */
+  private chunkFill = 0;
+  private written = 0;
+  /** Serialises write() and close(). */
+  private tail: Promise<unknown> = Promise.resolve();
+  private failure: Error | null = null;
+  private closed = false;
+  private readonly stopRenewing: () => void;
+
+  private constructor(
+    readonly path: string,
+    private readonly options: FileWriterOptions,
+    private readonly chunkSizeBytes: number,
+    private readonly leaseDurationMs: number,
+  ) {
+    this.staging = Buffer.allocUnsafe(Math.min(options.stagingBytes ?? stagingBytesDefault, chunkSizeBytes));
+    const timers = options.timers ?? realTimers;
+    this.stopRenewing = timers.setInterval(() => this.renew(), Math.max(1, Math.floor(leaseDurationMs / 3)));
+  }
+
+  static async open(path: string, options: FileWriterOptions): Promise<FileWriter> {
+    const leaseDurationMs = options.leaseDurationMs ?? leaseDurationMsDefault;
+    const { chunkSizeBytes } = await options.metadata.createFile(path, { exclusive: options.exclusive ?? false });
+    await options.metadata.acquireLease(path, options.holder, leaseDurationMs);
+    return new FileWriter(path, options, chunkSizeBytes, leaseDurationMs);
+  }
+
+  /** Bytes accepted so far (the file's length once closed). */
+  get position(): number {
+    return this.written;
+  }
+
+  /** Appends `data`; the caller may reuse `data` as soon as the promise resolves. */
+  write(data: Uint8Array): Promise<void> {
+    return this.serially(() => this.writeNow(data));
+  }
+
+  /** Seals the last chunk and completes the file; returns its length. The writer is done after. */
+  close(): Promise<{ lengthBytes: number }> {
+    return this.serially(async () => {
+      await this.emitStaging();
+      if (this.chunk !== null) await this.sealChunk();
+      const result = await this.options.metadata.completeFile(this.path, this.options.holder);
+      this.closed = true;
+      this.stopRenewing();
+      return result;
+    });
+  }
+
+  /** Gives up: stops the pipeline and the lease renewal; the lease is released, best effort. */
+  async abort(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.failure ??= new FileIoError('EBADF', 'the writer was aborted');
+    this.stopRenewing();
+    this.chunk?.pipeline.abort();
+    await this.options.metadata.releaseLease(this.path, this.options.holder).catch(() => undefined);
+  }
+
+  private serially<T>(fn: () => Promise<T>): Promise<T> {
+    const run = async (): Promise<T> => {
+      if (this.failure !== null) throw this.failure;
+      if (this.closed) throw new FileIoError('EBADF', `${this.path}: the writer is closed`);
+      try {
+        return await fn();
+      } catch (error) {
+        this.fail(error instanceof Error ? error : new Error(String(error)));
+        throw error;
+      }
+    };
+    const result = this.tail.then(run, run);
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+
+  private fail(error: Error): void {
+    if (this.failure !== null) return;
+    this.failure = error;
+    this.stopRenewing();
+    this.chunk?.pipeline.abort();
+  }
+
+  private renew(): void {
+    if (this.closed || this.failure !== null) return;
+    this.options.metadata.renewLease(this.path, this.options.holder, this.leaseDurationMs).catch((error: unknown) => {
+      // A lost lease means another writer may take the file: stop here rather than race it.
+      this.fail(new FileIoError('EIO', `${this.path}: lease renewal failed`, error));
+    });
+  }
+
+  private async writeNow(data: Uint8Array): Promise<void> {
+    let offset = 0;
+    while (offset < data.length) {
+      const n = Math.min(
+        data.length - offset,
+        this.chunkSizeBytes - this.chunkFill,
+        this.staging.length - this.stagingUsed,
+      );
+      this.staging.set(data.subarray(offset, offset + n), this.stagingUsed);
+      this.stagingUsed += n;
+      this.chunkFill += n;
+      this.written += n;
+      offset += n;
+      const chunkFull = this.chunkFill === this.chunkSizeBytes;
+      if (this.stagingUsed === this.staging.length || chunkFull) await this.emitStaging();
+      if (chunkFull) await this.sealChunk();
+    }
+  }
+
+  /** Sends the staged bytes down the current chunk's pipeline (allocating the chunk first if needed). */
+  private async emitStaging(): Promise<void> {
+    if (this.stagingUsed === 0) return;
+    const piece = this.staging.subarray(0, this.stagingUsed);
+    this.staging = Buffer.allocUnsafe(this.staging.length);
+    this.stagingUsed = 0;
+    const chunk = this.chunk ?? (await this.allocateChunk());
+    chunk.unacked.push({ offset: chunk.sent, data: piece });
+    chunk.sent += piece.length;
+    chunk.crc = crc32c(piece, chunk.crc);
+    try {
+      await chunk.pipeline.write(piece);
+    } catch (error) {
+      // The piece is in `unacked`: recovery resends it with everything else not acknowledged.
+      await this.recover(chunk, this.failureOf(error));
+    }
+    this.dropAcknowledged(chunk);
+  }
+
+  private async allocateChunk(): Promise<OpenChunk> {
+    const { metadata, data, holder } = this.options;
+    const allocated = await metadata.allocateChunk(this.path, holder);
+    const chunk: OpenChunk = {
+      handle: allocated.handle,
+      version: allocated.version,
+      replicas: allocated.replicas,
+      settledVersion: allocated.version,
+      pipeline: undefined as unknown as ChunkPipeline,
+      sent: 0,
+      crc: 0,
+      unacked: [],
+      recoveries: 0,
+    };
+    try {
+      chunk.pipeline = await data.openPipeline({ handle: chunk.handle, version: chunk.version, chain: chunk.replicas, mode: 'create' });
+      this.chunk = chunk;
+    } catch (error) {
+      // Replicas that were created are at this version and empty: recovery continues from length 0.
+      this.chunk = chunk;
+      await this.recover(chunk, this.failureOf(error));
+    }
+    return chunk;
+  }
+
+  private async sealChunk(): Promise<void> {
+    const chunk = this.chunk;
+    if (chunk === null) return;
+    let sealed: readonly { readonly id: number; readonly checksum: number }[];
+    for (;;) {
+      try {
+        await chunk.pipeline.flush();
+        sealed = await chunk.pipeline.seal(chunk.sent);
+        break;
+      } catch (error) {
+        await this.recover(chunk, this.failureOf(error));
+      }
+    }
+    const bad = sealed.filter((r) => r.checksum !== chunk.crc);
+    if (bad.length > 0)
+      throw new FileIoError(
+        'EIO',
+        `chunk ${chunk.handle}: replica(s) ${bad.map((r) => r.id).join(', ')} sealed with a checksum other than the bytes sent`,
+      );
+    await this.options.metadata.sealChunk(chunk.handle, this.options.holder, chunk.version, chunk.sent, chunk.crc);
+    this.chunk = null;
+    this.chunkFill = 0;
+  }
+
+  private failureOf(error: unknown): PipelineFailure {
+    const failure = this.options.data.pipelineFailure(error);
+    if (failure === undefined) throw error;
+    return failure;
+  }
+
+  /**
+   * A new pipeline without the replica that failed: a new version from the leader, survivors cut to the
+   * acknowledged length, the rest resent. Repeats while pipelines keep failing, up to the limit.
+   */
+  private async recover(chunk: OpenChunk, first: PipelineFailure): Promise<void> {
+    const { metadata, data, holder } = this.options;
+    let failure = first;
+    for (;;) {
+      chunk.pipeline?.abort();
+      if (++chunk.recoveries > pipelineRecoveriesMax)
+        throw new FileIoError('EIO', `chunk ${chunk.handle}: gave up after ${pipelineRecoveriesMax} new pipelines`);
+      const survivors = chunk.replicas.filter((_, i) => i !== failure.failedIndex);
+      if (survivors.length === 0)
+        throw new FileIoError('EIO', `chunk ${chunk.handle}: every replica failed (last: ${failure.code})`);
+      const acked = failure.ackedLengthBytes;
+      const bumped = await metadata.bumpChunkVersion(chunk.handle, holder, chunk.version, survivors.map((r) => r.id));
+      chunk.version = bumped.version;
+      chunk.replicas = bumped.replicas;
+      this.options.onRecovery?.({ handle: chunk.handle, failedId: failure.failedId, ackedLengthBytes: acked, version: bumped.version });
+      try {
+        chunk.pipeline = await data.openPipeline({
+          handle: chunk.handle,
+          version: chunk.version,
+          chain: chunk.replicas,
+          mode: 'resume',
+          fromVersion: chunk.settledVersion,
+          offset: acked,
+        });
+        chunk.settledVersion = chunk.version;
+        for (const p of chunk.unacked) {
+          const end = p.offset + p.data.length;
+          if (end <= acked) continue;
+          await chunk.pipeline.write(p.offset >= acked ? p.data : p.data.subarray(acked - p.offset));
+        }
+        return;
+      } catch (error) {
+        failure = this.failureOf(error);
+      }
+    }
+  }
+
+  private dropAcknowledged(chunk: OpenChunk): void {
+    const acked = chunk.pipeline.ackedLengthBytes;
+    let i = 0;
+    while (i < chunk.unacked.length) {
+      const p = chunk.unacked[i]!;
+      if (p.offset + p.data.length > acked) break;
+      i++;
+    }
+    if (i > 0) chunk.unacked.splice(0, i);
+  }
+}

@@ -1,0 +1,168 @@
+import { crc32c } from '@node-rs/crc32';
+import t from 'tap';
+import { FileIoError } from '../../src/client/data-path.ts';
+import { FileReader } from '../../src/client/file-reader.ts';
+import { FileWriter } from '../../src/client/file-writer.ts';
+import { FakeDataPlane, FakeMetadata, ManualTimers } from './fakes.ts';
+
+const MiB = 1024 * 1024;
+
+function pattern(length: number, seed: number): Buffer {
+  const b = Buffer.allocUnsafe(length);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    b[i] = x & 0xff;
+  }
+  return b;
+}
+
+function setup(servers = 4, chunkSizeBytes = 4 * MiB) {
+  const data = new FakeDataPlane(servers);
+  const metadata = new FakeMetadata(data, chunkSizeBytes);
+  const timers = new ManualTimers();
+  return { data, metadata, timers, reader: new FileReader({ metadata, data }) };
+}
+
+/** Writes `bytes` in uneven pieces (1 B .. 700 KiB), reusing one source buffer to prove the writer copies. */
+async function writeInPieces(writer: FileWriter, bytes: Buffer): Promise<void> {
+  const scratch = Buffer.allocUnsafe(700 * 1024);
+  let offset = 0;
+  let step = 1;
+  while (offset < bytes.length) {
+    const n = Math.min(bytes.length - offset, step, scratch.length);
+    bytes.copy(scratch, 0, offset, offset + n);
+    await writer.write(scratch.subarray(0, n));
+    scratch.fill(0xee, 0, n); // the caller reuses its buffer at once
+    offset += n;
+    step = step >= 700 * 1024 ? 1 : step * 7 + 3;
+  }
+}
+
+void t.test('a file spans chunks: every chunk sealed with the CRC32C of its bytes, read back equal', async (t) => {
+  const { data, metadata, timers, reader } = setup();
+  const bytes = pattern(10 * MiB + 12345, 7);
+  const writer = await FileWriter.open('/a', { metadata, data, holder: 'w1', timers });
+  await writeInPieces(writer, bytes);
+  t.equal(writer.position, bytes.length);
+  const { lengthBytes } = await writer.close();
+  t.equal(lengthBytes, bytes.length);
+  const file = metadata.files.get('/a')!;
+  t.same(file.chunks.map((c) => c.lengthBytes), [4 * MiB, 4 * MiB, 2 * MiB + 12345]);
+  for (const [i, c] of file.chunks.entries()) {
+    t.ok(c.sealed);
+    t.equal(c.checksum, crc32c(bytes.subarray(i * 4 * MiB, i * 4 * MiB + c.lengthBytes)), `chunk ${i} checksum`);
+    for (const r of c.replicas) t.ok(data.server(r.id).replicas.get(c.handle)!.bytes.equals(bytes.subarray(i * 4 * MiB, i * 4 * MiB + c.lengthBytes)));
+  }
+  t.ok((await reader.readFile('/a')).equals(bytes));
+  t.equal(timers.active, 0, 'lease renewal stops at close');
+  await t.rejects(writer.write(Buffer.from('x')), { code: 'EBADF' });
+});
+
+void t.test('a replica that dies mid-write: new version with the survivors, resent from the acknowledged length', async (t) => {
+  const { data, metadata, timers, reader } = setup();
+  const bytes = pattern(9 * MiB, 11);
+  const recoveries: { failedId: number; ackedLengthBytes: number; version: number }[] = [];
+  const writer = await FileWriter.open('/b', { metadata, data, holder: 'w1', timers, onRecovery: (e) => recoveries.push(e) });
+  // Server 2 (middle of the chain) takes 1.5 MiB + 7 bytes of the first chunk, then dies: server 1 holds
+  // bytes the chain never acknowledged, which the resumed pipeline must cut and resend.
+  data.server(2).failAfterBytes = 1.5 * MiB + 7;
+  await writeInPieces(writer, bytes);
+  await writer.close();
+  t.equal(recoveries.length, 1);
+  t.equal(recoveries[0]!.failedId, 2);
+  t.equal(recoveries[0]!.version, 2);
+  t.ok(recoveries[0]!.ackedLengthBytes <= 1.5 * MiB + 7);
+  const first = metadata.files.get('/b')!.chunks[0]!;
+  t.equal(first.version, 2);
+  t.same(first.replicas.map((r) => r.id), [1, 3], 'the survivors');
+  for (const r of first.replicas) {
+    const replica = data.server(r.id).replicas.get(first.handle)!;
+    t.equal(replica.version, 2);
+    t.ok(replica.bytes.equals(bytes.subarray(0, 4 * MiB)), `replica on ${r.id} holds exactly the chunk`);
+  }
+  t.equal(data.server(2).replicas.get(first.handle)!.version, 1, 'the dead server is left stale');
+  const later = metadata.files.get('/b')!.chunks[1]!;
+  t.notOk(later.replicas.some((r) => r.id === 2), 'new chunks avoid the dead server');
+  t.ok((await reader.readFile('/b')).equals(bytes));
+});
+
+void t.test('a pipeline failing again during recovery: repeated bumps until one sticks', async (t) => {
+  const { data, metadata, timers, reader } = setup(5);
+  const bytes = pattern(3 * MiB, 5);
+  const writer = await FileWriter.open('/c', { metadata, data, holder: 'w1', timers, stagingBytes: 256 * 1024 });
+  data.server(3).failAfterBytes = MiB; // last in the chain
+  data.server(1).failAfterBytes = 2 * MiB; // first in the chain, later
+  await writer.write(bytes);
+  await writer.close();
+  const chunk = metadata.files.get('/c')!.chunks[0]!;
+  t.equal(chunk.version, 3);
+  t.same(chunk.replicas.map((r) => r.id), [2]);
+  t.ok((await reader.readFile('/c')).equals(bytes));
+});
+
+void t.test('every replica failing: EIO, and the writer stays failed', async (t) => {
+  const { data, metadata, timers } = setup(3);
+  const writer = await FileWriter.open('/d', { metadata, data, holder: 'w1', timers });
+  for (const id of [1, 2, 3]) data.server(id).failAfterBytes = 100_000 * id;
+  const error = await writer.write(pattern(2 * MiB, 3)).then(
+    () => writer.close(),
+    (e: unknown) => e,
+  );
+  t.type(error, FileIoError);
+  t.equal((error as FileIoError).code, 'EIO');
+  await t.rejects(writer.write(Buffer.from('more')), { code: 'EIO' }, 'the same failure again');
+  t.equal(timers.active, 0, 'no renewal after a failure');
+});
+
+void t.test('lease: renewed on the timer; a refused renewal fails the writer', async (t) => {
+  const { data, metadata, timers } = setup();
+  const writer = await FileWriter.open('/e', { metadata, data, holder: 'w1', timers });
+  timers.fire();
+  await new Promise((r) => setImmediate(r));
+  t.equal(metadata.renewals, 1);
+  metadata.refuseRenewal = true;
+  timers.fire();
+  await new Promise((r) => setImmediate(r));
+  await t.rejects(writer.write(Buffer.from('x')), { code: 'EIO' });
+});
+
+void t.test('reads: ranges across chunks, clamped at the end, and failover past bad replicas', async (t) => {
+  const { data, metadata, timers } = setup(3, MiB);
+  const bytes = pattern(3 * MiB + 500, 9);
+  const writer = await FileWriter.open('/f', { metadata, data, holder: 'w1', timers });
+  await writer.write(bytes);
+  await writer.close();
+  const failures: { replicaId: number; code: string | undefined; reported: boolean }[] = [];
+  const reader = new FileReader({ metadata, data, orderReplicas: (c) => c.replicas, onReplicaFailure: (e) => failures.push(e) });
+  for (const [offset, length] of [
+    [0, 1],
+    [MiB - 10, 20],
+    [MiB - 1, 2 * MiB + 2],
+    [3 * MiB + 400, 1000],
+    [5 * MiB, 10],
+  ] as const) {
+    const got = await reader.read('/f', offset, length);
+    t.ok(got.equals(bytes.subarray(offset, offset + length)), `range ${offset}+${length}`);
+  }
+  const second = metadata.files.get('/f')!.chunks[1]!;
+  data.server(1).corrupt.add(second.handle);
+  data.server(2).alive = false;
+  t.ok((await reader.readFile('/f')).equals(bytes), 'served by the third replica');
+  t.same(metadata.badReports, [{ handle: second.handle, chunkserverId: 1, version: 1 }], 'only the corrupt replica is reported');
+  t.ok(failures.some((f) => f.replicaId === 2 && f.code === 'CONNECTION_LOST' && !f.reported));
+  data.server(3).alive = false;
+  await t.rejects(reader.read('/f', MiB, 10), { code: 'EIO' });
+  await t.rejects(reader.read('/f', -1, 10), { code: 'EINVAL' });
+});
+
+void t.test('a replica sealing with another checksum than the bytes sent: EIO, the chunk is not sealed', async (t) => {
+  const { data, metadata, timers } = setup(3);
+  const writer = await FileWriter.open('/g', { metadata, data, holder: 'w1', timers });
+  data.server(2).sealChecksumXor = 0x10;
+  await writer.write(pattern(1000, 1));
+  await t.rejects(writer.close(), { code: 'EIO', message: /replica\(s\) 2 sealed/ });
+  t.notOk(metadata.files.get('/g')!.chunks[0]!.sealed);
+});
