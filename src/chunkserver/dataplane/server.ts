@@ -91,9 +91,11 @@ export class DataServer {
   /** Stops listening and breaks every open connection (their peers see CONNECTION_LOST). */
   async close(): Promise<void> {
     this.stopped = true;
-    await this.listener?.close();
+    // Connections first: a TCP listener's close waits until every accepted connection has ended.
+    const closing = this.listener?.close();
     for (const connection of [...this.connections]) connection.destroy();
     for (const hop of [...this.hops]) hop.abandon();
+    await closing;
   }
 
   private accept(connection: DataConnection): void {
@@ -168,6 +170,8 @@ class PipelineHop {
   /** The next seq the downstream must acknowledge. */
   private downstreamAckSeq = 0;
   private localReady = false;
+  /** The downstream acknowledged the seal (only the seal entry has no payload). */
+  private downstreamSealed = false;
   private downstreamSetup: readonly ReplicaAck[] | null = null;
   /** Store calls for this pipeline run one after another on this chain. */
   private localWork: Promise<void> = Promise.resolve();
@@ -265,7 +269,8 @@ class PipelineHop {
     connection.start({
       onMessage: (message) => this.onDownstreamMessage(next, message),
       onClose: (error) => {
-        if (this.state === 'done' || this.state === 'failed') return;
+        // A downstream that acknowledged the seal has finished and closes cleanly: not a failure.
+        if (this.state === 'done' || this.state === 'failed' || this.downstreamSealed) return;
         this.fail(1, next.id, new DataPlaneError('CONNECTION_LOST', error?.detail ?? `${next.address} closed the pipeline`));
       },
     });
@@ -291,6 +296,7 @@ class PipelineHop {
         }
         this.downstreamAckSeq += 1;
         entry.downstream = message.replicas;
+        if (entry.payloadBytes === 0) this.downstreamSealed = true;
         this.maybeAck();
         return;
       }
