@@ -3,6 +3,7 @@
  * bytes every replica acknowledged; an ack never precedes the last replica's append.
  */
 import t from 'tap';
+import type { Test } from 'tap';
 import { readRange } from '../../src/chunkserver/dataplane/read.ts';
 import { PipelineFailedError, PipelineWriter } from '../../src/chunkserver/dataplane/writer.ts';
 import { ChunkStoreError } from '../../src/chunkserver/types.ts';
@@ -32,7 +33,7 @@ async function writeUntilFailure(cluster: Cluster, handle: number): Promise<{ fa
 }
 
 /** Every replica holds at least the acknowledged bytes, and they are the bytes written. */
-function checkAckedPrefix(t: Tap.Test, cluster: Cluster, handle: number, acked: number, skip: number[] = []): void {
+function checkAckedPrefix(t: Test, cluster: Cluster, handle: number, acked: number, skip: number[] = []): void {
   for (const [index, store] of cluster.stores.entries()) {
     if (skip.includes(index)) continue;
     const info = store.info(handle);
@@ -42,7 +43,7 @@ function checkAckedPrefix(t: Tap.Test, cluster: Cluster, handle: number, acked: 
 
 for (const kind of transportKinds) {
   for (const failing of [0, 1, 2]) {
-    t.test(`${kind}: replica ${failing}'s store fails mid-write → failedIndex ${failing}, acked bytes reported`, async (t) => {
+    void t.test(`${kind}: replica ${failing}'s store fails mid-write → failedIndex ${failing}, acked bytes reported`, async (t) => {
       const cluster = await startCluster(kind, 3, {
         hooks: (index): MemoryStoreHooks =>
           index === failing
@@ -67,7 +68,7 @@ for (const kind of transportKinds) {
   }
 
   for (const crashing of [0, 1, 2]) {
-    t.test(`${kind}: replica ${crashing}'s server goes away mid-write → failedIndex ${crashing}`, async (t) => {
+    void t.test(`${kind}: replica ${crashing}'s server goes away mid-write → failedIndex ${crashing}`, async (t) => {
       let crashed = false;
       let cluster: Cluster | null = null;
       cluster = await startCluster(kind, 3, {
@@ -98,7 +99,7 @@ for (const kind of transportKinds) {
     });
   }
 
-  t.test(`${kind}: no ack before every replica's append (random delays on every replica)`, async (t) => {
+  void t.test(`${kind}: no ack before every replica's append (random delays on every replica)`, async (t) => {
     let step = 0;
     const cluster = await startCluster(kind, 3, {
       hooks: (index): MemoryStoreHooks => ({
@@ -129,7 +130,7 @@ for (const kind of transportKinds) {
     t.equal(violations, 0, 'at every ack, every replica held the acknowledged bytes');
   });
 
-  t.test(`${kind}: a held append on the last replica holds every ack`, async (t) => {
+  void t.test(`${kind}: a held append on the last replica holds every ack`, async (t) => {
     const gate: (() => void)[] = [];
     let held = true;
     const cluster = await startCluster(kind, 3, {

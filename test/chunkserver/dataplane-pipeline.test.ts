@@ -11,7 +11,7 @@ import { patternBytes, startCluster, transportKinds } from './dataplane-harness.
 const packetBytes = 64 * 1024;
 
 for (const kind of transportKinds) {
-  t.test(`${kind}: a 3-replica pipeline writes, seals and reads back equal bytes`, async (t) => {
+  void t.test(`${kind}: a 3-replica pipeline writes, seals and reads back equal bytes`, async (t) => {
     const cluster = await startCluster(kind, 3);
     t.teardown(() => cluster.close());
     const data = patternBytes(3 * 1024 * 1024 + 12_345, 1);
@@ -48,7 +48,7 @@ for (const kind of transportKinds) {
     t.equal(cluster.servers.reduce((n, s) => n + s.activeHops().length, 0), 0, 'no hop is left open');
   });
 
-  t.test(`${kind}: reads return typed errors and the connection keeps serving`, async (t) => {
+  void t.test(`${kind}: reads return typed errors and the connection keeps serving`, async (t) => {
     const cluster = await startCluster(kind, 1);
     t.teardown(() => cluster.close());
     const writer = await PipelineWriter.open(cluster.network, { handle: 1, version: 3, chain: cluster.chain(), packetBytes });
@@ -69,7 +69,7 @@ for (const kind of transportKinds) {
     t.equal(counted.find((v) => v.labels.outcome === 'NO_SUCH_REPLICA')?.value, 1, 'counted');
   });
 
-  t.test(`${kind}: after a failure the survivors resume at the acknowledged length under a new version`, async (t) => {
+  void t.test(`${kind}: after a failure the survivors resume at the acknowledged length under a new version`, async (t) => {
     let failAt = -1;
     const cluster = await startCluster(kind, 3, {
       hooks: (index) =>
@@ -125,7 +125,7 @@ for (const kind of transportKinds) {
     );
   });
 
-  t.test(`${kind}: copyReplica re-replicates a sealed replica to another server`, async (t) => {
+  void t.test(`${kind}: copyReplica re-replicates a sealed replica to another server`, async (t) => {
     const cluster = await startCluster(kind, 2);
     t.teardown(() => cluster.close());
     const data = patternBytes(1_500_000, 4);

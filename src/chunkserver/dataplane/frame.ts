@@ -42,13 +42,6 @@ export function encodeFrame(message: Message, limits: FrameLimits): Uint8Array[]
   return payload === undefined || payload.length === 0 ? [prefix, header] : [prefix, header, payload];
 }
 
-/** Total bytes of an encoded frame's buffers. */
-export function frameLength(parts: readonly Uint8Array[]): number {
-  let total = 0;
-  for (const part of parts) total += part.length;
-  return total;
-}
-
 const emptyPayload = new Uint8Array(0);
 
 /**
