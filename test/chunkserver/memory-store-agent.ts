@@ -30,83 +30,75 @@ export class MemoryChunkStore implements ChunkStore {
     const r = this.replicas.get(handle);
     if (r === undefined) throw new ChunkStoreError('NO_SUCH_REPLICA', `no replica of chunk ${handle}`);
     if (version !== undefined && r.version !== version) {
-      throw new ChunkStoreError('STALE_VERSION', `chunk ${handle} is at version ${r.version}, not ${version}`);
+      throw new ChunkStoreError(
+        'STALE_VERSION',
+        `chunk ${handle} is at version ${r.version}, not ${version}`,
+      );
     }
     return r;
   }
 
   create(handle: number, version: number): Promise<void> {
-    if (this.replicas.has(handle)) return Promise.reject(new ChunkStoreError('REPLICA_EXISTS', `chunk ${handle}`));
+    if (this.replicas.has(handle))
+      return Promise.reject(new ChunkStoreError('REPLICA_EXISTS', `chunk ${handle}`));
     this.replicas.set(handle, { version, data: Buffer.alloc(0), sealed: false, corrupt: false });
     return Promise.resolve();
   }
 
   append(handle: number, version: number, offset: number, data: Uint8Array): Promise<void> {
-    try {
+    return settle(() => {
       const r = this.get(handle, version);
       if (r.sealed) throw new ChunkStoreError('SEALED', `chunk ${handle}`);
-      if (offset !== r.data.length) throw new ChunkStoreError('BAD_OFFSET', `append at ${offset}, length ${r.data.length}`);
+      if (offset !== r.data.length)
+        throw new ChunkStoreError('BAD_OFFSET', `append at ${offset}, length ${r.data.length}`);
       if (offset + data.length > chunkSizeBytesMax) throw new ChunkStoreError('TOO_LARGE', `chunk ${handle}`);
       r.data = Buffer.concat([r.data, data]);
-      return Promise.resolve();
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    });
   }
 
   sync(handle: number): Promise<void> {
-    try {
+    return settle(() => {
       this.get(handle);
-      return Promise.resolve();
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    });
   }
 
   bumpVersion(handle: number, fromVersion: number, toVersion: number, lengthBytes: number): Promise<void> {
-    try {
+    return settle(() => {
       const r = this.get(handle, fromVersion);
       if (r.sealed) throw new ChunkStoreError('SEALED', `chunk ${handle}`);
-      if (r.data.length < lengthBytes) throw new ChunkStoreError('BAD_OFFSET', `holds ${r.data.length} < ${lengthBytes}`);
+      if (r.data.length < lengthBytes)
+        throw new ChunkStoreError('BAD_OFFSET', `holds ${r.data.length} < ${lengthBytes}`);
       r.version = toVersion;
       r.data = r.data.subarray(0, lengthBytes);
-      return Promise.resolve();
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    });
   }
 
   seal(handle: number, version: number, lengthBytes: number): Promise<ReplicaInfo> {
-    try {
+    return settle(() => {
       const r = this.get(handle, version);
-      if (r.data.length < lengthBytes) throw new ChunkStoreError('BAD_OFFSET', `holds ${r.data.length} < ${lengthBytes}`);
+      if (r.data.length < lengthBytes)
+        throw new ChunkStoreError('BAD_OFFSET', `holds ${r.data.length} < ${lengthBytes}`);
       r.data = r.data.subarray(0, lengthBytes);
       r.sealed = true;
       r.checksum = crc32c(r.data);
-      return Promise.resolve(this.info(handle)!);
-    } catch (e) {
-      return Promise.reject(e);
-    }
+      return this.info(handle)!;
+    });
   }
 
   read(handle: number, version: number, offset: number, length: number): Promise<Uint8Array> {
-    try {
+    return settle(() => {
       const r = this.get(handle, version);
-      if (offset < 0 || length < 0 || offset + length > r.data.length) throw new ChunkStoreError('BAD_OFFSET', `read past ${r.data.length}`);
+      if (offset < 0 || length < 0 || offset + length > r.data.length)
+        throw new ChunkStoreError('BAD_OFFSET', `read past ${r.data.length}`);
       if (r.corrupt) throw new ChunkStoreError('CHECKSUM_MISMATCH', `chunk ${handle} block 0`);
-      return Promise.resolve(r.data.subarray(offset, offset + length));
-    } catch (e) {
-      return Promise.reject(e);
-    }
+      return r.data.subarray(offset, offset + length);
+    });
   }
 
   verify(handle: number): Promise<void> {
-    try {
+    return settle(() => {
       if (this.get(handle).corrupt) throw new ChunkStoreError('CHECKSUM_MISMATCH', `chunk ${handle} block 0`);
-      return Promise.resolve();
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    });
   }
 
   delete(handle: number, versionAtMost: number): Promise<boolean> {
@@ -184,4 +176,13 @@ export async function startIdleDataServer(listen: { host: string; port: number }
     copyReplica: () => Promise.reject(new Error('the placeholder data server copies nothing')),
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
+}
+
+/** Runs `fn` now; its result or throw as a promise (the store's methods are asynchronous by contract). */
+function settle<T>(fn: () => T): Promise<T> {
+  try {
+    return Promise.resolve(fn());
+  } catch (e) {
+    return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+  }
 }
