@@ -126,6 +126,12 @@ export type CopyReplica = (copy: {
 export interface AgentLimits {
   /** Between two heartbeats. The leader's heartbeatTimeoutMs (10 s by default) must be several of these. */
   readonly heartbeatIntervalMs: number;
+  /**
+   * A full report at least this often, even unasked: the leader judges a replica (stale, garbage) only when it
+   * is reported, so one reported before the leader knew better (a version bump it had not loaded yet) is
+   * judged again here at the latest.
+   */
+  readonly fullReportIntervalMs: number;
   /** Replicas (or removed handles) in one report message; a larger full report goes in several messages. */
   readonly reportChunksMax: number;
   /** Changes wait this long before an incremental report, so that changes close together share one. */
@@ -154,6 +160,7 @@ const reportOverheadBytes = 64;
 
 export const defaultAgentLimits: AgentLimits = {
   heartbeatIntervalMs: 2_000,
+  fullReportIntervalMs: 60 * 60 * 1_000,
   reportChunksMax: 2_000,
   reportDelayMs: 50,
   replicationsInflightMax: 2,
@@ -245,6 +252,7 @@ export class MetadataAgent {
   /** When the oldest unreported change becomes due, or null with nothing pending. */
   private reportDueMs: number | null = null;
   private heartbeatDueMs = 0;
+  private fullReportDueMs = Infinity;
   private failures = 0;
   private retryAtMs = 0;
   private lastUsage: StoreUsage = { capacityBytes: 0, usedBytes: 0 };
@@ -386,7 +394,7 @@ export class MetadataAgent {
   private nextDueMs(nowMs: number): number {
     if (this.failures > 0) return this.retryAtMs;
     if (this.id === null || this.unsavedId !== null || this.needFullReport) return nowMs;
-    return Math.min(this.reportDueMs ?? Infinity, this.heartbeatDueMs);
+    return Math.min(this.reportDueMs ?? Infinity, this.heartbeatDueMs, this.fullReportDueMs);
   }
 
   /** (Re)arms the timer for the next exchange; while one runs, it re-arms when done. */
@@ -428,6 +436,7 @@ export class MetadataAgent {
   /** One exchange with the leader: what it is follows from the state (see the module comment). */
   private async exchange(): Promise<void> {
     const nowMs = this.options.clock.nowMs();
+    if (nowMs >= this.fullReportDueMs) this.requestFullReport();
     let kind: MetadataRequestKind = 'heartbeat';
     try {
       if (this.id === null || this.unsavedId !== null) {
@@ -563,6 +572,7 @@ export class MetadataAgent {
       this.handleReply({ commands: reply.commands, fullReportWanted: false });
     }
     this.counts.fullReports++;
+    this.fullReportDueMs = this.options.clock.nowMs() + this.limits.fullReportIntervalMs;
     this.needFullReport = wanted || this.fullReportEpoch !== epoch;
     this.settle(covered);
   }
