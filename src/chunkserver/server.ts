@@ -33,6 +33,8 @@ export interface ReplicaEvents {
 
 export interface DataServerContext {
   readonly store: ChunkStore;
+  /** The chunkserver's id: undefined until its agent has registered (a new server) or loaded it. */
+  readonly chunkserverId: () => number | undefined;
   readonly listen: { readonly host: string; readonly port: number };
   readonly events: ReplicaEvents;
   readonly metrics: ChunkserverMetrics;
@@ -135,7 +137,7 @@ export class Chunkserver {
         ...(options.agentLimits !== undefined ? { limits: options.agentLimits } : {}),
         ...(options.onFatal !== undefined ? { onFatal: options.onFatal } : {}),
       });
-      const started = await options.components.startDataServer({ store, listen, events: agent, metrics, logger: logger.child({ component: 'data' }) });
+      const started = await options.components.startDataServer({ store, listen, chunkserverId: () => agent.status().id ?? undefined, events: agent, metrics, logger: logger.child({ component: 'data' }) });
       dataServer = started;
       undo.push(() => started.close());
       const address = options.advertise ?? `${hostForAddress(listen.host)}:${started.port}`;

@@ -400,9 +400,13 @@ export class FileChunkStore implements ChunkStore {
   async bumpVersion(handle: number, fromVersion: number, toVersion: number, lengthBytes: number): Promise<void> {
     const { r, release } = await this.lockReplica(handle, true);
     try {
-      this.checkVersion(r, fromVersion);
       if (!isCount(toVersion) || toVersion <= fromVersion) {
         throw new ChunkStoreError('STALE_VERSION', `chunk ${handle}: new version ${toVersion} does not raise ${fromVersion}`);
+      }
+      // Any version in [fromVersion, toVersion]: a pipeline set up part way (some replicas raised, then a
+      // replica failed) leaves survivors at different versions; a retried setup finds toVersion already.
+      if (r.version < fromVersion || r.version > toVersion) {
+        throw new ChunkStoreError('STALE_VERSION', `chunk ${handle} is at version ${r.version}, not in [${fromVersion}, ${toVersion}]`);
       }
       if (r.sealed) throw new ChunkStoreError('SEALED', `chunk ${handle} is sealed; its version is fixed`);
       if (!isCount(lengthBytes) || lengthBytes > r.lengthBytes) {

@@ -69,7 +69,8 @@ export interface ChunkStore {
   /**
    * A new write pipeline after a failure: raises an unsealed replica from `fromVersion` to `toVersion`
    * and cuts it to `lengthBytes` (the length every replica of the old pipeline acknowledged; the writer
-   * resends from there), durably. STALE_VERSION if the replica is not at `fromVersion`; BAD_OFFSET if it
+   * resends from there), durably. STALE_VERSION unless `fromVersion <= version <= toVersion` (a setup that
+   * failed part way leaves survivors between the two; a retried setup finds `toVersion`); BAD_OFFSET if it
    * holds fewer than `lengthBytes` bytes.
    */
   bumpVersion(handle: number, fromVersion: number, toVersion: number, lengthBytes: number): Promise<void>;

@@ -64,6 +64,15 @@ interface OpenChunk {
   recoveries: number;
 }
 
+/** Stands for a chunk's pipeline until one is open: every call fails (recovery replaces it). */
+const noPipeline: ChunkPipeline = {
+  write: () => Promise.reject(new FileIoError('EIO', 'no pipeline')),
+  flush: () => Promise.reject(new FileIoError('EIO', 'no pipeline')),
+  seal: () => Promise.reject(new FileIoError('EIO', 'no pipeline')),
+  abort: () => undefined,
+  ackedLengthBytes: 0,
+};
+
 export class FileWriter {
   private chunk: OpenChunk | null = null;
   private staging: Buffer;
@@ -204,7 +213,7 @@ export class FileWriter {
       version: allocated.version,
       replicas: allocated.replicas,
       settledVersion: allocated.version,
-      pipeline: undefined as unknown as ChunkPipeline,
+      pipeline: noPipeline,
       sent: 0,
       crc: 0,
       unacked: [],
@@ -259,7 +268,7 @@ export class FileWriter {
     const { metadata, data, holder } = this.options;
     let failure = first;
     for (;;) {
-      chunk.pipeline?.abort();
+      chunk.pipeline.abort();
       if (++chunk.recoveries > pipelineRecoveriesMax)
         throw new FileIoError('EIO', `chunk ${chunk.handle}: gave up after ${pipelineRecoveriesMax} new pipelines`);
       const survivors = chunk.replicas.filter((_, i) => i !== failure.failedIndex);

@@ -97,7 +97,11 @@ export class MemoryChunkStore implements ChunkStore {
 
   async bumpVersion(handle: number, fromVersion: number, toVersion: number, lengthBytes: number): Promise<void> {
     await this.enter({ op: 'bumpVersion', handle, version: toVersion, length: lengthBytes });
-    const replica = this.at(handle, fromVersion);
+    const held = this.replicas.get(handle);
+    if (held === undefined) throw new ChunkStoreError('NO_SUCH_REPLICA', `no replica of chunk ${handle}`);
+    if (held.version < fromVersion || held.version > toVersion)
+      throw new ChunkStoreError('STALE_VERSION', `chunk ${handle} is at ${held.version}, not in [${fromVersion}, ${toVersion}]`);
+    const replica = held;
     if (replica.sealed) throw new ChunkStoreError('SEALED', `chunk ${handle} is sealed`);
     if (toVersion <= fromVersion) throw new ChunkStoreError('STALE_VERSION', `cannot lower ${fromVersion} to ${toVersion}`);
     if (replica.lengthBytes < lengthBytes)

@@ -139,7 +139,8 @@ export function runStoreConformance(t: Test, name: string, makeFixture: () => Pr
     await rejectsCode(t, store.read(3, 5, 0, -1), 'BAD_OFFSET', 'read of a negative length');
     await rejectsCode(t, store.seal(3, 4, data.length), 'STALE_VERSION', 'seal at another version');
     await rejectsCode(t, store.seal(3, 5, data.length + 1), 'BAD_OFFSET', 'seal past the length');
-    await rejectsCode(t, store.bumpVersion(3, 4, 6, 0), 'STALE_VERSION', 'bump from a version not held');
+    await rejectsCode(t, store.bumpVersion(3, 6, 7, 0), 'STALE_VERSION', 'bump of a replica older than fromVersion');
+    await rejectsCode(t, store.bumpVersion(3, 3, 4, 0), 'STALE_VERSION', 'bump of a replica newer than toVersion');
     await rejectsCode(t, store.bumpVersion(3, 5, 5, 0), 'STALE_VERSION', 'bump to the same version');
     await rejectsCode(t, store.bumpVersion(3, 5, 4, 0), 'STALE_VERSION', 'bump to a lower version');
     await rejectsCode(t, store.bumpVersion(3, 5, 6, data.length + 1), 'BAD_OFFSET', 'bump resuming past the length');

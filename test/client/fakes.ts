@@ -80,6 +80,9 @@ export class FakeDataPlane implements DataPlane {
       if (o.mode === 'create') {
         if (existing !== undefined) return Promise.reject(new FakePipelineError('REPLICA_EXISTS', i, s.id, offset));
         s.replicas.set(o.handle, { version: o.version, bytes: Buffer.alloc(0), sealed: false });
+      } else if (existing === undefined && offset === 0) {
+        // A replica a failed create never reached: started afresh (the data plane's resume rule).
+        s.replicas.set(o.handle, { version: o.version, bytes: Buffer.alloc(0), sealed: false });
       } else {
         const ok = existing !== undefined && !existing.sealed && existing.version >= (o.fromVersion ?? 0) && existing.version <= o.version && existing.bytes.length >= offset;
         if (!ok) return Promise.reject(new FakePipelineError('STALE_VERSION', i, s.id, offset));

@@ -5,7 +5,8 @@
  * Write pipeline (GFS/HDFS style), one connection per hop, client → chain[0] → chain[1] → …:
  *   1. `setup {handle, version, targetId, mode, fromVersion, offset, chain}`: the receiver (whose id must be
  *      `targetId`) creates the replica (mode `create`, offset 0) or raises it from `fromVersion` to `version`
- *      cut to `offset` bytes (mode `resume`, after the leader bumped the chunk's version), dials `chain[0]`
+ *      cut to `offset` bytes (mode `resume`, after the leader bumped the chunk's version; a replica a failed
+ *      create never reached, resumed at offset 0, is created at `version`), dials `chain[0]`
  *      and forwards the setup with the rest of the chain. `setup-ack {replicas}` comes back once every
  *      replica downstream is ready; the writer sends no packet before it.
  *   2. `packet {seq, offset, sync}` + payload (at most packetBytesMax bytes): seq counts up from 0 with no

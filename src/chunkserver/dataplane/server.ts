@@ -36,8 +36,12 @@ import type {
 import { errorMessage } from './protocol.ts';
 
 export interface DataServerOptions {
-  /** This chunkserver's id (setups name it as their target; acks and failures carry it). */
-  readonly id: number;
+  /**
+   * This chunkserver's id (setups name it as their target; acks and failures carry it), or a function
+   * giving it: a new chunkserver learns its id when it registers, after its data server listens. Until
+   * then (undefined) every setup is refused with WRONG_SERVER.
+   */
+  readonly id: number | (() => number | undefined);
   readonly store: ChunkStore;
   readonly network: DataNetwork;
   /** Where to listen, `host:port` (port 0 picks one on TCP). */
@@ -55,7 +59,7 @@ export class DataServer {
   private stopped = false;
 
   private constructor(
-    readonly id: number,
+    private readonly idOf: () => number | undefined,
     readonly store: ChunkStore,
     readonly dialer: Dialer,
     readonly limits: DataPlaneLimits,
@@ -66,8 +70,9 @@ export class DataServer {
   }
 
   static async start(options: DataServerOptions): Promise<DataServer> {
+    const id = options.id;
     const server = new DataServer(
-      options.id,
+      typeof id === 'number' ? () => id : id,
       options.store,
       options.network,
       resolveLimits(options.limits),
@@ -76,6 +81,11 @@ export class DataServer {
     );
     server.listener = await options.network.listen(options.address, (connection) => server.accept(connection));
     return server;
+  }
+
+  /** This chunkserver's id; 0 while it is not known yet. */
+  get id(): number {
+    return this.idOf() ?? 0;
   }
 
   get address(): string {
@@ -248,6 +258,12 @@ class PipelineHop {
       return;
     }
     const info = store.info(handle);
+    // A create pipeline that failed during setup leaves replicas past the failure without the chunk; nothing
+    // was acknowledged then, so resuming at offset 0 starts the replica afresh at the new version.
+    if (info === undefined && offset === 0) {
+      await store.create(handle, version);
+      return;
+    }
     // A retried setup of the same resume finds the replica already raised and cut: nothing to do.
     if (info !== undefined && info.version === version && info.lengthBytes === offset && !info.sealed) return;
     await store.bumpVersion(handle, fromVersion, version, offset);

@@ -1,0 +1,169 @@
+/**
+ * The real parts of a chunkserver process, for `Chunkserver.start` (server.ts): the replica store on the
+ * local file system (FileChunkStore on NodeDisk, under `<data dir>/chunks`), the TCP data server, and the
+ * scrubber. The store the data server and the scrubber use is wrapped by `ObservedStore`, which tells the
+ * metadata agent about replica changes (created, raised, sealed, deleted: incremental chunk reports) and
+ * corruption (a checksum mismatch on a read or a scrub: the replica is deleted and the leader told, so it
+ * re-replicates from a good copy), and feeds the chunkserver's metrics.
+ */
+import { join } from 'node:path';
+import type { Clock } from '../raft/node-api.ts';
+import { systemClock } from '../runtime/clock.ts';
+import type { CopyReplica } from './agent.ts';
+import { copyReplica, DataServer as PlaneServer, TcpDataNetwork } from './dataplane/index.ts';
+import type { DataPlaneLimits } from './dataplane/index.ts';
+import { NodeDisk } from './disk.ts';
+import type { ChunkserverMetrics } from './metrics.ts';
+import { recordRead, recordReReplication, recordReReplicationBytes, recordWrite } from './metrics.ts';
+import { Scrubber } from './scrubber.ts';
+import type { DataServer, ReplicaEvents, StoreAndDataServer } from './server.ts';
+import { FileChunkStore } from './store.ts';
+import type { ChunkStore, ReplicaInfo, StoreUsage } from './types.ts';
+import { ChunkStoreError } from './types.ts';
+
+/** Default scrub rate: a full 64 MiB chunk re-verified every ~6 s at most, a small share of a disk. */
+export const scrubBytesPerSecondDefault = 10 * 1024 * 1024;
+
+export interface RealComponentsOptions {
+  /** Largest replica the store takes (default: the 64 MiB maximum). */
+  readonly chunkSizeBytes?: number;
+  readonly scrubBytesPerSecond?: number;
+  readonly dataPlaneLimits?: Partial<DataPlaneLimits>;
+  readonly clock?: Clock;
+}
+
+export function realComponents(options: RealComponentsOptions = {}): StoreAndDataServer {
+  const clock = options.clock ?? systemClock;
+  return {
+    openStore: (dataDir) =>
+      FileChunkStore.open(new NodeDisk(), join(dataDir, 'chunks'), {
+        ...(options.chunkSizeBytes !== undefined ? { chunkSizeBytes: options.chunkSizeBytes } : {}),
+      }),
+    async startDataServer(context): Promise<DataServer> {
+      const store = new ObservedStore(context.store, context.events, context.metrics, clock);
+      const network = new TcpDataNetwork(options.dataPlaneLimits);
+      const server = await PlaneServer.start({
+        id: context.chunkserverId,
+        store,
+        network,
+        address: `${context.listen.host}:${context.listen.port}`,
+        logger: context.logger,
+        registry: context.metrics.registry,
+        ...(options.dataPlaneLimits !== undefined ? { limits: options.dataPlaneLimits } : {}),
+      });
+      const scrubber = new Scrubber(store, clock, {
+        scrubBytesPerSecond: options.scrubBytesPerSecond ?? scrubBytesPerSecondDefault,
+        onCorrupt: () => undefined, // ObservedStore already reported it
+        logger: context.logger,
+      });
+      scrubber.start();
+      const copy: CopyReplica = async ({ handle, version, targetId, targetAddress }) => {
+        try {
+          const sealed = await copyReplica(store, network, handle, version, { id: targetId, address: targetAddress });
+          recordReReplicationBytes(context.metrics, sealed.lengthBytes);
+          recordReReplication(context.metrics, 'ok');
+        } catch (error) {
+          recordReReplication(context.metrics, 'failed');
+          throw error;
+        }
+      };
+      const port = Number(server.address.slice(server.address.lastIndexOf(':') + 1));
+      return {
+        port,
+        copyReplica: copy,
+        async close() {
+          await scrubber.stop();
+          await server.close();
+        },
+      };
+    },
+  };
+}
+
+/**
+ * A ChunkStore that reports what happens to replicas: changes and removals to the agent (incremental
+ * reports), corruption found by a read or a verify to the agent (which deletes the replica and tells the
+ * leader), and bytes and latencies to the metrics. Everything else passes through unchanged.
+ */
+export class ObservedStore implements ChunkStore {
+  constructor(
+    private readonly inner: ChunkStore,
+    private readonly events: ReplicaEvents,
+    private readonly metrics: ChunkserverMetrics,
+    private readonly clock: Clock = systemClock,
+  ) {}
+
+  async create(handle: number, version: number): Promise<void> {
+    await this.inner.create(handle, version);
+    this.events.noteReplicaChanged(handle);
+  }
+
+  async append(handle: number, version: number, offset: number, data: Uint8Array): Promise<void> {
+    const start = this.clock.nowMs();
+    await this.inner.append(handle, version, offset, data);
+    recordWrite(this.metrics, data.length, (this.clock.nowMs() - start) / 1000);
+  }
+
+  sync(handle: number): Promise<void> {
+    return this.inner.sync(handle);
+  }
+
+  async bumpVersion(handle: number, fromVersion: number, toVersion: number, lengthBytes: number): Promise<void> {
+    await this.inner.bumpVersion(handle, fromVersion, toVersion, lengthBytes);
+    this.events.noteReplicaChanged(handle);
+  }
+
+  async seal(handle: number, version: number, lengthBytes: number): Promise<ReplicaInfo> {
+    const info = await this.inner.seal(handle, version, lengthBytes);
+    this.events.noteReplicaChanged(handle);
+    return info;
+  }
+
+  async read(handle: number, version: number, offset: number, length: number): Promise<Uint8Array> {
+    const start = this.clock.nowMs();
+    try {
+      const bytes = await this.inner.read(handle, version, offset, length);
+      recordRead(this.metrics, bytes.length, (this.clock.nowMs() - start) / 1000);
+      return bytes;
+    } catch (error) {
+      this.onFailure(handle, error);
+      throw error;
+    }
+  }
+
+  async verify(handle: number): Promise<void> {
+    try {
+      await this.inner.verify(handle);
+    } catch (error) {
+      this.onFailure(handle, error);
+      throw error;
+    }
+  }
+
+  async delete(handle: number, versionAtMost: number): Promise<boolean> {
+    const removed = await this.inner.delete(handle, versionAtMost);
+    if (removed) this.events.noteReplicaRemoved(handle);
+    return removed;
+  }
+
+  info(handle: number): ReplicaInfo | undefined {
+    return this.inner.info(handle);
+  }
+
+  list(): readonly ReplicaInfo[] {
+    return this.inner.list();
+  }
+
+  usage(): Promise<StoreUsage> {
+    return this.inner.usage();
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+
+  private onFailure(handle: number, error: unknown): void {
+    if (!(error instanceof ChunkStoreError) || error.code !== 'CHECKSUM_MISMATCH') return;
+    void this.events.reportCorrupt(handle); // never rejects; counts the failure in the metrics
+  }
+}

@@ -1,0 +1,135 @@
+/**
+ * The client data path wired to the real system: the metadata service over gRPC (MetadataClient, which
+ * follows the leader and retries with its session stamp) and the chunkservers' TCP data plane.
+ *
+ *   const files = await FileClient.connect(['127.0.0.1:7001', ...]);
+ *   await files.writeFile('/logs/a', bytes);
+ *   const back = await files.readFile('/logs/a');
+ *   const w = await files.openWriter('/big');  await w.write(part);  ...  await w.close();
+ */
+import { hostname } from 'node:os';
+import { MetadataClient } from '../metadata/client.ts';
+import type { MetadataClientOptions } from '../metadata/client.ts';
+import { DataPlaneError, PipelineFailedError, PipelineWriter, readRange, TcpDataNetwork } from '../chunkserver/dataplane/index.ts';
+import type { DataPlaneLimits } from '../chunkserver/dataplane/index.ts';
+import type { ChunkPipeline, DataPlane, PipelineFailure, ReaderMetadata, WriterMetadata } from './data-path.ts';
+import { FileReader } from './file-reader.ts';
+import type { FileReaderOptions } from './file-reader.ts';
+import { FileWriter } from './file-writer.ts';
+import type { FileWriterOptions } from './file-writer.ts';
+
+/** The metadata operations of the data path on a MetadataClient. */
+export function metadataForData(client: MetadataClient): WriterMetadata & ReaderMetadata {
+  return {
+    async createFile(path, options) {
+      await client.create(path, { exclusive: options.exclusive });
+      const info = await client.stat(path);
+      return { chunkSizeBytes: info.chunkSizeBytes };
+    },
+    acquireLease: (path, holder, durationMs) => client.acquireLease(path, { holder, durationMs }),
+    renewLease: (path, holder, durationMs) => client.renewLease(path, { holder, durationMs }),
+    releaseLease: (path, holder) => client.releaseLease(path, { holder }),
+    allocateChunk: (path, holder) => client.allocateChunk(path, { holder }),
+    bumpChunkVersion: (handle, holder, version, survivors) => client.bumpChunkVersion(handle, { holder, version, survivors }),
+    async sealChunk(handle, holder, version, lengthBytes, checksum) {
+      await client.sealChunk(handle, { holder, version, lengthBytes, checksum });
+    },
+    completeFile: (path, holder) => client.completeFile(path, { holder }),
+    async chunkLocations(path, fromIndex) {
+      const page = await client.chunkLocations(path, { fromIndex });
+      return { ...page, hasMore: page.nextIndex !== null, nextIndex: page.nextIndex ?? 0 };
+    },
+    async reportBadReplica(handle, chunkserverId, version) {
+      await client.reportBadReplica(handle, { chunkserverId, version });
+    },
+  };
+}
+
+/** The data plane over TCP: write pipelines and range reads. */
+export function tcpDataPlane(limits: Partial<DataPlaneLimits> = {}): DataPlane {
+  const network = new TcpDataNetwork(limits);
+  return {
+    async openPipeline(o): Promise<ChunkPipeline> {
+      const writer = await PipelineWriter.open(network, {
+        handle: o.handle,
+        version: o.version,
+        chain: o.chain,
+        mode: o.mode,
+        limits,
+        ...(o.fromVersion !== undefined ? { fromVersion: o.fromVersion } : {}),
+        ...(o.offset !== undefined ? { offset: o.offset } : {}),
+      });
+      return {
+        write: (data) => writer.write(data),
+        flush: () => writer.flush(),
+        seal: (lengthBytes) => writer.seal(lengthBytes),
+        abort: () => writer.abort(),
+        get ackedLengthBytes() {
+          return writer.ackedLengthBytes;
+        },
+      };
+    },
+    readRange: (address, request) => readRange(network, address, request),
+    pipelineFailure(error): PipelineFailure | undefined {
+      return error instanceof PipelineFailedError ? error : undefined;
+    },
+    errorCode(error) {
+      return error instanceof DataPlaneError ? error.code : undefined;
+    },
+  };
+}
+
+let writerCount = 0;
+
+export interface FileClientOptions extends MetadataClientOptions {
+  readonly dataPlaneLimits?: Partial<DataPlaneLimits>;
+  /** Lease holder prefix (default host:pid); each writer appends a counter. */
+  readonly holderPrefix?: string;
+  readonly reader?: Pick<FileReaderOptions, 'orderReplicas' | 'onReplicaFailure'>;
+}
+
+/** Files on rfs: the metadata client, the data plane, writers and a reader, in one object. */
+export class FileClient {
+  private constructor(
+    readonly metadata: MetadataClient,
+    private readonly ops: WriterMetadata & ReaderMetadata,
+    private readonly data: DataPlane,
+    private readonly reader: FileReader,
+    private readonly holderPrefix: string,
+  ) {}
+
+  static async connect(addresses: readonly string[], options: FileClientOptions = {}): Promise<FileClient> {
+    const metadata = await MetadataClient.connect(addresses, options);
+    const ops = metadataForData(metadata);
+    const data = tcpDataPlane(options.dataPlaneLimits);
+    const reader = new FileReader({ metadata: ops, data, ...options.reader });
+    return new FileClient(metadata, ops, data, reader, options.holderPrefix ?? `${hostname()}:${process.pid}`);
+  }
+
+  openWriter(path: string, options: Omit<FileWriterOptions, 'metadata' | 'data' | 'holder'> & { holder?: string } = {}): Promise<FileWriter> {
+    return FileWriter.open(path, { ...options, metadata: this.ops, data: this.data, holder: options.holder ?? `${this.holderPrefix}:${++writerCount}` });
+  }
+
+  async writeFile(path: string, data: Uint8Array, options: { exclusive?: boolean } = {}): Promise<void> {
+    const writer = await this.openWriter(path, options);
+    try {
+      await writer.write(data);
+      await writer.close();
+    } catch (error) {
+      await writer.abort();
+      throw error;
+    }
+  }
+
+  readFile(path: string): Promise<Buffer> {
+    return this.reader.readFile(path);
+  }
+
+  read(path: string, offset: number, length: number): Promise<Buffer> {
+    return this.reader.read(path, offset, length);
+  }
+
+  close(): void {
+    this.metadata.close();
+  }
+}
