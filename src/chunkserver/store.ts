@@ -27,6 +27,13 @@ import { diskError } from './disk.ts';
 import type { ChunkStore, ReplicaInfo, StoreUsage } from './types.ts';
 import { ChunkStoreError, checksumBlockBytes, chunkSizeBytesMax } from './types.ts';
 
+/**
+ * Data files kept open for appending. Past it, the least recently used handle whose bytes are all synced and
+ * whose replica is idle is closed (reopened on the next append). Only clean handles are closed: an fsync
+ * through a handle opened after a failed writeback may not report the failure.
+ */
+export const writeHandlesOpenMax = 256;
+
 /** Bytes read per step by verify() and by cuts that recompute a prefix CRC. A multiple of the block size. */
 export const verifySliceBytes = 1024 * 1024;
 
@@ -39,6 +46,7 @@ const sidecarFormat = 1;
 const sidecarHeaderBytes = 40;
 const sidecarTrailerBytes = 4;
 const sidecarFlagSealed = 1;
+const sidecarBytesMax = sidecarHeaderBytes + 4 * Math.ceil(chunkSizeBytesMax / checksumBlockBytes) + sidecarTrailerBytes;
 
 assert(verifySliceBytes % checksumBlockBytes === 0, 'verifySliceBytes is a whole number of blocks');
 
@@ -84,8 +92,10 @@ interface Replica {
   prefixCrc: number;
   /** What the sidecar on disk says. */
   durable: Durable;
-  /** Open while unsealed (appends), closed at seal. */
+  /** The data file, open for appends (unsealed replicas, at most writeHandlesOpenMax of them). */
   file: DiskFile | undefined;
+  /** Bytes appended since the data file was last fsynced. */
+  dataDirty: boolean;
   /** False once deleted (or failed to create): waiters must not use it. */
   live: boolean;
   /**
@@ -108,6 +118,19 @@ class RwLock {
 
   exclusive(): Promise<() => void> {
     return this.acquire(true);
+  }
+
+  /** Exclusive access if nobody holds or waits for the lock, else undefined. */
+  tryExclusive(): (() => void) | undefined {
+    if (this.writer || this.readers > 0 || this.waiting.length > 0) return undefined;
+    this.writer = true;
+    let released = false;
+    return () => {
+      assert(!released, 'lock released twice');
+      released = true;
+      this.writer = false;
+      this.pump();
+    };
   }
 
   private acquire(exclusive: boolean): Promise<() => void> {
@@ -204,10 +227,11 @@ function decodeSidecar(bytes: Uint8Array): DecodedSidecar | string {
   return { handle, version, lengthBytes, sealed, prefixCrc: view.getUint32(32, true), blockCrcs };
 }
 
-async function readWhole(disk: Disk, path: string): Promise<Uint8Array> {
+async function readSidecar(disk: Disk, path: string): Promise<Uint8Array | string> {
   const file = await disk.open(path, { create: false });
   try {
     const size = await file.sizeBytes();
+    if (size > sidecarBytesMax) return `sidecar of ${size} bytes is larger than any valid one`;
     const bytes = new Uint8Array(size);
     const n = await file.read(bytes, 0);
     return bytes.subarray(0, n);
@@ -219,6 +243,8 @@ async function readWhole(disk: Disk, path: string): Promise<Uint8Array> {
 export class FileChunkStore implements ChunkStore {
   readonly stats: StoreStats = { checksumMismatches: 0, bytesAppended: 0, bytesRead: 0, syncs: 0 };
   private readonly replicas = new Map<number, Replica>();
+  /** Replicas with an open data file, least recently used first. */
+  private readonly openWriters = new Map<number, Replica>();
   private readonly chunkSizeBytes: number;
   private readonly logger: Logger | undefined;
   private closed = false;
@@ -291,7 +317,9 @@ export class FileChunkStore implements ChunkStore {
     handle: number,
     hasData: boolean,
   ): Promise<{ replica: Replica; truncated: boolean } | string> {
-    const sidecar = decodeSidecar(await readWhole(disk, `${dir}/${handle}${metaSuffix}`));
+    const bytes = await readSidecar(disk, `${dir}/${handle}${metaSuffix}`);
+    if (typeof bytes === 'string') return bytes;
+    const sidecar = decodeSidecar(bytes);
     if (typeof sidecar === 'string') return sidecar;
     if (sidecar.handle !== handle) return `sidecar names handle ${sidecar.handle}`;
     if (!hasData) return 'data file missing';
@@ -316,6 +344,7 @@ export class FileChunkStore implements ChunkStore {
       prefixCrc: sidecar.prefixCrc,
       durable,
       file: undefined,
+      dataDirty: false,
       live: true,
       syncFailure: undefined,
       lock: new RwLock(),
@@ -337,6 +366,7 @@ export class FileChunkStore implements ChunkStore {
       prefixCrc: 0,
       durable: { version: -1, lengthBytes: 0, sealed: false },
       file: undefined,
+      dataDirty: false,
       live: true,
       syncFailure: undefined,
       lock: new RwLock(),
@@ -346,15 +376,15 @@ export class FileChunkStore implements ChunkStore {
     const release = await r.lock.exclusive();
     try {
       const file = await this.disk.open(this.dataPath(handle), { create: true });
-      r.file = file;
+      this.adoptFile(r, file);
       await file.truncate(0);
       // The data file's name becomes durable with the sidecar's rename (one directory fsync covers both).
       await this.writeSidecar(r);
+      await this.evictWriters();
     } catch (error) {
       r.live = false;
       this.replicas.delete(handle);
-      await r.file?.close().catch(() => undefined);
-      r.file = undefined;
+      await this.closeFile(r);
       // Best effort: a data file left behind has no sidecar, and open() removes it anyway.
       await this.disk.unlink(this.dataPath(handle)).catch(() => undefined);
       throw diskError(error, `create ${handle}`);
@@ -378,6 +408,7 @@ export class FileChunkStore implements ChunkStore {
       const file = await this.writable(r);
       // On failure (e.g. DISK_FULL after a partial write) nothing below runs: the length and CRCs stay, and
       // the bytes past the length are garbage the next append overwrites and open() cuts off.
+      r.dataDirty = true;
       await file.write(data, offset);
       this.extendChecksums(r, data);
       this.stats.bytesAppended += data.length;
@@ -428,9 +459,7 @@ export class FileChunkStore implements ChunkStore {
         throw new ChunkStoreError('BAD_OFFSET', `chunk ${handle} holds ${r.lengthBytes} bytes, cannot seal at ${lengthBytes}`);
       }
       await this.commitCut(r, lengthBytes, { version, sealed: true });
-      const file = r.file;
-      r.file = undefined;
-      await file?.close();
+      await this.closeFile(r);
       return this.infoOf(r);
     } finally {
       release();
@@ -483,9 +512,7 @@ export class FileChunkStore implements ChunkStore {
       await this.disk.unlink(this.metaPath(handle));
       r.live = false;
       this.replicas.delete(handle);
-      const file = r.file;
-      r.file = undefined;
-      await file?.close().catch(() => undefined);
+      await this.closeFile(r);
       await this.disk.unlink(this.dataPath(handle));
       await this.disk.syncDirectory(this.dir);
       return true;
@@ -521,9 +548,7 @@ export class FileChunkStore implements ChunkStore {
     for (const r of [...this.replicas.values()]) {
       const release = await r.lock.exclusive();
       try {
-        const file = r.file;
-        r.file = undefined;
-        await file?.close().catch(() => undefined);
+        await this.closeFile(r);
       } finally {
         release();
       }
@@ -576,9 +601,45 @@ export class FileChunkStore implements ChunkStore {
     return r.sealed ? { ...base, checksum: r.prefixCrc } : base;
   }
 
+  /** The replica's data file, opened if needed; the caller holds the replica's lock exclusively. */
   private async writable(r: Replica): Promise<DiskFile> {
-    r.file ??= await this.disk.open(this.dataPath(r.handle), { create: false });
-    return r.file;
+    if (r.file !== undefined) {
+      this.openWriters.delete(r.handle);
+      this.openWriters.set(r.handle, r);
+      return r.file;
+    }
+    const file = await this.disk.open(this.dataPath(r.handle), { create: false });
+    this.adoptFile(r, file);
+    await this.evictWriters();
+    return file;
+  }
+
+  private adoptFile(r: Replica, file: DiskFile): void {
+    assert(r.file === undefined, 'one open data file per replica');
+    r.file = file;
+    this.openWriters.set(r.handle, r);
+  }
+
+  private async closeFile(r: Replica): Promise<void> {
+    const file = r.file;
+    r.file = undefined;
+    this.openWriters.delete(r.handle);
+    await file?.close().catch((error: unknown) => this.logger?.warn({ handle: r.handle, error: String(error) }, 'replica store: close failed'));
+  }
+
+  /** Closes clean, idle data files past writeHandlesOpenMax, least recently used first (a soft bound). */
+  private async evictWriters(): Promise<void> {
+    for (const other of [...this.openWriters.values()]) {
+      if (this.openWriters.size <= writeHandlesOpenMax) return;
+      if (other.dataDirty) continue;
+      const release = other.lock.tryExclusive();
+      if (release === undefined) continue;
+      try {
+        await this.closeFile(other);
+      } finally {
+        release();
+      }
+    }
   }
 
   /** Folds appended bytes into the block CRCs (continuing the partial last block) and the prefix CRC. */
@@ -679,9 +740,11 @@ export class FileChunkStore implements ChunkStore {
   }
 
   private async syncData(r: Replica): Promise<void> {
-    if (r.file === undefined) return;
+    if (!r.dataDirty) return;
+    assert(r.file !== undefined, 'a data file with unsynced bytes stays open');
     try {
       await r.file.sync();
+      r.dataDirty = false;
     } catch (error) {
       const failure = diskError(error, `fsync of chunk ${r.handle}`);
       r.syncFailure = failure.message;

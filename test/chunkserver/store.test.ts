@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { NodeDisk } from '../../src/chunkserver/disk.ts';
-import { FileChunkStore } from '../../src/chunkserver/store.ts';
+import { FileChunkStore, writeHandlesOpenMax } from '../../src/chunkserver/store.ts';
 import { checksumBlockBytes } from '../../src/chunkserver/types.ts';
 import { SimDisk } from '../sim/disk.ts';
 import { Prng } from '../sim/prng.ts';
@@ -164,4 +164,29 @@ void t.test('open removes temp sidecars and data files without a sidecar', async
   const recovery = (store as FileChunkStore).recovery;
   t.same(recovery, { replicas: 1, tempFilesRemoved: 1, orphanDataFilesRemoved: 1, tailsTruncated: 0, corruptReplicasRemoved: 0 });
   t.same((await readdir(fixture.dir)).sort(), ['1.data', '1.meta', 'README']);
+});
+
+void t.test('open data files are bounded: clean idle ones are closed, unsynced ones never are', async (t) => {
+  const fixture = simFixture(104);
+  let store = await fixture.open();
+  const count = writeHandlesOpenMax + 44;
+  for (let h = 1; h <= count; h++) {
+    await store.create(h, 1);
+    await store.append(h, 1, 0, pattern(h, 10));
+    await store.sync(h);
+  }
+  t.ok(fixture.disk.openFiles <= writeHandlesOpenMax + 1, `${fixture.disk.openFiles} files open after ${count} synced replicas`);
+  // Dirty handles are kept open past the bound (closing one could hide a failed writeback).
+  for (let h = 1; h <= count; h++) await store.append(h, 1, 10, pattern(h, 10, 10));
+  t.equal(fixture.disk.openFiles, count, 'every replica with unsynced bytes keeps its file open');
+  for (let h = 1; h <= count; h++) await store.sync(h);
+  fixture.disk.crash();
+  store = await fixture.open();
+  t.equal(store.list().length, count);
+  for (let h = 1; h <= count; h++) {
+    const bytes = await store.read(h, 1, 0, 20);
+    if (!Buffer.from(bytes).equals(Buffer.from(pattern(h, 20)))) t.fail(`replica ${h} differs after the crash`);
+  }
+  await store.close();
+  t.equal(fixture.disk.openFiles, 0, 'close closes every file');
 });

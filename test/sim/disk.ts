@@ -93,6 +93,8 @@ export class SimDisk implements Disk {
   /** Mutating operations left before a crash happens instead of the next one; -1 when none is armed. */
   private crashCountdown = -1;
   crashes = 0;
+  /** Handles open now (a crash closes them all). */
+  openFiles = 0;
 
   constructor(
     private readonly prng: Prng,
@@ -118,6 +120,7 @@ export class SimDisk implements Disk {
   crash(): CrashReport {
     this.crashes++;
     this.epoch++;
+    this.openFiles = 0;
     this.crashCountdown = -1;
     let filesRolledBack = 0;
     let tornWrites = 0;
@@ -214,6 +217,7 @@ export class SimDisk implements Disk {
     } else {
       this.maybeFail('open', path);
     }
+    this.openFiles++;
     return new SimFile(this, id, path, this.epoch);
   }
 
@@ -275,6 +279,10 @@ export class SimDisk implements Disk {
     const inode = this.inodes.get(id);
     if (inode === undefined) throw new ChunkStoreError('IO_ERROR', `${kind} ${path}: file is gone`);
     return inode;
+  }
+
+  closed(epoch: number): void {
+    if (epoch === this.epoch) this.openFiles--;
   }
 
   freeBytes(): number {
@@ -386,7 +394,9 @@ class SimFile implements DiskFile {
 
   async close(): Promise<void> {
     await Promise.resolve();
+    if (this.closed) throw new ChunkStoreError('IO_ERROR', `close ${this.path}: already closed`);
     this.closed = true;
+    this.disk.closed(this.epoch);
   }
 
   private inode(kind: SimDiskOpKind): Inode {
