@@ -28,11 +28,11 @@ import type { ChunkStore, ReplicaInfo, StoreUsage } from './types.ts';
 import { ChunkStoreError, checksumBlockBytes, chunkSizeBytesMax } from './types.ts';
 
 /**
- * Data files kept open for appending. Past it, the least recently used handle whose bytes are all synced and
- * whose replica is idle is closed (reopened on the next append). Only clean handles are closed: an fsync
- * through a handle opened after a failed writeback may not report the failure.
+ * Data files kept open (for appends and reads). Past it, the least recently used handle whose bytes are all
+ * synced and whose replica is idle is closed (reopened when next needed): a soft bound. Only clean handles
+ * are closed: an fsync through a handle opened after a failed writeback may not report the failure.
  */
-export const writeHandlesOpenMax = 256;
+export const dataFilesOpenMax = 256;
 
 /** Bytes read per step by verify() and by cuts that recompute a prefix CRC. A multiple of the block size. */
 export const verifySliceBytes = 1024 * 1024;
@@ -92,8 +92,10 @@ interface Replica {
   prefixCrc: number;
   /** What the sidecar on disk says. */
   durable: Durable;
-  /** The data file, open for appends (unsealed replicas, at most writeHandlesOpenMax of them). */
+  /** The data file while open (see dataFilesOpenMax). */
   file: DiskFile | undefined;
+  /** A reader's open of the data file in flight (readers share the lock, so they share the open). */
+  opening: Promise<DiskFile> | undefined;
   /** Bytes appended since the data file was last fsynced. */
   dataDirty: boolean;
   /** False once deleted (or failed to create): waiters must not use it. */
@@ -244,7 +246,7 @@ export class FileChunkStore implements ChunkStore {
   readonly stats: StoreStats = { checksumMismatches: 0, bytesAppended: 0, bytesRead: 0, syncs: 0 };
   private readonly replicas = new Map<number, Replica>();
   /** Replicas with an open data file, least recently used first. */
-  private readonly openWriters = new Map<number, Replica>();
+  private readonly openFiles = new Map<number, Replica>();
   private readonly chunkSizeBytes: number;
   private readonly logger: Logger | undefined;
   private closed = false;
@@ -344,6 +346,7 @@ export class FileChunkStore implements ChunkStore {
       prefixCrc: sidecar.prefixCrc,
       durable,
       file: undefined,
+      opening: undefined,
       dataDirty: false,
       live: true,
       syncFailure: undefined,
@@ -366,6 +369,7 @@ export class FileChunkStore implements ChunkStore {
       prefixCrc: 0,
       durable: { version: -1, lengthBytes: 0, sealed: false },
       file: undefined,
+      opening: undefined,
       dataDirty: false,
       live: true,
       syncFailure: undefined,
@@ -380,7 +384,7 @@ export class FileChunkStore implements ChunkStore {
       await file.truncate(0);
       // The data file's name becomes durable with the sidecar's rename (one directory fsync covers both).
       await this.writeSidecar(r);
-      await this.evictWriters();
+      await this.evictFiles();
     } catch (error) {
       r.live = false;
       this.replicas.delete(handle);
@@ -405,7 +409,7 @@ export class FileChunkStore implements ChunkStore {
         throw new ChunkStoreError('TOO_LARGE', `chunk ${handle}: ${offset} + ${data.length} bytes passes the chunk size ${this.chunkSizeBytes}`);
       }
       if (data.length === 0) return;
-      const file = await this.writable(r);
+      const file = await this.fileFor(r);
       // On failure (e.g. DISK_FULL after a partial write) nothing below runs: the length and CRCs stay, and
       // the bytes past the length are garbage the next append overwrites and open() cuts off.
       r.dataDirty = true;
@@ -459,7 +463,7 @@ export class FileChunkStore implements ChunkStore {
         throw new ChunkStoreError('BAD_OFFSET', `chunk ${handle} holds ${r.lengthBytes} bytes, cannot seal at ${lengthBytes}`);
       }
       await this.commitCut(r, lengthBytes, { version, sealed: true });
-      await this.closeFile(r);
+      // The file stays open: a sealed replica is usually read (re-replicated, served) soon after.
       return this.infoOf(r);
     } finally {
       release();
@@ -601,36 +605,40 @@ export class FileChunkStore implements ChunkStore {
     return r.sealed ? { ...base, checksum: r.prefixCrc } : base;
   }
 
-  /** The replica's data file, opened if needed; the caller holds the replica's lock exclusively. */
-  private async writable(r: Replica): Promise<DiskFile> {
+  /** The replica's data file, opened if needed; the caller holds the replica's lock (shared or exclusive). */
+  private async fileFor(r: Replica): Promise<DiskFile> {
     if (r.file !== undefined) {
-      this.openWriters.delete(r.handle);
-      this.openWriters.set(r.handle, r);
+      this.openFiles.delete(r.handle);
+      this.openFiles.set(r.handle, r);
       return r.file;
     }
-    const file = await this.disk.open(this.dataPath(r.handle), { create: false });
-    this.adoptFile(r, file);
-    await this.evictWriters();
+    r.opening ??= this.disk.open(this.dataPath(r.handle), { create: false }).finally(() => (r.opening = undefined));
+    const opening = r.opening;
+    const file = await opening;
+    if (r.file === undefined) {
+      this.adoptFile(r, file);
+      await this.evictFiles();
+    }
     return file;
   }
 
   private adoptFile(r: Replica, file: DiskFile): void {
     assert(r.file === undefined, 'one open data file per replica');
     r.file = file;
-    this.openWriters.set(r.handle, r);
+    this.openFiles.set(r.handle, r);
   }
 
   private async closeFile(r: Replica): Promise<void> {
     const file = r.file;
     r.file = undefined;
-    this.openWriters.delete(r.handle);
+    this.openFiles.delete(r.handle);
     await file?.close().catch((error: unknown) => this.logger?.warn({ handle: r.handle, error: String(error) }, 'replica store: close failed'));
   }
 
-  /** Closes clean, idle data files past writeHandlesOpenMax, least recently used first (a soft bound). */
-  private async evictWriters(): Promise<void> {
-    for (const other of [...this.openWriters.values()]) {
-      if (this.openWriters.size <= writeHandlesOpenMax) return;
+  /** Closes clean, idle data files past dataFilesOpenMax, least recently used first (a soft bound). */
+  private async evictFiles(): Promise<void> {
+    for (const other of [...this.openFiles.values()]) {
+      if (this.openFiles.size <= dataFilesOpenMax) return;
       if (other.dataDirty) continue;
       const release = other.lock.tryExclusive();
       if (release === undefined) continue;
@@ -689,7 +697,7 @@ export class FileChunkStore implements ChunkStore {
       throw error;
     }
     if (cutting) {
-      const file = await this.writable(r);
+      const file = await this.fileFor(r);
       await file.truncate(lengthBytes);
     }
   }
@@ -718,13 +726,8 @@ export class FileChunkStore implements ChunkStore {
   private async readVerified(r: Replica, start: number, end: number): Promise<Uint8Array> {
     assert(start % checksumBlockBytes === 0 && end > start && end <= r.lengthBytes, 'readVerified: block-aligned span');
     const span = new Uint8Array(end - start);
-    const file = r.file ?? (await this.disk.open(this.dataPath(r.handle), { create: false }));
-    let n: number;
-    try {
-      n = await file.read(span, start);
-    } finally {
-      if (file !== r.file) await file.close();
-    }
+    const file = await this.fileFor(r);
+    const n = await file.read(span, start);
     for (let blockStart = start; blockStart < end; blockStart += checksumBlockBytes) {
       const block = blockStart / checksumBlockBytes;
       const blockEnd = Math.min(end, blockStart + checksumBlockBytes, r.lengthBytes);

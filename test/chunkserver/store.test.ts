@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { NodeDisk } from '../../src/chunkserver/disk.ts';
-import { FileChunkStore, writeHandlesOpenMax } from '../../src/chunkserver/store.ts';
+import { FileChunkStore, dataFilesOpenMax } from '../../src/chunkserver/store.ts';
 import { checksumBlockBytes } from '../../src/chunkserver/types.ts';
 import { SimDisk } from '../sim/disk.ts';
 import { Prng } from '../sim/prng.ts';
@@ -169,13 +169,13 @@ void t.test('open removes temp sidecars and data files without a sidecar', async
 void t.test('open data files are bounded: clean idle ones are closed, unsynced ones never are', async (t) => {
   const fixture = simFixture(104);
   let store = await fixture.open();
-  const count = writeHandlesOpenMax + 44;
+  const count = dataFilesOpenMax + 44;
   for (let h = 1; h <= count; h++) {
     await store.create(h, 1);
     await store.append(h, 1, 0, pattern(h, 10));
     await store.sync(h);
   }
-  t.ok(fixture.disk.openFiles <= writeHandlesOpenMax + 1, `${fixture.disk.openFiles} files open after ${count} synced replicas`);
+  t.ok(fixture.disk.openFiles <= dataFilesOpenMax + 1, `${fixture.disk.openFiles} files open after ${count} synced replicas`);
   // Dirty handles are kept open past the bound (closing one could hide a failed writeback).
   for (let h = 1; h <= count; h++) await store.append(h, 1, 10, pattern(h, 10, 10));
   t.equal(fixture.disk.openFiles, count, 'every replica with unsynced bytes keeps its file open');
