@@ -389,7 +389,9 @@ export class FileChunkStore implements ChunkStore {
       r.live = false;
       this.replicas.delete(handle);
       await this.closeFile(r);
-      // Best effort: a data file left behind has no sidecar, and open() removes it anyway.
+      // Best effort, sidecar first (it may have been renamed in before a failed directory fsync); whatever is
+      // left, open() removes: a data file without a sidecar, or a sidecar without a data file.
+      await this.disk.unlink(this.metaPath(handle)).catch(() => undefined);
       await this.disk.unlink(this.dataPath(handle)).catch(() => undefined);
       throw diskError(error, `create ${handle}`);
     } finally {

@@ -190,3 +190,15 @@ void t.test('open data files are bounded: clean idle ones are closed, unsynced o
   await store.close();
   t.equal(fixture.disk.openFiles, 0, 'close closes every file');
 });
+
+void t.test('SimDisk: a create whose directory fsync fails leaves nothing behind', async (t) => {
+  const fixture = simFixture(105);
+  const store = await fixture.open();
+  fixture.disk.failNext(1, ['syncDirectory']);
+  await rejectsCode(t, store.create(1, 1), 'IO_ERROR', 'the failed create');
+  t.equal(store.info(1), undefined);
+  t.same(fixture.disk.paths(), [], 'no data file, no sidecar');
+  await store.create(1, 1);
+  t.same(store.info(1), { handle: 1, version: 1, lengthBytes: 0, sealed: false }, 'a retry works');
+  await store.close();
+});
