@@ -699,8 +699,14 @@ export class FileChunkStore implements ChunkStore {
       throw error;
     }
     if (cutting) {
-      const file = await this.fileFor(r);
-      await file.truncate(lengthBytes);
+      // Committed already: the cut is tidying. If it fails, the bytes past the length are never read, the next
+      // append overwrites them and open() cuts them, so the operation still succeeded.
+      try {
+        const file = await this.fileFor(r);
+        await file.truncate(lengthBytes);
+      } catch (error) {
+        this.logger?.warn({ handle: r.handle, error: String(error) }, 'replica store: truncating the data file after a cut failed');
+      }
     }
   }
 
@@ -773,6 +779,8 @@ export class FileChunkStore implements ChunkStore {
       await this.disk.rename(temp, this.metaPath(r.handle));
       await this.disk.syncDirectory(this.dir);
     } catch (error) {
+      // The rename may have happened: what the disk holds is unknown, so the next sync rewrites the sidecar.
+      r.durable = { version: -1, lengthBytes: -1, sealed: false };
       await file?.close().catch(() => undefined);
       await this.disk.unlink(temp).catch(() => undefined);
       throw diskError(error, `sidecar of chunk ${r.handle}`);

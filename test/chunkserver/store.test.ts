@@ -202,3 +202,21 @@ void t.test('SimDisk: a create whose directory fsync fails leaves nothing behind
   t.same(store.info(1), { handle: 1, version: 1, lengthBytes: 0, sealed: false }, 'a retry works');
   await store.close();
 });
+
+void t.test('SimDisk: after a failed sidecar commit the next sync rewrites it, so a crash cannot resurrect the failed state', async (t) => {
+  for (let seed = 0; seed < 20; seed++) {
+    const fixture = simFixture(200 + seed);
+    let store = await fixture.open();
+    await store.create(1, 1);
+    await store.append(1, 1, 0, pattern(1, 1000));
+    await store.sync(1);
+    fixture.disk.failNext(1, ['syncDirectory']); // the new sidecar is renamed in, but not durably
+    await rejectsCode(t, store.bumpVersion(1, 1, 2, 500), 'IO_ERROR', `seed ${seed}: the failed bump`);
+    t.same(store.info(1), { handle: 1, version: 1, lengthBytes: 1000, sealed: false }, 'memory is as before');
+    await store.sync(1);
+    fixture.disk.crash();
+    store = await fixture.open();
+    t.same(store.info(1), { handle: 1, version: 1, lengthBytes: 1000, sealed: false }, 'the synced state, not the failed one');
+    await store.close();
+  }
+});

@@ -89,7 +89,7 @@ export class SimDisk implements Disk {
   private nextInode = 1;
   /** Handles carry the epoch they were opened in; a crash starts a new one. */
   private epoch = 0;
-  private failures: { count: number; kinds: readonly SimDiskOpKind[] | undefined } = { count: 0, kinds: undefined };
+  private failures: { count: number; kinds: readonly SimDiskOpKind[] | undefined; skip: number } = { count: 0, kinds: undefined, skip: 0 };
   /** Mutating operations left before a crash happens instead of the next one; -1 when none is armed. */
   private crashCountdown = -1;
   crashes = 0;
@@ -106,9 +106,9 @@ export class SimDisk implements Disk {
 
   // ---- fault switches ----
 
-  /** The next `count` operations (of `kinds`, or any) fail with IO_ERROR. */
-  failNext(count: number, kinds?: readonly SimDiskOpKind[]): void {
-    this.failures = { count, kinds };
+  /** The next `count` operations (of `kinds`, or any) fail with IO_ERROR, after `skip` of them succeed. */
+  failNext(count: number, kinds?: readonly SimDiskOpKind[], skip = 0): void {
+    this.failures = { count, kinds, skip };
   }
 
   /** Arms a crash in place of the `n`-th next mutating operation (write, truncate, sync, rename, unlink, create). */
@@ -303,6 +303,10 @@ export class SimDisk implements Disk {
   private maybeFail(kind: SimDiskOpKind, path: string): void {
     const failures = this.failures;
     if (failures.count > 0 && (failures.kinds === undefined || failures.kinds.includes(kind))) {
+      if (failures.skip > 0) {
+        failures.skip--;
+        return;
+      }
       failures.count--;
       throw new ChunkStoreError('IO_ERROR', `${kind} ${path}: EIO: injected I/O error`);
     }
