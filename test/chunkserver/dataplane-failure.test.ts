@@ -153,3 +153,19 @@ for (const kind of transportKinds) {
     t.equal(writer.ackedLengthBytes, 4 * packetBytes);
   });
 }
+
+void t.test('abort() tears the pipeline down: calls reject with ABORTED, every hop closes', async (t) => {
+  const cluster = await startCluster('tcp', 3, {
+    hooks: (index): MemoryStoreHooks => (index === 2 ? { before: (call) => (call.op === 'append' ? new Promise<void>(() => {}) : undefined) } : {}),
+  });
+  t.teardown(() => cluster.close());
+  const writer = await PipelineWriter.open(cluster.network, { handle: 25, version: 1, chain: cluster.chain(), packetBytes });
+  const written = track(writer.write(data));
+  await waitFor(() => writer.inflightPackets > 0, 'packets in flight');
+  await settle();
+  t.equal(written.done, false);
+  writer.abort('deadline passed');
+  await t.rejects(written.promise, { code: 'ABORTED', failedIndex: 0, ackedLengthBytes: 0 });
+  await t.rejects(writer.flush(), { code: 'ABORTED' });
+  await waitFor(() => cluster.servers.every((s) => s.activeHops().length === 0), 'every hop to close');
+});
