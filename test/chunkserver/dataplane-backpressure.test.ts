@@ -103,14 +103,15 @@ void t.test('tcp: with the last replica stalled, memory stays flat while a greed
   const written = track(writer.write(data));
   await waitFor(() => gate.length > 0, 'the last replica to be reached');
   await settle(300);
-  // Everything allocated since the baseline (live or garbage) counts: without backpressure the first
-  // replica alone would have read 64 MiB into fresh buffers.
+  // Growth of array-buffer memory since the baseline (negative when a collection freed older garbage).
+  // With the replicas' window at 1000 instead it grows by ~190 MiB: every hop reads what it is sent.
   const grownBytes = process.memoryUsage().arrayBuffers - baseline;
   t.ok(grownBytes < 16 * 1024 * 1024, `array buffers grew by ${(grownBytes / 2 ** 20).toFixed(1)} MiB`);
   t.ok((cluster.stores[0]!.info(33)?.lengthBytes ?? 0) <= inflightPacketsMax * packet);
+  // Released, it flows again (the rest is not waited for: it would only cost test time).
   stalled = false;
   for (const release of gate.splice(0)) release();
-  await written.promise;
-  await writer.flush();
-  t.equal(writer.ackedLengthBytes, data.length);
+  await waitFor(() => writer.ackedLengthBytes >= 8 * 1024 * 1024, 'acknowledgements to resume');
+  writer.abort('test done');
+  await t.rejects(written.promise, { code: 'ABORTED' });
 });
