@@ -156,7 +156,7 @@ export class ChunkService {
     const { chunk, survivors } = request;
     // Only replacements need the manager (and its knowledge of who holds what).
     const added = request.replacements
-      ? this.mustManager().replacements(chunk.handle, survivors, chunk.replicas, chunk.replication - survivors.length)
+      ? this.mustManager().replacements(chunk.handle, { keep: survivors, exclude: chunk.replicas, count: chunk.replication - survivors.length })
       : [];
     const replicas = [...survivors, ...added];
     if (replicas.length === 0) throw new PlacementError('ENOSPC', 'no survivor, and no live chunkserver can take a replacement');
