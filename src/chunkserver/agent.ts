@@ -134,6 +134,11 @@ export interface AgentLimits {
   readonly fullReportIntervalMs: number;
   /** Replicas (or removed handles) in one report message; a larger full report goes in several messages. */
   readonly reportChunksMax: number;
+  /**
+   * Unreported changes kept, at most; past it they are dropped for one full report, which covers them all (it
+   * replaces what the leader knows this server holds). Bounds memory while the leader is unreachable.
+   */
+  readonly pendingChangesMax: number;
   /** Changes wait this long before an incremental report, so that changes close together share one. */
   readonly reportDelayMs: number;
   /** Copies for the leader running at once. */
@@ -163,6 +168,7 @@ export const defaultAgentLimits: AgentLimits = {
   fullReportIntervalMs: 60 * 60 * 1_000,
   reportChunksMax: 2_000,
   reportDelayMs: 50,
+  pendingChangesMax: 100_000,
   replicationsInflightMax: 2,
   replicationsQueuedMax: 256,
   deletesQueuedMax: 4_096,
@@ -387,6 +393,13 @@ export class MetadataAgent {
   private note(handle: number): void {
     assert(Number.isSafeInteger(handle) && handle >= 1, `handle ${handle}`);
     if (this.stopped) return;
+    if (!this.pending.has(handle) && this.pending.size >= this.limits.pendingChangesMax) {
+      this.pending.clear();
+      this.reportDueMs = null;
+      this.requestFullReport();
+      this.kick();
+      return;
+    }
     this.pending.set(handle, ++this.changeSeq);
     this.reportDueMs ??= this.options.clock.nowMs() + this.limits.reportDelayMs;
     this.kick();

@@ -259,6 +259,24 @@ void t.test('an id the leader allocated is saved before use; a failed save is re
   await t.rejects(waiting, { code: 'STOPPED' }, 'stopped before it registered');
 });
 
+void t.test('too many unreported changes turn into one full report', async (t) => {
+  const store = new MemoryChunkStore();
+  for (let h = 1; h <= 6; h++) await store.put(h, 1, Buffer.from('x'), true);
+  const { clock, link, agent } = makeAgent({ store, limits: { pendingChangesMax: 4 } });
+  await agent.start();
+  await clock.advance(0);
+  link.up = false;
+  for (let h = 1; h <= 6; h++) agent.noteReplicaChanged(h);
+  t.equal(agent.status().pendingChanges, 1, 'dropped at the bound (only the change after it kept)');
+  link.up = true;
+  await clock.advance(1_000);
+  const reports = link.reports();
+  t.equal(reports.filter((r) => r.full).length, 2, 'a full report instead');
+  t.equal(reports.at(-1)?.chunks.length, 6, 'listing everything');
+  t.equal(reports.filter((r) => !r.full).length, 0, 'no incremental report needed');
+  await agent.stop();
+});
+
 void t.test('limits that contradict each other are refused', (t) => {
   t.doesNotThrow(() => checkAgentLimits(defaultAgentLimits));
   t.throws(() => checkAgentLimits({ ...defaultAgentLimits, reportChunksMax: 10_000 }), RangeError, 'a report too large for one message');
