@@ -136,10 +136,25 @@ function launch(name: string, command: string, argv: string[], cwd: string): Chi
 }
 
 async function peakRssKiB(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  const m = /^VmHWM:\s+(\d+)\s+kB/m.exec(status);
-  return m ? Number(m[1]) : NaN;
+  return (await rssKiB(pid)).peak;
 }
+
+/** Resident set size now (VmRSS) and at its peak (VmHWM) in KiB; NaN for a process that is gone. */
+async function rssKiB(pid: number): Promise<{ now: number; peak: number }> {
+  let status = '';
+  try {
+    status = await readFile(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return { now: NaN, peak: NaN };
+  }
+  const field = (name: string): number => {
+    const m = new RegExp(`^${name}:\\s+(\\d+)\\s+kB`, 'm').exec(status);
+    return m ? Number(m[1]) : NaN;
+  };
+  return { now: field('VmRSS'), peak: field('VmHWM') };
+}
+
+const mib = (kib: number): string => (Number.isFinite(kib) ? (kib / 1024).toFixed(0) : '-');
 
 // ---------------------------------------------------------------------------------------------- rfs
 
@@ -546,9 +561,13 @@ async function buildTree(files: number): Promise<void> {
   let done = 0;
   const progress = setInterval(() => {
     const s = (performance.now() - start) / 1000;
-    void peakRssKiB(rfs.pids.get(leader)!).then((kib) =>
+    // RSS now / peak of every server, leader first (a server that exited shows '-').
+    const ids = [leader, ...[...rfs.pids.keys()].filter((id) => id !== leader)];
+    void Promise.all(ids.map((id) => rssKiB(rfs.pids.get(id)!))).then((rss) =>
       process.stderr.write(
-        `  ${done} files, ${(done / s).toFixed(0)}/s, leader peak RSS ${(kib / 1024).toFixed(0)} MiB\n`,
+        `  ${done} files, ${(done / s).toFixed(0)}/s, RSS now/peak MiB: ` +
+          rss.map((r, i) => `${ids[i]}${i === 0 ? ' (leader)' : ''} ${mib(r.now)}/${mib(r.peak)}`).join(', ') +
+          '\n',
       ),
     );
   }, 10_000);
