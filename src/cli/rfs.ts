@@ -13,19 +13,21 @@
  *       --rack r1 --listen 127.0.0.1:7101 [--id N] [--advertise HOST:PORT] [--metrics HOST:PORT]
  *
  * starts one chunkserver (one per disk). Its id is allocated by the metadata leader on first start and kept
- * in the data dir; `--id` only checks that the data dir is the expected server's.
+ * in the data dir; `--id` only checks that the data dir is the expected server's. Replicas live under
+ * `<data-dir>/chunks`; the data plane (pipelined writes, reads, copies) listens on `--listen` (TCP).
  */
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { Chunkserver } from '../chunkserver/server.ts';
-import type { StoreAndDataServer } from '../chunkserver/server.ts';
+import { realComponents } from '../chunkserver/components.ts';
 import { MetadataServer, splitHostPort } from '../metadata/server.ts';
 import type { PeerAddress } from '../metadata/server.ts';
 
 const usage = `usage: rfs metadata --id N --listen HOST:PORT --peers ID=HOST:PORT[/RAFTPORT],... --data-dir DIR
                     [--raft-port-offset 1000] [--metrics HOST:PORT] [--tick-ms 50] [--election-ticks 10] [--log-level info]
        rfs chunkserver --data-dir DIR --metadata HOST:PORT,... --rack NAME --listen HOST:PORT
-                    [--id N] [--advertise HOST:PORT] [--metrics HOST:PORT] [--heartbeat-ms 2000] [--log-level info]`;
+                    [--id N] [--advertise HOST:PORT] [--metrics HOST:PORT] [--heartbeat-ms 2000] [--scrub-mib-per-s 10]
+                    [--log-level info]`;
 
 export function parsePeers(spec: string, raftPortOffset: number): Map<number, PeerAddress> {
   const peers = new Map<number, PeerAddress>();
@@ -110,22 +112,6 @@ async function metadata(args: string[]): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
-/** Exit status when a part of the chunkserver is not built yet (EX_UNAVAILABLE). */
-const exitUnavailable = 69;
-
-/**
- * THE wiring point of the chunkserver's store and data plane: the on-disk replica store
- * (src/chunkserver/store.ts) and the data server with its `copyReplica` (src/chunkserver/dataplane/) plug in
- * here once they are merged. Until then the command stops with a clear message.
- */
-function createStoreAndDataServer(): Promise<StoreAndDataServer> {
-  return Promise.reject(new ChunkserverUnavailableError('data plane not available yet: the chunk store and data server are not merged'));
-}
-
-class ChunkserverUnavailableError extends Error {
-  override readonly name = 'ChunkserverUnavailableError';
-}
-
 async function chunkserver(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
@@ -138,6 +124,7 @@ async function chunkserver(args: string[]): Promise<void> {
       advertise: { type: 'string' },
       metrics: { type: 'string' },
       'heartbeat-ms': { type: 'string' },
+      'scrub-mib-per-s': { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
     },
     strict: true,
@@ -150,14 +137,8 @@ async function chunkserver(args: string[]): Promise<void> {
   for (const a of metadataAddresses) splitHostPort(a);
   if (metadataAddresses.length === 0) throw new Error('--metadata: at least one host:port');
   const logger = pino({ level: values['log-level'] ?? 'info' });
-  let components: StoreAndDataServer;
-  try {
-    components = await createStoreAndDataServer();
-  } catch (e) {
-    if (!(e instanceof ChunkserverUnavailableError)) throw e;
-    process.stderr.write(`rfs chunkserver: ${e.message}\n`);
-    process.exit(exitUnavailable);
-  }
+  const scrub = values['scrub-mib-per-s'];
+  const components = realComponents(scrub !== undefined ? { scrubBytesPerSecond: positive(scrub, '--scrub-mib-per-s') * 1024 * 1024 } : {});
   const heartbeatMs = values['heartbeat-ms'] !== undefined ? positive(values['heartbeat-ms'], '--heartbeat-ms') : undefined;
   let server: Chunkserver | null = null;
   server = await Chunkserver.start({

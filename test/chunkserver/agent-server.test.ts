@@ -105,7 +105,7 @@ void t.test('rfs chunkserver: clear messages', async (t) => {
   const noRack = await runCli(base);
   t.equal(noRack.code, 2, 'usage error');
   t.match(noRack.stderr, /--rack is required/);
-  const unavailable = await runCli([...base, '--rack', 'r1']);
-  t.equal(unavailable.code, 69, 'EX_UNAVAILABLE');
-  t.match(unavailable.stderr, /data plane not available yet/);
+  const badScrub = await runCli([...base, '--rack', 'r1', '--scrub-mib-per-s', '0']);
+  t.equal(badScrub.code, 2, 'usage error');
+  t.match(badScrub.stderr, /--scrub-mib-per-s/);
 });
