@@ -1,0 +1,102 @@
+/**
+ * Issue 4's acceptance test with real processes: three `rfs chunkserver` OS processes (real store on disk,
+ * TCP data plane) under a 3-server metadata cluster. A file is written with replication 3; in the middle of
+ * the write the chunkserver in the middle of the current chunk's pipeline is SIGKILLed. The write completes
+ * on the survivors (new chunk version), the bytes read back equal, and once the killed server is started
+ * again on its disk (its replica of the chunk is now stale and is deleted) the leader restores three copies
+ * of every chunk.
+ */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import t from 'tap';
+import { FileClient } from '../../src/client/connect.ts';
+import { freePort, startInProcessCluster, tempDir, waitFor } from '../metadata/harness.ts';
+import { testClusterOptions } from './agent-harness.ts';
+
+const MiB = 1024 * 1024;
+const chunkSizeBytes = MiB;
+
+function pattern(length: number, seed: number): Buffer {
+  const b = Buffer.allocUnsafe(length);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    b[i] = x & 0xff;
+  }
+  return b;
+}
+
+interface Proc {
+  child: ChildProcess;
+  readonly port: number;
+  readonly dataDir: string;
+  readonly rack: string;
+}
+
+void t.test('three chunkserver processes, one SIGKILLed mid-write', async (t) => {
+  const cluster = await startInProcessCluster(3, {
+    ...testClusterOptions,
+    chunkManagerLimits: { heartbeatTimeoutMs: 3_000, leaderGraceMs: 3_000, replicationTimeoutMs: 10_000, proposalRetryMs: 500 },
+  });
+  t.teardown(() => cluster.close());
+  const tmp = await tempDir('rfs-cs-procs-');
+  t.teardown(() => tmp.remove());
+  const procs: Proc[] = [];
+  const start = (p: Omit<Proc, 'child'>): Proc => {
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', 'src/cli/rfs.ts', 'chunkserver', '--data-dir', p.dataDir, '--metadata', cluster.addresses.join(','), '--rack', p.rack, '--listen', `127.0.0.1:${p.port}`, '--heartbeat-ms', '300', '--log-level', 'warn'],
+      { stdio: ['ignore', 'ignore', 'inherit'] },
+    );
+    return { ...p, child };
+  };
+  for (let i = 0; i < 3; i++) procs.push(start({ port: await freePort(), dataDir: join(tmp.dir, `cs${i}`), rack: `rack${i}` }));
+  t.teardown(() => {
+    for (const p of procs) p.child.kill('SIGKILL');
+  });
+
+  const client = await FileClient.connect(cluster.addresses, { retryDeadlineMs: 30_000 });
+  t.teardown(() => client.close());
+  const live = async (): Promise<Map<string, number> | undefined> => {
+    const r = await client.metadata.call('ListChunkservers', {});
+    const list = (r['chunkservers'] ?? []) as { id: number | string; address: string; state: string }[];
+    const up = list.filter((c) => c.state === 'live');
+    return up.length === 3 ? new Map(up.map((c) => [c.address, Number(c.id)])) : undefined;
+  };
+  const idsByAddress = await waitFor('three live chunkservers', live, 60_000);
+  await client.metadata.mutate('Mkdir', { path: '/d', chunkSizeBytes, replication: 3 });
+
+  const bytes = pattern(4 * MiB + 777, 3);
+  const writer = await client.openWriter('/d/f', { stagingBytes: 128 * 1024 });
+  await writer.write(bytes.subarray(0, MiB + MiB / 2));
+  const current = (await client.metadata.chunkLocations('/d/f')).chunks.find((c) => !c.sealed);
+  if (current === undefined) throw new Error('no chunk being written');
+  const victimId = current.replicas[1]!.id;
+  const victim = procs.find((p) => idsByAddress.get(`127.0.0.1:${p.port}`) === victimId)!;
+  victim.child.kill('SIGKILL');
+  await writer.write(bytes.subarray(MiB + MiB / 2));
+  const { lengthBytes } = await writer.close();
+  t.equal(lengthBytes, bytes.length, 'the write completed');
+  t.ok((await client.readFile('/d/f')).equals(bytes), 'the bytes read back equal');
+  const after = (await client.metadata.chunkLocations('/d/f')).chunks;
+  const resumed = after.find((c) => c.handle === current.handle)!;
+  t.ok(resumed.version > current.version && !resumed.replicas.some((r) => r.id === victimId), 'the chunk went on at a new version without the killed server');
+
+  // The killed server comes back on its disk: stale replicas are deleted, and every chunk gets three copies.
+  procs[procs.indexOf(victim)] = start(victim);
+  await waitFor(
+    'three copies of every chunk',
+    async () => {
+      const chunks = (await client.metadata.chunkLocations('/d/f')).chunks;
+      return chunks.length === 5 && chunks.every((c) => c.sealed && c.replicas.length === 3) ? true : undefined;
+    },
+    90_000,
+  );
+  t.pass('replication factor restored');
+  const restored = (await client.metadata.chunkLocations('/d/f')).chunks.find((c) => c.handle === current.handle)!;
+  t.ok(restored.replicas.some((r) => r.id === victimId), 'the restarted server holds a fresh copy of the resumed chunk');
+  t.ok((await client.readFile('/d/f')).equals(bytes), 'still equal');
+});
