@@ -493,13 +493,22 @@ class ReadSession {
         connection.send({ type: 'data', offset: read.offset, last: true, payload: new Uint8Array(0) });
       }
       const end = read.offset + read.length;
-      for (let position = read.offset; position < end && !connection.closed; ) {
+      // Read-ahead: the store reads the next packet while this one is sent (one extra packet in memory), so
+      // the disk and the network overlap instead of taking turns.
+      const readAt = (position: number): { position: number; length: number; bytes: Promise<Uint8Array> } => {
         const length = Math.min(limits.packetBytesMax, end - position);
-        const payload = await store.read(read.handle, read.version, position, length);
+        const bytes = store.read(read.handle, read.version, position, length);
+        bytes.catch(() => undefined); // awaited below, unless the connection closed first
+        return { position, length, bytes };
+      };
+      let next = read.offset < end ? readAt(read.offset) : undefined;
+      while (next !== undefined && !connection.closed) {
+        const { position, length } = next;
+        const payload = await next.bytes;
         assert.equal(payload.length, length, 'the store returns exactly the bytes asked for');
-        position += length;
+        next = position + length < end ? readAt(position + length) : undefined;
         metrics.bytesOut.inc({ kind: 'read' }, length);
-        if (!connection.send({ type: 'data', offset: position - length, last: position === end, payload }))
+        if (!connection.send({ type: 'data', offset: position, last: position + length === end, payload }))
           await connection.writable();
       }
       metrics.reads.inc({ outcome: 'ok' });

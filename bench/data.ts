@@ -1,0 +1,222 @@
+/**
+ * npm run bench:data [-- --size-mib 1024] [--chunk-mib 64] [--no-kill]
+ *
+ * The data path against the disk's physical limit, in one run on this machine:
+ *  - limit: the same bytes written three times (three files written concurrently, as three replicas
+ *    would be), fsync after every chunk's worth, then one copy read back; page cache dropped before reads
+ *    when /proc/sys/vm/drop_caches is writable (root), else noted;
+ *  - rfs: a 3-server metadata cluster and 3 chunkservers (separate processes, real store: fsync when a chunk
+ *    is sealed), one client in this process writes the file with replication 3 through the pipeline, then
+ *    reads it back (caches dropped the same way).
+ * Prints MB/s for both and the ratio rfs/limit. Then (unless --no-kill) it SIGKILLs one chunkserver, starts a
+ * fresh one on an empty disk, and reports how long until every chunk has three copies again (this includes
+ * the leader noticing the death: heartbeatTimeoutMs, 10 s by default).
+ * A script, not a test: figures go in BENCHMARKS.md.
+ */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { FileClient } from '../src/client/connect.ts';
+
+const { values: args } = parseArgs({
+  options: {
+    'size-mib': { type: 'string', default: '1024' },
+    'chunk-mib': { type: 'string', default: '64' },
+    'no-kill': { type: 'boolean', default: false },
+    dir: { type: 'string' },
+  },
+});
+const MiB = 1024 * 1024;
+const sizeBytes = Number(args['size-mib']) * MiB;
+const chunkBytes = Number(args['chunk-mib']) * MiB;
+const writeBlockBytes = 4 * MiB;
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+const children: ChildProcess[] = [];
+let workDir = '';
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${String(last)}`);
+    await sleep(200);
+  }
+}
+
+function rfs(argv: string[]): ChildProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/rfs.ts', ...argv, '--log-level', 'warn'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+  children.push(child);
+  return child;
+}
+
+let cachesDroppable = true;
+async function dropCaches(): Promise<void> {
+  try {
+    await writeFile('/proc/sys/vm/drop_caches', '3');
+  } catch {
+    cachesDroppable = false;
+  }
+}
+
+/** A buffer of `writeBlockBytes` pseudo-random bytes (not compressible, not all zero). */
+function block(seed: number): Buffer {
+  const b = Buffer.allocUnsafe(writeBlockBytes);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < b.length; i += 4) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    b.writeUInt32LE(x >>> 0, i);
+  }
+  return b;
+}
+const blocks = [block(1), block(2), block(3), block(4)];
+const blockAt = (i: number): Buffer => blocks[i % blocks.length]!;
+
+async function physicalLimit(): Promise<{ writeMBs: number; readMBs: number }> {
+  const files = [0, 1, 2].map((i) => join(workDir, `plain${i}`));
+  const t0 = performance.now();
+  await Promise.all(
+    files.map(async (f) => {
+      const h = await open(f, 'w');
+      let sinceSync = 0;
+      for (let off = 0, i = 0; off < sizeBytes; off += writeBlockBytes, i++) {
+        await h.write(blockAt(i), 0, Math.min(writeBlockBytes, sizeBytes - off), off);
+        sinceSync += writeBlockBytes;
+        if (sinceSync >= chunkBytes) {
+          await h.sync();
+          sinceSync = 0;
+        }
+      }
+      await h.sync();
+      await h.close();
+    }),
+  );
+  const writeS = (performance.now() - t0) / 1000;
+  await dropCaches();
+  const r0 = performance.now();
+  const h = await open(files[0]!, 'r');
+  const buf = Buffer.allocUnsafe(writeBlockBytes);
+  for (let off = 0; off < sizeBytes; off += writeBlockBytes) await h.read(buf, 0, writeBlockBytes, off);
+  await h.close();
+  const readS = (performance.now() - r0) / 1000;
+  for (const f of files) await rm(f);
+  return { writeMBs: sizeBytes / MiB / writeS, readMBs: sizeBytes / MiB / readS };
+}
+
+async function main(): Promise<void> {
+  workDir = await mkdtemp(join(args.dir ?? tmpdir(), 'rfs-bench-data-'));
+  console.log(`bench:data: ${sizeBytes / MiB} MiB file, ${chunkBytes / MiB} MiB chunks, replication 3, in ${workDir}`);
+  const limit = await physicalLimit();
+
+  // The cluster.
+  const ids = [1, 2, 3];
+  const ports = new Map<number, { client: number; raft: number }>();
+  for (const id of ids) ports.set(id, { client: await freePort(), raft: await freePort() });
+  const peers = ids.map((id) => `${id}=127.0.0.1:${ports.get(id)!.client}/${ports.get(id)!.raft}`).join(',');
+  for (const id of ids) rfs(['metadata', '--id', String(id), '--listen', `127.0.0.1:${ports.get(id)!.client}`, '--peers', peers, '--data-dir', join(workDir, `m${id}`)]);
+  const addresses = ids.map((id) => `127.0.0.1:${ports.get(id)!.client}`);
+  const startChunkserver = async (name: string, rack: string): Promise<{ child: ChildProcess; address: string }> => {
+    const address = `127.0.0.1:${await freePort()}`;
+    const child = rfs(['chunkserver', '--data-dir', join(workDir, name), '--metadata', addresses.join(','), '--rack', rack, '--listen', address, '--heartbeat-ms', '1000']);
+    return { child, address };
+  };
+  const chunkservers = [await startChunkserver('c1', 'r1'), await startChunkserver('c2', 'r2'), await startChunkserver('c3', 'r3')];
+  const client = await waitFor('the metadata cluster', () => FileClient.connect(addresses, { retryDeadlineMs: 60_000 }), 60_000);
+  const liveServers = async (): Promise<number> => {
+    const r = await client.metadata.call('ListChunkservers', {});
+    return ((r['chunkservers'] ?? []) as { state: string }[]).filter((c) => c.state === 'live').length;
+  };
+  await waitFor('three live chunkservers', async () => ((await liveServers()) >= 3 ? true : undefined), 60_000);
+  // The leader's chunk manager reloads its view of the registry once a second: give it a pass.
+  await sleep(3_000);
+  await client.metadata.mutate('Mkdir', { path: '/bench', chunkSizeBytes: chunkBytes, replication: 3 });
+
+  const w0 = performance.now();
+  const writer = await client.openWriter('/bench/file');
+  for (let off = 0, i = 0; off < sizeBytes; off += writeBlockBytes, i++) await writer.write(blockAt(i).subarray(0, Math.min(writeBlockBytes, sizeBytes - off)));
+  await writer.close();
+  const writeS = (performance.now() - w0) / 1000;
+  await dropCaches();
+  const r0 = performance.now();
+  let mismatches = 0;
+  // Ranges of up to four chunks: the reader fetches the chunks of a range in parallel.
+  const rangeBytes = 4 * chunkBytes;
+  for (let off = 0, i = 0; off < sizeBytes; off += rangeBytes) {
+    const part = await client.read('/bench/file', off, Math.min(rangeBytes, sizeBytes - off));
+    for (let p = 0; p < part.length; p += writeBlockBytes, i++) if (!part.subarray(p, p + writeBlockBytes).equals(blockAt(i).subarray(0, Math.min(writeBlockBytes, part.length - p)))) mismatches++;
+  }
+  const readS = (performance.now() - r0) / 1000;
+  if (mismatches > 0) throw new Error(`${mismatches} blocks read back differ`);
+  const rfsWrite = sizeBytes / MiB / writeS;
+  const rfsRead = sizeBytes / MiB / readS;
+  console.log(`page cache dropped before reads: ${cachesDroppable ? 'yes' : 'no (not root): reads may come from memory'}`);
+  console.log('');
+  console.log('  phase   limit MB/s   rfs MB/s   ratio');
+  console.log(`  write   ${limit.writeMBs.toFixed(1).padStart(10)}   ${rfsWrite.toFixed(1).padStart(8)}   ${(rfsWrite / limit.writeMBs).toFixed(2)}`);
+  console.log(`  read    ${limit.readMBs.toFixed(1).padStart(10)}   ${rfsRead.toFixed(1).padStart(8)}   ${(rfsRead / limit.readMBs).toFixed(2)}`);
+  console.log('(limit write: the bytes written 3 times concurrently with fsync per chunk; rfs: one client, replication 3)');
+
+  if (!args['no-kill']) {
+    const k0 = performance.now();
+    chunkservers[0]!.child.kill('SIGKILL');
+    await startChunkserver('c4', 'r1');
+    const chunks = async (): Promise<{ readonly replicas: readonly { readonly address: string }[] }[]> => {
+      const out: { readonly replicas: readonly { readonly address: string }[] }[] = [];
+      let from: number | null = 0;
+      while (from !== null) {
+        const page = await client.metadata.chunkLocations('/bench/file', { fromIndex: from });
+        out.push(...page.chunks);
+        from = page.nextIndex;
+      }
+      return out;
+    };
+    const victim = chunkservers[0]!.address;
+    await waitFor(
+      'three copies of every chunk',
+      async () => {
+        const all = await chunks();
+        return all.every((c) => c.replicas.filter((r) => r.address !== victim).length >= 3) ? true : undefined;
+      },
+      30 * 60_000,
+    );
+    const s = (performance.now() - k0) / 1000;
+    console.log(`re-replication after killing one chunkserver (a fresh one started): 3 copies of all ${Math.ceil(sizeBytes / chunkBytes)} chunks after ${s.toFixed(1)} s (includes the leader's dead-server timeout)`);
+  }
+  client.close();
+}
+
+try {
+  await main();
+} catch (e) {
+  process.stderr.write(`bench:data failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.exitCode = 1;
+} finally {
+  for (const c of children) c.kill('SIGKILL');
+  if (workDir !== '') await rm(workDir, { recursive: true, force: true });
+}
