@@ -24,6 +24,8 @@ import type { ChunkPipeline, DataPlane, PipelineFailure, Replica, WriterMetadata
 
 /** Bytes gathered before they go down a pipeline (the data plane splits them into packets). */
 export const stagingBytesDefault = 1024 * 1024;
+/** Acknowledged staging buffers kept for reuse. */
+const stagingSpareMax = 4;
 /** The writer's lease duration; it is renewed every third of it. */
 export const leaseDurationMsDefault = 60_000;
 /** New pipelines one chunk may need before the write gives up. */
@@ -77,6 +79,11 @@ export class FileWriter {
   private chunk: OpenChunk | null = null;
   private staging: Buffer;
   private stagingUsed = 0;
+  /**
+   * Staging buffers every replica acknowledged, for reuse: fresh memory costs a page fault per 4 KiB on
+   * first touch (about 7 ms per MiB on the benchmark machine), more than the copy into it.
+   */
+  private readonly spare: Buffer[] = [];
   /** Bytes of the current chunk written by the caller (sent or staged). */
   private chunkFill = 0;
   private written = 0;
@@ -190,7 +197,7 @@ export class FileWriter {
   private async emitStaging(): Promise<void> {
     if (this.stagingUsed === 0) return;
     const piece = this.staging.subarray(0, this.stagingUsed);
-    this.staging = Buffer.allocUnsafe(this.staging.length);
+    this.staging = this.spare.pop() ?? Buffer.allocUnsafe(this.staging.length);
     this.stagingUsed = 0;
     const chunk = this.chunk ?? (await this.allocateChunk());
     chunk.unacked.push({ offset: chunk.sent, data: piece });
@@ -307,6 +314,9 @@ export class FileWriter {
     while (i < chunk.unacked.length) {
       const p = chunk.unacked[i]!;
       if (p.offset + p.data.length > acked) break;
+      // Acknowledged by every replica: the pipeline is done with these bytes.
+      if (p.data.byteOffset === 0 && p.data.buffer.byteLength === this.staging.length && this.spare.length < stagingSpareMax)
+        this.spare.push(Buffer.from(p.data.buffer, 0, this.staging.length));
       i++;
     }
     if (i > 0) chunk.unacked.splice(0, i);

@@ -15,6 +15,7 @@
  * followers, then the local state machine once it has applied that index). `stale_ok` skips the round and
  * reads this server's applied state.
  */
+import { chunkSizeBytesMax } from '../chunkserver/types.ts';
 import { mkdir } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { Server as HttpServer } from 'node:http';
@@ -179,7 +180,8 @@ export class MetadataServer {
     // member whose store lost a suffix in a machine crash re-applies it from the log. The store is synced
     // before the log is compacted below a snapshot (RaftMetadataStateMachine.snapshot).
     const kv = await RocksDbKv.open(join(options.dataDir, 'fsm'), { sync: false });
-    const fsm = await MetadataStateMachine.open(kv);
+    // A chunk larger than a chunkserver's replica limit could never be written: refused when set (EINVAL).
+    const fsm = await MetadataStateMachine.open(kv, { limits: { chunkSizeBytesMax } });
     const registry = new Registry();
     const timing = timingMetrics(registry);
     let node: RaftNode | null = null;

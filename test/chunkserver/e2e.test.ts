@@ -64,6 +64,7 @@ void t.test('the data path end to end: write, a chunkserver lost mid-write, a fl
   const client = await FileClient.connect(cluster.addresses);
   t.teardown(() => client.close());
   await client.metadata.mutate('Mkdir', { path: '/d', chunkSizeBytes, replication: 3 });
+  await t.rejects(client.metadata.mutate('Mkdir', { path: '/huge', chunkSizeBytes: 128 * MiB }), { code: 'EINVAL' }, 'chunks larger than a chunkserver takes are refused');
 
   // ---- A file of several chunks, read back whole and in ranges.
   const first = pattern(3 * MiB + 4321, 1);
