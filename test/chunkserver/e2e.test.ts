@@ -17,21 +17,11 @@ import { Chunkserver } from '../../src/chunkserver/server.ts';
 import { FileClient } from '../../src/client/connect.ts';
 import { startInProcessCluster, tempDir, waitFor } from '../metadata/harness.ts';
 import { testAgentLimits, testClusterOptions } from './agent-harness.ts';
+import { pattern } from '../client/pattern.ts';
 
 const MiB = 1024 * 1024;
 const chunkSizeBytes = MiB;
 
-function pattern(length: number, seed: number): Buffer {
-  const b = Buffer.allocUnsafe(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
 
 void t.test('the data path end to end: write, a chunkserver lost mid-write, a flipped bit', async (t) => {
   const cluster = await startInProcessCluster(3, {

@@ -13,21 +13,11 @@ import t from 'tap';
 import { FileClient } from '../../src/client/connect.ts';
 import { freePort, startInProcessCluster, tempDir, waitFor } from '../metadata/harness.ts';
 import { testClusterOptions } from './agent-harness.ts';
+import { pattern } from '../client/pattern.ts';
 
 const MiB = 1024 * 1024;
 const chunkSizeBytes = MiB;
 
-function pattern(length: number, seed: number): Buffer {
-  const b = Buffer.allocUnsafe(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
 
 interface Proc {
   child: ChildProcess;

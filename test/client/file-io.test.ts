@@ -4,20 +4,10 @@ import { FileIoError } from '../../src/client/data-path.ts';
 import { FileReader } from '../../src/client/file-reader.ts';
 import { FileWriter } from '../../src/client/file-writer.ts';
 import { FakeDataPlane, FakeMetadata, ManualTimers } from './fakes.ts';
+import { pattern } from './pattern.ts';
 
 const MiB = 1024 * 1024;
 
-function pattern(length: number, seed: number): Buffer {
-  const b = Buffer.allocUnsafe(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
 
 function setup(servers = 4, chunkSizeBytes = 4 * MiB) {
   const data = new FakeDataPlane(servers);
