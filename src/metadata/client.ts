@@ -44,6 +44,46 @@ export interface DirEntry {
   readonly type: 'dir' | 'file';
 }
 
+export interface ChunkReplica {
+  readonly id: number;
+  /** The chunkserver's 'host:port' ('' if the registry has no record of it). */
+  readonly address: string;
+}
+
+/** A chunk's write pipeline: AllocateChunk and BumpChunkVersion answer one. */
+export interface ChunkPipeline {
+  readonly handle: number;
+  /** The chunk's index in its file (AllocateChunk only; -1 from BumpChunkVersion). */
+  readonly index: number;
+  readonly version: number;
+  /** The pipeline's replicas, in order. */
+  readonly replicas: readonly ChunkReplica[];
+}
+
+export interface ChunkLocation {
+  readonly handle: number;
+  readonly index: number;
+  readonly version: number;
+  readonly replicas: readonly ChunkReplica[];
+  readonly sealed: boolean;
+  readonly lengthBytes: number;
+  /** CRC32C of the chunk's bytes, once sealed. */
+  readonly checksum: number;
+}
+
+export interface ChunkLocationsPage {
+  readonly fileId: number;
+  readonly lengthBytes: number;
+  readonly chunkCount: number;
+  readonly complete: boolean;
+  readonly chunks: readonly ChunkLocation[];
+  /** Pass as `fromIndex` for the next page; null when this page ends the file. */
+  readonly nextIndex: number | null;
+}
+
+/** What ReportBadReplica did (see metadata.proto). */
+export type BadReplicaOutcome = 'dropped' | 'pending' | 'not_listed' | 'last_replica' | 'unsealed';
+
 interface Stub extends grpc.Client {
   [method: string]: unknown;
 }
@@ -112,9 +152,18 @@ export class MetadataClient {
     return this.mutate('Mkdir', { path, ...options }).then(inodeRef);
   }
 
+  /** With `leaseHolder` and `leaseDurationMs`, the new file's writer lease is granted too. */
   create(
     path: string,
-    options: { exclusive?: boolean; mode?: number; ifGeneration?: number } = {},
+    options: {
+      exclusive?: boolean;
+      mode?: number;
+      replication?: number;
+      chunkSizeBytes?: number;
+      leaseHolder?: string;
+      leaseDurationMs?: number;
+      ifGeneration?: number;
+    } = {},
   ): Promise<InodeRef> {
     return this.mutate('Create', { path, ...options }).then(inodeRef);
   }
@@ -174,6 +223,89 @@ export class MetadataClient {
       if (typeof next !== 'string' || next === '') return out;
       cursor = next;
     }
+  }
+
+  // ---------------------------------------------------------------- writers and readers of chunks
+
+  /** The file's writer lease for `durationMs`; resolves with its expiry (the leader's wall-clock ms). */
+  async acquireLease(path: string, options: { holder: string; durationMs: number; ifGeneration?: number }): Promise<{ expiresMs: number }> {
+    const reply = await this.mutate('AcquireLease', { path, ...options });
+    return { expiresMs: num(reply['expiresMs']) };
+  }
+
+  /** Extends the holder's live lease by `durationMs` from now (ELEASE once it expired: acquire again). */
+  async renewLease(path: string, options: { holder: string; durationMs: number; ifGeneration?: number }): Promise<{ expiresMs: number }> {
+    const reply = await this.mutate('RenewLease', { path, ...options });
+    return { expiresMs: num(reply['expiresMs']) };
+  }
+
+  async releaseLease(path: string, options: { holder: string; ifGeneration?: number }): Promise<void> {
+    await this.mutate('ReleaseLease', { path, ...options });
+  }
+
+  /** A new chunk at the end of the file (the holder's lease required), with replicas chosen by the leader. */
+  async allocateChunk(path: string, options: { holder: string; ifGeneration?: number }): Promise<ChunkPipeline> {
+    return chunkPipeline(await this.mutate('AllocateChunk', { path, ...options }));
+  }
+
+  /**
+   * A new pipeline after a replica failed: `version` is the chunk's current one (ESTALE otherwise), `survivors`
+   * the replicas kept; with `addReplacements` the leader tops the list up to the file's replication factor.
+   */
+  async bumpChunkVersion(
+    handle: number,
+    options: { holder: string; version: number; survivors: readonly number[]; addReplacements?: boolean; ifGeneration?: number },
+  ): Promise<ChunkPipeline> {
+    return chunkPipeline(await this.mutate('BumpChunkVersion', { handle, ...options }));
+  }
+
+  /** Fixes the chunk's length and CRC32C; resolves with the file's length so far. */
+  async sealChunk(
+    handle: number,
+    options: { holder: string; version: number; lengthBytes: number; checksum: number; ifGeneration?: number },
+  ): Promise<{ fileLengthBytes: number }> {
+    // uint32 on the wire: protobuf would silently truncate a larger number.
+    if (!Number.isSafeInteger(options.checksum) || options.checksum < 0 || options.checksum > 0xffff_ffff)
+      throw new MetadataError('EINVAL', `checksum: ${options.checksum} is not a CRC32C`);
+    const reply = await this.mutate('SealChunk', { handle, ...options });
+    return { fileLengthBytes: num(reply['fileLengthBytes']) };
+  }
+
+  /** Seals the file (every chunk sealed first) and releases the lease. */
+  async completeFile(path: string, options: { holder: string; ifGeneration?: number }): Promise<{ lengthBytes: number; generation: number }> {
+    const reply = await this.mutate('CompleteFile', { path, ...options });
+    return { lengthBytes: num(reply['lengthBytes']), generation: num(reply['generation']) };
+  }
+
+  /** A replica read at `version` was corrupt or failing (idempotent: no session stamp). */
+  async reportBadReplica(
+    handle: number,
+    options: { chunkserverId: number; version: number },
+  ): Promise<{ outcome: BadReplicaOutcome; replicas: ChunkReplica[] }> {
+    const reply = await this.call('ReportBadReplica', { handle, ...options });
+    return { outcome: reply['outcome'] as BadReplicaOutcome, replicas: replicaList(reply['replicas']) };
+  }
+
+  /** One page of the file's chunk locations, from chunk `fromIndex`. */
+  async chunkLocations(path: string, options: { fromIndex?: number; limit?: number; staleOk?: boolean } = {}): Promise<ChunkLocationsPage> {
+    const reply = await this.call('ChunkLocations', { path, ...options });
+    const chunks = ((reply['chunks'] ?? []) as Record<string, unknown>[]).map((c) => ({
+      handle: num(c['handle']),
+      index: num(c['index']),
+      version: num(c['version']),
+      replicas: replicaList(c['replicas']),
+      sealed: c['sealed'] === true,
+      lengthBytes: num(c['lengthBytes']),
+      checksum: num(c['checksum']),
+    }));
+    return {
+      fileId: num(reply['fileId']),
+      lengthBytes: num(reply['lengthBytes']),
+      chunkCount: num(reply['chunkCount']),
+      complete: reply['complete'] === true,
+      chunks,
+      nextIndex: reply['hasMore'] === true ? num(reply['nextIndex']) : null,
+    };
   }
 
   /** ClusterStatus of the server the client currently talks to (no redirect). */
@@ -292,6 +424,20 @@ function toError(error: WireError): MetadataError {
 
 function num(x: unknown): number {
   return typeof x === 'number' ? x : typeof x === 'string' ? Number(x) : 0;
+}
+
+function replicaList(x: unknown): ChunkReplica[] {
+  if (!Array.isArray(x)) return [];
+  return (x as Record<string, unknown>[]).map((r) => ({ id: num(r['id']), address: typeof r['address'] === 'string' ? r['address'] : '' }));
+}
+
+function chunkPipeline(reply: WireReply): ChunkPipeline {
+  return {
+    handle: num(reply['handle']),
+    index: reply['index'] === undefined ? -1 : num(reply['index']),
+    version: num(reply['version']),
+    replicas: replicaList(reply['replicas']),
+  };
 }
 
 function inodeRef(reply: WireReply): InodeRef {

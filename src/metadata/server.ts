@@ -27,7 +27,7 @@ import type { FsResult, Op, SessionStamp } from '../fsm/index.ts';
 import { MetadataStateMachine, encodeCommand } from '../fsm/index.ts';
 import { RaftMetadataStateMachine } from '../fsm/raft-adapter.ts';
 import type { ChunkManagerLimits, ChunkReport, ChunkserverCommand, Reply } from '../placement/index.ts';
-import { ChunkService, PlacementError, loadClusterView, summarizeView } from '../placement/index.ts';
+import { ChunkService, PlacementError, loadChunkView, loadClusterView, summarizeView } from '../placement/index.ts';
 import type { Clock } from '../raft/node-api.ts';
 import { NotLeaderError, RaftError } from '../raft/errors.ts';
 import { RaftNode } from '../raft/node.ts';
@@ -111,6 +111,7 @@ type Handler = (request: WireRequest) => Promise<WireReply>;
 export class MetadataServer {
   private stopped = false;
   private readonly proposals: Counter;
+  private readonly badReplicaReports: Counter;
   private watchTimer: ReturnType<typeof setInterval> | null = null;
   private syncTimer: ReturnType<typeof setInterval> | null = null;
   private syncing = false;
@@ -157,6 +158,12 @@ export class MetadataServer {
     this.proposals = new Counter({
       name: 'rfs_metadata_proposals_total',
       help: 'Commands proposed by this server, by outcome',
+      labelNames: ['outcome'],
+      registers: [registry],
+    });
+    this.badReplicaReports = new Counter({
+      name: 'rfs_bad_replica_reports_total',
+      help: 'ReportBadReplica calls answered by this server (leader), by outcome',
       labelNames: ['outcome'],
       registers: [registry],
     });
@@ -245,6 +252,13 @@ export class MetadataServer {
       TransferLeadership: (r) => this.transferLeadership(r),
       AllocateChunk: (r) => this.allocateChunk(r),
       ChunkLocations: (r) => this.chunkLocations(r),
+      AcquireLease: (r) => this.mutateRequest('AcquireLease', r),
+      RenewLease: (r) => this.mutateRequest('RenewLease', r),
+      ReleaseLease: (r) => this.mutateRequest('ReleaseLease', r),
+      CompleteFile: (r) => this.mutateRequest('CompleteFile', r),
+      BumpChunkVersion: (r) => this.bumpChunkVersion(r),
+      SealChunk: (r) => this.mutateRequest('SealChunk', r),
+      ReportBadReplica: (r) => this.reportBadReplica(r),
       RegisterChunkserver: (r) => this.registerChunkserver(r),
       Heartbeat: (r) => this.heartbeat(r),
       ChunkReport: (r) => this.chunkReport(r),
@@ -305,7 +319,7 @@ export class MetadataServer {
 
   private mutateRequest(method: string, r: WireRequest): Promise<WireReply> {
     const session = v.session(r['session']);
-    const op = v.mutationOp(method, r);
+    const op = v.mutationOp(method, r, this.fsm.limits);
     return this.mutate(op, session);
   }
 
@@ -604,6 +618,58 @@ export class MetadataServer {
     const chunk = await this.fsm.chunk(result.value.handle);
     const replicas = chunk.ok ? chunk.value.replicas : result.value.replicas;
     return { ...result.value, replicas: await this.replicaAddresses(replicas) };
+  }
+
+  /**
+   * A new write pipeline: survivors (checked against the current replicas while the version is current) plus
+   * replacements chosen by the chunk manager when asked. A stale version, or a retry of a bump that was
+   * applied, is answered by the state machine (ESTALE, or the first result).
+   */
+  private async bumpChunkVersion(r: WireRequest): Promise<WireReply> {
+    const session = v.session(r['session']);
+    const handle = v.positiveId(r['handle'], 'handle');
+    const holder = v.holder(r['holder'], this.fsm.limits);
+    const version = v.positiveId(r['version'], 'version');
+    const survivors = v.replicaIds(r['survivors'], this.fsm.limits, 'survivors');
+    const replacements = v.optBool(r['addReplacements'], 'add_replacements') ?? false;
+    const ifGeneration = v.optNat(r['ifGeneration'], 'if_generation');
+    this.requireLeader();
+    const chunk = await loadChunkView(this.kv, this.fsm.limits, handle);
+    if (!chunk.ok) return errorReply({ code: chunk.code, message: chunk.message });
+    if (chunk.value.version === version) {
+      const outside = survivors.filter((id) => !chunk.value.replicas.includes(id));
+      if (outside.length > 0) throw new RequestError('EINVAL', `survivors: ${outside.join(', ')} not a replica of chunk ${handle}`);
+    }
+    const result = await this.chunks.bumpChunkVersion({ chunk: chunk.value, holder, version, survivors, replacements, ifGeneration, session });
+    if (!result.ok) return errorReply({ code: result.code, message: result.message });
+    // The stored placement (a retried session stamp answers the first bump).
+    const placement = await this.fsm.chunk(handle);
+    const replicas = placement.ok ? placement.value.replicas : [];
+    return { handle, version: result.value.version, replicas: await this.replicaAddresses(replicas) };
+  }
+
+  /** A reader's report of a corrupt or failing replica: the chunk manager unlists it and has it deleted. */
+  private async reportBadReplica(r: WireRequest): Promise<WireReply> {
+    const handle = v.positiveId(r['handle'], 'handle');
+    const id = v.positiveId(r['chunkserverId'], 'chunkserver_id');
+    const version = v.positiveId(r['version'], 'version');
+    this.requireLeader();
+    const server = await this.fsm.chunkserver(id);
+    if (!server.ok) return errorReply({ code: server.code, message: server.message });
+    const clock = this.options.clock ?? systemClock;
+    const result = await this.chunks.reportBadReplica({
+      handle,
+      id,
+      version,
+      nowMs: clock.nowMs(),
+      readChunk: () => loadChunkView(this.kv, this.fsm.limits, handle),
+    });
+    if (!result.ok) return errorReply({ code: result.code, message: result.message });
+    const outcome = result.value.outcome;
+    this.badReplicaReports.inc({ outcome });
+    this.logger.warn({ chunk: handle, chunkserver: id, version, outcome }, 'a reader reported a bad replica');
+    const placement = await this.fsm.chunk(handle);
+    return { outcome, replicas: await this.replicaAddresses(placement.ok ? placement.value.replicas : []) };
   }
 
   private async replicaAddresses(ids: readonly number[], cache = new Map<number, string>()): Promise<{ id: number; address: string }[]> {

@@ -3,7 +3,8 @@
  * EINVAL / ENAMETOOLONG error and never reaches the Raft log. Path syntax itself (components, `.`/`..`, NUL)
  * is checked again by the state machine when the command is applied.
  */
-import type { Op, SessionStamp } from '../fsm/index.ts';
+import type { FsmLimits, Op, SessionStamp } from '../fsm/index.ts';
+import { defaultFsmLimits } from '../fsm/index.ts';
 import type { WireRequest } from './proto.ts';
 import { createManyNamesMax } from '../fsm/commands.ts';
 
@@ -82,8 +83,48 @@ export function session(v: unknown): SessionStamp {
   return { clientId, seq, ack };
 }
 
-/** The state-machine op of a mutation request. */
-export function mutationOp(method: string, r: WireRequest): Op {
+/** The state machine's limits a request is checked against before anything is proposed. */
+export type RequestLimits = Pick<FsmLimits, 'leaseDurationMsMax' | 'labelBytesMax' | 'replicationMax'>;
+
+/** A CRC32C, at most. */
+export const checksumMax = 0xffff_ffff;
+
+/** A lease holder: required, at most labelBytesMax UTF-8 bytes (the state machine's bound). */
+export function holder(v: unknown, limits: RequestLimits, what = 'holder'): string {
+  const s = requiredString(v, what);
+  if (Buffer.byteLength(s) > limits.labelBytesMax)
+    throw new RequestError('EINVAL', `${what}: longer than ${limits.labelBytesMax} bytes`);
+  return s;
+}
+
+/** A lease duration: 1 .. leaseDurationMsMax milliseconds. */
+export function leaseDurationMs(v: unknown, limits: RequestLimits, what = 'duration_ms'): number {
+  const ms = nat(v ?? 0, what);
+  if (ms < 1 || ms > limits.leaseDurationMsMax)
+    throw new RequestError('EINVAL', `${what}: ${ms} ms outside 1..${limits.leaseDurationMsMax}`);
+  return ms;
+}
+
+/** A CRC32C (uint32). */
+export function checksum(v: unknown, what = 'checksum'): number {
+  const n = nat(v ?? 0, what);
+  if (n > checksumMax) throw new RequestError('EINVAL', `${what}: not a CRC32C (above ${checksumMax})`);
+  return n;
+}
+
+/** Distinct positive chunkserver ids, at most replicationMax (a replica list). */
+export function replicaIds(v: unknown, limits: RequestLimits, what: string): number[] {
+  const ids = idList(v, what);
+  if (ids.length > limits.replicationMax) throw new RequestError('EINVAL', `${what}: more than ${limits.replicationMax}`);
+  if (new Set(ids).size !== ids.length) throw new RequestError('EINVAL', `${what}: an id appears twice`);
+  return ids;
+}
+
+/**
+ * The state-machine op of a mutation request. `limits`: the state machine's, for the checks that would
+ * otherwise only fail once applied (lease durations, holders).
+ */
+export function mutationOp(method: string, r: WireRequest, limits: RequestLimits = defaultFsmLimits): Op {
   const ifGeneration = optNat(r['ifGeneration'], 'if_generation');
   switch (method) {
     case 'Mkdir':
@@ -99,7 +140,10 @@ export function mutationOp(method: string, r: WireRequest): Op {
       };
     case 'Create': {
       const holder = optString(r['leaseHolder'], 'lease_holder');
-      const durationMs = optNat(r['leaseDurationMs'], 'lease_duration_ms');
+      const durationMs =
+        r['leaseDurationMs'] === undefined || r['leaseDurationMs'] === null
+          ? undefined
+          : leaseDurationMs(r['leaseDurationMs'], limits, 'lease_duration_ms');
       if ((holder === undefined) !== (durationMs === undefined))
         throw new RequestError('EINVAL', 'lease_holder and lease_duration_ms: give both or neither');
       return {
@@ -143,6 +187,29 @@ export function mutationOp(method: string, r: WireRequest): Op {
       return { type: 'rmdir', path: path(r['path']), ifGeneration };
     case 'DeleteRecursive':
       return { type: 'deleteRecursive', path: path(r['path']), ifGeneration };
+    case 'AcquireLease':
+    case 'RenewLease':
+      return {
+        type: method === 'AcquireLease' ? 'acquireLease' : 'renewLease',
+        path: path(r['path']),
+        holder: holder(r['holder'], limits),
+        durationMs: leaseDurationMs(r['durationMs'], limits),
+        ifGeneration,
+      };
+    case 'ReleaseLease':
+      return { type: 'releaseLease', path: path(r['path']), holder: holder(r['holder'], limits), ifGeneration };
+    case 'CompleteFile':
+      return { type: 'completeFile', path: path(r['path']), holder: holder(r['holder'], limits), ifGeneration };
+    case 'SealChunk':
+      return {
+        type: 'sealChunk',
+        handle: positiveId(r['handle'], 'handle'),
+        holder: holder(r['holder'], limits),
+        version: positiveId(r['version'], 'version'),
+        lengthBytes: nat(r['lengthBytes'] ?? 0, 'length_bytes'),
+        checksum: checksum(r['checksum']),
+        ifGeneration,
+      };
     default:
       throw new RequestError('EINVAL', `${method} is not a mutation`);
   }

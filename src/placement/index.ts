@@ -1,6 +1,7 @@
 /** The chunk manager (the metadata leader's background work on chunks): its public surface. */
 export { ChunkManager, emptyView, summarizeView } from './manager.ts';
 export type {
+  BadReplicaOutcome,
   ChunkManagerOptions,
   ChunkManagerStatus,
   ChunkReport,
@@ -15,7 +16,7 @@ export type {
 } from './manager.ts';
 export { ChunkService } from './service.ts';
 export type { AllocatedChunk, ChunkServiceDeps } from './service.ts';
-export { loadClusterView } from './view.ts';
+export { loadChunkView, loadClusterView } from './view.ts';
 export { chooseTargets, usedPermille } from './select.ts';
 export type { Candidate } from './select.ts';
 export { checkChunkManagerLimits, defaultChunkManagerLimits } from './limits.ts';

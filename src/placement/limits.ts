@@ -26,6 +26,8 @@ export interface ChunkManagerLimits {
   readonly commandsPerServerMax: number;
   /** Chunks one chunk report may list, at most (a larger full report is refused). */
   readonly reportChunksMax: number;
+  /** Replicas reported bad by readers and not yet deleted, remembered at most (more reports: EAGAIN). */
+  readonly badReplicasMax: number;
 }
 
 export const defaultChunkManagerLimits: ChunkManagerLimits = {
@@ -39,6 +41,7 @@ export const defaultChunkManagerLimits: ChunkManagerLimits = {
   proposalRetryMs: 5_000,
   commandsPerServerMax: 64,
   reportChunksMax: 1_000_000,
+  badReplicasMax: 10_000,
 };
 
 /** Crashes loudly on limits that contradict each other (checked once, at construction). */
@@ -51,6 +54,7 @@ export function checkChunkManagerLimits(l: ChunkManagerLimits): void {
     'proposalRetryMs',
     'commandsPerServerMax',
     'reportChunksMax',
+    'badReplicasMax',
   ];
   for (const k of positive) {
     if (!Number.isSafeInteger(l[k]) || l[k] < 1) throw new RangeError(`chunk manager limit ${k} must be a positive integer`);

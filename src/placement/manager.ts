@@ -29,7 +29,11 @@
  * - decommissioning: a decommissioning server counts as no replica; once no sealed chunk lists it, it is
  *   marked decommissioned;
  * - rebalancing: while the fullest and emptiest live servers differ by more than rebalanceThresholdPermille,
- *   move one chunk at a time from the fullest to the emptiest, at most rebalanceMovesMax in flight.
+ *   move one chunk at a time from the fullest to the emptiest, at most rebalanceMovesMax in flight;
+ * - bad replicas (a reader found one corrupt or failing, `reportBadReplica`): remembered (leader memory, at
+ *   most badReplicasMax) at the chunk's version; such a replica counts as no replica and is no copy source; it
+ *   is unlisted while another usable replica (live or decommissioning) is listed, then ordered deleted; it is
+ *   never re-listed from that copy. Forgotten once the server reports the copy gone, or the chunk is gone.
  * Unsealed chunks belong to their writer's pipeline (bumpChunkVersion chooses their replicas): the manager
  * neither copies nor trims them, and deletes only replicas of them that are stale and unlisted.
  */
@@ -116,6 +120,15 @@ export interface Proposal {
   readonly op: Op;
 }
 
+/** What a reader's report of a bad replica led to (see ChunkService.reportBadReplica). */
+export type BadReplicaOutcome = 'dropped' | 'pending' | 'not_listed' | 'last_replica' | 'unsealed';
+
+/** A replica a reader reported bad: at which version, and whether its delete command was queued. */
+interface BadMark {
+  readonly version: number;
+  deleteQueued: boolean;
+}
+
 export interface ChunkManagerStatus {
   readonly live: number;
   readonly dead: number;
@@ -162,6 +175,9 @@ export class ChunkManager {
   private readonly proposals: Proposal[] = [];
   /** key → time after which the proposal may be made again. */
   private readonly unsettled = new Map<string, number>();
+  /** handle → server → its replica reported bad by a reader. At most limits.badReplicasMax marks in all. */
+  private readonly badReplicas = new Map<number, Map<number, BadMark>>();
+  private badReplicaCount = 0;
 
   constructor(options: ChunkManagerOptions) {
     this.limits = { ...defaultChunkManagerLimits, ...options.limits };
@@ -220,6 +236,7 @@ export class ChunkManager {
     for (const handle of report.removed ?? []) held.delete(handle);
     for (const c of report.chunks) held.set(c.handle, c.version);
     if (report.full) this.fullReportSeen.add(id);
+    this.forgetDeletedBadReplicas(id, held, report);
     const commands = this.judgeReport(id, nowMs, report);
     return { commands: [...commands, ...this.reply(id).commands], fullReportWanted: !this.fullReportSeen.has(id) };
   }
@@ -251,6 +268,11 @@ export class ChunkManager {
           this.dropReplica(chunk, id, nowMs);
           del(r.handle, r.version);
         }
+        continue;
+      }
+      if (this.isBad(chunk.handle, id, chunk.version)) {
+        // Never re-listed from this copy; once unlisted, the delete is repeated on every report of it.
+        if (!listed) del(r.handle, r.version);
         continue;
       }
       if (listed || !chunk.sealed) continue;
@@ -343,6 +365,112 @@ export class ChunkManager {
     return chosen.map((c) => c.id);
   }
 
+  /**
+   * New replicas for a writer's new pipeline of `handle` (BumpChunkVersion): up to `count` live servers with
+   * room, none in `exclude` (the chunk's current replicas) or known to hold the chunk, racks that `keep` (the
+   * survivors) does not use first. Fewer (possibly none) when fewer servers qualify.
+   */
+  replacements(handle: number, keep: readonly number[], exclude: readonly number[], count: number): number[] {
+    if (count <= 0) return [];
+    const excluded = new Set([...keep, ...exclude]);
+    for (const [id, held] of this.holdings) if (held.has(handle)) excluded.add(id);
+    const racks = new Set(keep.map((id) => this.view.servers.get(id)?.rack ?? ''));
+    return chooseTargets(this.candidates(excluded), count, racks, this.random).map((c) => c.id);
+  }
+
+  // ---------------------------------------------------------------- bad replicas (reported by readers)
+
+  /**
+   * A reader found server `id`'s replica of `handle` at `version` corrupt or failing: remember it (see the
+   * rules above). EAGAIN when badReplicasMax replicas are remembered already.
+   */
+  markBadReplica(handle: number, id: number, version: number): void {
+    let marks = this.badReplicas.get(handle);
+    const known = marks?.get(id);
+    if (known !== undefined && known.version >= version) return;
+    if (known === undefined && this.badReplicaCount >= this.limits.badReplicasMax) {
+      throw new PlacementError('EAGAIN', `${this.badReplicaCount} bad replicas are waiting to be deleted already`);
+    }
+    if (marks === undefined) this.badReplicas.set(handle, (marks = new Map<number, BadMark>()));
+    if (known === undefined) this.badReplicaCount++;
+    marks.set(id, { version, deleteQueued: false });
+  }
+
+  /**
+   * Claims the chunk's proposal slot for a caller that proposes a change of it itself (reportBadReplica):
+   * false when one of this manager's proposals for the chunk is unsettled. The caller calls `settle(key)`.
+   */
+  claimChunk(handle: number, nowMs: number): string | null {
+    const key = `chunk:${handle}`;
+    if (this.unsettled.has(key)) return null;
+    this.unsettled.set(key, nowMs + this.limits.proposalRetryMs);
+    return key;
+  }
+
+  /**
+   * The replica list of `chunk` without its bad replicas, as a setChunkReplicas to propose; or why nothing
+   * changes: no bad replica is listed, or none of the others is usable (the bad one may be the best copy left).
+   */
+  badReplicaDrop(chunk: Pick<ChunkView, 'handle' | 'version' | 'replicas'>): { op: Op } | { outcome: 'not_listed' | 'last_replica' } {
+    const keep = chunk.replicas.filter((id) => !this.isBad(chunk.handle, id, chunk.version));
+    if (keep.length === chunk.replicas.length) return { outcome: 'not_listed' };
+    const usable = keep.filter((id) => {
+      const state = this.stateOf(id);
+      return state === 'live' || state === 'decommissioning';
+    });
+    if (usable.length === 0) return { outcome: 'last_replica' };
+    return { op: { type: 'setChunkReplicas', handle: chunk.handle, version: chunk.version, replicas: keep } };
+  }
+
+  /** Bad replicas remembered (for tests and status). */
+  badReplicaMarks(): number {
+    return this.badReplicaCount;
+  }
+
+  private isBad(handle: number, id: number, version: number): boolean {
+    return this.badReplicas.get(handle)?.get(id)?.version === version;
+  }
+
+  private forgetBadReplica(handle: number, id: number): void {
+    const marks = this.badReplicas.get(handle);
+    if (marks?.delete(id) !== true) return;
+    this.badReplicaCount--;
+    assert(this.badReplicaCount >= 0, 'negative bad replica count');
+    if (marks.size === 0) this.badReplicas.delete(handle);
+  }
+
+  /** A server reported (removed, or a full report without) copies whose delete we ordered: nothing left to do. */
+  private forgetDeletedBadReplicas(id: number, held: ReadonlyMap<number, number>, report: ChunkReport): void {
+    const handles = report.full ? [...this.badReplicas.keys()] : (report.removed ?? []);
+    for (const handle of handles) {
+      const mark = this.badReplicas.get(handle)?.get(id);
+      if (mark?.deleteQueued === true && !held.has(handle)) this.forgetBadReplica(handle, id);
+    }
+  }
+
+  /**
+   * Bad replicas, each pass: forget those of chunks gone or moved on (the stale and garbage rules take over);
+   * unlist listed ones (one proposal per chunk); order unlisted ones deleted (once; judgeReport repeats it).
+   */
+  private sweepBadReplicas(nowMs: number): void {
+    for (const [handle, marks] of this.badReplicas) {
+      const chunk = this.view.chunks.get(handle);
+      if (chunk === undefined || !chunk.fileLive) {
+        // Absent below the next handle: reclaimed. At or above: our view is older than the report.
+        if (chunk !== undefined || handle < this.view.nextChunkHandle) for (const id of [...marks.keys()]) this.forgetBadReplica(handle, id);
+        continue;
+      }
+      for (const [id, mark] of [...marks]) if (mark.version < chunk.version) this.forgetBadReplica(handle, id);
+      if (!chunk.sealed) continue; // the writer's pipeline owns an unsealed chunk
+      const drop = this.badReplicaDrop(chunk);
+      if ('op' in drop) this.propose(`chunk:${handle}`, nowMs, drop.op);
+      for (const [id, mark] of marks) {
+        if (mark.deleteQueued || mark.version !== chunk.version || chunk.replicas.includes(id)) continue;
+        mark.deleteQueued = this.enqueue(id, { kind: 'delete', handle, version: mark.version });
+      }
+    }
+  }
+
   // ---------------------------------------------------------------- the periodic pass
 
   /** One pass of background work at `nowMs`: liveness, copies, trimming, decommissioning, rebalancing. */
@@ -352,6 +480,7 @@ export class ChunkManager {
     // A drained server is decommissioned even if it has also gone silent (both decisions share its key).
     this.finishDecommissions(nowMs);
     this.judgeLiveness(nowMs);
+    this.sweepBadReplicas(nowMs);
     const missing = this.planReplication(nowMs);
     if (missing === 0) this.rebalance(nowMs);
   }
@@ -453,6 +582,7 @@ export class ChunkManager {
       return (
         (state === 'live' || state === 'decommissioning') &&
         this.holdings.get(id)?.get(chunk.handle) === chunk.version &&
+        !this.isBad(chunk.handle, id, chunk.version) &&
         this.copiesOf(id) < this.limits.reReplicationsPerServerMax &&
         (moveFrom === null || id === moveFrom)
       );
@@ -558,9 +688,9 @@ export class ChunkManager {
     return state;
   }
 
-  /** Listed replicas on live servers (decommissioning ones do not count). */
+  /** Listed replicas on live servers (decommissioning ones and bad ones do not count). */
   private liveListed(chunk: ChunkView): number[] {
-    return chunk.replicas.filter((id) => this.stateOf(id) === 'live');
+    return chunk.replicas.filter((id) => this.stateOf(id) === 'live' && !this.isBad(chunk.handle, id, chunk.version));
   }
 
   private candidate(id: number): Candidate | undefined {
@@ -587,11 +717,13 @@ export class ChunkManager {
     return n;
   }
 
-  private enqueue(id: number, command: ChunkserverCommand): void {
+  /** Queues a command for the server's next reply; false when its queue is full (the command is not sent). */
+  private enqueue(id: number, command: ChunkserverCommand): boolean {
     const queue = this.outbox.get(id) ?? [];
-    if (queue.length >= this.limits.commandsPerServerMax) return;
+    if (queue.length >= this.limits.commandsPerServerMax) return false;
     queue.push(command);
     this.outbox.set(id, queue);
+    return true;
   }
 
   private proposeReplicas(chunk: ChunkView, replicas: readonly number[], nowMs: number): void {

@@ -10,7 +10,7 @@ import type { RandomSource } from '../raft/config.ts';
 import type { PlacementBug } from './bugs.ts';
 import { PlacementError } from './errors.ts';
 import type { ChunkManagerLimits } from './limits.ts';
-import type { ChunkManagerStatus, ChunkReport, ClusterView, Reply, Usage } from './manager.ts';
+import type { BadReplicaOutcome, ChunkManagerStatus, ChunkReport, ChunkView, ClusterView, Reply, Usage } from './manager.ts';
 import { ChunkManager } from './manager.ts';
 
 export interface ChunkServiceDeps {
@@ -136,6 +136,77 @@ export class ChunkService {
     if (!result.ok) return result;
     const value = result.value as { handle: number; index: number; version: number };
     return { ok: true, value: { handle: value.handle, index: value.index, version: value.version, replicas } };
+  }
+
+  /**
+   * A new write pipeline for an unsealed chunk (bumpChunkVersion): the survivors, plus (with `replacements`)
+   * new replicas chosen by the manager up to the file's replication factor. `chunk` is the chunk as read from
+   * the state machine just before. Resolves with the state machine's result (ESTALE, ELEASE, ...); ENOSPC when
+   * the list would be empty (PlacementError). A retried session stamp answers the first bump: the caller reads the placement.
+   */
+  async bumpChunkVersion(request: {
+    readonly chunk: ChunkView;
+    readonly holder: string;
+    readonly version: number;
+    readonly survivors: readonly number[];
+    readonly replacements: boolean;
+    readonly ifGeneration?: number | undefined;
+    readonly session?: SessionStamp | undefined;
+  }): Promise<FsResult<{ version: number }>> {
+    const { chunk, survivors } = request;
+    const m = this.mustManager();
+    const wanted = request.replacements ? chunk.replication - survivors.length : 0;
+    const added = m.replacements(chunk.handle, survivors, chunk.replicas, wanted);
+    const replicas = [...survivors, ...added];
+    if (replicas.length === 0) throw new PlacementError('ENOSPC', 'no survivor, and no live chunkserver can take a replacement');
+    const op: Op = {
+      type: 'bumpChunkVersion',
+      handle: chunk.handle,
+      holder: request.holder,
+      version: request.version,
+      replicas,
+      ifGeneration: request.ifGeneration,
+    };
+    const result = await (request.session === undefined ? this.deps.propose(op) : this.deps.propose(op, request.session));
+    if (!result.ok) return result;
+    return { ok: true, value: { version: (result.value as { version: number }).version } };
+  }
+
+  /**
+   * A reader found server `id`'s replica of a chunk at `version` corrupt or failing. `readChunk` reads the chunk
+   * from the state machine; it is called once this service holds the chunk's proposal slot (no proposal of
+   * the manager about the chunk in flight), so the replica list proposed is not built on a list a pending
+   * proposal is about to change. Outcomes: see BadReplicaOutcome and metadata.proto (ReportBadReplica).
+   */
+  async reportBadReplica(request: {
+    readonly handle: number;
+    readonly id: number;
+    readonly version: number;
+    readonly nowMs: number;
+    readonly readChunk: () => Promise<FsResult<ChunkView>>;
+  }): Promise<FsResult<{ outcome: BadReplicaOutcome }>> {
+    const m = this.mustManager();
+    const key = m.claimChunk(request.handle, request.nowMs);
+    try {
+      const read = await request.readChunk();
+      if (!read.ok) return read;
+      const chunk = read.value;
+      if (chunk.version !== request.version) {
+        return { ok: false, code: 'ESTALE', message: `chunk ${chunk.handle} is at version ${chunk.version}, not ${request.version}` };
+      }
+      if (!chunk.sealed) return { ok: true, value: { outcome: 'unsealed' } };
+      m.markBadReplica(chunk.handle, request.id, chunk.version);
+      const drop = m.badReplicaDrop(chunk);
+      if (!('op' in drop)) return { ok: true, value: { outcome: drop.outcome } };
+      // Another proposal about the chunk is in flight: the manager's next pass drops the replica.
+      if (key === null) return { ok: true, value: { outcome: 'pending' } };
+      // Refused (ESTALE: the chunk moved on meanwhile): the mark stays, and the next pass decides again. A
+      // rejection (not leader, timeout) propagates: the caller retries, which is harmless.
+      const result = await this.deps.propose(drop.op);
+      return { ok: true, value: { outcome: result.ok ? 'dropped' : 'pending' } };
+    } finally {
+      if (key !== null) m.settle(key);
+    }
   }
 
   status(): ChunkManagerStatus | null {

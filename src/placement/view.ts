@@ -7,6 +7,7 @@ import type { KvReader } from '../fsm/kv.ts';
 import type { FsmLimits } from '../fsm/limits.ts';
 import { listChunkservers, readTxn, scanChunkHealth } from '../fsm/queries.ts';
 import type { ChunkView, ClusterView, ServerView } from './manager.ts';
+import type { FsResult } from '../fsm/errors.ts';
 
 export async function loadClusterView(kv: KvReader, limits: FsmLimits): Promise<ClusterView> {
   const txn = readTxn(kv, limits);
@@ -38,4 +39,17 @@ export async function loadClusterView(kv: KvReader, limits: FsmLimits): Promise<
     after = page.nextAfter;
   }
   return { servers, chunks, nextChunkHandle };
+}
+
+/**
+ * One chunk as the manager sees chunks (placement, its file's replication factor and liveness), read from the
+ * store now: for leader decisions about one chunk that cannot wait for the next view (a writer's new
+ * pipeline, a reader's bad replica). ENOENT for an unknown handle or a chunk of a deleted file.
+ */
+export async function loadChunkView(kv: KvReader, limits: FsmLimits, handle: number): Promise<FsResult<ChunkView>> {
+  const page = await scanChunkHealth(readTxn(kv, limits), { after: handle - 1, limit: 1 });
+  const c = page.items[0];
+  if (c === undefined || c.handle !== handle) return { ok: false, code: 'ENOENT', message: `no chunk ${handle}` };
+  if (!c.fileLive) return { ok: false, code: 'ENOENT', message: `chunk ${handle} belongs to a deleted file` };
+  return { ok: true, value: c };
 }

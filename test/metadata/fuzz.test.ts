@@ -91,12 +91,22 @@ const fieldsOf: Record<string, string[]> = {
   TransferLeadership: ['memberId'],
   AllocateChunk: ['session', 'path', 'holder', 'ifGeneration'],
   ChunkLocations: ['path', 'fromIndex', 'limit', 'staleOk'],
+  AcquireLease: ['session', 'path', 'holder', 'durationMs', 'ifGeneration'],
+  RenewLease: ['session', 'path', 'holder', 'durationMs', 'ifGeneration'],
+  ReleaseLease: ['session', 'path', 'holder', 'ifGeneration'],
+  CompleteFile: ['session', 'path', 'holder', 'ifGeneration'],
+  BumpChunkVersion: ['session', 'handle', 'holder', 'version', 'survivors', 'addReplacements', 'ifGeneration'],
+  SealChunk: ['session', 'handle', 'holder', 'version', 'lengthBytes', 'checksum', 'ifGeneration'],
+  ReportBadReplica: ['handle', 'reportedChunkserverId', 'version'],
   RegisterChunkserver: ['chunkserverId', 'address', 'rack', 'capacityBytes', 'usedBytes'],
   Heartbeat: ['chunkserverId', 'capacityBytes', 'usedBytes'],
   ChunkReport: ['chunkserverId', 'full', 'chunks', 'removed'],
   ListChunkservers: ['after', 'limit', 'staleOk'],
   DecommissionChunkserver: ['chunkserverId'],
 };
+
+/** Generator names that differ from the wire field they fill. */
+const wireField: Record<string, string> = { memberId: 'id', chunkserverId: 'id', reportedChunkserverId: 'chunkserverId' };
 
 void t.test('random and mutated requests at every RPC', async (t) => {
   // Chunkservers the fuzzer registers never heartbeat: a long timeout keeps the chunk manager from declaring
@@ -113,6 +123,14 @@ void t.test('random and mutated requests at every RPC', async (t) => {
   // Chunkservers and a file under a lease, so chunk RPCs also reach their success paths.
   for (const rack of ['r0', 'r1', 'r2']) await rawCall(address, 'RegisterChunkserver', { address: `10.0.0.${rack.at(1)}:7000`, rack, capacityBytes: 1e12 });
   await rawCall(address, 'Create', { session: { clientId: client.sessionId, seq: 900_000, ack: 0 }, path: '/f', leaseHolder: 'w', leaseDurationMs: 600_000 });
+  // Chunks of /f (once the leader's chunk manager runs), so handles the fuzzer draws name real chunks.
+  for (let i = 0; i < 3; i++) {
+    for (let attempt = 0; attempt < 100; attempt++) {
+      const r = await rawCall(address, 'AllocateChunk', { path: '/f', holder: 'w' });
+      if (r.error?.code !== 'UNAVAILABLE') break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
   const raw = new RawClient(address);
   const rawFollower = new RawClient(followerAddress);
   t.teardown(() => {
@@ -162,6 +180,7 @@ void t.test('random and mutated requests at every RPC', async (t) => {
           anyValue,
         );
       case 'chunkserverId':
+      case 'reportedChunkserverId':
         return fc.oneof({ arbitrary: fc.constantFrom(0, 1, 2, 3, 50, '2', -1, 2 ** 53), weight: 4 }, anyValue);
       case 'full':
         return fc.oneof(fc.boolean(), anyValue);
@@ -170,6 +189,22 @@ void t.test('random and mutated requests at every RPC', async (t) => {
           fc.array(fc.record({ handle: fc.oneof(fc.nat({ max: 20 }), u64Arb), version: fc.oneof(fc.nat({ max: 3 }), u64Arb), lengthBytes: u64Arb }, { requiredKeys: [] }), { maxLength: 5 }),
           anyValue,
         );
+      case 'handle':
+        return fc.oneof({ arbitrary: fc.nat({ max: 12 }), weight: 4 }, u64Arb, anyValue);
+      case 'version':
+        return fc.oneof({ arbitrary: fc.nat({ max: 4 }), weight: 4 }, u64Arb, anyValue);
+      case 'durationMs':
+        return fc.oneof({ arbitrary: fc.constantFrom(0, 1, 1_000, 600_000, 600_001), weight: 4 }, u64Arb, anyValue);
+      case 'survivors':
+        return fc.oneof(
+          { arbitrary: fc.array(fc.oneof(fc.nat({ max: 5 }), u64Arb), { maxLength: 5 }), weight: 4 },
+          fc.integer({ min: 17, max: 40 }).map((n) => Array.from({ length: n }, (_, i) => i + 1)),
+          anyValue,
+        );
+      case 'addReplacements':
+        return fc.oneof(fc.boolean(), anyValue);
+      case 'checksum':
+        return fc.oneof(fc.nat({ max: 0xffff_ffff }), u64Arb, anyValue);
       case 'removed':
         return fc.oneof(fc.array(fc.oneof(fc.nat({ max: 20 }), u64Arb), { maxLength: 5 }), anyValue);
       case 'holder':
@@ -185,7 +220,7 @@ void t.test('random and mutated requests at every RPC', async (t) => {
   const requestArb = fc.constantFrom(...metadataMethods).chain((method) => {
     const fields = fieldsOf[method]!;
     const record: Record<string, fc.Arbitrary<unknown>> = {};
-    for (const f of fields) record[f === 'memberId' || f === 'chunkserverId' ? 'id' : f] = valueFor(f);
+    for (const f of fields) record[wireField[f] ?? f] = valueFor(f);
     return fc.record({
       method: fc.constant(method),
       request: fc.record(record, { requiredKeys: [] }),

@@ -1,0 +1,707 @@
+/**
+ * The chunkserver's link to the metadata leader (GFS §4.1's HeartBeat messages): registers, heartbeats with
+ * capacity and use, reports the replicas it holds (in full at start and when the leader asks; the changes
+ * otherwise), and carries out the commands in the replies (delete a replica; copy one to another server).
+ *
+ * Runs on injected edges only — a `Clock` with timers, a `MetadataLink`, a `ChunkStore`, an `IdStore`, a
+ * `copyReplica` function — so the simulator can run this same code. One exchange with the leader is in
+ * flight at a time; what has to be sent is decided anew before each one, from the agent's state:
+ *
+ *   not registered → register; else full report wanted → full report; else changes older than
+ *   `reportDelayMs` → one incremental report; else heartbeat due → heartbeat.
+ *
+ * A failed exchange (leader unknown, cluster down, a timeout) is retried after a bounded exponential backoff;
+ * nothing here rejects unhandled. Only a registration the cluster refuses for good (an id it does not know,
+ * a bad address or rack) is fatal: reported through `onFatal`.
+ *
+ * Identity: the id the leader allocates is saved (IdStore: a small file in the data dir) before it is used,
+ * and a restart registers with it, so the server keeps its identity and its replicas count. A server whose
+ * data dir lost the id file (a new or wiped disk) registers as a new server: its old id is declared dead by
+ * the leader and its chunks re-replicated, which is right, since the replicas went with the disk.
+ */
+import type { Logger } from 'pino';
+import { assert } from '../raft/errors.ts';
+import type { RandomSource } from '../raft/config.ts';
+import type { Clock, TimerHandle } from '../raft/node-api.ts';
+import type { ChunkserverMetrics, MetadataRequestKind } from './metrics.ts';
+import { recordChecksumFailure, recordHeartbeatFailure, recordReReplication, setReplicasHeld } from './metrics.ts';
+import type { ChunkStore, ReplicaInfo, StoreUsage } from './types.ts';
+import { ChunkStoreError } from './types.ts';
+
+// ---------------------------------------------------------------------------------------------- the link
+
+export interface RegisterRequest {
+  /** 0: a new chunkserver. */
+  readonly id: number;
+  readonly address: string;
+  readonly rack: string;
+  readonly capacityBytes: number;
+  readonly usedBytes: number;
+}
+
+export interface ReportedReplica {
+  readonly handle: number;
+  readonly version: number;
+  readonly lengthBytes: number;
+}
+
+export interface ChunkReportRequest {
+  readonly id: number;
+  readonly full: boolean;
+  readonly chunks: readonly ReportedReplica[];
+  /** Incremental reports only: handles no longer held. */
+  readonly removed: readonly number[];
+}
+
+export type AgentCommand =
+  | { readonly kind: 'replicate'; readonly handle: number; readonly version: number; readonly target: number; readonly targetAddress: string }
+  | { readonly kind: 'delete'; readonly handle: number; readonly version: number };
+
+export interface CommandsReply {
+  readonly commands: readonly AgentCommand[];
+  readonly fullReportWanted: boolean;
+}
+
+/**
+ * The chunkserver side of the metadata service (src/rpc/metadata.proto): one exchange with the leader, found
+ * by following redirects. Rejects with `MetadataLinkError` (the service's error code, or UNAVAILABLE when no
+ * server answered); the agent retries, so an implementation does not.
+ */
+export interface MetadataLink {
+  register(request: RegisterRequest): Promise<{ readonly id: number }>;
+  heartbeat(request: { readonly id: number; readonly capacityBytes: number; readonly usedBytes: number }): Promise<CommandsReply>;
+  chunkReport(request: ChunkReportRequest): Promise<CommandsReply>;
+}
+
+export class MetadataLinkError extends Error {
+  constructor(
+    /** The metadata service's error code (ENOENT, EINVAL, NOT_LEADER, UNAVAILABLE, TIMEOUT, ...). */
+    readonly code: string,
+    readonly detail: string,
+  ) {
+    super(`${code}: ${detail}`);
+    this.name = 'MetadataLinkError';
+  }
+}
+
+// ---------------------------------------------------------------------------------------------- identity
+
+/** Where the chunkserver's id lives (a file in the data dir in production: see server.ts `fileIdStore`). */
+export interface IdStore {
+  /** The saved id, or undefined when none was saved (a new or wiped data dir). */
+  load(): Promise<number | undefined>;
+  /** Saves the id durably before it is used. */
+  save(id: number): Promise<void>;
+}
+
+export type AgentErrorCode =
+  | 'UNKNOWN_ID' // the metadata cluster does not know the saved id (another cluster's data dir?)
+  | 'ID_MISMATCH' // the saved id is not the one the operator expects
+  | 'REGISTRATION_REFUSED' // the cluster refused our address or rack
+  | 'BAD_ID_FILE' // the saved id cannot be read
+  | 'STOPPED';
+
+export class AgentError extends Error {
+  constructor(
+    readonly code: AgentErrorCode,
+    readonly detail: string,
+  ) {
+    super(`${code}: ${detail}`);
+    this.name = 'AgentError';
+  }
+}
+
+// ---------------------------------------------------------------------------------------------- options
+
+/** Copies `handle` at exactly `version` to chunkserver `targetId` at `targetAddress` (the data plane). */
+export type CopyReplica = (copy: {
+  readonly handle: number;
+  readonly version: number;
+  readonly targetId: number;
+  readonly targetAddress: string;
+  /** Aborted when the agent stops. */
+  readonly signal: AbortSignal;
+}) => Promise<void>;
+
+export interface AgentLimits {
+  /** Between two heartbeats. The leader's heartbeatTimeoutMs (10 s by default) must be several of these. */
+  readonly heartbeatIntervalMs: number;
+  /**
+   * A full report at least this often, even unasked: the leader judges a replica (stale, garbage) only when it
+   * is reported, so one reported before the leader knew better (a version bump it had not loaded yet) is
+   * judged again here at the latest.
+   */
+  readonly fullReportIntervalMs: number;
+  /** Replicas (or removed handles) in one report message; a larger full report goes in several messages. */
+  readonly reportChunksMax: number;
+  /** Changes wait this long before an incremental report, so that changes close together share one. */
+  readonly reportDelayMs: number;
+  /** Copies for the leader running at once. */
+  readonly replicationsInflightMax: number;
+  /** Copies waiting for a slot; further orders are dropped (the leader orders again after its timeout). */
+  readonly replicationsQueuedMax: number;
+  /** Deletes waiting to run; further orders are dropped (the next report makes the leader order them again). */
+  readonly deletesQueuedMax: number;
+  /** Backoff after a failed exchange: starts here, doubles per failure ... */
+  readonly retryDelayMsMin: number;
+  /** ... up to here. */
+  readonly retryDelayMsMax: number;
+}
+
+/**
+ * Bytes of one reported replica on the wire at most (protobuf: tag + length, then three varint fields of at
+ * most 8, 2 and 5 bytes with their tags), and the request size the metadata server accepts
+ * (src/metadata/server.ts requestBytesMax). A report of reportChunksMax replicas must fit.
+ */
+export const reportedReplicaBytesMax = 2 + (1 + 8) + (1 + 2) + (1 + 5);
+export const reportMessageBytesMax = 64 * 1024;
+/** Room for the other fields of a report message. */
+const reportOverheadBytes = 64;
+
+export const defaultAgentLimits: AgentLimits = {
+  heartbeatIntervalMs: 2_000,
+  fullReportIntervalMs: 60 * 60 * 1_000,
+  reportChunksMax: 2_000,
+  reportDelayMs: 50,
+  replicationsInflightMax: 2,
+  replicationsQueuedMax: 256,
+  deletesQueuedMax: 4_096,
+  retryDelayMsMin: 100,
+  retryDelayMsMax: 2_000,
+};
+
+/** Crashes loudly on limits that contradict each other (checked once, at construction). */
+export function checkAgentLimits(l: AgentLimits): void {
+  for (const [k, v] of Object.entries(l)) {
+    if (!Number.isSafeInteger(v) || (v as number) < 1) throw new RangeError(`agent limit ${k} must be a positive integer`);
+  }
+  if (l.reportChunksMax * reportedReplicaBytesMax + reportOverheadBytes > reportMessageBytesMax) {
+    throw new RangeError(`reportChunksMax ${l.reportChunksMax} does not fit a ${reportMessageBytesMax}-byte report`);
+  }
+  if (l.retryDelayMsMin > l.retryDelayMsMax) throw new RangeError('retryDelayMsMin must not exceed retryDelayMsMax');
+  // A backoff longer than a heartbeat interval would make a recovered leader wait for us needlessly.
+  if (l.retryDelayMsMax > l.heartbeatIntervalMs) throw new RangeError('retryDelayMsMax must not exceed heartbeatIntervalMs');
+}
+
+export interface MetadataAgentOptions {
+  /** The data plane's address ('host:port') other chunkservers and clients reach this server at. */
+  readonly address: string;
+  readonly rack: string;
+  readonly store: ChunkStore;
+  readonly link: MetadataLink;
+  readonly idStore: IdStore;
+  readonly clock: Clock;
+  readonly copyReplica: CopyReplica;
+  readonly logger: Logger;
+  /** Jitter for retry delays (so servers restarted together do not retry in step). None when absent. */
+  readonly random?: RandomSource;
+  readonly metrics?: ChunkserverMetrics;
+  /** The id the operator expects (`--id`): a saved id that differs is refused (ID_MISMATCH). */
+  readonly expectedId?: number;
+  readonly limits?: Partial<AgentLimits>;
+  /** A registration the cluster refused for good; the agent has stopped. */
+  readonly onFatal?: (error: AgentError) => void;
+}
+
+export interface AgentStatus {
+  readonly id: number | null;
+  readonly registered: boolean;
+  /** Failed exchanges since the last success. */
+  readonly consecutiveFailures: number;
+  readonly heartbeatsSent: number;
+  readonly fullReportsSent: number;
+  readonly incrementalReportsSent: number;
+  /** Changes noted and not reported yet. */
+  readonly pendingChanges: number;
+  readonly deletesDone: number;
+  readonly copiesInflight: number;
+  readonly copiesQueued: number;
+  readonly copiesDone: number;
+  readonly copiesFailed: number;
+  /** Clock time of the last successful exchange, or null. */
+  readonly lastContactMs: number | null;
+}
+
+interface CopyOrder {
+  readonly handle: number;
+  readonly version: number;
+  readonly target: number;
+  readonly targetAddress: string;
+}
+
+/** Failures logged at warn level: the first, then one in this many (the rest at debug). */
+const failureLogEvery = 20;
+
+export class MetadataAgent {
+  private readonly limits: AgentLimits;
+  private address: string;
+  private stopped = false;
+  private started = false;
+  /** The saved id is loaded: exchanges may begin. */
+  private loaded = false;
+  private id: number | null = null;
+  /** Allocated by the leader but not saved yet (the save failed): saved before anything else. */
+  private unsavedId: number | null = null;
+  private savedId: number | undefined = undefined;
+  private needFullReport = true;
+  /** Counts full-report requests, so one arriving while a full report is sent is not lost. */
+  private fullReportEpoch = 0;
+  /** Handles changed since last reported → a change sequence number (a newer change must be re-sent). */
+  private readonly pending = new Map<number, number>();
+  private changeSeq = 0;
+  /** When the oldest unreported change becomes due, or null with nothing pending. */
+  private reportDueMs: number | null = null;
+  private heartbeatDueMs = 0;
+  private fullReportDueMs = Infinity;
+  private failures = 0;
+  private retryAtMs = 0;
+  private lastUsage: StoreUsage = { capacityBytes: 0, usedBytes: 0 };
+  private lastContactMs: number | null = null;
+  private timer: TimerHandle | null = null;
+  private timerDueMs = Infinity;
+  private busy: Promise<void> | null = null;
+  private readonly deleteQueue: { handle: number; version: number }[] = [];
+  private deleting: Promise<void> | null = null;
+  private readonly copyQueue: CopyOrder[] = [];
+  private readonly copiesRunning = new Map<string, Promise<void>>();
+  private readonly abort = new AbortController();
+  private readonly registeredWaiters: { resolve: (id: number) => void; reject: (e: unknown) => void }[] = [];
+  private readonly counts = {
+    heartbeats: 0,
+    fullReports: 0,
+    incrementalReports: 0,
+    deletes: 0,
+    copiesDone: 0,
+    copiesFailed: 0,
+  };
+
+  constructor(private readonly options: MetadataAgentOptions) {
+    this.limits = { ...defaultAgentLimits, ...options.limits };
+    checkAgentLimits(this.limits);
+    this.address = options.address;
+  }
+
+  /** The address to register, when it is known only after construction (a data server on port 0). */
+  setAddress(address: string): void {
+    assert(!this.started, 'the address is fixed once the agent started');
+    this.address = address;
+  }
+
+  /**
+   * Loads the saved id (ID_MISMATCH if it is not `expectedId`) and starts the exchanges with the leader in the
+   * background; resolves at once, without waiting for the metadata service (see `whenRegistered`).
+   */
+  async start(): Promise<void> {
+    assert(!this.started, 'agent started twice');
+    assert(this.address !== '', 'no address to register');
+    this.started = true;
+    const saved = await this.options.idStore.load();
+    const expected = this.options.expectedId;
+    if (saved !== undefined && expected !== undefined && saved !== expected) {
+      throw new AgentError('ID_MISMATCH', `the data dir belongs to chunkserver ${saved}, not ${expected}`);
+    }
+    if (saved === undefined && expected !== undefined) {
+      this.options.logger.warn(
+        { expectedId: expected },
+        'no chunkserver id saved in the data dir (a new or wiped disk): registering as a new chunkserver; the old id will be declared dead and its chunks re-replicated',
+      );
+    }
+    this.savedId = saved;
+    this.loaded = true;
+    this.kick();
+  }
+
+  /** Resolves with the id once registered (rejects with STOPPED or a fatal error). */
+  whenRegistered(): Promise<number> {
+    if (this.id !== null) return Promise.resolve(this.id);
+    if (this.stopped) return Promise.reject(new AgentError('STOPPED', 'the agent stopped'));
+    return new Promise((resolve, reject) => this.registeredWaiters.push({ resolve, reject }));
+  }
+
+  /** A replica was created, written, bumped or sealed: reported in the next incremental report. */
+  noteReplicaChanged(handle: number): void {
+    this.note(handle);
+  }
+
+  /** A replica is gone: reported as removed in the next incremental report. */
+  noteReplicaRemoved(handle: number): void {
+    this.note(handle);
+  }
+
+  /**
+   * A replica failed its checksums (a read or the scrubber): it is deleted here, and the leader is told with a
+   * full report (the leader unlists a replica only when a full report lacks it), so it re-replicates from a
+   * good copy. Returns whether a replica was deleted. Never rejects.
+   */
+  async reportCorrupt(handle: number): Promise<boolean> {
+    if (this.options.metrics !== undefined) recordChecksumFailure(this.options.metrics);
+    const info = this.options.store.info(handle);
+    if (info === undefined) return false;
+    this.options.logger.error({ handle, version: info.version }, 'corrupt replica: deleting it; the leader re-replicates from a good copy');
+    let deleted = false;
+    try {
+      deleted = await this.options.store.delete(handle, info.version);
+    } catch (e) {
+      this.options.logger.error({ err: e, handle }, 'could not delete a corrupt replica');
+    }
+    this.note(handle);
+    this.requestFullReport();
+    this.kick();
+    return deleted;
+  }
+
+  status(): AgentStatus {
+    return {
+      id: this.id,
+      registered: this.id !== null,
+      consecutiveFailures: this.failures,
+      heartbeatsSent: this.counts.heartbeats,
+      fullReportsSent: this.counts.fullReports,
+      incrementalReportsSent: this.counts.incrementalReports,
+      pendingChanges: this.pending.size,
+      deletesDone: this.counts.deletes,
+      copiesInflight: this.copiesRunning.size,
+      copiesQueued: this.copyQueue.length,
+      copiesDone: this.counts.copiesDone,
+      copiesFailed: this.counts.copiesFailed,
+      lastContactMs: this.lastContactMs,
+    };
+  }
+
+  /** Stops exchanging, aborts copies, and waits for what is running to settle. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.clearTimer();
+    this.abort.abort(new AgentError('STOPPED', 'the agent stopped'));
+    this.copyQueue.length = 0;
+    this.deleteQueue.length = 0;
+    this.failRegisteredWaiters(new AgentError('STOPPED', 'the agent stopped before it registered'));
+    await Promise.allSettled([this.busy, this.deleting, ...this.copiesRunning.values()]);
+  }
+
+  // ------------------------------------------------------------------------------------------ scheduling
+
+  private note(handle: number): void {
+    assert(Number.isSafeInteger(handle) && handle >= 1, `handle ${handle}`);
+    if (this.stopped) return;
+    this.pending.set(handle, ++this.changeSeq);
+    this.reportDueMs ??= this.options.clock.nowMs() + this.limits.reportDelayMs;
+    this.kick();
+  }
+
+  /** When the next exchange should happen. */
+  private nextDueMs(nowMs: number): number {
+    if (this.failures > 0) return this.retryAtMs;
+    if (this.id === null || this.unsavedId !== null || this.needFullReport) return nowMs;
+    return Math.min(this.reportDueMs ?? Infinity, this.heartbeatDueMs, this.fullReportDueMs);
+  }
+
+  /** (Re)arms the timer for the next exchange; while one runs, it re-arms when done. */
+  private kick(): void {
+    if (this.stopped || !this.loaded || this.busy !== null) return;
+    const nowMs = this.options.clock.nowMs();
+    const dueMs = Math.max(nowMs, this.nextDueMs(nowMs));
+    if (this.timer !== null && this.timerDueMs <= dueMs) return;
+    this.clearTimer();
+    this.timerDueMs = dueMs;
+    this.timer = this.options.clock.setTimer(dueMs - nowMs, () => {
+      this.timer = null;
+      this.timerDueMs = Infinity;
+      this.runExchange();
+    });
+  }
+
+  private clearTimer(): void {
+    if (this.timer !== null) this.options.clock.clearTimer(this.timer);
+    this.timer = null;
+    this.timerDueMs = Infinity;
+  }
+
+  private runExchange(): void {
+    if (this.stopped || this.busy !== null) return;
+    this.busy = this.exchange()
+      .catch((e: unknown) => {
+        // exchange() handles every expected failure; anything else is a bug, but the process must not die of
+        // an unhandled rejection: log it loudly and keep retrying.
+        this.options.logger.error({ err: e }, 'metadata agent: unexpected failure');
+        this.onFailure('heartbeat', e);
+      })
+      .finally(() => {
+        this.busy = null;
+        this.kick();
+      });
+  }
+
+  /** One exchange with the leader: what it is follows from the state (see the module comment). */
+  private async exchange(): Promise<void> {
+    const nowMs = this.options.clock.nowMs();
+    if (nowMs >= this.fullReportDueMs) this.requestFullReport();
+    let kind: MetadataRequestKind = 'heartbeat';
+    try {
+      if (this.id === null || this.unsavedId !== null) {
+        kind = 'register';
+        await this.register();
+      } else if (this.needFullReport) {
+        kind = 'report';
+        await this.sendFullReport(this.id);
+      } else if (this.reportDueMs !== null && nowMs >= this.reportDueMs) {
+        kind = 'report';
+        await this.sendIncrementalReport(this.id);
+      } else if (nowMs >= this.heartbeatDueMs) {
+        await this.sendHeartbeat(this.id);
+      } else {
+        return;
+      }
+    } catch (e) {
+      if (e instanceof AgentError) {
+        this.fail(e);
+        return;
+      }
+      this.onFailure(kind, e);
+      return;
+    }
+    if (this.failures > 0) this.options.logger.info({ failures: this.failures }, 'metadata leader reachable again');
+    this.failures = 0;
+    this.lastContactMs = this.options.clock.nowMs();
+  }
+
+  private onFailure(kind: MetadataRequestKind, e: unknown): void {
+    this.failures++;
+    if (this.options.metrics !== undefined) recordHeartbeatFailure(this.options.metrics, kind);
+    const exponent = Math.min(this.failures - 1, 30);
+    const delayMs = Math.min(this.limits.retryDelayMsMax, this.limits.retryDelayMsMin * 2 ** exponent);
+    const jitterMs = this.options.random === undefined ? 0 : this.options.random.int(Math.floor(delayMs / 2) + 1);
+    this.retryAtMs = this.options.clock.nowMs() + delayMs - jitterMs;
+    const fields = { err: e, request: kind, failures: this.failures, retryInMs: delayMs - jitterMs };
+    if (this.failures === 1 || this.failures % failureLogEvery === 0) this.options.logger.warn(fields, 'metadata leader exchange failed; retrying');
+    else this.options.logger.debug(fields, 'metadata leader exchange failed; retrying');
+  }
+
+  /** A fatal registration error: the agent stops and the owner is told. */
+  private fail(error: AgentError): void {
+    this.options.logger.error({ err: error }, 'metadata agent stopped');
+    this.stopped = true;
+    this.clearTimer();
+    this.failRegisteredWaiters(error);
+    this.options.onFatal?.(error);
+  }
+
+  private failRegisteredWaiters(error: unknown): void {
+    for (const w of this.registeredWaiters.splice(0)) w.reject(error);
+  }
+
+  // ------------------------------------------------------------------------------------------ exchanges
+
+  private async usage(): Promise<StoreUsage> {
+    try {
+      this.lastUsage = await this.options.store.usage();
+    } catch (e) {
+      this.options.logger.warn({ err: e }, 'store usage unavailable; reporting the last known');
+    }
+    return this.lastUsage;
+  }
+
+  private async register(): Promise<void> {
+    if (this.unsavedId === null) {
+      const usage = await this.usage();
+      const saved = this.savedId;
+      let reply: { readonly id: number };
+      try {
+        reply = await this.options.link.register({ id: saved ?? 0, address: this.address, rack: this.options.rack, ...usage });
+      } catch (e) {
+        if (e instanceof MetadataLinkError && e.code === 'ENOENT' && saved !== undefined) {
+          throw new AgentError('UNKNOWN_ID', `the metadata cluster does not know chunkserver ${saved} (is the data dir from another cluster? ${e.detail})`);
+        }
+        if (e instanceof MetadataLinkError && e.code === 'EINVAL') throw new AgentError('REGISTRATION_REFUSED', e.detail);
+        throw e;
+      }
+      assert(Number.isSafeInteger(reply.id) && reply.id >= 1, `registered id ${reply.id}`);
+      assert(saved === undefined || reply.id === saved, `registered as ${saved}, answered ${reply.id}`);
+      if (saved !== undefined) {
+        this.becomeRegistered(saved);
+        return;
+      }
+      this.unsavedId = reply.id;
+    }
+    // Saved before use: a restart must come back as this id (a failed save is retried, never re-registered).
+    const id = this.unsavedId;
+    await this.options.idStore.save(id);
+    this.savedId = id;
+    this.unsavedId = null;
+    this.becomeRegistered(id);
+  }
+
+  private becomeRegistered(id: number): void {
+    this.id = id;
+    this.needFullReport = true;
+    this.heartbeatDueMs = this.options.clock.nowMs() + this.limits.heartbeatIntervalMs;
+    this.options.logger.info({ chunkserver: id, address: this.address, rack: this.options.rack }, 'registered with the metadata leader');
+    for (const w of this.registeredWaiters.splice(0)) w.resolve(id);
+  }
+
+  private async sendHeartbeat(id: number): Promise<void> {
+    const usage = await this.usage();
+    const sentMs = this.options.clock.nowMs();
+    const reply = await this.options.link.heartbeat({ id, ...usage });
+    // Only after success: a failed heartbeat stays due, so the retry is a heartbeat.
+    this.heartbeatDueMs = sentMs + this.limits.heartbeatIntervalMs;
+    this.counts.heartbeats++;
+    this.handleReply(reply);
+  }
+
+  /**
+   * Every replica held. More than reportChunksMax go as one full message with the first page and incremental
+   * messages with the rest (see the report's gaps in docs: the protocol has no multi-message full report).
+   */
+  private async sendFullReport(id: number): Promise<void> {
+    const replicas = this.options.store.list();
+    if (this.options.metrics !== undefined) setReplicasHeld(this.options.metrics, replicas.length);
+    // Changes noted up to now are covered by this listing.
+    const covered = new Map(this.pending);
+    const epoch = this.fullReportEpoch;
+    const max = this.limits.reportChunksMax;
+    if (replicas.length > max) {
+      this.options.logger.warn({ replicas: replicas.length, perMessage: max }, 'full chunk report split over several messages');
+    }
+    let wanted = false;
+    for (let i = 0; i === 0 || i < replicas.length; i += max) {
+      const chunks = replicas.slice(i, i + max).map(reported);
+      const reply = await this.options.link.chunkReport({ id, full: i === 0, chunks, removed: [] });
+      wanted = reply.fullReportWanted;
+      this.handleReply({ commands: reply.commands, fullReportWanted: false });
+    }
+    this.counts.fullReports++;
+    this.fullReportDueMs = this.options.clock.nowMs() + this.limits.fullReportIntervalMs;
+    this.needFullReport = wanted || this.fullReportEpoch !== epoch;
+    this.settle(covered);
+  }
+
+  /** One message of the oldest changes: each reported as the store has it now (held → chunk, else removed). */
+  private async sendIncrementalReport(id: number): Promise<void> {
+    const batch = new Map<number, number>();
+    const chunks: ReportedReplica[] = [];
+    const removed: number[] = [];
+    for (const [handle, seq] of this.pending) {
+      if (batch.size >= this.limits.reportChunksMax) break;
+      batch.set(handle, seq);
+      const info = this.options.store.info(handle);
+      if (info === undefined) removed.push(handle);
+      else chunks.push(reported(info));
+    }
+    const reply = await this.options.link.chunkReport({ id, full: false, chunks, removed });
+    this.counts.incrementalReports++;
+    this.settle(batch);
+    this.handleReply(reply);
+  }
+
+  /** Forgets changes that were reported, unless they changed again since. */
+  private settle(reportedChanges: ReadonlyMap<number, number>): void {
+    for (const [handle, seq] of reportedChanges) if (this.pending.get(handle) === seq) this.pending.delete(handle);
+    if (this.pending.size === 0) this.reportDueMs = null;
+    else if (this.reportDueMs === null) this.reportDueMs = this.options.clock.nowMs() + this.limits.reportDelayMs;
+  }
+
+  // ------------------------------------------------------------------------------------------ commands
+
+  private requestFullReport(): void {
+    this.needFullReport = true;
+    this.fullReportEpoch++;
+  }
+
+  private handleReply(reply: CommandsReply): void {
+    if (reply.fullReportWanted) this.requestFullReport();
+    for (const command of reply.commands) {
+      if (command.kind === 'delete') this.enqueueDelete(command.handle, command.version);
+      else this.enqueueCopy(command);
+    }
+  }
+
+  private enqueueDelete(handle: number, version: number): void {
+    if (this.deleteQueue.some((d) => d.handle === handle && d.version >= version)) return;
+    if (this.deleteQueue.length >= this.limits.deletesQueuedMax) {
+      this.options.logger.warn({ handle, version }, 'delete queue full: order dropped (the leader orders it again)');
+      return;
+    }
+    this.deleteQueue.push({ handle, version });
+    this.deleting ??= this.runDeletes().finally(() => {
+      this.deleting = null;
+    });
+  }
+
+  /** Deletes one at a time (they are cheap; a burst of garbage must not flood the disk). */
+  private async runDeletes(): Promise<void> {
+    for (let d = this.deleteQueue.shift(); d !== undefined && !this.stopped; d = this.deleteQueue.shift()) {
+      try {
+        const removed = await this.options.store.delete(d.handle, d.version);
+        if (removed) {
+          this.counts.deletes++;
+          this.options.logger.info({ handle: d.handle, versionAtMost: d.version }, 'replica deleted on the leader\'s order');
+          this.note(d.handle);
+        }
+      } catch (e) {
+        this.options.logger.warn({ err: e, handle: d.handle }, 'delete ordered by the leader failed');
+      }
+    }
+  }
+
+  private enqueueCopy(order: CopyOrder): void {
+    const key = copyKey(order);
+    if (this.copiesRunning.has(key) || this.copyQueue.some((c) => copyKey(c) === key)) return;
+    if (this.copyQueue.length >= this.limits.replicationsQueuedMax) {
+      this.options.logger.warn({ handle: order.handle, target: order.target }, 'copy queue full: order dropped (the leader orders it again)');
+      if (this.options.metrics !== undefined) recordReReplication(this.options.metrics, 'skipped');
+      return;
+    }
+    this.copyQueue.push(order);
+    this.startCopies();
+  }
+
+  private startCopies(): void {
+    while (!this.stopped && this.copiesRunning.size < this.limits.replicationsInflightMax) {
+      const order = this.copyQueue.shift();
+      if (order === undefined) return;
+      const key = copyKey(order);
+      const run = this.copy(order).finally(() => {
+        this.copiesRunning.delete(key);
+        this.startCopies();
+      });
+      this.copiesRunning.set(key, run);
+    }
+  }
+
+  /** One copy; never rejects. A copy that fails is ordered again by the leader after its replication timeout. */
+  private async copy(order: CopyOrder): Promise<void> {
+    const info = this.options.store.info(order.handle);
+    const log = this.options.logger;
+    if (info?.version !== order.version) {
+      log.warn({ handle: order.handle, version: order.version, held: info?.version ?? null }, 'copy ordered for a replica not held at that version: skipped');
+      if (this.options.metrics !== undefined) recordReReplication(this.options.metrics, 'skipped');
+      this.note(order.handle); // tell the leader what we do hold
+      return;
+    }
+    try {
+      await this.options.copyReplica({ handle: order.handle, version: order.version, targetId: order.target, targetAddress: order.targetAddress, signal: this.abort.signal });
+      this.counts.copiesDone++;
+      if (this.options.metrics !== undefined) recordReReplication(this.options.metrics, 'ok');
+      log.info({ handle: order.handle, version: order.version, target: order.target }, 'replica copied on the leader\'s order');
+    } catch (e) {
+      this.counts.copiesFailed++;
+      if (this.options.metrics !== undefined) recordReReplication(this.options.metrics, 'failed');
+      if (this.stopped) return;
+      if (e instanceof ChunkStoreError && e.code === 'CHECKSUM_MISMATCH') {
+        await this.reportCorrupt(order.handle);
+        return;
+      }
+      log.warn({ err: e, handle: order.handle, target: order.target }, 'copy ordered by the leader failed');
+    }
+  }
+}
+
+function reported(r: ReplicaInfo): ReportedReplica {
+  return { handle: r.handle, version: r.version, lengthBytes: r.lengthBytes };
+}
+
+function copyKey(c: CopyOrder): string {
+  return `${c.handle}/${c.version}/${c.target}`;
+}

@@ -1,0 +1,52 @@
+/**
+ * The data plane's connection abstraction: ordered, reliable message delivery between two endpoints with
+ * flow control both ways. Two implementations: TCP (tcp.ts, frames on a socket) and in-memory
+ * (memory-network.ts, delivery through an injected scheduler, for tests and the simulator).
+ */
+import type { DataPlaneError } from './errors.ts';
+import type { Message } from './protocol.ts';
+
+export interface ConnectionHandlers {
+  /** Messages in the order sent; never called while paused or after close. */
+  onMessage(message: Message): void;
+  /** Called once: `null` when the peer closed cleanly, else why the connection ended. */
+  onClose(error: DataPlaneError | null): void;
+}
+
+export interface DataConnection {
+  readonly remoteAddress: string;
+  readonly closed: boolean;
+  /** Starts delivery to `handlers` (nothing is delivered before; received messages wait). Call once. */
+  start(handlers: ConnectionHandlers): void;
+  /**
+   * Queues `message`; returns false when the send queue is above its high-water mark: the caller then waits
+   * for `writable()` before sending more. The payload is not copied: the caller must not modify it after.
+   * A send on a closed connection is dropped (returns false); onClose has told or will tell the owner.
+   */
+  send(message: Message): boolean;
+  /** Resolves once the send queue is below its high-water mark, or the connection closed. */
+  writable(): Promise<void>;
+  /** Stops delivering received messages (and stops reading from the peer, which then stalls). */
+  pause(): void;
+  resume(): void;
+  /** Sends what is queued, then closes. */
+  end(): void;
+  /** Closes at once; queued messages are dropped. onClose receives `error` (or null). */
+  destroy(error?: DataPlaneError): void;
+}
+
+export interface Dialer {
+  /** A connection to `address`; rejects with DataPlaneError CONNECT_FAILED. */
+  dial(address: string): Promise<DataConnection>;
+}
+
+export interface Listener {
+  /** The address peers dial (with the real port when listening on port 0). */
+  readonly address: string;
+  /** Stops accepting; open connections are left to their owners. */
+  close(): Promise<void>;
+}
+
+export interface DataNetwork extends Dialer {
+  listen(address: string, onConnection: (connection: DataConnection) => void): Promise<Listener>;
+}

@@ -1,0 +1,44 @@
+/** Prometheus metrics of a data server (one registry per server; the chunkserver process exposes it). */
+import { Counter, Registry } from 'prom-client';
+
+export class DataPlaneMetrics {
+  readonly bytesIn: Counter<'kind'>;
+  readonly bytesOut: Counter<'kind'>;
+  readonly pipelines: Counter<'outcome'>;
+  readonly reads: Counter<'outcome'>;
+  readonly connectionErrors: Counter<'code'>;
+
+  constructor(readonly registry: Registry = new Registry()) {
+    const registers = [registry];
+    this.bytesIn = new Counter({
+      name: 'rfs_chunkserver_data_bytes_in_total',
+      help: 'Payload bytes received on the data plane, by kind (write)',
+      labelNames: ['kind'],
+      registers,
+    });
+    this.bytesOut = new Counter({
+      name: 'rfs_chunkserver_data_bytes_out_total',
+      help: 'Payload bytes sent on the data plane, by kind (read, forward)',
+      labelNames: ['kind'],
+      registers,
+    });
+    this.pipelines = new Counter({
+      name: 'rfs_chunkserver_pipelines_total',
+      help: 'Write pipeline hops served, by outcome (sealed, failed, abandoned)',
+      labelNames: ['outcome'],
+      registers,
+    });
+    this.reads = new Counter({
+      name: 'rfs_chunkserver_data_reads_total',
+      help: 'Read requests served, by outcome (ok or the error code)',
+      labelNames: ['outcome'],
+      registers,
+    });
+    this.connectionErrors = new Counter({
+      name: 'rfs_chunkserver_data_connection_errors_total',
+      help: 'Data connections ended by an error, by code (malformed or oversized frames, protocol errors, lost)',
+      labelNames: ['code'],
+      registers,
+    });
+  }
+}

@@ -1,0 +1,63 @@
+/**
+ * `readRange`: the client side of a read (protocol.ts). Data frames arrive in order, each at most
+ * packetBytesMax; they are assembled into one buffer of exactly `length` bytes (one copy: the frames are
+ * the socket's buffers). A typed error frame rejects with that code (NO_SUCH_REPLICA, STALE_VERSION,
+ * CHECKSUM_MISMATCH, BAD_OFFSET, ...), so the caller can fail over to another replica and report this one.
+ */
+import { chunkSizeBytesMax } from '../types.ts';
+import type { DataConnection, Dialer } from './connection.ts';
+import { DataPlaneError } from './errors.ts';
+
+export interface ReadRequest {
+  readonly handle: number;
+  readonly version: number;
+  readonly offset: number;
+  readonly length: number;
+}
+
+/** Reads a range from the replica at `address` over a new connection (closed after). */
+export async function readRange(dialer: Dialer, address: string, request: ReadRequest): Promise<Uint8Array> {
+  const connection = await dialer.dial(address);
+  try {
+    return await readOn(connection, request);
+  } finally {
+    connection.end();
+  }
+}
+
+/** One read on an unstarted connection; leaves it open. */
+function readOn(connection: DataConnection, request: ReadRequest): Promise<Uint8Array> {
+  const { offset, length } = request;
+  if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > chunkSizeBytesMax)
+    return Promise.reject(new DataPlaneError('BAD_OFFSET', `bad range offset ${offset} length ${length}`));
+  const out = Buffer.allocUnsafe(length);
+  let received = 0;
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const settle = (error: DataPlaneError | null): void => {
+      if (settled) return;
+      settled = true;
+      if (error === null) resolve(out);
+      else {
+        connection.destroy();
+        reject(error);
+      }
+    };
+    connection.start({
+      onMessage: (message) => {
+        if (message.type === 'error') return settle(new DataPlaneError(message.code, message.detail));
+        if (message.type !== 'data') return settle(new DataPlaneError('PROTOCOL_ERROR', `unexpected ${message.type} during a read`));
+        const { payload } = message;
+        if (message.offset !== offset + received || received + payload.length > length)
+          return settle(new DataPlaneError('PROTOCOL_ERROR', `data at ${message.offset} (+${payload.length}) outside the read`));
+        out.set(payload, received);
+        received += payload.length;
+        if (message.last !== (received === length))
+          return settle(new DataPlaneError('PROTOCOL_ERROR', `last flag wrong at ${received} of ${length} bytes`));
+        if (message.last) settle(null);
+      },
+      onClose: (error) => settle(new DataPlaneError('CONNECTION_LOST', error?.detail ?? 'the replica closed during a read')),
+    });
+    connection.send({ type: 'read', handle: request.handle, version: request.version, offset, length });
+  });
+}

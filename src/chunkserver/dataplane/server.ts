@@ -1,0 +1,481 @@
+/**
+ * `DataServer`: serves one ChunkStore on a Listener. Each accepted connection carries either one write
+ * pipeline hop (its first message is `setup`) or a sequence of reads (`read`). The protocol is described in
+ * protocol.ts; this file keeps its rules:
+ *
+ * - A packet is forwarded downstream as soon as it arrives (same buffer, no copy) and appended locally in
+ *   parallel; local store calls run one at a time in seq order.
+ * - Invariant: the ack for seq s is sent upstream only after the local append of s (and its fsync, with
+ *   `sync`) finished AND the downstream ack for s arrived, and acks leave in seq order.
+ * - Invariant: at most inflightPacketsMax packets wait in a hop; at that count the upstream connection is
+ *   paused (its socket is no longer read), so backpressure reaches the writer.
+ * - The first failure ends the hop: a `failure` naming the first failing replica goes upstream, both
+ *   connections close, no later store call is made for the pipeline.
+ */
+import assert from 'node:assert/strict';
+import type { Registry } from 'prom-client';
+import type { Logger } from '../../raft/node-api.ts';
+import { silentLogger } from '../../raft/node-api.ts';
+import type { ChunkStore } from '../types.ts';
+import { chunkSizeBytesMax } from '../types.ts';
+import type { DataConnection, DataNetwork, Dialer, Listener } from './connection.ts';
+import { DataPlaneError, toDataPlaneError } from './errors.ts';
+import type { DataPlaneLimits } from './limits.ts';
+import { resolveLimits } from './limits.ts';
+import { DataPlaneMetrics } from './metrics.ts';
+import type {
+  ChainLink,
+  FailureMessage,
+  Message,
+  PacketMessage,
+  ReadMessage,
+  ReplicaAck,
+  SealMessage,
+  SetupMessage,
+} from './protocol.ts';
+import { errorMessage } from './protocol.ts';
+
+export interface DataServerOptions {
+  /** This chunkserver's id (setups name it as their target; acks and failures carry it). */
+  readonly id: number;
+  readonly store: ChunkStore;
+  readonly network: DataNetwork;
+  /** Where to listen, `host:port` (port 0 picks one on TCP). */
+  readonly address: string;
+  readonly limits?: Partial<DataPlaneLimits>;
+  readonly logger?: Logger;
+  readonly registry?: Registry;
+}
+
+export class DataServer {
+  readonly metrics: DataPlaneMetrics;
+  private listener: Listener | null = null;
+  private readonly connections = new Set<DataConnection>();
+  private readonly hops = new Set<PipelineHop>();
+  private stopped = false;
+
+  private constructor(
+    readonly id: number,
+    readonly store: ChunkStore,
+    readonly dialer: Dialer,
+    readonly limits: DataPlaneLimits,
+    readonly logger: Logger,
+    registry: Registry | undefined,
+  ) {
+    this.metrics = new DataPlaneMetrics(registry);
+  }
+
+  static async start(options: DataServerOptions): Promise<DataServer> {
+    const server = new DataServer(
+      options.id,
+      options.store,
+      options.network,
+      resolveLimits(options.limits),
+      options.logger ?? silentLogger,
+      options.registry,
+    );
+    server.listener = await options.network.listen(options.address, (connection) => server.accept(connection));
+    return server;
+  }
+
+  get address(): string {
+    assert.ok(this.listener !== null);
+    return this.listener.address;
+  }
+
+  /** Pipeline hops in progress (for tests: each holds at most inflightPacketsMax packets). */
+  activeHops(): readonly { readonly queuedPackets: number; readonly queuedPacketsMaxSeen: number }[] {
+    return [...this.hops];
+  }
+
+  /** Stops listening and breaks every open connection (their peers see CONNECTION_LOST). */
+  async close(): Promise<void> {
+    this.stopped = true;
+    // Connections first: a TCP listener's close waits until every accepted connection has ended.
+    const closing = this.listener?.close();
+    for (const connection of [...this.connections]) connection.destroy();
+    for (const hop of [...this.hops]) hop.abandon();
+    await closing;
+  }
+
+  private accept(connection: DataConnection): void {
+    if (this.stopped) {
+      connection.destroy();
+      return;
+    }
+    this.connections.add(connection);
+    let session: PipelineHop | ReadSession | null = null;
+    connection.start({
+      onMessage: (message) => {
+        if (session === null) {
+          if (message.type === 'setup') {
+            const hop = new PipelineHop(this, connection, message);
+            this.hops.add(hop);
+            session = hop;
+            hop.begin();
+            return;
+          }
+          if (message.type === 'read') session = new ReadSession(this, connection);
+        }
+        if (session === null) {
+          this.protocolError(connection, `a connection must start with setup or read, got ${message.type}`);
+          return;
+        }
+        session.onMessage(message);
+      },
+      onClose: (error) => {
+        this.connections.delete(connection);
+        if (error !== null) {
+          this.metrics.connectionErrors.inc({ code: error.code });
+          if (error.code !== 'CONNECTION_LOST')
+            this.logger.warn({ peer: connection.remoteAddress, code: error.code, detail: error.detail }, 'data connection failed');
+        }
+        session?.onUpstreamClosed();
+      },
+    });
+  }
+
+  /** Reports a protocol violation to the peer and closes its connection. */
+  protocolError(connection: DataConnection, detail: string): void {
+    const error = new DataPlaneError('PROTOCOL_ERROR', detail);
+    this.logger.warn({ peer: connection.remoteAddress, detail }, 'data protocol error');
+    connection.send(errorMessage(error));
+    connection.end();
+  }
+
+  /** @internal */
+  forgetHop(hop: PipelineHop): void {
+    this.hops.delete(hop);
+  }
+}
+
+interface PendingEntry {
+  readonly seq: number;
+  readonly payloadBytes: number;
+  local: ReplicaAck | null;
+  /** The downstream replicas' acks for seq (stays null when this hop is the chain's end). */
+  downstream: readonly ReplicaAck[] | null;
+}
+
+type HopState = 'setting-up' | 'ready' | 'sealing' | 'done' | 'failed';
+
+class PipelineHop {
+  private state: HopState = 'setting-up';
+  private downstream: DataConnection | null = null;
+  private readonly next: ChainLink | undefined;
+  private nextSeq = 0;
+  private nextOffset: number;
+  /** Unacknowledged packets in seq order: at most inflightPacketsMax. */
+  private readonly pending: PendingEntry[] = [];
+  /** The next seq the downstream must acknowledge. */
+  private downstreamAckSeq = 0;
+  private localReady = false;
+  /** The downstream acknowledged the seal (only the seal entry has no payload). */
+  private downstreamSealed = false;
+  private downstreamSetup: readonly ReplicaAck[] | null = null;
+  /** Store calls for this pipeline run one after another on this chain. */
+  private localWork: Promise<void> = Promise.resolve();
+  queuedPacketsMaxSeen = 0;
+
+  constructor(
+    private readonly server: DataServer,
+    private readonly upstream: DataConnection,
+    private readonly setup: SetupMessage,
+  ) {
+    this.next = setup.chain[0];
+    this.nextOffset = setup.offset;
+  }
+
+  get queuedPackets(): number {
+    return this.pending.length;
+  }
+
+  begin(): void {
+    const { setup, server } = this;
+    if (setup.targetId !== server.id) {
+      this.fail(0, server.id, new DataPlaneError('WRONG_SERVER', `setup for ${setup.targetId} reached ${server.id}`));
+      return;
+    }
+    if (setup.mode === 'create' && (setup.offset !== 0 || setup.fromVersion !== 0)) {
+      this.fail(0, server.id, new DataPlaneError('PROTOCOL_ERROR', 'create starts at offset 0 from version 0'));
+      return;
+    }
+    if (setup.mode === 'resume' && setup.fromVersion >= setup.version) {
+      this.fail(0, server.id, new DataPlaneError('STALE_VERSION', 'resume must raise the version'));
+      return;
+    }
+    this.runLocal(async () => {
+      await this.prepareReplica();
+      this.localReady = true;
+      this.maybeAckSetup();
+    });
+    if (this.next !== undefined) void this.connectDownstream(this.next);
+  }
+
+  onMessage(message: Message): void {
+    switch (message.type) {
+      case 'packet':
+        this.onPacket(message);
+        return;
+      case 'seal':
+        this.onSeal(message);
+        return;
+      default:
+        this.violation(`unexpected ${message.type} from upstream`);
+    }
+  }
+
+  /** The upstream went away: nobody waits for this pipeline any more. */
+  onUpstreamClosed(): void {
+    if (this.state === 'done' || this.state === 'failed') return;
+    this.abandon();
+  }
+
+  abandon(): void {
+    if (this.state === 'done' || this.state === 'failed') return;
+    this.state = 'failed';
+    this.server.metrics.pipelines.inc({ outcome: 'abandoned' });
+    this.downstream?.destroy();
+    this.upstream.destroy();
+    this.server.forgetHop(this);
+  }
+
+  private async prepareReplica(): Promise<void> {
+    const { store } = this.server;
+    const { handle, version, mode, fromVersion, offset } = this.setup;
+    if (mode === 'create') {
+      await store.create(handle, version);
+      return;
+    }
+    const info = store.info(handle);
+    // A retried setup of the same resume finds the replica already raised and cut: nothing to do.
+    if (info !== undefined && info.version === version && info.lengthBytes === offset && !info.sealed) return;
+    await store.bumpVersion(handle, fromVersion, version, offset);
+  }
+
+  private async connectDownstream(next: ChainLink): Promise<void> {
+    let connection: DataConnection;
+    try {
+      connection = await this.server.dialer.dial(next.address);
+    } catch (error) {
+      this.fail(1, next.id, toDataPlaneError(error));
+      return;
+    }
+    if (this.state === 'failed' || this.state === 'done') {
+      connection.destroy();
+      return;
+    }
+    this.downstream = connection;
+    connection.start({
+      onMessage: (message) => this.onDownstreamMessage(next, message),
+      onClose: (error) => {
+        // A downstream that acknowledged the seal has finished and closes cleanly: not a failure.
+        if (this.state === 'done' || this.state === 'failed' || this.downstreamSealed) return;
+        this.fail(1, next.id, new DataPlaneError('CONNECTION_LOST', error?.detail ?? `${next.address} closed the pipeline`));
+      },
+    });
+    connection.send({ ...this.setup, targetId: next.id, chain: this.setup.chain.slice(1) });
+  }
+
+  private onDownstreamMessage(next: ChainLink, message: Message): void {
+    if (this.state === 'done' || this.state === 'failed') return;
+    switch (message.type) {
+      case 'setup-ack':
+        if (this.downstreamSetup !== null || message.replicas.length !== this.setup.chain.length) {
+          this.fail(1, next.id, new DataPlaneError('PROTOCOL_ERROR', 'bad setup-ack from downstream'));
+          return;
+        }
+        this.downstreamSetup = message.replicas;
+        this.maybeAckSetup();
+        return;
+      case 'ack': {
+        const entry = this.pending.find((e) => e.seq === message.seq);
+        if (message.seq !== this.downstreamAckSeq || entry === undefined || message.replicas.length !== this.setup.chain.length) {
+          this.fail(1, next.id, new DataPlaneError('PROTOCOL_ERROR', `unexpected ack ${message.seq} from downstream`));
+          return;
+        }
+        this.downstreamAckSeq += 1;
+        entry.downstream = message.replicas;
+        if (entry.payloadBytes === 0) this.downstreamSealed = true;
+        this.maybeAck();
+        return;
+      }
+      case 'failure':
+        this.fail(message.index + 1, message.id, new DataPlaneError(message.code, message.detail));
+        return;
+      case 'error':
+        this.fail(1, next.id, new DataPlaneError(message.code, message.detail));
+        return;
+      default:
+        this.fail(1, next.id, new DataPlaneError('PROTOCOL_ERROR', `unexpected ${message.type} from downstream`));
+    }
+  }
+
+  private maybeAckSetup(): void {
+    if (this.state !== 'setting-up' || !this.localReady) return;
+    if (this.next !== undefined && this.downstreamSetup === null) return;
+    this.state = 'ready';
+    this.upstream.send({ type: 'setup-ack', replicas: [{ id: this.server.id }, ...(this.downstreamSetup ?? [])] });
+  }
+
+  private onPacket(packet: PacketMessage): void {
+    if (this.state === 'failed' || this.state === 'done') return;
+    if (this.state !== 'ready') return this.violation(`packet ${packet.seq} before setup-ack or after seal`);
+    if (packet.seq !== this.nextSeq) return this.violation(`packet seq ${packet.seq}, expected ${this.nextSeq}`);
+    if (packet.offset !== this.nextOffset) return this.violation(`packet offset ${packet.offset}, expected ${this.nextOffset}`);
+    const length = packet.payload.length;
+    if (length === 0 || length > this.server.limits.packetBytesMax) return this.violation(`packet of ${length} bytes`);
+    if (packet.offset + length > chunkSizeBytesMax) {
+      this.fail(0, this.server.id, new DataPlaneError('TOO_LARGE', `packet ends past ${chunkSizeBytesMax}`));
+      return;
+    }
+    this.nextSeq += 1;
+    this.nextOffset += length;
+    this.server.metrics.bytesIn.inc({ kind: 'write' }, length);
+    // Forward first, at once: the downstream replica's work overlaps ours.
+    if (this.downstream !== null) {
+      this.downstream.send(packet);
+      this.server.metrics.bytesOut.inc({ kind: 'forward' }, length);
+    }
+    const entry: PendingEntry = { seq: packet.seq, payloadBytes: length, local: null, downstream: null };
+    this.enqueue(entry);
+    const { handle, version } = this.setup;
+    this.runLocal(async () => {
+      await this.server.store.append(handle, version, packet.offset, packet.payload);
+      if (packet.sync) await this.server.store.sync(handle);
+      entry.local = { id: this.server.id };
+      this.maybeAck();
+    });
+  }
+
+  private onSeal(seal: SealMessage): void {
+    if (this.state === 'failed' || this.state === 'done') return;
+    if (this.state !== 'ready') return this.violation('seal before setup-ack or twice');
+    if (seal.seq !== this.nextSeq) return this.violation(`seal seq ${seal.seq}, expected ${this.nextSeq}`);
+    if (seal.lengthBytes > this.nextOffset) return this.violation(`seal at ${seal.lengthBytes} past the ${this.nextOffset} bytes written`);
+    this.state = 'sealing';
+    this.nextSeq += 1;
+    this.downstream?.send(seal);
+    const entry: PendingEntry = { seq: seal.seq, payloadBytes: 0, local: null, downstream: null };
+    this.enqueue(entry);
+    const { handle, version } = this.setup;
+    this.runLocal(async () => {
+      const info = await this.server.store.seal(handle, version, seal.lengthBytes);
+      assert.ok(info.checksum !== undefined, 'a sealed replica has a checksum');
+      entry.local = { id: this.server.id, lengthBytes: info.lengthBytes, checksum: info.checksum };
+      this.maybeAck();
+    });
+  }
+
+  private enqueue(entry: PendingEntry): void {
+    this.pending.push(entry);
+    this.queuedPacketsMaxSeen = Math.max(this.queuedPacketsMaxSeen, this.pending.length);
+    // Invariant: a well-behaved upstream never exceeds the window; one that does is simply not read.
+    if (this.pending.length >= this.server.limits.inflightPacketsMax) this.upstream.pause();
+  }
+
+  /** Sends the acks that are complete, in seq order (see the invariant at the top). */
+  private maybeAck(): void {
+    const chainEnd = this.next === undefined;
+    while (this.state === 'ready' || this.state === 'sealing') {
+      const head = this.pending[0];
+      if (head === undefined || head.local === null) break;
+      if (!chainEnd && head.downstream === null) break;
+      this.pending.shift();
+      this.upstream.send({ type: 'ack', seq: head.seq, replicas: [head.local, ...(head.downstream ?? [])] });
+      if (this.state === 'sealing' && this.pending.length === 0) this.finish();
+    }
+    if (this.pending.length < this.server.limits.inflightPacketsMax && !this.upstream.closed) this.upstream.resume();
+  }
+
+  private finish(): void {
+    this.state = 'done';
+    this.server.metrics.pipelines.inc({ outcome: 'sealed' });
+    this.server.forgetHop(this);
+    this.downstream?.end();
+    this.upstream.end();
+  }
+
+  /** Runs store work after the earlier work of this pipeline; a failure ends the pipeline. */
+  private runLocal(work: () => Promise<void>): void {
+    this.localWork = this.localWork.then(async () => {
+      if (this.state === 'failed') return;
+      try {
+        await work();
+      } catch (error) {
+        this.fail(0, this.server.id, toDataPlaneError(error));
+      }
+    });
+  }
+
+  private violation(detail: string): void {
+    this.fail(0, this.server.id, new DataPlaneError('PROTOCOL_ERROR', detail));
+  }
+
+  /** Reports the first failing replica (`index` counted from this hop) upstream and ends the hop. */
+  private fail(index: number, id: number, error: DataPlaneError): void {
+    if (this.state === 'failed' || this.state === 'done') return;
+    this.state = 'failed';
+    const failure: FailureMessage = { type: 'failure', index, id, code: error.code, detail: error.detail.slice(0, 1024) };
+    this.server.metrics.pipelines.inc({ outcome: 'failed' });
+    this.server.logger.warn(
+      { handle: this.setup.handle, version: this.setup.version, index, replica: id, code: error.code, detail: error.detail },
+      'write pipeline failed',
+    );
+    this.server.forgetHop(this);
+    this.downstream?.destroy();
+    this.upstream.send(failure);
+    this.upstream.end();
+  }
+}
+
+/** Reads on one connection, one at a time; an error answers the read and keeps the connection. */
+class ReadSession {
+  private busy = false;
+
+  constructor(
+    private readonly server: DataServer,
+    private readonly connection: DataConnection,
+  ) {}
+
+  onMessage(message: Message): void {
+    if (message.type !== 'read') return this.server.protocolError(this.connection, `unexpected ${message.type} on a read connection`);
+    if (this.busy) return this.server.protocolError(this.connection, 'a read while another is in progress');
+    this.busy = true;
+    void this.serve(message).finally(() => {
+      this.busy = false;
+    });
+  }
+
+  onUpstreamClosed(): void {}
+
+  private async serve(read: ReadMessage): Promise<void> {
+    const { store, limits, metrics } = this.server;
+    const { connection } = this;
+    try {
+      if (read.length > chunkSizeBytesMax || read.offset + read.length > chunkSizeBytesMax)
+        throw new DataPlaneError('BAD_OFFSET', `range [${read.offset}, ${read.offset + read.length}) is past the chunk size`);
+      if (read.length === 0) {
+        await store.read(read.handle, read.version, read.offset, 0);
+        connection.send({ type: 'data', offset: read.offset, last: true, payload: new Uint8Array(0) });
+      }
+      const end = read.offset + read.length;
+      for (let position = read.offset; position < end && !connection.closed; ) {
+        const length = Math.min(limits.packetBytesMax, end - position);
+        const payload = await store.read(read.handle, read.version, position, length);
+        assert.equal(payload.length, length, 'the store returns exactly the bytes asked for');
+        position += length;
+        metrics.bytesOut.inc({ kind: 'read' }, length);
+        if (!connection.send({ type: 'data', offset: position - length, last: position === end, payload }))
+          await connection.writable();
+      }
+      metrics.reads.inc({ outcome: 'ok' });
+    } catch (error) {
+      const typed = toDataPlaneError(error);
+      metrics.reads.inc({ outcome: typed.code });
+      if (typed.code === 'CHECKSUM_MISMATCH' || typed.code === 'IO_ERROR')
+        this.server.logger.error({ handle: read.handle, code: typed.code, detail: typed.detail }, 'read failed');
+      connection.send(errorMessage(typed));
+    }
+  }
+}

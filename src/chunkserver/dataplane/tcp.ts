@@ -1,0 +1,211 @@
+/**
+ * The data plane over TCP (node:net): one frame per message (frame.ts), Nagle off, the payload written as
+ * its own buffer under cork (no copy). Receiving pauses the socket while the owner has paused delivery, so
+ * a full replica stops reading and TCP flow control pushes back to the sender. Bytes that are not a frame,
+ * or a frame past frameBytesMax, end the connection with a typed error (sent to the peer as an `error`
+ * message when it can still be written) — never an exception out of a socket callback.
+ */
+import net from 'node:net';
+import type { ConnectionHandlers, DataConnection, DataNetwork, Listener } from './connection.ts';
+import { DataPlaneError } from './errors.ts';
+import { FrameDecoder, encodeFrame } from './frame.ts';
+import type { DataPlaneLimits } from './limits.ts';
+import { resolveLimits } from './limits.ts';
+import type { Message } from './protocol.ts';
+import { errorMessage } from './protocol.ts';
+
+/** `host:port` → parts; the host may be a bracketed IPv6 literal. */
+export function parseAddress(address: string): { host: string; port: number } {
+  const match = /^\[?([^\]]*)\]?:(\d+)$/.exec(address);
+  const port = match === null ? NaN : Number(match[2]);
+  if (match === null || !Number.isSafeInteger(port) || port > 65535)
+    throw new DataPlaneError('CONNECT_FAILED', `bad address ${JSON.stringify(address)}`);
+  return { host: match[1] ?? '', port };
+}
+
+class TcpConnection implements DataConnection {
+  readonly remoteAddress: string;
+  private handlers: ConnectionHandlers | null = null;
+  private readonly decoder: FrameDecoder;
+  private paused = false;
+  private delivering = false;
+  private isClosed = false;
+  private closeError: DataPlaneError | null = null;
+  private waiters: (() => void)[] = [];
+
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly limits: DataPlaneLimits,
+  ) {
+    this.remoteAddress = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
+    this.decoder = new FrameDecoder(limits);
+    socket.setNoDelay(true);
+    socket.pause(); // nothing is read before start()
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('drain', () => this.wakeWriters());
+    socket.on('error', (error) => this.finish(new DataPlaneError('CONNECTION_LOST', error.message)));
+    socket.on('end', () => {
+      // The peer finished sending: deliver what is buffered, then report the close.
+      this.deliver();
+      if (this.decoder.bufferedBytes > 0 && !this.isClosed)
+        this.finish(new DataPlaneError('CONNECTION_LOST', 'the peer closed mid-frame'));
+      else this.finish(null);
+    });
+    socket.on('close', () => this.finish(new DataPlaneError('CONNECTION_LOST', 'connection closed')));
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  start(handlers: ConnectionHandlers): void {
+    if (this.handlers !== null) throw new Error('connection already started');
+    this.handlers = handlers;
+    if (this.isClosed) {
+      handlers.onClose(this.closeError);
+      return;
+    }
+    if (!this.paused) this.socket.resume();
+  }
+
+  send(message: Message): boolean {
+    if (this.isClosed || this.socket.destroyed) return false;
+    const parts = encodeFrame(message, this.limits);
+    this.socket.cork();
+    for (const part of parts) this.socket.write(part);
+    this.socket.uncork();
+    return this.socket.writableLength < this.limits.sendQueueBytesHigh;
+  }
+
+  writable(): Promise<void> {
+    if (this.isClosed || this.socket.writableLength < this.limits.sendQueueBytesHigh) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  pause(): void {
+    this.paused = true;
+    this.socket.pause();
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.deliver();
+    if (!this.paused && !this.isClosed && this.handlers !== null) this.socket.resume();
+  }
+
+  end(): void {
+    if (this.isClosed) return;
+    this.socket.end();
+    this.finish(null);
+  }
+
+  destroy(error?: DataPlaneError): void {
+    this.socket.destroy();
+    this.finish(error ?? null);
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.isClosed) return;
+    try {
+      this.decoder.push(chunk);
+    } catch (error) {
+      this.fail(error as DataPlaneError);
+      return;
+    }
+    this.deliver();
+    // Stop reading while delivery is paused: bytes already read stay in the decoder (one chunk at most).
+    if (this.paused) this.socket.pause();
+  }
+
+  /** Hands decoded messages to the owner while not paused; decoding errors end the connection. */
+  private deliver(): void {
+    if (this.delivering || this.handlers === null) return;
+    this.delivering = true;
+    try {
+      while (!this.paused && !this.isClosed) {
+        let message: Message | undefined;
+        try {
+          message = this.decoder.next();
+        } catch (error) {
+          this.fail(error as DataPlaneError);
+          return;
+        }
+        if (message === undefined) return;
+        this.handlers.onMessage(message);
+      }
+    } finally {
+      this.delivering = false;
+    }
+  }
+
+  /** A protocol violation by the peer: tell it why (best effort), close, and report the typed error. */
+  private fail(error: DataPlaneError): void {
+    if (this.isClosed) return;
+    try {
+      this.send(errorMessage(error));
+    } catch {
+      // The error message itself could not be encoded; closing is all that is left.
+    }
+    this.socket.end();
+    this.socket.destroySoon();
+    this.finish(error);
+  }
+
+  private finish(error: DataPlaneError | null): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    this.closeError = error;
+    this.wakeWriters();
+    this.handlers?.onClose(error);
+  }
+
+  private wakeWriters(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const wake of waiters) wake();
+  }
+}
+
+export class TcpDataNetwork implements DataNetwork {
+  readonly limits: DataPlaneLimits;
+
+  constructor(limits: Partial<DataPlaneLimits> = {}) {
+    this.limits = resolveLimits(limits);
+  }
+
+  dial(address: string): Promise<DataConnection> {
+    const { host, port } = parseAddress(address);
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host, port });
+      const onError = (error: Error): void => {
+        socket.destroy();
+        reject(new DataPlaneError('CONNECT_FAILED', `${address}: ${error.message}`));
+      };
+      socket.once('error', onError);
+      socket.once('connect', () => {
+        socket.off('error', onError);
+        resolve(new TcpConnection(socket, this.limits));
+      });
+    });
+  }
+
+  listen(address: string, onConnection: (connection: DataConnection) => void): Promise<Listener> {
+    const { host, port } = parseAddress(address);
+    const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => {
+      onConnection(new TcpConnection(socket, this.limits));
+    });
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        const bound = server.address() as net.AddressInfo;
+        const boundHost = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
+        resolve({
+          address: `${boundHost}:${bound.port}`,
+          close: () => new Promise<void>((done) => server.close(() => done())),
+        });
+      });
+    });
+  }
+}

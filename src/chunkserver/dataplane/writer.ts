@@ -1,0 +1,311 @@
+/**
+ * `PipelineWriter`: the client end of a write pipeline (protocol.ts). It streams one chunk to the first
+ * replica of a chain in packets, keeps at most inflightPacketsMax unacknowledged packets (so `write`
+ * waits while the slowest replica is behind), and counts as written only what came back acknowledged,
+ * which means every replica holds it.
+ *
+ * Buffers: `write(data)` sends views of `data`, never copies; the caller must not modify `data` until it is
+ * acknowledged (`ackedLengthBytes` covers it, `flush()` resolved) or the writer failed.
+ *
+ * Failure: the first failure (a replica's typed error, a lost connection, a protocol error) ends the
+ * writer; every pending and later call rejects with the same `PipelineFailedError`, which names the first
+ * failing replica (`failedIndex` in the chain, `failedId`) and the bytes acknowledged by every replica
+ * (`ackedLengthBytes`; nothing past it may be assumed written). The caller then obtains a new version
+ * from the metadata leader and resumes with the survivors from `ackedLengthBytes` (mode `resume`).
+ */
+import assert from 'node:assert/strict';
+import { chunkSizeBytesMax } from '../types.ts';
+import type { DataConnection, Dialer } from './connection.ts';
+import type { DataPlaneErrorCode } from './errors.ts';
+import { DataPlaneError, toDataPlaneError } from './errors.ts';
+import type { DataPlaneLimits } from './limits.ts';
+import { packetBytesMin, resolveLimits } from './limits.ts';
+import type { ChainLink, Message, ReplicaAck } from './protocol.ts';
+
+export class PipelineFailedError extends DataPlaneError {
+  constructor(
+    code: DataPlaneErrorCode,
+    detail: string,
+    /** Position in the chain of the first replica that failed. */
+    readonly failedIndex: number,
+    readonly failedId: number,
+    /** Bytes of this writer acknowledged by every replica. */
+    readonly ackedBytes: number,
+    /** The replicas' common acknowledged length: the writer's start offset plus `ackedBytes`. */
+    readonly ackedLengthBytes: number,
+  ) {
+    super(code, `replica ${failedId} (chain position ${failedIndex}): ${detail}`);
+    this.name = 'PipelineFailedError';
+  }
+}
+
+export interface SealedReplica {
+  readonly id: number;
+  readonly lengthBytes: number;
+  readonly checksum: number;
+}
+
+export interface PipelineWriterOptions {
+  readonly handle: number;
+  readonly version: number;
+  /** The replicas in pipeline order; the writer dials the first. */
+  readonly chain: readonly ChainLink[];
+  /** `create` a new replica, or `resume` after a version bump (then `fromVersion` and `offset` are set). */
+  readonly mode?: 'create' | 'resume';
+  readonly fromVersion?: number;
+  readonly offset?: number;
+  /** Payload bytes per packet (packetBytesMin..packetBytesMax); default 256 KiB. */
+  readonly packetBytes?: number;
+  readonly limits?: Partial<DataPlaneLimits>;
+  /** Called after each acknowledgement with the new acknowledged length (tests, progress). */
+  readonly onAck?: (ackedLengthBytes: number) => void;
+}
+
+export const defaultPacketBytes = 256 * 1024;
+
+interface InflightPacket {
+  readonly seq: number;
+  readonly payloadBytes: number;
+  readonly isSeal: boolean;
+}
+
+export class PipelineWriter {
+  private nextSeq = 0;
+  /** Bytes handed to the pipeline (sent or being sent). */
+  private sentLengthBytes: number;
+  private acked: number;
+  private readonly inflight: InflightPacket[] = [];
+  private failure: PipelineFailedError | null = null;
+  private sealed = false;
+  /** Waiters for a change (an ack or the failure). */
+  private waiters: (() => void)[] = [];
+  /** Serialises write() and seal() calls. */
+  private tail: Promise<unknown> = Promise.resolve();
+  private sealAck: readonly ReplicaAck[] | null = null;
+  inflightPacketsMaxSeen = 0;
+
+  private constructor(
+    private readonly connection: DataConnection,
+    private readonly options: PipelineWriterOptions,
+    private readonly limits: DataPlaneLimits,
+    private readonly packetBytes: number,
+    readonly startOffset: number,
+  ) {
+    this.sentLengthBytes = startOffset;
+    this.acked = startOffset;
+  }
+
+  /** Dials the chain's first replica and sets the pipeline up; rejects with PipelineFailedError. */
+  static async open(dialer: Dialer, options: PipelineWriterOptions): Promise<PipelineWriter> {
+    const limits = resolveLimits(options.limits);
+    const packetBytes = options.packetBytes ?? Math.min(defaultPacketBytes, limits.packetBytesMax);
+    if (!Number.isSafeInteger(packetBytes) || packetBytes < Math.min(packetBytesMin, limits.packetBytesMax) || packetBytes > limits.packetBytesMax)
+      throw new RangeError(`packetBytes must be in [${packetBytesMin}, ${limits.packetBytesMax}], got ${packetBytes}`);
+    const first = options.chain[0];
+    if (first === undefined) throw new RangeError('the chain needs at least one replica');
+    const mode = options.mode ?? 'create';
+    const offset = options.offset ?? 0;
+    const fromVersion = options.fromVersion ?? 0;
+    let connection: DataConnection;
+    try {
+      connection = await dialer.dial(first.address);
+    } catch (error) {
+      const typed = toDataPlaneError(error);
+      throw new PipelineFailedError(typed.code, typed.detail, 0, first.id, 0, offset);
+    }
+    const writer = new PipelineWriter(connection, options, limits, packetBytes, offset);
+    const setupAck = new Promise<void>((resolve) => writer.waiters.push(resolve));
+    connection.start({
+      onMessage: (message) => writer.onMessage(message),
+      onClose: (error) => writer.onClose(error),
+    });
+    connection.send({
+      type: 'setup',
+      handle: options.handle,
+      version: options.version,
+      targetId: first.id,
+      mode,
+      fromVersion,
+      offset,
+      chain: options.chain.slice(1),
+    });
+    await setupAck;
+    if (writer.failure !== null) throw writer.failure;
+    return writer;
+  }
+
+  /** The replicas' common acknowledged length (start offset plus acknowledged bytes). */
+  get ackedLengthBytes(): number {
+    return this.acked;
+  }
+
+  get ackedBytes(): number {
+    return this.acked - this.startOffset;
+  }
+
+  /** Packets sent and not yet acknowledged (at most inflightPacketsMax). */
+  get inflightPackets(): number {
+    return this.inflight.length;
+  }
+
+  get failed(): PipelineFailedError | null {
+    return this.failure;
+  }
+
+  /**
+   * Sends `data` as packets; resolves once every packet is handed to the connection (it waits while the
+   * window is full), not when acknowledged (see `flush`). With `sync`, the last packet asks every replica
+   * to fsync before acknowledging it.
+   */
+  write(data: Uint8Array, options: { sync?: boolean } = {}): Promise<void> {
+    return this.serialise(() => this.send(data, options.sync ?? false));
+  }
+
+  /** Resolves once everything written so far is acknowledged by every replica. */
+  flush(): Promise<void> {
+    return this.serialise(() => this.waitUntil(() => this.inflight.length === 0));
+  }
+
+  /**
+   * Seals every replica at `lengthBytes` (default: all written) and returns each replica's length and
+   * checksum, in chain order. The connection closes after.
+   */
+  seal(lengthBytes?: number): Promise<SealedReplica[]> {
+    return this.serialise(async () => {
+      this.throwIfFailed();
+      assert.ok(!this.sealed, 'seal() called twice');
+      const length = lengthBytes ?? this.sentLengthBytes;
+      if (!Number.isSafeInteger(length) || length < this.startOffset || length > this.sentLengthBytes)
+        throw new RangeError(`seal length ${length} outside [${this.startOffset}, ${this.sentLengthBytes}]`);
+      this.sealed = true;
+      await this.waitForWindow();
+      const seq = this.nextSeq++;
+      this.inflight.push({ seq, payloadBytes: 0, isSeal: true });
+      this.connection.send({ type: 'seal', seq, lengthBytes: length });
+      await this.waitUntil(() => this.sealAck !== null);
+      const replicas = this.sealAck ?? [];
+      return replicas.map((r) => {
+        assert.ok(r.checksum !== undefined && r.lengthBytes !== undefined);
+        return { id: r.id, lengthBytes: r.lengthBytes, checksum: r.checksum };
+      });
+    });
+  }
+
+  /** Gives up (a caller's timeout): the pipeline is torn down and calls reject with ABORTED. */
+  abort(detail = 'aborted by the writer'): void {
+    const first = this.options.chain[0];
+    assert.ok(first !== undefined);
+    this.setFailure(new PipelineFailedError('ABORTED', detail, 0, first.id, this.ackedBytes, this.acked));
+  }
+
+  private serialise<T>(operation: () => Promise<T>): Promise<T> {
+    const result = this.tail.then(operation);
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+
+  private async send(data: Uint8Array, sync: boolean): Promise<void> {
+    this.throwIfFailed();
+    if (this.sealed) throw new RangeError('write after seal');
+    if (this.sentLengthBytes + data.length > chunkSizeBytesMax)
+      throw new DataPlaneError('TOO_LARGE', `writing ${data.length} bytes at ${this.sentLengthBytes} passes ${chunkSizeBytesMax}`);
+    for (let start = 0; start < data.length; start += this.packetBytes) {
+      await this.waitForWindow();
+      const payload = data.subarray(start, Math.min(start + this.packetBytes, data.length));
+      const seq = this.nextSeq++;
+      const offset = this.sentLengthBytes;
+      this.sentLengthBytes += payload.length;
+      this.inflight.push({ seq, payloadBytes: payload.length, isSeal: false });
+      this.inflightPacketsMaxSeen = Math.max(this.inflightPacketsMaxSeen, this.inflight.length);
+      const last = start + this.packetBytes >= data.length;
+      if (!this.connection.send({ type: 'packet', seq, offset, sync: sync && last, payload }))
+        await this.connection.writable();
+    }
+  }
+
+  /** Waits until a packet may be sent: fewer than inflightPacketsMax unacknowledged. */
+  private waitForWindow(): Promise<void> {
+    return this.waitUntil(() => this.inflight.length < this.limits.inflightPacketsMax);
+  }
+
+  private async waitUntil(condition: () => boolean): Promise<void> {
+    for (;;) {
+      this.throwIfFailed();
+      if (condition()) return;
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure !== null) throw this.failure;
+  }
+
+  private wake(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  private onMessage(message: Message): void {
+    if (this.failure !== null) return;
+    switch (message.type) {
+      case 'setup-ack':
+        if (message.replicas.length !== this.options.chain.length) return this.violation('setup-ack lists the wrong replicas');
+        this.wake();
+        return;
+      case 'ack':
+        this.onAck(message.seq, message.replicas);
+        return;
+      case 'failure': {
+        const link = this.options.chain[message.index];
+        const id = link?.id ?? message.id;
+        this.setFailure(new PipelineFailedError(message.code, message.detail, message.index, id, this.ackedBytes, this.acked));
+        return;
+      }
+      case 'error':
+        this.setFailure(this.failureAtFirst(message.code, message.detail));
+        return;
+      default:
+        this.violation(`unexpected ${message.type}`);
+    }
+  }
+
+  private onAck(seq: number, replicas: readonly ReplicaAck[]): void {
+    const head = this.inflight[0];
+    if (head === undefined || head.seq !== seq) return this.violation(`ack ${seq} out of order`);
+    if (replicas.length !== this.options.chain.length || replicas.some((r, i) => r.id !== this.options.chain[i]?.id))
+      return this.violation(`ack ${seq} does not list the chain's replicas`);
+    this.inflight.shift();
+    if (head.isSeal) {
+      if (replicas.some((r) => r.checksum === undefined)) return this.violation('seal ack without checksums');
+      this.sealAck = replicas;
+      this.connection.end();
+    } else {
+      this.acked += head.payloadBytes;
+      this.options.onAck?.(this.acked);
+    }
+    this.wake();
+  }
+
+  private onClose(error: DataPlaneError | null): void {
+    if (this.failure !== null || this.sealAck !== null) return;
+    this.setFailure(this.failureAtFirst('CONNECTION_LOST', error?.detail ?? 'the first replica closed the pipeline'));
+  }
+
+  private failureAtFirst(code: DataPlaneErrorCode, detail: string): PipelineFailedError {
+    const first = this.options.chain[0];
+    assert.ok(first !== undefined);
+    return new PipelineFailedError(code, detail, 0, first.id, this.ackedBytes, this.acked);
+  }
+
+  private violation(detail: string): void {
+    this.setFailure(this.failureAtFirst('PROTOCOL_ERROR', detail));
+  }
+
+  private setFailure(failure: PipelineFailedError): void {
+    if (this.failure !== null) return;
+    this.failure = failure;
+    this.connection.destroy();
+    this.wake();
+  }
+}

@@ -1,0 +1,178 @@
+/**
+ * The agent's `MetadataLink` over gRPC (src/rpc/metadata.proto): one exchange per call, sent to the server
+ * believed to lead, following NOT_LEADER redirects (as MetadataClient does) and trying the other known
+ * servers when one does not answer. It never sleeps or retries an exchange that got no answer from anyone:
+ * the agent owns retries and their backoff (on its injected clock).
+ *
+ * Not MetadataClient itself: that client opens a session (a Raft write, needing a leader) before its first
+ * call, and retries on the wall clock inside each call; neither fits a chunkserver that must start while the
+ * metadata service is down.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { MetadataClientConstructor } from '../metadata/proto.ts';
+import type { MetadataMethod, WireReply, WireRequest } from '../metadata/proto.ts';
+import type { AgentCommand, ChunkReportRequest, CommandsReply, MetadataLink, RegisterRequest } from './agent.ts';
+import { MetadataLinkError } from './agent.ts';
+
+export interface GrpcMetadataLinkOptions {
+  /** Deadline of one RPC attempt. */
+  readonly attemptTimeoutMs?: number;
+  /** Redirects followed within one call, at most. */
+  readonly redirectsMax?: number;
+}
+
+export const defaultAttemptTimeoutMs = 2_000;
+export const defaultRedirectsMax = 3;
+/** Addresses learned from redirects are kept, up to this many in all. */
+const addressesMax = 32;
+
+type UnaryFn = (
+  request: WireRequest,
+  options: grpc.CallOptions,
+  callback: (error: grpc.ServiceError | null, reply?: WireReply) => void,
+) => void;
+type Stub = grpc.Client & Record<string, unknown>;
+
+export class GrpcMetadataLink implements MetadataLink {
+  private readonly addresses: string[];
+  private current = 0;
+  private readonly stubs = new Map<string, Stub>();
+  private readonly attemptTimeoutMs: number;
+  private readonly redirectsMax: number;
+  private closed = false;
+
+  constructor(addresses: readonly string[], options: GrpcMetadataLinkOptions = {}) {
+    if (addresses.length === 0) throw new RangeError('need at least one metadata server address');
+    this.addresses = [...new Set(addresses)];
+    this.attemptTimeoutMs = options.attemptTimeoutMs ?? defaultAttemptTimeoutMs;
+    this.redirectsMax = options.redirectsMax ?? defaultRedirectsMax;
+  }
+
+  /** The server the next call goes to first. */
+  get target(): string {
+    return this.addresses[this.current]!;
+  }
+
+  async register(request: RegisterRequest): Promise<{ readonly id: number }> {
+    const reply = await this.call('RegisterChunkserver', { ...request });
+    const id = Number(reply['id']);
+    if (!Number.isSafeInteger(id) || id < 1) throw new MetadataLinkError('EBADMSG', `registration answered id ${String(reply['id'])}`);
+    return { id };
+  }
+
+  async heartbeat(request: { readonly id: number; readonly capacityBytes: number; readonly usedBytes: number }): Promise<CommandsReply> {
+    return commandsReply(await this.call('Heartbeat', { ...request }));
+  }
+
+  async chunkReport(request: ChunkReportRequest): Promise<CommandsReply> {
+    return commandsReply(await this.call('ChunkReport', { ...request }));
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const stub of this.stubs.values()) stub.close();
+    this.stubs.clear();
+  }
+
+  /**
+   * One exchange: at most one attempt per known server plus `redirectsMax` redirects. Rejects with the
+   * service's error, or UNAVAILABLE when no server answered as leader.
+   */
+  private async call(method: MetadataMethod, request: WireRequest): Promise<WireReply> {
+    if (this.closed) throw new MetadataLinkError('UNAVAILABLE', 'the link is closed');
+    let redirects = 0;
+    let failures = 0;
+    let last = 'no attempt';
+    while (failures < this.addresses.length && redirects <= this.redirectsMax) {
+      const address = this.target;
+      let reply: WireReply;
+      try {
+        reply = await this.attempt(address, method, request);
+      } catch (e) {
+        last = `${address}: ${(e as Error).message}`;
+        failures++;
+        this.rotate();
+        continue;
+      }
+      const error = reply.error;
+      if (error === undefined || error === null) return reply;
+      if (error.code === 'NOT_LEADER' && error.leaderAddress !== undefined && error.leaderAddress !== '' && error.leaderAddress !== address) {
+        redirects++;
+        this.redirect(error.leaderAddress);
+        last = `${address}: ${error.message}`;
+        continue;
+      }
+      if (error.code === 'NOT_LEADER') {
+        // No leader known there (an election): another server may know one.
+        last = `${address}: ${error.message}`;
+        failures++;
+        this.rotate();
+        continue;
+      }
+      throw new MetadataLinkError(error.code, `${address}: ${error.message}`);
+    }
+    throw new MetadataLinkError('UNAVAILABLE', `no metadata leader answered ${method} (last: ${last})`);
+  }
+
+  private attempt(address: string, method: string, request: WireRequest): Promise<WireReply> {
+    const stub = this.stub(address);
+    const fn = stub[method] as UnaryFn;
+    return new Promise((resolve, reject) => {
+      fn.call(stub, request, { deadline: Date.now() + this.attemptTimeoutMs }, (error, reply) => {
+        if (error !== null) reject(error);
+        else resolve(reply ?? {});
+      });
+    });
+  }
+
+  private stub(address: string): Stub {
+    let stub = this.stubs.get(address);
+    if (stub === undefined) {
+      stub = new MetadataClientConstructor(address, grpc.credentials.createInsecure(), {
+        // Reconnect quickly to a server that comes back.
+        'grpc.initial_reconnect_backoff_ms': 100,
+        'grpc.max_reconnect_backoff_ms': 1_000,
+      });
+      this.stubs.set(address, stub);
+    }
+    return stub;
+  }
+
+  private redirect(address: string): void {
+    let i = this.addresses.indexOf(address);
+    if (i < 0 && this.addresses.length < addressesMax) {
+      this.addresses.push(address);
+      i = this.addresses.length - 1;
+    }
+    if (i >= 0) this.current = i;
+  }
+
+  private rotate(): void {
+    this.current = (this.current + 1) % this.addresses.length;
+  }
+}
+
+function num(x: unknown): number {
+  const n = typeof x === 'number' ? x : typeof x === 'string' ? Number(x) : NaN;
+  if (!Number.isSafeInteger(n) || n < 0) throw new MetadataLinkError('EBADMSG', `not a count: ${String(x)}`);
+  return n;
+}
+
+/** Checks the reply's shape: a command the agent cannot read is a protocol error, not something to guess at. */
+function commandsReply(reply: WireReply): CommandsReply {
+  const raw = reply['commands'] ?? [];
+  if (!Array.isArray(raw)) throw new MetadataLinkError('EBADMSG', 'commands: not a list');
+  const commands: AgentCommand[] = raw.map((c: unknown) => {
+    const r = (typeof c === 'object' && c !== null ? c : {}) as Record<string, unknown>;
+    const handle = num(r['handle']);
+    const version = num(r['version']);
+    if (r['kind'] === 'delete') return { kind: 'delete', handle, version };
+    if (r['kind'] === 'replicate') {
+      const targetAddress = r['targetAddress'];
+      if (typeof targetAddress !== 'string' || targetAddress === '') throw new MetadataLinkError('EBADMSG', 'replicate: no target address');
+      return { kind: 'replicate', handle, version, target: num(r['target']), targetAddress };
+    }
+    throw new MetadataLinkError('EBADMSG', `unknown command kind ${String(r['kind'])}`);
+  });
+  return { commands, fullReportWanted: reply['fullReportWanted'] === true };
+}

@@ -1,0 +1,147 @@
+/**
+ * A chunkserver's Prometheus metrics: one prom-client Registry per server (several chunkservers can share a
+ * process in tests and the simulator without mixing their numbers). The store, the data plane, the scrubber
+ * and the metadata agent report through the `record…` functions below; `serveMetrics` exposes the registry
+ * on HTTP `/metrics` the way the metadata server does (src/metadata/server.ts, `startMetrics`).
+ */
+import { createServer } from 'node:http';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+/** Latency buckets in seconds: 100 µs to 10 s (the metadata server's). */
+export const latencyBucketsSeconds = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10];
+
+/** What failed when the agent could not reach the metadata leader. */
+export type MetadataRequestKind = 'register' | 'heartbeat' | 'report';
+
+export interface ChunkserverMetrics {
+  readonly registry: Registry;
+  readonly bytesIn: Counter;
+  readonly bytesOut: Counter;
+  readonly writeSeconds: Histogram;
+  readonly readSeconds: Histogram;
+  readonly checksumFailures: Counter;
+  readonly reReplicationBytes: Counter;
+  readonly reReplications: Counter<'outcome'>;
+  readonly replicasHeld: Gauge;
+  readonly heartbeatFailures: Counter<'request'>;
+}
+
+export interface ChunkserverMetricsOptions {
+  /** Read at every scrape for the replicas-held gauge (else it shows the last `setReplicasHeld`). */
+  readonly countReplicas?: () => number;
+}
+
+export function createChunkserverMetrics(options: ChunkserverMetricsOptions = {}): ChunkserverMetrics {
+  const registry = new Registry();
+  const countReplicas = options.countReplicas;
+  const registers = [registry];
+  return {
+    registry,
+    bytesIn: new Counter({ name: 'rfs_chunkserver_bytes_in_total', help: 'Chunk data bytes received (client and pipeline writes, incoming copies)', registers }),
+    bytesOut: new Counter({ name: 'rfs_chunkserver_bytes_out_total', help: 'Chunk data bytes sent (reads, pipeline forwarding, outgoing copies)', registers }),
+    writeSeconds: new Histogram({ name: 'rfs_chunkserver_write_seconds', help: 'Latency of one packet written to the local store', buckets: latencyBucketsSeconds, registers }),
+    readSeconds: new Histogram({ name: 'rfs_chunkserver_read_seconds', help: 'Latency of one read served from the local store', buckets: latencyBucketsSeconds, registers }),
+    checksumFailures: new Counter({ name: 'rfs_chunkserver_checksum_failures_total', help: 'Replicas found corrupt (block checksum mismatch on read or scrub)', registers }),
+    reReplicationBytes: new Counter({ name: 'rfs_chunkserver_rereplication_bytes_total', help: 'Bytes sent copying replicas to other chunkservers on the leader\'s orders', registers }),
+    reReplications: new Counter({ name: 'rfs_chunkserver_rereplications_total', help: 'Replica copies ordered by the leader, by outcome', labelNames: ['outcome'], registers }),
+    replicasHeld: new Gauge({
+      name: 'rfs_chunkserver_replicas',
+      help: 'Replicas held by this chunkserver',
+      registers,
+      ...(countReplicas !== undefined
+        ? {
+            collect(this: Gauge) {
+              this.set(countReplicas());
+            },
+          }
+        : {}),
+    }),
+    heartbeatFailures: new Counter({ name: 'rfs_chunkserver_heartbeat_failures_total', help: 'Failed exchanges with the metadata leader, by request', labelNames: ['request'], registers }),
+  };
+}
+
+export function recordWrite(m: ChunkserverMetrics, bytes: number, seconds: number): void {
+  m.bytesIn.inc(bytes);
+  m.writeSeconds.observe(seconds);
+}
+
+export function recordRead(m: ChunkserverMetrics, bytes: number, seconds: number): void {
+  m.bytesOut.inc(bytes);
+  m.readSeconds.observe(seconds);
+}
+
+/** Bytes received that are not a local write timed by `recordWrite` (e.g. a copy arriving in one piece). */
+export function recordBytesIn(m: ChunkserverMetrics, bytes: number): void {
+  m.bytesIn.inc(bytes);
+}
+
+/** Bytes sent that are not a read timed by `recordRead` (e.g. pipeline forwarding). */
+export function recordBytesOut(m: ChunkserverMetrics, bytes: number): void {
+  m.bytesOut.inc(bytes);
+}
+
+export function recordChecksumFailure(m: ChunkserverMetrics): void {
+  m.checksumFailures.inc();
+}
+
+/** Bytes of a copy to another chunkserver (also counted in bytes out). */
+export function recordReReplicationBytes(m: ChunkserverMetrics, bytes: number): void {
+  m.reReplicationBytes.inc(bytes);
+  m.bytesOut.inc(bytes);
+}
+
+export function recordReReplication(m: ChunkserverMetrics, outcome: 'ok' | 'failed' | 'skipped'): void {
+  m.reReplications.inc({ outcome });
+}
+
+export function recordHeartbeatFailure(m: ChunkserverMetrics, request: MetadataRequestKind): void {
+  m.heartbeatFailures.inc({ request });
+}
+
+export function setReplicasHeld(m: ChunkserverMetrics, count: number): void {
+  m.replicasHeld.set(count);
+}
+
+export interface MetricsHttpServer {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/** Serves the registry's text exposition on `GET /metrics` at `listen` ('host:port'; port 0 picks one). */
+export function serveMetrics(registry: Registry, listen: string): Promise<MetricsHttpServer> {
+  const { host, port } = parseHostPort(listen);
+  const server = createServer((req, res) => {
+    if (req.url !== '/metrics') {
+      res.writeHead(404).end();
+      return;
+    }
+    registry.metrics().then(
+      (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
+      () => res.writeHead(500).end(),
+    );
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      const address = server.address();
+      resolve({
+        port: typeof address === 'object' && address !== null ? address.port : port,
+        close: () => new Promise<void>((done) => server.close(() => done())),
+      });
+    });
+  });
+}
+
+/**
+ * 'host:port' (IPv6 hosts in brackets) → parts; the same rules as the metadata server's splitHostPort, not
+ * imported from there because that module loads RocksDB and the whole Raft stack.
+ */
+export function parseHostPort(address: string): { host: string; port: number } {
+  const i = address.lastIndexOf(':');
+  const port = Number(address.slice(i + 1));
+  if (i <= 0 || address.slice(i + 1) === '' || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new RangeError(`bad address ${JSON.stringify(address)} (want host:port)`);
+  }
+  return { host: address.slice(0, i).replace(/^\[|\]$/g, ''), port };
+}

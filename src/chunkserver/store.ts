@@ -1,0 +1,715 @@
+/**
+ * `FileChunkStore`: the replica store on an injected `Disk` (node:fs in production, the simulator's disk in
+ * tests). See types.ts for the contract and docs-store.md for the design.
+ *
+ * Layout, all in one directory:
+ *   <handle>.data      the replica's bytes; appended in place, fsynced by sync()
+ *   <handle>.meta      the sidecar: handle, version, length, sealed, CRC32C of [0, length), one CRC32C per
+ *                      `checksumBlockBytes` block, and a CRC32C of the sidecar itself
+ *   <handle>.meta.tmp  a sidecar being written; replaced atomically by rename, then the directory is fsynced
+ *
+ * Crash rule and why it holds: the sidecar is the commit record. A sidecar is written only after the data
+ * file was fsynced up to the length it names, and it replaces the old one by rename (atomic), made durable by
+ * fsyncing the directory. So the sidecar on disk always describes a durable prefix of the data file at some
+ * sync(); at open the data file is cut back to the sidecar's length (dropping any unsynced or torn tail), temp
+ * sidecars are removed, and data files without a sidecar (a create or delete cut short) are removed. Cuts
+ * (bumpVersion, seal to a shorter length) write the new sidecar before truncating the data, for the same
+ * reason.
+ *
+ * Memory: per replica only its metadata and block CRCs (4 bytes per 64 KiB block, 1/16384 of the data).
+ * Concurrency: per replica, reads and verify share a lock; every mutation holds it exclusively.
+ */
+import { crc32c } from '@node-rs/crc32';
+import type { Logger } from 'pino';
+import { assert } from '../raft/errors.ts';
+import type { Disk, DiskFile } from './disk.ts';
+import { diskError } from './disk.ts';
+import type { ChunkStore, ReplicaInfo, StoreUsage } from './types.ts';
+import { ChunkStoreError, checksumBlockBytes, chunkSizeBytesMax } from './types.ts';
+
+/** Bytes read per step by verify() and by cuts that recompute a prefix CRC. A multiple of the block size. */
+export const verifySliceBytes = 1024 * 1024;
+
+const dataSuffix = '.data';
+const metaSuffix = '.meta';
+const tempSuffix = '.tmp';
+
+const sidecarMagic = 0x4d534652; // "RFSM" little-endian
+const sidecarFormat = 1;
+const sidecarHeaderBytes = 40;
+const sidecarTrailerBytes = 4;
+const sidecarFlagSealed = 1;
+
+assert(verifySliceBytes % checksumBlockBytes === 0, 'verifySliceBytes is a whole number of blocks');
+
+export interface FileChunkStoreOptions {
+  /** Largest replica accepted (TOO_LARGE past it). At most chunkSizeBytesMax. */
+  readonly chunkSizeBytes?: number;
+  readonly logger?: Logger;
+}
+
+/** What open() found and repaired. */
+export interface RecoveryReport {
+  readonly replicas: number;
+  readonly tempFilesRemoved: number;
+  readonly orphanDataFilesRemoved: number;
+  /** Data files cut back to the length their sidecar names (an unsynced or torn tail). */
+  readonly tailsTruncated: number;
+  /** Replicas dropped because the sidecar failed its CRC or the data file was shorter than it (logged). */
+  readonly corruptReplicasRemoved: number;
+}
+
+/** Counters for metrics. */
+export interface StoreStats {
+  checksumMismatches: number;
+  bytesAppended: number;
+  bytesRead: number;
+  syncs: number;
+}
+
+interface Durable {
+  readonly version: number;
+  readonly lengthBytes: number;
+  readonly sealed: boolean;
+}
+
+interface Replica {
+  readonly handle: number;
+  version: number;
+  lengthBytes: number;
+  sealed: boolean;
+  /** blockCrcs[k] is the CRC32C of bytes [k*B, min((k+1)*B, lengthBytes)); entries past the last block are stale. */
+  blockCrcs: Uint32Array;
+  /** CRC32C of bytes [0, lengthBytes). */
+  prefixCrc: number;
+  /** What the sidecar on disk says. */
+  durable: Durable;
+  /** Open while unsealed (appends), closed at seal. */
+  file: DiskFile | undefined;
+  /** False once deleted (or failed to create): waiters must not use it. */
+  live: boolean;
+  /**
+   * Set when an fsync of the data file failed: the kernel may have dropped the dirty pages, so a later
+   * fsync could succeed without the bytes. The replica then refuses writes (IO_ERROR) until deleted.
+   */
+  syncFailure: string | undefined;
+  readonly lock: RwLock;
+}
+
+/** A FIFO readers-writer lock. */
+class RwLock {
+  private readers = 0;
+  private writer = false;
+  private readonly waiting: { exclusive: boolean; grant: () => void }[] = [];
+
+  shared(): Promise<() => void> {
+    return this.acquire(false);
+  }
+
+  exclusive(): Promise<() => void> {
+    return this.acquire(true);
+  }
+
+  private acquire(exclusive: boolean): Promise<() => void> {
+    return new Promise((resolve) => {
+      this.waiting.push({
+        exclusive,
+        grant: () => {
+          let released = false;
+          resolve(() => {
+            assert(!released, 'lock released twice');
+            released = true;
+            if (exclusive) this.writer = false;
+            else this.readers--;
+            this.pump();
+          });
+        },
+      });
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    for (;;) {
+      const head = this.waiting[0];
+      if (head === undefined || this.writer) return;
+      if (head.exclusive) {
+        if (this.readers > 0) return;
+        this.writer = true;
+      } else {
+        this.readers++;
+      }
+      this.waiting.shift();
+      head.grant();
+    }
+  }
+}
+
+function blockCount(lengthBytes: number): number {
+  return Math.ceil(lengthBytes / checksumBlockBytes);
+}
+
+function isCount(value: number): boolean {
+  return Number.isSafeInteger(value) && value >= 0;
+}
+
+function encodeSidecar(r: Replica): Uint8Array {
+  const blocks = blockCount(r.lengthBytes);
+  const bytes = new Uint8Array(sidecarHeaderBytes + blocks * 4 + sidecarTrailerBytes);
+  const view = new DataView(bytes.buffer);
+  view.setUint32(0, sidecarMagic, true);
+  view.setUint16(4, sidecarFormat, true);
+  view.setUint16(6, r.sealed ? sidecarFlagSealed : 0, true);
+  view.setBigUint64(8, BigInt(r.handle), true);
+  view.setBigUint64(16, BigInt(r.version), true);
+  view.setBigUint64(24, BigInt(r.lengthBytes), true);
+  view.setUint32(32, r.prefixCrc, true);
+  view.setUint32(36, blocks, true);
+  for (let k = 0; k < blocks; k++) view.setUint32(sidecarHeaderBytes + k * 4, r.blockCrcs[k] as number, true);
+  const body = bytes.subarray(0, bytes.length - sidecarTrailerBytes);
+  view.setUint32(body.length, crc32c(body), true);
+  return bytes;
+}
+
+interface DecodedSidecar {
+  readonly handle: number;
+  readonly version: number;
+  readonly lengthBytes: number;
+  readonly sealed: boolean;
+  readonly prefixCrc: number;
+  readonly blockCrcs: Uint32Array;
+}
+
+/** Returns the sidecar, or a reason it is unusable. */
+function decodeSidecar(bytes: Uint8Array): DecodedSidecar | string {
+  if (bytes.length < sidecarHeaderBytes + sidecarTrailerBytes) return `sidecar too short (${bytes.length} bytes)`;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const body = bytes.subarray(0, bytes.length - sidecarTrailerBytes);
+  if (view.getUint32(body.length, true) !== crc32c(body)) return 'sidecar CRC mismatch';
+  if (view.getUint32(0, true) !== sidecarMagic) return 'bad sidecar magic';
+  if (view.getUint16(4, true) !== sidecarFormat) return `unknown sidecar format ${view.getUint16(4, true)}`;
+  const handle = Number(view.getBigUint64(8, true));
+  const version = Number(view.getBigUint64(16, true));
+  const lengthBytes = Number(view.getBigUint64(24, true));
+  const blocks = view.getUint32(36, true);
+  if (!isCount(handle) || !isCount(version) || !isCount(lengthBytes) || lengthBytes > chunkSizeBytesMax) {
+    return 'sidecar fields out of range';
+  }
+  if (blocks !== blockCount(lengthBytes) || bytes.length !== sidecarHeaderBytes + blocks * 4 + sidecarTrailerBytes) {
+    return 'sidecar block count does not match its length';
+  }
+  const blockCrcs = new Uint32Array(blocks);
+  for (let k = 0; k < blocks; k++) blockCrcs[k] = view.getUint32(sidecarHeaderBytes + k * 4, true);
+  const sealed = (view.getUint16(6, true) & sidecarFlagSealed) !== 0;
+  return { handle, version, lengthBytes, sealed, prefixCrc: view.getUint32(32, true), blockCrcs };
+}
+
+async function readWhole(disk: Disk, path: string): Promise<Uint8Array> {
+  const file = await disk.open(path, { create: false });
+  try {
+    const size = await file.sizeBytes();
+    const bytes = new Uint8Array(size);
+    const n = await file.read(bytes, 0);
+    return bytes.subarray(0, n);
+  } finally {
+    await file.close();
+  }
+}
+
+export class FileChunkStore implements ChunkStore {
+  readonly stats: StoreStats = { checksumMismatches: 0, bytesAppended: 0, bytesRead: 0, syncs: 0 };
+  private readonly replicas = new Map<number, Replica>();
+  private readonly chunkSizeBytes: number;
+  private readonly logger: Logger | undefined;
+  private closed = false;
+
+  private constructor(
+    private readonly disk: Disk,
+    private readonly dir: string,
+    options: FileChunkStoreOptions,
+    readonly recovery: RecoveryReport,
+  ) {
+    this.chunkSizeBytes = options.chunkSizeBytes ?? chunkSizeBytesMax;
+    this.logger = options.logger;
+  }
+
+  /** Opens (creating if needed) the store in `dir` and recovers every replica, repairing what a crash left. */
+  static async open(disk: Disk, dir: string, options: FileChunkStoreOptions = {}): Promise<FileChunkStore> {
+    const chunkSizeBytes = options.chunkSizeBytes ?? chunkSizeBytesMax;
+    assert(isCount(chunkSizeBytes) && chunkSizeBytes > 0 && chunkSizeBytes <= chunkSizeBytesMax, 'chunkSizeBytes in (0, max]');
+    await disk.makeDirectory(dir);
+    const names = await disk.list(dir);
+    const recovered: Replica[] = [];
+    let tempFilesRemoved = 0;
+    let orphanDataFilesRemoved = 0;
+    let tailsTruncated = 0;
+    let corruptReplicasRemoved = 0;
+    const handleOf = (name: string, suffix: string): number | undefined => {
+      if (!name.endsWith(suffix)) return undefined;
+      const stem = name.slice(0, -suffix.length);
+      const handle = Number(stem);
+      return /^(0|[1-9][0-9]*)$/.test(stem) && isCount(handle) ? handle : undefined;
+    };
+    const dataNames = new Set(names.filter((n) => handleOf(n, dataSuffix) !== undefined));
+    for (const name of names) {
+      if (name.endsWith(tempSuffix)) {
+        await disk.unlink(`${dir}/${name}`);
+        tempFilesRemoved++;
+        continue;
+      }
+      const handle = handleOf(name, metaSuffix);
+      if (handle === undefined) continue;
+      const dataName = `${handle}${dataSuffix}`;
+      const outcome = await FileChunkStore.recoverOne(disk, dir, handle, dataNames.has(dataName));
+      dataNames.delete(dataName);
+      if (typeof outcome === 'string') {
+        options.logger?.error({ handle, reason: outcome }, 'replica store: dropping a corrupt replica at open');
+        await disk.unlink(`${dir}/${name}`);
+        if (names.includes(dataName)) await disk.unlink(`${dir}/${dataName}`);
+        corruptReplicasRemoved++;
+        continue;
+      }
+      if (outcome.truncated) tailsTruncated++;
+      recovered.push(outcome.replica);
+    }
+    for (const dataName of dataNames) {
+      // A data file without a sidecar: a create or a delete that a crash cut short. It holds nothing synced.
+      await disk.unlink(`${dir}/${dataName}`);
+      orphanDataFilesRemoved++;
+    }
+    if (tempFilesRemoved + orphanDataFilesRemoved + corruptReplicasRemoved > 0) await disk.syncDirectory(dir);
+    const recovery = { replicas: recovered.length, tempFilesRemoved, orphanDataFilesRemoved, tailsTruncated, corruptReplicasRemoved };
+    const store = new FileChunkStore(disk, dir, options, recovery);
+    for (const r of recovered) store.replicas.set(r.handle, r);
+    options.logger?.info({ dir, ...recovery }, 'replica store opened');
+    return store;
+  }
+
+  private static async recoverOne(
+    disk: Disk,
+    dir: string,
+    handle: number,
+    hasData: boolean,
+  ): Promise<{ replica: Replica; truncated: boolean } | string> {
+    const sidecar = decodeSidecar(await readWhole(disk, `${dir}/${handle}${metaSuffix}`));
+    if (typeof sidecar === 'string') return sidecar;
+    if (sidecar.handle !== handle) return `sidecar names handle ${sidecar.handle}`;
+    if (!hasData) return 'data file missing';
+    const file = await disk.open(`${dir}/${handle}${dataSuffix}`, { create: false });
+    let truncated = false;
+    try {
+      const size = await file.sizeBytes();
+      if (size < sidecar.lengthBytes) return `data file holds ${size} bytes, sidecar says ${sidecar.lengthBytes}`;
+      if (size > sidecar.lengthBytes) {
+        await file.truncate(sidecar.lengthBytes);
+        await file.sync();
+        truncated = true;
+      }
+    } finally {
+      await file.close();
+    }
+    const durable = { version: sidecar.version, lengthBytes: sidecar.lengthBytes, sealed: sidecar.sealed };
+    const replica: Replica = {
+      handle,
+      ...durable,
+      blockCrcs: sidecar.blockCrcs,
+      prefixCrc: sidecar.prefixCrc,
+      durable,
+      file: undefined,
+      live: true,
+      syncFailure: undefined,
+      lock: new RwLock(),
+    };
+    return { replica, truncated };
+  }
+
+  async create(handle: number, version: number): Promise<void> {
+    this.assertOpen();
+    if (!isCount(handle)) throw new ChunkStoreError('NO_SUCH_REPLICA', `invalid handle ${handle}`);
+    if (!isCount(version)) throw new ChunkStoreError('STALE_VERSION', `invalid version ${version}`);
+    const held = this.replicas.get(handle);
+    if (held !== undefined) throw new ChunkStoreError('REPLICA_EXISTS', `chunk ${handle} is held at version ${held.version}`);
+    const durable = { version, lengthBytes: 0, sealed: false };
+    const r: Replica = {
+      handle,
+      ...durable,
+      blockCrcs: new Uint32Array(0),
+      prefixCrc: 0,
+      durable: { version: -1, lengthBytes: 0, sealed: false },
+      file: undefined,
+      live: true,
+      syncFailure: undefined,
+      lock: new RwLock(),
+    };
+    // Reserve the handle before any await, so a concurrent create sees it.
+    this.replicas.set(handle, r);
+    const release = await r.lock.exclusive();
+    try {
+      const file = await this.disk.open(this.dataPath(handle), { create: true });
+      r.file = file;
+      await file.truncate(0);
+      // The data file's name becomes durable with the sidecar's rename (one directory fsync covers both).
+      await this.writeSidecar(r);
+    } catch (error) {
+      r.live = false;
+      this.replicas.delete(handle);
+      await r.file?.close().catch(() => undefined);
+      r.file = undefined;
+      // Best effort: a data file left behind has no sidecar, and open() removes it anyway.
+      await this.disk.unlink(this.dataPath(handle)).catch(() => undefined);
+      throw diskError(error, `create ${handle}`);
+    } finally {
+      release();
+    }
+  }
+
+  async append(handle: number, version: number, offset: number, data: Uint8Array): Promise<void> {
+    const { r, release } = await this.lockReplica(handle, true);
+    try {
+      this.checkVersion(r, version);
+      if (r.sealed) throw new ChunkStoreError('SEALED', `chunk ${handle} is sealed at ${r.lengthBytes} bytes`);
+      if (!isCount(offset) || offset !== r.lengthBytes) {
+        throw new ChunkStoreError('BAD_OFFSET', `append to chunk ${handle} at ${offset}, its length is ${r.lengthBytes}`);
+      }
+      if (offset + data.length > this.chunkSizeBytes) {
+        throw new ChunkStoreError('TOO_LARGE', `chunk ${handle}: ${offset} + ${data.length} bytes passes the chunk size ${this.chunkSizeBytes}`);
+      }
+      if (data.length === 0) return;
+      const file = await this.writable(r);
+      // On failure (e.g. DISK_FULL after a partial write) nothing below runs: the length and CRCs stay, and
+      // the bytes past the length are garbage the next append overwrites and open() cuts off.
+      await file.write(data, offset);
+      this.extendChecksums(r, data);
+      this.stats.bytesAppended += data.length;
+    } finally {
+      release();
+    }
+  }
+
+  async sync(handle: number): Promise<void> {
+    const { r, release } = await this.lockReplica(handle, true);
+    try {
+      if (this.isDurable(r)) return;
+      await this.syncData(r);
+      await this.writeSidecar(r);
+    } finally {
+      release();
+    }
+  }
+
+  async bumpVersion(handle: number, fromVersion: number, toVersion: number, lengthBytes: number): Promise<void> {
+    const { r, release } = await this.lockReplica(handle, true);
+    try {
+      this.checkVersion(r, fromVersion);
+      if (!isCount(toVersion) || toVersion <= fromVersion) {
+        throw new ChunkStoreError('STALE_VERSION', `chunk ${handle}: new version ${toVersion} does not raise ${fromVersion}`);
+      }
+      if (r.sealed) throw new ChunkStoreError('SEALED', `chunk ${handle} is sealed; its version is fixed`);
+      if (!isCount(lengthBytes) || lengthBytes > r.lengthBytes) {
+        throw new ChunkStoreError('BAD_OFFSET', `chunk ${handle} holds ${r.lengthBytes} bytes, cannot resume at ${lengthBytes}`);
+      }
+      await this.commitCut(r, lengthBytes, { version: toVersion, sealed: false });
+    } finally {
+      release();
+    }
+  }
+
+  async seal(handle: number, version: number, lengthBytes: number): Promise<ReplicaInfo> {
+    const { r, release } = await this.lockReplica(handle, true);
+    try {
+      this.checkVersion(r, version);
+      if (r.sealed) {
+        if (lengthBytes === r.lengthBytes && this.isDurable(r)) return this.infoOf(r);
+        if (lengthBytes !== r.lengthBytes) {
+          throw new ChunkStoreError('SEALED', `chunk ${handle} is sealed at ${r.lengthBytes} bytes, not ${lengthBytes}`);
+        }
+      }
+      if (!isCount(lengthBytes) || lengthBytes > r.lengthBytes) {
+        throw new ChunkStoreError('BAD_OFFSET', `chunk ${handle} holds ${r.lengthBytes} bytes, cannot seal at ${lengthBytes}`);
+      }
+      await this.commitCut(r, lengthBytes, { version, sealed: true });
+      const file = r.file;
+      r.file = undefined;
+      await file?.close();
+      return this.infoOf(r);
+    } finally {
+      release();
+    }
+  }
+
+  async read(handle: number, version: number, offset: number, length: number): Promise<Uint8Array> {
+    const { r, release } = await this.lockReplica(handle, false);
+    try {
+      this.checkVersion(r, version);
+      if (!isCount(offset) || !isCount(length) || offset + length > r.lengthBytes) {
+        throw new ChunkStoreError('BAD_OFFSET', `read of chunk ${handle} [${offset}, +${length}) past its length ${r.lengthBytes}`);
+      }
+      if (length === 0) return new Uint8Array(0);
+      const firstBlock = Math.floor(offset / checksumBlockBytes);
+      const lastBlock = Math.floor((offset + length - 1) / checksumBlockBytes);
+      const spanStart = firstBlock * checksumBlockBytes;
+      const spanEnd = Math.min(r.lengthBytes, (lastBlock + 1) * checksumBlockBytes);
+      const span = await this.readVerified(r, spanStart, spanEnd);
+      this.stats.bytesRead += length;
+      return span.subarray(offset - spanStart, offset - spanStart + length);
+    } finally {
+      release();
+    }
+  }
+
+  async verify(handle: number): Promise<void> {
+    const { r, release } = await this.lockReplica(handle, false);
+    try {
+      let crc = 0;
+      for (let start = 0; start < r.lengthBytes; start += verifySliceBytes) {
+        const slice = await this.readVerified(r, start, Math.min(r.lengthBytes, start + verifySliceBytes));
+        crc = crc32c(slice, crc);
+      }
+      if (crc !== r.prefixCrc) {
+        this.stats.checksumMismatches++;
+        throw new ChunkStoreError('CHECKSUM_MISMATCH', `chunk ${handle}: whole-replica CRC32C differs from the sidecar's`);
+      }
+    } finally {
+      release();
+    }
+  }
+
+  async delete(handle: number, versionAtMost: number): Promise<boolean> {
+    if (!this.replicas.has(handle)) return false;
+    const { r, release } = await this.lockReplica(handle, true, false);
+    try {
+      if (r.version > versionAtMost) return false;
+      // The sidecar goes first: a data file without one is an orphan that open() removes.
+      await this.disk.unlink(this.metaPath(handle));
+      r.live = false;
+      this.replicas.delete(handle);
+      const file = r.file;
+      r.file = undefined;
+      await file?.close().catch(() => undefined);
+      await this.disk.unlink(this.dataPath(handle));
+      await this.disk.syncDirectory(this.dir);
+      return true;
+    } finally {
+      release();
+    }
+  }
+
+  info(handle: number): ReplicaInfo | undefined {
+    const r = this.replicas.get(handle);
+    return r === undefined ? undefined : this.infoOf(r);
+  }
+
+  list(): readonly ReplicaInfo[] {
+    return [...this.replicas.values()].map((r) => this.infoOf(r)).sort((a, b) => a.handle - b.handle);
+  }
+
+  async usage(): Promise<StoreUsage> {
+    const space = await this.disk.space(this.dir);
+    let usedBytes = 0;
+    for (const r of this.replicas.values()) usedBytes += r.lengthBytes;
+    return { capacityBytes: space.capacityBytes, usedBytes };
+  }
+
+  /** Free bytes on the disk (what a heartbeat reports as room for new replicas). */
+  async freeBytes(): Promise<number> {
+    return (await this.disk.space(this.dir)).freeBytes;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const r of [...this.replicas.values()]) {
+      const release = await r.lock.exclusive();
+      try {
+        const file = r.file;
+        r.file = undefined;
+        await file?.close().catch(() => undefined);
+      } finally {
+        release();
+      }
+    }
+  }
+
+  // ---- helpers ----
+
+  private dataPath(handle: number): string {
+    return `${this.dir}/${handle}${dataSuffix}`;
+  }
+
+  private metaPath(handle: number): string {
+    return `${this.dir}/${handle}${metaSuffix}`;
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new ChunkStoreError('IO_ERROR', 'the replica store is closed');
+  }
+
+  private async lockReplica(handle: number, exclusive: boolean, writing = exclusive): Promise<{ r: Replica; release: () => void }> {
+    this.assertOpen();
+    const r = this.replicas.get(handle);
+    if (r === undefined) throw new ChunkStoreError('NO_SUCH_REPLICA', `chunk ${handle} is not held here`);
+    const release = exclusive ? await r.lock.exclusive() : await r.lock.shared();
+    if (!r.live || this.closed) {
+      release();
+      throw new ChunkStoreError(this.closed ? 'IO_ERROR' : 'NO_SUCH_REPLICA', `chunk ${handle} is not held here`);
+    }
+    if (writing && r.syncFailure !== undefined) {
+      release();
+      throw new ChunkStoreError('IO_ERROR', `chunk ${handle} refuses writes after a failed fsync: ${r.syncFailure}`);
+    }
+    return { r, release };
+  }
+
+  private checkVersion(r: Replica, version: number): void {
+    if (version !== r.version) {
+      throw new ChunkStoreError('STALE_VERSION', `chunk ${r.handle} is at version ${r.version}, not ${version}`);
+    }
+  }
+
+  private isDurable(r: Replica): boolean {
+    const d = r.durable;
+    return d.version === r.version && d.lengthBytes === r.lengthBytes && d.sealed === r.sealed;
+  }
+
+  private infoOf(r: Replica): ReplicaInfo {
+    const base = { handle: r.handle, version: r.version, lengthBytes: r.lengthBytes, sealed: r.sealed };
+    return r.sealed ? { ...base, checksum: r.prefixCrc } : base;
+  }
+
+  private async writable(r: Replica): Promise<DiskFile> {
+    r.file ??= await this.disk.open(this.dataPath(r.handle), { create: false });
+    return r.file;
+  }
+
+  /** Folds appended bytes into the block CRCs (continuing the partial last block) and the prefix CRC. */
+  private extendChecksums(r: Replica, data: Uint8Array): void {
+    const newLength = r.lengthBytes + data.length;
+    const blocks = blockCount(newLength);
+    if (blocks > r.blockCrcs.length) {
+      const grown = new Uint32Array(Math.min(blockCount(this.chunkSizeBytes), Math.max(blocks, r.blockCrcs.length * 2)));
+      grown.set(r.blockCrcs);
+      r.blockCrcs = grown;
+    }
+    let position = r.lengthBytes;
+    let consumed = 0;
+    while (consumed < data.length) {
+      const block = Math.floor(position / checksumBlockBytes);
+      const inBlock = position % checksumBlockBytes;
+      const take = Math.min(checksumBlockBytes - inBlock, data.length - consumed);
+      const piece = data.subarray(consumed, consumed + take);
+      r.blockCrcs[block] = inBlock === 0 ? crc32c(piece) : crc32c(piece, r.blockCrcs[block]);
+      position += take;
+      consumed += take;
+    }
+    r.prefixCrc = crc32c(data, r.prefixCrc);
+    r.lengthBytes = newLength;
+  }
+
+  /**
+   * Makes durable a new state at `lengthBytes` (at most the current length): data fsynced, then the new
+   * sidecar committed, then (only then) the data file truncated. Memory changes only once the sidecar is in.
+   */
+  private async commitCut(r: Replica, lengthBytes: number, next: { version: number; sealed: boolean }): Promise<void> {
+    let blockCrcs = r.blockCrcs;
+    let prefixCrc = r.prefixCrc;
+    if (lengthBytes < r.lengthBytes) {
+      const cut = await this.checksumsOfPrefix(r, lengthBytes);
+      blockCrcs = cut.blockCrcs;
+      prefixCrc = cut.prefixCrc;
+    }
+    await this.syncData(r);
+    const before = { lengthBytes: r.lengthBytes, version: r.version, sealed: r.sealed, blockCrcs: r.blockCrcs, prefixCrc: r.prefixCrc };
+    const cutting = lengthBytes < r.lengthBytes;
+    Object.assign(r, { lengthBytes, blockCrcs, prefixCrc, ...next });
+    try {
+      await this.writeSidecar(r);
+    } catch (error) {
+      Object.assign(r, before);
+      throw error;
+    }
+    if (cutting) {
+      const file = await this.writable(r);
+      await file.truncate(lengthBytes);
+    }
+  }
+
+  /** Block CRCs and the prefix CRC of the first `lengthBytes` bytes, re-read and verified from disk. */
+  private async checksumsOfPrefix(r: Replica, lengthBytes: number): Promise<{ blockCrcs: Uint32Array; prefixCrc: number }> {
+    const blocks = blockCount(lengthBytes);
+    const blockCrcs = r.blockCrcs.slice(0, Math.max(blocks, 1));
+    let prefixCrc = 0;
+    for (let start = 0; start < lengthBytes; start += verifySliceBytes) {
+      const end = Math.min(lengthBytes, start + verifySliceBytes);
+      // Read whole blocks (so their stored CRCs can be checked), then keep only the bytes below the cut.
+      const spanEnd = Math.min(r.lengthBytes, Math.ceil(end / checksumBlockBytes) * checksumBlockBytes);
+      const span = await this.readVerified(r, start, spanEnd);
+      prefixCrc = crc32c(span.subarray(0, end - start), prefixCrc);
+    }
+    if (lengthBytes % checksumBlockBytes !== 0) {
+      const lastStart = (blocks - 1) * checksumBlockBytes;
+      const span = await this.readVerified(r, lastStart, Math.min(r.lengthBytes, lastStart + checksumBlockBytes));
+      blockCrcs[blocks - 1] = crc32c(span.subarray(0, lengthBytes - lastStart));
+    }
+    return { blockCrcs, prefixCrc };
+  }
+
+  /** Reads [start, end) (block-aligned start; end at a block boundary or the length) and checks every block. */
+  private async readVerified(r: Replica, start: number, end: number): Promise<Uint8Array> {
+    assert(start % checksumBlockBytes === 0 && end > start && end <= r.lengthBytes, 'readVerified: block-aligned span');
+    const span = new Uint8Array(end - start);
+    const file = r.file ?? (await this.disk.open(this.dataPath(r.handle), { create: false }));
+    let n: number;
+    try {
+      n = await file.read(span, start);
+    } finally {
+      if (file !== r.file) await file.close();
+    }
+    for (let blockStart = start; blockStart < end; blockStart += checksumBlockBytes) {
+      const block = blockStart / checksumBlockBytes;
+      const blockEnd = Math.min(end, blockStart + checksumBlockBytes, r.lengthBytes);
+      const expected = r.blockCrcs[block];
+      const ok = blockEnd - start <= n && crc32c(span.subarray(blockStart - start, blockEnd - start)) === expected;
+      if (!ok) {
+        this.stats.checksumMismatches++;
+        this.logger?.error({ handle: r.handle, version: r.version, block }, 'replica store: checksum mismatch');
+        throw new ChunkStoreError('CHECKSUM_MISMATCH', `chunk ${r.handle} version ${r.version}: block ${block} (bytes ${blockStart}..${blockEnd}) fails its CRC32C`);
+      }
+    }
+    return span;
+  }
+
+  private async syncData(r: Replica): Promise<void> {
+    if (r.file === undefined) return;
+    try {
+      await r.file.sync();
+    } catch (error) {
+      const failure = diskError(error, `fsync of chunk ${r.handle}`);
+      r.syncFailure = failure.message;
+      this.logger?.error({ handle: r.handle, error: failure.message }, 'replica store: data fsync failed; replica refuses writes');
+      throw failure;
+    }
+  }
+
+  /** Commits the replica's in-memory state as its sidecar: temp file, fsync, rename, directory fsync. */
+  private async writeSidecar(r: Replica): Promise<void> {
+    const bytes = encodeSidecar(r);
+    const temp = `${this.metaPath(r.handle)}${tempSuffix}`;
+    let file: DiskFile | undefined;
+    try {
+      file = await this.disk.open(temp, { create: true });
+      await file.truncate(0);
+      await file.write(bytes, 0);
+      await file.sync();
+      await file.close();
+      file = undefined;
+      await this.disk.rename(temp, this.metaPath(r.handle));
+      await this.disk.syncDirectory(this.dir);
+    } catch (error) {
+      await file?.close().catch(() => undefined);
+      await this.disk.unlink(temp).catch(() => undefined);
+      throw diskError(error, `sidecar of chunk ${r.handle}`);
+    }
+    r.durable = { version: r.version, lengthBytes: r.lengthBytes, sealed: r.sealed };
+    this.stats.syncs++;
+  }
+}

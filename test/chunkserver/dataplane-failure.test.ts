@@ -1,0 +1,155 @@
+/**
+ * Failures mid-write and the acknowledgement rule: the writer learns WHICH replica failed and how many
+ * bytes every replica acknowledged; an ack never precedes the last replica's append.
+ */
+import t from 'tap';
+import type { Test } from 'tap';
+import { readRange } from '../../src/chunkserver/dataplane/read.ts';
+import { PipelineFailedError, PipelineWriter } from '../../src/chunkserver/dataplane/writer.ts';
+import { ChunkStoreError } from '../../src/chunkserver/types.ts';
+import type { Cluster } from './dataplane-harness.ts';
+import { patternBytes, settle, startCluster, track, transportKinds, waitFor } from './dataplane-harness.ts';
+import type { MemoryStoreHooks } from './memory-store.ts';
+
+const packetBytes = 64 * 1024;
+const data = patternBytes(2 * 1024 * 1024, 11);
+const failOffset = 1024 * 1024 + 3 * packetBytes;
+
+async function writeUntilFailure(cluster: Cluster, handle: number): Promise<{ failure: PipelineFailedError; acks: number[] }> {
+  const acks: number[] = [];
+  const writer = await PipelineWriter.open(cluster.network, {
+    handle,
+    version: 1,
+    chain: cluster.chain(),
+    packetBytes,
+    onAck: (length) => acks.push(length),
+  });
+  const outcome = await writer.write(data).then(() => writer.seal()).then(
+    () => null,
+    (error: unknown) => error,
+  );
+  if (!(outcome instanceof PipelineFailedError)) throw new Error(`expected a PipelineFailedError, got ${String(outcome)}`);
+  return { failure: outcome, acks };
+}
+
+/** Every replica holds at least the acknowledged bytes, and they are the bytes written. */
+function checkAckedPrefix(t: Test, cluster: Cluster, handle: number, acked: number, skip: number[] = []): void {
+  for (const [index, store] of cluster.stores.entries()) {
+    if (skip.includes(index)) continue;
+    const info = store.info(handle);
+    t.ok(info !== undefined && info.lengthBytes >= acked, `replica ${index} holds the ${acked} acknowledged bytes`);
+  }
+}
+
+for (const kind of transportKinds) {
+  for (const failing of [0, 1, 2]) {
+    void t.test(`${kind}: replica ${failing}'s store fails mid-write → failedIndex ${failing}, acked bytes reported`, async (t) => {
+      const cluster = await startCluster(kind, 3, {
+        hooks: (index): MemoryStoreHooks =>
+          index === failing
+            ? {
+                before: (call) => {
+                  if (call.op === 'append' && (call.offset ?? 0) >= failOffset) throw new ChunkStoreError('IO_ERROR', 'EIO');
+                },
+              }
+            : {},
+      });
+      t.teardown(() => cluster.close());
+      const { failure, acks } = await writeUntilFailure(cluster, 21);
+      t.equal(failure.failedIndex, failing);
+      t.equal(failure.failedId, failing + 1);
+      t.equal(failure.code, 'IO_ERROR');
+      t.ok(failure.ackedLengthBytes <= failOffset, `acked ${failure.ackedLengthBytes} ≤ ${failOffset}`);
+      t.equal(failure.ackedBytes, failure.ackedLengthBytes);
+      t.equal(failure.ackedLengthBytes, acks.at(-1) ?? 0, 'the reported length is the last acknowledgement');
+      checkAckedPrefix(t, cluster, 21, failure.ackedLengthBytes);
+      await waitFor(() => cluster.servers.every((s) => s.activeHops().length === 0), 'every hop to close');
+    });
+  }
+
+  for (const crashing of [0, 1, 2]) {
+    void t.test(`${kind}: replica ${crashing}'s server goes away mid-write → failedIndex ${crashing}`, async (t) => {
+      let crashed = false;
+      let cluster: Cluster | null = null;
+      cluster = await startCluster(kind, 3, {
+        hooks: (index): MemoryStoreHooks =>
+          index === crashing
+            ? {
+                before: (call) => {
+                  if (call.op !== 'append' || (call.offset ?? 0) < failOffset) return;
+                  if (!crashed) {
+                    crashed = true;
+                    void cluster?.crash(crashing);
+                  }
+                  return new Promise<void>(() => {}); // a dead server's disk never answers
+                },
+              }
+            : {},
+      });
+      const live = cluster;
+      t.teardown(() => live.close());
+      const { failure } = await writeUntilFailure(live, 22);
+      t.equal(failure.failedIndex, crashing, `${failure.message}`);
+      t.equal(failure.code, 'CONNECTION_LOST');
+      t.ok(failure.ackedLengthBytes <= failOffset);
+      checkAckedPrefix(t, live, 22, failure.ackedLengthBytes);
+      const survivor = crashing === 0 ? 1 : 0;
+      const prefix = await readRange(live.network, live.servers[survivor]!.address, { handle: 22, version: 1, offset: 0, length: failure.ackedLengthBytes });
+      t.ok(Buffer.from(prefix).equals(data.subarray(0, failure.ackedLengthBytes)), 'the acknowledged prefix reads back');
+    });
+  }
+
+  void t.test(`${kind}: no ack before every replica's append (random delays on every replica)`, async (t) => {
+    let step = 0;
+    const cluster = await startCluster(kind, 3, {
+      hooks: (index): MemoryStoreHooks => ({
+        before: (call) => {
+          if (call.op !== 'append') return;
+          step += 1;
+          const delayMs = (step * (index + 7)) % 4; // varied, replayable
+          return delayMs === 0 ? undefined : new Promise<void>((resolve) => setTimeout(resolve, delayMs));
+        },
+      }),
+    });
+    t.teardown(() => cluster.close());
+    let violations = 0;
+    let acks = 0;
+    const writer = await PipelineWriter.open(cluster.network, {
+      handle: 23,
+      version: 1,
+      chain: cluster.chain(),
+      packetBytes,
+      onAck: (acked) => {
+        acks += 1;
+        for (const store of cluster.stores) if ((store.info(23)?.lengthBytes ?? 0) < acked) violations += 1;
+      },
+    });
+    await writer.write(data);
+    await writer.seal();
+    t.equal(acks, data.length / packetBytes);
+    t.equal(violations, 0, 'at every ack, every replica held the acknowledged bytes');
+  });
+
+  void t.test(`${kind}: a held append on the last replica holds every ack`, async (t) => {
+    const gate: (() => void)[] = [];
+    let held = true;
+    const cluster = await startCluster(kind, 3, {
+      hooks: (index): MemoryStoreHooks =>
+        index === 2
+          ? { before: (call) => (call.op === 'append' && held ? new Promise<void>((resolve) => gate.push(resolve)) : undefined) }
+          : {},
+    });
+    t.teardown(() => cluster.close());
+    const writer = await PipelineWriter.open(cluster.network, { handle: 24, version: 1, chain: cluster.chain(), packetBytes });
+    const written = track(writer.write(data.subarray(0, 4 * packetBytes)).then(() => writer.flush()));
+    await waitFor(() => gate.length > 0, 'the last replica to receive a packet');
+    await waitFor(() => (cluster.stores[1]!.info(24)?.lengthBytes ?? 0) === 4 * packetBytes, 'the middle replica to append');
+    await settle();
+    t.equal(writer.ackedLengthBytes, 0, 'nothing acknowledged while the last replica has not appended');
+    t.equal(written.done, false);
+    held = false;
+    for (const release of gate.splice(0)) release();
+    await written.promise;
+    t.equal(writer.ackedLengthBytes, 4 * packetBytes);
+  });
+}

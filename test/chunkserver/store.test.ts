@@ -1,0 +1,167 @@
+/**
+ * FileChunkStore against the conformance suite on the real disk and on the simulator's disk, then the
+ * store's own failure handling: bit flips, a full disk, I/O errors, and what open() cleans up.
+ */
+import { mkdtemp, open as openFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { NodeDisk } from '../../src/chunkserver/disk.ts';
+import { FileChunkStore } from '../../src/chunkserver/store.ts';
+import { checksumBlockBytes } from '../../src/chunkserver/types.ts';
+import { SimDisk } from '../sim/disk.ts';
+import { Prng } from '../sim/prng.ts';
+import type { StoreFixture } from './store-conformance.ts';
+import { pattern, rejectsCode, runStoreConformance } from './store-conformance.ts';
+
+const B = checksumBlockBytes;
+const chunkSizeBytes = 1024 * 1024;
+
+async function nodeFixture(): Promise<StoreFixture & { dir: string }> {
+  const root = await mkdtemp(join(tmpdir(), 'rfs-store-'));
+  const dir = join(root, 'chunks');
+  return {
+    dir,
+    chunkSizeBytes,
+    open: () => FileChunkStore.open(new NodeDisk(), dir, { chunkSizeBytes }),
+    cleanup: () => rm(root, { recursive: true, force: true }),
+  };
+}
+
+function simFixture(seed: number, capacityBytes?: number): StoreFixture & { disk: SimDisk } {
+  const disk = new SimDisk(Prng.fromSeed(seed).split('disk'), capacityBytes === undefined ? {} : { capacityBytes });
+  return {
+    disk,
+    chunkSizeBytes,
+    open: () => FileChunkStore.open(disk, '/chunks', { chunkSizeBytes }),
+    cleanup: () => Promise.resolve(),
+  };
+}
+
+runStoreConformance(t, 'NodeDisk', nodeFixture);
+let seed = 1;
+runStoreConformance(t, 'SimDisk', () => Promise.resolve(simFixture(seed++)));
+
+void t.test('NodeDisk: a flipped bit in a data file is caught by read and verify, and only in its block', async (t) => {
+  const fixture = await nodeFixture();
+  t.teardown(() => fixture.cleanup());
+  let store = await fixture.open();
+  const data = pattern(1, 3 * B + 100);
+  await store.create(1, 1);
+  await store.append(1, 1, 0, data);
+  await store.seal(1, 1, data.length);
+  await store.close();
+  const flipAt = B + 12345;
+  const file = await openFile(join(fixture.dir, '1.data'), 'r+');
+  const byte = Buffer.alloc(1);
+  await file.read(byte, 0, 1, flipAt);
+  byte[0] = (byte[0] as number) ^ 0x10;
+  await file.write(byte, 0, 1, flipAt);
+  await file.close();
+  store = await fixture.open();
+  t.teardown(() => store.close());
+  await rejectsCode(t, store.read(1, 1, flipAt, 1), 'CHECKSUM_MISMATCH', 'a one-byte read of the bad byte');
+  await rejectsCode(t, store.read(1, 1, B - 1, 2), 'CHECKSUM_MISMATCH', 'a read touching the bad block at its start');
+  await rejectsCode(t, store.read(1, 1, 2 * B - 1, 1), 'CHECKSUM_MISMATCH', 'a read of the bad block\'s last byte');
+  await rejectsCode(t, store.verify(1), 'CHECKSUM_MISMATCH', 'verify');
+  t.ok(Buffer.from(await store.read(1, 1, 0, B)).equals(Buffer.from(data.subarray(0, B))), 'the block before is fine');
+  t.ok(Buffer.from(await store.read(1, 1, 2 * B, B + 100)).equals(Buffer.from(data.subarray(2 * B))), 'the blocks after are fine');
+});
+
+void t.test('SimDisk: a flipped bit in the partial last block is caught', async (t) => {
+  const fixture = simFixture(100);
+  const store = await fixture.open();
+  await store.create(1, 1);
+  await store.append(1, 1, 0, pattern(1, B + 50));
+  await store.sync(1);
+  fixture.disk.flipBit('/chunks/1.data', B + 49, 7);
+  await rejectsCode(t, store.read(1, 1, B + 10, 1), 'CHECKSUM_MISMATCH', 'a partial read of the partial last block');
+  await rejectsCode(t, store.verify(1), 'CHECKSUM_MISMATCH', 'verify');
+  t.equal((store as FileChunkStore).stats.checksumMismatches, 2);
+  await store.close();
+});
+
+void t.test('SimDisk: a corrupt sidecar drops the replica at open (reported), the rest survive', async (t) => {
+  const fixture = simFixture(101);
+  let store = await fixture.open();
+  for (const h of [1, 2]) {
+    await store.create(h, 1);
+    await store.append(h, 1, 0, pattern(h, 1000));
+    await store.seal(h, 1, 1000);
+  }
+  await store.close();
+  fixture.disk.flipBit('/chunks/2.meta', 20);
+  store = await fixture.open();
+  t.same(store.list().map((r) => r.handle), [1]);
+  t.equal((store as FileChunkStore).recovery.corruptReplicasRemoved, 1);
+  t.same(fixture.disk.paths(), ['/chunks/1.data', '/chunks/1.meta'], 'both files of the corrupt replica are gone');
+  await store.close();
+});
+
+void t.test('SimDisk: disk full gives DISK_FULL and leaves the replica usable', async (t) => {
+  const fixture = simFixture(102, 300_000);
+  const store = await fixture.open();
+  await store.create(1, 1);
+  await store.create(2, 1);
+  const first = pattern(1, 200_000);
+  await store.append(1, 1, 0, first);
+  await store.sync(1);
+  await store.append(2, 1, 0, pattern(2, 50_000));
+  await rejectsCode(t, store.append(1, 1, first.length, pattern(3, 100_000)), 'DISK_FULL', 'an append that does not fit');
+  t.equal(store.info(1)?.lengthBytes, first.length, 'the length did not move');
+  t.ok(Buffer.from(await store.read(1, 1, 0, first.length)).equals(Buffer.from(first)), 'the replica reads back');
+  await store.verify(1);
+  // Room frees up: the same append at the same offset now succeeds over the partial garbage.
+  t.equal(await store.delete(2, 1), true);
+  const more = pattern(3, 80_000);
+  await store.append(1, 1, first.length, more);
+  await store.sync(1);
+  await store.verify(1);
+  t.ok(Buffer.from(await store.read(1, 1, first.length, more.length)).equals(Buffer.from(more)), 'the retried append');
+  // A sidecar that does not fit fails the sync, and the previous durable state stays.
+  fixture.disk.capacityBytes = fixture.disk.usedBytes();
+  await rejectsCode(t, store.create(3, 1), 'DISK_FULL', 'a create whose sidecar does not fit');
+  t.equal(store.info(3), undefined, 'no half-created replica');
+  t.notOk(fixture.disk.paths().includes('/chunks/3.data'), 'nor its data file');
+  await store.close();
+});
+
+void t.test('SimDisk: a failed data fsync makes the replica refuse writes; it can still be read and deleted', async (t) => {
+  const fixture = simFixture(103);
+  const store = await fixture.open();
+  await store.create(1, 1);
+  await store.append(1, 1, 0, pattern(1, 1000));
+  fixture.disk.failNext(1, ['sync']);
+  await rejectsCode(t, store.sync(1), 'IO_ERROR', 'the failed fsync');
+  await rejectsCode(t, store.sync(1), 'IO_ERROR', 'a retried sync does not pretend');
+  await rejectsCode(t, store.append(1, 1, 1000, pattern(2, 10)), 'IO_ERROR', 'an append after it');
+  t.equal((await store.read(1, 1, 0, 1000)).length, 1000, 'reads still work');
+  t.equal(await store.delete(1, 1), true, 'delete works');
+  // Other I/O errors are reported and leave state as it was.
+  await store.create(2, 1);
+  fixture.disk.failNext(1, ['rename']);
+  await store.append(2, 1, 0, pattern(2, 10));
+  await rejectsCode(t, store.sync(2), 'IO_ERROR', 'a failed sidecar rename');
+  fixture.disk.failNext(1, ['read']);
+  await rejectsCode(t, store.read(2, 1, 0, 10), 'IO_ERROR', 'a failed read');
+  await store.sync(2);
+  t.equal((await store.read(2, 1, 0, 10)).length, 10);
+  t.notOk(fixture.disk.paths().some((p) => p.endsWith('.tmp')), 'the failed sync removed its temp file');
+  await store.close();
+});
+
+void t.test('open removes temp sidecars and data files without a sidecar', async (t) => {
+  const fixture = await nodeFixture();
+  t.teardown(() => fixture.cleanup());
+  let store = await fixture.open();
+  await store.create(1, 1);
+  await store.close();
+  await writeFile(join(fixture.dir, '1.meta.tmp'), 'half a sidecar');
+  await writeFile(join(fixture.dir, '9.data'), 'an orphan');
+  await writeFile(join(fixture.dir, 'README'), 'not ours');
+  store = await fixture.open();
+  t.teardown(() => store.close());
+  const recovery = (store as FileChunkStore).recovery;
+  t.same(recovery, { replicas: 1, tempFilesRemoved: 1, orphanDataFilesRemoved: 1, tailsTruncated: 0, corruptReplicasRemoved: 0 });
+  t.same((await readdir(fixture.dir)).sort(), ['1.data', '1.meta', 'README']);
+});
