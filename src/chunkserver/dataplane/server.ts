@@ -16,6 +16,8 @@ import assert from 'node:assert/strict';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../../raft/node-api.ts';
 import { silentLogger } from '../../raft/node-api.ts';
+import type { DataBug } from '../bugs.ts';
+import { noDataBugs } from '../bugs.ts';
 import type { ChunkStore } from '../types.ts';
 import { chunkSizeBytesMax } from '../types.ts';
 import type { DataConnection, DataNetwork, Dialer, Listener } from './connection.ts';
@@ -45,6 +47,8 @@ export interface DataServerOptions {
   readonly limits?: Partial<DataPlaneLimits>;
   readonly logger?: Logger;
   readonly registry?: Registry;
+  /** Planted bugs (the simulator's self-test only; see ../bugs.ts). */
+  readonly bugs?: ReadonlySet<DataBug>;
 }
 
 export class DataServer {
@@ -61,6 +65,7 @@ export class DataServer {
     readonly limits: DataPlaneLimits,
     readonly logger: Logger,
     registry: Registry | undefined,
+    readonly bugs: ReadonlySet<DataBug>,
   ) {
     this.metrics = new DataPlaneMetrics(registry);
   }
@@ -73,6 +78,7 @@ export class DataServer {
       resolveLimits(options.limits),
       options.logger ?? silentLogger,
       options.registry,
+      options.bugs ?? noDataBugs,
     );
     server.listener = await options.network.listen(options.address, (connection) => server.accept(connection));
     return server;
@@ -290,6 +296,10 @@ class PipelineHop {
         return;
       case 'ack': {
         const entry = this.pending.find((e) => e.seq === message.seq);
+        if (entry === undefined && message.seq === this.downstreamAckSeq && this.server.bugs.has('data-ack-before-last-replica')) {
+          this.downstreamAckSeq += 1; // planted bug: this packet was acknowledged upstream already
+          return;
+        }
         if (message.seq !== this.downstreamAckSeq || entry === undefined || message.replicas.length !== this.setup.chain.length) {
           this.fail(1, next.id, new DataPlaneError('PROTOCOL_ERROR', `unexpected ack ${message.seq} from downstream`));
           return;
@@ -380,9 +390,12 @@ class PipelineHop {
     while (this.state === 'ready' || this.state === 'sealing') {
       const head = this.pending[0];
       if (head === undefined || head.local === null) break;
-      if (!chainEnd && head.downstream === null) break;
+      // Planted bug: a packet's ack leaves on the local append alone, naming the downstream replicas unheard.
+      const early = head.payloadBytes > 0 && head.downstream === null && this.server.bugs.has('data-ack-before-last-replica');
+      if (!chainEnd && head.downstream === null && !early) break;
       this.pending.shift();
-      this.upstream.send({ type: 'ack', seq: head.seq, replicas: [head.local, ...(head.downstream ?? [])] });
+      const downstream = early ? this.setup.chain.map((link) => ({ id: link.id })) : (head.downstream ?? []);
+      this.upstream.send({ type: 'ack', seq: head.seq, replicas: [head.local, ...downstream] });
       if (this.state === 'sealing' && this.pending.length === 0) this.finish();
     }
     if (this.pending.length < this.server.limits.inflightPacketsMax && !this.upstream.closed) this.upstream.resume();
