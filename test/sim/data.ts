@@ -535,6 +535,7 @@ export class DataWorld {
       scrubBytesPerSecond: SCRUB_BYTES_PER_SECOND,
       sliceBytes: checksumBlockBytes,
       rescanIntervalMs: SCRUB_RESCAN_INTERVAL_MS,
+      idleMsMax: SCRUB_RESCAN_INTERVAL_MS,
       onCorrupt: (replica) => {
         if (!current()) return;
         this.stats.corruptionsFound++;
