@@ -957,13 +957,20 @@ export class DataWorld {
       if (!chunk.sealed || !chunk.fileLive) continue;
       const good = (cs: SimChunkserver): boolean => {
         const info = cs.store?.info(chunk.handle);
-        return info !== undefined && info.version === chunk.version && info.sealed && info.lengthBytes === chunk.lengthBytes;
+        // Sealed or not: a copy whose seal was cut off holds every byte (its reads and verification say so).
+        return info !== undefined && info.version === chunk.version && info.lengthBytes === chunk.lengthBytes;
       };
       const holders = up.filter(good);
       if (holders.length === 0) continue; // every copy is lost: durability judges the files that matter
       const listed = holders.filter((cs) => chunk.replicas.includes(cs.id!));
       const need = Math.min(chunk.replication, up.length);
-      if (listed.length < need) under.push(`chunk ${chunk.handle} v${chunk.version}: ${listed.length}/${need} good listed replicas [${chunk.replicas.join(',')}]`);
+      if (listed.length < need) {
+        const held = up.map((cs) => {
+          const info = cs.store!.info(chunk.handle);
+          return `${cs.id}:${info === undefined ? '-' : `v${info.version}${info.sealed ? 's' : 'u'}${info.lengthBytes}`}`;
+        });
+        under.push(`chunk ${chunk.handle} v${chunk.version} (${chunk.lengthBytes} bytes): ${listed.length}/${need} good listed replicas [${chunk.replicas.join(',')}], held ${held.join(' ')}`);
+      }
       for (const cs of up) {
         const info = cs.store!.info(chunk.handle);
         if (info !== undefined && info.version < chunk.version) stale.push(`server ${cs.id} keeps chunk ${chunk.handle} at v${info.version} < v${chunk.version}`);
