@@ -34,8 +34,8 @@ const SERVICE_STEP_INTERVAL_MS = 100;
 /** A proposal or request not answered within this is given up (its outcome unknown). */
 export const REQUEST_TIMEOUT_MS = 1_500;
 /** Tries of one request refused before it reached the state machine (no leader, not the leader). */
-const REFUSED_TRIES_MAX = 6;
-const REFUSED_BACKOFF_MS = 30;
+const REFUSED_TRIES_MAX = 20;
+const REFUSED_BACKOFF_MS = 50;
 
 /** An error whose operation certainly did not happen (refused before proposing): safe to send again. */
 class RefusedError extends Error {}

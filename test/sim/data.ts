@@ -404,6 +404,10 @@ export class DataWorld {
   private readonly files: FileRecord[] = [];
   /** handle → every chunkserver id that was in one of its pipelines (a reader's stale cache). */
   private readonly chains = new Map<number, Set<number>>();
+  /** handle → its pipelines in order (version, chain), for reads through stale locations. */
+  private readonly pipelines = new Map<number, { version: number; ids: number[] }[]>();
+  /** handle → the file and chunk index it belongs to. */
+  private readonly chunkFiles = new Map<number, { file: FileRecord; index: number }>();
   private readonly clientDialers: TrackedDialer[] = [];
   private filesInFlight = 0;
   private convergence: { startMs: number; done: (problem: string | null) => void } | null = null;
@@ -688,6 +692,9 @@ export class DataWorld {
         const known = this.chains.get(options.handle) ?? new Set<number>();
         for (const r of chain) known.add(r.id);
         this.chains.set(options.handle, known);
+        const history = this.pipelines.get(options.handle) ?? [];
+        history.push({ version: options.version, ids: chain.map((r) => r.id) });
+        this.pipelines.set(options.handle, history);
         const incarnations = chain.map((r) => this.serverAt(r.address)?.incarnation ?? -1);
         const writer = await PipelineWriter.open(dialer, {
           handle: options.handle,
@@ -811,7 +818,7 @@ export class DataWorld {
     });
     try {
       writer = await FileWriter.open(path, {
-        metadata: new SimWriterMetadata(this.meta, client, { replication: this.profile.replication, chunkSizeBytes: this.profile.chunkSizeBytes }),
+        metadata: this.writerMetadata(client, record),
         data,
         holder: `writer${w}`,
         exclusive: true,
@@ -841,12 +848,56 @@ export class DataWorld {
     }
   }
 
+  /** The writer's metadata, remembering which file and index each allocated chunk belongs to. */
+  private writerMetadata(client: MetadataClientState, file: FileRecord): SimWriterMetadata {
+    const metadata = new SimWriterMetadata(this.meta, client, { replication: this.profile.replication, chunkSizeBytes: this.profile.chunkSizeBytes });
+    const allocate = metadata.allocateChunk.bind(metadata);
+    metadata.allocateChunk = async (path, holder) => {
+      const chunk = await allocate(path, holder);
+      this.chunkFiles.set(chunk.handle, { file, index: chunk.index });
+      return chunk;
+    };
+    return metadata;
+  }
+
+  /**
+   * A read through locations cached before a version bump: a server dropped from the chunk's pipeline is asked
+   * for the chunk at its latest version. It must refuse (its replica is stale) or return exactly the bytes.
+   */
+  private async staleProbe(random: Prng, data: DataPlane): Promise<void> {
+    const bumped = [...this.pipelines].filter(([, history]) => history.length > 1);
+    if (bumped.length === 0) return;
+    const [handle, history] = random.pick(bumped);
+    const latest = history[history.length - 1]!;
+    const former = [...new Set(history.flatMap((h) => h.ids))].filter((id) => !latest.ids.includes(id));
+    const owner = this.chunkFiles.get(handle);
+    if (former.length === 0 || owner === undefined) return;
+    const id = random.pick(former);
+    // Zero bytes too: a stale replica that lost its unsynced bytes in a crash can still answer an empty read.
+    const length = random.chance(0.4) ? 0 : random.intBetween(1, PACKET_BYTES);
+    this.stats.staleCacheReads++;
+    let got: Uint8Array;
+    try {
+      got = await data.readRange(this.meta.replica(id).address, { handle, version: latest.version, offset: 0, length });
+    } catch {
+      return; // refused: right
+    } finally {
+      this.deps.timeline(`stale probe chunk ${handle} v${latest.version} from server ${id} (${length} bytes)`);
+    }
+    const chunkStart = owner.index * this.profile.chunkSizeBytes;
+    const expected = expectedContent(this.deps.seed, owner.file.path, owner.file.sizeBytes);
+    if (got.length !== length || firstDifference(got, expected, chunkStart) >= 0) {
+      this.fail('data-read-correct', `a read of chunk ${handle} v${latest.version} [0, +${length}) from server ${id} returned other bytes than were written`);
+    }
+  }
+
   private readerLoop(r: number, random: Prng): void {
     const { client, dialer } = this.newClient(random);
     const data = this.dataPlane(dialer);
     const next = (): void => {
       if (!this.deps.active()) return;
-      void this.readOnce(random, client, data).finally(() => this.schedule(random.floatBetween(1, READER_THINK_MAX_MS), `reader ${r} next read`, next));
+      const read = random.chance(this.profile.staleCacheProbability) ? this.staleProbe(random, data) : this.readOnce(random, client, data);
+      void read.finally(() => this.schedule(random.floatBetween(1, READER_THINK_MAX_MS), `reader ${r} next read`, next));
     };
     next();
   }
