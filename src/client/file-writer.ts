@@ -123,7 +123,7 @@ export class FileWriter {
     this.closed = true;
     this.failure ??= new FileIoError('EBADF', 'the writer was aborted');
     this.stopRenewing();
-    (this.chunk?.pipeline as ChunkPipeline | undefined)?.abort(); // undefined while the first pipeline is being opened
+    this.chunk?.pipeline?.abort(); // the pipeline is undefined while the first pipeline is being opened
     await this.options.metadata.releaseLease(this.path, this.options.holder).catch(() => undefined);
   }
 
@@ -147,7 +147,7 @@ export class FileWriter {
     if (this.failure !== null) return;
     this.failure = error;
     this.stopRenewing();
-    (this.chunk?.pipeline as ChunkPipeline | undefined)?.abort(); // undefined while the first pipeline is being opened
+    this.chunk?.pipeline?.abort(); // the pipeline is undefined while the first pipeline is being opened
   }
 
   private renew(): void {
