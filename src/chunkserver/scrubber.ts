@@ -165,7 +165,12 @@ export class Scrubber {
     this.reported.set(replica.handle, replica.version);
     this.stats.corruptReported++;
     this.options.logger?.error({ handle: replica.handle, version: replica.version, error: error.message }, 'scrubber: bad replica');
-    this.options.onCorrupt(replica, error);
+    try {
+      this.options.onCorrupt(replica, error);
+    } catch (callbackError) {
+      // The report is the caller's; its failure must not stop scrubbing.
+      this.options.logger?.error({ handle: replica.handle, error: String(callbackError) }, 'scrubber: onCorrupt threw');
+    }
   }
 
   private async waitForRate(): Promise<void> {

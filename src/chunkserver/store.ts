@@ -29,6 +29,13 @@ import { diskError } from './disk.ts';
 import type { ChunkStore, ReplicaInfo, StoreUsage } from './types.ts';
 import { ChunkStoreError, checksumBlockBytes, chunkSizeBytesMax } from './types.ts';
 
+/**
+ * Data files kept open (for appends and reads). Past it, the least recently used handle whose bytes are all
+ * synced and whose replica is idle is closed (reopened when next needed): a soft bound. Only clean handles
+ * are closed: an fsync through a handle opened after a failed writeback may not report the failure.
+ */
+export const dataFilesOpenMax = 256;
+
 /** Bytes read per step by verify() and by cuts that recompute a prefix CRC. A multiple of the block size. */
 export const verifySliceBytes = 1024 * 1024;
 
@@ -41,6 +48,7 @@ const sidecarFormat = 1;
 const sidecarHeaderBytes = 40;
 const sidecarTrailerBytes = 4;
 const sidecarFlagSealed = 1;
+const sidecarBytesMax = sidecarHeaderBytes + 4 * Math.ceil(chunkSizeBytesMax / checksumBlockBytes) + sidecarTrailerBytes;
 
 assert(verifySliceBytes % checksumBlockBytes === 0, 'verifySliceBytes is a whole number of blocks');
 
@@ -88,8 +96,12 @@ interface Replica {
   prefixCrc: number;
   /** What the sidecar on disk says. */
   durable: Durable;
-  /** Open while unsealed (appends), closed at seal. */
+  /** The data file while open (see dataFilesOpenMax). */
   file: DiskFile | undefined;
+  /** A reader's open of the data file in flight (readers share the lock, so they share the open). */
+  opening: Promise<DiskFile> | undefined;
+  /** Bytes appended since the data file was last fsynced. */
+  dataDirty: boolean;
   /** False once deleted (or failed to create): waiters must not use it. */
   live: boolean;
   /**
@@ -112,6 +124,19 @@ class RwLock {
 
   exclusive(): Promise<() => void> {
     return this.acquire(true);
+  }
+
+  /** Exclusive access if nobody holds or waits for the lock, else undefined. */
+  tryExclusive(): (() => void) | undefined {
+    if (this.writer || this.readers > 0 || this.waiting.length > 0) return undefined;
+    this.writer = true;
+    let released = false;
+    return () => {
+      assert(!released, 'lock released twice');
+      released = true;
+      this.writer = false;
+      this.pump();
+    };
   }
 
   private acquire(exclusive: boolean): Promise<() => void> {
@@ -208,10 +233,11 @@ function decodeSidecar(bytes: Uint8Array): DecodedSidecar | string {
   return { handle, version, lengthBytes, sealed, prefixCrc: view.getUint32(32, true), blockCrcs };
 }
 
-async function readWhole(disk: Disk, path: string): Promise<Uint8Array> {
+async function readSidecar(disk: Disk, path: string): Promise<Uint8Array | string> {
   const file = await disk.open(path, { create: false });
   try {
     const size = await file.sizeBytes();
+    if (size > sidecarBytesMax) return `sidecar of ${size} bytes is larger than any valid one`;
     const bytes = new Uint8Array(size);
     const n = await file.read(bytes, 0);
     return bytes.subarray(0, n);
@@ -223,6 +249,8 @@ async function readWhole(disk: Disk, path: string): Promise<Uint8Array> {
 export class FileChunkStore implements ChunkStore {
   readonly stats: StoreStats = { checksumMismatches: 0, bytesAppended: 0, bytesRead: 0, syncs: 0 };
   private readonly replicas = new Map<number, Replica>();
+  /** Replicas with an open data file, least recently used first. */
+  private readonly openFiles = new Map<number, Replica>();
   private readonly chunkSizeBytes: number;
   private readonly logger: Logger | undefined;
   private readonly bugs: ReadonlySet<DataBug>;
@@ -297,7 +325,9 @@ export class FileChunkStore implements ChunkStore {
     handle: number,
     hasData: boolean,
   ): Promise<{ replica: Replica; truncated: boolean } | string> {
-    const sidecar = decodeSidecar(await readWhole(disk, `${dir}/${handle}${metaSuffix}`));
+    const bytes = await readSidecar(disk, `${dir}/${handle}${metaSuffix}`);
+    if (typeof bytes === 'string') return bytes;
+    const sidecar = decodeSidecar(bytes);
     if (typeof sidecar === 'string') return sidecar;
     if (sidecar.handle !== handle) return `sidecar names handle ${sidecar.handle}`;
     if (!hasData) return 'data file missing';
@@ -322,6 +352,8 @@ export class FileChunkStore implements ChunkStore {
       prefixCrc: sidecar.prefixCrc,
       durable,
       file: undefined,
+      opening: undefined,
+      dataDirty: false,
       live: true,
       syncFailure: undefined,
       lock: new RwLock(),
@@ -343,6 +375,8 @@ export class FileChunkStore implements ChunkStore {
       prefixCrc: 0,
       durable: { version: -1, lengthBytes: 0, sealed: false },
       file: undefined,
+      opening: undefined,
+      dataDirty: false,
       live: true,
       syncFailure: undefined,
       lock: new RwLock(),
@@ -352,16 +386,18 @@ export class FileChunkStore implements ChunkStore {
     const release = await r.lock.exclusive();
     try {
       const file = await this.disk.open(this.dataPath(handle), { create: true });
-      r.file = file;
+      this.adoptFile(r, file);
       await file.truncate(0);
       // The data file's name becomes durable with the sidecar's rename (one directory fsync covers both).
       await this.writeSidecar(r);
+      await this.evictFiles();
     } catch (error) {
       r.live = false;
       this.replicas.delete(handle);
-      await r.file?.close().catch(() => undefined);
-      r.file = undefined;
-      // Best effort: a data file left behind has no sidecar, and open() removes it anyway.
+      await this.closeFile(r);
+      // Best effort, sidecar first (it may have been renamed in before a failed directory fsync); whatever is
+      // left, open() removes: a data file without a sidecar, or a sidecar without a data file.
+      await this.disk.unlink(this.metaPath(handle)).catch(() => undefined);
       await this.disk.unlink(this.dataPath(handle)).catch(() => undefined);
       throw diskError(error, `create ${handle}`);
     } finally {
@@ -381,9 +417,10 @@ export class FileChunkStore implements ChunkStore {
         throw new ChunkStoreError('TOO_LARGE', `chunk ${handle}: ${offset} + ${data.length} bytes passes the chunk size ${this.chunkSizeBytes}`);
       }
       if (data.length === 0) return;
-      const file = await this.writable(r);
+      const file = await this.fileFor(r);
       // On failure (e.g. DISK_FULL after a partial write) nothing below runs: the length and CRCs stay, and
       // the bytes past the length are garbage the next append overwrites and open() cuts off.
+      r.dataDirty = true;
       await file.write(data, offset);
       this.extendChecksums(r, data);
       this.stats.bytesAppended += data.length;
@@ -434,9 +471,7 @@ export class FileChunkStore implements ChunkStore {
         throw new ChunkStoreError('BAD_OFFSET', `chunk ${handle} holds ${r.lengthBytes} bytes, cannot seal at ${lengthBytes}`);
       }
       await this.commitCut(r, lengthBytes, { version, sealed: true });
-      const file = r.file;
-      r.file = undefined;
-      await file?.close();
+      // The file stays open: a sealed replica is usually read (re-replicated, served) soon after.
       return this.infoOf(r);
     } finally {
       release();
@@ -489,9 +524,7 @@ export class FileChunkStore implements ChunkStore {
       await this.disk.unlink(this.metaPath(handle));
       r.live = false;
       this.replicas.delete(handle);
-      const file = r.file;
-      r.file = undefined;
-      await file?.close().catch(() => undefined);
+      await this.closeFile(r);
       await this.disk.unlink(this.dataPath(handle));
       await this.disk.syncDirectory(this.dir);
       return true;
@@ -527,9 +560,7 @@ export class FileChunkStore implements ChunkStore {
     for (const r of [...this.replicas.values()]) {
       const release = await r.lock.exclusive();
       try {
-        const file = r.file;
-        r.file = undefined;
-        await file?.close().catch(() => undefined);
+        await this.closeFile(r);
       } finally {
         release();
       }
@@ -582,9 +613,49 @@ export class FileChunkStore implements ChunkStore {
     return r.sealed ? { ...base, checksum: r.prefixCrc } : base;
   }
 
-  private async writable(r: Replica): Promise<DiskFile> {
-    r.file ??= await this.disk.open(this.dataPath(r.handle), { create: false });
-    return r.file;
+  /** The replica's data file, opened if needed; the caller holds the replica's lock (shared or exclusive). */
+  private async fileFor(r: Replica): Promise<DiskFile> {
+    if (r.file !== undefined) {
+      this.openFiles.delete(r.handle);
+      this.openFiles.set(r.handle, r);
+      return r.file;
+    }
+    r.opening ??= this.disk.open(this.dataPath(r.handle), { create: false }).finally(() => (r.opening = undefined));
+    const opening = r.opening;
+    const file = await opening;
+    if (r.file === undefined) {
+      this.adoptFile(r, file);
+      await this.evictFiles();
+    }
+    return file;
+  }
+
+  private adoptFile(r: Replica, file: DiskFile): void {
+    assert(r.file === undefined, 'one open data file per replica');
+    r.file = file;
+    this.openFiles.set(r.handle, r);
+  }
+
+  private async closeFile(r: Replica): Promise<void> {
+    const file = r.file;
+    r.file = undefined;
+    this.openFiles.delete(r.handle);
+    await file?.close().catch((error: unknown) => this.logger?.warn({ handle: r.handle, error: String(error) }, 'replica store: close failed'));
+  }
+
+  /** Closes clean, idle data files past dataFilesOpenMax, least recently used first (a soft bound). */
+  private async evictFiles(): Promise<void> {
+    for (const other of [...this.openFiles.values()]) {
+      if (this.openFiles.size <= dataFilesOpenMax) return;
+      if (other.dataDirty) continue;
+      const release = other.lock.tryExclusive();
+      if (release === undefined) continue;
+      try {
+        await this.closeFile(other);
+      } finally {
+        release();
+      }
+    }
   }
 
   /** Folds appended bytes into the block CRCs (continuing the partial last block) and the prefix CRC. */
@@ -634,8 +705,14 @@ export class FileChunkStore implements ChunkStore {
       throw error;
     }
     if (cutting) {
-      const file = await this.writable(r);
-      await file.truncate(lengthBytes);
+      // Committed already: the cut is tidying. If it fails, the bytes past the length are never read, the next
+      // append overwrites them and open() cuts them, so the operation still succeeded.
+      try {
+        const file = await this.fileFor(r);
+        await file.truncate(lengthBytes);
+      } catch (error) {
+        this.logger?.warn({ handle: r.handle, error: String(error) }, 'replica store: truncating the data file after a cut failed');
+      }
     }
   }
 
@@ -663,13 +740,8 @@ export class FileChunkStore implements ChunkStore {
   private async readVerified(r: Replica, start: number, end: number, verify = true): Promise<Uint8Array> {
     assert(start % checksumBlockBytes === 0 && end > start && end <= r.lengthBytes, 'readVerified: block-aligned span');
     const span = new Uint8Array(end - start);
-    const file = r.file ?? (await this.disk.open(this.dataPath(r.handle), { create: false }));
-    let n: number;
-    try {
-      n = await file.read(span, start);
-    } finally {
-      if (file !== r.file) await file.close();
-    }
+    const file = await this.fileFor(r);
+    const n = await file.read(span, start);
     for (let blockStart = start; verify && blockStart < end; blockStart += checksumBlockBytes) {
       const block = blockStart / checksumBlockBytes;
       const blockEnd = Math.min(end, blockStart + checksumBlockBytes, r.lengthBytes);
@@ -685,9 +757,11 @@ export class FileChunkStore implements ChunkStore {
   }
 
   private async syncData(r: Replica): Promise<void> {
-    if (r.file === undefined) return;
+    if (!r.dataDirty) return;
+    assert(r.file !== undefined, 'a data file with unsynced bytes stays open');
     try {
       await r.file.sync();
+      r.dataDirty = false;
     } catch (error) {
       const failure = diskError(error, `fsync of chunk ${r.handle}`);
       r.syncFailure = failure.message;
@@ -711,6 +785,8 @@ export class FileChunkStore implements ChunkStore {
       await this.disk.rename(temp, this.metaPath(r.handle));
       await this.disk.syncDirectory(this.dir);
     } catch (error) {
+      // The rename may have happened: what the disk holds is unknown, so the next sync rewrites the sidecar.
+      r.durable = { version: -1, lengthBytes: -1, sealed: false };
       await file?.close().catch(() => undefined);
       await this.disk.unlink(temp).catch(() => undefined);
       throw diskError(error, `sidecar of chunk ${r.handle}`);

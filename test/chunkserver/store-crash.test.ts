@@ -4,7 +4,8 @@
  *
  * (a) SimDisk, fast-check: random operation sequences with power cuts between operations and in the middle
  *     of one (before any of its disk mutations), losing unsynced writes and directory changes, tearing
- *     writes. After each reopen every replica must match the model.
+ *     writes, and injected I/O errors (a failed operation changes nothing in memory; on disk either state
+ *     may be durable until the next commit). After each reopen every replica must match the model.
  * (b) Real processes: a child appends and syncs in a loop and prints what it synced; SIGKILL at a random
  *     moment; the reopened store holds at least what was synced, with the right bytes, and verifies.
  */
@@ -47,6 +48,8 @@ interface Step {
   readonly op: Op;
   /** Crash in place of the n-th disk mutation of this operation (if it has that many). */
   readonly crashAtMutation: number | undefined;
+  /** The n-th disk call of the operation fails with an injected I/O error. */
+  readonly ioError: number | undefined;
 }
 
 const handleArb = fc.constantFrom(...handles);
@@ -73,6 +76,7 @@ const stepArb: fc.Arbitrary<Step> = fc.record({
     { weight: 4, arbitrary: fc.constant(undefined) },
     { weight: 1, arbitrary: fc.integer({ min: 0, max: 4 }) },
   ),
+  ioError: fc.oneof({ weight: 6, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.integer({ min: 0, max: 6 }) }),
 });
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
@@ -87,8 +91,15 @@ const startsWith = (whole: Uint8Array, prefix: Uint8Array) =>
 
 class Model {
   current = new Map<number, State>();
-  durable = new Map<number, State>();
+  /** Per handle, every state the disk may hold durably (more than one after a failed or cut-short commit). */
+  durable = new Map<number, (State | null)[]>();
+  /** Handles whose last operation failed: they may refuse writes (a failed data fsync). */
+  suspect = new Set<number>();
   version = 1;
+
+  durableOf(h: number): (State | null)[] {
+    return this.durable.get(h) ?? [null];
+  }
 }
 
 /** The operation as a store call plus the state it makes current and (if a durability point) durable. */
@@ -135,11 +146,12 @@ function plan(
  * Reopens the store after a crash and checks every replica against the model: equal to an allowed durable
  * state, or (unsealed) a longer prefix of the bytes written. Then the model adopts what was recovered.
  */
-async function reopenAndCheck(disk: SimDisk, model: Model, allowed: Map<number, (State | null)[]>, written: Map<number, Uint8Array>): Promise<FileChunkStore> {
+async function reopenAndCheck(disk: SimDisk, model: Model, extra: Map<number, State | null>, written: Map<number, Uint8Array>): Promise<FileChunkStore> {
   const store = await FileChunkStore.open(disk, dir, { chunkSizeBytes });
+  model.suspect.clear();
   for (const h of handles) {
     const info = store.info(h);
-    const candidates = allowed.get(h) ?? [model.durable.get(h) ?? null];
+    const candidates = extra.has(h) ? [...model.durableOf(h), extra.get(h) ?? null] : model.durableOf(h);
     if (info === undefined) {
       if (!candidates.includes(null)) throw new Error(`replica ${h} lost; allowed ${describe(candidates)}`);
       model.current.delete(h);
@@ -157,7 +169,7 @@ async function reopenAndCheck(disk: SimDisk, model: Model, allowed: Map<number, 
     if (!ok) throw new Error(`replica ${h} recovered as v${info.version} ${info.sealed ? 'sealed' : 'open'} ${info.lengthBytes}B; allowed ${describe(candidates)}`);
     const state = { version: info.version, sealed: info.sealed, data };
     model.current.set(h, state);
-    model.durable.set(h, state);
+    model.durable.set(h, [state]);
   }
   for (const path of disk.paths()) {
     const name = path.slice(dir.length + 1);
@@ -175,6 +187,7 @@ void t.test('SimDisk: after any crash, every replica is at a synced state or a v
   let crashes = 0;
   let midOperationCrashes = 0;
   let torn = 0;
+  let ioErrors = 0;
   await fc.assert(
     fc.asyncProperty(fc.integer({ min: 0, max: 2 ** 31 }), fc.array(stepArb, { minLength: 10, maxLength: 60, size: 'max' }), async (seed, steps) => {
       const disk = new SimDisk(Prng.fromSeed(seed).split('disk'));
@@ -192,27 +205,47 @@ void t.test('SimDisk: after any crash, every replica is at a synced state or a v
         const h = step.op.h;
         const crashesBefore = disk.crashes;
         if (step.crashAtMutation !== undefined) disk.crashBeforeMutation(step.crashAtMutation);
+        if (step.ioError !== undefined) disk.failNext(1, undefined, step.ioError);
         try {
           await planned.call();
         } catch (error) {
-          if (!(error instanceof ChunkStoreError) || disk.crashes === crashesBefore) throw error;
-          // Crashed inside the operation: either its durable effect happened or not.
-          crashes++;
-          midOperationCrashes++;
-          const before = model.durable.get(h) ?? null;
-          const allowed = new Map([[h, planned.makesDurable ? [before, planned.next] : [before]]]);
-          const written = new Map<number, Uint8Array>();
-          for (const [k, s] of model.current) written.set(k, s.data);
-          if (planned.next !== null) written.set(h, planned.next.data);
-          store = await reopenAndCheck(disk, model, allowed, written);
+          if (!(error instanceof ChunkStoreError)) throw error;
+          if (disk.crashes !== crashesBefore) {
+            // Crashed inside the operation: either its durable effect happened or not.
+            crashes++;
+            midOperationCrashes++;
+            disk.failNext(0);
+            const extra = new Map(planned.makesDurable ? [[h, planned.next]] : []);
+            const written = new Map<number, Uint8Array>();
+            for (const [k, s] of model.current) written.set(k, s.data);
+            if (planned.next !== null) written.set(h, planned.next.data);
+            store = await reopenAndCheck(disk, model, extra, written);
+            continue;
+          }
+          const refused = model.suspect.has(h) && error.detail.includes('refuses writes');
+          if (error.code !== 'IO_ERROR' || !(step.ioError !== undefined || refused)) throw error;
+          // Failed: memory must be as before (or, for create/delete, the replica simply absent); the disk may
+          // hold either state durably until the next successful commit.
+          ioErrors++;
+          disk.failNext(0);
+          disk.crashBeforeMutation(-1);
+          if (planned.makesDurable) model.durable.set(h, [...model.durableOf(h), planned.next]);
+          const info = store.info(h);
+          const cur = model.current.get(h);
+          if (info === undefined) model.current.delete(h);
+          else if (cur === undefined || info.version !== cur.version || info.lengthBytes !== cur.data.length || info.sealed !== cur.sealed) {
+            throw new Error(`a failed ${step.op.kind} of ${h} was half-applied: ${JSON.stringify(info)}`);
+          }
+          model.suspect.add(h);
           continue;
         }
+        disk.failNext(0);
         disk.crashBeforeMutation(-1);
         if (planned.next === null) model.current.delete(h);
         else model.current.set(h, planned.next);
         if (planned.makesDurable) {
           if (planned.next === null) model.durable.delete(h);
-          else model.durable.set(h, planned.next);
+          else model.durable.set(h, [planned.next]);
         }
         // Reads of the live store always match the model.
         const cur = model.current.get(h);
@@ -232,6 +265,7 @@ void t.test('SimDisk: after any crash, every replica is at a synced state or a v
   t.ok(crashes > 500, `${crashes} crashes checked`);
   t.ok(midOperationCrashes > 100, `${midOperationCrashes} of them inside an operation`);
   t.ok(torn > 20, `${torn} torn writes`);
+  t.ok(ioErrors > 100, `${ioErrors} operations failed with an injected I/O error`);
 });
 
 const fixture = join(dirname(fileURLToPath(import.meta.url)), 'fixtures', 'append-loop.ts');

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { NodeDisk } from '../../src/chunkserver/disk.ts';
-import { FileChunkStore } from '../../src/chunkserver/store.ts';
+import { FileChunkStore, dataFilesOpenMax } from '../../src/chunkserver/store.ts';
 import { checksumBlockBytes } from '../../src/chunkserver/types.ts';
 import { SimDisk } from '../sim/disk.ts';
 import { Prng } from '../sim/prng.ts';
@@ -164,4 +164,59 @@ void t.test('open removes temp sidecars and data files without a sidecar', async
   const recovery = (store as FileChunkStore).recovery;
   t.same(recovery, { replicas: 1, tempFilesRemoved: 1, orphanDataFilesRemoved: 1, tailsTruncated: 0, corruptReplicasRemoved: 0 });
   t.same((await readdir(fixture.dir)).sort(), ['1.data', '1.meta', 'README']);
+});
+
+void t.test('open data files are bounded: clean idle ones are closed, unsynced ones never are', async (t) => {
+  const fixture = simFixture(104);
+  let store = await fixture.open();
+  const count = dataFilesOpenMax + 44;
+  for (let h = 1; h <= count; h++) {
+    await store.create(h, 1);
+    await store.append(h, 1, 0, pattern(h, 10));
+    await store.sync(h);
+  }
+  t.ok(fixture.disk.openFiles <= dataFilesOpenMax + 1, `${fixture.disk.openFiles} files open after ${count} synced replicas`);
+  // Dirty handles are kept open past the bound (closing one could hide a failed writeback).
+  for (let h = 1; h <= count; h++) await store.append(h, 1, 10, pattern(h, 10, 10));
+  t.equal(fixture.disk.openFiles, count, 'every replica with unsynced bytes keeps its file open');
+  for (let h = 1; h <= count; h++) await store.sync(h);
+  fixture.disk.crash();
+  store = await fixture.open();
+  t.equal(store.list().length, count);
+  for (let h = 1; h <= count; h++) {
+    const bytes = await store.read(h, 1, 0, 20);
+    if (!Buffer.from(bytes).equals(Buffer.from(pattern(h, 20)))) t.fail(`replica ${h} differs after the crash`);
+  }
+  await store.close();
+  t.equal(fixture.disk.openFiles, 0, 'close closes every file');
+});
+
+void t.test('SimDisk: a create whose directory fsync fails leaves nothing behind', async (t) => {
+  const fixture = simFixture(105);
+  const store = await fixture.open();
+  fixture.disk.failNext(1, ['syncDirectory']);
+  await rejectsCode(t, store.create(1, 1), 'IO_ERROR', 'the failed create');
+  t.equal(store.info(1), undefined);
+  t.same(fixture.disk.paths(), [], 'no data file, no sidecar');
+  await store.create(1, 1);
+  t.same(store.info(1), { handle: 1, version: 1, lengthBytes: 0, sealed: false }, 'a retry works');
+  await store.close();
+});
+
+void t.test('SimDisk: after a failed sidecar commit the next sync rewrites it, so a crash cannot resurrect the failed state', async (t) => {
+  for (let seed = 0; seed < 20; seed++) {
+    const fixture = simFixture(200 + seed);
+    let store = await fixture.open();
+    await store.create(1, 1);
+    await store.append(1, 1, 0, pattern(1, 1000));
+    await store.sync(1);
+    fixture.disk.failNext(1, ['syncDirectory']); // the new sidecar is renamed in, but not durably
+    await rejectsCode(t, store.bumpVersion(1, 1, 2, 500), 'IO_ERROR', `seed ${seed}: the failed bump`);
+    t.same(store.info(1), { handle: 1, version: 1, lengthBytes: 1000, sealed: false }, 'memory is as before');
+    await store.sync(1);
+    fixture.disk.crash();
+    store = await fixture.open();
+    t.same(store.info(1), { handle: 1, version: 1, lengthBytes: 1000, sealed: false }, 'the synced state, not the failed one');
+    await store.close();
+  }
 });

@@ -89,10 +89,12 @@ export class SimDisk implements Disk {
   private nextInode = 1;
   /** Handles carry the epoch they were opened in; a crash starts a new one. */
   private epoch = 0;
-  private failures: { count: number; kinds: readonly SimDiskOpKind[] | undefined } = { count: 0, kinds: undefined };
+  private failures: { count: number; kinds: readonly SimDiskOpKind[] | undefined; skip: number } = { count: 0, kinds: undefined, skip: 0 };
   /** Mutating operations left before a crash happens instead of the next one; -1 when none is armed. */
   private crashCountdown = -1;
   crashes = 0;
+  /** Handles open now (a crash closes them all). */
+  openFiles = 0;
 
   constructor(
     private readonly prng: Prng,
@@ -104,9 +106,9 @@ export class SimDisk implements Disk {
 
   // ---- fault switches ----
 
-  /** The next `count` operations (of `kinds`, or any) fail with IO_ERROR. */
-  failNext(count: number, kinds?: readonly SimDiskOpKind[]): void {
-    this.failures = { count, kinds };
+  /** The next `count` operations (of `kinds`, or any) fail with IO_ERROR, after `skip` of them succeed. */
+  failNext(count: number, kinds?: readonly SimDiskOpKind[], skip = 0): void {
+    this.failures = { count, kinds, skip };
   }
 
   /** Arms a crash in place of the `n`-th next mutating operation (write, truncate, sync, rename, unlink, create). */
@@ -118,6 +120,7 @@ export class SimDisk implements Disk {
   crash(): CrashReport {
     this.crashes++;
     this.epoch++;
+    this.openFiles = 0;
     this.crashCountdown = -1;
     let filesRolledBack = 0;
     let tornWrites = 0;
@@ -214,6 +217,7 @@ export class SimDisk implements Disk {
     } else {
       this.maybeFail('open', path);
     }
+    this.openFiles++;
     return new SimFile(this, id, path, this.epoch);
   }
 
@@ -277,6 +281,10 @@ export class SimDisk implements Disk {
     return inode;
   }
 
+  closed(epoch: number): void {
+    if (epoch === this.epoch) this.openFiles--;
+  }
+
   freeBytes(): number {
     return Math.max(0, this.capacityBytes - this.usedBytes());
   }
@@ -295,6 +303,10 @@ export class SimDisk implements Disk {
   private maybeFail(kind: SimDiskOpKind, path: string): void {
     const failures = this.failures;
     if (failures.count > 0 && (failures.kinds === undefined || failures.kinds.includes(kind))) {
+      if (failures.skip > 0) {
+        failures.skip--;
+        return;
+      }
       failures.count--;
       throw new ChunkStoreError('IO_ERROR', `${kind} ${path}: EIO: injected I/O error`);
     }
@@ -386,7 +398,9 @@ class SimFile implements DiskFile {
 
   async close(): Promise<void> {
     await Promise.resolve();
+    if (this.closed) throw new ChunkStoreError('IO_ERROR', `close ${this.path}: already closed`);
     this.closed = true;
+    this.disk.closed(this.epoch);
   }
 
   private inode(kind: SimDiskOpKind): Inode {
