@@ -153,3 +153,41 @@ for (const kind of transportKinds) {
     t.equal(writer.ackedLengthBytes, 4 * packetBytes);
   });
 }
+
+void t.test('abort() tears the pipeline down: calls reject with ABORTED, every hop closes', async (t) => {
+  const cluster = await startCluster('tcp', 3, {
+    hooks: (index): MemoryStoreHooks => (index === 2 ? { before: (call) => (call.op === 'append' ? new Promise<void>(() => {}) : undefined) } : {}),
+  });
+  t.teardown(() => cluster.close());
+  const writer = await PipelineWriter.open(cluster.network, { handle: 25, version: 1, chain: cluster.chain(), packetBytes });
+  const written = track(writer.write(data));
+  await waitFor(() => writer.inflightPackets > 0, 'packets in flight');
+  await settle();
+  t.equal(written.done, false);
+  writer.abort('deadline passed');
+  await t.rejects(written.promise, { code: 'ABORTED', failedIndex: 0, ackedLengthBytes: 0 });
+  await t.rejects(writer.flush(), { code: 'ABORTED' });
+  await waitFor(() => cluster.servers.every((s) => s.activeHops().length === 0), 'every hop to close');
+});
+
+for (const kind of transportKinds) {
+  void t.test(`${kind}: an unreachable replica in the chain fails the setup at its index`, async (t) => {
+    const cluster = await startCluster(kind, 3);
+    t.teardown(() => cluster.close());
+    const chain = cluster.chain();
+    const deadAddress = kind === 'tcp' ? '127.0.0.1:1' : 'nowhere:1';
+    await t.rejects(
+      PipelineWriter.open(cluster.network, { handle: 26, version: 1, chain: [chain[0]!, { id: 9, address: deadAddress }, chain[2]!] }),
+      { code: 'CONNECT_FAILED', failedIndex: 1, failedId: 9, ackedLengthBytes: 0 },
+    );
+    await t.rejects(
+      PipelineWriter.open(cluster.network, { handle: 27, version: 1, chain: [{ id: 9, address: deadAddress }, ...chain] }),
+      { code: 'CONNECT_FAILED', failedIndex: 0 },
+    );
+    await t.rejects(
+      PipelineWriter.open(cluster.network, { handle: 28, version: 1, chain: [chain[0]!, { id: 77, address: chain[1]!.address }] }),
+      { code: 'WRONG_SERVER', failedIndex: 1 },
+      'a chain entry whose id is not the server at that address',
+    );
+  });
+}

@@ -235,3 +235,26 @@ for (const kind of transportKinds) {
     connection.destroy();
   });
 }
+
+for (const kind of transportKinds) {
+  void t.test(`${kind}: connections past connectionsMax are refused with BUSY`, async (t) => {
+    const cluster = await startCluster(kind, 1, { connectionsMax: 2 });
+    t.teardown(() => cluster.close());
+    const address = cluster.servers[0]!.address;
+    const writer = await PipelineWriter.open(cluster.network, { handle: 61, version: 1, chain: cluster.chain(), packetBytes: 64 * 1024 });
+    await writer.write(patternBytes(1000, 1));
+    await writer.seal();
+    const idle = [await cluster.network.dial(address), await cluster.network.dial(address)];
+    for (const connection of idle) connection.start({ onMessage: () => {}, onClose: () => {} });
+    await settle();
+    await t.rejects(readRange(cluster.network, address, { handle: 61, version: 1, offset: 0, length: 10 }), { code: 'BUSY' });
+    idle[0]!.destroy();
+    let back: Uint8Array | null = null;
+    for (let attempt = 0; attempt < 100 && back === null; attempt++) {
+      back = await readRange(cluster.network, address, { handle: 61, version: 1, offset: 0, length: 10 }).catch(() => null);
+      if (back === null) await settle(20);
+    }
+    t.ok(back !== null && Buffer.from(back).equals(patternBytes(1000, 1).subarray(0, 10)), 'served once a slot is free');
+    idle[1]!.destroy();
+  });
+}

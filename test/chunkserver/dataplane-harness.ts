@@ -32,7 +32,7 @@ export function makeNetwork(kind: TransportKind, limits: Partial<DataPlaneLimits
 export async function startCluster(
   kind: TransportKind,
   count: number,
-  options: { limits?: Partial<DataPlaneLimits>; hooks?: (index: number) => MemoryStoreHooks } = {},
+  options: { limits?: Partial<DataPlaneLimits>; hooks?: (index: number) => MemoryStoreHooks; connectionsMax?: number } = {},
 ): Promise<Cluster> {
   const limits = options.limits ?? {};
   const network = makeNetwork(kind, limits);
@@ -48,6 +48,7 @@ export async function startCluster(
         network,
         address: kind === 'tcp' ? '127.0.0.1:0' : `cs-${index + 1}:7000`,
         limits,
+        ...(options.connectionsMax === undefined ? {} : { connectionsMax: options.connectionsMax }),
       }),
     );
   }

@@ -12,7 +12,14 @@ const packetBytes = 64 * 1024;
 
 for (const kind of transportKinds) {
   void t.test(`${kind}: a 3-replica pipeline writes, seals and reads back equal bytes`, async (t) => {
-    const cluster = await startCluster(kind, 3);
+    const syncs = [0, 0, 0];
+    const cluster = await startCluster(kind, 3, {
+      hooks: (index) => ({
+        after: (call) => {
+          if (call.op === 'sync') syncs[index]! += 1;
+        },
+      }),
+    });
     t.teardown(() => cluster.close());
     const data = patternBytes(3 * 1024 * 1024 + 12_345, 1);
     const acks: number[] = [];
@@ -28,6 +35,7 @@ for (const kind of transportKinds) {
     for (let i = 1; i < cuts.length; i++) await writer.write(data.subarray(cuts[i - 1], cuts[i]), { sync: i === 3 });
     await writer.flush();
     t.equal(writer.ackedLengthBytes, data.length);
+    t.same(syncs, [1, 1, 1], 'the one sync packet made every replica sync once');
     t.same(acks, [...acks].sort((a, b) => a - b), 'acknowledged lengths only grow');
     const sealed = await writer.seal();
     const checksum = crc32c(data);

@@ -10,7 +10,8 @@ export type DataPlaneErrorCode =
   | 'CONNECT_FAILED' // dialing a replica failed
   | 'CONNECTION_LOST' // the connection closed or broke before the exchange finished
   | 'WRONG_SERVER' // the setup names another chunkserver id than the one that received it
-  | 'ABORTED'; // the local side gave up (PipelineWriter.abort)
+  | 'ABORTED' // the local side gave up (PipelineWriter.abort)
+  | 'BUSY'; // the server is at its connection limit
 
 const codes: ReadonlySet<string> = new Set<DataPlaneErrorCode>([
   'NO_SUCH_REPLICA',
@@ -29,6 +30,7 @@ const codes: ReadonlySet<string> = new Set<DataPlaneErrorCode>([
   'CONNECTION_LOST',
   'WRONG_SERVER',
   'ABORTED',
+  'BUSY',
 ]);
 
 export function isDataPlaneErrorCode(value: unknown): value is DataPlaneErrorCode {

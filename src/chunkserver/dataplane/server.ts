@@ -45,11 +45,15 @@ export interface DataServerOptions {
   /** Where to listen, `host:port` (port 0 picks one on TCP). */
   readonly address: string;
   readonly limits?: Partial<DataPlaneLimits>;
+  /** Open connections at most (pipeline hops and readers); more are refused with BUSY. */
+  readonly connectionsMax?: number;
   readonly logger?: Logger;
   readonly registry?: Registry;
   /** Planted bugs (the simulator's self-test only; see ../bugs.ts). */
   readonly bugs?: ReadonlySet<DataBug>;
 }
+
+export const defaultConnectionsMax = 1024;
 
 export class DataServer {
   readonly metrics: DataPlaneMetrics;
@@ -65,8 +69,11 @@ export class DataServer {
     readonly limits: DataPlaneLimits,
     readonly logger: Logger,
     registry: Registry | undefined,
+    readonly connectionsMax: number,
     readonly bugs: ReadonlySet<DataBug>,
   ) {
+    if (!Number.isSafeInteger(connectionsMax) || connectionsMax < 1)
+      throw new RangeError(`connectionsMax must be a positive integer, got ${connectionsMax}`);
     this.metrics = new DataPlaneMetrics(registry);
   }
 
@@ -78,6 +85,7 @@ export class DataServer {
       resolveLimits(options.limits),
       options.logger ?? silentLogger,
       options.registry,
+      options.connectionsMax ?? defaultConnectionsMax,
       options.bugs ?? noDataBugs,
     );
     server.listener = await options.network.listen(options.address, (connection) => server.accept(connection));
@@ -107,6 +115,15 @@ export class DataServer {
   private accept(connection: DataConnection): void {
     if (this.stopped) {
       connection.destroy();
+      return;
+    }
+    if (this.connections.size >= this.connectionsMax) {
+      // Each connection holds bounded memory; the count of them is bounded here.
+      this.metrics.connectionErrors.inc({ code: 'BUSY' });
+      this.logger.warn({ peer: connection.remoteAddress, connectionsMax: this.connectionsMax }, 'data connection refused');
+      connection.start({ onMessage: () => {}, onClose: () => {} });
+      connection.send(errorMessage(new DataPlaneError('BUSY', `at ${this.connectionsMax} connections`)));
+      connection.end();
       return;
     }
     this.connections.add(connection);

@@ -167,11 +167,16 @@ class TcpConnection implements DataConnection {
   }
 }
 
+/** A dial that has not connected after this long fails (CONNECT_FAILED) instead of waiting for the OS. */
+export const defaultConnectTimeoutMs = 5_000;
+
 export class TcpDataNetwork implements DataNetwork {
   readonly limits: DataPlaneLimits;
+  readonly connectTimeoutMs: number;
 
-  constructor(limits: Partial<DataPlaneLimits> = {}) {
+  constructor(limits: Partial<DataPlaneLimits> = {}, options: { connectTimeoutMs?: number } = {}) {
     this.limits = resolveLimits(limits);
+    this.connectTimeoutMs = options.connectTimeoutMs ?? defaultConnectTimeoutMs;
   }
 
   dial(address: string): Promise<DataConnection> {
@@ -183,7 +188,10 @@ export class TcpDataNetwork implements DataNetwork {
         reject(new DataPlaneError('CONNECT_FAILED', `${address}: ${error.message}`));
       };
       socket.once('error', onError);
+      // The real-time edge: the only timer of the data plane, and only until the connection is up.
+      socket.setTimeout(this.connectTimeoutMs, () => onError(new Error(`no connection after ${this.connectTimeoutMs} ms`)));
       socket.once('connect', () => {
+        socket.setTimeout(0);
         socket.off('error', onError);
         resolve(new TcpConnection(socket, this.limits));
       });
