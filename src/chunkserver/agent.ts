@@ -134,6 +134,11 @@ export interface AgentLimits {
   readonly fullReportIntervalMs: number;
   /** Replicas (or removed handles) in one report message; a larger full report goes in several messages. */
   readonly reportChunksMax: number;
+  /**
+   * Unreported changes kept, at most; past it they are dropped for one full report, which covers them all (it
+   * replaces what the leader knows this server holds). Bounds memory while the leader is unreachable.
+   */
+  readonly pendingChangesMax: number;
   /** Changes wait this long before an incremental report, so that changes close together share one. */
   readonly reportDelayMs: number;
   /** Copies for the leader running at once. */
@@ -163,6 +168,7 @@ export const defaultAgentLimits: AgentLimits = {
   fullReportIntervalMs: 60 * 60 * 1_000,
   reportChunksMax: 2_000,
   reportDelayMs: 50,
+  pendingChangesMax: 100_000,
   replicationsInflightMax: 2,
   replicationsQueuedMax: 256,
   deletesQueuedMax: 4_096,
@@ -253,6 +259,8 @@ export class MetadataAgent {
   private reportDueMs: number | null = null;
   private heartbeatDueMs = 0;
   private fullReportDueMs = Infinity;
+  /** Full reports are at least reportDelayMs apart (a leader asking again at once cannot make us loop). */
+  private fullReportEarliestMs = 0;
   private failures = 0;
   private retryAtMs = 0;
   private lastUsage: StoreUsage = { capacityBytes: 0, usedBytes: 0 };
@@ -385,6 +393,13 @@ export class MetadataAgent {
   private note(handle: number): void {
     assert(Number.isSafeInteger(handle) && handle >= 1, `handle ${handle}`);
     if (this.stopped) return;
+    if (!this.pending.has(handle) && this.pending.size >= this.limits.pendingChangesMax) {
+      this.pending.clear();
+      this.reportDueMs = null;
+      this.requestFullReport();
+      this.kick();
+      return;
+    }
     this.pending.set(handle, ++this.changeSeq);
     this.reportDueMs ??= this.options.clock.nowMs() + this.limits.reportDelayMs;
     this.kick();
@@ -393,7 +408,8 @@ export class MetadataAgent {
   /** When the next exchange should happen. */
   private nextDueMs(nowMs: number): number {
     if (this.failures > 0) return this.retryAtMs;
-    if (this.id === null || this.unsavedId !== null || this.needFullReport) return nowMs;
+    if (this.id === null || this.unsavedId !== null) return nowMs;
+    if (this.needFullReport) return Math.max(nowMs, this.fullReportEarliestMs);
     return Math.min(this.reportDueMs ?? Infinity, this.heartbeatDueMs, this.fullReportDueMs);
   }
 
@@ -442,7 +458,7 @@ export class MetadataAgent {
       if (this.id === null || this.unsavedId !== null) {
         kind = 'register';
         await this.register();
-      } else if (this.needFullReport) {
+      } else if (this.needFullReport && nowMs >= this.fullReportEarliestMs) {
         kind = 'report';
         await this.sendFullReport(this.id);
       } else if (this.reportDueMs !== null && nowMs >= this.reportDueMs) {
@@ -573,6 +589,7 @@ export class MetadataAgent {
     }
     this.counts.fullReports++;
     this.fullReportDueMs = this.options.clock.nowMs() + this.limits.fullReportIntervalMs;
+    this.fullReportEarliestMs = this.options.clock.nowMs() + this.limits.reportDelayMs;
     this.needFullReport = wanted || this.fullReportEpoch !== epoch;
     this.settle(covered);
   }
@@ -648,6 +665,7 @@ export class MetadataAgent {
   private enqueueCopy(order: CopyOrder): void {
     const key = copyKey(order);
     if (this.copiesRunning.has(key) || this.copyQueue.some((c) => copyKey(c) === key)) return;
+    if (!this.holds(order)) return;
     if (this.copyQueue.length >= this.limits.replicationsQueuedMax) {
       this.options.logger.warn({ handle: order.handle, target: order.target }, 'copy queue full: order dropped (the leader orders it again)');
       if (this.options.metrics !== undefined) recordReReplication(this.options.metrics, 'skipped');
@@ -670,16 +688,20 @@ export class MetadataAgent {
     }
   }
 
+  /** Whether the replica to copy is held at the ordered version (checked when ordered and again when started). */
+  private holds(order: CopyOrder): boolean {
+    const held = this.options.store.info(order.handle)?.version;
+    if (held === order.version) return true;
+    this.options.logger.warn({ handle: order.handle, version: order.version, held: held ?? null }, 'copy ordered for a replica not held at that version: skipped');
+    if (this.options.metrics !== undefined) recordReReplication(this.options.metrics, 'skipped');
+    this.note(order.handle); // tell the leader what we do hold
+    return false;
+  }
+
   /** One copy; never rejects. A copy that fails is ordered again by the leader after its replication timeout. */
   private async copy(order: CopyOrder): Promise<void> {
-    const info = this.options.store.info(order.handle);
     const log = this.options.logger;
-    if (info?.version !== order.version) {
-      log.warn({ handle: order.handle, version: order.version, held: info?.version ?? null }, 'copy ordered for a replica not held at that version: skipped');
-      if (this.options.metrics !== undefined) recordReReplication(this.options.metrics, 'skipped');
-      this.note(order.handle); // tell the leader what we do hold
-      return;
-    }
+    if (!this.holds(order)) return;
     try {
       await this.options.copyReplica({ handle: order.handle, version: order.version, targetId: order.target, targetAddress: order.targetAddress, signal: this.abort.signal });
       this.counts.copiesDone++;

@@ -15,13 +15,21 @@ import type { AgentCommand, ChunkReportRequest, CommandsReply, MetadataLink, Reg
 import { MetadataLinkError } from './agent.ts';
 
 export interface GrpcMetadataLinkOptions {
-  /** Deadline of one RPC attempt. */
+  /** Deadline of one heartbeat or report attempt (answered from the leader's memory: no Raft write). */
   readonly attemptTimeoutMs?: number;
+  /**
+   * Deadline of one registration attempt: a Raft write. Longer than the server's proposal timeout (5 s), so
+   * the server's own TIMEOUT answer comes first: our deadline expiring leaves the outcome unknown, and a
+   * registration is not idempotent (RegisterChunkserver takes no session stamp), so a retry after an
+   * applied-but-unanswered one leaves an orphan id (declared dead later; it holds nothing).
+   */
+  readonly registerTimeoutMs?: number;
   /** Redirects followed within one call, at most. */
   readonly redirectsMax?: number;
 }
 
 export const defaultAttemptTimeoutMs = 2_000;
+export const defaultRegisterTimeoutMs = 6_000;
 export const defaultRedirectsMax = 3;
 /** Addresses learned from redirects are kept, up to this many in all. */
 const addressesMax = 32;
@@ -38,6 +46,7 @@ export class GrpcMetadataLink implements MetadataLink {
   private current = 0;
   private readonly stubs = new Map<string, Stub>();
   private readonly attemptTimeoutMs: number;
+  private readonly registerTimeoutMs: number;
   private readonly redirectsMax: number;
   private closed = false;
 
@@ -45,6 +54,7 @@ export class GrpcMetadataLink implements MetadataLink {
     if (addresses.length === 0) throw new RangeError('need at least one metadata server address');
     this.addresses = [...new Set(addresses)];
     this.attemptTimeoutMs = options.attemptTimeoutMs ?? defaultAttemptTimeoutMs;
+    this.registerTimeoutMs = options.registerTimeoutMs ?? defaultRegisterTimeoutMs;
     this.redirectsMax = options.redirectsMax ?? defaultRedirectsMax;
   }
 
@@ -118,7 +128,8 @@ export class GrpcMetadataLink implements MetadataLink {
     const stub = this.stub(address);
     const fn = stub[method] as UnaryFn;
     return new Promise((resolve, reject) => {
-      fn.call(stub, request, { deadline: Date.now() + this.attemptTimeoutMs }, (error, reply) => {
+      const timeoutMs = method === 'RegisterChunkserver' ? this.registerTimeoutMs : this.attemptTimeoutMs;
+      fn.call(stub, request, { deadline: Date.now() + timeoutMs }, (error, reply) => {
         if (error !== null) reject(error);
         else resolve(reply ?? {});
       });

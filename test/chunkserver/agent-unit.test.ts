@@ -1,0 +1,286 @@
+/**
+ * The agent's own rules on a manual clock and a scripted link (no network, deterministic, as the simulator
+ * will run it): retry backoff and its bound, reports split at reportChunksMax, copies limited to
+ * replicationsInflightMax, a full report asked for during one, a corrupt source found by a copy, an id save
+ * that fails, and the limits' consistency checks.
+ */
+import { pino } from 'pino';
+import t from 'tap';
+import type { AgentCommand, ChunkReportRequest, CommandsReply, CopyReplica, MetadataLink, RegisterRequest } from '../../src/chunkserver/agent.ts';
+import { MetadataAgent, MetadataLinkError, checkAgentLimits, defaultAgentLimits } from '../../src/chunkserver/agent.ts';
+import { ChunkStoreError } from '../../src/chunkserver/types.ts';
+import type { Clock, TimerHandle } from '../../src/raft/node-api.ts';
+import { MemoryChunkStore, MemoryIdStore } from './memory-store-agent.ts';
+
+interface ManualTimer {
+  dueMs: number;
+  fn: () => void;
+  cancelled: boolean;
+}
+
+/** Virtual time: timers run only when the test advances the clock. */
+class ManualClock implements Clock {
+  now = 0;
+  private timers: ManualTimer[] = [];
+  nowMs(): number {
+    return this.now;
+  }
+  setTimer(delayMs: number, fn: () => void): TimerHandle {
+    const timer = { dueMs: this.now + Math.max(0, delayMs), fn, cancelled: false };
+    this.timers.push(timer);
+    return timer;
+  }
+  clearTimer(handle: TimerHandle): void {
+    (handle as ManualTimer).cancelled = true;
+  }
+  /** Runs every timer due up to now + ms, in order, letting the agent's promises settle after each. */
+  async advance(ms: number): Promise<void> {
+    const end = this.now + ms;
+    for (;;) {
+      await settle();
+      this.timers = this.timers.filter((x) => !x.cancelled);
+      const next = this.timers.filter((x) => x.dueMs <= end).sort((a, b) => a.dueMs - b.dueMs)[0];
+      if (next === undefined) break;
+      this.timers.splice(this.timers.indexOf(next), 1);
+      this.now = next.dueMs;
+      next.fn();
+    }
+    this.now = end;
+    await settle();
+  }
+}
+
+async function settle(): Promise<void> {
+  for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+}
+
+/** A link answering from a script. */
+class ScriptedLink implements MetadataLink {
+  up = true;
+  readonly calls: { kind: string; atMs: number; request?: ChunkReportRequest | RegisterRequest }[] = [];
+  /** Commands for the next reply. */
+  queued: AgentCommand[] = [];
+  fullReportWanted = false;
+  constructor(private readonly clock: ManualClock) {}
+  private check(): void {
+    if (!this.up) throw new MetadataLinkError('UNAVAILABLE', 'no metadata leader answered');
+  }
+  private reply(): CommandsReply {
+    const commands = this.queued;
+    this.queued = [];
+    return { commands, fullReportWanted: this.fullReportWanted };
+  }
+  register(request: RegisterRequest): Promise<{ readonly id: number }> {
+    this.calls.push({ kind: 'register', atMs: this.clock.now, request });
+    return Promise.resolve().then(() => {
+      this.check();
+      return { id: request.id === 0 ? 7 : request.id };
+    });
+  }
+  heartbeat(): Promise<CommandsReply> {
+    this.calls.push({ kind: 'heartbeat', atMs: this.clock.now });
+    return Promise.resolve().then(() => {
+      this.check();
+      return this.reply();
+    });
+  }
+  chunkReport(request: ChunkReportRequest): Promise<CommandsReply> {
+    this.calls.push({ kind: 'report', atMs: this.clock.now, request });
+    return Promise.resolve().then(() => {
+      this.check();
+      return this.reply();
+    });
+  }
+  reports(): ChunkReportRequest[] {
+    return this.calls.flatMap((c) => (c.kind === 'report' ? [c.request as ChunkReportRequest] : []));
+  }
+}
+
+function makeAgent(options: { store?: MemoryChunkStore; idStore?: MemoryIdStore; copyReplica?: CopyReplica; limits?: Partial<typeof defaultAgentLimits> } = {}) {
+  const clock = new ManualClock();
+  const link = new ScriptedLink(clock);
+  const store = options.store ?? new MemoryChunkStore();
+  const idStore = options.idStore ?? new MemoryIdStore();
+  const agent = new MetadataAgent({
+    address: '127.0.0.1:9000',
+    rack: 'r0',
+    store,
+    link,
+    idStore,
+    clock,
+    copyReplica: options.copyReplica ?? (() => Promise.resolve()),
+    logger: pino({ level: 'silent' }),
+    limits: { heartbeatIntervalMs: 1_000, retryDelayMsMin: 100, retryDelayMsMax: 1_000, reportDelayMs: 10, ...options.limits },
+  });
+  return { clock, link, store, idStore, agent };
+}
+
+void t.test('retries back off exponentially up to retryDelayMsMax, then recover', async (t) => {
+  const { clock, link, agent } = makeAgent();
+  link.up = false;
+  await agent.start();
+  await clock.advance(6_000);
+  const times = link.calls.map((c) => c.atMs);
+  const gaps = times.slice(1).map((x, i) => x - times[i]!);
+  t.same(gaps.slice(0, 6), [100, 200, 400, 800, 1_000, 1_000], 'doubling, then capped');
+  t.ok(gaps.every((g) => g <= 1_000), 'never longer than the cap');
+  t.equal(agent.status().registered, false);
+  link.up = true;
+  await clock.advance(1_000);
+  t.equal(agent.status().id, 7, 'registered once the link is up');
+  t.equal(agent.status().consecutiveFailures, 0);
+  await agent.stop();
+});
+
+void t.test('reports are split at reportChunksMax; heartbeats follow at their interval', async (t) => {
+  const store = new MemoryChunkStore();
+  for (let h = 1; h <= 25; h++) await store.put(h, 1, Buffer.from([h]), true);
+  const { clock, link, agent } = makeAgent({ store, limits: { reportChunksMax: 10 } });
+  await agent.start();
+  await clock.advance(0);
+  const full = link.reports();
+  t.same(
+    full.map((r) => [r.full, r.chunks.length]),
+    [
+      [true, 10],
+      [false, 10],
+      [false, 5],
+    ],
+    'a full report of 25 in three messages (the first one full)',
+  );
+  for (let h = 1; h <= 25; h++) agent.noteReplicaChanged(h);
+  await clock.advance(5);
+  t.equal(link.reports().length, 3, 'changes wait reportDelayMs');
+  await clock.advance(100);
+  const incremental = link.reports().slice(3);
+  t.same(incremental.map((r) => r.chunks.length + r.removed.length), [10, 10, 5], 'then go in messages of at most 10');
+  const beats = link.calls.filter((c) => c.kind === 'heartbeat').map((c) => c.atMs);
+  await clock.advance(3_000);
+  const later = link.calls.filter((c) => c.kind === 'heartbeat').map((c) => c.atMs);
+  t.same(later.slice(beats.length), [1_000, 2_000, 3_000], 'a heartbeat every interval');
+  await agent.stop();
+});
+
+void t.test('copies: at most replicationsInflightMax at once, duplicates ignored, only held versions', async (t) => {
+  const store = new MemoryChunkStore();
+  for (let h = 1; h <= 5; h++) await store.put(h, 2, Buffer.from('x'), true);
+  const running: { handle: number; done: () => void }[] = [];
+  const copyReplica: CopyReplica = (copy) =>
+    new Promise<void>((resolve) => {
+      running.push({ handle: copy.handle, done: resolve });
+    });
+  const { clock, link, agent } = makeAgent({ store, copyReplica, limits: { replicationsInflightMax: 2 } });
+  await agent.start();
+  await clock.advance(0);
+  const order = (handle: number, version = 2): AgentCommand => ({ kind: 'replicate', handle, version, target: 9, targetAddress: '127.0.0.1:9009' });
+  link.queued = [order(1), order(2), order(3), order(3), order(4), order(5, 1)];
+  await clock.advance(1_000);
+  t.same(running.map((r) => r.handle), [1, 2], 'two copies run');
+  t.equal(agent.status().copiesQueued, 2, 'two wait (the duplicate dropped, the wrong version skipped)');
+  running[0]!.done();
+  await clock.advance(0);
+  t.same(running.map((r) => r.handle), [1, 2, 3], 'a slot freed: the next starts');
+  running[1]!.done();
+  running[2]!.done();
+  await clock.advance(0);
+  running[3]!.done();
+  await clock.advance(0);
+  t.same(running.map((r) => r.handle), [1, 2, 3, 4], 'handle 5 at version 1 is not held: never copied');
+  t.equal(agent.status().copiesDone, 4);
+  t.equal(agent.status().copiesInflight, 0);
+  await agent.stop();
+});
+
+void t.test('a copy that finds its source corrupt deletes it and reports in full', async (t) => {
+  const store = new MemoryChunkStore();
+  await store.put(4, 1, Buffer.from('x'), true);
+  const copyReplica: CopyReplica = () => Promise.reject(new ChunkStoreError('CHECKSUM_MISMATCH', 'chunk 4 block 0'));
+  const { clock, link, agent } = makeAgent({ store, copyReplica });
+  await agent.start();
+  await clock.advance(0);
+  t.equal(link.reports().length, 1);
+  link.queued = [{ kind: 'replicate', handle: 4, version: 1, target: 2, targetAddress: '127.0.0.1:1' }];
+  await clock.advance(1_000);
+  t.equal(store.info(4), undefined, 'the corrupt replica is deleted');
+  const reports = link.reports();
+  t.equal(reports.length, 2, 'and a second full report sent');
+  t.same(reports[1], { id: 7, full: true, chunks: [], removed: [] }, 'without it');
+  t.equal(agent.status().copiesFailed, 1);
+  await agent.stop();
+});
+
+void t.test('a full report asked for while one is sent is sent again; deletes run and are reported', async (t) => {
+  const store = new MemoryChunkStore();
+  await store.put(1, 1, Buffer.from('a'), true);
+  await store.put(2, 3, Buffer.from('b'), true);
+  const { clock, link, agent } = makeAgent({ store });
+  link.fullReportWanted = true; // the leader keeps asking (e.g. a new leader between two messages)
+  await agent.start();
+  await clock.advance(0);
+  t.equal(link.reports().length, 1, 'one full report at once');
+  await clock.advance(10);
+  t.equal(link.reports().length, 2, 'asked again: sent again, reportDelayMs later');
+  link.fullReportWanted = false;
+  await clock.advance(10);
+  const fullCount = link.reports().length;
+  link.queued = [
+    { kind: 'delete', handle: 1, version: 1 },
+    { kind: 'delete', handle: 2, version: 2 }, // a newer replica: kept
+  ];
+  await clock.advance(1_000);
+  t.equal(store.info(1), undefined, 'deleted');
+  t.equal(store.info(2)?.version, 3, 'a replica above versionAtMost is kept');
+  await clock.advance(100);
+  const after = link.reports().slice(fullCount);
+  t.same(after.flatMap((r) => r.removed), [1], 'the deletion reported');
+  await agent.stop();
+});
+
+void t.test('an id the leader allocated is saved before use; a failed save is retried, not re-registered', async (t) => {
+  const idStore = new MemoryIdStore();
+  let failSaves = 2;
+  const save = idStore.save.bind(idStore);
+  idStore.save = (id) => (failSaves-- > 0 ? Promise.reject(new Error('EIO')) : save(id));
+  const { clock, link, agent } = makeAgent({ idStore });
+  await agent.start();
+  await clock.advance(2_000);
+  t.equal(link.calls.filter((c) => c.kind === 'register').length, 1, 'registered once');
+  t.equal(idStore.id, 7, 'saved on the third try');
+  t.equal(agent.status().id, 7);
+  await agent.stop();
+  t.equal(await agent.whenRegistered(), 7);
+
+  const never = makeAgent();
+  never.link.up = false;
+  await never.agent.start();
+  const waiting = never.agent.whenRegistered();
+  await never.clock.advance(500);
+  await never.agent.stop();
+  await t.rejects(waiting, { code: 'STOPPED' }, 'stopped before it registered');
+});
+
+void t.test('too many unreported changes turn into one full report', async (t) => {
+  const store = new MemoryChunkStore();
+  for (let h = 1; h <= 6; h++) await store.put(h, 1, Buffer.from('x'), true);
+  const { clock, link, agent } = makeAgent({ store, limits: { pendingChangesMax: 4 } });
+  await agent.start();
+  await clock.advance(0);
+  link.up = false;
+  for (let h = 1; h <= 6; h++) agent.noteReplicaChanged(h);
+  t.equal(agent.status().pendingChanges, 1, 'dropped at the bound (only the change after it kept)');
+  link.up = true;
+  await clock.advance(1_000);
+  const reports = link.reports();
+  t.equal(reports.filter((r) => r.full).length, 2, 'a full report instead');
+  t.equal(reports.at(-1)?.chunks.length, 6, 'listing everything');
+  t.equal(reports.filter((r) => !r.full).length, 0, 'no incremental report needed');
+  await agent.stop();
+});
+
+void t.test('limits that contradict each other are refused', (t) => {
+  t.doesNotThrow(() => checkAgentLimits(defaultAgentLimits));
+  t.throws(() => checkAgentLimits({ ...defaultAgentLimits, reportChunksMax: 10_000 }), RangeError, 'a report too large for one message');
+  t.throws(() => checkAgentLimits({ ...defaultAgentLimits, retryDelayMsMax: 5_000 }), RangeError, 'backoff past a heartbeat');
+  t.throws(() => checkAgentLimits({ ...defaultAgentLimits, replicationsInflightMax: 0 }), RangeError);
+  t.end();
+});
