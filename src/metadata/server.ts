@@ -633,6 +633,7 @@ export class MetadataServer {
     const survivors = v.replicaIds(r['survivors'], this.fsm.limits, 'survivors');
     const replacements = v.optBool(r['addReplacements'], 'add_replacements') ?? false;
     const ifGeneration = v.optNat(r['ifGeneration'], 'if_generation');
+    if (survivors.length === 0 && !replacements) throw new RequestError('EINVAL', 'survivors: at least one, unless add_replacements');
     this.requireLeader();
     const chunk = await loadChunkView(this.kv, this.fsm.limits, handle);
     if (!chunk.ok) return errorReply({ code: chunk.code, message: chunk.message });

@@ -376,7 +376,10 @@ export class ChunkManager {
    * room, none in `exclude` (the chunk's current replicas) or known to hold the chunk, racks that `keep` (the
    * survivors) does not use first. Fewer (possibly none) when fewer servers qualify.
    */
-  replacements(handle: number, keep: readonly number[], exclude: readonly number[], count: number): number[] {
+  replacements(
+    handle: number,
+    { keep, exclude, count }: { readonly keep: readonly number[]; readonly exclude: readonly number[]; readonly count: number },
+  ): number[] {
     if (count <= 0) return [];
     const excluded = new Set([...keep, ...exclude]);
     for (const [id, held] of this.holdings) if (held.has(handle)) excluded.add(id);

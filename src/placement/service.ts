@@ -154,9 +154,10 @@ export class ChunkService {
     readonly session?: SessionStamp | undefined;
   }): Promise<FsResult<{ version: number }>> {
     const { chunk, survivors } = request;
-    const m = this.mustManager();
-    const wanted = request.replacements ? chunk.replication - survivors.length : 0;
-    const added = m.replacements(chunk.handle, survivors, chunk.replicas, wanted);
+    // Only replacements need the manager (and its knowledge of who holds what).
+    const added = request.replacements
+      ? this.mustManager().replacements(chunk.handle, { keep: survivors, exclude: chunk.replicas, count: chunk.replication - survivors.length })
+      : [];
     const replicas = [...survivors, ...added];
     if (replicas.length === 0) throw new PlacementError('ENOSPC', 'no survivor, and no live chunkserver can take a replacement');
     const op: Op = {

@@ -139,7 +139,16 @@ void t.test('writer and reader RPCs: leases, pipelines, versions, sealing, compl
   // Five chunkservers in three racks, beating (their first heartbeat waits for the leader's chunk manager).
   const registered = await cs.register(['r0', 'r1', 'r2', 'r0', 'r1']);
   t.equal(new Set(registered).size, 5, 'five chunkservers');
-  await cs.beatAll();
+  // Until the manager's next pass loads the registrations, a heartbeat is ENOENT (a chunkserver retries).
+  await waitFor('the chunk manager to know every chunkserver', async () => {
+    try {
+      await cs.beatAll();
+      return true;
+    } catch (e) {
+      if (e instanceof MetadataError && e.code === 'ENOENT') return undefined;
+      throw e;
+    }
+  });
   loop = (async () => {
     while (beating) {
       await cs.beatAll().catch(() => {});
@@ -162,6 +171,11 @@ void t.test('writer and reader RPCs: leases, pipelines, versions, sealing, compl
   await sleep(5);
   const renewed = await writer.renewLease('/w/f', { holder: 'A', durationMs: 60_000 });
   t.ok(renewed.expiresMs > lease.expiresMs, 'renewal moves the expiry');
+  // A lease whose holder vanished (expired) is taken over; its holder cannot renew it any more.
+  await writer.create('/w/e', { leaseHolder: 'A', leaseDurationMs: 1 });
+  await sleep(20);
+  t.equal(await code(writer.renewLease('/w/e', { holder: 'A', durationMs: 1_000 })), 'ELEASE', 'an expired lease is not renewed');
+  t.equal(await code(writer.acquireLease('/w/e', { holder: 'B', durationMs: 60_000 })), 'ok', 'an expired lease is taken over');
   // Bad input: typed errors, nothing proposed.
   t.equal(await code(writer.acquireLease('/w/f', { holder: 'A', durationMs: 0 })), 'EINVAL', 'duration 0');
   t.equal(await code(writer.acquireLease('/w/f', { holder: 'A', durationMs: 10 * 60_000 + 1 })), 'EINVAL', 'duration above lease_duration_ms_max');
@@ -191,6 +205,7 @@ void t.test('writer and reader RPCs: leases, pipelines, versions, sealing, compl
   t.equal(await code(writer.sealChunk(c0.handle, { holder: 'A', version: 1, lengthBytes: 1, checksum: 1 })), 'ESTALE', 'sealing a stale version');
   t.equal(await code(writer.bumpChunkVersion(c0.handle, { holder: 'A', version: 2, survivors: [a, failed] })), 'EINVAL', 'a survivor that is no replica');
   t.equal(await code(writer.bumpChunkVersion(c0.handle, { holder: 'A', version: 2, survivors: [a, a] })), 'EINVAL', 'a survivor twice');
+  t.equal(await code(writer.bumpChunkVersion(c0.handle, { holder: 'A', version: 2, survivors: [] })), 'EINVAL', 'no survivor and no replacement asked');
   t.equal(await code(writer.bumpChunkVersion(c0.handle, { holder: 'B', version: 2, survivors: [a] })), 'ELEASE', 'not the lease holder');
   t.equal(await code(writer.bumpChunkVersion(0, { holder: 'A', version: 2, survivors: [a] })), 'EINVAL', 'handle 0');
   t.equal(await code(writer.bumpChunkVersion(987_654, { holder: 'A', version: 1, survivors: [a] })), 'ENOENT', 'unknown handle');

@@ -98,13 +98,13 @@ void t.test('bad replica marks: at a version, bounded, forgotten with their chun
 void t.test('replacements for a new pipeline: new servers, not holding the chunk, new racks first, fewer when few qualify', (t) => {
   const v = view([...servers, server(6, 'r3'), server(7, 'r4', { state: 'dead' })], [chunk(1, [1, 2, 3], { sealed: false })]);
   const m = manager(v);
-  m.chunkReport(4, 0, { full: true, chunks: held(1, 0 + 1) }); // an old copy on 4
+  m.chunkReport(4, 0, { full: true, chunks: held(1) }); // a copy on 4 (an old pipeline's)
   for (let seed = 0; seed < 20; seed++) {
     const r = manager(v, { random: seededRandom(seed) });
     r.chunkReport(4, 0, { full: true, chunks: held(1) });
-    t.same(r.replacements(1, [1, 2], [1, 2, 3], 1), [6], `seed ${seed}: the one live server in the survivors' missing rack that holds nothing`);
+    t.same(r.replacements(1, { keep: [1, 2], exclude: [1, 2, 3], count: 1 }), [6], `seed ${seed}: the one live server in the survivors' missing rack that holds nothing`);
   }
-  t.same(m.replacements(1, [1], [1, 2, 3], 5).sort(), [5, 6], 'all that qualify, no more');
-  t.same(m.replacements(1, [1, 2], [1, 2, 3], 0), [], 'none asked');
+  t.same(m.replacements(1, { keep: [1], exclude: [1, 2, 3], count: 5 }).sort(), [5, 6], 'all that qualify, no more');
+  t.same(m.replacements(1, { keep: [1, 2], exclude: [1, 2, 3], count: 0 }), [], 'none asked');
   t.end();
 });
