@@ -109,6 +109,15 @@ export class Scrubber {
     return best?.replica;
   }
 
+  /**
+   * A replica of `handle` was created anew or removed: its verification history no longer applies (a copy
+   * re-created at a version once reported bad must be scrubbed like any other).
+   */
+  forget(handle: number): void {
+    this.seen.delete(handle);
+    this.reported.delete(handle);
+  }
+
   private async run(): Promise<void> {
     while (this.running) {
       const next = this.pickNext();

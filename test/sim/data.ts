@@ -163,7 +163,7 @@ export function dataScenario(base: Scenario): Scenario {
   return {
     ...base,
     clusterSize: 3,
-    faultPhaseMs: Math.min(base.faultPhaseMs, 1_500 + (base.faultPhaseMs % 1_500)),
+    faultPhaseMs: 1_000 + (base.faultPhaseMs % 1_000),
     faults: { ...base.faults, membership: false, corruption: false },
     workload: { ...base.workload, clients: 0 },
   };
@@ -235,10 +235,13 @@ class NotifyingStore implements ChunkStore {
     private readonly inner: ChunkStore,
     private readonly events: ReplicaEventsSink,
     private readonly onCorruptRead: () => void,
+    /** A replica was created: the scrubber's history of the handle no longer applies. */
+    private readonly onCreated: (handle: number) => void,
   ) {}
 
   async create(handle: number, version: number): Promise<void> {
     await this.inner.create(handle, version);
+    this.onCreated(handle);
     this.events.noteReplicaChanged(handle);
   }
 
@@ -553,7 +556,12 @@ export class DataWorld {
       if (!current()) return;
       const server = await DataServer.start({
         id,
-        store: new NotifyingStore(store, agent, () => this.stats.corruptionsFound++),
+        store: new NotifyingStore(
+          store,
+          agent,
+          () => this.stats.corruptionsFound++,
+          (handle) => scrubber.forget(handle),
+        ),
         network: new NodeNetwork(this.network, dialer),
         address: cs.address,
         limits: dataPlaneLimits,
