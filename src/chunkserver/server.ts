@@ -107,6 +107,7 @@ export class Chunkserver {
     const logger = options.logger ?? pino({ level: 'info' });
     const listen = parseHostPort(options.listen);
     if (options.advertise !== undefined) parseHostPort(options.advertise);
+    else hostForAddress(listen.host); // a wildcard listen host needs `advertise`: refused before anything starts
     await mkdir(options.dataDir, { recursive: true });
     const store = await options.components.openStore(options.dataDir);
     const undo: (() => Promise<void>)[] = [() => store.close()];
