@@ -28,6 +28,8 @@ export interface ScrubberOptions {
   readonly scrubBytesPerSecond: number;
   readonly sliceBytes?: number;
   readonly rescanIntervalMs?: number;
+  /** Longest wait before looking again for work when nothing is due; default scrubIdleMsMax. */
+  readonly idleMsMax?: number;
   /** Whether a replica is being written (never scrubbed then). Default: unsealed. */
   readonly isBeingWritten?: (replica: ReplicaInfo) => boolean;
   /** A replica that failed verification (CHECKSUM_MISMATCH) or could not be read (IO_ERROR). */
@@ -107,6 +109,15 @@ export class Scrubber {
     return best?.replica;
   }
 
+  /**
+   * A replica of `handle` was created anew or removed: its verification history no longer applies (a copy
+   * re-created at a version once reported bad must be scrubbed like any other).
+   */
+  forget(handle: number): void {
+    this.seen.delete(handle);
+    this.reported.delete(handle);
+  }
+
   private async run(): Promise<void> {
     while (this.running) {
       const next = this.pickNext();
@@ -127,7 +138,7 @@ export class Scrubber {
   /** Until the earliest verified replica is due again, at most scrubIdleMsMax. */
   private idleMs(): number {
     const now = this.clock.nowMs();
-    let waitMs = scrubIdleMsMax;
+    let waitMs = this.options.idleMsMax ?? scrubIdleMsMax;
     for (const seen of this.seen.values()) waitMs = Math.min(waitMs, Math.max(1, seen.lastVerifiedMs + this.rescanIntervalMs - now));
     return waitMs;
   }

@@ -22,6 +22,8 @@
 import { crc32c } from '@node-rs/crc32';
 import type { Logger } from 'pino';
 import { assert } from '../raft/errors.ts';
+import type { DataBug } from './bugs.ts';
+import { noDataBugs } from './bugs.ts';
 import type { Disk, DiskFile } from './disk.ts';
 import { diskError } from './disk.ts';
 import type { ChunkStore, ReplicaInfo, StoreUsage } from './types.ts';
@@ -54,6 +56,8 @@ export interface FileChunkStoreOptions {
   /** Largest replica accepted (TOO_LARGE past it). At most chunkSizeBytesMax. */
   readonly chunkSizeBytes?: number;
   readonly logger?: Logger;
+  /** Planted bugs (the simulator's self-test only; see bugs.ts). */
+  readonly bugs?: ReadonlySet<DataBug>;
 }
 
 /** What open() found and repaired. */
@@ -249,6 +253,7 @@ export class FileChunkStore implements ChunkStore {
   private readonly openFiles = new Map<number, Replica>();
   private readonly chunkSizeBytes: number;
   private readonly logger: Logger | undefined;
+  private readonly bugs: ReadonlySet<DataBug>;
   private closed = false;
 
   private constructor(
@@ -259,6 +264,7 @@ export class FileChunkStore implements ChunkStore {
   ) {
     this.chunkSizeBytes = options.chunkSizeBytes ?? chunkSizeBytesMax;
     this.logger = options.logger;
+    this.bugs = options.bugs ?? noDataBugs;
   }
 
   /** Opens (creating if needed) the store in `dir` and recovers every replica, repairing what a crash left. */
@@ -479,7 +485,7 @@ export class FileChunkStore implements ChunkStore {
   async read(handle: number, version: number, offset: number, length: number): Promise<Uint8Array> {
     const { r, release } = await this.lockReplica(handle, false);
     try {
-      this.checkVersion(r, version);
+      if (!this.bugs.has('data-reuse-stale-replica')) this.checkVersion(r, version);
       if (!isCount(offset) || !isCount(length) || offset + length > r.lengthBytes) {
         throw new ChunkStoreError('BAD_OFFSET', `read of chunk ${handle} [${offset}, +${length}) past its length ${r.lengthBytes}`);
       }
@@ -488,7 +494,7 @@ export class FileChunkStore implements ChunkStore {
       const lastBlock = Math.floor((offset + length - 1) / checksumBlockBytes);
       const spanStart = firstBlock * checksumBlockBytes;
       const spanEnd = Math.min(r.lengthBytes, (lastBlock + 1) * checksumBlockBytes);
-      const span = await this.readVerified(r, spanStart, spanEnd);
+      const span = await this.readVerified(r, spanStart, spanEnd, !this.bugs.has('data-skip-read-checksum'));
       this.stats.bytesRead += length;
       return span.subarray(offset - spanStart, offset - spanStart + length);
     } finally {
@@ -735,12 +741,12 @@ export class FileChunkStore implements ChunkStore {
   }
 
   /** Reads [start, end) (block-aligned start; end at a block boundary or the length) and checks every block. */
-  private async readVerified(r: Replica, start: number, end: number): Promise<Uint8Array> {
+  private async readVerified(r: Replica, start: number, end: number, verify = true): Promise<Uint8Array> {
     assert(start % checksumBlockBytes === 0 && end > start && end <= r.lengthBytes, 'readVerified: block-aligned span');
     const span = new Uint8Array(end - start);
     const file = await this.fileFor(r);
     const n = await file.read(span, start);
-    for (let blockStart = start; blockStart < end; blockStart += checksumBlockBytes) {
+    for (let blockStart = start; verify && blockStart < end; blockStart += checksumBlockBytes) {
       const block = blockStart / checksumBlockBytes;
       const blockEnd = Math.min(end, blockStart + checksumBlockBytes, r.lengthBytes);
       const expected = r.blockCrcs[block];

@@ -276,6 +276,12 @@ export class ChunkManager {
         continue;
       }
       if (listed || !chunk.sealed) continue;
+      // A copy still arriving (or one cut off midway) holds fewer bytes than the sealed chunk: not a replica.
+      // Once no copy to this server is in flight, the remnant is garbage.
+      if (r.lengthBytes !== chunk.lengthBytes) {
+        if (!this.copies.get(chunk.handle)?.some((c) => c.target === id && c.version === chunk.version)) del(r.handle, r.version);
+        continue;
+      }
       this.onUnlistedCurrentReplica(chunk, id, nowMs, del);
     }
     if (report.full) {

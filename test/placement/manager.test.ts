@@ -211,10 +211,21 @@ void t.test('garbage collection: orphans, chunks of deleted files and stale repl
 void t.test('garbage collection: an unlisted current replica is deleted when enough are listed, listed when too few', (t) => {
   const servers = [server(1, 'r1'), server(2, 'r2'), server(3, 'r3'), server(4, 'r1')];
   const m = manager(view(servers, [chunk(1, [1, 2, 3])]));
-  t.same(m.chunkReport(4, 0, { full: true, chunks: [{ handle: 1, version: 1, lengthBytes: 1 }] }).commands, [{ kind: 'delete', handle: 1, version: 1 }]);
+  t.same(m.chunkReport(4, 0, { full: true, chunks: [{ handle: 1, version: 1, lengthBytes: GiB }] }).commands, [{ kind: 'delete', handle: 1, version: 1 }]);
   const m2 = manager(view([...servers.slice(0, 2), server(3, 'r3', { state: 'dead' }), servers[3]!], [chunk(1, [1, 2, 3])]));
-  t.same(m2.chunkReport(4, 0, { full: true, chunks: [{ handle: 1, version: 1, lengthBytes: 1 }] }).commands, []);
+  t.same(m2.chunkReport(4, 0, { full: true, chunks: [{ handle: 1, version: 1, lengthBytes: GiB }] }).commands, []);
   t.same(ops(m2), [{ type: 'setChunkReplicas', handle: 1, version: 1, replicas: [1, 2, 4] }], 'a returning replica is listed instead of copying');
+  t.end();
+});
+
+void t.test('a partial copy (fewer bytes than the sealed chunk) is never listed; with no copy to it in flight it is deleted', (t) => {
+  // Found by the simulator's data workload: a copy cut off midway was listed, and reads of it failed.
+  const servers = [server(1, 'r1'), server(2, 'r2'), server(3, 'r3', { state: 'dead' }), server(4, 'r1')];
+  const m = manager(view(servers, [chunk(1, [1, 2, 3])]));
+  t.same(m.chunkReport(4, 0, { full: true, chunks: [{ handle: 1, version: 1, lengthBytes: GiB / 2 }] }).commands, [{ kind: 'delete', handle: 1, version: 1 }]);
+  t.same(ops(m), [], 'not listed, although the chunk is short of replicas');
+  t.same(m.chunkReport(4, 10, { full: true, chunks: [{ handle: 1, version: 1, lengthBytes: GiB }] }).commands, []);
+  t.same(ops(m), [{ type: 'setChunkReplicas', handle: 1, version: 1, replicas: [1, 2, 4] }], 'the whole copy is listed');
   t.end();
 });
 
@@ -249,7 +260,7 @@ void t.test('decommissioning: chunks are copied off the server, then it is marke
   t.same(ops(m), [], 'not decommissioned while it holds a replica');
   const copies = [...beatAll(m, v, 20).values()].flat();
   t.same(copies.map((c) => (c.kind === 'replicate' ? c.target : 0)), [4], 'copied to the spare server (same rack as the old one)');
-  m.chunkReport(4, 30, { full: false, chunks: [{ handle: 1, version: 1, lengthBytes: 1 }] });
+  m.chunkReport(4, 30, { full: false, chunks: [{ handle: 1, version: 1, lengthBytes: GiB }] });
   t.same(ops(m), [{ type: 'setChunkReplicas', handle: 1, version: 1, replicas: [1, 2, 3, 4] }], 'the copy is listed first');
   m.settle('chunk:1');
   v = view(servers, [chunk(1, [1, 2, 3, 4])]);
@@ -291,7 +302,7 @@ void t.test('a new leader asks for full reports and copies nothing until a holde
   t.equal(m.heartbeat(1, 0, { capacityBytes: GiB, usedBytes: 0 }).fullReportWanted, true);
   m.tick(10);
   t.same(m.heartbeat(1, 20, { capacityBytes: GiB, usedBytes: 0 }).commands, []);
-  const reply = m.chunkReport(1, 30, { full: true, chunks: [{ handle: 1, version: 1, lengthBytes: 1 }] });
+  const reply = m.chunkReport(1, 30, { full: true, chunks: [{ handle: 1, version: 1, lengthBytes: GiB }] });
   t.equal(reply.fullReportWanted, false);
   m.tick(40);
   t.same(m.heartbeat(1, 50, { capacityBytes: GiB, usedBytes: 0 }).commands, [{ kind: 'replicate', handle: 1, version: 1, target: 3, targetAddress: 'cs3:7000' }]);
@@ -315,11 +326,11 @@ void t.test('garbage collection never deletes a current copy on a returning serv
   // Server 1 was trimmed from the list while dead; server 2 (the only listed replica) lost its disk.
   const v = view([server(1, 'r1', { state: 'dead' }), server(2, 'r2'), server(3, 'r3')], [chunk(1, [2], { replication: 2 })]);
   const m = manager(v);
-  t.same(m.chunkReport(1, 0, { full: true, chunks: [{ handle: 1, version: 1, lengthBytes: 1 }] }).commands, [], 'kept: it may be the last good copy');
+  t.same(m.chunkReport(1, 0, { full: true, chunks: [{ handle: 1, version: 1, lengthBytes: GiB }] }).commands, [], 'kept: it may be the last good copy');
   t.match(ops(m), [{ type: 'registerChunkserver', id: 1 }], 'and the server is re-registered');
   const enough = view([server(1, 'r1', { state: 'dead' }), server(2, 'r2'), server(3, 'r3')], [chunk(1, [2, 3], { replication: 2 })]);
   const m2 = manager(enough);
-  t.same(m2.chunkReport(1, 0, { full: true, chunks: [{ handle: 1, version: 1, lengthBytes: 1 }] }).commands, [{ kind: 'delete', handle: 1, version: 1 }], 'deleted once enough live replicas are listed');
+  t.same(m2.chunkReport(1, 0, { full: true, chunks: [{ handle: 1, version: 1, lengthBytes: GiB }] }).commands, [{ kind: 'delete', handle: 1, version: 1 }], 'deleted once enough live replicas are listed');
   t.end();
 });
 
@@ -329,7 +340,7 @@ void t.test('a queued copy is not sent once it finished, or once the view lists 
   const m = manager(v);
   reportAll(m, v, 0);
   m.tick(10); // copy 1 -> 3 queued for server 1
-  m.chunkReport(3, 20, { full: true, chunks: [{ handle: 1, version: 1, lengthBytes: 1 }] }); // 3 got it anyway (a former leader's copy)
+  m.chunkReport(3, 20, { full: true, chunks: [{ handle: 1, version: 1, lengthBytes: GiB }] }); // 3 got it anyway (a former leader's copy)
   t.match(ops(m), [{ type: 'setChunkReplicas', handle: 1, replicas: [1, 3] }], 'listed on its report');
   t.same(m.heartbeat(1, 30, { capacityBytes: GiB, usedBytes: 0 }).commands, [], 'the finished copy is not sent');
 

@@ -8,6 +8,7 @@ import type { PlantedBug } from '../../src/raft/config.ts';
 import type { Violation } from './checkers.ts';
 import type { FsmBug } from '../../src/fsm/bugs.ts';
 import type { PlacementBug } from '../../src/placement/bugs.ts';
+import type { DataBug } from '../../src/chunkserver/bugs.ts';
 import type { ClusterSize, WorkloadKind } from './scenario.ts';
 import { runSeed } from './simulation.ts';
 import type { SnapshotStreamStats } from '../../src/raft/node.ts';
@@ -31,6 +32,7 @@ export interface BatchOptions {
   readonly workload?: WorkloadKind;
   readonly fsmBugs?: readonly FsmBug[];
   readonly placementBugs?: readonly PlacementBug[];
+  readonly dataBugs?: readonly DataBug[];
   /** Worker threads; 1 runs in this thread. Default: the machine's available parallelism. */
   readonly jobs?: number;
 }
@@ -43,6 +45,7 @@ export interface WorkerRequest {
   readonly workload?: WorkloadKind;
   readonly fsmBugs?: readonly FsmBug[];
   readonly placementBugs?: readonly PlacementBug[];
+  readonly dataBugs?: readonly DataBug[];
 }
 
 export type WorkerReply = { readonly type: 'result'; readonly summary: SeedSummary } | { readonly type: 'done' };
@@ -54,6 +57,7 @@ export async function summarizeSeed(seed: number, request: Omit<WorkerRequest, '
     ...(request.workload !== undefined ? { workload: request.workload } : {}),
     ...(request.fsmBugs !== undefined ? { fsmBugs: new Set(request.fsmBugs) } : {}),
     ...(request.placementBugs !== undefined ? { placementBugs: new Set(request.placementBugs) } : {}),
+    ...(request.dataBugs !== undefined ? { dataBugs: new Set(request.dataBugs) } : {}),
   });
   return {
     seed,
@@ -84,6 +88,7 @@ export async function runBatch(
     ...(options.workload !== undefined ? { workload: options.workload } : {}),
     ...(options.fsmBugs !== undefined ? { fsmBugs: options.fsmBugs } : {}),
     ...(options.placementBugs !== undefined ? { placementBugs: options.placementBugs } : {}),
+    ...(options.dataBugs !== undefined ? { dataBugs: options.dataBugs } : {}),
   };
   if (jobs === 1) {
     for (const seed of seeds) onResult(await summarizeSeed(seed, request));

@@ -46,6 +46,16 @@ export const violationKinds = [
   'chunk-replication',
   /** Metadata workload, after healing: a server kept a sealed chunk at a version below the current one. */
   'chunk-stale-replica',
+  /** Data workload: a writer received an ack for bytes a replica of its chain did not hold. */
+  'data-pipeline-ack',
+  /** Data workload: a replica served a read at a version other than the one it holds. */
+  'data-stale-replica',
+  /** Data workload: a read during the run returned bytes other than the ones written there. */
+  'data-read-correct',
+  /** Data workload, after healing: a replica listed for a sealed chunk fails verification (a flip not repaired). */
+  'data-corruption-repaired',
+  /** Data workload, after healing: an acknowledged file (or a listed replica of it) does not read back exactly. */
+  'data-durability',
   /** After healing, the cluster did not elect a leader and commit a proposal everywhere in time. */
   'liveness',
   /** An exception escaped the code under test. */

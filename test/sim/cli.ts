@@ -7,8 +7,9 @@
  *   --list-bugs             the planted bugs, one line each
  *   --bug NAME              switch a planted bug on (a failing seed is then the expected outcome)
  *   --nodes 3,5             cluster sizes to draw from (1, 3, 5; default 3,5)
- *   --workload raft|metadata  the workload (default raft): a key-value map, or whole metadata servers
- *                           (the metadata state machine over Raft; see metadata.ts)
+ *   --workload raft|metadata|data  the workload (default raft): a key-value map, whole metadata servers
+ *                           (the metadata state machine over Raft; see metadata.ts), or real chunkservers
+ *                           and the client data path around them (see data.ts)
  *   --jobs N                worker threads (default: available parallelism)
  *
  * Every failing seed prints one line: the violated invariant and the command that replays it. The last
@@ -19,7 +20,8 @@ import { plantedBugs, type PlantedBug } from '../../src/raft/config.ts';
 import { defaultJobs, runBatch, type SeedSummary } from './batch.ts';
 import { fsmBugs, type FsmBug } from '../../src/fsm/bugs.ts';
 import { placementBugs, type PlacementBug } from '../../src/placement/bugs.ts';
-import { fsmBugCatalog, placementBugCatalog, plantedBugCatalog } from './planted-bugs.ts';
+import { dataBugs, type DataBug } from '../../src/chunkserver/bugs.ts';
+import { dataBugCatalog, fsmBugCatalog, placementBugCatalog, plantedBugCatalog } from './planted-bugs.ts';
 import { describeScenario, supportedClusterSizes, workloadKinds, type ClusterSize, type WorkloadKind } from './scenario.ts';
 import { runSeed, type RunResult } from './simulation.ts';
 import { emptySnapshotStreamStats } from './cluster.ts';
@@ -35,6 +37,7 @@ interface CliOptions {
   readonly bugs: PlantedBug[];
   readonly fsmBugs: FsmBug[];
   readonly placementBugs: PlacementBug[];
+  readonly dataBugs: DataBug[];
   readonly workload: WorkloadKind;
   readonly clusterSizes: readonly ClusterSize[];
   readonly jobs: number;
@@ -68,27 +71,31 @@ function parseOptions(argv: readonly string[]): CliOptions | 'list-bugs' | 'help
   const bugs: PlantedBug[] = [];
   const fsm: FsmBug[] = [];
   const placement: PlacementBug[] = [];
+  const data: DataBug[] = [];
   for (const name of values.bug ?? []) {
     if ((plantedBugs as readonly string[]).includes(name)) bugs.push(name as PlantedBug);
     else if ((fsmBugs as readonly string[]).includes(name)) {
       if (workload !== 'metadata') throw new UsageError(`bug "${name}" needs --workload metadata`);
       fsm.push(name as FsmBug);
     } else if ((placementBugs as readonly string[]).includes(name)) {
-      if (workload !== 'metadata') throw new UsageError(`bug "${name}" needs --workload metadata`);
+      if (workload !== 'metadata' && workload !== 'data') throw new UsageError(`bug "${name}" needs --workload metadata or data`);
       placement.push(name as PlacementBug);
+    } else if ((dataBugs as readonly string[]).includes(name)) {
+      if (workload !== 'data') throw new UsageError(`bug "${name}" needs --workload data`);
+      data.push(name as DataBug);
     } else throw new UsageError(`unknown bug "${name}"; see --list-bugs`);
   }
   const clusterSizes = values.nodes === undefined ? DEFAULT_CLUSTER_SIZES : parseClusterSizes(values.nodes);
   const jobs = values.jobs === undefined ? defaultJobs() : parsePositiveInteger('--jobs', values.jobs);
   if (values.seed !== undefined) {
     if (values.seeds !== undefined) throw new UsageError('--seed and --seeds exclude each other');
-    return { seeds: [parseNonNegativeInteger('--seed', values.seed)], replay: true, trace: values.trace, bugs, fsmBugs: fsm, placementBugs: placement, workload, clusterSizes, jobs: 1 };
+    return { seeds: [parseNonNegativeInteger('--seed', values.seed)], replay: true, trace: values.trace, bugs, fsmBugs: fsm, placementBugs: placement, dataBugs: data, workload, clusterSizes, jobs: 1 };
   }
   if (values.trace) throw new UsageError('--trace needs --seed');
   const count = values.seeds === undefined ? 1 : parsePositiveInteger('--seeds', values.seeds);
   const start = values.start === undefined ? 1 : parseNonNegativeInteger('--start', values.start);
   const seeds = Array.from({ length: count }, (_, i) => start + i);
-  return { seeds, replay: false, trace: false, bugs, fsmBugs: fsm, placementBugs: placement, workload, clusterSizes, jobs };
+  return { seeds, replay: false, trace: false, bugs, fsmBugs: fsm, placementBugs: placement, dataBugs: data, workload, clusterSizes, jobs };
 }
 
 function parseClusterSizes(text: string): ClusterSize[] {
@@ -113,7 +120,7 @@ function parseNonNegativeInteger(flag: string, text: string): number {
 }
 
 function replayCommand(seed: number, options: CliOptions): string {
-  const bugs = [...options.bugs, ...options.fsmBugs, ...options.placementBugs].map((bug) => ` --bug ${bug}`).join('');
+  const bugs = [...options.bugs, ...options.fsmBugs, ...options.placementBugs, ...options.dataBugs].map((bug) => ` --bug ${bug}`).join('');
   const workload = options.workload === 'raft' ? '' : ` --workload ${options.workload}`;
   const sameSizes =
     options.clusterSizes.length === DEFAULT_CLUSTER_SIZES.length && options.clusterSizes.every((s, i) => s === DEFAULT_CLUSTER_SIZES[i]);
@@ -167,11 +174,11 @@ async function runMany(options: CliOptions): Promise<number> {
   let seedsWithStreams = 0;
   const streams = emptySnapshotStreamStats();
   const startedMs = performance.now();
-  const allBugs = [...options.bugs, ...options.fsmBugs, ...options.placementBugs];
+  const allBugs = [...options.bugs, ...options.fsmBugs, ...options.placementBugs, ...options.dataBugs];
   const bugNote = allBugs.length > 0 ? ` with planted bug ${allBugs.join(', ')}` : '';
   console.log(`running ${options.seeds.length} ${options.workload} seeds from ${options.seeds[0]}${bugNote} on ${options.jobs} thread(s)`);
   const progress = new ProgressLine(options.seeds.length);
-  const batch = { clusterSizes: options.clusterSizes, bugs: options.bugs, workload: options.workload, fsmBugs: options.fsmBugs, placementBugs: options.placementBugs, jobs: options.jobs };
+  const batch = { clusterSizes: options.clusterSizes, bugs: options.bugs, workload: options.workload, fsmBugs: options.fsmBugs, placementBugs: options.placementBugs, dataBugs: options.dataBugs, jobs: options.jobs };
   await runBatch(options.seeds, batch, (summary) => {
     simulatedMs += summary.simulatedMs;
     restores += summary.snapshotsRestored;
@@ -201,6 +208,7 @@ async function replay(options: CliOptions): Promise<number> {
     workload: options.workload,
     fsmBugs: new Set(options.fsmBugs),
     placementBugs: new Set(options.placementBugs),
+    dataBugs: new Set(options.dataBugs),
     timeline: print,
     ...(options.trace ? { trace: print } : {}),
   });
@@ -235,6 +243,16 @@ async function replay(options: CliOptions): Promise<number> {
         `${c.chunkserverCrashes} chunkserver crashes (${c.disksLost} disks lost, ${c.permanentDeaths} for good); converged in ${c.convergedMs === null ? '-' : `${c.convergedMs.toFixed(0)}ms`}`,
     );
   }
+  if (s.data !== undefined) {
+    const d = s.data;
+    console.log(
+      `data: ${d.filesAcked}/${d.filesStarted} files acknowledged (${d.bytesAcked} bytes, ${d.filesFailed} failed), ${d.pipelineRecoveries} pipeline recoveries; ` +
+        `${d.readsOk}/${d.readsDuringRun} reads during the run (${d.staleCacheReads} with stale locations, ${d.replicaReadFailures} replica failovers); ` +
+        `${d.chunkserverCrashes} chunkserver crashes (${d.disksWiped} disks wiped), ${d.bitFlips} bit flips (${d.corruptionsFound} corrupt replicas found), ` +
+        `${d.connectionsBroken} connections broken, ${d.copiesDone} copies; after healing ${d.finalFilesRead} files and ${d.finalReplicaReads} replicas read back; ` +
+        `converged in ${d.convergedMs === null ? '-' : `${d.convergedMs.toFixed(0)}ms`}`,
+    );
+  }
   console.log(`snapshot streams: ${streamLine(s.cluster.snapshotStreams)}`);
   console.log(`final: ${s.finalConfiguration}; healed in ${s.healMs === null ? '-' : `${s.healMs.toFixed(0)}ms`}`);
   console.log(`trace hash ${result.traceHash}`);
@@ -252,13 +270,14 @@ function streamLine(s: SnapshotStreamStats): string {
 }
 
 function listBugs(): void {
-  const width = Math.max(...[...plantedBugs, ...fsmBugs, ...placementBugs].map((b) => b.length));
+  const width = Math.max(...[...plantedBugs, ...fsmBugs, ...placementBugs, ...dataBugs].map((b) => b.length));
   for (const bug of plantedBugs) console.log(`${bug.padEnd(width)}  ${plantedBugCatalog[bug].description}`);
   for (const bug of fsmBugs) console.log(`${bug.padEnd(width)}  ${fsmBugCatalog[bug].description} (--workload metadata)`);
   for (const bug of placementBugs) console.log(`${bug.padEnd(width)}  ${placementBugCatalog[bug].description} (--workload metadata)`);
+  for (const bug of dataBugs) console.log(`${bug.padEnd(width)}  ${dataBugCatalog[bug].description} (--workload data)`);
 }
 
-const usage = `usage: npm run sim -- [--seeds N [--start S] | --seed S [--trace] | --list-bugs] [--bug NAME] [--nodes 3,5] [--workload raft|metadata] [--jobs N]`;
+const usage = `usage: npm run sim -- [--seeds N [--start S] | --seed S [--trace] | --list-bugs] [--bug NAME] [--nodes 3,5] [--workload raft|metadata|data] [--jobs N]`;
 
 async function main(argv: readonly string[]): Promise<number> {
   let options: ReturnType<typeof parseOptions>;

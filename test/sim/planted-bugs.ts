@@ -6,6 +6,7 @@
  */
 import type { FsmBug } from '../../src/fsm/bugs.ts';
 import type { PlacementBug } from '../../src/placement/bugs.ts';
+import type { DataBug } from '../../src/chunkserver/bugs.ts';
 import type { PlantedBug } from '../../src/raft/config.ts';
 import type { ViolationKind } from './checkers.ts';
 
@@ -82,5 +83,24 @@ export const placementBugCatalog: Readonly<Record<PlacementBug, PlantedBugInfo>>
     description: 'chunks: reported replicas at an old version are neither deleted nor unlisted',
     primaryViolation: 'chunk-stale-replica',
     expectedViolations: ['chunk-stale-replica', 'chunk-replication'],
+  },
+};
+
+/** The planted bugs of the chunkserver data path (src/chunkserver/bugs.ts), caught by the data workload. */
+export const dataBugCatalog: Readonly<Record<DataBug, PlantedBugInfo>> = {
+  'data-ack-before-last-replica': {
+    description: 'data: a pipeline hop acknowledges a packet before its downstream replicas acknowledged it',
+    primaryViolation: 'data-pipeline-ack',
+    expectedViolations: ['data-pipeline-ack', 'data-durability', 'data-read-correct'],
+  },
+  'data-skip-read-checksum': {
+    description: 'data: the replica store reads without verifying block checksums, so flipped bits reach readers',
+    primaryViolation: 'data-read-correct',
+    expectedViolations: ['data-read-correct', 'data-durability', 'data-corruption-repaired'],
+  },
+  'data-reuse-stale-replica': {
+    description: 'data: the replica store serves a read at any version it holds, so a stale replica answers after a version bump',
+    primaryViolation: 'data-stale-replica',
+    expectedViolations: ['data-stale-replica', 'data-read-correct', 'data-durability'],
   },
 };

@@ -7,14 +7,18 @@
 import type { PlantedBug, ReadMode } from '../../src/raft/config.ts';
 import type { FsmBug } from '../../src/fsm/bugs.ts';
 import type { PlacementBug } from '../../src/placement/bugs.ts';
+import type { DataBug } from '../../src/chunkserver/bugs.ts';
 import type { NetworkProfile, PartitionKind } from './network.ts';
 import type { Prng } from './prng.ts';
 
 export const supportedClusterSizes = [1, 3, 5] as const;
 export type ClusterSize = (typeof supportedClusterSizes)[number];
 
-/** raft: clients write and read a key-value map; metadata: whole metadata servers (see metadata.ts). */
-export const workloadKinds = ['raft', 'metadata'] as const;
+/**
+ * raft: clients write and read a key-value map; metadata: whole metadata servers (see metadata.ts); data: real
+ * chunkservers and the client data path around metadata servers (see data.ts).
+ */
+export const workloadKinds = ['raft', 'metadata', 'data'] as const;
 export type WorkloadKind = (typeof workloadKinds)[number];
 
 export interface SimOptions {
@@ -33,6 +37,8 @@ export interface SimOptions {
   readonly fsmBugs?: ReadonlySet<FsmBug>;
   /** Planted bugs of the chunk manager (metadata workload only). */
   readonly placementBugs?: ReadonlySet<PlacementBug>;
+  /** Planted bugs of the chunkserver data path (data workload only). */
+  readonly dataBugs?: ReadonlySet<DataBug>;
 }
 
 export interface DiskProfile {
@@ -118,6 +124,7 @@ export interface Scenario {
   readonly workloadKind: WorkloadKind;
   readonly fsmBugs: ReadonlySet<FsmBug>;
   readonly placementBugs: ReadonlySet<PlacementBug>;
+  readonly dataBugs: ReadonlySet<DataBug>;
 }
 
 /**
@@ -205,6 +212,7 @@ export function makeScenario(seed: number, random: Prng, options: SimOptions): S
     workloadKind: options.workload ?? 'raft',
     fsmBugs: options.fsmBugs ?? new Set(),
     placementBugs: options.placementBugs ?? new Set(),
+    dataBugs: options.dataBugs ?? new Set(),
   };
 }
 
@@ -268,6 +276,7 @@ export function quietScenario(seed: number, clusterSize: ClusterSize): Scenario 
     workloadKind: 'raft',
     fsmBugs: new Set(),
     placementBugs: new Set(),
+    dataBugs: new Set(),
   };
 }
 
@@ -299,6 +308,6 @@ export function describeScenario(s: Scenario): string {
     `net: loss=${s.network.lossProbability} dup=${s.network.duplicateProbability} delay=${s.network.delayMinMs.toFixed(2)}..${s.network.delayMaxMs.toFixed(2)}ms slow=${s.network.slowProbability}@${s.network.slowDelayMaxMs.toFixed(0)}ms`,
     `disk: sync=${s.disk.syncMinMs.toFixed(2)}..${s.disk.syncMaxMs.toFixed(2)}ms slow=${s.disk.slowSyncProbability}@${s.disk.slowSyncMaxMs.toFixed(0)}ms torn=${s.disk.tornWriteProbability}`,
     `faults: [${faults.join(',')}] every~${s.faults.meanIntervalMs.toFixed(0)}ms partitions=[${s.faults.partitionKinds.join(',')}] pausedKeepsMessages=${s.faults.pausedNodeKeepsMessages}`,
-    `workload: ${s.workloadKind}${s.fsmBugs.size > 0 ? ` (fsm bugs ${[...s.fsmBugs].join(',')})` : ''}${s.placementBugs.size > 0 ? ` (placement bugs ${[...s.placementBugs].join(',')})` : ''} clients=${s.workload.clients} keys=${s.workload.keys} reads=${s.workload.readFraction.toFixed(2)} readAny=${s.workload.readAnyNodeFraction} timeout=${s.workload.operationTimeoutMs}ms`,
+    `workload: ${s.workloadKind}${s.fsmBugs.size > 0 ? ` (fsm bugs ${[...s.fsmBugs].join(',')})` : ''}${s.placementBugs.size > 0 ? ` (placement bugs ${[...s.placementBugs].join(',')})` : ''}${s.dataBugs.size > 0 ? ` (data bugs ${[...s.dataBugs].join(',')})` : ''} clients=${s.workload.clients} keys=${s.workload.keys} reads=${s.workload.readFraction.toFixed(2)} readAny=${s.workload.readAnyNodeFraction} timeout=${s.workload.operationTimeoutMs}ms`,
   ].join('\n');
 }

@@ -16,6 +16,8 @@ import { Prng } from './prng.ts';
 import { LIVENESS_DEADLINE_MS, describeScenario, makeScenario, type Scenario, type SimOptions } from './scenario.ts';
 import { MetadataChecker, MetadataClient, type MetadataCheckerStats } from './metadata.ts';
 import { ChunkWorld, type ChunkStats } from './chunks.ts';
+import { DataWorld, dataScenario, type DataStats } from './data.ts';
+import { UncheckedMetadata } from './data-metadata.ts';
 import { Client, sendRequest, type OperationRecord, type WorkloadStats } from './workload.ts';
 import { ANY_EPOCH, NO_NODE, World, drainMicrotasks, formatTime } from './world.ts';
 
@@ -38,6 +40,8 @@ export interface RunStats {
   /** Metadata workload only. */
   readonly metadata?: MetadataCheckerStats;
   readonly chunks?: ChunkStats;
+  /** Data workload only. */
+  readonly data?: DataStats;
   readonly highestCommit: number;
   readonly finalConfiguration: string;
   /** Virtual time from the start of the heal phase until the liveness probe was applied everywhere. */
@@ -73,6 +77,8 @@ class Simulation {
   private readonly metadata: MetadataChecker | null;
   /** Metadata workload: chunkservers, writers and the chunk checks. */
   private readonly chunks: ChunkWorld | null;
+  /** Data workload: real chunkservers, writers, readers and the data checks. */
+  private readonly data: DataWorld | null;
   private readonly network: SimNetwork;
   private readonly cluster: Cluster;
   private readonly faults: FaultInjector;
@@ -92,7 +98,8 @@ class Simulation {
     private readonly options: SimOptions,
   ) {
     this.root = Prng.fromSeed(seed);
-    this.scenario = makeScenario(seed, this.root.split('scenario'), options);
+    const scenario = makeScenario(seed, this.root.split('scenario'), options);
+    this.scenario = scenario.workloadKind === 'data' ? dataScenario(scenario) : scenario;
     this.livenessDeadlineMs = options.livenessDeadlineMs ?? LIVENESS_DEADLINE_MS;
     const sink = options.timeline;
     this.timeline = sink !== undefined ? (line) => sink(`${formatTime(this.world.nowMs)} ${line}`) : () => {};
@@ -103,7 +110,8 @@ class Simulation {
     });
     if (options.trace !== undefined) this.world.traceSink = options.trace;
     this.checker = new InvariantChecker(() => this.world.nowMs);
-    this.metadata = this.scenario.workloadKind === 'metadata' ? new MetadataChecker(this.checker) : null;
+    const kind = this.scenario.workloadKind;
+    this.metadata = kind === 'metadata' ? new MetadataChecker(this.checker) : kind === 'data' ? new UncheckedMetadata(this.checker) : null;
     this.network = new SimNetwork(this.world, this.root.split('network'), this.scenario.network, (m) => this.cluster.deliver(m));
     this.cluster = new Cluster({
       world: this.world,
@@ -119,7 +127,7 @@ class Simulation {
       ...(options.trace !== undefined ? { logger: traceLogger(options.trace, () => this.world.nowMs) } : {}),
     });
     this.chunks =
-      this.metadata === null
+      kind !== 'metadata'
         ? null
         : new ChunkWorld({
             world: this.world,
@@ -127,6 +135,20 @@ class Simulation {
             checker: this.checker,
             random: this.root.split('chunk-world'),
             bugs: this.scenario.placementBugs,
+            active: () => this.phase === 'faults',
+            timeline: this.timeline,
+          });
+    this.data =
+      kind !== 'data'
+        ? null
+        : new DataWorld({
+            world: this.world,
+            cluster: this.cluster,
+            checker: this.checker,
+            random: this.root.split('data-world'),
+            seed,
+            dataBugs: this.scenario.dataBugs,
+            placementBugs: this.scenario.placementBugs,
             active: () => this.phase === 'faults',
             timeline: this.timeline,
           });
@@ -172,7 +194,7 @@ class Simulation {
 
   private setUp(): void {
     const { clusterSize, workload, faults } = this.scenario;
-    this.timeline(`scenario\n${describeScenario(this.scenario)}`);
+    this.timeline(`scenario\n${describeScenario(this.scenario)}${this.data !== null ? `\n${this.data.describe()}` : ''}`);
     const voters: NodeId[] = [];
     for (let id = 1; id <= clusterSize; id++) voters.push(id);
     for (const id of voters) this.cluster.start(this.cluster.addHost(id, voters));
@@ -193,6 +215,7 @@ class Simulation {
       else new MetadataClient(c, { ...env, metadata }, random).start();
     }
     this.chunks?.start(CHUNK_WRITERS);
+    this.data?.start();
     this.faults.start();
     if (faults.membership) this.membership.start();
     this.control(this.scenario.faultPhaseMs, 'begin heal phase', () => this.beginHeal());
@@ -235,6 +258,7 @@ class Simulation {
       if (host.state === 'down' && !host.retired && !host.dead) this.cluster.restart(host);
     }
     this.chunks?.heal();
+    this.data?.heal();
     this.control(LIVENESS_POLL_INTERVAL_MS, 'liveness check', () => this.checkLiveness());
   }
 
@@ -253,6 +277,14 @@ class Simulation {
     } else if (leader !== null && this.laggingMembers(leader.status.confState, this.probe.index).length === 0) {
       this.healDurationMs = this.world.nowMs - this.healStartMs;
       this.timeline(`liveness: probe at index ${this.probe.index} applied on every live member of n${leader.host.id}'s configuration`);
+      if (this.data !== null) {
+        this.phase = 'chunks';
+        this.data.awaitConvergence((problem) => {
+          if (problem === null) this.timeline(`data: chunks back to their factor, no stale or corrupt replica, every acknowledged file read back (${this.data?.stats.convergedMs ?? '?'} ms)`);
+          this.phase = 'done';
+        });
+        return;
+      }
       if (this.chunks === null) {
         this.phase = 'done';
         return;
@@ -365,6 +397,7 @@ class Simulation {
       checks: this.checker.stats,
       ...(this.metadata !== null ? { metadata: this.metadata.stats } : {}),
       ...(this.chunks !== null ? { chunks: this.chunks.stats } : {}),
+      ...(this.data !== null ? { data: this.data.stats } : {}),
       highestCommit: this.checker.highestCommit,
       finalConfiguration: this.finalConfiguration,
       healMs: this.healDurationMs,

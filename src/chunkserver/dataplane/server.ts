@@ -16,6 +16,8 @@ import assert from 'node:assert/strict';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../../raft/node-api.ts';
 import { silentLogger } from '../../raft/node-api.ts';
+import type { DataBug } from '../bugs.ts';
+import { noDataBugs } from '../bugs.ts';
 import type { ChunkStore } from '../types.ts';
 import { chunkSizeBytesMax } from '../types.ts';
 import type { DataConnection, DataNetwork, Dialer, Listener } from './connection.ts';
@@ -51,6 +53,8 @@ export interface DataServerOptions {
   readonly connectionsMax?: number;
   readonly logger?: Logger;
   readonly registry?: Registry;
+  /** Planted bugs (the simulator's self-test only; see ../bugs.ts). */
+  readonly bugs?: ReadonlySet<DataBug>;
 }
 
 export const defaultConnectionsMax = 1024;
@@ -70,6 +74,7 @@ export class DataServer {
     readonly logger: Logger,
     registry: Registry | undefined,
     readonly connectionsMax: number,
+    readonly bugs: ReadonlySet<DataBug>,
   ) {
     if (!Number.isSafeInteger(connectionsMax) || connectionsMax < 1)
       throw new RangeError(`connectionsMax must be a positive integer, got ${connectionsMax}`);
@@ -86,6 +91,7 @@ export class DataServer {
       options.logger ?? silentLogger,
       options.registry,
       options.connectionsMax ?? defaultConnectionsMax,
+      options.bugs ?? noDataBugs,
     );
     server.listener = await options.network.listen(options.address, (connection) => server.accept(connection));
     return server;
@@ -283,7 +289,16 @@ class PipelineHop {
     }
     // A retried setup of the same resume finds the replica already raised and cut: nothing to do.
     if (info !== undefined && info.version === version && info.lengthBytes === offset && !info.sealed) return;
-    await store.bumpVersion(handle, fromVersion, version, offset);
+    // A pipeline that failed while being set up may have left this replica uncreated (the failure ended the
+    // hop before its create ran): at offset 0 nothing was acknowledged, so it starts empty now.
+    if (info === undefined && offset === 0) {
+      await store.create(handle, version);
+      return;
+    }
+    // A resume that failed while being set up may have raised this replica already (between fromVersion and
+    // version): raise it from there. The store still refuses it if it holds fewer than `offset` bytes.
+    const from = info !== undefined && info.version > fromVersion && info.version < version ? info.version : fromVersion;
+    await store.bumpVersion(handle, from, version, offset);
   }
 
   private async connectDownstream(next: ChainLink): Promise<void> {
@@ -323,6 +338,10 @@ class PipelineHop {
         return;
       case 'ack': {
         const entry = this.pending.find((e) => e.seq === message.seq);
+        if (entry === undefined && message.seq === this.downstreamAckSeq && this.server.bugs.has('data-ack-before-last-replica')) {
+          this.downstreamAckSeq += 1; // planted bug: this packet was acknowledged upstream already
+          return;
+        }
         if (message.seq !== this.downstreamAckSeq || entry === undefined || message.replicas.length !== this.setup.chain.length) {
           this.fail(1, next.id, new DataPlaneError('PROTOCOL_ERROR', `unexpected ack ${message.seq} from downstream`));
           return;
@@ -413,9 +432,12 @@ class PipelineHop {
     while (this.state === 'ready' || this.state === 'sealing') {
       const head = this.pending[0];
       if (head === undefined || head.local === null) break;
-      if (!chainEnd && head.downstream === null) break;
+      // Planted bug: a packet's ack leaves on the local append alone, naming the downstream replicas unheard.
+      const early = head.payloadBytes > 0 && head.downstream === null && this.server.bugs.has('data-ack-before-last-replica');
+      if (!chainEnd && head.downstream === null && !early) break;
       this.pending.shift();
-      this.upstream.send({ type: 'ack', seq: head.seq, replicas: [head.local, ...(head.downstream ?? [])] });
+      const downstream = early ? this.setup.chain.map((link) => ({ id: link.id })) : (head.downstream ?? []);
+      this.upstream.send({ type: 'ack', seq: head.seq, replicas: [head.local, ...downstream] });
       if (this.state === 'sealing' && this.pending.length === 0) this.finish();
     }
     if (this.pending.length < this.server.limits.inflightPacketsMax && !this.upstream.closed) this.upstream.resume();

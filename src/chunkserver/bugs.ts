@@ -1,0 +1,16 @@
+/**
+ * Planted bugs of the chunkserver's data path, for the simulator's self-test only (test/sim, `--workload
+ * data --bug NAME`): each switch breaks one rule so that the simulator can show its data checks catch the
+ * breakage. Production code never sets them (the options that carry them default to none).
+ */
+export const dataBugs = [
+  /** A pipeline hop acknowledges a packet once its own append is done, without waiting for its downstream. */
+  'data-ack-before-last-replica',
+  /** The replica store's read returns the stored bytes without verifying their block checksums. */
+  'data-skip-read-checksum',
+  /** The replica store serves a read at any version it holds: a stale replica answers for a newer version. */
+  'data-reuse-stale-replica',
+] as const;
+export type DataBug = (typeof dataBugs)[number];
+
+export const noDataBugs: ReadonlySet<DataBug> = new Set();

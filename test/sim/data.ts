@@ -1,0 +1,1094 @@
+/**
+ * The data workload (`--workload data`): the real data path under faults, around the metadata servers of
+ * the metadata workload (state machines over Raft, the leader's real ChunkService; see data-metadata.ts).
+ *
+ * - Chunkservers (3–5, in 2–3 racks) run the real code: FileChunkStore on a SimDisk, a DataServer on one
+ *   MemoryDataNetwork whose deliveries are World events (with per-seed latency), a MetadataAgent whose
+ *   link goes through the simulated request path and whose timers are World timers, and the Scrubber on the
+ *   World clock. A crash loses unsynced writes (some torn), breaks every connection of the server, and the
+ *   server comes back later (the store reopened, the agent re-registering with its saved id); sometimes on
+ *   an empty disk (a new id). Bits flip in sealed chunks' data files; the scrubber or a read must find them.
+ * - Writers run FileWriter (files of 0..~1 MiB whose bytes are a function of (seed, path), see
+ *   data-content.ts, in chunks of a few 64 KiB blocks) over adapters onto the leader and the network;
+ *   readers run FileReader during the run, sometimes with locations cached from before a version bump.
+ * - Faults: at most replication−1 chunkservers down or holding an unrepaired flipped bit at once, and a bit
+ *   flips or a disk is wiped only when another good copy of every replica it destroys exists (the no-loss
+ *   premise); connections on the data network break at random; the metadata nodes' own faults (crashes,
+ *   pauses, partitions) run as in the other workloads.
+ *
+ * Checks (each a named violation; see checkers.ts):
+ * - data-pipeline-ack: when the writer receives an ack, every replica of the chain (still in the
+ *   incarnation that took the pipeline) holds the acknowledged bytes;
+ * - data-stale-replica: a replica that serves a read holds the chunk at the version asked for;
+ * - data-read-correct: every read during the run returns exactly the expected bytes of its range (a prefix
+ *   of it while the file is being written) or an error, never other bytes;
+ * - after healing, polled until they hold or a deadline passes: chunk-replication (every sealed chunk of a
+ *   live file with a good copy is listed on min(replication, servers up) servers holding it at its version,
+ *   sealed, at its length), chunk-stale-replica (no server up keeps a sealed chunk at an older version) and
+ *   data-corruption-repaired (every listed replica verifies);
+ * - then data-durability: every file whose close() resolved reads back exactly its bytes, through the
+ *   reader and from every listed replica of each of its chunks.
+ */
+import { pino } from 'pino';
+import type { Logger } from 'pino';
+import type { DataPlane, OpenPipeline, PipelineFailure, ChunkPipeline, WriterTimers } from '../../src/client/data-path.ts';
+import { FileReader } from '../../src/client/file-reader.ts';
+import { FileWriter } from '../../src/client/file-writer.ts';
+import { MetadataAgent } from '../../src/chunkserver/agent.ts';
+import type { AgentLimits, CopyReplica } from '../../src/chunkserver/agent.ts';
+import type { DataBug } from '../../src/chunkserver/bugs.ts';
+import type { DataConnection, DataNetwork, Listener } from '../../src/chunkserver/dataplane/connection.ts';
+import { DataPlaneError, DataServer, MemoryDataNetwork, PipelineFailedError, PipelineWriter, copyReplica, readRange } from '../../src/chunkserver/dataplane/index.ts';
+import type { DataPlaneLimits } from '../../src/chunkserver/dataplane/index.ts';
+import { Scrubber } from '../../src/chunkserver/scrubber.ts';
+import { FileChunkStore } from '../../src/chunkserver/store.ts';
+import type { ChunkStore, ReplicaInfo, StoreUsage } from '../../src/chunkserver/types.ts';
+import { ChunkStoreError, checksumBlockBytes } from '../../src/chunkserver/types.ts';
+import type { PlacementBug } from '../../src/placement/bugs.ts';
+import { loadClusterView } from '../../src/placement/view.ts';
+import type { Clock, TimerHandle } from '../../src/raft/node-api.ts';
+import type { InvariantChecker, ViolationKind } from './checkers.ts';
+import { describeError, type Cluster } from './cluster.ts';
+import { expectedContent, firstDifference } from './data-content.ts';
+import { DataMetadata, SimMetadataLink, SimReaderMetadata, SimWriterMetadata, type MetadataClientState } from './data-metadata.ts';
+import { SimDisk } from './disk.ts';
+import type { Prng } from './prng.ts';
+import type { Scenario } from './scenario.ts';
+import { ANY_EPOCH, NO_NODE, type World } from './world.ts';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const DATA_DIR = '/data';
+/** Chunk sizes drawn per seed: a few checksum blocks each (the smallest the metadata service accepts is one). */
+const CHUNK_SIZE_CHOICES: readonly number[] = [2 * checksumBlockBytes, 3 * checksumBlockBytes, 4 * checksumBlockBytes];
+const CHUNK_SIZE_MAX_BYTES = 4 * checksumBlockBytes;
+/** The largest file a writer writes. */
+const FILE_BYTES_MAX = MiB + 3 * KiB;
+/** The data plane in the simulator: one checksum block per packet, a small window. */
+const PACKET_BYTES = 64 * KiB;
+const dataPlaneLimits: Partial<DataPlaneLimits> = { packetBytesMax: PACKET_BYTES, inflightPacketsMax: 4, sendQueueBytesHigh: 4 * PACKET_BYTES };
+/** The agent on the simulator's faster clock (the leader's heartbeat timeout is 1 s there). */
+const agentLimits: Partial<AgentLimits> = {
+  heartbeatIntervalMs: 100,
+  fullReportIntervalMs: 1_000,
+  reportDelayMs: 20,
+  retryDelayMsMin: 20,
+  retryDelayMsMax: 100,
+  replicationsInflightMax: 2,
+};
+const SCRUB_BYTES_PER_SECOND = 4 * MiB;
+const SCRUB_RESCAN_INTERVAL_MS = 500;
+const WRITER_THINK_MAX_MS = 150;
+const READER_THINK_MAX_MS = 60;
+const LEASE_DURATION_MS = 6_000;
+/** A file not closed within this much virtual time is abandoned (its writer aborted). */
+const FILE_DEADLINE_MS = 8_000;
+/** After the Raft liveness probe, the data checks must hold within this much virtual time. */
+export const DATA_CONVERGENCE_DEADLINE_MS = 20_000;
+const CONVERGENCE_POLL_INTERVAL_MS = 200;
+/** Data faults arrive this often on average during the fault phase. */
+const DATA_FAULT_MEAN_MIN_MS = 120;
+const DATA_FAULT_MEAN_MAX_MS = 500;
+
+const silentLogger: Logger = pino({ enabled: false });
+
+export interface DataStats {
+  filesStarted: number;
+  filesAcked: number;
+  filesFailed: number;
+  bytesAcked: number;
+  pipelineRecoveries: number;
+  readsDuringRun: number;
+  readsOk: number;
+  staleCacheReads: number;
+  replicaReadFailures: number;
+  chunkserverCrashes: number;
+  disksWiped: number;
+  bitFlips: number;
+  corruptionsFound: number;
+  connectionsBroken: number;
+  copiesDone: number;
+  finalFilesRead: number;
+  finalReplicaReads: number;
+  convergedMs: number | null;
+}
+
+/** Per-seed knobs of the data workload, from the scenario's own stream. */
+export interface DataProfile {
+  readonly servers: number;
+  readonly racks: number;
+  readonly replication: number;
+  readonly chunkSizeBytes: number;
+  readonly writers: number;
+  readonly readers: number;
+  readonly netDelayMinMs: number;
+  readonly netDelayMaxMs: number;
+  readonly netSlowProbability: number;
+  readonly netSlowMaxMs: number;
+  readonly faultMeanMs: number;
+  readonly crashes: boolean;
+  readonly wipes: boolean;
+  readonly bitFlips: boolean;
+  readonly connectionBreaks: boolean;
+  readonly staleCacheProbability: number;
+}
+
+export function makeDataProfile(random: Prng): DataProfile {
+  const servers = random.intBetween(3, 5);
+  return {
+    servers,
+    racks: random.intBetween(2, 3),
+    replication: random.pick([2, 3, 3]),
+    chunkSizeBytes: random.pick(CHUNK_SIZE_CHOICES),
+    writers: random.intBetween(1, 3),
+    readers: random.intBetween(1, 2),
+    netDelayMinMs: random.floatBetween(0.02, 0.3),
+    netDelayMaxMs: random.floatBetween(0.3, 2),
+    netSlowProbability: random.pick([0, 0.01, 0.05]),
+    netSlowMaxMs: random.floatBetween(5, 50),
+    faultMeanMs: random.floatBetween(DATA_FAULT_MEAN_MIN_MS, DATA_FAULT_MEAN_MAX_MS),
+    crashes: random.chance(0.8),
+    wipes: random.chance(0.5),
+    bitFlips: random.chance(0.7),
+    connectionBreaks: random.chance(0.6),
+    staleCacheProbability: random.pick([0.2, 0.5]),
+  };
+}
+
+/**
+ * The scenario of a data seed: the metadata cluster of 3 nodes, short phases, no membership changes or log
+ * corruption (the data path is under test; the metadata workload covers those), no metadata clients.
+ */
+export function dataScenario(base: Scenario): Scenario {
+  return {
+    ...base,
+    clusterSize: 3,
+    faultPhaseMs: 1_000 + (base.faultPhaseMs % 1_000),
+    faults: { ...base.faults, membership: false, corruption: false },
+    workload: { ...base.workload, clients: 0 },
+  };
+}
+
+// ------------------------------------------------------------------------------------------------ network
+
+/**
+ * One endpoint's dialer onto the shared network: it remembers the connections it opened, so a crash (or a
+ * network fault) can break them.
+ */
+class TrackedDialer {
+  readonly open = new Set<DataConnection>();
+
+  constructor(private readonly network: MemoryDataNetwork) {}
+
+  async dial(address: string): Promise<DataConnection> {
+    const connection = await this.network.dial(address);
+    this.open.add(connection);
+    return connection;
+  }
+
+  /** Drops closed connections from the set (they are only ever closed, never reopened). */
+  prune(): void {
+    for (const c of this.open) if (c.closed) this.open.delete(c);
+  }
+
+  breakAll(): number {
+    let n = 0;
+    for (const c of this.open) {
+      if (!c.closed) {
+        c.destroy(new DataPlaneError('CONNECTION_LOST', 'the endpoint crashed'));
+        n++;
+      }
+    }
+    this.open.clear();
+    return n;
+  }
+}
+
+/** A chunkserver's network: listens on the shared network, dials through its tracked dialer. */
+class NodeNetwork implements DataNetwork {
+  constructor(
+    private readonly network: MemoryDataNetwork,
+    readonly dialer: TrackedDialer,
+  ) {}
+
+  listen(address: string, onConnection: (connection: DataConnection) => void): Promise<Listener> {
+    return this.network.listen(address, onConnection);
+  }
+
+  dial(address: string): Promise<DataConnection> {
+    return this.dialer.dial(address);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ chunkservers
+
+/** The events the data server's store reports to the agent (what server.ts's wiring promises). */
+interface ReplicaEventsSink {
+  noteReplicaChanged(handle: number): void;
+  noteReplicaRemoved(handle: number): void;
+  reportCorrupt(handle: number): Promise<boolean>;
+}
+
+/** The store as the data server sees it: every change noted for the agent, a corrupt read reported. */
+class NotifyingStore implements ChunkStore {
+  constructor(
+    private readonly inner: ChunkStore,
+    private readonly events: ReplicaEventsSink,
+    private readonly onCorruptRead: () => void,
+    /** A replica was created: the scrubber's history of the handle no longer applies. */
+    private readonly onCreated: (handle: number) => void,
+  ) {}
+
+  async create(handle: number, version: number): Promise<void> {
+    await this.inner.create(handle, version);
+    this.onCreated(handle);
+    this.events.noteReplicaChanged(handle);
+  }
+
+  append(handle: number, version: number, offset: number, data: Uint8Array): Promise<void> {
+    return this.inner.append(handle, version, offset, data);
+  }
+
+  sync(handle: number): Promise<void> {
+    return this.inner.sync(handle);
+  }
+
+  async bumpVersion(handle: number, fromVersion: number, toVersion: number, lengthBytes: number): Promise<void> {
+    await this.inner.bumpVersion(handle, fromVersion, toVersion, lengthBytes);
+    this.events.noteReplicaChanged(handle);
+  }
+
+  async seal(handle: number, version: number, lengthBytes: number): Promise<ReplicaInfo> {
+    const info = await this.inner.seal(handle, version, lengthBytes);
+    this.events.noteReplicaChanged(handle);
+    return info;
+  }
+
+  async read(handle: number, version: number, offset: number, length: number): Promise<Uint8Array> {
+    try {
+      return await this.inner.read(handle, version, offset, length);
+    } catch (error) {
+      if (error instanceof ChunkStoreError && error.code === 'CHECKSUM_MISMATCH') {
+        this.onCorruptRead();
+        void this.events.reportCorrupt(handle);
+      }
+      throw error;
+    }
+  }
+
+  verify(handle: number): Promise<void> {
+    return this.inner.verify(handle);
+  }
+
+  async delete(handle: number, versionAtMost: number): Promise<boolean> {
+    const removed = await this.inner.delete(handle, versionAtMost);
+    if (removed) this.events.noteReplicaRemoved(handle);
+    return removed;
+  }
+
+  info(handle: number): ReplicaInfo | undefined {
+    return this.inner.info(handle);
+  }
+
+  list(): readonly ReplicaInfo[] {
+    return this.inner.list();
+  }
+
+  usage(): Promise<StoreUsage> {
+    return this.inner.usage();
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+class SimChunkserver {
+  incarnation = 0;
+  up = false;
+  /** Started and serving (store open, data server listening). */
+  serving = false;
+  disk: SimDisk;
+  /** The id file on this disk (lost with the disk). */
+  savedId: number | undefined = undefined;
+  store: FileChunkStore | null = null;
+  agent: MetadataAgent | null = null;
+  server: DataServer | null = null;
+  scrubber: Scrubber | null = null;
+  dialer: TrackedDialer;
+  readonly client: MetadataClientState;
+  /** Flipped bits not yet repaired: (handle, version) of the replica hit. */
+  readonly flips: { handle: number; version: number }[] = [];
+  /** Planned restarts are stamped with the incarnation they end. */
+  downSinceMs = 0;
+
+  constructor(
+    readonly slot: number,
+    readonly rack: string,
+    diskRandom: Prng,
+    network: MemoryDataNetwork,
+    random: Prng,
+  ) {
+    this.disk = new SimDisk(diskRandom, { tornWriteProbability: 0.5 });
+    this.dialer = new TrackedDialer(network);
+    this.client = { target: 1, random };
+  }
+
+  get address(): string {
+    return `cs${this.slot}:7000`;
+  }
+
+  get id(): number | undefined {
+    return this.savedId;
+  }
+
+  /** Unrepaired flips whose replica is still held at the flipped version. */
+  unrepairedFlips(): number {
+    const store = this.store;
+    if (store === null) return this.flips.length;
+    for (let i = this.flips.length - 1; i >= 0; i--) {
+      const f = this.flips[i]!;
+      if (store.info(f.handle)?.version !== f.version) this.flips.splice(i, 1);
+    }
+    return this.flips.length;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ the world
+
+export interface DataWorldDeps {
+  readonly world: World;
+  readonly cluster: Cluster;
+  readonly checker: InvariantChecker;
+  readonly random: Prng;
+  readonly seed: number;
+  readonly dataBugs: ReadonlySet<DataBug>;
+  readonly placementBugs: ReadonlySet<PlacementBug>;
+  /** Whether the fault phase runs (writers start files, readers read, faults strike). */
+  readonly active: () => boolean;
+  readonly timeline: (line: string) => void;
+}
+
+interface FileRecord {
+  readonly path: string;
+  readonly sizeBytes: number;
+  /** null while being written; then whether close() resolved. */
+  acked: boolean | null;
+  ackedAtMs: number | null;
+}
+
+export class DataWorld {
+  readonly stats: DataStats = {
+    filesStarted: 0,
+    filesAcked: 0,
+    filesFailed: 0,
+    bytesAcked: 0,
+    pipelineRecoveries: 0,
+    readsDuringRun: 0,
+    readsOk: 0,
+    staleCacheReads: 0,
+    replicaReadFailures: 0,
+    chunkserverCrashes: 0,
+    disksWiped: 0,
+    bitFlips: 0,
+    corruptionsFound: 0,
+    connectionsBroken: 0,
+    copiesDone: 0,
+    finalFilesRead: 0,
+    finalReplicaReads: 0,
+    convergedMs: null,
+  };
+  readonly profile: DataProfile;
+  private readonly meta: DataMetadata;
+  private readonly network: MemoryDataNetwork;
+  private readonly netRandom: Prng;
+  private readonly faultRandom: Prng;
+  private readonly servers: SimChunkserver[] = [];
+  private readonly files: FileRecord[] = [];
+  /** handle → every chunkserver id that was in one of its pipelines (a reader's stale cache). */
+  private readonly chains = new Map<number, Set<number>>();
+  /** handle → its pipelines in order (version, chain), for reads through stale locations. */
+  private readonly pipelines = new Map<number, { version: number; ids: number[] }[]>();
+  /** handle → the file and chunk index it belongs to. */
+  private readonly chunkFiles = new Map<number, { file: FileRecord; index: number }>();
+  private readonly clientDialers: TrackedDialer[] = [];
+  private filesInFlight = 0;
+  private convergence: { startMs: number; done: (problem: string | null) => void } | null = null;
+  private finished = false;
+
+  constructor(private readonly deps: DataWorldDeps) {
+    this.profile = makeDataProfile(deps.random.split('profile'));
+    this.netRandom = deps.random.split('data-network');
+    this.faultRandom = deps.random.split('data-faults');
+    this.network = new MemoryDataNetwork({ scheduler: (task) => this.deliver(task), limits: dataPlaneLimits });
+    this.meta = new DataMetadata({ world: deps.world, cluster: deps.cluster, checker: deps.checker, random: deps.random.split('metadata'), placementBugs: deps.placementBugs });
+    for (let slot = 1; slot <= this.profile.servers; slot++) {
+      const rack = `rack${slot % Math.min(this.profile.racks, this.profile.servers)}`;
+      this.servers.push(new SimChunkserver(slot, rack, deps.random.split(`disk/${slot}`), this.network, deps.random.split(`cs/${slot}`)));
+    }
+  }
+
+  describe(): string {
+    const p = this.profile;
+    const faults = (['crashes', 'wipes', 'bitFlips', 'connectionBreaks'] as const).filter((k) => p[k]);
+    return (
+      `data: ${p.servers} chunkservers in ${p.racks} racks, replication ${p.replication}, chunk ${p.chunkSizeBytes / KiB} KiB, ` +
+      `${p.writers} writers, ${p.readers} readers, net ${p.netDelayMinMs.toFixed(2)}..${p.netDelayMaxMs.toFixed(2)}ms slow=${p.netSlowProbability}, ` +
+      `faults [${faults.join(',')}] every~${p.faultMeanMs.toFixed(0)}ms${this.deps.dataBugs.size > 0 ? ` (data bugs ${[...this.deps.dataBugs].join(',')})` : ''}`
+    );
+  }
+
+  private schedule(delayMs: number, what: string, run: () => void): void {
+    this.deps.world.schedule(delayMs, { kind: 'control', nodeId: NO_NODE, epoch: ANY_EPOCH, describe: () => what, run });
+  }
+
+  private sleep(delayMs: number, what: string): Promise<void> {
+    return new Promise((resolve) => this.schedule(delayMs, what, resolve));
+  }
+
+  /** One data-network delivery, after the network's latency. */
+  private deliver(task: () => void): void {
+    const p = this.profile;
+    const r = this.netRandom;
+    const delayMs = r.chance(p.netSlowProbability) ? r.floatBetween(p.netDelayMaxMs, p.netSlowMaxMs) : r.floatBetween(p.netDelayMinMs, p.netDelayMaxMs);
+    this.deps.world.schedule(delayMs, { kind: 'deliver', nodeId: NO_NODE, epoch: ANY_EPOCH, describe: () => 'data network delivery', run: task });
+  }
+
+  private fail(kind: ViolationKind, message: string): void {
+    this.deps.checker.fail(kind, message);
+  }
+
+  start(): void {
+    this.meta.start();
+    for (const cs of this.servers) void this.startServer(cs);
+    for (let w = 1; w <= this.profile.writers; w++) {
+      const random = this.deps.random.split(`writer/${w}`);
+      this.schedule(random.floatBetween(300, 500), `writer ${w} starts`, () => this.writerLoop(w, random));
+    }
+    for (let r = 1; r <= this.profile.readers; r++) {
+      const random = this.deps.random.split(`reader/${r}`);
+      this.schedule(random.floatBetween(400, 600), `reader ${r} starts`, () => this.readerLoop(r, random));
+    }
+    this.schedule(this.faultRandom.exponential(this.profile.faultMeanMs) + 200, 'data fault', () => this.injectFault());
+  }
+
+  // ---------------------------------------------------------------------------------------------- chunkservers
+
+  private clockFor(cs: SimChunkserver, incarnation: number): Clock {
+    const world = this.deps.world;
+    return {
+      nowMs: () => world.nowMs,
+      setTimer: (delayMs: number, fn: () => void): TimerHandle => {
+        const handle = { cancelled: false };
+        world.schedule(Math.max(0, delayMs), {
+          kind: 'timer',
+          nodeId: NO_NODE,
+          epoch: ANY_EPOCH,
+          describe: () => `cs${cs.slot} timer`,
+          run: () => {
+            if (!handle.cancelled && cs.incarnation === incarnation) fn();
+          },
+        });
+        return handle;
+      },
+      clearTimer: (handle: TimerHandle) => {
+        (handle as { cancelled: boolean }).cancelled = true;
+      },
+    };
+  }
+
+  private async startServer(cs: SimChunkserver): Promise<void> {
+    const incarnation = ++cs.incarnation;
+    cs.up = true;
+    const current = (): boolean => cs.incarnation === incarnation && cs.up;
+    let store: FileChunkStore;
+    try {
+      store = await FileChunkStore.open(cs.disk, DATA_DIR, { chunkSizeBytes: CHUNK_SIZE_MAX_BYTES, bugs: this.deps.dataBugs });
+    } catch (error) {
+      this.fail('node-crash', `cs${cs.slot}'s replica store failed to open: ${describeError(error)}`);
+      return;
+    }
+    if (!current()) return;
+    cs.store = store;
+    const clock = this.clockFor(cs, incarnation);
+    const dialer = cs.dialer;
+    const copy: CopyReplica = async (order) => {
+      await copyReplica(store, dialer, order.handle, order.version, { id: order.targetId, address: order.targetAddress }, { packetBytes: PACKET_BYTES, limits: dataPlaneLimits });
+      if (current()) this.stats.copiesDone++;
+    };
+    const agent = new MetadataAgent({
+      address: cs.address,
+      rack: cs.rack,
+      store,
+      link: new SimMetadataLink(this.meta, cs.client, current),
+      idStore: {
+        load: () => Promise.resolve(cs.savedId),
+        save: (id) => {
+          if (current()) cs.savedId = id;
+          return Promise.resolve();
+        },
+      },
+      clock,
+      copyReplica: copy,
+      logger: silentLogger,
+      random: cs.client.random,
+      limits: agentLimits,
+      onFatal: (error) => {
+        if (current()) this.fail('node-crash', `cs${cs.slot}'s agent stopped for good: ${error.message}`);
+      },
+    });
+    cs.agent = agent;
+    const scrubber = new Scrubber(store, clock, {
+      scrubBytesPerSecond: SCRUB_BYTES_PER_SECOND,
+      sliceBytes: checksumBlockBytes,
+      rescanIntervalMs: SCRUB_RESCAN_INTERVAL_MS,
+      idleMsMax: SCRUB_RESCAN_INTERVAL_MS,
+      onCorrupt: (replica) => {
+        if (!current()) return;
+        this.stats.corruptionsFound++;
+        void agent.reportCorrupt(replica.handle);
+      },
+    });
+    cs.scrubber = scrubber;
+    try {
+      await agent.start();
+      const id = cs.savedId ?? (await agent.whenRegistered());
+      if (!current()) return;
+      const server = await DataServer.start({
+        id,
+        store: new NotifyingStore(
+          store,
+          agent,
+          () => this.stats.corruptionsFound++,
+          (handle) => scrubber.forget(handle),
+        ),
+        network: new NodeNetwork(this.network, dialer),
+        address: cs.address,
+        limits: dataPlaneLimits,
+        bugs: this.deps.dataBugs,
+      });
+      if (!current()) {
+        await server.close();
+        return;
+      }
+      cs.server = server;
+      cs.serving = true;
+      scrubber.start();
+      this.deps.timeline(`chunkserver cs${cs.slot} serving as id ${id} (incarnation ${incarnation}, ${store.list().length} replicas)`);
+    } catch (error) {
+      if (current()) this.fail('node-crash', `cs${cs.slot} failed to start: ${describeError(error)}`);
+    }
+  }
+
+  /** A power cut: unsynced writes lost (some torn), every connection broken, timers dead. */
+  private crash(cs: SimChunkserver): void {
+    cs.up = false;
+    cs.serving = false;
+    cs.incarnation++;
+    cs.downSinceMs = this.deps.world.nowMs;
+    this.stats.chunkserverCrashes++;
+    const server = cs.server;
+    const agent = cs.agent;
+    const scrubber = cs.scrubber;
+    cs.server = null;
+    cs.agent = null;
+    cs.scrubber = null;
+    cs.store = null;
+    cs.disk.crash();
+    this.stats.connectionsBroken += cs.dialer.breakAll();
+    cs.dialer = new TrackedDialer(this.network);
+    void server?.close();
+    void agent?.stop();
+    void scrubber?.stop();
+  }
+
+  private restart(cs: SimChunkserver, wipe: boolean): void {
+    if (cs.up) return;
+    if (wipe) {
+      cs.disk = new SimDisk(this.faultRandom.split(`wiped-disk/${cs.slot}/${cs.incarnation}`), { tornWriteProbability: 0.5 });
+      cs.savedId = undefined;
+      cs.flips.length = 0;
+      this.stats.disksWiped++;
+    }
+    this.deps.timeline(`chunkserver cs${cs.slot} restarts${wipe ? ' on an empty disk' : ''}`);
+    void this.startServer(cs);
+  }
+
+  /** Every chunkserver down comes back with its disk. */
+  heal(): void {
+    for (const cs of this.servers) if (!cs.up) this.restart(cs, false);
+  }
+
+  // ---------------------------------------------------------------------------------------------- faults
+
+  /** Servers down or holding an unrepaired flipped bit: at most replication − 1 at once. */
+  private impaired(): number {
+    return this.servers.filter((cs) => !cs.up || cs.unrepairedFlips() > 0).length;
+  }
+
+  /** Whether some other serving, unflipped server holds `handle` sealed at `version`. */
+  private hasOtherGoodCopy(except: SimChunkserver, handle: number, version: number): boolean {
+    return this.servers.some((cs) => {
+      if (cs === except || !cs.serving || cs.store === null) return false;
+      const info = cs.store.info(handle);
+      return info !== undefined && info.version === version && info.sealed && !cs.flips.some((f) => f.handle === handle && f.version === version);
+    });
+  }
+
+  private injectFault(): void {
+    if (!this.deps.active()) return;
+    this.schedule(this.faultRandom.exponential(this.profile.faultMeanMs), 'data fault', () => this.injectFault());
+    const p = this.profile;
+    const kinds: ('crash' | 'flip' | 'break')[] = [];
+    if (p.crashes) kinds.push('crash');
+    if (p.bitFlips) kinds.push('flip');
+    if (p.connectionBreaks) kinds.push('break');
+    if (kinds.length === 0) return;
+    const kind = this.faultRandom.pick(kinds);
+    if (kind === 'break') return this.breakConnection();
+    if (this.impaired() >= p.replication - 1) return;
+    const candidates = this.servers.filter((cs) => cs.serving && cs.unrepairedFlips() === 0);
+    if (candidates.length === 0) return;
+    const cs = this.faultRandom.pick(candidates);
+    if (kind === 'flip') return this.flipBit(cs);
+    const wipe = p.wipes && this.faultRandom.chance(0.25) && (cs.store?.list() ?? []).every((r) => !r.sealed || this.hasOtherGoodCopy(cs, r.handle, r.version));
+    const downMs = this.faultRandom.floatBetween(30, 1_200);
+    this.deps.timeline(`chunkserver cs${cs.slot} (id ${cs.id ?? '-'}) crashes${wipe ? ', losing its disk' : ''}, down ${downMs.toFixed(0)}ms`);
+    this.crash(cs);
+    const incarnation = cs.incarnation;
+    this.schedule(downMs, `cs${cs.slot} restart`, () => {
+      if (cs.incarnation === incarnation) this.restart(cs, wipe);
+    });
+  }
+
+  private flipBit(cs: SimChunkserver): void {
+    const store = cs.store;
+    if (store === null) return;
+    const sealed = store.list().filter((r) => r.sealed && r.lengthBytes > 0 && this.hasOtherGoodCopy(cs, r.handle, r.version));
+    if (sealed.length === 0) return;
+    const replica = this.faultRandom.pick(sealed);
+    const byteOffset = this.faultRandom.int(replica.lengthBytes);
+    cs.disk.flipBit(`${DATA_DIR}/${replica.handle}.data`, byteOffset, this.faultRandom.int(8));
+    cs.flips.push({ handle: replica.handle, version: replica.version });
+    this.stats.bitFlips++;
+    this.deps.timeline(`bit flip in cs${cs.slot}'s replica of chunk ${replica.handle} v${replica.version} at byte ${byteOffset}`);
+  }
+
+  private breakConnection(): void {
+    const open: DataConnection[] = [];
+    for (const d of [...this.clientDialers, ...this.servers.map((cs) => cs.dialer)]) {
+      d.prune();
+      for (const c of d.open) open.push(c);
+    }
+    if (open.length === 0) return;
+    const connection = this.faultRandom.pick(open);
+    connection.destroy(new DataPlaneError('CONNECTION_LOST', 'the network cut the connection'));
+    this.stats.connectionsBroken++;
+  }
+
+  // ---------------------------------------------------------------------------------------------- the client side
+
+  private serverAt(address: string): SimChunkserver | undefined {
+    return this.servers.find((cs) => cs.address === address);
+  }
+
+  /** The DataPlane of one client, over its own dialer, with the ack and stale-read checks. */
+  private dataPlane(dialer: TrackedDialer): DataPlane {
+    return {
+      openPipeline: async (options: OpenPipeline): Promise<ChunkPipeline> => {
+        const chain = options.chain.map((r) => ({ id: r.id, address: r.address }));
+        const known = this.chains.get(options.handle) ?? new Set<number>();
+        for (const r of chain) known.add(r.id);
+        this.chains.set(options.handle, known);
+        const history = this.pipelines.get(options.handle) ?? [];
+        history.push({ version: options.version, ids: chain.map((r) => r.id) });
+        this.pipelines.set(options.handle, history);
+        const incarnations = chain.map((r) => this.serverAt(r.address)?.incarnation ?? -1);
+        const writer = await PipelineWriter.open(dialer, {
+          handle: options.handle,
+          version: options.version,
+          chain,
+          mode: options.mode,
+          ...(options.fromVersion !== undefined ? { fromVersion: options.fromVersion } : {}),
+          ...(options.offset !== undefined ? { offset: options.offset } : {}),
+          packetBytes: PACKET_BYTES,
+          limits: dataPlaneLimits,
+          onAck: (acked) => this.checkAck(options.handle, options.version, chain, incarnations, acked),
+        });
+        return {
+          write: (data) => writer.write(data),
+          flush: () => writer.flush(),
+          seal: (lengthBytes) => writer.seal(lengthBytes),
+          abort: () => writer.abort(),
+          get ackedLengthBytes() {
+            return writer.ackedLengthBytes;
+          },
+        };
+      },
+      readRange: async (address, request) => {
+        const incarnation = this.serverAt(address)?.incarnation;
+        const bytes = await readRange(dialer, address, request);
+        this.checkServedVersion(address, incarnation, request.handle, request.version);
+        return bytes;
+      },
+      pipelineFailure: (error: unknown): PipelineFailure | undefined =>
+        error instanceof PipelineFailedError
+          ? { code: error.code, failedIndex: error.failedIndex, failedId: error.failedId, ackedLengthBytes: error.ackedLengthBytes }
+          : undefined,
+      errorCode: (error: unknown) => (error instanceof DataPlaneError ? error.code : error instanceof ChunkStoreError ? error.code : undefined),
+    };
+  }
+
+  /** data-pipeline-ack: an ack the writer receives means every replica of the chain holds the bytes. */
+  private checkAck(handle: number, version: number, chain: readonly { id: number; address: string }[], incarnations: readonly number[], acked: number): void {
+    chain.forEach((link, i) => {
+      const cs = this.serverAt(link.address);
+      if (cs === undefined || !cs.up || cs.incarnation !== incarnations[i] || cs.store === null || cs.id !== link.id) return;
+      const info = cs.store.info(handle);
+      if (info === undefined || info.version !== version) return;
+      if (info.lengthBytes < acked) {
+        this.fail('data-pipeline-ack', `the writer got an ack for ${acked} bytes of chunk ${handle} v${version}, but replica ${link.id} (cs${cs.slot}, chain position ${i}) holds ${info.lengthBytes}`);
+      }
+    });
+  }
+
+  /** data-stale-replica: a replica that served a read held the chunk at the version asked for. */
+  private checkServedVersion(address: string, incarnation: number | undefined, handle: number, version: number): void {
+    const cs = this.serverAt(address);
+    if (cs === undefined || cs.incarnation !== incarnation || cs.store === null) return;
+    const held = cs.store.info(handle)?.version;
+    if (held !== undefined && held !== version) {
+      this.fail('data-stale-replica', `cs${cs.slot} (id ${cs.id ?? '-'}) served a read of chunk ${handle} at version ${version} from its replica at version ${held}`);
+    }
+  }
+
+  private newClient(random: Prng): { client: MetadataClientState; dialer: TrackedDialer } {
+    const dialer = new TrackedDialer(this.network);
+    this.clientDialers.push(dialer);
+    return { client: { target: random.pick(this.deps.cluster.addressableIds()), random }, dialer };
+  }
+
+  private timers(): WriterTimers {
+    return {
+      setInterval: (fn, ms) => {
+        let stopped = false;
+        const tick = (): void => {
+          if (stopped) return;
+          fn();
+          this.schedule(ms, 'lease renewal', tick);
+        };
+        this.schedule(ms, 'lease renewal', tick);
+        return () => {
+          stopped = true;
+        };
+      },
+    };
+  }
+
+  private fileSize(random: Prng): number {
+    switch (random.int(5)) {
+      case 0:
+        return random.int(3) === 0 ? 0 : random.intBetween(1, 100);
+      case 1:
+        return random.intBetween(1, this.profile.chunkSizeBytes + 10);
+      case 2:
+        return random.pick([this.profile.chunkSizeBytes, 2 * this.profile.chunkSizeBytes, PACKET_BYTES]);
+      default:
+        return random.intBetween(1, FILE_BYTES_MAX);
+    }
+  }
+
+  private writerLoop(w: number, random: Prng): void {
+    const { client, dialer } = this.newClient(random);
+    const data = this.dataPlane(dialer);
+    let n = 0;
+    const next = (): void => {
+      if (!this.deps.active()) return;
+      const path = `/w${w}.${++n}`;
+      void this.writeFile(path, w, random, client, data).finally(() => this.schedule(random.floatBetween(1, WRITER_THINK_MAX_MS), `writer ${w} next file`, next));
+    };
+    next();
+  }
+
+  private async writeFile(path: string, w: number, random: Prng, client: MetadataClientState, data: DataPlane): Promise<void> {
+    const sizeBytes = this.fileSize(random);
+    const record: FileRecord = { path, sizeBytes, acked: null, ackedAtMs: null };
+    this.files.push(record);
+    this.filesInFlight++;
+    this.stats.filesStarted++;
+    const bytes = expectedContent(this.deps.seed, path, sizeBytes);
+    let writer: FileWriter | null = null;
+    let timedOut = false;
+    this.schedule(FILE_DEADLINE_MS, `writer ${w} deadline for ${path}`, () => {
+      if (record.acked !== null) return;
+      timedOut = true;
+      void writer?.abort();
+    });
+    try {
+      writer = await FileWriter.open(path, {
+        metadata: this.writerMetadata(client, record),
+        data,
+        holder: `writer${w}`,
+        exclusive: true,
+        leaseDurationMs: LEASE_DURATION_MS,
+        stagingBytes: PACKET_BYTES,
+        timers: this.timers(),
+        onRecovery: () => this.stats.pipelineRecoveries++,
+      });
+      if (timedOut) throw new Error('deadline passed');
+      for (let offset = 0; offset < sizeBytes; ) {
+        const piece = Math.min(sizeBytes - offset, random.pick([1, 100, 4 * KiB, 50 * KiB, 64 * KiB, 200 * KiB]));
+        await writer.write(bytes.subarray(offset, offset + piece));
+        offset += piece;
+      }
+      await writer.close();
+      record.acked = true;
+      record.ackedAtMs = this.deps.world.nowMs;
+      this.stats.filesAcked++;
+      this.stats.bytesAcked += sizeBytes;
+    } catch (error) {
+      record.acked = false;
+      this.stats.filesFailed++;
+      this.deps.timeline(`writer ${w} gave up ${path} (${sizeBytes} bytes): ${describeError(error)}`);
+      await writer?.abort();
+    } finally {
+      this.filesInFlight--;
+    }
+  }
+
+  /** The writer's metadata, remembering which file and index each allocated chunk belongs to. */
+  private writerMetadata(client: MetadataClientState, file: FileRecord): SimWriterMetadata {
+    const metadata = new SimWriterMetadata(this.meta, client, { replication: this.profile.replication, chunkSizeBytes: this.profile.chunkSizeBytes });
+    const allocate = metadata.allocateChunk.bind(metadata);
+    metadata.allocateChunk = async (path, holder) => {
+      const chunk = await allocate(path, holder);
+      this.chunkFiles.set(chunk.handle, { file, index: chunk.index });
+      return chunk;
+    };
+    return metadata;
+  }
+
+  /**
+   * A read through locations cached before a version bump: a server dropped from the chunk's pipeline is asked
+   * for the chunk at its latest version. It must refuse (its replica is stale) or return exactly the bytes.
+   */
+  private async staleProbe(random: Prng, data: DataPlane): Promise<void> {
+    const bumped = [...this.pipelines].filter(([, history]) => history.length > 1);
+    if (bumped.length === 0) return;
+    const [handle, history] = random.pick(bumped);
+    const latest = history[history.length - 1]!;
+    const former = [...new Set(history.flatMap((h) => h.ids))].filter((id) => !latest.ids.includes(id));
+    const owner = this.chunkFiles.get(handle);
+    if (former.length === 0 || owner === undefined) return;
+    const id = random.pick(former);
+    // Zero bytes too: a stale replica that lost its unsynced bytes in a crash can still answer an empty read.
+    const length = random.chance(0.4) ? 0 : random.intBetween(1, PACKET_BYTES);
+    this.stats.staleCacheReads++;
+    let got: Uint8Array;
+    try {
+      got = await data.readRange(this.meta.replica(id).address, { handle, version: latest.version, offset: 0, length });
+    } catch {
+      return; // refused: right
+    } finally {
+      this.deps.timeline(`stale probe chunk ${handle} v${latest.version} from server ${id} (${length} bytes)`);
+    }
+    const chunkStart = owner.index * this.profile.chunkSizeBytes;
+    const expected = expectedContent(this.deps.seed, owner.file.path, owner.file.sizeBytes);
+    if (got.length !== length || firstDifference(got, expected, chunkStart) >= 0) {
+      this.fail('data-read-correct', `a read of chunk ${handle} v${latest.version} [0, +${length}) from server ${id} returned other bytes than were written`);
+    }
+  }
+
+  private readerLoop(r: number, random: Prng): void {
+    const { client, dialer } = this.newClient(random);
+    const data = this.dataPlane(dialer);
+    const next = (): void => {
+      if (!this.deps.active()) return;
+      const read = random.chance(this.profile.staleCacheProbability) ? this.staleProbe(random, data) : this.readOnce(random, client, data);
+      void read.finally(() => this.schedule(random.floatBetween(1, READER_THINK_MAX_MS), `reader ${r} next read`, next));
+    };
+    next();
+  }
+
+  private async readOnce(random: Prng, client: MetadataClientState, data: DataPlane): Promise<void> {
+    const candidates = this.files.filter((f) => f.acked !== false);
+    if (candidates.length === 0) return;
+    const file = random.pick(candidates);
+    const ackedBefore = file.acked === true;
+    const stale = random.chance(this.profile.staleCacheProbability);
+    if (stale) this.stats.staleCacheReads++;
+    const reader = new FileReader({
+      metadata: new SimReaderMetadata(this.meta, client, stale ? (handle) => [...(this.chains.get(handle) ?? [])] : null),
+      data,
+      ...(stale ? { orderReplicas: (chunk: { replicas: readonly { id: number; address: string }[] }) => chunk.replicas } : {}),
+      onReplicaFailure: () => this.stats.replicaReadFailures++,
+    });
+    const offset = random.chance(0.3) ? 0 : random.int(file.sizeBytes + 1);
+    const length = random.chance(0.3) ? file.sizeBytes : random.intBetween(0, 300 * KiB);
+    this.stats.readsDuringRun++;
+    let got: Uint8Array;
+    try {
+      got = await reader.read(file.path, offset, length);
+    } catch {
+      return; // an error is an allowed answer
+    }
+    this.stats.readsOk++;
+    this.checkRead(file, offset, length, got, ackedBefore, 'data-read-correct', 'a read during the run');
+  }
+
+  /** The bytes of a read of [offset, +length) of `file`: exactly the expected ones (all of them once acknowledged). */
+  private checkRead(file: FileRecord, offset: number, length: number, got: Uint8Array, complete: boolean, kind: ViolationKind, what: string): boolean {
+    const expected = expectedContent(this.deps.seed, file.path, file.sizeBytes);
+    const wantLength = Math.max(0, Math.min(length, file.sizeBytes - offset));
+    if (got.length > wantLength || (complete && got.length !== wantLength)) {
+      this.fail(kind, `${what} of ${file.path} [${offset}, +${length}) returned ${got.length} bytes; the file holds ${file.sizeBytes}${complete ? ' and is complete' : ''}`);
+      return false;
+    }
+    const diff = firstDifference(got, expected, offset);
+    if (diff >= 0) {
+      this.fail(kind, `${what} of ${file.path} [${offset}, +${length}) returned wrong bytes from file offset ${diff}`);
+      return false;
+    }
+    return true;
+  }
+
+  // ---------------------------------------------------------------------------------------------- after healing
+
+  /** Waits for the writers to settle, then polls the healing checks, then reads every acknowledged file. */
+  awaitConvergence(done: (problem: string | null) => void): void {
+    this.convergence = { startMs: this.deps.world.nowMs, done };
+    this.poll();
+  }
+
+  private finish(problem: string | null): void {
+    const c = this.convergence;
+    if (c === null || this.finished) return;
+    this.finished = true;
+    this.convergence = null;
+    c.done(problem);
+  }
+
+  private poll(): void {
+    const c = this.convergence;
+    if (c === null) return;
+    const elapsed = this.deps.world.nowMs - c.startMs;
+    const again = (): void => this.schedule(CONVERGENCE_POLL_INTERVAL_MS, 'data convergence check', () => this.poll());
+    void this.problems().then(
+      (problem) => {
+        if (problem === null) {
+          this.stats.convergedMs = elapsed;
+          void this.finalReads().then(
+            (p) => this.finish(p),
+            (e: unknown) => {
+              this.fail('node-crash', `the final reads failed: ${describeError(e)}`);
+              this.finish('crash');
+            },
+          );
+          return;
+        }
+        if (elapsed > DATA_CONVERGENCE_DEADLINE_MS) {
+          this.fail(problem.kind, `${problem.message} (${DATA_CONVERGENCE_DEADLINE_MS} ms after the cluster healed)`);
+          this.finish(problem.message);
+          return;
+        }
+        again();
+      },
+      (e: unknown) => {
+        this.fail('node-crash', `the data check failed: ${describeError(e)}`);
+        this.finish('crash');
+      },
+    );
+  }
+
+  /** What still breaks the healing checks; null when nothing. */
+  private async problems(): Promise<{ kind: ViolationKind; message: string } | null> {
+    if (this.filesInFlight > 0) return { kind: 'liveness', message: `${this.filesInFlight} file writes never settled` };
+    const down = this.servers.filter((cs) => !cs.serving);
+    if (down.length > 0) return { kind: 'liveness', message: `chunkservers ${down.map((cs) => `cs${cs.slot}`).join(',')} never came back` };
+    const leader = this.deps.cluster.leader();
+    if (leader === null || leader.host.meta === null) return { kind: 'chunk-replication', message: 'no leader to judge chunk placement by' };
+    const view = await loadClusterView(leader.host.metaKv, leader.host.meta.fsm.limits);
+    const up = this.servers.filter((cs) => cs.serving && cs.store !== null && cs.id !== undefined);
+    const under: string[] = [];
+    const stale: string[] = [];
+    const corrupt: string[] = [];
+    for (const chunk of view.chunks.values()) {
+      if (!chunk.sealed || !chunk.fileLive) continue;
+      const good = (cs: SimChunkserver): boolean => {
+        const info = cs.store?.info(chunk.handle);
+        // Sealed or not: a copy whose seal was cut off holds every byte (its reads and verification say so).
+        return info !== undefined && info.version === chunk.version && info.lengthBytes === chunk.lengthBytes;
+      };
+      const holders = up.filter(good);
+      if (holders.length === 0) continue; // every copy is lost: durability judges the files that matter
+      const listed = holders.filter((cs) => chunk.replicas.includes(cs.id!));
+      const need = Math.min(chunk.replication, up.length);
+      if (listed.length < need) {
+        const held = up.map((cs) => {
+          const info = cs.store!.info(chunk.handle);
+          return `${cs.id}:${info === undefined ? '-' : `v${info.version}${info.sealed ? 's' : 'u'}${info.lengthBytes}`}`;
+        });
+        under.push(`chunk ${chunk.handle} v${chunk.version} (${chunk.lengthBytes} bytes): ${listed.length}/${need} good listed replicas [${chunk.replicas.join(',')}], held ${held.join(' ')}`);
+      }
+      for (const cs of up) {
+        const info = cs.store!.info(chunk.handle);
+        if (info !== undefined && info.version < chunk.version) stale.push(`server ${cs.id} keeps chunk ${chunk.handle} at v${info.version} < v${chunk.version}`);
+      }
+      for (const cs of listed) {
+        try {
+          await cs.store!.verify(chunk.handle);
+        } catch (error) {
+          corrupt.push(`chunk ${chunk.handle} v${chunk.version} on server ${cs.id} (cs${cs.slot}): ${describeError(error)}`);
+        }
+      }
+    }
+    const summary = (items: string[]): string => `${items.slice(0, 3).join('; ')}${items.length > 3 ? ` (+${items.length - 3})` : ''}`;
+    if (corrupt.length > 0) return { kind: 'data-corruption-repaired', message: `listed replicas fail verification: ${summary(corrupt)}` };
+    if (under.length > 0) return { kind: 'chunk-replication', message: `under-replicated: ${summary(under)}` };
+    if (stale.length > 0) return { kind: 'chunk-stale-replica', message: `stale replicas: ${summary(stale)}` };
+    return null;
+  }
+
+  /** data-durability: every acknowledged file reads back exactly, through the reader and from every listed replica. */
+  private async finalReads(): Promise<string | null> {
+    const random = this.deps.random.split('final-reader');
+    const { client, dialer } = this.newClient(random);
+    const data = this.dataPlane(dialer);
+    const metadata = new SimReaderMetadata(this.meta, client, null);
+    const reader = new FileReader({ metadata, data });
+    for (const file of this.files) {
+      if (file.acked !== true) continue;
+      let got: Uint8Array;
+      try {
+        got = await reader.readFile(file.path);
+      } catch (error) {
+        this.fail('data-durability', `acknowledged file ${file.path} (${file.sizeBytes} bytes) cannot be read after healing: ${describeError(error)}`);
+        return 'durability';
+      }
+      this.stats.finalFilesRead++;
+      if (!this.checkRead(file, 0, file.sizeBytes, got, true, 'data-durability', 'the read after healing')) return 'durability';
+      const expected = expectedContent(this.deps.seed, file.path, file.sizeBytes);
+      const page = await metadata.chunkLocations(file.path, 0);
+      let chunkStart = 0;
+      for (const chunk of page.chunks) {
+        for (const replica of chunk.replicas) {
+          this.stats.finalReplicaReads++;
+          let bytes: Uint8Array;
+          try {
+            bytes = await data.readRange(replica.address, { handle: chunk.handle, version: chunk.version, offset: 0, length: chunk.lengthBytes });
+          } catch (error) {
+            this.fail('data-durability', `replica ${replica.id} of chunk ${chunk.handle} v${chunk.version} of ${file.path} cannot be read after healing: ${describeError(error)}`);
+            return 'durability';
+          }
+          if (bytes.length !== chunk.lengthBytes || firstDifference(bytes, expected, chunkStart) >= 0) {
+            this.fail('data-durability', `replica ${replica.id} of chunk ${chunk.handle} v${chunk.version} of ${file.path} holds other bytes than were written`);
+            return 'durability';
+          }
+        }
+        chunkStart += chunk.lengthBytes;
+      }
+      if (page.hasMore) return null; // files here have a handful of chunks: one page holds them all
+    }
+    return null;
+  }
+}
