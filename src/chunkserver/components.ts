@@ -40,7 +40,10 @@ export function realComponents(options: RealComponentsOptions = {}): StoreAndDat
         ...(options.chunkSizeBytes !== undefined ? { chunkSizeBytes: options.chunkSizeBytes } : {}),
       }),
     async startDataServer(context): Promise<DataServer> {
-      const store = new ObservedStore(context.store, context.events, context.metrics, clock);
+      // The scrubber forgets what it knew of a handle that is created again (a replica once reported bad
+      // and copied back at the same version must be scrubbed again).
+      const created = { forget: (_handle: number): void => undefined };
+      const store = new ObservedStore(context.store, context.events, context.metrics, clock, (handle) => created.forget(handle));
       const network = new TcpDataNetwork(options.dataPlaneLimits);
       const server = await PlaneServer.start({
         id: context.chunkserverId,
@@ -56,6 +59,7 @@ export function realComponents(options: RealComponentsOptions = {}): StoreAndDat
         onCorrupt: () => undefined, // ObservedStore already reported it
         logger: context.logger,
       });
+      created.forget = (handle) => scrubber.forget(handle);
       scrubber.start();
       const copy: CopyReplica = async ({ handle, version, targetId, targetAddress }) => {
         try {
@@ -91,10 +95,12 @@ export class ObservedStore implements ChunkStore {
     private readonly events: ReplicaEvents,
     private readonly metrics: ChunkserverMetrics,
     private readonly clock: Clock = systemClock,
+    private readonly onCreated: (handle: number) => void = () => undefined,
   ) {}
 
   async create(handle: number, version: number): Promise<void> {
     await this.inner.create(handle, version);
+    this.onCreated(handle);
     this.events.noteReplicaChanged(handle);
   }
 

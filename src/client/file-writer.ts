@@ -139,7 +139,7 @@ export class FileWriter {
     this.closed = true;
     this.failure ??= new FileIoError('EBADF', 'the writer was aborted');
     this.stopRenewing();
-    this.chunk?.pipeline?.abort(); // the pipeline is undefined while the first pipeline is being opened
+    this.chunk?.pipeline.abort(); // `noPipeline` until the first one opens
     await this.options.metadata.releaseLease(this.path, this.options.holder).catch(() => undefined);
   }
 
@@ -163,7 +163,7 @@ export class FileWriter {
     if (this.failure !== null) return;
     this.failure = error;
     this.stopRenewing();
-    this.chunk?.pipeline?.abort(); // the pipeline is undefined while the first pipeline is being opened
+    this.chunk?.pipeline.abort(); // `noPipeline` until the first one opens
   }
 
   private renew(): void {

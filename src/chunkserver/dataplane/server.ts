@@ -289,12 +289,6 @@ class PipelineHop {
     }
     // A retried setup of the same resume finds the replica already raised and cut: nothing to do.
     if (info !== undefined && info.version === version && info.lengthBytes === offset && !info.sealed) return;
-    // A pipeline that failed while being set up may have left this replica uncreated (the failure ended the
-    // hop before its create ran): at offset 0 nothing was acknowledged, so it starts empty now.
-    if (info === undefined && offset === 0) {
-      await store.create(handle, version);
-      return;
-    }
     // A resume that failed while being set up may have raised this replica already (between fromVersion and
     // version): raise it from there. The store still refuses it if it holds fewer than `offset` bytes.
     const from = info !== undefined && info.version > fromVersion && info.version < version ? info.version : fromVersion;
