@@ -38,6 +38,12 @@ class FakeChunkservers {
   private beats = 0;
   private queue: Promise<unknown> = Promise.resolve();
 
+  /**
+   * Sealed lengths the test told the fleet about: a replica reports its length, and the leader lists a copy
+   * only once it holds the whole chunk.
+   */
+  readonly lengths = new Map<number, number>();
+
   constructor(private readonly client: MetadataClient) {}
 
   async register(racks: readonly string[]): Promise<number[]> {
@@ -65,7 +71,7 @@ class FakeChunkservers {
       for (const id of this.held.keys()) {
         const reply = await this.client.call('Heartbeat', { id, capacityBytes: 1e12, usedBytes: 0 });
         if (reply['fullReportWanted'] === true || this.beats % 10 === 0) {
-          const chunks = [...this.held.get(id)!].map(([handle, version]) => ({ handle, version, lengthBytes: 0 }));
+          const chunks = [...this.held.get(id)!].map(([handle, version]) => ({ handle, version, lengthBytes: this.lengths.get(handle) ?? 0 }));
           await this.report(id, { full: true, chunks });
         }
         await this.obey(id, reply);
@@ -98,7 +104,7 @@ class FakeChunkservers {
         const target = Number(c.target);
         this.held.get(target)?.set(handle, version);
         this.events.push({ event: 'copy', server: target, handle, version });
-        await this.report(target, { chunks: [{ handle, version, lengthBytes: 0 }] });
+        await this.report(target, { chunks: [{ handle, version, lengthBytes: this.lengths.get(handle) ?? 0 }] });
       }
     }
   }
@@ -238,9 +244,11 @@ void t.test('writer and reader RPCs: leases, pipelines, versions, sealing, compl
   t.equal(await code(writer.sealChunk(c0.handle, { holder: 'A', version: 2, lengthBytes: 1_000, checksum: 2 ** 32 })), 'EINVAL', 'a checksum above 32 bits');
   t.equal(await code(writer.sealChunk(c0.handle, { holder: 'A', version: 2, lengthBytes: 2 ** 40, checksum: sum0 })), 'EINVAL', 'longer than the chunk size');
   t.equal(await code(writer.sealChunk(c0.handle, { holder: 'B', version: 2, lengthBytes: 1_000, checksum: sum0 })), 'ELEASE', 'not the lease holder');
+  cs.lengths.set(c0.handle, 1_000);
   t.same(await writer.sealChunk(c0.handle, { holder: 'A', version: 2, lengthBytes: 1_000, checksum: sum0 }), { fileLengthBytes: 1_000 });
   t.equal(await code(writer.sealChunk(c0.handle, { holder: 'A', version: 2, lengthBytes: 1_000, checksum: sum0 })), 'EINVAL', 'sealed once only');
   t.equal(await code(writer.completeFile('/w/f', { holder: 'A' })), 'EINVAL', 'not complete while a chunk is unsealed');
+  cs.lengths.set(c1.handle, 500);
   t.same(await writer.sealChunk(c1.handle, { holder: 'A', version: 2, lengthBytes: 500, checksum: sum1 }), { fileLengthBytes: 1_500 });
   const completed = await writer.completeFile('/w/f', { holder: 'A' });
   t.equal(completed.lengthBytes, 1_500, 'the file length is sealed');
@@ -303,6 +311,7 @@ void t.test('writer and reader RPCs: leases, pipelines, versions, sealing, compl
   t.equal(g.replicas.length, 1);
   const only = g.replicas[0]!.id;
   t.equal((await writer.reportBadReplica(g.handle, { chunkserverId: only, version: 1 })).outcome, 'unsealed');
+  cs.lengths.set(g.handle, 10);
   await writer.sealChunk(g.handle, { holder: 'A', version: 1, lengthBytes: 10, checksum: 0 });
   const last = await writer.reportBadReplica(g.handle, { chunkserverId: only, version: 1 });
   t.equal(last.outcome, 'last_replica', 'the only copy stays listed');
