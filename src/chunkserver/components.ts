@@ -43,7 +43,11 @@ export function realComponents(options: RealComponentsOptions = {}): StoreAndDat
       // The scrubber forgets what it knew of a handle that is created again (a replica once reported bad
       // and copied back at the same version must be scrubbed again).
       const created = { forget: (_handle: number): void => undefined };
-      const store = new ObservedStore(context.store, context.events, context.metrics, clock, (handle) => created.forget(handle));
+      const store = new ObservedStore(context.store, context.events, {
+        metrics: context.metrics,
+        clock,
+        onCreated: (handle) => created.forget(handle),
+      });
       const network = new TcpDataNetwork(options.dataPlaneLimits);
       const server = await PlaneServer.start({
         id: context.chunkserverId,
@@ -56,7 +60,8 @@ export function realComponents(options: RealComponentsOptions = {}): StoreAndDat
       });
       const scrubber = new Scrubber(store, clock, {
         scrubBytesPerSecond: options.scrubBytesPerSecond ?? scrubBytesPerSecondDefault,
-        onCorrupt: () => undefined, // ObservedStore already reported it
+        // The replica is deleted and the leader told, which re-replicates it from a good copy.
+        onCorrupt: (replica) => void context.events.reportCorrupt(replica.handle),
         logger: context.logger,
       });
       created.forget = (handle) => scrubber.forget(handle);
@@ -84,30 +89,46 @@ export function realComponents(options: RealComponentsOptions = {}): StoreAndDat
   };
 }
 
+/** What an ObservedStore reports to besides the agent. */
+export interface ObservedStoreOptions {
+  /** Bytes and latencies of appends and reads (none in the simulator). */
+  readonly metrics?: ChunkserverMetrics;
+  readonly clock?: Clock;
+  /** A replica was created: e.g. the scrubber's history of the handle no longer applies. */
+  readonly onCreated?: (handle: number) => void;
+  /** A read found a checksum mismatch (before the agent is told). */
+  readonly onCorruptRead?: (handle: number) => void;
+}
+
 /**
  * A ChunkStore that reports what happens to replicas: changes and removals to the agent (incremental
- * reports), corruption found by a read or a verify to the agent (which deletes the replica and tells the
- * leader), and bytes and latencies to the metrics. Everything else passes through unchanged.
+ * reports), a checksum mismatch found by a read to the agent (which deletes the replica and tells the
+ * leader), and bytes and latencies to the metrics. Everything else passes through unchanged; `verify` is
+ * the scrubber's, which reports through its own `onCorrupt`. The production chunkserver and the simulator
+ * both use it.
  */
 export class ObservedStore implements ChunkStore {
+  private readonly clock: Clock;
+
   constructor(
     private readonly inner: ChunkStore,
     private readonly events: ReplicaEvents,
-    private readonly metrics: ChunkserverMetrics,
-    private readonly clock: Clock = systemClock,
-    private readonly onCreated: (handle: number) => void = () => undefined,
-  ) {}
+    private readonly options: ObservedStoreOptions = {},
+  ) {
+    this.clock = options.clock ?? systemClock;
+  }
 
   async create(handle: number, version: number): Promise<void> {
     await this.inner.create(handle, version);
-    this.onCreated(handle);
+    this.options.onCreated?.(handle);
     this.events.noteReplicaChanged(handle);
   }
 
   async append(handle: number, version: number, offset: number, data: Uint8Array): Promise<void> {
-    const start = this.clock.nowMs();
+    const { metrics } = this.options;
+    const start = metrics === undefined ? 0 : this.clock.nowMs();
     await this.inner.append(handle, version, offset, data);
-    recordWrite(this.metrics, data.length, (this.clock.nowMs() - start) / 1000);
+    if (metrics !== undefined) recordWrite(metrics, data.length, (this.clock.nowMs() - start) / 1000);
   }
 
   sync(handle: number): Promise<void> {
@@ -126,24 +147,23 @@ export class ObservedStore implements ChunkStore {
   }
 
   async read(handle: number, version: number, offset: number, length: number): Promise<Uint8Array> {
-    const start = this.clock.nowMs();
+    const { metrics } = this.options;
+    const start = metrics === undefined ? 0 : this.clock.nowMs();
     try {
       const bytes = await this.inner.read(handle, version, offset, length);
-      recordRead(this.metrics, bytes.length, (this.clock.nowMs() - start) / 1000);
+      if (metrics !== undefined) recordRead(metrics, bytes.length, (this.clock.nowMs() - start) / 1000);
       return bytes;
     } catch (error) {
-      this.onFailure(handle, error);
+      if (error instanceof ChunkStoreError && error.code === 'CHECKSUM_MISMATCH') {
+        this.options.onCorruptRead?.(handle);
+        void this.events.reportCorrupt(handle); // never rejects; counts the failure in the metrics
+      }
       throw error;
     }
   }
 
-  async verify(handle: number): Promise<void> {
-    try {
-      await this.inner.verify(handle);
-    } catch (error) {
-      this.onFailure(handle, error);
-      throw error;
-    }
+  verify(handle: number): Promise<void> {
+    return this.inner.verify(handle);
   }
 
   async delete(handle: number, versionAtMost: number): Promise<boolean> {
@@ -166,10 +186,5 @@ export class ObservedStore implements ChunkStore {
 
   close(): Promise<void> {
     return this.inner.close();
-  }
-
-  private onFailure(handle: number, error: unknown): void {
-    if (!(error instanceof ChunkStoreError) || error.code !== 'CHECKSUM_MISMATCH') return;
-    void this.events.reportCorrupt(handle); // never rejects; counts the failure in the metrics
   }
 }

@@ -40,9 +40,9 @@ import type { DataBug } from '../../src/chunkserver/bugs.ts';
 import type { DataConnection, DataNetwork, Listener } from '../../src/chunkserver/dataplane/connection.ts';
 import { DataPlaneError, DataServer, MemoryDataNetwork, PipelineFailedError, PipelineWriter, copyReplica, readRange } from '../../src/chunkserver/dataplane/index.ts';
 import type { DataPlaneLimits } from '../../src/chunkserver/dataplane/index.ts';
+import { ObservedStore } from '../../src/chunkserver/components.ts';
 import { Scrubber } from '../../src/chunkserver/scrubber.ts';
 import { FileChunkStore } from '../../src/chunkserver/store.ts';
-import type { ChunkStore, ReplicaInfo, StoreUsage } from '../../src/chunkserver/types.ts';
 import { ChunkStoreError, checksumBlockBytes } from '../../src/chunkserver/types.ts';
 import type { PlacementBug } from '../../src/placement/bugs.ts';
 import { loadClusterView } from '../../src/placement/view.ts';
@@ -221,87 +221,6 @@ class NodeNetwork implements DataNetwork {
 }
 
 // ------------------------------------------------------------------------------------------------ chunkservers
-
-/** The events the data server's store reports to the agent (what server.ts's wiring promises). */
-interface ReplicaEventsSink {
-  noteReplicaChanged(handle: number): void;
-  noteReplicaRemoved(handle: number): void;
-  reportCorrupt(handle: number): Promise<boolean>;
-}
-
-/** The store as the data server sees it: every change noted for the agent, a corrupt read reported. */
-class NotifyingStore implements ChunkStore {
-  constructor(
-    private readonly inner: ChunkStore,
-    private readonly events: ReplicaEventsSink,
-    private readonly onCorruptRead: () => void,
-    /** A replica was created: the scrubber's history of the handle no longer applies. */
-    private readonly onCreated: (handle: number) => void,
-  ) {}
-
-  async create(handle: number, version: number): Promise<void> {
-    await this.inner.create(handle, version);
-    this.onCreated(handle);
-    this.events.noteReplicaChanged(handle);
-  }
-
-  append(handle: number, version: number, offset: number, data: Uint8Array): Promise<void> {
-    return this.inner.append(handle, version, offset, data);
-  }
-
-  sync(handle: number): Promise<void> {
-    return this.inner.sync(handle);
-  }
-
-  async bumpVersion(handle: number, fromVersion: number, toVersion: number, lengthBytes: number): Promise<void> {
-    await this.inner.bumpVersion(handle, fromVersion, toVersion, lengthBytes);
-    this.events.noteReplicaChanged(handle);
-  }
-
-  async seal(handle: number, version: number, lengthBytes: number): Promise<ReplicaInfo> {
-    const info = await this.inner.seal(handle, version, lengthBytes);
-    this.events.noteReplicaChanged(handle);
-    return info;
-  }
-
-  async read(handle: number, version: number, offset: number, length: number): Promise<Uint8Array> {
-    try {
-      return await this.inner.read(handle, version, offset, length);
-    } catch (error) {
-      if (error instanceof ChunkStoreError && error.code === 'CHECKSUM_MISMATCH') {
-        this.onCorruptRead();
-        void this.events.reportCorrupt(handle);
-      }
-      throw error;
-    }
-  }
-
-  verify(handle: number): Promise<void> {
-    return this.inner.verify(handle);
-  }
-
-  async delete(handle: number, versionAtMost: number): Promise<boolean> {
-    const removed = await this.inner.delete(handle, versionAtMost);
-    if (removed) this.events.noteReplicaRemoved(handle);
-    return removed;
-  }
-
-  info(handle: number): ReplicaInfo | undefined {
-    return this.inner.info(handle);
-  }
-
-  list(): readonly ReplicaInfo[] {
-    return this.inner.list();
-  }
-
-  usage(): Promise<StoreUsage> {
-    return this.inner.usage();
-  }
-
-  close(): Promise<void> {
-    return this.inner.close();
-  }
-}
 
 class SimChunkserver {
   incarnation = 0;
@@ -556,12 +475,10 @@ export class DataWorld {
       if (!current()) return;
       const server = await DataServer.start({
         id,
-        store: new NotifyingStore(
-          store,
-          agent,
-          () => this.stats.corruptionsFound++,
-          (handle) => scrubber.forget(handle),
-        ),
+        store: new ObservedStore(store, agent, {
+          onCorruptRead: () => this.stats.corruptionsFound++,
+          onCreated: (handle) => scrubber.forget(handle),
+        }),
         network: new NodeNetwork(this.network, dialer),
         address: cs.address,
         limits: dataPlaneLimits,
