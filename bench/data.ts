@@ -16,12 +16,12 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { FileClient } from '../src/client/connect.ts';
+import { freePort, sleep, waitFor } from './util.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -39,34 +39,6 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
 const children: ChildProcess[] = [];
 let workDir = '';
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${String(last)}`);
-    await sleep(200);
-  }
-}
 
 function rfs(argv: string[]): ChildProcess {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/rfs.ts', ...argv, '--log-level', 'warn'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
@@ -147,12 +119,12 @@ async function main(): Promise<void> {
     return { child, address };
   };
   const chunkservers = [await startChunkserver('c1', 'r1'), await startChunkserver('c2', 'r2'), await startChunkserver('c3', 'r3')];
-  const client = await waitFor('the metadata cluster', () => FileClient.connect(addresses, { retryDeadlineMs: 60_000 }), 60_000);
+  const client = await waitFor('the metadata cluster', () => FileClient.connect(addresses, { retryDeadlineMs: 60_000 }), 60_000, 200);
   const liveServers = async (): Promise<number> => {
     const r = await client.metadata.call('ListChunkservers', {});
     return ((r['chunkservers'] ?? []) as { state: string }[]).filter((c) => c.state === 'live').length;
   };
-  await waitFor('three live chunkservers', async () => ((await liveServers()) >= 3 ? true : undefined), 60_000);
+  await waitFor('three live chunkservers', async () => ((await liveServers()) >= 3 ? true : undefined), 60_000, 200);
   // The leader's chunk manager reloads its view of the registry once a second: give it a pass.
   await sleep(3_000);
   await client.metadata.mutate('Mkdir', { path: '/bench', chunkSizeBytes: chunkBytes, replication: 3 });
@@ -204,6 +176,7 @@ async function main(): Promise<void> {
         return all.every((c) => c.replicas.filter((r) => r.address !== victim).length >= 3) ? true : undefined;
       },
       30 * 60_000,
+      200,
     );
     const s = (performance.now() - k0) / 1000;
     console.log(`re-replication after killing one chunkserver (a fresh one started): 3 copies of all ${Math.ceil(sizeBytes / chunkBytes)} chunks after ${s.toFixed(1)} s (includes the leader's dead-server timeout)`);
