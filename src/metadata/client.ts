@@ -6,8 +6,8 @@
  */
 import type { StatInfo as FsmStatInfo } from '../fsm/queries.ts';
 import * as grpc from '@grpc/grpc-js';
-import { MetadataClientConstructor } from './proto.ts';
-import type { MetadataMethod, WireError, WireReply, WireRequest } from './proto.ts';
+import { MetadataClientConstructor, submitItemMethods, submitItemsMax } from './proto.ts';
+import type { MetadataMethod, SubmitItemField, SubmittableMethod, WireError, WireReply, WireRequest } from './proto.ts';
 
 export class MetadataError extends Error {
   constructor(
@@ -28,6 +28,12 @@ export interface MetadataClientOptions {
   readonly retryDelayMs?: number;
   /** Called for every successful answer, with the server that gave it (diagnostics, failover tests). */
   readonly onAnswer?: (address: string, method: MetadataMethod) => void;
+  /**
+   * Namespace mutations (Mkdir, Create, Setattr, Rename, Unlink, Rmdir) go through this batcher, shared by
+   * the process's sessions: concurrent ones travel in one Submit call. Redirects, retries and session stamps
+   * stay per operation, as without it.
+   */
+  readonly batcher?: SubmitBatcher;
 }
 
 /** A stat answer as the wire carries it: the state machine's StatInfo without the lease record. */
@@ -113,6 +119,7 @@ export class MetadataClient {
   private readonly retryDeadlineMs: number;
   private readonly retryDelayMs: number;
   private readonly onAnswer: ((address: string, method: MetadataMethod) => void) | undefined;
+  private readonly batcher: SubmitBatcher | undefined;
   /** Retries performed (for tests and diagnostics). */
   retries = 0;
 
@@ -123,6 +130,7 @@ export class MetadataClient {
     this.retryDeadlineMs = options.retryDeadlineMs ?? 15_000;
     this.retryDelayMs = options.retryDelayMs ?? 50;
     this.onAnswer = options.onAnswer;
+    this.batcher = options.batcher;
   }
 
   /** Connects and opens a session. */
@@ -376,6 +384,9 @@ export class MetadataClient {
   }
 
   private attempt(address: string, method: string, request: WireRequest): Promise<WireReply> {
+    if (this.batcher !== undefined && submittable.has(method)) {
+      return this.batcher.submit(address, method as SubmittableMethod, request, this.attemptTimeoutMs);
+    }
     const stub = this.stub(address);
     const fn = stub[method] as UnaryFn;
     return new Promise((resolve, reject) => {
@@ -389,11 +400,7 @@ export class MetadataClient {
   private stub(address: string): Stub {
     let stub = this.stubs.get(address);
     if (stub === undefined) {
-      stub = new MetadataClientConstructor(address, grpc.credentials.createInsecure(), {
-        // Reconnect quickly to a server that comes back.
-        'grpc.initial_reconnect_backoff_ms': 100,
-        'grpc.max_reconnect_backoff_ms': 1_000,
-      });
+      stub = newStub(address);
       this.stubs.set(address, stub);
     }
     return stub;
@@ -416,6 +423,135 @@ export class MetadataClient {
     for (const stub of this.stubs.values()) stub.close();
     this.stubs.clear();
   }
+}
+
+const submittable = new Map<string, SubmitItemField>(
+  Object.entries(submitItemMethods).map(([field, method]) => [method, field as SubmitItemField]),
+);
+
+/** Submit calls in flight per server, at most: one more batch fills while the previous ones are answered. */
+export const submitsInflightMax = 2;
+/** Estimated request bytes per Submit call, at most: under the server's 64 KiB request limit. */
+export const submitBytesMax = 48 * 1024;
+/** Estimated bytes of an item beside its strings (field tags, session stamp, numbers). */
+const itemOverheadBytes = 64;
+
+interface QueuedItem {
+  readonly field: SubmitItemField;
+  readonly request: WireRequest;
+  readonly bytes: number;
+  readonly deadlineMs: number;
+  readonly resolve: (reply: WireReply) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+interface TargetQueue {
+  readonly stub: Stub;
+  items: QueuedItem[];
+  inflight: number;
+  scheduled: boolean;
+}
+
+/**
+ * Group commit from the client: concurrent namespace mutations of one process (any number of sessions)
+ * are coalesced into Submit calls, one queue per server. Nagle-free: an operation waits for no timer; a
+ * call leaves at the next turn of the event loop (setImmediate) unless `submitsInflightMax` calls to that
+ * server are in flight, and then carries everything queued meanwhile (up to `submitItemsMax` items and
+ * `submitBytesMax`). So one client alone sees one call per operation, as without batching, and many
+ * clients share one call and one Raft append. Each item keeps its session stamp; the caller
+ * (MetadataClient.call) handles each item's answer (redirects, retries) as a unary call's.
+ */
+export class SubmitBatcher {
+  private readonly targets = new Map<string, TargetQueue>();
+  private closed = false;
+  /** Submit calls sent and items carried (diagnostics, tests). */
+  calls = 0;
+  items = 0;
+
+  /** One item's answer from `address` (its own reply or error), or the call's transport error. */
+  submit(address: string, method: SubmittableMethod, request: WireRequest, timeoutMs: number): Promise<WireReply> {
+    if (this.closed) return Promise.reject(new MetadataError('UNAVAILABLE', 'batcher closed'));
+    const field = submittable.get(method);
+    if (field === undefined) return Promise.reject(new MetadataError('EINVAL', `${method} cannot be submitted in a batch`));
+    const target = this.target(address);
+    return new Promise((resolve, reject) => {
+      target.items.push({ field, request, bytes: estimateBytes(request), deadlineMs: Date.now() + timeoutMs, resolve, reject });
+      this.schedule(target);
+    });
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const t of this.targets.values()) {
+      t.stub.close();
+      for (const item of t.items.splice(0)) item.reject(new MetadataError('UNAVAILABLE', 'batcher closed'));
+    }
+    this.targets.clear();
+  }
+
+  private target(address: string): TargetQueue {
+    let t = this.targets.get(address);
+    if (t === undefined) {
+      t = { stub: newStub(address), items: [], inflight: 0, scheduled: false };
+      this.targets.set(address, t);
+    }
+    return t;
+  }
+
+  private schedule(t: TargetQueue): void {
+    if (t.scheduled || t.inflight >= submitsInflightMax || t.items.length === 0) return;
+    t.scheduled = true;
+    setImmediate(() => {
+      t.scheduled = false;
+      while (t.inflight < submitsInflightMax && t.items.length > 0 && !this.closed) this.send(t);
+    });
+  }
+
+  private send(t: TargetQueue): void {
+    let bytes = 0;
+    let n = 0;
+    while (n < t.items.length && n < submitItemsMax && (n === 0 || bytes + t.items[n]!.bytes <= submitBytesMax)) {
+      bytes += t.items[n]!.bytes;
+      n++;
+    }
+    const batch = t.items.splice(0, n);
+    const deadline = Math.max(...batch.map((i) => i.deadlineMs));
+    const items = batch.map((i) => ({ [i.field]: i.request }));
+    t.inflight++;
+    this.calls++;
+    this.items += batch.length;
+    const fn = t.stub['Submit'] as UnaryFn;
+    fn.call(t.stub, { items }, { deadline }, (error, reply) => {
+      t.inflight--;
+      this.schedule(t);
+      if (error !== null) {
+        for (const i of batch) i.reject(error);
+        return;
+      }
+      const callError = reply?.error;
+      const results = (reply?.['results'] ?? []) as WireReply[];
+      for (let k = 0; k < batch.length; k++) {
+        if (callError !== undefined && callError !== null) batch[k]!.resolve({ error: callError });
+        else if (results.length !== batch.length)
+          batch[k]!.resolve({ error: { code: 'UNAVAILABLE', message: `Submit answered ${results.length} results for ${batch.length} items` } });
+        else batch[k]!.resolve(results[k]!);
+      }
+    });
+  }
+}
+
+function estimateBytes(request: WireRequest): number {
+  let bytes = itemOverheadBytes;
+  for (const value of Object.values(request)) if (typeof value === 'string') bytes += Buffer.byteLength(value);
+  return bytes;
+}
+
+function newStub(address: string): Stub {
+  return new MetadataClientConstructor(address, grpc.credentials.createInsecure(), {
+    // Reconnect quickly to a server that comes back.
+    'grpc.initial_reconnect_backoff_ms': 100,
+    'grpc.max_reconnect_backoff_ms': 1_000,
+  });
 }
 
 function toError(error: WireError): MetadataError {

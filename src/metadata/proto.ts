@@ -56,8 +56,24 @@ export const metadataMethods = [
   'ChunkReport',
   'ListChunkservers',
   'DecommissionChunkserver',
+  'Submit',
 ] as const;
 export type MetadataMethod = (typeof metadataMethods)[number];
+
+/** Submit's item fields (metadata.proto SubmitItem) and the rpc whose request each carries. */
+export const submitItemMethods = {
+  mkdir: 'Mkdir',
+  create: 'Create',
+  setattr: 'Setattr',
+  rename: 'Rename',
+  unlink: 'Unlink',
+  rmdir: 'Rmdir',
+} as const satisfies Record<string, MetadataMethod>;
+export type SubmitItemField = keyof typeof submitItemMethods;
+/** The methods a client may send inside Submit. */
+export type SubmittableMethod = (typeof submitItemMethods)[SubmitItemField];
+/** Items per Submit call, at most (the server answers more with EINVAL, proposing none). */
+export const submitItemsMax = 256;
 
 /** Error codes beyond the state machine's: the reply's `error.code`. */
 export const serviceErrorCodes = ['NOT_LEADER', 'UNAVAILABLE', 'TIMEOUT', 'EINVAL', 'ECONFCHANGE', 'ENOSPC'] as const;

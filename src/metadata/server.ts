@@ -39,7 +39,8 @@ import { RocksDbKv } from '../storage/rocksdb-kv.ts';
 import { RocksDbLogStore } from '../storage/rocksdb-log-store.ts';
 import type { LogStore } from '../storage/log-store.ts';
 import type { StateMachine } from '../raft/node-api.ts';
-import { metadataService, unaryCall } from './proto.ts';
+import { metadataService, submitItemMethods, submitItemsMax, unaryCall } from './proto.ts';
+import type { SubmitItemField } from './proto.ts';
 import type { WireError, WireReply, WireRequest } from './proto.ts';
 import * as v from './validate.ts';
 import { RequestError, nat } from './validate.ts';
@@ -266,6 +267,7 @@ export class MetadataServer {
       ChunkReport: (r) => this.chunkReport(r),
       ListChunkservers: (r) => this.listChunkservers(r),
       DecommissionChunkserver: (r) => this.decommissionChunkserver(r),
+      Submit: (r) => this.submit(r),
     };
     const impl: grpc.UntypedServiceImplementation = {};
     for (const [method, handler] of Object.entries(handlers)) {
@@ -323,6 +325,32 @@ export class MetadataServer {
     const session = v.session(r['session']);
     const op = v.mutationOp(method, r, this.fsm.limits);
     return this.mutate(op, session);
+  }
+
+  /**
+   * Submit: each item validated, proposed and answered on its own (its own session stamp, its own typed
+   * error), all proposed in this turn of the event loop, so the driver appends them as consecutive entries of
+   * one Raft append. Only a bad list or a follower answers the whole call (nothing proposed then).
+   */
+  private async submit(r: WireRequest): Promise<WireReply> {
+    const items = r['items'] ?? [];
+    if (!Array.isArray(items)) throw new RequestError('EINVAL', 'items: not a list');
+    if (items.length > submitItemsMax) throw new RequestError('EINVAL', `items: more than ${submitItemsMax}`);
+    this.requireLeader();
+    const results = await Promise.all(items.map((item: unknown) => this.submitItem(item)));
+    return { results };
+  }
+
+  private submitItem(item: unknown): Promise<WireReply> {
+    const set: [string, unknown][] =
+      typeof item === 'object' && item !== null ? Object.entries(item as Record<string, unknown>).filter(([, x]) => x !== undefined && x !== null) : [];
+    const [field, request] = set.length === 1 ? set[0]! : ['', undefined];
+    if (!Object.hasOwn(submitItemMethods, field) || typeof request !== 'object') {
+      const names = Object.keys(submitItemMethods).join(', ');
+      return Promise.resolve(errorReply({ code: 'EINVAL', message: `items: each item sets exactly one of ${names}` }));
+    }
+    const method = submitItemMethods[field as SubmitItemField];
+    return this.serve(method, (req) => this.mutateRequest(method, req), request as WireRequest);
   }
 
   private async mutate(op: Op, session: SessionStamp | undefined): Promise<WireReply> {
