@@ -33,6 +33,12 @@ export interface KvRange {
 export interface KvBatch {
   readonly puts: readonly KvPair[];
   readonly deletes: readonly Uint8Array[];
+  /**
+   * Optional: the same keys as strings (bytesToKeyString), in the same order, when the producer holds them
+   * already (the state machine's overlays do); a store keyed by strings then converts nothing.
+   */
+  readonly putKeys?: readonly string[];
+  readonly deleteKeys?: readonly string[];
 }
 
 /** The read half, shared with the write overlays of the state machine. */

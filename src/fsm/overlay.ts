@@ -118,11 +118,18 @@ export class Overlay implements KvReader {
   toBatch(): KvBatch {
     const puts: KvPair[] = [];
     const deletes: Uint8Array[] = [];
+    const putKeys: string[] = [];
+    const deleteKeys: string[] = [];
     for (const [k, v] of this.pending) {
-      if (v === null) deletes.push(keyStringToBytes(k));
-      else puts.push({ key: keyStringToBytes(k), value: v });
+      if (v === null) {
+        deletes.push(keyStringToBytes(k));
+        deleteKeys.push(k);
+      } else {
+        puts.push({ key: keyStringToBytes(k), value: v });
+        putKeys.push(k);
+      }
     }
-    return { puts, deletes };
+    return { puts, deletes, putKeys, deleteKeys };
   }
 }
 

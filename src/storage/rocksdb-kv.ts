@@ -9,6 +9,8 @@
  * Data of other generations is garbage, deleted in the background after a switch and at open.
  */
 import type { Kv, KvBatch, KvPair, KvRange } from '../fsm/kv.ts';
+import { bytesToKeyString } from '../fsm/kv.ts';
+import { assert } from '../raft/errors.ts';
 import { RocksDbHandle, type RocksDbBatchOp } from './rocksdb-binding.ts';
 
 const GENERATION_KEY = Buffer.from([0x00, 0x67, 0x65, 0x6e]); // "\0gen"
@@ -117,6 +119,14 @@ export class KvStoreError extends Error {
   }
 }
 
+/** `prefix | key` in one allocation. */
+function withPrefix(prefix: Buffer, key: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(prefix.length + key.length);
+  prefix.copy(out, 0);
+  out.set(key, prefix.length);
+  return out;
+}
+
 function prefixOf(generation: number): Buffer {
   const p = Buffer.alloc(5);
   p[0] = DATA_TAG;
@@ -171,7 +181,7 @@ export class RocksDbKv implements Kv {
 
   async get(key: Uint8Array): Promise<Uint8Array | undefined> {
     this.checkOpen();
-    const cacheKey = Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('latin1');
+    const cacheKey = bytesToKeyString(key);
     const cached = this.cache.get(cacheKey);
     if (cached !== undefined) return cached === null ? undefined : cached.slice();
     const clean = this.readStart();
@@ -198,7 +208,7 @@ export class RocksDbKv implements Kv {
     this.checkOpen();
     const missing = new Map<string, Buffer>();
     for (const key of keys) {
-      const cacheKey = Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('latin1');
+      const cacheKey = bytesToKeyString(key);
       if (!missing.has(cacheKey) && this.cache.get(cacheKey) === undefined)
         missing.set(cacheKey, this.dataKey(key));
     }
@@ -227,32 +237,39 @@ export class RocksDbKv implements Kv {
 
   async write(batch: KvBatch): Promise<void> {
     this.checkOpen();
-    const seen = new Set<string>();
+    // Cache keys are the latin1 strings of the keys (bytesToKeyString), taken from the batch when it has them.
+    const { puts, deletes } = batch;
+    const putKeys = batch.putKeys ?? puts.map((p) => bytesToKeyString(p.key));
+    const deleteKeys = batch.deleteKeys ?? deletes.map(bytesToKeyString);
+    assert(putKeys.length === puts.length && deleteKeys.length === deletes.length, 'batch key strings do not match its keys');
+    const seen = new Set<string>(putKeys);
+    if (seen.size !== puts.length || deleteKeys.some((k) => seen.has(k)))
+      throw new KvStoreError('EINVAL', 'a key appears twice in one batch');
+    if (puts.length + deletes.length === 0) return;
+    const prefix = this.prefix;
     const ops: RocksDbBatchOp[] = [];
-    for (const p of batch.puts) {
-      const key = this.dataKey(p.key);
-      ops.push({ type: 'put', key, value: Buffer.from(p.value) });
-      seen.add(key.toString('latin1'));
+    // One copy of each value: RocksDB copies it into its write batch, and the cache keeps it (reads copy).
+    const values: Buffer[] = [];
+    for (const p of puts) {
+      const value = Buffer.from(p.value);
+      values.push(value);
+      ops.push({ type: 'put', key: withPrefix(prefix, p.key), value });
     }
-    for (const d of batch.deletes) {
-      const key = this.dataKey(d);
-      if (seen.has(key.toString('latin1')))
-        throw new KvStoreError('EINVAL', 'a key appears twice in one batch');
-      ops.push({ type: 'del', key });
-    }
-    if (seen.size !== batch.puts.length) throw new KvStoreError('EINVAL', 'a key appears twice in one batch');
-    if (ops.length === 0) return;
+    for (const d of deletes) ops.push({ type: 'del', key: withPrefix(prefix, d) });
     // Stale cache entries are dropped before the write and refilled after it succeeds, so a failed
     // write leaves no cached value that the store does not hold.
     this.writes++;
     this.writesInFlight++;
     try {
-      for (const p of batch.puts) this.cache.delete(Buffer.from(p.key).toString('latin1'));
-      for (const d of batch.deletes) this.cache.delete(Buffer.from(d).toString('latin1'));
+      for (const k of putKeys) this.cache.delete(k);
+      for (const k of deleteKeys) this.cache.delete(k);
       await this.db.batch(ops, { sync: this.syncWrites });
-      for (const p of batch.puts)
-        this.cache.set(Buffer.from(p.key).toString('latin1'), Uint8Array.from(p.value));
-      for (const d of batch.deletes) this.cache.set(Buffer.from(d).toString('latin1'), null);
+      // A Uint8Array view, not the Buffer: get() returns `.slice()`, a copy only for a plain Uint8Array.
+      for (let i = 0; i < putKeys.length; i++) {
+        const v = values[i]!;
+        this.cache.set(putKeys[i]!, new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
+      }
+      for (const k of deleteKeys) this.cache.set(k, null);
     } finally {
       this.writesInFlight--;
     }
