@@ -337,11 +337,12 @@ export class MetadataClient {
   /** One operation with redirects and retries; a reply error that is not retryable is thrown. */
   async call(method: MetadataMethod, request: WireRequest): Promise<WireReply> {
     const deadline = Date.now() + this.retryDeadlineMs;
-    let last: MetadataError = new MetadataError('UNAVAILABLE', 'no attempt made');
+    // Created only when an attempt fails: an Error captures a stack, a cost on every call otherwise.
+    let last: MetadataError | undefined;
     for (let attempt = 0; ; attempt++) {
       if (attempt > 0) {
         this.retries++;
-        if (Date.now() >= deadline) throw last;
+        if (Date.now() >= deadline) throw last ?? new MetadataError('UNAVAILABLE', 'no attempt made');
       }
       const address = this.target;
       let reply: WireReply;

@@ -61,6 +61,14 @@ export class ReadCache {
     this.add(key, value);
   }
 
+  /**
+   * Caches a key that is not cached (the store's write path deleted it before its write, and reads that
+   * overlap a write cache nothing): set() without its lookups.
+   */
+  fill(key: string, value: Uint8Array | null): void {
+    this.add(key, value);
+  }
+
   /** Invariant: each generation holds at most bytesMax / 2 (an entry larger than that is not cached). */
   private add(key: string, value: Uint8Array | null): void {
     const bytes = entryBytes(key, value);
@@ -267,9 +275,9 @@ export class RocksDbKv implements Kv {
       // A Uint8Array view, not the Buffer: get() returns `.slice()`, a copy only for a plain Uint8Array.
       for (let i = 0; i < putKeys.length; i++) {
         const v = values[i]!;
-        this.cache.set(putKeys[i]!, new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
+        this.cache.fill(putKeys[i]!, new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
       }
-      for (const k of deleteKeys) this.cache.set(k, null);
+      for (const k of deleteKeys) this.cache.fill(k, null);
     } finally {
       this.writesInFlight--;
     }
