@@ -321,10 +321,11 @@ export class MetadataServer {
     };
   }
 
-  private mutateRequest(method: string, r: WireRequest): Promise<WireReply> {
+  /** `leaderChecked`: the caller found this server leading in this same synchronous turn (Submit). */
+  private mutateRequest(method: string, r: WireRequest, leaderChecked = false): Promise<WireReply> {
     const session = v.session(r['session']);
     const op = v.mutationOp(method, r, this.fsm.limits);
-    return this.mutate(op, session);
+    return this.mutate(op, session, leaderChecked);
   }
 
   /**
@@ -337,6 +338,7 @@ export class MetadataServer {
     if (!Array.isArray(items)) throw new RequestError('EINVAL', 'items: not a list');
     if (items.length > submitItemsMax) throw new RequestError('EINVAL', `items: more than ${submitItemsMax}`);
     this.requireLeader();
+    // Every item reaches node.propose() synchronously, before the first await: the leader check holds.
     const results = await Promise.all(items.map((item: unknown) => this.submitItem(item)));
     return { results };
   }
@@ -350,19 +352,22 @@ export class MetadataServer {
       return Promise.resolve(errorReply({ code: 'EINVAL', message: `items: each item sets exactly one of ${names}` }));
     }
     const method = submitItemMethods[field as SubmitItemField];
-    return this.serve(method, (req) => this.mutateRequest(method, req), request as WireRequest);
+    return this.serve(method, (req) => this.mutateRequest(method, req, true), request as WireRequest);
   }
 
-  private async mutate(op: Op, session: SessionStamp | undefined): Promise<WireReply> {
-    const result = await this.proposeOp(op, session);
+  private async mutate(op: Op, session: SessionStamp | undefined, leaderChecked = false): Promise<WireReply> {
+    const result = await this.proposeOp(op, session, leaderChecked);
     if (!result.ok) return errorReply({ code: result.code, message: result.message });
     return { ...(result.value as object) };
   }
 
   /** Proposes one command stamped with this server's wall clock; resolves with its applied result. */
-  private async proposeOp(op: Op, session?: SessionStamp): Promise<FsResult> {
-    const status = this.node.status();
-    if (status.role !== 'leader') throw new NotLeaderError(status.lead);
+  private async proposeOp(op: Op, session?: SessionStamp, leaderChecked = false): Promise<FsResult> {
+    if (!leaderChecked) {
+      // status() copies the configuration and progress: checked once per Submit call, not per item.
+      const status = this.node.status();
+      if (status.role !== 'leader') throw new NotLeaderError(status.lead);
+    }
     const data = encodeCommand({ nowMs: Date.now(), session, op });
     let result: FsResult;
     try {
