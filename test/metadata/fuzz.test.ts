@@ -103,6 +103,7 @@ const fieldsOf: Record<string, string[]> = {
   ChunkReport: ['chunkserverId', 'full', 'chunks', 'removed'],
   ListChunkservers: ['after', 'limit', 'staleOk'],
   DecommissionChunkserver: ['chunkserverId'],
+  Submit: ['items'],
 };
 
 /** Generator names that differ from the wire field they fill. */
@@ -158,6 +159,24 @@ void t.test('random and mutated requests at every RPC', async (t) => {
       case 'to':
       case 'dir':
         return pathArb;
+      case 'items':
+        // Submit: namespace mutations (each with fuzzed fields), empty items, too many items.
+        return fc.oneof(
+          fc.array(
+            fc.oneof(
+              fc
+                .tuple(
+                  fc.constantFrom('mkdir', 'create', 'setattr', 'unlink', 'rmdir', 'rename'),
+                  fc.record({ session: valueFor('session'), path: valueFor('path'), from: valueFor('from'), to: valueFor('to') }, { requiredKeys: [] }),
+                )
+                .map(([op, request]) => ({ [op]: request })),
+              fc.constant({}),
+            ),
+            { maxLength: 6 },
+          ),
+          fc.integer({ min: 257, max: 300 }).map((n) => Array.from({ length: n }, (_, i) => ({ unlink: { path: `/n${i}` } }))),
+          anyValue,
+        );
       case 'names':
         return fc.oneof(
           fc.array(fc.oneof(fc.string({ maxLength: 12 }), fc.constantFrom('.', '..', 'a/b', 'x\0y', 'n1', 'n2')), {
