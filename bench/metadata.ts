@@ -175,8 +175,11 @@ async function startRfs(nodeArgs: readonly string[] = []): Promise<RfsCluster> {
     pids.set(id, child.pid!);
   }
   const addresses = ids.map((id) => `127.0.0.1:${ports.get(id)!.client}`);
-  const admin = await waitFor('rfs session', () =>
-    MetadataClient.connect(addresses, { retryDeadlineMs: 2_000 }),
+  // Generous: on a loaded machine (load average 30 on 2 cores) three servers took over 30 s to elect a leader.
+  const admin = await waitFor(
+    'rfs session',
+    () => MetadataClient.connect(addresses, { retryDeadlineMs: 2_000 }),
+    120_000,
   );
   await admin.mkdir('/bench', { parents: true });
   return { addresses, pids, admin };
