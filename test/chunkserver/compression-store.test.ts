@@ -15,21 +15,12 @@ import type { ChunkStore, CreateOptions, ReplicaInfo, StoreUsage } from '../../s
 import { checksumBlockBytes } from '../../src/chunkserver/types.ts';
 import { SimDisk } from '../sim/disk.ts';
 import { Prng } from '../sim/prng.ts';
+import { compressible } from './compression-fixtures.ts';
 import type { StoreFixture } from './store-conformance.ts';
 import { pattern, rejectsCode, runStoreConformance } from './store-conformance.ts';
 
 const B = checksumBlockBytes;
 const chunkSizeBytes = 1024 * 1024;
-
-/** Deterministic bytes that LZ4 compresses several-fold: runs of one byte with a little noise. */
-export function compressible(seed: number, lengthBytes: number, from = 0): Uint8Array {
-  const out = new Uint8Array(lengthBytes);
-  for (let i = 0; i < lengthBytes; i++) {
-    const x = from + i;
-    out[i] = x % 61 < 52 ? ((x >>> 9) + seed) & 0xff : Math.imul(x ^ seed, 0x9e3779b1) >>> 24;
-  }
-  return out;
-}
 
 /** Creates every replica lz4 and hides the `compression` field, so the plain conformance suite applies. */
 class Lz4Everywhere implements ChunkStore {
