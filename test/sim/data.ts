@@ -628,6 +628,7 @@ export class DataWorld {
           mode: options.mode,
           ...(options.fromVersion !== undefined ? { fromVersion: options.fromVersion } : {}),
           ...(options.offset !== undefined ? { offset: options.offset } : {}),
+          ...(options.compression !== undefined ? { compression: options.compression } : {}),
           packetBytes: PACKET_BYTES,
           limits: dataPlaneLimits,
           onAck: (acked) => this.checkAck(options.handle, options.version, chain, incarnations, acked),
