@@ -18,7 +18,7 @@ import { recordRead, recordReReplication, recordReReplicationBytes, recordWrite 
 import { Scrubber } from './scrubber.ts';
 import type { DataServer, ReplicaEvents, StoreAndDataServer } from './server.ts';
 import { FileChunkStore } from './store.ts';
-import type { ChunkStore, ReplicaInfo, StoreUsage } from './types.ts';
+import type { ChunkStore, CreateOptions, ReplicaInfo, StoreUsage } from './types.ts';
 import { ChunkStoreError } from './types.ts';
 
 /** Default scrub rate: a full 64 MiB chunk re-verified every ~6 s at most, a small share of a disk. */
@@ -118,8 +118,8 @@ export class ObservedStore implements ChunkStore {
     this.clock = options.clock ?? systemClock;
   }
 
-  async create(handle: number, version: number): Promise<void> {
-    await this.inner.create(handle, version);
+  async create(handle: number, version: number, options?: CreateOptions): Promise<void> {
+    await this.inner.create(handle, version, options);
     this.options.onCreated?.(handle);
     this.events.noteReplicaChanged(handle);
   }

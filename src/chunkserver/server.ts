@@ -20,6 +20,8 @@ import type { AgentLimits, CopyReplica, IdStore, MetadataLink } from './agent.ts
 import { AgentError, MetadataAgent } from './agent.ts';
 import { GrpcMetadataLink } from './metadata-link.ts';
 import type { ChunkserverMetrics, MetricsHttpServer } from './metrics.ts';
+import { registerCompressionMetrics } from './compression.ts';
+import { FileChunkStore } from './store.ts';
 import { createChunkserverMetrics, parseHostPort, serveMetrics } from './metrics.ts';
 import type { ChunkStore } from './types.ts';
 
@@ -115,6 +117,7 @@ export class Chunkserver {
     const undo: (() => Promise<void>)[] = [() => store.close()];
     try {
       const metrics = createChunkserverMetrics({ countReplicas: () => store.list().length });
+      if (store instanceof FileChunkStore) registerCompressionMetrics(metrics.registry, () => store.compressionUsage());
       const ownedLink = options.link === undefined ? new GrpcMetadataLink(options.metadata) : null;
       if (ownedLink !== null) undo.push(() => Promise.resolve(ownedLink.close()));
       const link = options.link ?? ownedLink!;

@@ -7,6 +7,9 @@
  *   <handle>.meta      the sidecar: handle, version, length, sealed, CRC32C of [0, length), one CRC32C per
  *                      `checksumBlockBytes` block, and a CRC32C of the sidecar itself
  *   <handle>.meta.tmp  a sidecar being written; replaced atomically by rename, then the directory is fsynced
+ *   <handle>.lz4       instead of .data, a sealed replica of an lz4 file: each `checksumBlockBytes` block
+ *                      LZ4-compressed on its own (or raw where that is not smaller); the sidecar then also
+ *                      holds the stored offset of every block, and the kind (compression.ts)
  *
  * Crash rule and why it holds: the sidecar is the commit record. A sidecar is written only after the data
  * file was fsynced up to the length it names, and it replaces the old one by rename (atomic), made durable by
@@ -15,6 +18,14 @@
  * sidecars are removed, and data files without a sidecar (a create or delete cut short) are removed. Cuts
  * (bumpVersion, seal to a shorter length) write the new sidecar before truncating the data, for the same
  * reason.
+ *
+ * Compression (`create(…, { compression: 'lz4' })`): an unsealed replica is raw .data as above. Once sealed,
+ * it is packed: the blocks are read back (verified), compressed into <handle>.lz4, which is fsynced and its
+ * name made durable (directory fsync) BEFORE a new sidecar that names the packed layout commits by rename;
+ * only then is .data unlinked. A crash before the commit leaves the sealed raw replica (open() removes the
+ * unnamed .lz4); after it, the packed one (open() removes the stale .data). A failed pack leaves the
+ * replica sealed raw, which is as valid (logged). Block CRCs stay over logical bytes and reads verify after
+ * decompressing, so the scrubber, corruption reports and copies are unchanged.
  *
  * Memory: per replica only its metadata and block CRCs (4 bytes per 64 KiB block, 1/16384 of the data).
  * Concurrency: per replica, reads and verify share a lock; every mutation holds it exclusively.
@@ -26,7 +37,9 @@ import type { DataBug } from './bugs.ts';
 import { noDataBugs } from './bugs.ts';
 import type { Disk, DiskFile } from './disk.ts';
 import { diskError } from './disk.ts';
-import type { ChunkStore, ReplicaInfo, StoreUsage } from './types.ts';
+import type { CompressionUsage } from './compression.ts';
+import { packBlock, unpackBlock } from './compression.ts';
+import type { ChunkStore, Compression, CreateOptions, ReplicaInfo, StoreUsage } from './types.ts';
 import { ChunkStoreError, checksumBlockBytes, chunkSizeBytesMax } from './types.ts';
 
 /**
@@ -40,6 +53,7 @@ export const dataFilesOpenMax = 256;
 export const verifySliceBytes = 1024 * 1024;
 
 const dataSuffix = '.data';
+const packedSuffix = '.lz4';
 const metaSuffix = '.meta';
 const tempSuffix = '.tmp';
 
@@ -48,7 +62,12 @@ const sidecarFormat = 1;
 const sidecarHeaderBytes = 40;
 const sidecarTrailerBytes = 4;
 const sidecarFlagSealed = 1;
-const sidecarBytesMax = sidecarHeaderBytes + 4 * Math.ceil(chunkSizeBytesMax / checksumBlockBytes) + sidecarTrailerBytes;
+/** The replica's file is lz4-compressed (packed once sealed). */
+const sidecarFlagLz4 = 2;
+/** The data lives in <handle>.lz4; the block CRCs are followed by blocks + 1 stored offsets (u32). */
+const sidecarFlagPacked = 4;
+const sidecarFlagsKnown = sidecarFlagSealed | sidecarFlagLz4 | sidecarFlagPacked;
+const sidecarBytesMax = sidecarHeaderBytes + 8 * Math.ceil(chunkSizeBytesMax / checksumBlockBytes) + 4 + sidecarTrailerBytes;
 
 assert(verifySliceBytes % checksumBlockBytes === 0, 'verifySliceBytes is a whole number of blocks');
 
@@ -90,6 +109,14 @@ interface Replica {
   version: number;
   lengthBytes: number;
   sealed: boolean;
+  readonly compression: Compression;
+  /**
+   * Set once packed (sealed lz4 replicas): packed[k] is where block k starts in <handle>.lz4, packed[blocks]
+   * the file's length; block k is stored compressed iff packed[k+1] - packed[k] is less than its length.
+   */
+  packed: Uint32Array | undefined;
+  /** A file a failed pack or unlink left behind (removed with the replica; open() removes it too). */
+  strayPath: string | undefined;
   /** blockCrcs[k] is the CRC32C of bytes [k*B, min((k+1)*B, lengthBytes)); entries past the last block are stale. */
   blockCrcs: Uint32Array;
   /** CRC32C of bytes [0, lengthBytes). */
@@ -178,23 +205,36 @@ function blockCount(lengthBytes: number): number {
   return Math.ceil(lengthBytes / checksumBlockBytes);
 }
 
+/** Bytes the replica's data file holds (its logical length unless packed). */
+function storedBytesOf(r: Replica): number {
+  return r.packed === undefined ? r.lengthBytes : (r.packed[r.packed.length - 1] as number);
+}
+
 function isCount(value: number): boolean {
   return Number.isSafeInteger(value) && value >= 0;
 }
 
 function encodeSidecar(r: Replica): Uint8Array {
   const blocks = blockCount(r.lengthBytes);
-  const bytes = new Uint8Array(sidecarHeaderBytes + blocks * 4 + sidecarTrailerBytes);
+  const offsetsBytes = r.packed === undefined ? 0 : (blocks + 1) * 4;
+  const bytes = new Uint8Array(sidecarHeaderBytes + blocks * 4 + offsetsBytes + sidecarTrailerBytes);
   const view = new DataView(bytes.buffer);
   view.setUint32(0, sidecarMagic, true);
   view.setUint16(4, sidecarFormat, true);
-  view.setUint16(6, r.sealed ? sidecarFlagSealed : 0, true);
+  const flags =
+    (r.sealed ? sidecarFlagSealed : 0) | (r.compression === 'lz4' ? sidecarFlagLz4 : 0) | (r.packed === undefined ? 0 : sidecarFlagPacked);
+  view.setUint16(6, flags, true);
   view.setBigUint64(8, BigInt(r.handle), true);
   view.setBigUint64(16, BigInt(r.version), true);
   view.setBigUint64(24, BigInt(r.lengthBytes), true);
   view.setUint32(32, r.prefixCrc, true);
   view.setUint32(36, blocks, true);
   for (let k = 0; k < blocks; k++) view.setUint32(sidecarHeaderBytes + k * 4, r.blockCrcs[k] as number, true);
+  if (r.packed !== undefined) {
+    assert(r.packed.length === blocks + 1, 'one stored offset per block, plus the end');
+    const at = sidecarHeaderBytes + blocks * 4;
+    for (let k = 0; k <= blocks; k++) view.setUint32(at + k * 4, r.packed[k] as number, true);
+  }
   const body = bytes.subarray(0, bytes.length - sidecarTrailerBytes);
   view.setUint32(body.length, crc32c(body), true);
   return bytes;
@@ -207,6 +247,19 @@ interface DecodedSidecar {
   readonly sealed: boolean;
   readonly prefixCrc: number;
   readonly blockCrcs: Uint32Array;
+  readonly compression: Compression;
+  readonly packed: Uint32Array | undefined;
+}
+
+/** Whether `offsets` is a valid stored-offset table for `lengthBytes` logical bytes; else why not. */
+function checkPacked(offsets: Uint32Array, lengthBytes: number): string | undefined {
+  if (offsets[0] !== 0) return 'packed offsets do not start at 0';
+  for (let k = 0; k + 1 < offsets.length; k++) {
+    const stored = (offsets[k + 1] as number) - (offsets[k] as number);
+    const logical = Math.min(checksumBlockBytes, lengthBytes - k * checksumBlockBytes);
+    if (stored <= 0 || stored > logical) return `packed block ${k} stores ${stored} bytes for ${logical}`;
+  }
+  return undefined;
 }
 
 /** Returns the sidecar, or a reason it is unusable. */
@@ -221,16 +274,30 @@ function decodeSidecar(bytes: Uint8Array): DecodedSidecar | string {
   const version = Number(view.getBigUint64(16, true));
   const lengthBytes = Number(view.getBigUint64(24, true));
   const blocks = view.getUint32(36, true);
+  const flags = view.getUint16(6, true);
   if (!isCount(handle) || !isCount(version) || !isCount(lengthBytes) || lengthBytes > chunkSizeBytesMax) {
     return 'sidecar fields out of range';
   }
-  if (blocks !== blockCount(lengthBytes) || bytes.length !== sidecarHeaderBytes + blocks * 4 + sidecarTrailerBytes) {
+  const sealed = (flags & sidecarFlagSealed) !== 0;
+  const compression: Compression = (flags & sidecarFlagLz4) !== 0 ? 'lz4' : 'none';
+  const isPacked = (flags & sidecarFlagPacked) !== 0;
+  if ((flags & ~sidecarFlagsKnown) !== 0) return `unknown sidecar flags ${flags}`;
+  if (isPacked && (!sealed || compression !== 'lz4')) return 'a packed replica must be sealed and lz4';
+  const offsetsBytes = isPacked ? (blocks + 1) * 4 : 0;
+  if (blocks !== blockCount(lengthBytes) || bytes.length !== sidecarHeaderBytes + blocks * 4 + offsetsBytes + sidecarTrailerBytes) {
     return 'sidecar block count does not match its length';
   }
   const blockCrcs = new Uint32Array(blocks);
   for (let k = 0; k < blocks; k++) blockCrcs[k] = view.getUint32(sidecarHeaderBytes + k * 4, true);
-  const sealed = (view.getUint16(6, true) & sidecarFlagSealed) !== 0;
-  return { handle, version, lengthBytes, sealed, prefixCrc: view.getUint32(32, true), blockCrcs };
+  let packed: Uint32Array | undefined;
+  if (isPacked) {
+    packed = new Uint32Array(blocks + 1);
+    const at = sidecarHeaderBytes + blocks * 4;
+    for (let k = 0; k <= blocks; k++) packed[k] = view.getUint32(at + k * 4, true);
+    const bad = checkPacked(packed, lengthBytes);
+    if (bad !== undefined) return bad;
+  }
+  return { handle, version, lengthBytes, sealed, prefixCrc: view.getUint32(32, true), blockCrcs, compression, packed };
 }
 
 async function readSidecar(disk: Disk, path: string): Promise<Uint8Array | string> {
@@ -284,7 +351,8 @@ export class FileChunkStore implements ChunkStore {
       const handle = Number(stem);
       return /^(0|[1-9][0-9]*)$/.test(stem) && isCount(handle) ? handle : undefined;
     };
-    const dataNames = new Set(names.filter((n) => handleOf(n, dataSuffix) !== undefined));
+    // Data files of either layout; each sidecar claims one, the rest are orphans.
+    const dataNames = new Set(names.filter((n) => handleOf(n, dataSuffix) !== undefined || handleOf(n, packedSuffix) !== undefined));
     for (const name of names) {
       if (name.endsWith(tempSuffix)) {
         await disk.unlink(`${dir}/${name}`);
@@ -293,21 +361,23 @@ export class FileChunkStore implements ChunkStore {
       }
       const handle = handleOf(name, metaSuffix);
       if (handle === undefined) continue;
-      const dataName = `${handle}${dataSuffix}`;
-      const outcome = await FileChunkStore.recoverOne(disk, dir, handle, dataNames.has(dataName));
-      dataNames.delete(dataName);
+      const outcome = await FileChunkStore.recoverOne(disk, dir, handle, dataNames);
       if (typeof outcome === 'string') {
         options.logger?.error({ handle, reason: outcome }, 'replica store: dropping a corrupt replica at open');
         await disk.unlink(`${dir}/${name}`);
-        if (names.includes(dataName)) await disk.unlink(`${dir}/${dataName}`);
+        for (const dataName of [`${handle}${dataSuffix}`, `${handle}${packedSuffix}`]) {
+          if (dataNames.delete(dataName)) await disk.unlink(`${dir}/${dataName}`);
+        }
         corruptReplicasRemoved++;
         continue;
       }
+      dataNames.delete(outcome.dataName);
       if (outcome.truncated) tailsTruncated++;
       recovered.push(outcome.replica);
     }
     for (const dataName of dataNames) {
-      // A data file without a sidecar: a create or a delete that a crash cut short. It holds nothing synced.
+      // A data file without a sidecar (a create or a delete that a crash cut short), or the layout its
+      // sidecar does not name (a pack cut short, or the raw file a committed pack had not yet removed).
       await disk.unlink(`${dir}/${dataName}`);
       orphanDataFilesRemoved++;
     }
@@ -323,21 +393,23 @@ export class FileChunkStore implements ChunkStore {
     disk: Disk,
     dir: string,
     handle: number,
-    hasData: boolean,
-  ): Promise<{ replica: Replica; truncated: boolean } | string> {
+    dataNames: ReadonlySet<string>,
+  ): Promise<{ replica: Replica; truncated: boolean; dataName: string } | string> {
     const bytes = await readSidecar(disk, `${dir}/${handle}${metaSuffix}`);
     if (typeof bytes === 'string') return bytes;
     const sidecar = decodeSidecar(bytes);
     if (typeof sidecar === 'string') return sidecar;
     if (sidecar.handle !== handle) return `sidecar names handle ${sidecar.handle}`;
-    if (!hasData) return 'data file missing';
-    const file = await disk.open(`${dir}/${handle}${dataSuffix}`, { create: false });
+    const dataName = `${handle}${sidecar.packed === undefined ? dataSuffix : packedSuffix}`;
+    if (!dataNames.has(dataName)) return 'data file missing';
+    const storedBytes = sidecar.packed === undefined ? sidecar.lengthBytes : (sidecar.packed[sidecar.packed.length - 1] as number);
+    const file = await disk.open(`${dir}/${dataName}`, { create: false });
     let truncated = false;
     try {
       const size = await file.sizeBytes();
-      if (size < sidecar.lengthBytes) return `data file holds ${size} bytes, sidecar says ${sidecar.lengthBytes}`;
-      if (size > sidecar.lengthBytes) {
-        await file.truncate(sidecar.lengthBytes);
+      if (size < storedBytes) return `data file holds ${size} bytes, sidecar says ${storedBytes}`;
+      if (size > storedBytes) {
+        await file.truncate(storedBytes);
         await file.sync();
         truncated = true;
       }
@@ -348,6 +420,9 @@ export class FileChunkStore implements ChunkStore {
     const replica: Replica = {
       handle,
       ...durable,
+      compression: sidecar.compression,
+      packed: sidecar.packed,
+      strayPath: undefined,
       blockCrcs: sidecar.blockCrcs,
       prefixCrc: sidecar.prefixCrc,
       durable,
@@ -358,10 +433,10 @@ export class FileChunkStore implements ChunkStore {
       syncFailure: undefined,
       lock: new RwLock(),
     };
-    return { replica, truncated };
+    return { replica, truncated, dataName };
   }
 
-  async create(handle: number, version: number): Promise<void> {
+  async create(handle: number, version: number, options: CreateOptions = {}): Promise<void> {
     this.assertOpen();
     if (!isCount(handle)) throw new ChunkStoreError('NO_SUCH_REPLICA', `invalid handle ${handle}`);
     if (!isCount(version)) throw new ChunkStoreError('STALE_VERSION', `invalid version ${version}`);
@@ -371,6 +446,9 @@ export class FileChunkStore implements ChunkStore {
     const r: Replica = {
       handle,
       ...durable,
+      compression: options.compression ?? 'none',
+      packed: undefined,
+      strayPath: undefined,
       blockCrcs: new Uint32Array(0),
       prefixCrc: 0,
       durable: { version: -1, lengthBytes: 0, sealed: false },
@@ -475,6 +553,7 @@ export class FileChunkStore implements ChunkStore {
         throw new ChunkStoreError('BAD_OFFSET', `chunk ${handle} holds ${r.lengthBytes} bytes, cannot seal at ${lengthBytes}`);
       }
       await this.commitCut(r, lengthBytes, { version, sealed: true });
+      if (r.compression === 'lz4' && r.packed === undefined && r.lengthBytes > 0) await this.maybePack(r);
       // The file stays open: a sealed replica is usually read (re-replicated, served) soon after.
       return this.infoOf(r);
     } finally {
@@ -529,7 +608,8 @@ export class FileChunkStore implements ChunkStore {
       r.live = false;
       this.replicas.delete(handle);
       await this.closeFile(r);
-      await this.disk.unlink(this.dataPath(handle));
+      await this.disk.unlink(this.currentDataPath(r));
+      if (r.strayPath !== undefined) await this.disk.unlink(r.strayPath).catch(() => undefined);
       await this.disk.syncDirectory(this.dir);
       return true;
     } finally {
@@ -549,8 +629,20 @@ export class FileChunkStore implements ChunkStore {
   async usage(): Promise<StoreUsage> {
     const space = await this.disk.space(this.dir);
     let usedBytes = 0;
-    for (const r of this.replicas.values()) usedBytes += r.lengthBytes;
+    for (const r of this.replicas.values()) usedBytes += storedBytesOf(r);
     return { capacityBytes: space.capacityBytes, usedBytes };
+  }
+
+  /** Logical and stored bytes of the replicas held compressed (the compression metrics). */
+  compressionUsage(): CompressionUsage {
+    let logicalBytes = 0;
+    let storedBytes = 0;
+    for (const r of this.replicas.values()) {
+      if (r.packed === undefined) continue;
+      logicalBytes += r.lengthBytes;
+      storedBytes += storedBytesOf(r);
+    }
+    return { logicalBytes, storedBytes };
   }
 
   /** Free bytes on the disk (what a heartbeat reports as room for new replicas). */
@@ -575,6 +667,14 @@ export class FileChunkStore implements ChunkStore {
 
   private dataPath(handle: number): string {
     return `${this.dir}/${handle}${dataSuffix}`;
+  }
+
+  private packedPath(handle: number): string {
+    return `${this.dir}/${handle}${packedSuffix}`;
+  }
+
+  private currentDataPath(r: Replica): string {
+    return r.packed === undefined ? this.dataPath(r.handle) : this.packedPath(r.handle);
   }
 
   private metaPath(handle: number): string {
@@ -614,7 +714,8 @@ export class FileChunkStore implements ChunkStore {
 
   private infoOf(r: Replica): ReplicaInfo {
     const base = { handle: r.handle, version: r.version, lengthBytes: r.lengthBytes, sealed: r.sealed };
-    return r.sealed ? { ...base, checksum: r.prefixCrc } : base;
+    const info = r.sealed ? { ...base, checksum: r.prefixCrc } : base;
+    return r.compression === 'lz4' ? { ...info, compression: 'lz4' } : info;
   }
 
   /** The replica's data file, opened if needed; the caller holds the replica's lock (shared or exclusive). */
@@ -624,7 +725,7 @@ export class FileChunkStore implements ChunkStore {
       this.openFiles.set(r.handle, r);
       return r.file;
     }
-    r.opening ??= this.disk.open(this.dataPath(r.handle), { create: false }).finally(() => (r.opening = undefined));
+    r.opening ??= this.disk.open(this.currentDataPath(r), { create: false }).finally(() => (r.opening = undefined));
     const opening = r.opening;
     const file = await opening;
     if (r.file === undefined) {
@@ -743,21 +844,110 @@ export class FileChunkStore implements ChunkStore {
   /** Reads [start, end) (block-aligned start; end at a block boundary or the length) and checks every block. */
   private async readVerified(r: Replica, start: number, end: number, verify = true): Promise<Uint8Array> {
     assert(start % checksumBlockBytes === 0 && end > start && end <= r.lengthBytes, 'readVerified: block-aligned span');
+    if (r.packed !== undefined) return this.readPackedVerified(r, r.packed, start, end, verify);
     const span = new Uint8Array(end - start);
     const file = await this.fileFor(r);
     const n = await file.read(span, start);
     for (let blockStart = start; verify && blockStart < end; blockStart += checksumBlockBytes) {
-      const block = blockStart / checksumBlockBytes;
       const blockEnd = Math.min(end, blockStart + checksumBlockBytes, r.lengthBytes);
-      const expected = r.blockCrcs[block];
-      const ok = blockEnd - start <= n && crc32c(span.subarray(blockStart - start, blockEnd - start)) === expected;
-      if (!ok) {
-        this.stats.checksumMismatches++;
-        this.logger?.error({ handle: r.handle, version: r.version, block }, 'replica store: checksum mismatch');
-        throw new ChunkStoreError('CHECKSUM_MISMATCH', `chunk ${r.handle} version ${r.version}: block ${block} (bytes ${blockStart}..${blockEnd}) fails its CRC32C`);
-      }
+      const ok = blockEnd - start <= n && crc32c(span.subarray(blockStart - start, blockEnd - start)) === r.blockCrcs[blockStart / checksumBlockBytes];
+      if (!ok) throw this.mismatch(r, blockStart, blockEnd);
     }
     return span;
+  }
+
+  /**
+   * readVerified of a packed replica: reads the stored bytes of exactly the blocks in [start, end) in one
+   * read, decompresses each, and checks its CRC32C over the logical bytes.
+   */
+  private async readPackedVerified(r: Replica, packed: Uint32Array, start: number, end: number, verify: boolean): Promise<Uint8Array> {
+    const firstBlock = start / checksumBlockBytes;
+    const endBlock = Math.ceil(end / checksumBlockBytes);
+    const storedStart = packed[firstBlock] as number;
+    const stored = new Uint8Array((packed[endBlock] as number) - storedStart);
+    const file = await this.fileFor(r);
+    const n = await file.read(stored, storedStart);
+    const span = new Uint8Array(end - start);
+    for (let block = firstBlock; block < endBlock; block++) {
+      const blockStart = block * checksumBlockBytes;
+      const blockEnd = Math.min(end, blockStart + checksumBlockBytes);
+      const from = (packed[block] as number) - storedStart;
+      const to = (packed[block + 1] as number) - storedStart;
+      const logical = to <= n ? unpackBlock(stored.subarray(from, to), blockEnd - blockStart) : undefined;
+      if (logical !== undefined) span.set(logical, blockStart - start);
+      // Without verification (a planted bug) an undecodable block reads as zeros.
+      if (verify && (logical === undefined || crc32c(logical) !== r.blockCrcs[block])) throw this.mismatch(r, blockStart, blockEnd);
+    }
+    return span;
+  }
+
+  private mismatch(r: Replica, blockStart: number, blockEnd: number): ChunkStoreError {
+    const block = blockStart / checksumBlockBytes;
+    this.stats.checksumMismatches++;
+    this.logger?.error({ handle: r.handle, version: r.version, block }, 'replica store: checksum mismatch');
+    return new ChunkStoreError('CHECKSUM_MISMATCH', `chunk ${r.handle} version ${r.version}: block ${block} (bytes ${blockStart}..${blockEnd}) fails its CRC32C`);
+  }
+
+  /**
+   * Rewrites a sealed, durable lz4 replica as packed blocks (see the header for the crash rule). A failure
+   * leaves it sealed raw, which is as valid: logged, not thrown (the seal itself succeeded).
+   */
+  private async maybePack(r: Replica): Promise<void> {
+    assert(r.sealed && r.packed === undefined && this.isDurable(r), 'pack a durable sealed raw replica');
+    const path = this.packedPath(r.handle);
+    const packed = new Uint32Array(blockCount(r.lengthBytes) + 1);
+    let out: DiskFile | undefined;
+    let named = false;
+    try {
+      out = await this.disk.open(path, { create: true });
+      named = true;
+      await out.truncate(0);
+      for (let start = 0; start < r.lengthBytes; start += verifySliceBytes) {
+        const slice = await this.readVerified(r, start, Math.min(r.lengthBytes, start + verifySliceBytes));
+        const pieces: Uint8Array[] = [];
+        for (let at = 0; at < slice.length; at += checksumBlockBytes) {
+          const block = (start + at) / checksumBlockBytes;
+          const piece = packBlock(slice.subarray(at, Math.min(slice.length, at + checksumBlockBytes)));
+          pieces.push(piece);
+          packed[block + 1] = (packed[block] as number) + piece.length;
+        }
+        await out.write(Buffer.concat(pieces), packed[start / checksumBlockBytes] as number);
+      }
+      await out.sync();
+      await out.close();
+      out = undefined;
+      // The new name must be durable before a sidecar that names it.
+      await this.disk.syncDirectory(this.dir);
+    } catch (error) {
+      await out?.close().catch(() => undefined);
+      if (named) {
+        await this.disk.unlink(path).catch(() => {
+          r.strayPath = path;
+        });
+      }
+      this.logger?.warn({ handle: r.handle, error: String(error) }, 'replica store: compressing a sealed replica failed; it stays raw');
+      return;
+    }
+    const durable = r.durable;
+    await this.closeFile(r); // the raw file; fileFor opens whichever layout is current
+    r.packed = packed;
+    try {
+      await this.writeSidecar(r);
+    } catch (error) {
+      // Either sidecar may be on disk, and each names a file that exists: keep both files (the one not
+      // named is removed with the replica, or by open()) and serve the raw one.
+      r.packed = undefined;
+      r.durable = durable;
+      r.strayPath = path;
+      this.logger?.warn({ handle: r.handle, error: String(error) }, 'replica store: committing a compressed replica failed; it stays raw');
+      return;
+    }
+    const raw = this.dataPath(r.handle);
+    r.strayPath = undefined;
+    // Committed: the raw file is garbage now. If the unlink fails, delete() or open() removes it.
+    await this.disk.unlink(raw).catch(() => {
+      r.strayPath = raw;
+    });
   }
 
   private async syncData(r: Replica): Promise<void> {

@@ -20,6 +20,21 @@ export const checksumBlockBytes = 64 * 1024;
 /** The default (and largest) chunk size; a file may use a smaller one. */
 export const chunkSizeBytesMax = 64 * 1024 * 1024;
 
+/**
+ * How a replica is stored. `lz4`: raw while unsealed, rewritten at seal as independently LZ4-compressed
+ * blocks (compression.ts); reads, CRCs and the wire always deal in logical (uncompressed) bytes.
+ */
+export type Compression = 'none' | 'lz4';
+
+export function isCompression(value: unknown): value is Compression {
+  return value === 'none' || value === 'lz4';
+}
+
+export interface CreateOptions {
+  /** Default `none`. */
+  readonly compression?: Compression;
+}
+
 export interface ReplicaInfo {
   readonly handle: number;
   readonly version: number;
@@ -27,6 +42,8 @@ export interface ReplicaInfo {
   readonly sealed: boolean;
   /** CRC32C of the whole replica's bytes, once sealed (the value the metadata leader records). */
   readonly checksum?: number;
+  /** Present (`lz4`) only for a compressed replica: a copy of it must be created compressed too. */
+  readonly compression?: 'lz4';
 }
 
 export interface StoreUsage {
@@ -57,8 +74,11 @@ export class ChunkStoreError extends Error {
 }
 
 export interface ChunkStore {
-  /** Starts an empty replica of `handle` at `version`. REPLICA_EXISTS if one is held (at any version). */
-  create(handle: number, version: number): Promise<void>;
+  /**
+   * Starts an empty replica of `handle` at `version`, stored with `options.compression` (default none).
+   * REPLICA_EXISTS if one is held (at any version).
+   */
+  create(handle: number, version: number, options?: CreateOptions): Promise<void>;
   /**
    * Appends `data` at `offset`, which must be the replica's current length (BAD_OFFSET otherwise). Not
    * durable until `sync()`. The caller keeps ownership of `data` once the promise settles.

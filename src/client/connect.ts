@@ -22,9 +22,9 @@ import type { FileWriterOptions } from './file-writer.ts';
 export function metadataForData(client: MetadataClient): WriterMetadata & ReaderMetadata {
   return {
     async createFile(path, options) {
-      await client.create(path, { exclusive: options.exclusive });
+      await client.create(path, { exclusive: options.exclusive, ...(options.compression === undefined ? {} : { compression: options.compression }) });
       const info = await client.stat(path);
-      return { chunkSizeBytes: info.chunkSizeBytes };
+      return { chunkSizeBytes: info.chunkSizeBytes, compression: info.compression };
     },
     acquireLease: (path, holder, durationMs) => client.acquireLease(path, { holder, durationMs }),
     renewLease: (path, holder, durationMs) => client.renewLease(path, { holder, durationMs }),
@@ -58,6 +58,7 @@ export function tcpDataPlane(limits: Partial<DataPlaneLimits> = {}): DataPlane {
         limits,
         ...(o.fromVersion !== undefined ? { fromVersion: o.fromVersion } : {}),
         ...(o.offset !== undefined ? { offset: o.offset } : {}),
+        ...(o.compression !== undefined ? { compression: o.compression } : {}),
       });
       return {
         write: (data) => writer.write(data),

@@ -38,8 +38,14 @@ export interface ChunkLocationsPage {
 
 /** The metadata operations a writer uses (all but `chunkSizeOf` are leader-only mutations). */
 export interface WriterMetadata {
-  /** Creates the file (exclusive or truncating) and returns its chunk size in bytes. */
-  createFile(path: string, options: { exclusive: boolean }): Promise<{ chunkSizeBytes: number }>;
+  /**
+   * Creates the file (exclusive or truncating; `compression` absent: the directory's) and returns its chunk
+   * size in bytes and its compression (absent: none).
+   */
+  createFile(
+    path: string,
+    options: { exclusive: boolean; compression?: 'none' | 'lz4' },
+  ): Promise<{ chunkSizeBytes: number; compression?: 'none' | 'lz4' }>;
   acquireLease(path: string, holder: string, durationMs: number): Promise<{ expiresMs: number }>;
   renewLease(path: string, holder: string, durationMs: number): Promise<{ expiresMs: number }>;
   releaseLease(path: string, holder: string): Promise<void>;
@@ -77,6 +83,8 @@ export interface OpenPipeline {
   readonly mode: 'create' | 'resume';
   readonly fromVersion?: number;
   readonly offset?: number;
+  /** The file's compression: `lz4` makes the replicas store the chunk compressed. Default none. */
+  readonly compression?: 'none' | 'lz4';
 }
 
 /** A pipeline failure: which replica failed first, and what every replica acknowledged. */

@@ -38,6 +38,8 @@ export interface FileWriterOptions {
   readonly holder: string;
   /** Fail if the file exists (default: truncate it). */
   readonly exclusive?: boolean;
+  /** The new file's compression; absent: its directory's (the replicas store it, the bytes stay the same). */
+  readonly compression?: 'none' | 'lz4';
   readonly leaseDurationMs?: number;
   readonly stagingBytes?: number;
   readonly timers?: WriterTimers;
@@ -98,6 +100,8 @@ export class FileWriter {
     private readonly options: FileWriterOptions,
     private readonly chunkSizeBytes: number,
     private readonly leaseDurationMs: number,
+    /** The file's, as created: every pipeline's setup carries it. */
+    private readonly compression: 'none' | 'lz4',
   ) {
     this.staging = Buffer.allocUnsafe(Math.min(options.stagingBytes ?? stagingBytesDefault, chunkSizeBytes));
     const timers = options.timers ?? realTimers;
@@ -106,9 +110,12 @@ export class FileWriter {
 
   static async open(path: string, options: FileWriterOptions): Promise<FileWriter> {
     const leaseDurationMs = options.leaseDurationMs ?? leaseDurationMsDefault;
-    const { chunkSizeBytes } = await options.metadata.createFile(path, { exclusive: options.exclusive ?? false });
+    const created = await options.metadata.createFile(path, {
+      exclusive: options.exclusive ?? false,
+      ...(options.compression === undefined ? {} : { compression: options.compression }),
+    });
     await options.metadata.acquireLease(path, options.holder, leaseDurationMs);
-    return new FileWriter(path, options, chunkSizeBytes, leaseDurationMs);
+    return new FileWriter(path, options, created.chunkSizeBytes, leaseDurationMs, created.compression ?? 'none');
   }
 
   /** Bytes accepted so far (the file's length once closed). */
@@ -227,7 +234,13 @@ export class FileWriter {
       recoveries: 0,
     };
     try {
-      chunk.pipeline = await data.openPipeline({ handle: chunk.handle, version: chunk.version, chain: chunk.replicas, mode: 'create' });
+      chunk.pipeline = await data.openPipeline({
+        handle: chunk.handle,
+        version: chunk.version,
+        chain: chunk.replicas,
+        mode: 'create',
+        compression: this.compression,
+      });
       this.chunk = chunk;
     } catch (error) {
       // Replicas that were created are at this version and empty: recovery continues from length 0.
@@ -294,6 +307,7 @@ export class FileWriter {
           mode: 'resume',
           fromVersion: chunk.settledVersion,
           offset: acked,
+          compression: this.compression,
         });
         chunk.settledVersion = chunk.version;
         for (const p of chunk.unacked) {

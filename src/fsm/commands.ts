@@ -55,6 +55,8 @@ export type Op =
       readonly owner?: string | undefined;
       readonly replication?: number | undefined;
       readonly chunkSizeBytes?: number | undefined;
+      /** 'none' or 'lz4' (EINVAL otherwise); inherited from the parent directory when absent. */
+      readonly compression?: string | undefined;
     } & Conditional)
   | ({
       readonly type: 'create';
@@ -65,6 +67,7 @@ export type Op =
       readonly owner?: string | undefined;
       readonly replication?: number | undefined;
       readonly chunkSizeBytes?: number | undefined;
+      readonly compression?: string | undefined;
       /** Also grant the new file's writer lease to this holder. */
       readonly lease?: LeaseRequest | undefined;
     } & Conditional)
@@ -80,6 +83,7 @@ export type Op =
       readonly owner?: string | undefined;
       readonly replication?: number | undefined;
       readonly chunkSizeBytes?: number | undefined;
+      readonly compression?: string | undefined;
     } & Conditional)
   | ({
       readonly type: 'setattr';
@@ -88,6 +92,8 @@ export type Op =
       readonly mtimeMs?: number | undefined;
       readonly owner?: string | undefined;
       readonly replication?: number | undefined;
+      /** Chunks allocated from now on (a directory: files created in it from now on). */
+      readonly compression?: string | undefined;
     } & Conditional)
   | ({ readonly type: 'rename'; readonly from: string; readonly to: string } & Conditional)
   | ({ readonly type: 'unlink'; readonly path: string } & Conditional)
@@ -174,6 +180,7 @@ const attrs = {
   owner: opt('string'),
   replication: opt('nat'),
   chunkSizeBytes: opt('nat'),
+  compression: opt('string'),
 } as const;
 
 /** Fields of each op besides `type`. The decoder accepts exactly these. */
@@ -188,6 +195,7 @@ const specs: Readonly<Record<OpType, Spec>> = {
     mtimeMs: opt('nat'),
     owner: opt('string'),
     replication: opt('nat'),
+    compression: opt('string'),
     ...cond,
   },
   rename: { from: req('string'), to: req('string'), ...cond },

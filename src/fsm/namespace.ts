@@ -62,6 +62,7 @@ interface Attrs {
   readonly owner: string;
   readonly replication: number;
   readonly chunkSizeBytes: number;
+  readonly compression: 'none' | 'lz4';
 }
 
 /** A new inode linked into `parent` under `name` (which must be free). `parent` is updated and stored. */
@@ -104,6 +105,7 @@ function putNewInode(
     chunkCount: 0,
     unsealedChunks: 0,
     complete: type === 'file',
+    ...(attrs.compression === 'lz4' ? { compression: 'lz4' as const } : {}),
   };
   txn.putInode(node);
   txn.putEntry(parent.id, name.bytes, id, type);
@@ -249,12 +251,15 @@ export async function setattr(txn: Txn, op: OpOf<'setattr'>): Promise<InodeRef> 
   v.checkMode(op.mode);
   v.checkReplication(op.replication, txn.limits);
   v.checkLabel('owner', op.owner, txn.limits, true);
+  v.checkCompression(op.compression);
   const node = await resolve(txn, path);
   v.checkGeneration(node.generation, op.ifGeneration);
   if (op.mode !== undefined) node.mode = op.mode;
   if (op.mtimeMs !== undefined) node.mtimeMs = op.mtimeMs;
   if (op.owner !== undefined) node.owner = op.owner;
   if (op.replication !== undefined) node.replication = op.replication;
+  if (op.compression === 'lz4') node.compression = 'lz4';
+  else if (op.compression === 'none') delete node.compression;
   node.ctimeMs = txn.nowMs;
   txn.putInode(node);
   return { id: node.id, generation: node.generation };
@@ -354,6 +359,7 @@ function checkAttrs(txn: Txn, op: OpOf<'mkdir'> | OpOf<'create'> | OpOf<'createM
   v.checkReplication(op.replication, txn.limits);
   v.checkChunkSize(op.chunkSizeBytes, txn.limits);
   v.checkLabel('owner', op.owner, txn.limits, true);
+  v.checkCompression(op.compression);
 }
 
 /** Attributes of a new inode: the command's, else `from`'s (the parent directory, or the replaced file). */
@@ -367,5 +373,6 @@ function inherit(
     owner: op.owner ?? (from.type === 'file' ? from.owner : ''),
     replication: op.replication ?? from.replication,
     chunkSizeBytes: op.chunkSizeBytes ?? from.chunkSizeBytes,
+    compression: op.compression === 'lz4' || op.compression === 'none' ? op.compression : (from.compression ?? 'none'),
   };
 }

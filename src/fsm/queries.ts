@@ -26,6 +26,8 @@ export interface StatInfo {
   readonly generation: number;
   readonly replication: number;
   readonly chunkSizeBytes: number;
+  /** Files: how its chunks are stored; directories: the default for new entries. */
+  readonly compression: 'none' | 'lz4';
   /** Directories: number of entries. */
   readonly childCount: number;
   /** Files: sum of the sealed chunks' lengths. */
@@ -109,6 +111,7 @@ export async function stat(txn: Txn, path: string): Promise<StatInfo> {
     generation: node.generation,
     replication: node.replication,
     chunkSizeBytes: node.chunkSizeBytes,
+    compression: node.compression ?? 'none',
     childCount: node.childCount,
     lengthBytes: node.lengthBytes,
     chunkCount: node.chunkCount,

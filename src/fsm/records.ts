@@ -65,9 +65,16 @@ export interface Inode {
   unsealedChunks: number;
   /** Files: completed (length sealed) and not appended to since. */
   complete: boolean;
+  /**
+   * Files: how the chunkservers store its chunks (`lz4`: compressed once sealed). Directories: the default
+   * for what is created inside. Absent means none (and is encoded as the 15-field record of old).
+   */
+  compression?: 'lz4';
 }
 
 const INODE_FIELDS = 15;
+/** The optional 16th field: 1 = lz4. */
+const INODE_COMPRESSION_LZ4 = 1;
 
 export function encodeInode(n: Inode): Uint8Array {
   return packr.pack([
@@ -86,11 +93,14 @@ export function encodeInode(n: Inode): Uint8Array {
     n.chunkCount,
     n.unsealedChunks,
     n.complete,
+    ...(n.compression === 'lz4' ? [INODE_COMPRESSION_LZ4] : []),
   ]);
 }
 
 export function decodeInode(id: number, bytes: Uint8Array): Inode {
-  const r = unpackArray(bytes, INODE_FIELDS, 'inode');
+  const r = unpackInodeArray(bytes);
+  const compression = r.length > INODE_FIELDS ? r.pop() : undefined;
+  assert(compression === undefined || compression === INODE_COMPRESSION_LZ4, 'corrupt inode record: compression');
   const [
     type,
     parent,
@@ -149,7 +159,15 @@ export function decodeInode(id: number, bytes: Uint8Array): Inode {
     chunkCount: chunkCount as number,
     unsealedChunks: unsealedChunks as number,
     complete,
+    ...(compression === INODE_COMPRESSION_LZ4 ? { compression: 'lz4' as const } : {}),
   };
+}
+
+/** An inode record: 15 fields, or 16 with the compression. */
+function unpackInodeArray(bytes: Uint8Array): unknown[] {
+  const raw: unknown = packr.unpack(bytes);
+  assert(Array.isArray(raw) && (raw.length === INODE_FIELDS || raw.length === INODE_FIELDS + 1), 'corrupt inode record');
+  return raw as unknown[];
 }
 
 /**

@@ -29,6 +29,12 @@ export function checkChunkSize(bytes: number | undefined, limits: FsmLimits): vo
   }
 }
 
+export function checkCompression(compression: string | undefined): void {
+  if (compression !== undefined && compression !== 'none' && compression !== 'lz4') {
+    throw new FsError('EINVAL', `compression ${JSON.stringify(compression.slice(0, 40))} is not none or lz4`);
+  }
+}
+
 /** An owner may be empty; holders, addresses and racks may not. */
 export function checkLabel(what: string, s: string | undefined, limits: FsmLimits, allowEmpty = false): void {
   if (s === undefined) return;

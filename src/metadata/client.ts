@@ -155,7 +155,7 @@ export class MetadataClient {
 
   mkdir(
     path: string,
-    options: { parents?: boolean; mode?: number; ifGeneration?: number } = {},
+    options: { parents?: boolean; mode?: number; ifGeneration?: number; compression?: 'none' | 'lz4' } = {},
   ): Promise<InodeRef> {
     return this.mutate('Mkdir', { path, ...options }).then(inodeRef);
   }
@@ -168,6 +168,8 @@ export class MetadataClient {
       mode?: number;
       replication?: number;
       chunkSizeBytes?: number;
+      /** Absent: the parent directory's. */
+      compression?: 'none' | 'lz4';
       leaseHolder?: string;
       leaseDurationMs?: number;
       ifGeneration?: number;
@@ -180,7 +182,7 @@ export class MetadataClient {
   async createMany(
     dir: string,
     names: readonly string[],
-    options: { mode?: number; ifGeneration?: number } = {},
+    options: { mode?: number; ifGeneration?: number; compression?: 'none' | 'lz4' } = {},
   ): Promise<{ created: number; firstId: number }> {
     const reply = await this.mutate('CreateMany', { dir, names, ...options });
     return { created: Number(reply['created'] ?? 0), firstId: Number(reply['firstId'] ?? 0) };
@@ -211,6 +213,7 @@ export class MetadataClient {
       generation: num(info['generation']),
       replication: num(info['replication']),
       chunkSizeBytes: num(info['chunkSizeBytes']),
+      compression: info['compression'] === 'lz4' ? 'lz4' : 'none',
       childCount: num(info['childCount']),
       lengthBytes: num(info['lengthBytes']),
       chunkCount: num(info['chunkCount']),

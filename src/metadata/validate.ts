@@ -64,6 +64,13 @@ export function optString(v: unknown, what: string): string | undefined {
   return v;
 }
 
+/** A file's or directory's compression: 'none' or 'lz4', or absent. */
+export function optCompression(v: unknown): 'none' | 'lz4' | undefined {
+  const s = optString(v, 'compression');
+  if (s === undefined || s === 'none' || s === 'lz4') return s;
+  throw new RequestError('EINVAL', 'compression: none or lz4');
+}
+
 export function optBool(v: unknown, what: string): boolean | undefined {
   if (v === undefined || v === null) return undefined;
   if (typeof v !== 'boolean') throw new RequestError('EINVAL', `${what}: not a boolean`);
@@ -136,6 +143,7 @@ export function mutationOp(method: string, r: WireRequest, limits: RequestLimits
         owner: optString(r['owner'], 'owner'),
         replication: optNat(r['replication'], 'replication'),
         chunkSizeBytes: optNat(r['chunkSizeBytes'], 'chunk_size_bytes'),
+        compression: optCompression(r['compression']),
         ifGeneration,
       };
     case 'Create': {
@@ -154,6 +162,7 @@ export function mutationOp(method: string, r: WireRequest, limits: RequestLimits
         owner: optString(r['owner'], 'owner'),
         replication: optNat(r['replication'], 'replication'),
         chunkSizeBytes: optNat(r['chunkSizeBytes'], 'chunk_size_bytes'),
+        compression: optCompression(r['compression']),
         lease: holder === undefined || durationMs === undefined ? undefined : { holder, durationMs },
         ifGeneration,
       };
@@ -167,6 +176,7 @@ export function mutationOp(method: string, r: WireRequest, limits: RequestLimits
         owner: optString(r['owner'], 'owner'),
         replication: optNat(r['replication'], 'replication'),
         chunkSizeBytes: optNat(r['chunkSizeBytes'], 'chunk_size_bytes'),
+        compression: optCompression(r['compression']),
         ifGeneration,
       };
     case 'Setattr':
@@ -177,6 +187,7 @@ export function mutationOp(method: string, r: WireRequest, limits: RequestLimits
         mtimeMs: optNat(r['mtimeMs'], 'mtime_ms'),
         owner: optString(r['owner'], 'owner'),
         replication: optNat(r['replication'], 'replication'),
+        compression: optCompression(r['compression']),
         ifGeneration,
       };
     case 'Rename':

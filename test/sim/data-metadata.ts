@@ -239,13 +239,21 @@ export class SimWriterMetadata implements WriterMetadata {
   constructor(
     private readonly meta: DataMetadata,
     private readonly client: MetadataClientState,
-    private readonly file: { readonly replication: number; readonly chunkSizeBytes: number },
+    private readonly file: { readonly replication: number; readonly chunkSizeBytes: number; readonly compression?: 'none' | 'lz4' },
   ) {}
 
-  async createFile(path: string, options: { exclusive: boolean }): Promise<{ chunkSizeBytes: number }> {
+  async createFile(path: string, options: { exclusive: boolean }): Promise<{ chunkSizeBytes: number; compression: 'none' | 'lz4' }> {
     const { replication, chunkSizeBytes } = this.file;
-    await this.meta.proposeOp(this.client, { type: 'create', path, exclusive: options.exclusive, replication, chunkSizeBytes });
-    return { chunkSizeBytes };
+    const compression = this.file.compression ?? 'none';
+    await this.meta.proposeOp(this.client, {
+      type: 'create',
+      path,
+      exclusive: options.exclusive,
+      replication,
+      chunkSizeBytes,
+      ...(compression === 'lz4' ? { compression } : {}),
+    });
+    return { chunkSizeBytes, compression };
   }
 
   async acquireLease(path: string, holder: string, durationMs: number): Promise<{ expiresMs: number }> {

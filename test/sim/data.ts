@@ -49,7 +49,7 @@ import { loadClusterView } from '../../src/placement/view.ts';
 import type { Clock, TimerHandle } from '../../src/raft/node-api.ts';
 import type { InvariantChecker, ViolationKind } from './checkers.ts';
 import { describeError, type Cluster } from './cluster.ts';
-import { expectedContent, firstDifference } from './data-content.ts';
+import { compressionOfPath, expectedContent, firstDifference } from './data-content.ts';
 import { DataMetadata, SimMetadataLink, SimReaderMetadata, SimWriterMetadata, type MetadataClientState } from './data-metadata.ts';
 import { SimDisk } from './disk.ts';
 import type { Prng } from './prng.ts';
@@ -584,8 +584,12 @@ export class DataWorld {
     const sealed = store.list().filter((r) => r.sealed && r.lengthBytes > 0 && this.hasOtherGoodCopy(cs, r.handle, r.version));
     if (sealed.length === 0) return;
     const replica = this.faultRandom.pick(sealed);
-    const byteOffset = this.faultRandom.int(replica.lengthBytes);
-    cs.disk.flipBit(`${DATA_DIR}/${replica.handle}.data`, byteOffset, this.faultRandom.int(8));
+    // A packed lz4 replica's bytes are in <handle>.lz4 (fewer of them than its logical length).
+    const packed = `${DATA_DIR}/${replica.handle}.lz4`;
+    const packedBytes = cs.disk.contents(packed)?.length;
+    const path = packedBytes === undefined ? `${DATA_DIR}/${replica.handle}.data` : packed;
+    const byteOffset = this.faultRandom.int(packedBytes ?? replica.lengthBytes);
+    cs.disk.flipBit(path, byteOffset, this.faultRandom.int(8));
     cs.flips.push({ handle: replica.handle, version: replica.version });
     this.stats.bitFlips++;
     this.deps.timeline(`bit flip in cs${cs.slot}'s replica of chunk ${replica.handle} v${replica.version} at byte ${byteOffset}`);
@@ -628,6 +632,7 @@ export class DataWorld {
           mode: options.mode,
           ...(options.fromVersion !== undefined ? { fromVersion: options.fromVersion } : {}),
           ...(options.offset !== undefined ? { offset: options.offset } : {}),
+          ...(options.compression !== undefined ? { compression: options.compression } : {}),
           packetBytes: PACKET_BYTES,
           limits: dataPlaneLimits,
           onAck: (acked) => this.checkAck(options.handle, options.version, chain, incarnations, acked),
@@ -775,7 +780,11 @@ export class DataWorld {
 
   /** The writer's metadata, remembering which file and index each allocated chunk belongs to. */
   private writerMetadata(client: MetadataClientState, file: FileRecord): SimWriterMetadata {
-    const metadata = new SimWriterMetadata(this.meta, client, { replication: this.profile.replication, chunkSizeBytes: this.profile.chunkSizeBytes });
+    const metadata = new SimWriterMetadata(this.meta, client, {
+      replication: this.profile.replication,
+      chunkSizeBytes: this.profile.chunkSizeBytes,
+      compression: compressionOfPath(file.path),
+    });
     const allocate = metadata.allocateChunk.bind(metadata);
     metadata.allocateChunk = async (path, holder) => {
       const chunk = await allocate(path, holder);

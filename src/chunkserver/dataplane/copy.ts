@@ -38,6 +38,8 @@ export async function copyReplica(
     handle,
     version,
     chain: [target],
+    // The copy is stored as the source is (it re-packs at its seal); the bytes sent are logical.
+    ...(info.compression === undefined ? {} : { compression: info.compression }),
     ...(options.packetBytes === undefined ? {} : { packetBytes: options.packetBytes }),
     ...(options.limits === undefined ? {} : { limits: options.limits }),
   });

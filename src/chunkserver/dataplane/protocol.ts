@@ -7,7 +7,8 @@
  *      `targetId`) creates the replica (mode `create`, offset 0) or raises it from `fromVersion` to `version`
  *      cut to `offset` bytes (mode `resume`, after the leader bumped the chunk's version; a replica a failed
  *      create never reached, resumed at offset 0, is created at `version`), dials `chain[0]`
- *      and forwards the setup with the rest of the chain. `setup-ack {replicas}` comes back once every
+ *      and forwards the setup with the rest of the chain. Optional `compression: 'lz4'` makes every replica
+ *      it creates a compressed one (packed at seal; the wire always carries logical bytes). `setup-ack {replicas}` comes back once every
  *      replica downstream is ready; the writer sends no packet before it.
  *   2. `packet {seq, offset, sync}` + payload (at most packetBytesMax bytes): seq counts up from 0 with no
  *      gap (`seal` takes the next seq), offset is the replica's length so far. Each replica forwards the
@@ -58,6 +59,8 @@ export interface SetupMessage {
   readonly offset: number;
   /** The replicas downstream of the receiver, in order. */
   readonly chain: readonly ChainLink[];
+  /** Present for a compressed file: every replica the setup creates stores it so (the store's CreateOptions). */
+  readonly compression?: 'lz4';
 }
 
 export interface ReplicaAck {
@@ -201,6 +204,12 @@ function list(fields: Record<string, unknown>, name: string, lengthMax: number):
   return value as readonly unknown[];
 }
 
+function compressionField(fields: Record<string, unknown>): { compression?: 'lz4' } {
+  if (fields.compression === undefined) return {};
+  if (fields.compression !== 'lz4') throw malformed('compression must be lz4 or absent');
+  return { compression: 'lz4' };
+}
+
 function replicaAcks(fields: Record<string, unknown>): ReplicaAck[] {
   return list(fields, 'replicas', chainLinksMax + 1).map((entry) => {
     const r = record(entry, 'replica ack');
@@ -242,6 +251,7 @@ export function decodeMessage(headerBytes: Uint8Array, payload: Uint8Array): Mes
         fromVersion: nat(f, 'fromVersion'),
         offset: nat(f, 'offset'),
         chain,
+        ...compressionField(f),
       };
     }
     case 'setup-ack':

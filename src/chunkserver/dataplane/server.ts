@@ -276,15 +276,16 @@ class PipelineHop {
   private async prepareReplica(): Promise<void> {
     const { store } = this.server;
     const { handle, version, mode, fromVersion, offset } = this.setup;
+    const createOptions = this.setup.compression === undefined ? {} : { compression: this.setup.compression };
     if (mode === 'create') {
-      await store.create(handle, version);
+      await store.create(handle, version, createOptions);
       return;
     }
     const info = store.info(handle);
     // A create pipeline that failed during setup leaves replicas past the failure without the chunk; nothing
     // was acknowledged then, so resuming at offset 0 starts the replica afresh at the new version.
     if (info === undefined && offset === 0) {
-      await store.create(handle, version);
+      await store.create(handle, version, createOptions);
       return;
     }
     // A retried setup of the same resume finds the replica already raised and cut: nothing to do.

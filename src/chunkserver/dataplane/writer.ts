@@ -15,6 +15,7 @@
  */
 import assert from 'node:assert/strict';
 import { chunkSizeBytesMax } from '../types.ts';
+import type { Compression } from '../types.ts';
 import type { DataConnection, Dialer } from './connection.ts';
 import type { DataPlaneErrorCode } from './errors.ts';
 import { DataPlaneError, toDataPlaneError } from './errors.ts';
@@ -54,6 +55,8 @@ export interface PipelineWriterOptions {
   readonly mode?: 'create' | 'resume';
   readonly fromVersion?: number;
   readonly offset?: number;
+  /** `lz4`: the replicas store the chunk compressed (sent in the setup; the bytes sent stay logical). */
+  readonly compression?: Compression;
   /** Payload bytes per packet (packetBytesMin..packetBytesMax); default 256 KiB. */
   readonly packetBytes?: number;
   readonly limits?: Partial<DataPlaneLimits>;
@@ -128,6 +131,7 @@ export class PipelineWriter {
       fromVersion,
       offset,
       chain: options.chain.slice(1),
+      ...(options.compression === 'lz4' ? { compression: 'lz4' as const } : {}),
     });
     await setupAck;
     if (writer.failure !== null) throw writer.failure;
