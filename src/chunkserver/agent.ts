@@ -703,6 +703,13 @@ export class MetadataAgent {
       assert(Number.isSafeInteger(reply.id) && reply.id >= 1, `registered id ${reply.id}`);
       assert(saved === undefined || reply.id === saved, `registered as ${saved}, answered ${reply.id}`);
       if (saved !== undefined) {
+        if (this.options.store.list().length === 0) {
+          // Not silent: the leader unlists what it thought was here (the full report lists nothing) and re-replicates.
+          this.options.logger.warn(
+            { chunkserver: saved },
+            'registered with a saved id but the store holds no replicas (an emptied or replaced disk?): the leader re-replicates whatever it listed here',
+          );
+        }
         this.becomeRegistered(saved);
         return;
       }

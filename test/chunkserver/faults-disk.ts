@@ -5,7 +5,8 @@
  *
  * - `limitBytes`: the device's room. A write that would grow the directory's files past it writes what fits
  *   (like a short write before ENOSPC) and fails ENOSPC; `space()` reports the room left.
- * - `failing`: rules (path substring, operation kinds) under which every matching operation fails EIO.
+ * - `failing`: rules (path substring, operation kinds) under which every matching operation fails EIO; a
+ *   rule goes when a file it matches is unlinked (the bad blocks went with the file).
  * - `failSyncsNext`: the next N fsyncs of data or sidecar files fail EIO.
  */
 import type { Disk, DiskFile, DiskSpace } from '../../src/chunkserver/disk.ts';
@@ -77,6 +78,8 @@ export class FaultyDisk implements Disk {
     this.check('unlink', path);
     await this.inner.unlink(path);
     this.sizes.delete(path);
+    // A bad spot belongs to the file's blocks: a file made again under the name gets good ones.
+    this.failing = this.failing.filter((f) => !path.includes(f.pathIncludes));
   }
 
   list(dir: string): Promise<string[]> {

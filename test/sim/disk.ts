@@ -11,7 +11,7 @@
  * - `flipBit` corrupts the medium: the current and the durable image both change.
  * - Capacity: a write past `capacityBytes` (total of file sizes) writes what fits and fails DISK_FULL.
  * - Injected I/O errors: `failNext(count)`, `failPath(path)` (a bad spot: every matching operation on that
- *   file fails until `healPath`) and `ioErrorProbability` (restricted to `ioErrorKinds` when set) make
+ *   file fails until `healPath` or the file is unlinked) and `ioErrorProbability` (restricted to `ioErrorKinds` when set) make
  *   operations fail IO_ERROR ("EIO" in the message).
  * - A failed fsync loses the file's unsynced writes (Linux marks the dirty pages clean after a writeback
  *   error, so a later fsync would succeed without them): the file reverts to its durable image at once, so a
@@ -261,6 +261,7 @@ export class SimDisk implements Disk {
     const directory = this.directory(dir, `unlink ${path}`);
     if (!directory.names.has(name)) throw new ChunkStoreError('IO_ERROR', `unlink ${path}: ENOENT: no such file`);
     this.beforeMutation('unlink', path);
+    this.badPaths.delete(path); // the bad spot went with the file's blocks
     directory.names.delete(name);
     directory.pending.push({ kind: 'unlink', name });
   }
