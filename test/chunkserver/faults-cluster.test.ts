@@ -69,7 +69,8 @@ void t.test('disk full mid-write, EIO on read, a restart on an emptied chunk dir
 
   // ---- A disk fills in the middle of a write.
   const content = pattern(4 * MiB + 77, 11);
-  const writer = await client.openWriter('/d/full', { stagingBytes: 128 * 1024 });
+  const recoveries: { failedId: number }[] = [];
+  const writer = await client.openWriter('/d/full', { stagingBytes: 128 * 1024, onRecovery: (e) => recoveries.push(e) });
   await writer.write(content.subarray(0, MiB + MiB / 2));
   const current = (await locations('/d/full')).find((c) => !c.sealed)!;
   t.ok(current !== undefined, 'a chunk is being written');
@@ -80,6 +81,7 @@ void t.test('disk full mid-write, EIO on read, a restart on an emptied chunk dir
   await writer.close();
   t.ok((await client.readFile('/d/full')).equals(content), 'the write completed and reads back equal');
   t.ok(fullDisk.injected.ENOSPC > 0, 'the full disk refused writes (ENOSPC)');
+  t.ok(recoveries.some((e) => e.failedId === full), `the writer recovered past the full server (${JSON.stringify(recoveries)})`);
   const fullAgent = servers.get(full)!.server.agent;
   const disk = fullAgent.status().disk;
   t.ok(disk.full || (disk.freeBytes !== undefined && disk.freeBytes < agentLimits.diskReserveBytes), `the full server reports no room (${JSON.stringify(disk)})`);
