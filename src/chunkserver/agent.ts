@@ -18,13 +18,26 @@
  * and a restart registers with it, so the server keeps its identity and its replicas count. A server whose
  * data dir lost the id file (a new or wiped disk) registers as a new server: its old id is declared dead by
  * the leader and its chunks re-replicated, which is right, since the replicas went with the disk.
+ *
+ * Disk faults (`noteDiskError`, called by the ObservedStore around the data server's and scrubber's store):
+ * - DISK_FULL: logged at warn, counted; for `diskErrorWindowMs` after it the heartbeat reports the disk as full
+ *   (used = capacity), so the leader places no new chunk here; a heartbeat goes out at once.
+ * - IO_ERROR: logged at error, counted. A read that failed IO_ERROR is retried as a whole-replica verify
+ *   (`readErrorVerifies` times): if every verify fails too, the replica is reported bad like a corrupt one
+ *   (deleted here, full report, the leader re-replicates from a good copy); a transient error deletes nothing.
+ * - `diskErrorsUnhealthyMin` I/O errors within `diskErrorWindowMs` mark the disk unhealthy (error log, gauge
+ *   rfs_chunkserver_disk_healthy 0): the heartbeat reports it full, so it gets no new chunks, until the
+ *   window holds fewer errors again (logged at warn). Replicas already here keep serving.
+ * - With a `freeBytes` source the heartbeat reports used = capacity − (free − diskReserveBytes) when that is
+ *   more than the replicas' bytes: a disk filled by anything (other files, sidecars) stops taking new chunks
+ *   while a chunk's worth of room is left, instead of failing them mid-write.
  */
 import type { Logger } from 'pino';
 import { assert } from '../raft/errors.ts';
 import type { RandomSource } from '../raft/config.ts';
 import type { Clock, TimerHandle } from '../raft/node-api.ts';
 import type { ChunkserverMetrics, MetadataRequestKind } from './metrics.ts';
-import { recordChecksumFailure, recordHeartbeatFailure, recordReReplication, setReplicasHeld } from './metrics.ts';
+import { recordChecksumFailure, recordDiskError, recordHeartbeatFailure, recordReReplication, setDiskHealth, setReplicasHeld } from './metrics.ts';
 import type { ChunkStore, ReplicaInfo, StoreUsage } from './types.ts';
 import { ChunkStoreError } from './types.ts';
 
@@ -147,6 +160,14 @@ export interface AgentLimits {
   readonly replicationsQueuedMax: number;
   /** Deletes waiting to run; further orders are dropped (the next report makes the leader order them again). */
   readonly deletesQueuedMax: number;
+  /** How long a DISK_FULL keeps the disk reported full, and the window in which I/O errors are counted. */
+  readonly diskErrorWindowMs: number;
+  /** I/O errors within diskErrorWindowMs that mark the disk unhealthy. */
+  readonly diskErrorsUnhealthyMin: number;
+  /** Free bytes kept in reserve: with less free the heartbeat reports the disk full (one chunk by default). */
+  readonly diskReserveBytes: number;
+  /** Whole-replica verifies after a read failed IO_ERROR; the replica is reported bad only if all fail. */
+  readonly readErrorVerifies: number;
   /** Backoff after a failed exchange: starts here, doubles per failure ... */
   readonly retryDelayMsMin: number;
   /** ... up to here. */
@@ -174,7 +195,30 @@ export const defaultAgentLimits: AgentLimits = {
   deletesQueuedMax: 4_096,
   retryDelayMsMin: 100,
   retryDelayMsMax: 2_000,
+  diskErrorWindowMs: 60_000,
+  diskErrorsUnhealthyMin: 5,
+  diskReserveBytes: 64 * 1024 * 1024,
+  readErrorVerifies: 2,
 };
+
+/** The store operations whose disk errors the agent is told of. */
+export type StoreOperation = 'create' | 'append' | 'sync' | 'bumpVersion' | 'seal' | 'read' | 'verify' | 'delete' | 'copy';
+
+/** Disk health as the agent judges it (see the module comment). */
+export interface DiskHealth {
+  readonly healthy: boolean;
+  /** A DISK_FULL within diskErrorWindowMs. */
+  readonly full: boolean;
+  /** I/O errors within diskErrorWindowMs. */
+  readonly ioErrorsRecent: number;
+  /** Free bytes at the last heartbeat, if a source is known. */
+  readonly freeBytes: number | undefined;
+}
+
+/** The errno name in an OS error message ("EIO", "ENOSPC"), or the store code's usual one. */
+export function errnoOf(error: ChunkStoreError): string {
+  return /\b(E[A-Z0-9]{2,})\b/.exec(error.detail)?.[1] ?? (error.code === 'DISK_FULL' ? 'ENOSPC' : 'EIO');
+}
 
 /** Crashes loudly on limits that contradict each other (checked once, at construction). */
 export function checkAgentLimits(l: AgentLimits): void {
@@ -207,6 +251,8 @@ export interface MetadataAgentOptions {
   readonly limits?: Partial<AgentLimits>;
   /** A registration the cluster refused for good; the agent has stopped. */
   readonly onFatal?: (error: AgentError) => void;
+  /** Free bytes on the data disk (FileChunkStore.freeBytes), for the heartbeat's room (see diskReserveBytes). */
+  readonly freeBytes?: () => Promise<number>;
 }
 
 export interface AgentStatus {
@@ -226,6 +272,9 @@ export interface AgentStatus {
   readonly copiesFailed: number;
   /** Clock time of the last successful exchange, or null. */
   readonly lastContactMs: number | null;
+  readonly disk: DiskHealth;
+  /** Replicas reported bad after I/O errors on read. */
+  readonly unreadableReplicasReported: number;
 }
 
 interface CopyOrder {
@@ -274,7 +323,15 @@ export class MetadataAgent {
   private readonly copiesRunning = new Map<string, Promise<void>>();
   private readonly abort = new AbortController();
   private readonly registeredWaiters: { resolve: (id: number) => void; reject: (e: unknown) => void }[] = [];
+  /** Clock times of the I/O errors within diskErrorWindowMs, oldest first (at most diskErrorsUnhealthyMin kept). */
+  private readonly ioErrorTimesMs: number[] = [];
+  private diskFullAtMs = -Infinity;
+  private diskUnhealthy = false;
+  private lastFreeBytes: number | undefined = undefined;
+  /** Handles whose read error is being re-verified (one check per handle at a time). */
+  private readonly verifying = new Set<number>();
   private readonly counts = {
+    unreadable: 0,
     heartbeats: 0,
     fullReports: 0,
     incrementalReports: 0,
@@ -343,9 +400,100 @@ export class MetadataAgent {
    */
   async reportCorrupt(handle: number): Promise<boolean> {
     if (this.options.metrics !== undefined) recordChecksumFailure(this.options.metrics);
+    return this.reportBad(handle, 'corrupt replica');
+  }
+
+  /**
+   * A store operation failed DISK_FULL or IO_ERROR (other codes are ignored): logged, counted, and judged for
+   * the disk's health; a read's IO_ERROR is re-verified and, if persistent, the replica reported bad. Never throws.
+   */
+  noteDiskError(op: StoreOperation, handle: number, error: unknown): void {
+    if (!(error instanceof ChunkStoreError) || (error.code !== 'DISK_FULL' && error.code !== 'IO_ERROR')) return;
+    if (this.stopped) return;
+    const nowMs = this.options.clock.nowMs();
+    const fields = { handle, version: this.options.store.info(handle)?.version ?? null, op, code: error.code, errno: errnoOf(error), detail: error.detail };
+    if (this.options.metrics !== undefined) recordDiskError(this.options.metrics, error.code, op);
+    if (error.code === 'DISK_FULL') {
+      this.options.logger.warn(fields, 'disk full: the write fails (the client recovers onto other servers); reporting no room to the leader');
+      this.diskFullAtMs = nowMs;
+      this.heartbeatSoon();
+      return;
+    }
+    this.options.logger.error(fields, 'I/O error on the data disk');
+    this.ioErrorTimesMs.push(nowMs);
+    if (this.ioErrorTimesMs.length > this.limits.diskErrorsUnhealthyMin) this.ioErrorTimesMs.shift();
+    this.judgeDisk(nowMs);
+    if (op === 'read' || op === 'verify') void this.checkUnreadable(handle);
+  }
+
+  /** The disk's health now (also refreshes the unhealthy flag as the error window slides). */
+  diskHealth(): DiskHealth {
+    const nowMs = this.options.clock.nowMs();
+    this.judgeDisk(nowMs);
+    return {
+      healthy: !this.diskUnhealthy,
+      full: nowMs - this.diskFullAtMs < this.limits.diskErrorWindowMs,
+      ioErrorsRecent: this.ioErrorTimesMs.length,
+      freeBytes: this.lastFreeBytes,
+    };
+  }
+
+  private judgeDisk(nowMs: number): void {
+    const times = this.ioErrorTimesMs;
+    while (times.length > 0 && nowMs - (times[0] as number) >= this.limits.diskErrorWindowMs) times.shift();
+    const unhealthy = times.length >= this.limits.diskErrorsUnhealthyMin;
+    if (unhealthy === this.diskUnhealthy) return;
+    this.diskUnhealthy = unhealthy;
+    if (unhealthy) {
+      this.options.logger.error(
+        { ioErrors: times.length, windowMs: this.limits.diskErrorWindowMs },
+        'data disk marked unhealthy after repeated I/O errors: reporting no room to the leader (no new chunks here)',
+      );
+      this.heartbeatSoon();
+    } else {
+      this.options.logger.warn({ windowMs: this.limits.diskErrorWindowMs }, 'data disk healthy again (no repeated I/O errors in the window)');
+    }
+    if (this.options.metrics !== undefined) setDiskHealth(this.options.metrics, !unhealthy, undefined);
+  }
+
+  /** The next exchange is a heartbeat, now (the leader hears of a full or unhealthy disk at once). */
+  private heartbeatSoon(): void {
+    this.heartbeatDueMs = Math.min(this.heartbeatDueMs, this.options.clock.nowMs());
+    this.kick();
+  }
+
+  /** A read failed IO_ERROR: re-verify the replica; report it bad only if every verify fails too. */
+  private async checkUnreadable(handle: number): Promise<void> {
+    if (this.verifying.has(handle)) return;
+    this.verifying.add(handle);
+    try {
+      let lastError: unknown = undefined;
+      for (let attempt = 0; attempt < this.limits.readErrorVerifies; attempt++) {
+        if (this.stopped || this.options.store.info(handle) === undefined) return;
+        try {
+          await this.options.store.verify(handle);
+          this.options.logger.warn({ handle, attempt }, 'replica verifies after an I/O error on read: kept (transient error)');
+          return;
+        } catch (e) {
+          lastError = e;
+          if (e instanceof ChunkStoreError && e.code === 'NO_SUCH_REPLICA') return;
+        }
+      }
+      this.counts.unreadable++;
+      if (lastError instanceof ChunkStoreError && lastError.code === 'CHECKSUM_MISMATCH' && this.options.metrics !== undefined) {
+        recordChecksumFailure(this.options.metrics);
+      }
+      await this.reportBad(handle, `unreadable replica (${String(lastError)})`);
+    } finally {
+      this.verifying.delete(handle);
+    }
+  }
+
+  /** Deletes a bad replica and tells the leader with a full report. Never rejects. */
+  private async reportBad(handle: number, what: string): Promise<boolean> {
     const info = this.options.store.info(handle);
     if (info === undefined) return false;
-    this.options.logger.error({ handle, version: info.version }, 'corrupt replica: deleting it; the leader re-replicates from a good copy');
+    this.options.logger.error({ handle, version: info.version }, `${what}: deleting it; the leader re-replicates from a good copy`);
     let deleted = false;
     try {
       deleted = await this.options.store.delete(handle, info.version);
@@ -373,6 +521,8 @@ export class MetadataAgent {
       copiesDone: this.counts.copiesDone,
       copiesFailed: this.counts.copiesFailed,
       lastContactMs: this.lastContactMs,
+      disk: this.diskHealth(),
+      unreadableReplicasReported: this.counts.unreadable,
     };
   }
 
@@ -509,13 +659,31 @@ export class MetadataAgent {
 
   // ------------------------------------------------------------------------------------------ exchanges
 
+  /**
+   * Capacity and use as the leader should see them: the store's, raised to the whole capacity while the disk
+   * is full or unhealthy, and to capacity − (free − diskReserveBytes) when free bytes are known (module comment).
+   */
   private async usage(): Promise<StoreUsage> {
     try {
       this.lastUsage = await this.options.store.usage();
     } catch (e) {
       this.options.logger.warn({ err: e }, 'store usage unavailable; reporting the last known');
     }
-    return this.lastUsage;
+    const capacityBytes = this.lastUsage.capacityBytes;
+    let usedBytes = this.lastUsage.usedBytes;
+    if (this.options.freeBytes !== undefined) {
+      try {
+        this.lastFreeBytes = await this.options.freeBytes();
+        const roomBytes = Math.max(0, this.lastFreeBytes - this.limits.diskReserveBytes);
+        usedBytes = Math.max(usedBytes, capacityBytes - roomBytes);
+      } catch (e) {
+        this.options.logger.warn({ err: e }, 'free disk space unavailable');
+      }
+    }
+    const disk = this.diskHealth();
+    if (disk.full || !disk.healthy) usedBytes = Math.max(usedBytes, capacityBytes);
+    if (this.options.metrics !== undefined) setDiskHealth(this.options.metrics, disk.healthy, this.lastFreeBytes);
+    return { capacityBytes, usedBytes };
   }
 
   private async register(): Promise<void> {
@@ -535,6 +703,13 @@ export class MetadataAgent {
       assert(Number.isSafeInteger(reply.id) && reply.id >= 1, `registered id ${reply.id}`);
       assert(saved === undefined || reply.id === saved, `registered as ${saved}, answered ${reply.id}`);
       if (saved !== undefined) {
+        if (this.options.store.list().length === 0) {
+          // Not silent: the leader unlists what it thought was here (the full report lists nothing) and re-replicates.
+          this.options.logger.warn(
+            { chunkserver: saved },
+            'registered with a saved id but the store holds no replicas (an emptied or replaced disk?): the leader re-replicates whatever it listed here',
+          );
+        }
         this.becomeRegistered(saved);
         return;
       }
@@ -715,6 +890,8 @@ export class MetadataAgent {
         await this.reportCorrupt(order.handle);
         return;
       }
+      // Reading our replica for the copy failed: the same judgement as a client's read.
+      if (e instanceof ChunkStoreError && e.code === 'IO_ERROR') this.noteDiskError('read', order.handle, e);
       log.warn({ err: e, handle: order.handle, target: order.target }, 'copy ordered by the leader failed');
     }
   }
@@ -726,4 +903,9 @@ function reported(r: ReplicaInfo): ReportedReplica {
 
 function copyKey(c: CopyOrder): string {
   return `${c.handle}/${c.version}/${c.target}`;
+}
+
+/** Whether a store can tell the free bytes on its disk (FileChunkStore can; in-memory test stores cannot). */
+export function hasFreeBytes(store: ChunkStore): store is ChunkStore & { freeBytes(): Promise<number> } {
+  return typeof (store as { freeBytes?: unknown }).freeBytes === 'function';
 }

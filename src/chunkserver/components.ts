@@ -9,7 +9,7 @@
 import { join } from 'node:path';
 import type { Clock } from '../raft/node-api.ts';
 import { systemClock } from '../runtime/clock.ts';
-import type { CopyReplica } from './agent.ts';
+import type { CopyReplica, StoreOperation } from './agent.ts';
 import { copyReplica, DataServer as PlaneServer, TcpDataNetwork } from './dataplane/index.ts';
 import type { DataPlaneLimits } from './dataplane/index.ts';
 import { NodeDisk } from './disk.ts';
@@ -61,7 +61,11 @@ export function realComponents(options: RealComponentsOptions = {}): StoreAndDat
       const scrubber = new Scrubber(store, clock, {
         scrubBytesPerSecond: options.scrubBytesPerSecond ?? scrubBytesPerSecondDefault,
         // The replica is deleted and the leader told, which re-replicates it from a good copy.
-        onCorrupt: (replica) => void context.events.reportCorrupt(replica.handle),
+        // An I/O error is re-verified by the agent first (a transient one deletes nothing).
+        onCorrupt: (replica, error) => {
+          if (error.code === 'IO_ERROR' && context.events.noteDiskError !== undefined) context.events.noteDiskError('verify', replica.handle, error);
+          else void context.events.reportCorrupt(replica.handle);
+        },
         logger: context.logger,
       });
       created.forget = (handle) => scrubber.forget(handle);
@@ -118,8 +122,18 @@ export class ObservedStore implements ChunkStore {
     this.clock = options.clock ?? systemClock;
   }
 
+  /** Tells the agent of a DISK_FULL or IO_ERROR (it logs, counts and judges them), then rethrows. */
+  private async observed<T>(op: StoreOperation, handle: number, run: Promise<T>): Promise<T> {
+    try {
+      return await run;
+    } catch (error) {
+      this.events.noteDiskError?.(op, handle, error);
+      throw error;
+    }
+  }
+
   async create(handle: number, version: number, options?: CreateOptions): Promise<void> {
-    await this.inner.create(handle, version, options);
+    await this.observed('create', handle, this.inner.create(handle, version, options));
     this.options.onCreated?.(handle);
     this.events.noteReplicaChanged(handle);
   }
@@ -127,21 +141,21 @@ export class ObservedStore implements ChunkStore {
   async append(handle: number, version: number, offset: number, data: Uint8Array): Promise<void> {
     const { metrics } = this.options;
     const start = metrics === undefined ? 0 : this.clock.nowMs();
-    await this.inner.append(handle, version, offset, data);
+    await this.observed('append', handle, this.inner.append(handle, version, offset, data));
     if (metrics !== undefined) recordWrite(metrics, data.length, (this.clock.nowMs() - start) / 1000);
   }
 
   sync(handle: number): Promise<void> {
-    return this.inner.sync(handle);
+    return this.observed('sync', handle, this.inner.sync(handle));
   }
 
   async bumpVersion(handle: number, fromVersion: number, toVersion: number, lengthBytes: number): Promise<void> {
-    await this.inner.bumpVersion(handle, fromVersion, toVersion, lengthBytes);
+    await this.observed('bumpVersion', handle, this.inner.bumpVersion(handle, fromVersion, toVersion, lengthBytes));
     this.events.noteReplicaChanged(handle);
   }
 
   async seal(handle: number, version: number, lengthBytes: number): Promise<ReplicaInfo> {
-    const info = await this.inner.seal(handle, version, lengthBytes);
+    const info = await this.observed('seal', handle, this.inner.seal(handle, version, lengthBytes));
     this.events.noteReplicaChanged(handle);
     return info;
   }
@@ -158,16 +172,19 @@ export class ObservedStore implements ChunkStore {
         this.options.onCorruptRead?.(handle);
         void this.events.reportCorrupt(handle); // never rejects; counts the failure in the metrics
       }
+      // An I/O error: re-verified by the agent, and reported bad if it persists.
+      this.events.noteDiskError?.('read', handle, error);
       throw error;
     }
   }
 
   verify(handle: number): Promise<void> {
+    // The scrubber's: it reports through its own onCorrupt (an IO_ERROR goes to noteDiskError there).
     return this.inner.verify(handle);
   }
 
   async delete(handle: number, versionAtMost: number): Promise<boolean> {
-    const removed = await this.inner.delete(handle, versionAtMost);
+    const removed = await this.observed('delete', handle, this.inner.delete(handle, versionAtMost));
     if (removed) this.events.noteReplicaRemoved(handle);
     return removed;
   }

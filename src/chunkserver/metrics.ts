@@ -24,6 +24,12 @@ export interface ChunkserverMetrics {
   readonly reReplications: Counter<'outcome'>;
   readonly replicasHeld: Gauge;
   readonly heartbeatFailures: Counter<'request'>;
+  /** Store operations that failed DISK_FULL or IO_ERROR, by code and operation (see agent.ts, disk health). */
+  readonly diskErrors: Counter<'code' | 'op'>;
+  /** 1 while the disk is healthy, 0 while marked unhealthy (repeated I/O errors). */
+  readonly diskHealthy: Gauge;
+  /** Free bytes on the data disk at the last heartbeat (-1 when unknown). */
+  readonly diskFreeBytes: Gauge;
 }
 
 export interface ChunkserverMetricsOptions {
@@ -57,6 +63,17 @@ export function createChunkserverMetrics(options: ChunkserverMetricsOptions = {}
         : {}),
     }),
     heartbeatFailures: new Counter({ name: 'rfs_chunkserver_heartbeat_failures_total', help: 'Failed exchanges with the metadata leader, by request', labelNames: ['request'], registers }),
+    diskErrors: new Counter({ name: 'rfs_chunkserver_disk_errors_total', help: 'Replica store operations that failed DISK_FULL or IO_ERROR, by code and operation', labelNames: ['code', 'op'], registers }),
+    diskHealthy: (() => {
+      const gauge = new Gauge({ name: 'rfs_chunkserver_disk_healthy', help: '1 while the data disk is healthy, 0 while marked unhealthy after repeated I/O errors', registers });
+      gauge.set(1);
+      return gauge;
+    })(),
+    diskFreeBytes: (() => {
+      const gauge = new Gauge({ name: 'rfs_chunkserver_disk_free_bytes', help: 'Free bytes on the data disk at the last heartbeat (-1: unknown)', registers });
+      gauge.set(-1);
+      return gauge;
+    })(),
   };
 }
 
@@ -96,6 +113,15 @@ export function recordReReplication(m: ChunkserverMetrics, outcome: 'ok' | 'fail
 
 export function recordHeartbeatFailure(m: ChunkserverMetrics, request: MetadataRequestKind): void {
   m.heartbeatFailures.inc({ request });
+}
+
+export function recordDiskError(m: ChunkserverMetrics, code: 'DISK_FULL' | 'IO_ERROR', op: string): void {
+  m.diskErrors.inc({ code, op });
+}
+
+export function setDiskHealth(m: ChunkserverMetrics, healthy: boolean, freeBytes: number | undefined): void {
+  m.diskHealthy.set(healthy ? 1 : 0);
+  if (freeBytes !== undefined) m.diskFreeBytes.set(freeBytes);
 }
 
 export function setReplicasHeld(m: ChunkserverMetrics, count: number): void {

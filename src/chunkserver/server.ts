@@ -16,8 +16,8 @@ import { pino } from 'pino';
 import type { RandomSource } from '../raft/config.ts';
 import type { Clock } from '../raft/node-api.ts';
 import { systemClock, systemRandom } from '../runtime/clock.ts';
-import type { AgentLimits, CopyReplica, IdStore, MetadataLink } from './agent.ts';
-import { AgentError, MetadataAgent } from './agent.ts';
+import type { AgentLimits, CopyReplica, IdStore, MetadataLink, StoreOperation } from './agent.ts';
+import { AgentError, hasFreeBytes, MetadataAgent } from './agent.ts';
 import { GrpcMetadataLink } from './metadata-link.ts';
 import type { ChunkserverMetrics, MetricsHttpServer } from './metrics.ts';
 import { registerCompressionMetrics } from './compression.ts';
@@ -31,6 +31,8 @@ export interface ReplicaEvents {
   noteReplicaRemoved(handle: number): void;
   /** A checksum mismatch: the replica is deleted and the leader told. Never rejects. */
   reportCorrupt(handle: number): Promise<boolean>;
+  /** A store operation failed DISK_FULL or IO_ERROR (logged, counted, judged: agent.ts). Never throws. */
+  noteDiskError?(op: StoreOperation, handle: number, error: unknown): void;
 }
 
 export interface DataServerContext {
@@ -140,6 +142,7 @@ export class Chunkserver {
         ...(options.expectedId !== undefined ? { expectedId: options.expectedId } : {}),
         ...(options.agentLimits !== undefined ? { limits: options.agentLimits } : {}),
         ...(options.onFatal !== undefined ? { onFatal: options.onFatal } : {}),
+        ...(hasFreeBytes(store) ? { freeBytes: () => store.freeBytes() } : {}),
       });
       const started = await options.components.startDataServer({ store, listen, chunkserverId: () => agent.status().id ?? undefined, events: agent, metrics, logger: logger.child({ component: 'data' }) });
       dataServer = started;

@@ -15,6 +15,13 @@
  *   flips or a disk is wiped only when another good copy of every replica it destroys exists (the no-loss
  *   premise); connections on the data network break at random; the metadata nodes' own faults (crashes,
  *   pauses, partitions) run as in the other workloads.
+ * - Disk and network faults drawn per seed from a stream of their own (`DataFaultProfile`; a seed with none
+ *   of them keeps the trace it had before they existed): a disk filling up for a while (writes fail
+ *   DISK_FULL, the agent reports no room); a bad spot under a sealed replica with another good copy (reads
+ *   fail EIO until the scrubber or a read gets it reported bad and deleted; counted as impaired like a flip);
+ *   windows of transient EIO on reads, writes and fsyncs of one server; data-network partitions between a
+ *   chunkserver and some other endpoints (connections cut, dials refused) healed after a while. All heal by
+ *   the heal phase.
  *
  * Checks (each a named violation; see checkers.ts):
  * - data-pipeline-ack: when the writer receives an ack, every replica of the chain (still in the
@@ -75,6 +82,10 @@ const agentLimits: Partial<AgentLimits> = {
   retryDelayMsMin: 20,
   retryDelayMsMax: 100,
   replicationsInflightMax: 2,
+  diskReserveBytes: CHUNK_SIZE_MAX_BYTES,
+  diskErrorWindowMs: 1_000,
+  diskErrorsUnhealthyMin: 5,
+  readErrorVerifies: 3,
 };
 const SCRUB_BYTES_PER_SECOND = 4 * MiB;
 const SCRUB_RESCAN_INTERVAL_MS = 500;
@@ -108,6 +119,12 @@ export interface DataStats {
   corruptionsFound: number;
   connectionsBroken: number;
   copiesDone: number;
+  disksFilled: number;
+  badSpots: number;
+  ioErrorWindows: number;
+  partitions: number;
+  /** I/O errors the simulated disks injected (bad spots and transient windows). */
+  diskIoErrors: number;
   finalFilesRead: number;
   finalReplicaReads: number;
   convergedMs: number | null;
@@ -132,6 +149,29 @@ export interface DataProfile {
   readonly connectionBreaks: boolean;
   readonly staleCacheProbability: number;
 }
+
+/** Disk and network faults of a data seed, from their own stream (so seeds without them keep their traces). */
+export interface DataFaultProfile {
+  readonly diskFull: boolean;
+  readonly badSpots: boolean;
+  readonly ioErrors: boolean;
+  readonly partitions: boolean;
+  /** Per operation chance of EIO during a transient window (small: a read error is re-verified 3 times). */
+  readonly ioErrorProbability: number;
+}
+
+export function makeDataFaultProfile(random: Prng): DataFaultProfile {
+  return {
+    diskFull: random.chance(0.35),
+    badSpots: random.chance(0.35),
+    ioErrors: random.chance(0.35),
+    partitions: random.chance(0.35),
+    ioErrorProbability: random.floatBetween(0.001, 0.005),
+  };
+}
+
+/** Of the data faults, the share that are the new kinds when a seed has some. */
+const NEW_FAULT_SHARE = 0.4;
 
 export function makeDataProfile(random: Prng): DataProfile {
   const servers = random.intBetween(3, 5);
@@ -178,10 +218,14 @@ export function dataScenario(base: Scenario): Scenario {
 class TrackedDialer {
   readonly open = new Set<DataConnection>();
 
-  constructor(private readonly network: MemoryDataNetwork) {}
+  constructor(
+    private readonly network: MemoryDataNetwork,
+    /** The endpoint's name on the network (partitions cut by it). */
+    readonly name: string,
+  ) {}
 
   async dial(address: string): Promise<DataConnection> {
-    const connection = await this.network.dial(address);
+    const connection = await this.network.dial(address, this.name);
     this.open.add(connection);
     return connection;
   }
@@ -238,6 +282,8 @@ class SimChunkserver {
   readonly client: MetadataClientState;
   /** Flipped bits not yet repaired: (handle, version) of the replica hit. */
   readonly flips: { handle: number; version: number }[] = [];
+  /** Bad spots (reads fail EIO) under replicas not yet reported bad: (handle, version). */
+  readonly badSpots: { handle: number; version: number }[] = [];
   /** Planned restarts are stamped with the incarnation they end. */
   downSinceMs = 0;
 
@@ -249,7 +295,7 @@ class SimChunkserver {
     random: Prng,
   ) {
     this.disk = new SimDisk(diskRandom, { tornWriteProbability: 0.5 });
-    this.dialer = new TrackedDialer(network);
+    this.dialer = new TrackedDialer(network, this.address);
     this.client = { target: 1, random };
   }
 
@@ -261,15 +307,22 @@ class SimChunkserver {
     return this.savedId;
   }
 
-  /** Unrepaired flips whose replica is still held at the flipped version. */
+  /** Unrepaired flips and bad spots whose replica is still held at the version hit. */
   unrepairedFlips(): number {
     const store = this.store;
-    if (store === null) return this.flips.length;
-    for (let i = this.flips.length - 1; i >= 0; i--) {
-      const f = this.flips[i]!;
-      if (store.info(f.handle)?.version !== f.version) this.flips.splice(i, 1);
+    if (store === null) return this.flips.length + this.badSpots.length;
+    for (const list of [this.flips, this.badSpots]) {
+      for (let i = list.length - 1; i >= 0; i--) {
+        const f = list[i]!;
+        if (store.info(f.handle)?.version !== f.version) list.splice(i, 1);
+      }
     }
-    return this.flips.length;
+    return this.flips.length + this.badSpots.length;
+  }
+
+  /** Whether this server's replica of (handle, version) is known bad (a flipped bit or a bad spot). */
+  knownBad(handle: number, version: number): boolean {
+    return [...this.flips, ...this.badSpots].some((f) => f.handle === handle && f.version === version);
   }
 }
 
@@ -313,11 +366,19 @@ export class DataWorld {
     corruptionsFound: 0,
     connectionsBroken: 0,
     copiesDone: 0,
+    disksFilled: 0,
+    badSpots: 0,
+    ioErrorWindows: 0,
+    partitions: 0,
+    diskIoErrors: 0,
     finalFilesRead: 0,
     finalReplicaReads: 0,
     convergedMs: null,
   };
   readonly profile: DataProfile;
+  readonly faultProfile: DataFaultProfile;
+  /** The new faults' own stream: drawn from only when the seed has some of them. */
+  private readonly newFaultRandom: Prng;
   private readonly meta: DataMetadata;
   private readonly network: MemoryDataNetwork;
   private readonly netRandom: Prng;
@@ -339,6 +400,8 @@ export class DataWorld {
     this.profile = makeDataProfile(deps.random.split('profile'));
     this.netRandom = deps.random.split('data-network');
     this.faultRandom = deps.random.split('data-faults');
+    this.faultProfile = makeDataFaultProfile(deps.random.split('data-fault-profile'));
+    this.newFaultRandom = deps.random.split('data-faults-new');
     this.network = new MemoryDataNetwork({ scheduler: (task) => this.deliver(task), limits: dataPlaneLimits });
     this.meta = new DataMetadata({ world: deps.world, cluster: deps.cluster, checker: deps.checker, random: deps.random.split('metadata'), placementBugs: deps.placementBugs });
     for (let slot = 1; slot <= this.profile.servers; slot++) {
@@ -353,7 +416,7 @@ export class DataWorld {
     return (
       `data: ${p.servers} chunkservers in ${p.racks} racks, replication ${p.replication}, chunk ${p.chunkSizeBytes / KiB} KiB, ` +
       `${p.writers} writers, ${p.readers} readers, net ${p.netDelayMinMs.toFixed(2)}..${p.netDelayMaxMs.toFixed(2)}ms slow=${p.netSlowProbability}, ` +
-      `faults [${faults.join(',')}] every~${p.faultMeanMs.toFixed(0)}ms${this.deps.dataBugs.size > 0 ? ` (data bugs ${[...this.deps.dataBugs].join(',')})` : ''}`
+      `faults [${faults.join(',')}] every~${p.faultMeanMs.toFixed(0)}ms${this.newFaultKinds().length > 0 ? ` + [${this.newFaultKinds().join(',')}]` : ''}${this.deps.dataBugs.size > 0 ? ` (data bugs ${[...this.deps.dataBugs].join(',')})` : ''}`
     );
   }
 
@@ -452,6 +515,8 @@ export class DataWorld {
       logger: silentLogger,
       random: cs.client.random,
       limits: agentLimits,
+      // Only with disk-full faults: the heartbeat's numbers (and so placement) stay as before otherwise.
+      ...(this.faultProfile.diskFull ? { freeBytes: () => store.freeBytes() } : {}),
       onFatal: (error) => {
         if (current()) this.fail('node-crash', `cs${cs.slot}'s agent stopped for good: ${error.message}`);
       },
@@ -462,8 +527,10 @@ export class DataWorld {
       sliceBytes: checksumBlockBytes,
       rescanIntervalMs: SCRUB_RESCAN_INTERVAL_MS,
       idleMsMax: SCRUB_RESCAN_INTERVAL_MS,
-      onCorrupt: (replica) => {
+      onCorrupt: (replica, error) => {
         if (!current()) return;
+        // An I/O error is re-verified by the agent (reported bad only if it persists), as in production.
+        if (error.code === 'IO_ERROR') return agent.noteDiskError('verify', replica.handle, error);
         this.stats.corruptionsFound++;
         void agent.reportCorrupt(replica.handle);
       },
@@ -512,8 +579,9 @@ export class DataWorld {
     cs.scrubber = null;
     cs.store = null;
     cs.disk.crash();
+    cs.disk.ioErrorProbability = 0; // a transient window ends with the incarnation
     this.stats.connectionsBroken += cs.dialer.breakAll();
-    cs.dialer = new TrackedDialer(this.network);
+    cs.dialer = new TrackedDialer(this.network, cs.address);
     void server?.close();
     void agent?.stop();
     void scrubber?.stop();
@@ -523,8 +591,10 @@ export class DataWorld {
     if (cs.up) return;
     if (wipe) {
       cs.disk = new SimDisk(this.faultRandom.split(`wiped-disk/${cs.slot}/${cs.incarnation}`), { tornWriteProbability: 0.5 });
+      this.stats.diskIoErrors += cs.disk.ioErrorsInjected;
       cs.savedId = undefined;
       cs.flips.length = 0;
+      cs.badSpots.length = 0;
       this.stats.disksWiped++;
     }
     this.deps.timeline(`chunkserver cs${cs.slot} restarts${wipe ? ' on an empty disk' : ''}`);
@@ -533,6 +603,13 @@ export class DataWorld {
 
   /** Every chunkserver down comes back with its disk. */
   heal(): void {
+    this.network.healAll();
+    for (const cs of this.servers) {
+      this.stats.diskIoErrors += cs.disk.ioErrorsInjected;
+      cs.disk.capacityBytes = Number.MAX_SAFE_INTEGER;
+      cs.disk.ioErrorProbability = 0;
+      // Bad spots stay: the scrubber (or a read) must get their replicas reported bad and replaced.
+    }
     for (const cs of this.servers) if (!cs.up) this.restart(cs, false);
   }
 
@@ -548,7 +625,7 @@ export class DataWorld {
     return this.servers.some((cs) => {
       if (cs === except || !cs.serving || cs.store === null) return false;
       const info = cs.store.info(handle);
-      return info !== undefined && info.version === version && info.sealed && !cs.flips.some((f) => f.handle === handle && f.version === version);
+      return info !== undefined && info.version === version && info.sealed && !cs.knownBad(handle, version);
     });
   }
 
@@ -556,6 +633,8 @@ export class DataWorld {
     if (!this.deps.active()) return;
     this.schedule(this.faultRandom.exponential(this.profile.faultMeanMs), 'data fault', () => this.injectFault());
     const p = this.profile;
+    const newKinds = this.newFaultKinds();
+    if (newKinds.length > 0 && this.newFaultRandom.chance(NEW_FAULT_SHARE)) return this.injectNewFault(this.newFaultRandom.pick(newKinds));
     const kinds: ('crash' | 'flip' | 'break')[] = [];
     if (p.crashes) kinds.push('crash');
     if (p.bitFlips) kinds.push('flip');
@@ -593,6 +672,67 @@ export class DataWorld {
     cs.flips.push({ handle: replica.handle, version: replica.version });
     this.stats.bitFlips++;
     this.deps.timeline(`bit flip in cs${cs.slot}'s replica of chunk ${replica.handle} v${replica.version} at byte ${byteOffset}`);
+  }
+
+  private newFaultKinds(): ('diskFull' | 'badSpot' | 'ioErrors' | 'partition')[] {
+    const f = this.faultProfile;
+    const kinds: ('diskFull' | 'badSpot' | 'ioErrors' | 'partition')[] = [];
+    if (f.diskFull) kinds.push('diskFull');
+    if (f.badSpots) kinds.push('badSpot');
+    if (f.ioErrors) kinds.push('ioErrors');
+    if (f.partitions) kinds.push('partition');
+    return kinds;
+  }
+
+  private injectNewFault(kind: 'diskFull' | 'badSpot' | 'ioErrors' | 'partition'): void {
+    const r = this.newFaultRandom;
+    const serving = this.servers.filter((cs) => cs.serving);
+    if (serving.length === 0) return;
+    const cs = r.pick(serving);
+    const disk = cs.disk;
+    const incarnation = cs.incarnation;
+    const forMs = r.floatBetween(100, 1_200);
+    if (kind === 'diskFull') {
+      disk.capacityBytes = disk.usedBytes() + r.int(CHUNK_SIZE_MAX_BYTES);
+      this.stats.disksFilled++;
+      this.deps.timeline(`cs${cs.slot}'s disk fills up (${disk.freeBytes()} bytes free) for ${forMs.toFixed(0)}ms`);
+      this.schedule(forMs, `cs${cs.slot} disk room again`, () => {
+        if (cs.disk === disk) disk.capacityBytes = Number.MAX_SAFE_INTEGER;
+      });
+      return;
+    }
+    if (kind === 'ioErrors') {
+      disk.ioErrorProbability = this.faultProfile.ioErrorProbability;
+      disk.ioErrorKinds = ['read', 'write', 'sync'];
+      this.stats.ioErrorWindows++;
+      this.deps.timeline(`cs${cs.slot}'s disk fails EIO at random (p=${disk.ioErrorProbability.toFixed(4)}) for ${forMs.toFixed(0)}ms`);
+      this.schedule(forMs, `cs${cs.slot} disk errors end`, () => {
+        if (cs.incarnation === incarnation) disk.ioErrorProbability = 0;
+      });
+      return;
+    }
+    if (kind === 'badSpot') {
+      if (this.impaired() >= this.profile.replication - 1 || cs.unrepairedFlips() > 0) return;
+      const store = cs.store;
+      if (store === null) return;
+      const sealed = store.list().filter((x) => x.sealed && x.lengthBytes > 0 && this.hasOtherGoodCopy(cs, x.handle, x.version));
+      if (sealed.length === 0) return;
+      const replica = r.pick(sealed);
+      disk.failPath(`${DATA_DIR}/${replica.handle}.data`, ['read']);
+      cs.badSpots.push({ handle: replica.handle, version: replica.version });
+      this.stats.badSpots++;
+      this.deps.timeline(`bad spot under cs${cs.slot}'s replica of chunk ${replica.handle} v${replica.version}: reads fail EIO`);
+      return;
+    }
+    const others = [...this.servers.filter((o) => o !== cs).map((o) => o.address), ...this.clientDialers.map((d) => d.name)];
+    const cut = others.filter(() => r.chance(0.5));
+    if (cut.length === 0) return;
+    for (const other of cut) this.stats.connectionsBroken += this.network.cut(cs.address, other);
+    this.stats.partitions++;
+    this.deps.timeline(`data network partition: cs${cs.slot} cut from ${cut.join(',')} for ${forMs.toFixed(0)}ms`);
+    this.schedule(forMs, `cs${cs.slot} partition heals`, () => {
+      for (const other of cut) this.network.heal(cs.address, other);
+    });
   }
 
   private breakConnection(): void {
@@ -685,7 +825,7 @@ export class DataWorld {
   }
 
   private newClient(random: Prng): { client: MetadataClientState; dialer: TrackedDialer } {
-    const dialer = new TrackedDialer(this.network);
+    const dialer = new TrackedDialer(this.network, `client${this.clientDialers.length + 1}`);
     this.clientDialers.push(dialer);
     return { client: { target: random.pick(this.deps.cluster.addressableIds()), random }, dialer };
   }

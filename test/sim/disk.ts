@@ -10,7 +10,12 @@
  *   `syncDirectory()`; `crash()` keeps a random prefix of that log. A file no durable name reaches is gone.
  * - `flipBit` corrupts the medium: the current and the durable image both change.
  * - Capacity: a write past `capacityBytes` (total of file sizes) writes what fits and fails DISK_FULL.
- * - Injected I/O errors: `failNext(count)` and `ioErrorProbability` make operations fail IO_ERROR.
+ * - Injected I/O errors: `failNext(count)`, `failPath(path)` (a bad spot: every matching operation on that
+ *   file fails until `healPath` or the file is unlinked) and `ioErrorProbability` (restricted to `ioErrorKinds` when set) make
+ *   operations fail IO_ERROR ("EIO" in the message).
+ * - A failed fsync loses the file's unsynced writes (Linux marks the dirty pages clean after a writeback
+ *   error, so a later fsync would succeed without them): the file reverts to its durable image at once, so a
+ *   store that trusted a later fsync would serve or keep bytes no disk holds.
  * After `crash()` every handle opened before it fails: the process that held them is gone.
  */
 import { ChunkStoreError } from '../../src/chunkserver/types.ts';
@@ -83,6 +88,13 @@ export class SimDisk implements Disk {
   capacityBytes: number;
   /** Per operation chance of an injected IO_ERROR. */
   ioErrorProbability = 0;
+  /** The kinds `ioErrorProbability` applies to (all when undefined). */
+  ioErrorKinds: readonly SimDiskOpKind[] | undefined = undefined;
+  /** Injected I/O errors so far, and fsync failures that lost unsynced writes. */
+  ioErrorsInjected = 0;
+  writebacksLost = 0;
+  /** Bad spots: path → the kinds that fail there (all when undefined). */
+  private readonly badPaths = new Map<string, readonly SimDiskOpKind[] | undefined>();
   private readonly tornWriteProbability: number;
   private readonly inodes = new Map<number, Inode>();
   private readonly directories = new Map<string, Directory>();
@@ -109,6 +121,15 @@ export class SimDisk implements Disk {
   /** The next `count` operations (of `kinds`, or any) fail with IO_ERROR, after `skip` of them succeed. */
   failNext(count: number, kinds?: readonly SimDiskOpKind[], skip = 0): void {
     this.failures = { count, kinds, skip };
+  }
+
+  /** Every later operation of `kinds` (or any) on `path` fails IO_ERROR until `healPath` (a bad sector). */
+  failPath(path: string, kinds?: readonly SimDiskOpKind[]): void {
+    this.badPaths.set(path, kinds);
+  }
+
+  healPath(path: string): void {
+    this.badPaths.delete(path);
   }
 
   /** Arms a crash in place of the `n`-th next mutating operation (write, truncate, sync, rename, unlink, create). */
@@ -240,6 +261,7 @@ export class SimDisk implements Disk {
     const directory = this.directory(dir, `unlink ${path}`);
     if (!directory.names.has(name)) throw new ChunkStoreError('IO_ERROR', `unlink ${path}: ENOENT: no such file`);
     this.beforeMutation('unlink', path);
+    this.badPaths.delete(path); // the bad spot went with the file's blocks
     directory.names.delete(name);
     directory.pending.push({ kind: 'unlink', name });
   }
@@ -275,7 +297,16 @@ export class SimDisk implements Disk {
   live(id: number, epoch: number, kind: SimDiskOpKind, path: string): Inode {
     if (epoch !== this.epoch) throw new ChunkStoreError('IO_ERROR', `${kind} ${path}: the disk crashed since this file was opened`);
     if (kind === 'read') this.maybeFail(kind, path);
-    else this.beforeMutation(kind, path);
+    else {
+      try {
+        this.beforeMutation(kind, path);
+      } catch (error) {
+        // A failed fsync (not a crash, which started a new epoch): the unsynced writes are gone.
+        const inode = this.inodes.get(id);
+        if (kind === 'sync' && epoch === this.epoch && inode !== undefined) this.loseWriteback(inode);
+        throw error;
+      }
+    }
     const inode = this.inodes.get(id);
     if (inode === undefined) throw new ChunkStoreError('IO_ERROR', `${kind} ${path}: file is gone`);
     return inode;
@@ -287,6 +318,16 @@ export class SimDisk implements Disk {
 
   freeBytes(): number {
     return Math.max(0, this.capacityBytes - this.usedBytes());
+  }
+
+  private loseWriteback(inode: Inode): void {
+    if (inode.pending.length === 0) return;
+    const durable = inode.durable;
+    inode.bytes = new Uint8Array(Math.max(durable.length, 4096));
+    inode.bytes.set(durable);
+    inode.size = durable.length;
+    inode.pending = [];
+    this.writebacksLost++;
   }
 
   private beforeMutation(kind: SimDiskOpKind, path: string): void {
@@ -301,6 +342,13 @@ export class SimDisk implements Disk {
   }
 
   private maybeFail(kind: SimDiskOpKind, path: string): void {
+    if (this.badPaths.has(path)) {
+      const kinds = this.badPaths.get(path);
+      if (kinds === undefined || kinds.includes(kind)) {
+        this.ioErrorsInjected++;
+        throw new ChunkStoreError('IO_ERROR', `${kind} ${path}: EIO: input/output error (bad spot)`);
+      }
+    }
     const failures = this.failures;
     if (failures.count > 0 && (failures.kinds === undefined || failures.kinds.includes(kind))) {
       if (failures.skip > 0) {
@@ -308,9 +356,11 @@ export class SimDisk implements Disk {
         return;
       }
       failures.count--;
+      this.ioErrorsInjected++;
       throw new ChunkStoreError('IO_ERROR', `${kind} ${path}: EIO: injected I/O error`);
     }
-    if (this.ioErrorProbability > 0 && this.prng.chance(this.ioErrorProbability)) {
+    if (this.ioErrorProbability > 0 && (this.ioErrorKinds === undefined || this.ioErrorKinds.includes(kind)) && this.prng.chance(this.ioErrorProbability)) {
+      this.ioErrorsInjected++;
       throw new ChunkStoreError('IO_ERROR', `${kind} ${path}: EIO: injected I/O error`);
     }
   }

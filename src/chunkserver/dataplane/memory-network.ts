@@ -5,6 +5,10 @@
  * sets a timer. Messages are handed over by reference (payloads are not copied; senders do not modify them
  * after sending, as on TCP). Flow control mirrors TCP's: a receiver's inbox counts bytes, `send` reports
  * false above the high-water mark, and a paused receiver takes nothing from its inbox.
+ *
+ * Partitions (for the simulator): `cut(a, b)` breaks every connection between endpoints a and b (a listen
+ * address, or the name a dialer gives with `dial(address, from)`) and refuses new dials between them
+ * (CONNECT_FAILED) until `heal(a, b)` or `healAll()`. Both directions, as a cut cable or a dropping switch.
  */
 import type { ConnectionHandlers, DataConnection, DataNetwork, Listener } from './connection.ts';
 import { DataPlaneError } from './errors.ts';
@@ -42,6 +46,9 @@ class MemoryConnection implements DataConnection {
     readonly remoteAddress: string,
     private readonly network: MemoryDataNetwork,
     readonly localAddress: string,
+    /** The endpoints at this end and the other (for partitions): a listen address or a dialer's name. */
+    readonly localEndpoint: string = localAddress,
+    readonly remoteEndpoint: string = remoteAddress,
   ) {}
 
   get closed(): boolean {
@@ -177,6 +184,8 @@ export class MemoryDataNetwork implements DataNetwork {
   private readonly listeners = new Map<string, (connection: DataConnection) => void>();
   private readonly open = new Set<MemoryConnection>();
   private nextClientPort = 1;
+  /** Cut endpoint pairs, as `a\u0000b` with a < b. */
+  private readonly cuts = new Set<string>();
 
   constructor(options: MemoryDataNetworkOptions) {
     this.scheduler = options.scheduler;
@@ -196,13 +205,16 @@ export class MemoryDataNetwork implements DataNetwork {
     });
   }
 
-  dial(address: string): Promise<DataConnection> {
+  /** Dials `address`; `from` names the dialing endpoint for partitions (anonymous dials are never cut). */
+  dial(address: string, from?: string): Promise<DataConnection> {
     const onConnection = this.listeners.get(address);
     if (onConnection === undefined)
       return Promise.reject(new DataPlaneError('CONNECT_FAILED', `nothing listens at ${address}`));
+    if (from !== undefined && this.isCut(from, address))
+      return Promise.reject(new DataPlaneError('CONNECT_FAILED', `${address} is unreachable from ${from} (network partition)`));
     const clientAddress = `client-${this.nextClientPort++}`;
-    const client = new MemoryConnection(address, this, clientAddress);
-    const server = new MemoryConnection(clientAddress, this, address);
+    const client = new MemoryConnection(address, this, clientAddress, from ?? clientAddress, address);
+    const server = new MemoryConnection(clientAddress, this, address, address, from ?? clientAddress);
     client.peer = server;
     server.peer = client;
     this.open.add(client);
@@ -229,6 +241,33 @@ export class MemoryDataNetwork implements DataNetwork {
     return broken;
   }
 
+  /** Cuts the link between endpoints `a` and `b`: their connections break, new dials fail. Returns how many broke. */
+  cut(a: string, b: string): number {
+    this.cuts.add(cutKey(a, b));
+    let broken = 0;
+    for (const connection of [...this.open]) {
+      if (connection.localEndpoint !== a || connection.remoteEndpoint !== b) {
+        if (connection.localEndpoint !== b || connection.remoteEndpoint !== a) continue;
+      }
+      if (connection.closed) continue; // its peer broke it already
+      connection.destroy(new DataPlaneError('CONNECTION_LOST', `network partition between ${a} and ${b}`));
+      broken += 1;
+    }
+    return broken;
+  }
+
+  heal(a: string, b: string): void {
+    this.cuts.delete(cutKey(a, b));
+  }
+
+  healAll(): void {
+    this.cuts.clear();
+  }
+
+  isCut(a: string, b: string): boolean {
+    return this.cuts.has(cutKey(a, b));
+  }
+
   /** Bytes sitting in inboxes across the network (for tests of bounded buffering). */
   queuedBytes(): number {
     let total = 0;
@@ -240,4 +279,8 @@ export class MemoryDataNetwork implements DataNetwork {
   forget(connection: MemoryConnection): void {
     this.open.delete(connection);
   }
+}
+
+function cutKey(a: string, b: string): string {
+  return a < b ? `${a}\u0000${b}` : `${b}\u0000${a}`;
 }
