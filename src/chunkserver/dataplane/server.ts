@@ -11,6 +11,10 @@
  *   paused (its socket is no longer read), so backpressure reaches the writer.
  * - The first failure ends the hop: a `failure` naming the first failing replica goes upstream, both
  *   connections close, no later store call is made for the pipeline.
+ * - Buffer ownership (pool.ts): a packet's payload arrives in a pooled buffer; the hop holds one reference
+ *   for the forward write (released when the downstream socket has written it) and one for the local append
+ *   (released when the store call settled, or was skipped after a failure), so the buffer is recycled only
+ *   after both. A read's spans come from the server's read pool and are released once the socket wrote them.
  */
 import assert from 'node:assert/strict';
 import type { Registry } from 'prom-client';
@@ -25,6 +29,7 @@ import { DataPlaneError, toDataPlaneError } from './errors.ts';
 import type { DataPlaneLimits } from './limits.ts';
 import { resolveLimits } from './limits.ts';
 import { DataPlaneMetrics } from './metrics.ts';
+import type { PooledBuffer } from './pool.ts';
 import type {
   ChainLink,
   FailureMessage,
@@ -139,7 +144,7 @@ export class DataServer {
     this.connections.add(connection);
     let session: PipelineHop | ReadSession | null = null;
     connection.start({
-      onMessage: (message) => {
+      onMessage: (message, lease) => {
         if (session === null) {
           if (message.type === 'setup') {
             const hop = new PipelineHop(this, connection, message);
@@ -154,7 +159,7 @@ export class DataServer {
           this.protocolError(connection, `a connection must start with setup or read, got ${message.type}`);
           return;
         }
-        session.onMessage(message);
+        session.onMessage(message, lease ?? null);
       },
       onClose: (error) => {
         this.connections.delete(connection);
@@ -245,10 +250,10 @@ class PipelineHop {
     if (this.next !== undefined) void this.connectDownstream(this.next);
   }
 
-  onMessage(message: Message): void {
+  onMessage(message: Message, lease: PooledBuffer | null): void {
     switch (message.type) {
       case 'packet':
-        this.onPacket(message);
+        this.onPacket(message, lease);
         return;
       case 'seal':
         this.onSeal(message);
@@ -364,7 +369,7 @@ class PipelineHop {
     this.upstream.send({ type: 'setup-ack', replicas: [{ id: this.server.id }, ...(this.downstreamSetup ?? [])] });
   }
 
-  private onPacket(packet: PacketMessage): void {
+  private onPacket(packet: PacketMessage, lease: PooledBuffer | null): void {
     if (this.state === 'failed' || this.state === 'done') return;
     if (this.state !== 'ready') return this.violation(`packet ${packet.seq} before setup-ack or after seal`);
     if (packet.seq !== this.nextSeq) return this.violation(`packet seq ${packet.seq}, expected ${this.nextSeq}`);
@@ -380,18 +385,23 @@ class PipelineHop {
     this.server.metrics.bytesIn.inc({ kind: 'write' }, length);
     // Forward first, at once: the downstream replica's work overlaps ours.
     if (this.downstream !== null) {
-      this.downstream.send(packet);
+      const forwarded = lease?.retain();
+      this.downstream.send(packet, forwarded === undefined ? undefined : () => forwarded.release());
       this.server.metrics.bytesOut.inc({ kind: 'forward' }, length);
     }
     const entry: PendingEntry = { seq: packet.seq, payloadBytes: length, local: null, downstream: null };
     this.enqueue(entry);
     const { handle, version } = this.setup;
-    this.runLocal(async () => {
-      await this.server.store.append(handle, version, packet.offset, packet.payload);
-      if (packet.sync) await this.server.store.sync(handle);
-      entry.local = { id: this.server.id };
-      this.maybeAck();
-    });
+    const appending = lease?.retain();
+    this.runLocal(
+      async () => {
+        await this.server.store.append(handle, version, packet.offset, packet.payload);
+        if (packet.sync) await this.server.store.sync(handle);
+        entry.local = { id: this.server.id };
+        this.maybeAck();
+      },
+      () => appending?.release(),
+    );
   }
 
   private onSeal(seal: SealMessage): void {
@@ -445,14 +455,19 @@ class PipelineHop {
     this.upstream.end();
   }
 
-  /** Runs store work after the earlier work of this pipeline; a failure ends the pipeline. */
-  private runLocal(work: () => Promise<void>): void {
+  /**
+   * Runs store work after the earlier work of this pipeline; a failure ends the pipeline. `done` runs once
+   * the work settled or was skipped (the pipeline had failed), always.
+   */
+  private runLocal(work: () => Promise<void>, done?: () => void): void {
     this.localWork = this.localWork.then(async () => {
-      if (this.state === 'failed') return;
       try {
+        if (this.state === 'failed') return;
         await work();
       } catch (error) {
         this.fail(0, this.server.id, toDataPlaneError(error));
+      } finally {
+        done?.();
       }
     });
   }
