@@ -23,13 +23,14 @@ import { silentLogger } from '../../raft/node-api.ts';
 import type { DataBug } from '../bugs.ts';
 import { noDataBugs } from '../bugs.ts';
 import type { ChunkStore } from '../types.ts';
-import { chunkSizeBytesMax } from '../types.ts';
+import { checksumBlockBytes, chunkSizeBytesMax, readSpanBytes } from '../types.ts';
 import type { DataConnection, DataNetwork, Dialer, Listener } from './connection.ts';
 import { DataPlaneError, toDataPlaneError } from './errors.ts';
 import type { DataPlaneLimits } from './limits.ts';
 import { resolveLimits } from './limits.ts';
 import { DataPlaneMetrics } from './metrics.ts';
 import type { PooledBuffer } from './pool.ts';
+import { BufferPool } from './pool.ts';
 import type {
   ChainLink,
   FailureMessage,
@@ -66,6 +67,8 @@ export const defaultConnectionsMax = 1024;
 
 export class DataServer {
   readonly metrics: DataPlaneMetrics;
+  /** Buffers the store reads into for reads served (a packet plus the checksum blocks either side). */
+  readonly readPool: BufferPool;
   private listener: Listener | null = null;
   private readonly connections = new Set<DataConnection>();
   private readonly hops = new Set<PipelineHop>();
@@ -84,6 +87,7 @@ export class DataServer {
     if (!Number.isSafeInteger(connectionsMax) || connectionsMax < 1)
       throw new RangeError(`connectionsMax must be a positive integer, got ${connectionsMax}`);
     this.metrics = new DataPlaneMetrics(registry);
+    this.readPool = new BufferPool(limits.packetBytesMax + 2 * checksumBlockBytes);
   }
 
   static async start(options: DataServerOptions): Promise<DataServer> {
@@ -493,6 +497,14 @@ class PipelineHop {
   }
 }
 
+interface ReadPiece {
+  readonly position: number;
+  readonly length: number;
+  readonly bytes: Promise<Uint8Array>;
+  /** The buffer the store reads into; released once the piece was sent (or the read failed). */
+  readonly lease: PooledBuffer;
+}
+
 /** Reads on one connection, one at a time; an error answers the read and keeps the connection. */
 class ReadSession {
   private busy = false;
@@ -525,22 +537,34 @@ class ReadSession {
       }
       const end = read.offset + read.length;
       // Read-ahead: the store reads the next packet while this one is sent (one extra packet in memory), so
-      // the disk and the network overlap instead of taking turns.
-      const readAt = (position: number): { position: number; length: number; bytes: Promise<Uint8Array> } => {
+      // the disk and the network overlap instead of taking turns. Each piece is read into a buffer of the
+      // server's read pool, released once the socket wrote it (or at once when it was not sent).
+      const readAt = (position: number): ReadPiece => {
         const length = Math.min(limits.packetBytesMax, end - position);
-        const bytes = store.read(read.handle, read.version, position, length);
-        bytes.catch(() => undefined); // awaited below, unless the connection closed first
-        return { position, length, bytes };
+        const lease = this.server.readPool.take(readSpanBytes(position, length));
+        const bytes = store.read(read.handle, read.version, position, length, lease.bytes);
+        bytes.catch(() => lease.release()); // awaited below, unless the connection closed first
+        return { position, length, bytes, lease };
       };
       let next = read.offset < end ? readAt(read.offset) : undefined;
-      while (next !== undefined && !connection.closed) {
-        const { position, length } = next;
-        const payload = await next.bytes;
-        assert.equal(payload.length, length, 'the store returns exactly the bytes asked for');
-        next = position + length < end ? readAt(position + length) : undefined;
-        metrics.bytesOut.inc({ kind: 'read' }, length);
-        if (!connection.send({ type: 'data', offset: position, last: position + length === end, payload }))
-          await connection.writable();
+      try {
+        while (next !== undefined && !connection.closed) {
+          const piece = next;
+          next = undefined;
+          const payload = await piece.bytes;
+          assert.equal(payload.length, piece.length, 'the store returns exactly the bytes asked for');
+          const { position, length } = piece;
+          next = position + length < end ? readAt(position + length) : undefined;
+          metrics.bytesOut.inc({ kind: 'read' }, length);
+          if (!connection.send({ type: 'data', offset: position, last: position + length === end, payload }, () => piece.lease.release()))
+            await connection.writable();
+        }
+      } finally {
+        // A piece read ahead and never sent: its buffer comes back once the store is done with it.
+        if (next !== undefined) {
+          const { lease } = next;
+          void next.bytes.then(() => lease.release(), () => undefined);
+        }
       }
       metrics.reads.inc({ outcome: 'ok' });
     } catch (error) {
