@@ -6,12 +6,19 @@
  * twice).
  */
 import fc from 'fast-check';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import t from 'tap';
+import { NodeDisk } from '../../src/chunkserver/disk.ts';
+import { DataServer } from '../../src/chunkserver/dataplane/server.ts';
+import { FileChunkStore } from '../../src/chunkserver/store.ts';
+import { checksumBlockBytes, readSpanBytes } from '../../src/chunkserver/types.ts';
 import { FrameDecoder, PooledFrameDecoder, encodeFrame } from '../../src/chunkserver/dataplane/frame.ts';
 import { BufferPool, poolClassBytesMin } from '../../src/chunkserver/dataplane/pool.ts';
 import type { Message } from '../../src/chunkserver/dataplane/protocol.ts';
 import { readRange } from '../../src/chunkserver/dataplane/read.ts';
-import type { TcpDataNetwork } from '../../src/chunkserver/dataplane/tcp.ts';
+import { TcpDataNetwork } from '../../src/chunkserver/dataplane/tcp.ts';
 import { PipelineWriter } from '../../src/chunkserver/dataplane/writer.ts';
 import { patternBytes, startCluster, waitFor } from './dataplane-harness.ts';
 
@@ -126,4 +133,51 @@ void t.test('tcp: a 3-replica pipeline and range reads are exact while payload b
   const { stats } = network.pool;
   t.ok(stats.reused > 10 * stats.allocated, `payload buffers reused (${stats.reused}) far more than allocated (${stats.allocated})`);
   await waitFor(() => stats.outstanding === 0, 'every pooled payload buffer to come back');
+});
+
+void t.test('store.read into a caller buffer: a view of it, exact; a short buffer is ignored', async (t) => {
+  const root = await mkdtemp(join(tmpdir(), 'rfs-pool-'));
+  t.teardown(() => rm(root, { recursive: true, force: true }));
+  const store = await FileChunkStore.open(new NodeDisk(), join(root, 'chunks'), {});
+  t.teardown(() => store.close());
+  const data = patternBytes(3 * checksumBlockBytes + 777, 5);
+  await store.create(1, 1);
+  await store.append(1, 1, 0, data);
+  const into = Buffer.alloc(readSpanBytes(70_000, 100_000), 0xee);
+  t.equal(into.length, 2 * checksumBlockBytes, 'the span is the two whole blocks it touches');
+  const got = await store.read(1, 1, 70_000, 100_000, into);
+  t.ok(Buffer.from(got).equals(data.subarray(70_000, 170_000)), 'exact bytes');
+  t.equal(got.buffer, into.buffer, 'read into the given buffer');
+  const short = Buffer.alloc(10);
+  const other = await store.read(1, 1, 0, 100_000, short);
+  t.not(other.buffer, short.buffer, 'a buffer shorter than the span is not used');
+  t.ok(Buffer.from(other).equals(data.subarray(0, 100_000)));
+});
+
+void t.test('tcp + file store: concurrent range reads are exact while read buffers are recycled', async (t) => {
+  const root = await mkdtemp(join(tmpdir(), 'rfs-pool-'));
+  t.teardown(() => rm(root, { recursive: true, force: true }));
+  const store = await FileChunkStore.open(new NodeDisk(), join(root, 'chunks'), {});
+  const network = new TcpDataNetwork();
+  const server = await DataServer.start({ id: 1, store, network, address: '127.0.0.1:0' });
+  t.teardown(async () => {
+    await server.close();
+    await store.close();
+  });
+  const data = patternBytes(6 * 1024 * 1024 + 4321, 9);
+  const writer = await PipelineWriter.open(network, { handle: 3, version: 1, chain: [{ id: 1, address: server.address }] });
+  await writer.write(data);
+  await writer.seal();
+  // Ranges at odd offsets, several at once: each must come back exact even though the server reads every
+  // piece into a recycled buffer and the client's payload buffers are recycled too.
+  const ranges = [0, 1, 65_535, 1_000_003, 2_500_000].map((offset, i) => ({ offset, length: data.length - offset - i * 1000 }));
+  for (let round = 0; round < 3; round++) {
+    const backs = await Promise.all(ranges.map((r) => readRange(network, server.address, { handle: 3, version: 1, ...r }, Buffer.alloc(r.length))));
+    backs.forEach((back, i) => {
+      const r = ranges[i]!;
+      t.ok(Buffer.from(back).equals(data.subarray(r.offset, r.offset + r.length)), `round ${round}: range at ${r.offset} exact`);
+    });
+  }
+  t.ok(server.readPool.stats.reused > server.readPool.stats.allocated, `read buffers reused (${server.readPool.stats.reused}) more than allocated (${server.readPool.stats.allocated})`);
+  await waitFor(() => server.readPool.stats.outstanding === 0 && network.pool.stats.outstanding === 0, 'every read and payload buffer to come back');
 });
