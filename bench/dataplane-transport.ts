@@ -1,5 +1,5 @@
 /**
- * npm run bench:dataplane [-- --bytes N --packet-bytes N --inflight N --rounds N]
+ * npm run bench:dataplane [-- --bytes N --packet-bytes N --inflight N --rounds N --only framed-tcp|grpc-js]
  *
  * The bulk data plane's transport, chosen by measurement: the same bytes (default 1 GiB, in 64 MiB chunks,
  * 256 KiB packets, 16 packets in flight per hop) pushed through a write pipeline of 3 hops and of 1 hop,
@@ -26,6 +26,8 @@ const { values: args } = parseArgs({
     'packet-bytes': { type: 'string', default: String(256 * 1024) },
     inflight: { type: 'string', default: '16' },
     rounds: { type: 'string', default: '1' },
+    /** Run one transport only (e.g. `framed-tcp` while tuning it). */
+    only: { type: 'string' },
   },
 });
 const totalBytes = Number(args.bytes);
@@ -251,6 +253,7 @@ async function main(): Promise<void> {
         ['framed-tcp', tcpPipeline],
         ['grpc-js', grpcPipeline],
       ] as const) {
+        if (args.only !== undefined && args.only !== name) continue;
         const pipeline = await make(hops);
         await pipeline.run(warmupBytes);
         const result = await measure(() => pipeline.run(totalBytes));

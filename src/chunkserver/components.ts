@@ -160,11 +160,11 @@ export class ObservedStore implements ChunkStore {
     return info;
   }
 
-  async read(handle: number, version: number, offset: number, length: number): Promise<Uint8Array> {
+  async read(handle: number, version: number, offset: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
     const { metrics } = this.options;
     const start = metrics === undefined ? 0 : this.clock.nowMs();
     try {
-      const bytes = await this.inner.read(handle, version, offset, length);
+      const bytes = await this.inner.read(handle, version, offset, length, into);
       if (metrics !== undefined) recordRead(metrics, bytes.length, (this.clock.nowMs() - start) / 1000);
       return bytes;
     } catch (error) {

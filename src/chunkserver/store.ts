@@ -561,7 +561,7 @@ export class FileChunkStore implements ChunkStore {
     }
   }
 
-  async read(handle: number, version: number, offset: number, length: number): Promise<Uint8Array> {
+  async read(handle: number, version: number, offset: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
     const { r, release } = await this.lockReplica(handle, false);
     try {
       if (!this.bugs.has('data-reuse-stale-replica')) this.checkVersion(r, version);
@@ -573,7 +573,7 @@ export class FileChunkStore implements ChunkStore {
       const lastBlock = Math.floor((offset + length - 1) / checksumBlockBytes);
       const spanStart = firstBlock * checksumBlockBytes;
       const spanEnd = Math.min(r.lengthBytes, (lastBlock + 1) * checksumBlockBytes);
-      const span = await this.readVerified(r, spanStart, spanEnd, !this.bugs.has('data-skip-read-checksum'));
+      const span = await this.readVerified(r, spanStart, spanEnd, !this.bugs.has('data-skip-read-checksum'), into);
       this.stats.bytesRead += length;
       return span.subarray(offset - spanStart, offset - spanStart + length);
     } finally {
@@ -841,11 +841,14 @@ export class FileChunkStore implements ChunkStore {
     return { blockCrcs, prefixCrc };
   }
 
-  /** Reads [start, end) (block-aligned start; end at a block boundary or the length) and checks every block. */
-  private async readVerified(r: Replica, start: number, end: number, verify = true): Promise<Uint8Array> {
+  /**
+   * Reads [start, end) (block-aligned start; end at a block boundary or the length) and checks every block.
+   * Into `into` when it is long enough (no allocation: fresh memory costs more than the read), else a new buffer.
+   */
+  private async readVerified(r: Replica, start: number, end: number, verify = true, into?: Uint8Array): Promise<Uint8Array> {
     assert(start % checksumBlockBytes === 0 && end > start && end <= r.lengthBytes, 'readVerified: block-aligned span');
-    if (r.packed !== undefined) return this.readPackedVerified(r, r.packed, start, end, verify);
-    const span = new Uint8Array(end - start);
+    if (r.packed !== undefined) return this.readPackedVerified(r, r.packed, start, end, verify, into);
+    const span = into !== undefined && into.length >= end - start ? into.subarray(0, end - start) : new Uint8Array(end - start);
     const file = await this.fileFor(r);
     const n = await file.read(span, start);
     for (let blockStart = start; verify && blockStart < end; blockStart += checksumBlockBytes) {
@@ -860,14 +863,14 @@ export class FileChunkStore implements ChunkStore {
    * readVerified of a packed replica: reads the stored bytes of exactly the blocks in [start, end) in one
    * read, decompresses each, and checks its CRC32C over the logical bytes.
    */
-  private async readPackedVerified(r: Replica, packed: Uint32Array, start: number, end: number, verify: boolean): Promise<Uint8Array> {
+  private async readPackedVerified(r: Replica, packed: Uint32Array, start: number, end: number, verify: boolean, into?: Uint8Array): Promise<Uint8Array> {
     const firstBlock = start / checksumBlockBytes;
     const endBlock = Math.ceil(end / checksumBlockBytes);
     const storedStart = packed[firstBlock] as number;
     const stored = new Uint8Array((packed[endBlock] as number) - storedStart);
     const file = await this.fileFor(r);
     const n = await file.read(stored, storedStart);
-    const span = new Uint8Array(end - start);
+    const span = into !== undefined && into.length >= end - start ? into.subarray(0, end - start) : new Uint8Array(end - start);
     for (let block = firstBlock; block < endBlock; block++) {
       const blockStart = block * checksumBlockBytes;
       const blockEnd = Math.min(end, blockStart + checksumBlockBytes);

@@ -98,9 +98,11 @@ export interface ChunkStore {
   seal(handle: number, version: number, lengthBytes: number): Promise<ReplicaInfo>;
   /**
    * Reads `[offset, offset + length)` of the replica at `version`, verifying the checksum of every block it
-   * touches (and only those). CHECKSUM_MISMATCH names the first bad block.
+   * touches (and only those). CHECKSUM_MISMATCH names the first bad block. `into`: a buffer the store may
+   * read into instead of allocating (the result is then a view of it; the caller does not reuse `into` while
+   * it uses the result); a store may ignore it, and does when it is shorter than `readSpanBytes`.
    */
-  read(handle: number, version: number, offset: number, length: number): Promise<Uint8Array>;
+  read(handle: number, version: number, offset: number, length: number, into?: Uint8Array): Promise<Uint8Array>;
   /** Re-reads the whole replica and verifies every block (the scrubber). */
   verify(handle: number): Promise<void>;
   /** Removes the replica if held at `version` or below; returns whether it removed one. */
@@ -110,4 +112,12 @@ export interface ChunkStore {
   list(): readonly ReplicaInfo[];
   usage(): Promise<StoreUsage>;
   close(): Promise<void>;
+}
+
+/** Bytes a read of [offset, offset + length) spans: whole checksum blocks (the most a store reads for it). */
+export function readSpanBytes(offset: number, length: number): number {
+  if (length === 0) return 0;
+  const first = Math.floor(offset / checksumBlockBytes);
+  const last = Math.floor((offset + length - 1) / checksumBlockBytes);
+  return (last - first + 1) * checksumBlockBytes;
 }

@@ -70,7 +70,7 @@ export function tcpDataPlane(limits: Partial<DataPlaneLimits> = {}): DataPlane {
         },
       };
     },
-    readRange: (address, request) => readRange(network, address, request),
+    readRange: (address, request, into) => readRange(network, address, request, into),
     pipelineFailure(error): PipelineFailure | undefined {
       return error instanceof PipelineFailedError ? error : undefined;
     },
@@ -124,6 +124,11 @@ export class FileClient {
 
   readFile(path: string): Promise<Buffer> {
     return this.reader.readFile(path);
+  }
+
+  /** Reads from `offset` into `into` (up to its length; fewer at the end of the file); returns the count. */
+  readInto(path: string, offset: number, into: Uint8Array): Promise<number> {
+    return this.reader.readInto(path, offset, into);
   }
 
   read(path: string, offset: number, length: number): Promise<Buffer> {

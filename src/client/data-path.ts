@@ -97,7 +97,8 @@ export interface PipelineFailure {
 
 export interface DataPlane {
   openPipeline(options: OpenPipeline): Promise<ChunkPipeline>;
-  readRange(address: string, request: { handle: number; version: number; offset: number; length: number }): Promise<Uint8Array>;
+  /** `into` (exactly `length` bytes), if given, may receive the bytes: the result is then `into` itself. */
+  readRange(address: string, request: { handle: number; version: number; offset: number; length: number }, into?: Uint8Array): Promise<Uint8Array>;
   /** The failure of a pipeline (from openPipeline or any pipeline call), or undefined for other errors. */
   pipelineFailure(error: unknown): PipelineFailure | undefined;
   /** The data plane's error code of a failed read (e.g. CHECKSUM_MISMATCH), if it has one. */

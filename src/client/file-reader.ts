@@ -27,18 +27,36 @@ export interface FileReaderOptions {
 export class FileReader {
   constructor(private readonly options: FileReaderOptions) {}
 
-  /** The whole file (its sealed chunks). */
+  /** The whole file (its sealed chunks), in one buffer allocated once. */
   async readFile(path: string): Promise<Buffer> {
     const chunks = await this.locations(path);
-    return this.readChunks(chunks, 0, Number.MAX_SAFE_INTEGER);
+    const out = Buffer.allocUnsafe(chunks.reduce((sum, c) => sum + c.lengthBytes, 0));
+    await this.readChunks(chunks, 0, out);
+    return out;
   }
 
-  /** Up to `length` bytes from `offset` (fewer at the end of the file). */
+  /** Up to `length` bytes from `offset` (fewer at the end of the file), in one new buffer. */
   async read(path: string, offset: number, length: number): Promise<Buffer> {
     if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0)
       throw new FileIoError('EINVAL', `bad range: offset ${offset}, length ${length}`);
     const chunks = await this.locations(path);
-    return this.readChunks(chunks, offset, length);
+    const total = chunks.reduce((sum, c) => sum + c.lengthBytes, 0);
+    const out = Buffer.allocUnsafe(Math.max(0, Math.min(length, total - offset)));
+    await this.readChunks(chunks, offset, out);
+    return out;
+  }
+
+  /**
+   * Reads from `offset` into the caller's buffer (up to its length; fewer at the end of the file) and returns
+   * the bytes read: a reader of a large file reuses one buffer instead of allocating per range.
+   */
+  async readInto(path: string, offset: number, into: Uint8Array): Promise<number> {
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new FileIoError('EINVAL', `bad offset ${offset}`);
+    const chunks = await this.locations(path);
+    const total = chunks.reduce((sum, c) => sum + c.lengthBytes, 0);
+    const count = Math.max(0, Math.min(into.length, total - offset));
+    await this.readChunks(chunks, offset, into.subarray(0, count));
+    return count;
   }
 
   /** Every sealed chunk of the file, in order (all pages of locations). */
@@ -56,41 +74,36 @@ export class FileReader {
     }
   }
 
-  private async readChunks(chunks: readonly ChunkLocation[], offset: number, length: number): Promise<Buffer> {
-    const total = chunks.reduce((sum, c) => sum + c.lengthBytes, 0);
-    const start = Math.min(offset, total);
-    const end = Math.min(total, start + length);
-    const out = Buffer.allocUnsafe(end - start);
+  /** Fills `out` with the file's bytes from `start` (out.length of them, all within the sealed chunks). */
+  private async readChunks(chunks: readonly ChunkLocation[], start: number, out: Uint8Array): Promise<void> {
+    const end = start + out.length;
     let chunkStart = 0;
     const reads: Promise<void>[] = [];
     for (const chunk of chunks) {
+      if (chunkStart >= end) break;
       const chunkEnd = chunkStart + chunk.lengthBytes;
       const from = Math.max(start, chunkStart);
       const to = Math.min(end, chunkEnd);
-      if (from < to) {
-        const at = from - start;
-        reads.push(
-          this.readChunk(chunk, from - chunkStart, to - from).then((bytes) => {
-            out.set(bytes, at);
-          }),
-        );
-      }
+      // Each chunk's part is read straight into its place in `out` (the parts are disjoint).
+      if (from < to) reads.push(this.readChunk(chunk, from - chunkStart, out.subarray(from - start, to - start)));
       chunkStart = chunkEnd;
-      if (chunkStart >= end) break;
     }
     await Promise.all(reads);
-    return out;
   }
 
-  private async readChunk(chunk: ChunkLocation, offset: number, length: number): Promise<Uint8Array> {
+  /** Fills `into` with the chunk's bytes from `offset`, from the first replica that serves them. */
+  private async readChunk(chunk: ChunkLocation, offset: number, into: Uint8Array): Promise<void> {
+    const length = into.length;
     const { data, metadata } = this.options;
     const replicas = this.options.orderReplicas?.(chunk) ?? rotate(chunk.replicas, chunk.handle);
     let last: unknown = undefined;
     for (const replica of replicas) {
       try {
-        const bytes = await data.readRange(replica.address, { handle: chunk.handle, version: chunk.version, offset, length });
+        const bytes = await data.readRange(replica.address, { handle: chunk.handle, version: chunk.version, offset, length }, into);
         if (bytes.length !== length) throw new FileIoError('EIO', `replica ${replica.id} returned ${bytes.length} of ${length} bytes`);
-        return bytes;
+        // A data plane that ignores `into` returns its own buffer: one copy then.
+        if (bytes !== into) into.set(bytes);
+        return;
       } catch (error) {
         last = error;
         const code = data.errorCode(error);

@@ -4,11 +4,17 @@
  * (memory-network.ts, delivery through an injected scheduler, for tests and the simulator).
  */
 import type { DataPlaneError } from './errors.ts';
+import type { PooledBuffer } from './pool.ts';
 import type { Message } from './protocol.ts';
 
 export interface ConnectionHandlers {
-  /** Messages in the order sent; never called while paused or after close. */
-  onMessage(message: Message): void;
+  /**
+   * Messages in the order sent; never called while paused or after close. `lease`: when the payload lives
+   * in a pooled buffer (TCP), that buffer. The payload is then valid only until onMessage returns, unless
+   * the handler calls `lease.retain()` (and `release()` once done with the bytes: pool.ts). Without a lease
+   * (in-memory network) the payload is the handler's to keep.
+   */
+  onMessage(message: Message, lease?: PooledBuffer | null): void;
   /** Called once: `null` when the peer closed cleanly, else why the connection ended. */
   onClose(error: DataPlaneError | null): void;
 }
@@ -22,8 +28,11 @@ export interface DataConnection {
    * Queues `message`; returns false when the send queue is above its high-water mark: the caller then waits
    * for `writable()` before sending more. The payload is not copied: the caller must not modify it after.
    * A send on a closed connection is dropped (returns false); onClose has told or will tell the owner.
+   * `onSent`, if the connection supports it, is called once the connection no longer references the payload
+   * (written to the kernel, or dropped); a connection that does not call it keeps the payload until garbage
+   * collected, so a pooled payload is never recycled while possibly still in use.
    */
-  send(message: Message): boolean;
+  send(message: Message, onSent?: () => void): boolean;
   /** Resolves once the send queue is below its high-water mark, or the connection closed. */
   writable(): Promise<void>;
   /** Stops delivering received messages (and stops reading from the peer, which then stalls). */

@@ -14,6 +14,7 @@
 import assert from 'node:assert/strict';
 import { DataPlaneError } from './errors.ts';
 import { frameHeaderBytesMax, framePrefixBytes } from './limits.ts';
+import type { BufferPool, PooledBuffer } from './pool.ts';
 import type { Message } from './protocol.ts';
 import { decodeMessage, encodeFields, payloadOf } from './protocol.ts';
 
@@ -157,5 +158,165 @@ export class FrameDecoder {
       this.chunks.shift();
       this.headOffset = 0;
     }
+  }
+}
+
+/** A decoded message and, when its payload lives in a pooled buffer, that buffer (one reference held). */
+export interface DecodedFrame {
+  readonly message: Message;
+  readonly lease: PooledBuffer | null;
+}
+
+/**
+ * The receive side of a TCP connection: like FrameDecoder, but every payload lands in a buffer taken from
+ * `pool` (one copy, into memory that is reused), never in memory allocated per packet, and the received
+ * chunk is not kept after `push` returns, so the caller may reuse it (a socket's `onread` buffer).
+ * `payloadTarget()` offers the rest of the current payload as the next read's destination, so bytes read
+ * there land in place with no copy at all (`pushedInPlace`).
+ *
+ * Each frame is returned with its lease: the caller owns that one reference (pool.ts's ownership rule).
+ * Frames decoded and not yet taken hold their leases; `dispose()` releases them and the partial payload.
+ */
+export class PooledFrameDecoder {
+  /** Prefix and header bytes of the frame being received (both small, bounded by frameHeaderBytesMax). */
+  private readonly head = Buffer.allocUnsafe(framePrefixBytes + frameHeaderBytesMax);
+  private headFilled = 0;
+  /** Bytes the head needs: the prefix, then prefix + header once the prefix is known. */
+  private headNeeded = framePrefixBytes;
+  private payloadBytes = 0;
+  private payload: PooledBuffer | null = null;
+  private payloadFilled = 0;
+  /** In the payload phase: the header is complete and the payload is being filled. */
+  private inPayload = false;
+  private readonly ready: DecodedFrame[] = [];
+  private failure: DataPlaneError | null = null;
+
+  constructor(
+    private readonly limits: FrameLimits,
+    private readonly pool: BufferPool,
+  ) {
+    assert.ok(pool.bytesMax >= limits.packetBytesMax, 'the pool must hold a full packet');
+  }
+
+  /** Bytes received that are not part of a returned frame (a partial frame, and frames not yet taken). */
+  get bufferedBytes(): number {
+    let bytes = this.headFilled + this.payloadFilled;
+    for (const frame of this.ready) bytes += payloadOf(frame.message)?.length ?? 0;
+    return bytes;
+  }
+
+  /** Decodes every complete frame in `chunk` (copying what it keeps); throws a typed error on bad input. */
+  push(chunk: Uint8Array): void {
+    if (this.failure !== null) throw this.failure;
+    try {
+      let at = 0;
+      while (at < chunk.length) {
+        if (this.inPayload) {
+          assert.ok(this.payload !== null);
+          const take = Math.min(this.payloadBytes - this.payloadFilled, chunk.length - at);
+          this.payload.bytes.set(chunk.subarray(at, at + take), this.payloadFilled);
+          this.payloadFilled += take;
+          at += take;
+          if (this.payloadFilled === this.payloadBytes) this.completeFrame();
+          continue;
+        }
+        const take = Math.min(this.headNeeded - this.headFilled, chunk.length - at);
+        this.head.set(chunk.subarray(at, at + take), this.headFilled);
+        this.headFilled += take;
+        at += take;
+        if (this.headFilled === this.headNeeded) this.headComplete();
+      }
+    } catch (error) {
+      assert.ok(error instanceof DataPlaneError, 'the frame decoder throws only typed errors');
+      this.failure = error;
+      this.dispose();
+      throw error;
+    }
+  }
+
+  /** Where the next read may land directly: the unfilled rest of the current payload, if any. */
+  payloadTarget(): Uint8Array | null {
+    if (this.failure !== null || !this.inPayload || this.payload === null) return null;
+    return this.payload.bytes.subarray(this.payloadFilled, this.payloadBytes);
+  }
+
+  /** `length` bytes were read into the start of the last `payloadTarget()`. */
+  pushedInPlace(length: number): void {
+    assert.ok(this.inPayload && this.payload !== null && length <= this.payloadBytes - this.payloadFilled, 'read past the payload target');
+    this.payloadFilled += length;
+    if (this.payloadFilled === this.payloadBytes) {
+      try {
+        this.completeFrame();
+      } catch (error) {
+        assert.ok(error instanceof DataPlaneError, 'the frame decoder throws only typed errors');
+        this.failure = error;
+        this.dispose();
+        throw error;
+      }
+    }
+  }
+
+  /** The next decoded frame; the caller owns its lease. */
+  next(): DecodedFrame | undefined {
+    if (this.failure !== null) throw this.failure;
+    return this.ready.shift();
+  }
+
+  /**
+   * Releases every buffer held: frames not taken, and the partial payload unless `recyclePartial` is false
+   * (a socket may still read into it: it is then dropped, never reused). The decoder is unusable after.
+   */
+  dispose(options: { recyclePartial?: boolean } = {}): void {
+    for (const frame of this.ready.splice(0)) frame.lease?.release();
+    if (options.recyclePartial ?? true) this.payload?.release();
+    this.payload = null;
+    this.failure ??= new DataPlaneError('CONNECTION_LOST', 'the frame decoder was disposed');
+  }
+
+  private headComplete(): void {
+    if (this.headNeeded === framePrefixBytes) {
+      const frameBytes = this.head.readUInt32BE(0);
+      const format = this.head.readUInt8(4);
+      const headerBytes = this.head.readUInt32BE(5);
+      if (frameBytes > this.limits.frameBytesMax)
+        throw new DataPlaneError('FRAME_TOO_LARGE', `frame of ${frameBytes} bytes exceeds ${this.limits.frameBytesMax}`);
+      if (format !== frameFormat) throw new DataPlaneError('MALFORMED_FRAME', `unknown frame format ${format}`);
+      if (headerBytes === 0 || headerBytes > frameHeaderBytesMax || headerBytes > frameBytes - 5)
+        throw new DataPlaneError('MALFORMED_FRAME', `header length ${headerBytes} does not fit the frame`);
+      const payloadBytes = frameBytes - 5 - headerBytes;
+      if (payloadBytes > this.limits.packetBytesMax)
+        throw new DataPlaneError('FRAME_TOO_LARGE', `payload of ${payloadBytes} bytes exceeds packetBytesMax`);
+      this.payloadBytes = payloadBytes;
+      this.headNeeded = framePrefixBytes + headerBytes;
+      return;
+    }
+    if (this.payloadBytes === 0) {
+      this.completeFrame();
+      return;
+    }
+    this.payload = this.pool.take(this.payloadBytes);
+    this.payloadFilled = 0;
+    this.inPayload = true;
+  }
+
+  private completeFrame(): void {
+    const header = this.head.subarray(framePrefixBytes, this.headNeeded);
+    const lease = this.payload;
+    const payload = lease === null ? emptyPayload : lease.bytes.subarray(0, this.payloadBytes);
+    // Reset first: a malformed header throws below, and the lease then belongs to nobody but this frame.
+    this.payload = null;
+    this.payloadFilled = 0;
+    this.payloadBytes = 0;
+    this.inPayload = false;
+    this.headFilled = 0;
+    this.headNeeded = framePrefixBytes;
+    let message: Message;
+    try {
+      message = decodeMessage(header, payload);
+    } catch (error) {
+      lease?.release();
+      throw error;
+    }
+    this.ready.push({ message, lease });
   }
 }

@@ -1,7 +1,8 @@
 /**
  * `readRange`: the client side of a read (protocol.ts). Data frames arrive in order, each at most
- * packetBytesMax; they are assembled into one buffer of exactly `length` bytes (one copy: the frames are
- * the socket's buffers). A typed error frame rejects with that code (NO_SUCH_REPLICA, STALE_VERSION,
+ * packetBytesMax; they are assembled into one buffer of exactly `length` bytes: the caller's `into` when
+ * given (nothing allocated), else a new one. One copy: a frame's payload is a pooled buffer, valid only
+ * while it is delivered. A typed error frame rejects with that code (NO_SUCH_REPLICA, STALE_VERSION,
  * CHECKSUM_MISMATCH, BAD_OFFSET, ...), so the caller can fail over to another replica and report this one.
  */
 import { chunkSizeBytesMax } from '../types.ts';
@@ -16,21 +17,23 @@ export interface ReadRequest {
 }
 
 /** Reads a range from the replica at `address` over a new connection (closed after). */
-export async function readRange(dialer: Dialer, address: string, request: ReadRequest): Promise<Uint8Array> {
+export async function readRange(dialer: Dialer, address: string, request: ReadRequest, into?: Uint8Array): Promise<Uint8Array> {
+  if (into !== undefined && into.length !== request.length)
+    throw new RangeError(`a read of ${request.length} bytes into a buffer of ${into.length}`);
   const connection = await dialer.dial(address);
   try {
-    return await readOn(connection, request);
+    return await readOn(connection, request, into);
   } finally {
     connection.end();
   }
 }
 
 /** One read on an unstarted connection; leaves it open. */
-function readOn(connection: DataConnection, request: ReadRequest): Promise<Uint8Array> {
+function readOn(connection: DataConnection, request: ReadRequest, into: Uint8Array | undefined): Promise<Uint8Array> {
   const { offset, length } = request;
   if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > chunkSizeBytesMax)
     return Promise.reject(new DataPlaneError('BAD_OFFSET', `bad range offset ${offset} length ${length}`));
-  const out = Buffer.allocUnsafe(length);
+  const out = into ?? Buffer.allocUnsafe(length);
   let received = 0;
   return new Promise((resolve, reject) => {
     let settled = false;
@@ -45,6 +48,7 @@ function readOn(connection: DataConnection, request: ReadRequest): Promise<Uint8
     };
     connection.start({
       onMessage: (message) => {
+        if (settled) return; // nothing lands in the caller's buffer once the read is over
         if (message.type === 'error') return settle(new DataPlaneError(message.code, message.detail));
         if (message.type !== 'data') return settle(new DataPlaneError('PROTOCOL_ERROR', `unexpected ${message.type} during a read`));
         const { payload } = message;

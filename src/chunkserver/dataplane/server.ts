@@ -11,6 +11,10 @@
  *   paused (its socket is no longer read), so backpressure reaches the writer.
  * - The first failure ends the hop: a `failure` naming the first failing replica goes upstream, both
  *   connections close, no later store call is made for the pipeline.
+ * - Buffer ownership (pool.ts): a packet's payload arrives in a pooled buffer; the hop holds one reference
+ *   for the forward write (released when the downstream socket has written it) and one for the local append
+ *   (released when the store call settled, or was skipped after a failure), so the buffer is recycled only
+ *   after both. A read's spans come from the server's read pool and are released once the socket wrote them.
  */
 import assert from 'node:assert/strict';
 import type { Registry } from 'prom-client';
@@ -19,12 +23,14 @@ import { silentLogger } from '../../raft/node-api.ts';
 import type { DataBug } from '../bugs.ts';
 import { noDataBugs } from '../bugs.ts';
 import type { ChunkStore } from '../types.ts';
-import { chunkSizeBytesMax } from '../types.ts';
+import { checksumBlockBytes, chunkSizeBytesMax, readSpanBytes } from '../types.ts';
 import type { DataConnection, DataNetwork, Dialer, Listener } from './connection.ts';
 import { DataPlaneError, toDataPlaneError } from './errors.ts';
 import type { DataPlaneLimits } from './limits.ts';
 import { resolveLimits } from './limits.ts';
 import { DataPlaneMetrics } from './metrics.ts';
+import type { PooledBuffer } from './pool.ts';
+import { BufferPool } from './pool.ts';
 import type {
   ChainLink,
   FailureMessage,
@@ -61,6 +67,8 @@ export const defaultConnectionsMax = 1024;
 
 export class DataServer {
   readonly metrics: DataPlaneMetrics;
+  /** Buffers the store reads into for reads served (a packet plus the checksum blocks either side). */
+  readonly readPool: BufferPool;
   private listener: Listener | null = null;
   private readonly connections = new Set<DataConnection>();
   private readonly hops = new Set<PipelineHop>();
@@ -79,6 +87,7 @@ export class DataServer {
     if (!Number.isSafeInteger(connectionsMax) || connectionsMax < 1)
       throw new RangeError(`connectionsMax must be a positive integer, got ${connectionsMax}`);
     this.metrics = new DataPlaneMetrics(registry);
+    this.readPool = new BufferPool(limits.packetBytesMax + 2 * checksumBlockBytes);
   }
 
   static async start(options: DataServerOptions): Promise<DataServer> {
@@ -139,7 +148,7 @@ export class DataServer {
     this.connections.add(connection);
     let session: PipelineHop | ReadSession | null = null;
     connection.start({
-      onMessage: (message) => {
+      onMessage: (message, lease) => {
         if (session === null) {
           if (message.type === 'setup') {
             const hop = new PipelineHop(this, connection, message);
@@ -154,7 +163,7 @@ export class DataServer {
           this.protocolError(connection, `a connection must start with setup or read, got ${message.type}`);
           return;
         }
-        session.onMessage(message);
+        session.onMessage(message, lease ?? null);
       },
       onClose: (error) => {
         this.connections.delete(connection);
@@ -245,10 +254,10 @@ class PipelineHop {
     if (this.next !== undefined) void this.connectDownstream(this.next);
   }
 
-  onMessage(message: Message): void {
+  onMessage(message: Message, lease: PooledBuffer | null): void {
     switch (message.type) {
       case 'packet':
-        this.onPacket(message);
+        this.onPacket(message, lease);
         return;
       case 'seal':
         this.onSeal(message);
@@ -365,7 +374,7 @@ class PipelineHop {
     this.upstream.send({ type: 'setup-ack', replicas: [{ id: this.server.id }, ...(this.downstreamSetup ?? [])] });
   }
 
-  private onPacket(packet: PacketMessage): void {
+  private onPacket(packet: PacketMessage, lease: PooledBuffer | null): void {
     if (this.state === 'failed' || this.state === 'done') return;
     if (this.state !== 'ready') return this.violation(`packet ${packet.seq} before setup-ack or after seal`);
     if (packet.seq !== this.nextSeq) return this.violation(`packet seq ${packet.seq}, expected ${this.nextSeq}`);
@@ -381,18 +390,23 @@ class PipelineHop {
     this.server.metrics.bytesIn.inc({ kind: 'write' }, length);
     // Forward first, at once: the downstream replica's work overlaps ours.
     if (this.downstream !== null) {
-      this.downstream.send(packet);
+      const forwarded = lease?.retain();
+      this.downstream.send(packet, forwarded === undefined ? undefined : () => forwarded.release());
       this.server.metrics.bytesOut.inc({ kind: 'forward' }, length);
     }
     const entry: PendingEntry = { seq: packet.seq, payloadBytes: length, local: null, downstream: null };
     this.enqueue(entry);
     const { handle, version } = this.setup;
-    this.runLocal(async () => {
-      await this.server.store.append(handle, version, packet.offset, packet.payload);
-      if (packet.sync) await this.server.store.sync(handle);
-      entry.local = { id: this.server.id };
-      this.maybeAck();
-    });
+    const appending = lease?.retain();
+    this.runLocal(
+      async () => {
+        await this.server.store.append(handle, version, packet.offset, packet.payload);
+        if (packet.sync) await this.server.store.sync(handle);
+        entry.local = { id: this.server.id };
+        this.maybeAck();
+      },
+      () => appending?.release(),
+    );
   }
 
   private onSeal(seal: SealMessage): void {
@@ -446,14 +460,19 @@ class PipelineHop {
     this.upstream.end();
   }
 
-  /** Runs store work after the earlier work of this pipeline; a failure ends the pipeline. */
-  private runLocal(work: () => Promise<void>): void {
+  /**
+   * Runs store work after the earlier work of this pipeline; a failure ends the pipeline. `done` runs once
+   * the work settled or was skipped (the pipeline had failed), always.
+   */
+  private runLocal(work: () => Promise<void>, done?: () => void): void {
     this.localWork = this.localWork.then(async () => {
-      if (this.state === 'failed') return;
       try {
+        if (this.state === 'failed') return;
         await work();
       } catch (error) {
         this.fail(0, this.server.id, toDataPlaneError(error));
+      } finally {
+        done?.();
       }
     });
   }
@@ -477,6 +496,14 @@ class PipelineHop {
     this.upstream.send(failure);
     this.upstream.end();
   }
+}
+
+interface ReadPiece {
+  readonly position: number;
+  readonly length: number;
+  readonly bytes: Promise<Uint8Array>;
+  /** The buffer the store reads into; released once the piece was sent (or the read failed). */
+  readonly lease: PooledBuffer;
 }
 
 /** Reads on one connection, one at a time; an error answers the read and keeps the connection. */
@@ -511,22 +538,34 @@ class ReadSession {
       }
       const end = read.offset + read.length;
       // Read-ahead: the store reads the next packet while this one is sent (one extra packet in memory), so
-      // the disk and the network overlap instead of taking turns.
-      const readAt = (position: number): { position: number; length: number; bytes: Promise<Uint8Array> } => {
+      // the disk and the network overlap instead of taking turns. Each piece is read into a buffer of the
+      // server's read pool, released once the socket wrote it (or at once when it was not sent).
+      const readAt = (position: number): ReadPiece => {
         const length = Math.min(limits.packetBytesMax, end - position);
-        const bytes = store.read(read.handle, read.version, position, length);
-        bytes.catch(() => undefined); // awaited below, unless the connection closed first
-        return { position, length, bytes };
+        const lease = this.server.readPool.take(readSpanBytes(position, length));
+        const bytes = store.read(read.handle, read.version, position, length, lease.bytes);
+        bytes.catch(() => lease.release()); // awaited below, unless the connection closed first
+        return { position, length, bytes, lease };
       };
       let next = read.offset < end ? readAt(read.offset) : undefined;
-      while (next !== undefined && !connection.closed) {
-        const { position, length } = next;
-        const payload = await next.bytes;
-        assert.equal(payload.length, length, 'the store returns exactly the bytes asked for');
-        next = position + length < end ? readAt(position + length) : undefined;
-        metrics.bytesOut.inc({ kind: 'read' }, length);
-        if (!connection.send({ type: 'data', offset: position, last: position + length === end, payload }))
-          await connection.writable();
+      try {
+        while (next !== undefined && !connection.closed) {
+          const piece = next;
+          next = undefined;
+          const payload = await piece.bytes;
+          assert.equal(payload.length, piece.length, 'the store returns exactly the bytes asked for');
+          const { position, length } = piece;
+          next = position + length < end ? readAt(position + length) : undefined;
+          metrics.bytesOut.inc({ kind: 'read' }, length);
+          if (!connection.send({ type: 'data', offset: position, last: position + length === end, payload }, () => piece.lease.release()))
+            await connection.writable();
+        }
+      } finally {
+        // A piece read ahead and never sent: its buffer comes back once the store is done with it.
+        if (next !== undefined) {
+          const { lease } = next;
+          void next.bytes.then(() => lease.release(), () => undefined);
+        }
       }
       metrics.reads.inc({ outcome: 'ok' });
     } catch (error) {
