@@ -392,8 +392,9 @@ export class RfsClient {
     try {
       return await guard(context, { signal }, () => opening);
     } catch (error) {
-      // Opened after all (aborted while opening): give the lease back.
-      opening.then((w) => w.abort(), () => undefined);
+      // Aborted while opening: wait for the open to settle and give the lease back, so that once this call
+      // rejects the file is free for the next writer.
+      await opening.then((w) => w.abort(), () => undefined);
       throw error;
     }
   }

@@ -68,9 +68,10 @@ export class RfsReadStream extends Readable {
       callback(new RfsError('EINVAL', { syscall: 'open', path: this.path }, `start ${start} end ${String(end)}`));
       return;
     }
-    this.client.stat(this.path, this.options.signal !== undefined ? { signal: this.options.signal } : {}).then(
-      (info) => callback(info.isDirectory() ? new RfsError('EISDIR', { syscall: 'open', path: this.path }) : null),
-      (error: unknown) => callback(error as Error),
+    // No signal here: an abort destroys the stream, which reports AbortError once this settles.
+    this.client.stat(this.path).then(
+      (info) => callback(info.isDirectory() && !this.destroyed ? new RfsError('EISDIR', { syscall: 'open', path: this.path }) : null),
+      (error: unknown) => callback(this.destroyed ? null : (error as Error)),
     );
   }
 
@@ -116,17 +117,14 @@ export class RfsWriteStream extends Writable {
   }
 
   override _construct(callback: (error?: Error | null) => void): void {
-    this.client.openWriter(this.path, this.options.flags ?? 'w', this.options, this.options.signal).then(
+    // No signal here: an abort destroys the stream; Node runs _destroy (which aborts the writer) once
+    // this settles, and reports the AbortError alone.
+    this.client.openWriter(this.path, this.options.flags ?? 'w', this.options, undefined).then(
       (writer) => {
-        if (this.destroyed) {
-          void writer.abort();
-          callback();
-          return;
-        }
         this.writer = writer;
         callback();
       },
-      (error: unknown) => callback(error as Error),
+      (error: unknown) => callback(this.destroyed ? null : (error as Error)),
     );
   }
 
