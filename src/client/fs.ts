@@ -184,16 +184,20 @@ export async function connect(options: ConnectOptions): Promise<RfsClient> {
   const timeoutMs = options.timeoutMs ?? timeoutMsDefault;
   if (!Number.isSafeInteger(timeoutMs) || timeoutMs <= 0) throw new RfsError('EINVAL', { syscall: 'connect' }, `timeoutMs: ${timeoutMs}`);
   if (options.metadata.length === 0) throw new RfsError('EINVAL', { syscall: 'connect' }, 'metadata: at least one host:port');
+  // Aborted by close() (or a failed connect): the metadata client's retries still running stop at once.
+  const lifetime = new AbortController();
   const pending = MetadataClient.connect(options.metadata, {
     retryDeadlineMs: timeoutMs,
     attemptTimeoutMs: Math.min(attemptTimeoutMsMax, timeoutMs),
+    signal: lifetime.signal,
   });
   const meta = await guard({ syscall: 'connect' }, { signal: options.signal, timeoutMs }, () => pending).catch((error: unknown) => {
+    lifetime.abort();
     // A session opened after we gave up is closed when it arrives.
     pending.then((m) => m.close(), () => undefined);
     throw error;
   });
-  return new RfsClient(meta, options, timeoutMs);
+  return new RfsClient(meta, options, timeoutMs, lifetime);
 }
 
 export class RfsClient {
@@ -210,6 +214,7 @@ export class RfsClient {
     readonly metadata: MetadataClient,
     private readonly options: ConnectOptions,
     readonly timeoutMs: number,
+    private readonly lifetime: AbortController,
   ) {
     this.data = tcpDataPlane(options.dataPlaneLimits);
     this.readOps = metadataForData(metadata);
@@ -372,6 +377,7 @@ export class RfsClient {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.lifetime.abort();
     this.metadata.close();
   }
 

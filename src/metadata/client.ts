@@ -28,6 +28,8 @@ export interface MetadataClientOptions {
   readonly retryDelayMs?: number;
   /** Called for every successful answer, with the server that gave it (diagnostics, failover tests). */
   readonly onAnswer?: (address: string, method: MetadataMethod) => void;
+  /** Once aborted, calls stop retrying: each fails with UNAVAILABLE before its next attempt (client shutdown). */
+  readonly signal?: AbortSignal;
 }
 
 /** A stat answer as the wire carries it: the state machine's StatInfo without the lease record. */
@@ -113,6 +115,7 @@ export class MetadataClient {
   private readonly retryDeadlineMs: number;
   private readonly retryDelayMs: number;
   private readonly onAnswer: ((address: string, method: MetadataMethod) => void) | undefined;
+  private readonly signal: AbortSignal | undefined;
   /** Retries performed (for tests and diagnostics). */
   retries = 0;
 
@@ -123,6 +126,7 @@ export class MetadataClient {
     this.retryDeadlineMs = options.retryDeadlineMs ?? 15_000;
     this.retryDelayMs = options.retryDelayMs ?? 50;
     this.onAnswer = options.onAnswer;
+    this.signal = options.signal;
   }
 
   /** Connects and opens a session. */
@@ -331,6 +335,7 @@ export class MetadataClient {
     const deadline = Date.now() + this.retryDeadlineMs;
     let last: MetadataError = new MetadataError('UNAVAILABLE', 'no attempt made');
     for (let attempt = 0; ; attempt++) {
+      if (this.signal?.aborted === true) throw new MetadataError('UNAVAILABLE', 'the client was shut down');
       if (attempt > 0) {
         this.retries++;
         if (Date.now() >= deadline) throw last;
