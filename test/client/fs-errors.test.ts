@@ -42,7 +42,7 @@ const expected: Record<string, [new (...args: never[]) => RfsError, string]> = {
   ENOSPC: [RfsError, 'ENOSPC'],
 };
 
-void t.test('every metadata error code maps to its class and code', async (t) => {
+void t.test('every metadata error code maps to its class and code', (t) => {
   t.same([...metadataErrorCodes].sort(), Object.keys(expected).sort(), 'the table covers exactly the codes the service answers');
   t.same(Object.keys(metadataErrorTable).sort(), Object.keys(expected).sort());
   for (const code of fsErrorCodes) t.ok(metadataErrorCodes.includes(code), `state machine code ${code} is mapped`);
@@ -56,9 +56,10 @@ void t.test('every metadata error code maps to its class and code', async (t) =>
     t.match(e.message, new RegExp(`^${nodeCode}: .*, stat '/p' \\(.*the detail\\)$`), `${code}: message like Node's, with the server's detail`);
     if (cls === RfsError) t.equal(e.name, 'RfsError');
   }
+  t.end();
 });
 
-void t.test('other errors', async (t) => {
+void t.test('other errors', (t) => {
   const ctx = { syscall: 'open', path: '/f' };
   t.match(toRfsError(new MetadataError('EWHAT', 'x'), ctx), { code: 'EIO', detail: /metadata error EWHAT/ }, 'an unknown metadata code: EIO');
   t.match(toRfsError(new FileIoError('EIO', 'every replica failed'), ctx), { code: 'EIO', syscall: 'open', path: '/f' });
@@ -76,4 +77,5 @@ void t.test('other errors', async (t) => {
   const abort = new AbortError(ctx);
   t.match(abort, { name: 'AbortError', code: 'ABORT_ERR', errno: undefined, message: "ABORT_ERR: the operation was aborted, open '/f'" });
   t.match(new RfsError('ENOENT', { syscall: 'rename', path: '/a', dest: '/b' }), { errno: -2, message: "ENOENT: no such file or directory, rename '/a' -> '/b'" });
+  t.end();
 });
