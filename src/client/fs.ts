@@ -386,6 +386,9 @@ export class RfsClient {
   /** @internal A writer for `path`: 'w'/'wx' create (truncate unless x), 'a'/'ax' append. */
   async openWriter(path: string, flags: 'w' | 'wx' | 'a' | 'ax', options: Omit<WriteFileOptions, 'flag' | 'encoding'>, signal: AbortSignal | undefined): Promise<FileWriter> {
     const context = { syscall: 'open', path };
+    if (this.closed) throw new RfsError('EBADF', context, 'the client is closed');
+    // Checked before anything is created or truncated.
+    if (signal?.aborted === true) throw new AbortError(context, { cause: signal.reason });
     const holder = `${this.holderPrefix}:${++holderCount}`;
     const metadata = this.writerMetadata(flags, options);
     const opening = FileWriter.open(path, {

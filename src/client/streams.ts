@@ -83,6 +83,7 @@ export class RfsReadStream extends Readable {
     }
     guard(this.context, { signal: this.options.signal }, () => this.client.reader.read(this.path, this.position, want)).then(
       (bytes) => {
+        if (this.destroyed) return;
         if (bytes.length === 0) {
           this.push(null);
           return;

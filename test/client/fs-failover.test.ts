@@ -61,7 +61,8 @@ void t.test('leader SIGKILLed in the middle of a write stream: completes or fail
     }
     return undefined;
   };
-  const first = await waitFor('a first leader', leaderId, 30_000);
+  // Generous: three tsx processes start on a machine shared with other test files.
+  const first = await waitFor('a first leader', leaderId, 90_000);
 
   const chunkservers = await startChunkservers(ids.map(address));
   t.teardown(() => chunkservers.stop());

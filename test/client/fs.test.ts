@@ -227,6 +227,9 @@ void t.test('AbortSignal everywhere', async (t) => {
   t.match(e, { name: 'AbortError', code: 'ABORT_ERR', syscall: 'stat', path: '/' }, 'shaped like Node');
   await rejectsCode(t, fs.readFile('/t/s1', { signal: aborted }), 'ABORT_ERR', 'open', '/t/s1', 'readFile');
   await rejectsCode(t, fs.mkdir('/ab', { signal: aborted }), 'ABORT_ERR', 'mkdir', '/ab', 'mkdir');
+  await fs.writeFile('/t/keep', 'kept');
+  await rejectsCode(t, fs.writeFile('/t/keep', 'lost', { signal: aborted }), 'ABORT_ERR', 'open', '/t/keep', 'writeFile with an aborted signal');
+  t.equal(await fs.readFile('/t/keep', { encoding: 'utf8' }), 'kept', 'an already aborted writeFile does not truncate the file');
 
   // Aborted in the middle of a large write: the call rejects and the writer gives its lease back.
   const controller = new AbortController();
