@@ -14,7 +14,9 @@ import { MiB, startTestCluster } from './fs-harness.ts';
 
 const cluster = await startTestCluster();
 t.teardown(() => cluster.close());
-const fs: RfsClient = await connect({ metadata: cluster.addresses, timeoutMs: 10_000 });
+// 30 s (the default): the in-process servers share this event loop and a loaded machine; bursts of
+// concurrent calls below have been seen to cost the cluster its leader for several seconds.
+const fs: RfsClient = await connect({ metadata: cluster.addresses, timeoutMs: 30_000 });
 t.teardown(() => fs.close());
 // The chunkservers take chunks up to 1 MiB: files larger than that live under /t (the root's default is 64 MiB).
 await fs.mkdir('/t', { chunkSizeBytes: MiB });
