@@ -164,10 +164,12 @@ class Limiter {
   private running = 0;
   private readonly waiting: (() => void)[] = [];
   constructor(private readonly max: number) {}
-  async run<T>(fn: () => Promise<T>): Promise<T> {
+  /** A task whose `signal` fired while it waited is not run (it rejects; its caller had its AbortError). */
+  async run<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     if (this.running >= this.max) await new Promise<void>((resolve) => this.waiting.push(resolve));
     else this.running++;
     try {
+      if (signal?.aborted === true) throw new Error('aborted while queued');
       return await fn();
     } finally {
       const next = this.waiting.shift();
@@ -228,7 +230,7 @@ export class RfsClient {
     const { recursive = false, mode, replication, chunkSizeBytes } = options;
     await this.namespace({ syscall: 'mkdir', path }, options, async () => {
       try {
-        await this.mutate('Mkdir', { path, parents: recursive, ...defined({ mode, replication, chunkSizeBytes }) });
+        await this.mutate('Mkdir', { path, parents: recursive, ...defined({ mode, replication, chunkSizeBytes }) }, options.signal);
       } catch (error) {
         // Node: mkdir -p of an existing directory succeeds.
         if (!recursive || (error as { code?: string }).code !== 'EEXIST') throw error;
@@ -253,16 +255,16 @@ export class RfsClient {
   /** Moves `from` to `to` (see docs/CLIENT.md for what happens when `to` exists). */
   async rename(from: string, to: string, options: { ifGeneration?: number } & CallOptions = {}): Promise<void> {
     await this.namespace({ syscall: 'rename', path: from, dest: to }, options, () =>
-      this.mutate('Rename', { from, to, ...defined({ ifGeneration: options.ifGeneration }) }),
+      this.mutate('Rename', { from, to, ...defined({ ifGeneration: options.ifGeneration }) }, options.signal),
     );
   }
 
   async unlink(path: string, options: { ifGeneration?: number } & CallOptions = {}): Promise<void> {
-    await this.namespace({ syscall: 'unlink', path }, options, () => this.mutate('Unlink', { path, ...defined({ ifGeneration: options.ifGeneration }) }));
+    await this.namespace({ syscall: 'unlink', path }, options, () => this.mutate('Unlink', { path, ...defined({ ifGeneration: options.ifGeneration }) }, options.signal));
   }
 
   async rmdir(path: string, options: { ifGeneration?: number } & CallOptions = {}): Promise<void> {
-    await this.namespace({ syscall: 'rmdir', path }, options, () => this.mutate('Rmdir', { path, ...defined({ ifGeneration: options.ifGeneration }) }));
+    await this.namespace({ syscall: 'rmdir', path }, options, () => this.mutate('Rmdir', { path, ...defined({ ifGeneration: options.ifGeneration }) }, options.signal));
   }
 
   /** Removes a file, or a directory with `recursive` (one atomic step); `force` ignores a missing path. */
@@ -270,8 +272,8 @@ export class RfsClient {
     await this.namespace({ syscall: 'rm', path }, options, async () => {
       try {
         const info = await this.metadata.stat(path);
-        if (info.type === 'file') await this.mutate('Unlink', { path });
-        else if (options.recursive === true) await this.mutate('DeleteRecursive', { path });
+        if (info.type === 'file') await this.mutate('Unlink', { path }, options.signal);
+        else if (options.recursive === true) await this.mutate('DeleteRecursive', { path }, options.signal);
         else throw new RfsError('EISDIR', { syscall: 'rm', path }, 'a directory: use { recursive: true }');
       } catch (error) {
         if (options.force === true && (error as { code?: string }).code === 'ENOENT') return;
@@ -424,8 +426,8 @@ export class RfsClient {
     return guard(context, { signal: options.signal, timeoutMs: this.timeoutMs }, fn);
   }
 
-  private mutate(method: Parameters<MetadataClient['mutate']>[0], request: Record<string, unknown>): Promise<unknown> {
-    return this.limiter.run(() => this.metadata.mutate(method, request));
+  private mutate(method: Parameters<MetadataClient['mutate']>[0], request: Record<string, unknown>, signal?: AbortSignal): Promise<unknown> {
+    return this.limiter.run(() => this.metadata.mutate(method, request), signal);
   }
 
   /** The writer's metadata operations, mutations through the limiter, file creation as `flags` say. */

@@ -7,7 +7,7 @@ import { Readable, Writable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import t from 'tap';
 import type { Test } from 'tap';
-import { AbortError, AppendOnlyError, connect, FileBusyError, GenerationMismatchError, RfsError } from '../../src/index.ts';
+import { AbortError, AppendOnlyError, connect, FileBusyError, GenerationMismatchError, mutationsInflightMax, RfsError } from '../../src/index.ts';
 import type { RfsClient } from '../../src/index.ts';
 import { pattern } from './pattern.ts';
 import { MiB, startTestCluster } from './fs-harness.ts';
@@ -232,6 +232,17 @@ void t.test('AbortSignal everywhere', async (t) => {
   await fs.writeFile('/t/keep', 'kept');
   await rejectsCode(t, fs.writeFile('/t/keep', 'lost', { signal: aborted }), 'ABORT_ERR', 'open', '/t/keep', 'writeFile with an aborted signal');
   t.equal(await fs.readFile('/t/keep', { encoding: 'utf8' }), 'kept', 'an already aborted writeFile does not truncate the file');
+
+  // Mutations aborted while queued behind the client's in-flight limit never go out.
+  await fs.mkdir('/t/q');
+  const queued = new AbortController();
+  const many = Array.from({ length: 200 }, (_, i) => fs.mkdir(`/t/q/d${i}`, { signal: queued.signal }).then(() => 'ok', (x: unknown) => (x as RfsError).code));
+  queued.abort();
+  t.same(new Set(await Promise.all(many)), new Set(['ABORT_ERR']), 'every call rejects with AbortError');
+  // Queued after all 200 (the queue is FIFO): had an aborted call leaked, it would have gone out before this one.
+  await fs.mkdir('/t/q/last');
+  const applied = (await fs.readdir('/t/q')).length - 1;
+  t.ok(applied <= mutationsInflightMax, `${applied} applied: only those already sent (at most ${mutationsInflightMax})`);
 
   // Aborted in the middle of a large write: the call rejects and the writer gives its lease back.
   const controller = new AbortController();
