@@ -34,6 +34,8 @@ export interface MetadataClientOptions {
    * stay per operation, as without it.
    */
   readonly batcher?: SubmitBatcher;
+  /** Once aborted, calls stop retrying: each fails with UNAVAILABLE before its next attempt (client shutdown). */
+  readonly signal?: AbortSignal;
 }
 
 /** A stat answer as the wire carries it: the state machine's StatInfo without the lease record. */
@@ -120,6 +122,7 @@ export class MetadataClient {
   private readonly retryDelayMs: number;
   private readonly onAnswer: ((address: string, method: MetadataMethod) => void) | undefined;
   private readonly batcher: SubmitBatcher | undefined;
+  private readonly signal: AbortSignal | undefined;
   /** Retries performed (for tests and diagnostics). */
   retries = 0;
 
@@ -131,6 +134,7 @@ export class MetadataClient {
     this.retryDelayMs = options.retryDelayMs ?? 50;
     this.onAnswer = options.onAnswer;
     this.batcher = options.batcher;
+    this.signal = options.signal;
   }
 
   /** Connects and opens a session. */
@@ -343,6 +347,7 @@ export class MetadataClient {
     // Created only when an attempt fails: an Error captures a stack, a cost on every call otherwise.
     let last: MetadataError | undefined;
     for (let attempt = 0; ; attempt++) {
+      if (this.signal?.aborted === true) throw new MetadataError('UNAVAILABLE', 'the client was shut down');
       if (attempt > 0) {
         this.retries++;
         if (Date.now() >= deadline) throw last ?? new MetadataError('UNAVAILABLE', 'no attempt made');

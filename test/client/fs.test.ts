@@ -1,0 +1,296 @@
+/**
+ * The client library (src/index.ts) end to end against a real cluster in this process: 3 metadata servers
+ * and 3 chunkservers (test/client/fs-harness.ts). Every call, its error codes, handles, streams with
+ * backpressure, AbortSignal, and one client shared by many concurrent calls.
+ */
+import { Readable, Writable } from 'node:stream';
+import { finished, pipeline } from 'node:stream/promises';
+import t from 'tap';
+import type { Test } from 'tap';
+import { AbortError, AppendOnlyError, connect, FileBusyError, GenerationMismatchError, mutationsInflightMax, RfsError } from '../../src/index.ts';
+import type { RfsClient } from '../../src/index.ts';
+import { pattern } from './pattern.ts';
+import { MiB, startTestCluster } from './fs-harness.ts';
+
+const cluster = await startTestCluster();
+t.teardown(() => cluster.close());
+// 30 s (the default): the in-process servers share this event loop and a loaded machine; bursts of
+// concurrent calls below have been seen to cost the cluster its leader for several seconds.
+const fs: RfsClient = await connect({ metadata: cluster.addresses, timeoutMs: 30_000 });
+t.teardown(() => fs.close());
+// The chunkservers take chunks up to 1 MiB: files larger than that live under /t (the root's default is 64 MiB).
+await fs.mkdir('/t', { chunkSizeBytes: MiB });
+
+/** Asserts `p` rejects with an RfsError of `code`, `syscall` and `path`. */
+async function rejectsCode(t: Test, p: Promise<unknown>, code: string, syscall: string, path: string, what: string): Promise<void> {
+  const error = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  t.ok(error instanceof RfsError, `${what}: an RfsError (${String(error)})`);
+  t.match(error, { code, syscall, path }, what);
+}
+
+void t.test('namespace calls and their Node-style errors', async (t) => {
+  await fs.mkdir('/a');
+  await rejectsCode(t, fs.mkdir('/a'), 'EEXIST', 'mkdir', '/a', 'mkdir of an existing directory');
+  const eexist = await fs.mkdir('/a').catch((e: unknown) => e as RfsError);
+  t.equal(eexist?.errno, -17, 'errno like Node (EEXIST)');
+  t.match(eexist?.message, /^EEXIST: file already exists, mkdir '\/a'/, 'message like Node');
+  await rejectsCode(t, fs.mkdir('/nope/child'), 'ENOENT', 'mkdir', '/nope/child', 'mkdir under a missing parent');
+  await fs.mkdir('/x/y/z', { recursive: true });
+  await fs.mkdir('/x/y/z', { recursive: true });
+  t.ok((await fs.stat('/x/y/z')).isDirectory(), 'mkdir -p made the chain, twice without error');
+
+  await fs.writeFile('/a/f', 'hello');
+  const st = await fs.stat('/a/f');
+  t.ok(st.isFile() && !st.isDirectory(), 'a file');
+  t.equal(st.size, 5);
+  t.ok(st.mtimeMs > 0 && st.ctimeMs > 0 && st.generation > 0 && st.replication > 0 && st.chunkSizeBytes > 0, 'times and rfs extras');
+  t.equal(await fs.readFile('/a/f', { encoding: 'utf8' }), 'hello');
+  await rejectsCode(t, fs.mkdir('/x/y/z', { recursive: false }), 'EEXIST', 'mkdir', '/x/y/z', 'mkdir without recursive of an existing dir');
+  await rejectsCode(t, fs.mkdir('/a/f', { recursive: true }), 'EEXIST', 'mkdir', '/a/f', 'mkdir -p over a file');
+  await rejectsCode(t, fs.mkdir('/a/f/sub'), 'ENOTDIR', 'mkdir', '/a/f/sub', 'mkdir under a file');
+  await rejectsCode(t, fs.stat('/missing'), 'ENOENT', 'stat', '/missing', 'stat of a missing path');
+
+  t.same(await fs.readdir('/a'), ['f']);
+  const dirents = await fs.readdir('/', { withFileTypes: true });
+  t.same(dirents.map((d) => [d.name, d.isDirectory(), d.isFile(), d.parentPath]), [['a', true, false, '/'], ['t', true, false, '/'], ['x', true, false, '/']]);
+  await rejectsCode(t, fs.readdir('/a/f'), 'ENOTDIR', 'scandir', '/a/f', 'readdir of a file');
+  await rejectsCode(t, fs.readdir('/missing'), 'ENOENT', 'scandir', '/missing', 'readdir of a missing dir');
+  await rejectsCode(t, fs.readFile('/a'), 'EISDIR', 'open', '/a', 'readFile of a directory');
+  await rejectsCode(t, fs.readFile('/missing'), 'ENOENT', 'open', '/missing', 'readFile of a missing file');
+  await rejectsCode(t, fs.writeFile('/a', 'x'), 'EISDIR', 'open', '/a', 'writeFile over a directory');
+
+  await fs.rename('/a/f', '/a/g');
+  t.same(await fs.readdir('/a'), ['g']);
+  t.equal(await fs.readFile('/a/g', { encoding: 'utf8' }), 'hello', 'renamed file keeps its bytes');
+  const renameMissing = await fs.rename('/a/none', '/a/h').catch((e: unknown) => e);
+  t.match(renameMissing, { code: 'ENOENT', syscall: 'rename', path: '/a/none', dest: '/a/h' }, 'rename of a missing path');
+
+  await rejectsCode(t, fs.unlink('/a'), 'EISDIR', 'unlink', '/a', 'unlink of a directory');
+  await rejectsCode(t, fs.rmdir('/a'), 'ENOTEMPTY', 'rmdir', '/a', 'rmdir of a non-empty directory');
+  await rejectsCode(t, fs.rmdir('/a/g'), 'ENOTDIR', 'rmdir', '/a/g', 'rmdir of a file');
+  await rejectsCode(t, fs.rm('/a'), 'EISDIR', 'rm', '/a', 'rm of a directory without recursive');
+  await fs.rm('/a', { recursive: true });
+  await rejectsCode(t, fs.stat('/a/g'), 'ENOENT', 'stat', '/a/g', 'rm -r removed the tree');
+  await fs.rm('/a', { force: true });
+  await rejectsCode(t, fs.rm('/a'), 'ENOENT', 'rm', '/a', 'rm of a missing path without force');
+  await fs.writeFile('/x/file', 'x');
+  await fs.unlink('/x/file');
+  await rejectsCode(t, fs.unlink('/x/file'), 'ENOENT', 'unlink', '/x/file', 'unlink twice');
+  await fs.rmdir('/x/y/z');
+  t.same(await fs.readdir('/x/y'), [], 'rmdir removed the empty directory');
+});
+
+void t.test('whole files: replication, chunk size, chunk locations, conditional writes, append, busy', async (t) => {
+  await fs.mkdir('/t/w');
+  const big = pattern(3 * MiB + 777, 1);
+  await fs.writeFile('/t/w/big', big, { replication: 2, chunkSizeBytes: MiB / 2 });
+  const st = await fs.stat('/t/w/big');
+  t.same([st.size, st.replication, st.chunkSizeBytes, st.chunkCount, st.complete], [big.length, 2, MiB / 2, 7, true]);
+  t.ok((await fs.readFile('/t/w/big')).equals(big), 'reads back equal');
+  const chunks = await fs.chunkLocations('/t/w/big');
+  t.same(chunks.map((c) => c.lengthBytes), [...Array<number>(6).fill(MiB / 2), 777]);
+  t.ok(chunks.every((c) => c.sealed && c.replicas.length === 2 && c.replicas.every((r) => /^127\.0\.0\.1:\d+$/.test(r.address))), 'sealed, two replicas each, with addresses');
+  await rejectsCode(t, fs.chunkLocations('/t/w/none'), 'ENOENT', 'chunkLocations', '/t/w/none', 'chunk locations of a missing file');
+
+  // Conditional replace.
+  const stale = await fs.writeFile('/t/w/big', 'new', { ifGeneration: st.generation + 1000 }).catch((e: unknown) => e);
+  t.ok(stale instanceof GenerationMismatchError, 'a wrong generation: GenerationMismatchError');
+  t.match(stale, { code: 'EPRECONDITION', syscall: 'open', path: '/t/w/big' });
+  t.ok((await fs.readFile('/t/w/big')).equals(big), 'and the file is unchanged');
+  await fs.writeFile('/t/w/big', 'new', { ifGeneration: st.generation });
+  t.equal(await fs.readFile('/t/w/big', { encoding: 'utf8' }), 'new', 'the right generation replaces it');
+  await rejectsCode(t, fs.writeFile('/t/w/big', 'x', { flag: 'wx' }), 'EEXIST', 'open', '/t/w/big', "flag 'wx' on an existing file");
+
+  // Append: new bytes start a new chunk after the existing ones.
+  await fs.appendFile('/t/w/log', 'one\n');
+  await fs.appendFile('/t/w/log', Buffer.from('two\n'));
+  await fs.appendFile('/t/w/log', 'three\n');
+  t.equal(await fs.readFile('/t/w/log', { encoding: 'utf8' }), 'one\ntwo\nthree\n', 'appended in order');
+  t.equal((await fs.stat('/t/w/log')).chunkCount, 3, 'one chunk per append');
+  await rejectsCode(t, fs.appendFile('/t/w', 'x'), 'EISDIR', 'open', '/t/w', 'append to a directory');
+
+  // A file being written is busy for other writers.
+  const handle = await fs.open('/t/w/busy', 'w');
+  const busy = await fs.writeFile('/t/w/busy', 'other').catch((e: unknown) => e);
+  t.ok(busy instanceof FileBusyError, 'another writer: FileBusyError');
+  t.match(busy, { code: 'EBUSY', path: '/t/w/busy' });
+  await handle.write('mine');
+  await handle.close();
+  t.equal(await fs.readFile('/t/w/busy', { encoding: 'utf8' }), 'mine');
+  await fs.writeFile('/t/w/busy', 'after close');
+  t.equal(await fs.readFile('/t/w/busy', { encoding: 'utf8' }), 'after close', 'free again once the handle closed');
+
+  await rejectsCode(t, fs.writeFile('/t/w/bad', 'x', { replication: 0 }), 'EINVAL', 'open', '/t/w/bad', 'replication 0');
+});
+
+void t.test('file handles: sequential appends only, reads at any position', async (t) => {
+  const data = pattern(MiB + 4321, 2);
+  const w = await fs.open('/t/h1', 'w');
+  await w.write(data.subarray(0, 1000));
+  const random = await w.write(data.subarray(0, 10), 0, 10, 0).catch((e: unknown) => e);
+  t.ok(random instanceof AppendOnlyError, 'a write at position 0 after 1000 bytes: AppendOnlyError');
+  t.match(random, { code: 'EINVAL', syscall: 'write', path: '/t/h1' });
+  await w.write(data, 1000, data.length - 1000 - 21, 1000);
+  await w.appendFile(data.subarray(data.length - 21));
+  t.equal(w.bytesWritten, data.length);
+  await rejectsCode(t, w.read(Buffer.alloc(10)), 'EBADF', 'read', '/t/h1', 'read on a writing handle');
+  await w.close();
+  await w.close();
+  await rejectsCode(t, w.write('x'), 'EBADF', 'write', '/t/h1', 'write after close');
+  t.ok((await fs.readFile('/t/h1')).equals(data), 'what the handle wrote');
+
+  const r = await fs.open('/t/h1', 'r');
+  const parts: Buffer[] = [];
+  for (;;) {
+    const { bytesRead, buffer } = await r.read(Buffer.alloc(300_000));
+    if (bytesRead === 0) break;
+    parts.push(Buffer.from(buffer.subarray(0, bytesRead)));
+  }
+  t.ok(Buffer.concat(parts).equals(data), 'sequential reads return the file');
+  const at = await r.read(Buffer.alloc(100), 10, 50, MiB - 20);
+  t.equal(at.bytesRead, 50);
+  t.ok(Buffer.from(at.buffer.subarray(10, 60)).equals(data.subarray(MiB - 20, MiB + 30)), 'a read at a position, across chunks');
+  t.equal((await r.stat()).size, data.length);
+  await rejectsCode(t, r.write('x'), 'EBADF', 'write', '/t/h1', 'write on a reading handle');
+  await r.close();
+  await rejectsCode(t, r.read(), 'EBADF', 'read', '/t/h1', 'read after close');
+  await rejectsCode(t, fs.open('/t/h1', 'r+' as 'r'), 'EINVAL', 'open', '/t/h1', "flags 'r+' (in-place writes) refused");
+  await rejectsCode(t, fs.open('/t/none', 'r'), 'ENOENT', 'open', '/t/none', 'open of a missing file');
+  await rejectsCode(t, fs.open('/t/h1', 'wx'), 'EEXIST', 'open', '/t/h1', "open 'wx' of an existing file");
+
+  const a = await fs.open('/t/h1', 'a');
+  await a.write('tail');
+  await rejectsCode(t, a.write('x', 0, 1, 0), 'EINVAL', 'write', '/t/h1', 'append handles refuse positions too');
+  await a.close();
+  t.ok((await fs.readFile('/t/h1')).equals(Buffer.concat([data, Buffer.from('tail')])), "'a' appends after the existing bytes");
+});
+
+void t.test('streams: round trip, ranges, backpressure both ways', async (t) => {
+  const data = pattern(4 * MiB + 99, 3);
+  // A producer faster than the cluster: write() returns false and the stream's buffer stays bounded.
+  const highWaterMark = 256 * 1024;
+  const ws = fs.createWriteStream('/t/s1', { highWaterMark });
+  let sawFalse = false;
+  let maxBuffered = 0;
+  const piece = 64 * 1024;
+  for (let offset = 0; offset < data.length; offset += piece) {
+    const ok = ws.write(data.subarray(offset, offset + piece));
+    maxBuffered = Math.max(maxBuffered, ws.writableLength);
+    if (!ok) {
+      sawFalse = true;
+      await new Promise((resolve) => ws.once('drain', resolve));
+    }
+  }
+  ws.end();
+  await finished(ws);
+  t.ok(sawFalse, 'write() returned false (backpressure)');
+  t.ok(maxBuffered <= highWaterMark + piece, `the stream buffered at most ${maxBuffered} bytes`);
+  t.equal(ws.bytesWritten, data.length);
+  t.ok((await fs.readFile('/t/s1')).equals(data), 'finish: the file is complete and equal');
+
+  // pipeline() from a Readable into a write stream, and back.
+  await pipeline(Readable.from([data.subarray(0, MiB), data.subarray(MiB)]), fs.createWriteStream('/t/s2'));
+  const back: Buffer[] = [];
+  await pipeline(fs.createReadStream('/t/s2', { highWaterMark: 300_000 }), new Writable({ write(c: Buffer, _e, cb) { back.push(c); cb(); } }));
+  t.ok(Buffer.concat(back).equals(data), 'pipeline round trip');
+
+  const range: Buffer[] = [];
+  for await (const c of fs.createReadStream('/t/s2', { start: 100, end: MiB + 50 })) range.push(c as Buffer);
+  t.ok(Buffer.concat(range).equals(data.subarray(100, MiB + 51)), 'start/end (inclusive) like Node');
+
+  // A slow consumer: the read stream stops reading at its high-water mark.
+  const slowMark = 64 * 1024;
+  const rs = fs.createReadStream('/t/s2', { highWaterMark: slowMark });
+  const first = await new Promise<Buffer>((resolve) => rs.once('data', resolve));
+  rs.pause();
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  t.ok(rs.bytesRead <= first.length + 2 * slowMark, `paused consumer: ${rs.bytesRead} bytes read from the cluster, not the whole file`);
+  t.ok(rs.readableLength <= slowMark, 'the stream buffer holds at most its high-water mark');
+  const rest: Buffer[] = [first];
+  rs.on('data', (c: Buffer) => rest.push(c));
+  rs.resume();
+  await new Promise((resolve) => rs.once('end', resolve));
+  t.ok(Buffer.concat(rest).equals(data), 'resumed, the rest arrives');
+
+  const missing = fs.createReadStream('/t/none');
+  const error = await new Promise((resolve) => missing.once('error', resolve));
+  t.match(error, { code: 'ENOENT', path: '/t/none' }, 'a read stream of a missing file errors with ENOENT');
+  const dirStream = fs.createWriteStream('/');
+  t.match(await new Promise((resolve) => dirStream.once('error', resolve)), { code: 'EISDIR' }, 'a write stream over a directory errors');
+});
+
+void t.test('AbortSignal everywhere', async (t) => {
+  const aborted = AbortSignal.abort();
+  const e = await fs.stat('/', { signal: aborted }).catch((x: unknown) => x);
+  t.ok(e instanceof AbortError, 'AbortError');
+  t.match(e, { name: 'AbortError', code: 'ABORT_ERR', syscall: 'stat', path: '/' }, 'shaped like Node');
+  await rejectsCode(t, fs.readFile('/t/s1', { signal: aborted }), 'ABORT_ERR', 'open', '/t/s1', 'readFile');
+  await rejectsCode(t, fs.mkdir('/ab', { signal: aborted }), 'ABORT_ERR', 'mkdir', '/ab', 'mkdir');
+  await fs.writeFile('/t/keep', 'kept');
+  await rejectsCode(t, fs.writeFile('/t/keep', 'lost', { signal: aborted }), 'ABORT_ERR', 'open', '/t/keep', 'writeFile with an aborted signal');
+  t.equal(await fs.readFile('/t/keep', { encoding: 'utf8' }), 'kept', 'an already aborted writeFile does not truncate the file');
+
+  // Mutations aborted while queued behind the client's in-flight limit never go out.
+  await fs.mkdir('/t/q');
+  const queued = new AbortController();
+  const many = Array.from({ length: 200 }, (_, i) => fs.mkdir(`/t/q/d${i}`, { signal: queued.signal }).then(() => 'ok', (x: unknown) => (x as RfsError).code));
+  queued.abort();
+  t.same(new Set(await Promise.all(many)), new Set(['ABORT_ERR']), 'every call rejects with AbortError');
+  // Queued after all 200 (the queue is FIFO): had an aborted call leaked, it would have gone out before this one.
+  await fs.mkdir('/t/q/last');
+  const applied = (await fs.readdir('/t/q')).length - 1;
+  t.ok(applied <= mutationsInflightMax, `${applied} applied: only those already sent (at most ${mutationsInflightMax})`);
+
+  // Aborted in the middle of a large write: the call rejects and the writer gives its lease back.
+  const controller = new AbortController();
+  const big = pattern(16 * MiB, 4);
+  const writing = fs.writeFile('/t/ab-big', big, { signal: controller.signal });
+  setTimeout(() => controller.abort(), 30);
+  await rejectsCode(t, writing, 'ABORT_ERR', 'open', '/t/ab-big', 'writeFile aborted midway');
+  await fs.writeFile('/t/ab-big', 'again');
+  t.equal(await fs.readFile('/t/ab-big', { encoding: 'utf8' }), 'again', 'the lease was released: the file can be written again');
+
+  // A write stream aborted midway errors with AbortError.
+  const c2 = new AbortController();
+  const ws = fs.createWriteStream('/t/ab-stream', { signal: c2.signal });
+  const errored = new Promise((resolve) => ws.once('error', resolve));
+  ws.write(big.subarray(0, MiB));
+  c2.abort();
+  t.match(await errored, { name: 'AbortError', code: 'ABORT_ERR', path: '/t/ab-stream' }, 'write stream aborted');
+  await fs.writeFile('/t/ab-stream', 'ok');
+  t.equal(await fs.readFile('/t/ab-stream', { encoding: 'utf8' }), 'ok', 'and its file is writable again');
+
+  const c3 = new AbortController();
+  const rs = fs.createReadStream('/t/s1', { signal: c3.signal, highWaterMark: 64 * 1024 });
+  const rsError = new Promise((resolve) => rs.once('error', resolve));
+  rs.once('data', () => c3.abort());
+  t.match(await rsError, { name: 'AbortError', code: 'ABORT_ERR' }, 'read stream aborted');
+});
+
+void t.test('one client shared by many concurrent calls', async (t) => {
+  await fs.mkdir('/t/c');
+  // More concurrent mutations than the servers keep unacknowledged results for one session (256).
+  const names = Array.from({ length: 400 }, (_, i) => `d${String(i).padStart(3, '0')}`);
+  await Promise.all(names.map((n) => fs.mkdir(`/t/c/${n}`)));
+  t.same(await fs.readdir('/t/c'), names, 'all 400 directories, each once');
+  const files = Array.from({ length: 8 }, (_, i) => pattern(300_000 + i, 10 + i));
+  await Promise.all([
+    ...files.map((f, i) => fs.writeFile(`/t/c/d00${i}/f`, f)),
+    ...names.slice(100, 200).map((n) => fs.stat(`/t/c/${n}`)),
+    ...names.slice(200, 300).map((n) => fs.rmdir(`/t/c/${n}`)),
+  ]);
+  const back = await Promise.all(files.map((_, i) => fs.readFile(`/t/c/d00${i}/f`)));
+  t.ok(back.every((b, i) => b.equals(files[i]!)), 'concurrent writes read back equal');
+  t.equal((await fs.readdir('/t/c')).length, 300, 'concurrent removals applied once each');
+});
+
+void t.test('clusterInfo', async (t) => {
+  const info = await fs.clusterInfo();
+  t.equal(info.status['role'], 'leader', "the leader's status");
+  t.equal((info.status['members'] as unknown[]).length, 3, 'three members');
+  t.equal(info.chunkservers.length, 3, 'three chunkservers');
+  t.ok(info.chunkservers.every((c) => c['state'] === 'live'), 'all live');
+});
