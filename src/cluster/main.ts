@@ -11,6 +11,7 @@ import { LocalClusterError, startLocalCluster } from './local.ts';
 import type { ClusterEvent, LocalCluster } from './local.ts';
 
 const defaultMetadataAddress = '127.0.0.1:7001';
+const parentCheckMs = 1_000;
 
 function say(text: string): void {
   process.stdout.write(`${text}\n`);
@@ -27,11 +28,15 @@ function describeEvent(event: ClusterEvent): string {
   }
 }
 
+function plural(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
+}
+
 export function readyBanner(cluster: LocalCluster): string {
   const leader = cluster.metadata.find((m) => m.id === cluster.leaderId);
   const lines = [
     '',
-    `rfs local cluster ready: ${cluster.metadata.length} metadata servers (leader ${leader?.name ?? '?'}), ${cluster.chunkservers.length} chunkservers`,
+    `rfs local cluster ready: ${plural(cluster.metadata.length, 'metadata server')} (leader ${leader?.name ?? '?'}), ${plural(cluster.chunkservers.length, 'chunkserver')}`,
     `data: ${cluster.dir} (kept across restarts)`,
     '',
     'metadata servers (clients connect to any of these):',
@@ -76,6 +81,13 @@ export async function runLocalCluster(config: ResolvedSettings): Promise<void> {
   };
   process.on('SIGINT', () => onSignal('SIGINT'));
   process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGHUP', () => onSignal('SIGHUP'));
+  // `npm start` runs us under `sh -c`: a SIGTERM to npm kills the shell, not us. Orphaned (our parent
+  // changed), we stop as if signalled, so no cluster outlives the command that started it.
+  const parentPid = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== parentPid) onSignal('parent exited');
+  }, parentCheckMs).unref();
 
   const nameWidth = 5; // meta1 … cs9
   const basePortGiven = config.sources.get('base-port') !== 'default';

@@ -39,7 +39,10 @@ void t.test('a local cluster comes up, serves a file, stops cleanly and keeps it
   });
   const events: ClusterEvent[] = [];
   const options = { dir: tmp.dir, basePort: 0, logLevel: 'warn', heartbeatMs: 300, onEvent: (e: ClusterEvent) => events.push(e) };
+  const t0 = Date.now();
+  const phase = (what: string): void => t.comment(`${what}: ${Date.now() - t0} ms`);
   cluster = await startLocalCluster(options);
+  phase('ready');
   t.equal(cluster.metadata.length, 3, 'three metadata servers');
   t.equal(cluster.chunkservers.length, 3, 'three chunkservers');
   t.equal(cluster.pids().length, 6, 'six child processes');
@@ -61,11 +64,13 @@ void t.test('a local cluster comes up, serves a file, stops cleanly and keeps it
   t.equal(metrics.status, 200, 'chunkserver metrics served');
   t.match(await (await fetch(leader.metricsUrl)).text(), /rfs_/, 'metadata metrics served');
   client.close();
+  phase('file written and read');
 
   const pids = cluster.pids();
   const addresses = cluster.metadataAddresses;
   await cluster.stop();
   cluster = null;
+  phase('stopped');
   t.same(pids.filter(alive), [], 'stop() leaves no child process');
   t.same(events, [], 'no child died unexpectedly');
 
@@ -75,6 +80,7 @@ void t.test('a local cluster comes up, serves a file, stops cleanly and keeps it
   const again = await FileClient.connect(cluster.metadataAddresses, { retryDeadlineMs: 30_000 });
   t.teardown(() => again.close());
   t.ok((await again.readFile('/f')).equals(bytes), 'the file survived the restart');
+  phase('restarted and read');
   await t.rejects(startLocalCluster({ ...options, metadataServers: 5 }), { code: 'LAYOUT_MISMATCH' }, 'another shape on the same dir is refused');
 });
 
