@@ -83,6 +83,18 @@ void t.test('docs/CONFIG.md lists every setting with its flag, variable and defa
   t.end();
 });
 
+void t.test('the deploy example config is valid for both server commands', (t) => {
+  const file: unknown = JSON.parse(readFileSync(join(repoRoot, 'deploy', 'systemd', 'rfs.json.example'), 'utf8'));
+  const meta = resolveSettings('metadata', { flags: { id: '2', 'data-dir': '/var/lib/rfs/metadata-2' }, env: {}, file });
+  t.match(meta.string('peers'), /^1=10\.0\.0\.1:7001,/);
+  t.equal(meta.string('listen'), '0.0.0.0:7001');
+  const cs = resolveSettings('chunkserver', { flags: { 'data-dir': '/srv/disk1/rfs' }, env: { RFS_LISTEN: '0.0.0.0:7101' }, file });
+  t.equal(cs.string('rack'), 'rack-a1');
+  t.equal(cs.string('listen'), '0.0.0.0:7101');
+  t.equal(cs.optString('metrics'), undefined, "the metadata section's metrics address does not leak to chunkservers");
+  t.end();
+});
+
 function runCli(args: string[], env: Record<string, string>): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/rfs.ts', ...args], { cwd: repoRoot, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
