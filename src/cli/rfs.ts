@@ -223,7 +223,8 @@ export async function main(argv: string[]): Promise<void> {
 }
 
 main(process.argv.slice(2)).catch((e: unknown) => {
-  const usage = e instanceof ConfigError || (e instanceof Error && /splitHostPort|host:port/i.test(e.message));
+  // Bad settings exit 2 (systemd units do not restart on it); failures to start exit 1.
+  const usage = e instanceof ConfigError || (e instanceof Error && /^bad address /.test(e.message));
   process.stderr.write(`rfs: ${e instanceof Error ? e.message : String(e)}\n`);
   process.exit(usage ? 2 : 1);
 });
