@@ -32,6 +32,8 @@ export const serversPerKindMax = 9;
 export const defaultBasePort = 7001;
 /** Log lines kept per child for the report of its death. */
 export const lastLinesMax = 20;
+/** Log lines per child in a NOT_READY error. */
+const notReadyLinesMax = 3;
 const layoutFileName = 'cluster.json';
 const layoutVersion = 1;
 const repoRoot = resolve(import.meta.dirname, '..', '..');
@@ -394,7 +396,10 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
         const ids = await liveChunkservers(leader.address);
         if (ids !== undefined) return { leaderId: leader.id, chunkserverIds: ids };
       }
-      if (Date.now() > deadline) throw new LocalClusterError('NOT_READY', `no ready cluster after ${timeoutMs} ms (waiting for ${waitingFor})`);
+      if (Date.now() > deadline) {
+        const tails = children.map((c) => `${c.name}:\n${c.lastLines.slice(-notReadyLinesMax).map((l) => `  ${l}`).join('\n')}`);
+        throw new LocalClusterError('NOT_READY', `no ready cluster after ${timeoutMs} ms (waiting for ${waitingFor}); last lines:\n${tails.join('\n')}`);
+      }
       await new Promise((r) => setTimeout(r, pollMs));
     }
   }

@@ -14,6 +14,8 @@ import { tempDir, waitFor } from '../metadata/harness.ts';
 import { pattern } from '../client/pattern.ts';
 
 const MiB = 1024 * 1024;
+/** Six processes starting on a loaded 2-core machine can take a minute or more. */
+const readyTimeoutMs = 240_000;
 
 function alive(pid: number): boolean {
   try {
@@ -38,7 +40,7 @@ void t.test('a local cluster comes up, serves a file, stops cleanly and keeps it
     await cluster?.stop();
   });
   const events: ClusterEvent[] = [];
-  const options = { dir: tmp.dir, basePort: 0, logLevel: 'warn', heartbeatMs: 300, onEvent: (e: ClusterEvent) => events.push(e) };
+  const options = { dir: tmp.dir, basePort: 0, logLevel: 'warn', heartbeatMs: 300, readyTimeoutMs, onEvent: (e: ClusterEvent) => events.push(e) };
   const t0 = Date.now();
   const phase = (what: string): void => t.comment(`${what}: ${Date.now() - t0} ms`);
   cluster = await startLocalCluster(options);
@@ -111,6 +113,7 @@ void t.test('a chunkserver that dies is reported and restarted', async (t) => {
     heartbeatMs: 300,
     restart: true,
     restartDelayMs: 100,
+    readyTimeoutMs,
     onEvent: (e) => events.push(e),
   });
   t.teardown(() => cluster.stop());

@@ -14,7 +14,7 @@ import t from 'tap';
 import { tempDir, waitFor } from '../metadata/harness.ts';
 
 const repoRoot = join(import.meta.dirname, '..', '..');
-const smallCluster = ['--base-port', '0', '--metadata-servers', '1', '--chunkservers', '1', '--heartbeat-ms', '300'];
+const smallCluster = ['--ready-timeout-ms', '240000', '--base-port', '0', '--metadata-servers', '1', '--chunkservers', '1', '--heartbeat-ms', '300'];
 
 /** Every process below `pid` (Linux /proc). */
 function descendants(pid: number): number[] {
@@ -76,7 +76,7 @@ void t.test('npm start: ready banner, readable logs, Ctrl-C (SIGINT to the group
       // gone already
     }
   });
-  await waitFor('the ready banner', () => (r.output().includes('rfs local cluster ready') ? true : undefined), 120_000);
+  await waitFor('the ready banner', () => (r.output().includes('rfs local cluster ready') ? true : undefined), 240_000);
   const out = r.output();
   t.match(out, /1 metadata server \(leader meta1\), 1 chunkserver/, 'the banner says what runs');
   t.match(out, new RegExp(`data: ${tmp.dir.replace(/[/.]/g, '\\$&')}`), 'the data folder is printed');
@@ -102,7 +102,7 @@ void t.test('the cluster process SIGKILLed: its servers stop by themselves; SIGT
   t.teardown(() => tmp.remove());
   const r = run(process.execPath, ['--import', 'tsx', 'src/cli/rfs.ts', 'cluster', '--data-dir', tmp.dir, '--log-level', 'warn', ...smallCluster]);
   t.teardown(() => r.child.kill('SIGKILL'));
-  await waitFor('the ready banner', () => (r.output().includes('rfs local cluster ready') ? true : undefined), 120_000);
+  await waitFor('the ready banner', () => (r.output().includes('rfs local cluster ready') ? true : undefined), 240_000);
   const servers = descendants(r.child.pid!);
   t.equal(servers.length, 2, 'two server processes');
   r.child.kill('SIGKILL');
@@ -112,7 +112,7 @@ void t.test('the cluster process SIGKILLed: its servers stop by themselves; SIGT
 
   const again = run(process.execPath, ['--import', 'tsx', 'src/cli/rfs.ts', 'cluster', '--data-dir', tmp.dir, '--log-level', 'warn', ...smallCluster]);
   t.teardown(() => again.child.kill('SIGKILL'));
-  await waitFor('the ready banner again', () => (again.output().includes('rfs local cluster ready') ? true : undefined), 120_000);
+  await waitFor('the ready banner again', () => (again.output().includes('rfs local cluster ready') ? true : undefined), 240_000);
   const second = descendants(again.child.pid!);
   again.child.kill('SIGTERM');
   t.same(await again.exited, { code: 0, signal: null }, 'SIGTERM: exit code 0');
