@@ -1,5 +1,5 @@
 /**
- * A visible demo of rfs's Raft layer on the deterministic simulator (`npm start`, or `npm start -- --fast`).
+ * A visible demo of rfs's Raft layer on the deterministic simulator (`npm run demo`, or `npm run demo -- --fast`).
  *
  * A simulated 5-node cluster elects a leader and replicates a few writes; the leader crashes, the others
  * elect a new one and carry on; the old leader restarts from its disk and catches up. Every line carries the
