@@ -31,11 +31,14 @@ export async function runRfsctl(args: readonly string[], io: Io, env: NodeJS.Pro
     <A>(fn: (ctx: Context, argv: A & GlobalArgs) => Promise<ExitCode>) =>
     async (parsed: unknown): Promise<void> => {
       // yargs has checked the shape (types, demanded positionals) against this command's builder.
-      const argv = parsed as A & GlobalArgs;
+      const argv = restoreDashes(parsed as Record<string, unknown>) as A & GlobalArgs;
       exit = await execute(io, argv, (ctx) => fn(ctx, argv));
     };
 
-  const parser = yargs([...args])
+  // yargs-parser reads a lone '-' as an empty flag; rfsctl uses it for stdin/stdout, so it is passed through
+  // as a placeholder and restored in each handler's arguments.
+  const argsIn = args.map((a) => (a === '-' ? dashPlaceholder : a));
+  const parser = yargs(argsIn)
     .scriptName('rfsctl')
     .usage('$0 <command> [options]\n\nOperate an rfs cluster: its metadata servers and chunkservers, and the files it stores.')
     .option('metadata', {
@@ -241,7 +244,7 @@ export async function runRfsctl(args: readonly string[], io: Io, env: NodeJS.Pro
 
   let output = '';
   try {
-    await parser.parseAsync([...args], {}, (_error: Error | undefined, _argv: unknown, text: string) => {
+    await parser.parseAsync(argsIn, {}, (_error: Error | undefined, _argv: unknown, text: string) => {
       output = text;
     });
   } catch (error) {
@@ -254,6 +257,16 @@ export async function runRfsctl(args: readonly string[], io: Io, env: NodeJS.Pro
   }
   if (output !== '') io.stdout.write(`${output}\n`);
   return exit;
+}
+
+const dashPlaceholder = '\u0000stdio';
+
+function restoreDashes(argv: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(argv)) {
+    out[k] = v === dashPlaceholder ? '-' : Array.isArray(v) ? v.map((x) => (x === dashPlaceholder ? '-' : x)) : v;
+  }
+  return out;
 }
 
 async function execute(io: Io, argv: GlobalArgs, fn: (ctx: Context) => Promise<ExitCode>): Promise<number> {
