@@ -40,6 +40,12 @@ void t.test('file commands', async (t) => {
   t.match(stText.stdout, /size:\s+3158073 \(3\.0 MiB\)/);
   t.match(stText.stdout, /chunks:\s+4/);
 
+  // ---- the progress bar (forced on: stderr is not a terminal here): bytes, percent, rate, ETA.
+  const withBar = await runInProcess(['put', source, '/bar', '--chunk-mib', '1', '--progress'], { metadata: cluster.spec });
+  t.equal(withBar.code, 0);
+  t.match(withBar.stderr, /\rput \/bar \[#+\] 100%  3\.0 MiB \/ 3\.0 MiB  \S+ \S+\/s  ETA 0s/);
+  t.equal((await cli('rm', '/bar')).code, 0);
+
   // ---- mkdir -p, put into a directory, ls, ls -l, ls -R.
   t.equal((await cli('mkdir', '-p', '/a/b/c')).code, 0);
   t.equal((await cli('mkdir', '-p', '/a/b/c')).code, 0, 'mkdir -p of an existing directory is fine');

@@ -53,8 +53,11 @@ export async function runRfsctl(args: readonly string[], io: Io, env: NodeJS.Pro
     .option('progress', { type: 'boolean', describe: 'progress bar on stderr for put/get (default: when stderr is a terminal)', global: true })
     .command(
       'status',
-      'the cluster at a glance: members, roles, leader, term, commit/applied index and lag per member, chunkservers, under-replicated chunks',
-      (y: Argv) => y.example('$0 status', 'one line per metadata server').example('$0 status --json | jq .leader', 'for scripts'),
+      'the cluster at a glance',
+      (y: Argv) =>
+        y
+          .epilogue('Shows the leader and term; per metadata server its role, commit and applied index, the leader\'s match index\nand its lag in entries; chunkservers live and dead; under-replicated chunks. Exit code 4 when a member does not\nanswer or no leader is known.')
+          .example('$0 status', 'one line per metadata server').example('$0 status --json | jq .leader', 'for scripts'),
       run((ctx) => cluster.status(ctx)),
     )
     .command('members', 'change the metadata servers (Raft membership): add, promote, remove', (y: Argv) =>
@@ -116,9 +119,12 @@ export async function runRfsctl(args: readonly string[], io: Io, env: NodeJS.Pro
     )
     .command(
       'fsck [path]',
-      'check every file under path (default /): missing chunks (no readable replica), under-replicated chunks (fewer live replicas than the file\'s factor), unsealed chunks in complete files, and with --verify corrupt replicas. Exit code 4 when there are problems.',
+      'check the chunks of every file under path (default /)',
       (y: Argv) =>
         y
+          .epilogue(
+            'Reports per file: missing chunks (no readable replica), under-replicated chunks (fewer live replicas than the\nfile\'s replication factor), unsealed chunks in complete files, and with --verify corrupt replicas (each replica\nread back through the data plane and its CRC32C compared with the sealed checksum). Files still open for writing\nare listed, not counted as problems. Exit code 4 when there are problems.',
+          )
           .positional('path', { type: 'string', describe: 'a directory or file' })
           .option('verify', { type: 'boolean', default: false, describe: 'read every replica back and compare its CRC32C with the sealed checksum (reads all data)' })
           .example('$0 fsck', 'the whole namespace, from the metadata only')
@@ -127,8 +133,13 @@ export async function runRfsctl(args: readonly string[], io: Io, env: NodeJS.Pro
     )
     .command(
       'balance',
-      'report per-chunkserver usage and whether the chunk manager would move chunks. Rebalancing itself runs automatically on the metadata leader (fullest to emptiest, one chunk at a time); this command only reports: it cannot start, stop or steer moves.',
-      (y: Argv) => y.example('$0 balance', ''),
+      'report chunkserver usage and whether rebalancing is due (report only)',
+      (y: Argv) =>
+        y
+          .epilogue(
+            'Rebalancing runs by itself on the metadata leader: while the fullest and emptiest live chunkservers differ by more\nthan rebalanceThresholdPermille (10 points by default), its chunk manager moves one chunk at a time from the\nfullest to the emptiest. This command only reports: it cannot start, stop or steer moves (there is no RPC for that yet).',
+          )
+          .example('$0 balance', ''),
       run((ctx) => cluster.balance(ctx)),
     )
     .command(
@@ -235,7 +246,7 @@ export async function runRfsctl(args: readonly string[], io: Io, env: NodeJS.Pro
     .alias('help', 'H')
     .version(false)
     .epilogue(epilogue)
-    .wrap(Math.min(120, (io.stdout as { columns?: number }).columns ?? 100))
+    .wrap(null) // the terminal wraps; yargs' own wrapping splits words with the installed wrap-ansi
     .exitProcess(false)
     .fail((message: string | null, error: Error | undefined) => {
       if (error !== undefined && error !== null) throw error;
@@ -264,7 +275,7 @@ const dashPlaceholder = '\u0000stdio';
 function restoreDashes(argv: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(argv)) {
-    out[k] = v === dashPlaceholder ? '-' : Array.isArray(v) ? v.map((x) => (x === dashPlaceholder ? '-' : x)) : v;
+    out[k] = v === dashPlaceholder ? '-' : Array.isArray(v) ? (v as unknown[]).map((x) => (x === dashPlaceholder ? '-' : x)) : v;
   }
   return out;
 }
