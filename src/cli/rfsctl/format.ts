@@ -21,11 +21,12 @@ export function humanSeconds(seconds: number): string {
   return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
 }
 
-/** Rows of cells as columns separated by two spaces; the header row first. Numbers align right. */
+/** Rows of cells as columns separated by two spaces; the header row first. */
 export function table(header: readonly string[], rows: readonly (readonly (string | number)[])[]): string {
   const all = [header, ...rows.map((r) => r.map(String))];
   const widths = header.map((_, i) => Math.max(...all.map((r) => (r[i] ?? '').length)));
-  const numeric = header.map((_, i) => rows.length > 0 && rows.every((r) => typeof r[i] === 'number'));
+  // A column of numbers (and '-' placeholders) aligns right.
+  const numeric = header.map((_, i) => rows.some((r) => typeof r[i] === 'number') && rows.every((r) => typeof r[i] === 'number' || r[i] === '-'));
   return all
     .map((r) => r.map((cell, i) => (numeric[i] === true ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!))).join('  ').trimEnd())
     .join('\n');
