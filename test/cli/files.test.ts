@@ -3,7 +3,7 @@
  * put/get of a multi-chunk file as a child process (the bin launcher), then ls, stat, mkdir -p, mv, rm, du,
  * cat and their --json shapes and exit codes in process (same parser and commands, faster).
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { pattern } from '../client/pattern.ts';
@@ -134,6 +134,13 @@ void t.test('file commands', async (t) => {
   const getMissing = await cli('get', '/none', join(local.dir, 'x'));
   t.equal(getMissing.code, 2);
   t.match(getMissing.stderr, 'rfsctl: /none: no such file or directory (ENOENT)');
+  const intoDir = await cli('get', '/big', local.dir);
+  t.equal(intoDir.code, 0, 'get into a local directory');
+  t.ok((await readFile(join(local.dir, 'big'))).equals(data));
+  const noLocalDir = await cli('get', '/big', join(local.dir, 'none', 'x'));
+  t.equal(noLocalDir.code, 2, 'get into a missing local directory');
+  t.match(noLocalDir.stderr, /^rfsctl: \/big -> .*none\/x: ENOENT/);
+  t.notOk((await readdir(local.dir)).some((n) => n.includes('rfsctl-partial')), 'no partial file left behind');
   const noClobber = await cli('put', '-n', small, '/big');
   t.equal(noClobber.code, 2, 'put -n over an existing file');
   t.match(noClobber.stderr, 'file exists (EEXIST)');

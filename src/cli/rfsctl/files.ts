@@ -8,7 +8,7 @@
  */
 import { once } from 'node:events';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { stat as localStat } from 'node:fs/promises';
+import { rename, stat as localStat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, posix } from 'node:path';
 import { finished } from 'node:stream/promises';
@@ -387,16 +387,20 @@ export async function get(ctx: Context, args: { source: string; local: string })
   if (existing?.isDirectory() === true || local.endsWith('/')) local = posix.join(local, basename(path));
   const startMs = Date.now();
   const bar = new ProgressBar(ctx.io.stderr, `get ${path}`, info.lengthBytes, ctx.options.progress ?? ctx.io.stderr.isTTY === true);
-  const sink = createWriteStream(local);
+  // Written under a temporary name and renamed at the end: a failed get leaves no truncated file behind.
+  const partial = `${local}.rfsctl-partial-${process.pid}`;
+  const sink = createWriteStream(partial);
   let copied: number;
   try {
     await once(sink, 'open');
     copied = await copyOut(conn, path, info.lengthBytes, sink, bar);
     sink.end();
     await finished(sink);
+    await rename(partial, local);
   } catch (error) {
     bar.abandon();
     sink.destroy();
+    await unlink(partial).catch(() => undefined);
     throw toCliError(error, `${path} -> ${local}`);
   }
   bar.finish();
