@@ -4,11 +4,12 @@
  * cat and their --json shapes and exit codes in process (same parser and commands, faster).
  */
 import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import t from 'tap';
 import { pattern } from '../client/pattern.ts';
-import { tempDir } from '../metadata/harness.ts';
-import { runCli, runInProcess, startTestCluster } from './harness.ts';
+import { tempDir, waitFor } from '../metadata/harness.ts';
+import { rfsctlBin, runCli, runInProcess, startTestCluster } from './harness.ts';
 
 const MiB = 1024 * 1024;
 
@@ -144,6 +145,23 @@ void t.test('file commands', async (t) => {
   const noClobber = await cli('put', '-n', small, '/big');
   t.equal(noClobber.code, 2, 'put -n over an existing file');
   t.match(noClobber.stderr, 'file exists (EEXIST)');
+
+  // ---- Ctrl-C in the middle of a put (stdin kept open): exit 130, the file left incomplete.
+  const child = spawn(process.execPath, [rfsctlBin, 'put', '-', '/interrupted', '--chunk-mib', '1', '--metadata', cluster.spec], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let childErr = '';
+  child.stderr.on('data', (b: Buffer) => (childErr += b.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  child.stdin.on('error', () => undefined); // EPIPE once the child exited: expected here
+  child.stdin.write(pattern(MiB + 100, 5));
+  // A chunk allocated: the writer is open and writing (rfsctl's Ctrl-C handler is in place).
+  await waitFor('the put writing', async () => {
+    const r = await cli('stat', '/interrupted', '--json');
+    return r.code === 0 && (JSON.parse(r.stdout) as { chunkCount: number }).chunkCount >= 1 ? true : undefined;
+  });
+  child.kill('SIGINT');
+  t.equal(await exited, 130, 'interrupted put: exit 130');
+  t.match(childErr, /rfsctl: \/interrupted: interrupted after \d+ bytes; the file is left incomplete/);
+  t.match(JSON.parse((await cli('stat', '/interrupted', '--json')).stdout), { complete: false });
 
   // ---- usage errors.
   const usage = await cli('mkdir');

@@ -319,8 +319,16 @@ export async function put(
     throw toCliError(error, path);
   }
   let written = 0;
+  const source = fromStdin ? ctx.io.stdin : createReadStream(args.local, { highWaterMark: localReadBytes });
+  // Ctrl-C: abort the writer (its lease is released at once, not left to expire) and stop reading.
+  let interrupted = false;
+  const onInterrupt = (): void => {
+    interrupted = true;
+    void writer.abort();
+    if ('destroy' in source && typeof source.destroy === 'function') (source as NodeJS.ReadableStream & { destroy(): void }).destroy();
+  };
+  process.once('SIGINT', onInterrupt);
   try {
-    const source = fromStdin ? ctx.io.stdin : createReadStream(args.local, { highWaterMark: localReadBytes });
     // One piece at a time: the next is read only after the writer took this one (backpressure to the disk).
     for await (const piece of source) {
       const bytes = typeof piece === 'string' ? Buffer.from(piece) : (piece as Buffer);
@@ -332,7 +340,10 @@ export async function put(
   } catch (error) {
     bar.abandon();
     await writer.abort().catch(() => undefined);
+    if (interrupted) throw new CliError(exitCodes.interrupted, `${path}: interrupted after ${written} bytes; the file is left incomplete (put it again, or rm it)`, 'EINTR');
     throw toCliError(error, fromStdin ? path : `${args.local} -> ${path}`);
+  } finally {
+    process.off('SIGINT', onInterrupt);
   }
   bar.finish();
   const seconds = (Date.now() - startMs) / 1000;

@@ -21,7 +21,7 @@ interface GlobalArgs {
 
 const epilogue = `Exit codes: 0 ok, 1 usage error, 2 refused (no such file, exists, not empty, ...), 3 cluster unreachable or
 no leader, 4 partial (fsck found problems, a member did not answer, some of several paths failed), 5 I/O error
-(every replica of a chunk failed), 70 internal error. Docs: docs/RFSCTL.md`;
+(every replica of a chunk failed), 130 put interrupted, 70 internal error. Docs: docs/RFSCTL.md`;
 
 export async function runRfsctl(args: readonly string[], io: Io, env: NodeJS.ProcessEnv = process.env): Promise<number> {
   let exit: number = exitCodes.ok;
