@@ -64,6 +64,8 @@ export interface WriteFileOptions extends CallOptions {
   /** Replicas of each chunk (default: the parent directory's, else the cluster's). */
   readonly replication?: number;
   readonly chunkSizeBytes?: number;
+  /** 'lz4': the replicas store the file's chunks LZ4-compressed (reads return the same bytes). Default: the parent directory's. */
+  readonly compression?: 'none' | 'lz4';
   /** Replace the file only if its generation is this one (GenerationMismatchError otherwise). */
   readonly ifGeneration?: number;
   /** For string data. */
@@ -110,6 +112,8 @@ export class RfsStats {
   readonly replication: number;
   readonly chunkSizeBytes: number;
   readonly chunkCount: number;
+  /** rfs: how the replicas store the file's chunks (for a directory: what new files below it inherit). */
+  readonly compression: 'none' | 'lz4';
   /** rfs: false while a writer has the file open (its last chunks are not readable yet). */
   readonly complete: boolean;
   /** Entries of a directory. */
@@ -127,6 +131,7 @@ export class RfsStats {
     this.replication = info.replication;
     this.chunkSizeBytes = info.chunkSizeBytes;
     this.chunkCount = info.chunkCount;
+    this.compression = info.compression === 'lz4' ? 'lz4' : 'none';
     this.complete = info.complete;
     this.childCount = info.childCount;
     this.owner = info.owner;
@@ -226,11 +231,14 @@ export class RfsClient {
   // ------------------------------------------------------------------ namespace
 
   /** Creates a directory; with `recursive`, its missing parents too (and no error if it exists). */
-  async mkdir(path: string, options: { recursive?: boolean; mode?: number; replication?: number; chunkSizeBytes?: number } & CallOptions = {}): Promise<void> {
-    const { recursive = false, mode, replication, chunkSizeBytes } = options;
+  async mkdir(
+    path: string,
+    options: { recursive?: boolean; mode?: number; replication?: number; chunkSizeBytes?: number; compression?: 'none' | 'lz4' } & CallOptions = {},
+  ): Promise<void> {
+    const { recursive = false, mode, replication, chunkSizeBytes, compression } = options;
     await this.namespace({ syscall: 'mkdir', path }, options, async () => {
       try {
-        await this.mutate('Mkdir', { path, parents: recursive, ...defined({ mode, replication, chunkSizeBytes }) }, options.signal);
+        await this.mutate('Mkdir', { path, parents: recursive, ...defined({ mode, replication, chunkSizeBytes, compression }) }, options.signal);
       } catch (error) {
         // Node: mkdir -p of an existing directory succeeds.
         if (!recursive || (error as { code?: string }).code !== 'EEXIST') throw error;
@@ -434,10 +442,11 @@ export class RfsClient {
   private writerMetadata(flags: 'w' | 'wx' | 'a' | 'ax', options: Omit<WriteFileOptions, 'flag' | 'encoding'>): WriterMetadata {
     const m = this.metadata;
     const limit = <T>(fn: () => Promise<T>): Promise<T> => this.limiter.run(fn);
-    const { replication, chunkSizeBytes, ifGeneration } = options;
-    const create = async (path: string, exclusive: boolean): Promise<{ chunkSizeBytes: number }> => {
-      await limit(() => m.create(path, { exclusive, ...defined({ replication, chunkSizeBytes, ifGeneration }) }));
-      return { chunkSizeBytes: (await m.stat(path)).chunkSizeBytes };
+    const { replication, chunkSizeBytes, ifGeneration, compression } = options;
+    const create = async (path: string, exclusive: boolean): Promise<{ chunkSizeBytes: number; compression?: 'none' | 'lz4' }> => {
+      await limit(() => m.create(path, { exclusive, ...defined({ replication, chunkSizeBytes, ifGeneration, compression }) }));
+      const info = await m.stat(path);
+      return { chunkSizeBytes: info.chunkSizeBytes, ...defined({ compression: info.compression }) };
     };
     return {
       async createFile(path, { exclusive }) {
@@ -447,7 +456,7 @@ export class RfsClient {
           const info = await m.stat(path);
           if (info.type === 'dir') throw new RfsError('EISDIR', { syscall: 'open', path });
           if (exclusive) throw new RfsError('EEXIST', { syscall: 'open', path });
-          return { chunkSizeBytes: info.chunkSizeBytes };
+          return { chunkSizeBytes: info.chunkSizeBytes, ...defined({ compression: info.compression }) };
         } catch (error) {
           if ((error as { code?: string }).code !== 'ENOENT') throw error;
           return create(path, true);

@@ -294,3 +294,29 @@ void t.test('clusterInfo', async (t) => {
   t.equal(info.chunkservers.length, 3, 'three chunkservers');
   t.ok(info.chunkservers.every((c) => c['state'] === 'live'), 'all live');
 });
+
+void t.test('compression: lz4 per file or inherited from the directory; the bytes read back the same', async (t) => {
+  const stored = async (): Promise<number> => {
+    let sum = 0;
+    for (const server of cluster.chunkservers) {
+      const metric = server.metrics.registry.getSingleMetric('rfs_chunkserver_compressed_stored_bytes');
+      sum += (await metric?.get())?.values[0]?.value ?? 0;
+    }
+    return sum;
+  };
+  await fs.mkdir('/t/z', { compression: 'lz4' });
+  t.equal((await fs.stat('/t/z')).compression, 'lz4', 'the directory says lz4');
+  const text = Buffer.from('a compressible line of text, over and over again\n'.repeat(50_000));
+  const before = await stored();
+  await fs.writeFile('/t/z/inherited', text);
+  t.equal((await fs.stat('/t/z/inherited')).compression, 'lz4', 'a file below it inherits lz4');
+  t.ok((await fs.readFile('/t/z/inherited')).equals(text), 'read back equal');
+  const packed = (await stored()) - before;
+  t.ok(packed > 0 && packed < text.length, `its three replicas together store less than one copy: ${packed} bytes for 3 × ${text.length}`);
+  await fs.writeFile('/t/z/plain', text, { compression: 'none' });
+  t.equal((await fs.stat('/t/z/plain')).compression, 'none', 'a per-file choice overrides the directory');
+  await fs.writeFile('/t/chosen', text, { compression: 'lz4' });
+  t.equal((await fs.stat('/t/chosen')).compression, 'lz4', 'lz4 chosen at create time in a plain directory');
+  t.ok((await fs.readFile('/t/chosen')).equals(text));
+  await t.rejects(fs.mkdir('/t/bad', { compression: 'zstd' as 'lz4' }), { code: 'EINVAL' }, 'an unknown kind: EINVAL');
+});
