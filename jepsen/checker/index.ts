@@ -28,10 +28,10 @@ export function makeModel(spec: ModelSpec): AnyModel {
       const options: { initial?: EdnValue; failedCas?: FailedCas } = {};
       if (spec.initial !== undefined) options.initial = spec.initial;
       if (spec.failedCas !== undefined) options.failedCas = spec.failedCas;
-      return casRegister(options) as AnyModel;
+      return casRegister(options);
     }
     case 'kv':
-      return kvModel() as AnyModel;
+      return kvModel();
   }
 }
 
