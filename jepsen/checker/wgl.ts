@@ -11,12 +11,22 @@
  * reaching one again cannot lead anywhere new, so that branch is cut.
  *
  * Indeterminate (info) operations return at infinity, after every other return, so they never force
- * backtracking; the search succeeds once every :ok operation is linearized (the rest never happened).
+ * backtracking; the search succeeds once every determinate operation is linearized (the other info
+ * operations never happened). Info operations are what makes the search blow up (each subset of them
+ * may be linearized), so two reductions apply to them, both sound because an info operation never has a
+ * deadline:
+ * - twins: info operations with the same function and arguments are interchangeable, and the earlier
+ *   invoked can go wherever the later can; so they are linearized only in invocation order, and the
+ *   info operations linearized in a configuration are a prefix of each twin class;
+ * - dominance: a configuration with the same determinate operations linearized and the same state as a
+ *   visited one, but a superset of its info operations, can reach nothing the visited one cannot (which
+ *   has more operations left to use); it is cut. Equality is the plain Lowe cache.
  *
  * P-compositionality: the model's partition key splits the history; each part is searched on its own.
  */
 import type { AnyModel, Model } from './models.ts';
 import type { Operation } from './history.ts';
+import { canonicalKey } from './edn.ts';
 
 export type Verdict = 'linearizable' | 'not linearizable' | 'unknown';
 
@@ -146,10 +156,17 @@ class Search<S, I> {
   private readonly head: number;
   private readonly next: Int32Array;
   private readonly prev: Int32Array;
+  /** Linearized determinate operations, and their Zobrist hash. */
   private readonly linearized: Uint32Array;
-  private readonly zobrist: Uint32Array;
   private hash = 0;
-  private readonly cache = new Map<string, Uint32Array[]>();
+  /** Linearized info operations. */
+  private readonly linearizedInfo: Uint32Array;
+  private readonly zobrist: Uint32Array;
+  private readonly isInfo: Uint8Array;
+  /** For an info operation, the previous info operation with the same function and arguments, or -1. */
+  private readonly twinBefore: Int32Array;
+  /** (determinate set hash, state) → visited configurations with those: their determinate and info sets. */
+  private readonly cache = new Map<string, Array<{ linearized: Uint32Array; info: Uint32Array }>>();
   cacheEntries = 0;
   // The deepest stuck point seen, for the report.
   private bestDepth = -1;
@@ -169,7 +186,21 @@ class Search<S, I> {
     this.next = new Int32Array(2 * n + 1).fill(-1);
     this.prev = new Int32Array(2 * n + 1).fill(-1);
     this.linearized = new Uint32Array(Math.ceil(n / 32));
+    this.linearizedInfo = new Uint32Array(Math.ceil(n / 32));
     this.zobrist = zobristTable(n);
+    this.isInfo = new Uint8Array(n);
+    this.twinBefore = new Int32Array(n).fill(-1);
+    // Operation ids follow invocation order, so the last twin seen is the previous one.
+    const lastTwin = new Map<string, number>();
+    for (let k = 0; k < n; k++) {
+      const op = ops[k];
+      assert(op !== undefined);
+      if (op.status !== 'info') continue;
+      this.isInfo[k] = 1;
+      const twinKey = `${op.f} ${canonicalKey(op.value)} ${op.key === undefined ? '' : canonicalKey(op.key)}`;
+      this.twinBefore[k] = lastTwin.get(twinKey) ?? -1;
+      lastTwin.set(twinKey, k);
+    }
     // Real-time order: events by their position; info returns (at infinity) last, in operation order.
     const entries: number[] = [];
     for (let k = 0; k < n; k++) entries.push(2 * k, 2 * k + 1);
@@ -193,31 +224,39 @@ class Search<S, I> {
 
   /** True if linearizable; false if not; throws OutOfTime past the deadline or cache bound. */
   run(): boolean {
-    const { model, inputs, next } = this;
+    const { model, inputs, next, isInfo } = this;
     let okRemaining = 0;
     // Operations that surely happened (:ok, or a :fail the model kept, e.g. a compare-failed cas).
     for (const op of this.ops) if (op.status !== 'info') okRemaining++;
     const stackOps: number[] = [];
     const stackStates: S[] = [];
     let state = model.init();
+    // Candidates are the calls before the first remaining return, tried in two passes: determinate
+    // operations first, then info ones, so configurations using fewer info operations are visited
+    // first and dominate the rest (see the header comment).
+    let infoPass = 0;
     let entry = next[this.head] ?? -1;
     let steps = 0;
     for (;;) {
       if (okRemaining === 0) return true;
       if (++steps % clockCheckSteps === 0 && this.limits.now() > this.limits.deadline) throw new OutOfTime('time limit reached');
-      assert(entry >= 0, 'a return entry precedes the end of the list while an :ok operation remains');
+      assert(entry >= 0, 'a return entry precedes the end of the list while a determinate operation remains');
       const k = entry >> 1;
       const op = this.ops[k];
       assert(op !== undefined);
       if (entry % 2 === 0) {
-        const input = inputs[k] as I;
-        const after = model.step(state, input);
+        if (isInfo[k] !== infoPass || this.twinWaits(k)) {
+          entry = next[entry] ?? -1;
+          continue;
+        }
+        const after = model.step(state, inputs[k] as I);
         if (after !== undefined && this.remember(k, after)) {
           stackOps.push(k);
           stackStates.push(state);
           state = after;
-          if (op.status !== 'info') okRemaining--;
+          if (isInfo[k] === 0) okRemaining--;
           this.lift(k);
+          infoPass = 0;
           entry = next[this.head] ?? -1;
         } else {
           entry = next[entry] ?? -1;
@@ -227,27 +266,44 @@ class Search<S, I> {
       // A return: operation k had to be linearized by now. Info returns are last and okRemaining > 0,
       // so this is a determinate operation's return.
       assert(op.status !== 'info', 'stuck at an indeterminate return');
+      if (infoPass === 0) {
+        infoPass = 1;
+        entry = next[this.head] ?? -1;
+        continue;
+      }
       if (stackOps.length > this.bestDepth) this.noteStuck(stackOps, entry);
       const popped = stackOps.pop();
       const previous = stackStates.pop();
       if (popped === undefined || previous === undefined) return false;
       state = previous;
-      if (this.ops[popped]?.status !== 'info') okRemaining++;
+      if (isInfo[popped] === 0) okRemaining++;
       this.toggle(popped);
       this.unlift(popped);
+      // Resume the pass the popped operation was tried in, just after it.
+      infoPass = isInfo[popped] ?? 0;
       entry = next[2 * popped] ?? -1;
     }
   }
 
-  /** Adds operation k to the linearized set and records (set, state); false (set unchanged) if seen. */
+
+  /** An info operation waits for its earlier twin (see the header comment). */
+  private twinWaits(k: number): boolean {
+    const twin = this.twinBefore[k] ?? -1;
+    return twin >= 0 && !hasBit(this.linearizedInfo, twin);
+  }
+
+  /**
+   * Adds operation k to the linearized sets and records the configuration; false (sets unchanged) if a
+   * visited configuration equals or dominates it.
+   */
   private remember(k: number, state: S): boolean {
     this.toggle(k);
     const stateKey = this.limits.bug === 'cache-ignores-state' ? '' : this.model.stateKey(state);
     const cacheKey = `${this.hash}:${stateKey}`;
     let bucket = this.cache.get(cacheKey);
     if (bucket) {
-      for (const bits of bucket) {
-        if (sameBits(bits, this.linearized)) {
+      for (const seen of bucket) {
+        if (sameBits(seen.linearized, this.linearized) && isSubset(seen.info, this.linearizedInfo)) {
           this.toggle(k);
           return false;
         }
@@ -258,14 +314,19 @@ class Search<S, I> {
     if (this.cacheEntries >= this.limits.cacheEntriesMax) {
       throw new OutOfTime(`cache limit of ${this.limits.cacheEntriesMax} entries reached`);
     }
-    bucket.push(this.linearized.slice());
+    bucket.push({ linearized: this.linearized.slice(), info: this.linearizedInfo.slice() });
     this.cacheEntries++;
     return true;
   }
 
   private toggle(k: number): void {
     const word = k >>> 5;
-    this.linearized[word] = (this.linearized[word] ?? 0) ^ (1 << (k & 31));
+    const bit = 1 << (k & 31);
+    if (this.isInfo[k] === 1) {
+      this.linearizedInfo[word] = (this.linearizedInfo[word] ?? 0) ^ bit;
+      return;
+    }
+    this.linearized[word] = (this.linearized[word] ?? 0) ^ bit;
     this.hash = (this.hash ^ (this.zobrist[k] ?? 0)) >>> 0;
   }
 
@@ -316,6 +377,16 @@ class Search<S, I> {
     const concurrent = this.bestConcurrent.map((k) => this.ops[k]).filter((op): op is Operation => op !== undefined && op !== stuck);
     return { prefix, state: model.showState(state), stuck, concurrent };
   }
+}
+
+function hasBit(bits: Uint32Array, k: number): boolean {
+  return ((bits[k >>> 5] ?? 0) & (1 << (k & 31))) !== 0;
+}
+
+/** Every bit of a is set in b. */
+function isSubset(a: Uint32Array, b: Uint32Array): boolean {
+  for (let i = 0; i < a.length; i++) if (((a[i] ?? 0) & ~(b[i] ?? 0)) !== 0) return false;
+  return true;
 }
 
 function sameBits(a: Uint32Array, b: Uint32Array): boolean {
