@@ -37,6 +37,8 @@ export interface EdnForm {
   value: EdnValue;
   line: number;
   column: number;
+  /** For a top-level vector, list or set: the position of each element. */
+  items?: Array<{ line: number; column: number }>;
 }
 
 const delimiters = new Set(['(', ')', '[', ']', '{', '}', '"', ';', ',', ' ', '\t', '\n', '\r', '\f']);
@@ -82,8 +84,12 @@ export function readEdnForms(text: string): EdnForm[] {
     if (reader.atEnd()) return forms;
     const line = reader.line;
     const column = reader.column;
+    reader.items = [];
     const value = reader.readForm(0);
-    if (value !== discarded) forms.push({ value, line, column });
+    if (value === discarded) continue;
+    const form: EdnForm = { value, line, column };
+    if (Array.isArray(value) && reader.items.length === value.length) form.items = reader.items;
+    forms.push(form);
   }
 }
 
@@ -93,6 +99,8 @@ class Reader {
   private pos = 0;
   line = 1;
   column = 1;
+  /** Positions of the elements of the top-level collection being read. */
+  items: Array<{ line: number; column: number }> = [];
 
   constructor(private readonly text: string) {}
 
@@ -178,9 +186,13 @@ class Reader {
     const openColumn = this.column - 1;
     const items: EdnValue[] = [];
     for (;;) {
+      this.skipSpace();
+      const at = { line: this.line, column: this.column };
       const v = this.readValue(depth, closing, openLine, openColumn);
       if (v === undefined) return items;
-      if (v !== discarded) items.push(v);
+      if (v === discarded) continue;
+      items.push(v);
+      if (depth === 0) this.items.push(at);
     }
   }
 

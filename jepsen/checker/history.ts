@@ -89,13 +89,12 @@ export function parseEdnHistory(text: string): HistoryEvent[] {
   }
   if (forms.length === 0) throw new HistoryError('EHISTORY_EMPTY', 'no events', 0, 0);
   const only = forms[0];
-  // One collection of maps, or maps one after another. The reader drops positions inside collections,
-  // so for events inside a vector we recover each map's line by scanning for its opening brace.
+  // One collection of maps, or maps one after another.
   if (forms.length === 1 && only !== undefined && Array.isArray(only.value)) {
-    const lines = mapLines(text, only.value.length);
     const events: HistoryEvent[] = [];
     only.value.forEach((v, i) => {
-      const e = toEvent(v, lines[i] ?? only.line, 1);
+      const at = only.items?.[i] ?? only;
+      const e = toEvent(v, at.line, at.column);
       if (e) events.push(e);
     });
     return events;
@@ -106,36 +105,6 @@ export function parseEdnHistory(text: string): HistoryEvent[] {
     if (e) events.push(e);
   }
   return events;
-}
-
-/** Lines of the first `count` top-level maps inside the outer collection (best effort, for reports). */
-function mapLines(text: string, count: number): number[] {
-  const lines: number[] = [];
-  let line = 1;
-  let depth = 0;
-  let inString = false;
-  let inComment = false;
-  for (let i = 0; i < text.length && lines.length < count; i++) {
-    const c = text.charAt(i);
-    if (c === '\n') {
-      line++;
-      inComment = false;
-      continue;
-    }
-    if (inComment) continue;
-    if (inString) {
-      if (c === '\\') i++;
-      else if (c === '"') inString = false;
-      continue;
-    }
-    if (c === ';') inComment = true;
-    else if (c === '"') inString = true;
-    else if (c === '[' || c === '(' || c === '{') {
-      if (depth === 1) lines.push(line);
-      depth++;
-    } else if (c === ']' || c === ')' || c === '}') depth--;
-  }
-  return lines;
 }
 
 export function parseJsonLines(text: string): HistoryEvent[] {
