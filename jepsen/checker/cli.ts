@@ -13,6 +13,7 @@ import type { EdnValue } from './edn.ts';
 import type { ModelSpec } from './index.ts';
 import { HistoryError, ModelError, checkHistory, describeResult } from './index.ts';
 import type { CheckerPlantedBug, CheckOptions, Verdict } from './wgl.ts';
+import { checkerPlantedBugs } from './wgl.ts';
 import { modelNames } from './models.ts';
 import type { ModelName } from './models.ts';
 
@@ -121,8 +122,15 @@ export function main(argv: readonly string[], print: (line: string) => void, pri
   }
   const options: CheckOptions = {};
   if (args.timeLimitMs !== undefined) options.timeLimitMs = args.timeLimitMs;
+  // Tests only: run a deliberately broken checker (see CheckerPlantedBug).
   const bug = process.env['RFS_CHECKER_PLANTED_BUG'];
-  if (bug !== undefined && bug !== '') options.plantedBug = bug as CheckerPlantedBug;
+  if (bug !== undefined && bug !== '') {
+    if (!(checkerPlantedBugs as readonly string[]).includes(bug)) {
+      printError(`check: RFS_CHECKER_PLANTED_BUG must be one of ${checkerPlantedBugs.join(', ')}`);
+      return exitCodes.usage;
+    }
+    options.plantedBug = bug as CheckerPlantedBug;
+  }
   let verdict: Verdict;
   try {
     const result = checkHistory(text, args.spec, options);

@@ -31,7 +31,8 @@ import { canonicalKey } from './edn.ts';
 export type Verdict = 'linearizable' | 'not linearizable' | 'unknown';
 
 /** Deliberate checker bugs, to show the test suite notices them. Never set outside tests. */
-export type CheckerPlantedBug = 'none' | 'info-as-fail' | 'cache-ignores-state';
+export const checkerPlantedBugs = ['none', 'info-as-fail', 'cache-ignores-state'] as const;
+export type CheckerPlantedBug = (typeof checkerPlantedBugs)[number];
 
 /** Cached (linearized set, state) pairs beyond this answer `unknown` (memory bound), per partition. */
 export const cacheEntriesMaxDefault = 2_000_000;
