@@ -159,8 +159,8 @@ function toEvent(v: EdnValue, line: number, column: number): HistoryEvent | unde
   if (key !== undefined) event.key = key;
   const time = v['time'];
   if (time !== undefined) {
-    if (typeof time !== 'number') return shape(`:time must be a number, got ${showEdn(time)}`);
-    event.time = time;
+    if (typeof time !== 'number' && typeof time !== 'bigint') return shape(`:time must be a number, got ${showEdn(time)}`);
+    event.time = Number(time);
   }
   return event;
 }
