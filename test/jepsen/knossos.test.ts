@@ -5,6 +5,7 @@
  */
 import t from 'tap';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CheckOptions } from '../../jepsen/checker/wgl.ts';
 import { checkLinearizable } from '../../jepsen/checker/wgl.ts';
@@ -13,7 +14,11 @@ import type { Operation } from '../../jepsen/checker/history.ts';
 import { casRegister } from '../../jepsen/checker/models.ts';
 import type { Model } from '../../jepsen/checker/models.ts';
 
-const root = fileURLToPath(new URL('../../../shared/testdata/knossos-cas-register', import.meta.url));
+/** Next to the repository (`../shared/testdata`), or where RFS_SHARED_TESTDATA points (the testdata folder). */
+const root =
+  process.env['RFS_SHARED_TESTDATA'] !== undefined
+    ? join(process.env['RFS_SHARED_TESTDATA'], 'knossos-cas-register')
+    : fileURLToPath(new URL('../../../shared/testdata/knossos-cas-register', import.meta.url));
 
 interface Case {
   name: string;
@@ -23,7 +28,7 @@ interface Case {
 
 function loadCases(): Case[] {
   if (!existsSync(root)) {
-    throw new Error(`Knossos histories not found at ${root}: the repository must sit next to shared/ (../shared/testdata/knossos-cas-register)`);
+    throw new Error(`Knossos histories not found at ${root}: the repository must sit next to shared/ (../shared/testdata/knossos-cas-register), or set RFS_SHARED_TESTDATA to the testdata folder`);
   }
   const cases: Case[] = [];
   for (const dir of ['good', 'bad'] as const) {
