@@ -190,7 +190,7 @@ export class MetadataStateMachine {
   }
 
   private query<T>(fn: (txn: Txn) => Promise<T>): Promise<FsResult<T>> {
-    return this.lock.shared(() => asResult(() => fn(q.readTxn(this.kv, this.limits))));
+    return this.lock.shared(() => asResult(() => fn(q.readTxn(this.kv, this.limits, this.hints))));
   }
 
   /** Makes every applied batch durable (for a store that writes lazily; see Kv.sync). */

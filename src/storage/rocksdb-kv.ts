@@ -211,6 +211,12 @@ export class RocksDbKv implements Kv {
     return () => idle && this.writes === writesBefore;
   }
 
+  /** The read cache's answer (see Kv.peek); never I/O. Read-ahead only looks at it, so no copy is made. */
+  peek(key: Uint8Array): Uint8Array | null | undefined {
+    this.checkOpen();
+    return this.cache.get(bytesToKeyString(key));
+  }
+
   /** Reads the keys missing from the read cache in one thread-pool job, and caches them (absent ones too). */
   async prefetch(keys: readonly Uint8Array[]): Promise<void> {
     this.checkOpen();
