@@ -126,6 +126,22 @@ export class MetadataStateMachine {
     });
   }
 
+  /**
+   * Warms the store's read cache for entries not applied yet (see prefetch.ts): a hint, outside the lock, that
+   * never changes state or results. A batch being applied meanwhile is harmless: the store caches nothing a
+   * concurrent write may have changed. Errors (a closed store) are dropped: the apply reads what it needs.
+   */
+  readAhead(entries: readonly Entry[]): void {
+    if (this.kv.prefetch === undefined) return;
+    let decoded: (Command | undefined)[];
+    try {
+      decoded = entries.map((e) => decodeEntry(e)?.command);
+    } catch {
+      return; // the apply reports it
+    }
+    prefetchBatch(this.kv, decoded, this.limits).catch(() => undefined);
+  }
+
   private async applyEntry(batch: Overlay, entry: Entry, decoded: Decoded | undefined): Promise<ApplyResult> {
     if (decoded === undefined) return undefined;
     const { command, decodeError } = decoded;

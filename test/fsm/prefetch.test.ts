@@ -142,6 +142,27 @@ void t.test('on a cold cache: one round trip per path level, and no read left to
   t.same(kv.misses, [], 'every key the batch read was fetched ahead');
 });
 
+void t.test('readAhead (entries appended, not yet committed) warms the cache: the apply then fetches nothing', async (t) => {
+  nextIndex = 1;
+  const kv = new CachingKv();
+  const sm = await MetadataStateMachine.open(kv);
+  const clientId = await setUp(sm);
+  kv.forget();
+  const batch = entries(workload(clientId, 1));
+  sm.readAhead(batch);
+  await new Promise((resolve) => setImmediate(resolve));
+  const warmed = kv.prefetches.length;
+  t.ok(warmed >= 1, `read ahead in ${warmed} round trips`);
+  const results = await sm.applyBatch(batch);
+  t.ok(results.every((r) => r?.ok === true), 'every command succeeded');
+  t.equal(kv.prefetches.length, warmed, 'no round trip left for the apply');
+  t.same(kv.misses, []);
+  // A store without prefetch: a no-op; an entry that does not decode: ignored.
+  const plain = await MetadataStateMachine.open(new MemoryKv());
+  plain.readAhead(batch);
+  sm.readAhead([{ term: 1, index: nextIndex, type: EntryType.Normal, data: new Uint8Array([0xc1]) }]);
+});
+
 void t.test('read-ahead and the inode memo change nothing: same results and keys as a plain MemoryKv', async (t) => {
   nextIndex = 1;
   const caching = new CachingKv();
