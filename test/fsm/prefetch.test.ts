@@ -2,7 +2,8 @@
  * Read-ahead (prefetch.ts) and the inode memo (txn.ts): both only change what applying costs, never what it
  * does. A store that counts its prefetch round trips and exposes a read cache through `peek` checks that a
  * batch on a warm cache costs one round trip whatever the path depth, and that the keys fetched cover every
- * read of the batch; the results and the stored keys equal those of a plain MemoryKv.
+ * read of the batch; the results and the stored keys equal those of a plain MemoryKv. A batch of bulk
+ * commands is written in several atomic writes, each ending at a whole entry.
  */
 import t from 'tap';
 import { MemoryKv } from '../../src/fsm/kv.ts';
@@ -10,7 +11,8 @@ import type { Kv, KvBatch, KvPair, KvRange } from '../../src/fsm/kv.ts';
 import { bytesToKeyString } from '../../src/fsm/kv.ts';
 import { encodeCommand } from '../../src/fsm/commands.ts';
 import type { Command } from '../../src/fsm/commands.ts';
-import { MetadataStateMachine } from '../../src/fsm/state-machine.ts';
+import { MetadataStateMachine, applyStoreWriteKeysMax } from '../../src/fsm/state-machine.ts';
+import * as keys from '../../src/fsm/keys.ts';
 import * as rec from '../../src/fsm/records.ts';
 import { InodeMemo } from '../../src/fsm/txn.ts';
 import { EntryType } from '../../src/raft/types.ts';
@@ -206,4 +208,34 @@ void t.test('InodeMemo: a hit is a private copy; other bytes are decoded afresh'
   t.equal(memo.decode(7, changed).childCount, 3, 'different bytes are decoded');
   t.equal(memo.decode(7, bytes).childCount, 2);
   t.end();
+});
+
+void t.test('a large batch reaches the store in several atomic writes, each with the index of a whole entry', async (t) => {
+  nextIndex = 1;
+  const kv = new CachingKv();
+  const sm = await MetadataStateMachine.open(kv);
+  const clientId = await setUp(sm);
+  const appliedAtWrite: number[] = [];
+  const write = kv.write.bind(kv);
+  kv.write = async (batch: KvBatch) => {
+    const applied = batch.puts.find((p) => bytesToKeyString(p.key) === bytesToKeyString(keys.appliedKey));
+    appliedAtWrite.push(applied === undefined ? -1 : keys.readU64(applied.value, 0));
+    t.ok(batch.puts.length + batch.deletes.length <= applyStoreWriteKeysMax + 2 * 1000 + 100, 'a write holds one bulk command (two keys per name) past the bound, at most');
+    await write(batch);
+  };
+  const names = (d: number) => Array.from({ length: 1000 }, (_, i) => `d${d}n${i}`);
+  const commands: Command[] = [];
+  for (let d = 0; d < 6; d++) {
+    commands.push({ nowMs: 3000, session: { clientId, seq: d + 1, ack: d }, op: { type: 'createMany', dir: '/x', names: names(d) } });
+  }
+  const batch = entries(commands);
+  const results = await sm.applyBatch(batch);
+  t.ok(results.every((r) => r?.ok === true), 'every command succeeded');
+  t.ok(appliedAtWrite.length >= 2, `${appliedAtWrite.length} writes`);
+  const indexes = batch.map((e) => e.index);
+  t.ok(appliedAtWrite.every((i) => indexes.includes(i)), 'each write ends at an entry');
+  t.equal(appliedAtWrite[appliedAtWrite.length - 1], indexes[indexes.length - 1]);
+  t.equal(sm.appliedIndex(), indexes[indexes.length - 1]);
+  const dir = await sm.stat('/x');
+  t.ok(dir.ok && dir.value.childCount === 6000, 'every name is in');
 });
