@@ -51,12 +51,12 @@ import * as w from './writers.ts';
  * Buffered keys after which an apply batch is written to the store (with the applied index so far) and goes
  * on in a fresh overlay. Bounds the heap one batch holds and the time between two store writes, which are
  * also the event loop's only chances to run timers and I/O during an apply: reads served from the cache
- * resolve as microtasks. A driver batch of bulk creates (26 createMany of 1000 names, ~26,000 keys) took
- * about a second of CPU in one piece, longer than an election timeout: the leader's ticks then ran before
- * the followers' queued acknowledgements, and check-quorum made it step down. Batches of single creates
- * (~6 keys each, fewer with shared directories) stay whole.
+ * resolve as microtasks. A driver batch of bulk creates (26 createMany of 1000 names, ~52,000 keys) in one
+ * piece stalled the event loop for 2.7-5.2 s on a loaded 2-core machine (0.7-2 s when written in pieces),
+ * far past an election timeout (500 ms): a leader's catch-up ticks then run before the followers' queued
+ * acknowledgements, and check-quorum deposes it. Batches of single creates (a few keys each) stay whole.
  */
-export const applyStoreWriteKeysMax = 4_096;
+export const applyStoreWriteKeysMax = 2_048;
 
 export interface MetadataStateMachineOptions {
   /** Overrides of the named limits; every replica of a group must use the same ones. */
