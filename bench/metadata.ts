@@ -1,5 +1,5 @@
 /**
- * npm run bench:metadata [-- --seconds N] [--clients 1,64,256] [--files N]
+ * npm run bench:metadata [-- --seconds N] [--clients 1,64,256] [--files N] [--no-etcd] [--no-batch] [--no-reads]
  *
  * Metadata operations per second of a local 3-server rfs metadata cluster against a local 3-member etcd
  * cluster, both on loopback, both with their default durability (rfs: RocksDB, every Raft write synced;
@@ -45,6 +45,8 @@ const { values: args } = parseArgs({
     files: { type: 'string' },
     'no-etcd': { type: 'boolean', default: false },
     'no-batch': { type: 'boolean', default: false },
+    /** Creates only (e.g. to profile the write path with RFS_BENCH_NODE_ARGS="--cpu-prof …"). */
+    'no-reads': { type: 'boolean', default: false },
   },
 });
 const runSeconds = Number(args.seconds);
@@ -504,6 +506,7 @@ async function compare(): Promise<void> {
     console.log(row('create / put', clients, rw, ew));
     reportErrors('rfs create', rw);
     reportErrors('etcd put', ew);
+    if (args['no-reads']) continue;
     const rr = await withCpu(rfsPids, () => rfsReads(rfs, clients, rfsCreated));
     const er = etcd ? await withCpu(etcd.pids, () => etcdReads(etcd, clients, etcdCreated)) : undefined;
     console.log(row('stat / get', clients, rr, er));

@@ -55,6 +55,12 @@ export interface Kv extends KvReader {
    * trip) into its read cache. Never changes what any read returns.
    */
   prefetch?(keys: readonly Uint8Array[]): Promise<void>;
+  /**
+   * Optional, with prefetch: the value `get` would return now if the store knows it without I/O (its read
+   * cache): the value, null for a key known absent, undefined when unknown. A hint for read-ahead only: the
+   * state machine never bases a result on it. The value is the store's (no copy): never modify it.
+   */
+  peek?(key: Uint8Array): Uint8Array | null | undefined;
   /** Optional: makes every earlier write durable (a store whose writes are always durable omits it). */
   sync?(): Promise<void>;
   /** Every pair, ascending, as of the moment of the call. Return early with `return()` to release it. */

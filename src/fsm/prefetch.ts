@@ -3,10 +3,16 @@
  *
  * Applying is sequential: each command awaits its own reads, so on RocksDB every key missing from the read
  * cache costs one thread-pool round trip, one after another (a create misses at least twice: the new name's
- * directory entry and the session's result slot). Before a batch is applied, this walks every path of every
- * command level by level against the store and asks it to fetch each level's keys together
- * (`Kv.prefetch`, one round trip per level for the whole batch), plus each command's session record and
- * result slot.
+ * directory entry and the session's result slot). Before a batch is applied, this gathers every key the
+ * batch will read into as few `Kv.prefetch` calls as possible (each one thread-pool round trip for all of its
+ * keys): the meta record, each command's session record and result slot, and for every path the inodes and directory entries
+ * along it.
+ *
+ * Paths are grouped by their parent directory, so a batch of creates in a few directories walks each
+ * directory once (not once per command), then looks up all the new names in it. With `Kv.peek` (the store's
+ * read cache, without I/O) the walks descend through cached levels at once, and only the keys the cache does
+ * not hold are fetched: on a warm cache the whole batch costs one round trip (the new names and the result
+ * slots), whatever the path depth. Without `peek` it costs one round trip per path level, as before.
  *
  * It only warms the store's cache: the results of applying never depend on it (a path created earlier in
  * the same batch is simply not found here, and the command then reads it from the batch overlay).
@@ -21,16 +27,17 @@ import { ROOT_ID } from './records.ts';
 /** Path levels walked ahead at most (deeper components are read on demand). */
 export const prefetchDepthMax = 16;
 
-interface Walk {
-  readonly components: readonly PathComponent[];
-  level: number;
-  dir: number;
-  /** createMany: the names to look up in the directory the walk ends at. */
-  readonly leaves?: readonly Uint8Array[];
-}
-
 /** Directory entries of one createMany's names fetched ahead, at most. */
 const prefetchLeavesMax = 1024;
+
+/** One directory of the batch: the path to it, and the names the batch looks up in it. */
+interface Walk {
+  readonly components: readonly PathComponent[];
+  /** Components resolved so far; `dir` is the directory they lead to. */
+  level: number;
+  dir: number;
+  readonly leaves: Uint8Array[];
+}
 
 export async function prefetchBatch(
   kv: Kv,
@@ -38,13 +45,24 @@ export async function prefetchBatch(
   limits: FsmLimits,
 ): Promise<void> {
   if (kv.prefetch === undefined) return;
-  const first: Uint8Array[] = [];
-  let walks: Walk[] = [];
+  // Every command reads the meta record (its clock).
+  let wanted: Uint8Array[] = [keys.metaKey];
+  /** Walks by their directory's path (components joined with '/'). */
+  const byDir = new Map<string, Walk>();
+  const walkTo = (components: readonly PathComponent[]): Walk => {
+    const dirKey = components.map((c) => c.name).join('/');
+    let w = byDir.get(dirKey);
+    if (w === undefined) {
+      w = { components, level: 0, dir: ROOT_ID, leaves: [] };
+      byDir.set(dirKey, w);
+    }
+    return w;
+  };
   for (const command of commands) {
     if (command === undefined) continue;
     if (command.session !== undefined) {
-      first.push(keys.sessionKey(command.session.clientId));
-      first.push(keys.resultKey(command.session.clientId, command.session.seq));
+      wanted.push(keys.sessionKey(command.session.clientId));
+      wanted.push(keys.resultKey(command.session.clientId, command.session.seq));
     }
     for (const path of pathsOf(command)) {
       let components: PathComponent[];
@@ -53,7 +71,8 @@ export async function prefetchBatch(
       } catch {
         continue; // the command will fail on it, with no read
       }
-      if (components.length > 0) walks.push({ components, level: 0, dir: ROOT_ID });
+      if (components.length === 0) continue;
+      walkTo(components.slice(0, -1)).leaves.push(components[components.length - 1]!.bytes);
     }
     const many = leavesOf(command);
     if (many !== undefined) {
@@ -63,37 +82,59 @@ export async function prefetchBatch(
       } catch {
         continue;
       }
-      if (components.length === 0) for (const leaf of many.leaves) first.push(keys.direntKey(ROOT_ID, leaf));
-      else walks.push({ components, level: 0, dir: ROOT_ID, leaves: many.leaves });
+      walkTo(components).leaves.push(...many.leaves);
     }
   }
-  let pending = first;
-  for (let depth = 0; depth <= prefetchDepthMax && (pending.length > 0 || walks.length > 0); depth++) {
+  let walks = [...byDir.values()];
+  for (let round = 0; round <= prefetchDepthMax + 1 && (wanted.length > 0 || walks.length > 0); round++) {
+    const blocked: Walk[] = [];
     for (const w of walks) {
-      pending.push(keys.inodeKey(w.dir));
-      pending.push(keys.direntKey(w.dir, w.components[w.level]!.bytes));
+      if (round > 0 && !(await descend(kv, w))) continue; // the fetched level ends the path
+      if (advance(kv, w, wanted)) blocked.push(w);
     }
-    await kv.prefetch(pending);
-    pending = [];
-    const next: Walk[] = [];
-    for (const w of walks) {
-      const last = w.level + 1 >= w.components.length;
-      if (last && w.leaves === undefined) continue;
-      const entry = await kv.get(keys.direntKey(w.dir, w.components[w.level]!.bytes));
-      if (entry === undefined) continue;
-      const child = keys.readDirent(entry);
-      if (child.type !== 'dir') continue;
-      if (last) {
-        pending.push(keys.inodeKey(child.id));
-        for (const leaf of w.leaves!) pending.push(keys.direntKey(child.id, leaf));
-        continue;
-      }
-      w.dir = child.id;
-      w.level += 1;
-      next.push(w);
-    }
-    walks = next;
+    if (wanted.length > 0) await kv.prefetch(wanted);
+    wanted = [];
+    walks = blocked;
   }
+}
+
+/**
+ * Descends `w` through levels the store's cache answers, collecting the keys read on the way into `wanted`.
+ * Returns whether the walk waits for its next level's directory entry (added to `wanted`); at its directory,
+ * the walk adds the directory's inode and its names' entries instead and is done.
+ */
+function advance(kv: Kv, w: Walk, wanted: Uint8Array[]): boolean {
+  for (;;) {
+    wanted.push(keys.inodeKey(w.dir));
+    if (w.level >= w.components.length) {
+      for (const leaf of w.leaves) wanted.push(keys.direntKey(w.dir, leaf));
+      return false;
+    }
+    if (w.level >= prefetchDepthMax) return false;
+    const entryKey = keys.direntKey(w.dir, w.components[w.level]!.bytes);
+    const entry = kv.peek?.(entryKey);
+    if (entry === undefined) {
+      wanted.push(entryKey);
+      return true;
+    }
+    if (!step(w, entry)) return false;
+  }
+}
+
+/** After a fetch: steps `w` over the directory entry it waited for; false when the path ends there. */
+async function descend(kv: Kv, w: Walk): Promise<boolean> {
+  const entry = await kv.get(keys.direntKey(w.dir, w.components[w.level]!.bytes));
+  return step(w, entry ?? null);
+}
+
+/** Moves `w` one level down through `entry`; false if it names no directory. */
+function step(w: Walk, entry: Uint8Array | null): boolean {
+  if (entry === null) return false;
+  const child = keys.readDirent(entry);
+  if (child.type !== 'dir') return false;
+  w.dir = child.id;
+  w.level += 1;
+  return true;
 }
 
 function pathsOf(command: Command): string[] {

@@ -14,7 +14,9 @@ import { checkName, fromUtf8, parsePath } from './paths.ts';
 import type { Chunkserver, ChunkserverState, Lease, Placement } from './records.ts';
 import * as rec from './records.ts';
 import { isLinked, resolve } from './namespace.ts';
+import { noFsmBugs } from './bugs.ts';
 import { Txn } from './txn.ts';
+import type { ApplyHints } from './txn.ts';
 
 export interface StatInfo {
   readonly id: number;
@@ -94,8 +96,8 @@ export interface PageOptions {
 }
 
 /** Read-only access through the same typed accessors the commands use. */
-export function readTxn(kv: KvReader, limits: FsmLimits): Txn {
-  return new Txn(new Overlay(kv), 0, 0, limits);
+export function readTxn(kv: KvReader, limits: FsmLimits, hints?: ApplyHints): Txn {
+  return new Txn(new Overlay(kv), 0, 0, limits, noFsmBugs, hints);
 }
 
 export async function stat(txn: Txn, path: string): Promise<StatInfo> {

@@ -26,6 +26,10 @@ export class RaftMetadataStateMachine implements StateMachine {
     return this.fsm.applyBatch(entries);
   }
 
+  readAhead(entries: readonly Entry[]): void {
+    this.fsm.readAhead(entries);
+  }
+
   /** The state as of appliedIndex(), fixed now, as a stream of frames of at most the state machine's snapshotChunkBytes. */
   openSnapshot(): AsyncIterator<Uint8Array> {
     return this.fsm.snapshotChunks();

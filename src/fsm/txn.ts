@@ -24,10 +24,46 @@ type Counter = 'nextInodeId' | 'nextChunkHandle' | 'nextChunkserverId' | 'nextCl
 export class ApplyHints {
   /** Every session's lastUsedMs is >= this (-Infinity: unknown). */
   sessionUseFloorMs = -Infinity;
+  readonly inodes = new InodeMemo();
 
   reset(): void {
     this.sessionUseFloorMs = -Infinity;
+    this.inodes.clear();
   }
+}
+
+/** Inodes remembered by InodeMemo, at most (then it starts afresh): ~200 bytes each. */
+export const inodeMemoEntriesMax = 4_096;
+
+/**
+ * Decoded inodes, each with the bytes it was decoded from. A read whose bytes are the same (same array, or
+ * equal content) gets a copy of the decoded record instead of a msgpack decode: the directories on the paths
+ * of a batch (root, parents) are read by every command. Hits are checked against the bytes, so the memo
+ * never changes what a read returns, only its cost (replicas may hold different memos).
+ */
+export class InodeMemo {
+  private readonly entries = new Map<number, { readonly bytes: Uint8Array; readonly inode: Inode }>();
+
+  decode(id: number, bytes: Uint8Array): Inode {
+    const hit = this.entries.get(id);
+    if (hit !== undefined && sameBytes(hit.bytes, bytes)) return { ...hit.inode };
+    const inode = rec.decodeInode(id, bytes);
+    if (this.entries.size >= inodeMemoEntriesMax) this.entries.clear();
+    // Callers change the records they read: the memo keeps its own copy.
+    this.entries.set(id, { bytes, inode: { ...inode } });
+    return inode;
+  }
+
+  clear(): void {
+    this.entries.clear();
+  }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 export class Txn {
@@ -75,7 +111,7 @@ export class Txn {
 
   async inode(id: number): Promise<Inode | undefined> {
     const bytes = await this.view.get(keys.inodeKey(id));
-    return bytes === undefined ? undefined : rec.decodeInode(id, bytes);
+    return bytes === undefined ? undefined : this.hints.inodes.decode(id, bytes);
   }
 
   /** An inode a directory entry or a placement record points at: its absence is a broken invariant. */

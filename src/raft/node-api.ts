@@ -69,6 +69,13 @@ export interface StateMachine {
    * the log below it, so the state machine is never behind the log's snapshot after a machine crash.
    */
   sync?(): Promise<void>;
+  /**
+   * Optional hint: these entries were just appended to the log (proposed by this leader or received from
+   * it) and will probably be applied soon. A disk-backed state machine may warm its read cache meanwhile,
+   * in parallel with the log write and the replication round trip. Must not change any state or result,
+   * and must not throw (failures are its own to swallow).
+   */
+  readAhead?(entries: readonly Entry[]): void;
 }
 
 export interface NodeStatus {

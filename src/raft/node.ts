@@ -83,6 +83,12 @@ export interface SnapshotStreamStats {
 export const proposalBatchMax = 4_096;
 /** Committed entries handed to the applier but not yet applied, at most (beyond it the loop waits). */
 export const applyQueueEntriesMax = 8_192;
+/**
+ * Appended entries handed to StateMachine.readAhead, at most per Ready. Read-ahead pays off where the apply
+ * would otherwise wait on store reads: few entries at a time (low concurrency, where latency is round trips).
+ * A large append is skipped: its apply reads ahead anyway, and decoding every command twice costs CPU.
+ */
+export const readAheadEntriesMax = 64;
 /** Entries per state-machine applyBatch call, at most. */
 export const applyBatchEntriesMax = 4_096;
 /**
@@ -487,6 +493,8 @@ export class RaftNode {
     for (const m of rd.messages) this.options.transport.send(m);
     const ackEarly = this.config.bugs.has('ack-before-persist');
     if (ackEarly) for (const m of rd.messagesAfterPersist) this.options.transport.send(m);
+    // Warm the state machine's cache for the new entries while they are persisted and replicated.
+    if (rd.entries.length > 0 && rd.entries.length <= readAheadEntriesMax) this.options.stateMachine.readAhead?.(rd.entries);
     if (rd.hardState !== null) this.latestHardState = rd.hardState;
     const hs = this.latestHardState;
     const d = this.durableHardState;

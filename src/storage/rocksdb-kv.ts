@@ -61,12 +61,18 @@ export class ReadCache {
     this.add(key, value);
   }
 
-  /**
-   * Caches a key that is not cached (the store's write path deleted it before its write, and reads that
-   * overlap a write cache nothing): set() without its lookups.
-   */
-  fill(key: string, value: Uint8Array | null): void {
-    this.add(key, value);
+  /** set() for the write path: a key already in the young generation is updated in place (one lookup). */
+  replace(key: string, value: Uint8Array | null): void {
+    const y = this.young.get(key);
+    if (y !== undefined) {
+      const delta = entryBytes(key, value) - entryBytes(key, y);
+      if ((this.youngBytes + delta) * 2 <= this.bytesMax) {
+        this.young.set(key, value);
+        this.youngBytes += delta;
+        return;
+      }
+    }
+    this.set(key, value);
   }
 
   /** Invariant: each generation holds at most bytesMax / 2 (an entry larger than that is not cached). */
@@ -211,6 +217,12 @@ export class RocksDbKv implements Kv {
     return () => idle && this.writes === writesBefore;
   }
 
+  /** The read cache's answer (see Kv.peek); never I/O. Read-ahead only looks at it, so no copy is made. */
+  peek(key: Uint8Array): Uint8Array | null | undefined {
+    this.checkOpen();
+    return this.cache.get(bytesToKeyString(key));
+  }
+
   /** Reads the keys missing from the read cache in one thread-pool job, and caches them (absent ones too). */
   async prefetch(keys: readonly Uint8Array[]): Promise<void> {
     this.checkOpen();
@@ -264,20 +276,19 @@ export class RocksDbKv implements Kv {
       ops.push({ type: 'put', key: withPrefix(prefix, p.key), value });
     }
     for (const d of deletes) ops.push({ type: 'del', key: withPrefix(prefix, d) });
-    // Stale cache entries are dropped before the write and refilled after it succeeds, so a failed
-    // write leaves no cached value that the store does not hold.
+    // The cache is updated once the write succeeded. Meanwhile it serves the values from before the write
+    // (still the store's, and still right for a read that overlaps the write); a failed write leaves both
+    // as they were. Reads that miss the cache during the write cache nothing (readStart).
     this.writes++;
     this.writesInFlight++;
     try {
-      for (const k of putKeys) this.cache.delete(k);
-      for (const k of deleteKeys) this.cache.delete(k);
       await this.db.batch(ops, { sync: this.syncWrites });
       // A Uint8Array view, not the Buffer: get() returns `.slice()`, a copy only for a plain Uint8Array.
       for (let i = 0; i < putKeys.length; i++) {
         const v = values[i]!;
-        this.cache.fill(putKeys[i]!, new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
+        this.cache.replace(putKeys[i]!, new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
       }
-      for (const k of deleteKeys) this.cache.fill(k, null);
+      for (const k of deleteKeys) this.cache.replace(k, null);
     } finally {
       this.writesInFlight--;
     }

@@ -10,26 +10,28 @@ import t from 'tap';
 import { ReadCache, cacheEntryOverheadBytes, kvCacheBytesMax } from '../../src/storage/rocksdb-kv.ts';
 
 type CacheOp =
-  | { readonly kind: 'set'; readonly key: string; readonly value: Uint8Array | null }
+  | { readonly kind: 'set' | 'replace'; readonly key: string; readonly value: Uint8Array | null }
   | { readonly kind: 'get' | 'delete'; readonly key: string }
   | { readonly kind: 'clear' };
 
 const key = fc.integer({ min: 0, max: 60 }).map((k) => `k${k}`);
 const op: fc.Arbitrary<CacheOp> = fc.oneof(
   { weight: 6, arbitrary: fc.record({ kind: fc.constant('set' as const), key, value: fc.option(fc.uint8Array({ maxLength: 700 }), { nil: null }) }) },
+  { weight: 4, arbitrary: fc.record({ kind: fc.constant('replace' as const), key, value: fc.option(fc.uint8Array({ maxLength: 700 }), { nil: null }) }) },
   { weight: 4, arbitrary: fc.record({ kind: fc.constant('get' as const), key }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('delete' as const), key }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('clear' as const) }) },
 );
 
-void t.test('the read cache stays within its byte budget and never returns a stale value', (t) => {
+void t.test('the read cache (set, and replace from the write path) stays within its byte budget and never returns a stale value', (t) => {
   fc.assert(
     fc.property(fc.integer({ min: 600, max: 8000 }), fc.array(op, { maxLength: 400 }), (bytesMax, ops) => {
       const cache = new ReadCache(bytesMax);
       const model = new Map<string, Uint8Array | null>();
       for (const o of ops) {
-        if (o.kind === 'set') {
-          cache.set(o.key, o.value);
+        if (o.kind === 'set' || o.kind === 'replace') {
+          if (o.kind === 'set') cache.set(o.key, o.value);
+          else cache.replace(o.key, o.value);
           model.set(o.key, o.value);
         } else if (o.kind === 'delete') {
           cache.delete(o.key);
