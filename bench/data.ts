@@ -1,5 +1,5 @@
 /**
- * npm run bench:data [-- --size-mib 1024] [--chunk-mib 64] [--no-kill]
+ * npm run bench:data [-- --size-mib 1024] [--chunk-mib 64] [--no-kill] [--cpu-prof DIR]
  *
  * The data path against the disk's physical limit, in one run on this machine:
  *  - limit: the same bytes written three times (three files written concurrently, as three replicas
@@ -11,6 +11,10 @@
  * Prints MB/s for both and the ratio rfs/limit. Then (unless --no-kill) it SIGKILLs one chunkserver, starts a
  * fresh one on an empty disk, and reports how long until every chunk has three copies again (this includes
  * the leader noticing the death: heartbeatTimeoutMs, 10 s by default).
+ * CPU is also split by process kind (client, metadata, chunkservers; user and system time), which says
+ * where the CPU goes without a profiler. `--cpu-prof DIR`: the chunkservers run with node's --cpu-prof and
+ * are stopped by SIGTERM at the end so their profiles are written to DIR (run the bench itself under
+ * `node --cpu-prof --import tsx bench/data.ts` for the client's).
  * A script, not a test: figures go in BENCHMARKS.md.
  */
 import { spawn } from 'node:child_process';
@@ -29,6 +33,7 @@ const { values: args } = parseArgs({
     'chunk-mib': { type: 'string', default: '64' },
     'no-kill': { type: 'boolean', default: false },
     dir: { type: 'string' },
+    'cpu-prof': { type: 'string' },
   },
 });
 const MiB = 1024 * 1024;
@@ -39,33 +44,57 @@ const chunkBytes = Number(args['chunk-mib']) * MiB;
 const writeBlockBytes = 4 * MiB;
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
-const children: ChildProcess[] = [];
+type ProcessKind = 'client' | 'metadata' | 'chunkserver';
+const children: { readonly child: ChildProcess; readonly kind: ProcessKind }[] = [];
 let workDir = '';
+const profileDir = args['cpu-prof'];
 
-function rfs(argv: string[]): ChildProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/rfs.ts', ...argv, '--log-level', 'warn'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
-  children.push(child);
+function rfs(kind: ProcessKind, argv: string[]): ChildProcess {
+  const profile = profileDir !== undefined && kind === 'chunkserver' ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
+  const child = spawn(process.execPath, [...profile, '--import', 'tsx', 'src/cli/rfs.ts', ...argv, '--log-level', 'warn'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+  children.push({ child, kind });
   return child;
 }
 
+/** CPU seconds (user and system) by process kind. */
+type CpuSplit = Record<ProcessKind, { user: number; system: number }>;
+
 /**
- * CPU seconds used so far by this process and every child still running (user + system; children from
- * /proc/<pid>/stat at the usual 100 ticks per second). Robust under load, unlike MB/s.
+ * CPU seconds used so far by this process and every child still running (children from /proc/<pid>/stat
+ * at the usual 100 ticks per second), by kind. Robust under load, unlike MB/s.
  */
-async function cpuSeconds(): Promise<number> {
+async function cpuSplit(): Promise<CpuSplit> {
   const own = process.cpuUsage();
-  let seconds = (own.user + own.system) / 1e6;
-  for (const child of children) {
+  const split: CpuSplit = { client: { user: own.user / 1e6, system: own.system / 1e6 }, metadata: { user: 0, system: 0 }, chunkserver: { user: 0, system: 0 } };
+  for (const { child, kind } of children) {
     if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) continue;
     try {
       const stat = await readFile(`/proc/${child.pid}/stat`, 'utf8');
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      seconds += (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime
+      split[kind].user += Number(fields[11]) / 100; // utime
+      split[kind].system += Number(fields[12]) / 100; // stime
     } catch {
       // The child exited meanwhile.
     }
   }
-  return seconds;
+  return split;
+}
+
+function combine(a: CpuSplit, b: CpuSplit, sign: 1 | -1): CpuSplit {
+  const part = (k: ProcessKind): { user: number; system: number } => ({ user: a[k].user + sign * b[k].user, system: a[k].system + sign * b[k].system });
+  return { client: part('client'), metadata: part('metadata'), chunkserver: part('chunkserver') };
+}
+const minus = (a: CpuSplit, b: CpuSplit): CpuSplit => combine(a, b, -1);
+
+function totalOf(split: CpuSplit): number {
+  return Object.values(split).reduce((sum, p) => sum + p.user + p.system, 0);
+}
+
+/** One line: CPU seconds per GB by kind, user+system. */
+function describeSplit(split: CpuSplit, gb: number): string {
+  return (Object.entries(split) as [ProcessKind, { user: number; system: number }][])
+    .map(([kind, p]) => `${kind} ${(p.user / gb).toFixed(2)}u+${(p.system / gb).toFixed(2)}s`)
+    .join(', ');
 }
 
 let cachesDroppable = true;
@@ -133,11 +162,11 @@ async function main(): Promise<void> {
   const ports = new Map<number, { client: number; raft: number }>();
   for (const id of ids) ports.set(id, { client: await freePort(), raft: await freePort() });
   const peers = ids.map((id) => `${id}=127.0.0.1:${ports.get(id)!.client}/${ports.get(id)!.raft}`).join(',');
-  for (const id of ids) rfs(['metadata', '--id', String(id), '--listen', `127.0.0.1:${ports.get(id)!.client}`, '--peers', peers, '--data-dir', join(workDir, `m${id}`)]);
+  for (const id of ids) rfs('metadata', ['metadata', '--id', String(id), '--listen', `127.0.0.1:${ports.get(id)!.client}`, '--peers', peers, '--data-dir', join(workDir, `m${id}`)]);
   const addresses = ids.map((id) => `127.0.0.1:${ports.get(id)!.client}`);
   const startChunkserver = async (name: string, rack: string): Promise<{ child: ChildProcess; address: string }> => {
     const address = `127.0.0.1:${await freePort()}`;
-    const child = rfs(['chunkserver', '--data-dir', join(workDir, name), '--metadata', addresses.join(','), '--rack', rack, '--listen', address, '--heartbeat-ms', '1000']);
+    const child = rfs('chunkserver', ['chunkserver', '--data-dir', join(workDir, name), '--metadata', addresses.join(','), '--rack', rack, '--listen', address, '--heartbeat-ms', '1000']);
     return { child, address };
   };
   const chunkservers = [await startChunkserver('c1', 'r1'), await startChunkserver('c2', 'r2'), await startChunkserver('c3', 'r3')];
@@ -151,16 +180,21 @@ async function main(): Promise<void> {
   await sleep(3_000);
   await client.metadata.mutate('Mkdir', { path: '/bench', chunkSizeBytes: chunkBytes, replication: 3 });
 
-  const cpuW0 = await cpuSeconds();
+  // Progress on stderr, with the process ids, so a profiler (perf record -p) can attach to the phase.
+  const pids = (kind: ProcessKind): string => children.filter((c) => c.kind === kind).map((c) => c.child.pid).join(',');
+  process.stderr.write(`writing: client ${process.pid}, chunkservers ${pids('chunkserver')}, metadata ${pids('metadata')}\n`);
+  const cpuW0 = await cpuSplit();
   const w0 = performance.now();
   const writer = await client.openWriter('/bench/file');
   for (let off = 0, i = 0; off < sizeBytes; off += writeBlockBytes, i++) await writer.write(blockAt(i).subarray(0, Math.min(writeBlockBytes, sizeBytes - off)));
   await writer.close();
   const writeS = (performance.now() - w0) / 1000;
-  const writeCpuS = (await cpuSeconds()) - cpuW0;
+  const writeSplit = minus(await cpuSplit(), cpuW0);
+  const writeCpuS = totalOf(writeSplit);
   await dropCaches();
+  process.stderr.write('reading\n');
   let mismatches = 0;
-  let readCpuS = 0;
+  let readSplit: CpuSplit | null = null;
   // Ranges of up to four chunks: the reader fetches the chunks of a range in parallel, into one buffer
   // reused for every range (as the limit's read reuses its buffer). Only the reads are timed; checking the
   // bytes against what was written (every byte, every range) is the bench's own work and is not.
@@ -168,11 +202,12 @@ async function main(): Promise<void> {
   const range = Buffer.allocUnsafe(Math.min(rangeBytes, sizeBytes));
   let readS = 0;
   for (let off = 0, i = 0; off < sizeBytes; off += rangeBytes) {
-    const c0 = await cpuSeconds();
+    const c0 = await cpuSplit();
     const r0 = performance.now();
     const count = await client.readInto('/bench/file', off, range.subarray(0, Math.min(rangeBytes, sizeBytes - off)));
     readS += (performance.now() - r0) / 1000;
-    readCpuS += (await cpuSeconds()) - c0;
+    const used = minus(await cpuSplit(), c0);
+    readSplit = readSplit === null ? used : combine(readSplit, used, 1);
     if (count !== Math.min(rangeBytes, sizeBytes - off)) throw new Error(`read ${count} bytes at ${off}`);
     const part = range.subarray(0, count);
     for (let p = 0; p < part.length; p += writeBlockBytes, i++) if (!part.subarray(p, p + writeBlockBytes).equals(blockAt(i).subarray(0, Math.min(writeBlockBytes, part.length - p)))) mismatches++;
@@ -187,7 +222,10 @@ async function main(): Promise<void> {
   console.log(`  read    ${limit.readMBs.toFixed(1).padStart(10)}   ${rfsRead.toFixed(1).padStart(8)}   ${(rfsRead / limit.readMBs).toFixed(2)}`);
   console.log('(limit write: the bytes written 3 times concurrently with fsync per chunk; rfs: one client, replication 3)');
   const gb = sizeBytes / 1e9;
+  const readCpuS = readSplit === null ? 0 : totalOf(readSplit);
   console.log(`rfs CPU (client + every server process): write ${(writeCpuS / gb).toFixed(2)} s per GB, read ${(readCpuS / gb).toFixed(2)} s per GB; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  console.log(`  write CPU s/GB by process (user+system): ${describeSplit(writeSplit, gb)}`);
+  if (readSplit !== null) console.log(`  read CPU s/GB by process (user+system): ${describeSplit(readSplit, gb)}`);
 
   if (!args['no-kill']) {
     const k0 = performance.now();
@@ -225,6 +263,14 @@ try {
   process.stderr.write(`bench:data failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
   process.exitCode = 1;
 } finally {
-  for (const c of children) c.kill('SIGKILL');
+  if (profileDir !== undefined) {
+    // A clean stop writes the chunkservers' profiles.
+    const live = children.filter(({ child, kind }) => kind === 'chunkserver' && child.exitCode === null && child.signalCode === null);
+    await Promise.all(live.map(({ child }) => new Promise<void>((resolve) => {
+      child.once('exit', () => resolve());
+      child.kill('SIGTERM');
+    })));
+  }
+  for (const { child } of children) child.kill('SIGKILL');
   if (workDir !== '') await rm(workDir, { recursive: true, force: true });
 }

@@ -7,7 +7,9 @@
  *     packets and the caller may reuse its buffer at once); a full staging buffer goes down the current
  *     chunk's pipeline. A chunk is allocated by the metadata leader when its first bytes are ready, and
  *     sealed when it holds `chunkSizeBytes` (and at close): every replica seals, their CRC32C must equal
- *     the one computed here while writing, and the leader records length and checksum.
+ *     the one computed here while writing, and the leader records length and checksum. A full chunk seals in
+ *     the background while the next one streams (one at a time, so the leader seals chunks in file order):
+ *     the replicas' fsyncs and the round trips no longer stall the data.
  *  3. A replica failure (the pipeline names the first failing replica and the length every replica
  *     acknowledged): the writer asks the leader for a new version with the survivors, opens a pipeline in
  *     `resume` mode (each survivor takes the new version and cuts to the acknowledged length) and resends
@@ -15,8 +17,8 @@
  *     it restores the replication factor once the chunk is sealed. With no survivor left the write fails
  *     (EIO): an unsealed chunk whose replicas all failed cannot be recovered.
  *
- * Memory: the unacknowledged tail of the current chunk (what the pipeline may still need to resend) plus
- * one staging buffer; the pipeline's in-flight window bounds the tail.
+ * Memory: the unacknowledged tails of the current chunk and of the one sealing (what their pipelines may
+ * still need to resend) plus one staging buffer; each pipeline's in-flight window bounds its tail.
  */
 import { crc32c } from '@node-rs/crc32';
 import { FileIoError, realTimers } from './data-path.ts';
@@ -79,6 +81,13 @@ const noPipeline: ChunkPipeline = {
 
 export class FileWriter {
   private chunk: OpenChunk | null = null;
+  /**
+   * The previous chunk while it seals in the background (flush, every replica's seal with its fsync, and
+   * SealChunk at the leader), so the next chunk streams meanwhile instead of the pipeline standing idle for
+   * the fsyncs and round trips. At most one: a chunk's seal starts only after the previous one finished, so
+   * chunks are sealed at the leader in file order. Its settled promise never rejects (the error is kept).
+   */
+  private sealing: { readonly chunk: OpenChunk; readonly done: Promise<Error | null> } | null = null;
   private staging: Buffer;
   private stagingUsed = 0;
   /**
@@ -132,7 +141,12 @@ export class FileWriter {
   close(): Promise<{ lengthBytes: number }> {
     return this.serially(async () => {
       await this.emitStaging();
-      if (this.chunk !== null) await this.sealChunk();
+      await this.settleSealing();
+      const last = this.chunk;
+      if (last !== null) {
+        this.chunk = null;
+        await this.sealChunk(last);
+      }
       const result = await this.options.metadata.completeFile(this.path, this.options.holder);
       this.closed = true;
       this.stopRenewing();
@@ -147,6 +161,7 @@ export class FileWriter {
     this.failure ??= new FileIoError('EBADF', 'the writer was aborted');
     this.stopRenewing();
     this.chunk?.pipeline.abort(); // `noPipeline` until the first one opens
+    this.sealing?.chunk.pipeline.abort();
     await this.options.metadata.releaseLease(this.path, this.options.holder).catch(() => undefined);
   }
 
@@ -171,6 +186,7 @@ export class FileWriter {
     this.failure = error;
     this.stopRenewing();
     this.chunk?.pipeline.abort(); // `noPipeline` until the first one opens
+    this.sealing?.chunk.pipeline.abort();
   }
 
   private renew(): void {
@@ -196,8 +212,35 @@ export class FileWriter {
       offset += n;
       const chunkFull = this.chunkFill === this.chunkSizeBytes;
       if (this.stagingUsed === this.staging.length || chunkFull) await this.emitStaging();
-      if (chunkFull) await this.sealChunk();
+      if (chunkFull) await this.sealInBackground();
     }
+  }
+
+  /** Starts sealing the full current chunk in the background (after the previous seal finished). */
+  private async sealInBackground(): Promise<void> {
+    await this.settleSealing();
+    const chunk = this.chunk;
+    this.chunk = null;
+    this.chunkFill = 0;
+    if (chunk === null) return;
+    const done = this.sealChunk(chunk).then(
+      () => null,
+      (error: unknown) => {
+        const failure = error instanceof Error ? error : new Error(String(error));
+        this.fail(failure); // later calls fail at once; the next boundary or close() reports it
+        return failure;
+      },
+    );
+    this.sealing = { chunk, done };
+  }
+
+  /** Waits for the background seal, if any; throws its error. */
+  private async settleSealing(): Promise<void> {
+    const sealing = this.sealing;
+    if (sealing === null) return;
+    const error = await sealing.done;
+    this.sealing = null;
+    if (error !== null) throw error;
   }
 
   /** Sends the staged bytes down the current chunk's pipeline (allocating the chunk first if needed). */
@@ -250,9 +293,8 @@ export class FileWriter {
     return chunk;
   }
 
-  private async sealChunk(): Promise<void> {
-    const chunk = this.chunk;
-    if (chunk === null) return;
+  /** Seals `chunk`: every replica seals with the writer's checksum, then the leader records it. */
+  private async sealChunk(chunk: OpenChunk): Promise<void> {
     let sealed: readonly { readonly id: number; readonly checksum: number }[];
     for (;;) {
       try {
@@ -270,8 +312,7 @@ export class FileWriter {
         `chunk ${chunk.handle}: replica(s) ${bad.map((r) => r.id).join(', ')} sealed with a checksum other than the bytes sent`,
       );
     await this.options.metadata.sealChunk(chunk.handle, this.options.holder, chunk.version, chunk.sent, chunk.crc);
-    this.chunk = null;
-    this.chunkFill = 0;
+    this.dropAcknowledged(chunk);
   }
 
   private failureOf(error: unknown): PipelineFailure {

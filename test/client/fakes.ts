@@ -224,7 +224,8 @@ export class FakeMetadata implements WriterMetadata, ReaderMetadata {
 
   allocateChunk(path: string, holder: string): Promise<AllocatedChunk> {
     const f = this.file(path, holder);
-    if (f.chunks.some((c) => !c.sealed)) return Promise.reject(new Error('EINVAL: the last chunk is not sealed'));
+    // The writer seals one full chunk in the background while the next streams: more unsealed is a bug.
+    if (f.chunks.filter((c) => !c.sealed).length > 1) return Promise.reject(new Error('EINVAL: two chunks are not sealed'));
     const live = [...this.data.servers.values()].filter((s) => s.alive).slice(0, this.replication);
     const chunk: FakeChunk = {
       handle: this.nextHandle++,
@@ -253,6 +254,8 @@ export class FakeMetadata implements WriterMetadata, ReaderMetadata {
     const entry = this.chunks.get(handle)!;
     if (entry.file.holder !== holder) return Promise.reject(new Error('ELEASE'));
     if (entry.chunk.version !== version) return Promise.reject(new Error('ESTALE'));
+    // The writer seals chunks in file order (a reader's length is the sealed prefix).
+    if (entry.file.chunks.slice(0, entry.chunk.index).some((c) => !c.sealed)) return Promise.reject(new Error('EINVAL: an earlier chunk is not sealed'));
     Object.assign(entry.chunk, { sealed: true, lengthBytes, checksum });
     return Promise.resolve();
   }

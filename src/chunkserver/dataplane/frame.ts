@@ -189,6 +189,10 @@ export class PooledFrameDecoder {
   /** In the payload phase: the header is complete and the payload is being filled. */
   private inPayload = false;
   private readonly ready: DecodedFrame[] = [];
+  /** Wire bytes (prefix, header, payload) of the frames in `ready`. */
+  private readyBytes = 0;
+  /** Wire bytes of each frame in `ready`, in order. */
+  private readonly readySizes: number[] = [];
   private failure: DataPlaneError | null = null;
 
   constructor(
@@ -200,9 +204,7 @@ export class PooledFrameDecoder {
 
   /** Bytes received that are not part of a returned frame (a partial frame, and frames not yet taken). */
   get bufferedBytes(): number {
-    let bytes = this.headFilled + this.payloadFilled;
-    for (const frame of this.ready) bytes += payloadOf(frame.message)?.length ?? 0;
-    return bytes;
+    return this.headFilled + this.payloadFilled + this.readyBytes;
   }
 
   /** Decodes every complete frame in `chunk` (copying what it keeps); throws a typed error on bad input. */
@@ -259,7 +261,9 @@ export class PooledFrameDecoder {
   /** The next decoded frame; the caller owns its lease. */
   next(): DecodedFrame | undefined {
     if (this.failure !== null) throw this.failure;
-    return this.ready.shift();
+    const frame = this.ready.shift();
+    if (frame !== undefined) this.readyBytes -= this.readySizes.shift() ?? 0;
+    return frame;
   }
 
   /**
@@ -268,6 +272,8 @@ export class PooledFrameDecoder {
    */
   dispose(options: { recyclePartial?: boolean } = {}): void {
     for (const frame of this.ready.splice(0)) frame.lease?.release();
+    this.readySizes.length = 0;
+    this.readyBytes = 0;
     if (options.recyclePartial ?? true) this.payload?.release();
     this.payload = null;
     this.failure ??= new DataPlaneError('CONNECTION_LOST', 'the frame decoder was disposed');
@@ -301,6 +307,7 @@ export class PooledFrameDecoder {
 
   private completeFrame(): void {
     const header = this.head.subarray(framePrefixBytes, this.headNeeded);
+    const wireBytes = this.headNeeded + this.payloadBytes;
     const lease = this.payload;
     const payload = lease === null ? emptyPayload : lease.bytes.subarray(0, this.payloadBytes);
     // Reset first: a malformed header throws below, and the lease then belongs to nobody but this frame.
@@ -318,5 +325,7 @@ export class PooledFrameDecoder {
       throw error;
     }
     this.ready.push({ message, lease });
+    this.readySizes.push(wireBytes);
+    this.readyBytes += wireBytes;
   }
 }

@@ -64,6 +64,12 @@ export interface DataServerOptions {
 }
 
 export const defaultConnectionsMax = 1024;
+/**
+ * Packets a read keeps in flight from the store ahead of the one being sent (each at most packetBytesMax
+ * plus two checksum blocks of memory): a few, so the disk has a queue to work on and one slow read does not
+ * stall the stream.
+ */
+export const readAheadPiecesMax = 4;
 
 export class DataServer {
   readonly metrics: DataPlaneMetrics;
@@ -537,35 +543,37 @@ class ReadSession {
         connection.send({ type: 'data', offset: read.offset, last: true, payload: new Uint8Array(0) });
       }
       const end = read.offset + read.length;
-      // Read-ahead: the store reads the next packet while this one is sent (one extra packet in memory), so
-      // the disk and the network overlap instead of taking turns. Each piece is read into a buffer of the
-      // server's read pool, released once the socket wrote it (or at once when it was not sent).
-      const readAt = (position: number): ReadPiece => {
-        const length = Math.min(limits.packetBytesMax, end - position);
-        const lease = this.server.readPool.take(readSpanBytes(position, length));
-        const bytes = store.read(read.handle, read.version, position, length, lease.bytes);
-        bytes.catch(() => lease.release()); // awaited below, unless the connection closed first
-        return { position, length, bytes, lease };
+      // Read-ahead: the store reads up to readAheadPiecesMax packets ahead of the one being sent, so the disk
+      // sees several requests at once and the disk and the network overlap instead of taking turns. Each
+      // piece is read into a buffer of the server's read pool, released once the socket wrote it (or once
+      // the store is done with it when it was not sent).
+      let readPosition = read.offset;
+      const ahead: ReadPiece[] = [];
+      const readAhead = (): void => {
+        while (ahead.length < readAheadPiecesMax && readPosition < end) {
+          const position = readPosition;
+          const length = Math.min(limits.packetBytesMax, end - position);
+          const lease = this.server.readPool.take(readSpanBytes(position, length));
+          const bytes = store.read(read.handle, read.version, position, length, lease.bytes);
+          bytes.catch(() => lease.release()); // awaited below, unless the connection closed first
+          ahead.push({ position, length, bytes, lease });
+          readPosition += length;
+        }
       };
-      let next = read.offset < end ? readAt(read.offset) : undefined;
       try {
-        while (next !== undefined && !connection.closed) {
-          const piece = next;
-          next = undefined;
+        readAhead();
+        for (let piece = ahead.shift(); piece !== undefined && !connection.closed; piece = ahead.shift()) {
           const payload = await piece.bytes;
           assert.equal(payload.length, piece.length, 'the store returns exactly the bytes asked for');
-          const { position, length } = piece;
-          next = position + length < end ? readAt(position + length) : undefined;
+          readAhead();
+          const { position, length, lease } = piece;
           metrics.bytesOut.inc({ kind: 'read' }, length);
-          if (!connection.send({ type: 'data', offset: position, last: position + length === end, payload }, () => piece.lease.release()))
+          if (!connection.send({ type: 'data', offset: position, last: position + length === end, payload }, () => lease.release()))
             await connection.writable();
         }
       } finally {
-        // A piece read ahead and never sent: its buffer comes back once the store is done with it.
-        if (next !== undefined) {
-          const { lease } = next;
-          void next.bytes.then(() => lease.release(), () => undefined);
-        }
+        // Pieces read ahead and never sent: their buffers come back once the store is done with them.
+        for (const { bytes, lease } of ahead.splice(0)) void bytes.then(() => lease.release(), () => undefined);
       }
       metrics.reads.inc({ outcome: 'ok' });
     } catch (error) {

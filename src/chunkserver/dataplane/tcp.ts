@@ -1,16 +1,22 @@
 /**
  * The data plane over TCP (node:net): one frame per message (frame.ts), Nagle off, the payload written as
- * its own buffer under cork (no copy). Receiving pauses the socket while the owner has paused delivery, so
+ * its own buffer under cork (no copy). Receiving stops reading the socket while the owner has paused delivery
+ * (after a bounded read-ahead, so a peer's close is still seen), so
  * a full replica stops reading and TCP flow control pushes back to the sender. Bytes that are not a frame,
  * or a frame past frameBytesMax, end the connection with a typed error (sent to the peer as an `error`
  * message when it can still be written) — never an exception out of a socket callback.
  *
  * Buffers: received payloads land in buffers of the network's BufferPool (pool.ts) and are handed to the
- * owner with their lease; the decoder's reference is released when onMessage returns. Dialed sockets read
- * with `onread` (Node does not offer it to accepted ones): into the rest of the current payload when one is
- * being received (no copy at all), else into one receive buffer per connection; accepted sockets get Node's
- * read chunks, copied once into the payload's pooled buffer.
+ * owner with their lease; the decoder's reference is released when onMessage returns. Every socket reads
+ * through `onread`: into the rest of the current payload when one is being received (no copy at all), else
+ * into the network's receive buffer (frame heads and small frames, copied out before the read callback
+ * returns). Node offers `onread` to dialed sockets only; accepted ones are switched to it before their first
+ * read (`readIntoUserBuffers`), which matters: Node's own read path allocates a fresh 64 KiB buffer per
+ * read, and on the benchmark VM the page faults on that fresh memory, the copy out of it and the garbage
+ * collections its external memory triggers were most of a chunkserver's CPU. If the switch is unavailable
+ * (a Node version without the internals it uses) the socket falls back to 'data' events, copied once.
  */
+import assert from 'node:assert/strict';
 import net from 'node:net';
 import type { ConnectionHandlers, DataConnection, DataNetwork, Listener } from './connection.ts';
 import { DataPlaneError } from './errors.ts';
@@ -31,8 +37,43 @@ export function parseAddress(address: string): { host: string; port: number } {
   return { host: match[1] ?? '', port };
 }
 
-/** Bytes of a dialed connection's receive buffer (reads of frame headers and small frames land there). */
+/**
+ * Bytes of the network's receive buffer: reads of frame heads and small frames land there. One buffer serves
+ * every connection of a network: a read callback copies out what it keeps before it returns, and reads run
+ * one at a time on the event loop.
+ */
 export const receiveBufferBytes = 64 * 1024;
+
+/** Undelivered bytes a connection whose delivery is paused may still read (see maybeStopReading). */
+export const pausedReadAheadBytes = 64 * 1024;
+
+/** What a socket reading through `onread` calls after each read: `bytes` landed at the start of `buffer`. */
+type ReadCallback = (bytes: number, buffer: Uint8Array) => boolean;
+
+/**
+ * Switches an accepted socket that has not read yet (created paused) to `onread`-style reads, exactly as
+ * `net.connect({ onread })` sets up a dialed one: `buffer()` gives each read's destination, `callback` runs
+ * after it. Node 20 offers this to dialed sockets only, so this sets the same internal fields the Socket
+ * constructor sets and calls `useUserBuffer` as `initSocketHandle` does. Returns false, changing nothing,
+ * when those internals are not there (the caller then reads 'data' events).
+ */
+export function readIntoUserBuffers(socket: net.Socket, buffer: () => Uint8Array, callback: ReadCallback): boolean {
+  const symbols = new Map(Object.getOwnPropertySymbols(socket).map((symbol) => [symbol.description, symbol]));
+  const kBuffer = symbols.get('kBuffer');
+  const kBufferCb = symbols.get('kBufferCb');
+  const kBufferGen = symbols.get('kBufferGen');
+  const handle = (socket as unknown as { _handle?: { useUserBuffer?: unknown; reading?: boolean } | null })._handle;
+  if (kBuffer === undefined || kBufferCb === undefined || kBufferGen === undefined) return false;
+  if (handle === undefined || handle === null || typeof handle.useUserBuffer !== 'function' || handle.reading === true) return false;
+  const fields = socket as unknown as Record<symbol, unknown>;
+  if (fields[kBuffer] !== null || fields[kBufferGen] !== null) return false; // not the state this expects
+  const first = buffer();
+  fields[kBufferGen] = buffer;
+  fields[kBufferCb] = callback;
+  fields[kBuffer] = first;
+  (handle.useUserBuffer as (buffer: Uint8Array) => void).call(handle, first);
+  return true;
+}
 
 class TcpConnection implements DataConnection {
   readonly remoteAddress: string;
@@ -108,7 +149,7 @@ class TcpConnection implements DataConnection {
 
   pause(): void {
     this.paused = true;
-    this.socket.pause();
+    this.maybeStopReading();
   }
 
   resume(): void {
@@ -155,8 +196,17 @@ class TcpConnection implements DataConnection {
 
   private afterReceive(): void {
     this.deliver();
-    // Stop reading while delivery is paused: bytes already read stay in the decoder (one chunk at most).
-    if (this.paused) this.socket.pause();
+    this.maybeStopReading();
+  }
+
+  /**
+   * While delivery is paused the socket reads on only until `pausedReadAheadBytes` wait in the decoder, then
+   * stops (TCP flow control then stalls the peer). Reading on a little is what lets a paused connection
+   * notice its peer closing: a peer that respects its window sends nothing more, so the next read is its
+   * FIN or RST. Bytes held: at most pausedReadAheadBytes plus one read.
+   */
+  private maybeStopReading(): void {
+    if (this.paused && this.decoder.bufferedBytes >= pausedReadAheadBytes) this.socket.pause();
   }
 
   /** Hands decoded messages to the owner while not paused; decoding errors end the connection. */
@@ -204,6 +254,9 @@ class TcpConnection implements DataConnection {
     // A socket reading through onread may still read into the partial payload's buffer (until destroyed):
     // that buffer is dropped, never recycled.
     this.decoder.dispose({ recyclePartial: !this.viaOnread || this.socket.destroyed });
+    // Read on, discarding, so the socket sees the peer's FIN or RST and closes: a socket left paused after
+    // end() would stay half-open, unnoticed, and keep its listener from closing.
+    if (!this.socket.destroyed) this.socket.resume();
     this.wakeWriters();
     this.handlers?.onClose(error);
   }
@@ -223,6 +276,10 @@ export class TcpDataNetwork implements DataNetwork {
   readonly connectTimeoutMs: number;
   /** Received payloads of every connection of this network (recycled: see tcp.ts's header). */
   readonly pool: BufferPool;
+  /** Where reads that are not part of a payload land (see receiveBufferBytes). */
+  private readonly receive = Buffer.allocUnsafeSlow(receiveBufferBytes);
+  /** Accepted connections that fell back to 'data' events (tests: zero on the Node this runs on). */
+  acceptedWithoutOnread = 0;
 
   constructor(limits: Partial<DataPlaneLimits> = {}, options: { connectTimeoutMs?: number; pool?: BufferPool } = {}) {
     this.limits = resolveLimits(limits);
@@ -230,31 +287,40 @@ export class TcpDataNetwork implements DataNetwork {
     this.pool = options.pool ?? new BufferPool(this.limits.packetBytesMax);
   }
 
+  /** The next read's destination for a connection: the payload in progress (in place), else `receive`. */
+  private readTarget(decoder: PooledFrameDecoder): Uint8Array {
+    return decoder.payloadTarget() ?? this.receive;
+  }
+
+  /** Hands `bytes` read into `buffer` (from readTarget) to the connection. */
+  private delivered(connection: TcpConnection, bytes: number, buffer: Uint8Array): boolean {
+    if (buffer === this.receive) connection.received(this.receive.subarray(0, bytes));
+    else connection.receivedInPlace(bytes);
+    return true; // pausing is done by socket.pause(), not here
+  }
+
   dial(address: string): Promise<DataConnection> {
     const { host, port } = parseAddress(address);
     const decoder = new PooledFrameDecoder(this.limits, this.pool);
-    const receive = Buffer.allocUnsafe(receiveBufferBytes);
     let connection: TcpConnection | null = null;
     return new Promise((resolve, reject) => {
       const socket = net.connect({
         host,
         port,
         onread: {
-          // Called after each read for the next one's destination: the payload in progress, in place.
-          buffer: () => decoder.payloadTarget() ?? receive,
+          // Called after each read for the next one's destination.
+          buffer: () => this.readTarget(decoder),
           callback: (bytes, buffer) => {
-            if (connection === null) {
-              // Bytes before the connection object exists (none expected: it is made on 'connect') wait in
-              // the decoder; bad ones end the socket (the dial then fails).
-              try {
-                if (buffer === receive) decoder.push(receive.subarray(0, bytes));
-                else decoder.pushedInPlace(bytes);
-              } catch (error) {
-                socket.destroy(error as Error);
-              }
-            } else if (buffer === receive) connection.received(receive.subarray(0, bytes));
-            else connection.receivedInPlace(bytes);
-            return true; // pausing is done by socket.pause(), not here
+            if (connection !== null) return this.delivered(connection, bytes, buffer);
+            // Bytes before the connection object exists (none expected: it is made on 'connect') wait in
+            // the decoder; bad ones end the socket (the dial then fails).
+            try {
+              if (buffer === this.receive) decoder.push(this.receive.subarray(0, bytes));
+              else decoder.pushedInPlace(bytes);
+            } catch (error) {
+              socket.destroy(error as Error);
+            }
+            return true;
           },
         },
       });
@@ -277,7 +343,20 @@ export class TcpDataNetwork implements DataNetwork {
   listen(address: string, onConnection: (connection: DataConnection) => void): Promise<Listener> {
     const { host, port } = parseAddress(address);
     const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => {
-      onConnection(new TcpConnection(socket, this.limits, new PooledFrameDecoder(this.limits, this.pool), false));
+      const decoder = new PooledFrameDecoder(this.limits, this.pool);
+      let connection: TcpConnection | null = null;
+      // The socket is paused (pauseOnConnect): it has read nothing, and reads nothing before start().
+      const viaOnread = readIntoUserBuffers(
+        socket,
+        () => this.readTarget(decoder),
+        (bytes, buffer) => {
+          assert.ok(connection !== null, 'an accepted socket reads only once its connection exists');
+          return this.delivered(connection, bytes, buffer);
+        },
+      );
+      if (!viaOnread) this.acceptedWithoutOnread += 1;
+      connection = new TcpConnection(socket, this.limits, decoder, viaOnread);
+      onConnection(connection);
     });
     return new Promise((resolve, reject) => {
       server.once('error', reject);
