@@ -10,6 +10,7 @@
 import { hostname } from 'node:os';
 import { MetadataClient } from '../metadata/client.ts';
 import type { MetadataClientOptions } from '../metadata/client.ts';
+import { PooledDialer } from './read-pool.ts';
 import { DataPlaneError, PipelineFailedError, PipelineWriter, readRange, TcpDataNetwork } from '../chunkserver/dataplane/index.ts';
 import type { DataPlaneLimits } from '../chunkserver/dataplane/index.ts';
 import type { ChunkPipeline, DataPlane, PipelineFailure, ReaderMetadata, WriterMetadata } from './data-path.ts';
@@ -48,6 +49,8 @@ export function metadataForData(client: MetadataClient): WriterMetadata & Reader
 /** The data plane over TCP: write pipelines and range reads. */
 export function tcpDataPlane(limits: Partial<DataPlaneLimits> = {}): DataPlane {
   const network = new TcpDataNetwork(limits);
+  // Range reads reuse connections per replica (read-pool.ts); write pipelines dial their own, one per chunk.
+  const reads = new PooledDialer(network);
   return {
     async openPipeline(o): Promise<ChunkPipeline> {
       const writer = await PipelineWriter.open(network, {
@@ -70,7 +73,8 @@ export function tcpDataPlane(limits: Partial<DataPlaneLimits> = {}): DataPlane {
         },
       };
     },
-    readRange: (address, request, into) => readRange(network, address, request, into),
+    readRange: (address, request, into) => readRange(reads, address, request, into),
+    close: () => reads.close(),
     pipelineFailure(error): PipelineFailure | undefined {
       return error instanceof PipelineFailedError ? error : undefined;
     },
@@ -137,5 +141,6 @@ export class FileClient {
 
   close(): void {
     this.metadata.close();
+    this.data.close?.();
   }
 }

@@ -103,6 +103,8 @@ export interface DataPlane {
   pipelineFailure(error: unknown): PipelineFailure | undefined;
   /** The data plane's error code of a failed read (e.g. CHECKSUM_MISMATCH), if it has one. */
   errorCode(error: unknown): string | undefined;
+  /** Closes connections kept for reuse (the real client's read pool), if any. */
+  close?(): void;
 }
 
 /** Timers for lease renewal, injected so the simulator drives them. */

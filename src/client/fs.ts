@@ -383,12 +383,16 @@ export class RfsClient {
     });
   }
 
-  /** Closes the metadata channels. Calls still running fail; writers not closed leave their files incomplete. */
+  /**
+   * Closes the metadata channels and the idle data connections. Calls still running fail; writers not closed
+   * leave their files incomplete.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.lifetime.abort();
     this.metadata.close();
+    this.data.close?.();
   }
 
   // ------------------------------------------------------------------ internals (handles and streams use these)
