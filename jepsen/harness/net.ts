@@ -164,15 +164,21 @@ export class Partitioner {
     await run('ip', ['netns', 'exec', nb.namespace, 'ip', 'route', 'add', 'blackhole', `${na.address}/32`]);
   }
 
+  /** Unblocks one pair this partitioner blocked. */
+  async unblock(a: string, b: string): Promise<void> {
+    const key = a < b ? `${a}|${b}` : `${b}|${a}`;
+    if (!this.blocked.delete(key)) return;
+    const na = this.node(a);
+    const nb = this.node(b);
+    await runQuiet('ip', ['netns', 'exec', na.namespace, 'ip', 'route', 'del', 'blackhole', `${nb.address}/32`]);
+    await runQuiet('ip', ['netns', 'exec', nb.namespace, 'ip', 'route', 'del', 'blackhole', `${na.address}/32`]);
+  }
+
   /** Removes every blackhole route this partitioner added. */
   async healAll(): Promise<void> {
     for (const key of [...this.blocked]) {
       const [a, b] = key.split('|') as [string, string];
-      const na = this.node(a);
-      const nb = this.node(b);
-      await runQuiet('ip', ['netns', 'exec', na.namespace, 'ip', 'route', 'del', 'blackhole', `${nb.address}/32`]);
-      await runQuiet('ip', ['netns', 'exec', nb.namespace, 'ip', 'route', 'del', 'blackhole', `${na.address}/32`]);
-      this.blocked.delete(key);
+      await this.unblock(a, b);
     }
   }
 

@@ -1,0 +1,116 @@
+/**
+ * `npm run jepsen -- --workload register --nemesis all --time 120 [--seed S] [--clients 10] [--keys 5] [--out DIR]`
+ *
+ * Runs one Jepsen test (harness/runner.ts) and prints where its report folder is; the last line printed is
+ * the verdict. Exit code: 0 linearizable (and a well-formed history), 1 not linearizable or a malformed
+ * history, 2 unknown or unchecked (no checker in this build), 3 the run itself failed (not root, cluster
+ * never ready, …). Ctrl-C stops the run early and still cleans up; a second Ctrl-C exits at once (the next
+ * run removes what is left). docs/JEPSEN.md.
+ */
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { runJepsen, workloads } from './harness/runner.ts';
+import type { RunOptions } from './harness/runner.ts';
+
+const repoRoot = resolve(import.meta.dirname, '..');
+
+const usage = `usage: npm run jepsen -- [options]
+  --workload register      the workload (only 'register' so far)
+  --nemesis all            all | none | a list of: kill, pause, partition, clock, chunkserver-loss
+  --time 120               seconds of workload under faults (then heal, then the final reads)
+  --seed S                 seed of the schedule, targets and ops (default: random, printed)
+  --clients 10             concurrent workers, one client library instance each
+  --keys 5                 registers r0..r(N-1)
+  --out DIR                report folder (default jepsen/runs/<timestamp>-<workload>-<nemesis>/)
+  --op-timeout-ms 15000    deadline of one operation (then it is 'info' if it may have applied)
+  --stagger-ms 50          each worker pauses up to this long between ops
+  --log-level info         servers' pino level
+  --keep-data              keep the servers' data dirs in <out>/data
+Needs root (network namespaces). One run at a time per machine.`;
+
+function integer(value: string | undefined, fallback: number, name: string, min: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < min) throw new RangeError(`--${name}: an integer ≥ ${min}, not '${value}'`);
+  return n;
+}
+
+function parse(argv: string[]): RunOptions | undefined {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      workload: { type: 'string', default: 'register' },
+      nemesis: { type: 'string', default: 'all' },
+      time: { type: 'string' },
+      seed: { type: 'string' },
+      clients: { type: 'string' },
+      keys: { type: 'string' },
+      out: { type: 'string' },
+      'op-timeout-ms': { type: 'string' },
+      'stagger-ms': { type: 'string' },
+      'log-level': { type: 'string' },
+      'keep-data': { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) return undefined;
+  const workload = values.workload as (typeof workloads)[number];
+  if (!workloads.includes(workload)) throw new RangeError(`--workload: one of ${workloads.join(', ')}, not '${values.workload}'`);
+  const nemesis = values.nemesis;
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const outDir = resolve(values.out ?? join(repoRoot, 'jepsen', 'runs', `${stamp}-${workload}-${nemesis.replace(/,/g, '+')}`));
+  return {
+    workload,
+    nemesis,
+    timeMs: integer(values.time, 120, 'time', 1) * 1000,
+    seed: integer(values.seed, Math.floor(Math.random() * 2 ** 31), 'seed', 0),
+    clients: integer(values.clients, 10, 'clients', 1),
+    keys: integer(values.keys, 5, 'keys', 1),
+    outDir,
+    opTimeoutMs: integer(values['op-timeout-ms'], 15_000, 'op-timeout-ms', 100),
+    staggerMs: integer(values['stagger-ms'], 50, 'stagger-ms', 0),
+    keepData: values['keep-data'],
+    ...(values['log-level'] !== undefined ? { logLevel: values['log-level'] } : {}),
+  };
+}
+
+async function main(): Promise<number> {
+  let options: RunOptions | undefined;
+  try {
+    options = parse(process.argv.slice(2));
+  } catch (e) {
+    process.stderr.write(`jepsen: ${(e as Error).message}\n${usage}\n`);
+    return 3;
+  }
+  if (options === undefined) {
+    process.stdout.write(`${usage}\n`);
+    return 0;
+  }
+  const abort = new AbortController();
+  let interrupts = 0;
+  process.on('SIGINT', () => {
+    interrupts++;
+    if (interrupts > 1) process.exit(130);
+    process.stderr.write('jepsen: stopping (Ctrl-C again to exit at once)\n');
+    abort.abort();
+  });
+  const print = (line: string): void => {
+    process.stdout.write(`${line}\n`);
+  };
+  print(`jepsen: ${options.workload}, nemesis ${options.nemesis}, ${options.timeMs / 1000} s, seed ${options.seed}, report in ${options.outDir}`);
+  try {
+    const result = await runJepsen({ ...options, signal: abort.signal, print });
+    print(`report: ${result.dir}/index.html`);
+    print(result.verdict.line);
+    if (!result.sanity.ok) return 1;
+    return result.verdict.kind === 'linearizable' ? 0 : result.verdict.kind === 'not linearizable' ? 1 : 2;
+  } catch (e) {
+    process.stderr.write(`jepsen: ${(e as Error).stack ?? String(e)}\n`);
+    print(`run failed: ${(e as Error).message}`);
+    return 3;
+  }
+}
+
+// Explicit exit: a client or timer left behind by an aborted run must not keep the process alive.
+process.exit(await main());
