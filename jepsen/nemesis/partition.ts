@@ -91,7 +91,8 @@ export const partitionNemesis: Nemesis = {
     const names = context.cluster.servers.map((s) => s.name);
     const openPair = names.flatMap((a) => names.map((b) => [a, b] as const)).find(([a, b]) => a !== b && !blocked.has(`${a}|${b}`) && live(a) && live(b));
     if (openPair !== undefined) probes.push(await probe(context, openPair[0], openPair[1], 'open'));
-    const targets = [...new Set(pairs.flat())].sort();
+    const isolated = detail['isolated'];
+    const targets = typeof isolated === 'string' ? [isolated] : [...new Set(pairs.flat())].sort();
     return {
       nemesis: 'partition',
       variant,
