@@ -89,12 +89,14 @@ async function main(): Promise<number> {
   }
   const abort = new AbortController();
   let interrupts = 0;
-  process.on('SIGINT', () => {
+  const onSignal = (): void => {
     interrupts++;
     if (interrupts > 1) process.exit(130);
-    process.stderr.write('jepsen: stopping (Ctrl-C again to exit at once)\n');
+    process.stderr.write('jepsen: stopping: healing, reporting, cleaning up (Ctrl-C again to exit at once)\n');
     abort.abort();
-  });
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   const print = (line: string): void => {
     process.stdout.write(`${line}\n`);
   };

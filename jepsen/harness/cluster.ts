@@ -230,10 +230,12 @@ export class Cluster {
   }
 
   /** Waits for a leader with every member, and `chunkserversLive` live chunkservers (default all). */
-  async waitReady(timeoutMs: number, chunkserversLive = this.chunkservers.length): Promise<Server> {
+  async waitReady(timeoutMs: number, options: { chunkserversLive?: number; signal?: AbortSignal | undefined } = {}): Promise<Server> {
+    const chunkserversLive = options.chunkserversLive ?? this.chunkservers.length;
     const deadline = Date.now() + timeoutMs;
     let waitingFor = 'a leader';
     for (;;) {
+      if (options.signal?.aborted === true) throw new ClusterError('NOT_READY', `stopped while waiting for ${waitingFor}`);
       const leader = await this.leader();
       if (leader !== undefined) {
         waitingFor = `${chunkserversLive} live chunkservers`;

@@ -122,7 +122,7 @@ export async function runJepsen(options: RunOptions): Promise<RunResult> {
     print(`network: ${cluster.servers.map((s) => `${s.name}=${s.net.address}`).join(' ')}`);
     cluster.startAll();
     const t0 = Date.now();
-    await cluster.waitReady(options.readyTimeoutMs ?? readyTimeoutMsDefault);
+    await cluster.waitReady(options.readyTimeoutMs ?? readyTimeoutMsDefault, { signal: options.signal });
     print(`cluster ready in ${((Date.now() - t0) / 1000).toFixed(1)} s (leader ${(await cluster.leader())?.name ?? '?'})`);
 
     const random = new SeededRandom(options.seed);
@@ -159,6 +159,7 @@ export async function runJepsen(options: RunOptions): Promise<RunResult> {
       const stop = new AbortController();
       const onAbort = (): void => stop.abort();
       options.signal?.addEventListener('abort', onAbort, { once: true });
+      if (options.signal?.aborted === true) stop.abort();
       const timer = setTimeout(() => stop.abort(), options.timeMs);
       const startMs = Date.now();
       const progress = setInterval(() => {
