@@ -15,12 +15,12 @@ import type { RunOptions } from './harness/runner.ts';
 const repoRoot = resolve(import.meta.dirname, '..');
 
 const usage = `usage: npm run jepsen -- [options]
-  --workload register      the workload (only 'register' so far)
+  --workload register      register (linearizability, per key) or append (lost / duplicated / reordered records)
   --nemesis all            all | none | a list of: kill, pause, partition, clock, chunkserver-loss
   --time 120               seconds of workload under faults (then heal, then the final reads)
   --seed S                 seed of the schedule, targets and ops (default: random, printed)
   --clients 10             concurrent workers, one client library instance each
-  --keys 5                 registers r0..r(N-1)
+  --keys 5                 registers r0..r(N-1), or files a0..a(N-1) for append
   --out DIR                report folder (default jepsen/runs/<timestamp>-<workload>-<nemesis>/)
   --op-timeout-ms 15000    deadline of one operation (then it is 'info' if it may have applied)
   --stagger-ms 50          each worker pauses up to this long between ops
@@ -106,7 +106,8 @@ async function main(): Promise<number> {
     print(`report: ${result.dir}/index.html`);
     print(result.verdict.line);
     if (!result.sanity.ok) return 1;
-    return result.verdict.kind === 'linearizable' ? 0 : result.verdict.kind === 'not linearizable' ? 1 : 2;
+    const kind = result.verdict.kind;
+    return kind === 'linearizable' || kind === 'valid' ? 0 : kind === 'not linearizable' || kind === 'invalid' ? 1 : 2;
   } catch (e) {
     process.stderr.write(`jepsen: ${(e as Error).stack ?? String(e)}\n`);
     print(`run failed: ${(e as Error).message}`);

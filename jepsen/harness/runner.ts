@@ -3,7 +3,7 @@
  *   1. root check, the run lock, leftovers of a crashed earlier run removed, the network built;
  *   2. 5 metadata servers + 3 chunkservers started in their namespaces, waited for (a leader, all live);
  *   3. the workload's setup (clients connected, every key written to its initial value, recorded);
- *   4. the workers and the nemesis schedule run side by side for `timeMs`;
+ *   4. the workers and the nemesis schedule run side by side for `timeMs` (longer if a fault ran late);
  *   5. every fault healed (the active one, then a sweep: routes, paused, stopped and skewed servers), the
  *      cluster waited for, and the final read phase (every key) on the healed cluster;
  *   6. the history's sanity check, the checker's verdict (if the checker is in this build), index.html;
@@ -23,6 +23,8 @@ import { makeSchedule, NemesisRunner, parseNemesisSpec } from '../nemesis/index.
 import type { NemesisLogEntry, ScheduledFault } from '../nemesis/index.ts';
 import type { NemesisContext } from '../nemesis/types.ts';
 import { RegisterWorkload } from '../workloads/register.ts';
+import { AppendWorkload } from '../workloads/append.ts';
+import type { Workload, WorkloadCheck, WorkloadOptions } from '../workloads/types.ts';
 import { renderReport } from '../report/html.ts';
 import { checkHistory } from '../report/verdict.ts';
 import type { Verdict } from '../report/verdict.ts';
@@ -32,7 +34,7 @@ export const readyTimeoutMsDefault = 120_000;
 export const opTimeoutMsDefault = 15_000;
 export const staggerMsDefault = 50;
 export const probeTimeoutMsDefault = 2_000;
-export const workloads = ['register'] as const;
+export const workloads = ['register', 'append'] as const;
 
 export interface RunOptions {
   readonly workload: (typeof workloads)[number];
@@ -136,7 +138,7 @@ export async function runJepsen(options: RunOptions): Promise<RunResult> {
 
     const originNs = process.hrtime.bigint();
     const history = new HistoryRecorder(join(dir, 'history.jsonl'), originNs);
-    const workload = new RegisterWorkload({
+    const workloadOptions: WorkloadOptions = {
       metadataAddresses: cluster.metadataAddresses,
       clients: options.clients,
       keys: options.keys,
@@ -144,7 +146,8 @@ export async function runJepsen(options: RunOptions): Promise<RunResult> {
       staggerMs: options.staggerMs ?? staggerMsDefault,
       random: workloadRandom,
       history,
-    });
+    };
+    const workload: Workload = options.workload === 'append' ? new AppendWorkload(workloadOptions) : new RegisterWorkload(workloadOptions);
     const partitioner = new Partitioner(new Map(cluster.servers.map((s) => [s.name, s.net])));
     const context: NemesisContext = { cluster, partitioner, random: nemesisRandom, probeTimeoutMs: probeTimeoutMsDefault };
     writeFileSync(join(dir, 'nemesis.jsonl'), '');
@@ -156,18 +159,28 @@ export async function runJepsen(options: RunOptions): Promise<RunResult> {
     try {
       await workload.setup();
       print(`workload: ${options.clients} clients, ${options.keys} keys, ${options.timeMs / 1000} s`);
+      // The workers stop once the time is up AND every scheduled fault has started and healed (on a loaded
+      // machine a fault can start late; it still runs under load). Ctrl-C stops both at once.
       const stop = new AbortController();
-      const onAbort = (): void => stop.abort();
+      const stopNemesis = new AbortController();
+      const onAbort = (): void => {
+        stop.abort();
+        stopNemesis.abort();
+      };
       options.signal?.addEventListener('abort', onAbort, { once: true });
-      if (options.signal?.aborted === true) stop.abort();
-      const timer = setTimeout(() => stop.abort(), options.timeMs);
+      if (options.signal?.aborted === true) onAbort();
+      let timer: NodeJS.Timeout | undefined;
+      const timeUp = new Promise<void>((resolve) => (timer = setTimeout(resolve, options.timeMs)));
       const startMs = Date.now();
+      const nemesisDone = nemesisRunner.run(schedule, startMs, stopNemesis.signal);
+      const stopWorkers = (): void => stop.abort();
+      void Promise.all([timeUp, nemesisDone]).then(stopWorkers, stopWorkers);
       const progress = setInterval(() => {
         const done = history.events.length;
         print(`  ${((Date.now() - startMs) / 1000).toFixed(0)} s: ${done} events`);
       }, 10_000);
       try {
-        await Promise.all([workload.run(stop.signal), nemesisRunner.run(schedule, startMs, stop.signal)]);
+        await Promise.all([workload.run(stop.signal), nemesisDone]);
       } finally {
         clearTimeout(timer);
         clearInterval(progress);
@@ -194,7 +207,7 @@ export async function runJepsen(options: RunOptions): Promise<RunResult> {
     await writeFile(join(dir, 'sanity.txt'), `${sanity.ok ? 'well-formed' : 'MALFORMED'}\n${JSON.stringify(sanity.counts)}\n${sanity.problems.join('\n')}\n`);
     print(`history: ${JSON.stringify(sanity.counts)}; ${sanity.ok ? 'well-formed' : `MALFORMED: ${sanity.problems.slice(0, 5).join('; ')}`}`);
     await cluster.stopAll();
-    const verdict = await checkHistory(join(dir, 'history.jsonl'), print);
+    const verdict = workload.check !== undefined ? ownVerdict(workload.check(history.events)) : await checkHistory(join(dir, 'history.jsonl'), print);
     await writeFile(join(dir, 'verdict.txt'), `${verdict.output.trimEnd()}\n${verdict.line}\n`);
     const counts = sanity.counts;
     const faults = nemesisRunner.entries.filter((e) => e.type === 'start').length;
@@ -231,6 +244,10 @@ export async function runJepsen(options: RunOptions): Promise<RunResult> {
     if (options.keepData !== true) rmSync(dataDir, { recursive: true, force: true });
     releaseLock();
   }
+}
+
+function ownVerdict(check: WorkloadCheck): Verdict {
+  return { kind: check.valid ? 'valid' : 'invalid', line: check.valid ? 'valid' : 'invalid', output: check.output, exitCode: null };
 }
 
 /** The active fault's own heal, then a sweep for anything left: routes, paused, stopped and skewed servers. */

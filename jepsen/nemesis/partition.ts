@@ -82,7 +82,7 @@ export const partitionNemesis: Nemesis = {
   variants: ['halves', 'isolated-leader', 'one', 'ring'],
   async start(context: NemesisContext, variant: string): Promise<Fault> {
     const { pairs, detail } = await blockedPairs(context, variant);
-    for (const [a, b] of pairs) await context.partitioner.block(a, b);
+    await context.partitioner.blockAll(pairs);
     const blocked = new Set(pairs.map(([a, b]) => `${a}|${b}`).concat(pairs.map(([a, b]) => `${b}|${a}`)));
     const live = (n: string): boolean => context.cluster.isRunning(n) && !context.cluster.isPaused(n);
     const probes: ProbeResult[] = [];
@@ -99,7 +99,7 @@ export const partitionNemesis: Nemesis = {
       targets,
       detail: { ...detail, blockedPairs: pairs.length, probes },
       heal: async () => {
-        for (const [a, b] of pairs) await context.partitioner.unblock(a, b);
+        await context.partitioner.unblockAll(pairs);
         return { healedPairs: pairs.length };
       },
     };

@@ -81,7 +81,7 @@ function faultIntervals(entries: readonly NemesisLogEntry[], endNs: number): Int
       out.push({ label: `${s.nemesis} ${s.variant} ${(s.targets ?? []).join(',')}`, startNs: s.time, endNs: e.time });
     }
   }
-  for (const s of started.values()) out.push({ label: `${s.nemesis} ${s.variant} (not healed)`, startNs: s.time, endNs });
+  for (const s of started.values()) out.push({ label: `${s.nemesis} ${s.variant} ${(s.targets ?? []).join(',')} (not healed)`, startNs: s.time, endNs });
   return out;
 }
 
@@ -167,7 +167,7 @@ function throughputPlot(ops: readonly Op[], intervals: readonly Interval[], endN
   const y = (rate: number): number => bottom - (rate / maxRate) * (bottom - top);
   const lines = (['ok', 'fail', 'info'] as const)
     .map((t) => {
-      const points = buckets[t].map((r, s) => `${x((s + 0.5) * 1e9).toFixed(1)},${y(r).toFixed(1)}`).join(' ');
+      const points = buckets[t].map((r, s) => `${x(Math.min(endNs, (s + 0.5) * 1e9)).toFixed(1)},${y(r).toFixed(1)}`).join(' ');
       return `<polyline points="${points}" fill="none" stroke="${colors[t]}" stroke-width="1.5"/>`;
     })
     .join('');

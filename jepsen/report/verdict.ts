@@ -14,7 +14,8 @@ export const checkerTimeoutMs = 15 * 60_000;
 /** Checker output kept in verdict.txt. */
 const outputBytesMax = 1 << 20;
 
-export type VerdictKind = 'linearizable' | 'not linearizable' | 'unknown' | 'unchecked';
+/** `valid` / `invalid`: a workload's own check (append). */
+export type VerdictKind = 'linearizable' | 'not linearizable' | 'valid' | 'invalid' | 'unknown' | 'unchecked';
 
 export interface Verdict {
   readonly kind: VerdictKind;

@@ -21,8 +21,9 @@
  */
 import type { RfsClient } from '../../src/index.ts';
 import { connect, GenerationMismatchError } from '../../src/index.ts';
-import type { HistoryRecorder, OpValue } from '../harness/history.ts';
+import type { OpValue } from '../harness/history.ts';
 import type { SeededRandom } from '../harness/random.ts';
+import type { Workload, WorkloadOptions } from './types.ts';
 
 export const registerDir = '/jepsen';
 export const tempDir = '/jepsen/tmp';
@@ -38,17 +39,7 @@ export const keyPath = (key: string): string => `${registerDir}/${key}`;
 
 type Outcome = { type: 'ok' | 'fail' | 'info'; value: OpValue; error?: string };
 
-export interface RegisterOptions {
-  readonly metadataAddresses: readonly string[];
-  readonly clients: number;
-  readonly keys: number;
-  /** Deadline of one operation (every call inside it). */
-  readonly opTimeoutMs: number;
-  /** Upper bound of the random pause between a worker's ops. */
-  readonly staggerMs: number;
-  readonly random: SeededRandom;
-  readonly history: HistoryRecorder;
-}
+export type RegisterOptions = WorkloadOptions;
 
 function errorCode(e: unknown): string {
   const err = e as { code?: string | number; name?: string; message?: string };
@@ -64,7 +55,7 @@ export function parseValue(text: string): number | string {
   return /^\d+$/.test(text) ? Number(text) : text;
 }
 
-export class RegisterWorkload {
+export class RegisterWorkload implements Workload {
   private nextProcess = 0;
   private tempSeq = 0;
   private readonly clients: RfsClient[] = [];

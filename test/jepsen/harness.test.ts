@@ -51,6 +51,7 @@ void t.test('a short register run under kill and partition', async (t) => {
     }
   };
 
+  const startedMs = Date.now();
   const result = await runJepsen({
     workload: 'register',
     nemesis: 'kill,partition',
@@ -61,6 +62,7 @@ void t.test('a short register run under kill and partition', async (t) => {
     outDir: join(dir, 'run'),
     onNemesis,
   });
+  t.comment(`run took ${((Date.now() - startedMs) / 1000).toFixed(1)} s`);
 
   // The history on disk (what the checker reads) is well-formed and has real traffic.
   const history = parseHistory(readFileSync(join(result.dir, 'history.jsonl'), 'utf8'));
