@@ -9,7 +9,9 @@
  */
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { runJepsen, workloads } from './harness/runner.ts';
+import { RunError, runJepsen, workloads } from './harness/runner.ts';
+import { NetError } from './harness/net.ts';
+import { ClusterError } from './harness/cluster.ts';
 import type { RunOptions } from './harness/runner.ts';
 
 const repoRoot = resolve(import.meta.dirname, '..');
@@ -88,15 +90,25 @@ async function main(): Promise<number> {
     return 0;
   }
   const abort = new AbortController();
-  let interrupts = 0;
-  const onSignal = (): void => {
-    interrupts++;
-    if (interrupts > 1) process.exit(130);
+  // A terminal's Ctrl-C reaches the whole process group, and tsx and npm relay it too: signals within
+  // `signalEchoMs` of the first are that same Ctrl-C. A later SIGINT exits at once (the next run cleans up).
+  const signalEchoMs = 2_000;
+  let firstSignalMs: number | undefined;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    const now = Date.now();
+    if (firstSignalMs !== undefined) {
+      if (signal === 'SIGINT' && now - firstSignalMs > signalEchoMs) process.exit(130);
+      return;
+    }
+    firstSignalMs = now;
     process.stderr.write('jepsen: stopping: healing, reporting, cleaning up (Ctrl-C again to exit at once)\n');
     abort.abort();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // A reader of our output that went away (a closed pipe) must not kill the run before its cleanup.
+  process.stdout.on('error', () => {});
+  process.stderr.on('error', () => {});
   const print = (line: string): void => {
     process.stdout.write(`${line}\n`);
   };
@@ -109,7 +121,9 @@ async function main(): Promise<number> {
     const kind = result.verdict.kind;
     return kind === 'linearizable' || kind === 'valid' ? 0 : kind === 'not linearizable' || kind === 'invalid' ? 1 : 2;
   } catch (e) {
-    process.stderr.write(`jepsen: ${(e as Error).stack ?? String(e)}\n`);
+    // Expected failures (typed, with a code: not root, locked, cluster not ready) need no stack.
+    const typed = e instanceof RunError || e instanceof NetError || e instanceof ClusterError;
+    if (!typed) process.stderr.write(`jepsen: ${(e as Error).stack ?? String(e)}\n`);
     print(`run failed: ${(e as Error).message}`);
     return 3;
   }
