@@ -1,0 +1,34 @@
+/** What the runner needs of a workload. */
+import type { HistoryEvent, HistoryRecorder, OpValue } from '../harness/history.ts';
+import type { SeededRandom } from '../harness/random.ts';
+
+export interface WorkloadOptions {
+  readonly metadataAddresses: readonly string[];
+  readonly clients: number;
+  readonly keys: number;
+  /** Deadline of one operation (every call inside it). */
+  readonly opTimeoutMs: number;
+  /** Upper bound of the random pause between a worker's ops. */
+  readonly staggerMs: number;
+  readonly random: SeededRandom;
+  readonly history: HistoryRecorder;
+}
+
+/** A workload's own check of its history (when it is not the linearizability checker's job). */
+export interface WorkloadCheck {
+  readonly valid: boolean;
+  /** First line a summary, then one line per problem. */
+  readonly output: string;
+}
+
+export interface Workload {
+  /** Before the faults: clients connected, initial state written. */
+  setup(): Promise<void>;
+  /** Workers run until `stop` aborts; each finishes its current op. */
+  run(stop: AbortSignal): Promise<void>;
+  /** On the healed cluster: every key read. */
+  finalReads(): Promise<Map<string, OpValue>>;
+  close(): void;
+  /** Present when the workload checks its own history (append); absent: the linearizability checker. */
+  check?(events: readonly HistoryEvent[]): WorkloadCheck;
+}
