@@ -456,14 +456,23 @@ export class RfsClient {
       async createFile(path, { exclusive }) {
         if (flags === 'w' || flags === 'wx') return create(path, exclusive);
         // Append: an existing file keeps its chunks; the writer adds new ones after them.
-        try {
+        const existing = async (): Promise<{ chunkSizeBytes: number; compression?: 'none' | 'lz4' }> => {
           const info = await m.stat(path);
           if (info.type === 'dir') throw new RfsError('EISDIR', { syscall: 'open', path });
           if (exclusive) throw new RfsError('EEXIST', { syscall: 'open', path });
           return { chunkSizeBytes: info.chunkSizeBytes, ...defined({ compression: info.compression }) };
+        };
+        try {
+          return await existing();
         } catch (error) {
           if ((error as { code?: string }).code !== 'ENOENT') throw error;
-          return create(path, true);
+        }
+        try {
+          return await create(path, true);
+        } catch (error) {
+          // 'a' on a missing file races with another creator: it exists now, so append to it (as O_APPEND|O_CREAT).
+          if (exclusive || (error as { code?: string }).code !== 'EEXIST') throw error;
+          return existing();
         }
       },
       acquireLease: (path, holder, durationMs) => limit(() => m.acquireLease(path, { holder, durationMs, ...defined({ ifGeneration: flags === 'a' || flags === 'ax' ? ifGeneration : undefined }) })),

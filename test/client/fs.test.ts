@@ -320,3 +320,20 @@ void t.test('compression: lz4 per file or inherited from the directory; the byte
   t.ok((await fs.readFile('/t/chosen')).equals(text));
   await t.rejects(fs.mkdir('/t/bad', { compression: 'zstd' as 'lz4' }), { code: 'EINVAL' }, 'an unknown kind: EINVAL');
 });
+
+void t.test("appendFile ('a') racing on a missing file: no EEXIST (the loser appends, or waits its turn as EBUSY)", async (t) => {
+  const other: RfsClient = await connect({ metadata: cluster.addresses, timeoutMs: 30_000 });
+  t.teardown(() => other.close());
+  let appended = 0;
+  for (let i = 0; i < 6; i++) {
+    const path = `/t/race${i}`;
+    const results = await Promise.allSettled([fs.appendFile(path, 'a'), other.appendFile(path, 'b')]);
+    for (const r of results) {
+      if (r.status === 'fulfilled') appended++;
+      else t.equal((r.reason as RfsError).code, 'EBUSY', `round ${i}: only a busy file may refuse (${String(r.reason)})`);
+    }
+    const text = await fs.readFile(path, { encoding: 'utf8' });
+    t.equal(text.length, results.filter((r) => r.status === 'fulfilled').length, `round ${i}: every append that resolved is in the file`);
+  }
+  t.ok(appended >= 6, `at least one append per round succeeded (${appended} of 12)`);
+});
