@@ -59,6 +59,10 @@ async function blockedPairs(context: NemesisContext, variant: string): Promise<{
   }
 }
 
+/** Tries of a probe expected to connect, and the pause between them. */
+const openProbeAttempts = 10;
+const openProbeRetryMs = 1_000;
+
 function probePort(cluster: Cluster, name: string): number {
   return cluster.server(name).kind === 'metadata' ? metadataRaftPort : chunkserverDataPort;
 }
@@ -73,9 +77,18 @@ export interface ProbeResult {
 /** Connects from inside `from`'s namespace to `to`'s server port. Only running, unpaused targets answer. */
 export async function probe(context: NemesisContext, from: string, to: string, expected: 'blocked' | 'open'): Promise<ProbeResult> {
   const target = context.cluster.server(to);
-  const connected = await canConnect(context.cluster.server(from).net.namespace, target.net.address, probePort(context.cluster, to), context.probeTimeoutMs);
+  const attempt = (): Promise<boolean> =>
+    canConnect(context.cluster.server(from).net.namespace, target.net.address, probePort(context.cluster, to), context.probeTimeoutMs);
+  let connected = await attempt();
+  // A running target may still be starting (restarted by an earlier fault: not listening yet, connection
+  // refused), so an open pair gets a few tries; a blocked pair gets one (a retry could only hide a leak).
+  for (let i = 1; expected === 'open' && !connected && i < openProbeAttempts; i++) {
+    await new Promise((resolve) => setTimeout(resolve, openProbeRetryMs));
+    connected = await attempt();
+  }
   return { from, to, expected, connected };
 }
+
 
 export const partitionNemesis: Nemesis = {
   name: 'partition',
