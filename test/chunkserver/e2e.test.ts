@@ -70,7 +70,8 @@ void t.test('the data path end to end: write, a chunkserver lost mid-write, a fl
   const writer = await client.openWriter('/d/two', { stagingBytes: 128 * 1024, onRecovery: (e) => t.comment(`recovery ${JSON.stringify(e)}`) });
   const recoveries: number[] = [];
   await writer.write(second.subarray(0, MiB + MiB / 2));
-  const current = (await client.metadata.chunkLocations('/d/two')).chunks.find((c) => !c.sealed)!;
+  // The chunk being streamed: the last unsealed one (the full chunk before it may still be sealing in the background).
+  const current = (await client.metadata.chunkLocations('/d/two')).chunks.filter((c) => !c.sealed).at(-1)!;
   t.ok(current !== undefined, 'a chunk is being written');
   const victim = current.replicas[1]!.id; // the middle of the pipeline
   t.comment(`chain ${JSON.stringify(current.replicas)} victim ${victim}`);

@@ -72,7 +72,8 @@ void t.test('disk full mid-write, EIO on read, a restart on an emptied chunk dir
   const recoveries: { failedId: number }[] = [];
   const writer = await client.openWriter('/d/full', { stagingBytes: 128 * 1024, onRecovery: (e) => recoveries.push(e) });
   await writer.write(content.subarray(0, MiB + MiB / 2));
-  const current = (await locations('/d/full')).find((c) => !c.sealed)!;
+  // The chunk being streamed: the last unsealed one (the full chunk before it may still be sealing in the background).
+  const current = (await locations('/d/full')).filter((c) => !c.sealed).at(-1)!;
   t.ok(current !== undefined, 'a chunk is being written');
   const full = current.replicas[1]!.id;
   const fullDisk = servers.get(full)!.disk;

@@ -62,7 +62,8 @@ void t.test('three chunkserver processes, one SIGKILLed mid-write', async (t) =>
   const bytes = pattern(4 * MiB + 777, 3);
   const writer = await client.openWriter('/d/f', { stagingBytes: 128 * 1024 });
   await writer.write(bytes.subarray(0, MiB + MiB / 2));
-  const current = (await client.metadata.chunkLocations('/d/f')).chunks.find((c) => !c.sealed);
+  // The chunk being streamed: the last unsealed one (the full chunk before it may still be sealing in the background).
+  const current = (await client.metadata.chunkLocations('/d/f')).chunks.filter((c) => !c.sealed).at(-1);
   if (current === undefined) throw new Error('no chunk being written');
   const victimId = current.replicas[1]!.id;
   const victim = procs.find((p) => idsByAddress.get(`127.0.0.1:${p.port}`) === victimId)!;
