@@ -1,12 +1,23 @@
 // Prints every failed assertion of the last `tap` run, with its subtest path and diagnostic,
 // read from tap's per-file results (.tap/test-results). `npm test` runs it only when tap fails,
-// so the end of a long CI log names what failed instead of only counting it.
+// so the end of a long CI log names what failed instead of only counting it. Only result files
+// written after the marker `npm test` touches before tap starts are read (older ones are stale).
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 
 const resultsDir = '.tap/test-results';
+const startMarker = '.tap/run-started';
 const diagnosticLinesMax = 40;
+const failuresPerFileMax = 3;
 const failuresMax = 20;
+
+function startedMs(): number {
+  try {
+    return statSync(startMarker).mtimeMs;
+  } catch {
+    return 0;
+  }
+}
 
 function tapFiles(dir: string): string[] {
   let names: string[];
@@ -66,9 +77,15 @@ function nameOf(notOkLine: string): string {
   return notOkLine.replace(/^not ok \d+ - /, '').replace(/ # time=.*$/, '');
 }
 
-const failures = tapFiles(resultsDir).flatMap(failuresIn);
+const since = startedMs();
+const perFile = tapFiles(resultsDir)
+  .filter((file) => statSync(file).mtimeMs >= since)
+  .map(failuresIn)
+  .filter((list) => list.length > 0);
+const failures = perFile.flatMap((list) => list.slice(0, failuresPerFileMax));
+const total = perFile.reduce((sum, list) => sum + list.length, 0);
 console.log('');
-console.log(`# ${failures.length} failed assertion(s) in the last tap run (from ${resultsDir}):`);
+console.log(`# ${total} failed assertion(s) in ${perFile.length} test file(s) of the last tap run (at most ${failuresPerFileMax} shown per file):`);
 for (const f of failures.slice(0, failuresMax)) {
   console.log(`# ${relative(resultsDir, f.file).replace(/\.tap$/, '')}`);
   for (const [depth, name] of f.path.entries()) console.log(`#   ${'  '.repeat(depth)}${name}`);
@@ -77,3 +94,4 @@ for (const f of failures.slice(0, failuresMax)) {
   for (const d of f.diagnostic) console.log(`#     ${'  '.repeat(f.path.length)}${d.slice(Math.min(base, indentOf(d))).trimEnd()}`);
 }
 if (failures.length > failuresMax) console.log(`# … and ${failures.length - failuresMax} more`);
+for (const list of perFile) console.log(`# failed: ${relative(resultsDir, list[0]!.file).replace(/\.tap$/, '')} (${list.length})`);
