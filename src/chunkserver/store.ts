@@ -529,7 +529,23 @@ export class FileChunkStore implements ChunkStore {
       if (r.version < fromVersion || r.version > toVersion) {
         throw new ChunkStoreError('STALE_VERSION', `chunk ${handle} is at version ${r.version}, not in [${fromVersion}, ${toVersion}]`);
       }
-      if (r.sealed) throw new ChunkStoreError('SEALED', `chunk ${handle} is sealed; its version is fixed`);
+      if (r.sealed) {
+        // A writer that lost a replica while sealing resumes with the survivors at a new version. A survivor
+        // that sealed already holds every byte the writer sent (the resume offset is its sealed length): it
+        // takes the new version and stays sealed. Anything else would cut or reopen sealed bytes.
+        if (lengthBytes !== r.lengthBytes) {
+          throw new ChunkStoreError('SEALED', `chunk ${handle} is sealed at ${r.lengthBytes} bytes; cannot resume at ${lengthBytes}`);
+        }
+        const before = r.version;
+        r.version = toVersion;
+        try {
+          await this.writeSidecar(r);
+        } catch (error) {
+          r.version = before;
+          throw error;
+        }
+        return;
+      }
       if (!isCount(lengthBytes) || lengthBytes > r.lengthBytes) {
         throw new ChunkStoreError('BAD_OFFSET', `chunk ${handle} holds ${r.lengthBytes} bytes, cannot resume at ${lengthBytes}`);
       }

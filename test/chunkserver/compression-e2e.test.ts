@@ -123,7 +123,16 @@ void t.test('lz4 end to end: stored compressed, read back equal, re-replicated c
   const copied = restored.flatMap((c) => c.replicas.filter((r) => !chunks.find((o) => o.handle === c.handle)!.replicas.some((o) => o.id === r.id)).map((r) => ({ c, r })));
   t.ok(copied.length > 0, `${copied.length} replicas were copied`);
   for (const { c, r } of copied) {
-    const files = await storedFiles(servers.get(r.id)!.dataDir, c.handle);
+    // A copy is listed once it is sealed; it packs right after (inside the same seal), so under load the
+    // listing can come first: wait for the raw file to go, then check what stays.
+    const files = await waitFor(
+      `the copy of chunk ${c.handle} on ${r.id} to be packed`,
+      async () => {
+        const now = await storedFiles(servers.get(r.id)!.dataDir, c.handle);
+        return Object.keys(now).join() === 'lz4' ? now : undefined;
+      },
+      20_000,
+    ).catch(() => storedFiles(servers.get(r.id)!.dataDir, c.handle));
     t.same(Object.keys(files), ['lz4'], `the copy of chunk ${c.handle} on ${r.id} is packed`);
     t.ok((files['lz4'] ?? Infinity) * 3 < c.lengthBytes, 'and small');
   }

@@ -191,3 +191,44 @@ for (const kind of transportKinds) {
     );
   });
 }
+
+for (const kind of transportKinds) {
+  // A replica lost while sealing (seen under SIGKILL in the end-to-end test): the replicas before it sealed
+  // already. The writer resumes the survivors at a new version from the whole length; a sealed survivor
+  // takes the version and stays sealed, and the resumed pipeline seals again with the same checksum.
+  void t.test(`${kind}: a replica failing its seal: the sealed survivors resume at a new version and seal again`, async (t) => {
+    const cluster = await startCluster(kind, 3, {
+      hooks: (index): MemoryStoreHooks =>
+        index === 2 ? { before: (call) => (call.op === 'seal' ? Promise.reject(new ChunkStoreError('IO_ERROR', 'EIO')) : undefined) } : {},
+    });
+    t.teardown(() => cluster.close());
+    const writer = await PipelineWriter.open(cluster.network, { handle: 29, version: 1, chain: cluster.chain(), packetBytes });
+    await writer.write(data);
+    const failure = await writer.seal().then(
+      () => null,
+      (e: unknown) => e,
+    );
+    t.ok(failure instanceof PipelineFailedError, `the seal failed: ${String(failure)}`);
+    const failed = failure as PipelineFailedError;
+    t.equal(failed.failedIndex, 2);
+    t.equal(failed.ackedLengthBytes, data.length, 'every byte was acknowledged before the seal');
+    const sealedBefore = cluster.stores.slice(0, 2).filter((s) => s.info(29)?.sealed === true).length;
+    t.ok(sealedBefore > 0, `a survivor sealed before the failure (${sealedBefore})`);
+
+    const resumed = await PipelineWriter.open(cluster.network, {
+      handle: 29,
+      version: 2,
+      chain: cluster.chain([0, 1]),
+      mode: 'resume',
+      fromVersion: 1,
+      offset: failed.ackedLengthBytes,
+      packetBytes,
+    });
+    const sealed = await resumed.seal(data.length);
+    t.same(sealed.map((r) => r.id), [1, 2]);
+    t.ok(sealed.every((r) => r.lengthBytes === data.length && r.checksum === sealed[0]!.checksum), 'the same length and checksum on both');
+    for (const index of [0, 1]) t.same(cluster.stores[index]!.info(29), { ...cluster.stores[index]!.info(29), version: 2, sealed: true, lengthBytes: data.length });
+    const back = await readRange(cluster.network, cluster.servers[1]!.address, { handle: 29, version: 2, offset: 0, length: data.length });
+    t.ok(Buffer.from(back).equals(data), 'the bytes read back at the new version');
+  });
+}

@@ -102,7 +102,14 @@ export class MemoryChunkStore implements ChunkStore {
     if (held.version < fromVersion || held.version > toVersion)
       throw new ChunkStoreError('STALE_VERSION', `chunk ${handle} is at ${held.version}, not in [${fromVersion}, ${toVersion}]`);
     const replica = held;
-    if (replica.sealed) throw new ChunkStoreError('SEALED', `chunk ${handle} is sealed`);
+    if (toVersion <= fromVersion) throw new ChunkStoreError('STALE_VERSION', `cannot lower ${fromVersion} to ${toVersion}`);
+    if (replica.sealed) {
+      // As the real store: a sealed survivor of a failed seal takes the new version at its sealed length.
+      if (lengthBytes !== replica.lengthBytes) throw new ChunkStoreError('SEALED', `chunk ${handle} is sealed`);
+      replica.version = toVersion;
+      this.hooks.after?.({ op: 'bumpVersion', handle, version: toVersion, length: lengthBytes });
+      return;
+    }
     if (toVersion <= fromVersion) throw new ChunkStoreError('STALE_VERSION', `cannot lower ${fromVersion} to ${toVersion}`);
     if (replica.lengthBytes < lengthBytes)
       throw new ChunkStoreError('BAD_OFFSET', `chunk ${handle} holds ${replica.lengthBytes} < ${lengthBytes} bytes`);

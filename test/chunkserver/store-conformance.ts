@@ -165,6 +165,16 @@ export function runStoreConformance(t: Test, name: string, makeFixture: () => Pr
     t.same(await store.seal(4, 2, data.length), info, 'seal again at the same length');
     same(t, await store.read(4, 2, B - 3, B + 6), data.subarray(B - 3, 2 * B + 3), 'read of a sealed replica');
     await store.verify(4);
+    // A writer that lost another replica while sealing resumes the survivors at a new version, at the whole
+    // length: a sealed survivor takes the version and stays sealed; its bytes are unchanged.
+    await rejectsCode(t, store.bumpVersion(4, 2, 3, data.length - 1), 'SEALED', 'bump of a sealed replica below its length');
+    await store.bumpVersion(4, 2, 3, data.length);
+    const bumped = { ...info, version: 3 };
+    t.same(store.info(4), bumped, 'raised, still sealed, same length and checksum');
+    await rejectsCode(t, store.read(4, 2, 0, 1), 'STALE_VERSION', 'the old version is gone');
+    t.same(await store.seal(4, 3, data.length), bumped, 'the resumed pipeline seals it again at the new version');
+    same(t, await store.read(4, 3, 0, data.length), data, 'read at the new version');
+    await store.verify(4);
   });
 
   test('seal shorter cuts the replica, mid-block', async (t, store) => {

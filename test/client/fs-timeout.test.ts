@@ -11,12 +11,14 @@ import { freePort } from '../metadata/harness.ts';
 
 const timeoutMs = 1_500;
 /** Slack over the timeout for a loaded machine (the bound tested is "fails, and not much later"). */
-const slackMs = 2_000;
+const slackMs = 4_000;
 
 void t.test('leader lost, then every server: retries through the new leader, then a clear timeout', async (t) => {
   const cluster = await startInProcessCluster(3);
   t.teardown(() => cluster.close());
-  const fs = await connect({ metadata: cluster.addresses, timeoutMs: 5_000 });
+  // Generous: an election plus retries on a loaded 2-core machine can take several seconds; what is tested
+  // is that the calls go through the new leader, each applied once.
+  const fs = await connect({ metadata: cluster.addresses, timeoutMs: 20_000 });
   t.teardown(() => fs.close());
   await fs.mkdir('/before');
   const leader = await cluster.leader();
