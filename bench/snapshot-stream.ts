@@ -91,7 +91,9 @@ export async function measureSnapshotMemory(stateMib: number): Promise<SnapshotM
         transport: { send },
         clock: systemClock,
         stateMachine: new RaftMetadataStateMachine(fsms[id - 1]!),
-        tickMs: 10,
+        // The metadata server's default tick: a stalled transfer is abandoned after 4 election timeouts (2 s);
+        // a shorter tick made a loaded machine abandon and restart the transfer hundreds of times.
+        tickMs: 50,
         snapshotEveryEntries: 3,
         snapshotKeepEntries: 0,
         onFatal: (e) => fatal.push(e),
