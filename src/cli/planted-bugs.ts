@@ -29,7 +29,7 @@ export const processBugNames: readonly string[] = [...plantedBugs, ...dataBugs];
 
 export class PlantedBugsError extends Error {
   constructor(
-    readonly code: 'EPLANTED_NOT_ALLOWED' | 'EPLANTED_UNKNOWN',
+    readonly code: 'EPLANTED_NOT_ALLOWED' | 'EPLANTED_UNKNOWN' | 'EPLANTED_TOO_MANY',
     message: string,
   ) {
     super(message);
@@ -62,7 +62,7 @@ export function plantedBugsFromEnv(env: Readonly<Record<string, string | undefin
     );
   }
   const names = [...new Set(list.split(',').map((n) => n.trim()))];
-  if (names.length > plantedBugNamesMax) throw new PlantedBugsError('EPLANTED_UNKNOWN', `${plantedBugsEnv}: more than ${plantedBugNamesMax} names`);
+  if (names.length > plantedBugNamesMax) throw new PlantedBugsError('EPLANTED_TOO_MANY', `${plantedBugsEnv}: more than ${plantedBugNamesMax} names`);
   const raft = new Set<PlantedBug>();
   const data = new Set<DataBug>();
   for (const name of names) {

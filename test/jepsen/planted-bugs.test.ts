@@ -13,6 +13,7 @@ import {
   allowPlantedBugsEnv,
   allowPlantedBugsValue,
   plantedBugsEnv,
+  plantedBugNamesMax,
   plantedBugsEnvFor,
   plantedBugsFromEnv,
   PlantedBugsError,
@@ -57,6 +58,8 @@ void t.test('unknown names, empty items and simulator-only bugs are refused', (t
   for (const list of ['no-such-bug', 'read-without-quorum,nope', 'read-without-quorum,,ack-before-persist', fsmBugs[0], 'placement-keep-stale']) {
     t.equal(errorCode(() => plantedBugsFromEnv({ [plantedBugsEnv]: list, ...consent })), 'EPLANTED_UNKNOWN', list);
   }
+  const tooMany = Array.from({ length: plantedBugNamesMax + 1 }, (_, k) => `b${k}`).join(',');
+  t.equal(errorCode(() => plantedBugsFromEnv({ [plantedBugsEnv]: tooMany, ...consent })), 'EPLANTED_TOO_MANY', 'a bounded list');
   t.end();
 });
 
