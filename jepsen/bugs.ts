@@ -12,8 +12,8 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { jepsenBugs, violationEvidence } from './planted.ts';
-import type { JepsenBug } from './planted.ts';
+import { caseName, jepsenBugCases, violationEvidence } from './planted.ts';
+import type { JepsenBugCase } from './planted.ts';
 
 const repoRoot = resolve(import.meta.dirname, '..');
 /** A run that finds the lock held (the lead's test suite) waits this long, then tries again. */
@@ -21,7 +21,7 @@ const lockedRetryMs = 60_000;
 const lockedRetriesMax = 15;
 
 interface Options {
-  readonly bugs: readonly string[];
+  readonly cases: readonly JepsenBugCase[];
   readonly runs: number;
   readonly timeS: number;
   readonly seed: number;
@@ -40,8 +40,9 @@ interface RunOutcome {
 }
 
 const usage = `usage: npm run jepsen:bugs -- [options]
-  --bug NAME     a planted bug to try (repeatable; default all: ${Object.keys(jepsenBugs).join(', ')})
-  --runs 5       runs per bug at most (seeds seed, seed+1, …); a bug not caught within them fails the script
+  --bug NAME     a planted bug to try (repeatable; default all: ${[...new Set(jepsenBugCases.map((c) => c.bug))].join(', ')})
+  --workload W   only its runs under this workload (register or append; default both)
+  --runs 5       runs per bug and workload at most (seeds seed, seed+1, …); one not caught fails the script
   --time 20      seconds of workload per run
   --seed 1       seed of the first run
   --no-control   skip the control run (the catching run's seed without the bug, which must pass)
@@ -60,6 +61,7 @@ function parse(argv: string[]): Options | undefined {
     args: argv,
     options: {
       bug: { type: 'string', multiple: true, default: [] },
+      workload: { type: 'string' },
       runs: { type: 'string' },
       time: { type: 'string' },
       seed: { type: 'string' },
@@ -70,11 +72,13 @@ function parse(argv: string[]): Options | undefined {
     strict: true,
   });
   if (values.help) return undefined;
-  const bugs = values.bug.length > 0 ? values.bug : Object.keys(jepsenBugs);
-  for (const bug of bugs) if (!Object.hasOwn(jepsenBugs, bug)) throw new RangeError(`--bug: one of ${Object.keys(jepsenBugs).join(', ')}, not '${bug}'`);
+  const known = new Set(jepsenBugCases.map((c) => c.bug));
+  for (const bug of values.bug) if (!known.has(bug)) throw new RangeError(`--bug: one of ${[...known].join(', ')}, not '${bug}'`);
+  const cases = jepsenBugCases.filter((c) => (values.bug.length === 0 || values.bug.includes(c.bug)) && (values.workload === undefined || c.workload === values.workload));
+  if (cases.length === 0) throw new RangeError(`no case of ${values.bug.join(', ') || 'any bug'} under the ${values.workload ?? ''} workload`);
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   return {
-    bugs,
+    cases,
     runs: integer(values.runs, 5, 'runs', 1),
     timeS: integer(values.time, 20, 'time', 1),
     seed: integer(values.seed, 1, 'seed', 0),
@@ -118,7 +122,7 @@ async function runWithLock(args: readonly string[], dir: string, print: (line: s
   }
 }
 
-function runArgs(bug: JepsenBug, options: Options, seed: number, planted: string | undefined): string[] {
+function runArgs(bug: JepsenBugCase, options: Options, seed: number, planted: string | undefined): string[] {
   return [
     '--workload', bug.workload, '--nemesis', bug.nemesis, '--reads', bug.readsFrom, '--time', String(options.timeS), '--seed', String(seed),
     ...(planted !== undefined ? ['--bug', planted] : []),
@@ -140,16 +144,16 @@ async function main(): Promise<number> {
   const print = (line: string): void => {
     process.stdout.write(`${line}\n`);
   };
-  print(`planted bugs: ${options.bugs.join(', ')}; up to ${options.runs} runs of ${options.timeS} s each from seed ${options.seed}; reports in ${options.outDir}`);
+  print(`planted bugs: ${options.cases.map(caseName).join(', ')}; up to ${options.runs} runs of ${options.timeS} s each from seed ${options.seed}; reports in ${options.outDir}`);
   const summary: string[] = [];
   let ok = true;
-  for (const name of options.bugs) {
-    const bug = jepsenBugs[name]!;
+  for (const bug of options.cases) {
+    const name = caseName(bug);
     print(`\n== ${name}: ${bug.workload} workload, nemesis ${bug.nemesis}, reads from ${bug.readsFrom}: ${bug.how}`);
     let caught: { run: number; seed: number; outcome: RunOutcome } | undefined;
     for (let run = 1; run <= options.runs && caught === undefined; run++) {
       const seed = options.seed + run - 1;
-      const outcome = await runWithLock(runArgs(bug, options, seed, name), join(options.outDir, `${name}-run${run}-seed${seed}`), print);
+      const outcome = await runWithLock(runArgs(bug, options, seed, bug.bug), join(options.outDir, `${name}-run${run}-seed${seed}`), print);
       print(`  run ${run} (seed ${seed}, ${outcome.seconds.toFixed(0)} s): exit ${outcome.code}, ${outcome.verdict}`);
       if (outcome.code === 1) caught = { run, seed, outcome };
     }

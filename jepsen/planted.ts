@@ -5,30 +5,33 @@
  */
 import type { ReadsFrom } from './workloads/types.ts';
 
-export interface JepsenBug {
+export interface JepsenBugCase {
+  /** The planted bug (src/cli/planted-bugs.ts). */
+  readonly bug: string;
   readonly workload: 'register' | 'append';
   /** The nemesis that exposes it. */
   readonly nemesis: string;
   readonly readsFrom: ReadsFrom;
-  /** Why this nemesis exposes it. */
+  /** Why this run exposes it. */
   readonly how: string;
 }
 
-/** The planted bugs the suite is shown to catch, with the run that exposes each. */
-export const jepsenBugs: Readonly<Record<string, JepsenBug>> = {
-  'read-without-quorum': {
-    workload: 'register',
-    nemesis: 'partition',
-    readsFrom: 'any',
-    how: 'a member cut off from the majority keeps answering reads from its own state while the majority moves on',
-  },
-  'commit-without-quorum': {
-    workload: 'register',
-    nemesis: 'partition',
-    readsFrom: 'leader',
-    how: 'the leader acknowledges writes it alone holds; cut off, they are lost when the majority elects another leader',
-  },
-};
+/** `bug@workload`: one case's name (report folders, output). */
+export const caseName = (c: JepsenBugCase): string => `${c.bug}@${c.workload}`;
+
+const stalePartition = 'a member cut off from the majority keeps answering reads from its own state while the majority moves on';
+const lostCommits = 'a leader cut off from the majority acknowledges writes only it holds; the next leader never had them';
+
+/**
+ * The planted bugs the suite is shown to catch, each under the run that exposes it: every checker of the
+ * suite (the linearizability checker on the register workload, the append check) has at least one.
+ */
+export const jepsenBugCases: readonly JepsenBugCase[] = [
+  { bug: 'read-without-quorum', workload: 'register', nemesis: 'partition', readsFrom: 'any', how: stalePartition },
+  { bug: 'commit-without-quorum', workload: 'register', nemesis: 'partition', readsFrom: 'leader', how: lostCommits },
+  { bug: 'read-without-quorum', workload: 'append', nemesis: 'partition', readsFrom: 'any', how: stalePartition },
+  { bug: 'commit-without-quorum', workload: 'append', nemesis: 'partition', readsFrom: 'leader', how: lostCommits },
+];
 
 /** The lines of verdict.txt that say what was violated (the checker's or the append check's). */
 export function violationEvidence(verdictText: string): string[] {

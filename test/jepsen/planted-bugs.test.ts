@@ -23,7 +23,7 @@ import { plantedBugs } from '../../src/raft/config.ts';
 import type { PlantedBug } from '../../src/raft/config.ts';
 import { dataBugs } from '../../src/chunkserver/bugs.ts';
 import { fsmBugs } from '../../src/fsm/bugs.ts';
-import { jepsenBugs, violationEvidence } from '../../jepsen/planted.ts';
+import { jepsenBugCases, violationEvidence } from '../../jepsen/planted.ts';
 import { drainReady, msg, newRaft } from '../raft/harness.ts';
 
 const consent = { [allowPlantedBugsEnv]: allowPlantedBugsValue };
@@ -131,7 +131,8 @@ void t.test('commit-without-quorum: the leader commits what it alone persisted',
 });
 
 void t.test('the self-test catalog names switchable bugs; evidence lines are quoted from verdict.txt', (t) => {
-  for (const name of Object.keys(jepsenBugs)) t.ok(processBugNames.includes(name), `${name} is switchable in real processes`);
+  for (const c of jepsenBugCases) t.ok(processBugNames.includes(c.bug), `${c.bug} is switchable in real processes`);
+  t.same([...new Set(jepsenBugCases.map((c) => c.workload))].sort(), ['append', 'register'], 'both checkers (register: linearizability, append: its own check) have a planted bug');
   const register = [
     'planted bugs: read-without-quorum',
     'checked 42 operations in 1 partition(s) in 0.003 s',
