@@ -1,12 +1,12 @@
 /**
- * `npm run jepsen:bugs -- [--bug NAME]… [--runs 5] [--time 20] [--seed 1] [--no-control] [--out DIR]`
+ * `npm run jepsen:bugs -- [--bug NAME]… [--workload W] [--runs 5] [--time 20] [--seed 1] [--no-control] [--out DIR]`
  *
- * The Jepsen suite's self-test: for each planted bug (src/cli/planted-bugs.ts) it runs up to `--runs` short
- * Jepsen runs (`jepsen/run.ts` as a child process, one after another, seeds seed, seed+1, …) with the bug on
- * in every server and the nemesis that exposes it, until one is reported as a violation; it prints the run
- * and the checker's lines. Then the control: the run that caught it, same seed and flags, without the bug,
- * must pass. Exit code 0: every bug caught and every control passed; 1 otherwise; 3 bad usage.
- * docs/JEPSEN.md, "Planted bugs".
+ * The Jepsen suite's self-test: for each case of the catalog (jepsen/planted.ts: a planted bug of
+ * src/cli/planted-bugs.ts under one workload) it runs up to `--runs` short Jepsen runs (`jepsen/run.ts` as a
+ * child process, one after another, seeds seed, seed+1, …) with the bug on in every server and the nemesis
+ * that exposes it, until one is reported as a violation; it prints the run and the checker's lines. Then the
+ * control: the run that caught it, same seed and flags, without the bug, must pass. Exit code 0: every case
+ * caught and every control passed; 1 otherwise; 3 bad usage. docs/JEPSEN.md, "Planted bugs".
  */
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
