@@ -1,5 +1,6 @@
 /**
- * `npm run jepsen -- --workload register --nemesis all --time 120 [--seed S] [--clients 10] [--keys 5] [--out DIR]`
+ * `npm run jepsen -- --workload register --nemesis all --time 120 [--seed S] [--clients 10] [--keys 5] [--out DIR]
+ *   [--bug NAME] [--reads leader|any]`
  *
  * Runs one Jepsen test (harness/runner.ts) and prints where its report folder is; the last line printed is
  * the verdict. Exit code: 0 linearizable (and a well-formed history), 1 not linearizable or a malformed
@@ -13,6 +14,9 @@ import { RunError, runJepsen, workloads } from './harness/runner.ts';
 import { NetError } from './harness/net.ts';
 import { ClusterError } from './harness/cluster.ts';
 import type { RunOptions } from './harness/runner.ts';
+import { processBugNames } from '../src/cli/planted-bugs.ts';
+import { readsFromValues } from './workloads/types.ts';
+import type { ReadsFrom } from './workloads/types.ts';
 
 const repoRoot = resolve(import.meta.dirname, '..');
 
@@ -28,6 +32,9 @@ const usage = `usage: npm run jepsen -- [options]
   --stagger-ms 50          each worker pauses up to this long between ops
   --log-level info         servers' pino level
   --keep-data              keep the servers' data dirs in <out>/data
+  --bug NAME               switch a planted bug on in every server (repeatable; a violation is then the
+                           expected verdict): ${processBugNames.join(', ')}
+  --reads leader           where clients read: leader, or any (each client reads from one member in turn)
 Needs root (network namespaces). One run at a time per machine.`;
 
 function integer(value: string | undefined, fallback: number, name: string, min: number): number {
@@ -52,6 +59,8 @@ function parse(argv: string[]): RunOptions | undefined {
       'stagger-ms': { type: 'string' },
       'log-level': { type: 'string' },
       'keep-data': { type: 'boolean', default: false },
+      bug: { type: 'string', multiple: true, default: [] },
+      reads: { type: 'string', default: 'leader' },
       help: { type: 'boolean', default: false },
     },
     strict: true,
@@ -59,9 +68,13 @@ function parse(argv: string[]): RunOptions | undefined {
   if (values.help) return undefined;
   const workload = values.workload as (typeof workloads)[number];
   if (!workloads.includes(workload)) throw new RangeError(`--workload: one of ${workloads.join(', ')}, not '${values.workload}'`);
+  const bugs = values.bug.flatMap((b) => b.split(',')).map((b) => b.trim()).filter((b) => b !== '');
+  for (const bug of bugs) if (!processBugNames.includes(bug)) throw new RangeError(`--bug: one of ${processBugNames.join(', ')}, not '${bug}'`);
+  const readsFrom = values.reads as ReadsFrom;
+  if (!readsFromValues.includes(readsFrom)) throw new RangeError(`--reads: one of ${readsFromValues.join(', ')}, not '${values.reads}'`);
   const nemesis = values.nemesis;
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-  const outDir = resolve(values.out ?? join(repoRoot, 'jepsen', 'runs', `${stamp}-${workload}-${nemesis.replace(/,/g, '+')}`));
+  const outDir = resolve(values.out ?? join(repoRoot, 'jepsen', 'runs', `${stamp}-${workload}-${nemesis.replace(/,/g, '+')}${bugs.length > 0 ? `-bug-${bugs.join('+')}` : ''}`));
   return {
     workload,
     nemesis,
@@ -73,6 +86,8 @@ function parse(argv: string[]): RunOptions | undefined {
     opTimeoutMs: integer(values['op-timeout-ms'], 15_000, 'op-timeout-ms', 100),
     staggerMs: integer(values['stagger-ms'], 50, 'stagger-ms', 0),
     keepData: values['keep-data'],
+    bugs,
+    readsFrom,
     ...(values['log-level'] !== undefined ? { logLevel: values['log-level'] } : {}),
   };
 }
@@ -112,7 +127,8 @@ async function main(): Promise<number> {
   const print = (line: string): void => {
     process.stdout.write(`${line}\n`);
   };
-  print(`jepsen: ${options.workload}, nemesis ${options.nemesis}, ${options.timeMs / 1000} s, seed ${options.seed}, report in ${options.outDir}`);
+  const bugNote = (options.bugs ?? []).length > 0 ? `, PLANTED BUGS ${(options.bugs ?? []).join(', ')}` : '';
+  print(`jepsen: ${options.workload}, nemesis ${options.nemesis}, ${options.timeMs / 1000} s, seed ${options.seed}, reads from ${options.readsFrom ?? 'leader'}${bugNote}, report in ${options.outDir}`);
   try {
     const result = await runJepsen({ ...options, signal: abort.signal, print });
     print(`report: ${result.dir}/index.html`);

@@ -16,6 +16,7 @@ import { existsSync, mkdirSync, openSync, closeSync, writeSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { unaryCall } from '../../src/metadata/proto.ts';
+import { plantedBugsEnvFor } from '../../src/cli/planted-bugs.ts';
 import { netNode } from './net.ts';
 import type { NetNode } from './net.ts';
 
@@ -53,6 +54,8 @@ export interface ClusterOptions {
   readonly chunkservers?: number;
   readonly logLevel?: string;
   readonly heartbeatMs?: number;
+  /** Planted bugs switched on in every server process (src/cli/planted-bugs.ts); default none. */
+  readonly bugs?: readonly string[];
 }
 
 interface Running {
@@ -81,12 +84,14 @@ export class Cluster {
   private readonly heartbeatMs: number | undefined;
   private readonly peers: string;
   private stopping = false;
+  private readonly bugEnv: Readonly<Record<string, string>>;
 
   constructor(options: ClusterOptions) {
     const metadataCount = options.metadataServers ?? 5;
     const chunkserverCount = options.chunkservers ?? 3;
     this.logLevel = options.logLevel ?? 'info';
     this.heartbeatMs = options.heartbeatMs;
+    this.bugEnv = plantedBugsEnvFor(options.bugs ?? []);
     mkdirSync(options.logDir, { recursive: true });
     const make = (kind: ServerKind, id: number, index: number): Server => {
       const name = kind === 'metadata' ? `meta${id}` : `cs${id}`;
@@ -145,6 +150,7 @@ export class Cluster {
     const skewSeconds = options.skewSeconds ?? 0;
     const env: NodeJS.ProcessEnv = { ...process.env };
     for (const key of Object.keys(env)) if (key.startsWith('RFS_')) delete env[key];
+    Object.assign(env, this.bugEnv);
     if (skewSeconds !== 0) {
       if (!existsSync(libfaketimePath)) throw new ClusterError('NO_FAKETIME', `clock skew needs libfaketime (${libfaketimePath}): apt-get install -y faketime libfaketime`);
       env['LD_PRELOAD'] = libfaketimePath;

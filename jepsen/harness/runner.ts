@@ -24,7 +24,8 @@ import type { NemesisLogEntry, ScheduledFault } from '../nemesis/index.ts';
 import type { NemesisContext } from '../nemesis/types.ts';
 import { RegisterWorkload } from '../workloads/register.ts';
 import { AppendWorkload } from '../workloads/append.ts';
-import type { Workload, WorkloadCheck, WorkloadOptions } from '../workloads/types.ts';
+import type { ReadsFrom, Workload, WorkloadCheck, WorkloadOptions } from '../workloads/types.ts';
+import { processBugNames } from '../../src/cli/planted-bugs.ts';
 import { renderReport } from '../report/html.ts';
 import { checkHistory } from '../report/verdict.ts';
 import type { Verdict } from '../report/verdict.ts';
@@ -54,6 +55,10 @@ export interface RunOptions {
   readonly signal?: AbortSignal;
   /** Progress lines (default: none). */
   readonly print?: (line: string) => void;
+  /** Planted bugs switched on in every server (src/cli/planted-bugs.ts: `--bug`); recorded in the report. */
+  readonly bugs?: readonly string[];
+  /** Where clients read (WorkloadOptions.readsFrom); default 'leader'. */
+  readonly readsFrom?: ReadsFrom;
   /** Called for every nemesis log entry while its fault is in place (tests probe the network here). */
   readonly onNemesis?: (entry: NemesisLogEntry, context: NemesisContext) => Promise<void> | void;
 }
@@ -108,11 +113,13 @@ export async function runJepsen(options: RunOptions): Promise<RunResult> {
   const print = options.print ?? ((): void => {});
   const chosen = parseNemesisSpec(options.nemesis);
   if (!workloads.includes(options.workload)) throw new RunError('BAD_OPTION', `unknown workload ${options.workload}: one of ${workloads.join(', ')}`);
+  const bugs = options.bugs ?? [];
+  for (const bug of bugs) if (!processBugNames.includes(bug)) throw new RunError('BAD_OPTION', `unknown planted bug ${bug}: one of ${processBugNames.join(', ')}`);
   const dir = options.outDir;
   mkdirSync(dir, { recursive: true });
   const dataDir = join(dir, 'data');
   const releaseLock = takeLock();
-  const cluster = new Cluster({ dataDir, logDir: join(dir, 'logs'), ...(options.logLevel !== undefined ? { logLevel: options.logLevel } : {}) });
+  const cluster = new Cluster({ dataDir, logDir: join(dir, 'logs'), bugs, ...(options.logLevel !== undefined ? { logLevel: options.logLevel } : {}) });
   const nodes = cluster.servers.map((s) => s.net);
   // Last resort if the process exits without reaching the finally below (uncaught error, process.exit).
   const onExit = (): void => cluster.killAllSync();
@@ -121,6 +128,7 @@ export async function runJepsen(options: RunOptions): Promise<RunResult> {
     const removed = await cleanupLeftovers();
     if (removed.length > 0) print(`removed leftovers of an earlier run: ${removed.join(', ')}`);
     await setupNetwork(nodes);
+    if (bugs.length > 0) print(`PLANTED BUGS ON in every server: ${bugs.join(', ')} (a violation is the expected verdict)`);
     print(`network: ${cluster.servers.map((s) => `${s.name}=${s.net.address}`).join(' ')}`);
     cluster.startAll();
     const t0 = Date.now();
@@ -132,7 +140,7 @@ export async function runJepsen(options: RunOptions): Promise<RunResult> {
     const nemesisRandom = random.fork();
     const workloadRandom = random.fork();
     const schedule = makeSchedule(scheduleRandom, chosen, { runMs: options.timeMs });
-    await writeFile(join(dir, 'schedule.json'), `${JSON.stringify({ seed: options.seed, nemesis: options.nemesis, timeMs: options.timeMs, faults: schedule }, null, 2)}\n`);
+    await writeFile(join(dir, 'schedule.json'), `${JSON.stringify({ seed: options.seed, nemesis: options.nemesis, timeMs: options.timeMs, bugs, faults: schedule }, null, 2)}\n`);
     print(`seed ${options.seed}; schedule (${schedule.length} faults):`);
     for (const f of schedule) print(`  at ${(f.atMs / 1000).toFixed(1)} s for ${(f.durationMs / 1000).toFixed(1)} s: ${f.nemesis} ${f.variant}`);
 
@@ -146,6 +154,7 @@ export async function runJepsen(options: RunOptions): Promise<RunResult> {
       staggerMs: options.staggerMs ?? staggerMsDefault,
       random: workloadRandom,
       history,
+      readsFrom: options.readsFrom ?? 'leader',
     };
     const workload: Workload = options.workload === 'append' ? new AppendWorkload(workloadOptions) : new RegisterWorkload(workloadOptions);
     const partitioner = new Partitioner(new Map(cluster.servers.map((s) => [s.name, s.net])));
@@ -208,17 +217,21 @@ export async function runJepsen(options: RunOptions): Promise<RunResult> {
     print(`history: ${JSON.stringify(sanity.counts)}; ${sanity.ok ? 'well-formed' : `MALFORMED: ${sanity.problems.slice(0, 5).join('; ')}`}`);
     await cluster.stopAll();
     const verdict = workload.check !== undefined ? ownVerdict(workload.check(history.events)) : await checkHistory(join(dir, 'history.jsonl'), print);
-    await writeFile(join(dir, 'verdict.txt'), `${verdict.output.trimEnd()}\n${verdict.line}\n`);
+    // The planted bugs head the file; the last line stays the verdict.
+    const bugsLine = `planted bugs: ${bugs.length > 0 ? bugs.join(', ') : 'none'}\n`;
+    await writeFile(join(dir, 'verdict.txt'), `${bugsLine}${verdict.output.trimEnd()}\n${verdict.line}\n`);
     const counts = sanity.counts;
     const faults = nemesisRunner.entries.filter((e) => e.type === 'start').length;
     await writeFile(
       join(dir, 'index.html'),
       renderReport({
-        title: `rfs Jepsen: ${options.workload}, nemesis ${options.nemesis}`,
+        title: `rfs Jepsen: ${options.workload}, nemesis ${options.nemesis}${bugs.length > 0 ? `, PLANTED BUGS ${bugs.join(', ')}` : ''}`,
         summary: {
           workload: options.workload,
           nemesis: options.nemesis,
           seed: options.seed,
+          'planted bugs': bugs.length > 0 ? bugs.join(', ') : 'none',
+          'reads from': options.readsFrom ?? 'leader',
           'time (s)': options.timeMs / 1000,
           clients: options.clients,
           keys: options.keys,
@@ -235,7 +248,7 @@ export async function runJepsen(options: RunOptions): Promise<RunResult> {
         verdict: verdict.line,
       }),
     );
-    await writeFile(join(dir, 'run.json'), `${JSON.stringify({ options: { ...options, signal: undefined, print: undefined, onNemesis: undefined }, counts, faults, verdict: verdict.line, finalValues }, null, 2)}\n`);
+    await writeFile(join(dir, 'run.json'), `${JSON.stringify({ options: { ...options, signal: undefined, print: undefined, onNemesis: undefined }, bugs, counts, faults, verdict: verdict.line, finalValues }, null, 2)}\n`);
     return { dir, schedule, sanity, verdict, nemesis: nemesisRunner.entries, finalValues };
   } finally {
     await cluster.stopAll();

@@ -43,6 +43,7 @@ export function parseRecords(text: string): string[] {
 
 export class AppendWorkload implements Workload {
   private nextProcess = 0;
+  private clientsMade = 0;
   private readonly clients: RfsClient[] = [];
   private readonly history: HistoryRecorder;
 
@@ -55,7 +56,10 @@ export class AppendWorkload implements Workload {
   }
 
   private async newClient(): Promise<RfsClient> {
-    return connect({ metadata: [...this.options.metadataAddresses], timeoutMs: this.options.opTimeoutMs, leaseDurationMs: appendLeaseMs });
+    const addresses = this.options.metadataAddresses;
+    // readsFrom 'any': clients take the members in turn as their read server.
+    const readAddress = this.options.readsFrom === 'any' ? addresses[this.clientsMade++ % addresses.length] : undefined;
+    return connect({ metadata: [...addresses], timeoutMs: this.options.opTimeoutMs, leaseDurationMs: appendLeaseMs, ...(readAddress !== undefined ? { readAddress } : {}) });
   }
 
   async setup(): Promise<void> {

@@ -58,6 +58,7 @@ export function parseValue(text: string): number | string {
 export class RegisterWorkload implements Workload {
   private nextProcess = 0;
   private tempSeq = 0;
+  private clientsMade = 0;
   private readonly clients: RfsClient[] = [];
 
   constructor(private readonly options: RegisterOptions) {}
@@ -71,7 +72,10 @@ export class RegisterWorkload implements Workload {
   }
 
   private async newClient(): Promise<RfsClient> {
-    return connect({ metadata: [...this.options.metadataAddresses], timeoutMs: this.options.opTimeoutMs });
+    const addresses = this.options.metadataAddresses;
+    // readsFrom 'any': clients take the members in turn as their read server.
+    const readAddress = this.options.readsFrom === 'any' ? addresses[this.clientsMade++ % addresses.length] : undefined;
+    return connect({ metadata: [...addresses], timeoutMs: this.options.opTimeoutMs, ...(readAddress !== undefined ? { readAddress } : {}) });
   }
 
   /** Before the faults: one client per worker, the directories, and every key written to 0 (recorded). */

@@ -12,7 +12,16 @@ export interface WorkloadOptions {
   readonly staggerMs: number;
   readonly random: SeededRandom;
   readonly history: HistoryRecorder;
+  /**
+   * 'leader' (default): clients read where they write, at the leader. 'any': each client sends its reads to
+   * one member, round robin over the clients (a follower's read is linearizable too, through ReadIndex);
+   * what exposes the planted bug read-without-quorum (docs/JEPSEN.md, "Planted bugs").
+   */
+  readonly readsFrom?: ReadsFrom;
 }
+
+export const readsFromValues = ['leader', 'any'] as const;
+export type ReadsFrom = (typeof readsFromValues)[number];
 
 /** A workload's own check of its history (when it is not the linearizability checker's job). */
 export interface WorkloadCheck {

@@ -12,6 +12,7 @@ import { systemClock } from '../runtime/clock.ts';
 import type { CopyReplica, StoreOperation } from './agent.ts';
 import { copyReplica, DataServer as PlaneServer, TcpDataNetwork } from './dataplane/index.ts';
 import type { DataPlaneLimits } from './dataplane/index.ts';
+import type { DataBug } from './bugs.ts';
 import { NodeDisk } from './disk.ts';
 import type { ChunkserverMetrics } from './metrics.ts';
 import { recordRead, recordReReplication, recordReReplicationBytes, recordWrite } from './metrics.ts';
@@ -30,6 +31,8 @@ export interface RealComponentsOptions {
   readonly scrubBytesPerSecond?: number;
   readonly dataPlaneLimits?: Partial<DataPlaneLimits>;
   readonly clock?: Clock;
+  /** Planted bugs of the store and the data server: the Jepsen suite's self-test only (src/cli/planted-bugs.ts). */
+  readonly bugs?: ReadonlySet<DataBug>;
 }
 
 export function realComponents(options: RealComponentsOptions = {}): StoreAndDataServer {
@@ -38,6 +41,7 @@ export function realComponents(options: RealComponentsOptions = {}): StoreAndDat
     openStore: (dataDir) =>
       FileChunkStore.open(new NodeDisk(), join(dataDir, 'chunks'), {
         ...(options.chunkSizeBytes !== undefined ? { chunkSizeBytes: options.chunkSizeBytes } : {}),
+        ...(options.bugs !== undefined ? { bugs: options.bugs } : {}),
       }),
     async startDataServer(context): Promise<DataServer> {
       // The scrubber forgets what it knew of a handle that is created again (a replica once reported bad
@@ -57,6 +61,7 @@ export function realComponents(options: RealComponentsOptions = {}): StoreAndDat
         logger: context.logger,
         registry: context.metrics.registry,
         ...(options.dataPlaneLimits !== undefined ? { limits: options.dataPlaneLimits } : {}),
+        ...(options.bugs !== undefined ? { bugs: options.bugs } : {}),
       });
       const scrubber = new Scrubber(store, clock, {
         scrubBytesPerSecond: options.scrubBytesPerSecond ?? scrubBytesPerSecondDefault,

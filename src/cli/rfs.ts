@@ -33,6 +33,8 @@ import type { PeerAddress } from '../metadata/server.ts';
 import { ConfigError, configSetting, envName, loadSettings, settings } from './config.ts';
 import type { CommandName, ResolvedSettings } from './config.ts';
 import { runLocalCluster } from '../cluster/main.ts';
+import { PlantedBugsError, plantedBugsFromEnv, plantedBugsWarning } from './planted-bugs.ts';
+import type { ProcessBugs } from './planted-bugs.ts';
 
 export function parsePeers(spec: string, raftPortOffset: number): Map<number, PeerAddress> {
   const peers = new Map<number, PeerAddress>();
@@ -49,6 +51,23 @@ export function parsePeers(spec: string, raftPortOffset: number): Map<number, Pe
     peers.set(id, { client, raft: `${host.includes(':') ? `[${host}]` : host}:${raftPort}` });
   }
   return peers;
+}
+
+/** The planted bugs switched on by the environment (planted-bugs.ts); a bad list is a usage error. */
+function plantedBugs(logger: pino.Logger): ProcessBugs {
+  let bugs: ProcessBugs;
+  try {
+    bugs = plantedBugsFromEnv();
+  } catch (e) {
+    if (e instanceof PlantedBugsError) throw new ConfigError(e.message);
+    throw e;
+  }
+  if (bugs.names.length > 0) {
+    const warning = plantedBugsWarning(bugs);
+    logger.warn({ plantedBugs: bugs.names }, warning);
+    process.stderr.write(`rfs: WARNING: ${warning}\n`);
+  }
+  return bugs;
 }
 
 /**
@@ -85,6 +104,7 @@ async function metadata(config: ResolvedSettings, stdinEnd: boolean): Promise<vo
   const self = peers.get(id);
   if (self === undefined) throw new ConfigError(`--peers must include this server's id ${id}`);
   const logger = pino({ level: config.string('log-level') });
+  const bugs = plantedBugs(logger);
   // --listen may name another interface (e.g. 0.0.0.0) than the advertised address; the Raft port is kept.
   const listen = config.optString('listen') ?? self.client;
   const metrics = config.optString('metrics');
@@ -97,6 +117,7 @@ async function metadata(config: ResolvedSettings, stdinEnd: boolean): Promise<vo
     logger,
     tickMs: config.integer('tick-ms'),
     electionTicks: config.integer('election-ticks'),
+    ...(bugs.raft.size > 0 ? { raftBugs: bugs.raft } : {}),
     ...(metrics !== undefined ? { metricsListen: metrics } : {}),
     onFatal: () => {
       process.exitCode = 70;
@@ -115,7 +136,11 @@ async function chunkserver(config: ResolvedSettings, stdinEnd: boolean): Promise
   for (const a of metadataAddresses) splitHostPort(a);
   if (metadataAddresses.length === 0) throw new ConfigError('--metadata: at least one host:port');
   const logger = pino({ level: config.string('log-level') });
-  const components = realComponents({ scrubBytesPerSecond: config.integer('scrub-mib-per-s') * 1024 * 1024 });
+  const bugs = plantedBugs(logger);
+  const components = realComponents({
+    scrubBytesPerSecond: config.integer('scrub-mib-per-s') * 1024 * 1024,
+    ...(bugs.data.size > 0 ? { bugs: bugs.data } : {}),
+  });
   const heartbeatMs = config.integer('heartbeat-ms');
   const expectedId = config.optInteger('id');
   const advertise = config.optString('advertise');

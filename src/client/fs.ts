@@ -54,6 +54,8 @@ export interface ConnectOptions {
   /** Bytes a writer gathers before they go down a pipeline (the writer's bounded staging). */
   readonly stagingBytes?: number;
   readonly dataPlaneLimits?: Partial<DataPlaneLimits>;
+  /** Reads of metadata go to this server first (MetadataClientOptions.readAddress; the Jepsen suite). */
+  readonly readAddress?: string;
 }
 
 export interface CallOptions {
@@ -197,6 +199,7 @@ export async function connect(options: ConnectOptions): Promise<RfsClient> {
     retryDeadlineMs: timeoutMs,
     attemptTimeoutMs: Math.min(attemptTimeoutMsMax, timeoutMs),
     signal: lifetime.signal,
+    ...(options.readAddress !== undefined ? { readAddress: options.readAddress } : {}),
   });
   const meta = await guard({ syscall: 'connect' }, { signal: options.signal, timeoutMs }, () => pending).catch((error: unknown) => {
     lifetime.abort();

@@ -36,6 +36,13 @@ export interface MetadataClientOptions {
   readonly batcher?: SubmitBatcher;
   /** Once aborted, calls stop retrying: each fails with UNAVAILABLE before its next attempt (client shutdown). */
   readonly signal?: AbortSignal;
+  /**
+   * Reads (Stat, Readdir, ChunkLocations) are tried once at this server first, instead of the current
+   * target: any member answers a linearizable read (its ReadIndex round goes through the leader). The Jepsen
+   * suite spreads reads over the members this way; its planted bug `read-without-quorum` shows only on
+   * servers clients read from. Any failure there takes the normal path. Default: none.
+   */
+  readonly readAddress?: string;
 }
 
 /** A stat answer as the wire carries it: the state machine's StatInfo without the lease record. */
@@ -102,6 +109,8 @@ type UnaryFn = (
 ) => void;
 
 const retryableCodes = new Set(['UNAVAILABLE', 'TIMEOUT']);
+/** The methods `readAddress` applies to: reads of the namespace and of chunk locations. */
+const readMethods = new Set<string>(['Stat', 'Readdir', 'ChunkLocations']);
 const retryableGrpc = new Set([
   grpc.status.UNAVAILABLE,
   grpc.status.DEADLINE_EXCEEDED,
@@ -123,6 +132,7 @@ export class MetadataClient {
   private readonly onAnswer: ((address: string, method: MetadataMethod) => void) | undefined;
   private readonly batcher: SubmitBatcher | undefined;
   private readonly signal: AbortSignal | undefined;
+  private readonly readAddress: string | undefined;
   /** Retries performed (for tests and diagnostics). */
   retries = 0;
 
@@ -135,6 +145,7 @@ export class MetadataClient {
     this.onAnswer = options.onAnswer;
     this.batcher = options.batcher;
     this.signal = options.signal;
+    this.readAddress = options.readAddress;
   }
 
   /** Connects and opens a session. */
@@ -343,6 +354,10 @@ export class MetadataClient {
 
   /** One operation with redirects and retries; a reply error that is not retryable is thrown. */
   async call(method: MetadataMethod, request: WireRequest): Promise<WireReply> {
+    if (this.readAddress !== undefined && readMethods.has(method)) {
+      const reply = await this.readAt(this.readAddress, method, request);
+      if (reply !== undefined) return reply;
+    }
     const deadline = Date.now() + this.retryDeadlineMs;
     // Created only when an attempt fails: an Error captures a stack, a cost on every call otherwise.
     let last: MetadataError | undefined;
@@ -390,6 +405,19 @@ export class MetadataClient {
       }
       throw toError(error);
     }
+  }
+
+  /** One attempt of a read at `address`; undefined if it failed in any way (the caller takes the normal path). */
+  private async readAt(address: string, method: MetadataMethod, request: WireRequest): Promise<WireReply | undefined> {
+    let reply: WireReply;
+    try {
+      reply = await this.attempt(address, method, request);
+    } catch {
+      return undefined;
+    }
+    if (reply.error !== undefined && reply.error !== null) return undefined;
+    this.onAnswer?.(address, method);
+    return reply;
   }
 
   private attempt(address: string, method: string, request: WireRequest): Promise<WireReply> {

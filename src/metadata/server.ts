@@ -30,6 +30,7 @@ import { RaftMetadataStateMachine } from '../fsm/raft-adapter.ts';
 import type { ChunkManagerLimits, ChunkReport, ChunkserverCommand, Reply } from '../placement/index.ts';
 import { ChunkService, PlacementError, loadChunkView, loadClusterView, summarizeView } from '../placement/index.ts';
 import type { Clock } from '../raft/node-api.ts';
+import type { PlantedBug } from '../raft/config.ts';
 import { NotLeaderError, RaftError } from '../raft/errors.ts';
 import { RaftNode } from '../raft/node.ts';
 import type { ConfChangeSingle, NodeId } from '../raft/types.ts';
@@ -99,6 +100,8 @@ export interface MetadataServerOptions {
   readonly chunkManagerLimits?: Partial<ChunkManagerLimits>;
   /** The clock of the chunk manager (monotonic ms). Default: the system's monotonic clock. */
   readonly clock?: Clock;
+  /** Planted bugs of the Raft core: the Jepsen suite's self-test only (src/cli/planted-bugs.ts). Default none. */
+  readonly raftBugs?: ReadonlySet<PlantedBug>;
 }
 
 export const defaultTickMs = 50;
@@ -195,7 +198,12 @@ export class MetadataServer {
       logger: logger.child({ component: 'transport' }),
     });
     node = new RaftNode({
-      config: { id: options.id, random: systemRandom, electionTicks: options.electionTicks ?? defaultElectionTicks },
+      config: {
+        id: options.id,
+        random: systemRandom,
+        electionTicks: options.electionTicks ?? defaultElectionTicks,
+        ...(options.raftBugs !== undefined ? { bugs: options.raftBugs } : {}),
+      },
       logStore: timedLogStore(logStore, timing.logWrite),
       transport,
       clock: systemClock,

@@ -17,6 +17,11 @@ export const plantedBugs = [
    * one check, so a candidate with a stale log can win the real election too.
    */
   'prevote-skip-log-check',
+  /**
+   * The leader commits (and so acknowledges) everything it has persisted itself, without waiting for a
+   * quorum: an acknowledged write is lost when the leader is cut off or dies and another one is elected.
+   */
+  'commit-without-quorum',
 ] as const;
 export type PlantedBug = (typeof plantedBugs)[number];
 

@@ -909,7 +909,8 @@ export class Raft {
 
   /** Recomputes the commit index from the quorum. Returns whether it moved. */
   private maybeCommit(): boolean {
-    const index = this.tracker.committed();
+    let index = this.tracker.committed();
+    if (this.config.bugs.has('commit-without-quorum')) index = Math.max(index, this.tracker.progress.get(this.id)?.match ?? 0);
     if (index <= this.log.committed) return false;
     // Raft §5.4.2 (Figure 8): only an entry of the current term is committed by counting replicas.
     const term = this.log.term(index);

@@ -51,6 +51,20 @@ export const plantedBugCatalog: Readonly<Record<PlantedBug, PlantedBugInfo>> = {
     primaryViolation: 'leader-completeness',
     expectedViolations: ['leader-completeness', 'state-machine-safety', 'acked-write-lost', 'commit-rule', 'linearizability'],
   },
+  'commit-without-quorum': {
+    description: 'a leader commits and acknowledges what it persisted itself, without a quorum',
+    primaryViolation: 'commit-durability',
+    expectedViolations: [
+      'commit-rule',
+      'commit-durability',
+      'leader-completeness',
+      'state-machine-safety',
+      'acked-write-lost',
+      'linearizability',
+      // A follower that "committed" such an entry asserts when the next leader's log overwrites it.
+      'node-crash',
+    ],
+  },
 };
 
 /** The planted bugs of the metadata state machine (src/fsm/bugs.ts), caught by the metadata workload. */
