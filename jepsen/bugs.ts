@@ -14,6 +14,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { caseName, jepsenBugCases, violationEvidence } from './planted.ts';
 import type { JepsenBugCase } from './planted.ts';
+import { integerArg } from './harness/args.ts';
 
 const repoRoot = resolve(import.meta.dirname, '..');
 /** A run that finds the lock held (the lead's test suite) waits this long, then tries again. */
@@ -49,13 +50,6 @@ const usage = `usage: npm run jepsen:bugs -- [options]
   --out DIR      report folders (default jepsen/runs/bugs-<timestamp>/)
 Needs root, like npm run jepsen. Runs one at a time.`;
 
-function integer(value: string | undefined, fallback: number, name: string, min: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < min) throw new RangeError(`--${name}: an integer ≥ ${min}, not '${value}'`);
-  return n;
-}
-
 function parse(argv: string[]): Options | undefined {
   const { values } = parseArgs({
     args: argv,
@@ -79,9 +73,9 @@ function parse(argv: string[]): Options | undefined {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   return {
     cases,
-    runs: integer(values.runs, 5, 'runs', 1),
-    timeS: integer(values.time, 20, 'time', 1),
-    seed: integer(values.seed, 1, 'seed', 0),
+    runs: integerArg(values.runs, 5, 'runs', 1),
+    timeS: integerArg(values.time, 20, 'time', 1),
+    seed: integerArg(values.seed, 1, 'seed', 0),
     control: !values['no-control'],
     outDir: resolve(values.out ?? join(repoRoot, 'jepsen', 'runs', `bugs-${stamp}`)),
   };

@@ -14,6 +14,7 @@ import { RunError, runJepsen, workloads } from './harness/runner.ts';
 import { NetError } from './harness/net.ts';
 import { ClusterError } from './harness/cluster.ts';
 import type { RunOptions } from './harness/runner.ts';
+import { integerArg } from './harness/args.ts';
 import { processBugNames } from '../src/cli/planted-bugs.ts';
 import { readsFromValues } from './workloads/types.ts';
 import type { ReadsFrom } from './workloads/types.ts';
@@ -36,13 +37,6 @@ const usage = `usage: npm run jepsen -- [options]
                            expected verdict): ${processBugNames.join(', ')}
   --reads leader           where clients read: leader, or any (each client reads from one member in turn)
 Needs root (network namespaces). One run at a time per machine.`;
-
-function integer(value: string | undefined, fallback: number, name: string, min: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < min) throw new RangeError(`--${name}: an integer ≥ ${min}, not '${value}'`);
-  return n;
-}
 
 function parse(argv: string[]): RunOptions | undefined {
   const { values } = parseArgs({
@@ -78,13 +72,13 @@ function parse(argv: string[]): RunOptions | undefined {
   return {
     workload,
     nemesis,
-    timeMs: integer(values.time, 120, 'time', 1) * 1000,
-    seed: integer(values.seed, Math.floor(Math.random() * 2 ** 31), 'seed', 0),
-    clients: integer(values.clients, 10, 'clients', 1),
-    keys: integer(values.keys, 5, 'keys', 1),
+    timeMs: integerArg(values.time, 120, 'time', 1) * 1000,
+    seed: integerArg(values.seed, Math.floor(Math.random() * 2 ** 31), 'seed', 0),
+    clients: integerArg(values.clients, 10, 'clients', 1),
+    keys: integerArg(values.keys, 5, 'keys', 1),
     outDir,
-    opTimeoutMs: integer(values['op-timeout-ms'], 15_000, 'op-timeout-ms', 100),
-    staggerMs: integer(values['stagger-ms'], 50, 'stagger-ms', 0),
+    opTimeoutMs: integerArg(values['op-timeout-ms'], 15_000, 'op-timeout-ms', 100),
+    staggerMs: integerArg(values['stagger-ms'], 50, 'stagger-ms', 0),
     keepData: values['keep-data'],
     bugs,
     readsFrom,

@@ -20,6 +20,7 @@ import { connect } from '../../src/index.ts';
 import type { HistoryEvent, HistoryRecorder, OpValue } from '../harness/history.ts';
 import type { SeededRandom } from '../harness/random.ts';
 import type { Workload, WorkloadCheck, WorkloadOptions } from './types.ts';
+import { readAddressOf } from './types.ts';
 
 export const appendDir = '/jepsen/append';
 /** A writer's lease: short, so one that died mid-append frees its file soon. */
@@ -56,10 +57,12 @@ export class AppendWorkload implements Workload {
   }
 
   private async newClient(): Promise<RfsClient> {
-    const addresses = this.options.metadataAddresses;
-    // readsFrom 'any': clients take the members in turn as their read server.
-    const readAddress = this.options.readsFrom === 'any' ? addresses[this.clientsMade++ % addresses.length] : undefined;
-    return connect({ metadata: [...addresses], timeoutMs: this.options.opTimeoutMs, leaseDurationMs: appendLeaseMs, ...(readAddress !== undefined ? { readAddress } : {}) });
+    return connect({
+      metadata: [...this.options.metadataAddresses],
+      timeoutMs: this.options.opTimeoutMs,
+      leaseDurationMs: appendLeaseMs,
+      ...readAddressOf(this.options, this.clientsMade++),
+    });
   }
 
   async setup(): Promise<void> {

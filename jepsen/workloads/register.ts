@@ -24,6 +24,7 @@ import { connect, GenerationMismatchError } from '../../src/index.ts';
 import type { OpValue } from '../harness/history.ts';
 import type { SeededRandom } from '../harness/random.ts';
 import type { Workload, WorkloadOptions } from './types.ts';
+import { readAddressOf } from './types.ts';
 
 export const registerDir = '/jepsen';
 export const tempDir = '/jepsen/tmp';
@@ -72,10 +73,7 @@ export class RegisterWorkload implements Workload {
   }
 
   private async newClient(): Promise<RfsClient> {
-    const addresses = this.options.metadataAddresses;
-    // readsFrom 'any': clients take the members in turn as their read server.
-    const readAddress = this.options.readsFrom === 'any' ? addresses[this.clientsMade++ % addresses.length] : undefined;
-    return connect({ metadata: [...addresses], timeoutMs: this.options.opTimeoutMs, ...(readAddress !== undefined ? { readAddress } : {}) });
+    return connect({ metadata: [...this.options.metadataAddresses], timeoutMs: this.options.opTimeoutMs, ...readAddressOf(this.options, this.clientsMade++) });
   }
 
   /** Before the faults: one client per worker, the directories, and every key written to 0 (recorded). */

@@ -23,6 +23,13 @@ export interface WorkloadOptions {
 export const readsFromValues = ['leader', 'any'] as const;
 export type ReadsFrom = (typeof readsFromValues)[number];
 
+/** The `readAddress` of the workload's `clientIndex`-th client: with readsFrom 'any', the members in turn. */
+export function readAddressOf(options: WorkloadOptions, clientIndex: number): { readAddress?: string } {
+  if (options.readsFrom !== 'any') return {};
+  const addresses = options.metadataAddresses;
+  return { readAddress: addresses[clientIndex % addresses.length]! };
+}
+
 /** A workload's own check of its history (when it is not the linearizability checker's job). */
 export interface WorkloadCheck {
   readonly valid: boolean;

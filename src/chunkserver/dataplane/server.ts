@@ -303,8 +303,9 @@ class PipelineHop {
       await store.create(handle, version, createOptions);
       return;
     }
-    // A retried setup of the same resume finds the replica already raised and cut: nothing to do.
-    if (info !== undefined && info.version === version && info.lengthBytes === offset && !info.sealed) return;
+    // A retried setup of the same resume finds the replica already raised and cut (or, sealed before the
+    // failure that led to the resume, raised at its sealed length): nothing to do.
+    if (info !== undefined && info.version === version && info.lengthBytes === offset) return;
     // A resume that failed while being set up may have raised this replica already (between fromVersion and
     // version): raise it from there. The store still refuses it if it holds fewer than `offset` bytes.
     const from = info !== undefined && info.version > fromVersion && info.version < version ? info.version : fromVersion;
