@@ -35,6 +35,8 @@ export class ChunkService {
   private manager: ChunkManager | null = null;
   private term = 0;
   private stepping = false;
+  /** A chunkserver registered (through this service) since the manager last loaded its view. */
+  private registeredSinceView = false;
 
   constructor(private readonly deps: ChunkServiceDeps) {}
 
@@ -58,6 +60,7 @@ export class ChunkService {
     if (this.stepping) return;
     this.stepping = true;
     try {
+      this.registeredSinceView = false;
       let m = this.manager;
       if (m === null || this.term !== role.term) {
         m = new ChunkManager({ random: this.deps.random, nowMs, limits: this.deps.limits, bugs: this.deps.bugs });
@@ -99,14 +102,34 @@ export class ChunkService {
   }
 
   /** A new chunkserver (no id) or a known one coming back: proposes registerChunkserver. */
-  register(request: {
+  async register(request: {
     readonly id?: number | undefined;
     readonly address: string;
     readonly rack: string;
     readonly capacityBytes: number;
     readonly usedBytes: number;
   }): Promise<FsResult> {
-    return this.deps.propose({ type: 'registerChunkserver', ...request });
+    const result = await this.deps.propose({ type: 'registerChunkserver', ...request });
+    if (result.ok) this.registeredSinceView = true;
+    return result;
+  }
+
+  /**
+   * Replicas for a new chunk. The manager's view is reloaded only on its pass (once a second), so right after
+   * a chunkserver registers it may know no server yet: before refusing with ENOSPC it reloads the view once
+   * when a registration came in since (a full cluster does not pay a reload per refused allocation).
+   */
+  private async allocate(replication: number): Promise<number[]> {
+    const m = this.mustManager();
+    try {
+      return m.allocate(replication);
+    } catch (e) {
+      if (!(e instanceof PlacementError && e.code === 'ENOSPC') || !this.registeredSinceView) throw e;
+    }
+    this.registeredSinceView = false;
+    const view = await this.deps.loadView();
+    if (this.manager === m) m.setView(view);
+    return this.mustManager().allocate(replication);
   }
 
   heartbeat(id: number, nowMs: number, usage: Usage): Reply {
@@ -128,7 +151,7 @@ export class ChunkService {
     readonly ifGeneration?: number | undefined;
     readonly session?: SessionStamp | undefined;
   }): Promise<FsResult<AllocatedChunk>> {
-    const replicas = this.mustManager().allocate(Math.max(1, request.replication));
+    const replicas = await this.allocate(Math.max(1, request.replication));
     const op: Op = { type: 'addChunk', path: request.path, holder: request.holder, replicas, ifGeneration: request.ifGeneration };
     // A retried session stamp answers the first allocation, whose replicas may differ from these: the caller
     // reads the chunk's placement when it needs them exactly.

@@ -11,10 +11,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateHistory, toEdn, toJsonLines, withReadValue } from '../../jepsen/checker/generate.ts';
 import { main } from '../../jepsen/checker/cli.ts';
+import { knossosHistories } from './testdata.ts';
 
 const repo = fileURLToPath(new URL('../..', import.meta.url));
 const cli = join(repo, 'jepsen/checker/cli.ts');
-const knossos = fileURLToPath(new URL('../../../shared/testdata/knossos-cas-register', import.meta.url));
+const knossos = knossosHistories;
 const dir = mkdtempSync(join(tmpdir(), 'rfs-check-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 

@@ -5,20 +5,15 @@
  */
 import t from 'tap';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { CheckOptions } from '../../jepsen/checker/wgl.ts';
 import { checkLinearizable } from '../../jepsen/checker/wgl.ts';
 import { pairOperations, parseHistory } from '../../jepsen/checker/history.ts';
 import type { Operation } from '../../jepsen/checker/history.ts';
 import { casRegister } from '../../jepsen/checker/models.ts';
 import type { Model } from '../../jepsen/checker/models.ts';
+import { knossosHistories } from './testdata.ts';
 
-/** Next to the repository (`../shared/testdata`), or where RFS_SHARED_TESTDATA points (the testdata folder). */
-const root =
-  process.env['RFS_SHARED_TESTDATA'] !== undefined
-    ? join(process.env['RFS_SHARED_TESTDATA'], 'knossos-cas-register')
-    : fileURLToPath(new URL('../../../shared/testdata/knossos-cas-register', import.meta.url));
+const root = knossosHistories;
 
 interface Case {
   name: string;

@@ -86,3 +86,51 @@ void t.test('garbage: a replica of a deleted file is deleted on report', async (
   const reply = service.chunkReport(holder, 20, { full: true, chunks: [{ handle: a.value.handle, version: 1, lengthBytes: 0 }] });
   t.same(reply.commands, [{ kind: 'delete', handle: a.value.handle, version: 1 }]);
 });
+
+void t.test('a chunkserver registered after the last pass gets chunks at once; a full cluster is refused without a reload each time', async (t) => {
+  const h = await Harness.open();
+  let loads = 0;
+  const service = new ChunkService({
+    propose: (op) => h.run(op),
+    loadView: () => {
+      loads++;
+      return loadClusterView(h.kv, defaultFsmLimits);
+    },
+    role: () => ({ leader: true, term: 1 }),
+    random: seededRandom(12),
+  });
+  await service.step(0); // the manager's view: no chunkserver yet
+  await h.ok({ type: 'create', path: '/f', replication: 3, lease: { holder: 'w', durationMs: 60_000 } });
+  await t.rejects(service.allocateChunk({ path: '/f', holder: 'w', replication: 3 }), { code: 'ENOSPC' }, 'no server at all: ENOSPC');
+  t.equal(loads, 1, 'no reload without a registration since the pass');
+  const ids: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const r = await service.register({ address: `cs${i}:7000`, rack: `r${i}`, capacityBytes: 1e12, usedBytes: 0 });
+    if (!r.ok) throw new Error(r.message);
+    ids.push((r.value as { id: number }).id);
+  }
+  const allocated = await service.allocateChunk({ path: '/f', holder: 'w', replication: 3 });
+  t.ok(allocated.ok, 'allocated before the next pass');
+  if (allocated.ok) t.same([...allocated.value.replicas].sort(), [...ids].sort(), 'on the three new servers');
+  t.equal(loads, 2, 'one reload');
+
+  // Every server full (as its registration said): refused, and refused again without another reload.
+  const full = await Harness.open();
+  let fullLoads = 0;
+  const fullService = new ChunkService({
+    propose: (op) => full.run(op),
+    loadView: () => {
+      fullLoads++;
+      return loadClusterView(full.kv, defaultFsmLimits);
+    },
+    role: () => ({ leader: true, term: 1 }),
+    random: seededRandom(13),
+  });
+  await fullService.step(0);
+  await fullService.register({ address: 'cs9:7000', rack: 'r0', capacityBytes: 1e9, usedBytes: 1e9 });
+  await full.ok({ type: 'create', path: '/g', replication: 1, lease: { holder: 'w', durationMs: 60_000 } });
+  for (let i = 0; i < 3; i++) {
+    await t.rejects(fullService.allocateChunk({ path: '/g', holder: 'w', replication: 1 }), { code: 'ENOSPC' }, `full: ENOSPC (${i + 1})`);
+  }
+  t.equal(fullLoads, 2, 'one reload for the registration, none after');
+});
