@@ -8,18 +8,16 @@
  * control: the run that caught it, same seed and flags, without the bug, must pass. Exit code 0: every case
  * caught and every control passed; 1 otherwise; 3 bad usage. docs/JEPSEN.md, "Planted bugs".
  */
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { caseName, jepsenBugCases, violationEvidence } from './planted.ts';
 import type { JepsenBugCase } from './planted.ts';
 import { integerArg } from './harness/args.ts';
+import { runJepsenChild } from './harness/child.ts';
+import type { ChildRun } from './harness/child.ts';
 
 const repoRoot = resolve(import.meta.dirname, '..');
-/** A run that finds the lock held (the lead's test suite) waits this long, then tries again. */
-const lockedRetryMs = 60_000;
-const lockedRetriesMax = 15;
 
 interface Options {
   readonly cases: readonly JepsenBugCase[];
@@ -30,14 +28,9 @@ interface Options {
   readonly outDir: string;
 }
 
-interface RunOutcome {
-  /** run.ts's exit code: 0 passed, 1 violation, 2 unknown, 3 the run failed. */
-  readonly code: number;
-  readonly verdict: string;
+interface RunOutcome extends ChildRun {
   /** The checker's lines that name the violation (verdict.txt). */
   readonly evidence: readonly string[];
-  readonly seconds: number;
-  readonly dir: string;
 }
 
 const usage = `usage: npm run jepsen:bugs -- [options]
@@ -81,39 +74,11 @@ function parse(argv: string[]): Options | undefined {
   };
 }
 
-function jepsenRun(args: readonly string[], dir: string, print: (line: string) => void): Promise<RunOutcome> {
-  const started = Date.now();
-  return new Promise((resolveRun) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(repoRoot, 'jepsen', 'run.ts'), ...args, '--out', dir], {
-      cwd: repoRoot,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    const keep = (chunk: Buffer): void => {
-      // Only the tail matters (the verdict is the last line): bounded.
-      output = (output + chunk.toString('utf8')).slice(-16_384);
-    };
-    child.stdout.on('data', keep);
-    child.stderr.on('data', keep);
-    child.on('close', (code) => {
-      const lines = output.trimEnd().split('\n');
-      const verdict = lines.at(-1) ?? '';
-      const verdictPath = join(dir, 'verdict.txt');
-      const evidence = existsSync(verdictPath) ? violationEvidence(readFileSync(verdictPath, 'utf8')) : [];
-      if ((code ?? 3) === 3) print(`    run failed: ${lines.slice(-3).join(' | ')}`);
-      resolveRun({ code: code ?? 3, verdict, evidence, seconds: (Date.now() - started) / 1000, dir });
-    });
-  });
-}
-
-/** One run, waiting while another Jepsen run holds the machine's lock. */
+/** One run, with the checker's lines that name a violation (verdict.txt). */
 async function runWithLock(args: readonly string[], dir: string, print: (line: string) => void): Promise<RunOutcome> {
-  for (let attempt = 0; ; attempt++) {
-    const outcome = await jepsenRun(args, dir, print);
-    if (outcome.code !== 3 || !/holds \/run\/rfs-jepsen\.lock/.test(outcome.verdict) || attempt >= lockedRetriesMax) return outcome;
-    print(`    another Jepsen run holds the lock; waiting ${lockedRetryMs / 1000} s`);
-    await new Promise((r) => setTimeout(r, lockedRetryMs));
-  }
+  const run = await runJepsenChild(args, dir, print);
+  const verdictPath = join(dir, 'verdict.txt');
+  return { ...run, evidence: existsSync(verdictPath) ? violationEvidence(readFileSync(verdictPath, 'utf8')) : [] };
 }
 
 function runArgs(bug: JepsenBugCase, options: Options, seed: number, planted: string | undefined): string[] {
