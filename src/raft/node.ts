@@ -128,7 +128,11 @@ export class RaftNode {
   private processing = false;
   private tickTimer: TimerHandle | null = null;
   private lastTickMs = 0;
-  private readonly maxCatchUpTicks: number;
+  /**
+   * Ticks a late timer catches up as ticks, at most: half an election timeout (a busy event loop). Time past
+   * that is a stall (`Raft.stalled`).
+   */
+  private readonly catchUpTicksMax: number;
   private readonly proposals = new Map<number, PendingProposal>();
   private proposalQueue: { data: Uint8Array; type: EntryType; resolve: (r: ProposalResult) => void; reject: (e: Error) => void; confIndex?: boolean }[] = [];
   private proposalFlushScheduled = false;
@@ -174,7 +178,7 @@ export class RaftNode {
     this.streaming = streams;
     this.config = raftConfig({ ...options.config, snapshotStreaming: streams });
     this.logger = options.logger ?? silentLogger;
-    this.maxCatchUpTicks = 2 * this.config.electionTicks + 2;
+    this.catchUpTicksMax = Math.max(1, Math.floor(this.config.electionTicks / 2));
     assert(options.tickMs > 0, 'tickMs must be positive');
     const stallMs = snapshotStallElectionTimeouts * this.config.electionTicks * options.tickMs;
     this.snapshotLimits = {
@@ -456,8 +460,11 @@ export class RaftNode {
   }
 
   /**
-   * Ticks as many times as whole tick periods have elapsed on the clock, so that a paused process does not
-   * under-count time (the lease would otherwise outlive its safety bound).
+   * Catches up with the clock: the whole tick periods that elapsed since the last tick. Up to
+   * `catchUpTicksMax` of them are ticks (a timer that fired late); the rest is a stall (`Raft.stalled`: the
+   * lease clocks advance, so a paused process does not under-count time; the timeouts on other members'
+   * silence do not, since what they sent meanwhile is still unread). A check-quorum or election timeout that
+   * fires in the catch-up therefore judges a window with at least half a timeout of running time in it.
    */
   private catchUpTicks(): void {
     const raft = this.raft;
@@ -466,9 +473,9 @@ export class RaftNode {
     const elapsed = Math.floor((now - this.lastTickMs) / this.options.tickMs);
     if (elapsed <= 0) return;
     this.lastTickMs += elapsed * this.options.tickMs;
-    // Past this many ticks every timeout has fired once; more would change nothing but cost.
-    const count = Math.min(elapsed, this.maxCatchUpTicks);
-    for (let i = 0; i < count; i++) raft.tick();
+    const ticks = Math.min(elapsed, this.catchUpTicksMax);
+    if (elapsed > ticks) raft.stalled(elapsed - ticks);
+    for (let i = 0; i < ticks; i++) raft.tick();
   }
 
   /** Runs a core input, then processes whatever Ready it produced. */

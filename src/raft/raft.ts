@@ -145,6 +145,20 @@ export class Raft {
 
   // ===================== inputs =====================
 
+  /**
+   * `n` ticks of time went by while this member could not run (its process was stalled: a long GC or apply,
+   * SIGSTOP). The lease clocks (`ticks`, and the time since a leader was heard from) advance by all of it, so
+   * a lease never outlives its bound; the timers that judge other members' silence (election timeout,
+   * check-quorum) do not, because the messages those members sent meanwhile are still queued, unread. They
+   * are judged one full timeout after the stall instead: a leader does not step down, nor a follower
+   * campaign, merely because it stopped itself.
+   */
+  stalled(n: number): void {
+    assert(Number.isSafeInteger(n) && n >= 0, `stalled ticks ${n}`);
+    this.ticks += n;
+    if (this.role !== 'leader') this.ticksSinceLeaderContact += n;
+  }
+
   tick(): void {
     this.ticks++;
     if (this.role !== 'leader') this.ticksSinceLeaderContact++;

@@ -127,6 +127,18 @@ void t.test('leader completeness: a new leader without a committed entry', (t) =
   t.end();
 });
 
+void t.test('leader completeness: a leader of a term the others have left need not hold what they committed since', (t) => {
+  const c = new InvariantChecker(() => 0);
+  // Entry 3 is committed in term 5 (node 1 sees it at term 5); node 2 then becomes leader of term 4 (it was
+  // paused with its term-4 votes unread): not a violation. A leader of term 6 without entry 3 is one.
+  c.onStatus(status(1, { term: 5, commit: 3, lastIndex: 3 }), terms([[1, 1], [2, 1], [3, 5]]));
+  c.onStatus(status(2, { role: 'leader', term: 4, lastIndex: 2 }), terms([[1, 1], [2, 1]]));
+  t.equal(c.violation, null, 'a stale-term leader');
+  c.onStatus(status(3, { role: 'leader', term: 6, lastIndex: 2 }), terms([[1, 1], [2, 1]]));
+  expectViolation(t, c, 'leader-completeness', /n3 became leader of term 6 without committed entry 3/);
+  t.end();
+});
+
 void t.test('commit rule: a leader committing an earlier-term entry by counting replicas', (t) => {
   const durable = [entry(1, 1), entry(2, 2), entry(3, 3)];
   const log = terms([[1, 1], [2, 2], [3, 3]]);

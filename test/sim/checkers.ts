@@ -177,6 +177,11 @@ export class InvariantChecker implements KvObserver {
 
   // Commits: committedTerm[i] is the term of the committed entry at i (0 when no poll has seen it yet).
   private readonly committedTerm: number[] = [0];
+  /**
+   * commitTermSeen[i]: the lowest term of a node seen with a commit index ≥ i. The term in which entry i was
+   * committed is at most this (a node learns of a commit from a leader of that term or a later one).
+   */
+  private readonly commitTermSeen: number[] = [0];
   private commitMax = 0;
   private readonly commitSeen = new Map<NodeId, number>();
   /** Per node: what the last poll that found it leading saw. */
@@ -272,11 +277,14 @@ export class InvariantChecker implements KvObserver {
     }
     this.leaderByTerm.set(status.term, status.id);
     this.stats.leadersObserved++;
-    // Leader completeness (Raft §5.4.1): the new leader holds every entry committed so far.
+    // Leader completeness (Raft §5.4.1): the new leader holds every entry committed in an earlier term. (A
+    // candidate that was paused with its votes unread may become leader of a term the others have left;
+    // it need not hold what they committed since, and it cannot commit anything.)
     const low = Math.max(1, this.commitMax - LEADER_COMPLETENESS_WINDOW_ENTRIES);
     for (let i = this.commitMax; i >= low; i--) {
       const expected = this.committedTerm[i] ?? 0;
       if (expected === 0) continue;
+      if ((this.commitTermSeen[i] ?? Infinity) >= status.term) continue;
       const term = termAt(i);
       if (term === null && i < status.firstIndex) break; // compacted into a snapshot: it holds it
       if (term !== expected) {
@@ -297,6 +305,8 @@ export class InvariantChecker implements KvObserver {
     for (let i = from; i <= status.commit; i++) {
       const term = termAt(i);
       if (term === null) continue; // compacted on this node
+      while (this.commitTermSeen.length <= i) this.commitTermSeen.push(Infinity);
+      this.commitTermSeen[i] = Math.min(this.commitTermSeen[i]!, status.term);
       const expected = this.committedTerm[i] ?? 0;
       if (expected === 0) {
         this.committedTerm[i] = term;
