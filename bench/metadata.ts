@@ -24,10 +24,13 @@
  * --files N (optional): instead of the comparison, builds a tree of N empty files (1000 per directory, each
  * directory filled by one batched CreateMany) in the rfs cluster with 16 concurrent clients, and reports the
  * rate and each server's peak RSS (VmHWM).
+ * --server-logs DIR (optional): each rfs server's output (pino JSON, at --server-log-level, default warn) is
+ * kept in DIR/<name>.log, which outlives the run (the data directories do not).
  * A script, not a test: figures go in BENCHMARKS.md.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import { createWriteStream, mkdirSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -47,6 +50,8 @@ const { values: args } = parseArgs({
     'no-batch': { type: 'boolean', default: false },
     /** Creates only (e.g. to profile the write path with RFS_BENCH_NODE_ARGS="--cpu-prof …"). */
     'no-reads': { type: 'boolean', default: false },
+    'server-logs': { type: 'string' },
+    'server-log-level': { type: 'string', default: 'warn' },
   },
 });
 const runSeconds = Number(args.seconds);
@@ -99,13 +104,23 @@ async function tempDir(prefix: string): Promise<string> {
 }
 
 
+/** Where servers' output goes (--server-logs), and at which level. */
+const serverLogs = { dir: args['server-logs'], level: args['server-log-level'] ?? 'warn' };
+
 function launch(name: string, command: string, argv: string[], cwd: string): ChildProcess {
-  const child = spawn(command, argv, { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
+  const logDir = serverLogs.dir;
+  const child = spawn(command, argv, { cwd, stdio: ['ignore', logDir === undefined ? 'ignore' : 'pipe', 'pipe'] });
   children.push(child);
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => {
     stderr = (stderr + d.toString()).slice(-4000);
   });
+  if (logDir !== undefined) {
+    mkdirSync(logDir, { recursive: true });
+    const log = createWriteStream(join(logDir, `${name.replace(/\s+/g, "-")}.log`), { flags: 'a' });
+    child.stdout?.pipe(log);
+    child.stderr?.pipe(log);
+  }
   child.once('exit', (code, signal) => {
     if (cleaning === undefined)
       process.stderr.write(`${name} exited (${code ?? signal}) unexpectedly:\n${stderr}\n`);
@@ -170,7 +185,7 @@ async function startRfs(nodeArgs: readonly string[] = []): Promise<RfsCluster> {
         '--data-dir',
         join(dir, `m${id}`),
         '--log-level',
-        'warn',
+        serverLogs.level,
       ],
       root,
     );
