@@ -117,7 +117,7 @@ function launch(name: string, command: string, argv: string[], cwd: string): Chi
   });
   if (logDir !== undefined) {
     mkdirSync(logDir, { recursive: true });
-    const log = createWriteStream(join(logDir, `${name.replace(/\s+/g, "-")}.log`), { flags: 'a' });
+    const log = createWriteStream(join(logDir, `${name.replace(/\s+/g, '-')}.log`), { flags: 'a' });
     child.stdout?.pipe(log);
     child.stderr?.pipe(log);
   }
@@ -532,13 +532,20 @@ async function compare(): Promise<void> {
   rfs.admin.close();
 }
 
-/** Retries an idempotent bulk-load step a few times after a timeout or unavailability (a leader change). */
+/**
+ * How long a bulk-load step keeps retrying through leader changes: on a loaded machine elections came in
+ * bursts of several seconds (a 10M-file run failed after 3 s of NOT_LEADER).
+ */
+const bulkRetryDeadlineMs = 60_000;
+
+/** Retries an idempotent bulk-load step after a timeout or unavailability (a leader change), up to a deadline. */
 async function retrying<T>(fn: () => Promise<T>): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
+  const deadline = Date.now() + bulkRetryDeadlineMs;
+  for (;;) {
     try {
       return await fn();
     } catch (e) {
-      if (attempt >= 6 || !/UNAVAILABLE|TIMEOUT|DEADLINE|NOT_LEADER/.test(String(e))) throw e;
+      if (Date.now() > deadline || !/UNAVAILABLE|TIMEOUT|DEADLINE|NOT_LEADER/.test(String(e))) throw e;
       await sleep(500);
     }
   }
