@@ -8,6 +8,8 @@ import type { RunOptions, RunResult } from '../../jepsen/harness/runner.ts';
 /** How long a test waits for the lock at most. */
 export const lockWaitMs = 10 * 60_000;
 const lockPollMs = 5_000;
+/** One short run with start-up, heal, final reads and check, on a loaded 2-core machine, at most (measured: 40–125 s). */
+export const runBoundMs = 5 * 60_000;
 
 /** Runs `options`, waiting while the lock is held; `comment` hears each wait and the run's own duration. */
 export async function runJepsenWaiting(options: RunOptions, comment: (line: string) => void): Promise<RunResult> {

@@ -15,7 +15,7 @@ import { applyNamespaceOp, emptyTree, namespaceModel, namespacePlantedBugs, resu
 import { checkLinearizable } from '../../jepsen/checker/wgl.ts';
 import { pairOperations, parseJsonLines } from '../../jepsen/checker/history.ts';
 import { ModelError } from '../../jepsen/checker/models.ts';
-import { checkHistory } from '../../jepsen/checker/index.ts';
+import { checkHistory, describeResult } from '../../jepsen/checker/index.ts';
 import { NamespaceWorkload, namespacePaths } from '../../jepsen/workloads/namespace.ts';
 
 const run = (state: NamespaceState, op: NamespaceOp): { result: NamespaceResult; tree: string } => {
@@ -281,5 +281,14 @@ void t.test('typed errors for operations the model does not know', (t) => {
     return undefined;
   })();
   t.equal(e?.code, 'EMODEL_OP', 'code EMODEL_OP');
+  t.end();
+});
+
+void t.test('a failing window shows each fail with its error code', (t) => {
+  const r = check([inv(0, 'mkdir', 'a'), ok(0, 'mkdir', 'a'), inv(0, 'mkdir', 'a'), fail(0, 'mkdir', 'EEXIST'), inv(1, 'readdir', '.'), ok(1, 'readdir', [])]);
+  t.equal(r.verdict, 'not linearizable');
+  const lines = describeResult(r).join('\n');
+  t.match(lines, /mkdir key "t0" "a" → "EEXIST" :fail/, 'the code of a fail');
+  t.match(lines, /readdir key "t0" "\." → \[\] :ok/, 'the listing of a read');
   t.end();
 });

@@ -16,12 +16,10 @@ import type { HistoryEvent } from '../../jepsen/harness/history.ts';
 import { namePrefix } from '../../jepsen/harness/net.ts';
 import type { RunOptions, RunResult } from '../../jepsen/harness/runner.ts';
 import type { NemesisLogEntry } from '../../jepsen/nemesis/index.ts';
-import { lockWaitMs, runJepsenWaiting } from './jepsen-lock.ts';
+import { lockWaitMs, runBoundMs, runJepsenWaiting } from './jepsen-lock.ts';
 
 /** Workload time under faults in each run. */
 const runTimeMs = 20_000;
-/** One run with start-up, heal, final reads and check, on a loaded 2-core machine, at most (measured: 1–2 min). */
-const runBoundMs = 5 * 60_000;
 // Two runs, each of which may wait for the machine's Jepsen lock first: more than tap's default per file.
 t.setTimeout(2 * (lockWaitMs + runBoundMs));
 
