@@ -35,7 +35,7 @@ interface RunOutcome extends ChildRun {
 
 const usage = `usage: npm run jepsen:bugs -- [options]
   --bug NAME     a planted bug to try (repeatable; default all: ${[...new Set(jepsenBugCases.map((c) => c.bug))].join(', ')})
-  --workload W   only its runs under this workload (register or append; default both)
+  --workload W   only its runs under this workload (register, append or namespace; default all)
   --runs 5       runs per bug and workload at most (seeds seed, seed+1, …); one not caught fails the script
   --time 20      seconds of workload per run
   --seed 1       seed of the first run

@@ -8,7 +8,7 @@ import type { ReadsFrom } from './workloads/types.ts';
 export interface JepsenBugCase {
   /** The planted bug (src/cli/planted-bugs.ts). */
   readonly bug: string;
-  readonly workload: 'register' | 'append';
+  readonly workload: 'register' | 'append' | 'namespace';
   /** The nemesis that exposes it. */
   readonly nemesis: string;
   readonly readsFrom: ReadsFrom;
@@ -24,13 +24,15 @@ const lostCommits = 'a leader cut off from the majority acknowledges writes only
 
 /**
  * The planted bugs the suite is shown to catch, each under the run that exposes it: every checker of the
- * suite (the linearizability checker on the register workload, the append check) has at least one.
+ * suite (the linearizability checker on the register and namespace workloads, the append check) has at least one.
  */
 export const jepsenBugCases: readonly JepsenBugCase[] = [
   { bug: 'read-without-quorum', workload: 'register', nemesis: 'partition', readsFrom: 'any', how: stalePartition },
   { bug: 'commit-without-quorum', workload: 'register', nemesis: 'partition', readsFrom: 'leader', how: lostCommits },
   { bug: 'read-without-quorum', workload: 'append', nemesis: 'partition', readsFrom: 'any', how: stalePartition },
   { bug: 'commit-without-quorum', workload: 'append', nemesis: 'partition', readsFrom: 'leader', how: lostCommits },
+  { bug: 'read-without-quorum', workload: 'namespace', nemesis: 'partition', readsFrom: 'any', how: stalePartition },
+  { bug: 'commit-without-quorum', workload: 'namespace', nemesis: 'partition', readsFrom: 'leader', how: lostCommits },
 ];
 
 /** The lines of verdict.txt that say what was violated (the checker's or the append check's). */

@@ -1,5 +1,5 @@
 /**
- * `npm run jepsen -- --workload register --nemesis all --time 120 [--seed S] [--clients 10] [--keys 5] [--out DIR]
+ * `npm run jepsen -- --workload register|append|namespace --nemesis all --time 120 [--seed S] [--clients 10] [--keys 5] [--out DIR]
  *   [--bug NAME] [--reads leader|any]`
  *
  * Runs one Jepsen test (harness/runner.ts) and prints where its report folder is; the last line printed is
@@ -22,12 +22,14 @@ import type { ReadsFrom } from './workloads/types.ts';
 const repoRoot = resolve(import.meta.dirname, '..');
 
 const usage = `usage: npm run jepsen -- [options]
-  --workload register      register (linearizability, per key) or append (lost / duplicated / reordered records)
+  --workload register      register (linearizability, per key), append (lost / duplicated / reordered records),
+                           or namespace (mkdir / create / rename / unlink / rmdir / readdir on small trees,
+                           linearizability against a model of the namespace, per tree)
   --nemesis all            all | none | a list of: kill, pause, partition, clock, chunkserver-loss
   --time 120               seconds of workload under faults (then heal, then the final reads)
   --seed S                 seed of the schedule, targets and ops (default: random, printed)
   --clients 10             concurrent workers, one client library instance each
-  --keys 5                 registers r0..r(N-1), or files a0..a(N-1) for append
+  --keys 5                 registers r0..r(N-1), files a0..a(N-1) for append, trees t0..t(N-1) for namespace
   --out DIR                report folder (default jepsen/runs/<timestamp>-<workload>-<nemesis>/)
   --op-timeout-ms 15000    deadline of one operation (then it is 'info' if it may have applied)
   --stagger-ms 50          each worker pauses up to this long between ops

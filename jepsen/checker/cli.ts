@@ -1,5 +1,5 @@
 /**
- * `npm run -s check -- --model cas-register|kv [--initial V] [--failed-cas ignore|compare-failed]
+ * `npm run -s check -- --model cas-register|kv|namespace [--initial V] [--failed-cas ignore|compare-failed]
  *  [--time-limit-s N] FILE`
  *
  * Prints what it checked, a failing window if any, and as its last line the verdict. Exit codes:
@@ -22,7 +22,7 @@ export const exitCodes = { linearizable: 0, 'not linearizable': 1, unknown: 2, u
 /** Histories larger than this are refused (the file is read whole). */
 export const historyBytesMax = 512 * 1024 * 1024;
 
-const usage = `usage: npm run -s check -- --model cas-register|kv [--initial V] [--failed-cas ignore|compare-failed] [--time-limit-s N] FILE
+const usage = `usage: npm run -s check -- --model cas-register|kv|namespace [--initial V] [--failed-cas ignore|compare-failed] [--time-limit-s N] FILE
 exit codes: 0 linearizable, 1 not linearizable, 2 unknown, 3 bad usage or unreadable history`;
 
 class UsageError extends Error {}

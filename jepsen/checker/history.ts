@@ -216,7 +216,8 @@ export function pairOperations(events: readonly HistoryEvent[]): Operation[] {
 /** One line describing an operation, for reports. */
 export function describeOperation(op: Operation): string {
   const key = op.key === undefined ? '' : ` key ${showEdn(op.key)}`;
-  const value = op.status === 'ok' && op.output !== null && showEdn(op.output) !== showEdn(op.value) ? `${showEdn(op.value)} → ${showEdn(op.output)}` : showEdn(op.value);
+  // A completion's value when it says more than the invocation's: a read's result, a fail's error code.
+  const value = op.status !== 'info' && op.output !== null && showEdn(op.output) !== showEdn(op.value) ? `${showEdn(op.value)} → ${showEdn(op.output)}` : showEdn(op.value);
   const where = op.returnLine > 0 ? `lines ${op.callLine}–${op.returnLine}` : `line ${op.callLine}, never completed`;
   return `process ${String(op.process)} ${op.f}${key} ${value} :${op.status} (${where})`;
 }

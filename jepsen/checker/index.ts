@@ -8,6 +8,7 @@ import type { Operation } from './history.ts';
 import { describeOperation, pairOperations, parseHistory } from './history.ts';
 import type { AnyModel, FailedCas, ModelName } from './models.ts';
 import { casRegister, kvModel } from './models.ts';
+import { namespaceModel } from './namespace-model.ts';
 import type { CheckOptions, CheckResult, FailureWindow } from './wgl.ts';
 import { checkWithModel } from './wgl.ts';
 
@@ -32,6 +33,8 @@ export function makeModel(spec: ModelSpec): AnyModel {
     }
     case 'kv':
       return kvModel();
+    case 'namespace':
+      return namespaceModel();
   }
 }
 

@@ -175,5 +175,5 @@ function kvString(v: EdnValue, op: Operation, what: string): string {
   throw new ModelError(`${what} must be a string, got ${showEdn(v)}`, op.callLine);
 }
 
-export const modelNames = ['cas-register', 'kv'] as const;
+export const modelNames = ['cas-register', 'kv', 'namespace'] as const;
 export type ModelName = (typeof modelNames)[number];

@@ -1,7 +1,9 @@
 /**
  * The operation history, one JSON object per line (`history.jsonl`, the format agreed with the checker):
  *   {"process": 3, "type": "invoke"|"ok"|"fail"|"info", "f": "read"|"write"|"cas", "value": …, "key": "r1", "time": ns}
- * (the append workload adds f "append" with a string value, and reads whose value is a list of strings).
+ * (the append workload adds f "append" with a string value, and reads whose value is a list of strings; the
+ * namespace workload has f mkdir, create, unlink, rmdir, rename and readdir, paths as values, error codes as the
+ * value of a fail, a listing as the value of an ok readdir: jepsen/checker/namespace-model.ts).
  * An invoke is followed by exactly one completion of the same process; a process whose op ended `info`
  * never issues again (its worker takes a new process number). `time` is nanoseconds since the run's start,
  * from the monotonic clock. The recorder keeps the events in memory too (for the report), up to
@@ -12,7 +14,7 @@ import type { WriteStream } from 'node:fs';
 import assert from 'node:assert/strict';
 
 export type OpType = 'invoke' | 'ok' | 'fail' | 'info';
-export type OpF = 'read' | 'write' | 'cas' | 'append';
+export type OpF = 'read' | 'write' | 'cas' | 'append' | 'mkdir' | 'create' | 'unlink' | 'rmdir' | 'rename' | 'readdir';
 export type OpValue = number | string | null | readonly [number, number] | readonly string[];
 
 export interface HistoryEvent {

@@ -24,6 +24,7 @@ import type { NemesisLogEntry, ScheduledFault } from '../nemesis/index.ts';
 import type { NemesisContext } from '../nemesis/types.ts';
 import { RegisterWorkload } from '../workloads/register.ts';
 import { AppendWorkload } from '../workloads/append.ts';
+import { NamespaceWorkload } from '../workloads/namespace.ts';
 import type { ReadsFrom, Workload, WorkloadCheck, WorkloadOptions } from '../workloads/types.ts';
 import { processBugNames } from '../../src/cli/planted-bugs.ts';
 import { renderReport } from '../report/html.ts';
@@ -35,7 +36,7 @@ export const readyTimeoutMsDefault = 120_000;
 export const opTimeoutMsDefault = 15_000;
 export const staggerMsDefault = 50;
 export const probeTimeoutMsDefault = 2_000;
-export const workloads = ['register', 'append'] as const;
+export const workloads = ['register', 'append', 'namespace'] as const;
 
 export interface RunOptions {
   readonly workload: (typeof workloads)[number];
@@ -156,7 +157,8 @@ export async function runJepsen(options: RunOptions): Promise<RunResult> {
       history,
       readsFrom: options.readsFrom ?? 'leader',
     };
-    const workload: Workload = options.workload === 'append' ? new AppendWorkload(workloadOptions) : new RegisterWorkload(workloadOptions);
+    const workload: Workload =
+      options.workload === 'append' ? new AppendWorkload(workloadOptions) : options.workload === 'namespace' ? new NamespaceWorkload(workloadOptions) : new RegisterWorkload(workloadOptions);
     const partitioner = new Partitioner(new Map(cluster.servers.map((s) => [s.name, s.net])));
     const context: NemesisContext = { cluster, partitioner, random: nemesisRandom, probeTimeoutMs: probeTimeoutMsDefault };
     writeFileSync(join(dir, 'nemesis.jsonl'), '');
@@ -216,7 +218,8 @@ export async function runJepsen(options: RunOptions): Promise<RunResult> {
     await writeFile(join(dir, 'sanity.txt'), `${sanity.ok ? 'well-formed' : 'MALFORMED'}\n${JSON.stringify(sanity.counts)}\n${sanity.problems.join('\n')}\n`);
     print(`history: ${JSON.stringify(sanity.counts)}; ${sanity.ok ? 'well-formed' : `MALFORMED: ${sanity.problems.slice(0, 5).join('; ')}`}`);
     await cluster.stopAll();
-    const verdict = workload.check !== undefined ? ownVerdict(workload.check(history.events)) : await checkHistory(join(dir, 'history.jsonl'), print);
+    const verdict =
+      workload.check !== undefined ? ownVerdict(workload.check(history.events)) : await checkHistory(join(dir, 'history.jsonl'), print, options.workload === 'namespace' ? 'namespace' : 'cas-register');
     // The planted bugs head the file; the last line stays the verdict.
     const bugsLine = `planted bugs: ${bugs.length > 0 ? bugs.join(', ') : 'none'}\n`;
     await writeFile(join(dir, 'verdict.txt'), `${bugsLine}${verdict.output.trimEnd()}\n${verdict.line}\n`);

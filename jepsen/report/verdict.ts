@@ -1,5 +1,5 @@
 /**
- * The linearizability verdict, from the checker's CLI (jepsen/checker/cli.ts, the program behind
+ * The linearizability verdict (register: `--model cas-register`; namespace: `--model namespace`), from the checker's CLI (jepsen/checker/cli.ts, the program behind
  * `npm run -s check`) run as a child process on the history: exit 0 linearizable, 1 not, 2 unknown, its
  * last line the verdict. When the checker is not in this build the verdict says so: nothing is guessed.
  */
@@ -26,12 +26,21 @@ export interface Verdict {
   readonly exitCode: number | null;
 }
 
-export async function checkHistory(historyPath: string, print: (line: string) => void = () => {}): Promise<Verdict> {
+/** The checker's models the workloads use: register → cas-register (failed cas ignored), namespace → namespace. */
+export type VerdictModel = 'cas-register' | 'namespace';
+/**
+ * The checker's own time limit for a namespace history (then `unknown`): one tree is one partition, and a run
+ * under faults leaves many `info` mutations, each free to apply anywhere after its invocation.
+ */
+export const namespaceCheckTimeLimitS = 600;
+
+export async function checkHistory(historyPath: string, print: (line: string) => void = () => {}, model: VerdictModel = 'cas-register'): Promise<Verdict> {
   if (!existsSync(checkerCliPath)) {
     const line = 'unchecked: the checker is not in this build';
     return { kind: 'unchecked', line, output: `${checkerCliPath} does not exist`, exitCode: null };
   }
-  const args = ['--import', 'tsx', checkerCliPath, '--model', 'cas-register', '--failed-cas', 'ignore', historyPath];
+  const modelArgs = model === 'namespace' ? ['--model', 'namespace', '--time-limit-s', String(namespaceCheckTimeLimitS)] : ['--model', 'cas-register', '--failed-cas', 'ignore'];
+  const args = ['--import', 'tsx', checkerCliPath, ...modelArgs, historyPath];
   print(`checking: node ${args.join(' ')}`);
   return new Promise((resolveVerdict) => {
     const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -147,7 +147,7 @@ void t.test('commit-without-quorum: the leader commits what it alone persisted',
 
 void t.test('the self-test catalog names switchable bugs; evidence lines are quoted from verdict.txt', (t) => {
   for (const c of jepsenBugCases) t.ok(processBugNames.includes(c.bug), `${c.bug} is switchable in real processes`);
-  t.same([...new Set(jepsenBugCases.map((c) => c.workload))].sort(), ['append', 'register'], 'both checkers (register: linearizability, append: its own check) have a planted bug');
+  t.same([...new Set(jepsenBugCases.map((c) => c.workload))].sort(), ['append', 'namespace', 'register'], 'every workload and so every checker (register and namespace: linearizability, append: its own check) has a planted bug');
   const register = [
     'planted bugs: read-without-quorum',
     'checked 42 operations in 1 partition(s) in 0.003 s',
@@ -160,6 +160,14 @@ void t.test('the self-test catalog names switchable bugs; evidence lines are quo
   t.same(violationEvidence(register), ['key "r0": not linearizable', 'cannot be linearized before it returned: process 11 read key "r0" nil → 2 :ok (lines 251–253)']);
   const append = ['planted bugs: x', 'append check: 3 files, 9 reads (40 records), 12 acknowledged appends; 1 lost', 'lost: p3-1, acknowledged at 4.000 s, missing from the read of a0 at 5.000 s', 'invalid'].join('\n');
   t.same(violationEvidence(append), ['lost: p3-1, acknowledged at 4.000 s, missing from the read of a0 at 5.000 s']);
+  const namespace = [
+    'planted bugs: read-without-quorum',
+    'checked 429 operations in 1 partition(s) in 0.019 s',
+    'key t0: not linearizable',
+    '  cannot be linearized before it returned: process 0 readdir key "t0" "." → ["a/" "b/" "c"] :ok (lines 852–853)',
+    'not linearizable',
+  ].join('\n');
+  t.same(violationEvidence(namespace), ['key t0: not linearizable', 'cannot be linearized before it returned: process 0 readdir key "t0" "." → ["a/" "b/" "c"] :ok (lines 852–853)']);
   t.same(violationEvidence('planted bugs: none\nsomething else\nunknown'), ['something else'], 'unknown shape: the summary line');
   t.end();
 });
