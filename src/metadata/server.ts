@@ -107,6 +107,12 @@ export interface MetadataServerOptions {
 export const defaultTickMs = 50;
 export const defaultElectionTicks = 10;
 export const defaultProposalTimeoutMs = 5_000;
+/**
+ * Stamped commands this leader tracks while they are in the log: a client's retry of one of them (its attempt
+ * timed out, the command did not) joins it instead of proposing it again. Past the bound a retry is proposed
+ * again, which the state machine's session table answers with the first result anyway.
+ */
+export const inflightStampedCommandsMax = 4_096;
 export const defaultChunkManagerIntervalMs = 1_000;
 /** gRPC request messages larger than this are refused by the transport. */
 export const requestBytesMax = 64 * 1024;
@@ -116,6 +122,8 @@ type Handler = (request: WireRequest) => Promise<WireReply>;
 export class MetadataServer {
   private stopped = false;
   private readonly proposals: Counter;
+  /** Stamped commands proposed here and not yet answered, by `clientId:seq` (see inflightStampedCommandsMax). */
+  private readonly inflightStamped = new Map<string, Promise<FsResult>>();
   private readonly badReplicaReports: Counter;
   private watchTimer: ReturnType<typeof setInterval> | null = null;
   private syncTimer: ReturnType<typeof setInterval> | null = null;
@@ -376,6 +384,29 @@ export class MetadataServer {
       const status = this.node.status();
       if (status.role !== 'leader') throw new NotLeaderError(status.lead);
     }
+    if (session !== undefined) {
+      // A retry of a command still in the log: under load, clients' attempt deadlines expire before commands
+      // apply, and proposing each retry again fed the backlog that made them late (a retry storm).
+      const key = `${session.clientId}:${session.seq}`;
+      const pending = this.inflightStamped.get(key);
+      if (pending !== undefined) {
+        this.proposals.inc({ outcome: 'joined' });
+        return pending;
+      }
+      if (this.inflightStamped.size < inflightStampedCommandsMax) {
+        const proposal = this.proposeNow(op, session);
+        this.inflightStamped.set(key, proposal);
+        const forget = (): void => {
+          if (this.inflightStamped.get(key) === proposal) this.inflightStamped.delete(key);
+        };
+        proposal.then(forget, forget);
+        return proposal;
+      }
+    }
+    return this.proposeNow(op, session);
+  }
+
+  private async proposeNow(op: Op, session: SessionStamp | undefined): Promise<FsResult> {
     const data = encodeCommand({ nowMs: Date.now(), session, op });
     let result: FsResult;
     try {

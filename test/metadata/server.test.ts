@@ -125,3 +125,23 @@ void t.test('a retried stamp is applied once', async (t) => {
   t.equal(first.error ?? undefined, undefined);
   t.same(again, first, 'the retry returns the first result, not EEXIST');
 });
+
+void t.test('retries of a stamped command still in the log join it instead of being proposed again', async (t) => {
+  const cluster = await startInProcessCluster(3);
+  t.teardown(() => cluster.close());
+  const leader = await cluster.leader();
+  const address = cluster.peers.get(leader.id)!.client;
+  const opened = await rawCall(address, 'OpenSession', {});
+  const session = { clientId: opened['clientId'], seq: 1, ack: 0 };
+  const count = (text: string, outcome: string): number => Number(new RegExp(`rfs_metadata_proposals_total\\{outcome="${outcome}"\\} (\\d+)`).exec(text)?.[1] ?? 0);
+  const before = await leader.metrics();
+  const copies = 8;
+  const replies = await Promise.all(Array.from({ length: copies }, () => rawCall(address, 'Mkdir', { path: '/joined', session })));
+  t.equal(replies[0]!.error ?? undefined, undefined, 'the first applies');
+  for (const r of replies) t.same(r, replies[0], 'every copy gets the same answer');
+  const after = await leader.metrics();
+  const proposed = count(after, 'ok') - count(before, 'ok');
+  const joined = count(after, 'joined') - count(before, 'joined');
+  t.equal(proposed + joined, copies, `each copy proposed or joined (${proposed} proposed, ${joined} joined)`);
+  t.ok(joined >= 1, 'copies that arrived while the first was in the log joined it');
+});
