@@ -95,6 +95,7 @@ export class Raft {
   private electionElapsed = 0;
   private heartbeatElapsed = 0;
   private randomizedElectionTimeout = 0;
+  private campaignHeld = false;
   /**
    * Ticks since a leader was last heard from. With lease reads it starts at 0, so a restarted member still
    * honours a lease it may have granted before the crash; otherwise the member may vote at once.
@@ -166,9 +167,19 @@ export class Raft {
     else this.tickElection();
   }
 
+  /**
+   * Held (by the driver, while this member's state machine lags far behind its commit index): the election
+   * timeout is longer by `campaignHoldTicks`, so a member that could serve at once wins the election first;
+   * this one still campaigns if none did. Votes are unaffected; only liveness is.
+   */
+  holdCampaign(held: boolean): void {
+    this.campaignHeld = held;
+  }
+
   private tickElection(): void {
     this.electionElapsed++;
-    if (this.promotable() && this.electionElapsed >= this.randomizedElectionTimeout) {
+    const timeout = this.randomizedElectionTimeout + (this.campaignHeld ? this.campaignHoldTicks() : 0);
+    if (this.promotable() && this.electionElapsed >= timeout) {
       this.electionElapsed = 0;
       this.campaign(this.config.preVote ? 'preElection' : 'election');
     }
@@ -826,6 +837,11 @@ export class Raft {
   }
 
   // ===================== role changes =====================
+
+  /** Extra election-timeout ticks of a held member: two election timeouts, beyond any unheld member's. */
+  private campaignHoldTicks(): number {
+    return 2 * this.config.electionTicks;
+  }
 
   private promotable(): boolean {
     return this.tracker.isVoter(this.id) && this.log.unstableSnapshot === null;
