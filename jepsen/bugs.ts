@@ -13,7 +13,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { caseName, jepsenBugCases, violationEvidence } from './planted.ts';
 import type { JepsenBugCase } from './planted.ts';
-import { integerArg } from './harness/args.ts';
+import { integerArg, parseOrUsage } from './harness/args.ts';
 import { runJepsenChild } from './harness/child.ts';
 import type { ChildRun } from './harness/child.ts';
 
@@ -89,17 +89,9 @@ function runArgs(bug: JepsenBugCase, options: Options, seed: number, planted: st
 }
 
 async function main(): Promise<number> {
-  let options: Options | undefined;
-  try {
-    options = parse(process.argv.slice(2));
-  } catch (e) {
-    process.stderr.write(`jepsen:bugs: ${(e as Error).message}\n${usage}\n`);
-    return 3;
-  }
-  if (options === undefined) {
-    process.stdout.write(`${usage}\n`);
-    return 0;
-  }
+  const parsed = parseOrUsage('jepsen:bugs', usage, parse, process.argv.slice(2));
+  if ('exit' in parsed) return parsed.exit;
+  const options = parsed.options;
   const print = (line: string): void => {
     process.stdout.write(`${line}\n`);
   };

@@ -13,7 +13,7 @@
 import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { integerArg } from './harness/args.ts';
+import { integerArg, parseOrUsage } from './harness/args.ts';
 import { runJepsenChild } from './harness/child.ts';
 import { workloads } from './harness/runner.ts';
 import { nemesisNames } from './nemesis/index.ts';
@@ -53,7 +53,7 @@ export interface RunRecord {
 
 const usage = `usage: npm run jepsen:reliability -- [options]
   --nemesis LIST   comma list of nemeses, each run on its own (default: ${nemesisNames.join(',')})
-  --workload W     ${workloads.join(' or ')} (default register)
+  --workload W     one of ${workloads.join(', ')} (default register)
   --runs 10        runs per nemesis (seeds seed, seed+1, …)
   --time 120       seconds of workload per run
   --seed 1         seed of the first run
@@ -151,17 +151,9 @@ export function table(records: readonly RunRecord[]): string {
 }
 
 async function main(): Promise<number> {
-  let options: Options | undefined;
-  try {
-    options = parse(process.argv.slice(2));
-  } catch (e) {
-    process.stderr.write(`jepsen:reliability: ${(e as Error).message}\n${usage}\n`);
-    return 3;
-  }
-  if (options === undefined) {
-    process.stdout.write(`${usage}\n`);
-    return 0;
-  }
+  const parsed = parseOrUsage('jepsen:reliability', usage, parse, process.argv.slice(2));
+  if ('exit' in parsed) return parsed.exit;
+  const options = parsed.options;
   const print = (line: string): void => {
     process.stdout.write(`${line}\n`);
   };

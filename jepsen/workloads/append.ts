@@ -16,11 +16,10 @@
  * after every acknowledgement, so they must hold every acknowledged record.
  */
 import type { RfsClient } from '../../src/index.ts';
-import { connect } from '../../src/index.ts';
 import type { HistoryEvent, HistoryRecorder, OpValue } from '../harness/history.ts';
 import type { SeededRandom } from '../harness/random.ts';
 import type { Workload, WorkloadCheck, WorkloadOptions } from './types.ts';
-import { readAddressOf } from './types.ts';
+import { connectWorkerClient } from './types.ts';
 
 export const appendDir = '/jepsen/append';
 /** A writer's lease: short, so one that died mid-append frees its file soon. */
@@ -57,12 +56,7 @@ export class AppendWorkload implements Workload {
   }
 
   private async newClient(): Promise<RfsClient> {
-    return connect({
-      metadata: [...this.options.metadataAddresses],
-      timeoutMs: this.options.opTimeoutMs,
-      leaseDurationMs: appendLeaseMs,
-      ...readAddressOf(this.options, this.clientsMade++),
-    });
+    return connectWorkerClient(this.options, this.clientsMade++, { leaseDurationMs: appendLeaseMs });
   }
 
   async setup(): Promise<void> {

@@ -21,12 +21,11 @@
  * nothing and says nothing). A worker whose op ended `info` takes a new process number.
  */
 import type { RfsClient } from '../../src/index.ts';
-import { connect } from '../../src/index.ts';
 import type { OpF, OpValue } from '../harness/history.ts';
 import type { SeededRandom } from '../harness/random.ts';
 import { namespaceErrorCodes, treeRoot } from '../checker/namespace-model.ts';
 import type { Workload, WorkloadOptions } from './types.ts';
-import { readAddressOf } from './types.ts';
+import { connectWorkerClient } from './types.ts';
 
 export const namespaceDir = '/jepsen/ns';
 /** Names directly in a tree, and below each of them. */
@@ -85,7 +84,7 @@ export class NamespaceWorkload implements Workload {
   }
 
   private async newClient(): Promise<RfsClient> {
-    return connect({ metadata: [...this.options.metadataAddresses], timeoutMs: this.options.opTimeoutMs, ...readAddressOf(this.options, this.clientsMade++) });
+    return connectWorkerClient(this.options, this.clientsMade++);
   }
 
   /** One client per worker; every tree created, and checked empty (the model starts from empty trees). */

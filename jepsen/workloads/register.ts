@@ -20,11 +20,11 @@
  * A worker whose op ends `info` takes a new process number (processes never reuse a number after info).
  */
 import type { RfsClient } from '../../src/index.ts';
-import { connect, GenerationMismatchError } from '../../src/index.ts';
+import { GenerationMismatchError } from '../../src/index.ts';
 import type { OpValue } from '../harness/history.ts';
 import type { SeededRandom } from '../harness/random.ts';
 import type { Workload, WorkloadOptions } from './types.ts';
-import { readAddressOf } from './types.ts';
+import { connectWorkerClient } from './types.ts';
 
 export const registerDir = '/jepsen';
 export const tempDir = '/jepsen/tmp';
@@ -73,7 +73,7 @@ export class RegisterWorkload implements Workload {
   }
 
   private async newClient(): Promise<RfsClient> {
-    return connect({ metadata: [...this.options.metadataAddresses], timeoutMs: this.options.opTimeoutMs, ...readAddressOf(this.options, this.clientsMade++) });
+    return connectWorkerClient(this.options, this.clientsMade++);
   }
 
   /** Before the faults: one client per worker, the directories, and every key written to 0 (recorded). */

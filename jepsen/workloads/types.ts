@@ -1,4 +1,6 @@
 /** What the runner needs of a workload. */
+import { connect } from '../../src/index.ts';
+import type { ConnectOptions, RfsClient } from '../../src/index.ts';
 import type { HistoryEvent, HistoryRecorder, OpValue } from '../harness/history.ts';
 import type { SeededRandom } from '../harness/random.ts';
 
@@ -23,11 +25,13 @@ export interface WorkloadOptions {
 export const readsFromValues = ['leader', 'any'] as const;
 export type ReadsFrom = (typeof readsFromValues)[number];
 
-/** The `readAddress` of the workload's `clientIndex`-th client: with readsFrom 'any', the members in turn. */
-export function readAddressOf(options: WorkloadOptions, clientIndex: number): { readAddress?: string } {
-  if (options.readsFrom !== 'any') return {};
-  const addresses = options.metadataAddresses;
-  return { readAddress: addresses[clientIndex % addresses.length]! };
+/**
+ * A worker's client library instance: the workload's metadata servers and op timeout; with reads from any
+ * member, client `clientIndex` reads from member `clientIndex mod n` (the others read from the leader).
+ */
+export function connectWorkerClient(options: WorkloadOptions, clientIndex: number, extra: Partial<ConnectOptions> = {}): Promise<RfsClient> {
+  const readAddress = options.readsFrom === 'any' ? { readAddress: options.metadataAddresses[clientIndex % options.metadataAddresses.length]! } : {};
+  return connect({ metadata: [...options.metadataAddresses], timeoutMs: options.opTimeoutMs, ...extra, ...readAddress });
 }
 
 /** A workload's own check of its history (when it is not the linearizability checker's job). */
