@@ -23,7 +23,8 @@
  *
  * --files N (optional): instead of the comparison, builds a tree of N empty files (1000 per directory, each
  * directory filled by one batched CreateMany) in the rfs cluster with 16 concurrent clients, and reports the
- * rate and each server's peak RSS (VmHWM).
+ * rate and each server's peak RSS (VmHWM); every 10 s, each server's RSS and its own commit and applied index
+ * (a member applying far behind the commit index shows there).
  * --server-logs DIR (optional): each rfs server's output (pino JSON, at --server-log-level, default warn) is
  * kept in DIR/<name>.log, which outlives the run (the data directories do not).
  * A script, not a test: figures go in BENCHMARKS.md.
@@ -200,6 +201,27 @@ async function startRfs(nodeArgs: readonly string[] = []): Promise<RfsCluster> {
   );
   await admin.mkdir('/bench', { parents: true });
   return { addresses, pids, admin };
+}
+
+/**
+ * Each server's own view, from its ClusterStatus: `id role term commit/applied` (applied far below commit:
+ * the member applies slower than the cluster commits; '-': no answer within 2 s).
+ */
+async function raftProgress(cluster: RfsCluster): Promise<string> {
+  const views = await Promise.all(
+    cluster.addresses.map(async (address, i) => {
+      try {
+        const st = await Promise.race([
+          cluster.admin.clusterStatus(address),
+          new Promise<never>((_, reject) => setTimeout(() => reject(new Error('timeout')), 2_000).unref()),
+        ]);
+        return `${String(st['id'])} ${String(st['role'])} t${String(st['term'])} ${String(st['commitIndex'])}/${String(st['appliedIndex'])}`;
+      } catch {
+        return `#${i + 1} -`;
+      }
+    }),
+  );
+  return `commit/applied: ${views.join(', ')}`;
 }
 
 async function rfsLeaderId(cluster: RfsCluster): Promise<number> {
@@ -575,11 +597,11 @@ async function buildTree(files: number): Promise<void> {
     const s = (performance.now() - start) / 1000;
     // RSS now / peak of every server, leader first (a server that exited shows '-').
     const ids = [leader, ...[...rfs.pids.keys()].filter((id) => id !== leader)];
-    void Promise.all(ids.map((id) => rssKiB(rfs.pids.get(id)!))).then((rss) =>
+    void Promise.all([Promise.all(ids.map((id) => rssKiB(rfs.pids.get(id)!))), raftProgress(rfs)]).then(([rss, raft]) =>
       process.stderr.write(
         `  ${done} files, ${(done / s).toFixed(0)}/s, RSS now/peak MiB: ` +
           rss.map((r, i) => `${ids[i]}${i === 0 ? ' (leader)' : ''} ${mib(r.now)}/${mib(r.peak)}`).join(', ') +
-          '\n',
+          `; ${raft}\n`,
       ),
     );
   }, 10_000);

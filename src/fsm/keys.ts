@@ -88,6 +88,21 @@ function key(table: Table, ...parts: (number | Uint8Array)[]): Uint8Array {
 const encoder = new TextEncoder();
 
 export const appliedKey = key(Table.meta, encoder.encode('applied'));
+
+/**
+ * The value at appliedKey: the index of the last applied entry, then its term. A store written before the
+ * term was recorded holds the index alone (8 bytes): its term reads as 0, unknown.
+ */
+export function appliedValue(index: number, term: number): Uint8Array {
+  const out = new Uint8Array(2 * U64_BYTES);
+  out.set(u64Bytes(index), 0);
+  out.set(u64Bytes(term), U64_BYTES);
+  return out;
+}
+
+export function readApplied(value: Uint8Array): { index: number; term: number } {
+  return { index: readU64(value, 0), term: value.length >= 2 * U64_BYTES ? readU64(value, U64_BYTES) : 0 };
+}
 export const metaKey = key(Table.meta, encoder.encode('meta'));
 
 export const inodeKey = (id: number): Uint8Array => key(Table.inode, id);

@@ -37,6 +37,17 @@ export class Overlay implements KvReader {
     return this.base.get(key);
   }
 
+  /**
+   * What the buffered writes of this overlay and of the overlays under it say about `key`, without reading
+   * the store at the bottom: for a key the caller knows the store does not hold.
+   */
+  getBuffered(key: Uint8Array): Uint8Array | undefined {
+    const p = this.pending.get(bytesToKeyString(key));
+    if (p === null) return undefined;
+    if (p !== undefined) return p;
+    return this.base instanceof Overlay ? this.base.getBuffered(key) : undefined;
+  }
+
   put(key: Uint8Array, value: Uint8Array): void {
     this.set(bytesToKeyString(key), value);
   }

@@ -22,6 +22,10 @@ export class RaftMetadataStateMachine implements StateMachine {
     return this.fsm.appliedIndex();
   }
 
+  appliedTerm(): number {
+    return this.fsm.appliedTerm();
+  }
+
   applyBatch(entries: readonly Entry[]): Promise<readonly unknown[]> {
     return this.fsm.applyBatch(entries);
   }

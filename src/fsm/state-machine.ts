@@ -70,16 +70,19 @@ export type ApplyResult = FsResult | undefined;
 
 export class MetadataStateMachine {
   private applied: number;
+  /** Term of the entry at `applied` (0: unknown, a store written before terms were recorded, or the empty state). */
+  private appliedTermValue: number;
   private readonly lock = new RwLock();
   private readonly hints = new ApplyHints();
 
   private constructor(
     private readonly kv: Kv,
     readonly limits: FsmLimits,
-    applied: number,
+    applied: { index: number; term: number },
     private readonly bugs: ReadonlySet<FsmBug> = noFsmBugs,
   ) {
-    this.applied = applied;
+    this.applied = applied.index;
+    this.appliedTermValue = applied.term;
   }
 
   /** Opens the state kept in `kv`, initialising an empty store (root directory, applied index 0). */
@@ -96,12 +99,17 @@ export class MetadataStateMachine {
     const meta = await kv.get(keys.metaKey);
     assert(meta !== undefined, 'the store has an applied index but no meta record');
     rec.decodeMeta(meta); // asserts the format version
-    return new MetadataStateMachine(kv, limits, keys.readU64(appliedBytes, 0), options.bugs ?? noFsmBugs);
+    return new MetadataStateMachine(kv, limits, keys.readApplied(appliedBytes), options.bugs ?? noFsmBugs);
   }
 
   /** Index of the last entry whose effects are in the store. */
   appliedIndex(): number {
     return this.applied;
+  }
+
+  /** Term of the entry at appliedIndex() (0 if unknown): with the index, it names the log prefix applied. */
+  appliedTerm(): number {
+    return this.appliedTermValue;
   }
 
   /**
@@ -125,22 +133,31 @@ export class MetadataStateMachine {
         this.limits,
       );
       let batch = new Overlay(this.kv);
+      let fresh = await this.storedNextInodeId();
       const results: ApplyResult[] = [];
       for (let i = 0; i < entries.length; i++) {
-        results.push(await this.applyEntry(batch, entries[i]!, decoded[i]));
+        results.push(await this.applyEntry(batch, fresh, entries[i]!, decoded[i]));
         const index = entries[i]!.index;
         if (index === last || batch.size >= applyStoreWriteKeysMax) {
-          await this.writeThrough(batch, index);
+          await this.writeThrough(batch, index, entries[i]!.term);
           batch = new Overlay(this.kv);
+          if (index !== last) fresh = await this.storedNextInodeId();
         }
       }
       return results;
     });
   }
 
+  /** The store's own nextInodeId (not a batch's): no inode id from it up is in the store. */
+  private async storedNextInodeId(): Promise<number> {
+    const bytes = await this.kv.get(keys.metaKey);
+    assert(bytes !== undefined, 'meta record missing');
+    return rec.decodeMeta(bytes).nextInodeId;
+  }
+
   /** Writes a batch's effects with the index of its last entry, in one atomic store write. */
-  private async writeThrough(batch: Overlay, index: number): Promise<void> {
-    batch.put(keys.appliedKey, keys.u64Bytes(index));
+  private async writeThrough(batch: Overlay, index: number, term: number): Promise<void> {
+    batch.put(keys.appliedKey, keys.appliedValue(index, term));
     try {
       await this.kv.write(batch.toBatch());
     } catch (error) {
@@ -148,6 +165,7 @@ export class MetadataStateMachine {
       throw error;
     }
     this.applied = index;
+    this.appliedTermValue = term;
   }
 
   /**
@@ -166,7 +184,12 @@ export class MetadataStateMachine {
     prefetchBatch(this.kv, decoded, this.limits).catch(() => undefined);
   }
 
-  private async applyEntry(batch: Overlay, entry: Entry, decoded: Decoded | undefined): Promise<ApplyResult> {
+  private async applyEntry(
+    batch: Overlay,
+    freshInodesFrom: number,
+    entry: Entry,
+    decoded: Decoded | undefined,
+  ): Promise<ApplyResult> {
     if (decoded === undefined) return undefined;
     const { command, decodeError } = decoded;
     const txn = new Txn(
@@ -176,6 +199,7 @@ export class MetadataStateMachine {
       this.limits,
       this.bugs,
       this.hints,
+      freshInodesFrom,
     );
     let result: FsResult;
     if (command === undefined) result = failure('EBADMSG', decodeError);
@@ -286,7 +310,7 @@ export class MetadataStateMachine {
     chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
     options: { readonly beforeInstall?: (applied: number) => Promise<void> | void } = {},
   ): Promise<number> {
-    const found: { applied?: number; meta?: boolean; root?: boolean } = {};
+    const found: { applied?: number; appliedTerm?: number; meta?: boolean; root?: boolean } = {};
     const held: { release: (() => void) | null } = { release: null };
     const lock = this.lock;
     async function* gated(): AsyncGenerator<KvPair> {
@@ -304,6 +328,7 @@ export class MetadataStateMachine {
         this.hints.reset(); // they described the state before the switch
         assert(found.applied !== undefined, 'restored a snapshot without an applied index');
         this.applied = found.applied;
+        this.appliedTermValue = found.appliedTerm ?? 0;
         return found.applied;
       } finally {
         held.release?.();
@@ -394,13 +419,14 @@ async function advanceClock(view: Overlay, stampMs: number, limits: FsmLimits): 
 /** Passes the snapshot's pairs through, checking that the state it carries can be opened. */
 async function* checkedSnapshotPairs(
   chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
-  found: { applied?: number; meta?: boolean; root?: boolean },
+  found: { applied?: number; appliedTerm?: number; meta?: boolean; root?: boolean },
 ): AsyncGenerator<KvPair> {
   const rootKey = keys.inodeKey(rec.ROOT_ID);
   for await (const pair of decodeSnapshot(chunks)) {
     if (compareBytes(pair.key, keys.appliedKey) === 0) {
-      if (pair.value.length !== keys.U64_BYTES) throw new SnapshotFormatError('malformed applied index');
-      found.applied = keys.readU64(pair.value, 0);
+      if (pair.value.length !== keys.U64_BYTES && pair.value.length !== 2 * keys.U64_BYTES)
+        throw new SnapshotFormatError('malformed applied index');
+      ({ index: found.applied, term: found.appliedTerm } = keys.readApplied(pair.value));
     } else if (compareBytes(pair.key, keys.metaKey) === 0) {
       found.meta = guard(() => rec.decodeMeta(pair.value)) !== undefined;
     } else if (compareBytes(pair.key, rootKey) === 0) {

@@ -78,11 +78,17 @@ export class Txn {
     readonly bugs: ReadonlySet<FsmBug> = noFsmBugs,
     /** In-memory bounds that spare scans (see ApplyHints); a fresh, unknown set by default. */
     readonly hints: ApplyHints = new ApplyHints(),
+    /**
+     * Inode ids from this one up are not in the store under `view` (they were allocated after the store's last
+     * write: the store's nextInodeId), so neither their inodes nor their directories' entries are: reading them
+     * needs only the buffered writes, not a store round trip. Infinity (the default): unknown, always read.
+     */
+    readonly freshInodesFrom = Infinity,
   ) {}
 
   /** A Txn whose writes stay apart until `commit()`. */
   child(): Txn {
-    return new Txn(new Overlay(this.view), this.index, this.nowMs, this.limits, this.bugs, this.hints);
+    return new Txn(new Overlay(this.view), this.index, this.nowMs, this.limits, this.bugs, this.hints, this.freshInodesFrom);
   }
 
   /** Moves this child's writes into `parent`. */
@@ -110,7 +116,8 @@ export class Txn {
   }
 
   async inode(id: number): Promise<Inode | undefined> {
-    const bytes = await this.view.get(keys.inodeKey(id));
+    const key = keys.inodeKey(id);
+    const bytes = id >= this.freshInodesFrom ? this.view.getBuffered(key) : await this.view.get(key);
     return bytes === undefined ? undefined : this.hints.inodes.decode(id, bytes);
   }
 
@@ -132,7 +139,10 @@ export class Txn {
   }
 
   async lookup(dir: number, name: Uint8Array): Promise<{ id: number; type: InodeType } | undefined> {
-    const bytes = await this.view.get(keys.direntKey(dir, name));
+    // A directory created since the store's last write has no entries in the store: a bulk create into a
+    // directory made earlier in the same batch (a follower catching up) reads no name from the store.
+    const key = keys.direntKey(dir, name);
+    const bytes = dir >= this.freshInodesFrom ? this.view.getBuffered(key) : await this.view.get(key);
     return bytes === undefined ? undefined : keys.readDirent(bytes);
   }
 

@@ -64,6 +64,13 @@ export interface StateMachine {
    */
   appliedIndex?(): number;
   /**
+   * For a durable state machine: the term of the entry at appliedIndex() (0 if it does not know). At start,
+   * when the state machine is ahead of the log's durable commit index (a change of commit alone is not
+   * synced) and the log holds an entry with this index and term, that entry and everything before it are
+   * the committed prefix the state machine applied (Log Matching), so the driver trusts the log up to it.
+   */
+  appliedTerm?(): number;
+  /**
    * For a durable state machine whose store writes lazily (the Raft log being the durable record): makes
    * everything applied so far durable. The driver calls it before it records a local snapshot and compacts
    * the log below it, so the state machine is never behind the log's snapshot after a machine crash.

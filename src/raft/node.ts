@@ -90,6 +90,12 @@ export const applyQueueEntriesMax = 8_192;
  */
 export const readAheadEntriesMax = 64;
 /**
+ * Read-ahead only for entries the applier will reach soon: at most this far past what the state machine has
+ * applied. A member far behind (a follower catching up) would read entries minutes before applying them: the
+ * reads would be evicted from the store's cache by then, and they compete with the apply's own reads.
+ */
+export const readAheadDistanceEntriesMax = 2 * readAheadEntriesMax;
+/**
  * Committed entries not yet applied past which a follower holds its campaign (`Raft.holdCampaign`): elected,
  * it would answer nothing until it had applied them all (measured under load: a follower 1,200 heavy entries
  * behind won an election and served nothing for over a minute while the up-to-date former leader waited).
@@ -240,6 +246,13 @@ export class RaftNode {
       // commit index; the entries up to the state machine's index are then re-committed by Raft as usual
       // and not applied again (see runApplier).
       applied = Math.max(snapshotIndex, Math.min(durableApplied, loaded.hardState.commit));
+      // Unless the log holds the very entry the state machine applied last (same index and term): then the
+      // log up to it is the committed prefix the state machine applied. Without this, a leader restarted
+      // with its commit index behind its state machine could not stream a snapshot (it must be labelled with
+      // the state machine's index, which the core has not applied) to a follower that needs one, and, with
+      // that follower needed for a quorum, could never commit again.
+      const appliedTerm = sm.appliedTerm?.() ?? 0;
+      if (durableApplied > applied && appliedTerm > 0 && termAt(loaded, durableApplied) === appliedTerm) applied = durableApplied;
     } else {
       if (loaded.snapshot !== null && durableApplied < snapshotIndex) await sm.restore!(loaded.snapshot);
       // A durable state machine may be ahead of the snapshot, and of the commit index on disk (a change of
@@ -508,7 +521,12 @@ export class RaftNode {
     const ackEarly = this.config.bugs.has('ack-before-persist');
     if (ackEarly) for (const m of rd.messagesAfterPersist) this.options.transport.send(m);
     // Warm the state machine's cache for the new entries while they are persisted and replicated.
-    if (rd.entries.length > 0 && rd.entries.length <= readAheadEntriesMax) this.options.stateMachine.readAhead?.(rd.entries);
+    if (
+      rd.entries.length > 0 &&
+      rd.entries.length <= readAheadEntriesMax &&
+      rd.entries[rd.entries.length - 1]!.index - this.smApplied <= readAheadDistanceEntriesMax
+    )
+      this.options.stateMachine.readAhead?.(rd.entries);
     if (rd.hardState !== null) this.latestHardState = rd.hardState;
     const hs = this.latestHardState;
     const d = this.durableHardState;
@@ -949,6 +967,17 @@ export class RaftNode {
     this.stop();
     this.options.onFatal?.(error);
   }
+}
+
+/** The term of the entry at `index` in a loaded log (its snapshot's metadata included), or undefined. */
+export function termAt(loaded: RaftInitialState, index: number): number | undefined {
+  const first = loaded.entries[0]?.index;
+  if (first !== undefined && index >= first && index - first < loaded.entries.length) {
+    const e = loaded.entries[index - first]!;
+    assert(e.index === index, `loaded entries are not contiguous at ${index}`);
+    return e.term;
+  }
+  return loaded.snapshot?.metadata.index === index ? loaded.snapshot.metadata.term : undefined;
 }
 
 /** How many entries at the head of the apply queue form the next batch: within both apply-batch limits, at least one. */

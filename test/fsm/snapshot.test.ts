@@ -5,6 +5,7 @@ import { SnapshotFormatError } from '../../src/fsm/errors.ts';
 import { MemoryKv } from '../../src/fsm/kv.ts';
 import type { Kv } from '../../src/fsm/kv.ts';
 import { MetadataStateMachine } from '../../src/fsm/state-machine.ts';
+import * as keys from '../../src/fsm/keys.ts';
 import { Harness } from './harness.ts';
 
 async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
@@ -166,4 +167,28 @@ void t.test('restoreFromChunks: beforeInstall sees the verified applied index an
   t.same(await dump(b.kv), before, 'the old state is kept');
   t.equal(await b.sm.restoreFromChunks(a.sm.snapshotChunks(), { beforeInstall: () => undefined }), a.sm.appliedIndex());
   t.same(await dump(b.kv), await dump(a.kv));
+});
+
+void t.test('the applied term is stored with the applied index: across a restart and a snapshot round trip', async (t) => {
+  const h = await populated(4096);
+  t.equal(h.sm.appliedTerm(), 1, 'the harness writes entries of term 1');
+  const entry = { ...h.entry(h.command({ type: 'mkdir', path: '/term7' })), term: 7 };
+  await h.sm.applyBatch([entry]);
+  t.equal(h.sm.appliedTerm(), 7);
+  await h.reopen();
+  t.equal(h.sm.appliedIndex(), entry.index);
+  t.equal(h.sm.appliedTerm(), 7, 'read back at open');
+  const target = await Harness.open(h.limits);
+  await target.sm.restoreFromChunks(await collect(h.sm.snapshotChunks()));
+  t.equal(target.sm.appliedTerm(), 7, 'carried by the snapshot');
+  // A store written before terms were recorded: the index alone, the term unknown (0).
+  const legacy = await Harness.open(h.limits);
+  await legacy.kv.write({ puts: [{ key: keys.appliedKey, value: keys.u64Bytes(5) }], deletes: [] });
+  await legacy.reopen();
+  t.equal(legacy.sm.appliedIndex(), 5);
+  t.equal(legacy.sm.appliedTerm(), 0);
+  // Such a store's snapshot (an 8-byte applied value) still installs.
+  const fromLegacy = await Harness.open(h.limits);
+  t.equal(await fromLegacy.sm.restoreFromChunks(await collect(legacy.sm.snapshotChunks())), 5);
+  t.equal(fromLegacy.sm.appliedTerm(), 0);
 });

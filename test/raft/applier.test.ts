@@ -4,7 +4,7 @@
  * snapshots wait for what the state machine has really applied.
  */
 import t from 'tap';
-import { RaftNode } from '../../src/raft/node.ts';
+import { RaftNode, readAheadDistanceEntriesMax } from '../../src/raft/node.ts';
 import type { StateMachine } from '../../src/raft/node-api.ts';
 import type { Entry, Snapshot } from '../../src/raft/types.ts';
 import { EntryType } from '../../src/raft/types.ts';
@@ -16,6 +16,8 @@ class GatedStateMachine implements StateMachine {
   applied = 0;
   readonly batches: number[][] = [];
   readonly snapshotsAt: number[] = [];
+  /** Indexes handed to readAhead. */
+  readonly readAheads: number[] = [];
   private gates: (() => void)[] = [];
   gated = true;
 
@@ -32,6 +34,10 @@ class GatedStateMachine implements StateMachine {
       if (this.gated) this.gates.push(finish);
       else finish();
     });
+  }
+
+  readAhead(entries: readonly Entry[]): void {
+    for (const e of entries) this.readAheads.push(e.index);
   }
 
   release(): void {
@@ -131,5 +137,48 @@ void t.test('the loop commits ahead of a slow state machine; the backlog applies
     `snapshots taken at applied ${sm.snapshotsAt.join(', ')} (only when the applier is idle)`,
   );
   t.equal(node.status().applied, sm.applied);
+  node.stop();
+});
+
+void t.test('read-ahead only for entries the applier will reach soon: none while it is far behind', async (t) => {
+  const sm = new GatedStateMachine();
+  sm.gated = false;
+  const node = new RaftNode({
+    config: { id: 1, random: systemRandom },
+    logStore: new MemoryLogStore(new MemoryDisk()),
+    transport: { send() {} },
+    clock: systemClock,
+    stateMachine: sm,
+    tickMs: 10,
+    initialVoters: [1],
+  });
+  await node.start();
+  status = () => ({ ...node.status(), progress: undefined });
+  node.campaign();
+  await until('leadership', () => node.status().role === 'leader' && node.status().applied >= node.status().lastIndex);
+  sm.gated = true;
+  const appliedBefore = sm.applied;
+  sm.readAheads.length = 0;
+  // One proposal per Ready (each waits for its commit), while the state machine applies nothing.
+  const total = readAheadDistanceEntriesMax + 40;
+  const proposals: Promise<unknown>[] = [];
+  for (let i = 0; i < total; i++) {
+    proposals.push(node.propose(new Uint8Array([3, i & 0xff])));
+    const index = appliedBefore + i + 1;
+    await until(`entry ${index} committed`, () => node.status().commit >= index);
+  }
+  t.equal(sm.applied, appliedBefore, 'nothing applied meanwhile');
+  const near = Array.from({ length: readAheadDistanceEntriesMax - 1 }, (_, i) => appliedBefore + 2 + i);
+  t.same(
+    sm.readAheads.filter((i) => i > appliedBefore + 1),
+    near,
+    `read ahead up to ${readAheadDistanceEntriesMax} entries past the applied index, none further`,
+  );
+  sm.release();
+  await Promise.all(proposals);
+  t.equal(node.status().applied, appliedBefore + total, 'all applied once released');
+  sm.readAheads.length = 0;
+  await node.propose(new Uint8Array([4]));
+  t.same(sm.readAheads, [appliedBefore + total + 1], 'caught up: read-ahead again');
   node.stop();
 });

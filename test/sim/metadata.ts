@@ -328,6 +328,10 @@ export class ObservedMetadataStateMachine implements StateMachine {
     return this.fsm.appliedIndex();
   }
 
+  appliedTerm(): number {
+    return this.fsm.appliedTerm();
+  }
+
   /** Settles once the latest batch (and its check against the model) is done. */
   idle(): Promise<void> {
     return this.lastBatch;
