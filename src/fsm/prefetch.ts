@@ -39,12 +39,18 @@ interface Walk {
   readonly leaves: Uint8Array[];
 }
 
+/**
+ * Returns whether every path was walked to its directory: false if some directory on a path was not in the
+ * store (made by an earlier command of the batch, not yet written, or missing), whose names were therefore
+ * not fetched.
+ */
 export async function prefetchBatch(
   kv: Kv,
   commands: readonly (Command | undefined)[],
   limits: FsmLimits,
-): Promise<void> {
-  if (kv.prefetch === undefined) return;
+): Promise<boolean> {
+  if (kv.prefetch === undefined) return true;
+  let complete = true;
   // Every command reads the meta record (its clock).
   let wanted: Uint8Array[] = [keys.metaKey];
   /** Walks by their directory's path (components joined with '/'). */
@@ -89,35 +95,42 @@ export async function prefetchBatch(
   for (let round = 0; round <= prefetchDepthMax + 1 && (wanted.length > 0 || walks.length > 0); round++) {
     const blocked: Walk[] = [];
     for (const w of walks) {
-      if (round > 0 && !(await descend(kv, w))) continue; // the fetched level ends the path
-      if (advance(kv, w, wanted)) blocked.push(w);
+      if (round > 0 && !(await descend(kv, w))) {
+        complete = false; // the fetched level ends the path
+        continue;
+      }
+      const step = advance(kv, w, wanted);
+      if (step === 'blocked') blocked.push(w);
+      else if (step === 'ended') complete = false;
     }
     if (wanted.length > 0) await kv.prefetch(wanted);
     wanted = [];
     walks = blocked;
   }
+  return complete;
 }
 
 /**
  * Descends `w` through levels the store's cache answers, collecting the keys read on the way into `wanted`.
- * Returns whether the walk waits for its next level's directory entry (added to `wanted`); at its directory,
- * the walk adds the directory's inode and its names' entries instead and is done.
+ * 'blocked': the walk waits for its next level's directory entry (added to `wanted`); 'done': at its
+ * directory (or as deep as read-ahead goes), the walk added the directory's inode and its names' entries;
+ * 'ended': a directory on the path is not in the store.
  */
-function advance(kv: Kv, w: Walk, wanted: Uint8Array[]): boolean {
+function advance(kv: Kv, w: Walk, wanted: Uint8Array[]): 'blocked' | 'done' | 'ended' {
   for (;;) {
     wanted.push(keys.inodeKey(w.dir));
     if (w.level >= w.components.length) {
       for (const leaf of w.leaves) wanted.push(keys.direntKey(w.dir, leaf));
-      return false;
+      return 'done';
     }
-    if (w.level >= prefetchDepthMax) return false;
+    if (w.level >= prefetchDepthMax) return 'done';
     const entryKey = keys.direntKey(w.dir, w.components[w.level]!.bytes);
     const entry = kv.peek?.(entryKey);
     if (entry === undefined) {
       wanted.push(entryKey);
-      return true;
+      return 'blocked';
     }
-    if (!step(w, entry)) return false;
+    if (!step(w, entry)) return 'ended';
   }
 }
 

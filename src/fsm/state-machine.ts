@@ -127,21 +127,34 @@ export class MetadataStateMachine {
         last = e.index;
       }
       const decoded = entries.map(decodeEntry);
-      await prefetchBatch(
-        this.kv,
-        decoded.map((d) => d?.command),
-        this.limits,
-      );
       let batch = new Overlay(this.kv);
+      /** Entries before this one were read ahead; `walkedAll`: every path of their group was found. */
+      let prefetchedTo = 0;
+      let walkedAll = true;
+      const readAhead = async (from: number): Promise<void> => {
+        prefetchedTo = prefetchGroupEnd(decoded, from);
+        walkedAll = await prefetchBatch(
+          this.kv,
+          decoded.slice(from, prefetchedTo).map((d) => d?.command),
+          this.limits,
+        );
+      };
+      await readAhead(0); // first: it fetches the meta record too
       let fresh = await this.storedNextInodeId();
       const results: ApplyResult[] = [];
       for (let i = 0; i < entries.length; i++) {
+        if (i >= prefetchedTo) await readAhead(i);
         results.push(await this.applyEntry(batch, fresh, entries[i]!, decoded[i]));
         const index = entries[i]!.index;
         if (index === last || batch.size >= applyStoreWriteKeysMax) {
           await this.writeThrough(batch, index, entries[i]!.term);
           batch = new Overlay(this.kv);
-          if (index !== last) fresh = await this.storedNextInodeId();
+          if (index !== last) {
+            fresh = await this.storedNextInodeId();
+            // A directory the read-ahead did not find may be in the store now (made earlier in the batch, so
+            // no longer fresh): read the rest ahead again, so its new names cost one round trip, not one each.
+            if (!walkedAll) prefetchedTo = i + 1;
+          }
         }
       }
       return results;
@@ -336,6 +349,26 @@ export class MetadataStateMachine {
     };
     return install();
   }
+}
+
+/**
+ * Keys one read-ahead group of a batch fetches, at most (estimated: a bulk create's names plus a few keys per
+ * command). A batch is read ahead group by group, each just before it is applied, and afresh after each of
+ * its store writes; so what a group fetched is still in the store's cache when the group is applied.
+ */
+export const applyPrefetchKeysMax = 4_096;
+
+/** The end (exclusive) of the read-ahead group starting at `start`: at least one entry. */
+function prefetchGroupEnd(decoded: readonly (Decoded | undefined)[], start: number): number {
+  let keys = 0;
+  let i = start;
+  for (; i < decoded.length; i++) {
+    const op = decoded[i]?.command?.op;
+    const cost = 4 + (op?.type === 'createMany' ? op.names.length : 0);
+    if (i > start && keys + cost > applyPrefetchKeysMax) break;
+    keys += cost;
+  }
+  return i;
 }
 
 /** A Normal entry's command, or why it does not decode; undefined for an empty or membership entry. */
