@@ -31,6 +31,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import { ensureDebianPackages } from '../jepsen/harness/apt.ts';
 import { createWriteStream, mkdirSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
@@ -270,15 +271,11 @@ function unary<T>(fn: (cb: Callback<T>) => void): Promise<T> {
 }
 
 function ensureEtcd(): boolean {
-  const have = (): boolean => spawnSync('etcd', ['--version'], { stdio: 'ignore' }).status === 0;
-  if (have()) return true;
-  process.stderr.write('etcd not found: installing Debian etcd-server with apt-get\n');
-  let r = spawnSync('apt-get', ['install', '-y', 'etcd-server'], { stdio: 'inherit' });
-  if (r.status !== 0) {
-    spawnSync('apt-get', ['update'], { stdio: 'inherit' });
-    r = spawnSync('apt-get', ['install', '-y', 'etcd-server'], { stdio: 'inherit' });
-  }
-  return have();
+  return ensureDebianPackages(
+    ['etcd-server'],
+    () => spawnSync('etcd', ['--version'], { stdio: 'ignore' }).status === 0,
+    (line) => process.stderr.write(`${line}\n`),
+  );
 }
 
 interface EtcdCluster {

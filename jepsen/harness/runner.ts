@@ -14,7 +14,8 @@
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Cluster } from './cluster.ts';
+import { ensureDebianPackages } from './apt.ts';
+import { Cluster, libfaketimePath } from './cluster.ts';
 import { HistoryRecorder, sanityCheck } from './history.ts';
 import type { SanityReport } from './history.ts';
 import { cleanupLeftovers, Partitioner, requireRoot, setupNetwork, teardownNetwork } from './net.ts';
@@ -113,6 +114,9 @@ export async function runJepsen(options: RunOptions): Promise<RunResult> {
   requireRoot();
   const print = options.print ?? ((): void => {});
   const chosen = parseNemesisSpec(options.nemesis);
+  if (chosen.some((n) => n.name === 'clock') && !ensureDebianPackages(['faketime', 'libfaketime'], () => existsSync(libfaketimePath), print)) {
+    print(`libfaketime could not be installed (${libfaketimePath}): the clock nemesis will log an error for each fault`);
+  }
   if (!workloads.includes(options.workload)) throw new RunError('BAD_OPTION', `unknown workload ${options.workload}: one of ${workloads.join(', ')}`);
   const bugs = options.bugs ?? [];
   for (const bug of bugs) if (!processBugNames.includes(bug)) throw new RunError('BAD_OPTION', `unknown planted bug ${bug}: one of ${processBugNames.join(', ')}`);
