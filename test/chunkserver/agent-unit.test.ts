@@ -9,50 +9,8 @@ import t from 'tap';
 import type { AgentCommand, ChunkReportRequest, CommandsReply, CopyReplica, MetadataLink, RegisterRequest } from '../../src/chunkserver/agent.ts';
 import { MetadataAgent, MetadataLinkError, checkAgentLimits, defaultAgentLimits } from '../../src/chunkserver/agent.ts';
 import { ChunkStoreError } from '../../src/chunkserver/types.ts';
-import type { Clock, TimerHandle } from '../../src/raft/node-api.ts';
+import { ManualClock, settleTurns } from '../manual-clock.ts';
 import { MemoryChunkStore, MemoryIdStore } from './memory-store-agent.ts';
-
-interface ManualTimer {
-  dueMs: number;
-  fn: () => void;
-  cancelled: boolean;
-}
-
-/** Virtual time: timers run only when the test advances the clock. */
-class ManualClock implements Clock {
-  now = 0;
-  private timers: ManualTimer[] = [];
-  nowMs(): number {
-    return this.now;
-  }
-  setTimer(delayMs: number, fn: () => void): TimerHandle {
-    const timer = { dueMs: this.now + Math.max(0, delayMs), fn, cancelled: false };
-    this.timers.push(timer);
-    return timer;
-  }
-  clearTimer(handle: TimerHandle): void {
-    (handle as ManualTimer).cancelled = true;
-  }
-  /** Runs every timer due up to now + ms, in order, letting the agent's promises settle after each. */
-  async advance(ms: number): Promise<void> {
-    const end = this.now + ms;
-    for (;;) {
-      await settle();
-      this.timers = this.timers.filter((x) => !x.cancelled);
-      const next = this.timers.filter((x) => x.dueMs <= end).sort((a, b) => a.dueMs - b.dueMs)[0];
-      if (next === undefined) break;
-      this.timers.splice(this.timers.indexOf(next), 1);
-      this.now = next.dueMs;
-      next.fn();
-    }
-    this.now = end;
-    await settle();
-  }
-}
-
-async function settle(): Promise<void> {
-  for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
-}
 
 /** A link answering from a script. */
 class ScriptedLink implements MetadataLink {
@@ -97,7 +55,7 @@ class ScriptedLink implements MetadataLink {
 }
 
 function makeAgent(options: { store?: MemoryChunkStore; idStore?: MemoryIdStore; copyReplica?: CopyReplica; limits?: Partial<typeof defaultAgentLimits> } = {}) {
-  const clock = new ManualClock();
+  const clock = new ManualClock(0, () => settleTurns(5));
   const link = new ScriptedLink(clock);
   const store = options.store ?? new MemoryChunkStore();
   const idStore = options.idStore ?? new MemoryIdStore();

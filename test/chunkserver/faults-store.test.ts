@@ -17,7 +17,7 @@ import { diskError } from '../../src/chunkserver/disk.ts';
 import { createChunkserverMetrics } from '../../src/chunkserver/metrics.ts';
 import { FileChunkStore } from '../../src/chunkserver/store.ts';
 import { ChunkStoreError } from '../../src/chunkserver/types.ts';
-import type { Clock, TimerHandle } from '../../src/raft/node-api.ts';
+import { ManualClock } from '../manual-clock.ts';
 import { tempDir } from '../metadata/harness.ts';
 import { SimDisk } from '../sim/disk.ts';
 import { Prng } from '../sim/prng.ts';
@@ -181,36 +181,6 @@ async function until(clock: ManualClock, check: () => boolean): Promise<boolean>
   return check();
 }
 
-class ManualClock implements Clock {
-  now = 0;
-  private timers: { dueMs: number; fn: () => void; cancelled: boolean }[] = [];
-  nowMs(): number {
-    return this.now;
-  }
-  setTimer(delayMs: number, fn: () => void): TimerHandle {
-    const timer = { dueMs: this.now + Math.max(0, delayMs), fn, cancelled: false };
-    this.timers.push(timer);
-    return timer;
-  }
-  clearTimer(handle: TimerHandle): void {
-    (handle as { cancelled: boolean }).cancelled = true;
-  }
-  async advance(ms: number): Promise<void> {
-    const end = this.now + ms;
-    for (;;) {
-      await realPause();
-      this.timers = this.timers.filter((x) => !x.cancelled);
-      const next = this.timers.filter((x) => x.dueMs <= end).sort((a, b) => a.dueMs - b.dueMs)[0];
-      if (next === undefined) break;
-      this.timers.splice(this.timers.indexOf(next), 1);
-      this.now = next.dueMs;
-      next.fn();
-    }
-    this.now = end;
-    await realPause();
-  }
-}
-
 class RecordingLink implements MetadataLink {
   readonly heartbeats: { atMs: number; capacityBytes: number; usedBytes: number }[] = [];
   readonly reports: ChunkReportRequest[] = [];
@@ -232,7 +202,7 @@ async function agentOnFaultyDisk(t: Test) {
   const { disk, open } = await openFaulty(t);
   const store = await open();
   t.teardown(() => store.close());
-  const clock = new ManualClock();
+  const clock = new ManualClock(0, realPause);
   const link = new RecordingLink(clock);
   const metrics = createChunkserverMetrics();
   const logged: { level: number; msg: string; handle?: number; errno?: string; version?: number | null }[] = [];

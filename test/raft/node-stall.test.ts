@@ -6,58 +6,13 @@
  */
 import t from 'tap';
 import { RaftNode } from '../../src/raft/node.ts';
-import type { Clock, StateMachine, TimerHandle } from '../../src/raft/node-api.ts';
+import type { StateMachine } from '../../src/raft/node-api.ts';
+import { ManualClock } from '../manual-clock.ts';
 import type { Entry, Message, NodeId, Snapshot } from '../../src/raft/types.ts';
 import { MemoryDisk, MemoryLogStore } from '../../src/storage/memory-log-store.ts';
 import { seededRandom } from './harness.ts';
 
 const tickMs = 50;
-
-interface ManualTimer {
-  dueMs: number;
-  fn: () => void;
-  cancelled: boolean;
-}
-
-/** One virtual clock for every member: timers run only when the test advances it; `stall` jumps time. */
-class ManualClock implements Clock {
-  now = 1_000;
-  private timers: ManualTimer[] = [];
-  nowMs(): number {
-    return this.now;
-  }
-  setTimer(delayMs: number, fn: () => void): TimerHandle {
-    const timer = { dueMs: this.now + Math.max(0, delayMs), fn, cancelled: false };
-    this.timers.push(timer);
-    return timer;
-  }
-  clearTimer(handle: TimerHandle): void {
-    (handle as ManualTimer).cancelled = true;
-  }
-  /** Nothing runs for `ms`: every process is stopped. */
-  stall(ms: number): void {
-    this.now += ms;
-  }
-  /** Runs every timer due up to now + ms, in order, letting messages and promises settle after each. */
-  async advance(ms: number): Promise<void> {
-    const end = this.now + ms;
-    for (;;) {
-      await settle();
-      this.timers = this.timers.filter((x) => !x.cancelled);
-      const next = this.timers.filter((x) => x.dueMs <= end).sort((a, b) => a.dueMs - b.dueMs)[0];
-      if (next === undefined) break;
-      this.timers.splice(this.timers.indexOf(next), 1);
-      this.now = Math.max(this.now, next.dueMs);
-      next.fn();
-    }
-    this.now = end;
-    await settle();
-  }
-}
-
-async function settle(): Promise<void> {
-  for (let i = 0; i < 10; i++) await new Promise((resolve) => setImmediate(resolve));
-}
 
 class CountingMachine implements StateMachine {
   applied = 0;
@@ -74,7 +29,7 @@ class CountingMachine implements StateMachine {
 }
 
 async function cluster(): Promise<{ clock: ManualClock; nodes: Map<NodeId, RaftNode>; cut: Set<NodeId> }> {
-  const clock = new ManualClock();
+  const clock = new ManualClock(1_000);
   const nodes = new Map<NodeId, RaftNode>();
   const cut = new Set<NodeId>();
   const transport = {
