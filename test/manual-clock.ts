@@ -44,6 +44,16 @@ export class ManualClock implements Clock {
     this.now += ms;
   }
 
+  /** Timers set and neither run nor cancelled. */
+  pendingTimers(): number {
+    return this.timers.filter((x) => !x.cancelled).length;
+  }
+
+  /** advance() to the absolute time `targetMs` (no earlier than now). */
+  advanceTo(targetMs: number): Promise<void> {
+    return this.advance(Math.max(0, targetMs - this.now));
+  }
+
   /** Runs every timer due up to now + ms, in order, letting the event loop settle after each. */
   async advance(ms: number): Promise<void> {
     const end = this.now + ms;

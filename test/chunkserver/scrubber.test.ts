@@ -8,54 +8,11 @@ import { Scrubber } from '../../src/chunkserver/scrubber.ts';
 import { FileChunkStore } from '../../src/chunkserver/store.ts';
 import type { ChunkStore, ChunkStoreError, ReplicaInfo, StoreUsage } from '../../src/chunkserver/types.ts';
 import { checksumBlockBytes } from '../../src/chunkserver/types.ts';
-import type { Clock, TimerHandle } from '../../src/raft/node-api.ts';
+import type { Clock } from '../../src/raft/node-api.ts';
+import { ManualClock, settleTurns } from '../manual-clock.ts';
 import { SimDisk } from '../sim/disk.ts';
 import { Prng } from '../sim/prng.ts';
 import { pattern } from './store-conformance.ts';
-
-interface FakeTimer {
-  atMs: number;
-  fn: () => void;
-  cancelled: boolean;
-}
-
-/** Virtual time: timers fire only when the test advances the clock; microtasks run between timers. */
-class FakeClock implements Clock {
-  private now = 0;
-  private timers: FakeTimer[] = [];
-
-  nowMs(): number {
-    return this.now;
-  }
-
-  setTimer(delayMs: number, fn: () => void): TimerHandle {
-    const timer = { atMs: this.now + Math.max(0, delayMs), fn, cancelled: false };
-    this.timers.push(timer);
-    return timer;
-  }
-
-  clearTimer(handle: TimerHandle): void {
-    (handle as FakeTimer).cancelled = true;
-  }
-
-  async advanceTo(targetMs: number): Promise<void> {
-    for (;;) {
-      await new Promise((resolve) => setImmediate(resolve));
-      this.timers = this.timers.filter((timer) => !timer.cancelled);
-      const due = this.timers.filter((timer) => timer.atMs <= targetMs).sort((a, b) => a.atMs - b.atMs)[0];
-      if (due === undefined) break;
-      this.timers.splice(this.timers.indexOf(due), 1);
-      this.now = Math.max(this.now, due.atMs);
-      due.fn();
-    }
-    this.now = targetMs;
-    await new Promise((resolve) => setImmediate(resolve));
-  }
-
-  pendingTimers(): number {
-    return this.timers.filter((timer) => !timer.cancelled).length;
-  }
-}
 
 interface ReadRecord {
   readonly atMs: number;
@@ -114,7 +71,7 @@ const sliceBytes = checksumBlockBytes;
 const scrubBytesPerSecond = 100_000;
 
 async function setup(seed: number, sealedBytes: readonly number[]) {
-  const clock = new FakeClock();
+  const clock = new ManualClock(0, () => settleTurns(1));
   const disk = new SimDisk(Prng.fromSeed(seed));
   const store = new RecordingStore(await FileChunkStore.open(disk, '/chunks'), clock);
   for (const [i, n] of sealedBytes.entries()) {

@@ -66,8 +66,8 @@ const until = async (what: string, cond: () => boolean) => {
   }
 };
 
-void t.test('the loop commits ahead of a slow state machine; the backlog applies as one batch', async (t) => {
-  const sm = new GatedStateMachine();
+/** A one-member group led by a node over `sm` (ungated until the leader applied its own entries), then gated. */
+async function gatedLeader(sm: GatedStateMachine, snapshotEveryEntries?: number): Promise<RaftNode> {
   sm.gated = false;
   const node = new RaftNode({
     config: { id: 1, random: systemRandom },
@@ -77,16 +77,19 @@ void t.test('the loop commits ahead of a slow state machine; the backlog applies
     stateMachine: sm,
     tickMs: 10,
     initialVoters: [1],
-    snapshotEveryEntries: 30,
+    ...(snapshotEveryEntries !== undefined ? { snapshotEveryEntries } : {}),
   });
   await node.start();
   status = () => ({ ...node.status(), progress: undefined });
   node.campaign();
-  await until(
-    'leadership',
-    () => node.status().role === 'leader' && node.status().applied >= node.status().lastIndex,
-  );
+  await until('leadership', () => node.status().role === 'leader' && node.status().applied >= node.status().lastIndex);
   sm.gated = true;
+  return node;
+}
+
+void t.test('the loop commits ahead of a slow state machine; the backlog applies as one batch', async (t) => {
+  const sm = new GatedStateMachine();
+  const node = await gatedLeader(sm, 30);
   sm.snapshotsAt.length = 0; // the founding snapshot of bootstrap
   const appliedBefore = sm.applied;
 
@@ -142,21 +145,7 @@ void t.test('the loop commits ahead of a slow state machine; the backlog applies
 
 void t.test('read-ahead only for entries the applier will reach soon: none while it is far behind', async (t) => {
   const sm = new GatedStateMachine();
-  sm.gated = false;
-  const node = new RaftNode({
-    config: { id: 1, random: systemRandom },
-    logStore: new MemoryLogStore(new MemoryDisk()),
-    transport: { send() {} },
-    clock: systemClock,
-    stateMachine: sm,
-    tickMs: 10,
-    initialVoters: [1],
-  });
-  await node.start();
-  status = () => ({ ...node.status(), progress: undefined });
-  node.campaign();
-  await until('leadership', () => node.status().role === 'leader' && node.status().applied >= node.status().lastIndex);
-  sm.gated = true;
+  const node = await gatedLeader(sm);
   const appliedBefore = sm.applied;
   sm.readAheads.length = 0;
   // One proposal per Ready (each waits for its commit), while the state machine applies nothing.
