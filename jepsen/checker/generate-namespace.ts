@@ -9,7 +9,7 @@
  */
 import type { EdnValue } from './edn.ts';
 import type { HistoryEvent } from './history.ts';
-import { prng } from './generate.ts';
+import { driveClients, prng } from './generate.ts';
 import type { NamespaceOp, NamespaceState } from './namespace-model.ts';
 import { applyNamespaceOp, emptyTree, treeRoot } from './namespace-model.ts';
 
@@ -118,18 +118,6 @@ export function generateNamespaceHistory(o: NamespaceGenerateOptions): HistoryEv
     if (c.fate === 'info') clients[index] = { process: nextProcess++, phase: 'idle' };
   };
 
-  for (;;) {
-    const busy = clients.some((c) => c.phase !== 'idle');
-    if (!busy && invoked >= o.operations) return events;
-    const index = int(clients.length);
-    const c = clients[index];
-    if (!c) continue;
-    if (c.phase === 'idle') {
-      if (invoked < o.operations) invoke(c);
-    } else if (c.phase === 'invoked') {
-      apply(c);
-    } else {
-      complete(c, index);
-    }
-  }
+  driveClients(clients, int, () => invoked < o.operations, { invoke, apply, complete });
+  return events;
 }

@@ -155,18 +155,32 @@ export function generateHistory(o: GenerateOptions): HistoryEvent[] {
     events.push(done);
   };
 
+  driveClients(clients, int, () => invoked < o.operations, { invoke, apply, complete });
+  return events;
+}
+
+/**
+ * The generators' scheduler: picks a client at random and moves it one step (an idle one invokes while
+ * `more()` holds, an invoked one takes effect, a done one completes), until every client is idle and no more
+ * invocations are wanted. `clients` may have entries replaced meanwhile (a crashed client's successor).
+ */
+export function driveClients<C extends { phase: 'idle' | 'invoked' | 'done' }>(
+  clients: readonly C[],
+  int: (n: number) => number,
+  more: () => boolean,
+  step: { invoke(c: C): void; apply(c: C): void; complete(c: C, index: number): void },
+): void {
   for (;;) {
-    const busy = clients.some((c) => c.phase !== 'idle');
-    if (!busy && invoked >= o.operations) return events;
+    if (!more() && clients.every((c) => c.phase === 'idle')) return;
     const index = int(clients.length);
     const c = clients[index];
     if (!c) continue;
     if (c.phase === 'idle') {
-      if (invoked < o.operations) invoke(c);
+      if (more()) step.invoke(c);
     } else if (c.phase === 'invoked') {
-      apply(c);
+      step.apply(c);
     } else {
-      complete(c, index);
+      step.complete(c, index);
     }
   }
 }
