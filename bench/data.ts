@@ -24,7 +24,9 @@ import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import assert from 'node:assert/strict';
 import { FileClient } from '../src/client/connect.ts';
+import type { ReadSourceStats } from '../src/client/connect.ts';
 import { freePort, sleep, waitFor } from './util.ts';
 
 const { values: args } = parseArgs({
@@ -152,6 +154,36 @@ async function physicalLimit(): Promise<{ writeMBs: number; readMBs: number }> {
   return { writeMBs: sizeBytes / MB / writeS, readMBs: sizeBytes / MB / readS };
 }
 
+/**
+ * Reads the whole file back in ranges of up to four chunks: the reader fetches the chunks of a range in
+ * parallel, into one buffer reused for every range (as the limit's read reuses its buffer), and touched
+ * before the timer starts (the first touch of fresh memory costs ~7 ms per MiB on this VM: the caller's
+ * buffer, not the file system's work). Only the reads are timed; checking the bytes against what was
+ * written (every byte, every range) is the bench's own work and is not.
+ */
+const rangeBytes = 4 * chunkBytes;
+const range = Buffer.alloc(Math.min(rangeBytes, sizeBytes));
+async function readPhase(client: FileClient): Promise<{ seconds: number; split: CpuSplit; stats: ReadSourceStats }> {
+  let mismatches = 0;
+  let split: CpuSplit | null = null;
+  range.fill(0);
+  let seconds = 0;
+  for (let off = 0, i = 0; off < sizeBytes; off += rangeBytes) {
+    const c0 = await cpuSplit();
+    const r0 = performance.now();
+    const count = await client.readInto('/bench/file', off, range.subarray(0, Math.min(rangeBytes, sizeBytes - off)));
+    seconds += (performance.now() - r0) / 1000;
+    const used = minus(await cpuSplit(), c0);
+    split = split === null ? used : combine(split, used, 1);
+    if (count !== Math.min(rangeBytes, sizeBytes - off)) throw new Error(`read ${count} bytes at ${off}`);
+    const part = range.subarray(0, count);
+    for (let p = 0; p < part.length; p += writeBlockBytes, i++) if (!part.subarray(p, p + writeBlockBytes).equals(blockAt(i).subarray(0, Math.min(writeBlockBytes, part.length - p)))) mismatches++;
+  }
+  if (mismatches > 0) throw new Error(`${mismatches} blocks read back differ`);
+  assert.ok(split !== null);
+  return { seconds, split, stats: client.readStats() };
+}
+
 async function main(): Promise<void> {
   workDir = await mkdtemp(join(args.dir ?? tmpdir(), 'rfs-bench-data-'));
   console.log(`bench:data: ${sizeBytes / MiB} MiB file, ${chunkBytes / MiB} MiB chunks, replication 3, in ${workDir}`);
@@ -193,39 +225,32 @@ async function main(): Promise<void> {
   const writeCpuS = totalOf(writeSplit);
   await dropCaches();
   process.stderr.write('reading\n');
-  let mismatches = 0;
-  let readSplit: CpuSplit | null = null;
-  // Ranges of up to four chunks: the reader fetches the chunks of a range in parallel, into one buffer
-  // reused for every range (as the limit's read reuses its buffer). Only the reads are timed; checking the
-  // bytes against what was written (every byte, every range) is the bench's own work and is not.
-  const rangeBytes = 4 * chunkBytes;
-  const range = Buffer.allocUnsafe(Math.min(rangeBytes, sizeBytes));
-  let readS = 0;
-  for (let off = 0, i = 0; off < sizeBytes; off += rangeBytes) {
-    const c0 = await cpuSplit();
-    const r0 = performance.now();
-    const count = await client.readInto('/bench/file', off, range.subarray(0, Math.min(rangeBytes, sizeBytes - off)));
-    readS += (performance.now() - r0) / 1000;
-    const used = minus(await cpuSplit(), c0);
-    readSplit = readSplit === null ? used : combine(readSplit, used, 1);
-    if (count !== Math.min(rangeBytes, sizeBytes - off)) throw new Error(`read ${count} bytes at ${off}`);
-    const part = range.subarray(0, count);
-    for (let p = 0; p < part.length; p += writeBlockBytes, i++) if (!part.subarray(p, p + writeBlockBytes).equals(blockAt(i).subarray(0, Math.min(writeBlockBytes, part.length - p)))) mismatches++;
-  }
-  if (mismatches > 0) throw new Error(`${mismatches} blocks read back differ`);
+  // Two read phases: the client as configured by default (a replica on this host is read from its files,
+  // short-circuit, src/client/local-read.ts), then a client with local reads off, every byte streamed from
+  // a chunkserver over TCP (what a client on another host gets).
+  const local = await readPhase(client);
+  await dropCaches();
+  process.stderr.write('reading over the network (local reads off)\n');
+  const remoteClient = await FileClient.connect(addresses, { retryDeadlineMs: 60_000, localReads: false });
+  const remote = await readPhase(remoteClient);
+  remoteClient.close();
   const rfsWrite = sizeBytes / MB / writeS;
-  const rfsRead = sizeBytes / MB / readS;
   console.log(`page cache dropped before reads: ${cachesDroppable ? 'yes' : 'no (not root): reads may come from memory'}`);
   console.log('');
-  console.log('  phase   limit MB/s   rfs MB/s   ratio');
-  console.log(`  write   ${limit.writeMBs.toFixed(1).padStart(10)}   ${rfsWrite.toFixed(1).padStart(8)}   ${(rfsWrite / limit.writeMBs).toFixed(2)}`);
-  console.log(`  read    ${limit.readMBs.toFixed(1).padStart(10)}   ${rfsRead.toFixed(1).padStart(8)}   ${(rfsRead / limit.readMBs).toFixed(2)}`);
+  console.log('  phase             limit MB/s   rfs MB/s   ratio');
+  console.log(`  write             ${limit.writeMBs.toFixed(1).padStart(10)}   ${rfsWrite.toFixed(1).padStart(8)}   ${(rfsWrite / limit.writeMBs).toFixed(2)}`);
+  for (const [name, phase] of [['read', local], ['read (network)', remote]] as const) {
+    const mbs = sizeBytes / MB / phase.seconds;
+    console.log(`  ${name.padEnd(16)}  ${limit.readMBs.toFixed(1).padStart(10)}   ${mbs.toFixed(1).padStart(8)}   ${(mbs / limit.readMBs).toFixed(2)}`);
+  }
   console.log('(limit write: the bytes written 3 times concurrently with fsync per chunk; rfs: one client, replication 3)');
+  const mib = (n: number): string => (n / MiB).toFixed(0);
+  console.log(`(read: ${mib(local.stats.localBytes)} MiB from local replica files, ${mib(local.stats.networkBytes)} MiB over TCP, ${local.stats.localFallbacks} fallbacks; read (network): ${mib(remote.stats.networkBytes)} MiB over TCP)`);
   const gb = sizeBytes / 1e9;
-  const readCpuS = readSplit === null ? 0 : totalOf(readSplit);
-  console.log(`rfs CPU (client + every server process): write ${(writeCpuS / gb).toFixed(2)} s per GB, read ${(readCpuS / gb).toFixed(2)} s per GB; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  console.log(`rfs CPU (client + every server process): write ${(writeCpuS / gb).toFixed(2)} s per GB, read ${(totalOf(local.split) / gb).toFixed(2)} s per GB, read (network) ${(totalOf(remote.split) / gb).toFixed(2)} s per GB; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   console.log(`  write CPU s/GB by process (user+system): ${describeSplit(writeSplit, gb)}`);
-  if (readSplit !== null) console.log(`  read CPU s/GB by process (user+system): ${describeSplit(readSplit, gb)}`);
+  console.log(`  read CPU s/GB by process (user+system): ${describeSplit(local.split, gb)}`);
+  console.log(`  read (network) CPU s/GB by process (user+system): ${describeSplit(remote.split, gb)}`);
 
   if (!args['no-kill']) {
     const k0 = performance.now();

@@ -6,7 +6,9 @@
  * corruption (a checksum mismatch on a read or a scrub: the replica is deleted and the leader told, so it
  * re-replicates from a good copy), and feeds the chunkserver's metrics.
  */
-import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { rename, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import type { Clock } from '../raft/node-api.ts';
 import { systemClock } from '../runtime/clock.ts';
 import type { CopyReplica, StoreOperation } from './agent.ts';
@@ -19,8 +21,24 @@ import { recordRead, recordReReplication, recordReReplicationBytes, recordWrite 
 import { Scrubber } from './scrubber.ts';
 import type { DataServer, ReplicaEvents, StoreAndDataServer } from './server.ts';
 import { FileChunkStore } from './store.ts';
-import type { ChunkStore, CreateOptions, ReplicaInfo, StoreUsage } from './types.ts';
+import type { ChunkStore, CreateOptions, LocalReplicaPaths, ReplicaInfo, StoreUsage } from './types.ts';
 import { ChunkStoreError } from './types.ts';
+
+/**
+ * The file in the data dir whose content (a random token, new at every start) proves to a client that it
+ * sees this chunkserver's files: a short-circuit local read (src/client/local-read.ts) is used only when
+ * the token the data server sends matches the file the client reads at the path it names.
+ */
+export const localReadTokenFile = 'local-read.token';
+
+/** Writes a fresh token to `<dataDir>/local-read.token` (temp file + rename: a reader never sees half). */
+export async function writeLocalReadToken(dataDir: string): Promise<{ tokenPath: string; token: string }> {
+  const tokenPath = resolve(dataDir, localReadTokenFile);
+  const token = randomBytes(16).toString('hex');
+  await writeFile(`${tokenPath}.tmp`, token);
+  await rename(`${tokenPath}.tmp`, tokenPath);
+  return { tokenPath, token };
+}
 
 /** Default scrub rate: a full 64 MiB chunk re-verified every ~6 s at most, a small share of a disk. */
 export const scrubBytesPerSecondDefault = 10 * 1024 * 1024;
@@ -33,13 +51,19 @@ export interface RealComponentsOptions {
   readonly clock?: Clock;
   /** Planted bugs of the store and the data server: the Jepsen suite's self-test only (src/cli/planted-bugs.ts). */
   readonly bugs?: ReadonlySet<DataBug>;
+  /**
+   * Offer short-circuit local reads: a client on this host may read sealed replicas' files itself (default
+   * true). Off, `local-read` requests are answered NOT_LOCAL and every read goes over the data plane.
+   */
+  readonly localReads?: boolean;
 }
 
 export function realComponents(options: RealComponentsOptions = {}): StoreAndDataServer {
   const clock = options.clock ?? systemClock;
   return {
     openStore: (dataDir) =>
-      FileChunkStore.open(new NodeDisk(), join(dataDir, 'chunks'), {
+      // Absolute: the store hands its files' paths to local clients, whose working directory may differ.
+      FileChunkStore.open(new NodeDisk(), join(resolve(dataDir), 'chunks'), {
         ...(options.chunkSizeBytes !== undefined ? { chunkSizeBytes: options.chunkSizeBytes } : {}),
         ...(options.bugs !== undefined ? { bugs: options.bugs } : {}),
       }),
@@ -53,6 +77,7 @@ export function realComponents(options: RealComponentsOptions = {}): StoreAndDat
         onCreated: (handle) => created.forget(handle),
       });
       const network = new TcpDataNetwork(options.dataPlaneLimits);
+      const localReads = options.localReads === false ? undefined : await writeLocalReadToken(context.dataDir);
       const server = await PlaneServer.start({
         id: context.chunkserverId,
         store,
@@ -62,6 +87,7 @@ export function realComponents(options: RealComponentsOptions = {}): StoreAndDat
         registry: context.metrics.registry,
         ...(options.dataPlaneLimits !== undefined ? { limits: options.dataPlaneLimits } : {}),
         ...(options.bugs !== undefined ? { bugs: options.bugs } : {}),
+        ...(localReads !== undefined ? { localReads } : {}),
       });
       const scrubber = new Scrubber(store, clock, {
         scrubBytesPerSecond: options.scrubBytesPerSecond ?? scrubBytesPerSecondDefault,
@@ -181,6 +207,11 @@ export class ObservedStore implements ChunkStore {
       this.events.noteDiskError?.('read', handle, error);
       throw error;
     }
+  }
+
+  localPaths(handle: number, version: number): Promise<LocalReplicaPaths> {
+    if (this.inner.localPaths === undefined) return Promise.reject(new ChunkStoreError('NOT_LOCAL', 'this store keeps no files a client could read'));
+    return this.inner.localPaths(handle, version);
   }
 
   verify(handle: number): Promise<void> {

@@ -43,6 +43,8 @@ export interface DataServerContext {
   readonly events: ReplicaEvents;
   readonly metrics: ChunkserverMetrics;
   readonly logger: Logger;
+  /** The chunkserver's data directory (e.g. for the short-circuit read token, localReadTokenFile). */
+  readonly dataDir: string;
 }
 
 export interface DataServer {
@@ -144,7 +146,7 @@ export class Chunkserver {
         ...(options.onFatal !== undefined ? { onFatal: options.onFatal } : {}),
         ...(hasFreeBytes(store) ? { freeBytes: () => store.freeBytes() } : {}),
       });
-      const started = await options.components.startDataServer({ store, listen, chunkserverId: () => agent.status().id ?? undefined, events: agent, metrics, logger: logger.child({ component: 'data' }) });
+      const started = await options.components.startDataServer({ store, listen, chunkserverId: () => agent.status().id ?? undefined, events: agent, metrics, logger: logger.child({ component: 'data' }), dataDir: options.dataDir });
       dataServer = started;
       undo.push(() => started.close());
       const address = options.advertise ?? `${hostForAddress(listen.host)}:${started.port}`;

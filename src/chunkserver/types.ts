@@ -61,7 +61,8 @@ export type ChunkStoreErrorCode =
   | 'TOO_LARGE' // past the chunk size
   | 'CHECKSUM_MISMATCH' // stored bytes do not match their block checksum (the replica is corrupt)
   | 'DISK_FULL' // ENOSPC
-  | 'IO_ERROR'; // any other I/O failure
+  | 'IO_ERROR' // any other I/O failure
+  | 'NOT_LOCAL'; // a short-circuit local read of a replica that cannot be read from its files now (see localPaths)
 
 export class ChunkStoreError extends Error {
   constructor(
@@ -71,6 +72,14 @@ export class ChunkStoreError extends Error {
     super(`${code}: ${detail}`);
     this.name = 'ChunkStoreError';
   }
+}
+
+/** A replica's files on this host (ChunkStore.localPaths). */
+export interface LocalReplicaPaths {
+  /** The replica's bytes, raw (block k at offset k * checksumBlockBytes). */
+  readonly dataPath: string;
+  /** Its sidecar (sidecar.ts): version, length, sealed, one CRC32C per block. */
+  readonly metaPath: string;
 }
 
 export interface ChunkStore {
@@ -103,6 +112,13 @@ export interface ChunkStore {
    * it uses the result); a store may ignore it, and does when it is shorter than `readSpanBytes`.
    */
   read(handle: number, version: number, offset: number, length: number, into?: Uint8Array): Promise<Uint8Array>;
+  /**
+   * Where the files of a sealed, durable, uncompressed replica at `version` are (absolute paths), so that a
+   * client on this host can read and verify them itself (short-circuit local reads, src/client/local-read.ts).
+   * NOT_LOCAL when the replica is not in that state (unsealed, its last change not yet durable, or packed);
+   * NO_SUCH_REPLICA and STALE_VERSION as `read`. Absent where a client cannot open the files (the simulator).
+   */
+  localPaths?(handle: number, version: number): Promise<LocalReplicaPaths>;
   /** Re-reads the whole replica and verifies every block (the scrubber). */
   verify(handle: number): Promise<void>;
   /** Removes the replica if held at `version` or below; returns whether it removed one. */

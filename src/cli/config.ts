@@ -68,6 +68,7 @@ export const settings: Readonly<Record<CommandName, readonly Setting[]>> = {
     { key: 'metrics', type: 'string', description: 'HOST:PORT of the HTTP `/metrics` endpoint; default: none' },
     { key: 'heartbeat-ms', type: 'integer', min: 1, default: 2000, unit: 'ms', description: 'heartbeat interval to the metadata leader' },
     { key: 'scrub-mib-per-s', type: 'integer', min: 1, default: 10, unit: 'MiB/s', description: 'background re-verification rate of stored replicas' },
+    { key: 'local-reads', type: 'boolean', default: true, description: 'let clients on this host read sealed replicas from their files (short-circuit local reads)' },
     logLevel,
   ],
   cluster: [

@@ -139,6 +139,7 @@ async function chunkserver(config: ResolvedSettings, stdinEnd: boolean): Promise
   const bugs = plantedBugs(logger);
   const components = realComponents({
     scrubBytesPerSecond: config.integer('scrub-mib-per-s') * 1024 * 1024,
+    localReads: config.boolean('local-reads'),
     ...(bugs.data.size > 0 ? { bugs: bugs.data } : {}),
   });
   const heartbeatMs = config.integer('heartbeat-ms');

@@ -11,13 +11,14 @@ import { hostname } from 'node:os';
 import { MetadataClient } from '../metadata/client.ts';
 import type { MetadataClientOptions } from '../metadata/client.ts';
 import { PooledDialer } from './read-pool.ts';
-import { DataPlaneError, PipelineFailedError, PipelineWriter, readRange, TcpDataNetwork } from '../chunkserver/dataplane/index.ts';
+import { askLocalReplica, DataPlaneError, PipelineFailedError, PipelineWriter, readRange, TcpDataNetwork } from '../chunkserver/dataplane/index.ts';
 import type { DataPlaneLimits } from '../chunkserver/dataplane/index.ts';
 import type { ChunkPipeline, DataPlane, PipelineFailure, ReaderMetadata, WriterMetadata } from './data-path.ts';
 import { FileReader } from './file-reader.ts';
 import type { FileReaderOptions } from './file-reader.ts';
 import { FileWriter } from './file-writer.ts';
 import type { FileWriterOptions } from './file-writer.ts';
+import { LocalReads } from './local-read.ts';
 
 /** The metadata operations of the data path on a MetadataClient. */
 export function metadataForData(client: MetadataClient): WriterMetadata & ReaderMetadata {
@@ -46,11 +47,33 @@ export function metadataForData(client: MetadataClient): WriterMetadata & Reader
   };
 }
 
-/** The data plane over TCP: write pipelines and range reads. */
-export function tcpDataPlane(limits: Partial<DataPlaneLimits> = {}): DataPlane {
+/** Where a client's read bytes came from. */
+export interface ReadSourceStats {
+  /** Bytes read from replicas' files on this host (short-circuit local reads, local-read.ts). */
+  readonly localBytes: number;
+  /** Bytes streamed from chunkservers over the data plane. */
+  readonly networkBytes: number;
+  /** Local reads that fell back to the data plane (a failed check, a short file, a block's CRC). */
+  readonly localFallbacks: number;
+}
+
+export interface TcpDataPlaneOptions {
+  readonly limits?: Partial<DataPlaneLimits>;
+  /** Read replicas on this host from their files (default true); false: every read goes over TCP. */
+  readonly localReads?: boolean;
+}
+
+/** The real data plane: where its reads came from, and its connections and files closed by close(). */
+export type TcpDataPlane = DataPlane & { readStats(): ReadSourceStats; isLocal(address: string): boolean; close(): void };
+
+/** The data plane over TCP: write pipelines and range reads (from local replicas' files when it can). */
+export function tcpDataPlane(options: TcpDataPlaneOptions = {}): TcpDataPlane {
+  const limits = options.limits ?? {};
   const network = new TcpDataNetwork(limits);
   // Range reads reuse connections per replica (read-pool.ts); write pipelines dial their own, one per chunk.
   const reads = new PooledDialer(network);
+  const local = options.localReads === false ? null : new LocalReads((address, handle, version) => askLocalReplica(reads, address, handle, version));
+  let networkBytes = 0;
   return {
     async openPipeline(o): Promise<ChunkPipeline> {
       const writer = await PipelineWriter.open(network, {
@@ -73,8 +96,19 @@ export function tcpDataPlane(limits: Partial<DataPlaneLimits> = {}): DataPlane {
         },
       };
     },
-    readRange: (address, request, into) => readRange(reads, address, request, into),
-    close: () => reads.close(),
+    async readRange(address, request, into) {
+      const fromFile = await local?.read(address, request, into);
+      if (fromFile !== undefined) return fromFile;
+      const bytes = await readRange(reads, address, request, into);
+      networkBytes += bytes.length;
+      return bytes;
+    },
+    isLocal: (address) => local?.isLocal(address) ?? false,
+    readStats: () => ({ localBytes: local?.stats.localBytes ?? 0, networkBytes, localFallbacks: local?.stats.fallbacks ?? 0 }),
+    close() {
+      reads.close();
+      void local?.close();
+    },
     pipelineFailure(error): PipelineFailure | undefined {
       return error instanceof PipelineFailedError ? error : undefined;
     },
@@ -84,10 +118,23 @@ export function tcpDataPlane(limits: Partial<DataPlaneLimits> = {}): DataPlane {
   };
 }
 
+/** The data plane options of a client's options. */
+export function dataPlaneOptions(options: { readonly dataPlaneLimits?: Partial<DataPlaneLimits>; readonly localReads?: boolean }): TcpDataPlaneOptions {
+  return {
+    ...(options.dataPlaneLimits !== undefined ? { limits: options.dataPlaneLimits } : {}),
+    ...(options.localReads !== undefined ? { localReads: options.localReads } : {}),
+  };
+}
+
 let writerCount = 0;
 
 export interface FileClientOptions extends MetadataClientOptions {
   readonly dataPlaneLimits?: Partial<DataPlaneLimits>;
+  /**
+   * Read replicas that live on this host straight from their files, verified against their checksums
+   * (short-circuit local reads, local-read.ts; default true). False: every read streams from a chunkserver.
+   */
+  readonly localReads?: boolean;
   /** Lease holder prefix (default host:pid); each writer appends a counter. */
   readonly holderPrefix?: string;
   readonly reader?: Pick<FileReaderOptions, 'orderReplicas' | 'onReplicaFailure'>;
@@ -98,7 +145,7 @@ export class FileClient {
   private constructor(
     readonly metadata: MetadataClient,
     private readonly ops: WriterMetadata & ReaderMetadata,
-    private readonly data: DataPlane,
+    private readonly data: TcpDataPlane,
     private readonly reader: FileReader,
     private readonly holderPrefix: string,
   ) {}
@@ -106,7 +153,7 @@ export class FileClient {
   static async connect(addresses: readonly string[], options: FileClientOptions = {}): Promise<FileClient> {
     const metadata = await MetadataClient.connect(addresses, options);
     const ops = metadataForData(metadata);
-    const data = tcpDataPlane(options.dataPlaneLimits);
+    const data = tcpDataPlane(dataPlaneOptions(options));
     const reader = new FileReader({ metadata: ops, data, ...options.reader });
     return new FileClient(metadata, ops, data, reader, options.holderPrefix ?? `${hostname()}:${process.pid}`);
   }
@@ -139,8 +186,13 @@ export class FileClient {
     return this.reader.read(path, offset, length);
   }
 
+  /** Bytes this client read so far, by source (local replica files or the network). */
+  readStats(): ReadSourceStats {
+    return this.data.readStats();
+  }
+
   close(): void {
     this.metadata.close();
-    this.data.close?.();
+    this.data.close();
   }
 }

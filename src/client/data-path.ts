@@ -105,6 +105,8 @@ export interface DataPlane {
   errorCode(error: unknown): string | undefined;
   /** Closes connections kept for reuse (the real client's read pool), if any. */
   close?(): void;
+  /** Whether the replica at `address` is on this host and read from its files (readers try it first). */
+  isLocal?(address: string): boolean;
 }
 
 /** Timers for lease renewal, injected so the simulator drives them. */

@@ -3,8 +3,9 @@
  *
  * For each chunk a range covers, it asks one replica at the chunk's current version for exactly the part
  * needed (the chunkserver reads and verifies only the 64 KiB blocks that part touches), in the order
- * `orderReplicas` gives (nearest first; by default the listed order rotated by the chunk's handle, which
- * spreads readers over the replicas). A checksum mismatch or I/O error on a replica is reported to the
+ * `orderReplicas` gives (nearest first; by default replicas on this host first (read from their files,
+ * ./local-read.ts), then the listed order rotated by the chunk's handle, which spreads readers over the
+ * replicas). A checksum mismatch or I/O error on a replica is reported to the
  * metadata leader (which replaces that replica from a good copy) and the next replica is tried; any other
  * failure (connection, timeout, stale version) just moves on. EIO when no replica serves the part.
  *
@@ -95,7 +96,7 @@ export class FileReader {
   private async readChunk(chunk: ChunkLocation, offset: number, into: Uint8Array): Promise<void> {
     const length = into.length;
     const { data, metadata } = this.options;
-    const replicas = this.options.orderReplicas?.(chunk) ?? rotate(chunk.replicas, chunk.handle);
+    const replicas = this.options.orderReplicas?.(chunk) ?? localFirst(rotate(chunk.replicas, chunk.handle), data);
     let last: unknown = undefined;
     for (const replica of replicas) {
       try {
@@ -114,6 +115,13 @@ export class FileReader {
     }
     throw new FileIoError('EIO', `chunk ${chunk.handle} (index ${chunk.index}): no replica could serve the read`, last);
   }
+}
+
+/** Replicas the data plane reads from this host's files first (nearest), the others in their order. */
+function localFirst(replicas: readonly Replica[], data: DataPlane): readonly Replica[] {
+  if (data.isLocal === undefined) return replicas;
+  const local = replicas.filter((r) => data.isLocal!(r.address));
+  return local.length === 0 ? replicas : [...local, ...replicas.filter((r) => !data.isLocal!(r.address))];
 }
 
 function rotate<T>(items: readonly T[], by: number): readonly T[] {

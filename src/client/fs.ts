@@ -24,7 +24,7 @@ import { hostname } from 'node:os';
 import { MetadataClient } from '../metadata/client.ts';
 import type { ChunkLocation, StatInfo } from '../metadata/client.ts';
 import type { DataPlaneLimits } from '../chunkserver/dataplane/index.ts';
-import { metadataForData, tcpDataPlane } from './connect.ts';
+import { dataPlaneOptions, metadataForData, tcpDataPlane } from './connect.ts';
 import type { DataPlane, ReaderMetadata, WriterMetadata } from './data-path.ts';
 import { FileReader } from './file-reader.ts';
 import { FileWriter } from './file-writer.ts';
@@ -54,6 +54,11 @@ export interface ConnectOptions {
   /** Bytes a writer gathers before they go down a pipeline (the writer's bounded staging). */
   readonly stagingBytes?: number;
   readonly dataPlaneLimits?: Partial<DataPlaneLimits>;
+  /**
+   * Read replicas that live on this host straight from their files, verified against their checksums
+   * (short-circuit local reads, local-read.ts; default true). False: every read streams from a chunkserver.
+   */
+  readonly localReads?: boolean;
   /** Reads of metadata go to this server first (MetadataClientOptions.readAddress; the Jepsen suite). */
   readonly readAddress?: string;
 }
@@ -226,7 +231,7 @@ export class RfsClient {
     readonly timeoutMs: number,
     private readonly lifetime: AbortController,
   ) {
-    this.data = tcpDataPlane(options.dataPlaneLimits);
+    this.data = tcpDataPlane(dataPlaneOptions(options));
     this.readOps = metadataForData(metadata);
     this.reader = new FileReader({ metadata: this.readOps, data: this.data });
   }

@@ -5,6 +5,7 @@
  * ignores the window is simply not read.
  */
 import fc from 'fast-check';
+import { Packr } from 'msgpackr';
 import net from 'node:net';
 import t from 'tap';
 import { DataPlaneError } from '../../src/chunkserver/dataplane/errors.ts';
@@ -44,6 +45,14 @@ const messageArb: fc.Arbitrary<Message> = fc.oneof(
   fc.record({ type: fc.constant('read' as const), handle: nat, version: nat, offset: nat, length: nat }),
   fc.record({ type: fc.constant('data' as const), offset: nat, last: fc.boolean(), payload: payloadArb }),
   fc.record({ type: fc.constant('error' as const), code: codeArb, detail: fc.string({ maxLength: 100 }) }),
+  fc.record({ type: fc.constant('local-read' as const), handle: nat, version: nat }),
+  fc.record({
+    type: fc.constant('local-replica' as const),
+    dataPath: fc.string({ maxLength: 200 }),
+    metaPath: fc.string({ maxLength: 200 }),
+    tokenPath: fc.string({ maxLength: 200 }),
+    token: fc.string({ maxLength: 40 }),
+  }),
 );
 
 function concat(parts: readonly Uint8Array[]): Buffer {
@@ -138,6 +147,11 @@ void t.test('specific malformed frames get specific codes', (t) => {
   t.throws(() => decode(frame(header, Buffer.alloc(0), 2)), { code: 'MALFORMED_FRAME' }, 'unknown format');
   t.throws(() => decode(frame(Buffer.from([0xc1]))), { code: 'MALFORMED_FRAME' }, 'not msgpack');
   t.throws(() => decode(frame(header, Buffer.from([1, 2]))), { code: 'MALFORMED_FRAME' }, 'payload on a seal');
+  const localRead = concat(encodeFrame({ type: 'local-read', handle: 1, version: 2 }, limits));
+  t.same(decode(localRead), { type: 'local-read', handle: 1, version: 2 });
+  t.throws(() => decode(frame(Buffer.from(new Packr().pack({ type: 'local-read', handle: 1 })))), { code: 'MALFORMED_FRAME' }, 'local-read without a version');
+  const longPath = { type: 'local-replica', dataPath: 'x'.repeat(4097), metaPath: '/m', tokenPath: '/t', token: 'k' };
+  t.throws(() => decode(frame(Buffer.from(new Packr().pack(longPath)))), { code: 'MALFORMED_FRAME' }, 'a path longer than PATH_MAX');
   const packet = concat(encodeFrame({ type: 'packet', seq: 0, offset: 0, sync: false, payload: Buffer.alloc(10) }, limits));
   const badPacket = Buffer.from(packet);
   t.ok(decode(badPacket));

@@ -106,7 +106,10 @@ void t.test('disk full mid-write, EIO on read, a restart on an emptied chunk dir
   const badDisk = servers.get(bad)!.disk;
   badDisk.failing = [{ pathIncludes: `/${chunk.handle}.data`, kinds: ['read'] }];
   const failures: { replicaId: number; code: string | undefined }[] = [];
+  // The fault is injected into the chunkserver's disk layer only: the client's own reads of the replica's
+  // files (short-circuit local reads) would not see it, so this client streams every read from chunkservers.
   const ordered = await FileClient.connect(cluster.addresses, {
+    localReads: false,
     reader: {
       orderReplicas: (c) => [...c.replicas].sort((a, b) => (a.id === bad ? -1 : b.id === bad ? 1 : 0)),
       onReplicaFailure: (e) => failures.push(e),

@@ -11,7 +11,8 @@ export type DataPlaneErrorCode =
   | 'CONNECTION_LOST' // the connection closed or broke before the exchange finished
   | 'WRONG_SERVER' // the setup names another chunkserver id than the one that received it
   | 'ABORTED' // the local side gave up (PipelineWriter.abort)
-  | 'BUSY'; // the server is at its connection limit
+  | 'BUSY' // the server is at its connection limit
+  | 'LOCAL_READS_OFF'; // the server offers no short-circuit local reads (protocol.ts local-read)
 
 const codes: ReadonlySet<string> = new Set<DataPlaneErrorCode>([
   'NO_SUCH_REPLICA',
@@ -23,6 +24,7 @@ const codes: ReadonlySet<string> = new Set<DataPlaneErrorCode>([
   'CHECKSUM_MISMATCH',
   'DISK_FULL',
   'IO_ERROR',
+  'NOT_LOCAL',
   'MALFORMED_FRAME',
   'FRAME_TOO_LARGE',
   'PROTOCOL_ERROR',
@@ -31,6 +33,7 @@ const codes: ReadonlySet<string> = new Set<DataPlaneErrorCode>([
   'WRONG_SERVER',
   'ABORTED',
   'BUSY',
+  'LOCAL_READS_OFF',
 ]);
 
 export function isDataPlaneErrorCode(value: unknown): value is DataPlaneErrorCode {

@@ -1,6 +1,7 @@
 /**
  * The chunkserver's bulk data plane: the write pipeline and reads, over TCP or in memory.
- * Protocol: protocol.ts. Server: `DataServer`. Clients: `PipelineWriter`, `readRange`, `copyReplica`.
+ * Protocol: protocol.ts. Server: `DataServer`. Clients: `PipelineWriter`, `readRange`, `askLocalReplica`,
+ * `copyReplica`.
  */
 export type { ConnectionHandlers, DataConnection, DataNetwork, Dialer, Listener } from './connection.ts';
 export { copyReplica } from './copy.ts';
@@ -12,11 +13,11 @@ export { defaultDataPlaneLimits, packetBytesMaxLimit, packetBytesMin, resolveLim
 export type { DataPlaneLimits } from './limits.ts';
 export { MemoryDataNetwork } from './memory-network.ts';
 export type { Scheduler } from './memory-network.ts';
-export type { ChainLink, Message, ReplicaAck } from './protocol.ts';
-export { readRange } from './read.ts';
+export type { ChainLink, LocalReplicaMessage, Message, ReplicaAck } from './protocol.ts';
+export { askLocalReplica, readRange } from './read.ts';
 export type { ReadRequest } from './read.ts';
 export { DataServer } from './server.ts';
-export type { DataServerOptions } from './server.ts';
+export type { DataServerOptions, LocalReadToken } from './server.ts';
 export { TcpDataNetwork } from './tcp.ts';
 export { PipelineFailedError, PipelineWriter, defaultPacketBytes } from './writer.ts';
 export type { PipelineWriterOptions, SealedReplica } from './writer.ts';

@@ -6,6 +6,7 @@ export class DataPlaneMetrics {
   readonly bytesOut: Counter<'kind'>;
   readonly pipelines: Counter<'outcome'>;
   readonly reads: Counter<'outcome'>;
+  readonly localReads: Counter<'outcome'>;
   readonly connectionErrors: Counter<'code'>;
 
   constructor(readonly registry: Registry = new Registry()) {
@@ -31,6 +32,12 @@ export class DataPlaneMetrics {
     this.reads = new Counter({
       name: 'rfs_chunkserver_data_reads_total',
       help: 'Read requests served, by outcome (ok or the error code)',
+      labelNames: ['outcome'],
+      registers,
+    });
+    this.localReads = new Counter({
+      name: 'rfs_chunkserver_local_reads_total',
+      help: 'Short-circuit local read requests (a client on this host reading a replica file itself), by outcome (ok or the error code)',
       labelNames: ['outcome'],
       registers,
     });

@@ -35,6 +35,13 @@
  *   or `error {code, detail}` (NO_SUCH_REPLICA, STALE_VERSION, CHECKSUM_MISMATCH, BAD_OFFSET, ...). One
  *   read at a time per connection; the connection stays open for the next one.
  *
+ * Short-circuit local read (src/client/local-read.ts): `local-read {handle, version}` → `local-replica
+ *   {dataPath, metaPath, tokenPath, token}`, the files of a sealed, durable, uncompressed replica and where
+ *   the server's token file is, or `error` (LOCAL_READS_OFF: the server offers none; NOT_LOCAL: this replica
+ *   cannot be read from its files now; NO_SUCH_REPLICA, STALE_VERSION). A client that reads `token` at `tokenPath` is on
+ *   this server's host and may read the files itself, verifying every block against the sidecar. It travels
+ *   on a read connection, like `read`.
+ *
  * A connection that receives bytes which are not a valid frame or message sends `error` (MALFORMED_FRAME,
  * FRAME_TOO_LARGE or PROTOCOL_ERROR) if it still can, and closes.
  */
@@ -111,6 +118,20 @@ export interface ReadMessage {
   readonly length: number;
 }
 
+export interface LocalReadMessage {
+  readonly type: 'local-read';
+  readonly handle: number;
+  readonly version: number;
+}
+
+export interface LocalReplicaMessage {
+  readonly type: 'local-replica';
+  readonly dataPath: string;
+  readonly metaPath: string;
+  readonly tokenPath: string;
+  readonly token: string;
+}
+
 export interface DataMessage {
   readonly type: 'data';
   readonly offset: number;
@@ -133,13 +154,17 @@ export type Message =
   | FailureMessage
   | ReadMessage
   | DataMessage
-  | ErrorMessage;
+  | ErrorMessage
+  | LocalReadMessage
+  | LocalReplicaMessage;
 
 /** Chain entries in a setup, at most (replication factors are small). */
 export const chainLinksMax = 15;
 /** Characters in an address or error detail, at most. */
 export const addressCharsMax = 256;
 export const detailCharsMax = 1024;
+/** Characters in a file path or token of a local-replica message, at most (PATH_MAX). */
+export const pathCharsMax = 4096;
 
 const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true });
 
@@ -282,6 +307,16 @@ export function decodeMessage(headerBytes: Uint8Array, payload: Uint8Array): Mes
       return { type, offset: nat(f, 'offset'), last: bool(f, 'last'), payload };
     case 'error':
       return { type, code: code(f), detail: text(f, 'detail', detailCharsMax) };
+    case 'local-read':
+      return { type, handle: nat(f, 'handle'), version: nat(f, 'version') };
+    case 'local-replica':
+      return {
+        type,
+        dataPath: text(f, 'dataPath', pathCharsMax),
+        metaPath: text(f, 'metaPath', pathCharsMax),
+        tokenPath: text(f, 'tokenPath', pathCharsMax),
+        token: text(f, 'token', pathCharsMax),
+      };
     default:
       throw malformed(`unknown message type ${JSON.stringify(type)?.slice(0, 40)}`);
   }

@@ -8,6 +8,7 @@
 import { chunkSizeBytesMax } from '../types.ts';
 import type { DataConnection, Dialer } from './connection.ts';
 import { DataPlaneError } from './errors.ts';
+import type { LocalReplicaMessage } from './protocol.ts';
 
 export interface ReadRequest {
   readonly handle: number;
@@ -64,4 +65,36 @@ function readOn(connection: DataConnection, request: ReadRequest, into: Uint8Arr
     });
     connection.send({ type: 'read', handle: request.handle, version: request.version, offset, length });
   });
+}
+
+/**
+ * Asks the replica at `address` where its files of `handle` at `version` are (protocol.ts, short-circuit
+ * local read), over a connection of `dialer` like a read. Rejects with the server's typed error (NOT_LOCAL,
+ * NO_SUCH_REPLICA, STALE_VERSION, ...) or a connection failure.
+ */
+export async function askLocalReplica(dialer: Dialer, address: string, handle: number, version: number): Promise<LocalReplicaMessage> {
+  const connection = await dialer.dial(address);
+  try {
+    return await new Promise<LocalReplicaMessage>((resolve, reject) => {
+      let settled = false;
+      const settle = (error: DataPlaneError | null, reply?: LocalReplicaMessage): void => {
+        if (settled) return;
+        settled = true;
+        if (error === null) resolve(reply!);
+        else reject(error);
+      };
+      connection.start({
+        onMessage: (message) => {
+          if (message.type === 'local-replica') return settle(null, message);
+          if (message.type === 'error') return settle(new DataPlaneError(message.code, message.detail));
+          connection.destroy();
+          settle(new DataPlaneError('PROTOCOL_ERROR', `unexpected ${message.type} after local-read`));
+        },
+        onClose: (error) => settle(new DataPlaneError('CONNECTION_LOST', error?.detail ?? 'the replica closed during a local-read')),
+      });
+      connection.send({ type: 'local-read', handle, version });
+    });
+  } finally {
+    connection.end();
+  }
 }

@@ -34,6 +34,7 @@ import { BufferPool } from './pool.ts';
 import type {
   ChainLink,
   FailureMessage,
+  LocalReadMessage,
   Message,
   PacketMessage,
   ReadMessage,
@@ -61,6 +62,16 @@ export interface DataServerOptions {
   readonly registry?: Registry;
   /** Planted bugs (the simulator's self-test only; see ../bugs.ts). */
   readonly bugs?: ReadonlySet<DataBug>;
+  /**
+   * Short-circuit local reads offered (protocol.ts `local-read`): the token file a local client checks.
+   * Absent: every `local-read` is answered NOT_LOCAL.
+   */
+  readonly localReads?: LocalReadToken;
+}
+
+export interface LocalReadToken {
+  readonly tokenPath: string;
+  readonly token: string;
 }
 
 export const defaultConnectionsMax = 1024;
@@ -89,6 +100,7 @@ export class DataServer {
     registry: Registry | undefined,
     readonly connectionsMax: number,
     readonly bugs: ReadonlySet<DataBug>,
+    readonly localReads: LocalReadToken | undefined,
   ) {
     if (!Number.isSafeInteger(connectionsMax) || connectionsMax < 1)
       throw new RangeError(`connectionsMax must be a positive integer, got ${connectionsMax}`);
@@ -107,6 +119,7 @@ export class DataServer {
       options.registry,
       options.connectionsMax ?? defaultConnectionsMax,
       options.bugs ?? noDataBugs,
+      options.localReads,
     );
     server.listener = await options.network.listen(options.address, (connection) => server.accept(connection));
     return server;
@@ -163,7 +176,7 @@ export class DataServer {
             hop.begin();
             return;
           }
-          if (message.type === 'read') session = new ReadSession(this, connection);
+          if (message.type === 'read' || message.type === 'local-read') session = new ReadSession(this, connection);
         }
         if (session === null) {
           this.protocolError(connection, `a connection must start with setup or read, got ${message.type}`);
@@ -523,15 +536,32 @@ class ReadSession {
   ) {}
 
   onMessage(message: Message): void {
-    if (message.type !== 'read') return this.server.protocolError(this.connection, `unexpected ${message.type} on a read connection`);
+    if (message.type !== 'read' && message.type !== 'local-read')
+      return this.server.protocolError(this.connection, `unexpected ${message.type} on a read connection`);
     if (this.busy) return this.server.protocolError(this.connection, 'a read while another is in progress');
     this.busy = true;
-    void this.serve(message).finally(() => {
+    void (message.type === 'read' ? this.serve(message) : this.serveLocal(message)).finally(() => {
       this.busy = false;
     });
   }
 
   onUpstreamClosed(): void {}
+
+  /** Where a replica's files are, for a client on this host (protocol.ts, short-circuit local read). */
+  private async serveLocal(request: LocalReadMessage): Promise<void> {
+    const { store, localReads, metrics } = this.server;
+    try {
+      if (localReads === undefined || store.localPaths === undefined)
+        throw new DataPlaneError('LOCAL_READS_OFF', 'this chunkserver offers no short-circuit local reads');
+      const paths = await store.localPaths(request.handle, request.version);
+      metrics.localReads.inc({ outcome: 'ok' });
+      this.connection.send({ type: 'local-replica', ...paths, ...localReads });
+    } catch (error) {
+      const typed = toDataPlaneError(error);
+      metrics.localReads.inc({ outcome: typed.code });
+      this.connection.send(errorMessage(typed));
+    }
+  }
 
   private async serve(read: ReadMessage): Promise<void> {
     const { store, limits, metrics } = this.server;
