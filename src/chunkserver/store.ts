@@ -39,6 +39,7 @@ import type { Disk, DiskFile } from './disk.ts';
 import { diskError } from './disk.ts';
 import type { CompressionUsage } from './compression.ts';
 import { packBlock, unpackBlock } from './compression.ts';
+import { crcOfBlocks } from './crc-combine.ts';
 import { blockCount, decodeSidecar, encodeSidecar, sidecarBytesMax } from './sidecar.ts';
 import type { ChunkStore, Compression, CreateOptions, LocalReplicaPaths, ReplicaInfo, StoreUsage } from './types.ts';
 import { ChunkStoreError, checksumBlockBytes, chunkSizeBytesMax } from './types.ts';
@@ -108,8 +109,11 @@ interface Replica {
   strayPath: string | undefined;
   /** blockCrcs[k] is the CRC32C of bytes [k*B, min((k+1)*B, lengthBytes)); entries past the last block are stale. */
   blockCrcs: Uint32Array;
-  /** CRC32C of bytes [0, lengthBytes). */
-  prefixCrc: number;
+  /**
+   * CRC32C of bytes [0, lengthBytes); undefined after an append until asked (prefixCrcOf derives it from
+   * the block CRCs: appends checksum each byte once, not twice).
+   */
+  prefixCrc: number | undefined;
   /** What the sidecar on disk says. */
   durable: Durable;
   /** The data file while open (see dataFilesOpenMax). */
@@ -518,7 +522,7 @@ export class FileChunkStore implements ChunkStore {
         const slice = await this.readVerified(r, start, Math.min(r.lengthBytes, start + verifySliceBytes));
         crc = crc32c(slice, crc);
       }
-      if (crc !== r.prefixCrc) {
+      if (crc !== this.prefixCrcOf(r)) {
         this.stats.checksumMismatches++;
         throw new ChunkStoreError('CHECKSUM_MISMATCH', `chunk ${handle}: whole-replica CRC32C differs from the sidecar's`);
       }
@@ -643,7 +647,7 @@ export class FileChunkStore implements ChunkStore {
 
   private infoOf(r: Replica): ReplicaInfo {
     const base = { handle: r.handle, version: r.version, lengthBytes: r.lengthBytes, sealed: r.sealed };
-    const info = r.sealed ? { ...base, checksum: r.prefixCrc } : base;
+    const info = r.sealed ? { ...base, checksum: this.prefixCrcOf(r) } : base;
     return r.compression === 'lz4' ? { ...info, compression: 'lz4' } : info;
   }
 
@@ -692,7 +696,13 @@ export class FileChunkStore implements ChunkStore {
     }
   }
 
-  /** Folds appended bytes into the block CRCs (continuing the partial last block) and the prefix CRC. */
+  /** CRC32C of the replica's bytes [0, lengthBytes), from its block CRCs when not known yet. */
+  private prefixCrcOf(r: Replica): number {
+    r.prefixCrc ??= crcOfBlocks(r.blockCrcs, r.lengthBytes);
+    return r.prefixCrc;
+  }
+
+  /** Folds appended bytes into the block CRCs (continuing the partial last block); the prefix CRC is derived later. */
   private extendChecksums(r: Replica, data: Uint8Array): void {
     const newLength = r.lengthBytes + data.length;
     const blocks = blockCount(newLength);
@@ -712,7 +722,7 @@ export class FileChunkStore implements ChunkStore {
       position += take;
       consumed += take;
     }
-    r.prefixCrc = crc32c(data, r.prefixCrc);
+    r.prefixCrc = undefined;
     r.lengthBytes = newLength;
   }
 
@@ -722,7 +732,7 @@ export class FileChunkStore implements ChunkStore {
    */
   private async commitCut(r: Replica, lengthBytes: number, next: { version: number; sealed: boolean }): Promise<void> {
     let blockCrcs = r.blockCrcs;
-    let prefixCrc = r.prefixCrc;
+    let prefixCrc = this.prefixCrcOf(r);
     if (lengthBytes < r.lengthBytes) {
       const cut = await this.checksumsOfPrefix(r, lengthBytes);
       blockCrcs = cut.blockCrcs;
@@ -898,7 +908,7 @@ export class FileChunkStore implements ChunkStore {
 
   /** Commits the replica's in-memory state as its sidecar: temp file, fsync, rename, directory fsync. */
   private async writeSidecar(r: Replica): Promise<void> {
-    const bytes = encodeSidecar(r);
+    const bytes = encodeSidecar({ ...r, prefixCrc: this.prefixCrcOf(r) });
     const temp = `${this.metaPath(r.handle)}${tempSuffix}`;
     let file: DiskFile | undefined;
     try {
