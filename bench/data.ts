@@ -1,10 +1,11 @@
 /**
- * npm run bench:data [-- --size-mib 1024] [--chunk-mib 64] [--no-kill] [--cpu-prof DIR]
+ * npm run bench:data [-- --size-mib 1024] [--chunk-mib 64] [--no-kill] [--warmup-mib N] [--cpu-prof DIR]
  *
  * The data path against the disk's physical limit, in one run on this machine:
  *  - limit: the same bytes written three times (three files written concurrently, as three replicas
  *    would be), fsync after every chunk's worth, then one copy read back; page cache dropped before reads
- *    when /proc/sys/vm/drop_caches is writable (root), else noted;
+ *    when /proc/sys/vm/drop_caches is writable (root), else noted. Measured before and after rfs's phases
+ *    (the shared disk's speed drifts), rfs compared with their mean;
  *  - rfs: a 3-server metadata cluster and 3 chunkservers (separate processes, real store: fsync when a chunk
  *    is sealed), one client in this process writes the file with replication 3 through the pipeline, then
  *    reads it back (caches dropped the same way).
@@ -15,6 +16,8 @@
  * where the CPU goes without a profiler. `--cpu-prof DIR`: the chunkservers run with node's --cpu-prof and
  * are stopped by SIGTERM at the end so their profiles are written to DIR (run the bench itself under
  * `node --cpu-prof --import tsx bench/data.ts` for the client's).
+ * `--warmup-mib N`: before the timed phases, write, read and delete an N MiB file, so the processes' JIT has
+ * compiled the data path (steady state) and the timed write is not the first thing their code does.
  * A script, not a test: figures go in BENCHMARKS.md.
  */
 import { spawn } from 'node:child_process';
@@ -34,6 +37,7 @@ const { values: args } = parseArgs({
     'size-mib': { type: 'string', default: '1024' },
     'chunk-mib': { type: 'string', default: '64' },
     'no-kill': { type: 'boolean', default: false },
+    'warmup-mib': { type: 'string', default: '0' },
     dir: { type: 'string' },
     'cpu-prof': { type: 'string' },
   },
@@ -164,6 +168,7 @@ async function physicalLimit(): Promise<{ writeMBs: number; readMBs: number }> {
 const rangeBytes = 4 * chunkBytes;
 const range = Buffer.alloc(Math.min(rangeBytes, sizeBytes));
 async function readPhase(client: FileClient): Promise<{ seconds: number; split: CpuSplit; stats: ReadSourceStats }> {
+  const stats0 = client.readStats();
   let mismatches = 0;
   let split: CpuSplit | null = null;
   range.fill(0);
@@ -181,13 +186,15 @@ async function readPhase(client: FileClient): Promise<{ seconds: number; split: 
   }
   if (mismatches > 0) throw new Error(`${mismatches} blocks read back differ`);
   assert.ok(split !== null);
-  return { seconds, split, stats: client.readStats() };
+  const stats1 = client.readStats();
+  const stats = { localBytes: stats1.localBytes - stats0.localBytes, networkBytes: stats1.networkBytes - stats0.networkBytes, localFallbacks: stats1.localFallbacks - stats0.localFallbacks };
+  return { seconds, split, stats };
 }
 
 async function main(): Promise<void> {
   workDir = await mkdtemp(join(args.dir ?? tmpdir(), 'rfs-bench-data-'));
   console.log(`bench:data: ${sizeBytes / MiB} MiB file, ${chunkBytes / MiB} MiB chunks, replication 3, in ${workDir}`);
-  const limit = await physicalLimit();
+  const limitBefore = await physicalLimit();
 
   // The cluster.
   const ids = [1, 2, 3];
@@ -211,6 +218,17 @@ async function main(): Promise<void> {
   // The leader's chunk manager reloads its view of the registry once a second: give it a pass.
   await sleep(3_000);
   await client.metadata.mutate('Mkdir', { path: '/bench', chunkSizeBytes: chunkBytes, replication: 3 });
+  const warmupBytes = Number(args['warmup-mib']) * MiB;
+  if (warmupBytes > 0) {
+    // Steady state: the processes' JIT has compiled the data path before the timed phases (a server runs
+    // for months; the timed write is otherwise the first thing its code does). Written, read, deleted.
+    process.stderr.write(`warming up: ${warmupBytes / MiB} MiB written and read\n`);
+    const w = await client.openWriter('/bench/warmup');
+    for (let off = 0, i = 0; off < warmupBytes; off += writeBlockBytes, i++) await w.write(blockAt(i).subarray(0, Math.min(writeBlockBytes, warmupBytes - off)));
+    await w.close();
+    await client.readFile('/bench/warmup');
+    await client.metadata.mutate('Unlink', { path: '/bench/warmup' });
+  }
 
   // Progress on stderr, with the process ids, so a profiler (perf record -p) can attach to the phase.
   const pids = (kind: ProcessKind): string => children.filter((c) => c.kind === kind).map((c) => c.child.pid).join(',');
@@ -234,7 +252,12 @@ async function main(): Promise<void> {
   const remoteClient = await FileClient.connect(addresses, { retryDeadlineMs: 60_000, localReads: false });
   const remote = await readPhase(remoteClient);
   remoteClient.close();
+  // The disk is shared and its speed drifts over minutes: the limit is measured again after rfs's phases, and
+  // rfs is compared with the mean of the two (both printed).
+  const limitAfter = await physicalLimit();
+  const limit = { writeMBs: (limitBefore.writeMBs + limitAfter.writeMBs) / 2, readMBs: (limitBefore.readMBs + limitAfter.readMBs) / 2 };
   const rfsWrite = sizeBytes / MB / writeS;
+  console.log(`limit before rfs: write ${limitBefore.writeMBs.toFixed(1)} MB/s, read ${limitBefore.readMBs.toFixed(1)} MB/s; after: write ${limitAfter.writeMBs.toFixed(1)}, read ${limitAfter.readMBs.toFixed(1)} (the table uses their mean)`);
   console.log(`page cache dropped before reads: ${cachesDroppable ? 'yes' : 'no (not root): reads may come from memory'}`);
   console.log('');
   console.log('  phase             limit MB/s   rfs MB/s   ratio');
