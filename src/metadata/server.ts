@@ -125,7 +125,6 @@ export class MetadataServer {
   /** Stamped commands proposed here and not yet answered, by `clientId:seq` (see inflightStampedCommandsMax). */
   private readonly inflightStamped = new Map<string, Promise<FsResult>>();
   private readonly badReplicaReports: Counter;
-  private watchTimer: ReturnType<typeof setInterval> | null = null;
   private syncTimer: ReturnType<typeof setInterval> | null = null;
   private syncing = false;
   /** Current member addresses (this server included): options.peers, then updated on membership changes. */
@@ -223,6 +222,10 @@ export class MetadataServer {
         logger.fatal({ err: error }, 'raft node stopped after an unrecoverable error');
         options.onFatal?.(error);
       },
+      // The Raft core itself does not log: every change of role, term or leader is logged here.
+      onRoleChange: (s) => {
+        logger.info({ role: s.role, term: s.term, leader: s.lead, commit: s.commit, lastIndex: s.lastIndex }, 'raft state');
+      },
     });
     const server = new MetadataServer(options.id, options, logger, node, fsm, transport, logStore, kv, registry);
     try {
@@ -230,7 +233,6 @@ export class MetadataServer {
       await node.start();
       server.clientPort = await server.startGrpc(options.listen ?? self.client);
       server.registerMetrics();
-      server.watchRole();
       server.startMembershipSync();
       server.startChunkManager();
       if (options.metricsListen !== undefined) server.metricsPort = await server.startMetrics(options.metricsListen);
@@ -633,21 +635,6 @@ export class MetadataServer {
     if (wanted.size < unknown.length) this.applyPeers();
   }
 
-  /** Logs every change of role, term or leader (the Raft core itself does not log). */
-  private watchRole(): void {
-    let last = '';
-    const check = (): void => {
-      const s = this.node.status();
-      const now = `${s.role}/${s.term}/${s.lead}`;
-      if (now === last) return;
-      last = now;
-      this.logger.info({ role: s.role, term: s.term, leader: s.lead, commit: s.commit, lastIndex: s.lastIndex }, 'raft state');
-    };
-    check();
-    this.watchTimer = setInterval(check, 10);
-    this.watchTimer.unref();
-  }
-
   // ===================== chunks =====================
 
   /** The chunk manager's pass on a timer; on every member, the chunk counts of ClusterStatus and metrics. */
@@ -900,7 +887,6 @@ export class MetadataServer {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    if (this.watchTimer !== null) clearInterval(this.watchTimer);
     if (this.syncTimer !== null) clearInterval(this.syncTimer);
     if (this.chunkTimer !== null) clearInterval(this.chunkTimer);
     this.grpcServer?.forceShutdown();

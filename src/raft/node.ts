@@ -55,6 +55,12 @@ export interface RaftNodeOptions {
   readonly logger?: Logger;
   /** Called when the node stops itself after an unrecoverable error (a failed fsync, a broken invariant). */
   readonly onFatal?: (error: unknown) => void;
+  /**
+   * Called with the node's status whenever its role, term or leader changed (and once at start): for
+   * logging and metrics, so nothing has to poll `status()`. Called synchronously from the driver, after the
+   * core input that made the change; it must not throw, nor call back into the node.
+   */
+  readonly onRoleChange?: (status: NodeStatus) => void;
 }
 
 export const defaultSnapshotEveryEntries = 10_000;
@@ -140,6 +146,8 @@ export class RaftNode {
   private processing = false;
   private tickTimer: TimerHandle | null = null;
   private lastTickMs = 0;
+  /** Role, term and leader last reported to onRoleChange (null: nothing reported yet). */
+  private reportedRole: { role: string; term: number; lead: NodeId } | null = null;
   /**
    * Ticks a late timer catches up as ticks, at most: half an election timeout (a busy event loop). Time past
    * that is a stall (`Raft.stalled`).
@@ -507,6 +515,8 @@ export class RaftNode {
   private kick(): void {
     const raft = this.raft;
     if (raft === null || this.stopped) return;
+    // Every core input ends in a kick, so a change of role, term or leader is seen here.
+    this.reportRoleChange(raft);
     if (this.streaming) this.serviceSnapshots(raft);
     if (this.processing) return;
     if (this.proposalQueue.length > 0 && !this.proposalFlushScheduled) {
@@ -933,6 +943,15 @@ export class RaftNode {
       if (p.term === e.term) p.resolve({ index: e.index, term: e.term, result: results[i] });
       else p.reject(new RaftError('ProposalDropped', `entry ${e.index} was overwritten by a later leader`));
     });
+  }
+
+  private reportRoleChange(raft: Raft): void {
+    const onRoleChange = this.options.onRoleChange;
+    if (onRoleChange === undefined) return;
+    const r = this.reportedRole;
+    if (r !== null && r.role === raft.role && r.term === raft.term && r.lead === raft.lead) return;
+    this.reportedRole = { role: raft.role, term: raft.term, lead: raft.lead };
+    onRoleChange(this.status());
   }
 
   private onSoftStateChange(): void {

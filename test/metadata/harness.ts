@@ -59,7 +59,7 @@ export interface InProcessCluster {
   close(): Promise<void>;
 }
 
-/** `options`: extra server options (chunk manager settings, ...) for every server. */
+/** `options`: extra server options (chunk manager settings, a logger, ...) for every server. */
 export async function startInProcessCluster(size: number, options: Partial<MetadataServerOptions> = {}): Promise<InProcessCluster> {
   // A port found free may be taken by a parallel test file before a server binds it: then every server
   // started so far is stopped (so nothing keeps the process alive) and the cluster starts again on new ports.
@@ -78,7 +78,7 @@ async function startInProcessClusterOnce(size: number, options: Partial<Metadata
     peers.set(id, { client: `127.0.0.1:${await freePort()}`, raft: `127.0.0.1:${await freePort()}` });
   }
   const tmp = await tempDir('rfs-metadata-');
-  const logger = pino({ level: 'silent' });
+  const logger = options.logger ?? pino({ level: 'silent' });
   const servers = new Map<number, MetadataServer>();
   const started = await Promise.allSettled(
     [...peers.keys()].map(async (id) => {

@@ -1,6 +1,7 @@
 import t from 'tap';
+import { pino } from 'pino';
 import { MetadataClient, MetadataError } from '../../src/metadata/client.ts';
-import { rawCall, startInProcessCluster } from './harness.ts';
+import { rawCall, sleep, startInProcessCluster, waitFor } from './harness.ts';
 
 void t.test('a 3-server in-process cluster serves the namespace', async (t) => {
   const cluster = await startInProcessCluster(3);
@@ -144,4 +145,33 @@ void t.test('retries of a stamped command still in the log join it instead of be
   const joined = count(after, 'joined') - count(before, 'joined');
   t.equal(proposed + joined, copies, `each copy proposed or joined (${proposed} proposed, ${joined} joined)`);
   t.ok(joined >= 1, 'copies that arrived while the first was in the log joined it');
+});
+
+void t.test('every server logs its changes of role, term and leader ("raft state"), and only those', async (t) => {
+  const lines: { server: number; role: string; term: number; leader: number; msg: string }[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as (typeof lines)[number]) });
+  const cluster = await startInProcessCluster(3, { logger });
+  t.teardown(() => cluster.close());
+  const leader = await cluster.leader();
+  const states = (): typeof lines => lines.filter((l) => l.msg === 'raft state');
+  const term = leader.node.status().term;
+  await waitFor('every server to log the leader', () =>
+    [1, 2, 3].every((id) => states().some((l) => l.server === id && l.term === term && l.leader === leader.id)) ? true : undefined,
+  );
+  for (const id of [1, 2, 3]) {
+    const mine = states().filter((l) => l.server === id);
+    t.same(mine[0] && { role: mine[0].role, term: mine[0].term }, { role: 'follower', term: 1 }, `server ${id} logged its state at start`);
+    t.equal(mine.at(-1)!.role, id === leader.id ? 'leader' : 'follower', `server ${id} logged its current role`);
+  }
+  const settled = states().length;
+  await sleep(500);
+  t.equal(states().length, settled, 'nothing more logged while the cluster is stable');
+
+  await cluster.stopServer(leader.id);
+  const next = await cluster.leader();
+  const newTerm = next.node.status().term;
+  await waitFor('the survivors to log the new leader', () =>
+    [...cluster.servers.keys()].every((id) => states().some((l) => l.server === id && l.term === newTerm && l.leader === next.id)) ? true : undefined,
+  );
+  t.ok(states().some((l) => l.server === next.id && l.role === 'leader' && l.term === newTerm), 'the new leader logged taking over');
 });
