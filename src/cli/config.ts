@@ -54,8 +54,9 @@ export const settings: Readonly<Record<CommandName, readonly Setting[]>> = {
     { key: 'listen', type: 'string', description: "client service address to bind; default: this server's address in `peers`" },
     { key: 'raft-port-offset', type: 'integer', min: 1, max: portMax, default: 1000, unit: 'ports', description: 'Raft port = client port + this, for peers given without /RAFTPORT' },
     { key: 'metrics', type: 'string', description: 'HOST:PORT of the HTTP `/metrics` endpoint; default: none' },
-    { key: 'tick-ms', type: 'integer', min: 1, default: 50, unit: 'ms', description: 'one Raft tick; the leader heartbeats every tick' },
+    { key: 'tick-ms', type: 'integer', min: 1, default: 50, unit: 'ms', description: 'one Raft tick' },
     { key: 'election-ticks', type: 'integer', min: 1, default: 10, unit: 'ticks', description: 'election timeout, drawn from [n, 2n) ticks' },
+    { key: 'heartbeat-ticks', type: 'integer', min: 1, default: 2, unit: 'ticks', description: "ticks between the leader's heartbeats; less than election-ticks" },
     logLevel,
   ],
   chunkserver: [

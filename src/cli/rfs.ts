@@ -117,6 +117,7 @@ async function metadata(config: ResolvedSettings, stdinEnd: boolean): Promise<vo
     logger,
     tickMs: config.integer('tick-ms'),
     electionTicks: config.integer('election-ticks'),
+    heartbeatTicks: config.integer('heartbeat-ticks'),
     ...(bugs.raft.size > 0 ? { raftBugs: bugs.raft } : {}),
     ...(metrics !== undefined ? { metricsListen: metrics } : {}),
     onFatal: () => {

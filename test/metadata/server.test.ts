@@ -1,6 +1,7 @@
 import t from 'tap';
 import { pino } from 'pino';
 import { MetadataClient, MetadataError } from '../../src/metadata/client.ts';
+import { defaultHeartbeatTicks, defaultTickMs } from '../../src/metadata/server.ts';
 import { rawCall, sleep, startInProcessCluster, waitFor } from './harness.ts';
 
 void t.test('a 3-server in-process cluster serves the namespace', async (t) => {
@@ -174,4 +175,24 @@ void t.test('every server logs its changes of role, term and leader ("raft state
     [...cluster.servers.keys()].every((id) => states().some((l) => l.server === id && l.term === newTerm && l.leader === next.id)) ? true : undefined,
   );
   t.ok(states().some((l) => l.server === next.id && l.role === 'leader' && l.term === newTerm), 'the new leader logged taking over');
+});
+
+void t.test('an idle leader heartbeats each follower every 2 ticks (100 ms), not every tick', async (t) => {
+  const cluster = await startInProcessCluster(3);
+  t.teardown(() => cluster.close());
+  const leader = await cluster.leader();
+  const followers = [...cluster.servers.keys()].filter((id) => id !== leader.id);
+  await sleep(500); // the new leader's first entry is replicated and committed: heartbeats only from here
+  const sent = (): number[] => followers.map((id) => leader.raftTransportStats().peers.get(id)?.messagesSent ?? 0);
+  const before = sent();
+  const windowMs = 2_000;
+  await sleep(windowMs);
+  const after = sent();
+  t.equal(leader.node.status().role, 'leader', 'still the leader');
+  const expected = windowMs / (defaultHeartbeatTicks * defaultTickMs);
+  followers.forEach((id, i) => {
+    const n = after[i]! - before[i]!;
+    // A late timer only ever loses heartbeats (ticks never outrun the clock); one per tick would be twice this.
+    t.ok(n >= 1 && n <= expected + 2, `${n} messages to follower ${id} in ${windowMs} ms (about ${expected} heartbeats)`);
+  });
 });
