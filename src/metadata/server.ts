@@ -103,7 +103,7 @@ export interface MetadataServerOptions {
   readonly proposalTimeoutMs?: number;
   /** The node hit an unrecoverable error (failed fsync, broken invariant) and stopped itself. */
   readonly onFatal?: (error: unknown) => void;
-  /** How often the chunk manager runs its pass (on the leader) and chunk counts are refreshed (ms). Default 1000. */
+  /** How often the chunk manager runs its pass on the leader (ms). Default 1000. */
   readonly chunkManagerIntervalMs?: number;
   /** Overrides of the chunk manager's limits (heartbeat timeout, copy throttles, ...). */
   readonly chunkManagerLimits?: Partial<ChunkManagerLimits>;
@@ -124,10 +124,23 @@ export const defaultProposalTimeoutMs = 5_000;
  */
 export const inflightStampedCommandsMax = 4_096;
 export const defaultChunkManagerIntervalMs = 1_000;
+/**
+ * A member that runs no chunk manager (a follower) computes the chunk counts of ClusterStatus and /metrics
+ * from its store when asked, and reuses them for this long (ms). Computing them reads the whole chunk
+ * placement, so followers no longer do it on a timer.
+ */
+export const followerChunkCountsMaxAgeMs = 2_000;
 /** gRPC request messages larger than this are refused by the transport. */
 export const requestBytesMax = 64 * 1024;
 
 type Handler = (request: WireRequest) => Promise<WireReply>;
+
+/** Chunkserver and chunk counts shown by ClusterStatus and metrics. */
+interface ChunkCounts {
+  readonly live: number;
+  readonly dead: number;
+  readonly underReplicated: number;
+}
 
 export class MetadataServer {
   private stopped = false;
@@ -144,9 +157,10 @@ export class MetadataServer {
   /** The chunk manager's edge: runs the manager while this server leads. */
   readonly chunks: ChunkService;
   private chunkTimer: ReturnType<typeof setInterval> | null = null;
-  /** Chunkserver and chunk counts as of the last chunk pass (ClusterStatus, metrics). */
-  private chunkCounts = { live: 0, dead: 0, underReplicated: 0 };
   private chunkPassRunning = false;
+  /** Without a running chunk manager: counts computed from the store, when (monotonic ms), and a load in progress. */
+  private storeChunkCounts: { counts: ChunkCounts; atMs: number } | null = null;
+  private storeChunkCountsLoad: Promise<ChunkCounts> | null = null;
 
   private constructor(
     readonly id: NodeId,
@@ -277,7 +291,7 @@ export class MetadataServer {
       DeleteRecursive: (r) => this.mutateRequest('DeleteRecursive', r),
       Stat: (r) => this.stat(r),
       Readdir: (r) => this.readdir(r),
-      ClusterStatus: () => Promise.resolve(this.clusterStatus()),
+      ClusterStatus: () => this.clusterStatus(),
       AddMember: (r) => this.addMember(r),
       PromoteMember: (r) => this.promoteMember(r),
       RemoveMember: (r) => this.removeMember(r),
@@ -463,7 +477,18 @@ export class MetadataServer {
     return { entries: result.value.entries, nextCursor: result.value.nextCursor ?? '' };
   }
 
-  clusterStatus(): WireReply {
+  async clusterStatus(): Promise<WireReply> {
+    const counts = await this.currentChunkCounts();
+    return {
+      ...this.raftStatus(),
+      liveChunkservers: counts.live,
+      deadChunkservers: counts.dead,
+      underReplicatedChunks: counts.underReplicated,
+    };
+  }
+
+  /** ClusterStatus without the chunk counts: role, term, leader, indexes, members. */
+  private raftStatus(): WireReply {
     const s = this.node.status();
     const leader = s.lead === 0 ? undefined : this.peers.get(s.lead);
     const voters = new Set([...s.confState.voters, ...s.confState.votersOutgoing]);
@@ -488,9 +513,6 @@ export class MetadataServer {
       commitIndex: s.commit,
       appliedIndex: s.applied,
       members,
-      liveChunkservers: this.chunkCounts.live,
-      deadChunkservers: this.chunkCounts.dead,
-      underReplicatedChunks: this.chunkCounts.underReplicated,
     };
   }
 
@@ -577,7 +599,7 @@ export class MetadataServer {
   }
 
   private memberList(): unknown {
-    return this.clusterStatus()['members'];
+    return this.raftStatus()['members'];
   }
 
   private applyPeers(): void {
@@ -648,19 +670,41 @@ export class MetadataServer {
 
   // ===================== chunks =====================
 
-  /** The chunk manager's pass on a timer; on every member, the chunk counts of ClusterStatus and metrics. */
+  /**
+   * The chunk counts of ClusterStatus and metrics: on the leader, its manager's (its view, as of its last
+   * load); on a member without a running manager (a follower, or a leader before its first view), computed
+   * from the store, at most followerChunkCountsMaxAgeMs old. A failed store read answers the last counts.
+   */
+  private currentChunkCounts(): Promise<ChunkCounts> {
+    const status = this.chunks.status();
+    if (status !== null) return Promise.resolve({ live: status.live, dead: status.dead, underReplicated: status.underReplicated });
+    const clock = this.options.clock ?? systemClock;
+    const cached = this.storeChunkCounts;
+    if (cached !== null && clock.nowMs() - cached.atMs <= followerChunkCountsMaxAgeMs) return Promise.resolve(cached.counts);
+    if (this.storeChunkCountsLoad === null) {
+      const atMs = clock.nowMs();
+      this.storeChunkCountsLoad = loadClusterView(this.kv, this.fsm.limits)
+        .then((view) => {
+          const summary = summarizeView(view);
+          const counts = { live: summary.live, dead: summary.dead, underReplicated: summary.underReplicated };
+          this.storeChunkCounts = { counts, atMs };
+          return counts;
+        })
+        .catch((e: unknown) => {
+          if (!this.stopped) this.logger.warn({ err: e }, 'computing chunk counts from the store failed');
+          return this.storeChunkCounts?.counts ?? { live: 0, dead: 0, underReplicated: 0 };
+        })
+        .finally(() => {
+          this.storeChunkCountsLoad = null;
+        });
+    }
+    return this.storeChunkCountsLoad;
+  }
+
+  /** The chunk manager's pass on a timer (it does nothing on a follower). */
   private startChunkManager(): void {
     const clock = this.options.clock ?? systemClock;
-    const pass = async (): Promise<void> => {
-      await this.chunks.step(clock.nowMs());
-      const status = this.chunks.status();
-      if (status !== null) {
-        this.chunkCounts = { live: status.live, dead: status.dead, underReplicated: status.underReplicated };
-        return;
-      }
-      const summary = summarizeView(await loadClusterView(this.kv, this.fsm.limits));
-      this.chunkCounts = { live: summary.live, dead: summary.dead, underReplicated: summary.underReplicated };
-    };
+    const pass = (): Promise<void> => this.chunks.step(clock.nowMs());
     this.chunkTimer = setInterval(() => {
       if (this.chunkPassRunning || this.stopped) return;
       this.chunkPassRunning = true;
@@ -852,8 +896,19 @@ export class MetadataServer {
     gauge('rfs_raft_commit_index', 'Raft commit index', () => status().commit);
     gauge('rfs_raft_applied_index', 'Raft applied index', () => status().applied);
     gauge('rfs_raft_is_leader', '1 if this server is the leader', () => (status().role === 'leader' ? 1 : 0));
-    gauge('rfs_live_chunkservers', 'Chunkservers in state live (as of the last chunk pass)', () => this.chunkCounts.live);
-    gauge('rfs_under_replicated_chunks', 'Sealed chunks of live files with fewer live replicas than their replication factor', () => this.chunkCounts.underReplicated);
+    const countGauge = (name: string, help: string, read: (c: ChunkCounts) => number): void => {
+      const counts = () => this.currentChunkCounts();
+      new Gauge({
+        name,
+        help,
+        registers: [this.registry],
+        async collect() {
+          this.set(read(await counts()));
+        },
+      });
+    };
+    countGauge('rfs_live_chunkservers', 'Chunkservers in state live', (c) => c.live);
+    countGauge('rfs_under_replicated_chunks', 'Sealed chunks of live files with fewer live replicas than their replication factor', (c) => c.underReplicated);
     new Gauge({
       name: 'rfs_raft_role',
       help: 'Raft role of this server (1 for the current role)',

@@ -21,7 +21,8 @@ void t.test('chunkservers, chunk allocation and locations, decommissioning, live
   t.teardown(() => cluster.close());
   const leader = await cluster.leader();
   const at = cluster.peers.get(leader.id)!.client;
-  const follower = cluster.peers.get([...cluster.servers.keys()].find((id) => id !== leader.id)!)!.client;
+  const followerId = [...cluster.servers.keys()].find((id) => id !== leader.id)!;
+  const follower = cluster.peers.get(followerId)!.client;
   const call = (method: string, request: Record<string, unknown>): Promise<WireReply> => rawCall(at, method, request);
 
   // Registration: validated, leader only, ids allocated.
@@ -129,6 +130,17 @@ void t.test('chunkservers, chunk allocation and locations, decommissioning, live
   clearInterval(keepAlive);
   t.equal(Number(status['liveChunkservers']), 2, 'two live');
   t.equal(Number(status['underReplicatedChunks']), 0, 'no sealed chunk is short (none is sealed)');
+  // A follower runs no chunk manager: it computes the counts from its own store when asked (cached briefly).
+  const counts = (s: WireReply): string => `live ${Number(s['liveChunkservers'])} dead ${Number(s['deadChunkservers'])} short ${Number(s['underReplicatedChunks'])}`;
+  const followerStatus = await waitFor('the follower to count the dead server', async () => {
+    const s = await rawCall(follower, 'ClusterStatus', {});
+    return counts(s) === counts(status) ? s : undefined;
+  }, 10_000);
+  t.equal(counts(followerStatus), 'live 2 dead 1 short 0', "the follower's ClusterStatus counts are the leader's");
+  t.equal(followerStatus['role'], 'follower');
+  const followerMetrics = await cluster.servers.get(followerId)!.metrics();
+  t.match(followerMetrics, /rfs_live_chunkservers 2\b/, "the follower's live_chunkservers gauge");
+  t.match(followerMetrics, /rfs_under_replicated_chunks 0\b/, "the follower's under_replicated_chunks gauge");
   const listed = await call('ListChunkservers', {});
   t.equal((listed['chunkservers'] as { id: string; state: string }[]).find((c) => Number(c.id) === ids[2])?.state, 'dead');
   const revived = await beat(ids[2]!);
@@ -137,6 +149,8 @@ void t.test('chunkservers, chunk allocation and locations, decommissioning, live
     const r = await call('ListChunkservers', {});
     return (r['chunkservers'] as { id: string; state: string }[]).find((c) => Number(c.id) === ids[2])?.state === 'live' ? true : undefined;
   });
+  await waitFor('the follower to count it live again (its cached counts expire)', async () =>
+    counts(await rawCall(follower, 'ClusterStatus', {})) === 'live 3 dead 0 short 0' ? true : undefined, 10_000);
   const metrics = await leader.metrics();
   t.match(metrics, /rfs_live_chunkservers \d/, 'live_chunkservers gauge');
   t.match(metrics, /rfs_under_replicated_chunks 0/, 'under_replicated_chunks gauge');
