@@ -27,7 +27,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { FsResult, Op, SessionStamp } from '../fsm/index.ts';
 import { MetadataStateMachine, encodeCommand } from '../fsm/index.ts';
 import { RaftMetadataStateMachine } from '../fsm/raft-adapter.ts';
-import type { ChunkManagerLimits, ChunkReport, ChunkserverCommand, Reply } from '../placement/index.ts';
+import type { ChunkManagerLimits, ChunkReport, ChunkserverCommand, ClusterView, Reply } from '../placement/index.ts';
 import { ChunkService, PlacementError, loadChunkView, loadClusterView, summarizeView } from '../placement/index.ts';
 import type { Clock } from '../raft/node-api.ts';
 import type { PlantedBug } from '../raft/config.ts';
@@ -159,8 +159,14 @@ export class MetadataServer {
   private chunkTimer: ReturnType<typeof setInterval> | null = null;
   private chunkPassRunning = false;
   /** Without a running chunk manager: counts computed from the store, when (monotonic ms), and a load in progress. */
-  private storeChunkCounts: { counts: ChunkCounts; atMs: number } | null = null;
+  private storeChunkCounts: { counts: ChunkCounts; atMs: number; applied: number } | null = null;
   private storeChunkCountsLoad: Promise<ChunkCounts> | null = null;
+  /**
+   * The chunk manager's last view and the state machine's applied index before it was read: while nothing
+   * more was applied, the view cannot have changed, so a pass on an idle cluster does not read it again.
+   */
+  private managerView: { view: ClusterView; applied: number } | null = null;
+  private readonly viewLoads: Counter;
 
   private constructor(
     readonly id: NodeId,
@@ -183,7 +189,7 @@ export class MetadataServer {
     this.peers = new Map(options.peers);
     this.chunks = new ChunkService({
       propose: (op, session) => this.proposeOp(op, session),
-      loadView: () => loadClusterView(this.kv, this.fsm.limits),
+      loadView: () => this.loadManagerView(),
       role: () => {
         const status = this.node.status();
         return { leader: status.role === 'leader', term: status.term };
@@ -195,6 +201,11 @@ export class MetadataServer {
       name: 'rfs_metadata_proposals_total',
       help: 'Commands proposed by this server, by outcome',
       labelNames: ['outcome'],
+      registers: [registry],
+    });
+    this.viewLoads = new Counter({
+      name: 'rfs_chunk_view_loads_total',
+      help: 'Reads of the whole chunk placement from the store (the leader: when something was applied since the last; a follower: for chunk counts)',
       registers: [registry],
     });
     this.badReplicaReports = new Counter({
@@ -673,21 +684,26 @@ export class MetadataServer {
   /**
    * The chunk counts of ClusterStatus and metrics: on the leader, its manager's (its view, as of its last
    * load); on a member without a running manager (a follower, or a leader before its first view), computed
-   * from the store, at most followerChunkCountsMaxAgeMs old. A failed store read answers the last counts.
+   * from the store, at most followerChunkCountsMaxAgeMs old unless nothing was applied since. A failed store
+   * read answers the last counts.
    */
   private currentChunkCounts(): Promise<ChunkCounts> {
     const status = this.chunks.status();
     if (status !== null) return Promise.resolve({ live: status.live, dead: status.dead, underReplicated: status.underReplicated });
     const clock = this.options.clock ?? systemClock;
     const cached = this.storeChunkCounts;
-    if (cached !== null && clock.nowMs() - cached.atMs <= followerChunkCountsMaxAgeMs) return Promise.resolve(cached.counts);
+    if (cached !== null && (cached.applied === this.fsm.appliedIndex() || clock.nowMs() - cached.atMs <= followerChunkCountsMaxAgeMs)) {
+      return Promise.resolve(cached.counts);
+    }
     if (this.storeChunkCountsLoad === null) {
       const atMs = clock.nowMs();
+      const applied = this.fsm.appliedIndex();
+      this.viewLoads.inc();
       this.storeChunkCountsLoad = loadClusterView(this.kv, this.fsm.limits)
         .then((view) => {
           const summary = summarizeView(view);
           const counts = { live: summary.live, dead: summary.dead, underReplicated: summary.underReplicated };
-          this.storeChunkCounts = { counts, atMs };
+          this.storeChunkCounts = { counts, atMs, applied };
           return counts;
         })
         .catch((e: unknown) => {
@@ -701,10 +717,30 @@ export class MetadataServer {
     return this.storeChunkCountsLoad;
   }
 
+  /**
+   * The chunk manager's view (ChunkService.loadView): read from the store again only when the state machine
+   * applied something since the last read. The applied index is taken before the read and advances only
+   * once a batch is in the store, so a view is never older than its index; a batch that lands during the
+   * read moves the index on and the next call reads again.
+   */
+  private async loadManagerView(): Promise<ClusterView> {
+    const applied = this.fsm.appliedIndex();
+    const cached = this.managerView;
+    if (cached !== null && cached.applied === applied) return cached.view;
+    this.viewLoads.inc();
+    const view = await loadClusterView(this.kv, this.fsm.limits);
+    this.managerView = { view, applied };
+    return view;
+  }
+
   /** The chunk manager's pass on a timer (it does nothing on a follower). */
   private startChunkManager(): void {
     const clock = this.options.clock ?? systemClock;
-    const pass = (): Promise<void> => this.chunks.step(clock.nowMs());
+    const pass = async (): Promise<void> => {
+      await this.chunks.step(clock.nowMs());
+      // Not leading (any more): the manager is gone, and so is the need to keep its view.
+      if (this.chunks.current === null) this.managerView = null;
+    };
     this.chunkTimer = setInterval(() => {
       if (this.chunkPassRunning || this.stopped) return;
       this.chunkPassRunning = true;

@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 import type { WireReply } from '../../src/metadata/proto.ts';
-import { rawCall, startInProcessCluster, waitFor } from './harness.ts';
+import { rawCall, sleep, startInProcessCluster, waitFor } from './harness.ts';
 
 interface Replica {
   id: string;
@@ -154,4 +154,36 @@ void t.test('chunkservers, chunk allocation and locations, decommissioning, live
   const metrics = await leader.metrics();
   t.match(metrics, /rfs_live_chunkservers \d/, 'live_chunkservers gauge');
   t.match(metrics, /rfs_under_replicated_chunks 0/, 'under_replicated_chunks gauge');
+});
+
+void t.test("an idle leader's chunk manager reads the placement again only after something was applied", async (t) => {
+  const cluster = await startInProcessCluster(3, { chunkManagerIntervalMs: 50 });
+  t.teardown(() => cluster.close());
+  const leader = await cluster.leader();
+  const at = cluster.peers.get(leader.id)!.client;
+  const loads = async (): Promise<number> => Number(/^rfs_chunk_view_loads_total (\d+)$/m.exec(await leader.metrics())?.[1] ?? NaN);
+  await waitFor('the chunk manager to run', () => (leader.chunks.current !== null ? true : undefined));
+  await sleep(300); // the new leader's first entry applied everywhere
+  const idleFrom = await loads();
+  t.ok(idleFrom >= 1, `the manager read its first view (${idleFrom} reads)`);
+  await sleep(1_000); // about 20 passes
+  t.equal(await loads(), idleFrom, 'no read in a second of passes while nothing was applied');
+
+  // A chunkserver registers (applied): the next pass reads the view again and the manager knows the server.
+  const registered = await rawCall(at, 'RegisterChunkserver', { address: '10.0.0.1:7000', rack: 'r0', capacityBytes: 1e12, usedBytes: 0 });
+  const id = Number(registered['id']);
+  t.ok(id >= 1, 'registered');
+  const beat = await waitFor('the manager to know the new server', async () => {
+    const r = await rawCall(at, 'Heartbeat', { id, capacityBytes: 1e12, usedBytes: 0 });
+    return r.error?.code === 'ENOENT' ? undefined : r;
+  });
+  t.equal(beat.error ?? undefined, undefined, 'its heartbeat is answered');
+  t.ok((await loads()) > idleFrom, 'the view was read again after the registration was applied');
+  await sleep(200); // the pass that read it has finished
+  const settled = await loads();
+  for (let i = 0; i < 5; i++) {
+    t.equal((await rawCall(at, 'Heartbeat', { id, capacityBytes: 1e12, usedBytes: i })).error ?? undefined, undefined, `heartbeat ${i}`);
+    await sleep(100);
+  }
+  t.equal(await loads(), settled, 'heartbeats (leader memory, nothing applied) cause no reads');
 });
