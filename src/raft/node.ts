@@ -515,7 +515,7 @@ export class RaftNode {
   private kick(): void {
     const raft = this.raft;
     if (raft === null || this.stopped) return;
-    // Every core input ends in a kick, so a change of role, term or leader is seen here.
+    // Core inputs end in a kick (and every tick kicks), so a change of role, term or leader is seen here.
     this.reportRoleChange(raft);
     if (this.streaming) this.serviceSnapshots(raft);
     if (this.processing) return;
