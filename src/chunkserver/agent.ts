@@ -56,6 +56,8 @@ export interface ReportedReplica {
   readonly handle: number;
   readonly version: number;
   readonly lengthBytes: number;
+  /** Whether the replica is sealed (its length final and durable): only then can a copy be listed. */
+  readonly sealed: boolean;
 }
 
 export interface ChunkReportRequest {
@@ -898,7 +900,7 @@ export class MetadataAgent {
 }
 
 function reported(r: ReplicaInfo): ReportedReplica {
-  return { handle: r.handle, version: r.version, lengthBytes: r.lengthBytes };
+  return { handle: r.handle, version: r.version, lengthBytes: r.lengthBytes, sealed: r.sealed };
 }
 
 function copyKey(c: CopyOrder): string {

@@ -249,7 +249,12 @@ export function optSession(v: unknown): SessionStamp | undefined {
 }
 
 /** A chunk report's entries: [{handle >= 1, version >= 1, lengthBytes}], at most reportChunksMax. */
-export function reportedChunks(v: unknown): { handle: number; version: number; lengthBytes: number }[] {
+function optSealed(v: unknown, i: number): { sealed?: boolean } {
+  const sealed = optBool(v, `chunks[${i}].sealed`);
+  return sealed === undefined ? {} : { sealed };
+}
+
+export function reportedChunks(v: unknown): { handle: number; version: number; lengthBytes: number; sealed?: boolean }[] {
   if (v === undefined || v === null) return [];
   if (!Array.isArray(v)) throw new RequestError('EINVAL', 'chunks: not a list');
   if (v.length > reportChunksMax) throw new RequestError('EINVAL', `chunks: more than ${reportChunksMax}`);
@@ -260,6 +265,7 @@ export function reportedChunks(v: unknown): { handle: number; version: number; l
       handle: positiveId(r['handle'], `chunks[${i}].handle`),
       version: positiveId(r['version'], `chunks[${i}].version`),
       lengthBytes: nat(r['lengthBytes'] ?? 0, `chunks[${i}].length_bytes`),
+      ...optSealed(r['sealed'], i),
     };
   });
 }

@@ -20,7 +20,8 @@
  * - re-replication (sealed chunks of live files): fewer live listed replicas than the file's replication
  *   factor → a known holder at the current version copies it to a new target (never one that holds or is
  *   getting the chunk), most-missing first, at most reReplicationsPerServerMax copies per server and
- *   reReplicationsClusterMax in all; the target's report of the chunk at that version adds it to the list;
+ *   reReplicationsClusterMax in all; the target's report of the chunk at that version, sealed and at the
+ *   chunk's length, adds it to the list;
  * - trimming: once enough live replicas are listed, listed replicas on dead/decommissioning servers and
  *   replicas beyond the factor are dropped from the list (garbage collection then deletes them);
  * - garbage collection: a reported replica of an unknown handle (below the state's next handle), of a deleted
@@ -93,6 +94,12 @@ export interface ReportedChunk {
   readonly handle: number;
   readonly version: number;
   readonly lengthBytes: number;
+  /**
+   * Whether the replica is sealed (its length final and durable on the chunkserver). A copy is listed only
+   * once it reports sealed: an unsealed one of the right length may still be lost to a crash before its
+   * seal. Absent (a chunkserver that does not send it): judged by length alone.
+   */
+  readonly sealed?: boolean;
 }
 
 export interface ChunkReport {
@@ -276,9 +283,10 @@ export class ChunkManager {
         continue;
       }
       if (listed || !chunk.sealed) continue;
-      // A copy still arriving (or one cut off midway) holds fewer bytes than the sealed chunk: not a replica.
-      // Once no copy to this server is in flight, the remnant is garbage.
-      if (r.lengthBytes !== chunk.lengthBytes) {
+      // A copy still arriving (or one cut off midway) holds fewer bytes than the sealed chunk, or all of them
+      // but not yet sealed (its bytes are not durable until then): not a replica. Once no copy to this server
+      // is in flight, the remnant is garbage.
+      if (r.lengthBytes !== chunk.lengthBytes || r.sealed === false) {
         if (!this.copies.get(chunk.handle)?.some((c) => c.target === id && c.version === chunk.version)) del(r.handle, r.version);
         continue;
       }

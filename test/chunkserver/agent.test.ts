@@ -44,10 +44,10 @@ void t.test('registration, redirects, identity, liveness and reports', async (t)
   t.same(
     first.chunks,
     [
-      { handle: 1_000_001, version: 3, lengthBytes: 3 },
-      { handle: 1_000_002, version: 1, lengthBytes: 4 },
+      { handle: 1_000_001, version: 3, lengthBytes: 3, sealed: true },
+      { handle: 1_000_002, version: 1, lengthBytes: 4, sealed: false },
     ],
-    'with every replica',
+    'with every replica, and whether it is sealed',
   );
   t.equal(a.agent.status().fullReportsSent, 1, 'one full report');
   t.ok(a.link.replies.every((r) => r.commands.length === 0), 'replicas of handles the cluster has not issued are not garbage');
@@ -64,8 +64,8 @@ void t.test('registration, redirects, identity, liveness and reports', async (t)
   t.same(
     incremental.flatMap((r) => r.chunks).sort((x, y) => x.handle - y.handle),
     [
-      { handle: 1_000_002, version: 1, lengthBytes: 6 },
-      { handle: 1_000_003, version: 1, lengthBytes: 1 },
+      { handle: 1_000_002, version: 1, lengthBytes: 6, sealed: false },
+      { handle: 1_000_003, version: 1, lengthBytes: 1, sealed: false },
     ],
     'changed replicas reported with their new length',
   );

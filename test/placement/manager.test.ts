@@ -121,8 +121,12 @@ void t.test('re-replication: a chunk with a dead replica is copied from a holder
   t.match(copy, { kind: 'replicate', handle: 1, version: 1, target: 4, targetAddress: 'cs4:7000' }, 'the target is the one live server in the missing rack');
   m.tick(50);
   t.same([...beatAll(m, v, 60).values()].flat(), [], 'not copied twice while in flight');
-  m.chunkReport(4, 70, { full: false, chunks: [{ handle: 1, version: 1, lengthBytes: GiB }] });
-  t.same(ops(m), [{ type: 'setChunkReplicas', handle: 1, version: 1, replicas: [1, 2, 4] }], 'the copy is listed, the dead replica dropped');
+  // Every byte arrived but the copy is not sealed: a crash could still lose it (its sidecar names no data
+  // yet), so it is not listed (the data simulator's seed 189 found a copy listed so, then lost).
+  t.same(m.chunkReport(4, 65, { full: false, chunks: [{ handle: 1, version: 1, lengthBytes: GiB, sealed: false }] }).commands, [], 'an unsealed copy in flight is not deleted');
+  t.same(ops(m), [], 'an unsealed copy of the full length is not listed');
+  m.chunkReport(4, 70, { full: false, chunks: [{ handle: 1, version: 1, lengthBytes: GiB, sealed: true }] });
+  t.same(ops(m), [{ type: 'setChunkReplicas', handle: 1, version: 1, replicas: [1, 2, 4] }], 'the copy is listed once sealed, the dead replica dropped');
   t.equal(m.status().copiesInFlight, 0);
   t.end();
 });
