@@ -10,7 +10,7 @@
  *      where the replica's files are; the answer also names the server's token file and its token;
  *   2. the client reads the token file: the same token means the paths are that chunkserver's (this host,
  *      this file system), anything else means it is elsewhere, and the address is not asked again for
- *      localReadRetryMs;
+ *      localReadRetryMs (nor when this process may not read the replica files: another user's directory);
  *   3. it reads the sidecar and checks that it names the handle at the version, sealed and uncompressed,
  *      then opens the data file, which stays open (at most localReplicasOpenMax replicas, least recently used
  *      closed first) for the next reads of the chunk.
@@ -207,7 +207,7 @@ export class LocalReads {
       }
       this.confirmed.set(address, reply.token);
     }
-    const sidecarBytes = await readSmallFile(reply.metaPath, sidecarBytesMax);
+    const sidecarBytes = await readSmallFile(reply.metaPath, sidecarBytesMax, () => this.markRemote(address));
     if (sidecarBytes === undefined) return undefined;
     const sidecar = decodeSidecar(sidecarBytes);
     if (typeof sidecar === 'string' || sidecar.handle !== handle || sidecar.version !== version || !sidecar.sealed) return undefined;
@@ -263,12 +263,17 @@ export class LocalReads {
   }
 }
 
-/** A file's bytes when it is at most `bytesMax` long and readable; else undefined. */
-async function readSmallFile(path: string, bytesMax: number): Promise<Buffer | undefined> {
+/**
+ * A file's bytes when it is at most `bytesMax` long and readable; else undefined. `onDenied`: the file exists
+ * but this process may not read it (the chunkserver's data directory is not readable by this user).
+ */
+async function readSmallFile(path: string, bytesMax: number, onDenied?: () => void): Promise<Buffer | undefined> {
   let file: FileHandle;
   try {
     file = await open(path, 'r');
-  } catch {
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EACCES' || code === 'EPERM') onDenied?.();
     return undefined;
   }
   try {
