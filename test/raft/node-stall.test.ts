@@ -5,12 +5,11 @@
  * does not change, and proposals keep committing. A leader really cut off still steps down.
  */
 import t from 'tap';
-import { RaftNode } from '../../src/raft/node.ts';
+import type { RaftNode } from '../../src/raft/node.ts';
 import type { StateMachine } from '../../src/raft/node-api.ts';
-import { ManualClock } from '../manual-clock.ts';
-import type { Entry, Message, NodeId, Snapshot } from '../../src/raft/types.ts';
-import { MemoryDisk, MemoryLogStore } from '../../src/storage/memory-log-store.ts';
-import { seededRandom } from './harness.ts';
+import type { Entry, NodeId, Snapshot } from '../../src/raft/types.ts';
+import type { ManualCluster } from './manual-cluster.ts';
+import { startManualCluster } from './manual-cluster.ts';
 
 const tickMs = 50;
 
@@ -28,20 +27,8 @@ class CountingMachine implements StateMachine {
   }
 }
 
-async function cluster(): Promise<{ clock: ManualClock; nodes: Map<NodeId, RaftNode>; cut: Set<NodeId> }> {
-  const clock = new ManualClock(1_000);
-  const nodes = new Map<NodeId, RaftNode>();
-  const cut = new Set<NodeId>();
-  const transport = {
-    send(m: Message): void {
-      if (cut.has(m.from) || cut.has(m.to)) return;
-      setImmediate(() => nodes.get(m.to)?.receive(m));
-    },
-  };
-  for (const id of [1, 2, 3]) {
-    nodes.set(id, new RaftNode({ config: { id, random: seededRandom(id * 31) }, logStore: new MemoryLogStore(new MemoryDisk()), transport, clock, stateMachine: new CountingMachine(), tickMs, initialVoters: [1, 2, 3] }));
-  }
-  for (const n of nodes.values()) await n.start();
+async function cluster(): Promise<ManualCluster> {
+  const { clock, nodes, cut } = await startManualCluster({ tickMs, seedFactor: 31, stateMachine: () => new CountingMachine() });
   nodes.get(1)!.campaign();
   await clock.advance(20 * tickMs);
   if (nodes.get(1)!.status().role !== 'leader') throw new Error('setup: node 1 should lead');

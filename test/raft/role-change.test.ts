@@ -4,12 +4,9 @@
  * produces no calls.
  */
 import t from 'tap';
-import { RaftNode } from '../../src/raft/node.ts';
 import type { NodeStatus, StateMachine } from '../../src/raft/node-api.ts';
-import { ManualClock } from '../manual-clock.ts';
-import type { Entry, Message, NodeId, Snapshot } from '../../src/raft/types.ts';
-import { MemoryDisk, MemoryLogStore } from '../../src/storage/memory-log-store.ts';
-import { seededRandom } from './harness.ts';
+import type { Entry, NodeId, Snapshot } from '../../src/raft/types.ts';
+import { startManualCluster } from './manual-cluster.ts';
 
 const tickMs = 50;
 
@@ -26,33 +23,13 @@ class NullMachine implements StateMachine {
 type Seen = Pick<NodeStatus, 'role' | 'term' | 'lead'>;
 
 void t.test('onRoleChange reports start, election, and a new leader after the old one is cut off, nothing while stable', async (t) => {
-  const clock = new ManualClock(1_000);
-  const nodes = new Map<NodeId, RaftNode>();
-  const seen = new Map<NodeId, Seen[]>();
-  const cut = new Set<NodeId>();
-  const transport = {
-    send(m: Message): void {
-      if (cut.has(m.from) || cut.has(m.to)) return;
-      setImmediate(() => nodes.get(m.to)?.receive(m));
-    },
-  };
-  for (const id of [1, 2, 3]) {
-    seen.set(id, []);
-    nodes.set(
-      id,
-      new RaftNode({
-        config: { id, random: seededRandom(id * 17) },
-        logStore: new MemoryLogStore(new MemoryDisk()),
-        transport,
-        clock,
-        stateMachine: new NullMachine(),
-        tickMs,
-        initialVoters: [1, 2, 3],
-        onRoleChange: (s) => seen.get(id)!.push({ role: s.role, term: s.term, lead: s.lead }),
-      }),
-    );
-  }
-  for (const n of nodes.values()) await n.start();
+  const seen = new Map<NodeId, Seen[]>([1, 2, 3].map((id) => [id, []]));
+  const { clock, nodes, cut } = await startManualCluster({
+    tickMs,
+    seedFactor: 17,
+    stateMachine: () => new NullMachine(),
+    extra: (id) => ({ onRoleChange: (s) => seen.get(id)!.push({ role: s.role, term: s.term, lead: s.lead }) }),
+  });
   for (const id of [1, 2, 3]) t.same(seen.get(id), [{ role: 'follower', term: 1, lead: 0 }], `node ${id}: its state at start`);
 
   nodes.get(1)!.campaign();
