@@ -13,7 +13,7 @@ import type { Clock } from '../raft/node-api.ts';
 import { systemClock } from '../runtime/clock.ts';
 import type { CopyReplica, StoreOperation } from './agent.ts';
 import { copyReplica, DataServer as PlaneServer, TcpDataNetwork } from './dataplane/index.ts';
-import type { DataPlaneLimits } from './dataplane/index.ts';
+import type { DataPlaneLimits, LocalReadToken } from './dataplane/index.ts';
 import type { DataBug } from './bugs.ts';
 import { NodeDisk } from './disk.ts';
 import type { ChunkserverMetrics } from './metrics.ts';
@@ -32,7 +32,7 @@ import { ChunkStoreError } from './types.ts';
 export const localReadTokenFile = 'local-read.token';
 
 /** Writes a fresh token to `<dataDir>/local-read.token` (temp file + rename: a reader never sees half). */
-export async function writeLocalReadToken(dataDir: string): Promise<{ tokenPath: string; token: string }> {
+export async function writeLocalReadToken(dataDir: string): Promise<LocalReadToken> {
   const tokenPath = resolve(dataDir, localReadTokenFile);
   const token = randomBytes(16).toString('hex');
   await writeFile(`${tokenPath}.tmp`, token);
@@ -53,7 +53,7 @@ export interface RealComponentsOptions {
   readonly bugs?: ReadonlySet<DataBug>;
   /**
    * Offer short-circuit local reads: a client on this host may read sealed replicas' files itself (default
-   * true). Off, `local-read` requests are answered NOT_LOCAL and every read goes over the data plane.
+   * true). Off, `local-read` requests are answered LOCAL_READS_OFF and every read goes over the data plane.
    */
   readonly localReads?: boolean;
 }

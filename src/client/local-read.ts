@@ -36,6 +36,7 @@ import { DataPlaneError } from '../chunkserver/dataplane/errors.ts';
 import type { LocalReplicaMessage } from '../chunkserver/dataplane/protocol.ts';
 import { decodeSidecar, sidecarBytesMax } from '../chunkserver/sidecar.ts';
 import { checksumBlockBytes } from '../chunkserver/types.ts';
+import { assert } from '../raft/errors.ts';
 
 /** Replicas whose data file is kept open between reads, at most (one file descriptor each). */
 export const localReplicasOpenMax = 64;
@@ -53,7 +54,7 @@ export const localReadRetryMs = 60_000;
 /** A token file larger than this is not a token file. */
 const tokenBytesMax = 4096;
 
-if (localReadPieceBytes % checksumBlockBytes !== 0) throw new Error('localReadPieceBytes is a whole number of blocks');
+assert(localReadPieceBytes % checksumBlockBytes === 0, 'localReadPieceBytes is a whole number of blocks');
 
 export interface LocalReadStats {
   /** Bytes returned by local reads. */

@@ -5,6 +5,7 @@
  */
 import type { FsmLimits, Op, SessionStamp } from '../fsm/index.ts';
 import { defaultFsmLimits } from '../fsm/index.ts';
+import type { ReportedChunk } from '../placement/index.ts';
 import type { WireRequest } from './proto.ts';
 import { createManyNamesMax } from '../fsm/commands.ts';
 
@@ -254,7 +255,7 @@ function optSealed(v: unknown, i: number): { sealed?: boolean } {
   return sealed === undefined ? {} : { sealed };
 }
 
-export function reportedChunks(v: unknown): { handle: number; version: number; lengthBytes: number; sealed?: boolean }[] {
+export function reportedChunks(v: unknown): ReportedChunk[] {
   if (v === undefined || v === null) return [];
   if (!Array.isArray(v)) throw new RequestError('EINVAL', 'chunks: not a list');
   if (v.length > reportChunksMax) throw new RequestError('EINVAL', `chunks: more than ${reportChunksMax}`);

@@ -64,7 +64,7 @@ export interface DataServerOptions {
   readonly bugs?: ReadonlySet<DataBug>;
   /**
    * Short-circuit local reads offered (protocol.ts `local-read`): the token file a local client checks.
-   * Absent: every `local-read` is answered NOT_LOCAL.
+   * Absent: every `local-read` is answered LOCAL_READS_OFF.
    */
   readonly localReads?: LocalReadToken;
 }
@@ -179,7 +179,7 @@ export class DataServer {
           if (message.type === 'read' || message.type === 'local-read') session = new ReadSession(this, connection);
         }
         if (session === null) {
-          this.protocolError(connection, `a connection must start with setup or read, got ${message.type}`);
+          this.protocolError(connection, `a connection must start with setup, read or local-read, got ${message.type}`);
           return;
         }
         session.onMessage(message, lease ?? null);
