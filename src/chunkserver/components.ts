@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { rename, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import type { Clock } from '../raft/node-api.ts';
+import type { Clock, Logger } from '../raft/node-api.ts';
 import { systemClock } from '../runtime/clock.ts';
 import type { CopyReplica, StoreOperation } from './agent.ts';
 import { copyReplica, DataServer as PlaneServer, TcpDataNetwork } from './dataplane/index.ts';
@@ -17,7 +17,7 @@ import type { DataPlaneLimits, LocalReadToken } from './dataplane/index.ts';
 import type { DataBug } from './bugs.ts';
 import { NodeDisk } from './disk.ts';
 import type { ChunkserverMetrics } from './metrics.ts';
-import { recordRead, recordReReplication, recordReReplicationBytes, recordWrite } from './metrics.ts';
+import { recordDiskWrites, recordRead, recordReReplication, recordReReplicationBytes, recordWrite } from './metrics.ts';
 import { Scrubber } from './scrubber.ts';
 import type { DataServer, ReplicaEvents, StoreAndDataServer } from './server.ts';
 import { FileChunkStore } from './store.ts';
@@ -56,18 +56,34 @@ export interface RealComponentsOptions {
    * true). Off, `local-read` requests are answered LOCAL_READS_OFF and every read goes over the data plane.
    */
   readonly localReads?: boolean;
+  /**
+   * Write large aligned ranges of replicas with O_DIRECT, bypassing the page cache (default true; disk.ts says
+   * why). Where the file system refuses O_DIRECT the store falls back to cached writes and logs it once.
+   */
+  readonly directWrites?: boolean;
 }
 
 export function realComponents(options: RealComponentsOptions = {}): StoreAndDataServer {
   const clock = options.clock ?? systemClock;
+  // The store opens before the data server has a logger to give: a refusal of O_DIRECT seen before then is
+  // logged when it starts.
+  let logger: Logger | undefined;
+  const disk = new NodeDisk({
+    directWrites: options.directWrites ?? true,
+    onDirectUnavailable: (reason) => logger?.warn({ reason }, 'direct writes unavailable; writing through the page cache'),
+  });
   return {
     openStore: (dataDir) =>
       // Absolute: the store hands its files' paths to local clients, whose working directory may differ.
-      FileChunkStore.open(new NodeDisk(), join(resolve(dataDir), 'chunks'), {
+      FileChunkStore.open(disk, join(resolve(dataDir), 'chunks'), {
         ...(options.chunkSizeBytes !== undefined ? { chunkSizeBytes: options.chunkSizeBytes } : {}),
         ...(options.bugs !== undefined ? { bugs: options.bugs } : {}),
       }),
     async startDataServer(context): Promise<DataServer> {
+      logger = context.logger;
+      if (disk.stats.directUnavailable !== undefined)
+        logger.warn({ reason: disk.stats.directUnavailable }, 'direct writes unavailable; writing through the page cache');
+      recordDiskWrites(context.metrics, disk.stats);
       // The scrubber forgets what it knew of a handle that is created again (a replica once reported bad
       // and copied back at the same version must be scrubbed again).
       const created = { forget: (_handle: number): void => undefined };

@@ -8,6 +8,16 @@
  * Durability model the store must assume (ext4 without auto_da_alloc, and the simulator enforces it):
  * a file's bytes are durable only after `DiskFile.sync()`; a create, rename or unlink is durable only after
  * `syncDirectory()` of the directory holding the name.
+ *
+ * Direct writes (NodeDisk): the 4 KiB-aligned middle of a large write goes to the device with O_DIRECT from
+ * an aligned staging buffer, bypassing the page cache; the unaligned head and tail go through the page cache
+ * as before. Why: on the benchmark VM a buffered write's copy into freshly allocated page-cache pages was the
+ * largest single cost of the data path (35 % of all CPU while writing; `bench:data`), and an O_DIRECT write of
+ * the same bytes costs about a tenth of the CPU. Nothing changes for the store: reads go through the page cache
+ * (the kernel drops cached pages a direct write overlaps, and writes back dirty ones first), `sync()` is an
+ * fsync of the same inode, and the durability model above still holds (a direct write may be durable earlier,
+ * never later). Where O_DIRECT is refused (a file system without it, a misaligned buffer) the disk switches
+ * direct writes off for good, says why once (`onDirectUnavailable`) and writes through the page cache.
  */
 import { constants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
@@ -63,10 +73,68 @@ async function mapped<T>(what: string, run: () => Promise<T>): Promise<T> {
   }
 }
 
+/** Writes whose 4 KiB-aligned middle is at least this long write that middle with O_DIRECT (NodeDisk). */
+export const directWriteBytesMin = 64 * 1024;
+/** Alignment of direct writes' file offsets, lengths and memory: a page, enough for logical blocks up to 4 KiB. */
+export const directAlignBytes = 4096;
+/** Bytes of one aligned staging buffer: a longer direct write goes in pieces of this size. */
+export const directStagingBytes = 1024 * 1024;
+/** Staging buffers per NodeDisk at most (allocated on first use); a write that finds none free is buffered. */
+export const directStagingBuffersMax = 16;
+
+export interface NodeDiskOptions {
+  /** Write large aligned ranges with O_DIRECT (see the top of this file); default true. */
+  readonly directWrites?: boolean;
+  /** Called once when direct writes are switched off because the file system or memory refused them. */
+  readonly onDirectUnavailable?: (reason: string) => void;
+}
+
+export interface NodeDiskStats {
+  /** Bytes written with O_DIRECT. */
+  directBytes: number;
+  /** Bytes written through the page cache. */
+  cachedBytes: number;
+  /** Why direct writes are off (undefined while on, or when turned off by the options). */
+  directUnavailable: string | undefined;
+}
+
+/**
+ * Page-aligned buffers for direct writes, carved out of one WebAssembly.Memory (whose backing store the engine
+ * maps page-aligned; Node buffers carry no alignment guarantee). Taken and given back around one write.
+ */
+class AlignedStaging {
+  private memory: Buffer | undefined;
+  private readonly free: Buffer[] = [];
+
+  take(): Buffer | undefined {
+    if (this.memory === undefined) {
+      const pages = (directStagingBuffersMax * directStagingBytes) / 65536;
+      this.memory = Buffer.from(new WasmMemory({ initial: pages, maximum: pages }).buffer);
+      for (let i = 0; i < directStagingBuffersMax; i++) this.free.push(this.memory.subarray(i * directStagingBytes, (i + 1) * directStagingBytes));
+    }
+    return this.free.pop();
+  }
+
+  give(buffer: Buffer): void {
+    this.free.push(buffer);
+  }
+}
+
+/** The engine's WebAssembly.Memory (the project's TypeScript libs do not declare WebAssembly). */
+const WasmMemory = (globalThis as unknown as { WebAssembly: { Memory: new (size: { initial: number; maximum: number }) => { buffer: ArrayBuffer } } })
+  .WebAssembly.Memory;
+
+const alignDown = (n: number): number => n - (n % directAlignBytes);
+const alignUp = (n: number): number => alignDown(n + directAlignBytes - 1);
+
 class NodeDiskFile implements DiskFile {
+  /** The same file opened with O_DIRECT, on first use (null: it could not be opened). */
+  private direct: Promise<FileHandle | null> | undefined;
+
   constructor(
     private readonly handle: FileHandle,
     private readonly path: string,
+    private readonly disk: NodeDisk,
   ) {}
 
   async read(into: Uint8Array, position: number): Promise<number> {
@@ -83,6 +151,23 @@ class NodeDiskFile implements DiskFile {
   }
 
   async write(data: Uint8Array, position: number): Promise<void> {
+    const start = alignUp(position);
+    const end = alignDown(position + data.length);
+    if (!this.disk.directOn || end - start < directWriteBytesMin) return this.writeCached(data, position);
+    // Head through the page cache, the aligned middle direct (in staging-sized pieces), the tail cached.
+    // Appends keep this order, so a direct write never covers a page an earlier cached write left partial.
+    let done = start - position;
+    if (done > 0) await this.writeCached(data.subarray(0, done), position);
+    while (position + done < end) {
+      const length = Math.min(directStagingBytes, end - position - done);
+      const written = await this.writeDirect(data.subarray(done, done + length), position + done);
+      done += written;
+      if (written < length) break; // direct writes unavailable (or a short write): the rest is cached
+    }
+    if (done < data.length) await this.writeCached(data.subarray(done), position + done);
+  }
+
+  private async writeCached(data: Uint8Array, position: number): Promise<void> {
     await mapped(`write ${this.path}`, async () => {
       let done = 0;
       while (done < data.length) {
@@ -90,6 +175,36 @@ class NodeDiskFile implements DiskFile {
         done += bytesWritten;
       }
     });
+    this.disk.stats.cachedBytes += data.length;
+  }
+
+  /** Writes `data` (aligned offset and length) with O_DIRECT; returns the bytes written, 0 if it could not. */
+  private async writeDirect(data: Uint8Array, position: number): Promise<number> {
+    this.direct ??= open(this.path, constants.O_WRONLY | constants.O_DIRECT).catch((error: unknown) => {
+      // EINVAL: this file system has no O_DIRECT, so no file of this disk will. Anything else (the file gone,
+      // out of descriptors) is this file's: it writes through the page cache, where a real fault is reported.
+      if ((error as NodeJS.ErrnoException).code === 'EINVAL') this.disk.directUnavailable(`open with O_DIRECT: ${(error as Error).message}`);
+      return null;
+    });
+    const direct = await this.direct;
+    if (direct === null || !this.disk.directOn) return 0;
+    const staging = this.disk.staging.take();
+    if (staging === undefined) return 0;
+    try {
+      staging.set(data);
+      const { bytesWritten } = await direct.write(staging, 0, data.length, position);
+      // A short direct write (a device at its end) leaves the rest to the cached path, which reports why.
+      const written = bytesWritten - (bytesWritten % directAlignBytes);
+      this.disk.stats.directBytes += written;
+      return written;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EINVAL') throw diskError(error, `write ${this.path}`);
+      // O_DIRECT refused this buffer or offset (an alignment this file system needs and we do not meet).
+      this.disk.directUnavailable(`O_DIRECT write: ${(error as Error).message}`);
+      return 0;
+    } finally {
+      this.disk.staging.give(staging);
+    }
   }
 
   truncate(lengthBytes: number): Promise<void> {
@@ -105,16 +220,46 @@ class NodeDiskFile implements DiskFile {
   }
 
   close(): Promise<void> {
-    return mapped(`close ${this.path}`, () => this.handle.close());
+    return mapped(`close ${this.path}`, async () => {
+      const direct = this.direct === undefined ? null : await this.direct;
+      this.direct = undefined;
+      try {
+        await direct?.close();
+      } finally {
+        await this.handle.close();
+      }
+    });
   }
 }
 
 /** The real file system, through node:fs/promises file handles. */
 export class NodeDisk implements Disk {
+  readonly stats: NodeDiskStats = { directBytes: 0, cachedBytes: 0, directUnavailable: undefined };
+  /** @internal */
+  readonly staging = new AlignedStaging();
+  private direct: boolean;
+
+  constructor(private readonly options: NodeDiskOptions = {}) {
+    this.direct = options.directWrites ?? true;
+  }
+
+  /** Whether large aligned writes go direct (on unless turned off or found unavailable). */
+  get directOn(): boolean {
+    return this.direct;
+  }
+
+  /** @internal switches direct writes off for good and says why, once. */
+  directUnavailable(reason: string): void {
+    if (!this.direct) return;
+    this.direct = false;
+    this.stats.directUnavailable = reason;
+    this.options.onDirectUnavailable?.(reason);
+  }
+
   async open(path: string, options: { readonly create: boolean }): Promise<DiskFile> {
     const flags = options.create ? constants.O_RDWR | constants.O_CREAT : constants.O_RDWR;
     const handle = await mapped(`open ${path}`, () => open(path, flags, 0o644));
-    return new NodeDiskFile(handle, path);
+    return new NodeDiskFile(handle, path, this);
   }
 
   rename(from: string, to: string): Promise<void> {

@@ -77,6 +77,26 @@ export function createChunkserverMetrics(options: ChunkserverMetricsOptions = {}
   };
 }
 
+/**
+ * `rfs_chunkserver_disk_write_bytes_total{path}`: bytes the store wrote to replica files, `direct` (O_DIRECT)
+ * or `cached` (through the page cache), read from the disk's counters at every scrape.
+ */
+export function recordDiskWrites(m: ChunkserverMetrics, stats: { readonly directBytes: number; readonly cachedBytes: number }): void {
+  const name = 'rfs_chunkserver_disk_write_bytes_total';
+  m.registry.removeSingleMetric(name); // a data server started again on the same registry reports its disk's
+  new Counter({
+    name,
+    help: 'Bytes written to replica files, by path: direct (O_DIRECT, bypassing the page cache) or cached',
+    labelNames: ['path'],
+    registers: [m.registry],
+    collect(this: Counter<'path'>) {
+      this.reset();
+      this.inc({ path: 'direct' }, stats.directBytes);
+      this.inc({ path: 'cached' }, stats.cachedBytes);
+    },
+  });
+}
+
 export function recordWrite(m: ChunkserverMetrics, bytes: number, seconds: number): void {
   m.bytesIn.inc(bytes);
   m.writeSeconds.observe(seconds);

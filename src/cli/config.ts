@@ -70,6 +70,7 @@ export const settings: Readonly<Record<CommandName, readonly Setting[]>> = {
     { key: 'heartbeat-ms', type: 'integer', min: 1, default: 2000, unit: 'ms', description: 'heartbeat interval to the metadata leader' },
     { key: 'scrub-mib-per-s', type: 'integer', min: 1, default: 10, unit: 'MiB/s', description: 'background re-verification rate of stored replicas' },
     { key: 'local-reads', type: 'boolean', default: true, description: 'let clients on this host read sealed replicas from their files (short-circuit local reads)' },
+    { key: 'direct-io', type: 'boolean', default: true, description: 'write large aligned ranges of replicas with O_DIRECT, bypassing the page cache (falls back to cached writes where refused)' },
     logLevel,
   ],
   cluster: [

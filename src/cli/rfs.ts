@@ -141,6 +141,7 @@ async function chunkserver(config: ResolvedSettings, stdinEnd: boolean): Promise
   const components = realComponents({
     scrubBytesPerSecond: config.integer('scrub-mib-per-s') * 1024 * 1024,
     localReads: config.boolean('local-reads'),
+    directWrites: config.boolean('direct-io'),
     ...(bugs.data.size > 0 ? { bugs: bugs.data } : {}),
   });
   const heartbeatMs = config.integer('heartbeat-ms');

@@ -120,7 +120,8 @@ void t.test('tcp: a 3-replica pipeline and range reads are exact while payload b
   const network = cluster.network as TcpDataNetwork;
   const data = patternBytes(24 * 1024 * 1024 + 12_345, 31);
   const chain = cluster.servers.map((s, i) => ({ id: i + 1, address: s.address }));
-  const writer = await PipelineWriter.open(network, { handle: 77, version: 1, chain });
+  // 256 KiB packets: about a hundred of them per replica, so reuse must dominate allocation.
+  const writer = await PipelineWriter.open(network, { handle: 77, version: 1, chain, packetBytes: 256 * 1024 });
   for (let at = 0; at < data.length; at += 3_000_000) await writer.write(data.subarray(at, at + 3_000_000));
   const sealed = await writer.seal();
   t.equal(sealed.length, 3);

@@ -57,14 +57,19 @@ export interface PipelineWriterOptions {
   readonly offset?: number;
   /** `lz4`: the replicas store the chunk compressed (sent in the setup; the bytes sent stay logical). */
   readonly compression?: Compression;
-  /** Payload bytes per packet (packetBytesMin..packetBytesMax); default 256 KiB. */
+  /** Payload bytes per packet (packetBytesMin..packetBytesMax); default 1 MiB (defaultPacketBytes). */
   readonly packetBytes?: number;
   readonly limits?: Partial<DataPlaneLimits>;
   /** Called after each acknowledgement with the new acknowledged length (tests, progress). */
   readonly onAck?: (ackedLengthBytes: number) => void;
 }
 
-export const defaultPacketBytes = 256 * 1024;
+/**
+ * 1 MiB: each packet is one store append (and, on the real disk, one O_DIRECT write of its aligned part), so
+ * fewer, larger packets cost less per byte at every hop. bench:data, 2026-11-27: 256 KiB → 1 MiB took the
+ * write from 13–16 to 9–10 CPU-s per GB (client and servers together) with direct writes.
+ */
+export const defaultPacketBytes = 1024 * 1024;
 
 interface InflightPacket {
   readonly seq: number;
