@@ -37,6 +37,9 @@ export function metadataForData(client: MetadataClient): WriterMetadata & Reader
       await client.sealChunk(handle, { holder, version, lengthBytes, checksum });
     },
     completeFile: (path, holder) => client.completeFile(path, { holder }),
+    async abandonChunk(path, holder, handle) {
+      await client.abandonChunk(path, { holder, handle });
+    },
     async chunkLocations(path, fromIndex) {
       const page = await client.chunkLocations(path, { fromIndex });
       return { ...page, hasMore: page.nextIndex !== null, nextIndex: page.nextIndex ?? 0 };

@@ -54,6 +54,8 @@ export interface WriterMetadata {
   bumpChunkVersion(handle: number, holder: string, version: number, survivors: readonly number[]): Promise<{ version: number; replicas: readonly Replica[] }>;
   sealChunk(handle: number, holder: string, version: number, lengthBytes: number, checksum: number): Promise<void>;
   completeFile(path: string, holder: string): Promise<{ lengthBytes: number }>;
+  /** Drops the file's last chunk, unsealed, allocated ahead and never written to. */
+  abandonChunk(path: string, holder: string, handle: number): Promise<void>;
 }
 
 export interface ReaderMetadata {

@@ -492,6 +492,9 @@ export class RfsClient {
         await limit(() => m.sealChunk(handle, { holder, version, lengthBytes, checksum }));
       },
       completeFile: (path, holder) => limit(() => m.completeFile(path, { holder })),
+      abandonChunk: async (path, holder, handle) => {
+        await limit(() => m.abandonChunk(path, { holder, handle }));
+      },
     };
   }
 }

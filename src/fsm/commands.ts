@@ -138,6 +138,17 @@ export type Op =
     } & Conditional)
   | ({ readonly type: 'completeFile'; readonly path: string; readonly holder: string } & Conditional)
   | ({
+      /**
+       * The writer drops the file's last chunk, unsealed, that it allocated ahead and never wrote to (HDFS's
+       * abandonBlock): the chunk leaves the file and its placement; its replicas become orphans the leader
+       * deletes when their chunkservers report them.
+       */
+      readonly type: 'abandonChunk';
+      readonly path: string;
+      readonly holder: string;
+      readonly handle: number;
+    } & Conditional)
+  | ({
       /** Re-replication, decommissioning or repair by the leader: a new replica set at the same version. */
       readonly type: 'setChunkReplicas';
       readonly handle: number;
@@ -222,6 +233,7 @@ const specs: Readonly<Record<OpType, Spec>> = {
     ...cond,
   },
   completeFile: { path: req('string'), holder: req('string'), ...cond },
+  abandonChunk: { path: req('string'), holder: req('string'), handle: req('nat'), ...cond },
   setChunkReplicas: { handle: req('nat'), version: req('nat'), replicas: req('ids'), ...cond },
   registerChunkserver: {
     id: opt('nat'),

@@ -429,6 +429,8 @@ function execute(txn: Txn, op: Op): Promise<unknown> {
       return w.sealChunk(txn, op);
     case 'completeFile':
       return w.completeFile(txn, op);
+    case 'abandonChunk':
+      return w.abandonChunk(txn, op);
     case 'setChunkReplicas':
       return w.setChunkReplicas(txn, op);
     case 'registerChunkserver':

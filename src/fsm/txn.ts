@@ -186,6 +186,14 @@ export class Txn {
     this.view.put(keys.chunkListKey(file, index), keys.u64Bytes(handle));
   }
 
+  deleteChunkListEntry(file: number, index: number): void {
+    this.view.delete(keys.chunkListKey(file, index));
+  }
+
+  deletePlacement(handle: number): void {
+    this.view.delete(keys.placementKey(handle));
+  }
+
   async chunkserver(id: number): Promise<Chunkserver | undefined> {
     const bytes = await this.view.get(keys.chunkserverKey(id));
     return bytes === undefined ? undefined : rec.decodeChunkserver(id, bytes);

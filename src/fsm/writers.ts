@@ -187,6 +187,30 @@ export async function completeFile(
   return { lengthBytes: file.lengthBytes, generation: file.generation };
 }
 
+/**
+ * Drops the file's last chunk, which must be unsealed (its writer allocated it ahead and wrote nothing to it;
+ * only the writer can know that). Its chunk list entry and placement go; its replicas are orphans now, which
+ * the leader's garbage collection deletes when their chunkservers report them.
+ */
+export async function abandonChunk(txn: Txn, op: OpOf<'abandonChunk'>): Promise<{ chunkCount: number }> {
+  const path = parsePath(op.path, txn.limits);
+  v.checkLabel('lease holder', op.holder, txn.limits);
+  const file = await resolveFile(txn, path, op.ifGeneration);
+  await requireLease(txn, file, op.holder);
+  const placement = await txn.mustPlacement(op.handle);
+  if (placement.fileId !== file.id) throw new FsError('EINVAL', `chunk ${op.handle} is not a chunk of ${op.path}`);
+  if (placement.index !== file.chunkCount - 1) throw new FsError('EINVAL', `chunk ${op.handle} is not the last chunk of ${op.path}`);
+  if (placement.sealed) throw new FsError('EINVAL', `chunk ${op.handle} is sealed`);
+  txn.deleteChunkListEntry(file.id, placement.index);
+  txn.deletePlacement(op.handle);
+  file.chunkCount -= 1;
+  file.unsealedChunks -= 1;
+  file.mtimeMs = txn.nowMs;
+  file.ctimeMs = txn.nowMs;
+  txn.putInode(file);
+  return { chunkCount: file.chunkCount };
+}
+
 /** The leader's re-replication and rebalancing: a new replica set, same version (ESTALE if it moved on). */
 export async function setChunkReplicas(txn: Txn, op: OpOf<'setChunkReplicas'>): Promise<{ version: number }> {
   v.checkReplicaList(op.replicas, txn.limits);

@@ -297,6 +297,12 @@ export class MetadataClient {
     return { fileLengthBytes: num(reply['fileLengthBytes']) };
   }
 
+  /** Drops the file's last, unsealed chunk that this writer allocated ahead and never wrote to. */
+  async abandonChunk(path: string, options: { holder: string; handle: number; ifGeneration?: number }): Promise<{ chunkCount: number }> {
+    const reply = await this.mutate('AbandonChunk', { path, ...options });
+    return { chunkCount: num(reply['chunkCount']) };
+  }
+
   /** Seals the file (every chunk sealed first) and releases the lease. */
   async completeFile(path: string, options: { holder: string; ifGeneration?: number }): Promise<{ lengthBytes: number; generation: number }> {
     const reply = await this.mutate('CompleteFile', { path, ...options });

@@ -50,6 +50,7 @@ export const metadataMethods = [
   'CompleteFile',
   'BumpChunkVersion',
   'SealChunk',
+  'AbandonChunk',
   'ReportBadReplica',
   'RegisterChunkserver',
   'Heartbeat',

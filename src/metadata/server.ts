@@ -315,6 +315,7 @@ export class MetadataServer {
       CompleteFile: (r) => this.mutateRequest('CompleteFile', r),
       BumpChunkVersion: (r) => this.bumpChunkVersion(r),
       SealChunk: (r) => this.mutateRequest('SealChunk', r),
+      AbandonChunk: (r) => this.mutateRequest('AbandonChunk', r),
       ReportBadReplica: (r) => this.reportBadReplica(r),
       RegisterChunkserver: (r) => this.registerChunkserver(r),
       Heartbeat: (r) => this.heartbeat(r),

@@ -212,6 +212,14 @@ export function mutationOp(method: string, r: WireRequest, limits: RequestLimits
       return { type: 'releaseLease', path: path(r['path']), holder: holder(r['holder'], limits), ifGeneration };
     case 'CompleteFile':
       return { type: 'completeFile', path: path(r['path']), holder: holder(r['holder'], limits), ifGeneration };
+    case 'AbandonChunk':
+      return {
+        type: 'abandonChunk',
+        path: path(r['path']),
+        holder: holder(r['holder'], limits),
+        handle: positiveId(r['handle'], 'handle'),
+        ifGeneration,
+      };
     case 'SealChunk':
       return {
         type: 'sealChunk',

@@ -9,6 +9,8 @@ export const placementBugs = [
   'placement-count-dead-replicas',
   /** Chunk reports are never checked for stale versions: stale replicas stay (and stay listed). */
   'placement-keep-stale',
+  /** Reported replicas of chunks no file has any more (deleted files, abandoned chunks) are never deleted. */
+  'placement-keep-orphans',
 ] as const;
 export type PlacementBug = (typeof placementBugs)[number];
 

@@ -259,7 +259,7 @@ export class ChunkManager {
       const chunk = this.view.chunks.get(r.handle);
       if (chunk === undefined) {
         // Below the next handle and absent: reclaimed (its file was deleted). At or above: our view is older.
-        if (r.handle < this.view.nextChunkHandle) del(r.handle, r.version);
+        if (r.handle < this.view.nextChunkHandle && !this.bugs.has('placement-keep-orphans')) del(r.handle, r.version);
         continue;
       }
       if (!chunk.fileLive) {

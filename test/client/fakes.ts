@@ -178,6 +178,10 @@ interface FakeFile {
 export class FakeMetadata implements WriterMetadata, ReaderMetadata {
   readonly files = new Map<string, FakeFile>();
   readonly badReports: { handle: number; chunkserverId: number; version: number }[] = [];
+  /** Handles dropped by abandonChunk, in order. */
+  readonly abandoned: number[] = [];
+  /** Calls of allocateChunk so far. */
+  allocations = 0;
   renewals = 0;
   refuseRenewal = false;
   private nextHandle = 100;
@@ -224,6 +228,7 @@ export class FakeMetadata implements WriterMetadata, ReaderMetadata {
 
   allocateChunk(path: string, holder: string): Promise<AllocatedChunk> {
     const f = this.file(path, holder);
+    this.allocations += 1;
     // The writer seals one full chunk in the background while the next streams: more unsealed is a bug.
     if (f.chunks.filter((c) => !c.sealed).length > 1) return Promise.reject(new Error('EINVAL: two chunks are not sealed'));
     const live = [...this.data.servers.values()].filter((s) => s.alive).slice(0, this.replication);
@@ -257,6 +262,16 @@ export class FakeMetadata implements WriterMetadata, ReaderMetadata {
     // The writer seals chunks in file order (a reader's length is the sealed prefix).
     if (entry.file.chunks.slice(0, entry.chunk.index).some((c) => !c.sealed)) return Promise.reject(new Error('EINVAL: an earlier chunk is not sealed'));
     Object.assign(entry.chunk, { sealed: true, lengthBytes, checksum });
+    return Promise.resolve();
+  }
+
+  abandonChunk(path: string, holder: string, handle: number): Promise<void> {
+    const f = this.file(path, holder);
+    const last = f.chunks[f.chunks.length - 1];
+    if (last === undefined || last.handle !== handle || last.sealed) return Promise.reject(new Error('EINVAL: not the last unsealed chunk'));
+    f.chunks.pop();
+    this.chunks.delete(handle);
+    this.abandoned.push(handle);
     return Promise.resolve();
   }
 

@@ -51,6 +51,51 @@ void t.test('a file spans chunks: every chunk sealed with the CRC32C of its byte
   await t.rejects(writer.write(Buffer.from('x')), { code: 'EBADF' });
 });
 
+void t.test('the next chunk is allocated ahead; one the file did not need is abandoned at close', async (t) => {
+  for (const [name, length, chunks, abandoned] of [
+    ['ends in the chunk allocated ahead', 10 * MiB + 12345, 3, 1],
+    ['ends exactly at a chunk boundary', 8 * MiB, 2, 1],
+    ['ends before the current chunk is half full', 8 * MiB + 100, 3, 0],
+  ] as const) {
+    const { data, metadata, timers, reader } = setup();
+    const bytes = pattern(length, 9);
+    const writer = await FileWriter.open('/a', { metadata, data, holder: 'w1', timers });
+    await writeInPieces(writer, bytes);
+    t.equal((await writer.close()).lengthBytes, length, name);
+    const file = metadata.files.get('/a')!;
+    t.equal(file.chunks.length, chunks, `${name}: chunks in the file`);
+    t.ok(file.chunks.every((c) => c.sealed && c.lengthBytes > 0), `${name}: every chunk sealed and not empty`);
+    t.equal(metadata.abandoned.length, abandoned, `${name}: chunks abandoned`);
+    t.equal(metadata.allocations, chunks + abandoned, `${name}: allocations`);
+    t.ok((await reader.readFile('/a')).equals(bytes), `${name}: read back equal`);
+  }
+});
+
+void t.test('allocateAheadBytes 0: chunks are allocated only when needed', async (t) => {
+  const { data, metadata, timers } = setup();
+  const writer = await FileWriter.open('/a', { metadata, data, holder: 'w1', timers, allocateAheadBytes: 0 });
+  await writeInPieces(writer, pattern(8 * MiB, 3));
+  await writer.close();
+  t.same([metadata.allocations, metadata.abandoned.length], [2, 0]);
+});
+
+void t.test('an allocation ahead that fails is retried at the boundary', async (t) => {
+  const { data, metadata, timers, reader } = setup();
+  const allocate = metadata.allocateChunk.bind(metadata);
+  let calls = 0;
+  metadata.allocateChunk = (path, holder) => (++calls === 2 ? Promise.reject(new Error('EAGAIN: not now')) : allocate(path, holder));
+  const bytes = pattern(6 * MiB, 4);
+  const writer = await FileWriter.open('/a', { metadata, data, holder: 'w1', timers });
+  await writeInPieces(writer, bytes);
+  await writer.close();
+  // The first chunk, the failed one ahead, the retry at the boundary, then one ahead of the second chunk
+  // (half full at the end), which the file did not need.
+  t.equal(calls, 4);
+  t.equal(metadata.abandoned.length, 1);
+  t.same(metadata.files.get('/a')!.chunks.map((c) => c.lengthBytes), [4 * MiB, 2 * MiB]);
+  t.ok((await reader.readFile('/a')).equals(bytes));
+});
+
 void t.test('a replica that dies mid-write: new version with the survivors, resent from the acknowledged length', async (t) => {
   const { data, metadata, timers, reader } = setup();
   const bytes = pattern(9 * MiB, 11);

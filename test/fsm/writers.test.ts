@@ -201,6 +201,35 @@ fsmTest(t, 'placement versions: bumped by every new pipeline; old versions get E
   });
 });
 
+fsmTest(t, 'abandonChunk drops the last unsealed chunk allocated ahead, and nothing else', async (t, h) => {
+  const cs = await h.chunkservers(3);
+  await writable(h);
+  const add = () => h.ok<{ handle: number; index: number }>({ type: 'addChunk', path: '/f', holder: W, replicas: cs });
+  const c0 = await add();
+  const c1 = await add();
+  t.equal(await h.code({ type: 'abandonChunk', path: '/f', holder: W, handle: c0.handle }), 'EINVAL', 'not the last chunk');
+  t.equal(await h.code({ type: 'abandonChunk', path: '/f', holder: 'intruder', handle: c1.handle }), 'ELEASE', 'the holder only');
+  t.equal(await h.code({ type: 'abandonChunk', path: '/f', holder: W, handle: 999_999 }), 'ENOENT', 'no such chunk');
+  await h.ok({ type: 'create', path: '/g', lease: { holder: W, durationMs: 10_000 } });
+  t.equal(await h.code({ type: 'abandonChunk', path: '/g', holder: W, handle: c1.handle }), 'EINVAL', "another file's chunk");
+  const before = (await h.stat('/f')).generation;
+  await h.ok({ type: 'sealChunk', handle: c0.handle, holder: W, version: 1, lengthBytes: 100, checksum: 7 });
+  t.same(await h.ok({ type: 'abandonChunk', path: '/f', holder: W, handle: c1.handle }), { chunkCount: 1 });
+  const f = await h.stat('/f');
+  t.same([f.chunkCount, f.lengthBytes], [1, 100], 'the sealed chunk stays, the abandoned one is gone');
+  t.ok(f.generation > before, 'the file changed');
+  const loc = await h.sm.chunkLocations('/f');
+  t.same(loc.ok && loc.value.chunks.map((c) => c.handle), [c0.handle]);
+  t.equal(await h.code({ type: 'abandonChunk', path: '/f', holder: W, handle: c1.handle }), 'ENOENT', 'once only');
+  t.equal(await h.code({ type: 'abandonChunk', path: '/f', holder: W, handle: c0.handle }), 'EINVAL', 'a sealed chunk stays');
+  // The file completes with what is left; a chunk added after takes the freed index.
+  const c2 = await add();
+  t.equal(c2.index, 1);
+  t.not(c2.handle, c1.handle, 'handles are never reused');
+  await h.ok({ type: 'abandonChunk', path: '/f', holder: W, handle: c2.handle });
+  t.same(await h.ok({ type: 'completeFile', path: '/f', holder: W }), { lengthBytes: 100, generation: (await h.stat('/f')).generation });
+});
+
 fsmTest(t, 'chunk commands need the live lease', async (t, h) => {
   const cs = await h.chunkservers(1);
   await writable(h, '/f', 1000);

@@ -97,6 +97,7 @@ const fieldsOf: Record<string, string[]> = {
   CompleteFile: ['session', 'path', 'holder', 'ifGeneration'],
   BumpChunkVersion: ['session', 'handle', 'holder', 'version', 'survivors', 'addReplacements', 'ifGeneration'],
   SealChunk: ['session', 'handle', 'holder', 'version', 'lengthBytes', 'checksum', 'ifGeneration'],
+  AbandonChunk: ['session', 'path', 'holder', 'handle', 'ifGeneration'],
   ReportBadReplica: ['handle', 'reportedChunkserverId', 'version'],
   RegisterChunkserver: ['chunkserverId', 'address', 'rack', 'capacityBytes', 'usedBytes'],
   Heartbeat: ['chunkserverId', 'capacityBytes', 'usedBytes'],

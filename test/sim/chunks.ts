@@ -8,8 +8,9 @@
  *   come back (some with an empty disk), and at most one dies for good.
  * - Writers create files under a lease, allocate chunks (AllocateChunk: the manager picks replicas, addChunk
  *   is proposed), write them to the replicas that are up, sometimes start a new pipeline without one replica
- *   (bumpChunkVersion: the one left out keeps a stale version), seal them, complete the file, and delete old
- *   files (their replicas become garbage).
+ *   (bumpChunkVersion: the one left out keeps a stale version), seal them, sometimes allocate one more chunk
+ *   and abandon it (abandonChunk, as FileWriter does with a chunk allocated ahead that the file did not need:
+ *   its empty replicas become orphans), complete the file, and delete old files (their replicas become garbage).
  *
  * Checks:
  * - chunk-placement (always): the manager never orders a copy onto a server its own view lists as a
@@ -17,7 +18,7 @@
  * - chunk-replication (after healing): every sealed chunk of a live file that still has a copy somewhere is
  *   listed on at least min(replication, servers up) servers that are up and hold its current version;
  * - chunk-stale-replica (after healing): no server that is up keeps a sealed chunk at a version below the
- *   current one.
+ *   current one, nor a replica of a chunk no file has any more (an orphan: deleted file, abandoned chunk).
  * The two healing checks are polled after the Raft liveness probe until both hold or the deadline passes.
  */
 import type { FsResult, Op } from '../../src/fsm/index.ts';
@@ -71,6 +72,8 @@ export interface ChunkStats {
   filesWritten: number;
   chunksSealed: number;
   pipelineBumps: number;
+  /** Chunks a writer allocated ahead and abandoned (AbandonChunk): their replicas become orphans. */
+  chunksAbandoned: number;
   filesDeleted: number;
   chunkserverCrashes: number;
   disksLost: number;
@@ -147,6 +150,7 @@ export class ChunkWorld {
     filesWritten: 0,
     chunksSealed: 0,
     pipelineBumps: 0,
+    chunksAbandoned: 0,
     filesDeleted: 0,
     chunkserverCrashes: 0,
     disksLost: 0,
@@ -520,6 +524,10 @@ export class ChunkWorld {
         if (held !== undefined && held.version < chunk.version) stale.push(`server ${cs.id} keeps chunk ${chunk.handle} at v${held.version} < v${chunk.version}`);
       }
     }
+    // Orphans: replicas of chunks no file has any more (deleted files, abandoned chunks) must be deleted too.
+    for (const cs of up) {
+      for (const handle of cs.disk.keys()) if (!view.chunks.has(handle)) stale.push(`server ${cs.id} keeps chunk ${handle}, which no file has`);
+    }
     if (under.length > 0) return { kind: 'chunk-replication', message: `under-replicated: ${under.slice(0, 3).join('; ')}${under.length > 3 ? ` (+${under.length - 3})` : ''}` };
     if (stale.length > 0) return { kind: 'chunk-stale-replica', message: `stale replicas: ${stale.slice(0, 3).join('; ')}${stale.length > 3 ? ` (+${stale.length - 3})` : ''}` };
     return null;
@@ -584,6 +592,9 @@ class ChunkWriter {
       for (let i = 0; i < count; i++) {
         if (!(await this.writeChunk(path, holder, replication))) return;
       }
+      // As FileWriter does when a file ends before the chunk it allocated ahead: the replicas were created
+      // (empty, unsealed), then the chunk is abandoned and they are orphans for garbage collection.
+      if (this.random.chance(0.3) && !(await this.abandonAhead(path, holder, replication))) return;
       const complete = await this.propose({ type: 'completeFile', path, holder });
       if (complete.ok) this.chunks.stats.filesWritten++;
     } catch {
@@ -612,6 +623,16 @@ class ChunkWriter {
     const sealed = await this.propose({ type: 'sealChunk', handle, holder, version, lengthBytes, checksum: 0 });
     if (sealed.ok) this.chunks.stats.chunksSealed++;
     return sealed.ok;
+  }
+
+  private async abandonAhead(path: string, holder: string, replication: number): Promise<boolean> {
+    const allocated = await this.call((_host, service) => service.allocateChunk({ path, holder, replication }));
+    if (!allocated.ok) return false;
+    const { handle, replicas, version } = allocated.value;
+    this.writeTo(replicas, handle, version, 0);
+    const abandoned = await this.propose({ type: 'abandonChunk', path, holder, handle });
+    if (abandoned.ok) this.chunks.stats.chunksAbandoned++;
+    return abandoned.ok;
   }
 
   /** Writes the chunk to every replica that is up; returns those. */

@@ -298,6 +298,10 @@ export class SimWriterMetadata implements WriterMetadata {
     await this.meta.proposeOp(this.client, { type: 'sealChunk', handle, holder, version, lengthBytes, checksum });
   }
 
+  async abandonChunk(path: string, holder: string, handle: number): Promise<void> {
+    await this.meta.proposeOp(this.client, { type: 'abandonChunk', path, holder, handle });
+  }
+
   async completeFile(path: string, holder: string): Promise<{ lengthBytes: number }> {
     const value = (await this.meta.proposeOp(this.client, { type: 'completeFile', path, holder })) as { lengthBytes?: number } | undefined;
     return { lengthBytes: value?.lengthBytes ?? 0 };

@@ -98,6 +98,11 @@ export const placementBugCatalog: Readonly<Record<PlacementBug, PlantedBugInfo>>
     primaryViolation: 'chunk-stale-replica',
     expectedViolations: ['chunk-stale-replica', 'chunk-replication'],
   },
+  'placement-keep-orphans': {
+    description: 'chunks: reported replicas of chunks no file has any more (deleted, abandoned) are never deleted',
+    primaryViolation: 'chunk-stale-replica',
+    expectedViolations: ['chunk-stale-replica'],
+  },
 };
 
 /** The planted bugs of the chunkserver data path (src/chunkserver/bugs.ts), caught by the data workload. */
