@@ -1,10 +1,11 @@
 /**
- * npm run bench:data [-- --size-mib 1024] [--chunk-mib 64] [--no-kill] [--warmup-mib N] [--cpu-prof DIR]
+ * npm run bench:data [-- --size-mib 1024] [--chunk-mib 64] [--no-kill] [--warmup-mib N] [--cpu-prof DIR] [--no-direct-io]
  *
  * The data path against the disk's physical limit, in one run on this machine:
  *  - limit: the same bytes written three times (three files written concurrently, as three replicas
  *    would be), fsync after every chunk's worth, once through the page cache and once with O_DIRECT from
- *    aligned memory; the faster of the two is the write limit. Then one copy read back; page cache dropped before reads
+ *    aligned memory; the faster of the two is the write limit. Then one copy of each read back (the faster is the
+ *    read limit); page cache dropped before reads
  *    when /proc/sys/vm/drop_caches is writable (root), else noted. Measured before and after rfs's phases
  *    (the shared disk's speed drifts), rfs compared with their mean;
  *  - rfs: a 3-server metadata cluster and 3 chunkservers (separate processes, real store: fsync when a chunk
@@ -17,6 +18,7 @@
  * where the CPU goes without a profiler. `--cpu-prof DIR`: the chunkservers run with node's --cpu-prof and
  * are stopped by SIGTERM at the end so their profiles are written to DIR (run the bench itself under
  * `node --cpu-prof --import tsx bench/data.ts` for the client's).
+ * `--no-direct-io`: the chunkservers write through the page cache (`rfs chunkserver --no-direct-io`).
  * `--warmup-mib N`: before the timed phases, write, read and delete an N MiB file, so the processes' JIT has
  * compiled the data path (steady state) and the timed write is not the first thing their code does.
  * A script, not a test: figures go in BENCHMARKS.md.
@@ -39,6 +41,7 @@ const { values: args } = parseArgs({
     'size-mib': { type: 'string', default: '1024' },
     'chunk-mib': { type: 'string', default: '64' },
     'no-kill': { type: 'boolean', default: false },
+    'no-direct-io': { type: 'boolean', default: false },
     'warmup-mib': { type: 'string', default: '0' },
     dir: { type: 'string' },
     'cpu-prof': { type: 'string' },
@@ -147,7 +150,10 @@ interface Limit {
   readonly writeMBs: number;
   readonly cachedWriteMBs: number;
   readonly directWriteMBs: number;
+  /** The faster of the two files read back. */
   readonly readMBs: number;
+  readonly cachedReadMBs: number;
+  readonly directReadMBs: number;
 }
 
 /**
@@ -186,24 +192,37 @@ async function writeThree(files: string[], direct: boolean): Promise<number> {
 }
 
 async function physicalLimit(): Promise<Limit> {
-  const files = [0, 1, 2].map((i) => join(workDir, `plain${i}`));
-  const cachedWriteMBs = await writeThree(files, false);
-  for (const f of files) await rm(f);
+  const cachedFiles = [0, 1, 2].map((i) => join(workDir, `plain-cached${i}`));
+  const directFiles = [0, 1, 2].map((i) => join(workDir, `plain-direct${i}`));
+  const cachedWriteMBs = await writeThree(cachedFiles, false);
   let directWriteMBs = 0;
   try {
-    directWriteMBs = await writeThree(files, true);
+    directWriteMBs = await writeThree(directFiles, true);
   } catch (error) {
     process.stderr.write(`limit: O_DIRECT writes failed here (${(error as Error).message}); the limit is the cached one\n`);
   }
+  // One copy of each read back, page cache dropped: on this VM a file written with O_DIRECT has read back
+  // slower than one written through the cache, so the read limit is the faster of the two as well.
   await dropCaches();
-  const r0 = performance.now();
-  const h = await open(files[0]!, 'r');
-  const buf = Buffer.allocUnsafe(writeBlockBytes);
-  for (let off = 0; off < sizeBytes; off += writeBlockBytes) await h.read(buf, 0, writeBlockBytes, off);
-  await h.close();
-  const readS = (performance.now() - r0) / 1000;
-  for (const f of files) await rm(f, { force: true });
-  return { writeMBs: Math.max(cachedWriteMBs, directWriteMBs), cachedWriteMBs, directWriteMBs, readMBs: sizeBytes / MB / readS };
+  const readBack = async (file: string): Promise<number> => {
+    const r0 = performance.now();
+    const h = await open(file, 'r');
+    const buf = Buffer.allocUnsafe(writeBlockBytes);
+    for (let off = 0; off < sizeBytes; off += writeBlockBytes) await h.read(buf, 0, writeBlockBytes, off);
+    await h.close();
+    return sizeBytes / MB / ((performance.now() - r0) / 1000);
+  };
+  const cachedReadMBs = await readBack(cachedFiles[0]!);
+  const directReadMBs = directWriteMBs > 0 ? await readBack(directFiles[0]!) : 0;
+  for (const f of [...cachedFiles, ...directFiles]) await rm(f, { force: true });
+  return {
+    writeMBs: Math.max(cachedWriteMBs, directWriteMBs),
+    cachedWriteMBs,
+    directWriteMBs,
+    readMBs: Math.max(cachedReadMBs, directReadMBs),
+    cachedReadMBs,
+    directReadMBs,
+  };
 }
 
 /**
@@ -253,7 +272,7 @@ async function main(): Promise<void> {
   const addresses = ids.map((id) => `127.0.0.1:${ports.get(id)!.client}`);
   const startChunkserver = async (name: string, rack: string): Promise<{ child: ChildProcess; address: string }> => {
     const address = `127.0.0.1:${await freePort()}`;
-    const child = rfs('chunkserver', ['chunkserver', '--data-dir', join(workDir, name), '--metadata', addresses.join(','), '--rack', rack, '--listen', address, '--heartbeat-ms', '1000']);
+    const child = rfs('chunkserver', ['chunkserver', '--data-dir', join(workDir, name), '--metadata', addresses.join(','), '--rack', rack, '--listen', address, '--heartbeat-ms', '1000', ...(args['no-direct-io'] ? ['--no-direct-io'] : [])]);
     return { child, address };
   };
   const chunkservers = [await startChunkserver('c1', 'r1'), await startChunkserver('c2', 'r2'), await startChunkserver('c3', 'r3')];
@@ -305,8 +324,11 @@ async function main(): Promise<void> {
   const limitAfter = await physicalLimit();
   const limit = { writeMBs: (limitBefore.writeMBs + limitAfter.writeMBs) / 2, readMBs: (limitBefore.readMBs + limitAfter.readMBs) / 2 };
   const ways = (l: Limit): string => `cached ${l.cachedWriteMBs.toFixed(1)}, O_DIRECT ${l.directWriteMBs.toFixed(1)}`;
+  const readWays = (l: Limit): string => `written cached ${l.cachedReadMBs.toFixed(1)}, written O_DIRECT ${l.directReadMBs.toFixed(1)}`;
   const rfsWrite = sizeBytes / MB / writeS;
-  console.log(`limit before rfs: write ${limitBefore.writeMBs.toFixed(1)} MB/s (${ways(limitBefore)}), read ${limitBefore.readMBs.toFixed(1)} MB/s; after: write ${limitAfter.writeMBs.toFixed(1)} (${ways(limitAfter)}), read ${limitAfter.readMBs.toFixed(1)} (the table uses their mean; the write limit is the faster way each time)`);
+  console.log(`limit before rfs: write ${limitBefore.writeMBs.toFixed(1)} MB/s (${ways(limitBefore)}), read ${limitBefore.readMBs.toFixed(1)} MB/s (${readWays(limitBefore)})`);
+  console.log(`limit after rfs: write ${limitAfter.writeMBs.toFixed(1)} MB/s (${ways(limitAfter)}), read ${limitAfter.readMBs.toFixed(1)} MB/s (${readWays(limitAfter)})`);
+  console.log('(the table uses the mean of before and after; each limit is the faster way)');
   console.log(`page cache dropped before reads: ${cachesDroppable ? 'yes' : 'no (not root): reads may come from memory'}`);
   console.log('');
   console.log('  phase             limit MB/s   rfs MB/s   ratio');
