@@ -20,7 +20,26 @@ const decoder = new TextDecoder('utf-8', { fatal: true });
 const loneSurrogate = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 export function utf8(s: string): Uint8Array {
-  return encoder.encode(s);
+  return asciiBytes(s) ?? encoder.encode(s);
+}
+
+/**
+ * The UTF-8 bytes of a string whose char codes are all below 0x80 (then they are its bytes), undefined for any
+ * other string. Names are mostly ASCII, and TextEncoder's native call costs more than this loop for short ones.
+ */
+function asciiBytes(s: string): Uint8Array | undefined {
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x80) return undefined;
+    out[i] = c;
+  }
+  return out;
+}
+
+function isAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) >= 0x80) return false;
+  return true;
 }
 
 export function fromUtf8(bytes: Uint8Array): string {
@@ -30,8 +49,10 @@ export function fromUtf8(bytes: Uint8Array): string {
 export function parsePath(path: unknown, limits: FsmLimits): PathComponent[] {
   if (typeof path !== 'string' || !path.startsWith('/'))
     throw new FsError('EINVAL', `not an absolute path: ${show(path)}`);
-  if (loneSurrogate.test(path)) throw new FsError('EINVAL', 'path is not well-formed Unicode');
-  if (encoder.encode(path).length > limits.pathBytesMax) {
+  // An ASCII path has no surrogates, and as many UTF-8 bytes as chars.
+  const ascii = isAscii(path);
+  if (!ascii && loneSurrogate.test(path)) throw new FsError('EINVAL', 'path is not well-formed Unicode');
+  if ((ascii ? path.length : encoder.encode(path).length) > limits.pathBytesMax) {
     throw new FsError('ENAMETOOLONG', `path longer than ${limits.pathBytesMax} bytes`);
   }
   if (path === '/') return [];
@@ -49,12 +70,15 @@ export function checkName(name: unknown, limits: FsmLimits): PathComponent {
     name === '.' ||
     name === '..' ||
     name.includes('\0') ||
-    name.includes('/') ||
-    loneSurrogate.test(name)
+    name.includes('/')
   ) {
     throw new FsError('EINVAL', `invalid path component: ${show(name)}`);
   }
-  const bytes = encoder.encode(name);
+  let bytes = asciiBytes(name);
+  if (bytes === undefined) {
+    if (loneSurrogate.test(name)) throw new FsError('EINVAL', `invalid path component: ${show(name)}`);
+    bytes = encoder.encode(name);
+  }
   if (bytes.length > limits.nameBytesMax)
     throw new FsError('ENAMETOOLONG', `component longer than ${limits.nameBytesMax} bytes`);
   return { name, bytes };
