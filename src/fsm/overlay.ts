@@ -12,6 +12,8 @@ import { SortedStrings } from './sorted-strings.ts';
 /** A buffered write: a value, or null for a delete. */
 type Pending = Uint8Array | null;
 
+const resolvedUndefined: Promise<undefined> = Promise.resolve(undefined);
+
 /** Pairs fetched from the base per round trip while merging, at least. */
 const BASE_PAGE_MIN = 16;
 
@@ -30,11 +32,28 @@ export class Overlay implements KvReader {
     return this.pending.size;
   }
 
-  async get(key: Uint8Array): Promise<Uint8Array | undefined> {
-    const p = this.pending.get(bytesToKeyString(key));
-    if (p === null) return undefined;
+  /**
+   * The buffered value, else the store's. A key the buffers or the store's cache answer (KvReader.getCached)
+   * costs no read of the store: one resolved promise, however many overlays are stacked.
+   */
+  get(key: Uint8Array): Promise<Uint8Array | undefined> {
+    const k = bytesToKeyString(key);
+    const v = this.getCached(key, k);
+    if (v === null) return resolvedUndefined;
+    if (v !== undefined) return Promise.resolve(v);
+    return this.store.get(key);
+  }
+
+  /** What get() would return, when the buffers or the store know it without I/O (see KvReader.getCached). */
+  getCached(key: Uint8Array, keyString: string): Uint8Array | null | undefined {
+    const p = this.pending.get(keyString);
     if (p !== undefined) return p;
-    return this.base.get(key);
+    return this.base.getCached?.(key, keyString);
+  }
+
+  /** The store under every overlay. */
+  private get store(): KvReader {
+    return this.base instanceof Overlay ? this.base.store : this.base;
   }
 
   /**
@@ -42,10 +61,14 @@ export class Overlay implements KvReader {
    * the store at the bottom: for a key the caller knows the store does not hold.
    */
   getBuffered(key: Uint8Array): Uint8Array | undefined {
-    const p = this.pending.get(bytesToKeyString(key));
+    return this.buffered(bytesToKeyString(key));
+  }
+
+  private buffered(k: string): Uint8Array | undefined {
+    const p = this.pending.get(k);
     if (p === null) return undefined;
     if (p !== undefined) return p;
-    return this.base instanceof Overlay ? this.base.getBuffered(key) : undefined;
+    return this.base instanceof Overlay ? this.base.buffered(k) : undefined;
   }
 
   put(key: Uint8Array, value: Uint8Array): void {

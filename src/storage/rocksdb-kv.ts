@@ -217,6 +217,15 @@ export class RocksDbKv implements Kv {
     return () => idle && this.writes === writesBefore;
   }
 
+  /**
+   * The read cache's answer (see KvReader.getCached); never I/O. The cache is write-through, so it is exact: a
+   * value it holds is what get() returns (get() copies it, this does not).
+   */
+  getCached(_key: Uint8Array, keyString: string): Uint8Array | null | undefined {
+    this.checkOpen();
+    return this.cache.get(keyString);
+  }
+
   /** The read cache's answer (see Kv.peek); never I/O. Read-ahead only looks at it, so no copy is made. */
   peek(key: Uint8Array): Uint8Array | null | undefined {
     this.checkOpen();

@@ -44,6 +44,27 @@ export function runKvConformance(t: Test, name: string, open: () => Promise<Kv>)
     t.equal(await kv.get(s('b')), undefined);
   });
 
+  test('getCached, when it answers, answers what get does', async (t, kv) => {
+    if (kv.getCached === undefined) return;
+    const cached = (k: Uint8Array) => kv.getCached!(k, bytesToKeyString(k));
+    const agree = async (k: Uint8Array, what: string) => {
+      const c = cached(k);
+      if (c === undefined) return;
+      const g = await kv.get(k);
+      t.same(c === null ? undefined : [...c], g === undefined ? undefined : [...g], what);
+    };
+    await agree(s('a'), 'absent, never written');
+    await kv.write({ puts: [{ key: s('a'), value: s('1') }, { key: s('b'), value: s('2') }], deletes: [] });
+    await agree(s('a'), 'written');
+    await kv.get(s('b'));
+    await agree(s('b'), 'written and read');
+    await kv.write({ puts: [{ key: s('a'), value: s('3') }], deletes: [s('b')] });
+    await agree(s('a'), 'overwritten');
+    await agree(s('b'), 'deleted');
+    await kv.restore([{ key: s('c'), value: s('4') }]);
+    for (const k of ['a', 'b', 'c']) await agree(s(k), `after restore: ${k}`);
+  });
+
   test('scan orders byte-wise and honours gte, lt and limit', async (t, kv) => {
     const keys = [b(0xff), b(0), b(0, 0), b(1), b(0x7f, 0xff), b(0x80), b(1, 0), b()];
     await kv.write({ puts: keys.map((k) => ({ key: k, value: b(k.length) })), deletes: [] });
