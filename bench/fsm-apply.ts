@@ -54,8 +54,10 @@ try {
   const ids: number[] = [];
   for (let c = 0; c < clients; c += 256) {
     const n = Math.min(256, clients - c);
-    const rs = await apply(Array.from({ length: n }, () => encodeCommand({ nowMs, op: { type: 'openSession' } })));
-    for (const r of rs) ids.push(((r as { value: { clientId: number } }).value).clientId);
+    const rs = await apply(
+      Array.from({ length: n }, () => encodeCommand({ nowMs, op: { type: 'openSession' } })),
+    );
+    for (const r of rs) ids.push((r as { value: { clientId: number } }).value.clientId);
   }
   await apply(
     Array.from({ length: dirs }, (_, d) =>
@@ -73,7 +75,11 @@ try {
       const s = ++seq[c]!;
       const path = `/bench/w/d${(c + s) % dirs}/c${c}-${s}`;
       out.push(
-        encodeCommand({ nowMs, session: { clientId: ids[c]!, seq: s, ack: s - 1 }, op: { type: 'create', path, exclusive: true } }),
+        encodeCommand({
+          nowMs,
+          session: { clientId: ids[c]!, seq: s, ack: s - 1 },
+          op: { type: 'create', path, exclusive: true },
+        }),
       );
     }
     return out;
@@ -87,7 +93,8 @@ try {
     const t0 = process.hrtime.bigint();
     for (const datas of work) {
       const rs = await apply(datas);
-      for (const r of rs) if (!(r as { ok: boolean }).ok) throw new Error(`create failed: ${JSON.stringify(r)}`);
+      for (const r of rs)
+        if (!(r as { ok: boolean }).ok) throw new Error(`create failed: ${JSON.stringify(r)}`);
     }
     const wallUs = Number(process.hrtime.bigint() - t0) / 1000;
     const cpu = process.cpuUsage(cpu0);

@@ -29,8 +29,8 @@ import { silentLogger } from '../raft/node-api.ts';
 import type { Message, NodeId } from '../raft/types.ts';
 import { deliverBatch } from './inbound.ts';
 import type { InboundContext } from './inbound.ts';
-import { invalidBatch, raftSendMethod, raftTransportService } from './raft-proto.ts';
-import type { InboundBatch, SendAckWire } from './raft-proto.ts';
+import { invalidBatch, raftSendMethod, raftTransportService, u64Bits } from './raft-proto.ts';
+import type { InboundBatch, SendAckWire, U64Bits } from './raft-proto.ts';
 import { TransportCounters, checkLimits } from './transport-stats.ts';
 import type { DropReason, StatsSource, TransportStats } from './transport-stats.ts';
 
@@ -217,7 +217,7 @@ class PeerLink {
         this.queue.shift();
       }
       this.owner.counters.batchSent(this.id, messages.length, bytes);
-      this.writable = call.write({ from: this.owner.id, clusterId: this.owner.clusterId, messages });
+      this.writable = call.write({ from: this.owner.id, clusterId: this.owner.clusterIdBits, messages });
       if (!this.writable) this.owner.counters.stall(this.id);
     }
   }
@@ -353,6 +353,8 @@ export class GrpcRaftTransport implements Transport, StatsSource {
   readonly id: NodeId;
   /** Decimal string of the uint64 cluster id. */
   readonly clusterId: string;
+  /** The same, as sent (see U64Bits). */
+  readonly clusterIdBits: U64Bits;
   readonly limits: GrpcTransportLimits;
   readonly counters: TransportCounters;
   readonly channelCredentials: grpc.ChannelCredentials;
@@ -371,6 +373,7 @@ export class GrpcRaftTransport implements Transport, StatsSource {
       throw new RangeError(`id must be a positive integer, got ${String(options.id)}`);
     this.id = options.id;
     this.clusterId = normaliseClusterId(options.clusterId);
+    this.clusterIdBits = u64Bits(BigInt(this.clusterId));
     this.limits = { ...defaultGrpcTransportLimits, ...options.limits };
     checkLimits(this.limits, {
       messageBytesMax: MESSAGE_BYTES_LIMIT,

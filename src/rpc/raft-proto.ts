@@ -8,10 +8,28 @@ import { loadSync } from '@grpc/proto-loader';
 
 export const raftProtoPath = fileURLToPath(new URL('./raft.proto', import.meta.url));
 
+/** A uint64 as its two 32-bit halves: protobufjs encodes it without parsing a decimal string. */
+export interface U64Bits {
+  readonly low: number;
+  readonly high: number;
+  readonly unsigned: true;
+}
+
+export function u64Bits(value: bigint): U64Bits {
+  return { low: Number(value & 0xffffffffn) | 0, high: Number(value >> 32n) | 0, unsigned: true };
+}
+
 /** A RaftBatch as proto-loader hands it over (uint64 as decimal strings) or accepts it (numbers or strings). */
 export interface RaftBatchWire {
   readonly from: string | number;
   readonly clusterId: string | number;
+  readonly messages: readonly Uint8Array[];
+}
+
+/** A RaftBatch to send: the cluster id may also be halves (a decimal string costs a Long.fromString per batch). */
+export interface RaftBatchOut {
+  readonly from: string | number;
+  readonly clusterId: string | number | U64Bits;
   readonly messages: readonly Uint8Array[];
 }
 
@@ -32,11 +50,11 @@ if (loadedSend === undefined)
   throw new Error(`${raftProtoPath}: service rfs.raft.v1.RaftTransport with method Send not found`);
 
 /** The client's view of Send. */
-export const raftSendMethod = loadedSend as unknown as MethodDefinition<RaftBatchWire, SendAckWire>;
+export const raftSendMethod = loadedSend as unknown as MethodDefinition<RaftBatchOut, SendAckWire>;
 
 function safeDeserialize(bytes: Buffer): InboundBatch {
   try {
-    return raftSendMethod.requestDeserialize(bytes);
+    return raftSendMethod.requestDeserialize(bytes) as RaftBatchWire;
   } catch {
     return invalidBatch;
   }
