@@ -105,17 +105,42 @@ export function readApplied(value: Uint8Array): { index: number; term: number } 
 }
 export const metaKey = key(Table.meta, encoder.encode('meta'));
 
-export const inodeKey = (id: number): Uint8Array => key(Table.inode, id);
-export const direntKey = (dir: number, name: Uint8Array): Uint8Array => key(Table.dirent, dir, name);
-export const chunkListKey = (file: number, index: number): Uint8Array => key(Table.chunkList, file, index);
-export const placementKey = (handle: number): Uint8Array => key(Table.placement, handle);
-export const leaseKey = (file: number): Uint8Array => key(Table.lease, file);
-export const garbageKey = (seq: number): Uint8Array => key(Table.garbage, seq);
-export const chunkserverKey = (id: number): Uint8Array => key(Table.chunkserver, id);
-export const sessionKey = (client: number): Uint8Array => key(Table.session, client);
-export const resultKey = (client: number, seq: number): Uint8Array => key(Table.result, client, seq);
+// The keys every command builds, without key()'s rest parameters and type checks (the same bytes).
+
+/** table | u64 */
+function key1(table: Table, a: number): Uint8Array {
+  const out = new Uint8Array(1 + U64_BYTES);
+  out[0] = table;
+  writeU64(out, 1, a);
+  return out;
+}
+
+/** table | u64 | u64 */
+function key2(table: Table, a: number, b: number): Uint8Array {
+  const out = new Uint8Array(1 + 2 * U64_BYTES);
+  out[0] = table;
+  writeU64(out, 1, a);
+  writeU64(out, 1 + U64_BYTES, b);
+  return out;
+}
+
+export const inodeKey = (id: number): Uint8Array => key1(Table.inode, id);
+export function direntKey(dir: number, name: Uint8Array): Uint8Array {
+  const out = new Uint8Array(1 + U64_BYTES + name.length);
+  out[0] = Table.dirent;
+  writeU64(out, 1, dir);
+  out.set(name, 1 + U64_BYTES);
+  return out;
+}
+export const chunkListKey = (file: number, index: number): Uint8Array => key2(Table.chunkList, file, index);
+export const placementKey = (handle: number): Uint8Array => key1(Table.placement, handle);
+export const leaseKey = (file: number): Uint8Array => key1(Table.lease, file);
+export const garbageKey = (seq: number): Uint8Array => key1(Table.garbage, seq);
+export const chunkserverKey = (id: number): Uint8Array => key1(Table.chunkserver, id);
+export const sessionKey = (client: number): Uint8Array => key1(Table.session, client);
+export const resultKey = (client: number, seq: number): Uint8Array => key2(Table.result, client, seq);
 export const sessionByUseKey = (lastUsedMs: number, client: number): Uint8Array =>
-  key(Table.sessionByUse, lastUsedMs, client);
+  key2(Table.sessionByUse, lastUsedMs, client);
 
 /** [gte, lt) covering every key that starts with the table byte and the given numbers. */
 export function prefixRange(table: Table, ...ids: number[]): { gte: Uint8Array; lt: Uint8Array } {
