@@ -23,6 +23,7 @@ import type { Kv } from './kv.ts';
 import type { FsmLimits } from './limits.ts';
 import { parsePath, utf8, type PathComponent } from './paths.ts';
 import { ROOT_ID } from './records.ts';
+import type { ApplyHints } from './txn.ts';
 
 /** Path levels walked ahead at most (deeper components are read on demand). */
 export const prefetchDepthMax = 16;
@@ -48,6 +49,8 @@ export async function prefetchBatch(
   kv: Kv,
   commands: readonly (Command | undefined)[],
   limits: FsmLimits,
+  /** Result slots these say are empty are not fetched (the apply does not read them either). */
+  hints?: ApplyHints,
 ): Promise<boolean> {
   if (kv.prefetch === undefined) return true;
   let complete = true;
@@ -68,7 +71,8 @@ export async function prefetchBatch(
     if (command === undefined) continue;
     if (command.session !== undefined) {
       wanted.push(keys.sessionKey(command.session.clientId));
-      wanted.push(keys.resultKey(command.session.clientId, command.session.seq));
+      const { clientId, seq } = command.session;
+      if (hints?.resultKnownAbsent(clientId, seq) !== true) wanted.push(keys.resultKey(clientId, seq));
     }
     for (const path of pathsOf(command)) {
       let components: PathComponent[];

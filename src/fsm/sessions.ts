@@ -30,6 +30,7 @@ export async function openSession(txn: Txn): Promise<{ clientId: number }> {
   const clientId = await txn.allocate('nextClientId');
   const session: Session = { clientId, ack: 0, lastUsedMs: txn.nowMs, pending: 0 };
   txn.hints.sessionUseFloorMs = Math.min(txn.hints.sessionUseFloorMs, session.lastUsedMs);
+  txn.hints.resultsAtMost.set(clientId, 0); // a new session has no results
   putSession(txn, session);
   txn.view.put(keys.sessionByUseKey(session.lastUsedMs, clientId), new Uint8Array(0));
   const m = await txn.meta();
@@ -50,7 +51,9 @@ export async function runInSession(
   if (stamp.seq <= session.ack) return failure('ESESSION', `sequence ${stamp.seq} was acknowledged already`);
   // Planted bug (simulator self-test): the stored result is ignored, so a retry is applied again.
   const noDedup = txn.bugs.has('fsm-no-session-dedup');
-  const stored = await txn.view.get(keys.resultKey(stamp.clientId, stamp.seq));
+  const stored = txn.hints.resultKnownAbsent(stamp.clientId, stamp.seq)
+    ? undefined
+    : await txn.view.get(keys.resultKey(stamp.clientId, stamp.seq));
   const cached = noDedup ? undefined : stored;
   if (cached !== undefined) {
     touch(txn, session);
@@ -63,6 +66,8 @@ export async function runInSession(
   }
   const result = await apply();
   txn.view.put(keys.resultKey(stamp.clientId, stamp.seq), rec.encodeResult(result));
+  const atMost = txn.hints.resultsAtMost.get(stamp.clientId);
+  if (atMost !== undefined && stamp.seq > atMost) txn.hints.resultsAtMost.set(stamp.clientId, stamp.seq);
   if (stored === undefined) session.pending += 1;
   touch(txn, session);
   return result;
@@ -112,6 +117,7 @@ async function evict(txn: Txn, clientId: number): Promise<void> {
     `session ${clientId} keeps ${results.length} results, not ${session.pending}`,
   );
   for (const { key } of results) txn.view.delete(key);
+  txn.hints.resultsAtMost.delete(clientId);
   txn.view.delete(keys.sessionKey(clientId));
   txn.view.delete(keys.sessionByUseKey(session.lastUsedMs, clientId));
   const m = await txn.meta();

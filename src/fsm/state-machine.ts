@@ -137,6 +137,7 @@ export class MetadataStateMachine {
           this.kv,
           decoded.slice(from, prefetchedTo).map((d) => d?.command),
           this.limits,
+          this.hints,
         );
       };
       await readAhead(0); // first: it fetches the meta record too
@@ -194,7 +195,7 @@ export class MetadataStateMachine {
     } catch {
       return; // the apply reports it
     }
-    prefetchBatch(this.kv, decoded, this.limits).catch(() => undefined);
+    prefetchBatch(this.kv, decoded, this.limits, this.hints).catch(() => undefined);
   }
 
   private async applyEntry(

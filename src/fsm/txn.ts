@@ -24,11 +24,25 @@ type Counter = 'nextInodeId' | 'nextChunkHandle' | 'nextChunkserverId' | 'nextCl
 export class ApplyHints {
   /** Every session's lastUsedMs is >= this (-Infinity: unknown). */
   sessionUseFloorMs = -Infinity;
+  /**
+   * Per session (client id): no result is stored at a sequence above this (a session missing here: unknown).
+   * Known for the sessions opened since the hints were last reset, and raised as their results are stored:
+   * a new command's result slot is then known to be empty without a store read (a retry's is still read).
+   * At most one entry per live session (evicted sessions are dropped).
+   */
+  readonly resultsAtMost = new Map<number, number>();
   readonly inodes = new InodeMemo();
 
   reset(): void {
     this.sessionUseFloorMs = -Infinity;
+    this.resultsAtMost.clear();
     this.inodes.clear();
+  }
+
+  /** Whether the result slot (client, seq) is known to be empty. */
+  resultKnownAbsent(clientId: number, seq: number): boolean {
+    const atMost = this.resultsAtMost.get(clientId);
+    return atMost !== undefined && seq > atMost;
   }
 }
 

@@ -1,6 +1,6 @@
 /**
- * The state machine's in-memory shortcuts (ApplyHints: the idle-session floor; forgetting acknowledged
- * results key by key; read-ahead) must never change a result or a stored key. Property: a random sequence
+ * The state machine's in-memory shortcuts (ApplyHints: the idle-session floor; result slots known empty;
+ * forgetting acknowledged results key by key; read-ahead) must never change a result or a stored key. Property: a random sequence
  * of session commands, time steps and batches gives byte-identical stores and identical results whether one
  * state machine applies everything (hints warm) or it is re-opened before every batch (hints cold).
  */
