@@ -60,6 +60,8 @@ export async function runInSession(
     return rec.decodeResult(cached);
   }
   if (stamp.ack > session.ack) await forgetAcknowledged(txn, session, stamp.ack);
+  // No result stored: learnt here for a session the hints did not know (opened before they were reset).
+  if (session.pending === 0) txn.hints.resultsAtMost.set(stamp.clientId, 0);
   if (session.pending >= txn.limits.sessionResultsMax) {
     touch(txn, session);
     return failure('ESESSION', `${session.pending} unacknowledged commands; acknowledge some first`);
