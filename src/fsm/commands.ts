@@ -293,6 +293,11 @@ function decodeSession(x: unknown): SessionStamp {
   return { clientId, seq, ack };
 }
 
+/** Each spec's fields as entries, listed once (not per decoded command). */
+const specEntries = Object.fromEntries(
+  Object.entries(specs).map(([type, spec]) => [type, Object.entries(spec)]),
+) as unknown as Readonly<Record<OpType, readonly (readonly [string, Spec[string]])[]>>;
+
 function decodeOp(x: unknown): Op {
   if (!isPlainObject(x)) throw new CommandDecodeError('op is not a map');
   const type = x['type'];
@@ -304,7 +309,7 @@ function decodeOp(x: unknown): Op {
     if (field !== 'type' && !Object.hasOwn(spec, field))
       throw new CommandDecodeError(`${type}: unknown field ${show(field)}`);
   }
-  for (const [field, [kind, presence]] of Object.entries(spec)) {
+  for (const [field, [kind, presence]] of specEntries[type as OpType]) {
     const value = Object.hasOwn(x, field) ? x[field] : undefined;
     if (value === undefined || value === null) {
       if (presence === 'required') throw new CommandDecodeError(`${type}: missing ${field}`);
