@@ -159,6 +159,14 @@ export class RaftNode {
   private readonly reads = new Map<string, ReadBatch>();
   private currentReadBatch: ReadBatch | null = null;
   private readSequence = 0;
+  /**
+   * Drawn from the injected randomness at construction, so each incarnation of a node names its reads apart:
+   * a read context is `id:nonce:sequence`. With `id:sequence` alone, a node that restarted counted its reads
+   * from 1 again, and a ReadIndex answer to its previous incarnation, delayed in the network, matched a new
+   * read and served it an index older than writes acknowledged before it (a stale read; the simulator's
+   * linearizability check caught it, metadata workload).
+   */
+  private readonly readNonce: string;
   private lastSnapshotIndex = 0;
   /** Bytes of entry data applied since the last snapshot (for snapshotEveryBytes). */
   private appliedBytesSinceSnapshot = 0;
@@ -199,6 +207,7 @@ export class RaftNode {
     this.config = raftConfig({ ...options.config, snapshotStreaming: streams });
     this.logger = options.logger ?? silentLogger;
     this.catchUpTicksMax = Math.max(1, Math.floor(this.config.electionTicks / 2));
+    this.readNonce = `${this.config.random.int(2 ** 30).toString(36)}.${this.config.random.int(2 ** 30).toString(36)}`;
     assert(options.tickMs > 0, 'tickMs must be positive');
     const stallMs = snapshotStallElectionTimeouts * this.config.electionTicks * options.tickMs;
     this.snapshotLimits = {
@@ -350,7 +359,7 @@ export class RaftNode {
       if (batch === null) {
         // Reads issued in one microtask turn share one ReadIndex round.
         this.readSequence++;
-        const key = `${this.id}:${this.readSequence}`;
+        const key = `${this.id}:${this.readNonce}:${this.readSequence}`;
         batch = { key, waiters: [], index: null, timer: null };
         this.currentReadBatch = batch;
         this.reads.set(key, batch);
