@@ -594,16 +594,17 @@ export class ChunkManager {
   /** Starts one copy of `chunk` to a new target; false when no source, target or budget is available. */
   private startCopy(chunk: ChunkView, nowMs: number, moveFrom: number | null, target?: Candidate): boolean {
     if (this.copyCount >= this.limits.reReplicationsClusterMax) return false;
-    const sources = chunk.replicas.filter((id) => {
+    const holders = chunk.replicas.filter((id) => {
       const state = this.stateOf(id);
-      return (
-        (state === 'live' || state === 'decommissioning') &&
-        this.holdings.get(id)?.get(chunk.handle) === chunk.version &&
-        !this.isBad(chunk.handle, id, chunk.version) &&
-        this.copiesOf(id) < this.limits.reReplicationsPerServerMax &&
-        (moveFrom === null || id === moveFrom)
-      );
+      return (state === 'live' || state === 'decommissioning') && this.holdings.get(id)?.get(chunk.handle) === chunk.version;
     });
+    const good = holders.filter((id) => !this.isBad(chunk.handle, id, chunk.version));
+    // Last resort: when every copy held was reported bad (one failed read, maybe a transient I/O error, on
+    // the only replica), copy from them anyway rather than leave the chunk short for good. A copy never
+    // spreads bad bytes: the source verifies every block as it reads, and a corrupt one fails the copy.
+    const sources = (good.length > 0 ? good : holders).filter(
+      (id) => this.copiesOf(id) < this.limits.reReplicationsPerServerMax && (moveFrom === null || id === moveFrom),
+    );
     if (sources.length === 0) return false;
     const source = sources[this.random.int(sources.length)]!;
     let to = target;
