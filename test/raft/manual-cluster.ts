@@ -6,10 +6,21 @@
 import { RaftNode } from '../../src/raft/node.ts';
 import type { RaftNodeOptions } from '../../src/raft/node.ts';
 import type { StateMachine } from '../../src/raft/node-api.ts';
-import type { Message, NodeId } from '../../src/raft/types.ts';
+import type { Entry, Message, NodeId, Snapshot } from '../../src/raft/types.ts';
 import { MemoryDisk, MemoryLogStore } from '../../src/storage/memory-log-store.ts';
 import { ManualClock } from '../manual-clock.ts';
 import { seededRandom } from './harness.ts';
+
+/** A state machine that keeps nothing: for driver tests about roles, reads and timing, not state. */
+export class NullMachine implements StateMachine {
+  apply(_entry: Entry): unknown {
+    return undefined;
+  }
+  snapshot(): Uint8Array {
+    return new Uint8Array(0);
+  }
+  restore(_snapshot: Snapshot): void {}
+}
 
 export interface ManualCluster {
   readonly clock: ManualClock;

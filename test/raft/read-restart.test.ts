@@ -6,23 +6,13 @@
  */
 import t from 'tap';
 import { RaftNode } from '../../src/raft/node.ts';
-import type { StateMachine } from '../../src/raft/node-api.ts';
-import type { Entry, Message, NodeId, Snapshot } from '../../src/raft/types.ts';
+import type { Message, NodeId } from '../../src/raft/types.ts';
 import { MemoryDisk, MemoryLogStore } from '../../src/storage/memory-log-store.ts';
 import { ManualClock } from '../manual-clock.ts';
 import { seededRandom } from './harness.ts';
+import { NullMachine } from './manual-cluster.ts';
 
 const tickMs = 50;
-
-class NullMachine implements StateMachine {
-  apply(_entry: Entry): unknown {
-    return undefined;
-  }
-  snapshot(): Uint8Array {
-    return new Uint8Array(0);
-  }
-  restore(_snapshot: Snapshot): void {}
-}
 
 void t.test("a delayed ReadIndex answer to a restarted follower's old incarnation serves no new read", async (t) => {
   const clock = new ManualClock(1_000);

@@ -4,21 +4,11 @@
  * produces no calls.
  */
 import t from 'tap';
-import type { NodeStatus, StateMachine } from '../../src/raft/node-api.ts';
-import type { Entry, NodeId, Snapshot } from '../../src/raft/types.ts';
-import { startManualCluster } from './manual-cluster.ts';
+import type { NodeStatus } from '../../src/raft/node-api.ts';
+import type { NodeId } from '../../src/raft/types.ts';
+import { NullMachine, startManualCluster } from './manual-cluster.ts';
 
 const tickMs = 50;
-
-class NullMachine implements StateMachine {
-  apply(_entry: Entry): unknown {
-    return undefined;
-  }
-  snapshot(): Uint8Array {
-    return new Uint8Array(0);
-  }
-  restore(_snapshot: Snapshot): void {}
-}
 
 type Seen = Pick<NodeStatus, 'role' | 'term' | 'lead'>;
 
