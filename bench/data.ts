@@ -5,8 +5,9 @@
  *  - limit: the same bytes written three times (three files written concurrently, as three replicas
  *    would be), fsync after every chunk's worth, once through the page cache and once with O_DIRECT from
  *    aligned memory; the faster of the two is the write limit. Then one copy of each read back (the faster is the
- *    read limit); page cache dropped before reads
- *    when /proc/sys/vm/drop_caches is writable (root), else noted. Measured before and after rfs's phases
+ *    read limit); before every timed read (the limit's and rfs's) a throwaway process touches 3 GiB of memory
+ *    (see readPrepareTouchBytes: on this VM, idle memory costs a host fault per page at first use) and the
+ *    page cache is dropped when /proc/sys/vm/drop_caches is writable (root), else noted. Measured before and after rfs's phases
  *    (the shared disk's speed drifts), rfs compared with their mean;
  *  - rfs: a 3-server metadata cluster and 3 chunkservers (separate processes, real store: fsync when a chunk
  *    is sealed), one client in this process writes the file with replication 3 through the pipeline, then
@@ -26,12 +27,11 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { constants } from 'node:fs';
-import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import assert from 'node:assert/strict';
 import { FileClient } from '../src/client/connect.ts';
 import type { ReadSourceStats } from '../src/client/connect.ts';
 import { freePort, sleep, waitFor } from './util.ts';
@@ -106,6 +106,29 @@ function describeSplit(split: CpuSplit, gb: number): string {
   return (Object.entries(split) as [ProcessKind, { user: number; system: number }][])
     .map(([kind, p]) => `${kind} ${(p.user / gb).toFixed(2)}u+${(p.system / gb).toFixed(2)}s`)
     .join(', ');
+}
+
+/**
+ * Bytes of memory a throwaway process touches before every timed read (`prepareRead`). On this VM, memory the
+ * guest has not used for a while is given back to the host, and the page cache's first use of it costs a
+ * fault in the host for every page: measured on a 1 GiB cold read, 545–592 MB/s and 1.1–1.25 system
+ * CPU-s per GB after 30 s idle, against 2,070–2,680 MB/s and 0.15–0.23 s just after 2–3 GiB had been
+ * touched and freed. The limit's read came right after its 3 GiB of cached writes (warm memory) while rfs's
+ * came after O_DIRECT writes (none), which made the read ratio depend on the order of the phases, not on
+ * rfs. Every timed read (the limit's and rfs's) now starts from the same state.
+ */
+const readPrepareTouchBytes = 3 * 1024 * MiB;
+
+/** Touches readPrepareTouchBytes in a child process that then exits, then drops the page cache. */
+async function prepareRead(): Promise<void> {
+  const gib = readPrepareTouchBytes / (1024 * MiB);
+  const script = `const bs = []; for (let i = 0; i < ${gib}; i++) bs.push(Buffer.alloc(${1024 * MiB}, 1));`;
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn(process.execPath, ['-e', script], { stdio: 'inherit' });
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`the memory-touching process exited with ${code}`))));
+  });
+  await dropCaches();
 }
 
 let cachesDroppable = true;
@@ -203,8 +226,8 @@ async function physicalLimit(): Promise<Limit> {
   }
   // One copy of each read back, page cache dropped: on this VM a file written with O_DIRECT has read back
   // slower than one written through the cache, so the read limit is the faster of the two as well.
-  await dropCaches();
   const readBack = async (file: string): Promise<number> => {
+    await prepareRead();
     const r0 = performance.now();
     const h = await open(file, 'r');
     const buf = Buffer.allocUnsafe(writeBlockBytes);
@@ -225,36 +248,59 @@ async function physicalLimit(): Promise<Limit> {
   };
 }
 
+/** Reads every replica data file in `dir` (in handle order) as the limit reads its files; MB/s. */
+async function readReplicaFilesPlainly(dir: string): Promise<number> {
+  const names = (await readdir(dir)).filter((n) => n.endsWith('.data')).sort((a, b) => parseInt(a, 10) - parseInt(b, 10));
+  const buf = Buffer.allocUnsafe(writeBlockBytes);
+  let total = 0;
+  const r0 = performance.now();
+  for (const name of names) {
+    const h = await open(join(dir, name), 'r');
+    for (;;) {
+      const { bytesRead } = await h.read(buf, 0, writeBlockBytes, null);
+      if (bytesRead === 0) break;
+      total += bytesRead;
+    }
+    await h.close();
+  }
+  return total / MB / ((performance.now() - r0) / 1000);
+}
+
 /**
- * Reads the whole file back in ranges of up to four chunks: the reader fetches the chunks of a range in
- * parallel, into one buffer reused for every range (as the limit's read reuses its buffer), and touched
- * before the timer starts (the first touch of fresh memory costs ~7 ms per MiB on this VM: the caller's
- * buffer, not the file system's work). Only the reads are timed; checking the bytes against what was
- * written (every byte, every range) is the bench's own work and is not.
+ * Reads the whole file back as the limit does: sequentially, `writeBlockBytes` (4 MiB) per read, into one
+ * buffer reused for every read, through one read session (what a reading file handle uses: the chunk list
+ * fetched once, sequential reads read ahead, src/client/read-session.ts). The buffer is touched before the
+ * timer starts. The timed pass only reads; a second, untimed pass through a new session reads the file again
+ * the same way and checks every byte against what was written (the bench's own work, not the file
+ * system's).
  */
-const rangeBytes = 4 * chunkBytes;
-const range = Buffer.alloc(Math.min(rangeBytes, sizeBytes));
+const readBuffer = Buffer.alloc(Math.min(writeBlockBytes, sizeBytes));
 async function readPhase(client: FileClient): Promise<{ seconds: number; split: CpuSplit; stats: ReadSourceStats }> {
   const stats0 = client.readStats();
-  let mismatches = 0;
-  let split: CpuSplit | null = null;
-  range.fill(0);
-  let seconds = 0;
-  for (let off = 0, i = 0; off < sizeBytes; off += rangeBytes) {
-    const c0 = await cpuSplit();
-    const r0 = performance.now();
-    const count = await client.readInto('/bench/file', off, range.subarray(0, Math.min(rangeBytes, sizeBytes - off)));
-    seconds += (performance.now() - r0) / 1000;
-    const used = minus(await cpuSplit(), c0);
-    split = split === null ? used : combine(split, used, 1);
-    if (count !== Math.min(rangeBytes, sizeBytes - off)) throw new Error(`read ${count} bytes at ${off}`);
-    const part = range.subarray(0, count);
-    for (let p = 0; p < part.length; p += writeBlockBytes, i++) if (!part.subarray(p, p + writeBlockBytes).equals(blockAt(i).subarray(0, Math.min(writeBlockBytes, part.length - p)))) mismatches++;
+  readBuffer.fill(0);
+  const c0 = await cpuSplit();
+  const r0 = performance.now();
+  const session = client.openForReading('/bench/file');
+  for (let off = 0; off < sizeBytes; off += writeBlockBytes) {
+    const want = Math.min(writeBlockBytes, sizeBytes - off);
+    const count = await session.readInto(off, readBuffer.subarray(0, want));
+    if (count !== want) throw new Error(`read ${count} bytes at ${off}`);
   }
-  if (mismatches > 0) throw new Error(`${mismatches} blocks read back differ`);
-  assert.ok(split !== null);
+  session.close();
+  const seconds = (performance.now() - r0) / 1000;
+  const split = minus(await cpuSplit(), c0);
   const stats1 = client.readStats();
   const stats = { localBytes: stats1.localBytes - stats0.localBytes, networkBytes: stats1.networkBytes - stats0.networkBytes, localFallbacks: stats1.localFallbacks - stats0.localFallbacks };
+  // The check, untimed.
+  const check = client.openForReading('/bench/file');
+  let mismatches = 0;
+  for (let off = 0, i = 0; off < sizeBytes; off += writeBlockBytes, i++) {
+    const want = Math.min(writeBlockBytes, sizeBytes - off);
+    const count = await check.readInto(off, readBuffer.subarray(0, want));
+    if (count !== want || !readBuffer.subarray(0, want).equals(blockAt(i).subarray(0, want))) mismatches++;
+  }
+  check.close();
+  if (mismatches > 0) throw new Error(`${mismatches} blocks read back differ`);
   return { seconds, split, stats };
 }
 
@@ -308,13 +354,18 @@ async function main(): Promise<void> {
   const writeS = (performance.now() - w0) / 1000;
   const writeSplit = minus(await cpuSplit(), cpuW0);
   const writeCpuS = totalOf(writeSplit);
-  await dropCaches();
+  // A control for the reads (not the limit): one chunkserver's replica files of the file, read plainly as the
+  // limit reads its files, caches dropped. These are the bytes rfs's local read reads, at their age and
+  // place on the disk (the limit's plain files were written seconds before they are read).
+  await prepareRead();
+  const replicaPlainMBs = await readReplicaFilesPlainly(join(workDir, 'c1', 'chunks'));
+  await prepareRead();
   process.stderr.write('reading\n');
   // Two read phases: the client as configured by default (a replica on this host is read from its files,
   // short-circuit, src/client/local-read.ts), then a client with local reads off, every byte streamed from
   // a chunkserver over TCP (what a client on another host gets).
   const local = await readPhase(client);
-  await dropCaches();
+  await prepareRead();
   process.stderr.write('reading over the network (local reads off)\n');
   const remoteClient = await FileClient.connect(addresses, { retryDeadlineMs: 60_000, localReads: false });
   const remote = await readPhase(remoteClient);
@@ -337,6 +388,8 @@ async function main(): Promise<void> {
     const mbs = sizeBytes / MB / phase.seconds;
     console.log(`  ${name.padEnd(16)}  ${limit.readMBs.toFixed(1).padStart(10)}   ${mbs.toFixed(1).padStart(8)}   ${(mbs / limit.readMBs).toFixed(2)}`);
   }
+  const localMBs = sizeBytes / MB / local.seconds;
+  console.log(`(control, not the limit: one chunkserver's replica files of the file read plainly as the limit reads, just before rfs's read: ${replicaPlainMBs.toFixed(1)} MB/s; rfs's read is ${(localMBs / replicaPlainMBs).toFixed(2)} of it)`);
   console.log('(limit write: the bytes written 3 times concurrently with fsync per chunk, through the page cache and with O_DIRECT, the faster counts; rfs: one client, replication 3)');
   const mib = (n: number): string => (n / MiB).toFixed(0);
   console.log(`(read: ${mib(local.stats.localBytes)} MiB from local replica files, ${mib(local.stats.networkBytes)} MiB over TCP, ${local.stats.localFallbacks} fallbacks; read (network): ${mib(remote.stats.networkBytes)} MiB over TCP)`);

@@ -15,6 +15,7 @@ import { askLocalReplica, DataPlaneError, PipelineFailedError, PipelineWriter, r
 import type { DataPlaneLimits } from '../chunkserver/dataplane/index.ts';
 import type { ChunkPipeline, DataPlane, PipelineFailure, ReaderMetadata, WriterMetadata } from './data-path.ts';
 import { FileReader } from './file-reader.ts';
+import type { ReadSession } from './read-session.ts';
 import type { FileReaderOptions } from './file-reader.ts';
 import { FileWriter } from './file-writer.ts';
 import type { FileWriterOptions } from './file-writer.ts';
@@ -187,6 +188,11 @@ export class FileClient {
 
   read(path: string, offset: number, length: number): Promise<Buffer> {
     return this.reader.read(path, offset, length);
+  }
+
+  /** A session for many reads of one file: locations fetched once, read-ahead (./read-session.ts). */
+  openForReading(path: string): ReadSession {
+    return this.reader.open(path);
   }
 
   /** Bytes this client read so far, by source (local replica files or the network). */

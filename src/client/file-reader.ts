@@ -13,6 +13,7 @@
  */
 import { FileIoError } from './data-path.ts';
 import type { ChunkLocation, DataPlane, ReaderMetadata, Replica } from './data-path.ts';
+import { ReadSession } from './read-session.ts';
 
 /** Codes of a read failure that mean the replica itself is bad (reported to the leader). */
 const badReplicaCodes = new Set(['CHECKSUM_MISMATCH', 'IO_ERROR']);
@@ -58,6 +59,14 @@ export class FileReader {
     const count = Math.max(0, Math.min(into.length, total - offset));
     await this.readChunks(chunks, offset, into.subarray(0, count));
     return count;
+  }
+
+  /**
+   * A session for reading `path` many times (a reading file handle, a read stream): chunk locations fetched
+   * once and reads ahead when sequential (./read-session.ts). Close it when done.
+   */
+  open(path: string): ReadSession {
+    return new ReadSession({ locations: (p) => this.locations(p), readChunks: (chunks, start, out) => this.readChunks(chunks, start, out) }, path);
   }
 
   /** Every sealed chunk of the file, in order (all pages of locations). */

@@ -4,11 +4,15 @@
  * rfs files are append-only and written once at a time, like HDFS: a handle opened for writing ('w',
  * 'wx', 'a', 'ax') holds the file's writer lease and appends; a write at any position other than the
  * current end fails with AppendOnlyError (code EINVAL) and changes nothing. A handle opened with 'r'
- * reads at any position. `close()` of a writing handle seals the last chunk and completes the file:
+ * reads at any position, through one read session (./read-session.ts): the file's chunk list is fetched at
+ * the first read and again only when a read reaches past it, and sequential reads are read ahead; the handle
+ * reads the file it first read, like a Unix descriptor (a file replaced meanwhile is seen only past the end
+ * known). `close()` of a writing handle seals the last chunk and completes the file:
  * when it resolves, every byte written through the handle is durable. Bytes written but not closed are
  * not promised: a handle dropped without close() leaves the file incomplete until its lease expires.
  */
 import type { FileWriter } from './file-writer.ts';
+import type { ReadSession } from './read-session.ts';
 import { AppendOnlyError, RfsError } from './errors.ts';
 import type { ErrorContext } from './errors.ts';
 import type { RfsClient, RfsStats } from './fs.ts';
@@ -23,6 +27,8 @@ export class RfsFileHandle {
   /** Next read position (reading handles). */
   private position = 0;
   private closed = false;
+  /** Reading handles: the session, made at the first read. */
+  private session: ReadSession | undefined;
 
   private constructor(
     private readonly client: RfsClient,
@@ -59,11 +65,13 @@ export class RfsFileHandle {
     this.check(context, 'r');
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > buffer.length)
       throw new RfsError('EINVAL', context, `offset ${offset} length ${length} outside a buffer of ${buffer.length} bytes`);
+    if (position !== null && (!Number.isSafeInteger(position) || position < 0)) throw new RfsError('EINVAL', context, `position ${position}`);
     const at = position ?? this.position;
-    const bytes = await guard(context, {}, () => this.client.reader.read(this.path, at, length));
-    buffer.set(bytes, offset);
-    if (position === null) this.position += bytes.length;
-    return { bytesRead: bytes.length, buffer };
+    this.session ??= this.client.reader.open(this.path);
+    const session = this.session;
+    const bytesRead = await guard(context, {}, () => session.readInto(at, buffer.subarray(offset, offset + length)));
+    if (position === null) this.position += bytesRead;
+    return { bytesRead, buffer };
   }
 
   /** The whole file (reading handles). */
@@ -103,6 +111,7 @@ export class RfsFileHandle {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.session?.close();
     const writer = this.writer;
     if (writer === null) return;
     const context = this.context('close');

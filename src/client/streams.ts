@@ -2,8 +2,9 @@
  * Node streams over rfs files, with backpressure end to end.
  *
  * `RfsReadStream`: reads `highWaterMark` bytes at a time, one read in flight, and only when the stream's
- * buffer is below `highWaterMark` (Node calls `_read` only then): a slow consumer holds at most about two
- * `highWaterMark`s in this process, however large the file.
+ * buffer is below `highWaterMark` (Node calls `_read` only then), through one read session (chunk locations
+ * fetched once, sequential reads read ahead: ./read-session.ts): a slow consumer holds at most about two
+ * `highWaterMark`s plus the session's read-ahead in this process, however large the file.
  *
  * `RfsWriteStream`: each `write` goes to the file's FileWriter, whose callback fires once the writer took
  * the bytes: copied into its bounded staging buffer, or, when that is full, sent down the chunk's pipeline
@@ -21,9 +22,10 @@ import type { FileWriter } from './file-writer.ts';
 import { AbortError, RfsError, toRfsError } from './errors.ts';
 import type { ErrorContext } from './errors.ts';
 import type { RfsClient, WriteFileOptions } from './fs.ts';
+import type { ReadSession } from './read-session.ts';
 import { guard } from './fs.ts';
 
-/** Bytes per read of a read stream (each read costs one metadata round trip and one data-plane read). */
+/** Bytes per read of a read stream (the session reads ahead of it in pieces of its own). */
 export const readStreamHighWaterMarkDefault = 1024 * 1024;
 /** Bytes a write stream buffers before write() returns false. */
 export const writeStreamHighWaterMarkDefault = 1024 * 1024;
@@ -47,6 +49,7 @@ export class RfsReadStream extends Readable {
   private position: number;
   private readonly end: number;
   private readonly context: ErrorContext;
+  private session: ReadSession | undefined;
   /** Bytes pushed so far. */
   bytesRead = 0;
 
@@ -81,19 +84,27 @@ export class RfsReadStream extends Readable {
       this.push(null);
       return;
     }
-    guard(this.context, { signal: this.options.signal }, () => this.client.reader.read(this.path, this.position, want)).then(
-      (bytes) => {
+    this.session ??= this.client.reader.open(this.path);
+    const session = this.session;
+    const into = Buffer.allocUnsafe(want);
+    guard(this.context, { signal: this.options.signal }, () => session.readInto(this.position, into)).then(
+      (count) => {
         if (this.destroyed) return;
-        if (bytes.length === 0) {
+        if (count === 0) {
           this.push(null);
           return;
         }
-        this.position += bytes.length;
-        this.bytesRead += bytes.length;
-        this.push(bytes);
+        this.position += count;
+        this.bytesRead += count;
+        this.push(count === want ? into : into.subarray(0, count));
       },
       (error: unknown) => this.destroy(error as Error),
     );
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.session?.close();
+    callback(error);
   }
 }
 
