@@ -247,7 +247,7 @@ async function replay(options: CliOptions): Promise<number> {
     const d = s.data;
     console.log(
       `data: ${d.filesAcked}/${d.filesStarted} files acknowledged (${d.bytesAcked} bytes, ${d.filesFailed} failed), ${d.pipelineRecoveries} pipeline recoveries; ` +
-        `${d.readsOk}/${d.readsDuringRun} reads during the run (${d.staleCacheReads} with stale locations, ${d.replicaReadFailures} replica failovers); ` +
+        `${d.readsOk}/${d.readsDuringRun} reads during the run (${d.staleCacheReads} with stale locations, ${d.sessionReads} read sessions, ${d.replicaReadFailures} replica failovers); ` +
         `${d.chunkserverCrashes} chunkserver crashes (${d.disksWiped} disks wiped), ${d.bitFlips} bit flips (${d.corruptionsFound} corrupt replicas found), ` +
         `${d.connectionsBroken} connections broken, ${d.copiesDone} copies; after healing ${d.finalFilesRead} files and ${d.finalReplicaReads} replicas read back; ` +
         `converged in ${d.convergedMs === null ? '-' : `${d.convergedMs.toFixed(0)}ms`}`,

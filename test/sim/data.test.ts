@@ -19,7 +19,7 @@ void t.test('a data seed replays exactly', async (t) => {
 
 void t.test(`${PASSING_SEEDS_COUNT} data seeds pass`, async (t) => {
   const failures: string[] = [];
-  const total = { acked: 0, finalReads: 0, replicaReads: 0, readsOk: 0, crashes: 0, flips: 0 };
+  const total = { acked: 0, finalReads: 0, replicaReads: 0, readsOk: 0, sessions: 0, crashes: 0, flips: 0 };
   for (let seed = 1; seed <= PASSING_SEEDS_COUNT; seed++) {
     const r = await runSeed(seed, { workload: 'data' });
     const d = r.stats.data;
@@ -29,6 +29,7 @@ void t.test(`${PASSING_SEEDS_COUNT} data seeds pass`, async (t) => {
     total.finalReads += d.finalFilesRead;
     total.replicaReads += d.finalReplicaReads;
     total.readsOk += d.readsOk;
+    total.sessions += d.sessionReads;
     total.crashes += d.chunkserverCrashes;
     total.flips += d.bitFlips;
     if (!r.ok) failures.push(`seed ${seed}: [${r.violation?.kind}] ${r.violation?.message} (npm run sim -- --seed ${seed} --workload data)`);
@@ -38,5 +39,6 @@ void t.test(`${PASSING_SEEDS_COUNT} data seeds pass`, async (t) => {
   t.equal(total.finalReads, total.acked, 'every acknowledged file was read back after healing');
   t.ok(total.replicaReads >= total.acked, `listed replicas were read back one by one (${total.replicaReads})`);
   t.ok(total.readsOk > PASSING_SEEDS_COUNT * 5, `reads during the run were checked (${total.readsOk})`);
+  t.ok(total.sessions > 0, `reads went through read sessions (${total.sessions})`);
   t.ok(total.crashes + total.flips > 0, `faults struck the chunkservers (${total.crashes} crashes, ${total.flips} bit flips)`);
 });

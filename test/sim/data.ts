@@ -91,6 +91,8 @@ const SCRUB_BYTES_PER_SECOND = 4 * MiB;
 const SCRUB_RESCAN_INTERVAL_MS = 500;
 const WRITER_THINK_MAX_MS = 150;
 const READER_THINK_MAX_MS = 60;
+/** Of the reads during the run, the share that read through one ReadSession (several reads in a row). */
+const SESSION_READ_PROBABILITY = 0.3;
 const LEASE_DURATION_MS = 6_000;
 /** A file not closed within this much virtual time is abandoned (its writer aborted). */
 const FILE_DEADLINE_MS = 8_000;
@@ -111,6 +113,8 @@ export interface DataStats {
   pipelineRecoveries: number;
   readsDuringRun: number;
   readsOk: number;
+  /** Read sessions (several reads through one ReadSession). */
+  sessionReads: number;
   staleCacheReads: number;
   replicaReadFailures: number;
   chunkserverCrashes: number;
@@ -358,6 +362,7 @@ export class DataWorld {
     pipelineRecoveries: 0,
     readsDuringRun: 0,
     readsOk: 0,
+    sessionReads: 0,
     staleCacheReads: 0,
     replicaReadFailures: 0,
     chunkserverCrashes: 0,
@@ -991,6 +996,7 @@ export class DataWorld {
     });
     const offset = random.chance(0.3) ? 0 : random.int(file.sizeBytes + 1);
     const length = random.chance(0.3) ? file.sizeBytes : random.intBetween(0, 300 * KiB);
+    if (!stale && random.chance(SESSION_READ_PROBABILITY)) return this.sessionReads(random, reader, file, offset, ackedBefore);
     this.stats.readsDuringRun++;
     let got: Uint8Array;
     try {
@@ -1000,6 +1006,39 @@ export class DataWorld {
     }
     this.stats.readsOk++;
     this.checkRead(file, offset, length, got, ackedBefore, 'data-read-correct', 'a read during the run');
+  }
+
+  /**
+   * Reads through one ReadSession (a reading handle's path: the chunk list kept between reads, read-ahead
+   * when sequential): a few reads one after the other from `offset`, mostly sequential, some jumps, with
+   * simulated pauses between them so faults (crashes, re-replication moving replicas, wiped disks) land
+   * between and during the reads. Every read's bytes are checked as any read's.
+   */
+  private async sessionReads(random: Prng, reader: FileReader, file: FileRecord, offset: number, ackedBefore: boolean): Promise<void> {
+    this.stats.sessionReads++;
+    const session = reader.open(file.path);
+    let at = offset;
+    try {
+      const reads = random.intBetween(2, 8);
+      for (let i = 0; i < reads && this.deps.active(); i++) {
+        if (random.chance(0.2)) at = random.int(file.sizeBytes + 1);
+        const length = random.intBetween(1, 200 * KiB);
+        const into = new Uint8Array(length);
+        this.stats.readsDuringRun++;
+        let count: number;
+        try {
+          count = await session.readInto(at, into);
+        } catch {
+          return; // an error is an allowed answer
+        }
+        this.stats.readsOk++;
+        if (!this.checkRead(file, at, length, into.subarray(0, count), ackedBefore, 'data-read-correct', 'a read through a read session')) return;
+        at += count;
+        if (random.chance(0.5)) await this.sleep(random.floatBetween(0.1, READER_THINK_MAX_MS), 'read session pause');
+      }
+    } finally {
+      session.close();
+    }
   }
 
   /** The bytes of a read of [offset, +length) of `file`: exactly the expected ones (all of them once acknowledged). */
