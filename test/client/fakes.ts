@@ -61,6 +61,8 @@ class FakeReadError extends Error {
 export class FakeDataPlane implements DataPlane {
   readonly servers = new Map<string, FakeServer>();
   pipelinesOpened = 0;
+  /** Acknowledgements lag this many bytes behind what was written, until a flush (a pipeline's window). */
+  ackLagBytes = 0;
 
   constructor(count: number) {
     for (let id = 1; id <= count; id++) this.servers.set(`cs${id}:1`, new FakeServer(id, `cs${id}:1`));
@@ -91,6 +93,7 @@ export class FakeDataPlane implements DataPlane {
       }
     }
     let acked = offset;
+    let sent = offset;
     const fail = (code: string): never => {
       const i = chain.findIndex((s) => !s.alive);
       throw new FakePipelineError(code, i, chain[i]!.id, acked);
@@ -113,7 +116,8 @@ export class FakeDataPlane implements DataPlane {
               fail('CONNECTION_LOST');
             }
           }
-          acked += data.length;
+          sent += data.length;
+          acked = Math.max(acked, sent - this.ackLagBytes);
           return Promise.resolve();
         } catch (error) {
           return Promise.reject(error instanceof Error ? error : new Error(String(error)));
@@ -121,6 +125,7 @@ export class FakeDataPlane implements DataPlane {
       },
       flush: () => {
         for (const s of chain) if (!s.alive) return Promise.reject(new FakePipelineError('CONNECTION_LOST', chain.indexOf(s), s.id, acked));
+        acked = sent;
         return Promise.resolve();
       },
       seal: (lengthBytes) => {

@@ -201,3 +201,16 @@ void t.test('a replica sealing with another checksum than the bytes sent: EIO, t
   await t.rejects(writer.close(), { code: 'EIO', message: /replica\(s\) 2 sealed/ });
   t.notOk(metadata.files.get('/g')!.chunks[0]!.sealed);
 });
+
+void t.test('staging buffers are reused across chunk boundaries while acknowledgements lag (a pipeline window)', async (t) => {
+  const { data, metadata, timers, reader } = setup(3, 8 * MiB);
+  data.ackLagBytes = 6 * MiB; // six 1 MiB packets unacknowledged until the chunk's flush
+  const bytes = pattern(8 * 8 * MiB, 21);
+  const writer = await FileWriter.open('/w', { metadata, data, holder: 'w1', timers, stagingBytes: MiB });
+  for (let off = 0; off < bytes.length; off += 3 * MiB) await writer.write(bytes.subarray(off, Math.min(bytes.length, off + 3 * MiB)));
+  await writer.close();
+  t.ok((await reader.readFile('/w')).equals(bytes), 'read back equal');
+  // Six in the window, one staging, one seal's worth overlapping the next chunk: a small fixed number, not
+  // a few fresh buffers per chunk (8 chunks).
+  t.ok(writer.stagingAllocated <= 6 + 1 + 2, `staging buffers allocated: ${writer.stagingAllocated}`);
+});
