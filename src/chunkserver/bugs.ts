@@ -10,6 +10,12 @@ export const dataBugs = [
   'data-skip-read-checksum',
   /** The replica store serves a read at any version it holds: a stale replica answers for a newer version. */
   'data-reuse-stale-replica',
+  /**
+   * The client's read session (src/client/read-session.ts) keeps its read-ahead after a jump and copies out
+   * of it without checking that the piece starts where the read does. A client-side bug: only readers given
+   * it (the simulator's, through FileReaderOptions.bugs) have it; a chunkserver process ignores it.
+   */
+  'data-read-ahead-unchecked',
 ] as const;
 export type DataBug = (typeof dataBugs)[number];
 

@@ -11,6 +11,7 @@
  *
  * Only sealed chunks are read: the file's readable length is the sum of its sealed chunks' lengths.
  */
+import type { DataBug } from '../chunkserver/bugs.ts';
 import { FileIoError } from './data-path.ts';
 import type { ChunkLocation, DataPlane, ReaderMetadata, Replica } from './data-path.ts';
 import { ReadSession } from './read-session.ts';
@@ -24,6 +25,8 @@ export interface FileReaderOptions {
   readonly orderReplicas?: (chunk: ChunkLocation) => readonly Replica[];
   /** Called for each replica that failed a read (tests, logs). */
   readonly onReplicaFailure?: (event: { handle: number; replicaId: number; code: string | undefined; reported: boolean }) => void;
+  /** Planted bugs of read sessions (the simulator's self-test only). */
+  readonly bugs?: ReadonlySet<DataBug>;
 }
 
 export class FileReader {
@@ -66,7 +69,11 @@ export class FileReader {
    * once and reads ahead when sequential (./read-session.ts). Close it when done.
    */
   open(path: string): ReadSession {
-    return new ReadSession({ locations: (p) => this.locations(p), readChunks: (chunks, start, out) => this.readChunks(chunks, start, out) }, path);
+    return new ReadSession(
+      { locations: (p) => this.locations(p), readChunks: (chunks, start, out) => this.readChunks(chunks, start, out) },
+      path,
+      this.options.bugs,
+    );
   }
 
   /** Every sealed chunk of the file, in order (all pages of locations). */

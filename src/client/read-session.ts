@@ -26,6 +26,8 @@
  * read-ahead piece that failed is not reported as such: the read that reaches it reads that part again
  * itself, and fails or succeeds on its own.
  */
+import type { DataBug } from '../chunkserver/bugs.ts';
+import { noDataBugs } from '../chunkserver/bugs.ts';
 import type { ChunkLocation } from './data-path.ts';
 import { FileIoError } from './data-path.ts';
 
@@ -83,6 +85,8 @@ export class ReadSession {
   constructor(
     private readonly source: ReadSessionSource,
     readonly path: string,
+    /** Planted bugs (the simulator's self-test only; none in production). */
+    private readonly bugs: ReadonlySet<DataBug> = noDataBugs,
   ) {}
 
   /** The length of the file as far as the session knows (its sealed chunks); undefined before the first read. */
@@ -102,7 +106,8 @@ export class ReadSession {
     const count = Math.max(0, Math.min(into.length, total - offset));
     if (count === 0) return 0;
     const sequential = offset === this.nextSequential;
-    if (!sequential) this.dropPieces();
+    const unchecked = this.bugs.has('data-read-ahead-unchecked');
+    if (!sequential && !unchecked) this.dropPieces();
     this.nextSequential = offset + count;
 
     // Copy out what the read-ahead covers (it starts exactly at `offset` when the read is sequential).
@@ -110,16 +115,16 @@ export class ReadSession {
     while (done < count && this.pieces.length > 0) {
       const piece = this.pieces[0]!;
       const at = offset + done;
-      if (piece.start !== at) break;
+      if (piece.start !== at && !unchecked) break;
       if (!(await piece.done)) break; // read that part again below, to fail or succeed on its own
       if (this.pieces[0] !== piece) break; // dropped meanwhile (a concurrent random read)
-      const take = Math.min(count - done, piece.end - at);
+      const take = Math.min(count - done, piece.end - piece.start); // piece.start === at (unless the planted bug)
       into.set(piece.base.subarray(piece.skip, piece.skip + take), done);
       done += take;
       this.stats.readAheadBytes += take;
       // A piece used up returns its buffer; the rest of one stays for the next read.
       if (take === piece.end - piece.start) this.release(this.pieces.shift()!);
-      else this.pieces[0] = { ...piece, start: at + take, skip: piece.skip + take };
+      else this.pieces[0] = { ...piece, start: piece.start + take, skip: piece.skip + take };
     }
     if (done < count) {
       // Past the read-ahead: those pieces (if any) are behind us now.

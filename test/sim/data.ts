@@ -993,6 +993,7 @@ export class DataWorld {
       data,
       ...(stale ? { orderReplicas: (chunk: { replicas: readonly { id: number; address: string }[] }) => chunk.replicas } : {}),
       onReplicaFailure: () => this.stats.replicaReadFailures++,
+      bugs: this.deps.dataBugs,
     });
     const offset = random.chance(0.3) ? 0 : random.int(file.sizeBytes + 1);
     const length = random.chance(0.3) ? file.sizeBytes : random.intBetween(0, 300 * KiB);

@@ -122,4 +122,9 @@ export const dataBugCatalog: Readonly<Record<DataBug, PlantedBugInfo>> = {
     primaryViolation: 'data-stale-replica',
     expectedViolations: ['data-stale-replica', 'data-read-correct', 'data-durability'],
   },
+  'data-read-ahead-unchecked': {
+    description: "data: a client read session copies out of its read-ahead after a jump without checking where the piece starts",
+    primaryViolation: 'data-read-correct',
+    expectedViolations: ['data-read-correct'],
+  },
 };
