@@ -37,7 +37,8 @@ export const U64_BYTES = 8;
 const TWO_32 = 2 ** 32;
 
 export function writeU64(out: Uint8Array, offset: number, n: number): void {
-  assert(Number.isSafeInteger(n) && n >= 0, `u64 out of range: ${n}`);
+  // The message is built only on failure: a template literal argument costs a string per call.
+  if (!(Number.isSafeInteger(n) && n >= 0)) assert(false, `u64 out of range: ${n}`);
   writeU32(out, offset, Math.floor(n / TWO_32));
   writeU32(out, offset + 4, n >>> 0);
 }

@@ -115,7 +115,7 @@ function putNewInode(
 /** Removes `name` from `parent` (the caller disposes of the inode). `parent` is updated and stored. */
 export function unlinkEntry(txn: Txn, parent: Inode, name: PathComponent): void {
   txn.deleteEntry(parent.id, name.bytes);
-  assert(parent.childCount > 0, `directory ${parent.id} child count underflow`);
+  if (parent.childCount <= 0) assert(false, `directory ${parent.id} child count underflow`);
   parent.childCount -= 1;
   touchDir(txn, parent);
 }

@@ -29,12 +29,12 @@ function isNat(x: unknown): x is number {
 
 function unpackArray(bytes: Uint8Array, fields: number, what: string): unknown[] {
   const raw: unknown = packr.unpack(bytes);
-  assert(Array.isArray(raw) && raw.length === fields, `corrupt ${what} record`);
+  if (!(Array.isArray(raw) && raw.length === fields)) assert(false, `corrupt ${what} record`);
   return raw as unknown[];
 }
 
 function nats(values: unknown[], what: string): number[] {
-  for (const v of values) assert(isNat(v), `corrupt ${what} record: ${String(v)}`);
+  for (const v of values) if (!isNat(v)) assert(false, `corrupt ${what} record: ${String(v)}`);
   return values as number[];
 }
 
@@ -160,6 +160,29 @@ export function decodeInode(id: number, bytes: Uint8Array): Inode {
     unsealedChunks: unsealedChunks as number,
     complete,
     ...(compression === INODE_COMPRESSION_LZ4 ? { compression: 'lz4' as const } : {}),
+  };
+}
+
+/** A copy of `n` with exactly the fields decodeInode gives (what decoding encodeInode(n) returns). */
+export function copyInode(n: Inode): Inode {
+  return {
+    id: n.id,
+    type: n.type,
+    parent: n.parent,
+    name: n.name,
+    mode: n.mode,
+    owner: n.owner,
+    mtimeMs: n.mtimeMs,
+    ctimeMs: n.ctimeMs,
+    generation: n.generation,
+    replication: n.replication,
+    chunkSizeBytes: n.chunkSizeBytes,
+    childCount: n.childCount,
+    lengthBytes: n.lengthBytes,
+    chunkCount: n.chunkCount,
+    unsealedChunks: n.unsealedChunks,
+    complete: n.complete,
+    ...(n.compression === 'lz4' ? { compression: 'lz4' as const } : {}),
   };
 }
 
@@ -367,7 +390,7 @@ export function decodeMeta(bytes: Uint8Array): Meta {
     garbageCount,
     sessionCount,
   ] = nats(unpackArray(bytes, 9, 'meta'), 'meta');
-  assert(format === FORMAT_VERSION, `unsupported state format ${format}`);
+  if (format !== FORMAT_VERSION) assert(false, `unsupported state format ${format}`);
   return {
     format,
     clockMs: clockMs!,
@@ -378,6 +401,21 @@ export function decodeMeta(bytes: Uint8Array): Meta {
     garbageNext: garbageNext!,
     garbageCount: garbageCount!,
     sessionCount: sessionCount!,
+  };
+}
+
+/** A copy of `m` with exactly the fields decodeMeta gives (what decoding encodeMeta(m) returns). */
+export function copyMeta(m: Meta): Meta {
+  return {
+    format: m.format,
+    clockMs: m.clockMs,
+    nextInodeId: m.nextInodeId,
+    nextChunkHandle: m.nextChunkHandle,
+    nextChunkserverId: m.nextChunkserverId,
+    nextClientId: m.nextClientId,
+    garbageNext: m.garbageNext,
+    garbageCount: m.garbageCount,
+    sessionCount: m.sessionCount,
   };
 }
 

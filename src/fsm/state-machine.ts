@@ -123,7 +123,7 @@ export class MetadataStateMachine {
       if (entries.length === 0) return [];
       let last = this.applied;
       for (const e of entries) {
-        assert(e.index > last, `entry ${e.index} applied out of order (after ${last})`);
+        if (e.index <= last) assert(false, `entry ${e.index} applied out of order (after ${last})`);
         last = e.index;
       }
       const decoded = entries.map(decodeEntry);
@@ -209,7 +209,7 @@ export class MetadataStateMachine {
     const txn = new Txn(
       batch,
       entry.index,
-      await advanceClock(batch, command?.nowMs ?? 0, this.limits),
+      await advanceClock(batch, command?.nowMs ?? 0, this.limits, this.hints),
       this.limits,
       this.bugs,
       this.hints,
@@ -442,8 +442,8 @@ function execute(txn: Txn, op: Op): Promise<unknown> {
 }
 
 /** Stamped time never runs backwards: the state machine's now is the largest stamp seen so far. */
-async function advanceClock(view: Overlay, stampMs: number, limits: FsmLimits): Promise<number> {
-  const txn = new Txn(view, 0, 0, limits);
+async function advanceClock(view: Overlay, stampMs: number, limits: FsmLimits, hints: ApplyHints): Promise<number> {
+  const txn = new Txn(view, 0, 0, limits, noFsmBugs, hints);
   const m = await txn.meta();
   if (stampMs > m.clockMs) {
     m.clockMs = stampMs;

@@ -32,11 +32,28 @@ export class ApplyHints {
    */
   readonly resultsAtMost = new Map<number, number>();
   readonly inodes = new InodeMemo();
+  /** The meta record last read or written, with its bytes (see InodeMemo: a hit is checked against them). */
+  private metaMemo: { readonly bytes: Uint8Array; readonly meta: Meta } | undefined;
 
   reset(): void {
     this.sessionUseFloorMs = -Infinity;
     this.resultsAtMost.clear();
     this.inodes.clear();
+    this.metaMemo = undefined;
+  }
+
+  /** The meta record `bytes` hold: a private copy of the memo's when they are its bytes, else decoded. */
+  decodeMeta(bytes: Uint8Array): Meta {
+    const hit = this.metaMemo;
+    if (hit !== undefined && sameBytes(hit.bytes, bytes)) return { ...hit.meta };
+    const meta = rec.decodeMeta(bytes);
+    this.metaMemo = { bytes, meta: { ...meta } };
+    return meta;
+  }
+
+  /** Notes that `bytes` encode `meta` (just encoded from it), so reading them back needs no decode. */
+  rememberMeta(bytes: Uint8Array, meta: Meta): void {
+    this.metaMemo = { bytes, meta: rec.copyMeta(meta) };
   }
 
   /** Whether the result slot (client, seq) is known to be empty. */
@@ -66,6 +83,15 @@ export class InodeMemo {
     // Callers change the records they read: the memo keeps its own copy.
     this.entries.set(id, { bytes, inode: { ...inode } });
     return inode;
+  }
+
+  /**
+   * Notes that `bytes` encode `inode` (just encoded from it), so reading them back needs no decode: a
+   * directory changed by every create of a batch is then decoded once per batch, not once per create.
+   */
+  remember(inode: Inode, bytes: Uint8Array): void {
+    if (this.entries.size >= inodeMemoEntriesMax) this.entries.clear();
+    this.entries.set(inode.id, { bytes, inode: rec.copyInode(inode) });
   }
 
   clear(): void {
@@ -113,11 +139,13 @@ export class Txn {
   async meta(): Promise<Meta> {
     const bytes = await this.view.get(keys.metaKey);
     assert(bytes !== undefined, 'meta record missing');
-    return rec.decodeMeta(bytes);
+    return this.hints.decodeMeta(bytes);
   }
 
   putMeta(m: Meta): void {
-    this.view.put(keys.metaKey, rec.encodeMeta(m));
+    const bytes = rec.encodeMeta(m);
+    this.view.put(keys.metaKey, bytes);
+    this.hints.rememberMeta(bytes, m);
   }
 
   /** Hands out the next id of a counter (deterministic: same on every replica). */
@@ -138,14 +166,16 @@ export class Txn {
   /** An inode a directory entry or a placement record points at: its absence is a broken invariant. */
   async mustInode(id: number): Promise<Inode> {
     const n = await this.inode(id);
-    assert(n !== undefined, `inode ${id} is referenced but missing`);
+    if (n === undefined) assert(false, `inode ${id} is referenced but missing`);
     return n;
   }
 
   /** Stores an inode; its generation becomes this command's index (it changed). */
   putInode(n: Inode): void {
     n.generation = this.index;
-    this.view.put(keys.inodeKey(n.id), rec.encodeInode(n));
+    const bytes = rec.encodeInode(n);
+    this.view.put(keys.inodeKey(n.id), bytes);
+    this.hints.inodes.remember(n, bytes);
   }
 
   deleteInode(id: number): void {

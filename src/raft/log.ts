@@ -99,7 +99,7 @@ export class RaftLog {
     const stableLast = this.stableLastIndex();
     const entry =
       index <= stableLast ? this.stable[index - this.offsetIndex - 1] : this.unstable[index - stableLast - 1];
-    assert(entry !== undefined && entry.index === index, `no entry at ${index}`);
+    if (entry === undefined || entry.index !== index) assert(false, `no entry at ${index}`);
     return entry;
   }
 
@@ -174,8 +174,8 @@ export class RaftLog {
     if (appended.length === 0) return;
     const entries = appended.map(ownedEntry);
     const first = entries[0]!.index;
-    assert(first > this.committed, `append at ${first} would overwrite committed ${this.committed}`);
-    assert(first <= this.lastIndex() + 1, `append at ${first} leaves a gap after ${this.lastIndex()}`);
+    if (first <= this.committed) assert(false, `append at ${first} would overwrite committed ${this.committed}`);
+    if (first > this.lastIndex() + 1) assert(false, `append at ${first} leaves a gap after ${this.lastIndex()}`);
     const stableLast = this.stableLastIndex();
     if (first <= stableLast) {
       // Truncate into the stable part: its suffix is rewritten; the Ready that persists `unstable`
@@ -194,7 +194,7 @@ export class RaftLog {
 
   commitTo(index: number): void {
     if (index > this.committed) {
-      assert(index <= this.lastIndex(), `commit ${index} beyond last index ${this.lastIndex()}`);
+      if (index > this.lastIndex()) assert(false, `commit ${index} beyond last index ${this.lastIndex()}`);
       this.committed = index;
     }
   }
@@ -247,7 +247,8 @@ export class RaftLog {
   }
 
   appliedTo(index: number): void {
-    assert(index <= this.committed && index >= this.applied, `applied ${index} out of [${this.applied}, ${this.committed}]`);
+    if (!(index <= this.committed && index >= this.applied))
+      assert(false, `applied ${index} out of [${this.applied}, ${this.committed}]`);
     this.applied = index;
   }
 

@@ -734,7 +734,8 @@ export class RaftNode {
       appliedSinceSnapshot >= (this.options.snapshotEveryEntries ?? defaultSnapshotEveryEntries) ||
       (appliedSinceSnapshot > 0 && this.appliedBytesSinceSnapshot >= (this.options.snapshotEveryBytes ?? defaultSnapshotEveryBytes));
     if (!due || !raft.canSnapshot()) return false;
-    assert(raft.log.applied === this.smApplied, `core applied ${raft.log.applied} != state machine applied ${this.smApplied}`);
+    if (raft.log.applied !== this.smApplied)
+      assert(false, `core applied ${raft.log.applied} != state machine applied ${this.smApplied}`);
     return true;
   }
 
@@ -944,7 +945,8 @@ export class RaftNode {
   }
 
   private settleProposals(entries: readonly Entry[], results: readonly unknown[]): void {
-    assert(results.length === entries.length, `state machine returned ${results.length} results for ${entries.length} entries`);
+    if (results.length !== entries.length)
+      assert(false, `state machine returned ${results.length} results for ${entries.length} entries`);
     entries.forEach((e, i) => {
       const p = this.proposals.get(e.index);
       if (p === undefined) return;
@@ -1002,7 +1004,7 @@ export function termAt(loaded: RaftInitialState, index: number): number | undefi
   const first = loaded.entries[0]?.index;
   if (first !== undefined && index >= first && index - first < loaded.entries.length) {
     const e = loaded.entries[index - first]!;
-    assert(e.index === index, `loaded entries are not contiguous at ${index}`);
+    if (e.index !== index) assert(false, `loaded entries are not contiguous at ${index}`);
     return e.term;
   }
   return loaded.snapshot?.metadata.index === index ? loaded.snapshot.metadata.term : undefined;

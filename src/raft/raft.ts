@@ -971,7 +971,7 @@ export class Raft {
     if (entries === null) {
       // The entries this follower needs were compacted away: stream the snapshot.
       const snapshot = this.log.snapshot;
-      assert(snapshot !== null, `log compacted below ${pr.next} without a snapshot`);
+      if (snapshot === null) assert(false, `log compacted below ${pr.next} without a snapshot`);
       pr.becomeSnapshot(snapshot);
       this.lastStalledAck.delete(to);
       if (this.config.snapshotStreaming) this.snapshotRequests.push(to);

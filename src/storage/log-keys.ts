@@ -12,10 +12,8 @@ export const ENTRY_KEY_PREFIX = 'entry/';
 const ENTRY_INDEX_DIGITS = 16;
 
 export function entryKey(index: number): string {
-  assert(
-    Number.isSafeInteger(index) && index >= 0,
-    `entry index must be a non-negative integer, got ${index}`,
-  );
+  if (!(Number.isSafeInteger(index) && index >= 0))
+    assert(false, `entry index must be a non-negative integer, got ${index}`);
   return ENTRY_KEY_PREFIX + index.toString().padStart(ENTRY_INDEX_DIGITS, '0');
 }
 

@@ -1,5 +1,5 @@
 /**
- * Read-ahead (prefetch.ts) and the inode memo (txn.ts): both only change what applying costs, never what it
+ * Read-ahead (prefetch.ts) and the inode and meta memos (txn.ts): all only change what applying costs, never what it
  * does. A store that counts its prefetch round trips and exposes a read cache through `peek` checks that a
  * batch on a warm cache costs one round trip whatever the path depth, and that the keys fetched cover every
  * read of the batch; the results and the stored keys equal those of a plain MemoryKv. A batch of bulk
@@ -15,7 +15,7 @@ import type { Command } from '../../src/fsm/commands.ts';
 import { MetadataStateMachine, applyStoreWriteKeysMax } from '../../src/fsm/state-machine.ts';
 import * as keys from '../../src/fsm/keys.ts';
 import * as rec from '../../src/fsm/records.ts';
-import { InodeMemo } from '../../src/fsm/txn.ts';
+import { ApplyHints, InodeMemo } from '../../src/fsm/txn.ts';
 import { EntryType } from '../../src/raft/types.ts';
 import type { Entry } from '../../src/raft/types.ts';
 
@@ -208,6 +208,42 @@ void t.test('InodeMemo: a hit is a private copy; other bytes are decoded afresh'
   const changed = rec.encodeInode({ ...node, childCount: 3 });
   t.equal(memo.decode(7, changed).childCount, 3, 'different bytes are decoded');
   t.equal(memo.decode(7, bytes).childCount, 2);
+  t.end();
+});
+
+void t.test('InodeMemo.remember: the bytes just encoded read back as the record, a private copy each time', (t) => {
+  const memo = new InodeMemo();
+  const node: rec.Inode = {
+    id: 9, type: 'file', parent: 1, name: 'f', mode: 0o644, owner: 'o', mtimeMs: 5, ctimeMs: 5, generation: 4,
+    replication: 3, chunkSizeBytes: 1 << 26, childCount: 0, lengthBytes: 0, chunkCount: 0, unsealedChunks: 0, complete: true,
+  };
+  const bytes = rec.encodeInode(node);
+  memo.remember(node, bytes);
+  const read = memo.decode(9, bytes);
+  t.same(read, rec.decodeInode(9, bytes), 'what a decode of the bytes gives');
+  t.notOk('compression' in read, 'no compression key, as decodeInode gives it');
+  read.childCount = 5;
+  t.equal(memo.decode(9, bytes).childCount, 0, 'the memo kept its own copy');
+  const lz4 = rec.encodeInode({ ...node, compression: 'lz4' });
+  memo.remember({ ...node, compression: 'lz4' }, lz4);
+  t.same(memo.decode(9, lz4), rec.decodeInode(9, lz4));
+  t.end();
+});
+
+void t.test('ApplyHints.decodeMeta: a remembered meta record reads back as a private copy; other bytes are decoded', (t) => {
+  const hints = new ApplyHints();
+  const meta = { ...rec.initialMeta(), clockMs: 77, nextInodeId: 12 };
+  const bytes = rec.encodeMeta(meta);
+  hints.rememberMeta(bytes, meta);
+  meta.nextInodeId = 13; // the caller goes on changing its record
+  const read = hints.decodeMeta(bytes.slice());
+  t.same(read, rec.decodeMeta(bytes));
+  read.clockMs = 1;
+  t.equal(hints.decodeMeta(bytes).clockMs, 77, 'the memo kept its own copy');
+  const other = rec.encodeMeta({ ...rec.initialMeta(), clockMs: 78 });
+  t.equal(hints.decodeMeta(other).clockMs, 78, 'different bytes are decoded');
+  hints.reset();
+  t.equal(hints.decodeMeta(bytes).nextInodeId, 12, 'after a reset, decoded afresh');
   t.end();
 });
 
