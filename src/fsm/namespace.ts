@@ -17,7 +17,8 @@ import type { PathComponent } from './paths.ts';
 import { checkName, isStrictDescendant, joinPath, parsePath, samePath, utf8 } from './paths.ts';
 import type { Inode } from './records.ts';
 import { ROOT_ID } from './records.ts';
-import type { Txn } from './txn.ts';
+import type { NotCached, Txn } from './txn.ts';
+import { notCached } from './txn.ts';
 import * as v from './validate.ts';
 
 type OpOf<T extends Op['type']> = Extract<Op, { type: T }>;
@@ -30,6 +31,8 @@ export interface InodeRef {
 
 /** Walks from the root. ENOENT for a missing component, ENOTDIR for a file in the middle of the path. */
 export async function resolve(txn: Txn, path: readonly PathComponent[]): Promise<Inode> {
+  const known = walkNow(txn, path, path.length);
+  if (known !== notCached) return txn.hints.inodes.decode(known.id, known.bytes);
   let node = await txn.mustInode(ROOT_ID);
   for (const c of path) {
     if (node.type !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${node.name}`);
@@ -50,11 +53,61 @@ export interface ParentLookup {
 /** Resolves everything but the last component (which must exist as a directory). Path must not be root. */
 export async function resolveParent(txn: Txn, path: readonly PathComponent[]): Promise<ParentLookup> {
   assert(path.length > 0, 'resolveParent of the root');
+  const known = resolveParentNow(txn, path);
+  if (known !== notCached) return known;
   const parent = await resolve(txn, path.slice(0, -1));
   if (parent.type !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${parent.name}`);
   const name = path[path.length - 1]!;
   const entry = await txn.lookup(parent.id, name.bytes);
   return { parent, name, target: entry === undefined ? undefined : await txn.mustInode(entry.id) };
+}
+
+/**
+ * The walk of resolve(path.slice(0, levels)) when every record on it is known without I/O (Txn.getNow):
+ * the same reads in the same order, so the same answer or the same error, without a promise per level; the
+ * directories on the way are read-only records (InodeMemo.peek). Gives the inode reached with the bytes it
+ * was read from, or notCached as soon as a record is not known (the caller then walks with reads).
+ */
+function walkNow(
+  txn: Txn,
+  path: readonly PathComponent[],
+  levels: number,
+): { readonly id: number; readonly bytes: Uint8Array; readonly node: Inode } | NotCached {
+  let id = ROOT_ID;
+  let bytes = txn.inodeBytesNow(id);
+  if (bytes === notCached) return notCached;
+  if (bytes === undefined) assert(false, `inode ${id} is referenced but missing`);
+  for (let i = 0; i < levels; i++) {
+    const node = txn.hints.inodes.peek(id, bytes);
+    if (node.type !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${node.name}`);
+    const c = path[i]!;
+    const entry = txn.lookupNow(node.id, c.bytes);
+    if (entry === notCached) return notCached;
+    if (entry === undefined) throw new FsError('ENOENT', `no such file or directory: ${c.name}`);
+    id = entry.id;
+    bytes = txn.inodeBytesNow(id);
+    if (bytes === notCached) return notCached;
+    if (bytes === undefined) assert(false, `inode ${id} is referenced but missing`);
+  }
+  return { id, bytes, node: txn.hints.inodes.peek(id, bytes) };
+}
+
+/** resolveParent without I/O, or notCached (see walkNow). */
+function resolveParentNow(txn: Txn, path: readonly PathComponent[]): ParentLookup | NotCached {
+  const at = walkNow(txn, path, path.length - 1);
+  if (at === notCached) return notCached;
+  if (at.node.type !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${at.node.name}`);
+  const name = path[path.length - 1]!;
+  const entry = txn.lookupNow(at.id, name.bytes);
+  if (entry === notCached) return notCached;
+  let target: Inode | undefined;
+  if (entry !== undefined) {
+    const found = txn.inodeNow(entry.id);
+    if (found === notCached) return notCached;
+    if (found === undefined) assert(false, `inode ${entry.id} is referenced but missing`);
+    target = found;
+  }
+  return { parent: txn.hints.inodes.decode(at.id, at.bytes), name, target };
 }
 
 interface Attrs {

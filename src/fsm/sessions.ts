@@ -24,6 +24,7 @@ import { Table } from './keys.ts';
 import type { Session } from './records.ts';
 import * as rec from './records.ts';
 import type { Txn } from './txn.ts';
+import { notCached } from './txn.ts';
 
 export async function openSession(txn: Txn): Promise<{ clientId: number }> {
   if ((await txn.meta()).sessionCount >= txn.limits.sessionsMax) await evictLeastRecent(txn);
@@ -45,7 +46,13 @@ export async function runInSession(
   stamp: SessionStamp,
   apply: () => Promise<FsResult>,
 ): Promise<FsResult> {
-  const session = await getSession(txn, stamp.clientId);
+  const known = txn.getNow(keys.sessionKey(stamp.clientId));
+  const session =
+    known === notCached
+      ? await getSession(txn, stamp.clientId)
+      : known === null
+        ? undefined
+        : rec.decodeSession(stamp.clientId, known);
   if (session === undefined)
     return failure('ESESSION', `no session ${stamp.clientId} (never opened, or expired)`);
   if (stamp.seq <= session.ack) return failure('ESESSION', `sequence ${stamp.seq} was acknowledged already`);
@@ -53,7 +60,7 @@ export async function runInSession(
   const noDedup = txn.bugs.has('fsm-no-session-dedup');
   const stored = txn.hints.resultKnownAbsent(stamp.clientId, stamp.seq)
     ? undefined
-    : await txn.view.get(keys.resultKey(stamp.clientId, stamp.seq));
+    : await readNowOrLater(txn, keys.resultKey(stamp.clientId, stamp.seq));
   const cached = noDedup ? undefined : stored;
   if (cached !== undefined) {
     touch(txn, session);
@@ -81,8 +88,8 @@ export async function runInSession(
  * (ApplyHints); it then also reads the oldest session that stays, which raises the floor.
  */
 export async function expireIdleSessions(txn: Txn): Promise<void> {
+  if (!sessionsMayExpire(txn)) return;
   const cutoffMs = txn.nowMs - txn.limits.sessionIdleMs;
-  if (cutoffMs <= 0 || cutoffMs <= txn.hints.sessionUseFloorMs) return;
   if ((await txn.meta()).sessionCount === 0) return;
   const max = txn.limits.sessionExpiriesPerCommandMax;
   const oldest = await txn.view.scan({ ...keys.prefixRange(Table.sessionByUse), limit: max + 1 });
@@ -99,6 +106,12 @@ export async function expireIdleSessions(txn: Txn): Promise<void> {
     evicted += 1;
   }
   if (oldest.length <= max) txn.hints.sessionUseFloorMs = Infinity; // none left
+}
+
+/** Whether expireIdleSessions may drop a session now: false while the cutoff is below every session's last use. */
+export function sessionsMayExpire(txn: Txn): boolean {
+  const cutoffMs = txn.nowMs - txn.limits.sessionIdleMs;
+  return cutoffMs > 0 && cutoffMs > txn.hints.sessionUseFloorMs;
 }
 
 async function evictLeastRecent(txn: Txn): Promise<void> {
@@ -137,7 +150,8 @@ async function forgetAcknowledged(txn: Txn, session: Session, ack: number): Prom
   if (ack - session.ack <= txn.limits.sessionResultsMax) {
     for (let seq = session.ack + 1; seq <= ack && forgotten < session.pending; seq++) {
       const key = keys.resultKey(session.clientId, seq);
-      if ((await txn.view.get(key)) === undefined) continue;
+      const known = txn.getNow(key);
+      if (known === notCached ? (await txn.view.get(key)) === undefined : known === null) continue;
       txn.view.delete(key);
       forgotten += 1;
     }
@@ -153,6 +167,13 @@ async function forgetAcknowledged(txn: Txn, session: Session, ack: number): Prom
   }
   session.pending -= forgotten;
   session.ack = ack;
+}
+
+/** view.get(key), without a promise when the value is known without I/O (Txn.getNow). */
+function readNowOrLater(txn: Txn, key: Uint8Array): Uint8Array | undefined | Promise<Uint8Array | undefined> {
+  const known = txn.getNow(key);
+  if (known === notCached) return txn.view.get(key);
+  return known ?? undefined;
 }
 
 async function getSession(txn: Txn, clientId: number): Promise<Session | undefined> {

@@ -41,9 +41,9 @@ import { Overlay } from './overlay.ts';
 import { prefetchBatch } from './prefetch.ts';
 import * as q from './queries.ts';
 import * as rec from './records.ts';
-import { expireIdleSessions, openSession, runInSession } from './sessions.ts';
+import { expireIdleSessions, openSession, runInSession, sessionsMayExpire } from './sessions.ts';
 import { decodeSnapshot, encodeSnapshot } from './snapshot.ts';
-import { ApplyHints, Txn } from './txn.ts';
+import { ApplyHints, notCached, Txn } from './txn.ts';
 import { DEFAULT_DIR_MODE } from './validate.ts';
 import * as w from './writers.ts';
 
@@ -206,10 +206,11 @@ export class MetadataStateMachine {
   ): Promise<ApplyResult> {
     if (decoded === undefined) return undefined;
     const { command, decodeError } = decoded;
+    const clock = advanceClock(batch, command?.nowMs ?? 0, this.limits, this.hints);
     const txn = new Txn(
       batch,
       entry.index,
-      await advanceClock(batch, command?.nowMs ?? 0, this.limits, this.hints),
+      typeof clock === 'number' ? clock : await clock,
       this.limits,
       this.bugs,
       this.hints,
@@ -222,8 +223,10 @@ export class MetadataStateMachine {
       const op = command.op;
       result = await runInSession(txn, command.session, () => runOp(txn, op));
     }
-    await expireIdleSessions(txn);
-    await reclaim(txn, this.limits.reclaimKeysPerCommandMax);
+    // Both return at once in the common case: checked here first, without a promise each.
+    if (sessionsMayExpire(txn)) await expireIdleSessions(txn);
+    const m = txn.metaNow();
+    if (m === notCached || m.garbageCount > 0) await reclaim(txn, this.limits.reclaimKeysPerCommandMax);
     return result;
   }
 
@@ -442,9 +445,14 @@ function execute(txn: Txn, op: Op): Promise<unknown> {
 }
 
 /** Stamped time never runs backwards: the state machine's now is the largest stamp seen so far. */
-async function advanceClock(view: Overlay, stampMs: number, limits: FsmLimits, hints: ApplyHints): Promise<number> {
+function advanceClock(view: Overlay, stampMs: number, limits: FsmLimits, hints: ApplyHints): number | Promise<number> {
   const txn = new Txn(view, 0, 0, limits, noFsmBugs, hints);
-  const m = await txn.meta();
+  const m = txn.metaNow();
+  if (m === notCached) return txn.meta().then((read) => advanceTo(txn, read, stampMs));
+  return advanceTo(txn, m, stampMs);
+}
+
+function advanceTo(txn: Txn, m: rec.Meta, stampMs: number): number {
   if (stampMs > m.clockMs) {
     m.clockMs = stampMs;
     txn.putMeta(m);

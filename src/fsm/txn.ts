@@ -6,6 +6,7 @@ import { assert } from '../raft/errors.ts';
 import type { FsmBug } from './bugs.ts';
 import { noFsmBugs } from './bugs.ts';
 import { FsError } from './errors.ts';
+import { bytesToKeyString } from './kv.ts';
 import * as keys from './keys.ts';
 import type { InodeType } from './keys.ts';
 import type { FsmLimits } from './limits.ts';
@@ -94,10 +95,27 @@ export class InodeMemo {
     this.entries.set(inode.id, { bytes, inode: rec.copyInode(inode) });
   }
 
+  /**
+   * The inode `bytes` hold, as decode() would give it, but the memo's own record: the caller must not change
+   * it (path walks read the directories on the way; spares a copy per level).
+   */
+  peek(id: number, bytes: Uint8Array): Inode {
+    const hit = this.entries.get(id);
+    if (hit !== undefined && sameBytes(hit.bytes, bytes)) return hit.inode;
+    const inode = rec.decodeInode(id, bytes);
+    if (this.entries.size >= inodeMemoEntriesMax) this.entries.clear();
+    this.entries.set(id, { bytes, inode });
+    return inode;
+  }
+
   clear(): void {
     this.entries.clear();
   }
 }
+
+/** What a read known without I/O returned: not known (see Txn.inodeNow). */
+export const notCached: unique symbol = Symbol('notCached');
+export type NotCached = typeof notCached;
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a === b) return true;
@@ -134,6 +152,55 @@ export class Txn {
   /** Moves this child's writes into `parent`. */
   commitInto(parent: Txn): void {
     this.view.mergeInto(parent.view);
+  }
+
+  /**
+   * The value view.get(key) would resolve to (null: absent), when the overlays or the store's read cache know
+   * it without I/O (KvReader.getCached); notCached otherwise. The synchronous fast path of the reads below:
+   * same answers, no promise.
+   */
+  getNow(key: Uint8Array): Uint8Array | null | NotCached {
+    const v = this.view.getCached(key, bytesToKeyString(key));
+    return v === undefined ? notCached : v;
+  }
+
+  /** meta(), when known without I/O (see getNow). */
+  metaNow(): Meta | NotCached {
+    const bytes = this.getNow(keys.metaKey);
+    if (bytes === notCached) return notCached;
+    assert(bytes !== null, 'meta record missing');
+    return this.hints.decodeMeta(bytes);
+  }
+
+  /**
+   * inode(id), when known without I/O (see getNow). With `readOnly` the record may be shared with later
+   * reads: the caller must not change it.
+   */
+  inodeNow(id: number, readOnly = false): Inode | undefined | NotCached {
+    const bytes = this.inodeBytesNow(id);
+    if (bytes === notCached || bytes === undefined) return bytes;
+    return readOnly ? this.hints.inodes.peek(id, bytes) : this.hints.inodes.decode(id, bytes);
+  }
+
+  /** The stored bytes of inode `id` (undefined: no such inode), when known without I/O (see getNow). */
+  inodeBytesNow(id: number): Uint8Array | undefined | NotCached {
+    const key = keys.inodeKey(id);
+    if (id >= this.freshInodesFrom) return this.view.getBuffered(key);
+    const v = this.getNow(key);
+    return v === null ? undefined : v;
+  }
+
+  /** lookup(dir, name), when known without I/O (see getNow). */
+  lookupNow(dir: number, name: Uint8Array): { id: number; type: InodeType } | undefined | NotCached {
+    const key = keys.direntKey(dir, name);
+    let bytes: Uint8Array | undefined;
+    if (dir >= this.freshInodesFrom) bytes = this.view.getBuffered(key);
+    else {
+      const v = this.getNow(key);
+      if (v === notCached) return notCached;
+      bytes = v ?? undefined;
+    }
+    return bytes === undefined ? undefined : keys.readDirent(bytes);
   }
 
   async meta(): Promise<Meta> {
