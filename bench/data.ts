@@ -5,9 +5,10 @@
  *  - limit: the same bytes written three times (three files written concurrently, as three replicas
  *    would be), fsync after every chunk's worth, once through the page cache and once with O_DIRECT from
  *    aligned memory; the faster of the two is the write limit. Then one copy of each read back (the faster is the
- *    read limit); before every timed read (the limit's and rfs's) a throwaway process touches 3 GiB of memory
- *    (see readPrepareTouchBytes: on this VM, idle memory costs a host fault per page at first use) and the
- *    page cache is dropped when /proc/sys/vm/drop_caches is writable (root), else noted. Measured before and after rfs's phases
+ *    read limit); the page cache is dropped before every timed read when /proc/sys/vm/drop_caches is
+ *    writable (root), else noted. On this VM a read also depends on whether the host caches the virtual
+ *    disk's blocks (bench/reread.ts), so a control line reads one chunkserver's replica files plainly, as
+ *    the limit reads its files, just before rfs's read. Measured before and after rfs's phases
  *    (the shared disk's speed drifts), rfs compared with their mean;
  *  - rfs: a 3-server metadata cluster and 3 chunkservers (separate processes, real store: fsync when a chunk
  *    is sealed), one client in this process writes the file with replication 3 through the pipeline, then
@@ -108,29 +109,6 @@ function describeSplit(split: CpuSplit, gb: number): string {
     .join(', ');
 }
 
-/**
- * Bytes of memory a throwaway process touches before every timed read (`prepareRead`). On this VM, memory the
- * guest has not used for a while is given back to the host, and the page cache's first use of it costs a
- * fault in the host for every page: measured on a 1 GiB cold read, 545–592 MB/s and 1.1–1.25 system
- * CPU-s per GB after 30 s idle, against 2,070–2,680 MB/s and 0.15–0.23 s just after 2–3 GiB had been
- * touched and freed. The limit's read came right after its 3 GiB of cached writes (warm memory) while rfs's
- * came after O_DIRECT writes (none), which made the read ratio depend on the order of the phases, not on
- * rfs. Every timed read (the limit's and rfs's) now starts from the same state.
- */
-const readPrepareTouchBytes = 3 * 1024 * MiB;
-
-/** Touches readPrepareTouchBytes in a child process that then exits, then drops the page cache. */
-async function prepareRead(): Promise<void> {
-  const gib = readPrepareTouchBytes / (1024 * MiB);
-  const script = `const bs = []; for (let i = 0; i < ${gib}; i++) bs.push(Buffer.alloc(${1024 * MiB}, 1));`;
-  await new Promise<void>((resolve, reject) => {
-    const child = spawn(process.execPath, ['-e', script], { stdio: 'inherit' });
-    child.on('error', reject);
-    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`the memory-touching process exited with ${code}`))));
-  });
-  await dropCaches();
-}
-
 let cachesDroppable = true;
 async function dropCaches(): Promise<void> {
   try {
@@ -227,7 +205,7 @@ async function physicalLimit(): Promise<Limit> {
   // One copy of each read back, page cache dropped: on this VM a file written with O_DIRECT has read back
   // slower than one written through the cache, so the read limit is the faster of the two as well.
   const readBack = async (file: string): Promise<number> => {
-    await prepareRead();
+    await dropCaches();
     const r0 = performance.now();
     const h = await open(file, 'r');
     const buf = Buffer.allocUnsafe(writeBlockBytes);
@@ -357,15 +335,15 @@ async function main(): Promise<void> {
   // A control for the reads (not the limit): one chunkserver's replica files of the file, read plainly as the
   // limit reads its files, caches dropped. These are the bytes rfs's local read reads, at their age and
   // place on the disk (the limit's plain files were written seconds before they are read).
-  await prepareRead();
+  await dropCaches();
   const replicaPlainMBs = await readReplicaFilesPlainly(join(workDir, 'c1', 'chunks'));
-  await prepareRead();
+  await dropCaches();
   process.stderr.write('reading\n');
   // Two read phases: the client as configured by default (a replica on this host is read from its files,
   // short-circuit, src/client/local-read.ts), then a client with local reads off, every byte streamed from
   // a chunkserver over TCP (what a client on another host gets).
   const local = await readPhase(client);
-  await prepareRead();
+  await dropCaches();
   process.stderr.write('reading over the network (local reads off)\n');
   const remoteClient = await FileClient.connect(addresses, { retryDeadlineMs: 60_000, localReads: false });
   const remote = await readPhase(remoteClient);
