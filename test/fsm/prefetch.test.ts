@@ -8,7 +8,7 @@
 import t from 'tap';
 import type { Test } from 'tap';
 import { MemoryKv } from '../../src/fsm/kv.ts';
-import type { Kv, KvBatch, KvPair, KvRange } from '../../src/fsm/kv.ts';
+import type { Kv, KvBatch } from '../../src/fsm/kv.ts';
 import { bytesToKeyString } from '../../src/fsm/kv.ts';
 import { encodeCommand } from '../../src/fsm/commands.ts';
 import type { Command } from '../../src/fsm/commands.ts';
@@ -18,10 +18,10 @@ import * as rec from '../../src/fsm/records.ts';
 import { ApplyHints, InodeMemo } from '../../src/fsm/txn.ts';
 import { EntryType } from '../../src/raft/types.ts';
 import type { Entry } from '../../src/raft/types.ts';
+import { ForwardingKv } from './forwarding-kv.ts';
 
 /** A MemoryKv with a simulated read cache: keys become "cached" when prefetched, read or written. */
-class CachingKv implements Kv {
-  readonly inner = new MemoryKv();
+class CachingKv extends ForwardingKv {
   /** The store's content, readable synchronously (MemoryKv answers through promises). */
   private readonly mirror = new Map<string, Uint8Array>();
   readonly cached = new Set<string>();
@@ -30,16 +30,13 @@ class CachingKv implements Kv {
   /** Keys read with get() while not cached (each one a store round trip on a disk-backed store). */
   misses: string[] = [];
 
-  get(key: Uint8Array): Promise<Uint8Array | undefined> {
+  override get(key: Uint8Array): Promise<Uint8Array | undefined> {
     const k = bytesToKeyString(key);
     if (!this.cached.has(k)) this.misses.push(k);
     this.cached.add(k);
     return this.inner.get(key);
   }
-  scan(range: KvRange): Promise<KvPair[]> {
-    return this.inner.scan(range);
-  }
-  async write(batch: KvBatch): Promise<void> {
+  override async write(batch: KvBatch): Promise<void> {
     await this.inner.write(batch);
     for (const p of batch.puts) {
       this.cached.add(bytesToKeyString(p.key));
@@ -67,15 +64,6 @@ class CachingKv implements Kv {
     this.cached.clear();
     this.prefetches = [];
     this.misses = [];
-  }
-  snapshotIterator(): AsyncIterableIterator<KvPair> {
-    return this.inner.snapshotIterator();
-  }
-  restore(pairs: AsyncIterable<KvPair> | Iterable<KvPair>): Promise<void> {
-    return this.inner.restore(pairs);
-  }
-  close(): Promise<void> {
-    return this.inner.close();
   }
 }
 
@@ -192,12 +180,14 @@ void t.test('read-ahead and the inode memo change nothing: same results and keys
   t.same(await dump(caching), await dump(plain), 'byte-identical stores');
 });
 
+/** An inode record for the memo tests: a child of the root, the given fields over fixed ones. */
+function inodeRecord(fields: Pick<rec.Inode, 'id' | 'type' | 'name' | 'mode' | 'generation' | 'childCount' | 'complete'>): rec.Inode {
+  return { parent: 1, owner: 'o', mtimeMs: 5, ctimeMs: 5, replication: 3, chunkSizeBytes: 1 << 26, lengthBytes: 0, chunkCount: 0, unsealedChunks: 0, ...fields };
+}
+
 void t.test('InodeMemo: a hit is a private copy; other bytes are decoded afresh', (t) => {
   const memo = new InodeMemo();
-  const node: rec.Inode = {
-    id: 7, type: 'dir', parent: 1, name: 'd', mode: 0o755, owner: 'o', mtimeMs: 5, ctimeMs: 5, generation: 3,
-    replication: 3, chunkSizeBytes: 1 << 26, childCount: 2, lengthBytes: 0, chunkCount: 0, unsealedChunks: 0, complete: false,
-  };
+  const node = inodeRecord({ id: 7, type: 'dir', name: 'd', mode: 0o755, generation: 3, childCount: 2, complete: false });
   const bytes = rec.encodeInode(node);
   const first = memo.decode(7, bytes);
   t.same(first, node);
@@ -213,10 +203,7 @@ void t.test('InodeMemo: a hit is a private copy; other bytes are decoded afresh'
 
 void t.test('InodeMemo.remember: the bytes just encoded read back as the record, a private copy each time', (t) => {
   const memo = new InodeMemo();
-  const node: rec.Inode = {
-    id: 9, type: 'file', parent: 1, name: 'f', mode: 0o644, owner: 'o', mtimeMs: 5, ctimeMs: 5, generation: 4,
-    replication: 3, chunkSizeBytes: 1 << 26, childCount: 0, lengthBytes: 0, chunkCount: 0, unsealedChunks: 0, complete: true,
-  };
+  const node = inodeRecord({ id: 9, type: 'file', name: 'f', mode: 0o644, generation: 4, childCount: 0, complete: true });
   const bytes = rec.encodeInode(node);
   memo.remember(node, bytes);
   const read = memo.decode(9, bytes);

@@ -9,51 +9,27 @@
 import t from 'tap';
 import fc from 'fast-check';
 import { MemoryKv, bytesToKeyString } from '../../src/fsm/kv.ts';
-import type { Kv, KvBatch, KvPair, KvRange } from '../../src/fsm/kv.ts';
+import type { Kv } from '../../src/fsm/kv.ts';
 import { MetadataStateMachine } from '../../src/fsm/state-machine.ts';
 import { encodeCommand } from '../../src/fsm/commands.ts';
 import type { Command, Op } from '../../src/fsm/commands.ts';
 import { EntryType } from '../../src/raft/types.ts';
 import type { Entry } from '../../src/raft/types.ts';
+import { ForwardingKv } from './forwarding-kv.ts';
 
 /** A MemoryKv whose getCached answers for the keys `known` accepts, and is unknown for the others. */
-class PartlyCachedKv implements Kv {
-  readonly inner = new MemoryKv();
-  constructor(private readonly known: ((keyString: string) => boolean) | null) {}
-  get(key: Uint8Array): Promise<Uint8Array | undefined> {
-    return this.inner.get(key);
+class PartlyCachedKv extends ForwardingKv {
+  constructor(private readonly known: ((keyString: string) => boolean) | null) {
+    super();
   }
   getCached(key: Uint8Array, keyString: string): Uint8Array | null | undefined {
     if (this.known === null || !this.known(keyString)) return undefined;
     return this.inner.getCached(key, keyString);
   }
-  scan(range: KvRange): Promise<KvPair[]> {
-    return this.inner.scan(range);
-  }
-  write(batch: KvBatch): Promise<void> {
-    return this.inner.write(batch);
-  }
-  snapshotIterator(): AsyncIterableIterator<KvPair> {
-    return this.inner.snapshotIterator();
-  }
-  restore(pairs: AsyncIterable<KvPair> | Iterable<KvPair>): Promise<void> {
-    return this.inner.restore(pairs);
-  }
-  close(): Promise<void> {
-    return this.inner.close();
-  }
 }
 
 /** A store without getCached at all. */
-class UncachedKv implements Kv {
-  readonly inner = new MemoryKv();
-  get = (key: Uint8Array) => this.inner.get(key);
-  scan = (range: KvRange) => this.inner.scan(range);
-  write = (batch: KvBatch) => this.inner.write(batch);
-  snapshotIterator = () => this.inner.snapshotIterator();
-  restore = (pairs: AsyncIterable<KvPair> | Iterable<KvPair>) => this.inner.restore(pairs);
-  close = () => this.inner.close();
-}
+class UncachedKv extends ForwardingKv {}
 
 async function dump(kv: Kv): Promise<string> {
   const out: string[] = [];
