@@ -35,7 +35,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { FileClient } from '../src/client/connect.ts';
 import type { ReadSourceStats } from '../src/client/connect.ts';
-import { freePort, sleep, waitFor } from './util.ts';
+import { freePort, readFilesPlainly, sleep, waitFor } from './util.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -206,12 +206,8 @@ async function physicalLimit(): Promise<Limit> {
   // slower than one written through the cache, so the read limit is the faster of the two as well.
   const readBack = async (file: string): Promise<number> => {
     await dropCaches();
-    const r0 = performance.now();
-    const h = await open(file, 'r');
-    const buf = Buffer.allocUnsafe(writeBlockBytes);
-    for (let off = 0; off < sizeBytes; off += writeBlockBytes) await h.read(buf, 0, writeBlockBytes, off);
-    await h.close();
-    return sizeBytes / MB / ((performance.now() - r0) / 1000);
+    const { bytes, seconds } = await readFilesPlainly([file], writeBlockBytes);
+    return bytes / MB / seconds;
   };
   const cachedReadMBs = await readBack(cachedFiles[0]!);
   const directReadMBs = directWriteMBs > 0 ? await readBack(directFiles[0]!) : 0;
@@ -229,19 +225,8 @@ async function physicalLimit(): Promise<Limit> {
 /** Reads every replica data file in `dir` (in handle order) as the limit reads its files; MB/s. */
 async function readReplicaFilesPlainly(dir: string): Promise<number> {
   const names = (await readdir(dir)).filter((n) => n.endsWith('.data')).sort((a, b) => parseInt(a, 10) - parseInt(b, 10));
-  const buf = Buffer.allocUnsafe(writeBlockBytes);
-  let total = 0;
-  const r0 = performance.now();
-  for (const name of names) {
-    const h = await open(join(dir, name), 'r');
-    for (;;) {
-      const { bytesRead } = await h.read(buf, 0, writeBlockBytes, null);
-      if (bytesRead === 0) break;
-      total += bytesRead;
-    }
-    await h.close();
-  }
-  return total / MB / ((performance.now() - r0) / 1000);
+  const { bytes, seconds } = await readFilesPlainly(names.map((n) => join(dir, n)), writeBlockBytes);
+  return bytes / MB / seconds;
 }
 
 /**

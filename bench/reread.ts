@@ -7,8 +7,9 @@
  * the first pass over files not read or written for a while is several times slower than the next passes,
  * although the guest's cache is dropped each time (the host caches the virtual disk's blocks).
  */
-import { open, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import { readFilesPlainly } from './util.ts';
 
 const { values: args, positionals: files } = parseArgs({ options: { passes: { type: 'string', default: '3' } }, allowPositionals: true });
 if (files.length === 0) {
@@ -16,22 +17,10 @@ if (files.length === 0) {
   process.exit(2);
 }
 const blockBytes = 4 * 1024 * 1024;
-const buf = Buffer.alloc(blockBytes);
 for (let pass = 1; pass <= Number(args.passes); pass++) {
   await writeFile('/proc/sys/vm/drop_caches', '3');
-  let bytes = 0;
   const c0 = process.cpuUsage();
-  const t0 = performance.now();
-  for (const file of files) {
-    const h = await open(file, 'r');
-    for (;;) {
-      const { bytesRead } = await h.read(buf, 0, blockBytes, null);
-      if (bytesRead === 0) break;
-      bytes += bytesRead;
-    }
-    await h.close();
-  }
-  const seconds = (performance.now() - t0) / 1000;
+  const { bytes, seconds } = await readFilesPlainly(files, blockBytes);
   const systemS = process.cpuUsage(c0).system / 1e6;
   console.log(`pass ${pass}: ${(bytes / 1e6).toFixed(0)} MB in ${seconds.toFixed(2)} s, ${(bytes / 1e6 / seconds).toFixed(0)} MB/s, system ${(systemS / (bytes / 1e9)).toFixed(2)} CPU-s per GB`);
 }

@@ -1,4 +1,5 @@
-/** Small helpers the benchmark scripts share: free loopback ports, sleeping, polling. */
+/** Small helpers the benchmark scripts share: free loopback ports, sleeping, polling, plain file reads. */
+import { open } from 'node:fs/promises';
 import { createServer } from 'node:net';
 
 export function freePort(): Promise<number> {
@@ -31,4 +32,27 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>,
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${String(last)}`);
     await sleep(intervalMs);
   }
+}
+
+/**
+ * Reads `files` one after the other, from start to end, `blockBytes` per read into one buffer (allocated
+ * before the timer), as bench:data's limit reads its files. The bytes read and the seconds it took.
+ */
+export async function readFilesPlainly(files: readonly string[], blockBytes: number): Promise<{ bytes: number; seconds: number }> {
+  const buf = Buffer.allocUnsafe(blockBytes);
+  let bytes = 0;
+  const t0 = performance.now();
+  for (const file of files) {
+    const h = await open(file, 'r');
+    try {
+      for (;;) {
+        const { bytesRead } = await h.read(buf, 0, blockBytes, null);
+        if (bytesRead === 0) break;
+        bytes += bytesRead;
+      }
+    } finally {
+      await h.close();
+    }
+  }
+  return { bytes, seconds: (performance.now() - t0) / 1000 };
 }
