@@ -79,11 +79,24 @@ export function createChunkserverMetrics(options: ChunkserverMetricsOptions = {}
 
 /**
  * `rfs_chunkserver_disk_write_bytes_total{path}`: bytes the store wrote to replica files, `direct` (O_DIRECT)
- * or `cached` (through the page cache), read from the disk's counters at every scrape.
+ * or `cached` (through the page cache), read from the disk's counters at every scrape; and
+ * `rfs_chunkserver_disk_direct_in_place_bytes_total`: of the direct bytes, those written straight from the
+ * page-aligned buffer a packet was received into (no staging copy).
  */
-export function recordDiskWrites(m: ChunkserverMetrics, stats: { readonly directBytes: number; readonly cachedBytes: number }): void {
+export function recordDiskWrites(m: ChunkserverMetrics, stats: { readonly directBytes: number; readonly directInPlaceBytes?: number; readonly cachedBytes: number }): void {
   const name = 'rfs_chunkserver_disk_write_bytes_total';
+  const inPlaceName = 'rfs_chunkserver_disk_direct_in_place_bytes_total';
   m.registry.removeSingleMetric(name); // a data server started again on the same registry reports its disk's
+  m.registry.removeSingleMetric(inPlaceName);
+  new Counter({
+    name: inPlaceName,
+    help: 'Bytes written with O_DIRECT straight from the buffer the packet was received into (no staging copy)',
+    registers: [m.registry],
+    collect(this: Counter) {
+      this.reset();
+      this.inc(stats.directInPlaceBytes ?? 0);
+    },
+  });
   new Counter({
     name,
     help: 'Bytes written to replica files, by path: direct (O_DIRECT, bypassing the page cache) or cached',

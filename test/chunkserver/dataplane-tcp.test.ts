@@ -7,6 +7,7 @@ import type { DataConnection } from '../../src/chunkserver/dataplane/connection.
 import type { DataPlaneError } from '../../src/chunkserver/dataplane/errors.ts';
 import type { Message } from '../../src/chunkserver/dataplane/protocol.ts';
 import { TcpDataNetwork } from '../../src/chunkserver/dataplane/tcp.ts';
+import { isPageAligned } from '../../src/chunkserver/aligned.ts';
 import { patternBytes, waitFor } from './dataplane-harness.ts';
 
 async function pair(network: TcpDataNetwork): Promise<{ accepted: DataConnection; dialed: DataConnection; close: () => Promise<void> }> {
@@ -23,9 +24,12 @@ void t.test('accepted sockets read payloads in place: exact bytes, pooled buffer
   const network = new TcpDataNetwork();
   const { accepted, dialed, close } = await pair(network);
   const received: Buffer[] = [];
+  let aligned = 0;
   accepted.start({
     onMessage: (message: Message) => {
-      if (message.type === 'packet') received.push(Buffer.from(message.payload)); // a copy: the lease ends here
+      if (message.type !== 'packet') return;
+      if (isPageAligned(message.payload)) aligned += 1; // the store may write it with O_DIRECT in place
+      received.push(Buffer.from(message.payload)); // a copy: the lease ends here
     },
     onClose: () => {},
   });
@@ -37,6 +41,7 @@ void t.test('accepted sockets read payloads in place: exact bytes, pooled buffer
   }
   await waitFor(() => received.length === 5, 'every packet');
   t.ok(Buffer.concat(received).equals(data), 'the payloads arrive exact');
+  t.equal(aligned, 5, 'every payload landed in page-aligned memory');
   t.equal(network.acceptedWithoutOnread, 0, 'the accepted socket was switched to onread (no per-read allocation)');
   t.ok(network.pool.stats.allocated <= 5, `payloads landed in pooled buffers (${network.pool.stats.allocated} allocated)`);
   dialed.destroy();

@@ -15,6 +15,8 @@
  * read, and on the benchmark VM the page faults on that fresh memory, the copy out of it and the garbage
  * collections its external memory triggers were most of a chunkserver's CPU. If the switch is unavailable
  * (a Node version without the internals it uses) the socket falls back to 'data' events, copied once.
+ * Payload buffers are page-aligned (aligned.ts), so the store writes a packet's aligned middle with O_DIRECT
+ * straight from the buffer the socket read it into (disk.ts).
  */
 import assert from 'node:assert/strict';
 import net from 'node:net';
@@ -23,7 +25,8 @@ import { DataPlaneError } from './errors.ts';
 import { PooledFrameDecoder, encodeFrame } from './frame.ts';
 import type { DataPlaneLimits } from './limits.ts';
 import { resolveLimits } from './limits.ts';
-import { BufferPool } from './pool.ts';
+import { AlignedSlabs } from '../aligned.ts';
+import { BufferPool, poolFreePerClassMax } from './pool.ts';
 import type { DecodedFrame } from './frame.ts';
 import type { Message } from './protocol.ts';
 import { errorMessage } from './protocol.ts';
@@ -43,6 +46,9 @@ export function parseAddress(address: string): { host: string; port: number } {
  * one at a time on the event loop.
  */
 export const receiveBufferBytes = 64 * 1024;
+
+/** Payload buffers are carved from page-aligned slabs of this size (aligned.ts). */
+export const receiveSlabBytes = 16 * 1024 * 1024;
 
 /** Undelivered bytes a connection whose delivery is paused may still read (see maybeStopReading). */
 export const pausedReadAheadBytes = 64 * 1024;
@@ -284,7 +290,9 @@ export class TcpDataNetwork implements DataNetwork {
   constructor(limits: Partial<DataPlaneLimits> = {}, options: { connectTimeoutMs?: number; pool?: BufferPool } = {}) {
     this.limits = resolveLimits(limits);
     this.connectTimeoutMs = options.connectTimeoutMs ?? defaultConnectTimeoutMs;
-    this.pool = options.pool ?? new BufferPool(this.limits.packetBytesMax);
+    // Page-aligned payloads: the store writes a received packet's aligned middle with O_DIRECT in place.
+    const slabs = new AlignedSlabs(receiveSlabBytes);
+    this.pool = options.pool ?? new BufferPool(this.limits.packetBytesMax, poolFreePerClassMax, (bytes) => slabs.allocate(bytes));
   }
 
   /** The next read's destination for a connection: the payload in progress (in place), else `receive`. */
