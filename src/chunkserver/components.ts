@@ -185,10 +185,10 @@ export class ObservedStore implements ChunkStore {
     this.events.noteReplicaChanged(handle);
   }
 
-  async append(handle: number, version: number, offset: number, data: Uint8Array): Promise<void> {
+  async append(handle: number, version: number, offset: number, data: Uint8Array, blockCrcs?: readonly number[]): Promise<void> {
     const { metrics } = this.options;
     const start = metrics === undefined ? 0 : this.clock.nowMs();
-    await this.observed('append', handle, this.inner.append(handle, version, offset, data));
+    await this.observed('append', handle, this.inner.append(handle, version, offset, data, blockCrcs));
     if (metrics !== undefined) recordWrite(metrics, data.length, (this.clock.nowMs() - start) / 1000);
   }
 

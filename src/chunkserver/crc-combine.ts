@@ -52,12 +52,12 @@ export function zerosOperator(bytes: number): Operator {
   return identity;
 }
 
-/** crc32c(A ‖ B) from crc32c(A), crc32c(B) and |B|. */
-export function crc32cCombine(crcA: number, crcB: number, lengthB: number): number {
-  return (apply(zerosOperator(lengthB), crcA) ^ crcB) >>> 0;
-}
-
 const wholeBlock = zerosOperator(checksumBlockBytes);
+
+/** crc32c(A ‖ B) from crc32c(A), crc32c(B) and |B| (a whole block's operator is kept: the common case). */
+export function crc32cCombine(crcA: number, crcB: number, lengthB: number): number {
+  return (apply(lengthB === checksumBlockBytes ? wholeBlock : zerosOperator(lengthB), crcA) ^ crcB) >>> 0;
+}
 
 /**
  * The CRC32C of `lengthBytes` bytes whose `checksumBlockBytes` blocks have the CRC32Cs `blockCrcs` (the

@@ -39,7 +39,8 @@ import type { Disk, DiskFile } from './disk.ts';
 import { diskError } from './disk.ts';
 import type { CompressionUsage } from './compression.ts';
 import { packBlock, unpackBlock } from './compression.ts';
-import { crcOfBlocks } from './crc-combine.ts';
+import { gridPieceCount } from './block-crcs.ts';
+import { crc32cCombine, crcOfBlocks } from './crc-combine.ts';
 import { blockCount, decodeSidecar, encodeSidecar, sidecarBytesMax } from './sidecar.ts';
 import type { ChunkStore, Compression, CreateOptions, LocalReplicaPaths, ReplicaInfo, StoreUsage } from './types.ts';
 import { ChunkStoreError, checksumBlockBytes, chunkSizeBytesMax } from './types.ts';
@@ -386,7 +387,7 @@ export class FileChunkStore implements ChunkStore {
     }
   }
 
-  async append(handle: number, version: number, offset: number, data: Uint8Array): Promise<void> {
+  async append(handle: number, version: number, offset: number, data: Uint8Array, blockCrcs?: readonly number[]): Promise<void> {
     const { r, release } = await this.lockReplica(handle, true);
     try {
       this.checkVersion(r, version);
@@ -403,7 +404,7 @@ export class FileChunkStore implements ChunkStore {
       // the bytes past the length are garbage the next append overwrites and open() cuts off.
       r.dataDirty = true;
       await file.write(data, offset);
-      this.extendChecksums(r, data);
+      this.extendChecksums(r, data, blockCrcs);
       this.stats.bytesAppended += data.length;
     } finally {
       release();
@@ -702,8 +703,13 @@ export class FileChunkStore implements ChunkStore {
     return r.prefixCrc;
   }
 
-  /** Folds appended bytes into the block CRCs (continuing the partial last block); the prefix CRC is derived later. */
-  private extendChecksums(r: Replica, data: Uint8Array): void {
+  /**
+   * Folds appended bytes into the block CRCs (continuing the partial last block); the prefix CRC is derived
+   * later. `pieceCrcs` (the pieces' CRC32Cs on the block grid, from upstream) are folded in instead of
+   * checksumming the bytes again.
+   */
+  private extendChecksums(r: Replica, data: Uint8Array, pieceCrcs?: readonly number[]): void {
+    assert(pieceCrcs === undefined || pieceCrcs.length === gridPieceCount(r.lengthBytes, data.length), 'one CRC per piece on the block grid');
     const newLength = r.lengthBytes + data.length;
     const blocks = blockCount(newLength);
     if (blocks > r.blockCrcs.length) {
@@ -713,12 +719,16 @@ export class FileChunkStore implements ChunkStore {
     }
     let position = r.lengthBytes;
     let consumed = 0;
-    while (consumed < data.length) {
+    for (let i = 0; consumed < data.length; i++) {
       const block = Math.floor(position / checksumBlockBytes);
       const inBlock = position % checksumBlockBytes;
       const take = Math.min(checksumBlockBytes - inBlock, data.length - consumed);
-      const piece = data.subarray(consumed, consumed + take);
-      r.blockCrcs[block] = inBlock === 0 ? crc32c(piece) : crc32c(piece, r.blockCrcs[block]);
+      const given = pieceCrcs?.[i];
+      if (given !== undefined) r.blockCrcs[block] = inBlock === 0 ? given : crc32cCombine(r.blockCrcs[block]!, given, take);
+      else {
+        const piece = data.subarray(consumed, consumed + take);
+        r.blockCrcs[block] = inBlock === 0 ? crc32c(piece) : crc32c(piece, r.blockCrcs[block]);
+      }
       position += take;
       consumed += take;
     }

@@ -91,8 +91,10 @@ export interface ChunkStore {
   /**
    * Appends `data` at `offset`, which must be the replica's current length (BAD_OFFSET otherwise). Not
    * durable until `sync()`. The caller keeps ownership of `data` once the promise settles.
+   * `blockCrcs`: the CRC32C of each piece of `data` on the block grid (block-crcs.ts), already computed and
+   * checked upstream (the write pipeline): the store keeps them instead of checksumming `data` again.
    */
-  append(handle: number, version: number, offset: number, data: Uint8Array): Promise<void>;
+  append(handle: number, version: number, offset: number, data: Uint8Array, blockCrcs?: readonly number[]): Promise<void>;
   /** Makes every append so far durable (fsync of data, then the sidecar). */
   sync(handle: number): Promise<void>;
   /**

@@ -91,7 +91,7 @@ export function tcpDataPlane(options: TcpDataPlaneOptions = {}): TcpDataPlane {
         ...(o.compression !== undefined ? { compression: o.compression } : {}),
       });
       return {
-        write: (data) => writer.write(data),
+        write: (data, crcs) => writer.write(data, crcs !== undefined ? { crcs } : {}),
         flush: () => writer.flush(),
         seal: (lengthBytes) => writer.seal(lengthBytes),
         abort: () => writer.abort(),

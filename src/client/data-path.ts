@@ -66,8 +66,12 @@ export interface ReaderMetadata {
 
 /** A write pipeline for one chunk (the data plane's PipelineWriter). */
 export interface ChunkPipeline {
-  /** Sends `data` (the pipeline may keep a view of it until acknowledged); waits under backpressure. */
-  write(data: Uint8Array): Promise<void>;
+  /**
+   * Sends `data` (the pipeline may keep a view of it until acknowledged); waits under backpressure. `crcs`:
+   * the CRC32Cs of `data` on the chunk's block grid (gridCrcs at the pipeline's current length), when the
+   * caller computed them anyway; the pipeline computes them otherwise.
+   */
+  write(data: Uint8Array, crcs?: readonly number[]): Promise<void>;
   /** Waits until everything written is acknowledged by every replica. */
   flush(): Promise<void>;
   /** Seals every replica at `lengthBytes`; each replica's CRC32C of the whole chunk. */

@@ -25,7 +25,9 @@
  * Memory: the unacknowledged tails of the current chunk and of the one sealing (what their pipelines may
  * still need to resend) plus one staging buffer; each pipeline's in-flight window bounds its tail.
  */
-import { crc32c } from '@node-rs/crc32';
+import { gridCrcs } from '../chunkserver/block-crcs.ts';
+import { crc32cCombine } from '../chunkserver/crc-combine.ts';
+import { checksumBlockBytes } from '../chunkserver/types.ts';
 import { FileIoError, realTimers } from './data-path.ts';
 import type { ChunkPipeline, DataPlane, PipelineFailure, Replica, WriterMetadata, WriterTimers } from './data-path.ts';
 
@@ -325,10 +327,18 @@ export class FileWriter {
     this.stagingUsed = 0;
     const chunk = this.chunk ?? (await this.allocateChunk());
     chunk.unacked.push({ offset: chunk.sent, data: piece });
+    // One pass over the bytes: their CRC32Cs on the block grid go with the packets (the last replica checks
+    // them, block-crcs.ts), and the chunk's CRC32C, checked against every replica's at seal, is combined
+    // from them.
+    const crcs = gridCrcs(chunk.sent, piece);
+    for (let i = 0, at = chunk.sent; i < crcs.length; i++) {
+      const take = Math.min(checksumBlockBytes - (at % checksumBlockBytes), chunk.sent + piece.length - at);
+      chunk.crc = crc32cCombine(chunk.crc, crcs[i]!, take);
+      at += take;
+    }
     chunk.sent += piece.length;
-    chunk.crc = crc32c(piece, chunk.crc);
     try {
-      await chunk.pipeline.write(piece);
+      await chunk.pipeline.write(piece, crcs);
     } catch (error) {
       // The piece is in `unacked`: recovery resends it with everything else not acknowledged.
       await this.recover(chunk, this.failureOf(error));

@@ -13,7 +13,11 @@
  *   2. `packet {seq, offset, sync}` + payload (at most packetBytesMax bytes): seq counts up from 0 with no
  *      gap (`seal` takes the next seq), offset is the replica's length so far. Each replica forwards the
  *      packet downstream AT ONCE and appends it locally in parallel (appends in seq order); with `sync` it
- *      also fsyncs before acknowledging.
+ *      also fsyncs before acknowledging. Optional `crcs`: the CRC32C of each piece of the payload on the
+ *      64 KiB block grid of the chunk (block-crcs.ts), computed by the writer. The chain's last replica
+ *      checks them against the bytes it received and fails the pipeline with CHECKSUM_MISMATCH when they
+ *      differ; every replica stores them instead of checksumming the bytes again. Without `crcs` each
+ *      replica checksums the bytes itself.
  *   3. `ack {seq, replicas}` goes upstream only when the local append (and fsync) of seq is done AND the
  *      downstream ack for seq arrived, and in seq order; so an ack the writer receives means every replica
  *      of the chain holds the packet. `replicas` lists one entry per replica from the sender to the chain's
@@ -45,6 +49,7 @@
  * A connection that receives bytes which are not a valid frame or message sends `error` (MALFORMED_FRAME,
  * FRAME_TOO_LARGE or PROTOCOL_ERROR) if it still can, and closes.
  */
+import { gridPieceCount } from '../block-crcs.ts';
 import { Packr } from 'msgpackr';
 import type { DataPlaneErrorCode } from './errors.ts';
 import { DataPlaneError, isDataPlaneErrorCode } from './errors.ts';
@@ -88,6 +93,8 @@ export interface PacketMessage {
   readonly offset: number;
   readonly sync: boolean;
   readonly payload: Uint8Array;
+  /** The payload's CRC32Cs on the block grid (see the module comment); one per piece. */
+  readonly crcs?: readonly number[];
 }
 
 export interface SealMessage {
@@ -281,8 +288,18 @@ export function decodeMessage(headerBytes: Uint8Array, payload: Uint8Array): Mes
     }
     case 'setup-ack':
       return { type, replicas: replicaAcks(f) };
-    case 'packet':
-      return { type, seq: nat(f, 'seq'), offset: nat(f, 'offset'), sync: bool(f, 'sync'), payload };
+    case 'packet': {
+      const offset = nat(f, 'offset');
+      const packet = { type, seq: nat(f, 'seq'), offset, sync: bool(f, 'sync'), payload } as const;
+      if (f.crcs === undefined) return packet;
+      const pieces = gridPieceCount(offset, payload.length);
+      const crcs = list(f, 'crcs', pieces).map((crc) => {
+        if (typeof crc !== 'number' || !Number.isInteger(crc) || crc < 0 || crc > 0xffff_ffff) throw malformed('crcs must be 32-bit unsigned integers');
+        return crc;
+      });
+      if (crcs.length !== pieces) throw malformed(`crcs: ${crcs.length} for a payload of ${pieces} block pieces`);
+      return { ...packet, crcs };
+    }
     case 'seal':
       return { type, seq: nat(f, 'seq'), lengthBytes: nat(f, 'lengthBytes') };
     case 'ack':

@@ -20,6 +20,7 @@ import assert from 'node:assert/strict';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../../raft/node-api.ts';
 import { silentLogger } from '../../raft/node-api.ts';
+import { firstMismatch } from '../block-crcs.ts';
 import type { DataBug } from '../bugs.ts';
 import { noDataBugs } from '../bugs.ts';
 import type { ChunkStore } from '../types.ts';
@@ -405,6 +406,16 @@ class PipelineHop {
       this.fail(0, this.server.id, new DataPlaneError('TOO_LARGE', `packet ends past ${chunkSizeBytesMax}`));
       return;
     }
+    // The chain's end checks the writer's CRCs against the bytes that reached it through every hop before it;
+    // the hops before it trust them (block-crcs.ts). The failure names this replica: the writer goes on without
+    // it, resending from its own buffers, and the leader restores the replication factor later.
+    if (packet.crcs !== undefined && this.next === undefined) {
+      const bad = firstMismatch(packet.offset, packet.payload, packet.crcs);
+      if (bad >= 0) {
+        this.fail(0, this.server.id, new DataPlaneError('CHECKSUM_MISMATCH', `packet ${packet.seq} at ${packet.offset}: piece ${bad} does not match the writer's CRC32C`));
+        return;
+      }
+    }
     this.nextSeq += 1;
     this.nextOffset += length;
     this.server.metrics.bytesIn.inc({ kind: 'write' }, length);
@@ -420,7 +431,7 @@ class PipelineHop {
     const appending = lease?.retain();
     this.runLocal(
       async () => {
-        await this.server.store.append(handle, version, packet.offset, packet.payload);
+        await this.server.store.append(handle, version, packet.offset, packet.payload, packet.crcs);
         if (packet.sync) await this.server.store.sync(handle);
         entry.local = { id: this.server.id };
         this.maybeAck();

@@ -14,7 +14,8 @@
  * from the metadata leader and resumes with the survivors from `ackedLengthBytes` (mode `resume`).
  */
 import assert from 'node:assert/strict';
-import { chunkSizeBytesMax } from '../types.ts';
+import { checksumBlockBytes, chunkSizeBytesMax } from '../types.ts';
+import { gridCrcs, gridPieceCount } from '../block-crcs.ts';
 import type { Compression } from '../types.ts';
 import type { DataConnection, Dialer } from './connection.ts';
 import type { DataPlaneErrorCode } from './errors.ts';
@@ -164,10 +165,12 @@ export class PipelineWriter {
   /**
    * Sends `data` as packets; resolves once every packet is handed to the connection (it waits while the
    * window is full), not when acknowledged (see `flush`). With `sync`, the last packet asks every replica
-   * to fsync before acknowledging it.
+   * to fsync before acknowledging it. Every packet carries its CRC32Cs on the block grid (block-crcs.ts):
+   * `crcs`, when given, are those of `data` at the current length (gridCrcs), computed by the caller, and
+   * are used where packets start on the grid; otherwise the writer computes them.
    */
-  write(data: Uint8Array, options: { sync?: boolean } = {}): Promise<void> {
-    return this.serialise(() => this.send(data, options.sync ?? false));
+  write(data: Uint8Array, options: { sync?: boolean; crcs?: readonly number[] } = {}): Promise<void> {
+    return this.serialise(() => this.send(data, options.sync ?? false, options.crcs));
   }
 
   /** Resolves once everything written so far is acknowledged by every replica. */
@@ -213,11 +216,15 @@ export class PipelineWriter {
     return result;
   }
 
-  private async send(data: Uint8Array, sync: boolean): Promise<void> {
+  private async send(data: Uint8Array, sync: boolean, crcs: readonly number[] | undefined): Promise<void> {
     this.throwIfFailed();
     if (this.sealed) throw new RangeError('write after seal');
     if (this.sentLengthBytes + data.length > chunkSizeBytesMax)
       throw new DataPlaneError('TOO_LARGE', `writing ${data.length} bytes at ${this.sentLengthBytes} passes ${chunkSizeBytesMax}`);
+    // The caller's CRCs line up with packets when data starts on the grid and packets are whole blocks.
+    const given =
+      crcs !== undefined && this.sentLengthBytes % checksumBlockBytes === 0 && this.packetBytes % checksumBlockBytes === 0 ? crcs : undefined;
+    assert.ok(given === undefined || given.length === gridPieceCount(this.sentLengthBytes, data.length), 'one CRC per piece of data on the grid');
     for (let start = 0; start < data.length; start += this.packetBytes) {
       await this.waitForWindow();
       const payload = data.subarray(start, Math.min(start + this.packetBytes, data.length));
@@ -227,7 +234,9 @@ export class PipelineWriter {
       this.inflight.push({ seq, payloadBytes: payload.length, isSeal: false });
       this.inflightPacketsMaxSeen = Math.max(this.inflightPacketsMaxSeen, this.inflight.length);
       const last = start + this.packetBytes >= data.length;
-      if (!this.connection.send({ type: 'packet', seq, offset, sync: sync && last, payload }))
+      const packetCrcs =
+        given !== undefined ? given.slice(start / checksumBlockBytes, start / checksumBlockBytes + gridPieceCount(offset, payload.length)) : gridCrcs(offset, payload);
+      if (!this.connection.send({ type: 'packet', seq, offset, sync: sync && last, payload, crcs: packetCrcs }))
         await this.connection.writable();
     }
   }
