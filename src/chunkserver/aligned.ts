@@ -40,17 +40,33 @@ export function isPageAligned(view: Uint8Array): boolean {
 export class AlignedSlabs {
   private slab: Buffer | null = null;
   private used = 0;
+  /** Buffers that had to be ordinary (unaligned) memory. */
+  fallbacks = 0;
 
-  constructor(readonly slabBytes: number) {
+  constructor(
+    readonly slabBytes: number,
+    /** Makes page-aligned memory (tests inject a refusing one). */
+    private readonly allocateSlab: (bytes: number) => Buffer = allocateAligned,
+  ) {
     if (!Number.isSafeInteger(slabBytes) || slabBytes < pageBytes) throw new RangeError(`slab of ${slabBytes} bytes`);
   }
 
+  /**
+   * A buffer of `bytes`. Should the engine refuse another WebAssembly.Memory (address space), it is an
+   * ordinary Node buffer instead: still correct, only written through staging (`fallbacks` counts them).
+   */
   allocate(bytes: number): Buffer {
     const span = Math.ceil(bytes / pageBytes) * pageBytes;
-    if (span > this.slabBytes) return allocateAligned(bytes);
-    if (this.slab === null || this.used + span > this.slab.length) {
-      this.slab = allocateAligned(this.slabBytes);
-      this.used = 0;
+    try {
+      if (span > this.slabBytes) return this.allocateSlab(bytes);
+      if (this.slab === null || this.used + span > this.slab.length) {
+        this.slab = this.allocateSlab(this.slabBytes);
+        this.used = 0;
+      }
+    } catch (error) {
+      if (!(error instanceof RangeError)) throw error;
+      this.fallbacks += 1;
+      return Buffer.allocUnsafeSlow(bytes);
     }
     const buffer = this.slab.subarray(this.used, this.used + bytes);
     this.used += span;

@@ -118,6 +118,13 @@ void t.test('aligned slabs hand out page-aligned, disjoint buffers; plain buffer
   t.notOk(isPageAligned(buffers[0]!.subarray(1)), 'a view off a page boundary is not aligned');
   t.notOk(isPageAligned(Buffer.allocUnsafeSlow(64 * 1024)), 'Node memory is never taken for aligned');
   t.throws(() => new AlignedSlabs(100), RangeError);
+  const refusing = new AlignedSlabs(1024 * 1024, () => {
+    throw new RangeError('WebAssembly.Memory(): could not allocate memory');
+  });
+  const fallback = refusing.allocate(64 * 1024);
+  t.equal(fallback.length, 64 * 1024, 'an engine refusing aligned memory still gets a buffer');
+  t.notOk(isPageAligned(fallback), 'an ordinary one, written through staging');
+  t.equal(refusing.fallbacks, 1, 'counted');
   t.throws(() => allocateAligned(0), RangeError);
   t.end();
 });
