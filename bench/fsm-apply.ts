@@ -1,11 +1,12 @@
 /**
- * npx tsx bench/fsm-apply.ts [--batches N] [--batch N] [--clients N] [--memory] [--runs N]
+ * npx tsx bench/fsm-apply.ts [--batches N] [--batch N] [--clients N] [--memory] [--runs N] [--rate N]
  *
  * In-process cost of the metadata state machine's apply path per file create, as one member of the
  * bench:metadata cluster pays it: `--clients` sessions (256) each create files one after another in 16
  * directories (the benchmark's paths), `--batch` creates (Submit items) per Raft apply batch, every entry
  * handed to `readAhead` (as the driver does when it appends, for at most readAheadEntriesMax) and then
- * applied with `applyBatch`.
+ * applied with `applyBatch`. Stamped time advances as if `--rate` creates per second (5000) were applied,
+ * so each session is used every clients/rate seconds (about 50 ms), as in the cluster at that rate.
  * Store: RocksDbKv with lazy writes (as the metadata server opens it), or MemoryKv with --memory.
  * Prints CPU µs (process.cpuUsage: this thread and RocksDB's pool) and wall µs per create, per run, and the
  * least CPU figure of the runs.
@@ -31,11 +32,13 @@ const { values: args } = parseArgs({
     clients: { type: 'string', default: '256' },
     runs: { type: 'string', default: '5' },
     memory: { type: 'boolean', default: false },
+    rate: { type: 'string', default: '5000' },
   },
 });
 const batches = Number(args.batches);
 const batchSize = Number(args.batch);
 const clients = Number(args.clients);
+const msPerBatch = Math.max(1, Math.round((batchSize * 1000) / Number(args.rate)));
 const dirs = 16;
 
 const dir = await mkdtemp(join(tmpdir(), 'rfs-fsm-apply-'));
@@ -67,7 +70,7 @@ try {
   const seq = new Array<number>(clients).fill(0);
   let next = 0; // next client to issue
   const batchOf = (): Uint8Array[] => {
-    nowMs += 1;
+    nowMs += msPerBatch;
     const out: Uint8Array[] = [];
     for (let i = 0; i < batchSize; i++) {
       const c = next;

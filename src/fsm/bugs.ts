@@ -8,6 +8,8 @@ export const fsmBugs = [
   'fsm-non-atomic-rename',
   /** Session stamps are ignored: a retried (clientId, seq) is applied again. */
   'fsm-no-session-dedup',
+  /** A session's by-use index entry never moves after its opening, however long it is used (sessions.ts). */
+  'fsm-session-index-frozen',
 ] as const;
 export type FsmBug = (typeof fsmBugs)[number];
 

@@ -57,6 +57,25 @@ export class SnapshotFormatError extends Error {
   }
 }
 
+/**
+ * The stored state (a data directory, or a snapshot) was written in another layout version (records.ts,
+ * FORMAT_VERSION) than this code reads. Not migrated: such a store is refused as a whole.
+ */
+export class StateFormatError extends Error {
+  readonly code = 'EFORMAT';
+  constructor(
+    readonly found: number,
+    readonly expected: number,
+  ) {
+    super(
+      `the metadata state is in format ${found}, this rfs reads format ${expected} only ` +
+        `(written by ${found < expected ? 'an older' : 'a newer'} rfs, and not migrated: run the rfs that ` +
+        'wrote it, or start from an empty data directory)',
+    );
+    this.name = 'StateFormatError';
+  }
+}
+
 export interface FsSuccess<T> {
   readonly ok: true;
   readonly value: T;

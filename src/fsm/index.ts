@@ -9,6 +9,7 @@ export {
   CommandDecodeError,
   FsError,
   SnapshotFormatError,
+  StateFormatError,
   failure,
   fsErrorCodes,
   success,

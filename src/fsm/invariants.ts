@@ -11,12 +11,16 @@
  *   chunk's placement record points back at (file, index), unsealed and length totals match;
  * - every placement record belongs to a chunk list entry; replicas are distinct; leases are on files;
  * - counters are above every id in use; generations are at most the applied index;
- * - sessions: the count in meta, the by-use index and the result records all agree;
+ * - sessions: the count in meta, the by-use index and the result records all agree; each session's one
+ *   by-use entry is at its `indexedMs`, which lags its last use by less than sessionUseGranularityMs, and
+ *   no session was used after the stamped clock;
  * - no key outside the layout.
  */
 import * as keys from './keys.ts';
 import { Table } from './keys.ts';
 import type { KvPair, KvReader } from './kv.ts';
+import type { FsmLimits } from './limits.ts';
+import { defaultFsmLimits } from './limits.ts';
 import { successor } from './overlay.ts';
 import { fromUtf8 } from './paths.ts';
 import type { Inode, Meta, Placement, Session } from './records.ts';
@@ -127,7 +131,11 @@ function parse(pairs: readonly KvPair[], problems: string[]): Loaded {
   return s;
 }
 
-export async function checkNamespaceInvariants(kv: KvReader): Promise<string[]> {
+/** `limits`: those the state machine ran with (sessionUseGranularityMs is checked). */
+export async function checkNamespaceInvariants(
+  kv: KvReader,
+  limits: Pick<FsmLimits, 'sessionUseGranularityMs'> = defaultFsmLimits,
+): Promise<string[]> {
   const problems: string[] = [];
   const s = parse(await loadAll(kv), problems);
   if (s.meta === undefined || s.applied < 0) return [...problems, 'meta record or applied index missing'];
@@ -135,7 +143,7 @@ export async function checkNamespaceInvariants(kv: KvReader): Promise<string[]> 
   checkDirectories(s, live, problems);
   checkFiles(s, live, problems);
   checkCounters(s, problems);
-  checkSessions(s, problems);
+  checkSessions(s, limits, problems);
   return problems;
 }
 
@@ -261,15 +269,24 @@ function checkCounters(s: Loaded, problems: string[]): void {
   }
 }
 
-function checkSessions(s: Loaded, problems: string[]): void {
+function checkSessions(s: Loaded, limits: Pick<FsmLimits, 'sessionUseGranularityMs'>, problems: string[]): void {
   const m = s.meta!;
   if (s.sessions.size !== m.sessionCount)
     problems.push(`session count ${m.sessionCount}, table holds ${s.sessions.size}`);
   if (s.byUse.length !== s.sessions.size)
     problems.push('the by-use index and the session table differ in size');
   for (const { ms, client } of s.byUse) {
-    if (s.sessions.get(client)?.lastUsedMs !== ms)
+    if (s.sessions.get(client)?.indexedMs !== ms)
       problems.push(`by-use entry (${ms}, ${client}) does not match its session`);
+  }
+  for (const session of s.sessions.values()) {
+    const { clientId, indexedMs, lastUsedMs } = session;
+    if (!(indexedMs <= lastUsedMs && lastUsedMs - indexedMs < limits.sessionUseGranularityMs))
+      problems.push(
+        `session ${clientId} last used at ${lastUsedMs}, indexed at ${indexedMs}: ` +
+          `not within ${limits.sessionUseGranularityMs} ms below it`,
+      );
+    if (lastUsedMs > m.clockMs) problems.push(`session ${clientId} used at ${lastUsedMs}, after the clock ${m.clockMs}`);
   }
   for (const [client, seqs] of s.results) {
     const session = s.sessions.get(client);

@@ -14,7 +14,9 @@
  *   s <chunkserver u64>              -> Chunkserver record
  *   x <client u64>                   -> Session record
  *   r <client u64> <sequence u64>    -> Result record              a session's unacknowledged results
- *   y <last used ms u64> <client u64> -> (empty)                   sessions by last use, for eviction
+ *   y <indexed ms u64> <client u64>  -> (empty)                   sessions by last use, for expiry and
+ *                                                                   eviction; lags the last use by less
+ *                                                                   than sessionUseGranularityMs (sessions.ts)
  */
 import { assert } from '../raft/errors.ts';
 
@@ -140,8 +142,8 @@ export const garbageKey = (seq: number): Uint8Array => key1(Table.garbage, seq);
 export const chunkserverKey = (id: number): Uint8Array => key1(Table.chunkserver, id);
 export const sessionKey = (client: number): Uint8Array => key1(Table.session, client);
 export const resultKey = (client: number, seq: number): Uint8Array => key2(Table.result, client, seq);
-export const sessionByUseKey = (lastUsedMs: number, client: number): Uint8Array =>
-  key2(Table.sessionByUse, lastUsedMs, client);
+export const sessionByUseKey = (indexedMs: number, client: number): Uint8Array =>
+  key2(Table.sessionByUse, indexedMs, client);
 
 /** [gte, lt) covering every key that starts with the table byte and the given numbers. */
 export function prefixRange(table: Table, ...ids: number[]): { gte: Uint8Array; lt: Uint8Array } {

@@ -21,8 +21,15 @@ export interface FsmLimits {
   readonly snapshotChunkBytes: number;
   /** Client sessions kept, at most; opening one more evicts the least recently used. */
   readonly sessionsMax: number;
-  /** A session unused for this long (in stamped milliseconds) is dropped. */
+  /** A session unused for this long (in stamped milliseconds) is dropped (up to sessionUseGranularityMs later). */
   readonly sessionIdleMs: number;
+  /**
+   * Stamped milliseconds a session's by-use index entry may lag its last use: the entry moves only when the
+   * session is used at least this long after the entry's time (sessions.ts). Idle expiry is that much late at
+   * most, and eviction's "least recently used" that coarse; in exchange a busy session's command does not
+   * delete and rewrite its index entry every time.
+   */
+  readonly sessionUseGranularityMs: number;
   /** Results one session keeps for commands the client has not acknowledged yet, at most. */
   readonly sessionResultsMax: number;
   /** Idle sessions dropped after one command, at most (bounds the work of one command). */
@@ -58,6 +65,7 @@ export const defaultFsmLimits: FsmLimits = {
   snapshotChunkBytes: 256 * KiB,
   sessionsMax: 100_000,
   sessionIdleMs: 60 * 60 * 1000,
+  sessionUseGranularityMs: 1000,
   sessionResultsMax: 256,
   sessionExpiriesPerCommandMax: 4,
   reclaimKeysPerCommandMax: 256,

@@ -6,7 +6,7 @@
 import { Packr } from 'msgpackr';
 import { assert } from '../raft/errors.ts';
 import type { FsErrorCode, FsResult } from './errors.ts';
-import { fsErrorCodes } from './errors.ts';
+import { fsErrorCodes, StateFormatError } from './errors.ts';
 import type { InodeType } from './keys.ts';
 
 /** Plain msgpack only: no msgpackr records, shared structures or extension types. */
@@ -17,8 +17,11 @@ export const packr = new Packr({
   bundleStrings: false,
 });
 
-/** The layout version of the whole state (in Meta); a new layout gets a new number. */
-export const FORMAT_VERSION = 1;
+/**
+ * The layout version of the whole state (in Meta); a new layout gets a new number. 2: the session record
+ * carries `indexedMs`, the time of its by-use index entry, which may lag its last use (sessions.ts).
+ */
+export const FORMAT_VERSION = 2;
 
 /** The root directory's inode id. Invariant: it exists, is a directory, and is its own parent. */
 export const ROOT_ID = 1;
@@ -311,22 +314,27 @@ export function decodeChunkserver(id: number, bytes: Uint8Array): Chunkserver {
 
 /**
  * A client session. Invariants: results are kept for exactly the sequences > `ack` that were applied
- * (`pending` of them); `lastUsedMs` matches the session's one entry in the by-use index.
+ * (`pending` of them); the session's one entry in the by-use index is at `indexedMs`, and
+ * `lastUsedMs - sessionUseGranularityMs < indexedMs <= lastUsedMs` (the entry moves only when the session is
+ * used at least that long after it: sessions.ts).
  */
 export interface Session {
   readonly clientId: number;
   ack: number;
+  /** Stamped time of the session's last command (or of its opening). */
   lastUsedMs: number;
   pending: number;
+  /** Stamped time of the session's by-use index entry. */
+  indexedMs: number;
 }
 
 export function encodeSession(s: Session): Uint8Array {
-  return packr.pack([s.ack, s.lastUsedMs, s.pending]);
+  return packr.pack([s.ack, s.lastUsedMs, s.pending, s.indexedMs]);
 }
 
 export function decodeSession(clientId: number, bytes: Uint8Array): Session {
-  const [ack, lastUsedMs, pending] = nats(unpackArray(bytes, 3, 'session'), 'session');
-  return { clientId, ack: ack!, lastUsedMs: lastUsedMs!, pending: pending! };
+  const [ack, lastUsedMs, pending, indexedMs] = nats(unpackArray(bytes, 4, 'session'), 'session');
+  return { clientId, ack: ack!, lastUsedMs: lastUsedMs!, pending: pending!, indexedMs: indexedMs! };
 }
 
 export function encodeResult(r: FsResult): Uint8Array {
@@ -390,7 +398,7 @@ export function decodeMeta(bytes: Uint8Array): Meta {
     garbageCount,
     sessionCount,
   ] = nats(unpackArray(bytes, 9, 'meta'), 'meta');
-  if (format !== FORMAT_VERSION) assert(false, `unsupported state format ${format}`);
+  if (format !== FORMAT_VERSION) throw new StateFormatError(format!, FORMAT_VERSION);
   return {
     format,
     clockMs: clockMs!,

@@ -14,6 +14,16 @@
  * recently used); a session unused for `sessionIdleMs` of stamped time is dropped, at most
  * `sessionExpiriesPerCommandMax` per command. A client whose session was dropped gets ESESSION, never a
  * second application of a command.
+ *
+ * The by-use index (keys.ts, table y) lags. A session's entry is at `indexedMs`, which moves to the
+ * command's stamped time only when that is at least `sessionUseGranularityMs` (G) past it; `lastUsedMs` in
+ * the record is always the last use. So lastUsedMs - G < indexedMs <= lastUsedMs (checked by invariants.ts),
+ * and a busy session's command rewrites only its record, not also the index (a delete and a put per command
+ * before). Consequences, all deterministic (stamped time only):
+ * - idle expiry drops a session whose entry is older than sessionIdleMs + G, so it never drops one used
+ *   within sessionIdleMs, and drops an idle one at most G late (between sessionIdleMs and
+ *   sessionIdleMs + G after its last use);
+ * - eviction takes the session with the oldest entry: least recently used to within G.
  */
 import { assert } from '../raft/errors.ts';
 import type { SessionStamp } from './commands.ts';
@@ -29,11 +39,11 @@ import { notCached } from './txn.ts';
 export async function openSession(txn: Txn): Promise<{ clientId: number }> {
   if ((await txn.meta()).sessionCount >= txn.limits.sessionsMax) await evictLeastRecent(txn);
   const clientId = await txn.allocate('nextClientId');
-  const session: Session = { clientId, ack: 0, lastUsedMs: txn.nowMs, pending: 0 };
-  txn.hints.sessionUseFloorMs = Math.min(txn.hints.sessionUseFloorMs, session.lastUsedMs);
+  const session: Session = { clientId, ack: 0, lastUsedMs: txn.nowMs, pending: 0, indexedMs: txn.nowMs };
+  txn.hints.sessionUseFloorMs = Math.min(txn.hints.sessionUseFloorMs, session.indexedMs);
   txn.hints.resultsAtMost.set(clientId, 0); // a new session has no results
   putSession(txn, session);
-  txn.view.put(keys.sessionByUseKey(session.lastUsedMs, clientId), new Uint8Array(0));
+  txn.view.put(keys.sessionByUseKey(session.indexedMs, clientId), new Uint8Array(0));
   const m = await txn.meta();
   m.sessionCount += 1;
   txn.putMeta(m);
@@ -83,22 +93,23 @@ export async function runInSession(
 }
 
 /**
- * Drops sessions idle for longer than sessionIdleMs, oldest first, a bounded number per command. The scan
- * of the by-use index runs only when the cutoff passes the in-memory floor of every session's last use
- * (ApplyHints); it then also reads the oldest session that stays, which raises the floor.
+ * Drops sessions idle for longer than sessionIdleMs (see the module comment: entries older than
+ * sessionIdleMs + sessionUseGranularityMs), oldest entry first, a bounded number per command. The scan of
+ * the by-use index runs only when the cutoff passes the in-memory floor of every session's entry
+ * (ApplyHints); it then also reads the oldest entry that stays, which raises the floor.
  */
 export async function expireIdleSessions(txn: Txn): Promise<void> {
   if (!sessionsMayExpire(txn)) return;
-  const cutoffMs = txn.nowMs - txn.limits.sessionIdleMs;
+  const cutoffMs = expiryCutoffMs(txn);
   if ((await txn.meta()).sessionCount === 0) return;
   const max = txn.limits.sessionExpiriesPerCommandMax;
   const oldest = await txn.view.scan({ ...keys.prefixRange(Table.sessionByUse), limit: max + 1 });
   let evicted = 0;
   for (const { key } of oldest) {
-    const lastUsedMs = keys.readU64(key, 1);
-    if (lastUsedMs >= cutoffMs) {
-      // Every session left was used at or after this one (sessions are only ever touched forward).
-      txn.hints.sessionUseFloorMs = lastUsedMs;
+    const indexedMs = keys.readU64(key, 1);
+    if (indexedMs >= cutoffMs) {
+      // Every entry left is at or after this one (entries only ever move forward).
+      txn.hints.sessionUseFloorMs = indexedMs;
       return;
     }
     if (evicted === max) return; // more idle sessions: later commands drop them
@@ -108,10 +119,18 @@ export async function expireIdleSessions(txn: Txn): Promise<void> {
   if (oldest.length <= max) txn.hints.sessionUseFloorMs = Infinity; // none left
 }
 
-/** Whether expireIdleSessions may drop a session now: false while the cutoff is below every session's last use. */
+/** Whether expireIdleSessions may drop a session now: false while the cutoff is at or below every session's entry. */
 export function sessionsMayExpire(txn: Txn): boolean {
-  const cutoffMs = txn.nowMs - txn.limits.sessionIdleMs;
+  const cutoffMs = expiryCutoffMs(txn);
   return cutoffMs > 0 && cutoffMs > txn.hints.sessionUseFloorMs;
+}
+
+/**
+ * Sessions whose by-use entry is below this are idle for longer than sessionIdleMs: their last use is below
+ * indexedMs + sessionUseGranularityMs <= now - sessionIdleMs.
+ */
+function expiryCutoffMs(txn: Txn): number {
+  return txn.nowMs - txn.limits.sessionIdleMs - txn.limits.sessionUseGranularityMs + 1;
 }
 
 async function evictLeastRecent(txn: Txn): Promise<void> {
@@ -134,7 +153,7 @@ async function evict(txn: Txn, clientId: number): Promise<void> {
   for (const { key } of results) txn.view.delete(key);
   txn.hints.resultsAtMost.delete(clientId);
   txn.view.delete(keys.sessionKey(clientId));
-  txn.view.delete(keys.sessionByUseKey(session.lastUsedMs, clientId));
+  txn.view.delete(keys.sessionByUseKey(session.indexedMs, clientId));
   const m = await txn.meta();
   m.sessionCount -= 1;
   txn.putMeta(m);
@@ -185,12 +204,17 @@ function putSession(txn: Txn, s: Session): void {
   txn.view.put(keys.sessionKey(s.clientId), rec.encodeSession(s));
 }
 
-/** Marks the session used now (moving its by-use index entry) and stores it. */
+/**
+ * Marks the session used now and stores it; its by-use index entry moves only when now is at least
+ * sessionUseGranularityMs past the entry (see the module comment).
+ */
 function touch(txn: Txn, s: Session): void {
-  if (s.lastUsedMs !== txn.nowMs) {
-    txn.view.delete(keys.sessionByUseKey(s.lastUsedMs, s.clientId));
-    s.lastUsedMs = txn.nowMs;
-    txn.view.put(keys.sessionByUseKey(s.lastUsedMs, s.clientId), new Uint8Array(0));
+  s.lastUsedMs = txn.nowMs;
+  // Planted bug (simulator self-test): the entry never moves, so it lags the last use without bound.
+  if (txn.nowMs - s.indexedMs >= txn.limits.sessionUseGranularityMs && !txn.bugs.has('fsm-session-index-frozen')) {
+    txn.view.delete(keys.sessionByUseKey(s.indexedMs, s.clientId));
+    s.indexedMs = txn.nowMs;
+    txn.view.put(keys.sessionByUseKey(s.indexedMs, s.clientId), new Uint8Array(0));
   }
   putSession(txn, s);
 }

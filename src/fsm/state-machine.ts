@@ -28,7 +28,7 @@ import { EntryType } from '../raft/types.ts';
 import type { Command, Op } from './commands.ts';
 import { decodeCommand } from './commands.ts';
 import type { FsResult } from './errors.ts';
-import { asResult, CommandDecodeError, failure, SnapshotFormatError } from './errors.ts';
+import { asResult, CommandDecodeError, failure, SnapshotFormatError, StateFormatError } from './errors.ts';
 import { reclaim } from './gc.ts';
 import * as keys from './keys.ts';
 import type { Kv, KvPair } from './kv.ts';
@@ -98,7 +98,7 @@ export class MetadataStateMachine {
     }
     const meta = await kv.get(keys.metaKey);
     assert(meta !== undefined, 'the store has an applied index but no meta record');
-    rec.decodeMeta(meta); // asserts the format version
+    rec.decodeMeta(meta); // throws StateFormatError for a store of another format
     return new MetadataStateMachine(kv, limits, keys.readApplied(appliedBytes), options.bugs ?? noFsmBugs);
   }
 
@@ -486,7 +486,8 @@ async function* checkedSnapshotPairs(
 function guard<T>(fn: () => T): T {
   try {
     return fn();
-  } catch {
+  } catch (e) {
+    if (e instanceof StateFormatError) throw new SnapshotFormatError(`snapshot: ${e.message}`);
     throw new SnapshotFormatError('snapshot holds a malformed record');
   }
 }

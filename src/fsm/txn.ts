@@ -23,7 +23,7 @@ type Counter = 'nextInodeId' | 'nextChunkHandle' | 'nextChunkserverId' | 'nextCl
  * store may no longer match (a failed batch write, a snapshot restore).
  */
 export class ApplyHints {
-  /** Every session's lastUsedMs is >= this (-Infinity: unknown). */
+  /** Every session's by-use entry (Session.indexedMs) is >= this (-Infinity: unknown). */
   sessionUseFloorMs = -Infinity;
   /**
    * Per session (client id): no result is stored at a sequence above this (a session missing here: unknown).

@@ -12,11 +12,13 @@ import { MetadataStateMachine } from '../../src/fsm/state-machine.ts';
 import { encodeCommand } from '../../src/fsm/commands.ts';
 import type { Command } from '../../src/fsm/commands.ts';
 import type { FsmLimits } from '../../src/fsm/limits.ts';
+import { checkNamespaceInvariants } from '../../src/fsm/invariants.ts';
 import { EntryType } from '../../src/raft/types.ts';
 import type { Entry } from '../../src/raft/types.ts';
 
 const limits: Partial<FsmLimits> = {
   sessionIdleMs: 1000,
+  sessionUseGranularityMs: 300, // time steps of 1..700 ms: by-use entries that move and entries that lag
   sessionExpiriesPerCommandMax: 2,
   sessionsMax: 6,
   sessionResultsMax: 4,
@@ -100,6 +102,8 @@ void t.test('warm and cold hints give identical results and stores', async (t) =
           throw new Error(`results differ: ${JSON.stringify(a)} vs ${JSON.stringify(b)}`);
       }
       if ((await dump(warmKv)) !== (await dump(coldKv))) throw new Error('stores differ');
+      const problems = await checkNamespaceInvariants(warmKv, warm.limits);
+      if (problems.length > 0) throw new Error(`invariants: ${problems.join('; ')}`);
     }),
     { numRuns: 150 },
   );
@@ -108,7 +112,8 @@ void t.test('warm and cold hints give identical results and stores', async (t) =
 
 void t.test('an idle session is dropped when its time comes, also after the floor was raised', async (t) => {
   const kv = new MemoryKv();
-  const sm = await MetadataStateMachine.open(kv, { limits });
+  // Granularity 1 ms: the by-use index is exact, so expiry is exactly sessionIdleMs after the last use.
+  const sm = await MetadataStateMachine.open(kv, { limits: { ...limits, sessionUseGranularityMs: 1 } });
   let index = 1;
   const run = async (nowMs: number, command: Omit<Command, 'nowMs'>) =>
     (

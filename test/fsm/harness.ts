@@ -93,7 +93,7 @@ export class Harness {
   }
 
   invariants(): Promise<string[]> {
-    return checkNamespaceInvariants(this.kv);
+    return checkNamespaceInvariants(this.kv, this.sm.limits);
   }
 
   /** Registers `n` chunkservers, returns their ids. */

@@ -4,6 +4,7 @@ import type { Op } from '../../src/fsm/commands.ts';
 import type { FsResult } from '../../src/fsm/errors.ts';
 import { fsmTest } from './harness.ts';
 import type { Harness } from './harness.ts';
+import * as keys from '../../src/fsm/keys.ts';
 
 async function open(h: Harness): Promise<number> {
   return (await h.ok<{ clientId: number }>({ type: 'openSession' })).clientId;
@@ -103,7 +104,7 @@ fsmTest(
     await h.ok({ type: 'mkdir', path: '/y' }, { session: { clientId: a, seq: 2, ack: 1 } });
     await h.ok({ type: 'mkdir', path: '/z' }, { session: { clientId: c, seq: 1, ack: 0 } });
   },
-  { sessionsMax: 2 },
+  { sessionsMax: 2, sessionUseGranularityMs: 1 }, // an exact by-use index: a's 1 ms lead counts
 );
 
 fsmTest(
@@ -123,7 +124,65 @@ fsmTest(
     const again = await h.run({ type: 'mkdir', path: '/x' }, { session: { clientId: b, seq: 1, ack: 0 } });
     t.ok(again.ok, 'b kept its recorded result');
   },
-  { sessionIdleMs: 1000 },
+  { sessionIdleMs: 1000, sessionUseGranularityMs: 1 }, // an exact by-use index: dropped exactly when idle
+);
+
+/** The by-use index entries (table y) as [ms, client], in key order. */
+async function byUse(h: Harness): Promise<[number, number][]> {
+  const pairs = await h.kv.scan({ gte: new Uint8Array([0x79]), lt: new Uint8Array([0x7a]), limit: 100 });
+  return pairs.map(({ key }) => [keys.readU64(key, 1), keys.readU64(key, 9)]);
+}
+
+fsmTest(
+  t,
+  'a session used again and again within sessionUseGranularityMs keeps its by-use entry; then it moves',
+  async (t, h) => {
+    const opened = h.nowMs;
+    const c = await open(h);
+    t.same(await byUse(h), [[opened, c]]);
+    for (let seq = 1; seq <= 10; seq++) {
+      h.nowMs += 99; // last use 99 .. 990 ms after the entry
+      const entriesBefore = await h.kv.scan({ limit: 10_000 });
+      await h.ok({ type: 'mkdir', path: `/d${seq}` }, { session: { clientId: c, seq, ack: seq - 1 } });
+      t.same(await byUse(h), [[opened, c]], `use ${seq} (${h.nowMs - opened} ms after the entry): entry kept`);
+      // Stored keys: the directory's two, plus the first result; later results replace the acknowledged one.
+      t.equal((await h.kv.scan({ limit: 10_000 })).length, entriesBefore.length + (seq === 1 ? 3 : 2));
+    }
+    t.same(await h.invariants(), [], 'the record knows its last use (990 ms after the entry)');
+    h.nowMs = opened + 1000;
+    await h.ok({ type: 'mkdir', path: '/moved' }, { session: { clientId: c, seq: 11, ack: 10 } });
+    t.same(await byUse(h), [[opened + 1000, c]], 'used 1000 ms after the entry: the entry moves to now');
+  },
+  { sessionUseGranularityMs: 1000 },
+);
+
+fsmTest(
+  t,
+  'with a lagging by-use entry, an idle session is dropped no earlier than sessionIdleMs after its last use and at most sessionUseGranularityMs later',
+  async (t, h) => {
+    const start = h.nowMs;
+    const a = await open(h); // entry at start
+    h.nowMs = start + 400;
+    await h.ok({ type: 'mkdir', path: '/x' }, { session: { clientId: a, seq: 1, ack: 0 } }); // last use start + 400
+    t.same(await byUse(h), [[start, a]], 'the entry lags the last use by 400 ms');
+    // Idle for 999 ms since its last use (1399 since the entry): kept.
+    h.nowMs = start + 1399;
+    await h.ok({ type: 'mkdir', path: '/tick1' });
+    t.same(await byUse(h), [[start, a]], 'not dropped before sessionIdleMs after its last use');
+    // Idle 1000 and 1099 ms: kept still (the entry cannot tell a use up to 499 ms after it from none).
+    h.nowMs = start + 1499;
+    await h.ok({ type: 'mkdir', path: '/tick2' });
+    t.same(await byUse(h), [[start, a]], 'idle 1099 ms: within the granularity');
+    // Entry older than sessionIdleMs + sessionUseGranularityMs (1500 ms): dropped, 100 ms late.
+    h.nowMs = start + 1500;
+    await h.ok({ type: 'mkdir', path: '/tick3' });
+    t.same(await byUse(h), [], 'dropped 1100 ms after its last use: at most 500 ms late');
+    t.equal(
+      await h.code({ type: 'mkdir', path: '/y' }, { session: { clientId: a, seq: 2, ack: 1 } }),
+      'ESESSION',
+    );
+  },
+  { sessionIdleMs: 1000, sessionUseGranularityMs: 500 },
 );
 
 fsmTest(t, 'stamped time never runs backwards (a leader with a slower clock)', async (t, h) => {

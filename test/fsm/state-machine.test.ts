@@ -6,6 +6,10 @@ import type { KvBatch, KvPair } from '../../src/fsm/kv.ts';
 import { MetadataStateMachine } from '../../src/fsm/state-machine.ts';
 import { AssertionError } from '../../src/raft/errors.ts';
 import { Harness } from './harness.ts';
+import { StateFormatError } from '../../src/fsm/errors.ts';
+import * as keys from '../../src/fsm/keys.ts';
+import * as rec from '../../src/fsm/records.ts';
+import { encodeSnapshot } from '../../src/fsm/snapshot.ts';
 
 /** A MemoryKv whose next write can be made to fail (a crash before the write reached the disk). */
 class FlakyKv extends MemoryKv {
@@ -141,6 +145,27 @@ void t.test('open refuses a store with foreign data and no applied index', async
   await kv.write({ puts: [{ key: new Uint8Array([1]), value: new Uint8Array([2]) }], deletes: [] });
   await t.rejects(MetadataStateMachine.open(kv), AssertionError);
   await t.rejects(MetadataStateMachine.open(new MemoryKv(), { limits: { sessionsMax: 0 } }), AssertionError);
+});
+
+void t.test('a store or a snapshot of another state format is refused with a typed error', async (t) => {
+  // A format-1 store (before the session record carried its by-use index time): meta says format 1.
+  const h = await Harness.open();
+  await h.ok({ type: 'openSession' });
+  const m = rec.decodeMeta((await h.kv.get(keys.metaKey))!);
+  await h.kv.write({ puts: [{ key: keys.metaKey, value: rec.encodeMeta({ ...m, format: 1 }) }], deletes: [] });
+  const error = await MetadataStateMachine.open(h.kv).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  t.ok(error instanceof StateFormatError, 'StateFormatError');
+  t.match(error, { code: 'EFORMAT', found: 1, expected: rec.FORMAT_VERSION, message: /format 1, this rfs reads format 2/ });
+  // The same state as a snapshot stream: refused before anything is installed.
+  const target = await Harness.open();
+  await t.rejects(target.sm.restoreFromChunks(encodeSnapshot(h.kv.snapshotIterator(), 1024)), {
+    name: 'SnapshotFormatError',
+    message: /format 1, this rfs reads format 2/,
+  });
+  t.same(await target.invariants(), [], 'the target keeps its own state');
 });
 
 void t.test('every stored pair is in the documented key layout', async (t) => {

@@ -79,6 +79,11 @@ export const fsmBugCatalog: Readonly<Record<FsmBug, PlantedBugInfo>> = {
     primaryViolation: 'exactly-once',
     expectedViolations: ['state-machine-safety', 'exactly-once', 'linearizability'],
   },
+  'fsm-session-index-frozen': {
+    description: "metadata: a session's by-use index entry never moves after opening, so it lags the session's use without bound",
+    primaryViolation: 'namespace-invariant',
+    expectedViolations: ['namespace-invariant', 'state-machine-safety'],
+  },
 };
 
 /** The planted bugs of the chunk manager (src/placement/bugs.ts), caught by the metadata workload's chunk checks. */
