@@ -11,7 +11,8 @@
  *   chunk's placement record points back at (file, index), unsealed and length totals match;
  * - every placement record belongs to a chunk list entry; replicas are distinct; leases are on files;
  * - counters are above every id in use; generations are at most the applied index;
- * - sessions: the count in meta, the by-use index and the result records all agree; each session's one
+ * - sessions: the count in meta, the by-use index and the results (result keys and the one a session record
+ *   may hold, never both for one sequence) all agree; each session's one
  *   by-use entry is at its `indexedMs`, which lags its last use by less than sessionUseGranularityMs, and
  *   no session was used after the stamped clock;
  * - no key outside the layout.
@@ -293,9 +294,15 @@ function checkSessions(s: Loaded, limits: Pick<FsmLimits, 'sessionUseGranularity
     if (session === undefined) problems.push(`results of missing session ${client}`);
     else if (seqs.some((q) => q <= session.ack))
       problems.push(`session ${client} keeps an acknowledged result`);
+    else if (seqs.includes(session.inlineSeq))
+      problems.push(`session ${client} keeps result ${session.inlineSeq} twice (record and key)`);
   }
   for (const session of s.sessions.values()) {
-    const n = s.results.get(session.clientId)?.length ?? 0;
+    if (session.inlineSeq !== 0) {
+      if (session.inlineSeq <= session.ack) problems.push(`session ${session.clientId} keeps an acknowledged result`);
+      rec.decodeResult(session.inlineResult!);
+    }
+    const n = (s.results.get(session.clientId)?.length ?? 0) + (session.inlineSeq === 0 ? 0 : 1);
     if (n !== session.pending)
       problems.push(`session ${session.clientId} counts ${session.pending} results, keeps ${n}`);
   }

@@ -13,7 +13,8 @@
  *   g <sequence u64>                 -> <inode u64>                deleted subtrees awaiting reclamation, FIFO
  *   s <chunkserver u64>              -> Chunkserver record
  *   x <client u64>                   -> Session record
- *   r <client u64> <sequence u64>    -> Result record              a session's unacknowledged results
+ *   r <client u64> <sequence u64>    -> Result record              a session's unacknowledged results but
+ *                                                                   the one its Session record may hold
  *   y <indexed ms u64> <client u64>  -> (empty)                   sessions by last use, for expiry and
  *                                                                   eviction; lags the last use by less
  *                                                                   than sessionUseGranularityMs (sessions.ts)

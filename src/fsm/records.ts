@@ -19,9 +19,10 @@ export const packr = new Packr({
 
 /**
  * The layout version of the whole state (in Meta); a new layout gets a new number. 2: the session record
- * carries `indexedMs`, the time of its by-use index entry, which may lag its last use (sessions.ts).
+ * carries `indexedMs`, the time of its by-use index entry, which may lag its last use (sessions.ts). 3: the
+ * session record may hold one of its results itself (`inlineSeq`, `inlineResult`).
  */
-export const FORMAT_VERSION = 2;
+export const FORMAT_VERSION = 3;
 
 /** The root directory's inode id. Invariant: it exists, is a directory, and is its own parent. */
 export const ROOT_ID = 1;
@@ -314,9 +315,10 @@ export function decodeChunkserver(id: number, bytes: Uint8Array): Chunkserver {
 
 /**
  * A client session. Invariants: results are kept for exactly the sequences > `ack` that were applied
- * (`pending` of them); the session's one entry in the by-use index is at `indexedMs`, and
- * `lastUsedMs - sessionUseGranularityMs < indexedMs <= lastUsedMs` (the entry moves only when the session is
- * used at least that long after it: sessions.ts).
+ * (`pending` of them): at most one in the record itself (`inlineSeq`, 0 for none, with its encoded
+ * `inlineResult`), the others under result keys, never one in both; the session's one entry in the by-use
+ * index is at `indexedMs`, and `lastUsedMs - sessionUseGranularityMs < indexedMs <= lastUsedMs` (the entry
+ * moves only when the session is used at least that long after it: sessions.ts).
  */
 export interface Session {
   readonly clientId: number;
@@ -326,15 +328,30 @@ export interface Session {
   pending: number;
   /** Stamped time of the session's by-use index entry. */
   indexedMs: number;
+  /** Sequence of the result kept in the record (0: none). */
+  inlineSeq: number;
+  /** That result, as encodeResult gives it (undefined when inlineSeq is 0). */
+  inlineResult: Uint8Array | undefined;
 }
 
 export function encodeSession(s: Session): Uint8Array {
-  return packr.pack([s.ack, s.lastUsedMs, s.pending, s.indexedMs]);
+  return packr.pack([s.ack, s.lastUsedMs, s.pending, s.indexedMs, s.inlineSeq, s.inlineResult ?? null]);
 }
 
 export function decodeSession(clientId: number, bytes: Uint8Array): Session {
-  const [ack, lastUsedMs, pending, indexedMs] = nats(unpackArray(bytes, 4, 'session'), 'session');
-  return { clientId, ack: ack!, lastUsedMs: lastUsedMs!, pending: pending!, indexedMs: indexedMs! };
+  const raw = unpackArray(bytes, 6, 'session');
+  const [ack, lastUsedMs, pending, indexedMs, inlineSeq] = nats(raw.slice(0, 5), 'session');
+  const inline = raw[5];
+  if (!(inlineSeq === 0 ? inline === null : inline instanceof Uint8Array)) assert(false, 'corrupt session record');
+  return {
+    clientId,
+    ack: ack!,
+    lastUsedMs: lastUsedMs!,
+    pending: pending!,
+    indexedMs: indexedMs!,
+    inlineSeq: inlineSeq!,
+    inlineResult: inlineSeq === 0 ? undefined : (inline as Uint8Array),
+  };
 }
 
 export function encodeResult(r: FsResult): Uint8Array {

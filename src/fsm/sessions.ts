@@ -24,6 +24,12 @@
  *   within sessionIdleMs, and drops an idle one at most G late (between sessionIdleMs and
  *   sessionIdleMs + G after its last use);
  * - eviction takes the session with the oldest entry: least recently used to within G.
+ *
+ * One result lives in the session record. A result is stored in the record when its slot there is free
+ * (`inlineSeq` 0), else under its own result key (table r). A client with one command in flight at a time
+ * (each command acknowledging the one before) thus never writes a result key: the acknowledgement frees the
+ * slot and the new result takes it, in the record the command rewrites anyway (before: a put of the new
+ * result's key and a delete of the acknowledged one's per command). Lookups try the record first.
  */
 import { assert } from '../raft/errors.ts';
 import type { SessionStamp } from './commands.ts';
@@ -39,7 +45,15 @@ import { notCached } from './txn.ts';
 export async function openSession(txn: Txn): Promise<{ clientId: number }> {
   if ((await txn.meta()).sessionCount >= txn.limits.sessionsMax) await evictLeastRecent(txn);
   const clientId = await txn.allocate('nextClientId');
-  const session: Session = { clientId, ack: 0, lastUsedMs: txn.nowMs, pending: 0, indexedMs: txn.nowMs };
+  const session: Session = {
+    clientId,
+    ack: 0,
+    lastUsedMs: txn.nowMs,
+    pending: 0,
+    indexedMs: txn.nowMs,
+    inlineSeq: 0,
+    inlineResult: undefined,
+  };
   txn.hints.sessionUseFloorMs = Math.min(txn.hints.sessionUseFloorMs, session.indexedMs);
   txn.hints.resultsAtMost.set(clientId, 0); // a new session has no results
   putSession(txn, session);
@@ -68,9 +82,12 @@ export async function runInSession(
   if (stamp.seq <= session.ack) return failure('ESESSION', `sequence ${stamp.seq} was acknowledged already`);
   // Planted bug (simulator self-test): the stored result is ignored, so a retry is applied again.
   const noDedup = txn.bugs.has('fsm-no-session-dedup');
-  const stored = txn.hints.resultKnownAbsent(stamp.clientId, stamp.seq)
-    ? undefined
-    : await readNowOrLater(txn, keys.resultKey(stamp.clientId, stamp.seq));
+  const stored =
+    session.inlineSeq === stamp.seq
+      ? session.inlineResult
+      : txn.hints.resultKnownAbsent(stamp.clientId, stamp.seq)
+        ? undefined
+        : await readNowOrLater(txn, keys.resultKey(stamp.clientId, stamp.seq));
   const cached = noDedup ? undefined : stored;
   if (cached !== undefined) {
     touch(txn, session);
@@ -84,7 +101,15 @@ export async function runInSession(
     return failure('ESESSION', `${session.pending} unacknowledged commands; acknowledge some first`);
   }
   const result = await apply();
-  txn.view.put(keys.resultKey(stamp.clientId, stamp.seq), rec.encodeResult(result));
+  const bytes = rec.encodeResult(result);
+  // In the record when that is where it was (a planted bug's re-application) or the slot is free, unless the
+  // result was stored under its key (the same planted bug).
+  if (session.inlineSeq === stamp.seq || (stored === undefined && session.inlineSeq === 0)) {
+    session.inlineSeq = stamp.seq;
+    session.inlineResult = bytes;
+  } else {
+    txn.view.put(keys.resultKey(stamp.clientId, stamp.seq), bytes);
+  }
   const atMost = txn.hints.resultsAtMost.get(stamp.clientId);
   if (atMost !== undefined && stamp.seq > atMost) txn.hints.resultsAtMost.set(stamp.clientId, stamp.seq);
   if (stored === undefined) session.pending += 1;
@@ -142,14 +167,9 @@ async function evictLeastRecent(txn: Txn): Promise<void> {
 async function evict(txn: Txn, clientId: number): Promise<void> {
   const session = await getSession(txn, clientId);
   assert(session !== undefined, `by-use index names a missing session ${clientId}`);
-  const results = await txn.view.scan({
-    ...keys.prefixRange(Table.result, clientId),
-    limit: session.pending + 1,
-  });
-  assert(
-    results.length === session.pending,
-    `session ${clientId} keeps ${results.length} results, not ${session.pending}`,
-  );
+  const keyed = keyedResults(session);
+  const results = await txn.view.scan({ ...keys.prefixRange(Table.result, clientId), limit: keyed + 1 });
+  assert(results.length === keyed, `session ${clientId} keeps ${results.length} result keys, not ${keyed}`);
   for (const { key } of results) txn.view.delete(key);
   txn.hints.resultsAtMost.delete(clientId);
   txn.view.delete(keys.sessionKey(clientId));
@@ -161,31 +181,44 @@ async function evict(txn: Txn, clientId: number): Promise<void> {
 
 /**
  * Raises the session's ack and deletes the results it covers: those of sequences in (session.ack, ack], as
- * results at or below the old ack were deleted when it was raised. A short range is read key by key (store
- * lookups, cached), a long one with one scan.
+ * results at or below the old ack were deleted when it was raised. The record's own result is dropped from
+ * it; result keys of a short range are read key by key (store lookups, cached), of a long one with one scan,
+ * and not at all when the record held every pending result.
  */
 async function forgetAcknowledged(txn: Txn, session: Session, ack: number): Promise<void> {
-  let forgotten = 0;
-  if (ack - session.ack <= txn.limits.sessionResultsMax) {
-    for (let seq = session.ack + 1; seq <= ack && forgotten < session.pending; seq++) {
+  let keyed = keyedResults(session);
+  const inlineSeq = session.inlineSeq;
+  if (inlineSeq !== 0 && inlineSeq <= ack) {
+    session.inlineSeq = 0;
+    session.inlineResult = undefined;
+    session.pending -= 1;
+  }
+  if (keyed > 0 && ack - session.ack <= txn.limits.sessionResultsMax) {
+    for (let seq = session.ack + 1; seq <= ack && keyed > 0; seq++) {
+      if (seq === inlineSeq) continue; // it had no key
       const key = keys.resultKey(session.clientId, seq);
       const known = txn.getNow(key);
       if (known === notCached ? (await txn.view.get(key)) === undefined : known === null) continue;
       txn.view.delete(key);
-      forgotten += 1;
+      keyed -= 1;
+      session.pending -= 1;
     }
-  } else {
+  } else if (keyed > 0) {
     const covered = await txn.view.scan({
       gte: keys.resultKey(session.clientId, session.ack + 1),
       lt: keys.resultKey(session.clientId, ack + 1),
-      limit: session.pending + 1,
+      limit: keyed + 1,
     });
-    assert(covered.length <= session.pending, `session ${session.clientId} result count mismatch`);
+    assert(covered.length <= keyed, `session ${session.clientId} result count mismatch`);
     for (const { key } of covered) txn.view.delete(key);
-    forgotten = covered.length;
+    session.pending -= covered.length;
   }
-  session.pending -= forgotten;
   session.ack = ack;
+}
+
+/** How many of the session's pending results are stored under result keys (not in its record). */
+function keyedResults(session: Session): number {
+  return session.pending - (session.inlineSeq === 0 ? 0 : 1);
 }
 
 /** view.get(key), without a promise when the value is known without I/O (Txn.getNow). */

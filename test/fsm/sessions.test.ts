@@ -5,6 +5,7 @@ import type { FsResult } from '../../src/fsm/errors.ts';
 import { fsmTest } from './harness.ts';
 import type { Harness } from './harness.ts';
 import * as keys from '../../src/fsm/keys.ts';
+import * as rec from '../../src/fsm/records.ts';
 
 async function open(h: Harness): Promise<number> {
   return (await h.ok<{ clientId: number }>({ type: 'openSession' })).clientId;
@@ -55,9 +56,62 @@ fsmTest(t, 'acknowledged results are forgotten; an acknowledged sequence gets ES
     await h.code({ type: 'mkdir', path: '/a' }, { session: { clientId: c, seq: 1, ack: 0 } }),
     'ESESSION',
   );
-  const results = await h.kv.scan({ gte: new Uint8Array([0x72]), lt: new Uint8Array([0x73]), limit: 10 });
-  t.equal(results.length, 1, 'only the unacknowledged result is kept');
+  t.same(await resultKeys(h), [], 'no result key: the one unacknowledged result is in the session record');
+  t.match(await record(h, c), { ack: 1, pending: 1, inlineSeq: 2 });
 });
+
+/** The result keys (table r) as [client, seq], in key order. */
+async function resultKeys(h: Harness): Promise<[number, number][]> {
+  const pairs = await h.kv.scan({ gte: new Uint8Array([0x72]), lt: new Uint8Array([0x73]), limit: 100 });
+  return pairs.map(({ key }) => [keys.readU64(key, 1), keys.readU64(key, 9)]);
+}
+
+async function record(h: Harness, client: number): Promise<rec.Session> {
+  return rec.decodeSession(client, (await h.kv.get(keys.sessionKey(client)))!);
+}
+
+fsmTest(t, 'pipelined commands: one result in the session record, the others under result keys', async (t, h) => {
+  const c = await open(h);
+  const s = (seq: number, ack: number) => ({ session: { clientId: c, seq, ack } });
+  const first = [
+    await h.run({ type: 'mkdir', path: '/a' }, s(1, 0)),
+    await h.run({ type: 'mkdir', path: '/b' }, s(2, 0)),
+    await h.run({ type: 'mkdir', path: '/a' }, s(3, 0)), // EEXIST, a result like any other
+  ];
+  t.match(first, [{ ok: true }, { ok: true }, { ok: false, code: 'EEXIST' }]);
+  t.match(await record(h, c), { pending: 3, inlineSeq: 1 }, 'the first result took the free slot');
+  t.same(await resultKeys(h), [[c, 2], [c, 3]]);
+  for (const seq of [3, 2, 1])
+    t.same(await h.run({ type: 'rmdir', path: '/a' }, s(seq, 0)), first[seq - 1], `retry of ${seq}: its first result`);
+  t.ok(await h.exists('/a'), 'no retry was applied');
+  t.same(await h.invariants(), []);
+  // Acknowledging 1 and 2 frees the slot and deletes key 2; the next result takes the slot.
+  const fourth = await h.run({ type: 'mkdir', path: '/c' }, s(4, 2));
+  t.match(await record(h, c), { ack: 2, pending: 2, inlineSeq: 4 });
+  t.same(await resultKeys(h), [[c, 3]]);
+  t.same(await h.run({ type: 'mkdir', path: '/c' }, s(4, 2)), fourth, 'retry of 4, from the record');
+  t.same(await h.run({ type: 'mkdir', path: '/a' }, s(3, 2)), first[2], 'retry of 3, from its key');
+  // Acknowledging everything leaves nothing.
+  await h.ok({ type: 'mkdir', path: '/d' }, s(5, 4));
+  t.match(await record(h, c), { ack: 4, pending: 1, inlineSeq: 5 });
+  t.same(await resultKeys(h), []);
+});
+
+fsmTest(
+  t,
+  'an evicted session takes its results with it, in its record and under keys',
+  async (t, h) => {
+    const a = await open(h);
+    for (let seq = 1; seq <= 3; seq++)
+      await h.ok({ type: 'mkdir', path: `/d${seq}` }, { session: { clientId: a, seq, ack: 0 } });
+    t.equal((await resultKeys(h)).length, 2);
+    h.nowMs += 1;
+    await open(h); // evicts a
+    t.same(await resultKeys(h), []);
+    t.equal(await h.kv.get(keys.sessionKey(a)), undefined);
+  },
+  { sessionsMax: 1 },
+);
 
 fsmTest(t, 'an unknown session: ESESSION, nothing applied', async (t, h) => {
   t.equal(
@@ -145,8 +199,8 @@ fsmTest(
       const entriesBefore = await h.kv.scan({ limit: 10_000 });
       await h.ok({ type: 'mkdir', path: `/d${seq}` }, { session: { clientId: c, seq, ack: seq - 1 } });
       t.same(await byUse(h), [[opened, c]], `use ${seq} (${h.nowMs - opened} ms after the entry): entry kept`);
-      // Stored keys: the directory's two, plus the first result; later results replace the acknowledged one.
-      t.equal((await h.kv.scan({ limit: 10_000 })).length, entriesBefore.length + (seq === 1 ? 3 : 2));
+      // Stored keys: the directory's two; the result lives in the session record.
+      t.equal((await h.kv.scan({ limit: 10_000 })).length, entriesBefore.length + 2);
     }
     t.same(await h.invariants(), [], 'the record knows its last use (990 ms after the entry)');
     h.nowMs = opened + 1000;
