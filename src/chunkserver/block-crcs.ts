@@ -8,6 +8,7 @@
  * them) is caught as any flipped bit is: by the read that verifies the block, or by the scrubber.
  */
 import { crc32c } from '@node-rs/crc32';
+import { crc32cCombine } from './crc-combine.ts';
 import { checksumBlockBytes } from './types.ts';
 
 /** How many pieces `lengthBytes` bytes at chunk offset `offset` fall into on the block grid. */
@@ -19,12 +20,29 @@ export function gridPieceCount(offset: number, lengthBytes: number): number {
 /** The CRC32C of each piece of `data` (at chunk offset `offset`) cut on the block grid, in order. */
 export function gridCrcs(offset: number, data: Uint8Array): number[] {
   const crcs: number[] = [];
-  for (let at = 0; at < data.length; ) {
-    const take = Math.min(checksumBlockBytes - ((offset + at) % checksumBlockBytes), data.length - at);
+  let at = 0;
+  for (const take of gridPieceLengths(offset, data.length)) {
     crcs.push(crc32c(data.subarray(at, at + take)));
     at += take;
   }
   return crcs;
+}
+
+/** Each piece's length, for `lengthBytes` bytes at chunk offset `offset` cut on the block grid. */
+function* gridPieceLengths(offset: number, lengthBytes: number): Generator<number> {
+  for (let at = 0; at < lengthBytes; ) {
+    const take = Math.min(checksumBlockBytes - ((offset + at) % checksumBlockBytes), lengthBytes - at);
+    yield take;
+    at += take;
+  }
+}
+
+/** The CRC32C of `before ‖ data`, from `crcBefore` (of `before`) and `crcs = gridCrcs(offset, data)`. */
+export function crcAfter(crcBefore: number, offset: number, lengthBytes: number, crcs: readonly number[]): number {
+  let crc = crcBefore;
+  let i = 0;
+  for (const take of gridPieceLengths(offset, lengthBytes)) crc = crc32cCombine(crc, crcs[i++]!, take);
+  return crc;
 }
 
 /** The index of the first piece whose CRC differs from `data`'s own, or -1 when all match. */

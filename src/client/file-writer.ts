@@ -25,9 +25,7 @@
  * Memory: the unacknowledged tails of the current chunk and of the one sealing (what their pipelines may
  * still need to resend) plus one staging buffer; each pipeline's in-flight window bounds its tail.
  */
-import { gridCrcs } from '../chunkserver/block-crcs.ts';
-import { crc32cCombine } from '../chunkserver/crc-combine.ts';
-import { checksumBlockBytes } from '../chunkserver/types.ts';
+import { crcAfter, gridCrcs } from '../chunkserver/block-crcs.ts';
 import { FileIoError, realTimers } from './data-path.ts';
 import type { ChunkPipeline, DataPlane, PipelineFailure, Replica, WriterMetadata, WriterTimers } from './data-path.ts';
 
@@ -331,11 +329,7 @@ export class FileWriter {
     // them, block-crcs.ts), and the chunk's CRC32C, checked against every replica's at seal, is combined
     // from them.
     const crcs = gridCrcs(chunk.sent, piece);
-    for (let i = 0, at = chunk.sent; i < crcs.length; i++) {
-      const take = Math.min(checksumBlockBytes - (at % checksumBlockBytes), chunk.sent + piece.length - at);
-      chunk.crc = crc32cCombine(chunk.crc, crcs[i]!, take);
-      at += take;
-    }
+    chunk.crc = crcAfter(chunk.crc, chunk.sent, piece.length, crcs);
     chunk.sent += piece.length;
     try {
       await chunk.pipeline.write(piece, crcs);

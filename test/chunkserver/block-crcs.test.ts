@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
 import t from 'tap';
-import { firstMismatch, gridCrcs, gridPieceCount } from '../../src/chunkserver/block-crcs.ts';
+import { crcAfter, firstMismatch, gridCrcs, gridPieceCount } from '../../src/chunkserver/block-crcs.ts';
 import { crc32cCombine } from '../../src/chunkserver/crc-combine.ts';
 import { decodeMessage } from '../../src/chunkserver/dataplane/protocol.ts';
 import { PipelineFailedError, PipelineWriter } from '../../src/chunkserver/dataplane/writer.ts';
@@ -36,7 +36,7 @@ void t.test('gridCrcs cuts on the block grid; the pieces combine to the CRC of t
         whole = crc32cCombine(whole, crcs[i]!, end - at);
         at = end;
       }
-      return whole === crc32c(data) && firstMismatch(offset, data, crcs) === -1;
+      return whole === crc32c(data) && crcAfter(0, offset, length, crcs) === whole && firstMismatch(offset, data, crcs) === -1;
     }),
     { numRuns: 200 },
   );
