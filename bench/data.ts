@@ -17,12 +17,20 @@
  * fresh one on an empty disk, and reports how long until every chunk has three copies again (this includes
  * the leader noticing the death: heartbeatTimeoutMs, 10 s by default).
  * CPU is also split by process kind (client, metadata, chunkservers; user and system time), which says
- * where the CPU goes without a profiler. `--cpu-prof DIR`: the chunkservers run with node's --cpu-prof and
- * are stopped by SIGTERM at the end so their profiles are written to DIR (run the bench itself under
+ * where the CPU goes without a profiler. `--cpu-prof DIR`: the chunkservers and metadata servers run with node's
+ * --cpu-prof and are stopped by SIGTERM at the end so their profiles are written to DIR (the write phase's
+ * span on the monotonic clock, which V8's profiles use, is printed to stderr) (run the bench itself under
  * `node --cpu-prof --import tsx bench/data.ts` for the client's).
  * `--no-direct-io`: the chunkservers write through the page cache (`rfs chunkserver --no-direct-io`).
  * `--warmup-mib N`: before the timed phases, write, read and delete an N MiB file, so the processes' JIT has
  * compiled the data path (steady state) and the timed write is not the first thing their code does.
+ * `--read-passes N`: after the timed read (the table's), N−1 more passes of the local read, each followed by
+ * the control, caches dropped before each: how much of the read is the host's cache of the disk (later
+ * passes find the blocks warm) and how much is rfs (a warm rfs read against the warm control).
+ * `--small-files N [--small-file-mib 8]`: after the read phases, N files of that size written one after the
+ * other through the same client, then each read back through a read session (as a service writing and
+ * reading many files does): MB/s and the client's CPU per GB, where a writer's and a session's fresh buffers
+ * show (src/client/spare-buffers.ts).
  * A script, not a test: figures go in BENCHMARKS.md.
  */
 import { spawn } from 'node:child_process';
@@ -44,6 +52,9 @@ const { values: args } = parseArgs({
     'no-kill': { type: 'boolean', default: false },
     'no-direct-io': { type: 'boolean', default: false },
     'warmup-mib': { type: 'string', default: '0' },
+    'read-passes': { type: 'string', default: '1' },
+    'small-files': { type: 'string', default: '0' },
+    'small-file-mib': { type: 'string', default: '8' },
     dir: { type: 'string' },
     'cpu-prof': { type: 'string' },
   },
@@ -62,7 +73,7 @@ let workDir = '';
 const profileDir = args['cpu-prof'];
 
 function rfs(kind: ProcessKind, argv: string[]): ChildProcess {
-  const profile = profileDir !== undefined && kind === 'chunkserver' ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
+  const profile = profileDir !== undefined && kind !== 'client' ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
   const child = spawn(process.execPath, [...profile, '--import', 'tsx', 'src/cli/rfs.ts', ...argv, '--log-level', 'warn'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
   children.push({ child, kind });
   return child;
@@ -315,6 +326,10 @@ async function main(): Promise<void> {
   for (let off = 0, i = 0; off < sizeBytes; off += writeBlockBytes, i++) await writer.write(blockAt(i).subarray(0, Math.min(writeBlockBytes, sizeBytes - off)));
   await writer.close();
   const writeS = (performance.now() - w0) / 1000;
+  if (profileDir !== undefined) {
+    const endUs = Math.round(Number(process.hrtime.bigint()) / 1000);
+    process.stderr.write(`write phase: monotonic ${endUs - Math.round(writeS * 1e6)}-${endUs} µs\n`);
+  }
   const writeSplit = minus(await cpuSplit(), cpuW0);
   const writeCpuS = totalOf(writeSplit);
   // A control for the reads (not the limit): one chunkserver's replica files of the file, read plainly as the
@@ -328,11 +343,48 @@ async function main(): Promise<void> {
   // short-circuit, src/client/local-read.ts), then a client with local reads off, every byte streamed from
   // a chunkserver over TCP (what a client on another host gets).
   const local = await readPhase(client);
+  const extraPasses: string[] = [];
+  for (let pass = 2; pass <= Number(args['read-passes']); pass++) {
+    await dropCaches();
+    const again = await readPhase(client);
+    await dropCaches();
+    const control = await readReplicaFilesPlainly(join(workDir, 'c1', 'chunks'));
+    extraPasses.push(`read pass ${pass}: rfs ${(sizeBytes / MB / again.seconds).toFixed(1)} MB/s (${(totalOf(again.split) / (sizeBytes / 1e9)).toFixed(2)} CPU-s per GB), then the control ${control.toFixed(1)} MB/s`);
+  }
   await dropCaches();
   process.stderr.write('reading over the network (local reads off)\n');
   const remoteClient = await FileClient.connect(addresses, { retryDeadlineMs: 60_000, localReads: false });
   const remote = await readPhase(remoteClient);
   remoteClient.close();
+  const smallFiles = Number(args['small-files']);
+  const smallFileBytes = Number(args['small-file-mib']) * MiB;
+  let smallLine = '';
+  if (smallFiles > 0) {
+    process.stderr.write(`small files: ${smallFiles} of ${smallFileBytes / MiB} MiB\n`);
+    await client.metadata.mutate('Mkdir', { path: '/bench/small', chunkSizeBytes: chunkBytes, replication: 3 });
+    const gbSmall = (smallFiles * smallFileBytes) / 1e9;
+    const perGb = (c: NodeJS.CpuUsage): string => `${(c.user / 1e6 / gbSmall).toFixed(2)}u+${(c.system / 1e6 / gbSmall).toFixed(2)}s`;
+    const w0Small = process.cpuUsage();
+    const t0Small = performance.now();
+    for (let i = 0; i < smallFiles; i++) {
+      const w = await client.openWriter(`/bench/small/${i}`);
+      for (let off = 0, b = i; off < smallFileBytes; off += writeBlockBytes, b++) await w.write(blockAt(b).subarray(0, Math.min(writeBlockBytes, smallFileBytes - off)));
+      await w.close();
+    }
+    const writeMBs = (smallFiles * smallFileBytes) / MB / ((performance.now() - t0Small) / 1000);
+    const writeCpu = process.cpuUsage(w0Small);
+    await dropCaches();
+    const r0Small = process.cpuUsage();
+    const t1Small = performance.now();
+    for (let i = 0; i < smallFiles; i++) {
+      const session = client.openForReading(`/bench/small/${i}`);
+      for (let off = 0; off < smallFileBytes; off += writeBlockBytes) await session.readInto(off, readBuffer.subarray(0, Math.min(writeBlockBytes, smallFileBytes - off)));
+      session.close();
+    }
+    const readMBs = (smallFiles * smallFileBytes) / MB / ((performance.now() - t1Small) / 1000);
+    const readCpu = process.cpuUsage(r0Small);
+    smallLine = `small files (${smallFiles} × ${smallFileBytes / MiB} MiB through one client, one after another): write ${writeMBs.toFixed(1)} MB/s, client CPU ${perGb(writeCpu)} per GB; read ${readMBs.toFixed(1)} MB/s, client CPU ${perGb(readCpu)} per GB`;
+  }
   // The disk is shared and its speed drifts over minutes: the limit is measured again after rfs's phases, and
   // rfs is compared with the mean of the two (both printed).
   const limitAfter = await physicalLimit();
@@ -354,6 +406,8 @@ async function main(): Promise<void> {
   const localMBs = sizeBytes / MB / local.seconds;
   console.log(`(control, not the limit: one chunkserver's replica files of the file read plainly as the limit reads, just before rfs's read: ${replicaPlainMBs.toFixed(1)} MB/s; rfs's read is ${(localMBs / replicaPlainMBs).toFixed(2)} of it)`);
   console.log('(limit write: the bytes written 3 times concurrently with fsync per chunk, through the page cache and with O_DIRECT, the faster counts; rfs: one client, replication 3)');
+  for (const line of extraPasses) console.log(`(${line})`);
+  if (smallLine !== '') console.log(smallLine);
   const mib = (n: number): string => (n / MiB).toFixed(0);
   console.log(`(read: ${mib(local.stats.localBytes)} MiB from local replica files, ${mib(local.stats.networkBytes)} MiB over TCP, ${local.stats.localFallbacks} fallbacks; read (network): ${mib(remote.stats.networkBytes)} MiB over TCP)`);
   const gb = sizeBytes / 1e9;
@@ -400,7 +454,7 @@ try {
 } finally {
   if (profileDir !== undefined) {
     // A clean stop writes the chunkservers' profiles.
-    const live = children.filter(({ child, kind }) => kind === 'chunkserver' && child.exitCode === null && child.signalCode === null);
+    const live = children.filter(({ child }) => child.exitCode === null && child.signalCode === null);
     await Promise.all(live.map(({ child }) => new Promise<void>((resolve) => {
       child.once('exit', () => resolve());
       child.kill('SIGTERM');

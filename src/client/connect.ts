@@ -20,6 +20,7 @@ import type { FileReaderOptions } from './file-reader.ts';
 import { FileWriter } from './file-writer.ts';
 import type { FileWriterOptions } from './file-writer.ts';
 import { LocalReads } from './local-read.ts';
+import { SpareBuffers, spareBytesMaxDefault } from './spare-buffers.ts';
 
 /** The metadata operations of the data path on a MetadataClient. */
 export function metadataForData(client: MetadataClient): WriterMetadata & ReaderMetadata {
@@ -139,6 +140,11 @@ export interface FileClientOptions extends MetadataClientOptions {
    * (short-circuit local reads, local-read.ts; default true). False: every read streams from a chunkserver.
    */
   readonly localReads?: boolean;
+  /**
+   * Bytes of large buffers (writers' staging, read sessions' read-ahead) kept for reuse by the client's next
+   * writers and sessions (./spare-buffers.ts); default spareBytesMaxDefault (64 MiB). 0 keeps none.
+   */
+  readonly spareBytesMax?: number;
   /** Lease holder prefix (default host:pid); each writer appends a counter. */
   readonly holderPrefix?: string;
   readonly reader?: Pick<FileReaderOptions, 'orderReplicas' | 'onReplicaFailure'>;
@@ -152,18 +158,21 @@ export class FileClient {
     private readonly data: TcpDataPlane,
     private readonly reader: FileReader,
     private readonly holderPrefix: string,
+    /** Large buffers shared by this client's writers and read sessions (./spare-buffers.ts). */
+    readonly spares: SpareBuffers,
   ) {}
 
   static async connect(addresses: readonly string[], options: FileClientOptions = {}): Promise<FileClient> {
     const metadata = await MetadataClient.connect(addresses, options);
     const ops = metadataForData(metadata);
     const data = tcpDataPlane(dataPlaneOptions(options));
-    const reader = new FileReader({ metadata: ops, data, ...options.reader });
-    return new FileClient(metadata, ops, data, reader, options.holderPrefix ?? `${hostname()}:${process.pid}`);
+    const spares = new SpareBuffers(options.spareBytesMax ?? spareBytesMaxDefault);
+    const reader = new FileReader({ metadata: ops, data, spares, ...options.reader });
+    return new FileClient(metadata, ops, data, reader, options.holderPrefix ?? `${hostname()}:${process.pid}`, spares);
   }
 
   openWriter(path: string, options: Omit<FileWriterOptions, 'metadata' | 'data' | 'holder'> & { holder?: string } = {}): Promise<FileWriter> {
-    return FileWriter.open(path, { ...options, metadata: this.ops, data: this.data, holder: options.holder ?? `${this.holderPrefix}:${++writerCount}` });
+    return FileWriter.open(path, { spares: this.spares, ...options, metadata: this.ops, data: this.data, holder: options.holder ?? `${this.holderPrefix}:${++writerCount}` });
   }
 
   async writeFile(path: string, data: Uint8Array, options: { exclusive?: boolean } = {}): Promise<void> {

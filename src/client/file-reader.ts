@@ -15,6 +15,7 @@ import type { DataBug } from '../chunkserver/bugs.ts';
 import { FileIoError } from './data-path.ts';
 import type { ChunkLocation, DataPlane, ReaderMetadata, Replica } from './data-path.ts';
 import { ReadSession } from './read-session.ts';
+import type { SpareBuffers } from './spare-buffers.ts';
 
 /** Codes of a read failure that mean the replica itself is bad (reported to the leader). */
 const badReplicaCodes = new Set(['CHECKSUM_MISMATCH', 'IO_ERROR']);
@@ -27,6 +28,8 @@ export interface FileReaderOptions {
   readonly onReplicaFailure?: (event: { handle: number; replicaId: number; code: string | undefined; reported: boolean }) => void;
   /** Planted bugs of read sessions (the simulator's self-test only). */
   readonly bugs?: ReadonlySet<DataBug>;
+  /** Read-ahead buffers of sessions come from and go back to these (a client's, ./spare-buffers.ts). */
+  readonly spares?: SpareBuffers;
 }
 
 export class FileReader {
@@ -73,6 +76,7 @@ export class FileReader {
       { locations: (p) => this.locations(p), readChunks: (chunks, start, out) => this.readChunks(chunks, start, out) },
       path,
       this.options.bugs,
+      this.options.spares,
     );
   }
 

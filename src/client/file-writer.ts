@@ -28,16 +28,17 @@
 import { crcAfter, gridCrcs } from '../chunkserver/block-crcs.ts';
 import { FileIoError, realTimers } from './data-path.ts';
 import type { ChunkPipeline, DataPlane, PipelineFailure, Replica, WriterMetadata, WriterTimers } from './data-path.ts';
+import { SpareBuffers } from './spare-buffers.ts';
 
 /** Bytes gathered before they go down a pipeline (the data plane splits them into packets). */
 export const stagingBytesDefault = 1024 * 1024;
 /**
- * Acknowledged staging buffers kept for reuse, at most. Enough for every buffer of two pipelines' windows
- * (the chunk streaming and the one sealing behind it, 16 packets each by default), which come back together
- * when a seal completes: with 4, most of them were dropped at every chunk boundary and as many fresh
- * buffers allocated for the next chunk, and on this VM the first touch of fresh memory costs a page fault per
- * 4 KiB (bench:data: the client's system time per GB). Keeping them does not raise the writer's peak
- * memory: they were all alive, unacknowledged, a moment before.
+ * Acknowledged staging buffers a writer without a client's `spares` keeps for reuse, at most. Enough for every
+ * buffer of two pipelines' windows (the chunk streaming and the one sealing behind it, 16 packets each by
+ * default), which come back together when a seal completes: with 4, most of them were dropped at every chunk
+ * boundary and as many fresh buffers allocated for the next chunk, and on this VM the first touch of fresh
+ * memory costs a page fault per 4 KiB (bench:data: the client's system time per GB). Keeping them does not
+ * raise the writer's peak memory: they were all alive, unacknowledged, a moment before.
  */
 export const stagingSpareMax = 32;
 /** The writer's lease duration; it is renewed every third of it. */
@@ -62,6 +63,12 @@ export interface FileWriterOptions {
   readonly compression?: 'none' | 'lz4';
   readonly leaseDurationMs?: number;
   readonly stagingBytes?: number;
+  /**
+   * Where staging buffers come from and go back to (./spare-buffers.ts): a client passes its one shared by
+   * all its writers and read sessions, so a new writer starts with warm memory. Default: the writer's own,
+   * holding at most stagingSpareMax buffers.
+   */
+  readonly spares?: SpareBuffers;
   /**
    * Allocate the next chunk (and set its pipeline up) once the current chunk has at most this many bytes
    * left to fill; 0: only when the first byte past the boundary arrives. Default: half the chunk size.
@@ -124,15 +131,17 @@ export class FileWriter {
    */
   private ahead: Promise<PreparedChunk | Error> | null = null;
   private readonly allocateAheadBytes: number;
+  private readonly stagingBytes: number;
+  private stagingReturned = false;
   private staging: Buffer;
   private stagingUsed = 0;
   /**
-   * Staging buffers every replica acknowledged, for reuse: fresh memory costs a page fault per 4 KiB on
-   * first touch (about 7 ms per MiB on the benchmark machine), more than the copy into it.
+   * Staging buffers every replica acknowledged go back here for reuse: fresh memory costs a page fault per
+   * 4 KiB on first touch (about 3 ms per MiB on the benchmark machine), far more than the copy into it.
    */
-  private readonly spare: Buffer[] = [];
-  /** Staging buffers allocated so far (the first, and each one the spares could not provide). */
-  stagingAllocated = 1;
+  private readonly spares: SpareBuffers;
+  /** Staging buffers this writer had to make fresh. */
+  private fresh = 0;
   /** Bytes of the current chunk written by the caller (sent or staged). */
   private chunkFill = 0;
   private written = 0;
@@ -150,7 +159,11 @@ export class FileWriter {
     /** The file's, as created: every pipeline's setup carries it. */
     private readonly compression: 'none' | 'lz4',
   ) {
-    this.staging = Buffer.allocUnsafe(Math.min(options.stagingBytes ?? stagingBytesDefault, chunkSizeBytes));
+    const stagingBytes = Math.min(options.stagingBytes ?? stagingBytesDefault, chunkSizeBytes);
+    if (!Number.isSafeInteger(stagingBytes) || stagingBytes < 1) throw new RangeError(`stagingBytes must be a positive integer, got ${stagingBytes}`);
+    this.stagingBytes = stagingBytes;
+    this.spares = options.spares ?? new SpareBuffers(stagingSpareMax * stagingBytes);
+    this.staging = this.takeStaging();
     this.allocateAheadBytes = options.allocateAheadBytes ?? Math.floor(chunkSizeBytes * allocateAheadFractionDefault);
     if (!Number.isSafeInteger(this.allocateAheadBytes) || this.allocateAheadBytes < 0)
       throw new RangeError(`allocateAheadBytes must be a non-negative integer, got ${this.allocateAheadBytes}`);
@@ -166,6 +179,11 @@ export class FileWriter {
     });
     await options.metadata.acquireLease(path, options.holder, leaseDurationMs);
     return new FileWriter(path, options, created.chunkSizeBytes, leaseDurationMs, created.compression ?? 'none');
+  }
+
+  /** Staging buffers this writer had to make fresh (the spares had none of the size). */
+  get stagingAllocated(): number {
+    return this.fresh;
   }
 
   /** Bytes accepted so far (the file's length once closed). */
@@ -192,6 +210,7 @@ export class FileWriter {
       const result = await this.options.metadata.completeFile(this.path, this.options.holder);
       this.closed = true;
       this.stopRenewing();
+      this.giveBackStaging();
       return result;
     });
   }
@@ -204,6 +223,8 @@ export class FileWriter {
     this.stopRenewing();
     this.chunk?.pipeline.abort(); // `noPipeline` until the first one opens
     this.sealing?.chunk.pipeline.abort();
+    // Nothing goes back to the spares: a write() in progress may still copy into the staging buffer, and
+    // pieces not acknowledged may still be in a socket's write queue.
     void this.ahead?.then((prepared) => {
       if (!(prepared instanceof Error)) prepared.chunk.pipeline.abort();
     });
@@ -321,7 +342,7 @@ export class FileWriter {
   private async emitStaging(): Promise<void> {
     if (this.stagingUsed === 0) return;
     const piece = this.staging.subarray(0, this.stagingUsed);
-    this.staging = this.spare.pop() ?? this.allocateStaging();
+    this.staging = this.takeStaging();
     this.stagingUsed = 0;
     const chunk = this.chunk ?? (await this.allocateChunk());
     chunk.unacked.push({ offset: chunk.sent, data: piece });
@@ -453,9 +474,18 @@ export class FileWriter {
     }
   }
 
-  private allocateStaging(): Buffer {
-    this.stagingAllocated++;
-    return Buffer.allocUnsafe(this.staging.length);
+  private takeStaging(): Buffer {
+    const allocated = this.spares.stats.allocated;
+    const buffer = this.spares.take(this.stagingBytes);
+    this.fresh += this.spares.stats.allocated - allocated;
+    return buffer;
+  }
+
+  /** The staging buffer back to the spares, once the writer is closed (close() runs after every write()). */
+  private giveBackStaging(): void {
+    if (this.stagingReturned) return;
+    this.stagingReturned = true;
+    this.spares.give(this.staging);
   }
 
   private dropAcknowledged(chunk: OpenChunk): void {
@@ -464,9 +494,10 @@ export class FileWriter {
     while (i < chunk.unacked.length) {
       const p = chunk.unacked[i]!;
       if (p.offset + p.data.length > acked) break;
-      // Acknowledged by every replica: the pipeline is done with these bytes.
-      if (p.data.byteOffset === 0 && p.data.buffer.byteLength === this.staging.length && this.spare.length < stagingSpareMax)
-        this.spare.push(Buffer.from(p.data.buffer, 0, this.staging.length));
+      // Acknowledged by every replica: the pipeline is done with these bytes. A piece is a staging buffer
+      // from its start, and only the piece itself is in `unacked` (a resent remainder is not), so each
+      // buffer goes back once.
+      this.spares.give(p.data);
       i++;
     }
     if (i > 0) chunk.unacked.splice(0, i);

@@ -33,6 +33,7 @@ import type { ErrorContext } from './errors.ts';
 import { RfsFileHandle } from './handle.ts';
 import type { OpenFlags } from './handle.ts';
 import { RfsReadStream, RfsWriteStream } from './streams.ts';
+import { SpareBuffers, spareBytesMaxDefault } from './spare-buffers.ts';
 import type { ReadStreamOptions, WriteStreamOptions } from './streams.ts';
 
 /** Default deadline of a namespace call and of each metadata RPC's retries. */
@@ -53,6 +54,12 @@ export interface ConnectOptions {
   readonly leaseDurationMs?: number;
   /** Bytes a writer gathers before they go down a pipeline (the writer's bounded staging). */
   readonly stagingBytes?: number;
+  /**
+   * Bytes of large buffers (writers' staging, read-ahead of open files and streams) the client keeps for its
+   * next writers and readers (spare-buffers.ts; default 64 MiB, 0 keeps none): fresh memory costs a page
+   * fault per 4 KiB on first touch.
+   */
+  readonly spareBytesMax?: number;
   readonly dataPlaneLimits?: Partial<DataPlaneLimits>;
   /**
    * Read replicas that live on this host straight from their files, verified against their checksums
@@ -217,6 +224,8 @@ export async function connect(options: ConnectOptions): Promise<RfsClient> {
 
 export class RfsClient {
   /** @internal */ readonly data: DataPlane;
+  /** @internal Large buffers shared by this client's writers and read sessions (spare-buffers.ts). */
+  readonly spares: SpareBuffers;
   /** @internal */ readonly reader: FileReader;
   private readonly limiter = new Limiter(mutationsInflightMax);
   private readonly readOps: WriterMetadata & ReaderMetadata;
@@ -233,7 +242,8 @@ export class RfsClient {
   ) {
     this.data = tcpDataPlane(dataPlaneOptions(options));
     this.readOps = metadataForData(metadata);
-    this.reader = new FileReader({ metadata: this.readOps, data: this.data });
+    this.spares = new SpareBuffers(options.spareBytesMax ?? spareBytesMaxDefault);
+    this.reader = new FileReader({ metadata: this.readOps, data: this.data, spares: this.spares });
   }
 
   // ------------------------------------------------------------------ namespace
@@ -417,6 +427,7 @@ export class RfsClient {
       metadata,
       data: this.data,
       holder,
+      spares: this.spares,
       exclusive: flags === 'wx' || flags === 'ax',
       ...defined({ leaseDurationMs: this.options.leaseDurationMs, stagingBytes: this.options.stagingBytes }),
     });

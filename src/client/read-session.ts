@@ -30,6 +30,7 @@ import type { DataBug } from '../chunkserver/bugs.ts';
 import { noDataBugs } from '../chunkserver/bugs.ts';
 import type { ChunkLocation } from './data-path.ts';
 import { FileIoError } from './data-path.ts';
+import { SpareBuffers } from './spare-buffers.ts';
 
 /** Bytes per read-ahead piece: one data-plane read each. */
 export const readAheadPieceBytes = 4 * 1024 * 1024;
@@ -87,6 +88,12 @@ export class ReadSession {
     readonly path: string,
     /** Planted bugs (the simulator's self-test only; none in production). */
     private readonly bugs: ReadonlySet<DataBug> = noDataBugs,
+    /**
+     * Where read-ahead buffers come from, and go back to when the session closes (./spare-buffers.ts): a
+     * client's, shared by its sessions and writers, so a new session reads into warm memory. Default: none
+     * shared (the session's buffers are dropped at close).
+     */
+    private readonly spares: SpareBuffers = new SpareBuffers(0),
   ) {}
 
   /** The length of the file as far as the session knows (its sealed chunks); undefined before the first read. */
@@ -136,11 +143,15 @@ export class ReadSession {
     return count;
   }
 
-  /** Stops the read-ahead and forgets the chunk list; later reads fail with EBADF. */
+  /**
+   * Stops the read-ahead and forgets the chunk list; later reads fail with EBADF. The read-ahead buffers go
+   * back to the spares (one still being read into, once its read settles).
+   */
   close(): void {
+    if (this.closed) return;
     this.closed = true;
     this.dropPieces();
-    this.free.length = 0;
+    for (const buffer of this.free.splice(0)) this.spares.give(buffer);
   }
 
   /** Fetches the chunk list (one fetch shared by concurrent reads). */
@@ -205,8 +216,10 @@ export class ReadSession {
   }
 
   private allocate(): Buffer {
-    this.stats.buffersAllocated++;
-    return Buffer.allocUnsafe(readAheadPieceBytes);
+    const allocated = this.spares.stats.allocated;
+    const buffer = this.spares.take(readAheadPieceBytes);
+    this.stats.buffersAllocated += this.spares.stats.allocated - allocated;
+    return buffer;
   }
 
   /** Index of the known chunk holding file offset `at` (< the known length). */
@@ -235,6 +248,7 @@ export class ReadSession {
   private release(piece: Piece): void {
     const recycle = (): void => {
       if (!this.closed) this.free.push(piece.base);
+      else this.spares.give(piece.base);
     };
     if (piece.state.settled) recycle();
     else void piece.done.then(recycle);
