@@ -24,6 +24,8 @@ export interface SeedSummary {
   /** Snapshots installed by any node; streamed snapshot transfers (metadata workload). */
   readonly snapshotsRestored: number;
   readonly snapshotStreams: SnapshotStreamStats;
+  /** Data workload: write-pipeline packets corrupted in flight (0 for the other workloads). */
+  readonly packetsCorrupted: number;
 }
 
 export interface BatchOptions {
@@ -68,6 +70,7 @@ export async function summarizeSeed(seed: number, request: Omit<WorkerRequest, '
     realMs: result.realMs,
     snapshotsRestored: result.stats.checks.snapshotsRestored,
     snapshotStreams: result.stats.cluster.snapshotStreams,
+    packetsCorrupted: result.stats.data?.packetsCorrupted ?? 0,
   };
 }
 

@@ -172,6 +172,8 @@ async function runMany(options: CliOptions): Promise<number> {
   let simulatedMs = 0;
   let restores = 0;
   let seedsWithStreams = 0;
+  let packetsCorrupted = 0;
+  let seedsWithCorruption = 0;
   const streams = emptySnapshotStreamStats();
   const startedMs = performance.now();
   const allBugs = [...options.bugs, ...options.fsmBugs, ...options.placementBugs, ...options.dataBugs];
@@ -183,6 +185,8 @@ async function runMany(options: CliOptions): Promise<number> {
     simulatedMs += summary.simulatedMs;
     restores += summary.snapshotsRestored;
     if (summary.snapshotStreams.installs > 0) seedsWithStreams++;
+    packetsCorrupted += summary.packetsCorrupted;
+    if (summary.packetsCorrupted > 0) seedsWithCorruption++;
     for (const k of Object.keys(streams) as (keyof typeof streams)[]) streams[k] += summary.snapshotStreams[k];
     if (summary.ok) passed++;
     else {
@@ -195,6 +199,7 @@ async function runMany(options: CliOptions): Promise<number> {
   progress.clear();
   printThroughput(options.seeds.length, simulatedMs, performance.now() - startedMs);
   console.log(`snapshots: ${restores} installed by lagging members; ${streamLine(streams)} (in ${seedsWithStreams} seeds)`);
+  if (options.workload === 'data') console.log(`data: ${packetsCorrupted} write-pipeline packets corrupted in flight (in ${seedsWithCorruption} seeds)`);
   console.log(`${passed} passed, ${failed} failed`);
   return failed === 0 ? 0 : 1;
 }
@@ -249,6 +254,7 @@ async function replay(options: CliOptions): Promise<number> {
       `data: ${d.filesAcked}/${d.filesStarted} files acknowledged (${d.bytesAcked} bytes, ${d.filesFailed} failed), ${d.pipelineRecoveries} pipeline recoveries; ` +
         `${d.readsOk}/${d.readsDuringRun} reads during the run (${d.staleCacheReads} with stale locations, ${d.sessionReads} read sessions, ${d.replicaReadFailures} replica failovers); ` +
         `${d.chunkserverCrashes} chunkserver crashes (${d.disksWiped} disks wiped), ${d.bitFlips} bit flips (${d.corruptionsFound} corrupt replicas found), ` +
+        `${d.packetsCorrupted} packets corrupted in flight (${d.pipelineChecksumFailures} pipelines failed CHECKSUM_MISMATCH), ` +
         `${d.connectionsBroken} connections broken, ${d.copiesDone} copies; after healing ${d.finalFilesRead} files and ${d.finalReplicaReads} replicas read back; ` +
         `converged in ${d.convergedMs === null ? '-' : `${d.convergedMs.toFixed(0)}ms`}`,
     );

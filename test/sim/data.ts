@@ -22,6 +22,15 @@
  *   windows of transient EIO on reads, writes and fsyncs of one server; data-network partitions between a
  *   chunkserver and some other endpoints (connections cut, dials refused) healed after a while. All heal by
  *   the heal phase.
+ * - Packet corruption in flight (`DataFaultProfile.packetCorruption`, its probability per packet drawn per
+ *   seed; its own stream, and only seeds with it get the wire, so the others keep their traces): during the
+ *   fault phase a write-pipeline packet (the writer's to the first hop, a hop's to the next, a copy's to its
+ *   target) may arrive with one bit of its payload flipped, in a copy (the sender's buffer stays intact: the
+ *   writer resends from it). The hop that receives it stores it and forwards it as it came, so it and every
+ *   hop after it hold bad bytes under the writer's CRCs until the chain's end finds the mismatch and fails
+ *   the pipeline; the bytes were never acknowledged, and the writer's resume cuts the survivors back to the
+ *   acknowledged length before resending. So it does not count as impairing a server (no acknowledged byte
+ *   and no sealed replica is hit); counted in `packetsCorrupted`.
  *
  * Checks (each a named violation; see checkers.ts):
  * - data-pipeline-ack: when the writer receives an ack, every replica of the chain (still in the
@@ -36,6 +45,7 @@
  * - then data-durability: every file whose close() resolved reads back exactly its bytes, through the
  *   reader and from every listed replica of each of its chunks.
  */
+import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import type { Logger } from 'pino';
 import type { DataPlane, OpenPipeline, PipelineFailure, ChunkPipeline, WriterTimers } from '../../src/client/data-path.ts';
@@ -44,9 +54,10 @@ import { FileWriter } from '../../src/client/file-writer.ts';
 import { MetadataAgent } from '../../src/chunkserver/agent.ts';
 import type { AgentLimits, CopyReplica } from '../../src/chunkserver/agent.ts';
 import type { DataBug } from '../../src/chunkserver/bugs.ts';
-import type { DataConnection, DataNetwork, Listener } from '../../src/chunkserver/dataplane/connection.ts';
+import type { ConnectionHandlers, DataConnection, DataNetwork, Listener } from '../../src/chunkserver/dataplane/connection.ts';
 import { DataPlaneError, DataServer, MemoryDataNetwork, PipelineFailedError, PipelineWriter, copyReplica, readRange } from '../../src/chunkserver/dataplane/index.ts';
 import type { DataPlaneLimits } from '../../src/chunkserver/dataplane/index.ts';
+import type { Message, PacketMessage, SetupMessage } from '../../src/chunkserver/dataplane/protocol.ts';
 import { ObservedStore } from '../../src/chunkserver/components.ts';
 import { Scrubber } from '../../src/chunkserver/scrubber.ts';
 import { FileChunkStore } from '../../src/chunkserver/store.ts';
@@ -129,6 +140,10 @@ export interface DataStats {
   partitions: number;
   /** I/O errors the simulated disks injected (bad spots and transient windows). */
   diskIoErrors: number;
+  /** Write-pipeline packets whose payload the data network corrupted in flight (one bit flipped in a copy). */
+  packetsCorrupted: number;
+  /** Writers' pipelines that the chain's end failed with CHECKSUM_MISMATCH (each after a corrupted packet). */
+  pipelineChecksumFailures: number;
   finalFilesRead: number;
   finalReplicaReads: number;
   convergedMs: number | null;
@@ -162,6 +177,10 @@ export interface DataFaultProfile {
   readonly partitions: boolean;
   /** Per operation chance of EIO during a transient window (small: a read error is re-verified 3 times). */
   readonly ioErrorProbability: number;
+  /** Write-pipeline packets corrupted in flight (to any hop, writer's or copy's) during the fault phase. */
+  readonly packetCorruption: boolean;
+  /** With packetCorruption: each packet's chance of arriving with one bit flipped. */
+  readonly packetCorruptionProbability: number;
 }
 
 export function makeDataFaultProfile(random: Prng): DataFaultProfile {
@@ -171,8 +190,20 @@ export function makeDataFaultProfile(random: Prng): DataFaultProfile {
     ioErrors: random.chance(0.35),
     partitions: random.chance(0.35),
     ioErrorProbability: random.floatBetween(0.001, 0.005),
+    // Drawn last: the draws above (and so every older seed's profile) stay as they were.
+    packetCorruption: random.chance(PACKET_CORRUPTION_SEED_SHARE),
+    packetCorruptionProbability: random.floatBetween(PACKET_CORRUPTION_PROBABILITY_MIN, PACKET_CORRUPTION_PROBABILITY_MAX),
   };
 }
+
+/** Of the seeds, the share whose data network corrupts pipeline packets in flight. */
+const PACKET_CORRUPTION_SEED_SHARE = 0.35;
+/**
+ * Per packet chance of a corruption in flight, drawn per seed: a few hundred to a couple of thousand packets
+ * cross hops in a seed's fault phase, so a few to a few dozen of them arrive corrupted.
+ */
+const PACKET_CORRUPTION_PROBABILITY_MIN = 0.002;
+const PACKET_CORRUPTION_PROBABILITY_MAX = 0.02;
 
 /** Of the data faults, the share that are the new kinds when a seed has some. */
 const NEW_FAULT_SHARE = 0.4;
@@ -216,8 +247,69 @@ export function dataScenario(base: Scenario): Scenario {
 // ------------------------------------------------------------------------------------------------ network
 
 /**
+ * The wire of one dialed connection, from `from` (a dialer's name) to `to` (a listen address), after
+ * `setup` (the pipeline's setup sent on it, null before and on read connections): given a packet about to
+ * travel, the packet the receiver gets. The same message, or a corrupted copy; never the sender's payload
+ * changed (a writer keeps its buffers to resend them, a hop forwards the one it received).
+ */
+type PacketWire = (packet: PacketMessage, link: { readonly from: string; readonly to: string; readonly setup: SetupMessage | null }) => PacketMessage;
+
+/**
+ * A dialed connection whose outgoing packets cross `wire` (write-pipeline packets only flow from the dialing
+ * end: writer → first hop, hop → next hop, copy source → target). Everything else is the connection's own.
+ */
+class WiredConnection implements DataConnection {
+  private setup: SetupMessage | null = null;
+
+  constructor(
+    private readonly inner: DataConnection,
+    private readonly from: string,
+    private readonly to: string,
+    private readonly wire: PacketWire,
+  ) {}
+
+  get remoteAddress(): string {
+    return this.inner.remoteAddress;
+  }
+
+  get closed(): boolean {
+    return this.inner.closed;
+  }
+
+  start(handlers: ConnectionHandlers): void {
+    this.inner.start(handlers);
+  }
+
+  send(message: Message, onSent?: () => void): boolean {
+    if (message.type === 'setup') this.setup = message;
+    const sent = message.type === 'packet' ? this.wire(message, { from: this.from, to: this.to, setup: this.setup }) : message;
+    return this.inner.send(sent, onSent);
+  }
+
+  writable(): Promise<void> {
+    return this.inner.writable();
+  }
+
+  pause(): void {
+    this.inner.pause();
+  }
+
+  resume(): void {
+    this.inner.resume();
+  }
+
+  end(): void {
+    this.inner.end();
+  }
+
+  destroy(error?: DataPlaneError): void {
+    this.inner.destroy(error);
+  }
+}
+
+/**
  * One endpoint's dialer onto the shared network: it remembers the connections it opened, so a crash (or a
- * network fault) can break them.
+ * network fault) can break them. With a `wire`, the packets it sends cross it (packet corruption in flight).
  */
 class TrackedDialer {
   readonly open = new Set<DataConnection>();
@@ -226,10 +318,12 @@ class TrackedDialer {
     private readonly network: MemoryDataNetwork,
     /** The endpoint's name on the network (partitions cut by it). */
     readonly name: string,
+    private readonly wire: PacketWire | null = null,
   ) {}
 
   async dial(address: string): Promise<DataConnection> {
-    const connection = await this.network.dial(address, this.name);
+    const dialed = await this.network.dial(address, this.name);
+    const connection = this.wire === null ? dialed : new WiredConnection(dialed, this.name, address, this.wire);
     this.open.add(connection);
     return connection;
   }
@@ -297,9 +391,10 @@ class SimChunkserver {
     diskRandom: Prng,
     network: MemoryDataNetwork,
     random: Prng,
+    wire: PacketWire | null,
   ) {
     this.disk = new SimDisk(diskRandom, { tornWriteProbability: 0.5 });
-    this.dialer = new TrackedDialer(network, this.address);
+    this.dialer = new TrackedDialer(network, this.address, wire);
     this.client = { target: 1, random };
   }
 
@@ -376,6 +471,8 @@ export class DataWorld {
     ioErrorWindows: 0,
     partitions: 0,
     diskIoErrors: 0,
+    packetsCorrupted: 0,
+    pipelineChecksumFailures: 0,
     finalFilesRead: 0,
     finalReplicaReads: 0,
     convergedMs: null,
@@ -384,6 +481,9 @@ export class DataWorld {
   readonly faultProfile: DataFaultProfile;
   /** The new faults' own stream: drawn from only when the seed has some of them. */
   private readonly newFaultRandom: Prng;
+  /** Packet corruption's own stream: which packets, which bit. */
+  private readonly corruptionRandom: Prng;
+  private readonly wire: PacketWire | null;
   private readonly meta: DataMetadata;
   private readonly network: MemoryDataNetwork;
   private readonly netRandom: Prng;
@@ -398,6 +498,8 @@ export class DataWorld {
   private readonly chunkFiles = new Map<number, { file: FileRecord; index: number }>();
   private readonly clientDialers: TrackedDialer[] = [];
   private filesInFlight = 0;
+  /** Pipeline failures already counted (the writer may be handed the same one more than once). */
+  private readonly failuresSeen = new WeakSet<PipelineFailedError>();
   private convergence: { startMs: number; done: (problem: string | null) => void } | null = null;
   private finished = false;
 
@@ -407,11 +509,14 @@ export class DataWorld {
     this.faultRandom = deps.random.split('data-faults');
     this.faultProfile = makeDataFaultProfile(deps.random.split('data-fault-profile'));
     this.newFaultRandom = deps.random.split('data-faults-new');
+    this.corruptionRandom = deps.random.split('data-packet-corruption');
+    // Only seeds with the fault get a wire: the others' connections (and traces) stay as they were.
+    this.wire = this.faultProfile.packetCorruption ? (packet, link) => this.corruptInFlight(packet, link) : null;
     this.network = new MemoryDataNetwork({ scheduler: (task) => this.deliver(task), limits: dataPlaneLimits });
     this.meta = new DataMetadata({ world: deps.world, cluster: deps.cluster, checker: deps.checker, random: deps.random.split('metadata'), placementBugs: deps.placementBugs });
     for (let slot = 1; slot <= this.profile.servers; slot++) {
       const rack = `rack${slot % Math.min(this.profile.racks, this.profile.servers)}`;
-      this.servers.push(new SimChunkserver(slot, rack, deps.random.split(`disk/${slot}`), this.network, deps.random.split(`cs/${slot}`)));
+      this.servers.push(new SimChunkserver(slot, rack, deps.random.split(`disk/${slot}`), this.network, deps.random.split(`cs/${slot}`), this.wire));
     }
   }
 
@@ -421,7 +526,8 @@ export class DataWorld {
     return (
       `data: ${p.servers} chunkservers in ${p.racks} racks, replication ${p.replication}, chunk ${p.chunkSizeBytes / KiB} KiB, ` +
       `${p.writers} writers, ${p.readers} readers, net ${p.netDelayMinMs.toFixed(2)}..${p.netDelayMaxMs.toFixed(2)}ms slow=${p.netSlowProbability}, ` +
-      `faults [${faults.join(',')}] every~${p.faultMeanMs.toFixed(0)}ms${this.newFaultKinds().length > 0 ? ` + [${this.newFaultKinds().join(',')}]` : ''}${this.deps.dataBugs.size > 0 ? ` (data bugs ${[...this.deps.dataBugs].join(',')})` : ''}`
+      `faults [${faults.join(',')}] every~${p.faultMeanMs.toFixed(0)}ms${this.newFaultKinds().length > 0 ? ` + [${this.newFaultKinds().join(',')}]` : ''}` +
+      `${this.faultProfile.packetCorruption ? ` + packets corrupted in flight p=${this.faultProfile.packetCorruptionProbability.toFixed(4)}` : ''}${this.deps.dataBugs.size > 0 ? ` (data bugs ${[...this.deps.dataBugs].join(',')})` : ''}`
     );
   }
 
@@ -586,7 +692,7 @@ export class DataWorld {
     cs.disk.crash();
     cs.disk.ioErrorProbability = 0; // a transient window ends with the incarnation
     this.stats.connectionsBroken += cs.dialer.breakAll();
-    cs.dialer = new TrackedDialer(this.network, cs.address);
+    cs.dialer = new TrackedDialer(this.network, cs.address, this.wire);
     void server?.close();
     void agent?.stop();
     void scrubber?.stop();
@@ -740,6 +846,29 @@ export class DataWorld {
     });
   }
 
+  /**
+   * A write-pipeline packet on the wire during the fault phase: with the seed's probability it arrives with
+   * one bit of its payload flipped, in a copy (the sender keeps its bytes: the writer resends from them).
+   * The hop receiving it stores it and forwards it as it came, so it and every hop after it hold the bad
+   * bytes under the writer's CRCs, until the chain's end finds the mismatch and fails the pipeline (the bytes
+   * were never acknowledged: survivors are cut back to the acknowledged length when the writer resumes). Not
+   * counted as an impaired server: no acknowledged byte, and no sealed replica, is ever hit.
+   */
+  private corruptInFlight(packet: PacketMessage, link: { readonly from: string; readonly to: string; readonly setup: SetupMessage | null }): PacketMessage {
+    const r = this.corruptionRandom;
+    if (!this.deps.active() || packet.payload.length === 0 || !r.chance(this.faultProfile.packetCorruptionProbability)) return packet;
+    // A copy: the payload is often a Buffer (the writer's staging), whose slice() is a view, not a copy.
+    const payload = Uint8Array.from(packet.payload);
+    assert.notEqual(payload.buffer, packet.payload.buffer, "a corrupted packet never shares the sender's memory");
+    const byte = r.int(payload.length);
+    const bit = r.int(8);
+    payload[byte]! ^= 1 << bit;
+    this.stats.packetsCorrupted++;
+    const chunk = link.setup === null ? 'a chunk' : `chunk ${link.setup.handle} v${link.setup.version}`;
+    this.deps.timeline(`packet ${packet.seq} of ${chunk} (offset ${packet.offset}) corrupted in flight from ${link.from} to ${link.to}: bit ${bit} of byte ${byte}`);
+    return { ...packet, payload };
+  }
+
   private breakConnection(): void {
     const open: DataConnection[] = [];
     for (const d of [...this.clientDialers, ...this.servers.map((cs) => cs.dialer)]) {
@@ -798,10 +927,12 @@ export class DataWorld {
         this.checkServedVersion(address, incarnation, request.handle, request.version);
         return bytes;
       },
-      pipelineFailure: (error: unknown): PipelineFailure | undefined =>
-        error instanceof PipelineFailedError
-          ? { code: error.code, failedIndex: error.failedIndex, failedId: error.failedId, ackedLengthBytes: error.ackedLengthBytes }
-          : undefined,
+      pipelineFailure: (error: unknown): PipelineFailure | undefined => {
+        if (!(error instanceof PipelineFailedError)) return undefined;
+        if (error.code === 'CHECKSUM_MISMATCH' && !this.failuresSeen.has(error)) this.stats.pipelineChecksumFailures++;
+        this.failuresSeen.add(error);
+        return { code: error.code, failedIndex: error.failedIndex, failedId: error.failedId, ackedLengthBytes: error.ackedLengthBytes };
+      },
       errorCode: (error: unknown) => (error instanceof DataPlaneError ? error.code : error instanceof ChunkStoreError ? error.code : undefined),
     };
   }
@@ -830,7 +961,7 @@ export class DataWorld {
   }
 
   private newClient(random: Prng): { client: MetadataClientState; dialer: TrackedDialer } {
-    const dialer = new TrackedDialer(this.network, `client${this.clientDialers.length + 1}`);
+    const dialer = new TrackedDialer(this.network, `client${this.clientDialers.length + 1}`, this.wire);
     this.clientDialers.push(dialer);
     return { client: { target: random.pick(this.deps.cluster.addressableIds()), random }, dialer };
   }
