@@ -16,6 +16,12 @@ export const dataBugs = [
    * it (the simulator's, through FileReaderOptions.bugs) have it; a chunkserver process ignores it.
    */
   'data-read-ahead-unchecked',
+  /**
+   * The chain's last replica does not check the writer's per-packet CRC32Cs against the bytes that reached
+   * it (dataplane/server.ts), so a packet corrupted on the wire to any hop is stored (with the writer's CRCs)
+   * by that hop and every hop after it, and acknowledged.
+   */
+  'data-skip-packet-crc',
 ] as const;
 export type DataBug = (typeof dataBugs)[number];
 

@@ -65,8 +65,11 @@ for (const bug of placementBugs) {
 
 /**
  * Seeds tried per data-path bug. Traces move whenever the workload's or the nodes' use of randomness changes:
- * since the read contexts' nonce (9a32074) data-reuse-stale-replica is first caught at seed 15 (then 21, 37,
- * ...), the others earlier; the CLI runs 200: see docs-simdata.md.
+ * since packet corruption in flight (seeds that draw it, 7 and 10 among the first 16, have new traces) the
+ * first seeds caught are data-ack-before-last-replica 1, data-read-ahead-unchecked 3, data-skip-read-checksum
+ * 7 (was 8), data-reuse-stale-replica 7 (was 15) and data-skip-packet-crc 7 (then 10, 24, 25, ...: it needs
+ * a seed whose network corrupts packets, and a corruption on the writer's link to the first hop, which
+ * leaves no good replica); the CLI runs 200: see docs-simdata.md.
  */
 const DATA_SEEDS_PER_BUG_MAX = 30;
 

@@ -132,4 +132,11 @@ export const dataBugCatalog: Readonly<Record<DataBug, PlantedBugInfo>> = {
     primaryViolation: 'data-read-correct',
     expectedViolations: ['data-read-correct'],
   },
+  'data-skip-packet-crc': {
+    description: "data: the pipeline's last replica does not check the writer's packet CRCs, so a packet corrupted in flight is stored and acknowledged",
+    // A corruption on the writer's link to the first hop leaves every replica bad under good-looking CRCs:
+    // reads and the scrubber find them all corrupt, so an acknowledged file cannot be read back.
+    primaryViolation: 'data-durability',
+    expectedViolations: ['data-durability', 'data-corruption-repaired', 'data-read-correct'],
+  },
 };

@@ -408,8 +408,9 @@ class PipelineHop {
     }
     // The chain's end checks the writer's CRCs against the bytes that reached it through every hop before it;
     // the hops before it trust them (block-crcs.ts). The failure names this replica: the writer goes on without
-    // it, resending from its own buffers, and the leader restores the replication factor later.
-    if (packet.crcs !== undefined && this.next === undefined) {
+    // it, resending from its own buffers, and the leader restores the replication factor later. (The planted
+    // bug data-skip-packet-crc skips the check.)
+    if (packet.crcs !== undefined && this.next === undefined && !this.server.bugs.has('data-skip-packet-crc')) {
       const bad = firstMismatch(packet.offset, packet.payload, packet.crcs);
       if (bad >= 0) {
         this.fail(0, this.server.id, new DataPlaneError('CHECKSUM_MISMATCH', `packet ${packet.seq} at ${packet.offset}: piece ${bad} does not match the writer's CRC32C`));
