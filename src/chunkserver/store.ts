@@ -54,6 +54,11 @@ export const dataFilesOpenMax = 256;
 
 /** Bytes read per step by verify() and by cuts that recompute a prefix CRC. A multiple of the block size. */
 export const verifySliceBytes = 1024 * 1024;
+/**
+ * Append ends inside a block remembered per replica (Replica.appendEnds): a writer's resume cuts to the
+ * acknowledged length, at most a pipeline window (16 packets by default) back from the replica's length.
+ */
+export const appendEndsKeptMax = 64;
 
 const dataSuffix = '.data';
 const packedSuffix = '.lz4';
@@ -115,6 +120,14 @@ interface Replica {
    * the block CRCs: appends checksum each byte once, not twice).
    */
   prefixCrc: number | undefined;
+  /**
+   * In memory only: after each of the latest appends (at most appendEndsKeptMax) that ended inside a block,
+   * that length and the CRC32C its block had up to it. A cut to one of them (a writer's resume cuts to the
+   * acknowledged length, always an append's end) checks the kept part of the block against it alone, so
+   * bytes past the cut in the same block that fail their CRCs (a packet corrupted on the wire, stored under
+   * the writer's CRCs before the chain's end rejected it) do not fail the cut. Empty after open().
+   */
+  appendEnds: { readonly lengthBytes: number; readonly blockCrc: number }[];
   /** What the sidecar on disk says. */
   durable: Durable;
   /** The data file while open (see dataFilesOpenMax). */
@@ -329,6 +342,7 @@ export class FileChunkStore implements ChunkStore {
       strayPath: undefined,
       blockCrcs: sidecar.blockCrcs,
       prefixCrc: sidecar.prefixCrc,
+      appendEnds: [],
       durable,
       file: undefined,
       opening: undefined,
@@ -355,6 +369,7 @@ export class FileChunkStore implements ChunkStore {
       strayPath: undefined,
       blockCrcs: new Uint32Array(0),
       prefixCrc: 0,
+      appendEnds: [],
       durable: { version: -1, lengthBytes: 0, sealed: false },
       file: undefined,
       opening: undefined,
@@ -734,6 +749,10 @@ export class FileChunkStore implements ChunkStore {
     }
     r.prefixCrc = undefined;
     r.lengthBytes = newLength;
+    if (newLength % checksumBlockBytes !== 0) {
+      r.appendEnds.push({ lengthBytes: newLength, blockCrc: r.blockCrcs[Math.floor(newLength / checksumBlockBytes)]! });
+      if (r.appendEnds.length > appendEndsKeptMax) r.appendEnds.shift();
+    }
   }
 
   /**
@@ -759,6 +778,8 @@ export class FileChunkStore implements ChunkStore {
       throw error;
     }
     if (cutting) {
+      // Ends past the cut are gone with their bytes; those below it still describe the bytes kept.
+      r.appendEnds = r.appendEnds.filter((e) => e.lengthBytes <= lengthBytes);
       // Committed already: the cut is tidying. If it fails, the bytes past the length are never read, the next
       // append overwrites them and open() cuts them, so the operation still succeeded.
       try {
@@ -770,22 +791,32 @@ export class FileChunkStore implements ChunkStore {
     }
   }
 
-  /** Block CRCs and the prefix CRC of the first `lengthBytes` bytes, re-read and verified from disk. */
+  /**
+   * Block CRCs and the prefix CRC of the first `lengthBytes` bytes, re-read and verified from disk. The whole
+   * blocks below the cut are checked against their CRCs; the part of the block the cut falls in is checked
+   * against the CRC it had when an append ended there (appendEnds), else with its whole block as stored.
+   */
   private async checksumsOfPrefix(r: Replica, lengthBytes: number): Promise<{ blockCrcs: Uint32Array; prefixCrc: number }> {
     const blocks = blockCount(lengthBytes);
     const blockCrcs = r.blockCrcs.slice(0, Math.max(blocks, 1));
+    const wholeEnd = lengthBytes - (lengthBytes % checksumBlockBytes);
     let prefixCrc = 0;
-    for (let start = 0; start < lengthBytes; start += verifySliceBytes) {
-      const end = Math.min(lengthBytes, start + verifySliceBytes);
-      // Read whole blocks (so their stored CRCs can be checked), then keep only the bytes below the cut.
-      const spanEnd = Math.min(r.lengthBytes, Math.ceil(end / checksumBlockBytes) * checksumBlockBytes);
-      const span = await this.readVerified(r, start, spanEnd);
-      prefixCrc = crc32c(span.subarray(0, end - start), prefixCrc);
+    for (let start = 0; start < wholeEnd; start += verifySliceBytes) {
+      const span = await this.readVerified(r, start, Math.min(wholeEnd, start + verifySliceBytes));
+      prefixCrc = crc32c(span, prefixCrc);
     }
-    if (lengthBytes % checksumBlockBytes !== 0) {
-      const lastStart = (blocks - 1) * checksumBlockBytes;
-      const span = await this.readVerified(r, lastStart, Math.min(r.lengthBytes, lastStart + checksumBlockBytes));
-      blockCrcs[blocks - 1] = crc32c(span.subarray(0, lengthBytes - lastStart));
+    if (wholeEnd < lengthBytes) {
+      const end = r.appendEnds.find((e) => e.lengthBytes === lengthBytes);
+      let kept: Uint8Array;
+      if (end !== undefined) {
+        kept = await this.readVerified(r, wholeEnd, lengthBytes, false);
+        if (crc32c(kept) !== end.blockCrc) throw this.mismatch(r, wholeEnd, lengthBytes);
+      } else {
+        const span = await this.readVerified(r, wholeEnd, Math.min(r.lengthBytes, wholeEnd + checksumBlockBytes));
+        kept = span.subarray(0, lengthBytes - wholeEnd);
+      }
+      blockCrcs[blocks - 1] = crc32c(kept);
+      prefixCrc = crc32c(kept, prefixCrc);
     }
     return { blockCrcs, prefixCrc };
   }

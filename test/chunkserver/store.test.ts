@@ -5,7 +5,9 @@
 import { mkdtemp, open as openFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { crc32c } from '@node-rs/crc32';
 import t from 'tap';
+import { gridCrcs } from '../../src/chunkserver/block-crcs.ts';
 import { NodeDisk } from '../../src/chunkserver/disk.ts';
 import { FileChunkStore, dataFilesOpenMax } from '../../src/chunkserver/store.ts';
 import { checksumBlockBytes } from '../../src/chunkserver/types.ts';
@@ -79,6 +81,57 @@ void t.test('SimDisk: a flipped bit in the partial last block is caught', async 
   await rejectsCode(t, store.verify(1), 'CHECKSUM_MISMATCH', 'verify');
   t.equal((store as FileChunkStore).stats.checksumMismatches, 2);
   await store.close();
+});
+
+/**
+ * A middle hop of a write pipeline stores a packet corrupted on the wire under the writer's CRCs; the chain's
+ * end rejects it, so it is never acknowledged, and the writer resumes with this replica cut back to the
+ * acknowledged length. When that length falls inside a block the corrupt bytes share, the cut must keep the
+ * good part (it matches the CRC the block had when the acknowledged append ended), not fail on the block.
+ */
+void t.test('SimDisk: a resume cut inside a block keeps its good part when bad bytes past the cut share the block', async (t) => {
+  const fixture = simFixture(101);
+  const store = await fixture.open();
+  const written = pattern(7, 2 * B);
+  const acked = B + 100;
+  await store.create(1, 1);
+  await store.append(1, 1, 0, written.subarray(0, acked), gridCrcs(0, written.subarray(0, acked)));
+  // The next packet (to the end of the second block, and on into a third) arrives with one bit flipped.
+  const corrupted = written.slice(acked, 2 * B);
+  corrupted[corrupted.length - 5]! ^= 0x10;
+  await store.append(1, 1, acked, corrupted, gridCrcs(acked, written.subarray(acked, 2 * B)));
+  await rejectsCode(t, store.verify(1), 'CHECKSUM_MISMATCH', 'the replica holds bytes its CRCs fail');
+  await store.bumpVersion(1, 1, 2, acked);
+  t.match(store.info(1), { version: 2, lengthBytes: acked, sealed: false }, 'raised and cut to the acknowledged length');
+  await store.verify(1);
+  t.same(await store.read(1, 2, 0, acked), written.subarray(0, acked), 'the kept bytes are the ones written');
+  // The writer resends what was not acknowledged; the replica then seals with the writer's checksum.
+  await store.append(1, 2, acked, written.subarray(acked), gridCrcs(acked, written.subarray(acked)));
+  const sealed = await store.seal(1, 2, 2 * B);
+  t.equal(sealed.checksum, crc32c(written), 'sealed with the CRC32C of the bytes written');
+  await store.verify(1);
+  await store.close();
+});
+
+void t.test('SimDisk: a cut inside a block still fails when the kept part itself went bad', async (t) => {
+  for (const reopen of [false, true]) {
+    const fixture = simFixture(102);
+    let store = await fixture.open();
+    const written = pattern(8, B + 300);
+    await store.create(1, 1);
+    await store.append(1, 1, 0, written.subarray(0, B + 100));
+    await store.append(1, 1, B + 100, written.subarray(B + 100));
+    await store.sync(1);
+    fixture.disk.flipBit('/chunks/1.data', B + 40, 2);
+    // Reopened, the store knows no append ends: the cut is checked against the whole stored block.
+    if (reopen) {
+      await store.close();
+      store = await fixture.open();
+    }
+    await rejectsCode(t, store.bumpVersion(1, 1, 2, B + 100), 'CHECKSUM_MISMATCH', `a flipped bit below the cut is found (reopened: ${reopen})`);
+    t.match(store.info(1), { version: 1, lengthBytes: B + 300 }, 'the replica is left as it was');
+    await store.close();
+  }
 });
 
 void t.test('SimDisk: a corrupt sidecar drops the replica at open (reported), the rest survive', async (t) => {
