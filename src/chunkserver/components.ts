@@ -21,8 +21,8 @@ import { recordDiskWrites, recordRead, recordReReplication, recordReReplicationB
 import { Scrubber } from './scrubber.ts';
 import type { DataServer, ReplicaEvents, StoreAndDataServer } from './server.ts';
 import { FileChunkStore } from './store.ts';
-import type { ChunkStore, CreateOptions, LocalReplicaPaths, ReplicaInfo, StoreUsage } from './types.ts';
-import { ChunkStoreError } from './types.ts';
+import type { AppendPiece, ChunkStore, CreateOptions, LocalReplicaPaths, ReplicaInfo, StoreUsage } from './types.ts';
+import { appendAll, ChunkStoreError } from './types.ts';
 
 /**
  * The file in the data dir whose content (a random token, new at every start) proves to a client that it
@@ -190,6 +190,13 @@ export class ObservedStore implements ChunkStore {
     const start = metrics === undefined ? 0 : this.clock.nowMs();
     await this.observed('append', handle, this.inner.append(handle, version, offset, data, blockCrcs));
     if (metrics !== undefined) recordWrite(metrics, data.length, (this.clock.nowMs() - start) / 1000);
+  }
+
+  async appendPieces(handle: number, version: number, offset: number, pieces: readonly AppendPiece[]): Promise<void> {
+    const { metrics } = this.options;
+    const start = metrics === undefined ? 0 : this.clock.nowMs();
+    await this.observed('append', handle, appendAll(this.inner, handle, version, offset, pieces));
+    if (metrics !== undefined) recordWrite(metrics, pieces.reduce((sum, piece) => sum + piece.data.length, 0), (this.clock.nowMs() - start) / 1000);
   }
 
   sync(handle: number): Promise<void> {

@@ -42,7 +42,7 @@ import { packBlock, unpackBlock } from './compression.ts';
 import { gridPieceCount } from './block-crcs.ts';
 import { crc32cCombine, crcOfBlocks } from './crc-combine.ts';
 import { blockCount, decodeSidecar, encodeSidecar, sidecarBytesMax } from './sidecar.ts';
-import type { ChunkStore, Compression, CreateOptions, LocalReplicaPaths, ReplicaInfo, StoreUsage } from './types.ts';
+import type { AppendPiece, ChunkStore, Compression, CreateOptions, LocalReplicaPaths, ReplicaInfo, StoreUsage } from './types.ts';
 import { ChunkStoreError, checksumBlockBytes, chunkSizeBytesMax } from './types.ts';
 
 /**
@@ -403,6 +403,16 @@ export class FileChunkStore implements ChunkStore {
   }
 
   async append(handle: number, version: number, offset: number, data: Uint8Array, blockCrcs?: readonly number[]): Promise<void> {
+    return this.appendPieces(handle, version, offset, [blockCrcs === undefined ? { data } : { data, blockCrcs }]);
+  }
+
+  /**
+   * Appends `pieces` one after the other at `offset`, as `append` of each in turn would, in one disk write
+   * (DiskFile.writev: NodeDisk writes page-aligned pieces with one O_DIRECT pwritev). A pipeline hop batches
+   * the packets that arrived while its previous append was on the disk. All or nothing in memory: on
+   * failure the length and CRCs stay as they were.
+   */
+  async appendPieces(handle: number, version: number, offset: number, pieces: readonly AppendPiece[]): Promise<void> {
     const { r, release } = await this.lockReplica(handle, true);
     try {
       this.checkVersion(r, version);
@@ -410,17 +420,21 @@ export class FileChunkStore implements ChunkStore {
       if (!isCount(offset) || offset !== r.lengthBytes) {
         throw new ChunkStoreError('BAD_OFFSET', `append to chunk ${handle} at ${offset}, its length is ${r.lengthBytes}`);
       }
-      if (offset + data.length > this.chunkSizeBytes) {
-        throw new ChunkStoreError('TOO_LARGE', `chunk ${handle}: ${offset} + ${data.length} bytes passes the chunk size ${this.chunkSizeBytes}`);
+      let total = 0;
+      for (const piece of pieces) total += piece.data.length;
+      if (offset + total > this.chunkSizeBytes) {
+        throw new ChunkStoreError('TOO_LARGE', `chunk ${handle}: ${offset} + ${total} bytes passes the chunk size ${this.chunkSizeBytes}`);
       }
-      if (data.length === 0) return;
+      const written = pieces.filter((piece) => piece.data.length > 0);
+      if (written.length === 0) return;
       const file = await this.fileFor(r);
       // On failure (e.g. DISK_FULL after a partial write) nothing below runs: the length and CRCs stay, and
       // the bytes past the length are garbage the next append overwrites and open() cuts off.
       r.dataDirty = true;
-      await file.write(data, offset);
-      this.extendChecksums(r, data, blockCrcs);
-      this.stats.bytesAppended += data.length;
+      if (written.length === 1) await file.write(written[0]!.data, offset);
+      else await file.writev(written.map((piece) => piece.data), offset);
+      for (const piece of written) this.extendChecksums(r, piece.data, piece.blockCrcs);
+      this.stats.bytesAppended += total;
     } finally {
       release();
     }

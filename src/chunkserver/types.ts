@@ -82,6 +82,21 @@ export interface LocalReplicaPaths {
   readonly metaPath: string;
 }
 
+/** One piece of an `appendPieces`: bytes and, when known, their CRC32Cs on the block grid (see `append`). */
+export interface AppendPiece {
+  readonly data: Uint8Array;
+  readonly blockCrcs?: readonly number[];
+}
+
+/** `store.appendPieces` when the store has it, else one `append` per piece. */
+export async function appendAll(store: ChunkStore, handle: number, version: number, offset: number, pieces: readonly AppendPiece[]): Promise<void> {
+  if (store.appendPieces !== undefined) return store.appendPieces(handle, version, offset, pieces);
+  for (const piece of pieces) {
+    await store.append(handle, version, offset, piece.data, piece.blockCrcs);
+    offset += piece.data.length;
+  }
+}
+
 export interface ChunkStore {
   /**
    * Starts an empty replica of `handle` at `version`, stored with `options.compression` (default none).
@@ -95,6 +110,12 @@ export interface ChunkStore {
    * checked upstream (the write pipeline): the store keeps them instead of checksumming `data` again.
    */
   append(handle: number, version: number, offset: number, data: Uint8Array, blockCrcs?: readonly number[]): Promise<void>;
+  /**
+   * `append` of each piece in turn, in one disk write where the store can (a pipeline hop batches the
+   * packets that arrived while its previous append was on the disk); all or nothing in memory. Optional: the
+   * hop appends one piece at a time to a store without it (appendAll).
+   */
+  appendPieces?(handle: number, version: number, offset: number, pieces: readonly AppendPiece[]): Promise<void>;
   /** Makes every append so far durable (fsync of data, then the sidecar). */
   sync(handle: number): Promise<void>;
   /**

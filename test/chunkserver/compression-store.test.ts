@@ -107,6 +107,7 @@ class CountingDisk implements Disk {
         return file.read(into, position);
       },
       write: (data, position) => file.write(data, position),
+      writev: (pieces, position) => file.writev(pieces, position),
       truncate: (n) => file.truncate(n),
       sync: () => file.sync(),
       sizeBytes: () => file.sizeBytes(),

@@ -124,6 +124,13 @@ class FaultyFile implements DiskFile {
     }
   }
 
+  async writev(pieces: readonly Uint8Array[], position: number): Promise<void> {
+    for (const piece of pieces) {
+      await this.write(piece, position);
+      position += piece.length;
+    }
+  }
+
   async truncate(lengthBytes: number): Promise<void> {
     this.disk.check('write', this.path);
     await this.inner.truncate(lengthBytes);

@@ -423,6 +423,14 @@ class SimFile implements DiskFile {
     if (fits < data.length) throw new ChunkStoreError('DISK_FULL', `write ${this.path}: ENOSPC: no space left on device`);
   }
 
+  /** Each piece as its own write (a crash may keep any subset of them, as for separate writes). */
+  async writev(pieces: readonly Uint8Array[], position: number): Promise<void> {
+    for (const piece of pieces) {
+      await this.write(piece, position);
+      position += piece.length;
+    }
+  }
+
   async truncate(lengthBytes: number): Promise<void> {
     await Promise.resolve();
     const inode = this.inode('truncate');

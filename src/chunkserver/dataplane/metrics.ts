@@ -8,6 +8,9 @@ export class DataPlaneMetrics {
   readonly reads: Counter<'outcome'>;
   readonly localReads: Counter<'outcome'>;
   readonly connectionErrors: Counter<'code'>;
+  /** Store calls that appended pipeline packets, and the packets they appended (a call takes those queued). */
+  readonly appendCalls: Counter;
+  readonly appendedPackets: Counter;
 
   constructor(readonly registry: Registry = new Registry()) {
     const registers = [registry];
@@ -39,6 +42,16 @@ export class DataPlaneMetrics {
       name: 'rfs_chunkserver_local_reads_total',
       help: 'Short-circuit local read requests (a client on this host reading a replica file itself), by outcome (ok or the error code)',
       labelNames: ['outcome'],
+      registers,
+    });
+    this.appendCalls = new Counter({
+      name: 'rfs_chunkserver_pipeline_append_calls_total',
+      help: 'Store calls appending write-pipeline packets (one call takes every packet queued behind the previous one)',
+      registers,
+    });
+    this.appendedPackets = new Counter({
+      name: 'rfs_chunkserver_pipeline_appended_packets_total',
+      help: 'Write-pipeline packets appended to the store (divided by the append calls: packets per call)',
       registers,
     });
     this.connectionErrors = new Counter({

@@ -4,7 +4,10 @@
  * protocol.ts; this file keeps its rules:
  *
  * - A packet is forwarded downstream as soon as it arrives (same buffer, no copy) and appended locally in
- *   parallel; local store calls run one at a time in seq order.
+ *   parallel; local store calls run one at a time in seq order. Packets that arrive while an append is on
+ *   the disk wait, and go to the store together in the next call (up to appendBatchBytesMax:
+ *   ChunkStore.appendPieces, one O_DIRECT pwritev on NodeDisk), so a hop does not leave the disk idle
+ *   between a write's completion and the next one's start, and pays the per-call costs once per batch.
  * - Invariant: the ack for seq s is sent upstream only after the local append of s (and its fsync, with
  *   `sync`) finished AND the downstream ack for s arrived, and acks leave in seq order.
  * - Invariant: at most inflightPacketsMax packets wait in a hop; at that count the upstream connection is
@@ -23,8 +26,8 @@ import { silentLogger } from '../../raft/node-api.ts';
 import { firstMismatch } from '../block-crcs.ts';
 import type { DataBug } from '../bugs.ts';
 import { noDataBugs } from '../bugs.ts';
-import type { ChunkStore } from '../types.ts';
-import { checksumBlockBytes, chunkSizeBytesMax, readSpanBytes } from '../types.ts';
+import type { AppendPiece, ChunkStore } from '../types.ts';
+import { appendAll, checksumBlockBytes, chunkSizeBytesMax, readSpanBytes } from '../types.ts';
 import type { DataConnection, DataNetwork, Dialer, Listener } from './connection.ts';
 import { DataPlaneError, toDataPlaneError } from './errors.ts';
 import type { DataPlaneLimits } from './limits.ts';
@@ -221,6 +224,20 @@ interface PendingEntry {
 
 type HopState = 'setting-up' | 'ready' | 'sealing' | 'done' | 'failed';
 
+/**
+ * Bytes of received packets a hop hands to its store in one call, at most (the packets that queued while the
+ * previous append was on the disk). bench:data, 2026-11-28: 4 MiB packets (over the 1 MiB the protocol
+ * allows) cut the chunkservers' CPU per GB by a fifth; batching gets the store's share of that at 1 MiB.
+ */
+export const appendBatchBytesMax = 4 * 1024 * 1024;
+
+/** A received packet waiting for its local append, with the reference to its buffer that the append holds. */
+interface QueuedAppend {
+  readonly packet: PacketMessage;
+  readonly entry: PendingEntry;
+  readonly lease: { release(): void } | undefined;
+}
+
 class PipelineHop {
   private state: HopState = 'setting-up';
   private downstream: DataConnection | null = null;
@@ -237,6 +254,10 @@ class PipelineHop {
   private downstreamSetup: readonly ReplicaAck[] | null = null;
   /** Store calls for this pipeline run one after another on this chain. */
   private localWork: Promise<void> = Promise.resolve();
+  /** Packets received and not yet handed to the store, in seq order. */
+  private readonly toAppend: QueuedAppend[] = [];
+  /** A batch append is on `localWork` and has not started: packets queued now join it. */
+  private appendWaiting = false;
   queuedPacketsMaxSeen = 0;
 
   constructor(
@@ -428,17 +449,51 @@ class PipelineHop {
     }
     const entry: PendingEntry = { seq: packet.seq, payloadBytes: length, local: null, downstream: null };
     this.enqueue(entry);
-    const { handle, version } = this.setup;
-    const appending = lease?.retain();
+    this.toAppend.push({ packet, entry, lease: lease?.retain() });
+    this.scheduleAppend();
+  }
+
+  /** Puts a batch append on the local work chain unless one is waiting there already (see toAppend). */
+  private scheduleAppend(): void {
+    if (this.appendWaiting) return;
+    this.appendWaiting = true;
     this.runLocal(
-      async () => {
-        await this.server.store.append(handle, version, packet.offset, packet.payload, packet.crcs);
-        if (packet.sync) await this.server.store.sync(handle);
-        entry.local = { id: this.server.id };
-        this.maybeAck();
+      () => this.appendQueued(),
+      () => {
+        // Skipped (the hop failed): the queued packets will never be appended; their buffers go back.
+        if (this.state === 'failed') for (const queued of this.toAppend.splice(0)) queued.lease?.release();
       },
-      () => appending?.release(),
     );
+  }
+
+  /**
+   * Appends every queued packet, in store calls of up to appendBatchBytesMax, acking each call's packets when
+   * it is done. All of them, before returning: work queued on `localWork` after this task (a seal) must find
+   * every packet received before it appended.
+   */
+  private async appendQueued(): Promise<void> {
+    this.appendWaiting = false;
+    const { handle, version } = this.setup;
+    while (this.toAppend.length > 0 && this.state !== 'failed') {
+      let bytes = 0;
+      let count = 0;
+      while (count < this.toAppend.length && (count === 0 || bytes + this.toAppend[count]!.packet.payload.length <= appendBatchBytesMax)) {
+        bytes += this.toAppend[count]!.packet.payload.length;
+        count++;
+      }
+      const batch = this.toAppend.splice(0, count);
+      try {
+        const pieces = batch.map(({ packet }): AppendPiece => (packet.crcs === undefined ? { data: packet.payload } : { data: packet.payload, blockCrcs: packet.crcs }));
+        await appendAll(this.server.store, handle, version, batch[0]!.packet.offset, pieces);
+        this.server.metrics.appendCalls.inc();
+        this.server.metrics.appendedPackets.inc(batch.length);
+        if (batch.some(({ packet }) => packet.sync)) await this.server.store.sync(handle);
+        for (const { entry } of batch) entry.local = { id: this.server.id };
+        this.maybeAck();
+      } finally {
+        for (const { lease } of batch) lease?.release();
+      }
+    }
   }
 
   private onSeal(seal: SealMessage): void {
