@@ -226,8 +226,9 @@ type HopState = 'setting-up' | 'ready' | 'sealing' | 'done' | 'failed';
 
 /**
  * Bytes of received packets a hop hands to its store in one call, at most (the packets that queued while the
- * previous append was on the disk). bench:data, 2026-11-28: 4 MiB packets (over the 1 MiB the protocol
- * allows) cut the chunkservers' CPU per GB by a fifth; batching gets the store's share of that at 1 MiB.
+ * previous append was on the disk): a few packets, so the first of a batch is not held back long. bench:data,
+ * 2026-11-28, three paired runs: writes 223–235 against 164–209 MB/s, the chunkservers' CPU 3.9–4.8 against
+ * 4.7–5.6 s per GB (BENCHMARKS.md).
  */
 export const appendBatchBytesMax = 4 * 1024 * 1024;
 
