@@ -148,6 +148,8 @@ export class MetadataServer {
   /** Stamped commands proposed here and not yet answered, by `clientId:seq` (see inflightStampedCommandsMax). */
   private readonly inflightStamped = new Map<string, Promise<FsResult>>();
   private readonly badReplicaReports: Counter;
+  /** RPCs answered, by method and outcome. */
+  private readonly requests: Counter;
   private syncTimer: ReturnType<typeof setInterval> | null = null;
   private syncing = false;
   /** Current member addresses (this server included): options.peers, then updated on membership changes. */
@@ -206,6 +208,12 @@ export class MetadataServer {
     this.viewLoads = new Counter({
       name: 'rfs_chunk_view_loads_total',
       help: 'Reads of the whole chunk placement from the store (the leader: when something was applied since the last; a follower: for chunk counts)',
+      registers: [registry],
+    });
+    this.requests = new Counter({
+      name: 'rfs_metadata_requests_total',
+      help: 'Client and chunkserver RPCs answered by this server (each Submit item counted too), by method and outcome (ok or the error code)',
+      labelNames: ['method', 'outcome'],
       registers: [registry],
     });
     this.badReplicaReports = new Counter({
@@ -348,6 +356,13 @@ export class MetadataServer {
 
   /** Runs a handler; typed errors become error replies, nothing escapes. */
   private async serve(method: string, handler: Handler, request: WireRequest): Promise<WireReply> {
+    const reply = await this.serveUncounted(method, handler, request);
+    const error = (reply as { error?: { code?: unknown } }).error;
+    this.requests.inc({ method, outcome: error === undefined ? 'ok' : String(error.code) });
+    return reply;
+  }
+
+  private async serveUncounted(method: string, handler: Handler, request: WireRequest): Promise<WireReply> {
     if (this.stopped) return errorReply({ code: 'UNAVAILABLE', message: 'server stopping' });
     if (isMalformed(request)) return errorReply({ code: 'EINVAL', message: `${method}: request does not decode: ${request[malformed]}` });
     try {

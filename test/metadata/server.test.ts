@@ -76,6 +76,14 @@ void t.test('a 3-server in-process cluster serves the namespace', async (t) => {
   t.ok(count('rfs_raft_log_write_seconds_count') > 0, 'log write (fsync) latency histogram has samples');
   t.ok(count('rfs_fsm_apply_batch_seconds_count') > 0, 'apply latency histogram has samples');
   t.ok(count('rfs_fsm_applied_entries_total') >= count('rfs_fsm_apply_batch_seconds_count'), 'entries counted');
+  // RPCs by method and outcome: the leader's refused compare-and-set, the follower's redirect and read.
+  const requests = (text: string, method: string, outcome: string): number =>
+    Number(new RegExp(`^rfs_metadata_requests_total\\{method="${method}",outcome="${outcome}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+  t.ok(requests(metrics, 'Create', 'ok') >= 2, 'creates counted');
+  t.equal(requests(metrics, 'Create', 'EPRECONDITION'), 1, 'the failed compare-and-set counted by its code');
+  const followerMetrics = await follower.metrics();
+  t.equal(requests(followerMetrics, 'Mkdir', 'NOT_LEADER'), 1, 'the redirect counted on the follower');
+  t.equal(requests(followerMetrics, 'Stat', 'ok'), 1, "the follower's read counted");
 });
 
 void t.test('bad input gets typed errors and the server keeps serving', async (t) => {
