@@ -227,8 +227,12 @@ export class Raft {
         this.becomeFollower(m.term, NONE);
       }
     } else if (m.term < this.term) {
-      if ((this.config.checkQuorum || this.config.preVote) && (m.type === 'app' || m.type === 'heartbeat')) {
-        // A stale leader: answer with our term so it steps down (it may never hear a vote request).
+      if (m.type === 'app' || m.type === 'heartbeat') {
+        // A stale leader: answer with our term so it steps down. It may never hear a vote request: with
+        // check-quorum or pre-vote the voters do not move terms on campaigns, and a leader that was removed
+        // from the configuration hears no campaign at all (it kept leading to hand over, and the member it
+        // handed over to leads a configuration without it). Without this answer such a leader led its old
+        // term forever, and the clients and chunkservers it answered waited on it (sim seed 1175).
         this.send({ type: 'appResp', to: m.from });
       } else if (m.type === 'preVote') {
         this.send({ type: 'preVoteResp', to: m.from, term: this.term, reject: true });

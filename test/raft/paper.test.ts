@@ -123,6 +123,28 @@ void t.test('§5.1 a request with a stale term is rejected (Reference: section 5
   t.end();
 });
 
+void t.test('§5.1 a stale leader hears the newer term without pre-vote or check-quorum too', (t) => {
+  // A leader removed from the configuration hears no campaign: the answer to its heartbeats is its only way
+  // to learn that the member it handed over to now leads (sim seed 1175: it led its old term forever).
+  const f = newRaft(1, [1, 2, 3], { preVote: false, checkQuorum: false });
+  f.step(msg({ type: 'app', from: 2, to: 1, term: 3, index: 1, logTerm: 1 }));
+  drainReady(f);
+  for (const type of ['heartbeat', 'app'] as const) {
+    f.step(msg({ type, from: 3, to: 1, term: 2, index: 1, logTerm: 1 }));
+    t.same(
+      drainReady(f).messages.map((m) => [m.type, m.to, m.term, m.reject]),
+      [['appResp', 3, 3, false]],
+      `a stale ${type} is answered with the newer term`,
+    );
+  }
+  t.equal(f.lead, 2, 'still following the current leader');
+  // The stale leader itself steps down on that answer.
+  const k = electLeader([1, 2, 3]);
+  k.step(msg({ type: 'appResp', from: 3, to: 1, term: k.term + 1 }));
+  t.equal(k.role, 'follower');
+  t.end();
+});
+
 // ============================== §5.2 leader election ==============================
 
 void t.test('§5.2 servers start as followers (Reference: section 5.2)', (t) => {
