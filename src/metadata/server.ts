@@ -357,8 +357,7 @@ export class MetadataServer {
   /** Runs a handler; typed errors become error replies, nothing escapes. */
   private async serve(method: string, handler: Handler, request: WireRequest): Promise<WireReply> {
     const reply = await this.serveUncounted(method, handler, request);
-    const error = (reply as { error?: { code?: unknown } }).error;
-    this.requests.inc({ method, outcome: error === undefined ? 'ok' : String(error.code) });
+    this.requests.inc({ method, outcome: reply.error?.code ?? 'ok' });
     return reply;
   }
 
