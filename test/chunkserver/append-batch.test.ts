@@ -99,15 +99,47 @@ void t.test('FileChunkStore.appendPieces: the same replica as one append per pie
 for (const [kind, packetBytes] of transportKinds.flatMap((k) => [[k, 64 * KiB] as const, [k, 1024 * KiB] as const])) {
   void t.test(`${kind}, ${packetBytes / KiB} KiB packets: packets queued behind a slow append go to the store together; bytes, acks and seal exact`, async (t) => {
     const limits = { inflightPacketsMax: 16 };
-    // Every append of the middle replica takes a while: the packets behind it queue.
-    const cluster = await startCluster(kind, 3, {
-      limits,
-      hooks: (index): MemoryStoreHooks =>
-        index === 1 ? { before: (call) => (call.op === 'append' ? new Promise<void>((resolve) => setTimeout(resolve, 5)) : undefined) } : {},
-    });
-    t.teardown(() => cluster.close());
     const packets = packetBytes === 64 * KiB ? 96 : 40;
     const data = patternBytes(packets * packetBytes + 123, 12);
+    // Every append of the middle replica waits until half a window more has reached the last replica (the
+    // middle forwards before it appends), so those packets are queued in the middle hop when its next store
+    // call is made. Driven by the data's progress, not by a flat timer: 5 ms per append let a busy CI machine
+    // deliver too few packets in time and the batching assertion below failed. The wait also ends when the
+    // last replica has taken nothing for lastReplicaIdleMs: the memory store appends a batch piece by piece,
+    // and a piece deep in a batch can ask for packets the writer's window does not let it send yet.
+    const lastReplicaIdleMs = 25;
+    let lastReplicaBytes = 0;
+    let waiters: { bytes: number; resolve: () => void }[] = [];
+    let idle: ReturnType<typeof setTimeout> | undefined;
+    const release = (all: boolean): void => {
+      waiters = waiters.filter((w) => (all || lastReplicaBytes >= w.bytes ? (w.resolve(), false) : true));
+      clearTimeout(idle);
+      idle = waiters.length === 0 ? undefined : setTimeout(() => release(true), lastReplicaIdleMs);
+    };
+    const lastReplicaHas = (bytes: number): Promise<void> | undefined => {
+      if (lastReplicaBytes >= bytes) return undefined;
+      return new Promise<void>((resolve) => {
+        waiters.push({ bytes, resolve });
+        idle ??= setTimeout(() => release(true), lastReplicaIdleMs);
+      });
+    };
+    const cluster = await startCluster(kind, 3, {
+      limits,
+      hooks: (index): MemoryStoreHooks => {
+        if (index === 1)
+          return { before: (call) => (call.op === 'append' ? lastReplicaHas(Math.min(data.length, (call.offset ?? 0) + (limits.inflightPacketsMax / 2) * packetBytes)) : undefined) };
+        if (index === 2)
+          return {
+            after: (call) => {
+              if (call.op !== 'append') return;
+              lastReplicaBytes = Math.max(lastReplicaBytes, (call.offset ?? 0) + (call.length ?? 0));
+              release(false);
+            },
+          };
+        return {};
+      },
+    });
+    t.teardown(() => cluster.close());
     const writer = await PipelineWriter.open(cluster.network, { handle: 41, version: 1, chain: cluster.chain(), packetBytes, limits });
     await writer.write(data);
     // Sealed at once, while packets may still queue in the middle hop: the seal must come after them.
