@@ -38,7 +38,13 @@ void t.test('npm start, then rfsctl put / get / status from another process', as
   let output = '';
   child.stdout.setEncoding('utf8').on('data', (s: string) => (output += s));
   child.stderr.setEncoding('utf8').on('data', (s: string) => (output += s));
-  const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
+  let exitCode: number | null | undefined;
+  const exited = new Promise<void>((resolve) =>
+    child.once('close', (code) => {
+      exitCode = code;
+      resolve();
+    }),
+  );
   const group = child.pid!;
   t.teardown(() => {
     try {
@@ -47,7 +53,17 @@ void t.test('npm start, then rfsctl put / get / status from another process', as
       // stopped already
     }
   });
-  await waitFor('the ready banner', () => (output.includes('rfs local cluster ready') ? true : undefined), 240_000);
+  // A cluster that never comes up fails with what it printed (the last outputTailChars of it), and at once
+  // if `npm start` exited: a bare "timed out" says nothing about which server did not start, or why.
+  const outputTailChars = 8_000;
+  const ready = (): true | undefined => {
+    if (output.includes('rfs local cluster ready')) return true;
+    if (exitCode !== undefined) throw new Error(`npm start exited (code ${exitCode}) before the ready banner`);
+    return undefined;
+  };
+  await waitFor('the ready banner', ready, 240_000).catch((e: unknown) => {
+    throw new Error(`${(e as Error).message}; npm start printed:\n${output.slice(-outputTailChars)}`);
+  });
   t.match(output, /3 metadata servers \(leader meta[123]\), 3 chunkservers/, 'the banner: 3 + 3');
   const metadata = [...output.matchAll(/^ +meta[0-9] +(127\.0\.0\.1:[0-9]+) +raft/gm)].map((m) => m[1]).join(',');
   t.equal(metadata.split(',').length, 3, `three metadata addresses in the banner: ${metadata}`);
