@@ -101,30 +101,18 @@ for (const [kind, packetBytes] of transportKinds.flatMap((k) => [[k, 64 * KiB] a
     const limits = { inflightPacketsMax: 16 };
     const packets = packetBytes === 64 * KiB ? 96 : 40;
     const data = patternBytes(packets * packetBytes + 123, 12);
-    // Every append of the middle replica waits until half a window more has reached the last replica (the
-    // middle forwards before it appends), so those packets are queued in the middle hop when its next store
-    // call is made. Driven by the data's progress, not by a flat timer: 5 ms per append let a busy CI machine
-    // deliver too few packets in time and the batching assertion below failed. The wait also ends when the
-    // last replica has taken nothing for lastReplicaIdleMs: the memory store appends a batch piece by piece,
-    // and a piece deep in a batch can ask for packets the writer's window does not let it send yet.
-    const lastReplicaIdleMs = 25;
+    // Every store call of the middle replica (a whole batch: the stores take appendPieces, as FileChunkStore
+    // does) waits until half a window more has reached the last replica (the middle forwards before it
+    // appends), so those packets are queued in the middle hop when its next call is made. Driven by the data's
+    // progress, not by a timer: 5 ms per append let a busy CI machine deliver too few packets in time and the
+    // batching assertion below failed. Always reachable: the writer may send a full window past the batch.
     let lastReplicaBytes = 0;
     let waiters: { bytes: number; resolve: () => void }[] = [];
-    let idle: ReturnType<typeof setTimeout> | undefined;
-    const release = (all: boolean): void => {
-      waiters = waiters.filter((w) => (all || lastReplicaBytes >= w.bytes ? (w.resolve(), false) : true));
-      clearTimeout(idle);
-      idle = waiters.length === 0 ? undefined : setTimeout(() => release(true), lastReplicaIdleMs);
-    };
-    const lastReplicaHas = (bytes: number): Promise<void> | undefined => {
-      if (lastReplicaBytes >= bytes) return undefined;
-      return new Promise<void>((resolve) => {
-        waiters.push({ bytes, resolve });
-        idle ??= setTimeout(() => release(true), lastReplicaIdleMs);
-      });
-    };
+    const lastReplicaHas = (bytes: number): Promise<void> | undefined =>
+      lastReplicaBytes >= bytes ? undefined : new Promise<void>((resolve) => waiters.push({ bytes, resolve }));
     const cluster = await startCluster(kind, 3, {
       limits,
+      appendPieces: true,
       hooks: (index): MemoryStoreHooks => {
         if (index === 1)
           return { before: (call) => (call.op === 'append' ? lastReplicaHas(Math.min(data.length, (call.offset ?? 0) + (limits.inflightPacketsMax / 2) * packetBytes)) : undefined) };
@@ -133,7 +121,7 @@ for (const [kind, packetBytes] of transportKinds.flatMap((k) => [[k, 64 * KiB] a
             after: (call) => {
               if (call.op !== 'append') return;
               lastReplicaBytes = Math.max(lastReplicaBytes, (call.offset ?? 0) + (call.length ?? 0));
-              release(false);
+              waiters = waiters.filter((w) => (lastReplicaBytes >= w.bytes ? (w.resolve(), false) : true));
             },
           };
         return {};

@@ -32,14 +32,20 @@ export function makeNetwork(kind: TransportKind, limits: Partial<DataPlaneLimits
 export async function startCluster(
   kind: TransportKind,
   count: number,
-  options: { limits?: Partial<DataPlaneLimits>; hooks?: (index: number) => MemoryStoreHooks; connectionsMax?: number } = {},
+  options: {
+    limits?: Partial<DataPlaneLimits>;
+    hooks?: (index: number) => MemoryStoreHooks;
+    connectionsMax?: number;
+    /** The stores take a hop's batch as one call (MemoryChunkStore's `appendPieces` option). */
+    appendPieces?: boolean;
+  } = {},
 ): Promise<Cluster> {
   const limits = options.limits ?? {};
   const network = makeNetwork(kind, limits);
   const servers: DataServer[] = [];
   const stores: MemoryChunkStore[] = [];
   for (let index = 0; index < count; index++) {
-    const store = new MemoryChunkStore({ hooks: options.hooks?.(index) ?? {} });
+    const store = new MemoryChunkStore({ hooks: options.hooks?.(index) ?? {}, appendPieces: options.appendPieces ?? false });
     stores.push(store);
     servers.push(
       await DataServer.start({

@@ -5,7 +5,7 @@
  * (benchmarks moving more bytes than memory holds; reads then fail with IO_ERROR).
  */
 import { crc32c } from '@node-rs/crc32';
-import type { ChunkStore, ReplicaInfo, StoreUsage } from '../../src/chunkserver/types.ts';
+import type { AppendPiece, ChunkStore, ReplicaInfo, StoreUsage } from '../../src/chunkserver/types.ts';
 import { ChunkStoreError, chunkSizeBytesMax } from '../../src/chunkserver/types.ts';
 
 export interface StoreCall {
@@ -40,10 +40,18 @@ export class MemoryChunkStore implements ChunkStore {
   private readonly discardData: boolean;
   private closed = false;
 
-  constructor(options: { hooks?: MemoryStoreHooks; discardData?: boolean; capacityBytes?: number } = {}) {
+  /**
+   * Present only with `appendPieces: true`: a pipeline hop's batch is then one store call (one `append` hook
+   * call covering every piece), as on FileChunkStore; without it the hop appends piece by piece (appendAll).
+   */
+  readonly appendPieces?: (handle: number, version: number, offset: number, pieces: readonly AppendPiece[]) => Promise<void>;
+
+  constructor(options: { hooks?: MemoryStoreHooks; discardData?: boolean; capacityBytes?: number; appendPieces?: boolean } = {}) {
     this.hooks = options.hooks ?? {};
     this.discardData = options.discardData ?? false;
     this.capacityBytes = options.capacityBytes ?? 1 << 40;
+    if (options.appendPieces === true)
+      this.appendPieces = (handle, version, offset, pieces) => this.appendAll(handle, version, offset, pieces.map((p) => p.data));
   }
 
   private readonly capacityBytes: number;
@@ -68,24 +76,30 @@ export class MemoryChunkStore implements ChunkStore {
     this.hooks.after?.({ op: 'create', handle, version });
   }
 
-  async append(handle: number, version: number, offset: number, data: Uint8Array): Promise<void> {
-    const call: StoreCall = { op: 'append', handle, version, offset, length: data.length };
+  append(handle: number, version: number, offset: number, data: Uint8Array): Promise<void> {
+    return this.appendAll(handle, version, offset, [data]);
+  }
+
+  /** One store call for `pieces`, back to back at `offset`: checked whole before any byte is kept. */
+  private async appendAll(handle: number, version: number, offset: number, pieces: readonly Uint8Array[]): Promise<void> {
+    const length = pieces.reduce((sum, data) => sum + data.length, 0);
+    const call: StoreCall = { op: 'append', handle, version, offset, length };
     await this.enter(call);
     const replica = this.at(handle, version);
     if (replica.sealed) throw new ChunkStoreError('SEALED', `chunk ${handle} is sealed`);
     if (offset !== replica.lengthBytes)
       throw new ChunkStoreError('BAD_OFFSET', `append at ${offset}, chunk ${handle} holds ${replica.lengthBytes}`);
-    if (offset + data.length > chunkSizeBytesMax) throw new ChunkStoreError('TOO_LARGE', `append past ${chunkSizeBytesMax}`);
-    if (!this.discardData) {
-      if (replica.data.length < offset + data.length) {
-        const grown = Buffer.allocUnsafe(Math.min(chunkSizeBytesMax, Math.max(offset + data.length, replica.data.length * 2)));
-        replica.data.copy(grown, 0, 0, replica.lengthBytes);
-        replica.data = grown;
-      }
-      replica.data.set(data, offset);
+    if (offset + length > chunkSizeBytesMax) throw new ChunkStoreError('TOO_LARGE', `append past ${chunkSizeBytesMax}`);
+    if (!this.discardData && replica.data.length < offset + length) {
+      const grown = Buffer.allocUnsafe(Math.min(chunkSizeBytesMax, Math.max(offset + length, replica.data.length * 2)));
+      replica.data.copy(grown, 0, 0, replica.lengthBytes);
+      replica.data = grown;
     }
-    replica.runningCrc = crc32c(Buffer.from(data.buffer, data.byteOffset, data.length), replica.runningCrc);
-    replica.lengthBytes += data.length;
+    for (const data of pieces) {
+      if (!this.discardData) replica.data.set(data, replica.lengthBytes);
+      replica.runningCrc = crc32c(Buffer.from(data.buffer, data.byteOffset, data.length), replica.runningCrc);
+      replica.lengthBytes += data.length;
+    }
     this.hooks.after?.(call);
   }
 
