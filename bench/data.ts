@@ -120,6 +120,31 @@ function describeSplit(split: CpuSplit, gb: number): string {
     .join(', ');
 }
 
+/** System calls (reads and writes of any kind: /proc/<pid>/io) and context switches (all threads) so far. */
+interface KernelCounts {
+  syscalls: number;
+  switches: number;
+}
+
+/** KernelCounts of the running children of one kind, summed. */
+async function kernelCounts(kind: ProcessKind): Promise<KernelCounts> {
+  const counts: KernelCounts = { syscalls: 0, switches: 0 };
+  for (const { child } of children.filter((c) => c.kind === kind)) {
+    if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) continue;
+    try {
+      const io = await readFile(`/proc/${child.pid}/io`, 'utf8');
+      for (const m of io.matchAll(/^sysc[rw]: (\d+)$/gm)) counts.syscalls += Number(m[1]);
+      for (const task of await readdir(`/proc/${child.pid}/task`)) {
+        const status = await readFile(`/proc/${child.pid}/task/${task}/status`, 'utf8');
+        for (const m of status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)$/gm)) counts.switches += Number(m[1]);
+      }
+    } catch {
+      // The child (or a thread) exited meanwhile.
+    }
+  }
+  return counts;
+}
+
 let cachesDroppable = true;
 async function dropCaches(): Promise<void> {
   try {
@@ -320,6 +345,7 @@ async function main(): Promise<void> {
   // Progress on stderr, with the process ids, so a profiler (perf record -p) can attach to the phase.
   const pids = (kind: ProcessKind): string => children.filter((c) => c.kind === kind).map((c) => c.child.pid).join(',');
   process.stderr.write(`writing: client ${process.pid}, chunkservers ${pids('chunkserver')}, metadata ${pids('metadata')}\n`);
+  const kernelW0 = await kernelCounts('chunkserver');
   const cpuW0 = await cpuSplit();
   const w0 = performance.now();
   const writer = await client.openWriter('/bench/file');
@@ -331,6 +357,7 @@ async function main(): Promise<void> {
     process.stderr.write(`write phase: monotonic ${endUs - Math.round(writeS * 1e6)}-${endUs} µs\n`);
   }
   const writeSplit = minus(await cpuSplit(), cpuW0);
+  const kernelW1 = await kernelCounts('chunkserver');
   const writeCpuS = totalOf(writeSplit);
   // A control for the reads (not the limit): one chunkserver's replica files of the file, read plainly as the
   // limit reads its files, caches dropped. These are the bytes rfs's local read reads, at their age and
@@ -413,6 +440,11 @@ async function main(): Promise<void> {
   const gb = sizeBytes / 1e9;
   console.log(`rfs CPU (client + every server process): write ${(writeCpuS / gb).toFixed(2)} s per GB, read ${(totalOf(local.split) / gb).toFixed(2)} s per GB, read (network) ${(totalOf(remote.split) / gb).toFixed(2)} s per GB; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   console.log(`  write CPU s/GB by process (user+system): ${describeSplit(writeSplit, gb)}`);
+  const perMiB = (n: number): string => (n / (sizeBytes / MiB)).toFixed(1);
+  console.log(
+    `  write, the three chunkservers together: ${perMiB(kernelW1.syscalls - kernelW0.syscalls)} system calls (reads and writes) ` +
+      `and ${perMiB(kernelW1.switches - kernelW0.switches)} context switches per MiB`,
+  );
   console.log(`  read CPU s/GB by process (user+system): ${describeSplit(local.split, gb)}`);
   console.log(`  read (network) CPU s/GB by process (user+system): ${describeSplit(remote.split, gb)}`);
 

@@ -15,7 +15,9 @@
  * operation instead (the figures before client batching). etcd puts stay one unary Put each.
  * Each row runs C concurrent clients (each keeps one operation outstanding) for --seconds and prints
  * ops/s, p50 and p99 latency of both, the ratio rfs/etcd of ops/s, and the CPU time all three servers of
- * each system spent per operation (µs; from /proc/<pid>/stat, so it holds up on a busy machine).
+ * each system spent per operation (µs; from /proc/<pid>/stat, so it holds up on a busy machine), and the
+ * CPU time this process, the load generator (`drv`), spent per operation of each system: it shares the
+ * machine's cores with the servers.
  *
  * The rfs servers are separate processes (`node --import tsx src/cli/rfs.ts metadata …`), the etcd members
  * are `etcd` processes (Debian's etcd-server; installed with apt-get when missing). Free loopback ports,
@@ -356,6 +358,11 @@ async function startEtcd(): Promise<EtcdCluster> {
 interface Result {
   /** CPU time the servers (all three) spent per completed operation, in microseconds. */
   readonly cpuUsPerOp?: number;
+  /**
+   * CPU time this process (the load generator: clients, client library, gRPC) spent per completed
+   * operation, in microseconds. It runs on the same cores as the servers.
+   */
+  readonly driverCpuUsPerOp?: number;
   readonly ops: number;
   readonly errors: number;
   readonly opsPerSec: number;
@@ -486,9 +493,15 @@ async function cpuMs(pids: readonly number[]): Promise<number> {
 /** Runs a measurement and adds the servers' CPU time per operation: robust to a busy machine. */
 async function withCpu(pids: readonly number[], run: () => Promise<Result>): Promise<Result> {
   const before = await cpuMs(pids);
+  const self0 = process.cpuUsage();
   const r = await run();
   const used = (await cpuMs(pids)) - before;
-  return { ...r, cpuUsPerOp: (used * 1000) / Math.max(1, r.ops) };
+  const selfUsed = process.cpuUsage(self0);
+  return {
+    ...r,
+    cpuUsPerOp: (used * 1000) / Math.max(1, r.ops),
+    driverCpuUsPerOp: (selfUsed.user + selfUsed.system) / Math.max(1, r.ops),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------- output
@@ -503,7 +516,8 @@ function row(op: string, clients: number, rfs: Result, etcd: Result | undefined)
     `${f0(rfs.opsPerSec, 11)}${f2(rfs.p50, 9)}${f2(rfs.p99, 9)}` +
     `${f0(e.opsPerSec, 12)}${f2(e.p50, 9)}${f2(e.p99, 9)}` +
     `${f2(rfs.opsPerSec / e.opsPerSec, 8)}` +
-    `${f0(rfs.cpuUsPerOp ?? NaN, 10)}${f0(e.cpuUsPerOp ?? NaN, 10)}`
+    `${f0(rfs.cpuUsPerOp ?? NaN, 10)}${f0(e.cpuUsPerOp ?? NaN, 10)}` +
+    `${f0(rfs.driverCpuUsPerOp ?? NaN, 9)}${f0(e.driverCpuUsPerOp ?? NaN, 10)}`
   );
 }
 
@@ -529,7 +543,7 @@ async function compare(): Promise<void> {
   console.log('');
   console.log(
     '  op           clients  rfs ops/s  p50 ms   p99 ms  etcd ops/s  p50 ms   p99 ms   ratio' +
-      '  rfs CPU  etcd CPU',
+      '  rfs CPU  etcd CPU  rfs drv  etcd drv',
   );
   for (const clients of clientCounts) {
     const rfsCreated: string[] = [];
