@@ -135,11 +135,15 @@ async function kernelCounts(kind: ProcessKind): Promise<KernelCounts> {
       const io = await readFile(`/proc/${child.pid}/io`, 'utf8');
       for (const m of io.matchAll(/^sysc[rw]: (\d+)$/gm)) counts.syscalls += Number(m[1]);
       for (const task of await readdir(`/proc/${child.pid}/task`)) {
-        const status = await readFile(`/proc/${child.pid}/task/${task}/status`, 'utf8');
-        for (const m of status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)$/gm)) counts.switches += Number(m[1]);
+        try {
+          const status = await readFile(`/proc/${child.pid}/task/${task}/status`, 'utf8');
+          for (const m of status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)$/gm)) counts.switches += Number(m[1]);
+        } catch {
+          // This thread exited meanwhile (a thread-pool or V8 helper thread): the others still count.
+        }
       }
     } catch {
-      // The child (or a thread) exited meanwhile.
+      // The child exited meanwhile.
     }
   }
   return counts;
