@@ -121,7 +121,9 @@ for (const [kind, packetBytes] of transportKinds.flatMap((k) => [[k, 64 * KiB] a
             after: (call) => {
               if (call.op !== 'append') return;
               lastReplicaBytes = Math.max(lastReplicaBytes, (call.offset ?? 0) + (call.length ?? 0));
-              waiters = waiters.filter((w) => (lastReplicaBytes >= w.bytes ? (w.resolve(), false) : true));
+              const reached = waiters.filter((w) => lastReplicaBytes >= w.bytes);
+              waiters = waiters.filter((w) => lastReplicaBytes < w.bytes);
+              for (const w of reached) w.resolve();
             },
           };
         return {};

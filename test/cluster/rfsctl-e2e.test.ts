@@ -61,9 +61,7 @@ void t.test('npm start, then rfsctl put / get / status from another process', as
     if (exitCode !== undefined) throw new Error(`npm start exited (code ${exitCode}) before the ready banner`);
     return undefined;
   };
-  await waitFor('the ready banner', ready, 240_000).catch((e: unknown) => {
-    throw new Error(`${(e as Error).message}; npm start printed:\n${output.slice(-outputTailChars)}`);
-  });
+  await waitFor('the ready banner', ready, 240_000, () => `npm start printed:\n${output.slice(-outputTailChars)}`);
   t.match(output, /3 metadata servers \(leader meta[123]\), 3 chunkservers/, 'the banner: 3 + 3');
   const metadata = [...output.matchAll(/^ +meta[0-9] +(127\.0\.0\.1:[0-9]+) +raft/gm)].map((m) => m[1]).join(',');
   t.equal(metadata.split(',').length, 3, `three metadata addresses in the banner: ${metadata}`);

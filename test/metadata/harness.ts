@@ -30,12 +30,29 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-export async function waitFor<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
+/**
+ * Polls `fn` until it returns a value. `detail`, when given, is appended to the error of a failed wait (the
+ * timeout, or an error `fn` threw): what the caller can show about why, such as a child process's output.
+ */
+export async function waitFor<T>(
+  what: string,
+  fn: () => T | undefined | Promise<T | undefined>,
+  timeoutMs = 20_000,
+  detail?: () => string,
+): Promise<T> {
+  const fail = (message: string, cause?: unknown): Error =>
+    new Error(detail === undefined ? message : `${message}; ${detail()}`, cause === undefined ? undefined : { cause });
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const v = await fn();
+    let v: T | undefined;
+    try {
+      v = await fn();
+    } catch (error) {
+      if (detail === undefined) throw error;
+      throw fail((error as Error).message, error);
+    }
     if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw fail(`timed out waiting for ${what}`);
     await sleep(20);
   }
 }
