@@ -43,7 +43,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { FileClient } from '../src/client/connect.ts';
 import type { ReadSourceStats } from '../src/client/connect.ts';
-import { freePort, readFilesPlainly, sleep, waitFor } from './util.ts';
+import { freePort, processCpuSeconds, readFilesPlainly, sleep, waitFor } from './util.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -83,8 +83,8 @@ function rfs(kind: ProcessKind, argv: string[]): ChildProcess {
 type CpuSplit = Record<ProcessKind, { user: number; system: number }>;
 
 /**
- * CPU seconds used so far by this process and every child still running (children from /proc/<pid>/stat
- * at the usual 100 ticks per second), by kind. Robust under load, unlike MB/s.
+ * CPU seconds used so far by this process and every child still running (children from /proc/<pid>/stat,
+ * processCpuSeconds), by kind. Robust under load, unlike MB/s.
  */
 async function cpuSplit(): Promise<CpuSplit> {
   const own = process.cpuUsage();
@@ -92,10 +92,9 @@ async function cpuSplit(): Promise<CpuSplit> {
   for (const { child, kind } of children) {
     if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) continue;
     try {
-      const stat = await readFile(`/proc/${child.pid}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      split[kind].user += Number(fields[11]) / 100; // utime
-      split[kind].system += Number(fields[12]) / 100; // stime
+      const { user, system } = await processCpuSeconds(child.pid);
+      split[kind].user += user;
+      split[kind].system += system;
     } catch {
       // The child exited meanwhile.
     }

@@ -43,7 +43,7 @@ import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { MetadataClient, SubmitBatcher } from '../src/metadata/client.ts';
-import { freePort, sleep, waitFor } from './util.ts';
+import { freePort, processCpuSeconds, sleep, waitFor } from './util.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -476,18 +476,14 @@ async function etcdReads(etcd: EtcdCluster, clients: number, created: string[]):
   });
 }
 
-/** Clock ticks per second of /proc/<pid>/stat's utime and stime. */
-const clockTicksPerSec = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
-
 /** CPU milliseconds (user + system) the processes have used so far. */
 async function cpuMs(pids: readonly number[]): Promise<number> {
-  let ticks = 0;
+  let seconds = 0;
   for (const pid of pids) {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    ticks += Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of stat)
+    const { user, system } = await processCpuSeconds(pid);
+    seconds += user + system;
   }
-  return (ticks * 1000) / clockTicksPerSec;
+  return seconds * 1000;
 }
 
 /** Runs a measurement and adds the servers' CPU time per operation: robust to a busy machine. */

@@ -1,5 +1,6 @@
-/** Small helpers the benchmark scripts share: free loopback ports, sleeping, polling, plain file reads. */
-import { open } from 'node:fs/promises';
+/** Small helpers the benchmark scripts share: free loopback ports, sleeping, polling, plain file reads, process CPU. */
+import { spawnSync } from 'node:child_process';
+import { open, readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 
 export function freePort(): Promise<number> {
@@ -55,4 +56,19 @@ export async function readFilesPlainly(files: readonly string[], blockBytes: num
     }
   }
   return { bytes, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** Clock ticks per second of /proc/<pid>/stat's utime and stime. */
+const clockTicksPerSec = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+
+/**
+ * CPU seconds (user and system, all threads) a process has used so far, from /proc/<pid>/stat. Rejects when
+ * the process is gone (no /proc entry).
+ */
+export async function processCpuSeconds(pid: number): Promise<{ user: number; system: number }> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name, which is in parentheses and may hold spaces: utime and stime are the
+  // 14th and 15th fields of the line, the 12th and 13th after it.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { user: Number(fields[11]) / clockTicksPerSec, system: Number(fields[12]) / clockTicksPerSec };
 }
