@@ -58,8 +58,8 @@ export async function readFilesPlainly(files: readonly string[], blockBytes: num
   return { bytes, seconds: (performance.now() - t0) / 1000 };
 }
 
-/** Clock ticks per second of /proc/<pid>/stat's utime and stime. */
-const clockTicksPerSec = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+/** Clock ticks per second of /proc/<pid>/stat's utime and stime (asked once, when first needed). */
+let clockTicksPerSec: number | undefined;
 
 /**
  * CPU seconds (user and system, all threads) a process has used so far, from /proc/<pid>/stat. Rejects when
@@ -70,5 +70,6 @@ export async function processCpuSeconds(pid: number): Promise<{ user: number; sy
   // Fields after the command name, which is in parentheses and may hold spaces: utime and stime are the
   // 14th and 15th fields of the line, the 12th and 13th after it.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  clockTicksPerSec ??= Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
   return { user: Number(fields[11]) / clockTicksPerSec, system: Number(fields[12]) / clockTicksPerSec };
 }
