@@ -1,13 +1,13 @@
 /**
  * The scrubber on a fake clock over a FileChunkStore on SimDisk: the rate bound holds at every read,
- * replicas go least recently verified first, a corrupt replica is reported once, and replicas being written
- * are left alone.
+ * replicas go least recently verified first, a corrupt replica is reported once, a replica whose read failed
+ * with an I/O error stays on the rounds, and replicas being written are left alone.
  */
 import t from 'tap';
 import { Scrubber } from '../../src/chunkserver/scrubber.ts';
 import { FileChunkStore } from '../../src/chunkserver/store.ts';
-import type { ChunkStore, ChunkStoreError, ReplicaInfo, StoreUsage } from '../../src/chunkserver/types.ts';
-import { checksumBlockBytes } from '../../src/chunkserver/types.ts';
+import type { ChunkStore, ReplicaInfo, StoreUsage } from '../../src/chunkserver/types.ts';
+import { ChunkStoreError, checksumBlockBytes } from '../../src/chunkserver/types.ts';
 import type { Clock } from '../../src/raft/node-api.ts';
 import { ManualClock, settleTurns } from '../manual-clock.ts';
 import { SimDisk } from '../sim/disk.ts';
@@ -21,9 +21,10 @@ interface ReadRecord {
   readonly length: number;
 }
 
-/** Records every read (time, range) and passes everything through. */
+/** Records every read (time, range) and passes everything through, except reads of `failing` handles (IO_ERROR). */
 class RecordingStore implements ChunkStore {
   readonly reads: ReadRecord[] = [];
+  readonly failing = new Set<number>();
   constructor(
     private readonly inner: ChunkStore,
     private readonly clock: Clock,
@@ -45,6 +46,7 @@ class RecordingStore implements ChunkStore {
   }
   read(handle: number, version: number, offset: number, length: number): Promise<Uint8Array> {
     this.reads.push({ atMs: this.clock.nowMs(), handle, offset, length });
+    if (this.failing.has(handle)) return Promise.reject(new ChunkStoreError('IO_ERROR', `read of replica ${handle} failed (test)`));
     return this.inner.read(handle, version, offset, length);
   }
   verify(handle: number): Promise<void> {
@@ -157,6 +159,37 @@ void t.test('a corrupt replica is reported once and not read again; the others k
   t.notOk(store.reads.some((r) => r.handle === 2 && r.atMs > reportAt), 'not read after the report');
   t.ok(store.reads.filter((r) => r.handle === 1 && r.offset === 0).length >= 3, 'replica 1 was scrubbed again and again');
   t.equal(scrubber.stats.corruptReported, 1);
+});
+
+void t.test('an I/O error is not a verdict: the replica is scrubbed again, and a bit flipped in it later is found', async (t) => {
+  // Simulator seed 30240 (data workload): a transient I/O error during a scrub marked the replica as
+  // reported; the agent's re-verify kept it; a bit flipped afterwards was never found by the scrubber.
+  const { clock, disk, store } = await setup(5, [200_000, 200_000, 200_000]);
+  const reports: [number, string][] = [];
+  const ioErrorRetryMs = 5_000;
+  const scrubber = new Scrubber(store, clock, {
+    scrubBytesPerSecond,
+    sliceBytes,
+    rescanIntervalMs: 60_000,
+    ioErrorRetryMs,
+    onCorrupt: (replica, error) => reports.push([replica.handle, error.code]),
+  });
+  store.failing.add(2);
+  scrubber.start();
+  for (let ms = 0; ms <= 3_000; ms += 100) await clock.advanceTo(ms);
+  t.same(reports, [[2, 'IO_ERROR']], 'the I/O error is passed on (the agent re-verifies the replica)');
+  const errorAt = store.reads.find((r) => r.handle === 2)?.atMs ?? NaN;
+  store.failing.delete(2); // transient: the replica reads (and would verify) again
+  disk.flipBit('/chunks/2.data', 150_000, 1);
+  for (let ms = 3_100; ms <= 30_000; ms += 100) await clock.advanceTo(ms);
+  await scrubber.stop();
+  t.same(reports, [[2, 'IO_ERROR'], [2, 'CHECKSUM_MISMATCH']], 'the flipped bit is found by a later scrub of the same replica version');
+  const retryAt = store.reads.find((r) => r.handle === 2 && r.atMs > errorAt)?.atMs ?? NaN;
+  t.ok(retryAt >= errorAt + ioErrorRetryMs, `scrubbed again ${retryAt - errorAt} ms after the error: not before ioErrorRetryMs`);
+  t.equal(store.reads.filter((r) => r.handle === 2 && r.atMs === errorAt).length, 1, 'the failed scrub stopped at its first read');
+  t.equal(scrubber.stats.ioErrors, 1);
+  t.equal(scrubber.stats.corruptReported, 1);
+  t.equal(scrubber.stats.replicasVerified, 2, 'the two good replicas were verified once each (rescan interval 60 s)');
 });
 
 void t.test('a replica that starts being written mid-scrub is dropped at the next slice', async (t) => {
