@@ -27,13 +27,14 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { pack, unpack } from 'msgpackr';
 import { encodeCommand } from '../src/fsm/commands.ts';
-import type { Kv, KvBatch, KvPair, KvRange } from '../src/fsm/kv.ts';
+import type { Kv, KvBatch, KvPair } from '../src/fsm/kv.ts';
 import { bytesToKeyString, MemoryKv } from '../src/fsm/kv.ts';
 import { MetadataStateMachine } from '../src/fsm/state-machine.ts';
 import { readAheadEntriesMax } from '../src/raft/node.ts';
 import type { Entry } from '../src/raft/types.ts';
 import { EntryType } from '../src/raft/types.ts';
 import { RocksDbKv } from '../src/storage/rocksdb-kv.ts';
+import { ForwardingKv } from '../test/fsm/forwarding-kv.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -102,30 +103,14 @@ function checkCreated(rs: unknown[]): void {
 }
 
 /** An in-memory store that keeps every write's puts and deletes, msgpack-encoded (the write sets). */
-class RecordingKv implements Kv {
+class RecordingKv extends ForwardingKv {
   readonly written: Uint8Array[] = [];
-  private readonly inner = new MemoryKv();
-  get(key: Uint8Array): Promise<Uint8Array | undefined> {
-    return this.inner.get(key);
-  }
   getCached(key: Uint8Array, keyString: string): Uint8Array | null | undefined {
     return this.inner.getCached(key, keyString);
   }
-  scan(range: KvRange): Promise<KvPair[]> {
-    return this.inner.scan(range);
-  }
-  write(batch: KvBatch): Promise<void> {
+  override write(batch: KvBatch): Promise<void> {
     this.written.push(pack({ puts: batch.puts.flatMap((p) => [p.key, p.value]), deletes: batch.deletes }));
-    return this.inner.write(batch);
-  }
-  snapshotIterator(): AsyncIterableIterator<KvPair> {
-    return this.inner.snapshotIterator();
-  }
-  restore(pairs: AsyncIterable<KvPair> | Iterable<KvPair>): Promise<void> {
-    return this.inner.restore(pairs);
-  }
-  close(): Promise<void> {
-    return this.inner.close();
+    return super.write(batch);
   }
 }
 
