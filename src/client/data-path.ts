@@ -60,7 +60,7 @@ export interface WriterMetadata {
 
 export interface ReaderMetadata {
   chunkLocations(path: string, fromIndex: number): Promise<ChunkLocationsPage>;
-  /** Tells the leader a replica is corrupt or failing; it replaces it from a good copy. */
+  /** Tells the leader a replica is corrupt (a checksum mismatch); it replaces it from a good copy. */
   reportBadReplica(handle: number, chunkserverId: number, version: number): Promise<void>;
 }
 

@@ -17,8 +17,15 @@ import type { ChunkLocation, DataPlane, ReaderMetadata, Replica } from './data-p
 import { ReadSession } from './read-session.ts';
 import type { SpareBuffers } from './spare-buffers.ts';
 
-/** Codes of a read failure that mean the replica itself is bad (reported to the leader). */
-const badReplicaCodes = new Set(['CHECKSUM_MISMATCH', 'IO_ERROR']);
+/**
+ * Codes of a read failure that mean the replica itself is bad (reported to the leader, which unlists the
+ * replica and has it deleted). Only a checksum mismatch proves that: the bytes the chunkserver holds are not
+ * the ones written. An I/O error may be transient (a disk's bad moment), and the chunkserver that met it
+ * judges it itself: it re-verifies the replica and deletes and reports it only if the error persists
+ * (agent.ts, `noteDiskError`). A reader that reported it too made the leader drop a good copy; with a second
+ * replica lost later, an acknowledged file had no copy left (simulator seed 43253 of the data workload).
+ */
+const badReplicaCodes = new Set(['CHECKSUM_MISMATCH']);
 
 export interface FileReaderOptions {
   readonly metadata: ReaderMetadata;

@@ -309,7 +309,7 @@ export class MetadataClient {
     return { lengthBytes: num(reply['lengthBytes']), generation: num(reply['generation']) };
   }
 
-  /** A replica read at `version` was corrupt or failing (idempotent: no session stamp). */
+  /** A replica read at `version` was corrupt (idempotent: no session stamp). rfs reports checksum mismatches only. */
   async reportBadReplica(
     handle: number,
     options: { chunkserverId: number; version: number },

@@ -32,6 +32,8 @@ export class FakeServer {
   failAfterBytes = Infinity;
   /** Reads of these handles fail with CHECKSUM_MISMATCH. */
   readonly corrupt = new Set<number>();
+  /** Reads of these handles fail with IO_ERROR (the server's disk failing). */
+  readonly unreadable = new Set<number>();
   /** Seals with this value XORed into the checksum (a replica that stored other bytes than it was sent). */
   sealChecksumXor = 0;
   readonly replicas = new Map<number, FakeReplica>();
@@ -148,6 +150,7 @@ export class FakeDataPlane implements DataPlane {
     const s = this.servers.get(address);
     if (s === undefined || !s.alive) return Promise.reject(new FakeReadError('CONNECTION_LOST'));
     if (s.corrupt.has(request.handle)) return Promise.reject(new FakeReadError('CHECKSUM_MISMATCH'));
+    if (s.unreadable.has(request.handle)) return Promise.reject(new FakeReadError('IO_ERROR'));
     const r = s.replicas.get(request.handle);
     if (r === undefined) return Promise.reject(new FakeReadError('NO_SUCH_REPLICA'));
     if (r.version !== request.version) return Promise.reject(new FakeReadError('STALE_VERSION'));
