@@ -23,8 +23,10 @@
  * - DISK_FULL: logged at warn, counted; for `diskErrorWindowMs` after it the heartbeat reports the disk as full
  *   (used = capacity), so the leader places no new chunk here; a heartbeat goes out at once.
  * - IO_ERROR: logged at error, counted. A read that failed IO_ERROR is retried as a whole-replica verify
- *   (`readErrorVerifies` times): if every verify fails too, the replica is reported bad like a corrupt one
+ *   (`readErrorVerifies` times, `readErrorVerifyIntervalMs` apart, so the checks span a disk's bad moment
+ *   instead of falling inside it): if every verify fails too, the replica is reported bad like a corrupt one
  *   (deleted here, full report, the leader re-replicates from a good copy); a transient error deletes nothing.
+ *   Meanwhile the replica stays; readers fail over to other replicas.
  * - `diskErrorsUnhealthyMin` I/O errors within `diskErrorWindowMs` mark the disk unhealthy (error log, gauge
  *   rfs_chunkserver_disk_healthy 0): the heartbeat reports it full, so it gets no new chunks, until the
  *   window holds fewer errors again (logged at warn). Replicas already here keep serving.
@@ -170,6 +172,8 @@ export interface AgentLimits {
   readonly diskReserveBytes: number;
   /** Whole-replica verifies after a read failed IO_ERROR; the replica is reported bad only if all fail. */
   readonly readErrorVerifies: number;
+  /** Time between those verifies (the first runs at once). */
+  readonly readErrorVerifyIntervalMs: number;
   /** Backoff after a failed exchange: starts here, doubles per failure ... */
   readonly retryDelayMsMin: number;
   /** ... up to here. */
@@ -200,7 +204,8 @@ export const defaultAgentLimits: AgentLimits = {
   diskErrorWindowMs: 60_000,
   diskErrorsUnhealthyMin: 5,
   diskReserveBytes: 64 * 1024 * 1024,
-  readErrorVerifies: 2,
+  readErrorVerifies: 3,
+  readErrorVerifyIntervalMs: 10_000,
 };
 
 /** The store operations whose disk errors the agent is told of. */
@@ -464,13 +469,18 @@ export class MetadataAgent {
     this.kick();
   }
 
-  /** A read failed IO_ERROR: re-verify the replica; report it bad only if every verify fails too. */
+  /**
+   * A read failed IO_ERROR: re-verify the replica, readErrorVerifyIntervalMs apart; report it bad only if every
+   * verify fails too. (Back to back, the verifies of a replica that was fine fell inside one spell of disk
+   * errors, and it was deleted.)
+   */
   private async checkUnreadable(handle: number): Promise<void> {
     if (this.verifying.has(handle)) return;
     this.verifying.add(handle);
     try {
       let lastError: unknown = undefined;
       for (let attempt = 0; attempt < this.limits.readErrorVerifies; attempt++) {
+        if (attempt > 0) await this.pause(this.limits.readErrorVerifyIntervalMs);
         if (this.stopped || this.options.store.info(handle) === undefined) return;
         try {
           await this.options.store.verify(handle);
@@ -489,6 +499,24 @@ export class MetadataAgent {
     } finally {
       this.verifying.delete(handle);
     }
+  }
+
+  /** Waits `ms` on the injected clock; resolves at once when the agent stops. */
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.stopped) return resolve();
+      const signal = this.abort.signal;
+      const done = (): void => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      const handle = this.options.clock.setTimer(ms, done);
+      const onAbort = (): void => {
+        this.options.clock.clearTimer(handle);
+        done();
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
   }
 
   /** Deletes a bad replica and tells the leader with a full report. Never rejects. */

@@ -19,7 +19,7 @@ import { freePort, rawCall, tempDir, waitFor } from '../metadata/harness.ts';
 import { MemoryChunkStore, MemoryIdStore } from './memory-store-agent.ts';
 
 /** Short intervals, so liveness is decided in seconds. */
-export const testAgentLimits: Partial<AgentLimits> = { heartbeatIntervalMs: 100, retryDelayMsMin: 20, retryDelayMsMax: 100, reportDelayMs: 20 };
+export const testAgentLimits: Partial<AgentLimits> = { heartbeatIntervalMs: 100, retryDelayMsMin: 20, retryDelayMsMax: 100, reportDelayMs: 20, readErrorVerifyIntervalMs: 200 };
 
 /** The leader's chunk manager for tests: a pass every 50 ms, dead after 1.5 s of silence. */
 export const testClusterOptions: Partial<MetadataServerOptions> = {

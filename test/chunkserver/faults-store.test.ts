@@ -218,7 +218,7 @@ async function agentOnFaultyDisk(t: Test) {
     logger,
     metrics,
     freeBytes: () => store.freeBytes(),
-    limits: { heartbeatIntervalMs: 1_000, retryDelayMsMin: 100, retryDelayMsMax: 1_000, reportDelayMs: 10, diskErrorWindowMs: 10_000, diskErrorsUnhealthyMin: 3, diskReserveBytes: 64 * KiB },
+    limits: { heartbeatIntervalMs: 1_000, retryDelayMsMin: 100, retryDelayMsMax: 1_000, reportDelayMs: 10, diskErrorWindowMs: 10_000, diskErrorsUnhealthyMin: 3, diskReserveBytes: 64 * KiB, readErrorVerifies: 3, readErrorVerifyIntervalMs: 1_000 },
   });
   t.teardown(() => agent.stop());
   await agent.start();
@@ -284,7 +284,7 @@ void t.test('agent: repeated I/O errors mark the disk unhealthy, then healthy ag
 
 void t.test('agent: a persistent read EIO reports the replica bad; a transient one keeps it', async (t) => {
   const { disk, store, clock, link, agent } = await agentOnFaultyDisk(t);
-  for (const h of [1, 2]) {
+  for (const h of [1, 2, 3]) {
     await store.create(h, 1);
     await store.append(h, 1, 0, bytes(20 * KiB, h));
     await store.seal(h, 1, 20 * KiB);
@@ -295,12 +295,25 @@ void t.test('agent: a persistent read EIO reports the replica bad; a transient o
   agent.noteDiskError('read', 1, new ChunkStoreError('IO_ERROR', 'read 1.data: EIO'));
   await clock.advance(100);
   t.ok(store.info(1) !== undefined, 'a transient error deletes nothing');
+  // A spell: every read fails for 1.5 s, longer than back-to-back verifies take, shorter than the verifies'
+  // span (3 verifies 1 s apart). The replica is fine: it is kept.
+  disk.failing = [{ pathIncludes: '/3.data', kinds: ['read'] }];
+  agent.noteDiskError('read', 3, new ChunkStoreError('IO_ERROR', 'read 3.data: EIO'));
+  await clock.advance(1_500);
+  t.ok(store.info(3) !== undefined, 'still there in the spell: the verifies are spaced out');
+  disk.failing = [];
+  await clock.advance(1_000);
+  await until(clock, () => false);
+  t.ok(store.info(3) !== undefined, 'a spell of errors shorter than the verifies span deletes nothing');
   // Persistent: every read of the file fails.
   disk.failing = [{ pathIncludes: '/2.data', kinds: ['read'] }];
   agent.noteDiskError('read', 2, new ChunkStoreError('IO_ERROR', 'read 2.data: EIO'));
-  t.ok(await until(clock, () => store.info(2) === undefined), 'the unreadable replica is deleted');
+  await clock.advance(1_900);
+  t.ok(store.info(2) !== undefined, 'not deleted before the last verify (2 s after the error)');
+  await clock.advance(100);
+  t.ok(await until(clock, () => store.info(2) === undefined), 'the unreadable replica is deleted once every verify failed');
   await until(clock, () => link.reports.slice(reportsBefore).some((r) => r.full));
   t.equal(agent.status().unreadableReplicasReported, 1);
   const full = link.reports.slice(reportsBefore).find((r) => r.full);
-  t.ok(full !== undefined && !full.chunks.some((c) => c.handle === 2) && full.chunks.some((c) => c.handle === 1), 'a full report without it tells the leader');
+  t.ok(full !== undefined && !full.chunks.some((c) => c.handle === 2) && full.chunks.some((c) => c.handle === 1) && full.chunks.some((c) => c.handle === 3), 'a full report without it tells the leader');
 });
