@@ -496,7 +496,7 @@ export class DataWorld {
   private readonly chains = new Map<number, Set<number>>();
   /** handle → its pipelines in order (version, chain), for reads through stale locations. */
   private readonly pipelines = new Map<number, { version: number; ids: number[] }[]>();
-  /** handle → the file and chunk index it belongs to. */
+  /** handle → its file, and its place among the chunks its writer got (see writerMetadata). */
   private readonly chunkFiles = new Map<number, { file: FileRecord; index: number }>();
   private readonly clientDialers: TrackedDialer[] = [];
   private filesInFlight = 0;
@@ -1056,7 +1056,14 @@ export class DataWorld {
     }
   }
 
-  /** The writer's metadata, remembering which file and index each allocated chunk belongs to. */
+  /**
+   * The writer's metadata, remembering which file each allocated chunk belongs to and which of the writer's
+   * chunks it is: the writer fills the chunks it is given in order, so the n-th allocation it gets holds the
+   * file's bytes from n · chunkSizeBytes. That is not always the chunk's index in the file's list: an
+   * allocation whose answer was lost (the leader stopped after committing it) leaves a chunk the writer never
+   * got, and every later one sits an index further (simulator seed 56911); such a file cannot be completed
+   * (its orphan chunk stays unsealed), but its chunks hold exactly the bytes written to them.
+   */
   private writerMetadata(client: MetadataClientState, file: FileRecord): SimWriterMetadata {
     const metadata = new SimWriterMetadata(this.meta, client, {
       replication: this.profile.replication,
@@ -1064,9 +1071,10 @@ export class DataWorld {
       compression: compressionOfPath(file.path),
     });
     const allocate = metadata.allocateChunk.bind(metadata);
+    let received = 0;
     metadata.allocateChunk = async (path, holder) => {
       const chunk = await allocate(path, holder);
-      this.chunkFiles.set(chunk.handle, { file, index: chunk.index });
+      this.chunkFiles.set(chunk.handle, { file, index: received++ });
       return chunk;
     };
     return metadata;
