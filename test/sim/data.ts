@@ -497,7 +497,7 @@ export class DataWorld {
   /** handle → its pipelines in order (version, chain), for reads through stale locations. */
   private readonly pipelines = new Map<number, { version: number; ids: number[] }[]>();
   /** handle → its file, and its place among the chunks its writer got (see writerMetadata). */
-  private readonly chunkFiles = new Map<number, { file: FileRecord; index: number }>();
+  private readonly chunkFiles = new Map<number, { file: FileRecord; nth: number }>();
   private readonly clientDialers: TrackedDialer[] = [];
   private filesInFlight = 0;
   /** Pipeline failures already counted (the writer may be handed the same one more than once). */
@@ -1074,7 +1074,7 @@ export class DataWorld {
     let received = 0;
     metadata.allocateChunk = async (path, holder) => {
       const chunk = await allocate(path, holder);
-      this.chunkFiles.set(chunk.handle, { file, index: received++ });
+      this.chunkFiles.set(chunk.handle, { file, nth: received++ });
       return chunk;
     };
     return metadata;
@@ -1104,7 +1104,7 @@ export class DataWorld {
     } finally {
       this.deps.timeline(`stale probe chunk ${handle} v${latest.version} from server ${id} (${length} bytes)`);
     }
-    const chunkStart = owner.index * this.profile.chunkSizeBytes;
+    const chunkStart = owner.nth * this.profile.chunkSizeBytes;
     const expected = expectedContent(this.deps.seed, owner.file.path, owner.file.sizeBytes);
     if (got.length !== length || firstDifference(got, expected, chunkStart) >= 0) {
       this.fail('data-read-correct', `a read of chunk ${handle} v${latest.version} [0, +${length}) from server ${id} returned other bytes than were written`);
