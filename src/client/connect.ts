@@ -33,15 +33,12 @@ export function metadataForData(client: MetadataClient): WriterMetadata & Reader
     acquireLease: (path, holder, durationMs) => client.acquireLease(path, { holder, durationMs }),
     renewLease: (path, holder, durationMs) => client.renewLease(path, { holder, durationMs }),
     releaseLease: (path, holder) => client.releaseLease(path, { holder }),
-    allocateChunk: (path, holder) => client.allocateChunk(path, { holder }),
+    allocateChunk: (path, holder, index) => client.allocateChunk(path, { holder, index }),
     bumpChunkVersion: (handle, holder, version, survivors) => client.bumpChunkVersion(handle, { holder, version, survivors }),
     async sealChunk(handle, holder, version, lengthBytes, checksum) {
       await client.sealChunk(handle, { holder, version, lengthBytes, checksum });
     },
-    completeFile: (path, holder) => client.completeFile(path, { holder }),
-    async abandonChunk(path, holder, handle) {
-      await client.abandonChunk(path, { holder, handle });
-    },
+    completeFile: (path, holder, chunkCount) => client.completeFile(path, { holder, chunkCount }),
     async chunkLocations(path, fromIndex) {
       const page = await client.chunkLocations(path, { fromIndex });
       return { ...page, hasMore: page.nextIndex !== null, nextIndex: page.nextIndex ?? 0 };

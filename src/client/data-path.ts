@@ -46,16 +46,23 @@ export interface WriterMetadata {
     path: string,
     options: { exclusive: boolean; compression?: 'none' | 'lz4' },
   ): Promise<{ chunkSizeBytes: number; compression?: 'none' | 'lz4' }>;
-  acquireLease(path: string, holder: string, durationMs: number): Promise<{ expiresMs: number }>;
+  /** The lease, and the file's chunk count when it was granted (where an appending writer's chunks start). */
+  acquireLease(path: string, holder: string, durationMs: number): Promise<{ expiresMs: number; chunkCount: number }>;
   renewLease(path: string, holder: string, durationMs: number): Promise<{ expiresMs: number }>;
   releaseLease(path: string, holder: string): Promise<void>;
-  allocateChunk(path: string, holder: string): Promise<AllocatedChunk>;
+  /**
+   * A new chunk at `index`, the writer's count of chunks it was given so far: a retry of an allocation whose
+   * answer was lost is answered with that allocation's chunk, whatever the session did.
+   */
+  allocateChunk(path: string, holder: string, index: number): Promise<AllocatedChunk>;
   /** A new pipeline for an unsealed chunk, with the survivors only. */
   bumpChunkVersion(handle: number, holder: string, version: number, survivors: readonly number[]): Promise<{ version: number; replicas: readonly Replica[] }>;
   sealChunk(handle: number, holder: string, version: number, lengthBytes: number, checksum: number): Promise<void>;
-  completeFile(path: string, holder: string): Promise<{ lengthBytes: number }>;
-  /** Drops the file's last chunk, unsealed, allocated ahead and never written to. */
-  abandonChunk(path: string, holder: string, handle: number): Promise<void>;
+  /**
+   * Completes the file the writer wrote `chunkCount` chunks of; the leader drops one unsealed chunk past them
+   * (allocated ahead and never written to, or allocated by a call whose answer was lost).
+   */
+  completeFile(path: string, holder: string, chunkCount: number): Promise<{ lengthBytes: number }>;
 }
 
 export interface ReaderMetadata {

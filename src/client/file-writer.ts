@@ -13,8 +13,13 @@
  *     once the current one is half full (`allocateAheadBytes` left) and the previous seal is done: its
  *     allocation (a Raft commit at the leader) and pipeline setup overlap the current chunk's streaming
  *     instead of stalling the data at every chunk boundary. A chunk allocated ahead and never written to
- *     (the file ended first) is abandoned at close (AbandonChunk: it leaves the file, the leader deletes its
- *     replicas).
+ *     (the file ended first) leaves the file at close: CompleteFile names the chunks written, and the leader
+ *     drops one unsealed chunk past them (and deletes its replicas), with no extra round trip.
+ *     Each allocation names the index the writer expects (the chunks it was given so far). A retry of an
+ *     allocation whose answer was lost (the leader stopped after committing it; a retry outside the session
+ *     after the client's deadline) gets that allocation's chunk back instead of a second one, and one the
+ *     writer never got back at all is the chunk CompleteFile drops: a lost answer never leaves the file with
+ *     an unsealed chunk it cannot complete.
  *  3. A replica failure (the pipeline names the first failing replica and the length every replica
  *     acknowledged): the writer asks the leader for a new version with the survivors, opens a pipeline in
  *     `resume` mode (each survivor takes the new version and cuts to the acknowledged length) and resends
@@ -130,6 +135,13 @@ export class FileWriter {
    * (the writer then allocates again at the boundary, which reports it). Never rejects.
    */
   private ahead: Promise<PreparedChunk | Error> | null = null;
+  /**
+   * The file's chunks the leader gave out, to this writer or before it (an appended file's): the index the
+   * next allocation expects.
+   */
+  private chunksGiven = 0;
+  /** The file's chunks in use: those before this writer's and those it wrote to. What CompleteFile names. */
+  private chunksUsed = 0;
   private readonly allocateAheadBytes: number;
   private readonly stagingBytes: number;
   private stagingReturned = false;
@@ -177,8 +189,12 @@ export class FileWriter {
       exclusive: options.exclusive ?? false,
       ...(options.compression === undefined ? {} : { compression: options.compression }),
     });
-    await options.metadata.acquireLease(path, options.holder, leaseDurationMs);
-    return new FileWriter(path, options, created.chunkSizeBytes, leaseDurationMs, created.compression ?? 'none');
+    const lease = await options.metadata.acquireLease(path, options.holder, leaseDurationMs);
+    const writer = new FileWriter(path, options, created.chunkSizeBytes, leaseDurationMs, created.compression ?? 'none');
+    // Appending to a file: its chunks stay, and this writer's go after them.
+    writer.chunksGiven = lease.chunkCount;
+    writer.chunksUsed = lease.chunkCount;
+    return writer;
   }
 
   /** Staging buffers this writer had to make fresh (the spares had none of the size). */
@@ -206,8 +222,8 @@ export class FileWriter {
         this.chunk = null;
         await this.sealChunk(last);
       }
-      await this.abandonAhead();
-      const result = await this.options.metadata.completeFile(this.path, this.options.holder);
+      await this.dropAhead();
+      const result = await this.options.metadata.completeFile(this.path, this.options.holder, this.chunksUsed);
       this.closed = true;
       this.stopRenewing();
       this.giveBackStaging();
@@ -295,15 +311,17 @@ export class FileWriter {
     this.ahead = this.prepareChunk().catch((error: unknown) => (error instanceof Error ? error : new Error(String(error))));
   }
 
-  /** Drops the chunk allocated ahead that the file did not need (at close): its pipeline, then the chunk. */
-  private async abandonAhead(): Promise<void> {
+  /**
+   * At close: waits for the allocation ahead, if any, and closes the pipeline of the chunk it gave (the file did
+   * not need it). CompleteFile then drops the chunk from the file, as it drops one whose allocation failed
+   * after the leader had applied it.
+   */
+  private async dropAhead(): Promise<void> {
     const ahead = this.ahead;
     if (ahead === null) return;
     this.ahead = null;
     const prepared = await ahead;
-    if (prepared instanceof Error) return; // never added to the file
-    prepared.chunk.pipeline.abort();
-    await this.options.metadata.abandonChunk(this.path, this.options.holder, prepared.chunk.handle);
+    if (!(prepared instanceof Error)) prepared.chunk.pipeline.abort();
   }
 
   /** Starts sealing the full current chunk in the background (after the previous seal finished). */
@@ -370,6 +388,7 @@ export class FileWriter {
     const prepared = taken === null || taken instanceof Error ? await this.prepareChunk() : taken;
     const { chunk } = prepared;
     this.chunk = chunk;
+    this.chunksUsed += 1;
     // Replicas that were created are at this version and empty: recovery continues from length 0.
     if ('pipelineError' in prepared) await this.recover(chunk, this.failureOf(prepared.pipelineError));
     return chunk;
@@ -378,7 +397,10 @@ export class FileWriter {
   /** Allocates a chunk at the leader and opens its first pipeline (the chunk does not become current). */
   private async prepareChunk(): Promise<PreparedChunk> {
     const { metadata, data, holder } = this.options;
-    const allocated = await metadata.allocateChunk(this.path, holder);
+    const index = this.chunksGiven;
+    const allocated = await metadata.allocateChunk(this.path, holder, index);
+    if (allocated.index !== index) throw new FileIoError('EIO', `${this.path}: the leader gave chunk index ${allocated.index}, not ${index}`);
+    this.chunksGiven = index + 1;
     const chunk: OpenChunk = {
       handle: allocated.handle,
       version: allocated.version,

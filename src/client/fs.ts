@@ -497,15 +497,12 @@ export class RfsClient {
       acquireLease: (path, holder, durationMs) => limit(() => m.acquireLease(path, { holder, durationMs, ...defined({ ifGeneration: flags === 'a' || flags === 'ax' ? ifGeneration : undefined }) })),
       renewLease: (path, holder, durationMs) => limit(() => m.renewLease(path, { holder, durationMs })),
       releaseLease: (path, holder) => limit(() => m.releaseLease(path, { holder })),
-      allocateChunk: (path, holder) => limit(() => m.allocateChunk(path, { holder })),
+      allocateChunk: (path, holder, index) => limit(() => m.allocateChunk(path, { holder, index })),
       bumpChunkVersion: (handle, holder, version, survivors) => limit(() => m.bumpChunkVersion(handle, { holder, version, survivors })),
       sealChunk: async (handle, holder, version, lengthBytes, checksum) => {
         await limit(() => m.sealChunk(handle, { holder, version, lengthBytes, checksum }));
       },
-      completeFile: (path, holder) => limit(() => m.completeFile(path, { holder })),
-      abandonChunk: async (path, holder, handle) => {
-        await limit(() => m.abandonChunk(path, { holder, handle }));
-      },
+      completeFile: (path, holder, chunkCount) => limit(() => m.completeFile(path, { holder, chunkCount })),
     };
   }
 }

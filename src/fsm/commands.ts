@@ -117,6 +117,13 @@ export type Op =
       readonly path: string;
       readonly holder: string;
       readonly replicas: readonly number[];
+      /**
+       * The chunk's index the writer expects (the chunks it was given so far). Makes the allocation
+       * idempotent without a session: when the file's last chunk already has this index, is unsealed and was
+       * never written through (version 1), it is the writer's own allocation whose answer was lost, and it is
+       * answered again; any other mismatch is EINVAL. Absent: the chunk goes at the end, whatever its index.
+       */
+      readonly index?: number | undefined;
     } & Conditional)
   | ({
       /** A new write pipeline for an unsealed chunk: version + 1, possibly new replicas. */
@@ -136,7 +143,17 @@ export type Op =
       /** CRC32C of the chunk's bytes. */
       readonly checksum: number;
     } & Conditional)
-  | ({ readonly type: 'completeFile'; readonly path: string; readonly holder: string } & Conditional)
+  | ({
+      readonly type: 'completeFile';
+      readonly path: string;
+      readonly holder: string;
+      /**
+       * The chunks the writer wrote. The file may hold one more, unsealed, at the end: a chunk allocated ahead
+       * and never written to, or one whose allocation's answer the writer never got. It is dropped as
+       * abandonChunk drops it. Any other count is EINVAL. Absent: every chunk must be sealed.
+       */
+      readonly chunkCount?: number | undefined;
+    } & Conditional)
   | ({
       /**
        * The writer drops the file's last chunk, unsealed, that it allocated ahead and never wrote to (HDFS's
@@ -216,7 +233,7 @@ const specs: Readonly<Record<OpType, Spec>> = {
   acquireLease: { path: req('string'), holder: req('string'), durationMs: req('nat'), ...cond },
   renewLease: { path: req('string'), holder: req('string'), durationMs: req('nat'), ...cond },
   releaseLease: { path: req('string'), holder: req('string'), ...cond },
-  addChunk: { path: req('string'), holder: req('string'), replicas: req('ids'), ...cond },
+  addChunk: { path: req('string'), holder: req('string'), replicas: req('ids'), index: opt('nat'), ...cond },
   bumpChunkVersion: {
     handle: req('nat'),
     holder: req('string'),
@@ -232,7 +249,7 @@ const specs: Readonly<Record<OpType, Spec>> = {
     checksum: req('nat'),
     ...cond,
   },
-  completeFile: { path: req('string'), holder: req('string'), ...cond },
+  completeFile: { path: req('string'), holder: req('string'), chunkCount: opt('nat'), ...cond },
   abandonChunk: { path: req('string'), holder: req('string'), handle: req('nat'), ...cond },
   setChunkReplicas: { handle: req('nat'), version: req('nat'), replicas: req('ids'), ...cond },
   registerChunkserver: {

@@ -293,6 +293,12 @@ export class Txn {
     this.view.put(keys.placementKey(p.handle), rec.encodePlacement(p));
   }
 
+  /** The handle at `index` of the file's chunk list, if any. */
+  async chunkListEntry(file: number, index: number): Promise<number | undefined> {
+    const bytes = await this.view.get(keys.chunkListKey(file, index));
+    return bytes === undefined ? undefined : keys.readU64(bytes, 0);
+  }
+
   putChunkListEntry(file: number, index: number, handle: number): void {
     this.view.put(keys.chunkListKey(file, index), keys.u64Bytes(handle));
   }

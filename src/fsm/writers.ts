@@ -13,6 +13,7 @@
  * replica that missed a pipeline keeps a lower version and is recognised as stale. A command naming an old
  * version fails with ESTALE. Sealing fixes the chunk's length and checksum for good.
  */
+import { assert } from '../raft/errors.ts';
 import type { Op } from './commands.ts';
 import { FsError } from './errors.ts';
 import { isLinked, resolve } from './namespace.ts';
@@ -45,7 +46,11 @@ async function requireLease(txn: Txn, file: Inode, holder: string): Promise<void
     throw new FsError('ELEASE', `lease of ${holder} on file ${file.id} expired`);
 }
 
-export async function acquireLease(txn: Txn, op: OpOf<'acquireLease'>): Promise<{ expiresMs: number }> {
+/**
+ * The lease, and the file's chunk count under it: a writer appending to the file names its next allocation's
+ * index from it (addChunk's `index`), and no other writer can add chunks while the lease lives.
+ */
+export async function acquireLease(txn: Txn, op: OpOf<'acquireLease'>): Promise<{ expiresMs: number; chunkCount: number }> {
   const path = parsePath(op.path, txn.limits);
   v.checkLabel('lease holder', op.holder, txn.limits);
   v.checkLeaseDuration(op.durationMs, txn.limits);
@@ -56,7 +61,7 @@ export async function acquireLease(txn: Txn, op: OpOf<'acquireLease'>): Promise<
   }
   const expiresMs = txn.nowMs + op.durationMs;
   txn.putLease(file.id, { holder: op.holder, expiresMs });
-  return { expiresMs };
+  return { expiresMs, chunkCount: file.chunkCount };
 }
 
 export async function renewLease(txn: Txn, op: OpOf<'renewLease'>): Promise<{ expiresMs: number }> {
@@ -94,6 +99,7 @@ export async function addChunk(txn: Txn, op: OpOf<'addChunk'>): Promise<NewChunk
   v.checkReplicaList(op.replicas, txn.limits);
   const file = await resolveFile(txn, path, op.ifGeneration);
   await requireLease(txn, file, op.holder);
+  if (op.index !== undefined && op.index !== file.chunkCount) return await allocatedBefore(txn, file, op.index, op.path);
   await requireChunkservers(txn, op.replicas);
   if (file.chunkCount >= txn.limits.fileChunksMax)
     throw new FsError('EINVAL', `file has ${txn.limits.fileChunksMax} chunks already`);
@@ -117,6 +123,36 @@ export async function addChunk(txn: Txn, op: OpOf<'addChunk'>): Promise<NewChunk
   file.ctimeMs = txn.nowMs;
   txn.putInode(file);
   return { handle, index, version: 1 };
+}
+
+/**
+ * addChunk naming an index other than the file's next: the file's last chunk when it is at that index, unsealed
+ * and never written through (version 1), is the writer's own allocation whose answer it did not get (a leader
+ * that stopped after committing it, a retry outside the session), answered again; anything else is EINVAL.
+ */
+async function allocatedBefore(txn: Txn, file: Inode, index: number, path: string): Promise<NewChunk> {
+  if (index === file.chunkCount - 1) {
+    const placement = await lastChunk(txn, file);
+    if (!placement.sealed && placement.version === 1) return { handle: placement.handle, index, version: 1 };
+  }
+  throw new FsError('EINVAL', `chunk index ${index} asked for, but ${path} has ${file.chunkCount} chunks`);
+}
+
+/** The file's last chunk (it has one). */
+async function lastChunk(txn: Txn, file: Inode): Promise<Placement> {
+  const handle = await txn.chunkListEntry(file.id, file.chunkCount - 1);
+  assert(handle !== undefined, `file ${file.id} has ${file.chunkCount} chunks but no list entry for the last`);
+  return await txn.mustPlacement(handle);
+}
+
+/** Drops the file's last chunk, unsealed (abandonChunk, completeFile). */
+function dropLastChunk(txn: Txn, file: Inode, placement: Placement): void {
+  txn.deleteChunkListEntry(file.id, placement.index);
+  txn.deletePlacement(placement.handle);
+  file.chunkCount -= 1;
+  file.unsealedChunks -= 1;
+  file.mtimeMs = txn.nowMs;
+  file.ctimeMs = txn.nowMs;
 }
 
 /** The chunk and its file, which must still be in the tree (ENOENT for a chunk of a deleted file). */
@@ -178,6 +214,12 @@ export async function completeFile(
   v.checkLabel('lease holder', op.holder, txn.limits);
   const file = await resolveFile(txn, path, op.ifGeneration);
   await requireLease(txn, file, op.holder);
+  if (op.chunkCount !== undefined && op.chunkCount !== file.chunkCount) {
+    const last = op.chunkCount + 1 === file.chunkCount ? await lastChunk(txn, file) : undefined;
+    if (last === undefined || last.sealed)
+      throw new FsError('EINVAL', `the writer wrote ${op.chunkCount} chunks, but ${op.path} has ${file.chunkCount}`);
+    dropLastChunk(txn, file, last);
+  }
   if (file.unsealedChunks > 0)
     throw new FsError('EINVAL', `${file.unsealedChunks} chunks of ${op.path} are not sealed`);
   file.complete = true;
@@ -201,12 +243,7 @@ export async function abandonChunk(txn: Txn, op: OpOf<'abandonChunk'>): Promise<
   if (placement.fileId !== file.id) throw new FsError('EINVAL', `chunk ${op.handle} is not a chunk of ${op.path}`);
   if (placement.index !== file.chunkCount - 1) throw new FsError('EINVAL', `chunk ${op.handle} is not the last chunk of ${op.path}`);
   if (placement.sealed) throw new FsError('EINVAL', `chunk ${op.handle} is sealed`);
-  txn.deleteChunkListEntry(file.id, placement.index);
-  txn.deletePlacement(op.handle);
-  file.chunkCount -= 1;
-  file.unsealedChunks -= 1;
-  file.mtimeMs = txn.nowMs;
-  file.ctimeMs = txn.nowMs;
+  dropLastChunk(txn, file, placement);
   txn.putInode(file);
   return { chunkCount: file.chunkCount };
 }

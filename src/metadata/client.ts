@@ -254,9 +254,9 @@ export class MetadataClient {
   // ---------------------------------------------------------------- writers and readers of chunks
 
   /** The file's writer lease for `durationMs`; resolves with its expiry (the leader's wall-clock ms). */
-  async acquireLease(path: string, options: { holder: string; durationMs: number; ifGeneration?: number }): Promise<{ expiresMs: number }> {
+  async acquireLease(path: string, options: { holder: string; durationMs: number; ifGeneration?: number }): Promise<{ expiresMs: number; chunkCount: number }> {
     const reply = await this.mutate('AcquireLease', { path, ...options });
-    return { expiresMs: num(reply['expiresMs']) };
+    return { expiresMs: num(reply['expiresMs']), chunkCount: num(reply['chunkCount']) };
   }
 
   /** Extends the holder's live lease by `durationMs` from now (ELEASE once it expired: acquire again). */
@@ -269,8 +269,12 @@ export class MetadataClient {
     await this.mutate('ReleaseLease', { path, ...options });
   }
 
-  /** A new chunk at the end of the file (the holder's lease required), with replicas chosen by the leader. */
-  async allocateChunk(path: string, options: { holder: string; ifGeneration?: number }): Promise<ChunkPipeline> {
+  /**
+   * A new chunk at the end of the file (the holder's lease required), with replicas chosen by the leader.
+   * `index`: the index the writer expects, which makes a retry outside the session answer the first
+   * allocation (metadata.proto, AllocateChunkRequest).
+   */
+  async allocateChunk(path: string, options: { holder: string; index?: number; ifGeneration?: number }): Promise<ChunkPipeline> {
     return chunkPipeline(await this.mutate('AllocateChunk', { path, ...options }));
   }
 
@@ -303,8 +307,11 @@ export class MetadataClient {
     return { chunkCount: num(reply['chunkCount']) };
   }
 
-  /** Seals the file (every chunk sealed first) and releases the lease. */
-  async completeFile(path: string, options: { holder: string; ifGeneration?: number }): Promise<{ lengthBytes: number; generation: number }> {
+  /**
+   * Seals the file (every chunk sealed first) and releases the lease. `chunkCount`: the chunks the writer
+   * wrote; one unsealed chunk past them is dropped (metadata.proto, CompleteFileRequest).
+   */
+  async completeFile(path: string, options: { holder: string; chunkCount?: number; ifGeneration?: number }): Promise<{ lengthBytes: number; generation: number }> {
     const reply = await this.mutate('CompleteFile', { path, ...options });
     return { lengthBytes: num(reply['lengthBytes']), generation: num(reply['generation']) };
   }

@@ -775,13 +775,15 @@ export class MetadataServer {
     const path = v.path(r['path']);
     const holder = v.requiredString(r['holder'], 'holder');
     const ifGeneration = v.optNat(r['ifGeneration'], 'if_generation');
+    const index = v.optNat(r['index'], 'index');
     this.requireLeader();
     const file = await this.fsm.stat(path);
     if (!file.ok) return errorReply({ code: file.code, message: file.message });
     if (file.value.type !== 'file') return errorReply({ code: 'EISDIR', message: `is a directory: ${path}` });
-    const result = await this.chunks.allocateChunk({ path, holder, replication: file.value.replication, ifGeneration, session });
+    const result = await this.chunks.allocateChunk({ path, holder, replication: file.value.replication, index, ifGeneration, session });
     if (!result.ok) return errorReply({ code: result.code, message: result.message });
-    // The stored placement (a retried session stamp answers the first allocation's chunk).
+    // The stored placement (a retried session stamp, or an index allocated before, answers the first
+    // allocation's chunk).
     const chunk = await this.fsm.chunk(result.value.handle);
     const replicas = chunk.ok ? chunk.value.replicas : result.value.replicas;
     return { ...result.value, replicas: await this.replicaAddresses(replicas) };

@@ -211,7 +211,13 @@ export function mutationOp(method: string, r: WireRequest, limits: RequestLimits
     case 'ReleaseLease':
       return { type: 'releaseLease', path: path(r['path']), holder: holder(r['holder'], limits), ifGeneration };
     case 'CompleteFile':
-      return { type: 'completeFile', path: path(r['path']), holder: holder(r['holder'], limits), ifGeneration };
+      return {
+        type: 'completeFile',
+        path: path(r['path']),
+        holder: holder(r['holder'], limits),
+        chunkCount: optNat(r['chunkCount'], 'chunk_count'),
+        ifGeneration,
+      };
     case 'AbandonChunk':
       return {
         type: 'abandonChunk',

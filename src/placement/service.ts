@@ -148,13 +148,15 @@ export class ChunkService {
     readonly path: string;
     readonly holder: string;
     readonly replication: number;
+    /** The index the writer expects (see the addChunk op): a retry then answers the first allocation. */
+    readonly index?: number | undefined;
     readonly ifGeneration?: number | undefined;
     readonly session?: SessionStamp | undefined;
   }): Promise<FsResult<AllocatedChunk>> {
     const replicas = await this.allocate(Math.max(1, request.replication));
-    const op: Op = { type: 'addChunk', path: request.path, holder: request.holder, replicas, ifGeneration: request.ifGeneration };
-    // A retried session stamp answers the first allocation, whose replicas may differ from these: the caller
-    // reads the chunk's placement when it needs them exactly.
+    const op: Op = { type: 'addChunk', path: request.path, holder: request.holder, replicas, index: request.index, ifGeneration: request.ifGeneration };
+    // A retried session stamp (or an index allocated before) answers the first allocation, whose replicas may
+    // differ from these: the caller reads the chunk's placement when it needs them exactly.
     const result = await (request.session === undefined ? this.deps.propose(op) : this.deps.propose(op, request.session));
     if (!result.ok) return result;
     const value = result.value as { handle: number; index: number; version: number };

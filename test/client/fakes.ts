@@ -186,8 +186,10 @@ interface FakeFile {
 export class FakeMetadata implements WriterMetadata, ReaderMetadata {
   readonly files = new Map<string, FakeFile>();
   readonly badReports: { handle: number; chunkserverId: number; version: number }[] = [];
-  /** Handles dropped by abandonChunk, in order. */
+  /** Handles of unsealed chunks completeFile dropped past the writer's count, in order. */
   readonly abandoned: number[] = [];
+  /** When set, the next allocation is applied but its answer is lost (the call rejects). */
+  loseNextAllocationAnswer = false;
   /** Calls of allocateChunk so far. */
   allocations = 0;
   renewals = 0;
@@ -214,11 +216,11 @@ export class FakeMetadata implements WriterMetadata, ReaderMetadata {
     return f;
   }
 
-  acquireLease(path: string, holder: string): Promise<{ expiresMs: number }> {
+  acquireLease(path: string, holder: string): Promise<{ expiresMs: number; chunkCount: number }> {
     const f = this.files.get(path)!;
     if (f.holder !== null && f.holder !== holder) return Promise.reject(new Error('ELEASE'));
     f.holder = holder;
-    return Promise.resolve({ expiresMs: 0 });
+    return Promise.resolve({ expiresMs: 0, chunkCount: f.chunks.length });
   }
 
   renewLease(path: string, holder: string): Promise<{ expiresMs: number }> {
@@ -234,9 +236,17 @@ export class FakeMetadata implements WriterMetadata, ReaderMetadata {
     return Promise.resolve();
   }
 
-  allocateChunk(path: string, holder: string): Promise<AllocatedChunk> {
+  allocateChunk(path: string, holder: string, index: number): Promise<AllocatedChunk> {
     const f = this.file(path, holder);
     this.allocations += 1;
+    // As the state machine's addChunk: the writer's own allocation whose answer was lost is answered again.
+    if (index !== f.chunks.length) {
+      const last = f.chunks[f.chunks.length - 1];
+      if (index === f.chunks.length - 1 && last !== undefined && !last.sealed && last.version === 1) {
+        return Promise.resolve({ handle: last.handle, index, version: 1, replicas: last.replicas });
+      }
+      return Promise.reject(new Error(`EINVAL: index ${index}, the file has ${f.chunks.length} chunks`));
+    }
     // The writer seals one full chunk in the background while the next streams: more unsealed is a bug.
     if (f.chunks.filter((c) => !c.sealed).length > 1) return Promise.reject(new Error('EINVAL: two chunks are not sealed'));
     const live = [...this.data.servers.values()].filter((s) => s.alive).slice(0, this.replication);
@@ -251,6 +261,10 @@ export class FakeMetadata implements WriterMetadata, ReaderMetadata {
     };
     f.chunks.push(chunk);
     this.chunks.set(chunk.handle, { file: f, chunk });
+    if (this.loseNextAllocationAnswer) {
+      this.loseNextAllocationAnswer = false;
+      return Promise.reject(new Error('TIMEOUT: the answer was lost'));
+    }
     return Promise.resolve({ handle: chunk.handle, index: chunk.index, version: chunk.version, replicas: chunk.replicas });
   }
 
@@ -273,18 +287,19 @@ export class FakeMetadata implements WriterMetadata, ReaderMetadata {
     return Promise.resolve();
   }
 
-  abandonChunk(path: string, holder: string, handle: number): Promise<void> {
+  completeFile(path: string, holder: string, chunkCount: number): Promise<{ lengthBytes: number }> {
     const f = this.file(path, holder);
-    const last = f.chunks[f.chunks.length - 1];
-    if (last === undefined || last.handle !== handle || last.sealed) return Promise.reject(new Error('EINVAL: not the last unsealed chunk'));
-    f.chunks.pop();
-    this.chunks.delete(handle);
-    this.abandoned.push(handle);
-    return Promise.resolve();
-  }
-
-  completeFile(path: string, holder: string): Promise<{ lengthBytes: number }> {
-    const f = this.file(path, holder);
+    // As the state machine's completeFile: one unsealed chunk past the writer's count is dropped.
+    if (chunkCount !== f.chunks.length) {
+      const last = f.chunks[f.chunks.length - 1];
+      if (chunkCount !== f.chunks.length - 1 || last === undefined || last.sealed) {
+        return Promise.reject(new Error(`EINVAL: the writer wrote ${chunkCount} chunks, the file has ${f.chunks.length}`));
+      }
+      f.chunks.pop();
+      this.chunks.delete(last.handle);
+      this.abandoned.push(last.handle);
+    }
+    if (f.chunks.some((c) => !c.sealed)) return Promise.reject(new Error('EINVAL: a chunk is not sealed'));
     f.complete = true;
     f.holder = null;
     f.lengthBytes = f.chunks.reduce((s, c) => s + c.lengthBytes, 0);

@@ -83,7 +83,7 @@ void t.test('an allocation ahead that fails is retried at the boundary', async (
   const { data, metadata, timers, reader } = setup();
   const allocate = metadata.allocateChunk.bind(metadata);
   let calls = 0;
-  metadata.allocateChunk = (path, holder) => (++calls === 2 ? Promise.reject(new Error('EAGAIN: not now')) : allocate(path, holder));
+  metadata.allocateChunk = (path, holder, index) => (++calls === 2 ? Promise.reject(new Error('EAGAIN: not now')) : allocate(path, holder, index));
   const bytes = pattern(6 * MiB, 4);
   const writer = await FileWriter.open('/a', { metadata, data, holder: 'w1', timers });
   await writeInPieces(writer, bytes);
@@ -93,6 +93,33 @@ void t.test('an allocation ahead that fails is retried at the boundary', async (
   t.equal(calls, 4);
   t.equal(metadata.abandoned.length, 1);
   t.same(metadata.files.get('/a')!.chunks.map((c) => c.lengthBytes), [4 * MiB, 2 * MiB]);
+  t.ok((await reader.readFile('/a')).equals(bytes));
+});
+
+void t.test('an allocation ahead applied at the leader whose answer was lost: the retry at the boundary gets that chunk', async (t) => {
+  const { data, metadata, timers, reader } = setup();
+  const bytes = pattern(6 * MiB, 5);
+  const writer = await FileWriter.open('/a', { metadata, data, holder: 'w1', timers });
+  await writeInPieces(writer, bytes.subarray(0, MiB));
+  metadata.loseNextAllocationAnswer = true; // the allocation ahead (at half the first chunk)
+  await writeInPieces(writer, bytes.subarray(MiB));
+  await writer.close();
+  const chunks = metadata.files.get('/a')!.chunks;
+  t.same(chunks.map((c) => [c.index, c.lengthBytes, c.sealed]), [[0, 4 * MiB, true], [1, 2 * MiB, true]], 'no orphan chunk between the two');
+  t.equal(metadata.abandoned.length, 1, 'only the chunk allocated ahead of the second, not needed, left the file at close');
+  t.ok((await reader.readFile('/a')).equals(bytes));
+});
+
+void t.test('an allocation ahead whose answer was lost and that the file did not need: close drops it and completes', async (t) => {
+  const { data, metadata, timers, reader } = setup();
+  const bytes = pattern(3 * MiB, 6);
+  const writer = await FileWriter.open('/a', { metadata, data, holder: 'w1', timers });
+  await writeInPieces(writer, bytes.subarray(0, MiB));
+  metadata.loseNextAllocationAnswer = true;
+  await writeInPieces(writer, bytes.subarray(MiB));
+  t.same(await writer.close(), { lengthBytes: 3 * MiB });
+  t.equal(metadata.files.get('/a')!.chunks.length, 1);
+  t.equal(metadata.abandoned.length, 1, 'the chunk the writer never got left the file at completion');
   t.ok((await reader.readFile('/a')).equals(bytes));
 });
 

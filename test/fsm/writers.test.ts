@@ -21,12 +21,13 @@ fsmTest(t, 'a live lease blocks other holders; an expired one can be taken over'
   t.equal(await h.code({ type: 'acquireLease', path: '/f', holder: 'other', durationMs: 1000 }), 'ELEASE');
   t.same(
     await h.ok({ type: 'acquireLease', path: '/f', holder: W, durationMs: 2000 }),
-    { expiresMs: h.nowMs + 2000 },
+    { expiresMs: h.nowMs + 2000, chunkCount: 0 },
     're-acquire by the holder',
   );
   h.nowMs += 2000; // expired exactly now
   t.same(await h.ok({ type: 'acquireLease', path: '/f', holder: 'other', durationMs: 500 }), {
     expiresMs: h.nowMs + 500,
+    chunkCount: 0,
   });
   t.equal((await h.stat('/f')).lease?.holder, 'other');
   t.equal(
@@ -228,6 +229,63 @@ fsmTest(t, 'abandonChunk drops the last unsealed chunk allocated ahead, and noth
   t.not(c2.handle, c1.handle, 'handles are never reused');
   await h.ok({ type: 'abandonChunk', path: '/f', holder: W, handle: c2.handle });
   t.same(await h.ok({ type: 'completeFile', path: '/f', holder: W }), { lengthBytes: 100, generation: (await h.stat('/f')).generation });
+});
+
+fsmTest(t, 'addChunk with the index the writer expects: a retry answers the first allocation; other indexes are EINVAL', async (t, h) => {
+  const cs = await h.chunkservers(3);
+  await writable(h);
+  const add = (index: number) => h.ok<{ handle: number; index: number; version: number }>({ type: 'addChunk', path: '/f', holder: W, replicas: cs, index });
+  const c0 = await add(0);
+  t.same([c0.index, c0.version], [0, 1]);
+  const generation = (await h.stat('/f')).generation;
+  // The answer was lost; the writer asks again for index 0 (outside its session): the same chunk, nothing new.
+  t.same(await add(0), c0, 'a retry gets the chunk it was given');
+  t.same([(await h.stat('/f')).chunkCount, (await h.stat('/f')).generation], [1, generation], 'no second chunk, no change');
+  t.equal(await h.code({ type: 'addChunk', path: '/f', holder: W, replicas: cs, index: 2 }), 'EINVAL', 'an index past the next');
+  t.equal(await h.code({ type: 'addChunk', path: '/f', holder: 'intruder', replicas: cs, index: 0 }), 'ELEASE', 'the holder only');
+  // Once written through (a new pipeline bumped its version) or sealed, index 0 is taken for good.
+  await h.ok({ type: 'bumpChunkVersion', handle: c0.handle, holder: W, version: 1, replicas: cs });
+  t.equal(await h.code({ type: 'addChunk', path: '/f', holder: W, replicas: cs, index: 0 }), 'EINVAL', 'a chunk at version 2 is not a lost allocation');
+  await h.ok({ type: 'sealChunk', handle: c0.handle, holder: W, version: 2, lengthBytes: 10, checksum: 1 });
+  t.equal(await h.code({ type: 'addChunk', path: '/f', holder: W, replicas: cs, index: 0 }), 'EINVAL', 'a sealed chunk');
+  const c1 = await add(1);
+  t.same([c1.index, c1.version], [1, 1]);
+  t.not(c1.handle, c0.handle);
+  t.same(await add(1), c1);
+  // Without an index the chunk goes at the end, as before.
+  const c2 = await h.ok<{ index: number }>({ type: 'addChunk', path: '/f', holder: W, replicas: cs });
+  t.equal(c2.index, 2);
+});
+
+fsmTest(t, 'completeFile with the chunks written drops one unsealed chunk past them, and refuses other counts', async (t, h) => {
+  const cs = await h.chunkservers(3);
+  await writable(h);
+  const add = (index: number) => h.ok<{ handle: number }>({ type: 'addChunk', path: '/f', holder: W, replicas: cs, index });
+  const c0 = await add(0);
+  const c1 = await add(1); // allocated ahead, never written to (or its answer was lost)
+  await h.ok({ type: 'sealChunk', handle: c0.handle, holder: W, version: 1, lengthBytes: 100, checksum: 7 });
+  t.equal(await h.code({ type: 'completeFile', path: '/f', holder: W }), 'EINVAL', 'without a count every chunk must be sealed');
+  t.equal(await h.code({ type: 'completeFile', path: '/f', holder: W, chunkCount: 0 }), 'EINVAL', 'two chunks past the count');
+  t.equal(await h.code({ type: 'completeFile', path: '/f', holder: W, chunkCount: 3 }), 'EINVAL', 'more than the file has');
+  t.equal(await h.code({ type: 'completeFile', path: '/f', holder: 'intruder', chunkCount: 1 }), 'ELEASE');
+  t.equal((await h.stat('/f')).chunkCount, 2, 'nothing applied by the refusals');
+  const done = await h.ok<{ lengthBytes: number }>({ type: 'completeFile', path: '/f', holder: W, chunkCount: 1 });
+  t.equal(done.lengthBytes, 100);
+  const f = await h.stat('/f');
+  t.same([f.chunkCount, f.complete, f.lease], [1, true, null]);
+  const loc = await h.sm.chunkLocations('/f');
+  t.same(loc.ok && loc.value.chunks.map((c) => c.handle), [c0.handle], 'the unsealed chunk left the file');
+  t.equal(await h.code({ type: 'sealChunk', handle: c1.handle, holder: W, version: 1, lengthBytes: 1, checksum: 1 }), 'ENOENT', 'its placement is gone');
+  // A sealed chunk past the count is never dropped.
+  await h.ok({ type: 'create', path: '/g', lease: { holder: W, durationMs: 10_000 } });
+  const g0 = await h.ok<{ handle: number }>({ type: 'addChunk', path: '/g', holder: W, replicas: cs, index: 0 });
+  await h.ok({ type: 'sealChunk', handle: g0.handle, holder: W, version: 1, lengthBytes: 5, checksum: 1 });
+  t.equal(await h.code({ type: 'completeFile', path: '/g', holder: W, chunkCount: 0 }), 'EINVAL', 'a sealed chunk stays');
+  t.equal((await h.ok<{ lengthBytes: number }>({ type: 'completeFile', path: '/g', holder: W, chunkCount: 1 })).lengthBytes, 5);
+  // An appending writer's lease says where its chunks start.
+  const lease = await h.ok<{ chunkCount: number }>({ type: 'acquireLease', path: '/f', holder: 'appender', durationMs: 1000 });
+  t.equal(lease.chunkCount, 1);
+  t.equal((await h.ok<{ index: number }>({ type: 'addChunk', path: '/f', holder: 'appender', replicas: cs, index: 1 })).index, 1);
 });
 
 fsmTest(t, 'chunk commands need the live lease', async (t, h) => {

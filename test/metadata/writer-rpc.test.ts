@@ -316,4 +316,21 @@ void t.test('writer and reader RPCs: leases, pipelines, versions, sealing, compl
   const last = await writer.reportBadReplica(g.handle, { chunkserverId: only, version: 1 });
   t.equal(last.outcome, 'last_replica', 'the only copy stays listed');
   t.same(ids(last.replicas), [only]);
+
+  // ---- allocations that name their index: a retry outside the session (a fresh stamp) answers the first
+  await writer.create('/w/h', { replication: 1, leaseHolder: 'A', leaseDurationMs: 60_000 });
+  const h0 = await writer.allocateChunk('/w/h', { holder: 'A', index: 0 });
+  const again = await writer.allocateChunk('/w/h', { holder: 'A', index: 0 });
+  t.same([again.handle, again.index, again.version, ids(again.replicas)], [h0.handle, 0, 1, ids(h0.replicas)], 'the same chunk, with its replicas');
+  t.equal((await writer.chunkLocations('/w/h')).chunks.length, 1, 'no second chunk');
+  t.equal(await code(writer.allocateChunk('/w/h', { holder: 'A', index: 2 })), 'EINVAL', 'an index past the next');
+  t.equal((await rawCall(await leaderAddress(), 'AllocateChunk', { path: '/w/h', holder: 'A', index: '18446744073709551615' })).error?.code, 'EINVAL', 'an index past 2^53');
+  cs.lengths.set(h0.handle, 10);
+  await writer.sealChunk(h0.handle, { holder: 'A', version: 1, lengthBytes: 10, checksum: 0 });
+  const h1 = await writer.allocateChunk('/w/h', { holder: 'A', index: 1 }); // ahead, never written to
+  t.equal(await code(writer.completeFile('/w/h', { holder: 'A' })), 'EINVAL', 'without chunk_count every chunk must be sealed');
+  t.equal(await code(writer.completeFile('/w/h', { holder: 'A', chunkCount: 3 })), 'EINVAL', 'a count the file does not have');
+  t.equal((await writer.completeFile('/w/h', { holder: 'A', chunkCount: 1 })).lengthBytes, 10, 'completed with the written chunk');
+  t.same((await writer.chunkLocations('/w/h')).chunks.map((c) => c.handle), [h0.handle], 'the chunk past the count left the file');
+  t.not(h1.handle, h0.handle);
 });

@@ -256,9 +256,9 @@ export class SimWriterMetadata implements WriterMetadata {
     return { chunkSizeBytes, compression };
   }
 
-  async acquireLease(path: string, holder: string, durationMs: number): Promise<{ expiresMs: number }> {
-    await this.meta.proposeOp(this.client, { type: 'acquireLease', path, holder, durationMs });
-    return { expiresMs: 0 };
+  async acquireLease(path: string, holder: string, durationMs: number): Promise<{ expiresMs: number; chunkCount: number }> {
+    const value = (await this.meta.proposeOp(this.client, { type: 'acquireLease', path, holder, durationMs })) as { chunkCount?: number } | undefined;
+    return { expiresMs: 0, chunkCount: value?.chunkCount ?? 0 };
   }
 
   async renewLease(path: string, holder: string, durationMs: number): Promise<{ expiresMs: number }> {
@@ -270,12 +270,13 @@ export class SimWriterMetadata implements WriterMetadata {
     await this.meta.proposeOp(this.client, { type: 'releaseLease', path, holder });
   }
 
-  allocateChunk(path: string, holder: string): Promise<AllocatedChunk> {
+  /** No session stamp: a retry on another leader is made idempotent by `index` alone (the addChunk op). */
+  allocateChunk(path: string, holder: string, index: number): Promise<AllocatedChunk> {
     return this.meta.request(this.client, async (host, service) => {
-      const result = await service.allocateChunk({ path, holder, replication: this.file.replication });
+      const result = await service.allocateChunk({ path, holder, replication: this.file.replication, index });
       if (!result.ok) throw new MetadataOpError(result.code, `allocateChunk: ${result.message}`);
-      const { handle, index, version } = result.value;
-      return { handle, index, version, replicas: await this.meta.replicasOf(host, handle) };
+      const { handle, version } = result.value;
+      return { handle, index: result.value.index, version, replicas: await this.meta.replicasOf(host, handle) };
     });
   }
 
@@ -298,12 +299,8 @@ export class SimWriterMetadata implements WriterMetadata {
     await this.meta.proposeOp(this.client, { type: 'sealChunk', handle, holder, version, lengthBytes, checksum });
   }
 
-  async abandonChunk(path: string, holder: string, handle: number): Promise<void> {
-    await this.meta.proposeOp(this.client, { type: 'abandonChunk', path, holder, handle });
-  }
-
-  async completeFile(path: string, holder: string): Promise<{ lengthBytes: number }> {
-    const value = (await this.meta.proposeOp(this.client, { type: 'completeFile', path, holder })) as { lengthBytes?: number } | undefined;
+  async completeFile(path: string, holder: string, chunkCount: number): Promise<{ lengthBytes: number }> {
+    const value = (await this.meta.proposeOp(this.client, { type: 'completeFile', path, holder, chunkCount })) as { lengthBytes?: number } | undefined;
     return { lengthBytes: value?.lengthBytes ?? 0 };
   }
 }

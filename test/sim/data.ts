@@ -1059,10 +1059,10 @@ export class DataWorld {
   /**
    * The writer's metadata, remembering which file each allocated chunk belongs to and which of the writer's
    * chunks it is: the writer fills the chunks it is given in order, so the n-th allocation it gets holds the
-   * file's bytes from n · chunkSizeBytes. That is not always the chunk's index in the file's list: an
-   * allocation whose answer was lost (the leader stopped after committing it) leaves a chunk the writer never
-   * got, and every later one sits an index further (simulator seed 56911); such a file cannot be completed
-   * (its orphan chunk stays unsealed), but its chunks hold exactly the bytes written to them.
+   * file's bytes from n · chunkSizeBytes. The checker keys on that, the writer's own view, not on the chunk's
+   * index in the file's list. Before allocations named their index (the addChunk op's `index`), an allocation
+   * whose answer was lost (the leader stopped after committing it) left a chunk the writer never got, every
+   * later one sat an index further, and the file could not be completed (simulator seed 56911).
    */
   private writerMetadata(client: MetadataClientState, file: FileRecord): SimWriterMetadata {
     const metadata = new SimWriterMetadata(this.meta, client, {
@@ -1072,8 +1072,8 @@ export class DataWorld {
     });
     const allocate = metadata.allocateChunk.bind(metadata);
     let received = 0;
-    metadata.allocateChunk = async (path, holder) => {
-      const chunk = await allocate(path, holder);
+    metadata.allocateChunk = async (path, holder, index) => {
+      const chunk = await allocate(path, holder, index);
       this.chunkFiles.set(chunk.handle, { file, nth: received++ });
       return chunk;
     };
