@@ -7,8 +7,9 @@
  * `copyReplica` function — so the simulator can run this same code. One exchange with the leader is in
  * flight at a time; what has to be sent is decided anew before each one, from the agent's state:
  *
- *   not registered → register; else full report wanted → full report; else changes older than
- *   `reportDelayMs` → one incremental report; else heartbeat due → heartbeat.
+ *   not registered → register; else full report wanted → full report; else a bad replica due →
+ *   ReportBadReplica (see reportBad); else changes older than `reportDelayMs` → one incremental report;
+ *   else heartbeat due → heartbeat.
  *
  * A failed exchange (leader unknown, cluster down, a timeout) is retried after a bounded exponential backoff;
  * nothing here rejects unhandled. Only a registration the cluster refuses for good (an id it does not know,
@@ -25,7 +26,8 @@
  * - IO_ERROR: logged at error, counted. A read that failed IO_ERROR is retried as a whole-replica verify
  *   (`readErrorVerifies` times, `readErrorVerifyIntervalMs` apart, so the checks span a disk's bad moment
  *   instead of falling inside it): if every verify fails too, the replica is reported bad like a corrupt one
- *   (deleted here, full report, the leader re-replicates from a good copy); a transient error deletes nothing.
+ *   (ReportBadReplica: the leader re-replicates from a good copy and orders this one deleted, or keeps it
+ *   while it is the only listed copy; see reportBad); a transient error reports nothing.
  *   Meanwhile the replica stays; readers fail over to other replicas.
  * - `diskErrorsUnhealthyMin` I/O errors within `diskErrorWindowMs` mark the disk unhealthy (error log, gauge
  *   rfs_chunkserver_disk_healthy 0): the heartbeat reports it full, so it gets no new chunks, until the
@@ -88,6 +90,11 @@ export interface MetadataLink {
   register(request: RegisterRequest): Promise<{ readonly id: number }>;
   heartbeat(request: { readonly id: number; readonly capacityBytes: number; readonly usedBytes: number }): Promise<CommandsReply>;
   chunkReport(request: ChunkReportRequest): Promise<CommandsReply>;
+  /**
+   * This server's replica of `handle` at `version` is bad (ReportBadReplica): the leader's outcome, one of
+   * BadReplicaOutcome. ESTALE (the chunk moved on) and ENOENT (gone) reject like any service error.
+   */
+  reportBadReplica(request: { readonly handle: number; readonly chunkserverId: number; readonly version: number }): Promise<{ readonly outcome: string }>;
 }
 
 export class MetadataLinkError extends Error {
@@ -174,6 +181,12 @@ export interface AgentLimits {
   readonly readErrorVerifies: number;
   /** Time between those verifies (the first runs at once). */
   readonly readErrorVerifyIntervalMs: number;
+  /**
+   * A bad replica this server reported and still holds is reported again this often: the leader's memory of
+   * bad replicas does not survive a change of leader, and a replica kept as the only listed copy is dropped
+   * once another copy is listed.
+   */
+  readonly badReplicaReportIntervalMs: number;
   /** Backoff after a failed exchange: starts here, doubles per failure ... */
   readonly retryDelayMsMin: number;
   /** ... up to here. */
@@ -206,6 +219,7 @@ export const defaultAgentLimits: AgentLimits = {
   diskReserveBytes: 64 * 1024 * 1024,
   readErrorVerifies: 3,
   readErrorVerifyIntervalMs: 10_000,
+  badReplicaReportIntervalMs: 30_000,
 };
 
 /** The store operations whose disk errors the agent is told of. */
@@ -337,6 +351,8 @@ export class MetadataAgent {
   private lastFreeBytes: number | undefined = undefined;
   /** Handles whose read error is being re-verified (one check per handle at a time). */
   private readonly verifying = new Set<number>();
+  /** Replicas found bad here, reported to the leader while held at that version (see reportBad). */
+  private readonly bad = new Map<number, { readonly version: number; dueMs: number; reports: number }>();
   private readonly counts = {
     unreadable: 0,
     heartbeats: 0,
@@ -401,13 +417,12 @@ export class MetadataAgent {
   }
 
   /**
-   * A replica failed its checksums (a read or the scrubber): it is deleted here, and the leader is told with a
-   * full report (the leader unlists a replica only when a full report lacks it), so it re-replicates from a
-   * good copy. Returns whether a replica was deleted. Never rejects.
+   * A replica failed its checksums (a read or the scrubber): reported to the leader, which re-replicates from
+   * a good copy and has this one deleted (see reportBad). Returns whether the replica is held. Never rejects.
    */
-  async reportCorrupt(handle: number): Promise<boolean> {
+  reportCorrupt(handle: number): Promise<boolean> {
     if (this.options.metrics !== undefined) recordChecksumFailure(this.options.metrics);
-    return this.reportBad(handle, 'corrupt replica');
+    return Promise.resolve(this.reportBad(handle, 'corrupt replica'));
   }
 
   /**
@@ -495,7 +510,7 @@ export class MetadataAgent {
       if (lastError instanceof ChunkStoreError && lastError.code === 'CHECKSUM_MISMATCH' && this.options.metrics !== undefined) {
         recordChecksumFailure(this.options.metrics);
       }
-      await this.reportBad(handle, `unreadable replica (${String(lastError)})`);
+      this.reportBad(handle, `unreadable replica (${String(lastError)})`);
     } finally {
       this.verifying.delete(handle);
     }
@@ -519,21 +534,67 @@ export class MetadataAgent {
     });
   }
 
-  /** Deletes a bad replica and tells the leader with a full report. Never rejects. */
-  private async reportBad(handle: number, what: string): Promise<boolean> {
+  /**
+   * A bad replica (corrupt, or unreadable after the re-verifies): reported to the leader (ReportBadReplica),
+   * which decides, as it does for a reader's report. It is not deleted here: when it is the only listed copy
+   * left (the others lost, or their servers down) its good blocks are all there is of the chunk, and a
+   * replica deleted on its server's own verdict lost them. The leader re-replicates from a good copy, unlists
+   * this one and orders its delete; it keeps it listed while no other usable copy is ("last_replica").
+   * Reported again every badReplicaReportIntervalMs while this server holds it at that version. An unsealed
+   * chunk belongs to its writer's pipeline: such a replica is deleted here (the writer resumes without it).
+   * Returns whether the replica was held. Never rejects.
+   */
+  private reportBad(handle: number, what: string): boolean {
     const info = this.options.store.info(handle);
     if (info === undefined) return false;
-    this.options.logger.error({ handle, version: info.version }, `${what}: deleting it; the leader re-replicates from a good copy`);
-    let deleted = false;
-    try {
-      deleted = await this.options.store.delete(handle, info.version);
-    } catch (e) {
-      this.options.logger.error({ err: e, handle }, 'could not delete a corrupt replica');
-    }
-    this.note(handle);
-    this.requestFullReport();
+    const known = this.bad.get(handle);
+    if (known !== undefined && known.version === info.version) return true;
+    this.options.logger.error({ handle, version: info.version }, `${what}: reporting it to the metadata leader, which re-replicates from a good copy and has it deleted`);
+    this.bad.set(handle, { version: info.version, dueMs: this.options.clock.nowMs(), reports: 0 });
     this.kick();
-    return deleted;
+    return true;
+  }
+
+  /** Reports the most overdue bad replica (see reportBad); service errors that settle it are handled here. */
+  private async sendBadReport(id: number, nowMs: number): Promise<void> {
+    let handle = 0;
+    let entry: { readonly version: number; dueMs: number; reports: number } | undefined;
+    for (const [h, e] of this.bad) if (entry === undefined || e.dueMs < entry.dueMs) [handle, entry] = [h, e];
+    if (entry === undefined) return;
+    if (this.options.store.info(handle)?.version !== entry.version) {
+      this.bad.delete(handle); // deleted (the leader's order) or moved on: nothing left to report
+      return;
+    }
+    let outcome: string;
+    try {
+      ({ outcome } = await this.options.link.reportBadReplica({ handle, chunkserverId: id, version: entry.version }));
+    } catch (e) {
+      if (!(e instanceof MetadataLinkError) || !['ESTALE', 'ENOENT', 'EAGAIN'].includes(e.code)) throw e;
+      if (e.code === 'EAGAIN') {
+        entry.dueMs = nowMs + this.limits.badReplicaReportIntervalMs; // the leader's list of bad replicas is full
+        return;
+      }
+      // The chunk moved to a newer version, or is gone: garbage collection deletes this replica.
+      this.options.logger.warn({ handle, version: entry.version, code: e.code }, 'bad replica: the leader no longer lists the chunk at this version; left to garbage collection');
+      this.bad.delete(handle);
+      return;
+    }
+    entry.reports++;
+    entry.dueMs = nowMs + this.limits.badReplicaReportIntervalMs;
+    if (outcome === 'unsealed') {
+      this.bad.delete(handle);
+      this.options.logger.error({ handle, version: entry.version }, 'bad replica of an unsealed chunk: deleted here (its writer resumes without it)');
+      try {
+        await this.options.store.delete(handle, entry.version);
+      } catch (e) {
+        this.options.logger.error({ err: e, handle }, 'could not delete a bad replica');
+      }
+      this.note(handle);
+      return;
+    }
+    const fields = { handle, version: entry.version, outcome, reports: entry.reports };
+    if (outcome === 'last_replica') this.options.logger.error(fields, 'bad replica kept: it is the only listed copy of the chunk (its good blocks still serve reads)');
+    else this.options.logger.info(fields, 'bad replica reported to the metadata leader');
   }
 
   status(): AgentStatus {
@@ -573,6 +634,9 @@ export class MetadataAgent {
   private note(handle: number): void {
     assert(Number.isSafeInteger(handle) && handle >= 1, `handle ${handle}`);
     if (this.stopped) return;
+    // Any change (written, bumped, sealed, copied in again, deleted) makes it another replica than the one
+    // found bad: a good copy the leader placed here after the bad one was deleted is not reported.
+    this.bad.delete(handle);
     if (!this.pending.has(handle) && this.pending.size >= this.limits.pendingChangesMax) {
       this.pending.clear();
       this.reportDueMs = null;
@@ -590,7 +654,14 @@ export class MetadataAgent {
     if (this.failures > 0) return this.retryAtMs;
     if (this.id === null || this.unsavedId !== null) return nowMs;
     if (this.needFullReport) return Math.max(nowMs, this.fullReportEarliestMs);
-    return Math.min(this.reportDueMs ?? Infinity, this.heartbeatDueMs, this.fullReportDueMs);
+    return Math.min(this.reportDueMs ?? Infinity, this.heartbeatDueMs, this.fullReportDueMs, this.badReportDueMs());
+  }
+
+  /** When the next bad replica is due to be reported (Infinity: none). */
+  private badReportDueMs(): number {
+    let due = Infinity;
+    for (const entry of this.bad.values()) due = Math.min(due, entry.dueMs);
+    return due;
   }
 
   /** (Re)arms the timer for the next exchange; while one runs, it re-arms when done. */
@@ -641,6 +712,9 @@ export class MetadataAgent {
       } else if (this.needFullReport && nowMs >= this.fullReportEarliestMs) {
         kind = 'report';
         await this.sendFullReport(this.id);
+      } else if (this.badReportDueMs() <= nowMs) {
+        kind = 'report';
+        await this.sendBadReport(this.id, nowMs);
       } else if (this.reportDueMs !== null && nowMs >= this.reportDueMs) {
         kind = 'report';
         await this.sendIncrementalReport(this.id);

@@ -78,6 +78,13 @@ export class GrpcMetadataLink implements MetadataLink {
     return commandsReply(await this.call('ChunkReport', { ...request }));
   }
 
+  async reportBadReplica(request: { readonly handle: number; readonly chunkserverId: number; readonly version: number }): Promise<{ readonly outcome: string }> {
+    const reply = await this.call('ReportBadReplica', { ...request });
+    const outcome = reply['outcome'];
+    if (typeof outcome !== 'string' || outcome === '') throw new MetadataLinkError('EBADMSG', `ReportBadReplica answered outcome ${String(outcome)}`);
+    return { outcome };
+  }
+
   close(): void {
     this.closed = true;
     for (const stub of this.stubs.values()) stub.close();

@@ -95,16 +95,38 @@ void t.test('delete and replicate commands, corrupt replicas', async (t) => {
   t.same(await replicasOf(), [idA, idB].sort(), 'both listed (the target reported its new replica)');
   t.equal(source.agent.status().copiesDone, 1);
 
-  // ---- Corruption on the target: deleted, reported, unlisted, and copied again from the good replica.
+  // ---- Corruption on the target: reported, unlisted, deleted on the leader's order, copied again from the good replica.
   target.store.corrupt(handle);
   await t.rejects(target.store.verify(handle), { code: 'CHECKSUM_MISMATCH' }, 'the scrubber would find it');
-  t.equal(await target.agent.reportCorrupt(handle), true, 'reportCorrupt deleted it');
-  t.equal(target.store.info(handle), undefined);
+  const deletesBefore = target.store.deletes.length;
+  t.equal(await target.agent.reportCorrupt(handle), true, 'reportCorrupt: held, and reported');
+  t.ok(target.store.info(handle) !== undefined, 'not deleted on the server\'s own verdict');
+  await waitFor('the leader dropped it', () => (target.link.badOutcomes().includes('dropped') ? true : undefined));
+  await waitFor('deleted on the leader\'s order', () => (target.store.deletes.length > deletesBefore ? true : undefined));
+  t.match(target.store.deletes[deletesBefore], { handle, versionAtMost: version, removed: true }, 'the bad version deleted');
   await waitFor('a second copy', () => (source.copies.length === 2 && target.store.info(handle) !== undefined ? true : undefined));
   t.same(source.copies[1], { handle, version, targetId, targetAddress: target.address }, 'copied again from the good replica');
   await waitFor('listed twice again', async () => ((await replicasOf()).length === 2 ? true : undefined));
   const exposition = await target.metrics.registry.metrics();
   t.match(exposition, /rfs_chunkserver_checksum_failures_total 1/, 'checksum failure counted');
   t.match(await source.metrics.registry.metrics(), /rfs_chunkserver_rereplications_total\{outcome="ok"\} 2/, 'copies counted');
-  t.equal(await target.agent.reportCorrupt(987_654), false, 'an unknown handle: nothing to delete');
+  t.equal(await target.agent.reportCorrupt(987_654), false, 'an unknown handle: nothing to report');
+
+  // ---- The only copy corrupt: kept (its good blocks are all there is), still listed, reported again later.
+  t.equal((await call('Create', { session: stamp(), path: '/one', replication: 1, leaseHolder: 'w', leaseDurationMs: 60_000 })).error ?? undefined, undefined);
+  const one = await call('AllocateChunk', { session: stamp(), path: '/one', holder: 'w' });
+  const oneHandle = Number(one['handle']);
+  const holderOfOne = byId(Number((one['replicas'] as Replica[])[0]!.id));
+  const oneData = Buffer.from('the only copy of these bytes');
+  await holderOfOne.store.put(oneHandle, 1, oneData, true);
+  holderOfOne.agent.noteReplicaChanged(oneHandle);
+  t.ok((await proposeOnLeader(leader, { type: 'sealChunk', handle: oneHandle, holder: 'w', version: 1, lengthBytes: oneData.length, checksum: crc32c(oneData) })).ok);
+  holderOfOne.store.corrupt(oneHandle);
+  const deletesOfOne = holderOfOne.store.deletes.length;
+  t.equal(await holderOfOne.agent.reportCorrupt(oneHandle), true);
+  await waitFor('reported twice', () => (holderOfOne.link.badOutcomes().filter((o) => o === 'last_replica').length >= 2 ? true : undefined));
+  t.ok(holderOfOne.store.info(oneHandle) !== undefined, 'the only copy is kept');
+  t.equal(holderOfOne.store.deletes.length, deletesOfOne, 'and never deleted');
+  const oneLoc = await call('ChunkLocations', { path: '/one' });
+  t.same(((oneLoc['chunks'] as { replicas: Replica[] }[])[0]?.replicas ?? []).map((x) => Number(x.id)), [holderOfOne === byId(idA) ? idA : idB], 'still listed');
 });

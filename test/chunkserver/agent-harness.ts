@@ -19,7 +19,7 @@ import { freePort, rawCall, tempDir, waitFor } from '../metadata/harness.ts';
 import { MemoryChunkStore, MemoryIdStore } from './memory-store-agent.ts';
 
 /** Short intervals, so liveness is decided in seconds. */
-export const testAgentLimits: Partial<AgentLimits> = { heartbeatIntervalMs: 100, retryDelayMsMin: 20, retryDelayMsMax: 100, reportDelayMs: 20, readErrorVerifyIntervalMs: 200 };
+export const testAgentLimits: Partial<AgentLimits> = { heartbeatIntervalMs: 100, retryDelayMsMin: 20, retryDelayMsMax: 100, reportDelayMs: 20, readErrorVerifyIntervalMs: 200, badReplicaReportIntervalMs: 300 };
 
 /** The leader's chunk manager for tests: a pass every 50 ms, dead after 1.5 s of silence. */
 export const testClusterOptions: Partial<MetadataServerOptions> = {
@@ -29,7 +29,12 @@ export const testClusterOptions: Partial<MetadataServerOptions> = {
 
 /** A link that records every request and reply. */
 export class SpyLink implements MetadataLink {
-  readonly sent: ({ kind: 'register'; request: RegisterRequest } | { kind: 'heartbeat' } | { kind: 'report'; request: ChunkReportRequest })[] = [];
+  readonly sent: (
+    | { kind: 'register'; request: RegisterRequest }
+    | { kind: 'heartbeat' }
+    | { kind: 'report'; request: ChunkReportRequest }
+    | { kind: 'bad'; request: { handle: number; chunkserverId: number; version: number }; outcome?: string }
+  )[] = [];
   readonly replies: CommandsReply[] = [];
   constructor(readonly inner: GrpcMetadataLink) {}
   register(request: RegisterRequest): Promise<{ readonly id: number }> {
@@ -48,8 +53,19 @@ export class SpyLink implements MetadataLink {
     this.replies.push(reply);
     return reply;
   }
+  async reportBadReplica(request: { readonly handle: number; readonly chunkserverId: number; readonly version: number }): Promise<{ readonly outcome: string }> {
+    const entry: { kind: 'bad'; request: typeof request; outcome?: string } = { kind: 'bad', request };
+    this.sent.push(entry);
+    const reply = await this.inner.reportBadReplica(request);
+    entry.outcome = reply.outcome;
+    return reply;
+  }
   reports(): ChunkReportRequest[] {
     return this.sent.flatMap((s) => (s.kind === 'report' ? [s.request] : []));
+  }
+  /** The outcomes of the bad-replica reports answered so far. */
+  badOutcomes(): string[] {
+    return this.sent.flatMap((s) => (s.kind === 'bad' && s.outcome !== undefined ? [s.outcome] : []));
   }
 }
 

@@ -49,6 +49,19 @@ class ScriptedLink implements MetadataLink {
       return this.reply();
     });
   }
+  /** The next bad-replica reports' answers, in order (then 'dropped'); an Error rejects. */
+  badAnswers: (string | Error)[] = [];
+  readonly badReports: { handle: number; version: number; atMs: number }[] = [];
+  reportBadReplica(request: { readonly handle: number; readonly chunkserverId: number; readonly version: number }): Promise<{ readonly outcome: string }> {
+    this.calls.push({ kind: 'bad', atMs: this.clock.now });
+    this.badReports.push({ handle: request.handle, version: request.version, atMs: this.clock.now });
+    return Promise.resolve().then(() => {
+      this.check();
+      const answer = this.badAnswers.shift() ?? 'dropped';
+      if (answer instanceof Error) throw answer;
+      return { outcome: answer };
+    });
+  }
   reports(): ChunkReportRequest[] {
     return this.calls.flatMap((c) => (c.kind === 'report' ? [c.request as ChunkReportRequest] : []));
   }
@@ -149,7 +162,7 @@ void t.test('copies: at most replicationsInflightMax at once, duplicates ignored
   await agent.stop();
 });
 
-void t.test('a copy that finds its source corrupt deletes it and reports in full', async (t) => {
+void t.test('a copy that finds its source corrupt reports it bad to the leader, and deletes it only on the leader\'s order', async (t) => {
   const store = new MemoryChunkStore();
   await store.put(4, 1, Buffer.from('x'), true);
   const copyReplica: CopyReplica = () => Promise.reject(new ChunkStoreError('CHECKSUM_MISMATCH', 'chunk 4 block 0'));
@@ -158,12 +171,53 @@ void t.test('a copy that finds its source corrupt deletes it and reports in full
   await clock.advance(0);
   t.equal(link.reports().length, 1);
   link.queued = [{ kind: 'replicate', handle: 4, version: 1, target: 2, targetAddress: '127.0.0.1:1' }];
+  link.badAnswers = ['last_replica'];
   await clock.advance(1_000);
-  t.equal(store.info(4), undefined, 'the corrupt replica is deleted');
-  const reports = link.reports();
-  t.equal(reports.length, 2, 'and a second full report sent');
-  t.same(reports[1], { id: 7, full: true, chunks: [], removed: [] }, 'without it');
+  t.same(link.badReports.map((r) => [r.handle, r.version]), [[4, 1]], 'reported bad at its version');
+  t.ok(store.info(4) !== undefined, 'kept: the leader says it is the only listed copy');
   t.equal(agent.status().copiesFailed, 1);
+  // Reported again every badReplicaReportIntervalMs while held; the leader then drops it and orders the delete.
+  await clock.advance(defaultAgentLimits.badReplicaReportIntervalMs);
+  t.equal(link.badReports.length, 2, 'reported again');
+  link.queued = [{ kind: 'delete', handle: 4, version: 1 }];
+  await clock.advance(defaultAgentLimits.heartbeatIntervalMs);
+  t.equal(store.info(4), undefined, 'deleted on the leader\'s order');
+  await clock.advance(defaultAgentLimits.badReplicaReportIntervalMs * 2);
+  t.equal(link.badReports.length, 2, 'and no longer reported');
+  // A good copy placed here again at the same version (re-replication) is another replica: not reported.
+  t.equal(await agent.reportCorrupt(4), false, 'nothing held: nothing to report');
+  await store.put(4, 1, Buffer.from('x'), true);
+  agent.noteReplicaChanged(4);
+  await clock.advance(defaultAgentLimits.badReplicaReportIntervalMs * 2);
+  t.equal(link.badReports.length, 2, 'the new copy is not reported');
+  // One found bad and then rewritten before its report went out is not reported either.
+  t.equal(await agent.reportCorrupt(4), true);
+  agent.noteReplicaChanged(4);
+  await clock.advance(defaultAgentLimits.badReplicaReportIntervalMs * 2);
+  t.equal(link.badReports.length, 2, 'a changed replica is not the one found bad');
+  await agent.stop();
+});
+
+void t.test('bad replica reports: ESTALE settles it, UNAVAILABLE retries, unsealed deletes it here', async (t) => {
+  const store = new MemoryChunkStore();
+  await store.put(5, 2, Buffer.from('five'), true);
+  await store.put(6, 1, Buffer.from('six'), false);
+  const { clock, link, agent } = makeAgent({ store });
+  await agent.start();
+  await clock.advance(0);
+  link.badAnswers = [new MetadataLinkError('UNAVAILABLE', 'no leader'), new MetadataLinkError('ESTALE', 'chunk 5 is at version 3')];
+  t.equal(await agent.reportCorrupt(5), true);
+  t.equal(await agent.reportCorrupt(5), true, 'a second report of the same version is one entry');
+  await clock.advance(1_000);
+  t.equal(link.badReports.filter((r) => r.handle === 5).length, 2, 'retried after UNAVAILABLE, then ESTALE');
+  await clock.advance(defaultAgentLimits.badReplicaReportIntervalMs * 2);
+  t.equal(link.badReports.filter((r) => r.handle === 5).length, 2, 'ESTALE settles it: not reported again');
+  t.ok(store.info(5) !== undefined, 'left to garbage collection');
+  link.badAnswers = ['unsealed'];
+  await agent.reportCorrupt(6);
+  await clock.advance(1_000);
+  t.equal(store.info(6), undefined, 'an unsealed chunk\'s bad replica is deleted here');
+  t.ok(link.reports().some((r) => !r.full && r.removed.includes(6)), 'and its removal reported');
   await agent.stop();
 });
 

@@ -383,6 +383,22 @@ export class SimMetadataLink implements MetadataLink {
     );
   }
 
+  reportBadReplica(request: { readonly handle: number; readonly chunkserverId: number; readonly version: number }): Promise<{ readonly outcome: string }> {
+    return this.call(async (host, service) => {
+      const meta = host.meta;
+      if (meta === null) throw new RefusedError('node down');
+      const result = await service.reportBadReplica({
+        handle: request.handle,
+        id: request.chunkserverId,
+        version: request.version,
+        nowMs: this.meta.hostNowMs(host),
+        readChunk: () => loadChunkView(host.metaKv, meta.fsm.limits, request.handle),
+      });
+      if (!result.ok) throw new MetadataLinkError(result.code, result.message);
+      return { outcome: result.value.outcome };
+    });
+  }
+
   private async call<T>(run: (host: Host, service: ChunkService) => Promise<T> | T): Promise<T> {
     if (!this.alive()) throw new MetadataLinkError('UNAVAILABLE', 'this chunkserver crashed');
     try {

@@ -99,6 +99,8 @@ const agentLimits: Partial<AgentLimits> = {
   readErrorVerifies: 3,
   // Longer than an injected spell of I/O errors together (at most 1.2 s): a replica that is fine survives one.
   readErrorVerifyIntervalMs: 1_000,
+  // A bad replica is reported again this often (the leader's memory of it does not survive a new leader).
+  badReplicaReportIntervalMs: 1_000,
 };
 const SCRUB_BYTES_PER_SECOND = 4 * MiB;
 const SCRUB_RESCAN_INTERVAL_MS = 500;
