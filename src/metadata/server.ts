@@ -818,7 +818,10 @@ export class MetadataServer {
     return { handle, version: result.value.version, replicas: await this.replicaAddresses(replicas) };
   }
 
-  /** A reader's report of a corrupt or failing replica: the chunk manager unlists it and has it deleted. */
+  /**
+   * A report of a corrupt or failing replica, by a reader or by the replica's own chunkserver (its scrubber,
+   * a read it served, a copy): the chunk manager unlists it and has it deleted, or keeps it as the last copy.
+   */
   private async reportBadReplica(r: WireRequest): Promise<WireReply> {
     const handle = v.positiveId(r['handle'], 'handle');
     const id = v.positiveId(r['chunkserverId'], 'chunkserver_id');
@@ -837,7 +840,7 @@ export class MetadataServer {
     if (!result.ok) return errorReply({ code: result.code, message: result.message });
     const outcome = result.value.outcome;
     this.badReplicaReports.inc({ outcome });
-    this.logger.warn({ chunk: handle, chunkserver: id, version, outcome }, 'a reader reported a bad replica');
+    this.logger.warn({ chunk: handle, chunkserver: id, version, outcome }, 'a bad replica was reported');
     const placement = await this.fsm.chunk(handle);
     return { outcome, replicas: await this.replicaAddresses(placement.ok ? placement.value.replicas : []) };
   }
