@@ -41,7 +41,7 @@ import { assert } from '../raft/errors.ts';
 import type { RandomSource } from '../raft/config.ts';
 import type { Clock, TimerHandle } from '../raft/node-api.ts';
 import type { ChunkserverMetrics, MetadataRequestKind } from './metrics.ts';
-import { recordChecksumFailure, recordDiskError, recordHeartbeatFailure, recordReReplication, setDiskHealth, setReplicasHeld } from './metrics.ts';
+import { recordChecksumFailure, recordDiskError, recordHeartbeatFailure, recordReReplication, setBadReplicas, setDiskHealth, setReplicasHeld } from './metrics.ts';
 import type { ChunkStore, ReplicaInfo, StoreUsage } from './types.ts';
 import { ChunkStoreError } from './types.ts';
 
@@ -298,6 +298,16 @@ export interface AgentStatus {
   readonly unreadableReplicasReported: number;
 }
 
+/** A replica found bad here, reported to the leader while held at `version` (MetadataAgent.reportBad). */
+interface BadReplica {
+  readonly version: number;
+  /** When it is next reported. */
+  dueMs: number;
+  reports: number;
+  /** The leader's last answer was last_replica: kept as the only listed copy. */
+  lastCopy: boolean;
+}
+
 interface CopyOrder {
   readonly handle: number;
   readonly version: number;
@@ -352,7 +362,7 @@ export class MetadataAgent {
   /** Handles whose read error is being re-verified (one check per handle at a time). */
   private readonly verifying = new Set<number>();
   /** Replicas found bad here, reported to the leader while held at that version (see reportBad). */
-  private readonly bad = new Map<number, { readonly version: number; dueMs: number; reports: number }>();
+  private readonly bad = new Map<number, BadReplica>();
   private readonly counts = {
     unreadable: 0,
     heartbeats: 0,
@@ -550,19 +560,29 @@ export class MetadataAgent {
     const known = this.bad.get(handle);
     if (known !== undefined && known.version === info.version) return true;
     this.options.logger.error({ handle, version: info.version }, `${what}: reporting it to the metadata leader, which re-replicates from a good copy and has it deleted`);
-    this.bad.set(handle, { version: info.version, dueMs: this.options.clock.nowMs(), reports: 0 });
+    this.bad.set(handle, { version: info.version, dueMs: this.options.clock.nowMs(), reports: 0, lastCopy: false });
+    this.countBad();
     this.kick();
     return true;
+  }
+
+  /** The bad-replica gauge (metrics.ts setBadReplicas). */
+  private countBad(): void {
+    if (this.options.metrics === undefined) return;
+    let lastCopy = 0;
+    for (const entry of this.bad.values()) if (entry.lastCopy) lastCopy++;
+    setBadReplicas(this.options.metrics, this.bad.size - lastCopy, lastCopy);
   }
 
   /** Reports the most overdue bad replica (see reportBad); service errors that settle it are handled here. */
   private async sendBadReport(id: number, nowMs: number): Promise<void> {
     let handle = 0;
-    let entry: { readonly version: number; dueMs: number; reports: number } | undefined;
+    let entry: BadReplica | undefined;
     for (const [h, e] of this.bad) if (entry === undefined || e.dueMs < entry.dueMs) [handle, entry] = [h, e];
     if (entry === undefined) return;
     if (this.options.store.info(handle)?.version !== entry.version) {
       this.bad.delete(handle); // deleted (the leader's order) or moved on: nothing left to report
+      this.countBad();
       return;
     }
     let outcome: string;
@@ -577,12 +597,16 @@ export class MetadataAgent {
       // The chunk moved to a newer version, or is gone: garbage collection deletes this replica.
       this.options.logger.warn({ handle, version: entry.version, code: e.code }, 'bad replica: the leader no longer lists the chunk at this version; left to garbage collection');
       this.bad.delete(handle);
+      this.countBad();
       return;
     }
     entry.reports++;
     entry.dueMs = nowMs + this.limits.badReplicaReportIntervalMs;
+    entry.lastCopy = outcome === 'last_replica';
+    this.countBad();
     if (outcome === 'unsealed') {
       this.bad.delete(handle);
+      this.countBad();
       this.options.logger.error({ handle, version: entry.version }, 'bad replica of an unsealed chunk: deleted here (its writer resumes without it)');
       try {
         await this.options.store.delete(handle, entry.version);
@@ -636,7 +660,7 @@ export class MetadataAgent {
     if (this.stopped) return;
     // Any change (written, bumped, sealed, copied in again, deleted) makes it another replica than the one
     // found bad: a good copy the leader placed here after the bad one was deleted is not reported.
-    this.bad.delete(handle);
+    if (this.bad.delete(handle)) this.countBad();
     if (!this.pending.has(handle) && this.pending.size >= this.limits.pendingChangesMax) {
       this.pending.clear();
       this.reportDueMs = null;

@@ -30,6 +30,11 @@ export interface ChunkserverMetrics {
   readonly diskHealthy: Gauge;
   /** Free bytes on the data disk at the last heartbeat (-1 when unknown). */
   readonly diskFreeBytes: Gauge;
+  /**
+   * Replicas found bad here and still held, by state: `reported` (waiting for the leader's delete order) or
+   * `last_copy` (the leader keeps it: no other usable copy is listed; the chunk's other blocks depend on it).
+   */
+  readonly badReplicas: Gauge<'state'>;
 }
 
 export interface ChunkserverMetricsOptions {
@@ -64,6 +69,17 @@ export function createChunkserverMetrics(options: ChunkserverMetricsOptions = {}
     }),
     heartbeatFailures: new Counter({ name: 'rfs_chunkserver_heartbeat_failures_total', help: 'Failed exchanges with the metadata leader, by request', labelNames: ['request'], registers }),
     diskErrors: new Counter({ name: 'rfs_chunkserver_disk_errors_total', help: 'Replica store operations that failed DISK_FULL or IO_ERROR, by code and operation', labelNames: ['code', 'op'], registers }),
+    badReplicas: (() => {
+      const gauge = new Gauge({
+        name: 'rfs_chunkserver_bad_replicas',
+        help: 'Replicas found corrupt or unreadable here and still held, by state: reported (the leader orders the delete once another copy is listed) or last_copy (kept: no other usable copy is listed)',
+        labelNames: ['state'],
+        registers,
+      });
+      gauge.set({ state: 'reported' }, 0);
+      gauge.set({ state: 'last_copy' }, 0);
+      return gauge;
+    })(),
     diskHealthy: (() => {
       const gauge = new Gauge({ name: 'rfs_chunkserver_disk_healthy', help: '1 while the data disk is healthy, 0 while marked unhealthy after repeated I/O errors', registers });
       gauge.set(1);
@@ -155,6 +171,11 @@ export function recordDiskError(m: ChunkserverMetrics, code: 'DISK_FULL' | 'IO_E
 export function setDiskHealth(m: ChunkserverMetrics, healthy: boolean, freeBytes: number | undefined): void {
   m.diskHealthy.set(healthy ? 1 : 0);
   if (freeBytes !== undefined) m.diskFreeBytes.set(freeBytes);
+}
+
+export function setBadReplicas(m: ChunkserverMetrics, reported: number, lastCopy: number): void {
+  m.badReplicas.set({ state: 'reported' }, reported);
+  m.badReplicas.set({ state: 'last_copy' }, lastCopy);
 }
 
 export function setReplicasHeld(m: ChunkserverMetrics, count: number): void {

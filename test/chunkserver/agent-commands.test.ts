@@ -109,6 +109,7 @@ void t.test('delete and replicate commands, corrupt replicas', async (t) => {
   await waitFor('listed twice again', async () => ((await replicasOf()).length === 2 ? true : undefined));
   const exposition = await target.metrics.registry.metrics();
   t.match(exposition, /rfs_chunkserver_checksum_failures_total 1/, 'checksum failure counted');
+  t.match(exposition, /rfs_chunkserver_bad_replicas\{state="reported"\} 0/, 'no bad replica held once it was deleted');
   t.match(await source.metrics.registry.metrics(), /rfs_chunkserver_rereplications_total\{outcome="ok"\} 2/, 'copies counted');
   t.equal(await target.agent.reportCorrupt(987_654), false, 'an unknown handle: nothing to report');
 
@@ -127,6 +128,9 @@ void t.test('delete and replicate commands, corrupt replicas', async (t) => {
   await waitFor('reported twice', () => (holderOfOne.link.badOutcomes().filter((o) => o === 'last_replica').length >= 2 ? true : undefined));
   t.ok(holderOfOne.store.info(oneHandle) !== undefined, 'the only copy is kept');
   t.equal(holderOfOne.store.deletes.length, deletesOfOne, 'and never deleted');
+  const gauges = await holderOfOne.metrics.registry.metrics();
+  t.match(gauges, /rfs_chunkserver_bad_replicas\{state="last_copy"\} 1/, 'shown as a kept last copy');
+  t.match(gauges, /rfs_chunkserver_bad_replicas\{state="reported"\} 0/);
   const oneLoc = await call('ChunkLocations', { path: '/one' });
   t.same(((oneLoc['chunks'] as { replicas: Replica[] }[])[0]?.replicas ?? []).map((x) => Number(x.id)), [holderOfOne === byId(idA) ? idA : idB], 'still listed');
 });
