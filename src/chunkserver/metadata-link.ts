@@ -19,9 +19,9 @@ export interface GrpcMetadataLinkOptions {
   readonly attemptTimeoutMs?: number;
   /**
    * Deadline of one registration attempt: a Raft write. Longer than the server's proposal timeout (5 s), so
-   * the server's own TIMEOUT answer comes first: our deadline expiring leaves the outcome unknown, and a
-   * registration is not idempotent (RegisterChunkserver takes no session stamp), so a retry after an
-   * applied-but-unanswered one leaves an orphan id (declared dead later; it holds nothing).
+   * the server's own TIMEOUT answer usually comes first. A registration without an id is stamped with a
+   * session (opened at the first one) and a retry after no answer keeps the stamp, so one applied whose
+   * answer was lost is answered again rather than applied twice (which left an orphan id before).
    */
   readonly registerTimeoutMs?: number;
   /** Redirects followed within one call, at most. */
@@ -31,6 +31,8 @@ export interface GrpcMetadataLinkOptions {
 export const defaultAttemptTimeoutMs = 2_000;
 export const defaultRegisterTimeoutMs = 6_000;
 export const defaultRedirectsMax = 3;
+/** Failures after which a command's outcome is unknown (it may have been applied): a retry keeps its stamp. */
+const unanswered = new Set(['UNAVAILABLE', 'TIMEOUT', 'NOT_LEADER']);
 /** Addresses learned from redirects are kept, up to this many in all. */
 const addressesMax = 32;
 
@@ -49,6 +51,11 @@ export class GrpcMetadataLink implements MetadataLink {
   private readonly registerTimeoutMs: number;
   private readonly redirectsMax: number;
   private closed = false;
+  /**
+   * The session registrations without an id are stamped under (opened by the first): the stamp's seq, and
+   * whether it was answered. A retry after no answer (transport failure, UNAVAILABLE, TIMEOUT) reuses it.
+   */
+  private registration: { clientId: number; seq: number; answered: boolean } | null = null;
 
   constructor(addresses: readonly string[], options: GrpcMetadataLinkOptions = {}) {
     if (addresses.length === 0) throw new RangeError('need at least one metadata server address');
@@ -64,7 +71,21 @@ export class GrpcMetadataLink implements MetadataLink {
   }
 
   async register(request: RegisterRequest): Promise<{ readonly id: number }> {
-    const reply = await this.call('RegisterChunkserver', { ...request });
+    const session = request.id === 0 ? await this.registrationStamp() : undefined;
+    let reply: WireReply;
+    try {
+      reply = await this.call('RegisterChunkserver', session === undefined ? { ...request } : { ...request, session });
+    } catch (e) {
+      if (this.registration !== null && session !== undefined) {
+        const code = e instanceof MetadataLinkError ? e.code : 'UNAVAILABLE';
+        // No answer: the registration may have been applied, so the retry keeps the stamp. ESESSION: the
+        // session was dropped (idle, evicted): a new one next time. Any other answer settles the stamp.
+        if (code === 'ESESSION') this.registration = null;
+        else if (!unanswered.has(code)) this.registration.answered = true;
+      }
+      throw e;
+    }
+    if (this.registration !== null && session !== undefined) this.registration.answered = true;
     const id = Number(reply['id']);
     if (!Number.isSafeInteger(id) || id < 1) throw new MetadataLinkError('EBADMSG', `registration answered id ${String(reply['id'])}`);
     return { id };
@@ -83,6 +104,22 @@ export class GrpcMetadataLink implements MetadataLink {
     const outcome = reply['outcome'];
     if (typeof outcome !== 'string' || outcome === '') throw new MetadataLinkError('EBADMSG', `ReportBadReplica answered outcome ${String(outcome)}`);
     return { outcome };
+  }
+
+  /** The stamp for a registration without an id: the unanswered one again, else the next. */
+  private async registrationStamp(): Promise<{ clientId: number; seq: number; ack: number }> {
+    if (this.registration === null) {
+      const reply = await this.call('OpenSession', {});
+      const clientId = Number(reply['clientId']);
+      if (!Number.isSafeInteger(clientId) || clientId < 1) throw new MetadataLinkError('EBADMSG', `OpenSession answered client id ${String(reply['clientId'])}`);
+      this.registration = { clientId, seq: 0, answered: true };
+    }
+    const r = this.registration;
+    if (r.answered) {
+      r.seq++;
+      r.answered = false;
+    }
+    return { clientId: r.clientId, seq: r.seq, ack: r.seq - 1 };
   }
 
   close(): void {
@@ -135,7 +172,7 @@ export class GrpcMetadataLink implements MetadataLink {
     const stub = this.stub(address);
     const fn = stub[method] as UnaryFn;
     return new Promise((resolve, reject) => {
-      const timeoutMs = method === 'RegisterChunkserver' ? this.registerTimeoutMs : this.attemptTimeoutMs;
+      const timeoutMs = method === 'RegisterChunkserver' || method === 'OpenSession' ? this.registerTimeoutMs : this.attemptTimeoutMs;
       fn.call(stub, request, { deadline: Date.now() + timeoutMs }, (error, reply) => {
         if (error !== null) reject(error);
         else resolve(reply ?? {});

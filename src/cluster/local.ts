@@ -138,6 +138,36 @@ function count(value: number | undefined, fallback: number, what: string): numbe
   return n;
 }
 
+/**
+ * Ports a free-port layout (`basePort` 0) picks from: below Linux's default ephemeral range (32768-60999).
+ * A port the OS hands out for listen(0) comes from that range, where every outgoing connection also takes its
+ * local port, so between the pick and the child's listen some connection could take it (a clean-clone CI run
+ * saw a chunkserver fail EADDRINUSE that way while other tests ran); ports below the range are handed out only
+ * on request.
+ */
+const layoutPortMin = 20_000;
+const layoutPortMax = 32_000;
+/** Random tries below the range before falling back to one the OS picks. */
+const layoutPortTries = 64;
+
+/** A port free on `host` now, not one of `taken`: below the ephemeral range when one there is free. */
+async function freeLayoutPort(host: string, taken: ReadonlySet<number>): Promise<number> {
+  for (let i = 0; i < layoutPortTries; i++) {
+    const port = layoutPortMin + Math.floor(Math.random() * (layoutPortMax - layoutPortMin));
+    if (taken.has(port)) continue;
+    try {
+      await checkPortFree(host, port);
+      return port;
+    } catch {
+      // in use: try another
+    }
+  }
+  for (;;) {
+    const port = await freePort(host);
+    if (!taken.has(port)) return port;
+  }
+}
+
 async function freePort(host: string): Promise<number> {
   return new Promise((resolvePort, reject) => {
     const s = createServer();
@@ -164,7 +194,13 @@ export async function checkPortFree(host: string, port: number): Promise<void> {
 }
 
 async function newLayout(host: string, basePort: number, metadataCount: number, chunkserverCount: number): Promise<Layout> {
-  const port = async (offset: number): Promise<number> => (basePort === 0 ? freePort(host) : basePort + offset);
+  const taken = new Set<number>();
+  const port = async (offset: number): Promise<number> => {
+    if (basePort !== 0) return basePort + offset;
+    const picked = await freeLayoutPort(host, taken);
+    taken.add(picked);
+    return picked;
+  };
   const metadata = [];
   for (let k = 0; k < metadataCount; k++) metadata.push({ id: k + 1, client: await port(k), metrics: await port(10 + k), raft: await port(20 + k) });
   const chunkservers = [];

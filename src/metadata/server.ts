@@ -882,13 +882,14 @@ export class MetadataServer {
   }
 
   private async registerChunkserver(r: WireRequest): Promise<WireReply> {
+    const session = v.optSession(r['session']);
     const id = v.optNat(r['id'], 'id');
     const addr = address(r['address'], 'address');
     const rack = v.requiredString(r['rack'], 'rack');
     const capacityBytes = v.nat(r['capacityBytes'] ?? 0, 'capacity_bytes');
     const usedBytes = v.nat(r['usedBytes'] ?? 0, 'used_bytes');
     this.requireLeader();
-    const result = await this.chunks.register({ id: id === 0 ? undefined : id, address: addr, rack, capacityBytes, usedBytes });
+    const result = await this.chunks.register({ id: id === 0 ? undefined : id, address: addr, rack, capacityBytes, usedBytes }, session);
     if (!result.ok) return errorReply({ code: result.code, message: result.message });
     return { id: (result.value as { id: number }).id };
   }

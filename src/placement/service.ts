@@ -101,15 +101,22 @@ export class ChunkService {
     return m;
   }
 
-  /** A new chunkserver (no id) or a known one coming back: proposes registerChunkserver. */
-  async register(request: {
-    readonly id?: number | undefined;
-    readonly address: string;
-    readonly rack: string;
-    readonly capacityBytes: number;
-    readonly usedBytes: number;
-  }): Promise<FsResult> {
-    const result = await this.deps.propose({ type: 'registerChunkserver', ...request });
+  /**
+   * A new chunkserver (no id) or a known one coming back: proposes registerChunkserver. Under a session stamp
+   * a retry answers the first registration (no second id for one server).
+   */
+  async register(
+    request: {
+      readonly id?: number | undefined;
+      readonly address: string;
+      readonly rack: string;
+      readonly capacityBytes: number;
+      readonly usedBytes: number;
+    },
+    session?: SessionStamp,
+  ): Promise<FsResult> {
+    const op: Op = { type: 'registerChunkserver', ...request };
+    const result = await (session === undefined ? this.deps.propose(op) : this.deps.propose(op, session));
     if (result.ok) this.registeredSinceView = true;
     return result;
   }

@@ -2,7 +2,8 @@
  * The commands in the leader's replies, carried out by two agents on memory stores against a real metadata
  * cluster: a stale replica (left at an older version by a new write pipeline) is deleted; an
  * under-replicated sealed chunk is copied to the right target, which reports it and gets listed; a replica
- * found corrupt is deleted, reported, and replaced from the good copy.
+ * found corrupt is reported, deleted on the leader's order and replaced from the good copy; the only copy of a
+ * chunk found corrupt is kept.
  */
 import { crc32c } from '@node-rs/crc32';
 import t from 'tap';

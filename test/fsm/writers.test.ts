@@ -263,6 +263,8 @@ fsmTest(t, 'completeFile with the chunks written drops one unsealed chunk past t
   const add = (index: number) => h.ok<{ handle: number }>({ type: 'addChunk', path: '/f', holder: W, replicas: cs, index });
   const c0 = await add(0);
   const c1 = await add(1); // allocated ahead, never written to (or its answer was lost)
+  t.equal(await h.code({ type: 'completeFile', path: '/f', holder: W, chunkCount: 1 }), 'EINVAL', 'the written chunk is not sealed yet');
+  t.equal((await h.stat('/f')).chunkCount, 2, 'the refused completion dropped nothing (no half-applied command)');
   await h.ok({ type: 'sealChunk', handle: c0.handle, holder: W, version: 1, lengthBytes: 100, checksum: 7 });
   t.equal(await h.code({ type: 'completeFile', path: '/f', holder: W }), 'EINVAL', 'without a count every chunk must be sealed');
   t.equal(await h.code({ type: 'completeFile', path: '/f', holder: W, chunkCount: 0 }), 'EINVAL', 'two chunks past the count');
