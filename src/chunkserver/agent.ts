@@ -7,9 +7,9 @@
  * `copyReplica` function — so the simulator can run this same code. One exchange with the leader is in
  * flight at a time; what has to be sent is decided anew before each one, from the agent's state:
  *
- *   not registered → register; else full report wanted → full report; else a bad replica due →
- *   ReportBadReplica (see reportBad); else changes older than `reportDelayMs` → one incremental report;
- *   else heartbeat due → heartbeat.
+ *   not registered → register; else full report wanted → full report; else changes older than
+ *   `reportDelayMs` → one incremental report; else heartbeat due → heartbeat; else a bad replica due →
+ *   ReportBadReplica (see reportBad).
  *
  * A failed exchange (leader unknown, cluster down, a timeout) is retried after a bounded exponential backoff;
  * nothing here rejects unhandled. Only a registration the cluster refuses for good (an id it does not know,
@@ -736,14 +736,16 @@ export class MetadataAgent {
       } else if (this.needFullReport && nowMs >= this.fullReportEarliestMs) {
         kind = 'report';
         await this.sendFullReport(this.id);
-      } else if (this.badReportDueMs() <= nowMs) {
-        kind = 'report';
-        await this.sendBadReport(this.id, nowMs);
       } else if (this.reportDueMs !== null && nowMs >= this.reportDueMs) {
         kind = 'report';
         await this.sendIncrementalReport(this.id);
       } else if (nowMs >= this.heartbeatDueMs) {
         await this.sendHeartbeat(this.id);
+      } else if (this.badReportDueMs() <= nowMs) {
+        // Last: one per exchange, so a disk failing with many replicas on it cannot hold back the heartbeats
+        // (the leader would declare the server dead) or the reports of new replicas.
+        kind = 'report';
+        await this.sendBadReport(this.id, nowMs);
       } else {
         return;
       }

@@ -52,10 +52,13 @@ class ScriptedLink implements MetadataLink {
   /** The next bad-replica reports' answers, in order (then 'dropped'); an Error rejects. */
   badAnswers: (string | Error)[] = [];
   readonly badReports: { handle: number; version: number; atMs: number }[] = [];
+  /** How long a bad-replica report takes to be answered (on the manual clock). */
+  badDelayMs = 0;
   reportBadReplica(request: { readonly handle: number; readonly chunkserverId: number; readonly version: number }): Promise<{ readonly outcome: string }> {
     this.calls.push({ kind: 'bad', atMs: this.clock.now });
     this.badReports.push({ handle: request.handle, version: request.version, atMs: this.clock.now });
-    return Promise.resolve().then(() => {
+    const answered = this.badDelayMs === 0 ? Promise.resolve() : new Promise<void>((resolve) => this.clock.setTimer(this.badDelayMs, resolve));
+    return answered.then(() => {
       this.check();
       const answer = this.badAnswers.shift() ?? 'dropped';
       if (answer instanceof Error) throw answer;
@@ -195,6 +198,24 @@ void t.test('a copy that finds its source corrupt reports it bad to the leader, 
   agent.noteReplicaChanged(4);
   await clock.advance(defaultAgentLimits.badReplicaReportIntervalMs * 2);
   t.equal(link.badReports.length, 2, 'a changed replica is not the one found bad');
+  await agent.stop();
+});
+
+void t.test('many bad replicas (a failing disk) do not hold back the heartbeats', async (t) => {
+  const store = new MemoryChunkStore();
+  for (let h = 1; h <= 40; h++) await store.put(h, 1, Buffer.from(`replica ${h}`), true);
+  const { clock, link, agent } = makeAgent({ store });
+  await agent.start();
+  await clock.advance(0);
+  link.badDelayMs = 100; // 40 reports: 4 s of them, two heartbeat intervals
+  for (let h = 1; h <= 40; h++) await agent.reportCorrupt(h);
+  await clock.advance(6_000);
+  const bad = link.calls.filter((c) => c.kind === 'bad');
+  t.equal(new Set(link.badReports.map((r) => r.handle)).size, 40, 'every bad replica reported');
+  const first = bad[0]!.atMs;
+  const last = bad.at(-1)!.atMs;
+  const beats = link.calls.filter((c) => c.kind === 'heartbeat' && c.atMs > first && c.atMs < last);
+  t.ok(beats.length >= 1, `heartbeats went out while the reports ran (${beats.length} between ${first} and ${last} ms)`);
   await agent.stop();
 });
 
