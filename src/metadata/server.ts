@@ -900,7 +900,22 @@ export class MetadataServer {
     const usedBytes = v.nat(r['usedBytes'] ?? 0, 'used_bytes');
     this.requireLeader();
     const clock = this.options.clock ?? systemClock;
-    return Promise.resolve(commandsReply(this.chunks.heartbeat(id, clock.nowMs(), { capacityBytes, usedBytes })));
+    return this.knownOrRefreshed(clock.nowMs(), () => commandsReply(this.chunks.heartbeat(id, clock.nowMs(), { capacityBytes, usedBytes })));
+  }
+
+  /**
+   * Runs a chunkserver's exchange; if the chunk manager's view does not know the server (ENOENT), reloads the
+   * view once (rate-limited by the service) and runs it again: a server that registered a moment ago heartbeats
+   * before the manager's next pass reloads its view, and a manager that was starting may have loaded its view
+   * just before the registration applied (a clean-clone CI run's test/metadata/chunks.test.ts got ENOENT so).
+   */
+  private async knownOrRefreshed(nowMs: number, run: () => WireReply): Promise<WireReply> {
+    try {
+      return run();
+    } catch (e) {
+      if (!(e instanceof PlacementError && e.code === 'ENOENT') || !(await this.chunks.refreshView(nowMs))) throw e;
+      return run();
+    }
   }
 
   private chunkReport(r: WireRequest): Promise<WireReply> {
@@ -912,7 +927,7 @@ export class MetadataServer {
     this.requireLeader();
     const clock = this.options.clock ?? systemClock;
     const report: ChunkReport = { full, chunks, removed };
-    return Promise.resolve(commandsReply(this.chunks.chunkReport(id, clock.nowMs(), report)));
+    return this.knownOrRefreshed(clock.nowMs(), () => commandsReply(this.chunks.chunkReport(id, clock.nowMs(), report)));
   }
 
   private async listChunkservers(r: WireRequest): Promise<WireReply> {

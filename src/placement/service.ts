@@ -31,12 +31,17 @@ export interface AllocatedChunk {
   readonly replicas: readonly number[];
 }
 
+/** refreshView reloads the view at most this often. */
+export const viewRefreshIntervalMs = 1_000;
+
 export class ChunkService {
   private manager: ChunkManager | null = null;
   private term = 0;
   private stepping = false;
   /** A chunkserver registered (through this service) since the manager last loaded its view. */
   private registeredSinceView = false;
+  /** When refreshView last reloaded the view (clock ms). */
+  private refreshedAtMs = -Infinity;
 
   constructor(private readonly deps: ChunkServiceDeps) {}
 
@@ -137,6 +142,21 @@ export class ChunkService {
     const view = await this.deps.loadView();
     if (this.manager === m) m.setView(view);
     return this.mustManager().allocate(replication);
+  }
+
+  /**
+   * Reloads the running manager's view outside its pass, at most once per viewRefreshIntervalMs (a server
+   * sending an id nobody registered cannot make the leader reload on every message). For an exchange from a
+   * server the view does not know yet (see MetadataServer.knownOrRefreshed). True when it reloaded.
+   */
+  async refreshView(nowMs: number): Promise<boolean> {
+    const m = this.manager;
+    if (m === null || nowMs - this.refreshedAtMs < viewRefreshIntervalMs) return false;
+    this.refreshedAtMs = nowMs;
+    const view = await this.deps.loadView();
+    if (this.manager !== m) return false;
+    m.setView(view);
+    return true;
   }
 
   heartbeat(id: number, nowMs: number, usage: Usage): Reply {

@@ -134,3 +134,17 @@ void t.test('a chunkserver registered after the last pass gets chunks at once; a
   }
   t.equal(fullLoads, 2, 'one reload for the registration, none after');
 });
+
+void t.test('refreshView: a server registered after the view loaded is known once the view is refreshed, at most once a second', async (t) => {
+  const { service } = await setUp();
+  t.equal(await service.refreshView(0), false, 'no manager yet: nothing to refresh');
+  await service.step(0);
+  const r = await service.register({ address: 'late:7000', rack: 'r9', capacityBytes: 1e12, usedBytes: 0 });
+  if (!r.ok) throw new Error(r.message);
+  const late = (r.value as { id: number }).id;
+  t.throws(() => service.heartbeat(late, 10, { capacityBytes: 1e12, usedBytes: 0 }), { code: 'ENOENT' }, 'the view loaded before it registered');
+  t.equal(await service.refreshView(10), true, 'reloaded');
+  t.same(service.heartbeat(late, 20, { capacityBytes: 1e12, usedBytes: 0 }).commands, [], 'known now');
+  t.equal(await service.refreshView(500), false, 'not again within a second');
+  t.equal(await service.refreshView(1_010), true, 'again after a second');
+});
