@@ -600,22 +600,20 @@ export class MetadataAgent {
       this.countBad();
       return;
     }
-    entry.reports++;
-    entry.dueMs = nowMs + this.limits.badReplicaReportIntervalMs;
-    entry.lastCopy = outcome === 'last_replica';
-    this.countBad();
     if (outcome === 'unsealed') {
-      this.bad.delete(handle);
-      this.countBad();
       this.options.logger.error({ handle, version: entry.version }, 'bad replica of an unsealed chunk: deleted here (its writer resumes without it)');
       try {
         await this.options.store.delete(handle, entry.version);
       } catch (e) {
         this.options.logger.error({ err: e, handle }, 'could not delete a bad replica');
       }
-      this.note(handle);
+      this.note(handle); // reported as removed; note() also ends this replica's bad reports
       return;
     }
+    entry.reports++;
+    entry.dueMs = nowMs + this.limits.badReplicaReportIntervalMs;
+    entry.lastCopy = outcome === 'last_replica';
+    this.countBad();
     const fields = { handle, version: entry.version, outcome, reports: entry.reports };
     if (outcome === 'last_replica') this.options.logger.error(fields, 'bad replica kept: it is the only listed copy of the chunk (its good blocks still serve reads)');
     else this.options.logger.info(fields, 'bad replica reported to the metadata leader');
