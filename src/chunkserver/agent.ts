@@ -62,6 +62,8 @@ export interface ReportedReplica {
   readonly lengthBytes: number;
   /** Whether the replica is sealed (its length final and durable): only then can a copy be listed. */
   readonly sealed: boolean;
+  /** CRC32C of its bytes, when sealed (the leader's lease recovery records it). */
+  readonly checksum?: number | undefined;
 }
 
 export interface ChunkReportRequest {
@@ -74,7 +76,13 @@ export interface ChunkReportRequest {
 
 export type AgentCommand =
   | { readonly kind: 'replicate'; readonly handle: number; readonly version: number; readonly target: number; readonly targetAddress: string }
-  | { readonly kind: 'delete'; readonly handle: number; readonly version: number };
+  | { readonly kind: 'delete'; readonly handle: number; readonly version: number }
+  /**
+   * The leader's lease recovery of an unsealed chunk whose writer vanished. Without `lengthBytes`: report the
+   * replica as it is now. With it: cut the unsealed replica (at `version` or below, holding at least that
+   * much) to `lengthBytes`, raise it to `version`, seal it (durable), and report it.
+   */
+  | { readonly kind: 'recover'; readonly handle: number; readonly version: number; readonly lengthBytes?: number | undefined };
 
 export interface CommandsReply {
   readonly commands: readonly AgentCommand[];
@@ -349,6 +357,9 @@ export class MetadataAgent {
   private timerDueMs = Infinity;
   private busy: Promise<void> | null = null;
   private readonly deleteQueue: { handle: number; version: number }[] = [];
+  /** Lease recovery seals ordered and not yet done (one at a time: each syncs). */
+  private readonly sealQueue: { handle: number; version: number; lengthBytes: number }[] = [];
+  private sealing: Promise<void> | null = null;
   private deleting: Promise<void> | null = null;
   private readonly copyQueue: CopyOrder[] = [];
   private readonly copiesRunning = new Map<string, Promise<void>>();
@@ -648,7 +659,8 @@ export class MetadataAgent {
     this.copyQueue.length = 0;
     this.deleteQueue.length = 0;
     this.failRegisteredWaiters(new AgentError('STOPPED', 'the agent stopped before it registered'));
-    await Promise.allSettled([this.busy, this.deleting, ...this.copiesRunning.values()]);
+    this.sealQueue.length = 0;
+    await Promise.allSettled([this.busy, this.deleting, this.sealing, ...this.copiesRunning.values()]);
   }
 
   // ------------------------------------------------------------------------------------------ scheduling
@@ -933,6 +945,7 @@ export class MetadataAgent {
     if (reply.fullReportWanted) this.requestFullReport();
     for (const command of reply.commands) {
       if (command.kind === 'delete') this.enqueueDelete(command.handle, command.version);
+      else if (command.kind === 'recover') this.recover(command);
       else this.enqueueCopy(command);
     }
   }
@@ -962,6 +975,46 @@ export class MetadataAgent {
       } catch (e) {
         this.options.logger.warn({ err: e, handle: d.handle }, 'delete ordered by the leader failed');
       }
+    }
+  }
+
+  /** A lease recovery command (see AgentCommand): a query is answered by the next report; a seal is queued. */
+  private recover(command: { readonly handle: number; readonly version: number; readonly lengthBytes?: number | undefined }): void {
+    const { handle, version, lengthBytes } = command;
+    if (lengthBytes === undefined) {
+      this.note(handle);
+      return;
+    }
+    if (this.sealQueue.some((q) => q.handle === handle)) return;
+    if (this.sealQueue.length >= this.limits.deletesQueuedMax) {
+      this.options.logger.warn({ handle, version }, 'recovery seal queue full: order dropped (the leader orders it again)');
+      return;
+    }
+    this.sealQueue.push({ handle, version, lengthBytes });
+    this.sealing ??= this.runRecoverySeals().finally(() => {
+      this.sealing = null;
+    });
+  }
+
+  private async runRecoverySeals(): Promise<void> {
+    const store = this.options.store;
+    for (let q = this.sealQueue.shift(); q !== undefined && !this.stopped; q = this.sealQueue.shift()) {
+      const info = store.info(q.handle);
+      const fields = { handle: q.handle, version: q.version, lengthBytes: q.lengthBytes, held: info === undefined ? null : { version: info.version, lengthBytes: info.lengthBytes, sealed: info.sealed } };
+      try {
+        if (info === undefined || info.sealed || info.version > q.version || info.lengthBytes < q.lengthBytes) {
+          // Not ours to seal at that length: the report of what we hold tells the leader.
+          this.options.logger.warn(fields, 'lease recovery: replica cannot be sealed at the agreed length');
+        } else {
+          if (info.version < q.version) await store.bumpVersion(q.handle, info.version, q.version, q.lengthBytes);
+          await store.seal(q.handle, q.version, q.lengthBytes);
+          this.options.logger.info(fields, 'lease recovery: replica sealed at the agreed length');
+        }
+      } catch (e) {
+        this.options.logger.warn({ ...fields, err: e }, 'lease recovery: seal failed');
+        this.noteDiskError('seal', q.handle, e);
+      }
+      this.note(q.handle);
     }
   }
 
@@ -1026,7 +1079,8 @@ export class MetadataAgent {
 }
 
 function reported(r: ReplicaInfo): ReportedReplica {
-  return { handle: r.handle, version: r.version, lengthBytes: r.lengthBytes, sealed: r.sealed };
+  const base = { handle: r.handle, version: r.version, lengthBytes: r.lengthBytes, sealed: r.sealed };
+  return r.sealed && r.checksum !== undefined ? { ...base, checksum: r.checksum } : base;
 }
 
 function copyKey(c: CopyOrder): string {

@@ -222,6 +222,10 @@ function commandsReply(reply: WireReply): CommandsReply {
     const handle = num(r['handle']);
     const version = num(r['version']);
     if (r['kind'] === 'delete') return { kind: 'delete', handle, version };
+    if (r['kind'] === 'recover') {
+      const length = r['lengthBytes'];
+      return length === undefined || length === null ? { kind: 'recover', handle, version } : { kind: 'recover', handle, version, lengthBytes: num(length) };
+    }
     if (r['kind'] === 'replicate') {
       const targetAddress = r['targetAddress'];
       if (typeof targetAddress !== 'string' || targetAddress === '') throw new MetadataLinkError('EBADMSG', 'replicate: no target address');

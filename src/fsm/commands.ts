@@ -166,6 +166,33 @@ export type Op =
       readonly handle: number;
     } & Conditional)
   | ({
+      /**
+       * The leader's lease recovery (HDFS's), for a file whose writer vanished: its lease expired, or was
+       * released with chunks left unsealed. The lease passes to the recovery holder (RECOVERY_HOLDER, which no
+       * client can hold) for `durationMs`, so no writer can take the file, and the old holder can neither add
+       * nor seal chunks; or, with no chunk unsealed, the file is completed at once. ELEASE while another
+       * holder's lease lives. Again under recovery: the lease is extended.
+       */
+      readonly type: 'beginLeaseRecovery';
+      readonly file: number;
+      readonly durationMs: number;
+    } & Conditional)
+  | ({
+      /**
+       * The leader's lease recovery of one unsealed chunk: its replicas agreed on `lengthBytes` (see
+       * ChunkManager), and those in `replicas` sealed at it with `checksum`. A chunk shorter than the chunk
+       * size ends the file: every chunk after it is dropped (so the file is a prefix of the bytes written).
+       * Length 0 drops the chunk itself too (`replicas` empty). Once no chunk is unsealed, the file is
+       * completed and the lease goes. Only under the recovery holder's lease.
+       */
+      readonly type: 'recoverChunk';
+      readonly handle: number;
+      readonly version: number;
+      readonly lengthBytes: number;
+      readonly checksum: number;
+      readonly replicas: readonly number[];
+    } & Conditional)
+  | ({
       /** Re-replication, decommissioning or repair by the leader: a new replica set at the same version. */
       readonly type: 'setChunkReplicas';
       readonly handle: number;
@@ -251,6 +278,15 @@ const specs: Readonly<Record<OpType, Spec>> = {
   },
   completeFile: { path: req('string'), holder: req('string'), chunkCount: opt('nat'), ...cond },
   abandonChunk: { path: req('string'), holder: req('string'), handle: req('nat'), ...cond },
+  beginLeaseRecovery: { file: req('nat'), durationMs: req('nat'), ...cond },
+  recoverChunk: {
+    handle: req('nat'),
+    version: req('nat'),
+    lengthBytes: req('nat'),
+    checksum: req('nat'),
+    replicas: req('ids'),
+    ...cond,
+  },
   setChunkReplicas: { handle: req('nat'), version: req('nat'), replicas: req('ids'), ...cond },
   registerChunkserver: {
     id: opt('nat'),

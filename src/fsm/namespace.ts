@@ -16,7 +16,7 @@ import type { InodeType } from './keys.ts';
 import type { PathComponent } from './paths.ts';
 import { checkName, isStrictDescendant, joinPath, parsePath, samePath, utf8 } from './paths.ts';
 import type { Inode } from './records.ts';
-import { ROOT_ID } from './records.ts';
+import { RECOVERY_HOLDER, ROOT_ID } from './records.ts';
 import type { NotCached, Txn } from './txn.ts';
 import { notCached } from './txn.ts';
 import * as v from './validate.ts';
@@ -253,7 +253,8 @@ export async function create(txn: Txn, op: OpOf<'create'>): Promise<InodeRef> {
     if (target.type === 'dir') throw new FsError('EISDIR', `is a directory: ${op.path}`);
     if (op.exclusive !== false) throw new FsError('EEXIST', `exists: ${op.path}`);
     const lease = await txn.lease(target.id);
-    if (lease !== undefined && lease.expiresMs > txn.nowMs && lease.holder !== op.lease?.holder) {
+    // A file under lease recovery may be replaced: its recovery then ends (the old inode is reclaimed).
+    if (lease !== undefined && lease.expiresMs > txn.nowMs && lease.holder !== op.lease?.holder && lease.holder !== RECOVERY_HOLDER) {
       throw new FsError('ELEASE', `${op.path} is being written by ${lease.holder}`);
     }
     // Truncation replaces the inode (as HDFS overwrite does): the old one and its chunks are reclaimed.

@@ -279,3 +279,21 @@ export async function scanChunkHealth(
   }
   return { items, nextAfter: found.length > limit ? items[items.length - 1]!.handle : null };
 }
+
+/** One file's lease record, live or expired (the chunk manager's lease recovery). */
+export interface LeaseInfo {
+  readonly fileId: number;
+  readonly holder: string;
+  readonly expiresMs: number;
+}
+
+/** Every lease record in file-id order, a page at a time. */
+export async function scanLeases(
+  txn: Txn,
+  options: PageOptions & { readonly after?: number | undefined },
+): Promise<Page<LeaseInfo>> {
+  const limit = pageLimit(options.limit, txn.limits.chunkPageEntriesMax);
+  const found = await scanAfter(txn, Table.lease, options.after, limit);
+  const items = found.slice(0, limit).map(({ key, value }) => ({ fileId: keys.readU64(key, 1), ...rec.decodeLease(value) }));
+  return { items, nextAfter: found.length > limit ? items[items.length - 1]!.fileId : null };
+}

@@ -237,6 +237,12 @@ export function decodePlacement(handle: number, bytes: Uint8Array): Placement {
   };
 }
 
+/**
+ * The holder of a file's lease while the leader recovers it (beginLeaseRecovery): empty, which no client can
+ * hold (every client-given holder must be non-empty, checkLabel).
+ */
+export const RECOVERY_HOLDER = '';
+
 /** A writer lease on a file: the holder may add and seal chunks until `expiresMs` (stamped time). */
 export interface Lease {
   readonly holder: string;

@@ -435,6 +435,10 @@ function execute(txn: Txn, op: Op): Promise<unknown> {
       return w.completeFile(txn, op);
     case 'abandonChunk':
       return w.abandonChunk(txn, op);
+    case 'beginLeaseRecovery':
+      return w.beginLeaseRecovery(txn, op);
+    case 'recoverChunk':
+      return w.recoverChunk(txn, op);
     case 'setChunkReplicas':
       return w.setChunkReplicas(txn, op);
     case 'registerChunkserver':

@@ -50,9 +50,9 @@ export function checkLeaseDuration(ms: number, limits: FsmLimits): void {
 }
 
 /** Replica lists: 1..replicationMax distinct chunkserver ids (existence is checked against the registry). */
-export function checkReplicaList(replicas: readonly number[], limits: FsmLimits): void {
-  if (replicas.length < 1 || replicas.length > limits.replicationMax) {
-    throw new FsError('EINVAL', `replica count ${replicas.length} outside 1..${limits.replicationMax}`);
+export function checkReplicaList(replicas: readonly number[], limits: FsmLimits, allowEmpty = false): void {
+  if (replicas.length < (allowEmpty ? 0 : 1) || replicas.length > limits.replicationMax) {
+    throw new FsError('EINVAL', `replica count ${replicas.length} outside ${allowEmpty ? 0 : 1}..${limits.replicationMax}`);
   }
   if (new Set(replicas).size !== replicas.length) throw new FsError('EINVAL', 'duplicate replica');
   if (replicas.includes(0)) throw new FsError('EINVAL', 'chunkserver id 0');

@@ -20,6 +20,7 @@ import { isLinked, resolve } from './namespace.ts';
 import type { PathComponent } from './paths.ts';
 import { joinPath, parsePath } from './paths.ts';
 import type { Chunkserver, Inode, Placement } from './records.ts';
+import { RECOVERY_HOLDER } from './records.ts';
 import type { Txn } from './txn.ts';
 import * as v from './validate.ts';
 
@@ -56,8 +57,15 @@ export async function acquireLease(txn: Txn, op: OpOf<'acquireLease'>): Promise<
   v.checkLeaseDuration(op.durationMs, txn.limits);
   const file = await resolveFile(txn, path, op.ifGeneration);
   const lease = await txn.lease(file.id);
+  if (lease?.holder === RECOVERY_HOLDER && lease.expiresMs > txn.nowMs) {
+    throw new FsError('ELEASE', `${op.path} is being recovered: its last writer vanished, and the leader is sealing its last chunk`);
+  }
   if (lease !== undefined && lease.holder !== op.holder && lease.expiresMs > txn.nowMs) {
     throw new FsError('ELEASE', `${op.path} is leased to ${lease.holder}`);
+  }
+  // Chunks a vanished writer left unsealed are the leader's to recover (their length is not known here).
+  if (file.unsealedChunks > 0 && lease?.holder !== op.holder) {
+    throw new FsError('ELEASE', `${op.path} has ${file.unsealedChunks} chunks its last writer left unsealed: the leader recovers them shortly`);
   }
   const expiresMs = txn.nowMs + op.durationMs;
   txn.putLease(file.id, { holder: op.holder, expiresMs });
@@ -246,6 +254,90 @@ export async function abandonChunk(txn: Txn, op: OpOf<'abandonChunk'>): Promise<
   dropLastChunk(txn, file, placement);
   txn.putInode(file);
   return { chunkCount: file.chunkCount };
+}
+
+/**
+ * The leader's lease recovery begins (see the op): the lease passes to RECOVERY_HOLDER, or the file is
+ * completed at once when no chunk is unsealed.
+ */
+export async function beginLeaseRecovery(
+  txn: Txn,
+  op: OpOf<'beginLeaseRecovery'>,
+): Promise<{ completed: boolean; expiresMs: number }> {
+  v.checkLeaseDuration(op.durationMs, txn.limits);
+  const file = await txn.inode(op.file);
+  if (file === undefined || !(await isLinked(txn, file))) throw new FsError('ENOENT', `no file ${op.file}`);
+  if (file.type !== 'file') throw new FsError('EISDIR', `inode ${op.file} is a directory`);
+  v.checkGeneration(file.generation, op.ifGeneration);
+  const lease = await txn.lease(file.id);
+  if (lease !== undefined && lease.holder !== RECOVERY_HOLDER && lease.expiresMs > txn.nowMs) {
+    throw new FsError('ELEASE', `file ${file.id} is leased to ${lease.holder} until ${lease.expiresMs}`);
+  }
+  if (file.unsealedChunks === 0) {
+    if (!file.complete) {
+      file.complete = true;
+      file.ctimeMs = txn.nowMs;
+      txn.putInode(file);
+    }
+    if (lease !== undefined) txn.deleteLease(file.id);
+    return { completed: true, expiresMs: 0 };
+  }
+  const expiresMs = txn.nowMs + op.durationMs;
+  txn.putLease(file.id, { holder: RECOVERY_HOLDER, expiresMs });
+  return { completed: false, expiresMs };
+}
+
+/** The leader's lease recovery of one chunk (see the op): sealed at the agreed length, or dropped at 0. */
+export async function recoverChunk(
+  txn: Txn,
+  op: OpOf<'recoverChunk'>,
+): Promise<{ completed: boolean; lengthBytes: number; chunkCount: number }> {
+  if (op.checksum > v.CHECKSUM_MAX) throw new FsError('EINVAL', 'checksum is not a CRC32C');
+  v.checkReplicaList(op.replicas, txn.limits, true);
+  const { placement, file } = await chunkOfLiveFile(txn, op.handle);
+  v.checkGeneration(file.generation, op.ifGeneration);
+  const lease = await txn.lease(file.id);
+  if (lease?.holder !== RECOVERY_HOLDER) throw new FsError('ELEASE', `file ${file.id} is not being recovered`);
+  requireVersion(placement, op.version);
+  if (placement.sealed) throw new FsError('EINVAL', `chunk ${op.handle} is sealed already`);
+  if (op.lengthBytes > file.chunkSizeBytes) throw new FsError('EINVAL', `length ${op.lengthBytes} exceeds the chunk size`);
+  if ((op.lengthBytes === 0) !== (op.replicas.length === 0))
+    throw new FsError('EINVAL', 'a recovered chunk has replicas exactly when its length is not 0');
+  await requireChunkservers(txn, op.replicas);
+  let cut = file.chunkCount;
+  if (op.lengthBytes > 0) {
+    placement.sealed = true;
+    placement.lengthBytes = op.lengthBytes;
+    placement.checksum = op.checksum;
+    placement.replicas = [...op.replicas];
+    txn.putPlacement(placement);
+    file.unsealedChunks -= 1;
+    file.lengthBytes += op.lengthBytes;
+    if (op.lengthBytes < file.chunkSizeBytes) cut = placement.index + 1;
+  } else {
+    cut = placement.index;
+  }
+  // A short chunk ends the file: what follows it (written ahead, or never) goes, so the file stays a prefix.
+  for (let index = file.chunkCount - 1; index >= cut; index--) {
+    const handle = await txn.chunkListEntry(file.id, index);
+    assert(handle !== undefined, `file ${file.id} has ${file.chunkCount} chunks but no list entry ${index}`);
+    const dropped = await txn.mustPlacement(handle);
+    if (dropped.sealed) file.lengthBytes -= dropped.lengthBytes;
+    else file.unsealedChunks -= 1;
+    txn.deleteChunkListEntry(file.id, index);
+    txn.deletePlacement(handle);
+  }
+  file.chunkCount = Math.min(file.chunkCount, cut);
+  assert(file.unsealedChunks >= 0 && file.lengthBytes >= 0, `file ${file.id}: recovery left negative counts`);
+  const completed = file.unsealedChunks === 0;
+  if (completed) {
+    file.complete = true;
+    txn.deleteLease(file.id);
+  }
+  file.mtimeMs = txn.nowMs;
+  file.ctimeMs = txn.nowMs;
+  txn.putInode(file);
+  return { completed, lengthBytes: file.lengthBytes, chunkCount: file.chunkCount };
 }
 
 /** The leader's re-replication and rebalancing: a new replica set, same version (ESTALE if it moved on). */

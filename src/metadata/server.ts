@@ -1115,7 +1115,9 @@ function commandsReply(reply: Reply): WireReply {
     commands: reply.commands.map((c: ChunkserverCommand) =>
       c.kind === 'replicate'
         ? { kind: c.kind, handle: c.handle, version: c.version, target: c.target, targetAddress: c.targetAddress }
-        : { kind: c.kind, handle: c.handle, version: c.version },
+        : c.kind === 'recover' && c.lengthBytes !== undefined
+          ? { kind: c.kind, handle: c.handle, version: c.version, lengthBytes: c.lengthBytes }
+          : { kind: c.kind, handle: c.handle, version: c.version },
     ),
     fullReportWanted: reply.fullReportWanted,
   };

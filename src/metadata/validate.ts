@@ -269,6 +269,13 @@ function optSealed(v: unknown, i: number): { sealed?: boolean } {
   return sealed === undefined ? {} : { sealed };
 }
 
+function optChecksum(v: unknown, i: number): { checksum?: number } {
+  if (v === undefined || v === null) return {};
+  const checksum = nat(v, `chunks[${i}].checksum`);
+  if (checksum > 0xffffffff) throw new RequestError('EINVAL', `chunks[${i}].checksum: not a CRC32C`);
+  return { checksum };
+}
+
 export function reportedChunks(v: unknown): ReportedChunk[] {
   if (v === undefined || v === null) return [];
   if (!Array.isArray(v)) throw new RequestError('EINVAL', 'chunks: not a list');
@@ -281,6 +288,7 @@ export function reportedChunks(v: unknown): ReportedChunk[] {
       version: positiveId(r['version'], `chunks[${i}].version`),
       lengthBytes: nat(r['lengthBytes'] ?? 0, `chunks[${i}].length_bytes`),
       ...optSealed(r['sealed'], i),
+      ...optChecksum(r['checksum'], i),
     };
   });
 }

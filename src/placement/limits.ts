@@ -28,6 +28,19 @@ export interface ChunkManagerLimits {
   readonly reportChunksMax: number;
   /** Replicas reported bad by readers and not yet deleted, remembered at most (more reports: EAGAIN). */
   readonly badReplicasMax: number;
+  /**
+   * A file whose lease expired this long ago is recovered (its writer vanished; one that was only late to
+   * renew may take the lease again until then).
+   */
+  readonly leaseRecoveryDelayMs: number;
+  /** The recovery holder's lease on a file being recovered, extended while the recovery runs. */
+  readonly recoveryLeaseMs: number;
+  /** Lease recovery waits this long for every replica's answer before it goes on with those it has (or asks again). */
+  readonly leaseRecoveryAnswerWaitMs: number;
+  /** An unsealed chunk none of whose replicas answered for this long is dropped by lease recovery (length 0). */
+  readonly leaseRecoveryReplicasLostMs: number;
+  /** Chunks under lease recovery at once, and recoveries begun per pass, at most. */
+  readonly leaseRecoveriesMax: number;
 }
 
 export const defaultChunkManagerLimits: ChunkManagerLimits = {
@@ -42,6 +55,11 @@ export const defaultChunkManagerLimits: ChunkManagerLimits = {
   commandsPerServerMax: 64,
   reportChunksMax: 1_000_000,
   badReplicasMax: 10_000,
+  leaseRecoveryDelayMs: 5_000,
+  recoveryLeaseMs: 5 * 60_000,
+  leaseRecoveryAnswerWaitMs: 15_000,
+  leaseRecoveryReplicasLostMs: 10 * 60_000,
+  leaseRecoveriesMax: 256,
 };
 
 /** Crashes loudly on limits that contradict each other (checked once, at construction). */
@@ -55,10 +73,16 @@ export function checkChunkManagerLimits(l: ChunkManagerLimits): void {
     'commandsPerServerMax',
     'reportChunksMax',
     'badReplicasMax',
+    'recoveryLeaseMs',
+    'leaseRecoveryAnswerWaitMs',
+    'leaseRecoveriesMax',
   ];
   for (const k of positive) {
     if (!Number.isSafeInteger(l[k]) || l[k] < 1) throw new RangeError(`chunk manager limit ${k} must be a positive integer`);
   }
+  if (!Number.isSafeInteger(l.leaseRecoveryDelayMs) || l.leaseRecoveryDelayMs < 0) throw new RangeError('leaseRecoveryDelayMs must be a non-negative integer');
+  if (!Number.isSafeInteger(l.leaseRecoveryReplicasLostMs) || l.leaseRecoveryReplicasLostMs < 0)
+    throw new RangeError('leaseRecoveryReplicasLostMs must be a non-negative integer');
   if (l.leaderGraceMs < l.heartbeatTimeoutMs) throw new RangeError('leaderGraceMs must be at least heartbeatTimeoutMs');
   if (l.rebalanceMovesMax > l.reReplicationsClusterMax)
     throw new RangeError('rebalanceMovesMax must not exceed reReplicationsClusterMax');

@@ -40,6 +40,7 @@
  */
 import type { Op } from '../fsm/commands.ts';
 import type { ChunkserverState } from '../fsm/records.ts';
+import { RECOVERY_HOLDER } from '../fsm/records.ts';
 import { assert } from '../raft/errors.ts';
 import type { RandomSource } from '../raft/config.ts';
 import type { PlacementBug } from './bugs.ts';
@@ -71,6 +72,14 @@ export interface ChunkView {
   readonly replication: number;
   /** The file is still in the tree. */
   readonly fileLive: boolean;
+  /** Its place in the file's chunk list (lease recovery takes a file's unsealed chunks lowest first). Absent: handle order. */
+  readonly index?: number | undefined;
+}
+
+/** A file's lease record, live or expired (`holder` RECOVERY_HOLDER: the leader is recovering the file). */
+export interface LeaseView {
+  readonly holder: string;
+  readonly expiresMs: number;
 }
 
 /** The replicated state the manager decides on (loaded by the caller; see view.ts). */
@@ -79,6 +88,8 @@ export interface ClusterView {
   readonly chunks: ReadonlyMap<number, ChunkView>;
   /** Handles at or above this did not exist when the view was loaded. */
   readonly nextChunkHandle: number;
+  /** Lease records by file id (absent: none). */
+  readonly leases?: ReadonlyMap<number, LeaseView> | undefined;
 }
 
 export const emptyView: ClusterView = { servers: new Map(), chunks: new Map(), nextChunkHandle: 1 };
@@ -88,7 +99,13 @@ export type ChunkserverCommand =
   /** Copy your replica of `handle` (at exactly `version`) to `target`. */
   | { readonly kind: 'replicate'; readonly handle: number; readonly version: number; readonly target: number; readonly targetAddress: string }
   /** Delete your replica of `handle` if its version is at most `version`. */
-  | { readonly kind: 'delete'; readonly handle: number; readonly version: number };
+  | { readonly kind: 'delete'; readonly handle: number; readonly version: number }
+  /**
+   * Lease recovery of the unsealed chunk `handle`, now at `version`. Without `lengthBytes`: report your replica
+   * of it (next chunk report). With it: cut your unsealed replica (at `version` or below, holding at least that
+   * many bytes) to `lengthBytes`, raise it to `version`, and seal it; then report it.
+   */
+  | { readonly kind: 'recover'; readonly handle: number; readonly version: number; readonly lengthBytes?: number | undefined };
 
 export interface ReportedChunk {
   readonly handle: number;
@@ -100,6 +117,8 @@ export interface ReportedChunk {
    * seal. Absent (a chunkserver that does not send it): judged by length alone.
    */
   readonly sealed?: boolean;
+  /** CRC32C of the replica's bytes, when sealed (lease recovery records it). */
+  readonly checksum?: number | undefined;
 }
 
 export interface ChunkReport {
@@ -146,6 +165,34 @@ export interface ChunkManagerStatus {
   readonly copiesInFlight: number;
 }
 
+/** A replica's answer to a lease recovery command (null: the server does not hold the chunk). */
+interface RecoveryAnswer {
+  readonly version: number;
+  readonly lengthBytes: number;
+  readonly sealed: boolean;
+  readonly checksum: number | undefined;
+}
+
+/**
+ * The lease recovery of one unsealed chunk (the lowest one of its file): asking its replicas what they hold,
+ * then having those that can seal at the agreed length, then proposing recoverChunk.
+ */
+interface Recovery {
+  readonly fileId: number;
+  readonly handle: number;
+  readonly version: number;
+  readonly startedMs: number;
+  phase: 'asking' | 'sealing';
+  phaseStartedMs: number;
+  /** Servers this phase's command was queued for. */
+  readonly targets: Set<number>;
+  /** Those of them handed it (only their later reports are answers). */
+  readonly asked: Set<number>;
+  readonly answers: Map<number, RecoveryAnswer | null>;
+  /** The sealing phase's length. */
+  lengthBytes: number;
+}
+
 interface Copy {
   readonly handle: number;
   readonly version: number;
@@ -185,6 +232,8 @@ export class ChunkManager {
   /** handle → server → its replica reported bad by a reader. At most limits.badReplicasMax marks in all. */
   private readonly badReplicas = new Map<number, Map<number, BadMark>>();
   private badReplicaCount = 0;
+  /** Lease recoveries in progress, by chunk handle; at most limits.leaseRecoveriesMax. */
+  private readonly recoveries = new Map<number, Recovery>();
 
   constructor(options: ChunkManagerOptions) {
     this.limits = { ...defaultChunkManagerLimits, ...options.limits };
@@ -244,6 +293,7 @@ export class ChunkManager {
     for (const c of report.chunks) held.set(c.handle, c.version);
     if (report.full) this.fullReportSeen.add(id);
     this.forgetDeletedBadReplicas(id, held, report);
+    if (this.recoveries.size > 0) this.recordRecoveryAnswers(id, report);
     const commands = this.judgeReport(id, nowMs, report);
     return { commands: [...commands, ...this.reply(id).commands], fullReportWanted: !this.fullReportSeen.has(id) };
   }
@@ -350,6 +400,14 @@ export class ChunkManager {
     const queued = this.outbox.get(id) ?? [];
     this.outbox.delete(id);
     const commands = queued.filter((c) => {
+      if (c.kind === 'recover') {
+        // A seal is always sent (the agent seals only an unsealed replica holding that much, and the length was
+        // agreed); a query only while its recovery still asks.
+        const r = this.recoveries.get(c.handle);
+        const current = r !== undefined && r.version === c.version && (r.phase === 'sealing') === (c.lengthBytes !== undefined);
+        if (current) r.asked.add(id);
+        return current || c.lengthBytes !== undefined;
+      }
       if (c.kind !== 'replicate') return true;
       const copy = this.copies.get(c.handle)?.find((x) => x.source === id && x.target === c.target && x.version === c.version);
       if (copy === undefined) return false;
@@ -488,6 +546,177 @@ export class ChunkManager {
     }
   }
 
+  // ---------------------------------------------------------------- lease recovery
+
+  /**
+   * Lease recovery (HDFS's), each pass. A file whose lease expired leaseRecoveryDelayMs ago, or that has
+   * unsealed chunks and no lease (its writer released it and went), passes to the recovery holder
+   * (beginLeaseRecovery: completed at once when nothing is unsealed). Then, one chunk at a time, lowest index
+   * first: its listed replicas on reachable servers are asked what they hold (a `recover` command; a server
+   * whose full report lacks the chunk holds nothing). Once all answered, or after leaseRecoveryAnswerWaitMs
+   * with some answers, the length is chosen: a sealed replica's (it is durable), else the shortest unsealed
+   * one's. Every replica holds a prefix of the same byte stream (a writer resends exactly the bytes it wrote),
+   * so cutting to it keeps what all agree on; nothing of an unsealed chunk was acknowledged durable to its
+   * writer. The replicas holding that much seal at it; their reports bring the checksum; recoverChunk
+   * records it (a shorter chunk ends the file). A chunk none of whose replicas answers for
+   * leaseRecoveryReplicasLostMs is dropped (length 0).
+   */
+  private planLeaseRecoveries(nowMs: number): void {
+    const leases = this.view.leases ?? new Map<number, LeaseView>();
+    const firstUnsealed = new Map<number, ChunkView>();
+    for (const chunk of this.view.chunks.values()) {
+      if (chunk.sealed || !chunk.fileLive) continue;
+      const prev = firstUnsealed.get(chunk.fileId);
+      if (prev === undefined || (chunk.index ?? chunk.handle) < (prev.index ?? prev.handle)) firstUnsealed.set(chunk.fileId, chunk);
+    }
+    for (const [handle, r] of this.recoveries) {
+      const chunk = firstUnsealed.get(r.fileId);
+      if (chunk?.handle !== handle || chunk.version !== r.version || leases.get(r.fileId)?.holder !== RECOVERY_HOLDER) {
+        this.recoveries.delete(handle);
+      }
+    }
+    let begun = 0;
+    const begin = (fileId: number): void => {
+      if (begun >= this.limits.leaseRecoveriesMax) return;
+      begun++;
+      this.propose(`file:${fileId}`, nowMs, { type: 'beginLeaseRecovery', file: fileId, durationMs: this.limits.recoveryLeaseMs });
+    };
+    for (const [fileId, lease] of leases) {
+      if (lease.holder === RECOVERY_HOLDER) {
+        // Extended while it runs (a recovery waiting for a replica to come back can take long).
+        if (lease.expiresMs - nowMs < this.limits.recoveryLeaseMs / 2) begin(fileId);
+      } else if (lease.expiresMs + this.limits.leaseRecoveryDelayMs <= nowMs) {
+        begin(fileId);
+      }
+    }
+    for (const fileId of firstUnsealed.keys()) if (!leases.has(fileId)) begin(fileId);
+    for (const [fileId, chunk] of firstUnsealed) {
+      if (leases.get(fileId)?.holder !== RECOVERY_HOLDER) continue;
+      const r = this.recoveries.get(chunk.handle);
+      if (r !== undefined) {
+        this.advanceRecovery(r, chunk, nowMs);
+        continue;
+      }
+      if (this.recoveries.size >= this.limits.leaseRecoveriesMax) continue;
+      const fresh: Recovery = {
+        fileId,
+        handle: chunk.handle,
+        version: chunk.version,
+        startedMs: nowMs,
+        phase: 'asking',
+        phaseStartedMs: nowMs,
+        targets: new Set(),
+        asked: new Set(),
+        answers: new Map(),
+        lengthBytes: 0,
+      };
+      this.recoveries.set(chunk.handle, fresh);
+      this.askRecovery(fresh, chunk, nowMs);
+    }
+  }
+
+  /** Lease recoveries in progress (for tests and status). */
+  leaseRecoveries(): number {
+    return this.recoveries.size;
+  }
+
+  /** (Re)starts the asking phase: every listed replica on a reachable server is asked what it holds. */
+  private askRecovery(r: Recovery, chunk: ChunkView, nowMs: number): void {
+    r.phase = 'asking';
+    r.phaseStartedMs = nowMs;
+    r.targets.clear();
+    r.asked.clear();
+    r.answers.clear();
+    for (const id of this.reachable(chunk)) {
+      if (this.enqueue(id, { kind: 'recover', handle: chunk.handle, version: chunk.version })) r.targets.add(id);
+    }
+  }
+
+  private reachable(chunk: ChunkView): number[] {
+    return chunk.replicas.filter((id) => {
+      const state = this.stateOf(id);
+      return state === 'live' || state === 'decommissioning';
+    });
+  }
+
+  /** Reports from a server asked by a recovery are its answers. */
+  private recordRecoveryAnswers(id: number, report: ChunkReport): void {
+    const seen = new Set<number>();
+    for (const c of report.chunks) {
+      seen.add(c.handle);
+      const r = this.recoveries.get(c.handle);
+      if (r?.asked.has(id) !== true) continue;
+      r.answers.set(id, { version: c.version, lengthBytes: c.lengthBytes, sealed: c.sealed === true, checksum: c.checksum });
+    }
+    for (const handle of report.removed ?? []) if (this.recoveries.get(handle)?.asked.has(id) === true) this.recoveries.get(handle)!.answers.set(id, null);
+    if (report.full) for (const r of this.recoveries.values()) if (r.asked.has(id) && !seen.has(r.handle)) r.answers.set(id, null);
+  }
+
+  private advanceRecovery(r: Recovery, chunk: ChunkView, nowMs: number): void {
+    const key = `chunk:${chunk.handle}`;
+    if (this.unsettled.has(key)) return;
+    const reachable = this.reachable(chunk);
+    const waited = nowMs - r.phaseStartedMs >= this.limits.leaseRecoveryAnswerWaitMs;
+    // A target whose full report lacks the chunk holds nothing (it lost it, or never got a byte).
+    for (const id of r.targets) {
+      if (r.asked.has(id) && this.fullReportSeen.has(id) && this.holdings.get(id)?.has(chunk.handle) !== true) r.answers.set(id, null);
+    }
+    const allAnswered = r.targets.size > 0 && [...r.targets].every((id) => r.answers.has(id));
+    const recover = (lengthBytes: number, checksum: number, replicas: readonly number[]): void => {
+      this.propose(key, nowMs, { type: 'recoverChunk', handle: chunk.handle, version: chunk.version, lengthBytes, checksum, replicas: [...replicas] });
+    };
+    if (r.phase === 'sealing') {
+      const sealers = [...r.answers].filter(
+        ([, a]) => a !== null && a.sealed && a.version === chunk.version && a.lengthBytes === r.lengthBytes && a.checksum !== undefined,
+      );
+      if (sealers.length > 0 && (allAnswered || waited)) {
+        const checksum = sealers[0]![1]!.checksum!;
+        recover(r.lengthBytes, checksum, sealers.filter(([, a]) => a!.checksum === checksum).map(([id]) => id));
+      } else if (waited) {
+        this.askRecovery(r, chunk, nowMs);
+      }
+      return;
+    }
+    // Asking. A replica at a newer version than the chunk's, or sealed at an older one, is no candidate.
+    const useful = [...r.answers].flatMap(([id, a]) =>
+      a !== null && chunk.replicas.includes(id) && a.version <= chunk.version && (!a.sealed || a.version === chunk.version) ? [{ id, ...a }] : [],
+    );
+    if (useful.length === 0) {
+      if ((allAnswered || reachable.length === 0) && nowMs - r.startedMs >= this.limits.leaseRecoveryReplicasLostMs) {
+        recover(0, 0, []); // nobody holds a byte of it: the chunk (and any after it) goes
+      } else if (waited) {
+        this.askRecovery(r, chunk, nowMs);
+      }
+      return;
+    }
+    if (!allAnswered && !waited) return;
+    const sealed = useful.filter((a) => a.sealed && a.checksum !== undefined);
+    const lengthBytes = sealed.length > 0 ? Math.max(...sealed.map((a) => a.lengthBytes)) : Math.min(...useful.map((a) => a.lengthBytes));
+    if (lengthBytes === 0) {
+      recover(0, 0, []);
+      return;
+    }
+    const toSeal = useful.filter((a) => !a.sealed && a.lengthBytes >= lengthBytes).map((a) => a.id);
+    const sealers = sealed.filter((a) => a.lengthBytes === lengthBytes);
+    if (sealers.length > 0) {
+      // A replica the writer sealed (its seal never reached us): the others are cut to it, and listed once
+      // they report sealed at it (as copies would be).
+      const checksum = sealers[0]!.checksum!;
+      recover(lengthBytes, checksum, sealers.filter((a) => a.checksum === checksum).map((a) => a.id));
+      for (const id of toSeal) this.enqueue(id, { kind: 'recover', handle: chunk.handle, version: chunk.version, lengthBytes });
+      return;
+    }
+    r.phase = 'sealing';
+    r.phaseStartedMs = nowMs;
+    r.lengthBytes = lengthBytes;
+    r.targets.clear();
+    r.asked.clear();
+    r.answers.clear();
+    for (const id of toSeal) {
+      if (this.enqueue(id, { kind: 'recover', handle: chunk.handle, version: chunk.version, lengthBytes })) r.targets.add(id);
+    }
+  }
+
   // ---------------------------------------------------------------- the periodic pass
 
   /** One pass of background work at `nowMs`: liveness, copies, trimming, decommissioning, rebalancing. */
@@ -498,6 +727,7 @@ export class ChunkManager {
     this.finishDecommissions(nowMs);
     this.judgeLiveness(nowMs);
     this.sweepBadReplicas(nowMs);
+    this.planLeaseRecoveries(nowMs);
     const missing = this.planReplication(nowMs);
     if (missing === 0) this.rebalance(nowMs);
   }

@@ -5,8 +5,8 @@
  */
 import type { KvReader } from '../fsm/kv.ts';
 import type { FsmLimits } from '../fsm/limits.ts';
-import { listChunkservers, readTxn, scanChunkHealth } from '../fsm/queries.ts';
-import type { ChunkView, ClusterView, ServerView } from './manager.ts';
+import { listChunkservers, readTxn, scanChunkHealth, scanLeases } from '../fsm/queries.ts';
+import type { ChunkView, ClusterView, LeaseView, ServerView } from './manager.ts';
 import type { FsResult } from '../fsm/errors.ts';
 
 export async function loadClusterView(kv: KvReader, limits: FsmLimits): Promise<ClusterView> {
@@ -38,7 +38,14 @@ export async function loadClusterView(kv: KvReader, limits: FsmLimits): Promise<
     if (page.nextAfter === null) break;
     after = page.nextAfter;
   }
-  return { servers, chunks, nextChunkHandle };
+  const leases = new Map<number, LeaseView>();
+  for (let after: number | undefined; ; ) {
+    const page = await scanLeases(txn, { after });
+    for (const l of page.items) leases.set(l.fileId, { holder: l.holder, expiresMs: l.expiresMs });
+    if (page.nextAfter === null) break;
+    after = page.nextAfter;
+  }
+  return { servers, chunks, nextChunkHandle, leases };
 }
 
 /**

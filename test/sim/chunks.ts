@@ -47,6 +47,8 @@ const REQUEST_TIMEOUT_MS = 1_500;
 const COPY_LATENCY_MIN_MS = 1;
 const COPY_LATENCY_MAX_MS = 10;
 const WRITER_THINK_MAX_MS = 500;
+/** A writer's lease (never renewed): a writer slower than this, or one that gave up a file, leaves it to lease recovery. */
+const WRITER_LEASE_MS = 5_000;
 /** After the Raft liveness probe, the chunk checks must hold within this much virtual time. */
 export const CHUNK_CONVERGENCE_DEADLINE_MS = 20_000;
 const CONVERGENCE_POLL_INTERVAL_MS = 200;
@@ -61,6 +63,10 @@ export const simChunkManagerLimits: Partial<ChunkManagerLimits> = {
   rebalanceMovesMax: 2,
   rebalanceThresholdPermille: 200,
   proposalRetryMs: 500,
+  leaseRecoveryDelayMs: 500,
+  recoveryLeaseMs: 10_000,
+  leaseRecoveryAnswerWaitMs: 1_000,
+  leaseRecoveryReplicasLostMs: 5_000,
 };
 
 export interface ChunkStats {
@@ -74,6 +80,8 @@ export interface ChunkStats {
   pipelineBumps: number;
   /** Chunks a writer allocated ahead and abandoned (AbandonChunk): their replicas become orphans. */
   chunksAbandoned: number;
+  /** Replicas sealed by lease recovery (files whose writer gave up). */
+  recoverySeals: number;
   filesDeleted: number;
   chunkserverCrashes: number;
   disksLost: number;
@@ -84,7 +92,12 @@ export interface ChunkStats {
 interface StoredChunk {
   version: number;
   lengthBytes: number;
+  /** Sealed by lease recovery (the writers' seals are the state machine's only: these servers judge by length). */
+  sealed?: boolean;
 }
+
+/** A sealed replica's stand-in checksum in this workload (its bytes are not simulated): a function of its length. */
+const simChecksum = (lengthBytes: number): number => lengthBytes % 0xffffffff;
 
 class SimChunkserver {
   id: number | null = null;
@@ -151,6 +164,7 @@ export class ChunkWorld {
     chunksSealed: 0,
     pipelineBumps: 0,
     chunksAbandoned: 0,
+    recoverySeals: 0,
     filesDeleted: 0,
     chunkserverCrashes: 0,
     disksLost: 0,
@@ -359,10 +373,10 @@ export class ChunkWorld {
     const changed = new Map(cs.changed);
     const usage = { capacityBytes: cs.capacityBytes, usedBytes: cs.usedBytes };
     const report = full
-      ? { full: true, chunks: [...cs.disk].map(([handle, c]) => ({ handle, version: c.version, lengthBytes: c.lengthBytes })) }
+      ? { full: true, chunks: [...cs.disk].map(([handle, c]) => reported(handle, c)) }
       : {
           full: false,
-          chunks: [...changed].filter(([, v]) => v > 0).map(([handle, version]) => ({ handle, version, lengthBytes: cs.disk.get(handle)?.lengthBytes ?? 0 })),
+          chunks: [...changed].filter(([handle, v]) => v > 0 && cs.disk.has(handle)).map(([handle]) => reported(handle, cs.disk.get(handle)!)),
           removed: [...changed].filter(([, v]) => v === 0).map(([handle]) => handle),
         };
     this.request(this.random, () => cs.target, retarget, (host, service) => {
@@ -407,6 +421,22 @@ export class ChunkWorld {
   }
 
   private execute(cs: SimChunkserver, command: ChunkserverCommand): void {
+    if (command.kind === 'recover') {
+      // Lease recovery, as the agent does it: a query re-reports the replica; a seal cuts and seals it.
+      const held = cs.disk.get(command.handle);
+      if (held === undefined) {
+        cs.changed.set(command.handle, 0);
+        return;
+      }
+      const L = command.lengthBytes;
+      if (L !== undefined && held.sealed !== true && held.version <= command.version && held.lengthBytes >= L) {
+        cs.store(command.handle, { version: command.version, lengthBytes: L, sealed: true });
+        this.stats.recoverySeals++;
+      } else {
+        cs.changed.set(command.handle, held.version);
+      }
+      return;
+    }
     if (command.kind === 'delete') {
       const held = cs.disk.get(command.handle);
       if (held !== undefined && held.version <= command.version) {
@@ -585,7 +615,7 @@ class ChunkWriter {
     const holder = `writer${this.w}`;
     const replication = this.random.pick([1, 2, 3, 3]);
     try {
-      const created = await this.propose({ type: 'create', path, replication, lease: { holder, durationMs: 30_000 } });
+      const created = await this.propose({ type: 'create', path, replication, lease: { holder, durationMs: WRITER_LEASE_MS } });
       if (!created.ok) return;
       this.written.push(path);
       const count = this.random.intBetween(1, 2);
@@ -646,4 +676,9 @@ class ChunkWriter {
     }
     return wrote;
   }
+}
+
+function reported(handle: number, c: StoredChunk): { handle: number; version: number; lengthBytes: number; sealed?: boolean; checksum?: number } {
+  const base = { handle, version: c.version, lengthBytes: c.lengthBytes };
+  return c.sealed === true ? { ...base, sealed: true, checksum: simChecksum(c.lengthBytes) } : base;
 }
