@@ -43,7 +43,7 @@ import type { Clock, TimerHandle } from '../raft/node-api.ts';
 import type { ChunkserverMetrics, MetadataRequestKind } from './metrics.ts';
 import { recordChecksumFailure, recordDiskError, recordHeartbeatFailure, recordReReplication, setBadReplicas, setDiskHealth, setReplicasHeld } from './metrics.ts';
 import type { ChunkStore, ReplicaInfo, StoreUsage } from './types.ts';
-import { ChunkStoreError } from './types.ts';
+import { ChunkStoreError, checksumBlockBytes } from './types.ts';
 
 // ---------------------------------------------------------------------------------------------- the link
 
@@ -357,8 +357,8 @@ export class MetadataAgent {
   private timerDueMs = Infinity;
   private busy: Promise<void> | null = null;
   private readonly deleteQueue: { handle: number; version: number }[] = [];
-  /** Lease recovery seals ordered and not yet done (one at a time: each syncs). */
-  private readonly sealQueue: { handle: number; version: number; lengthBytes: number }[] = [];
+  /** Lease recovery commands not yet done (one at a time: a query verifies the replica, a seal syncs). */
+  private readonly sealQueue: { handle: number; version: number; lengthBytes: number | undefined }[] = [];
   private sealing: Promise<void> | null = null;
   private deleting: Promise<void> | null = null;
   private readonly copyQueue: CopyOrder[] = [];
@@ -978,14 +978,10 @@ export class MetadataAgent {
     }
   }
 
-  /** A lease recovery command (see AgentCommand): a query is answered by the next report; a seal is queued. */
+  /** A lease recovery command (see AgentCommand), queued; the report after it is the answer. */
   private recover(command: { readonly handle: number; readonly version: number; readonly lengthBytes?: number | undefined }): void {
     const { handle, version, lengthBytes } = command;
-    if (lengthBytes === undefined) {
-      this.note(handle);
-      return;
-    }
-    if (this.sealQueue.some((q) => q.handle === handle)) return;
+    if (this.sealQueue.some((q) => q.handle === handle && q.lengthBytes === lengthBytes)) return;
     if (this.sealQueue.length >= this.limits.deletesQueuedMax) {
       this.options.logger.warn({ handle, version }, 'recovery seal queue full: order dropped (the leader orders it again)');
       return;
@@ -1002,12 +998,17 @@ export class MetadataAgent {
       const info = store.info(q.handle);
       const fields = { handle: q.handle, version: q.version, lengthBytes: q.lengthBytes, held: info === undefined ? null : { version: info.version, lengthBytes: info.lengthBytes, sealed: info.sealed } };
       try {
-        if (info === undefined || info.sealed || info.version > q.version || info.lengthBytes < q.lengthBytes) {
+        if (q.lengthBytes === undefined) {
+          if (info !== undefined && !info.sealed) await this.verifyUnsealed(q.handle, info.version, info.lengthBytes);
+        } else if (info?.sealed === true && info.version === q.version && info.lengthBytes === q.lengthBytes) {
+          // Sealed at it already (an earlier order, or the writer's own seal): the report says so.
+        } else if (info === undefined || info.sealed || info.version > q.version || info.lengthBytes < q.lengthBytes) {
           // Not ours to seal at that length: the report of what we hold tells the leader.
           this.options.logger.warn(fields, 'lease recovery: replica cannot be sealed at the agreed length');
         } else {
-          if (info.version < q.version) await store.bumpVersion(q.handle, info.version, q.version, q.lengthBytes);
-          await store.seal(q.handle, q.version, q.lengthBytes);
+          const lengthBytes = q.lengthBytes;
+          if (info.version < q.version) await store.bumpVersion(q.handle, info.version, q.version, lengthBytes);
+          await store.seal(q.handle, q.version, lengthBytes);
           this.options.logger.info(fields, 'lease recovery: replica sealed at the agreed length');
         }
       } catch (e) {
@@ -1015,6 +1016,25 @@ export class MetadataAgent {
         this.noteDiskError('seal', q.handle, e);
       }
       this.note(q.handle);
+    }
+  }
+
+  /**
+   * A lease recovery query: the unsealed replica's bytes are verified block by block before its length is
+   * reported. Past the first bad block nothing was acknowledged (the chain's last replica checks every packet's
+   * CRCs before its ack), but a writer that gave up never cut it back: the replica is sealed just before that
+   * block, so recovery never agrees on a length that takes in corrupt bytes.
+   */
+  private async verifyUnsealed(handle: number, version: number, lengthBytes: number): Promise<void> {
+    for (let offset = 0; offset < lengthBytes; offset += checksumBlockBytes) {
+      try {
+        await this.options.store.read(handle, version, offset, Math.min(checksumBlockBytes, lengthBytes - offset));
+      } catch (e) {
+        if (!(e instanceof ChunkStoreError && e.code === 'CHECKSUM_MISMATCH')) throw e;
+        this.options.logger.warn({ handle, version, lengthBytes, badBlockOffset: offset }, 'lease recovery: unsealed replica corrupt from this block on (never acknowledged): sealed before it');
+        await this.options.store.seal(handle, version, offset);
+        return;
+      }
     }
   }
 

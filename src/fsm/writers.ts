@@ -83,7 +83,11 @@ export async function renewLease(txn: Txn, op: OpOf<'renewLease'>): Promise<{ ex
   return { expiresMs };
 }
 
-/** Releases the holder's lease, live or expired (nobody else took it over). */
+/**
+ * Releases the holder's lease, live or expired (nobody else took it over): a writer giving up. The file is
+ * left as lease recovery would leave it: complete at once when no chunk is unsealed (its sealed chunks are
+ * what was written); else the leader's lease recovery seals what the replicas agree on, then completes it.
+ */
 export async function releaseLease(txn: Txn, op: OpOf<'releaseLease'>): Promise<Record<string, never>> {
   const path = parsePath(op.path, txn.limits);
   v.checkLabel('lease holder', op.holder, txn.limits);
@@ -92,6 +96,11 @@ export async function releaseLease(txn: Txn, op: OpOf<'releaseLease'>): Promise<
   if (lease === undefined || lease.holder !== op.holder)
     throw new FsError('ELEASE', `${op.holder} holds no lease on ${op.path}`);
   txn.deleteLease(file.id);
+  if (!file.complete && file.unsealedChunks === 0) {
+    file.complete = true;
+    file.ctimeMs = txn.nowMs;
+    txn.putInode(file);
+  }
   return {};
 }
 

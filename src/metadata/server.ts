@@ -752,7 +752,8 @@ export class MetadataServer {
   private startChunkManager(): void {
     const clock = this.options.clock ?? systemClock;
     const pass = async (): Promise<void> => {
-      await this.chunks.step(clock.nowMs());
+      // Lease expiry times are stamped with the wall clock (proposeNow), the manager's own timing is the clock's.
+      await this.chunks.step(clock.nowMs(), Date.now());
       // Not leading (any more): the manager is gone, and so is the need to keep its view.
       if (this.chunks.current === null) this.managerView = null;
     };

@@ -11,6 +11,8 @@ export const placementBugs = [
   'placement-keep-stale',
   /** Reported replicas of chunks no file has any more (deleted files, abandoned chunks) are never deleted. */
   'placement-keep-orphans',
+  /** Lease recovery never begins: files whose writer vanished keep their unsealed chunks for good. */
+  'placement-skip-lease-recovery',
 ] as const;
 export type PlacementBug = (typeof placementBugs)[number];
 

@@ -35,8 +35,10 @@
  *   most badReplicasMax) at the chunk's version; such a replica counts as no replica and is no copy source; it
  *   is unlisted while another usable replica (live or decommissioning) is listed, then ordered deleted; it is
  *   never re-listed from that copy. Forgotten once the server reports the copy gone, or the chunk is gone.
+ * - lease recovery (a file whose writer vanished): see planLeaseRecoveries.
  * Unsealed chunks belong to their writer's pipeline (bumpChunkVersion chooses their replicas): the manager
- * neither copies nor trims them, and deletes only replicas of them that are stale and unlisted.
+ * neither copies nor trims them, and deletes only replicas of them that are stale and unlisted; once their
+ * writer is gone, lease recovery seals them.
  */
 import type { Op } from '../fsm/commands.ts';
 import type { ChunkserverState } from '../fsm/records.ts';
@@ -561,7 +563,7 @@ export class ChunkManager {
    * records it (a shorter chunk ends the file). A chunk none of whose replicas answers for
    * leaseRecoveryReplicasLostMs is dropped (length 0).
    */
-  private planLeaseRecoveries(nowMs: number): void {
+  private planLeaseRecoveries(nowMs: number, wallMs: number): void {
     const leases = this.view.leases ?? new Map<number, LeaseView>();
     const firstUnsealed = new Map<number, ChunkView>();
     for (const chunk of this.view.chunks.values()) {
@@ -584,8 +586,8 @@ export class ChunkManager {
     for (const [fileId, lease] of leases) {
       if (lease.holder === RECOVERY_HOLDER) {
         // Extended while it runs (a recovery waiting for a replica to come back can take long).
-        if (lease.expiresMs - nowMs < this.limits.recoveryLeaseMs / 2) begin(fileId);
-      } else if (lease.expiresMs + this.limits.leaseRecoveryDelayMs <= nowMs) {
+        if (lease.expiresMs - wallMs < this.limits.recoveryLeaseMs / 2) begin(fileId);
+      } else if (lease.expiresMs + this.limits.leaseRecoveryDelayMs <= wallMs) {
         begin(fileId);
       }
     }
@@ -719,15 +721,19 @@ export class ChunkManager {
 
   // ---------------------------------------------------------------- the periodic pass
 
-  /** One pass of background work at `nowMs`: liveness, copies, trimming, decommissioning, rebalancing. */
-  tick(nowMs: number): void {
+  /**
+   * One pass of background work at `nowMs`: liveness, copies, trimming, decommissioning, rebalancing, lease
+   * recovery. `wallMs`: the wall clock the leader stamps commands with, which lease expiry times are in
+   * (`nowMs` may be a monotonic clock); default `nowMs`.
+   */
+  tick(nowMs: number, wallMs: number = nowMs): void {
     this.forgiveStall(nowMs);
     this.expire(nowMs);
     // A drained server is decommissioned even if it has also gone silent (both decisions share its key).
     this.finishDecommissions(nowMs);
     this.judgeLiveness(nowMs);
     this.sweepBadReplicas(nowMs);
-    this.planLeaseRecoveries(nowMs);
+    if (!this.bugs.has('placement-skip-lease-recovery')) this.planLeaseRecoveries(nowMs, wallMs);
     const missing = this.planReplication(nowMs);
     if (missing === 0) this.rebalance(nowMs);
   }

@@ -54,9 +54,10 @@ export class ChunkService {
 
   /**
    * One background pass: (re)start the manager on a new term, reload the view, tick, propose. A call while
-   * the previous pass still runs returns at once.
+   * the previous pass still runs returns at once. `wallMs`: the wall clock this member stamps commands with
+   * (lease expiry times are in it); default `nowMs` (one clock for both, as in the simulator).
    */
-  async step(nowMs: number): Promise<void> {
+  async step(nowMs: number, wallMs: number = nowMs): Promise<void> {
     const role = this.deps.role();
     if (!role.leader) {
       this.manager = null;
@@ -75,7 +76,7 @@ export class ChunkService {
       } else {
         m.setView(await this.deps.loadView());
       }
-      m.tick(nowMs);
+      m.tick(nowMs, wallMs);
       await this.flush(m);
     } finally {
       this.stepping = false;

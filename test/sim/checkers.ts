@@ -46,6 +46,8 @@ export const violationKinds = [
   'chunk-replication',
   /** Metadata workload, after healing: a server kept a sealed chunk at a version below the current one. */
   'chunk-stale-replica',
+  /** After healing: a live file whose writer is gone (lease released or expired) kept an unsealed chunk, or (data workload) a recovered file is not a prefix of what its writer wrote. */
+  'lease-recovery',
   /** Data workload: a writer received an ack for bytes a replica of its chain did not hold. */
   'data-pipeline-ack',
   /** Data workload: a replica served a read at a version other than the one it holds. */

@@ -19,7 +19,9 @@
  *   listed on at least min(replication, servers up) servers that are up and hold its current version;
  * - chunk-stale-replica (after healing): no server that is up keeps a sealed chunk at a version below the
  *   current one, nor a replica of a chunk no file has any more (an orphan: deleted file, abandoned chunk).
- * The two healing checks are polled after the Raft liveness probe until both hold or the deadline passes.
+ * - lease-recovery (after healing): no file whose writer is gone (its lease released, or expired) keeps an
+ *   unsealed chunk: the leader's lease recovery sealed (or dropped) them all and completed the file.
+ * The healing checks are polled after the Raft liveness probe until all hold or the deadline passes.
  */
 import type { FsResult, Op } from '../../src/fsm/index.ts';
 import { encodeCommand as encodeFsmCommand } from '../../src/fsm/index.ts';
@@ -27,6 +29,7 @@ import type { PlacementBug } from '../../src/placement/bugs.ts';
 import type { ChunkManagerLimits } from '../../src/placement/limits.ts';
 import type { ChunkserverCommand, ClusterView, Reply } from '../../src/placement/manager.ts';
 import { ChunkService } from '../../src/placement/service.ts';
+import { RECOVERY_HOLDER } from '../../src/fsm/records.ts';
 import { loadClusterView } from '../../src/placement/view.ts';
 import { NotLeaderError } from '../../src/raft/errors.ts';
 import type { NodeId } from '../../src/raft/types.ts';
@@ -212,7 +215,7 @@ export class ChunkWorld {
     this.deps.world.schedule(delayMs, { kind: 'control', nodeId: NO_NODE, epoch: ANY_EPOCH, describe: () => what, run });
   }
 
-  private fail(kind: 'chunk-placement' | 'chunk-replication' | 'chunk-stale-replica' | 'node-crash', message: string): void {
+  private fail(kind: 'chunk-placement' | 'chunk-replication' | 'chunk-stale-replica' | 'lease-recovery' | 'node-crash', message: string): void {
     this.deps.checker.fail(kind, message);
   }
 
@@ -279,7 +282,7 @@ export class ChunkWorld {
       if (!host.running || host.raft === null || host.meta === null) continue;
       const epoch = host.epoch;
       this.service(host)
-        .step(this.hostNowMs(host))
+        .step(this.hostNowMs(host), Math.floor(this.deps.world.nowMs)) // commands are stamped with world time
         .catch((e: unknown) => {
           if (host.epoch === epoch && host.running) this.fail('node-crash', `n${host.id}'s chunk service failed: ${describeError(e)}`);
         });
@@ -533,7 +536,7 @@ export class ChunkWorld {
   }
 
   /** What still breaks the healing checks, judged on the leader's applied placement; null when nothing. */
-  private async problems(): Promise<{ kind: 'chunk-replication' | 'chunk-stale-replica'; message: string } | null> {
+  private async problems(): Promise<{ kind: 'chunk-replication' | 'chunk-stale-replica' | 'lease-recovery'; message: string } | null> {
     const leader = this.deps.cluster.leader();
     if (leader === null || leader.host.meta === null) return { kind: 'chunk-replication', message: 'no leader to judge chunk placement by' };
     const view = await loadClusterView(leader.host.metaKv, leader.host.meta.fsm.limits);
@@ -558,8 +561,18 @@ export class ChunkWorld {
     for (const cs of up) {
       for (const handle of cs.disk.keys()) if (!view.chunks.has(handle)) stale.push(`server ${cs.id} keeps chunk ${handle}, which no file has`);
     }
-    if (under.length > 0) return { kind: 'chunk-replication', message: `under-replicated: ${under.slice(0, 3).join('; ')}${under.length > 3 ? ` (+${under.length - 3})` : ''}` };
-    if (stale.length > 0) return { kind: 'chunk-stale-replica', message: `stale replicas: ${stale.slice(0, 3).join('; ')}${stale.length > 3 ? ` (+${stale.length - 3})` : ''}` };
+    // Lease recovery: a file whose writer is gone (no lease, or an expired one) keeps no unsealed chunk.
+    const nowMs = Math.floor(this.deps.world.nowMs); // lease expiry is in stamped (world) time
+    const unrecovered = new Set<number>();
+    for (const chunk of view.chunks.values()) {
+      if (chunk.sealed || !chunk.fileLive) continue;
+      const lease = view.leases?.get(chunk.fileId);
+      if (lease === undefined || lease.holder === RECOVERY_HOLDER || lease.expiresMs <= nowMs) unrecovered.add(chunk.fileId);
+    }
+    const some = (items: string[]): string => `${items.slice(0, 3).join('; ')}${items.length > 3 ? ` (+${items.length - 3})` : ''}`;
+    if (under.length > 0) return { kind: 'chunk-replication', message: `under-replicated: ${some(under)}` };
+    if (stale.length > 0) return { kind: 'chunk-stale-replica', message: `stale replicas: ${some(stale)}` };
+    if (unrecovered.size > 0) return { kind: 'lease-recovery', message: `files whose writer is gone keep unsealed chunks: ${some([...unrecovered].map((f) => `file ${f}`))}` };
     return null;
   }
 }

@@ -244,7 +244,7 @@ async function replay(options: CliOptions): Promise<number> {
     const c = s.chunks;
     console.log(
       `chunks: ${c.registrations} chunkservers registered, ${c.heartbeats} heartbeats (${c.fullReports} full reports), ${c.filesWritten} files written, ` +
-        `${c.chunksSealed} chunks sealed (${c.pipelineBumps} new pipelines, ${c.chunksAbandoned} abandoned), ${c.filesDeleted} files deleted, ${c.copiesDone} copies, ${c.deletesDone} replica deletes; ` +
+        `${c.chunksSealed} chunks sealed (${c.pipelineBumps} new pipelines, ${c.chunksAbandoned} abandoned, ${c.recoverySeals} replicas sealed by lease recovery), ${c.filesDeleted} files deleted, ${c.copiesDone} copies, ${c.deletesDone} replica deletes; ` +
         `${c.chunkserverCrashes} chunkserver crashes (${c.disksLost} disks lost, ${c.permanentDeaths} for good); converged in ${c.convergedMs === null ? '-' : `${c.convergedMs.toFixed(0)}ms`}`,
     );
   }
@@ -255,7 +255,7 @@ async function replay(options: CliOptions): Promise<number> {
         `${d.readsOk}/${d.readsDuringRun} reads during the run (${d.staleCacheReads} with stale locations, ${d.sessionReads} read sessions, ${d.replicaReadFailures} replica failovers); ` +
         `${d.chunkserverCrashes} chunkserver crashes (${d.disksWiped} disks wiped), ${d.bitFlips} bit flips (${d.corruptionsFound} corrupt replicas found), ` +
         `${d.packetsCorrupted} packets corrupted in flight (${d.pipelineChecksumFailures} pipelines failed CHECKSUM_MISMATCH), ` +
-        `${d.connectionsBroken} connections broken, ${d.copiesDone} copies; after healing ${d.finalFilesRead} files and ${d.finalReplicaReads} replicas read back; ` +
+        `${d.connectionsBroken} connections broken, ${d.copiesDone} copies; after healing ${d.finalFilesRead} files and ${d.finalReplicaReads} replicas read back (and ${d.givenUpFilesRead} files whose writer gave up); ` +
         `converged in ${d.convergedMs === null ? '-' : `${d.convergedMs.toFixed(0)}ms`}`,
     );
   }

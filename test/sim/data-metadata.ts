@@ -124,7 +124,7 @@ export class DataMetadata {
       if (!host.running || host.raft === null || host.meta === null) continue;
       const epoch = host.epoch;
       this.service(host)
-        .step(this.hostNowMs(host))
+        .step(this.hostNowMs(host), Math.floor(this.deps.world.nowMs)) // commands are stamped with world time
         .catch((e: unknown) => {
           if (host.epoch === epoch && host.running) this.deps.checker.fail('node-crash', `n${host.id}'s chunk service failed: ${describeError(e)}`);
         });

@@ -64,6 +64,7 @@ import { FileChunkStore } from '../../src/chunkserver/store.ts';
 import { ChunkStoreError, checksumBlockBytes } from '../../src/chunkserver/types.ts';
 import type { PlacementBug } from '../../src/placement/bugs.ts';
 import { loadClusterView } from '../../src/placement/view.ts';
+import { RECOVERY_HOLDER } from '../../src/fsm/records.ts';
 import type { Clock, TimerHandle } from '../../src/raft/node-api.ts';
 import type { InvariantChecker, ViolationKind } from './checkers.ts';
 import { describeError, type Cluster } from './cluster.ts';
@@ -149,6 +150,8 @@ export interface DataStats {
   /** Writers' pipelines that the chain's end failed with CHECKSUM_MISMATCH (each after a corrupted packet). */
   pipelineChecksumFailures: number;
   finalFilesRead: number;
+  /** Files whose writer gave up, read back after healing (complete: released or recovered by the leader). */
+  givenUpFilesRead: number;
   finalReplicaReads: number;
   convergedMs: number | null;
 }
@@ -478,6 +481,7 @@ export class DataWorld {
     packetsCorrupted: 0,
     pipelineChecksumFailures: 0,
     finalFilesRead: 0,
+    givenUpFilesRead: 0,
     finalReplicaReads: 0,
     convergedMs: null,
   };
@@ -1291,11 +1295,56 @@ export class DataWorld {
         }
       }
     }
+    // Lease recovery: a file whose writer is gone (no lease, or an expired one) keeps no unsealed chunk.
+    const nowMs = Math.floor(this.deps.world.nowMs); // lease expiry is in stamped (world) time
+    const unrecovered = new Set<number>();
+    for (const chunk of view.chunks.values()) {
+      if (chunk.sealed || !chunk.fileLive) continue;
+      const lease = view.leases?.get(chunk.fileId);
+      if (lease === undefined || lease.holder === RECOVERY_HOLDER || lease.expiresMs <= nowMs) unrecovered.add(chunk.fileId);
+    }
     const summary = (items: string[]): string => `${items.slice(0, 3).join('; ')}${items.length > 3 ? ` (+${items.length - 3})` : ''}`;
+    if (unrecovered.size > 0) return { kind: 'lease-recovery', message: `files whose writer is gone keep unsealed chunks: ${summary([...unrecovered].map((f) => `file ${f}`))}` };
+    // A file whose writer gave up is completed: by its release, or by lease recovery once its lease expired.
+    const incomplete: string[] = [];
+    for (const file of this.files) {
+      if (file.acked !== false) continue;
+      const stat = await leader.host.meta.fsm.stat(file.path);
+      if (stat.ok && !stat.value.complete) incomplete.push(file.path);
+    }
+    if (incomplete.length > 0) return { kind: 'lease-recovery', message: `files whose writer gave up are still incomplete: ${summary(incomplete)}` };
     if (corrupt.length > 0) return { kind: 'data-corruption-repaired', message: `listed replicas fail verification: ${summary(corrupt)}` };
     if (under.length > 0) return { kind: 'chunk-replication', message: `under-replicated: ${summary(under)}` };
     if (stale.length > 0) return { kind: 'chunk-stale-replica', message: `stale replicas: ${summary(stale)}` };
     return null;
+  }
+
+  /**
+   * lease-recovery: a file whose writer gave up is complete by now (released, or recovered by the leader), and
+   * holds a prefix of the bytes written (never other bytes, nor a gap).
+   */
+  private async checkGivenUp(file: FileRecord, reader: FileReader): Promise<string | null> {
+    const leader = this.deps.cluster.leader();
+    if (leader === null || leader.host.meta === null) return null;
+    const stat = await leader.host.meta.fsm.stat(file.path);
+    if (!stat.ok) return null; // never created
+    if (!stat.value.complete) {
+      this.fail('lease-recovery', `${file.path}, whose writer gave up, is still incomplete after healing (${stat.value.lengthBytes} bytes sealed)`);
+      return 'lease-recovery';
+    }
+    let got: Uint8Array;
+    try {
+      got = await reader.readFile(file.path);
+    } catch (error) {
+      this.fail('lease-recovery', `${file.path}, whose writer gave up and which the leader completed, cannot be read after healing: ${describeError(error)}`);
+      return 'lease-recovery';
+    }
+    this.stats.givenUpFilesRead++;
+    if (got.length !== stat.value.lengthBytes) {
+      this.fail('lease-recovery', `${file.path}: read ${got.length} bytes of a complete file of ${stat.value.lengthBytes}`);
+      return 'lease-recovery';
+    }
+    return this.checkRead(file, 0, file.sizeBytes, got, false, 'lease-recovery', 'the read of a file whose writer gave up') ? null : 'lease-recovery';
   }
 
   /** data-durability: every acknowledged file reads back exactly, through the reader and from every listed replica. */
@@ -1306,6 +1355,11 @@ export class DataWorld {
     const metadata = new SimReaderMetadata(this.meta, client, null);
     const reader = new FileReader({ metadata, data });
     for (const file of this.files) {
+      if (file.acked === false) {
+        const problem = await this.checkGivenUp(file, reader);
+        if (problem !== null) return problem;
+        continue;
+      }
       if (file.acked !== true) continue;
       let got: Uint8Array;
       try {

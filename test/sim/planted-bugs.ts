@@ -108,6 +108,11 @@ export const placementBugCatalog: Readonly<Record<PlacementBug, PlantedBugInfo>>
     primaryViolation: 'chunk-stale-replica',
     expectedViolations: ['chunk-stale-replica'],
   },
+  'placement-skip-lease-recovery': {
+    description: 'chunks: lease recovery never begins, so files whose writer vanished keep unsealed chunks',
+    primaryViolation: 'lease-recovery',
+    expectedViolations: ['lease-recovery'],
+  },
 };
 
 /** The planted bugs of the chunkserver data path (src/chunkserver/bugs.ts), caught by the data workload. */

@@ -18,7 +18,7 @@ export const exitCodes = {
   partial: 4,
   /** A data-path failure: every replica of a chunk failed. */
   io: 5,
-  /** Interrupted (Ctrl-C) in the middle of a put: the file is left incomplete. */
+  /** Interrupted (Ctrl-C) in the middle of a put: the file keeps a prefix of the bytes sent. */
   interrupted: 130,
   /** A bug in rfsctl or the client library. */
   internal: 70,

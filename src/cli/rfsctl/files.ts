@@ -340,7 +340,7 @@ export async function put(
   } catch (error) {
     bar.abandon();
     await writer.abort().catch(() => undefined);
-    if (interrupted) throw new CliError(exitCodes.interrupted, `${path}: interrupted after ${written} bytes; the file is left incomplete (put it again, or rm it)`, 'EINTR');
+    if (interrupted) throw new CliError(exitCodes.interrupted, `${path}: interrupted after ${written} bytes; the file keeps a prefix of them (put it again, or rm it)`, 'EINTR');
     throw toCliError(error, fromStdin ? path : `${args.local} -> ${path}`);
   } finally {
     process.off('SIGINT', onInterrupt);

@@ -1,0 +1,118 @@
+/**
+ * Lease recovery end to end, every part real (3 metadata servers, 3 chunkservers on the local disk, the
+ * client over gRPC and TCP): a writer vanishes in the middle of a chunk (its client closed, its lease never
+ * renewed again). The leader recovers the file: the unsealed chunk is sealed at the length its replicas agree
+ * on, the file is completed and reads back as a prefix of what was written, and it takes a new writer again.
+ */
+import { join } from 'node:path';
+import { pino } from 'pino';
+import t from 'tap';
+import { realComponents } from '../../src/chunkserver/components.ts';
+import { Chunkserver } from '../../src/chunkserver/server.ts';
+import { FileClient } from '../../src/client/connect.ts';
+import { connect } from '../../src/client/fs.ts';
+import { startInProcessCluster, tempDir, waitFor } from '../metadata/harness.ts';
+import { testAgentLimits, testClusterOptions } from './agent-harness.ts';
+import { pattern } from '../client/pattern.ts';
+
+const MiB = 1024 * 1024;
+const chunkSizeBytes = MiB;
+
+void t.test('a writer that vanished mid-chunk: the leader seals what its replicas agree on and completes the file', async (t) => {
+  const cluster = await startInProcessCluster(3, {
+    ...testClusterOptions,
+    chunkManagerLimits: { ...testClusterOptions.chunkManagerLimits, proposalRetryMs: 500, leaseRecoveryDelayMs: 200, leaseRecoveryAnswerWaitMs: 2_000 },
+  });
+  t.teardown(() => cluster.close());
+  const tmp = await tempDir('rfs-lease-recovery-');
+  t.teardown(() => tmp.remove());
+  const logger = pino({ level: 'silent' });
+  const servers: Chunkserver[] = [];
+  for (let i = 1; i <= 3; i++) {
+    const server = await Chunkserver.start({
+      dataDir: join(tmp.dir, `cs${i}`),
+      listen: '127.0.0.1:0',
+      metadata: cluster.addresses,
+      rack: `rack${i}`,
+      components: realComponents({ chunkSizeBytes }),
+      agentLimits: testAgentLimits,
+      logger,
+    });
+    await server.agent.whenRegistered();
+    servers.push(server);
+  }
+  t.teardown(async () => {
+    for (const server of servers) await server.stop();
+  });
+
+  const client = await FileClient.connect(cluster.addresses);
+  t.teardown(() => client.close());
+  await client.metadata.mutate('Mkdir', { path: '/d', chunkSizeBytes, replication: 3 });
+
+  // The writer: a full chunk and half of the next, then its process is gone (no close, no abort).
+  const bytes = pattern(MiB + MiB / 2 + 1000, 5);
+  const vanishing = await FileClient.connect(cluster.addresses);
+  // Its renewals run on a timer this test stops when the writer "dies" (a process gone renews nothing).
+  const renewals = new Set<NodeJS.Timeout>();
+  const timers = {
+    setInterval(fn: () => void, ms: number) {
+      const timer = setInterval(fn, ms);
+      renewals.add(timer);
+      return () => clearInterval(timer);
+    },
+  };
+  const writer = await vanishing.openWriter('/d/f', { leaseDurationMs: 1_000, stagingBytes: 64 * 1024, timers });
+  for (let at = 0; at < bytes.length; at += 100_000) await writer.write(bytes.subarray(at, Math.min(bytes.length, at + 100_000)));
+  await waitFor('the first chunk sealed, the second begun', async () => {
+    const chunks = (await client.metadata.chunkLocations('/d/f')).chunks;
+    return chunks.length === 2 && chunks[0]!.sealed ? true : undefined;
+  }, 10_000);
+  await new Promise((resolve) => setTimeout(resolve, 200)); // let the sent packets land
+  const before = await client.metadata.stat('/d/f');
+  t.equal(before.complete, false, 'incomplete while the writer lives');
+  for (const timer of renewals) clearInterval(timer);
+  vanishing.close();
+
+  // Another writer is refused while the lease lives and while the leader recovers the file.
+  const fs = await connect({ metadata: cluster.addresses });
+  t.teardown(() => fs.close());
+  await t.rejects(fs.appendFile('/d/f', 'x'), { code: 'EBUSY' }, 'another writer must wait');
+
+  const started = Date.now();
+  let lastSeen = '';
+  await waitFor(
+    'the file recovered',
+    async () => {
+      const leader = await cluster.leader();
+      const st = await leader.fsm.stat('/d/f');
+      const loc = await client.metadata.chunkLocations('/d/f');
+      lastSeen = JSON.stringify({ st: st.ok ? { complete: st.value.complete, lease: st.value.lease, length: st.value.lengthBytes } : st.code, chunks: loc.chunks.map((c) => [c.handle, c.version, c.sealed, c.lengthBytes, c.replicas.map((r) => r.id)]), recov: leader.chunks.current?.leaseRecoveries(), leases: [...(leader.chunks.current?.currentView().leases ?? new Map()).entries()], now: Date.now() });
+      return st.ok && st.value.complete ? true : undefined;
+    },
+    30_000,
+    () => lastSeen,
+  );
+  t.comment(`recovered ${Date.now() - started} ms after the writer vanished`);
+  const after = await client.metadata.stat('/d/f');
+  const chunks = (await client.metadata.chunkLocations('/d/f')).chunks;
+  t.ok(after.lengthBytes > MiB && after.lengthBytes <= bytes.length, `length ${after.lengthBytes}: the full chunk and some of the next`);
+  t.ok(chunks.every((c) => c.sealed), 'every chunk sealed');
+  t.same(chunks.map((c) => c.lengthBytes), [MiB, after.lengthBytes - MiB]);
+  const read = await client.readFile('/d/f');
+  t.equal(read.length, after.lengthBytes);
+  t.ok(read.equals(bytes.subarray(0, read.length)), 'the file is a prefix of what was written');
+  // Every replica of the recovered chunk is sealed and holds those bytes.
+  await waitFor('three replicas listed', async () => ((await client.metadata.chunkLocations('/d/f')).chunks[1]!.replicas.length === 3 ? true : undefined), 20_000);
+  const last = (await client.metadata.chunkLocations('/d/f')).chunks[1]!;
+  for (const server of servers) {
+    const info = server.store.info(last.handle);
+    t.same(info && [info.version, info.lengthBytes, info.sealed, info.checksum], [last.version, last.lengthBytes, true, last.checksum], `${server.address}: sealed at the recorded length and checksum`);
+    const got = await server.store.read(last.handle, last.version, 0, last.lengthBytes);
+    t.ok(Buffer.from(got).equals(bytes.subarray(MiB, MiB + last.lengthBytes)), `${server.address} holds the recovered bytes`);
+  }
+
+  // The file takes a writer again: an append lands after the recovered bytes.
+  await fs.appendFile('/d/f', 'tail');
+  const whole = await client.readFile('/d/f');
+  t.ok(whole.equals(Buffer.concat([bytes.subarray(0, after.lengthBytes), Buffer.from('tail')])), 'appended after the recovered prefix');
+});
