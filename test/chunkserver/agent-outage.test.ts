@@ -57,7 +57,7 @@ void t.test('metadata cluster down, up, down and up again', async (t) => {
   await waitFor('reports again', () => (a.agent.status().consecutiveFailures === 0 && a.agent.status().fullReportsSent > fullBefore ? true : undefined), 30_000);
   t.pass('recovered and sent a full report to the new leader');
   const reports = a.link.reports().filter((r) => r.full);
-  t.same(reports.at(-1)?.chunks, [{ handle: 2_000_001, version: 1, lengthBytes: 4, sealed: true }], 'listing its replica');
+  t.same(reports.at(-1)?.chunks, [{ handle: 2_000_001, version: 1, lengthBytes: 4, sealed: true, checksum: store.info(2_000_001)!.checksum }], 'listing its replica (sealed: with its checksum)');
   t.equal(a.agent.status().id, id, 'same id');
   t.equal(a.link.sent.filter((s) => s.kind === 'register').length, registrations, 'no registration after the first success');
   t.equal((await listChunkservers(newLeaderAddress)).find((c) => c.id === id)?.state, 'live', 'live');

@@ -317,3 +317,36 @@ void t.test('limits that contradict each other are refused', (t) => {
   t.throws(() => checkAgentLimits({ ...defaultAgentLimits, replicationsInflightMax: 0 }), RangeError);
   t.end();
 });
+
+void t.test('lease recovery commands: a query reports the replica verified (sealed before a bad block); a seal cuts, raises and seals', async (t) => {
+  const block = 64 * 1024;
+  const store = new MemoryChunkStore();
+  await store.put(1, 3, Buffer.alloc(3 * block + 10, 1), false);
+  store.corruptFrom(1, 2 * block + 5); // a packet that went bad in flight, never acknowledged
+  await store.put(2, 2, Buffer.alloc(1000, 2), false); // a survivor the last pipeline never raised
+  await store.put(3, 3, Buffer.alloc(1000, 3), false); // shorter than the agreed length
+  await store.put(4, 3, Buffer.alloc(500, 4), false); // a clean one, only asked
+  const { clock, link, agent } = makeAgent({ store });
+  link.queued = [
+    { kind: 'recover', handle: 1, version: 3 },
+    { kind: 'recover', handle: 2, version: 3, lengthBytes: 600 },
+    { kind: 'recover', handle: 3, version: 3, lengthBytes: 2000 },
+    { kind: 'recover', handle: 4, version: 3 },
+    { kind: 'recover', handle: 9, version: 1 },
+  ];
+  await agent.start();
+  await clock.advance(200);
+  const after = link.reports().slice(1);
+  const latest = new Map<number, unknown>();
+  for (const r of after) {
+    for (const c of r.chunks) latest.set(c.handle, [c.version, c.lengthBytes, c.sealed, c.checksum !== undefined]);
+    for (const h of r.removed) latest.set(h, 'removed');
+  }
+  t.same(latest.get(1), [3, 2 * block, true, true], 'sealed just before the bad block');
+  t.same(latest.get(2), [3, 600, true, true], 'cut to the agreed length, raised to the version, sealed, with its checksum');
+  t.same(latest.get(3), [3, 1000, false, false], 'too short to seal at the agreed length: reported as it is');
+  t.same(latest.get(4), [3, 500, false, false], 'a clean replica is reported as it is');
+  t.equal(latest.get(9), 'removed', 'a chunk not held is reported removed');
+  t.ok(Buffer.from(await store.read(2, 3, 0, 600)).equals(Buffer.alloc(600, 2)), 'the cut keeps the first bytes');
+  await agent.stop();
+});

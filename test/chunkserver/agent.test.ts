@@ -44,7 +44,7 @@ void t.test('registration, redirects, identity, liveness and reports', async (t)
   t.same(
     first.chunks,
     [
-      { handle: 1_000_001, version: 3, lengthBytes: 3, sealed: true },
+      { handle: 1_000_001, version: 3, lengthBytes: 3, sealed: true, checksum: store.info(1_000_001)!.checksum },
       { handle: 1_000_002, version: 1, lengthBytes: 4, sealed: false },
     ],
     'with every replica, and whether it is sealed',

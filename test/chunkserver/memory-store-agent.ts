@@ -17,6 +17,8 @@ interface Replica {
   sealed: boolean;
   checksum?: number;
   corrupt: boolean;
+  /** Reads reaching this byte fail CHECKSUM_MISMATCH (a bad block from here on). */
+  corruptFromByte?: number;
 }
 
 export class MemoryChunkStore implements ChunkStore {
@@ -91,6 +93,7 @@ export class MemoryChunkStore implements ChunkStore {
       if (offset < 0 || length < 0 || offset + length > r.data.length)
         throw new ChunkStoreError('BAD_OFFSET', `read past ${r.data.length}`);
       if (r.corrupt) throw new ChunkStoreError('CHECKSUM_MISMATCH', `chunk ${handle} block 0`);
+      if (r.corruptFromByte !== undefined && offset + length > r.corruptFromByte) throw new ChunkStoreError('CHECKSUM_MISMATCH', `chunk ${handle} at ${r.corruptFromByte}`);
       return r.data.subarray(offset, offset + length);
     });
   }
@@ -133,6 +136,11 @@ export class MemoryChunkStore implements ChunkStore {
 
   close(): Promise<void> {
     return Promise.resolve();
+  }
+
+  /** Test switch: reads of `handle` reaching byte `offset` fail with CHECKSUM_MISMATCH from now on. */
+  corruptFrom(handle: number, offset: number): void {
+    this.get(handle).corruptFromByte = offset;
   }
 
   /** Test switch: reads and verify of `handle` fail with CHECKSUM_MISMATCH from now on. */
