@@ -282,6 +282,7 @@ export interface MetadataAgentOptions {
   readonly onFatal?: (error: AgentError) => void;
   /** Free bytes on the data disk (FileChunkStore.freeBytes), for the heartbeat's room (see diskReserveBytes). */
   readonly freeBytes?: () => Promise<number>;
+
 }
 
 export interface AgentStatus {
@@ -357,6 +358,12 @@ export class MetadataAgent {
   private timerDueMs = Infinity;
   private busy: Promise<void> | null = null;
   private readonly deleteQueue: { handle: number; version: number }[] = [];
+  /**
+   * Unsealed replicas a lease recovery query found corrupt from some block on: reported this long (the bytes
+   * before the bad block), so recovery agrees on no length that takes the bad block in. Forgotten once sealed
+   * or gone.
+   */
+  private readonly verifiedLengths = new Map<number, number>();
   /** Lease recovery commands not yet done (one at a time: a query verifies the replica, a seal syncs). */
   private readonly sealQueue: { handle: number; version: number; lengthBytes: number | undefined }[] = [];
   private sealing: Promise<void> | null = null;
@@ -897,7 +904,7 @@ export class MetadataAgent {
     }
     let wanted = false;
     for (let i = 0; i === 0 || i < replicas.length; i += max) {
-      const chunks = replicas.slice(i, i + max).map(reported);
+      const chunks = replicas.slice(i, i + max).map((r) => this.reported(r));
       const reply = await this.options.link.chunkReport({ id, full: i === 0, chunks, removed: [] });
       wanted = reply.fullReportWanted;
       this.handleReply({ commands: reply.commands, fullReportWanted: false });
@@ -919,7 +926,7 @@ export class MetadataAgent {
       batch.set(handle, seq);
       const info = this.options.store.info(handle);
       if (info === undefined) removed.push(handle);
-      else chunks.push(reported(info));
+      else chunks.push(this.reported(info));
     }
     const reply = await this.options.link.chunkReport({ id, full: false, chunks, removed });
     this.counts.incrementalReports++;
@@ -968,6 +975,7 @@ export class MetadataAgent {
       try {
         const removed = await this.options.store.delete(d.handle, d.version);
         if (removed) {
+          this.verifiedLengths.delete(d.handle);
           this.counts.deletes++;
           this.options.logger.info({ handle: d.handle, versionAtMost: d.version }, 'replica deleted on the leader\'s order');
           this.note(d.handle);
@@ -1019,20 +1027,28 @@ export class MetadataAgent {
     }
   }
 
+  /** A replica as reported: an unsealed one found corrupt by a recovery query, only up to its bad block. */
+  private reported(r: ReplicaInfo): ReportedReplica {
+    if (r.sealed) this.verifiedLengths.delete(r.handle);
+    return reported(r, this.verifiedLengths.get(r.handle));
+  }
+
   /**
    * A lease recovery query: the unsealed replica's bytes are verified block by block before its length is
    * reported. Past the first bad block nothing was acknowledged (the chain's last replica checks every packet's
-   * CRCs before its ack), but a writer that gave up never cut it back: the replica is sealed just before that
-   * block, so recovery never agrees on a length that takes in corrupt bytes.
+   * CRCs before its ack), but a writer that vanished never cut it back: the replica is reported only up to
+   * that block (and a seal ordered there cuts it), so recovery never agrees on a length that takes in corrupt
+   * bytes.
    */
   private async verifyUnsealed(handle: number, version: number, lengthBytes: number): Promise<void> {
+    this.verifiedLengths.delete(handle);
     for (let offset = 0; offset < lengthBytes; offset += checksumBlockBytes) {
       try {
         await this.options.store.read(handle, version, offset, Math.min(checksumBlockBytes, lengthBytes - offset));
       } catch (e) {
         if (!(e instanceof ChunkStoreError && e.code === 'CHECKSUM_MISMATCH')) throw e;
-        this.options.logger.warn({ handle, version, lengthBytes, badBlockOffset: offset }, 'lease recovery: unsealed replica corrupt from this block on (never acknowledged): sealed before it');
-        await this.options.store.seal(handle, version, offset);
+        this.options.logger.warn({ handle, version, lengthBytes, badBlockOffset: offset }, 'lease recovery: unsealed replica corrupt from this block on (never acknowledged): reported only up to it');
+        if (this.verifiedLengths.size < this.limits.pendingChangesMax) this.verifiedLengths.set(handle, offset);
         return;
       }
     }
@@ -1098,9 +1114,10 @@ export class MetadataAgent {
   }
 }
 
-function reported(r: ReplicaInfo): ReportedReplica {
+function reported(r: ReplicaInfo, verifiedLengthBytes: number | undefined): ReportedReplica {
   const base = { handle: r.handle, version: r.version, lengthBytes: r.lengthBytes, sealed: r.sealed };
-  return r.sealed && r.checksum !== undefined ? { ...base, checksum: r.checksum } : base;
+  if (r.sealed) return r.checksum !== undefined ? { ...base, checksum: r.checksum } : base;
+  return verifiedLengthBytes !== undefined && verifiedLengthBytes < r.lengthBytes ? { ...base, lengthBytes: verifiedLengthBytes } : base;
 }
 
 function copyKey(c: CopyOrder): string {

@@ -342,11 +342,17 @@ void t.test('lease recovery commands: a query reports the replica verified (seal
     for (const c of r.chunks) latest.set(c.handle, [c.version, c.lengthBytes, c.sealed, c.checksum !== undefined]);
     for (const h of r.removed) latest.set(h, 'removed');
   }
-  t.same(latest.get(1), [3, 2 * block, true, true], 'sealed just before the bad block');
+  t.same(latest.get(1), [3, 2 * block, false, false], 'reported only up to the bad block');
   t.same(latest.get(2), [3, 600, true, true], 'cut to the agreed length, raised to the version, sealed, with its checksum');
   t.same(latest.get(3), [3, 1000, false, false], 'too short to seal at the agreed length: reported as it is');
   t.same(latest.get(4), [3, 500, false, false], 'a clean replica is reported as it is');
   t.equal(latest.get(9), 'removed', 'a chunk not held is reported removed');
   t.ok(Buffer.from(await store.read(2, 3, 0, 600)).equals(Buffer.alloc(600, 2)), 'the cut keeps the first bytes');
+  // Then the seal agreed on for chunk 1 (its other replicas held as much): cut before the bad block.
+  link.queued = [{ kind: 'recover', handle: 1, version: 3, lengthBytes: 2 * block }];
+  await clock.advance(2_000);
+  t.same(store.info(1) && [store.info(1)!.lengthBytes, store.info(1)!.sealed], [2 * block, true], 'sealed at the agreed length');
+  const final = link.reports().at(-1)!.chunks.find((c) => c.handle === 1);
+  t.same(final && [final.lengthBytes, final.sealed, final.checksum === store.info(1)!.checksum], [2 * block, true, true], 'reported sealed, with its checksum');
   await agent.stop();
 });

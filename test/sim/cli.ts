@@ -251,7 +251,7 @@ async function replay(options: CliOptions): Promise<number> {
   if (s.data !== undefined) {
     const d = s.data;
     console.log(
-      `data: ${d.filesAcked}/${d.filesStarted} files acknowledged (${d.bytesAcked} bytes, ${d.filesFailed} failed), ${d.pipelineRecoveries} pipeline recoveries; ` +
+      `data: ${d.filesAcked}/${d.filesStarted} files acknowledged (${d.bytesAcked} bytes, ${d.filesFailed} failed, ${d.writersVanished} writers vanished), ${d.pipelineRecoveries} pipeline recoveries; ` +
         `${d.readsOk}/${d.readsDuringRun} reads during the run (${d.staleCacheReads} with stale locations, ${d.sessionReads} read sessions, ${d.replicaReadFailures} replica failovers); ` +
         `${d.chunkserverCrashes} chunkserver crashes (${d.disksWiped} disks wiped), ${d.bitFlips} bit flips (${d.corruptionsFound} corrupt replicas found), ` +
         `${d.packetsCorrupted} packets corrupted in flight (${d.pipelineChecksumFailures} pipelines failed CHECKSUM_MISMATCH), ` +

@@ -110,6 +110,22 @@ const READER_THINK_MAX_MS = 60;
 /** Of the reads during the run, the share that read through one ReadSession (several reads in a row). */
 const SESSION_READ_PROBABILITY = 0.3;
 const LEASE_DURATION_MS = 6_000;
+/**
+ * Of the files written, the share whose writer vanishes (its process dies: no more calls, its connections
+ * cut, its lease never renewed nor released) at a random moment within WRITER_VANISH_WITHIN_MS of the start:
+ * the leader's lease recovery must complete the file with a prefix of its bytes. Drawn from a stream of its
+ * own, so only the seeds where it happens change their traces.
+ */
+const WRITER_VANISH_PROBABILITY = 0.08;
+const WRITER_VANISH_WITHIN_MS = 300;
+/** A vanished writer's connections close this long after its process stopped (what it sent still lands). */
+const VANISHED_CONNECTIONS_CLOSE_MS = 20;
+/**
+ * When a packet a writer sent is corrupted in flight, the chance that its process dies right then (before it
+ * could resend): replicas are left holding bad bytes past the acknowledged length, which lease recovery
+ * must not seal in. Drawn from a stream of its own.
+ */
+const WRITER_VANISH_ON_CORRUPTION_PROBABILITY = 0.5;
 /** A file not closed within this much virtual time is abandoned (its writer aborted). */
 const FILE_DEADLINE_MS = 8_000;
 /** After the Raft liveness probe, the data checks must hold within this much virtual time. */
@@ -125,6 +141,8 @@ export interface DataStats {
   filesStarted: number;
   filesAcked: number;
   filesFailed: number;
+  /** Writers that vanished in the middle of a file (lease recovery's work). */
+  writersVanished: number;
   bytesAcked: number;
   pipelineRecoveries: number;
   readsDuringRun: number;
@@ -320,6 +338,8 @@ class WiredConnection implements DataConnection {
  */
 class TrackedDialer {
   readonly open = new Set<DataConnection>();
+  /** The endpoint's process is gone (a vanished writer): dials fail. */
+  dead = false;
 
   constructor(
     private readonly network: MemoryDataNetwork,
@@ -329,6 +349,7 @@ class TrackedDialer {
   ) {}
 
   async dial(address: string): Promise<DataConnection> {
+    if (this.dead) throw new DataPlaneError('CONNECTION_LOST', 'this client process is gone');
     const dialed = await this.network.dial(address, this.name);
     const connection = this.wire === null ? dialed : new WiredConnection(dialed, this.name, address, this.wire);
     this.open.add(connection);
@@ -447,6 +468,15 @@ export interface DataWorldDeps {
   readonly timeline: (line: string) => void;
 }
 
+/** Whether a writer's process still runs (see WRITER_VANISH_PROBABILITY). */
+interface WriterLife {
+  dead: boolean;
+  /** Settles the file being written as given up. */
+  onDeath?: () => void;
+  /** The file's write settled (acknowledged or given up) while the process lived. */
+  settled?: boolean;
+}
+
 interface FileRecord {
   readonly path: string;
   readonly sizeBytes: number;
@@ -460,6 +490,7 @@ export class DataWorld {
     filesStarted: 0,
     filesAcked: 0,
     filesFailed: 0,
+    writersVanished: 0,
     bytesAcked: 0,
     pipelineRecoveries: 0,
     readsDuringRun: 0,
@@ -491,6 +522,7 @@ export class DataWorld {
   private readonly newFaultRandom: Prng;
   /** Packet corruption's own stream: which packets, which bit. */
   private readonly corruptionRandom: Prng;
+  private readonly vanishOnCorruptionRandom: Prng;
   private readonly wire: PacketWire | null;
   private readonly meta: DataMetadata;
   private readonly network: MemoryDataNetwork;
@@ -518,6 +550,7 @@ export class DataWorld {
     this.faultProfile = makeDataFaultProfile(deps.random.split('data-fault-profile'));
     this.newFaultRandom = deps.random.split('data-faults-new');
     this.corruptionRandom = deps.random.split('data-packet-corruption');
+    this.vanishOnCorruptionRandom = deps.random.split('data-writer-vanish-on-corruption');
     // Only seeds with the fault get a wire: the others' connections (and traces) stay as they were.
     this.wire = this.faultProfile.packetCorruption ? (packet, link) => this.corruptInFlight(packet, link) : null;
     this.network = new MemoryDataNetwork({ scheduler: (task) => this.deliver(task), limits: dataPlaneLimits });
@@ -874,6 +907,8 @@ export class DataWorld {
     this.stats.packetsCorrupted++;
     const chunk = link.setup === null ? 'a chunk' : `chunk ${link.setup.handle} v${link.setup.version}`;
     this.deps.timeline(`packet ${packet.seq} of ${chunk} (offset ${packet.offset}) corrupted in flight from ${link.from} to ${link.to}: bit ${bit} of byte ${byte}`);
+    const vanish = this.vanishers.get(link.from);
+    if (vanish !== undefined && this.vanishOnCorruptionRandom.chance(WRITER_VANISH_ON_CORRUPTION_PROBABILITY)) vanish('a packet it sent was corrupted in flight');
     return { ...packet, payload };
   }
 
@@ -974,12 +1009,12 @@ export class DataWorld {
     return { client: { target: random.pick(this.deps.cluster.addressableIds()), random }, dialer };
   }
 
-  private timers(): WriterTimers {
+  private timers(life: { readonly dead: boolean }): WriterTimers {
     return {
       setInterval: (fn, ms) => {
         let stopped = false;
         const tick = (): void => {
-          if (stopped) return;
+          if (stopped || life.dead) return;
           fn();
           this.schedule(ms, 'lease renewal', tick);
         };
@@ -1004,19 +1039,58 @@ export class DataWorld {
     }
   }
 
+  /** Kills the process writing through a client dialer (by its name), while it writes a file. */
+  private readonly vanishers = new Map<string, (why: string) => void>();
+
   private writerLoop(w: number, random: Prng): void {
-    const { client, dialer } = this.newClient(random);
-    const data = this.dataPlane(dialer);
+    let process = this.newClient(random);
+    let data = this.dataPlane(process.dialer);
+    const vanishRandom = this.deps.random.split(`writer/${w}/vanish`);
     let n = 0;
     const next = (): void => {
       if (!this.deps.active()) return;
+      if (process.dialer.dead) {
+        // The writer's process died with its last file: a new one takes over.
+        process = this.newClient(random);
+        data = this.dataPlane(process.dialer);
+      }
       const path = `/w${w}.${++n}`;
-      void this.writeFile(path, w, random, client, data).finally(() => this.schedule(random.floatBetween(1, WRITER_THINK_MAX_MS), `writer ${w} next file`, next));
+      const vanishAtMs = vanishRandom.chance(WRITER_VANISH_PROBABILITY) ? vanishRandom.floatBetween(1, WRITER_VANISH_WITHIN_MS) : null;
+      void this.writeFile(path, w, random, process.client, data, process.dialer, vanishAtMs).finally(() =>
+        this.schedule(random.floatBetween(1, WRITER_THINK_MAX_MS), `writer ${w} next file`, next),
+      );
     };
     next();
   }
 
-  private async writeFile(path: string, w: number, random: Prng, client: MetadataClientState, data: DataPlane): Promise<void> {
+  /**
+   * One file, by a writer process that may vanish in the middle of it: at `vanishAtMs` (see
+   * WRITER_VANISH_PROBABILITY), or right after a packet it sent was corrupted in flight (corruptInFlight).
+   * A process that is gone makes no more calls (at once) and its connections close (a moment later).
+   */
+  private writeFile(path: string, w: number, random: Prng, client: MetadataClientState, data: DataPlane, dialer: TrackedDialer, vanishAtMs: number | null): Promise<void> {
+    const life: WriterLife = { dead: false };
+    return new Promise<void>((resolve) => {
+      const vanish = (why: string): void => {
+        if (life.dead || life.settled === true) return;
+        life.dead = true;
+        life.onDeath?.();
+        dialer.dead = true;
+        this.schedule(VANISHED_CONNECTIONS_CLOSE_MS, `writer ${w}'s connections close`, () => dialer.breakAll());
+        this.stats.writersVanished++;
+        this.deps.timeline(`writer ${w}'s process is gone in the middle of ${path} (${why})`);
+        resolve();
+      };
+      if (vanishAtMs !== null) this.schedule(vanishAtMs, `writer ${w} vanishes while writing ${path}`, () => vanish('at random'));
+      this.vanishers.set(dialer.name, vanish);
+      void this.writeOneFile(path, w, random, client, data, life).finally(() => {
+        if (this.vanishers.get(dialer.name) === vanish) this.vanishers.delete(dialer.name);
+        resolve();
+      });
+    });
+  }
+
+  private async writeOneFile(path: string, w: number, random: Prng, client: MetadataClientState, data: DataPlane, life: WriterLife): Promise<void> {
     const sizeBytes = this.fileSize(random);
     const record: FileRecord = { path, sizeBytes, acked: null, ackedAtMs: null };
     this.files.push(record);
@@ -1026,19 +1100,29 @@ export class DataWorld {
     let writer: FileWriter | null = null;
     let timedOut = false;
     this.schedule(FILE_DEADLINE_MS, `writer ${w} deadline for ${path}`, () => {
-      if (record.acked !== null) return;
+      if (record.acked !== null || life.dead) return;
       timedOut = true;
       void writer?.abort();
     });
+    let settled = false;
+    const settle = (acked: boolean): void => {
+      if (settled) return;
+      settled = true;
+      life.settled = true;
+      record.acked = acked;
+      this.filesInFlight--;
+    };
+    // A process that is gone settles its file as given up at once; whatever it had in flight lands or not.
+    life.onDeath = () => settle(false);
     try {
       writer = await FileWriter.open(path, {
-        metadata: this.writerMetadata(client, record),
+        metadata: guardedMetadata(this.writerMetadata(client, record), life),
         data,
         holder: `writer${w}`,
         exclusive: true,
         leaseDurationMs: LEASE_DURATION_MS,
         stagingBytes: PACKET_BYTES,
-        timers: this.timers(),
+        timers: this.timers(life),
         onRecovery: () => this.stats.pipelineRecoveries++,
       });
       if (timedOut) throw new Error('deadline passed');
@@ -1047,18 +1131,19 @@ export class DataWorld {
         await writer.write(bytes.subarray(offset, offset + piece));
         offset += piece;
       }
+      if (life.dead) throw new Error('the process is gone');
       await writer.close();
-      record.acked = true;
+      if (life.dead) throw new Error('the process is gone');
       record.ackedAtMs = this.deps.world.nowMs;
+      settle(true);
       this.stats.filesAcked++;
       this.stats.bytesAcked += sizeBytes;
     } catch (error) {
-      record.acked = false;
+      settle(false);
+      if (life.dead) return; // a process that is gone releases nothing: lease recovery's work
       this.stats.filesFailed++;
       this.deps.timeline(`writer ${w} gave up ${path} (${sizeBytes} bytes): ${describeError(error)}`);
       await writer?.abort();
-    } finally {
-      this.filesInFlight--;
     }
   }
 
@@ -1394,4 +1479,18 @@ export class DataWorld {
     }
     return null;
   }
+}
+
+/** A writer's metadata calls fail once its process is gone (those already sent still land or not). */
+function guardedMetadata<T extends object>(metadata: T, life: { readonly dead: boolean }): T {
+  return new Proxy(metadata, {
+    get(target, key, receiver) {
+      const value: unknown = Reflect.get(target, key, receiver);
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) => {
+        if (life.dead) return Promise.reject(new Error('this client process is gone'));
+        return (value as (...a: unknown[]) => unknown).apply(target, args);
+      };
+    },
+  });
 }
