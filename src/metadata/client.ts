@@ -119,6 +119,8 @@ const retryableGrpc = new Set([
 
 export class MetadataClient {
   private readonly stubs = new Map<string, Stub>();
+  /** close() was called: every call from now on fails (a writer left open stops renewing its lease). */
+  private closed = false;
   private readonly addresses: string[];
   private current = 0;
   private clientId = 0;
@@ -367,6 +369,7 @@ export class MetadataClient {
 
   /** One operation with redirects and retries; a reply error that is not retryable is thrown. */
   async call(method: MetadataMethod, request: WireRequest): Promise<WireReply> {
+    if (this.closed) throw new MetadataError('UNAVAILABLE', 'the client was closed');
     if (this.readAddress !== undefined && readMethods.has(method)) {
       const reply = await this.readAt(this.readAddress, method, request);
       if (reply !== undefined) return reply;
@@ -375,7 +378,7 @@ export class MetadataClient {
     // Created only when an attempt fails: an Error captures a stack, a cost on every call otherwise.
     let last: MetadataError | undefined;
     for (let attempt = 0; ; attempt++) {
-      if (this.signal?.aborted === true) throw new MetadataError('UNAVAILABLE', 'the client was shut down');
+      if (this.signal?.aborted === true || this.closed) throw new MetadataError('UNAVAILABLE', 'the client was shut down');
       if (attempt > 0) {
         this.retries++;
         if (Date.now() >= deadline) throw last ?? new MetadataError('UNAVAILABLE', 'no attempt made');
@@ -470,6 +473,7 @@ export class MetadataClient {
   }
 
   close(): void {
+    this.closed = true;
     for (const stub of this.stubs.values()) stub.close();
     this.stubs.clear();
   }

@@ -982,6 +982,15 @@ export class MetadataServer {
     };
     countGauge('rfs_live_chunkservers', 'Chunkservers in state live', (c) => c.live);
     countGauge('rfs_under_replicated_chunks', 'Sealed chunks of live files with fewer live replicas than their replication factor', (c) => c.underReplicated);
+    const chunks = this.chunks;
+    new Gauge({
+      name: 'rfs_lease_recoveries',
+      help: 'Chunks of files whose writer vanished that the leader is recovering now (0 on a follower)',
+      registers: [this.registry],
+      collect() {
+        this.set(chunks.current?.leaseRecoveries() ?? 0);
+      },
+    });
     new Gauge({
       name: 'rfs_raft_role',
       help: 'Raft role of this server (1 for the current role)',
