@@ -3,8 +3,11 @@
  * client over gRPC and TCP): a writer vanishes in the middle of a chunk (its client closed, its lease never
  * renewed again). The leader recovers the file: the unsealed chunk is sealed at the length its replicas agree
  * on, the file is completed and reads back as a prefix of what was written, and it takes a new writer again.
+ * Then the same with a writer in a child process killed with SIGKILL.
  */
-import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import t from 'tap';
 import { realComponents } from '../../src/chunkserver/components.ts';
@@ -115,4 +118,28 @@ void t.test('a writer that vanished mid-chunk: the leader seals what its replica
   await fs.appendFile('/d/f', 'tail');
   const whole = await client.readFile('/d/f');
   t.ok(whole.equals(Buffer.concat([bytes.subarray(0, after.lengthBytes), Buffer.from('tail')])), 'appended after the recovered prefix');
+  // ---- A writer process killed with SIGKILL in the middle of its second chunk.
+  const size = MiB + MiB / 2 + 777;
+  const fixture = join(dirname(fileURLToPath(import.meta.url)), 'fixtures', 'vanishing-writer.ts');
+  const child = spawn(process.execPath, ['--import', 'tsx', fixture, cluster.addresses.join(','), '/d/killed', String(size)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => {
+      out += b.toString();
+      if (out.includes('written')) resolve();
+    });
+    child.on('exit', (code) => reject(new Error(`the writer exited ${code} before writing`)));
+  });
+  await new Promise((resolve) => setTimeout(resolve, 200)); // let the sent packets land
+  t.equal((await client.metadata.stat('/d/killed')).complete, false, 'incomplete while its writer lives');
+  child.kill('SIGKILL');
+  await exited;
+  const killedAt = Date.now();
+  await waitFor('the killed writer\'s file recovered', async () => ((await client.metadata.stat('/d/killed')).complete ? true : undefined), 30_000);
+  const killed = await client.metadata.stat('/d/killed');
+  t.comment(`recovered ${Date.now() - killedAt} ms after SIGKILL: ${killed.lengthBytes} of ${size} bytes`);
+  t.ok(killed.lengthBytes >= MiB && killed.lengthBytes <= size, `length ${killed.lengthBytes}: at least the first chunk`);
+  const killedBytes = await client.readFile('/d/killed');
+  t.ok(killedBytes.equals(pattern(size, 9).subarray(0, killed.lengthBytes)), 'a prefix of what the killed writer wrote');
 });
