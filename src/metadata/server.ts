@@ -895,31 +895,18 @@ export class MetadataServer {
     return { id: (result.value as { id: number }).id };
   }
 
-  private heartbeat(r: WireRequest): Promise<WireReply> {
+  private async heartbeat(r: WireRequest): Promise<WireReply> {
     const id = v.positiveId(r['id'], 'id');
     const capacityBytes = v.nat(r['capacityBytes'] ?? 0, 'capacity_bytes');
     const usedBytes = v.nat(r['usedBytes'] ?? 0, 'used_bytes');
     this.requireLeader();
     const clock = this.options.clock ?? systemClock;
-    return this.knownOrRefreshed(clock.nowMs(), () => commandsReply(this.chunks.heartbeat(id, clock.nowMs(), { capacityBytes, usedBytes })));
+    // An unknown id reloads the view once (ChunkService.exchange): a clean-clone CI run's
+    // test/metadata/chunks.test.ts once got ENOENT from a server registered a moment before.
+    return commandsReply(await this.chunks.exchange(clock.nowMs(), (c) => c.heartbeat(id, clock.nowMs(), { capacityBytes, usedBytes })));
   }
 
-  /**
-   * Runs a chunkserver's exchange; if the chunk manager's view does not know the server (ENOENT), reloads the
-   * view once (rate-limited by the service) and runs it again: a server that registered a moment ago heartbeats
-   * before the manager's next pass reloads its view, and a manager that was starting may have loaded its view
-   * just before the registration applied (a clean-clone CI run's test/metadata/chunks.test.ts got ENOENT so).
-   */
-  private async knownOrRefreshed(nowMs: number, run: () => WireReply): Promise<WireReply> {
-    try {
-      return run();
-    } catch (e) {
-      if (!(e instanceof PlacementError && e.code === 'ENOENT') || !(await this.chunks.refreshView(nowMs))) throw e;
-      return run();
-    }
-  }
-
-  private chunkReport(r: WireRequest): Promise<WireReply> {
+  private async chunkReport(r: WireRequest): Promise<WireReply> {
     const id = v.positiveId(r['id'], 'id');
     const full = v.optBool(r['full'], 'full') ?? false;
     const chunks = v.reportedChunks(r['chunks']);
@@ -928,7 +915,7 @@ export class MetadataServer {
     this.requireLeader();
     const clock = this.options.clock ?? systemClock;
     const report: ChunkReport = { full, chunks, removed };
-    return this.knownOrRefreshed(clock.nowMs(), () => commandsReply(this.chunks.chunkReport(id, clock.nowMs(), report)));
+    return commandsReply(await this.chunks.exchange(clock.nowMs(), (c) => c.chunkReport(id, clock.nowMs(), report)));
   }
 
   private async listChunkservers(r: WireRequest): Promise<WireReply> {

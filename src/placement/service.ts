@@ -148,7 +148,7 @@ export class ChunkService {
   /**
    * Reloads the running manager's view outside its pass, at most once per viewRefreshIntervalMs (a server
    * sending an id nobody registered cannot make the leader reload on every message). For an exchange from a
-   * server the view does not know yet (see MetadataServer.knownOrRefreshed). True when it reloaded.
+   * server the view does not know yet (`exchange`). True when it reloaded.
    */
   async refreshView(nowMs: number): Promise<boolean> {
     const m = this.manager;
@@ -166,6 +166,21 @@ export class ChunkService {
 
   chunkReport(id: number, nowMs: number, report: ChunkReport): Reply {
     return this.mustManager().chunkReport(id, nowMs, report);
+  }
+
+  /**
+   * A chunkserver's exchange (`heartbeat` or `chunkReport` run by `run`); if the manager's view does not know
+   * the server (ENOENT), reloads the view once (refreshView: at most once per viewRefreshIntervalMs) and runs
+   * it again. A server that registered a moment ago heartbeats before the manager's next pass reloads its
+   * view, and a manager that was starting may have loaded its view just before the registration applied.
+   */
+  async exchange(nowMs: number, run: (service: this) => Reply): Promise<Reply> {
+    try {
+      return run(this);
+    } catch (e) {
+      if (!(e instanceof PlacementError && e.code === 'ENOENT') || !(await this.refreshView(nowMs))) throw e;
+      return run(this);
+    }
   }
 
   /**

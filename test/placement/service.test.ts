@@ -148,3 +148,15 @@ void t.test('refreshView: a server registered after the view loaded is known onc
   t.equal(await service.refreshView(500), false, 'not again within a second');
   t.equal(await service.refreshView(1_010), true, 'again after a second');
 });
+
+void t.test('exchange: an exchange from a server the view does not know reloads the view once and is answered; a made-up id is ENOENT', async (t) => {
+  const { service } = await setUp();
+  await service.step(0);
+  const r = await service.register({ address: 'late:7000', rack: 'r9', capacityBytes: 1e12, usedBytes: 0 });
+  if (!r.ok) throw new Error(r.message);
+  const late = (r.value as { id: number }).id;
+  const usage = { capacityBytes: 1e12, usedBytes: 0 };
+  t.same((await service.exchange(10, (c) => c.heartbeat(late, 10, usage))).commands, [], 'answered after one reload');
+  await t.rejects(service.exchange(20, (c) => c.heartbeat(999, 20, usage)), { code: 'ENOENT' }, 'no reload within a second: refused');
+  await t.rejects(service.exchange(2_000, (c) => c.chunkReport(999, 2_000, { full: true, chunks: [] })), { code: 'ENOENT' }, 'reloaded, still unknown: refused');
+});

@@ -382,10 +382,11 @@ export class ChunkWorld {
           chunks: [...changed].filter(([handle, v]) => v > 0 && cs.disk.has(handle)).map(([handle]) => reported(handle, cs.disk.get(handle)!)),
           removed: [...changed].filter(([, v]) => v === 0).map(([handle]) => handle),
         };
-    this.request(this.random, () => cs.target, retarget, (host, service) => {
+    this.request(this.random, () => cs.target, retarget, async (host, service) => {
       const nowMs = this.hostNowMs(host);
-      const beat = service.heartbeat(id, nowMs, usage);
-      const reported = full || report.chunks.length > 0 || (report.removed?.length ?? 0) > 0 ? service.chunkReport(id, nowMs, report) : null;
+      // As the server does it: an id the manager's view does not know yet reloads the view once.
+      const beat = await service.exchange(nowMs, (c) => c.heartbeat(id, nowMs, usage));
+      const reported = full || report.chunks.length > 0 || (report.removed?.length ?? 0) > 0 ? await service.exchange(nowMs, (c) => c.chunkReport(id, nowMs, report)) : null;
       const reply: Reply = reported === null ? beat : { commands: [...beat.commands, ...reported.commands], fullReportWanted: reported.fullReportWanted };
       this.audit(host, service, id, reply);
       return reply;

@@ -374,12 +374,17 @@ export class SimMetadataLink implements MetadataLink {
   }
 
   heartbeat(request: { readonly id: number; readonly capacityBytes: number; readonly usedBytes: number }): Promise<CommandsReply> {
-    return this.call((host, service) => commandsReply(service.heartbeat(request.id, this.meta.hostNowMs(host), { capacityBytes: request.capacityBytes, usedBytes: request.usedBytes })));
+    return this.call(async (host, service) => {
+      const nowMs = this.meta.hostNowMs(host);
+      return commandsReply(await service.exchange(nowMs, (c) => c.heartbeat(request.id, nowMs, { capacityBytes: request.capacityBytes, usedBytes: request.usedBytes })));
+    });
   }
 
   chunkReport(request: ChunkReportRequest): Promise<CommandsReply> {
     return this.call((host, service) =>
-      commandsReply(service.chunkReport(request.id, this.meta.hostNowMs(host), { full: request.full, chunks: request.chunks, removed: request.removed })),
+      service
+        .exchange(this.meta.hostNowMs(host), (c) => c.chunkReport(request.id, this.meta.hostNowMs(host), { full: request.full, chunks: request.chunks, removed: request.removed }))
+        .then(commandsReply),
     );
   }
 
