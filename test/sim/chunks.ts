@@ -562,18 +562,11 @@ export class ChunkWorld {
     for (const cs of up) {
       for (const handle of cs.disk.keys()) if (!view.chunks.has(handle)) stale.push(`server ${cs.id} keeps chunk ${handle}, which no file has`);
     }
-    // Lease recovery: a file whose writer is gone (no lease, or an expired one) keeps no unsealed chunk.
-    const nowMs = Math.floor(this.deps.world.nowMs); // lease expiry is in stamped (world) time
-    const unrecovered = new Set<number>();
-    for (const chunk of view.chunks.values()) {
-      if (chunk.sealed || !chunk.fileLive) continue;
-      const lease = view.leases?.get(chunk.fileId);
-      if (lease === undefined || lease.holder === RECOVERY_HOLDER || lease.expiresMs <= nowMs) unrecovered.add(chunk.fileId);
-    }
+    const unrecovered = filesAwaitingRecovery(view, Math.floor(this.deps.world.nowMs));
     const some = (items: string[]): string => `${items.slice(0, 3).join('; ')}${items.length > 3 ? ` (+${items.length - 3})` : ''}`;
     if (under.length > 0) return { kind: 'chunk-replication', message: `under-replicated: ${some(under)}` };
     if (stale.length > 0) return { kind: 'chunk-stale-replica', message: `stale replicas: ${some(stale)}` };
-    if (unrecovered.size > 0) return { kind: 'lease-recovery', message: `files whose writer is gone keep unsealed chunks: ${some([...unrecovered].map((f) => `file ${f}`))}` };
+    if (unrecovered.length > 0) return { kind: 'lease-recovery', message: `files whose writer is gone keep unsealed chunks: ${some(unrecovered.map((f) => `file ${f}`))}` };
     return null;
   }
 }
@@ -695,4 +688,19 @@ class ChunkWriter {
 function reported(handle: number, c: StoredChunk): { handle: number; version: number; lengthBytes: number; sealed?: boolean; checksum?: number } {
   const base = { handle, version: c.version, lengthBytes: c.lengthBytes };
   return c.sealed === true ? { ...base, sealed: true, checksum: simChecksum(c.lengthBytes) } : base;
+}
+
+/**
+ * The lease-recovery check (both workloads, after healing): live files whose writer is gone (no lease, an
+ * expired one, or the recovery holder's) that still keep an unsealed chunk. `nowMs` in stamped time (the
+ * simulator stamps commands with world time).
+ */
+export function filesAwaitingRecovery(view: ClusterView, nowMs: number): number[] {
+  const out = new Set<number>();
+  for (const chunk of view.chunks.values()) {
+    if (chunk.sealed || !chunk.fileLive) continue;
+    const lease = view.leases?.get(chunk.fileId);
+    if (lease === undefined || lease.holder === RECOVERY_HOLDER || lease.expiresMs <= nowMs) out.add(chunk.fileId);
+  }
+  return [...out];
 }

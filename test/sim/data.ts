@@ -64,11 +64,11 @@ import { FileChunkStore } from '../../src/chunkserver/store.ts';
 import { ChunkStoreError, checksumBlockBytes } from '../../src/chunkserver/types.ts';
 import type { PlacementBug } from '../../src/placement/bugs.ts';
 import { loadClusterView } from '../../src/placement/view.ts';
-import { RECOVERY_HOLDER } from '../../src/fsm/records.ts';
 import type { Clock, TimerHandle } from '../../src/raft/node-api.ts';
 import type { InvariantChecker, ViolationKind } from './checkers.ts';
 import { describeError, type Cluster } from './cluster.ts';
 import { compressionOfPath, expectedContent, firstDifference } from './data-content.ts';
+import { filesAwaitingRecovery } from './chunks.ts';
 import { DataMetadata, SimMetadataLink, SimReaderMetadata, SimWriterMetadata, type MetadataClientState } from './data-metadata.ts';
 import { SimDisk } from './disk.ts';
 import type { Prng } from './prng.ts';
@@ -1380,16 +1380,9 @@ export class DataWorld {
         }
       }
     }
-    // Lease recovery: a file whose writer is gone (no lease, or an expired one) keeps no unsealed chunk.
-    const nowMs = Math.floor(this.deps.world.nowMs); // lease expiry is in stamped (world) time
-    const unrecovered = new Set<number>();
-    for (const chunk of view.chunks.values()) {
-      if (chunk.sealed || !chunk.fileLive) continue;
-      const lease = view.leases?.get(chunk.fileId);
-      if (lease === undefined || lease.holder === RECOVERY_HOLDER || lease.expiresMs <= nowMs) unrecovered.add(chunk.fileId);
-    }
+    const unrecovered = filesAwaitingRecovery(view, Math.floor(this.deps.world.nowMs));
     const summary = (items: string[]): string => `${items.slice(0, 3).join('; ')}${items.length > 3 ? ` (+${items.length - 3})` : ''}`;
-    if (unrecovered.size > 0) return { kind: 'lease-recovery', message: `files whose writer is gone keep unsealed chunks: ${summary([...unrecovered].map((f) => `file ${f}`))}` };
+    if (unrecovered.length > 0) return { kind: 'lease-recovery', message: `files whose writer is gone keep unsealed chunks: ${summary(unrecovered.map((f) => `file ${f}`))}` };
     // A file whose writer gave up is completed: by its release, or by lease recovery once its lease expired.
     const incomplete: string[] = [];
     for (const file of this.files) {
