@@ -93,7 +93,9 @@ export interface MetadataServerOptions {
    * timeout), so twice the longest timeout has to fit in 2 s. Measured with 100 ms × 10 (1.0–1.95 s) and
    * 50 ms × 16 (0.8–1.55 s): most failovers took 0.9–1.4 s, but split votes gave 2.0–2.8 s in roughly one run
    * of eight (test/metadata/failover.test.ts). The cost: a follower hearing nothing for 0.5 s campaigns, so
-   * event-loop stalls of that length cause elections.
+   * event-loop stalls of that length cause elections. At 50 ms × 10, 3 of 17 runs still took 1.5–2.2 s (split
+   * votes: both survivors pre-campaigning within a few ms); the core's pre-vote tie-break (raft.ts
+   * `yieldsNothingTo`) took 20 runs to 508–989 ms, 5 of them with both survivors pre-campaigning.
    */
   readonly electionTicks?: number;
   /** 'host:port' for an HTTP server with Prometheus `/metrics`. */

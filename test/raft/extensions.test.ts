@@ -87,6 +87,37 @@ void t.test('pre-vote: a partitioned node does not bump its term and does not di
   t.end();
 });
 
+void t.test('two pre-candidates with the same log: only the higher id gets the other\'s pre-vote, so one campaigns (no split vote)', (t) => {
+  const lastIndex = (r: Raft): number => r.log.lastIndex();
+  const lastTerm = (r: Raft): number => r.log.lastTerm();
+  const answer = (r: Raft, from: NodeId): Message | undefined => {
+    r.step(msg({ type: 'preVote', from, to: r.id, term: r.term + 1, index: lastIndex(r), logTerm: lastTerm(r) }));
+    return drainReady(r).messages.find((m) => m.type === 'preVoteResp' && m.to === from);
+  };
+  const low = newRaft(1, [1, 2, 3], { preVote: true });
+  low.campaignNow();
+  drainReady(low);
+  t.equal(low.role, 'preCandidate');
+  t.equal(answer(low, 2)?.reject, false, 'node 1, campaigning, grants node 2');
+  const high = newRaft(2, [1, 2, 3], { preVote: true });
+  high.campaignNow();
+  drainReady(high);
+  t.equal(high.role, 'preCandidate');
+  t.equal(answer(high, 1)?.reject, true, 'node 2, campaigning, refuses node 1');
+  t.equal(answer(high, 3)?.reject, false, 'and grants node 3 (a higher id)');
+  // A follower (not campaigning itself) grants any up-to-date pre-candidate, as before.
+  const follower = newRaft(3, [1, 2, 3], { preVote: true });
+  t.equal(follower.role, 'follower');
+  t.equal(answer(follower, 1)?.reject, false, 'a follower grants the lowest id too');
+  // A pre-candidate with a longer log wins whatever the ids (the up-to-date check, unchanged).
+  const longer = newRaft(1, [1, 2, 3], { preVote: true });
+  longer.campaignNow();
+  drainReady(longer);
+  longer.step(msg({ type: 'preVote', from: 2, to: 1, term: longer.term + 1, index: lastIndex(longer) + 1, logTerm: lastTerm(longer) }));
+  t.equal(drainReady(longer).messages.find((m) => m.type === 'preVoteResp')?.reject, false, 'a longer log is granted');
+  t.end();
+});
+
 void t.test('without pre-vote the same partition does disrupt the leader (the contrast that makes the pre-vote test meaningful)', (t) => {
   const net = new Network([1, 2, 3], { preVote: false, checkQuorum: false });
   net.campaign(1);
