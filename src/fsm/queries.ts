@@ -190,10 +190,13 @@ export async function scanChunks(
 ): Promise<Page<ChunkInfo>> {
   const limit = pageLimit(options.limit, txn.limits.chunkPageEntriesMax);
   const found = await scanAfter(txn, Table.placement, options.after, limit);
-  const items = found
-    .slice(0, limit)
-    .map(({ key, value }) => chunkInfo(rec.decodePlacement(keys.readU64(key, 1), value)));
-  return { items, nextAfter: found.length > limit ? items[items.length - 1]!.handle : null };
+  return pageOf(found, limit, ({ key, value }) => chunkInfo(rec.decodePlacement(keys.readU64(key, 1), value)), (c) => c.handle);
+}
+
+/** A page of `found` (at most limit + 1 pairs from scanAfter): its first `limit` decoded, and where the next one starts. */
+function pageOf<T>(found: readonly { key: Uint8Array; value: Uint8Array }[], limit: number, decode: (pair: { key: Uint8Array; value: Uint8Array }) => T, idOf: (item: T) => number): Page<T> {
+  const items = found.slice(0, limit).map(decode);
+  return { items, nextAfter: found.length > limit ? idOf(items[items.length - 1]!) : null };
 }
 
 export async function chunkserver(txn: Txn, id: number): Promise<ChunkserverInfo> {
@@ -294,6 +297,5 @@ export async function scanLeases(
 ): Promise<Page<LeaseInfo>> {
   const limit = pageLimit(options.limit, txn.limits.chunkPageEntriesMax);
   const found = await scanAfter(txn, Table.lease, options.after, limit);
-  const items = found.slice(0, limit).map(({ key, value }) => ({ fileId: keys.readU64(key, 1), ...rec.decodeLease(value) }));
-  return { items, nextAfter: found.length > limit ? items[items.length - 1]!.fileId : null };
+  return pageOf(found, limit, ({ key, value }) => ({ fileId: keys.readU64(key, 1), ...rec.decodeLease(value) }), (l) => l.fileId);
 }

@@ -162,12 +162,22 @@ async function lastChunk(txn: Txn, file: Inode): Promise<Placement> {
   return await txn.mustPlacement(handle);
 }
 
-/** Drops the file's last chunk, unsealed (abandonChunk, completeFile). */
-function dropLastChunk(txn: Txn, file: Inode, placement: Placement): void {
+/**
+ * Takes one chunk out of the file (its list entry and placement; its replicas become orphans for garbage
+ * collection) and out of the file's counts: its length if sealed, else the unsealed count. The caller drops
+ * chunks from the end, so chunkCount stays the list's length.
+ */
+function dropChunk(txn: Txn, file: Inode, placement: Placement): void {
   txn.deleteChunkListEntry(file.id, placement.index);
   txn.deletePlacement(placement.handle);
   file.chunkCount -= 1;
-  file.unsealedChunks -= 1;
+  if (placement.sealed) file.lengthBytes -= placement.lengthBytes;
+  else file.unsealedChunks -= 1;
+}
+
+/** Drops the file's last chunk, unsealed (abandonChunk, completeFile). */
+function dropLastChunk(txn: Txn, file: Inode, placement: Placement): void {
+  dropChunk(txn, file, placement);
   file.mtimeMs = txn.nowMs;
   file.ctimeMs = txn.nowMs;
 }
@@ -327,16 +337,7 @@ export async function recoverChunk(
     cut = placement.index;
   }
   // A short chunk ends the file: what follows it (written ahead, or never) goes, so the file stays a prefix.
-  for (let index = file.chunkCount - 1; index >= cut; index--) {
-    const handle = await txn.chunkListEntry(file.id, index);
-    assert(handle !== undefined, `file ${file.id} has ${file.chunkCount} chunks but no list entry ${index}`);
-    const dropped = await txn.mustPlacement(handle);
-    if (dropped.sealed) file.lengthBytes -= dropped.lengthBytes;
-    else file.unsealedChunks -= 1;
-    txn.deleteChunkListEntry(file.id, index);
-    txn.deletePlacement(handle);
-  }
-  file.chunkCount = Math.min(file.chunkCount, cut);
+  while (file.chunkCount > cut) dropChunk(txn, file, await lastChunk(txn, file));
   assert(file.unsealedChunks >= 0 && file.lengthBytes >= 0, `file ${file.id}: recovery left negative counts`);
   const completed = file.unsealedChunks === 0;
   if (completed) {

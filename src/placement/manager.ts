@@ -491,10 +491,7 @@ export class ChunkManager {
   badReplicaDrop(chunk: Pick<ChunkView, 'handle' | 'version' | 'replicas'>): { op: Op } | { outcome: 'not_listed' | 'last_replica' } {
     const keep = chunk.replicas.filter((id) => !this.isBad(chunk.handle, id, chunk.version));
     if (keep.length === chunk.replicas.length) return { outcome: 'not_listed' };
-    const usable = keep.filter((id) => {
-      const state = this.stateOf(id);
-      return state === 'live' || state === 'decommissioning';
-    });
+    const usable = keep.filter((id) => this.reachableServer(id));
     if (usable.length === 0) return { outcome: 'last_replica' };
     return { op: { type: 'setChunkReplicas', handle: chunk.handle, version: chunk.version, replicas: keep } };
   }
@@ -635,10 +632,13 @@ export class ChunkManager {
   }
 
   private reachable(chunk: ChunkView): number[] {
-    return chunk.replicas.filter((id) => {
-      const state = this.stateOf(id);
-      return state === 'live' || state === 'decommissioning';
-    });
+    return chunk.replicas.filter((id) => this.reachableServer(id));
+  }
+
+  /** A server that holds replicas we can read or ask about: live, or being drained. */
+  private reachableServer(id: number): boolean {
+    const state = this.stateOf(id);
+    return state === 'live' || state === 'decommissioning';
   }
 
   /** Reports from a server asked by a recovery are its answers. */
@@ -830,10 +830,7 @@ export class ChunkManager {
   /** Starts one copy of `chunk` to a new target; false when no source, target or budget is available. */
   private startCopy(chunk: ChunkView, nowMs: number, moveFrom: number | null, target?: Candidate): boolean {
     if (this.copyCount >= this.limits.reReplicationsClusterMax) return false;
-    const holders = chunk.replicas.filter((id) => {
-      const state = this.stateOf(id);
-      return (state === 'live' || state === 'decommissioning') && this.holdings.get(id)?.get(chunk.handle) === chunk.version;
-    });
+    const holders = chunk.replicas.filter((id) => this.reachableServer(id) && this.holdings.get(id)?.get(chunk.handle) === chunk.version);
     const good = holders.filter((id) => !this.isBad(chunk.handle, id, chunk.version));
     // Last resort: when every copy held was reported bad (one failed read, maybe a transient I/O error, on
     // the only replica), copy from them anyway rather than leave the chunk short for good. A copy never
