@@ -3,6 +3,7 @@
  * client over gRPC and TCP): a writer vanishes in the middle of a chunk (its client closed, its lease never
  * renewed again). The leader recovers the file: the unsealed chunk is sealed at the length its replicas agree
  * on, the file is completed and reads back as a prefix of what was written, and it takes a new writer again.
+ * The writer has also allocated the next chunk ahead (nothing written to it): recovery drops it.
  * Then the same with a writer in a child process killed with SIGKILL.
  */
 import { spawn } from 'node:child_process';
@@ -20,6 +21,11 @@ import { pattern } from '../client/pattern.ts';
 
 const MiB = 1024 * 1024;
 const chunkSizeBytes = MiB;
+/**
+ * The writers' lease, renewed every third of it. Short, so recovery comes soon after a writer vanishes; long
+ * enough that a live writer's renewals, each a Raft commit with fsync, never all miss it on a loaded CI machine.
+ */
+const leaseMs = 3_000;
 
 void t.test('a writer that vanished mid-chunk: the leader seals what its replicas agree on and completes the file', async (t) => {
   const cluster = await startInProcessCluster(3, {
@@ -52,7 +58,9 @@ void t.test('a writer that vanished mid-chunk: the leader seals what its replica
   t.teardown(() => client.close());
   await client.metadata.mutate('Mkdir', { path: '/d', chunkSizeBytes, replication: 3 });
 
-  // The writer: a full chunk and half of the next, then its process is gone (no close, no abort).
+  // The writer: a full chunk and half of the next, then its process is gone (no close, no abort). It allocates
+  // the next chunk ahead once half of the current one is left and the previous chunk's seal has finished: the
+  // writes below wait for that seal, so the third chunk is allocated (and left empty) on every run.
   const bytes = pattern(MiB + MiB / 2 + 1000, 5);
   const vanishing = await FileClient.connect(cluster.addresses);
   // Its renewals run on a timer this test stops when the writer "dies" (a process gone renews nothing).
@@ -64,12 +72,22 @@ void t.test('a writer that vanished mid-chunk: the leader seals what its replica
       return () => clearInterval(timer);
     },
   };
-  const writer = await vanishing.openWriter('/d/f', { leaseDurationMs: 1_000, stagingBytes: 64 * 1024, timers });
-  for (let at = 0; at < bytes.length; at += 100_000) await writer.write(bytes.subarray(at, Math.min(bytes.length, at + 100_000)));
-  await waitFor('the first chunk sealed, the second begun', async () => {
+  const writer = await vanishing.openWriter('/d/f', { leaseDurationMs: leaseMs, stagingBytes: 64 * 1024, timers });
+  let layout = ''; // [index, sealed, length] of each chunk, as last seen: printed if a wait times out
+  const chunksNow = async () => {
     const chunks = (await client.metadata.chunkLocations('/d/f')).chunks;
-    return chunks.length === 2 && chunks[0]!.sealed ? true : undefined;
-  }, 10_000);
+    layout = JSON.stringify(chunks.map((c) => [c.index, c.sealed, c.lengthBytes]));
+    return chunks;
+  };
+  await writer.write(bytes.subarray(0, MiB + 1));
+  await waitFor('the first chunk sealed', async () => ((await chunksNow())[0]?.sealed === true ? true : undefined), 10_000, () => layout);
+  // The leader answered the writer's seal when it applied it, before this read: give that answer time to land.
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  for (let at = MiB + 1; at < bytes.length; at += 100_000) await writer.write(bytes.subarray(at, Math.min(bytes.length, at + 100_000)));
+  await waitFor('the third chunk allocated ahead', async () => {
+    const chunks = await chunksNow();
+    return chunks.length === 3 && chunks[0]!.sealed && !chunks[1]!.sealed && !chunks[2]!.sealed ? true : undefined;
+  }, 10_000, () => layout);
   await new Promise((resolve) => setTimeout(resolve, 200)); // let the sent packets land
   const before = await client.metadata.stat('/d/f');
   t.equal(before.complete, false, 'incomplete while the writer lives');
@@ -121,7 +139,7 @@ void t.test('a writer that vanished mid-chunk: the leader seals what its replica
   // ---- A writer process killed with SIGKILL in the middle of its second chunk.
   const size = MiB + MiB / 2 + 777;
   const fixture = join(dirname(fileURLToPath(import.meta.url)), 'fixtures', 'vanishing-writer.ts');
-  const child = spawn(process.execPath, ['--import', 'tsx', fixture, cluster.addresses.join(','), '/d/killed', String(size)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', fixture, cluster.addresses.join(','), '/d/killed', String(size), String(leaseMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
   const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
   await new Promise<void>((resolve, reject) => {
     let out = '';
