@@ -179,6 +179,11 @@ export interface AgentLimits {
   readonly replicationsQueuedMax: number;
   /** Deletes waiting to run; further orders are dropped (the next report makes the leader order them again). */
   readonly deletesQueuedMax: number;
+  /**
+   * Lease recovery orders (a query of an unsealed replica, or a seal at the agreed length) waiting to run;
+   * further orders are dropped (the leader orders again after its answer wait).
+   */
+  readonly recoveriesQueuedMax: number;
   /** How long a DISK_FULL keeps the disk reported full, and the window in which I/O errors are counted. */
   readonly diskErrorWindowMs: number;
   /** I/O errors within diskErrorWindowMs that mark the disk unhealthy. */
@@ -220,6 +225,7 @@ export const defaultAgentLimits: AgentLimits = {
   replicationsInflightMax: 2,
   replicationsQueuedMax: 256,
   deletesQueuedMax: 4_096,
+  recoveriesQueuedMax: 1_024,
   retryDelayMsMin: 100,
   retryDelayMsMax: 2_000,
   diskErrorWindowMs: 60_000,
@@ -990,8 +996,8 @@ export class MetadataAgent {
   private recover(command: { readonly handle: number; readonly version: number; readonly lengthBytes?: number | undefined }): void {
     const { handle, version, lengthBytes } = command;
     if (this.sealQueue.some((q) => q.handle === handle && q.lengthBytes === lengthBytes)) return;
-    if (this.sealQueue.length >= this.limits.deletesQueuedMax) {
-      this.options.logger.warn({ handle, version }, 'recovery seal queue full: order dropped (the leader orders it again)');
+    if (this.sealQueue.length >= this.limits.recoveriesQueuedMax) {
+      this.options.logger.warn({ handle, version }, 'lease recovery queue full: order dropped (the leader orders it again)');
       return;
     }
     this.sealQueue.push({ handle, version, lengthBytes });

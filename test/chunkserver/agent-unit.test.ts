@@ -356,3 +356,19 @@ void t.test('lease recovery commands: a query reports the replica verified (seal
   t.same(final && [final.lengthBytes, final.sealed, final.checksum === store.info(1)!.checksum], [2 * block, true, true], 'reported sealed, with its checksum');
   await agent.stop();
 });
+
+void t.test('lease recovery orders past recoveriesQueuedMax are dropped, and taken when ordered again', async (t) => {
+  const store = new MemoryChunkStore();
+  for (let h = 1; h <= 5; h++) await store.put(h, 1, Buffer.alloc(100, h), false);
+  const { clock, link, agent } = makeAgent({ store, limits: { recoveriesQueuedMax: 2 } });
+  const answered = (): number[] => [...new Set(link.reports().slice(1).flatMap((r) => r.chunks.map((c) => c.handle)))].sort();
+  link.queued = [1, 2, 3, 4, 5].map((handle) => ({ kind: 'recover' as const, handle, version: 1 }));
+  await agent.start();
+  await clock.advance(200);
+  // The first order runs at once; two wait; the last two find the queue full.
+  t.same(answered(), [1, 2, 3], 'the orders the queue held were answered; the rest dropped');
+  link.queued = [4, 5].map((handle) => ({ kind: 'recover' as const, handle, version: 1 }));
+  await clock.advance(2_000);
+  t.same(answered(), [1, 2, 3, 4, 5], 'ordered again (as the leader does after its answer wait), they are answered');
+  await agent.stop();
+});
