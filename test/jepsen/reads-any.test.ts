@@ -16,6 +16,13 @@ void t.test('readAddress: reads go to that member and see acknowledged writes; a
   const leader = await cluster.leader();
   const followerId = [...cluster.servers.keys()].find((id) => id !== leader.id)!;
   const follower = cluster.peers.get(followerId)!.client;
+  // A follower that has not heard from this leader yet (its start, or the leader's first connection to it, was
+  // slow) refuses a read (no leader to ask for a ReadIndex), and the client falls back to the leader: wait until
+  // it follows the leader and has caught up, so every read below is the follower's to answer.
+  await waitFor('the read member to follow the leader', () => {
+    const st = cluster.servers.get(followerId)!.node.status();
+    return st.lead === leader.id && st.applied >= leader.node.status().commit ? true : undefined;
+  });
   const answered: [string, string][] = [];
   const client = await MetadataClient.connect(cluster.addresses, { readAddress: follower, onAnswer: (address, method) => answered.push([address, method]) });
   t.teardown(() => client.close());
