@@ -265,22 +265,40 @@ export async function scanChunkHealth(
 ): Promise<Page<ChunkHealthInfo>> {
   const limit = pageLimit(options.limit, txn.limits.chunkPageEntriesMax);
   const found = await scanAfter(txn, Table.placement, options.after, limit);
-  const files = new Map<number, { replication: number; fileLive: boolean }>();
+  const files: FileHealthMemo = new Map();
   const items: ChunkHealthInfo[] = [];
-  for (const { key, value } of found.slice(0, limit)) {
-    const p = rec.decodePlacement(keys.readU64(key, 1), value);
-    let file = files.get(p.fileId);
-    if (file === undefined) {
-      const inode = await txn.inode(p.fileId);
-      file = {
-        replication: inode?.replication ?? 0,
-        fileLive: inode !== undefined && inode.type === 'file' && (await isLinked(txn, inode)),
-      };
-      files.set(p.fileId, file);
-    }
-    items.push({ ...chunkInfo(p), ...file });
-  }
+  for (const { key, value } of found.slice(0, limit)) items.push(await healthOf(txn, rec.decodePlacement(keys.readU64(key, 1), value), files));
   return { items, nextAfter: found.length > limit ? items[items.length - 1]!.handle : null };
+}
+
+/** Files' replication and liveness, read once per file (a scan meets a file's chunks together). */
+type FileHealthMemo = Map<number, { replication: number; fileLive: boolean }>;
+
+async function healthOf(txn: Txn, p: rec.Placement, files: FileHealthMemo): Promise<ChunkHealthInfo> {
+  let file = files.get(p.fileId);
+  if (file === undefined) {
+    const inode = await txn.inode(p.fileId);
+    file = {
+      replication: inode?.replication ?? 0,
+      fileLive: inode !== undefined && inode.type === 'file' && (await isLinked(txn, inode)),
+    };
+    files.set(p.fileId, file);
+  }
+  return { ...chunkInfo(p), ...file };
+}
+
+/**
+ * The given chunks as scanChunkHealth reports them (undefined: no placement record), read now: the chunk
+ * manager's view follows the store's changes through it (placement/view.ts).
+ */
+export async function chunksHealth(txn: Txn, handles: Iterable<number>): Promise<Map<number, ChunkHealthInfo | undefined>> {
+  const files: FileHealthMemo = new Map();
+  const out = new Map<number, ChunkHealthInfo | undefined>();
+  for (const handle of handles) {
+    const p = await txn.placement(handle);
+    out.set(handle, p === undefined ? undefined : await healthOf(txn, p, files));
+  }
+  return out;
 }
 
 /** One file's lease record, live or expired (the chunk manager's lease recovery). */

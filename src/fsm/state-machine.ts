@@ -31,7 +31,7 @@ import type { FsResult } from './errors.ts';
 import { asResult, CommandDecodeError, failure, SnapshotFormatError, StateFormatError } from './errors.ts';
 import { reclaim } from './gc.ts';
 import * as keys from './keys.ts';
-import type { Kv, KvPair } from './kv.ts';
+import type { Kv, KvBatch, KvPair } from './kv.ts';
 import { compareBytes } from './kv.ts';
 import type { FsmLimits } from './limits.ts';
 import { defaultFsmLimits } from './limits.ts';
@@ -63,6 +63,12 @@ export interface MetadataStateMachineOptions {
   readonly limits?: Partial<FsmLimits>;
   /** Planted bugs to switch on: for the simulator's self-tests only (see bugs.ts). */
   readonly bugs?: ReadonlySet<FsmBug>;
+  /**
+   * Called after each store write of applied entries has landed, with the write, before appliedIndex() moves
+   * past it; with 'unknown' when the store changed in a way not described (a snapshot installed) or may have
+   * (a write that failed). The chunk manager's view follows the store through it (placement/view.ts).
+   */
+  readonly onStoreWrite?: (write: KvBatch | 'unknown') => void;
 }
 
 /** One applied entry's outcome: a command's result, or undefined for an empty or membership entry. */
@@ -80,6 +86,7 @@ export class MetadataStateMachine {
     readonly limits: FsmLimits,
     applied: { index: number; term: number },
     private readonly bugs: ReadonlySet<FsmBug> = noFsmBugs,
+    private readonly onStoreWrite: (write: KvBatch | 'unknown') => void = () => undefined,
   ) {
     this.applied = applied.index;
     this.appliedTermValue = applied.term;
@@ -99,7 +106,7 @@ export class MetadataStateMachine {
     const meta = await kv.get(keys.metaKey);
     assert(meta !== undefined, 'the store has an applied index but no meta record');
     rec.decodeMeta(meta); // throws StateFormatError for a store of another format
-    return new MetadataStateMachine(kv, limits, keys.readApplied(appliedBytes), options.bugs ?? noFsmBugs);
+    return new MetadataStateMachine(kv, limits, keys.readApplied(appliedBytes), options.bugs ?? noFsmBugs, options.onStoreWrite);
   }
 
   /** Index of the last entry whose effects are in the store. */
@@ -172,12 +179,15 @@ export class MetadataStateMachine {
   /** Writes a batch's effects with the index of its last entry, in one atomic store write. */
   private async writeThrough(batch: Overlay, index: number, term: number): Promise<void> {
     batch.put(keys.appliedKey, keys.appliedValue(index, term));
+    const write = batch.toBatch();
     try {
-      await this.kv.write(batch.toBatch());
+      await this.kv.write(write);
     } catch (error) {
       this.hints.reset(); // they may describe the batch's state, which the store does not hold
+      this.onStoreWrite('unknown');
       throw error;
     }
+    this.onStoreWrite(write);
     this.applied = index;
     this.appliedTermValue = term;
   }
@@ -348,6 +358,7 @@ export class MetadataStateMachine {
         this.appliedTermValue = found.appliedTerm ?? 0;
         return found.applied;
       } finally {
+        this.onStoreWrite('unknown'); // installed, or refused part-way: either way, read it afresh
         held.release?.();
       }
     };

@@ -28,7 +28,7 @@ import type { FsResult, Op, SessionStamp } from '../fsm/index.ts';
 import { MetadataStateMachine, encodeCommand } from '../fsm/index.ts';
 import { RaftMetadataStateMachine } from '../fsm/raft-adapter.ts';
 import type { ChunkManagerLimits, ChunkReport, ChunkserverCommand, ClusterView, Reply } from '../placement/index.ts';
-import { ChunkService, PlacementError, loadChunkView, loadClusterView, summarizeView } from '../placement/index.ts';
+import { ChunkService, PlacementError, ViewTracker, loadChunkView, loadClusterView, summarizeView } from '../placement/index.ts';
 import type { Clock } from '../raft/node-api.ts';
 import type { PlantedBug } from '../raft/config.ts';
 import { NotLeaderError, RaftError } from '../raft/errors.ts';
@@ -183,6 +183,8 @@ export class MetadataServer {
     /** The state machine's store (read-only use: invariant checks in tests and tools). */
     readonly kv: RocksDbKv,
     private readonly registry: Registry,
+    /** The chunk manager's view, kept up to date by the state machine's writes. */
+    private readonly views: ViewTracker,
     private grpcServer: grpc.Server | null = null,
     private httpServer: HttpServer | null = null,
     /** The bound client port. */
@@ -209,7 +211,8 @@ export class MetadataServer {
     });
     this.viewLoads = new Counter({
       name: 'rfs_chunk_view_loads_total',
-      help: 'Reads of the whole chunk placement from the store (the leader: when something was applied since the last; a follower: for chunk counts)',
+      help: 'Reads of the chunk placement from the store: kind="whole" every record (the leader on taking over, after a directory deletion or a snapshot; a follower for chunk counts), kind="changed" only the records the applied entries changed (the leader, when something was applied since the last)',
+      labelNames: ['kind'],
       registers: [registry],
     });
     this.requests = new Counter({
@@ -237,7 +240,9 @@ export class MetadataServer {
     // before the log is compacted below a snapshot (RaftMetadataStateMachine.snapshot).
     const kv = await RocksDbKv.open(join(options.dataDir, 'fsm'), { sync: false });
     // A chunk larger than a chunkserver's replica limit could never be written: refused when set (EINVAL).
-    const fsm = await MetadataStateMachine.open(kv, { limits: { chunkSizeBytesMax } });
+    // The chunk manager's view follows the store's writes (a leader reads only what changed; ViewTracker).
+    const views = new ViewTracker();
+    const fsm = await MetadataStateMachine.open(kv, { limits: { chunkSizeBytesMax }, onStoreWrite: (write) => views.noteWrite(write) });
     const registry = new Registry();
     const timing = timingMetrics(registry);
     let node: RaftNode | null = null;
@@ -273,7 +278,7 @@ export class MetadataServer {
         logger.info({ role: s.role, term: s.term, leader: s.lead, commit: s.commit, lastIndex: s.lastIndex }, 'raft state');
       },
     });
-    const server = new MetadataServer(options.id, options, logger, node, fsm, transport, logStore, kv, registry);
+    const server = new MetadataServer(options.id, options, logger, node, fsm, transport, logStore, kv, registry, views);
     try {
       server.raftPort = await transport.startServer(options.raftListen ?? self.raft);
       await node.start();
@@ -715,7 +720,7 @@ export class MetadataServer {
     if (this.storeChunkCountsLoad === null) {
       const atMs = clock.nowMs();
       const applied = this.fsm.appliedIndex();
-      this.viewLoads.inc();
+      this.viewLoads.inc({ kind: 'whole' });
       this.storeChunkCountsLoad = loadClusterView(this.kv, this.fsm.limits)
         .then((view) => {
           const summary = summarizeView(view);
@@ -744,8 +749,9 @@ export class MetadataServer {
     const applied = this.fsm.appliedIndex();
     const cached = this.managerView;
     if (cached !== null && cached.applied === applied) return cached.view;
-    this.viewLoads.inc();
-    const view = await loadClusterView(this.kv, this.fsm.limits);
+    const whole = this.views.wholeLoads;
+    const view = await this.views.load(this.kv, this.fsm.limits);
+    this.viewLoads.inc({ kind: this.views.wholeLoads > whole ? 'whole' : 'changed' });
     this.managerView = { view, applied };
     return view;
   }
@@ -757,7 +763,10 @@ export class MetadataServer {
       // Lease expiry times are stamped with the wall clock (proposeNow), the manager's own timing is the clock's.
       await this.chunks.step(clock.nowMs(), Date.now());
       // Not leading (any more): the manager is gone, and so is the need to keep its view.
-      if (this.chunks.current === null) this.managerView = null;
+      if (this.chunks.current === null && this.managerView !== null) {
+        this.managerView = null;
+        this.views.reset();
+      }
     };
     this.chunkTimer = setInterval(() => {
       if (this.chunkPassRunning || this.stopped) return;

@@ -13,6 +13,11 @@ export const placementBugs = [
   'placement-keep-orphans',
   /** Lease recovery never begins: files whose writer vanished keep their unsealed chunks for good. */
   'placement-skip-lease-recovery',
+  /**
+   * The leader's kept view of chunks (view.ts ViewTracker) ignores changes to files (inodes written, deleted
+   * or queued for reclamation): a file's deletion, or its new replication factor, never reaches its chunks.
+   */
+  'view-ignore-file-changes',
 ] as const;
 export type PlacementBug = (typeof placementBugs)[number];
 

@@ -16,7 +16,7 @@ export type {
 } from './manager.ts';
 export { ChunkService } from './service.ts';
 export type { AllocatedChunk, ChunkServiceDeps } from './service.ts';
-export { loadChunkView, loadClusterView } from './view.ts';
+export { loadChunkView, loadClusterView, ViewTracker, viewChangesKeptMax } from './view.ts';
 export { chooseTargets, usedPermille } from './select.ts';
 export type { Candidate } from './select.ts';
 export { checkChunkManagerLimits, defaultChunkManagerLimits } from './limits.ts';

@@ -163,7 +163,9 @@ void t.test("an idle leader's chunk manager reads the placement again only after
   t.teardown(() => cluster.close());
   const leader = await cluster.leader();
   const at = cluster.peers.get(leader.id)!.client;
-  const loads = async (): Promise<number> => Number(/^rfs_chunk_view_loads_total (\d+)$/m.exec(await leader.metrics())?.[1] ?? NaN);
+  const loadsOf = async (kind: 'whole' | 'changed'): Promise<number> =>
+    Number(new RegExp(`^rfs_chunk_view_loads_total\\{kind="${kind}"\\} (\\d+)$`, 'm').exec(await leader.metrics())?.[1] ?? 0);
+  const loads = async (): Promise<number> => (await loadsOf('whole')) + (await loadsOf('changed'));
   await waitFor('the chunk manager to run', () => (leader.chunks.current !== null ? true : undefined));
   await sleep(300); // the new leader's first entry applied everywhere
   const idleFrom = await loads();
@@ -181,6 +183,7 @@ void t.test("an idle leader's chunk manager reads the placement again only after
   });
   t.equal(beat.error ?? undefined, undefined, 'its heartbeat is answered');
   t.ok((await loads()) > idleFrom, 'the view was read again after the registration was applied');
+  t.equal(await loadsOf('whole'), 1, 'only the first read was of every record: later ones read what the applied entries changed');
   await sleep(200); // the pass that read it has finished
   const settled = await loads();
   for (let i = 0; i < 5; i++) {

@@ -48,6 +48,11 @@ export const violationKinds = [
   'chunk-stale-replica',
   /** After healing: a live file whose writer is gone (lease released or expired) kept an unsealed chunk, or (data workload) a recovered file is not a prefix of what its writer wrote. */
   'lease-recovery',
+  /**
+   * The chunk manager's view, kept up to date by the store's writes (src/placement/view.ts ViewTracker), differs
+   * from a whole read of the same store state.
+   */
+  'view-incremental',
   /** Data workload: a writer received an ack for bytes a replica of its chain did not hold. */
   'data-pipeline-ack',
   /** Data workload: a replica served a read at a version other than the one it holds. */

@@ -86,6 +86,8 @@ export interface ChunkStats {
   /** Replicas sealed by lease recovery (files whose writer gave up). */
   recoverySeals: number;
   filesDeleted: number;
+  /** Files whose replication factor a writer changed (setattr). */
+  replicationChanges: number;
   chunkserverCrashes: number;
   disksLost: number;
   permanentDeaths: number;
@@ -169,6 +171,7 @@ export class ChunkWorld {
     chunksAbandoned: 0,
     recoverySeals: 0,
     filesDeleted: 0,
+    replicationChanges: 0,
     chunkserverCrashes: 0,
     disksLost: 0,
     permanentDeaths: 0,
@@ -231,7 +234,7 @@ export class ChunkWorld {
       loadView: () => {
         const meta = host.meta;
         if (meta === null || host.epoch !== epoch) return Promise.reject(new Error('node down'));
-        return loadClusterView(host.metaKv, meta.fsm.limits);
+        return meta.managerView();
       },
       role: () => {
         const status = host.epoch === epoch && host.running ? host.raft?.status() : undefined;
@@ -592,7 +595,12 @@ class ChunkWriter {
   private next(delayMs: number): void {
     this.chunks.schedule(delayMs, `writer ${this.w} next file`, () => {
       if (!this.chunks.active) return;
-      const run = this.written.length > 2 && this.random.chance(0.25) ? this.deleteOne() : this.writeFile();
+      const run =
+        this.written.length > 2 && this.random.chance(0.25)
+          ? this.deleteOne()
+          : this.written.length > 0 && this.random.chance(0.1)
+            ? this.changeReplication()
+            : this.writeFile();
       void run.finally(() => this.next(this.random.floatBetween(1, WRITER_THINK_MAX_MS)));
     });
   }
@@ -614,6 +622,17 @@ class ChunkWriter {
       if (r.ok) this.chunks.stats.filesDeleted++;
     } catch {
       // unknown outcome: tried again some other time
+    }
+  }
+
+  /** An operator's setattr: a written file's replication factor changes (the leader copies or trims to it). */
+  private async changeReplication(): Promise<void> {
+    const path = this.written[this.random.int(this.written.length)]!;
+    try {
+      const r = await this.propose({ type: 'setattr', path, replication: this.random.pick([1, 2, 3]) });
+      if (r.ok) this.chunks.stats.replicationChanges++;
+    } catch {
+      // unknown outcome: either factor is fine
     }
   }
 

@@ -21,6 +21,7 @@ import { KvStateMachine } from './kv.ts';
 import { ObservedMetadataStateMachine, type MetadataChecker } from './metadata.ts';
 import { MemoryKv } from '../../src/fsm/kv.ts';
 import type { FsmBug } from '../../src/fsm/bugs.ts';
+import type { PlacementBug } from '../../src/placement/bugs.ts';
 import type { SimNetwork } from './network.ts';
 import type { Prng } from './prng.ts';
 import type { Scenario } from './scenario.ts';
@@ -100,7 +101,7 @@ export interface ClusterDeps {
   readonly onLeaderElected: (host: Host, term: number) => void;
   readonly logger?: Logger;
   /** Set for the metadata workload: nodes run the metadata state machine, checked against this model. */
-  readonly metadata?: { readonly checker: MetadataChecker; readonly bugs: ReadonlySet<FsmBug> };
+  readonly metadata?: { readonly checker: MetadataChecker; readonly bugs: ReadonlySet<FsmBug>; readonly placementBugs?: ReadonlySet<PlacementBug> };
 }
 
 export class Cluster {
@@ -245,7 +246,7 @@ export class Cluster {
     host.raft = raft;
     host.kv = kv;
     host.meta = meta;
-    const opened = meta !== null && metadata !== undefined ? meta.open(metadata.bugs) : Promise.resolve();
+    const opened = meta !== null && metadata !== undefined ? meta.open(metadata.bugs, metadata.placementBugs) : Promise.resolve();
     opened.then(() => (alive() ? raft.start() : undefined)).then(
       () => {
         if (!alive()) return;

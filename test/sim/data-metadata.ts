@@ -18,7 +18,7 @@ import { encodeCommand as encodeFsmCommand } from '../../src/fsm/index.ts';
 import type { PlacementBug } from '../../src/placement/bugs.ts';
 import type { Reply } from '../../src/placement/manager.ts';
 import { ChunkService } from '../../src/placement/service.ts';
-import { loadChunkView, loadClusterView } from '../../src/placement/view.ts';
+import { loadChunkView } from '../../src/placement/view.ts';
 import { NotLeaderError } from '../../src/raft/errors.ts';
 import type { NodeId } from '../../src/raft/types.ts';
 import type { InvariantChecker } from './checkers.ts';
@@ -73,7 +73,7 @@ export class DataMetadata {
       loadView: () => {
         const meta = host.meta;
         if (meta === null || host.epoch !== epoch) return Promise.reject(new Error('node down'));
-        return loadClusterView(host.metaKv, meta.fsm.limits);
+        return meta.managerView();
       },
       role: () => {
         const status = host.epoch === epoch && host.running ? host.raft?.status() : undefined;

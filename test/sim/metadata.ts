@@ -28,6 +28,10 @@ import {
 } from '../../src/fsm/index.ts';
 import type { Command, FsmBug, Kv, Op } from '../../src/fsm/index.ts';
 import { RaftMetadataStateMachine } from '../../src/fsm/raft-adapter.ts';
+import type { PlacementBug } from '../../src/placement/bugs.ts';
+import type { ClusterView } from '../../src/placement/manager.ts';
+import { ViewTracker } from '../../src/placement/view.ts';
+import { checkedView } from './view-check.ts';
 import type { InvariantChecker, OperationFloor } from './checkers.ts';
 import { describeError, type Host } from './cluster.ts';
 import { Hasher } from './hash.ts';
@@ -305,6 +309,7 @@ export class MetadataChecker {
 /** The node's state machine, observed: results and stores checked against the model after every batch. */
 export class ObservedMetadataStateMachine implements StateMachine {
   private inner: RaftMetadataStateMachine | null = null;
+  private views: ViewTracker | null = null;
   private lastBatch: Promise<void> = Promise.resolve();
 
   constructor(
@@ -315,8 +320,16 @@ export class ObservedMetadataStateMachine implements StateMachine {
   ) {}
 
   /** Opens the store on the node's disk; must finish before the node starts. */
-  async open(bugs: ReadonlySet<FsmBug>): Promise<void> {
-    this.inner = new RaftMetadataStateMachine(await MetadataStateMachine.open(this.kv, { bugs }));
+  async open(bugs: ReadonlySet<FsmBug>, placementBugs: ReadonlySet<PlacementBug> = new Set()): Promise<void> {
+    const views = new ViewTracker(placementBugs);
+    this.views = views;
+    this.inner = new RaftMetadataStateMachine(await MetadataStateMachine.open(this.kv, { bugs, onStoreWrite: (write) => views.noteWrite(write) }));
+  }
+
+  /** The chunk manager's view, as the metadata server keeps it (ViewTracker), checked against a whole read. */
+  managerView(): Promise<ClusterView> {
+    if (this.views === null) return Promise.reject(new Error('the metadata state machine is not open'));
+    return checkedView(this.views, this.kv, this.fsm, this.nodeId, this.checker);
   }
 
   get fsm(): MetadataStateMachine {

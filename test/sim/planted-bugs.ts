@@ -114,6 +114,12 @@ export const placementBugCatalog: Readonly<Record<PlacementBug, PlantedBugInfo>>
     primaryViolation: 'lease-recovery',
     expectedViolations: ['lease-recovery'],
   },
+  'view-ignore-file-changes': {
+    description: "chunks: the leader's kept view ignores changes to files (a file's deletion, its new replication factor)",
+    primaryViolation: 'view-incremental',
+    // Chunks of deleted files then look live: their replicas are re-replicated instead of reclaimed.
+    expectedViolations: ['view-incremental', 'chunk-stale-replica', 'chunk-replication', 'chunk-placement'],
+  },
 };
 
 /** The planted bugs of the chunkserver data path (src/chunkserver/bugs.ts), caught by the data workload. */

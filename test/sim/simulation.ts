@@ -123,7 +123,7 @@ class Simulation {
       clockRandom: this.root.split('clock'),
       timeline: this.timeline,
       onLeaderElected: (host, term) => this.faults.onLeaderElected(host, term),
-      ...(this.metadata !== null ? { metadata: { checker: this.metadata, bugs: this.scenario.fsmBugs } } : {}),
+      ...(this.metadata !== null ? { metadata: { checker: this.metadata, bugs: this.scenario.fsmBugs, placementBugs: this.scenario.placementBugs } } : {}),
       ...(options.trace !== undefined ? { logger: traceLogger(options.trace, () => this.world.nowMs) } : {}),
     });
     this.chunks =
