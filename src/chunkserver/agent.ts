@@ -69,6 +69,8 @@ export interface ReportedReplica {
 export interface ChunkReportRequest {
   readonly id: number;
   readonly full: boolean;
+  /** More messages of this full report follow (a full report larger than reportChunksMax; see the proto). */
+  readonly fullMore?: boolean;
   readonly chunks: readonly ReportedReplica[];
   /** Incremental reports only: handles no longer held. */
   readonly removed: readonly number[];
@@ -895,8 +897,8 @@ export class MetadataAgent {
   }
 
   /**
-   * Every replica held. More than reportChunksMax go as one full message with the first page and incremental
-   * messages with the rest (see the report's gaps in docs: the protocol has no multi-message full report).
+   * Every replica held, reportChunksMax per message: the first message has `full`, each but the last has
+   * `fullMore`, so the leader judges what the report lacks only once it has all of it.
    */
   private async sendFullReport(id: number): Promise<void> {
     const replicas = this.options.store.list();
@@ -905,13 +907,11 @@ export class MetadataAgent {
     const covered = new Map(this.pending);
     const epoch = this.fullReportEpoch;
     const max = this.limits.reportChunksMax;
-    if (replicas.length > max) {
-      this.options.logger.warn({ replicas: replicas.length, perMessage: max }, 'full chunk report split over several messages');
-    }
     let wanted = false;
     for (let i = 0; i === 0 || i < replicas.length; i += max) {
       const chunks = replicas.slice(i, i + max).map((r) => this.reported(r));
-      const reply = await this.options.link.chunkReport({ id, full: i === 0, chunks, removed: [] });
+      const fullMore = i + max < replicas.length;
+      const reply = await this.options.link.chunkReport({ id, full: i === 0, ...(fullMore ? { fullMore } : {}), chunks, removed: [] });
       wanted = reply.fullReportWanted;
       this.handleReply({ commands: reply.commands, fullReportWanted: false });
     }

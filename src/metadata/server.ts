@@ -920,12 +920,13 @@ export class MetadataServer {
   private async chunkReport(r: WireRequest): Promise<WireReply> {
     const id = v.positiveId(r['id'], 'id');
     const full = v.optBool(r['full'], 'full') ?? false;
+    const fullMore = v.optBool(r['fullMore'], 'fullMore') ?? false;
     const chunks = v.reportedChunks(r['chunks']);
     const removed = v.idList(r['removed'], 'removed');
-    if (full && removed.length > 0) throw new RequestError('EINVAL', 'removed: only in incremental reports');
+    if ((full || fullMore) && removed.length > 0) throw new RequestError('EINVAL', 'removed: only in incremental reports');
     this.requireLeader();
     const clock = this.options.clock ?? systemClock;
-    const report: ChunkReport = { full, chunks, removed };
+    const report: ChunkReport = { full, fullMore, chunks, removed };
     return commandsReply(await this.chunks.exchange(clock.nowMs(), (c) => c.chunkReport(id, clock.nowMs(), report)));
   }
 

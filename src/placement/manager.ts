@@ -124,8 +124,16 @@ export interface ReportedChunk {
 }
 
 export interface ChunkReport {
-  /** A full report lists every replica the server holds; an incremental one only changes. */
+  /**
+   * A full report lists every replica the server holds; an incremental one only changes. A full report larger
+   * than one message goes as several: the first has `full`, every one but the last has `fullMore`.
+   */
   readonly full: boolean;
+  /**
+   * More messages of this full report follow. Until its last message (the first without it) the leader
+   * unlists nothing the report has not named yet: it holds only the first pages so far.
+   */
+  readonly fullMore?: boolean | undefined;
   readonly chunks: readonly ReportedChunk[];
   /** Incremental reports: handles the server no longer holds. */
   readonly removed?: readonly number[] | undefined;
@@ -225,6 +233,8 @@ export class ChunkManager {
   /** server → handle → version, from chunk reports. */
   private readonly holdings = new Map<number, Map<number, number>>();
   private readonly fullReportSeen = new Set<number>();
+  /** Servers whose full report has begun (`full` with `fullMore`) and not yet ended. */
+  private readonly fullReportsOpen = new Set<number>();
   private readonly copies = new Map<number, Copy[]>();
   private copyCount = 0;
   private readonly outbox = new Map<number, ChunkserverCommand[]>();
@@ -293,15 +303,19 @@ export class ChunkManager {
     if (held === undefined || report.full) this.holdings.set(id, (held = new Map<number, number>()));
     for (const handle of report.removed ?? []) held.delete(handle);
     for (const c of report.chunks) held.set(c.handle, c.version);
-    if (report.full) this.fullReportSeen.add(id);
-    this.forgetDeletedBadReplicas(id, held, report);
-    if (this.recoveries.size > 0) this.recordRecoveryAnswers(id, report);
-    const commands = this.judgeReport(id, nowMs, report);
+    // A full report's end: its only message, or the last of several that began with `full`.
+    const fullEnds = report.fullMore !== true && (report.full || this.fullReportsOpen.has(id));
+    if (report.full && report.fullMore === true) this.fullReportsOpen.add(id);
+    else if (report.fullMore !== true) this.fullReportsOpen.delete(id);
+    if (fullEnds) this.fullReportSeen.add(id);
+    this.forgetDeletedBadReplicas(id, held, report, fullEnds);
+    if (this.recoveries.size > 0) this.recordRecoveryAnswers(id, report, held, fullEnds);
+    const commands = this.judgeReport(id, nowMs, report, fullEnds);
     return { commands: [...commands, ...this.reply(id).commands], fullReportWanted: !this.fullReportSeen.has(id) };
   }
 
   /** Garbage and stale replicas in a report; completed copies; listed replicas a full report lacks. */
-  private judgeReport(id: number, nowMs: number, report: ChunkReport): ChunkserverCommand[] {
+  private judgeReport(id: number, nowMs: number, report: ChunkReport, fullEnds: boolean): ChunkserverCommand[] {
     const out: ChunkserverCommand[] = [];
     // The holding stays known until the server reports the deletion: until then it is no copy target.
     const del = (handle: number, version: number): void => {
@@ -344,7 +358,7 @@ export class ChunkManager {
       }
       this.onUnlistedCurrentReplica(chunk, id, nowMs, del);
     }
-    if (report.full) {
+    if (fullEnds) {
       const held = this.holdings.get(id)!;
       for (const chunk of this.view.chunks.values()) {
         if (chunk.sealed && chunk.fileLive && chunk.replicas.includes(id) && !held.has(chunk.handle)) {
@@ -514,8 +528,8 @@ export class ChunkManager {
   }
 
   /** A server reported (removed, or a full report without) copies whose delete we ordered: nothing left to do. */
-  private forgetDeletedBadReplicas(id: number, held: ReadonlyMap<number, number>, report: ChunkReport): void {
-    const handles = report.full ? [...this.badReplicas.keys()] : (report.removed ?? []);
+  private forgetDeletedBadReplicas(id: number, held: ReadonlyMap<number, number>, report: ChunkReport, fullEnds: boolean): void {
+    const handles = fullEnds ? [...this.badReplicas.keys()] : (report.removed ?? []);
     for (const handle of handles) {
       const mark = this.badReplicas.get(handle)?.get(id);
       if (mark?.deleteQueued === true && !held.has(handle)) this.forgetBadReplica(handle, id);
@@ -641,17 +655,18 @@ export class ChunkManager {
     return state === 'live' || state === 'decommissioning';
   }
 
-  /** Reports from a server asked by a recovery are its answers. */
-  private recordRecoveryAnswers(id: number, report: ChunkReport): void {
-    const seen = new Set<number>();
+  /**
+   * Reports from a server asked by a recovery are its answers; a chunk a whole full report did not name (`held`
+   * is all it named, once it ends) is held nowhere on that server.
+   */
+  private recordRecoveryAnswers(id: number, report: ChunkReport, held: ReadonlyMap<number, number>, fullEnds: boolean): void {
     for (const c of report.chunks) {
-      seen.add(c.handle);
       const r = this.recoveries.get(c.handle);
       if (r?.asked.has(id) !== true) continue;
       r.answers.set(id, { version: c.version, lengthBytes: c.lengthBytes, sealed: c.sealed === true, checksum: c.checksum });
     }
     for (const handle of report.removed ?? []) if (this.recoveries.get(handle)?.asked.has(id) === true) this.recoveries.get(handle)!.answers.set(id, null);
-    if (report.full) for (const r of this.recoveries.values()) if (r.asked.has(id) && !seen.has(r.handle)) r.answers.set(id, null);
+    if (fullEnds) for (const r of this.recoveries.values()) if (r.asked.has(id) && !held.has(r.handle)) r.answers.set(id, null);
   }
 
   private advanceRecovery(r: Recovery, chunk: ChunkView, nowMs: number): void {

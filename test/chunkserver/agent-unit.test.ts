@@ -114,13 +114,13 @@ void t.test('reports are split at reportChunksMax; heartbeats follow at their in
   await clock.advance(0);
   const full = link.reports();
   t.same(
-    full.map((r) => [r.full, r.chunks.length]),
+    full.map((r) => [r.full, r.fullMore === true, r.chunks.length]),
     [
-      [true, 10],
-      [false, 10],
-      [false, 5],
+      [true, true, 10],
+      [false, true, 10],
+      [false, false, 5],
     ],
-    'a full report of 25 in three messages (the first one full)',
+    'a full report of 25 in three messages: the first one full, all but the last with more to come',
   );
   for (let h = 1; h <= 25; h++) agent.noteReplicaChanged(h);
   await clock.advance(5);
@@ -128,6 +128,7 @@ void t.test('reports are split at reportChunksMax; heartbeats follow at their in
   await clock.advance(100);
   const incremental = link.reports().slice(3);
   t.same(incremental.map((r) => r.chunks.length + r.removed.length), [10, 10, 5], 'then go in messages of at most 10');
+  t.ok(incremental.every((r) => !r.full && r.fullMore !== true), 'incremental ones are not part of a full report');
   const beats = link.calls.filter((c) => c.kind === 'heartbeat').map((c) => c.atMs);
   await clock.advance(3_000);
   const later = link.calls.filter((c) => c.kind === 'heartbeat').map((c) => c.atMs);

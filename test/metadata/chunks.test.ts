@@ -52,8 +52,12 @@ void t.test('chunkservers, chunk allocation and locations, decommissioning, live
   const first = await beat(ids[0]!);
   t.equal(first.error ?? undefined, undefined);
   t.equal(first['fullReportWanted'], true, 'a new leader wants a full report');
-  const fullReply = await call('ChunkReport', { id: ids[0], full: true, chunks: [] });
+  // A full report over two messages: it counts once its last message (without fullMore) arrived.
+  const firstPart = await call('ChunkReport', { id: ids[0], full: true, fullMore: true, chunks: [] });
+  t.equal(firstPart['fullReportWanted'], true, 'still wanted while more of the full report is to come');
+  const fullReply = await call('ChunkReport', { id: ids[0], chunks: [] });
   t.equal(fullReply['fullReportWanted'], false, 'not after one');
+  t.equal((await call('ChunkReport', { id: ids[0], fullMore: true, removed: ['3'] })).error?.code, 'EINVAL', 'no removed in a part of a full report');
   t.equal((await call('ChunkReport', { id: ids[0], full: true, removed: ['3'] })).error?.code, 'EINVAL', 'removed only in incremental reports');
   t.equal((await call('ChunkReport', { id: ids[0], chunks: [{ handle: 0, version: 1 }] })).error?.code, 'EINVAL', 'handle 0');
 

@@ -243,6 +243,27 @@ void t.test('a full report that lacks a listed replica (a lost disk) unlists it,
   t.end();
 });
 
+void t.test('a full report split over several messages unlists nothing until its last message, then what it lacked', (t) => {
+  const servers = [server(1, 'r1'), server(2, 'r2'), server(3, 'r3')];
+  const v = view(servers, [1, 2, 3, 4, 5].map((h) => chunk(h, [1, 2, 3])));
+  const m = manager(v);
+  const held = (handles: number[]) => handles.map((handle) => ({ handle, version: 1, lengthBytes: GiB }));
+  // Server 3 holds chunks 1-4 (5 is lost), reported two per message.
+  t.equal(m.chunkReport(3, 0, { full: true, fullMore: true, chunks: held([1, 2]) }).fullReportWanted, true, 'not complete yet');
+  t.same(ops(m), [], 'after the first message: nothing unlisted (the rest is still to come)');
+  m.chunkReport(3, 0, { full: false, fullMore: true, chunks: held([3, 4]) });
+  t.same(ops(m), [], 'after the second: nothing either');
+  const last = m.chunkReport(3, 0, { full: false, chunks: [] });
+  t.equal(last.fullReportWanted, false, 'the full report is complete');
+  t.same(ops(m), [{ type: 'setChunkReplicas', handle: 5, version: 1, replicas: [1, 2] }], 'then only the chunk it lacked is unlisted');
+  // A continuation without its start (a leader that took over mid-report) only adds holdings.
+  const fresh = manager(v);
+  t.equal(fresh.chunkReport(2, 0, { full: false, fullMore: true, chunks: held([1]) }).fullReportWanted, true);
+  fresh.chunkReport(2, 0, { full: false, chunks: held([2]) });
+  t.same(ops(fresh), [], 'no full report started here: nothing unlisted');
+  t.end();
+});
+
 void t.test('trimming: once enough live replicas are listed, dead and surplus ones are unlisted', (t) => {
   const servers = [server(1, 'r1'), server(2, 'r2'), server(3, 'r3'), server(4, 'r1', { state: 'dead' }), server(5, 'r2', { usedGiB: 90 })];
   const m = manager(view(servers, [chunk(1, [1, 2, 3, 4]), chunk(2, [1, 2, 3, 5])]));

@@ -383,7 +383,7 @@ export class SimMetadataLink implements MetadataLink {
   chunkReport(request: ChunkReportRequest): Promise<CommandsReply> {
     return this.call((host, service) =>
       service
-        .exchange(this.meta.hostNowMs(host), (c) => c.chunkReport(request.id, this.meta.hostNowMs(host), { full: request.full, chunks: request.chunks, removed: request.removed }))
+        .exchange(this.meta.hostNowMs(host), (c) => c.chunkReport(request.id, this.meta.hostNowMs(host), { full: request.full, fullMore: request.fullMore, chunks: request.chunks, removed: request.removed }))
         .then(commandsReply),
     );
   }

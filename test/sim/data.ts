@@ -102,6 +102,8 @@ const agentLimits: Partial<AgentLimits> = {
   readErrorVerifyIntervalMs: 1_000,
   // A bad replica is reported again this often (the leader's memory of it does not survive a new leader).
   badReplicaReportIntervalMs: 1_000,
+  // A few replicas per message: full reports go over several messages, as a real server's do (2,000 a message).
+  reportChunksMax: 2,
 };
 const SCRUB_BYTES_PER_SECOND = 4 * MiB;
 const SCRUB_RESCAN_INTERVAL_MS = 500;
