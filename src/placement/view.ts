@@ -87,8 +87,10 @@ interface Changes {
 }
 
 /**
- * Changed records kept between loads, at most; past it they are dropped for one whole read (which covers them
- * all). Bounds the memory of a member that stops loading (a follower keeps noting its writes).
+ * Changed records (chunks, inodes, leases) kept between loads, at most; past it they are dropped for one whole
+ * read, which covers them all. Bounds the memory of a member that stops loading (a follower keeps noting its
+ * writes). A leader loads about once a second, so only more than this many files created or changed in a second
+ * (each create writes its file's and its directory's inode) costs it a whole read.
  */
 export const viewChangesKeptMax = 100_000;
 
@@ -123,8 +125,6 @@ export class ViewTracker {
   /** Handles in the view by file id (a file's chunks, for its inode's changes). */
   private byFile = new Map<number, Set<number>>();
   private loading: Promise<unknown> = Promise.resolve();
-  /** Records noted in `changes` (with repeats): past viewChangesKeptMax the next load reads everything. */
-  private noted = 0;
   /** Whole reads so far (tests, metrics). */
   wholeLoads = 0;
   /** Loads that read only what changed. */
@@ -143,16 +143,12 @@ export class ViewTracker {
       return;
     }
     if (c.wide) return;
-    this.noted += write.puts.length + write.deletes.length;
-    if (this.noted > this.changesKeptMax) {
-      this.changes = noChanges(true);
-      return;
-    }
     for (const { key, value } of write.puts) {
       if (key[0] !== Table.garbage) this.noteKey(key);
       else if (!this.bugs.has('view-ignore-file-changes')) c.detached.add(keys.readU64(value, 0));
     }
     for (const key of write.deletes) this.noteKey(key);
+    if (c.chunks.size + c.inodes.size + c.detached.size + c.leases.size > this.changesKeptMax) this.changes = noChanges(true);
   }
 
   private noteKey(key: Uint8Array): void {
@@ -186,13 +182,11 @@ export class ViewTracker {
     this.view = null;
     this.byFile = new Map();
     this.changes = noChanges(true);
-    this.noted = 0;
   }
 
   private async loadNow(kv: KvReader, limits: FsmLimits): Promise<ClusterView> {
     const changes = this.changes;
     this.changes = noChanges(false);
-    this.noted = 0;
     try {
       const view = this.view === null || changes.wide ? await this.loadWhole(kv, limits) : await this.loadChanged(kv, limits, this.view, changes);
       return { servers: view.servers, chunks: view.chunks, leases: view.leases, nextChunkHandle: view.nextChunkHandle };

@@ -148,7 +148,7 @@ void t.test('a whole read when needed: the first load, a directory deleted, too 
   t.equal(await differs(f), null);
   t.equal(f.views.wholeLoads, 2, 'a directory left the tree: everything read again');
   t.equal((await f.views.load(f.kv, f.fsm.limits)).chunks.get(1)?.fileLive ?? false, false, 'its file\'s chunk is no longer live');
-  await f.apply(Array.from({ length: 30 }, (_, i) => ({ type: 'create', path: `/g${i}` })));
+  await f.apply(Array.from({ length: 60 }, (_, i) => ({ type: 'create', path: `/g${i}` }))); // 61 inodes changed, past 50
   t.equal(await differs(f), null);
   t.equal(f.views.wholeLoads, 3, 'past changesKeptMax records: one whole read instead');
   f.views.reset();
