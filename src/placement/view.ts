@@ -99,8 +99,8 @@ const noChanges = (wide: boolean): Changes => ({ wide, servers: false, chunks: n
 /**
  * The chunk manager's view kept up to date by the store's writes, instead of read whole on every pass: the
  * leader's manager asks for the view after every pass that applied something (about once a second under
- * load), and a whole read costs about 10 µs of CPU per chunk (BENCHMARKS.md, bench/view-load.ts): a third of
- * a core at 20,000 chunks, more than the pass interval at 100,000.
+ * load), and a whole read costs about 10 µs of CPU per chunk (BENCHMARKS.md, bench/view-load.ts): a fifth of
+ * a core at 20,000 chunks, and at 100,000 a read (about 2 s) outlasts the pass interval.
  *
  * The state machine hands every store write of applied entries to `noteWrite` (its `onStoreWrite` option)
  * before its applied index moves past it. `load` reads again only what those writes touched:
@@ -117,7 +117,8 @@ const noChanges = (wide: boolean): Changes => ({ wide, servers: false, chunks: n
  * noted, so it is at least as new as the applied index taken before the load (the simulator compares it
  * with a whole read at every pass where nothing was applied in between: the `view-incremental` check).
  * The maps the returned view holds are updated in place, each load's updates in one synchronous step after
- * its reads: a caller holding an earlier view sees the newer state, never a half-applied one.
+ * its reads: a caller holding an earlier view sees the newer maps (with that view's older nextChunkHandle,
+ * which only makes a handle it has not seen look newer than the view), never a half-applied load.
  */
 export class ViewTracker {
   private changes = noChanges(true);
