@@ -358,13 +358,19 @@ export class ChunkManager {
       }
       this.onUnlistedCurrentReplica(chunk, id, nowMs, del);
     }
+    const held = this.holdings.get(id)!;
     if (fullEnds) {
-      const held = this.holdings.get(id)!;
       for (const chunk of this.view.chunks.values()) {
         if (chunk.sealed && chunk.fileLive && chunk.replicas.includes(id) && !held.has(chunk.handle)) {
           this.dropReplica(chunk, id, nowMs);
         }
       }
+    }
+    // A listed replica the server reports removed is gone as surely as one a full report lacks (a lost file,
+    // a replica its store dropped): unlisted now, not at the next full report, so re-replication starts now.
+    for (const handle of report.removed ?? []) {
+      const chunk = this.view.chunks.get(handle);
+      if (chunk?.sealed === true && chunk.fileLive && chunk.replicas.includes(id) && !held.has(handle)) this.dropReplica(chunk, id, nowMs);
     }
     return out;
   }

@@ -243,6 +243,17 @@ void t.test('a full report that lacks a listed replica (a lost disk) unlists it,
   t.end();
 });
 
+void t.test('an incremental report of a removed replica unlists it at once (sealed chunks only), and re-replication follows', (t) => {
+  const servers = [server(1, 'r1'), server(2, 'r2'), server(3, 'r3'), server(4, 'r3')];
+  const v = view(servers, [chunk(1, [1, 2, 3]), chunk(2, [1, 3], { sealed: false }), chunk(3, [3])]);
+  const m = manager(v);
+  reportAll(m, v, 0);
+  t.same(ops(m), [], 'every listed replica held');
+  m.chunkReport(3, 0, { full: false, chunks: [], removed: [1, 2, 3] });
+  t.same(ops(m), [{ type: 'setChunkReplicas', handle: 1, version: 1, replicas: [1, 2] }], 'the sealed chunk only; an unsealed one is its writer\'s, and a last replica stays listed');
+  t.end();
+});
+
 void t.test('a full report split over several messages unlists nothing until its last message, then what it lacked', (t) => {
   const servers = [server(1, 'r1'), server(2, 'r2'), server(3, 'r3')];
   const v = view(servers, [1, 2, 3, 4, 5].map((h) => chunk(h, [1, 2, 3])));
