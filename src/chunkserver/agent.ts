@@ -290,7 +290,6 @@ export interface MetadataAgentOptions {
   readonly onFatal?: (error: AgentError) => void;
   /** Free bytes on the data disk (FileChunkStore.freeBytes), for the heartbeat's room (see diskReserveBytes). */
   readonly freeBytes?: () => Promise<number>;
-
 }
 
 export interface AgentStatus {

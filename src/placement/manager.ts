@@ -358,20 +358,15 @@ export class ChunkManager {
       }
       this.onUnlistedCurrentReplica(chunk, id, nowMs, del);
     }
+    // A listed sealed replica the server does not hold: unlisted. Judged over every chunk at the end of a full
+    // report, and for the ones an incremental report names removed (a lost file, a replica its store dropped),
+    // so re-replication starts now, not at the next full report.
     const held = this.holdings.get(id)!;
-    if (fullEnds) {
-      for (const chunk of this.view.chunks.values()) {
-        if (chunk.sealed && chunk.fileLive && chunk.replicas.includes(id) && !held.has(chunk.handle)) {
-          this.dropReplica(chunk, id, nowMs);
-        }
-      }
-    }
-    // A listed replica the server reports removed is gone as surely as one a full report lacks (a lost file,
-    // a replica its store dropped): unlisted now, not at the next full report, so re-replication starts now.
-    for (const handle of report.removed ?? []) {
-      const chunk = this.view.chunks.get(handle);
-      if (chunk?.sealed === true && chunk.fileLive && chunk.replicas.includes(id) && !held.has(handle)) this.dropReplica(chunk, id, nowMs);
-    }
+    const unlistIfGone = (chunk: ChunkView | undefined): void => {
+      if (chunk?.sealed === true && chunk.fileLive && chunk.replicas.includes(id) && !held.has(chunk.handle)) this.dropReplica(chunk, id, nowMs);
+    };
+    if (fullEnds) for (const chunk of this.view.chunks.values()) unlistIfGone(chunk);
+    for (const handle of report.removed ?? []) unlistIfGone(this.view.chunks.get(handle));
     return out;
   }
 

@@ -14,7 +14,19 @@ import type { PlacementBug } from './bugs.ts';
 import { noPlacementBugs } from './bugs.ts';
 import type { FsResult } from '../fsm/errors.ts';
 
-export async function loadClusterView(kv: KvReader, limits: FsmLimits): Promise<ClusterView> {
+export function loadClusterView(kv: KvReader, limits: FsmLimits): Promise<ClusterView> {
+  return readWholeView(kv, limits);
+}
+
+/** A view whose maps its owner may change (the ViewTracker keeps one). */
+interface MutableView {
+  readonly servers: Map<number, ServerView>;
+  readonly chunks: Map<number, ChunkView>;
+  readonly leases: Map<number, LeaseView>;
+  nextChunkHandle: number;
+}
+
+async function readWholeView(kv: KvReader, limits: FsmLimits): Promise<MutableView> {
   const txn = readTxn(kv, limits);
   const servers = await loadServers(txn);
   const chunks = new Map<number, ChunkView>();
@@ -122,7 +134,7 @@ const noChanges = (wide: boolean): Changes => ({ wide, servers: false, chunks: n
  */
 export class ViewTracker {
   private changes = noChanges(true);
-  private view: { servers: Map<number, ServerView>; chunks: Map<number, ChunkView>; leases: Map<number, LeaseView>; nextChunkHandle: number } | null = null;
+  private view: MutableView | null = null;
   /** Handles in the view by file id (a file's chunks, for its inode's changes). */
   private byFile = new Map<number, Set<number>>();
   private loading: Promise<unknown> = Promise.resolve();
@@ -208,22 +220,16 @@ export class ViewTracker {
     for (const f of changes.leases) c.leases.add(f);
   }
 
-  private async loadWhole(kv: KvReader, limits: FsmLimits): Promise<NonNullable<ViewTracker['view']>> {
+  private async loadWhole(kv: KvReader, limits: FsmLimits): Promise<MutableView> {
     this.wholeLoads++;
-    const whole = await loadClusterView(kv, limits);
-    const view = {
-      servers: whole.servers as Map<number, ServerView>,
-      chunks: whole.chunks as Map<number, ChunkView>,
-      leases: (whole.leases ?? new Map()) as Map<number, LeaseView>,
-      nextChunkHandle: whole.nextChunkHandle,
-    };
+    const view = await readWholeView(kv, limits);
     this.byFile = new Map();
     for (const c of view.chunks.values()) this.index(c);
     this.view = view;
     return view;
   }
 
-  private async loadChanged(kv: KvReader, limits: FsmLimits, view: NonNullable<ViewTracker['view']>, changes: Changes): Promise<NonNullable<ViewTracker['view']>> {
+  private async loadChanged(kv: KvReader, limits: FsmLimits, view: MutableView, changes: Changes): Promise<MutableView> {
     const txn = readTxn(kv, limits);
     // A directory that left the tree took its files' chunks with it: read everything.
     for (const id of changes.detached) {
