@@ -15,7 +15,7 @@ import type { Op } from '../../src/fsm/commands.ts';
 import { MetadataServer } from '../../src/metadata/server.ts';
 import type { MetadataServerOptions, PeerAddress } from '../../src/metadata/server.ts';
 import { systemClock } from '../../src/runtime/clock.ts';
-import { freePort, rawCall, tempDir, waitFor } from '../metadata/harness.ts';
+import { freePort, rawCall, stablePort, tempDir, waitFor } from '../metadata/harness.ts';
 import { MemoryChunkStore, MemoryIdStore } from './memory-store-agent.ts';
 
 /** Short intervals, so liveness is decided in seconds. */
@@ -188,7 +188,8 @@ export class RestartableCluster {
 
   static async reserve(size: number, options: Partial<MetadataServerOptions>): Promise<RestartableCluster> {
     const peers = new Map<number, PeerAddress>();
-    for (let id = 1; id <= size; id++) peers.set(id, { client: `127.0.0.1:${await freePort()}`, raft: `127.0.0.1:${await freePort()}` });
+    // Bound only when the cluster starts, and again after each restart: ports no outgoing connection can take.
+    for (let id = 1; id <= size; id++) peers.set(id, { client: `127.0.0.1:${await stablePort()}`, raft: `127.0.0.1:${await stablePort()}` });
     const tmp = await tempDir('rfs-agent-cluster-');
     return new RestartableCluster(peers, tmp.dir, tmp.remove, options);
   }

@@ -11,7 +11,7 @@ import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import t from 'tap';
 import { FileClient } from '../../src/client/connect.ts';
-import { freePort, startInProcessCluster, tempDir, waitFor } from '../metadata/harness.ts';
+import { stablePort, startInProcessCluster, tempDir, waitFor } from '../metadata/harness.ts';
 import { testClusterOptions } from './agent-harness.ts';
 import { pattern } from '../client/pattern.ts';
 
@@ -43,7 +43,7 @@ void t.test('three chunkserver processes, one SIGKILLed mid-write', async (t) =>
     );
     return { ...p, child };
   };
-  for (let i = 0; i < 3; i++) procs.push(start({ port: await freePort(), dataDir: join(tmp.dir, `cs${i}`), rack: `rack${i}` }));
+  for (let i = 0; i < 3; i++) procs.push(start({ port: await stablePort(), dataDir: join(tmp.dir, `cs${i}`), rack: `rack${i}` }));
   t.teardown(() => {
     for (const p of procs) p.child.kill('SIGKILL');
   });

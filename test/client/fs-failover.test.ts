@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { finished } from 'node:stream/promises';
 import t from 'tap';
 import { connect, RfsError } from '../../src/index.ts';
-import { freePort, rawCall, sleep, tempDir, waitFor } from '../metadata/harness.ts';
+import { rawCall, stablePort, sleep, tempDir, waitFor } from '../metadata/harness.ts';
 import { MiB, startChunkservers } from './fs-harness.ts';
 import { pattern } from './pattern.ts';
 
@@ -26,8 +26,8 @@ void t.test('leader SIGKILLed in the middle of a write stream: completes or fail
   const clientPorts = new Map<number, number>();
   const raftPorts = new Map<number, number>();
   for (const id of ids) {
-    clientPorts.set(id, await freePort());
-    raftPorts.set(id, await freePort());
+    clientPorts.set(id, await stablePort());
+    raftPorts.set(id, await stablePort());
   }
   const address = (id: number): string => `127.0.0.1:${clientPorts.get(id)}`;
   const peers = ids.map((id) => `${id}=${address(id)}/${raftPorts.get(id)}`).join(',');

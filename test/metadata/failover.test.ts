@@ -9,7 +9,7 @@ import { openSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { MetadataClient } from '../../src/metadata/client.ts';
-import { freePort, rawCall, sleep, tempDir, waitFor } from './harness.ts';
+import { rawCall, stablePort, sleep, tempDir, waitFor } from './harness.ts';
 
 const repoRoot = join(import.meta.dirname, '..', '..');
 /**
@@ -25,8 +25,8 @@ void t.test(`SIGKILL of the leader under load: a new leader within ${failoverBud
   const clientPorts = new Map<number, number>();
   const raftPorts = new Map<number, number>();
   for (const id of ids) {
-    clientPorts.set(id, await freePort());
-    raftPorts.set(id, await freePort());
+    clientPorts.set(id, await stablePort());
+    raftPorts.set(id, await stablePort());
   }
   const address = (id: number): string => `127.0.0.1:${clientPorts.get(id)}`;
   const peers = ids.map((id) => `${id}=${address(id)}/${raftPorts.get(id)}`).join(',');

@@ -1,5 +1,5 @@
 /** Shared helpers of the metadata server tests: free ports, temp dirs, raw calls, polling. */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +19,30 @@ export async function freePort(): Promise<number> {
       s.close(() => resolve(port));
     });
   });
+}
+
+/**
+ * A port free now and below the kernel's ephemeral range (ip_local_port_range), for a server that binds it
+ * later, or again after a restart. A port from freePort() is in the ephemeral range: until the server binds
+ * it, any outgoing connection on the machine (this test's own clients dialing the server that is not up yet,
+ * another test file's) may be given it as its local port, and the bind fails with EADDRINUSE (a clean-clone
+ * CI run of test/chunkserver/agent-outage.test.ts did). Ports below the range are only ever bound on purpose.
+ */
+export async function stablePort(): Promise<number> {
+  const range = await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').catch(() => '32768 60999');
+  const ephemeralFrom = Number(range.trim().split(/\s+/)[0]);
+  const from = 20_000;
+  if (!Number.isSafeInteger(ephemeralFrom) || ephemeralFrom - from < 1_000) return freePort();
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = from + Math.floor(Math.random() * (ephemeralFrom - from));
+    const free = await new Promise<boolean>((resolve) => {
+      const probe = createServer();
+      probe.once('error', () => resolve(false));
+      probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
+    });
+    if (free) return port;
+  }
+  return freePort();
 }
 
 export async function tempDir(prefix: string): Promise<{ dir: string; remove: () => Promise<void> }> {
