@@ -150,8 +150,11 @@ const layoutPortMax = 32_000;
 /** Random tries below the range before falling back to one the OS picks. */
 const layoutPortTries = 64;
 
-/** A port free on `host` now, not one of `taken`: below the ephemeral range when one there is free. */
-async function freeLayoutPort(host: string, taken: ReadonlySet<number>): Promise<number> {
+/**
+ * A port free on `host` now, not one of `taken`: below the ephemeral range when one there is free. Also the
+ * tests' `stablePort` (test/metadata/harness.ts), for servers they start, stop and start on chosen ports.
+ */
+export async function freeLayoutPort(host: string, taken: ReadonlySet<number>): Promise<number> {
   for (let i = 0; i < layoutPortTries; i++) {
     const port = layoutPortMin + Math.floor(Math.random() * (layoutPortMax - layoutPortMin));
     if (taken.has(port)) continue;

@@ -1,9 +1,10 @@
 /** Shared helpers of the metadata server tests: free ports, temp dirs, raw calls, polling. */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
+import { freeLayoutPort } from '../../src/cluster/local.ts';
 import { MetadataServer } from '../../src/metadata/server.ts';
 import type { MetadataServerOptions, PeerAddress } from '../../src/metadata/server.ts';
 import { unaryCall } from '../../src/metadata/proto.ts';
@@ -21,28 +22,20 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** Ports stablePort handed out in this process: two picks before either server binds are never the same. */
+const stablePortsTaken = new Set<number>();
+
 /**
- * A port free now and below the kernel's ephemeral range (ip_local_port_range), for a server that binds it
- * later, or again after a restart. A port from freePort() is in the ephemeral range: until the server binds
- * it, any outgoing connection on the machine (this test's own clients dialing the server that is not up yet,
- * another test file's) may be given it as its local port, and the bind fails with EADDRINUSE (a clean-clone
- * CI run of test/chunkserver/agent-outage.test.ts did). Ports below the range are only ever bound on purpose.
+ * A port free now and below the kernel's ephemeral range, for a server that binds it later, or again after a
+ * restart (src/cluster/local.ts freeLayoutPort, as `npm start` picks its ports). A port from freePort() is in
+ * the ephemeral range: until the server binds it, any outgoing connection on the machine (this test's own
+ * clients dialing the server that is not up yet, another test file's) may be given it as its local port, and
+ * the bind fails with EADDRINUSE (a clean-clone CI run of test/chunkserver/agent-outage.test.ts did).
  */
 export async function stablePort(): Promise<number> {
-  const range = await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').catch(() => '32768 60999');
-  const ephemeralFrom = Number(range.trim().split(/\s+/)[0]);
-  const from = 20_000;
-  if (!Number.isSafeInteger(ephemeralFrom) || ephemeralFrom - from < 1_000) return freePort();
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const port = from + Math.floor(Math.random() * (ephemeralFrom - from));
-    const free = await new Promise<boolean>((resolve) => {
-      const probe = createServer();
-      probe.once('error', () => resolve(false));
-      probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
-    });
-    if (free) return port;
-  }
-  return freePort();
+  const port = await freeLayoutPort('127.0.0.1', stablePortsTaken);
+  stablePortsTaken.add(port);
+  return port;
 }
 
 export async function tempDir(prefix: string): Promise<{ dir: string; remove: () => Promise<void> }> {
