@@ -369,6 +369,15 @@ export class ObservedMetadataStateMachine implements StateMachine {
     return results;
   }
 
+  /** The driver's read-ahead hint, as the metadata server passes it (a no-op over the simulator's MemoryKv). */
+  readAhead(entries: readonly Entry[]): void {
+    (this.inner as RaftMetadataStateMachine).readAhead(entries);
+  }
+
+  sync(): Promise<void> {
+    return (this.inner as RaftMetadataStateMachine).sync();
+  }
+
   openSnapshot(): AsyncIterator<Uint8Array> {
     return (this.inner as RaftMetadataStateMachine).openSnapshot();
   }
