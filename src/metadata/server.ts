@@ -488,6 +488,18 @@ export class MetadataServer {
     await this.node.read();
   }
 
+  /**
+   * For a leader-only handler that reads the state machine before it proposes (a file's replication factor,
+   * a chunk's replicas, a chunkserver's record): leading, and the state applied up to a ReadIndex, so it
+   * holds everything acknowledged before this request. A new leader may not have applied its predecessor's
+   * last entries yet: a writer's first AllocateChunk after a failover was answered ENOENT for the file it
+   * had just created (test/metadata/new-leader-reads.test.ts).
+   */
+  private async leaderRead(): Promise<void> {
+    this.requireLeader();
+    await this.node.read();
+  }
+
   private async stat(r: WireRequest): Promise<WireReply> {
     const p = v.path(r['path']);
     await this.barrier(r);
@@ -787,7 +799,7 @@ export class MetadataServer {
     const holder = v.requiredString(r['holder'], 'holder');
     const ifGeneration = v.optNat(r['ifGeneration'], 'if_generation');
     const index = v.optNat(r['index'], 'index');
-    this.requireLeader();
+    await this.leaderRead();
     const file = await this.fsm.stat(path);
     if (!file.ok) return errorReply({ code: file.code, message: file.message });
     if (file.value.type !== 'file') return errorReply({ code: 'EISDIR', message: `is a directory: ${path}` });
@@ -814,7 +826,7 @@ export class MetadataServer {
     const replacements = v.optBool(r['addReplacements'], 'add_replacements') ?? false;
     const ifGeneration = v.optNat(r['ifGeneration'], 'if_generation');
     if (survivors.length === 0 && !replacements) throw new RequestError('EINVAL', 'survivors: at least one, unless add_replacements');
-    this.requireLeader();
+    await this.leaderRead();
     const chunk = await loadChunkView(this.kv, this.fsm.limits, handle);
     if (!chunk.ok) return errorReply({ code: chunk.code, message: chunk.message });
     if (chunk.value.version === version) {
@@ -837,7 +849,7 @@ export class MetadataServer {
     const handle = v.positiveId(r['handle'], 'handle');
     const id = v.positiveId(r['chunkserverId'], 'chunkserver_id');
     const version = v.positiveId(r['version'], 'version');
-    this.requireLeader();
+    await this.leaderRead();
     const server = await this.fsm.chunkserver(id);
     if (!server.ok) return errorReply({ code: server.code, message: server.message });
     const clock = this.options.clock ?? systemClock;
@@ -940,7 +952,7 @@ export class MetadataServer {
 
   private async decommissionChunkserver(r: WireRequest): Promise<WireReply> {
     const id = v.positiveId(r['id'], 'id');
-    this.requireLeader();
+    await this.leaderRead();
     const current = await this.fsm.chunkserver(id);
     if (!current.ok) return errorReply({ code: current.code, message: current.message });
     if (current.value.state === 'decommissioned') throw new RequestError('EINVAL', `id: chunkserver ${id} is decommissioned already`);
