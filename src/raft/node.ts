@@ -786,6 +786,7 @@ export class RaftNode {
 
   private installSnapshot(snapshot: Snapshot): void | Promise<void> {
     this.lastSnapshotIndex = snapshot.metadata.index;
+    this.appliedBytesSinceSnapshot = 0; // what was applied before it is in the snapshot
     // Proposals at or below the snapshot: whether they committed is not known here.
     for (const [index, p] of this.proposals) {
       if (index <= snapshot.metadata.index) {
@@ -897,7 +898,10 @@ export class RaftNode {
         const raft = this.raft!;
         assert(gatePassed, 'the state machine installed a snapshot without calling beforeInstall');
         this.receiver.finished(t, false);
-        this.lastSnapshotIndex = Math.max(this.lastSnapshotIndex, t.metadata.index);
+        if (t.metadata.index > this.lastSnapshotIndex) {
+          this.lastSnapshotIndex = t.metadata.index;
+          this.appliedBytesSinceSnapshot = 0; // what was applied before it is in the snapshot
+        }
         this.smApplied = Math.max(this.smApplied, t.metadata.index);
         this.streamStats.installs++;
         this.logger.info({ id: this.id, index: t.metadata.index, term: t.metadata.term }, 'streamed snapshot installed');

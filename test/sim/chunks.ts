@@ -23,7 +23,7 @@
  *   unsealed chunk: the leader's lease recovery sealed (or dropped) them all and completed the file.
  * The healing checks are polled after the Raft liveness probe until all hold or the deadline passes.
  */
-import type { FsResult, Op } from '../../src/fsm/index.ts';
+import type { FsResult, Op, SessionStamp } from '../../src/fsm/index.ts';
 import { encodeCommand as encodeFsmCommand } from '../../src/fsm/index.ts';
 import type { PlacementBug } from '../../src/placement/bugs.ts';
 import type { ChunkManagerLimits } from '../../src/placement/limits.ts';
@@ -230,7 +230,8 @@ export class ChunkWorld {
     if (known !== undefined && known.epoch === host.epoch) return known.service;
     const epoch = host.epoch;
     const service = new ChunkService({
-      propose: (op) => this.propose(host, epoch, op),
+      // The stamp too (the server's proposeOp keeps it): a caller that passes one gets its exactly-once answer.
+      propose: (op, session) => this.propose(host, epoch, op, session),
       loadView: () => {
         const meta = host.meta;
         if (meta === null || host.epoch !== epoch) return Promise.reject(new Error('node down'));
@@ -254,10 +255,10 @@ export class ChunkWorld {
   }
 
   /** Proposes `op` on the host's RaftNode; rejects after REQUEST_TIMEOUT_MS without an answer. */
-  propose(host: Host, epoch: number, op: Op): Promise<FsResult> {
+  propose(host: Host, epoch: number, op: Op, session?: SessionStamp): Promise<FsResult> {
     const raft = host.raft;
     if (raft === null || host.epoch !== epoch) return Promise.reject(new Error('node down'));
-    const data = encodeFsmCommand({ nowMs: Math.floor(this.deps.world.nowMs), op });
+    const data = encodeFsmCommand({ nowMs: Math.floor(this.deps.world.nowMs), op, ...(session !== undefined ? { session } : {}) });
     return new Promise((resolve, reject) => {
       let settled = false;
       this.schedule(REQUEST_TIMEOUT_MS, `proposal timeout (${op.type})`, () => {

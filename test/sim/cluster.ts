@@ -237,6 +237,7 @@ export class Cluster {
       tickMs: scenario.tickMs,
       ...(host.initialVoters !== undefined ? { initialVoters: host.initialVoters } : {}),
       snapshotEveryEntries: scenario.snapshotEveryEntries,
+      snapshotEveryBytes: scenario.snapshotEveryBytes,
       snapshotKeepEntries: scenario.snapshotKeepEntries,
       ...(this.deps.logger !== undefined ? { logger: this.deps.logger } : {}),
       onFatal: (error) => {

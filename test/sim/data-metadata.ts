@@ -13,7 +13,7 @@
 import type { AllocatedChunk, ChunkLocationsPage, ReaderMetadata, Replica, WriterMetadata } from '../../src/client/data-path.ts';
 import type { ChunkReportRequest, CommandsReply, MetadataLink, RegisterRequest } from '../../src/chunkserver/agent.ts';
 import { MetadataLinkError } from '../../src/chunkserver/agent.ts';
-import type { FsResult, Op } from '../../src/fsm/index.ts';
+import type { FsResult, Op, SessionStamp } from '../../src/fsm/index.ts';
 import { encodeCommand as encodeFsmCommand } from '../../src/fsm/index.ts';
 import type { PlacementBug } from '../../src/placement/bugs.ts';
 import type { Reply } from '../../src/placement/manager.ts';
@@ -69,7 +69,8 @@ export class DataMetadata {
     if (known !== undefined && known.epoch === host.epoch) return known.service;
     const epoch = host.epoch;
     const service = new ChunkService({
-      propose: (op) => this.propose(host, epoch, op),
+      // The stamp too (the server's proposeOp keeps it): a caller that passes one gets its exactly-once answer.
+      propose: (op, session) => this.propose(host, epoch, op, session),
       loadView: () => {
         const meta = host.meta;
         if (meta === null || host.epoch !== epoch) return Promise.reject(new Error('node down'));
@@ -93,10 +94,10 @@ export class DataMetadata {
   }
 
   /** Proposes `op` on the host's RaftNode; rejects after REQUEST_TIMEOUT_MS without an answer. */
-  propose(host: Host, epoch: number, op: Op): Promise<FsResult> {
+  propose(host: Host, epoch: number, op: Op, session?: SessionStamp): Promise<FsResult> {
     const raft = host.raft;
     if (raft === null || host.epoch !== epoch) return Promise.reject(new RefusedError('node down'));
-    const data = encodeFsmCommand({ nowMs: Math.floor(this.deps.world.nowMs), op });
+    const data = encodeFsmCommand({ nowMs: Math.floor(this.deps.world.nowMs), op, ...(session !== undefined ? { session } : {}) });
     return new Promise((resolve, reject) => {
       let settled = false;
       this.schedule(REQUEST_TIMEOUT_MS, `proposal timeout (${op.type})`, () => {

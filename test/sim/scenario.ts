@@ -106,6 +106,8 @@ export interface Scenario {
   readonly appendMessageBytesMax: number;
   readonly inflightMessagesMax: number;
   readonly snapshotEveryEntries: number;
+  /** Applied entry bytes that also trigger a snapshot (RaftNode's snapshotEveryBytes; 32 MiB in production). */
+  readonly snapshotEveryBytes: number;
   readonly snapshotKeepEntries: number;
   /**
    * Bytes per snapshot message. The metadata workload streams snapshots of a small state: small chunks make a
@@ -171,6 +173,9 @@ export function makeScenario(seed: number, random: Prng, options: SimOptions): S
     inflightMessagesMax: random.pick(inflightWindowChoices),
     snapshotEveryEntries: random.pick([20, 50, 200, 10_000]),
     snapshotKeepEntries: random.pick([0, 5, 50]),
+    // Its own stream, so the other draws stay as they were: mostly the production default, sometimes small
+    // enough that snapshots follow the bytes applied rather than the entry count.
+    snapshotEveryBytes: random.split('snapshot-bytes').pick([32 * 1024 * 1024, 32 * 1024 * 1024, 16 * 1024, 2048]),
     // Drawn from its own stream, so the other draws (and the raft workload's traces) stay as they were.
     snapshotChunkBytes: options.workload === 'metadata' ? random.split('snapshot-chunk').pick([256 * 1024, 4096, 512, 64]) : 256 * 1024,
     faultPhaseMs: random.intBetween(2_000, 8_000),
@@ -248,6 +253,7 @@ export function quietScenario(seed: number, clusterSize: ClusterSize): Scenario 
     appendMessageBytesMax: 1024 * 1024,
     inflightMessagesMax: 256,
     snapshotEveryEntries: 10_000,
+    snapshotEveryBytes: 32 * 1024 * 1024,
     snapshotKeepEntries: 1_000,
     snapshotChunkBytes: 256 * 1024,
     faultPhaseMs: 0,
@@ -304,7 +310,7 @@ export function describeScenario(s: Scenario): string {
   const faults = (['crash', 'pause', 'partition', 'membership', 'leaderChurn', 'corruption'] as const).filter((k) => s.faults[k]);
   return [
     `nodes=${s.clusterSize} tick=${s.tickMs}ms election=${s.electionTicks}t heartbeat=${s.heartbeatTicks}t preVote=${s.preVote} checkQuorum=${s.checkQuorum} read=${s.readMode}`,
-    `drift=${s.clockDrift ? `±${s.clockDriftBoundPermille / 2}‰` : 'none'} appendMax=${s.appendMessageBytesMax}B inflight=${s.inflightMessagesMax} snapshotEvery=${s.snapshotEveryEntries} keep=${s.snapshotKeepEntries} chunk=${s.snapshotChunkBytes}B faultPhase=${s.faultPhaseMs}ms`,
+    `drift=${s.clockDrift ? `±${s.clockDriftBoundPermille / 2}‰` : 'none'} appendMax=${s.appendMessageBytesMax}B inflight=${s.inflightMessagesMax} snapshotEvery=${s.snapshotEveryEntries}/${s.snapshotEveryBytes}B keep=${s.snapshotKeepEntries} chunk=${s.snapshotChunkBytes}B faultPhase=${s.faultPhaseMs}ms`,
     `net: loss=${s.network.lossProbability} dup=${s.network.duplicateProbability} delay=${s.network.delayMinMs.toFixed(2)}..${s.network.delayMaxMs.toFixed(2)}ms slow=${s.network.slowProbability}@${s.network.slowDelayMaxMs.toFixed(0)}ms`,
     `disk: sync=${s.disk.syncMinMs.toFixed(2)}..${s.disk.syncMaxMs.toFixed(2)}ms slow=${s.disk.slowSyncProbability}@${s.disk.slowSyncMaxMs.toFixed(0)}ms torn=${s.disk.tornWriteProbability}`,
     `faults: [${faults.join(',')}] every~${s.faults.meanIntervalMs.toFixed(0)}ms partitions=[${s.faults.partitionKinds.join(',')}] pausedKeepsMessages=${s.faults.pausedNodeKeepsMessages}`,
