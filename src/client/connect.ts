@@ -12,7 +12,7 @@ import { MetadataClient } from '../metadata/client.ts';
 import type { MetadataClientOptions } from '../metadata/client.ts';
 import { PooledDialer } from './read-pool.ts';
 import { askLocalReplica, DataPlaneError, PipelineFailedError, PipelineWriter, readRange, TcpDataNetwork } from '../chunkserver/dataplane/index.ts';
-import type { DataPlaneLimits } from '../chunkserver/dataplane/index.ts';
+import type { DataPlaneLimits, StallWatch } from '../chunkserver/dataplane/index.ts';
 import type { ChunkPipeline, DataPlane, PipelineFailure, ReaderMetadata, WriterMetadata } from './data-path.ts';
 import { FileReader } from './file-reader.ts';
 import type { ReadSession } from './read-session.ts';
@@ -59,10 +59,33 @@ export interface ReadSourceStats {
   readonly localFallbacks: number;
 }
 
+/**
+ * A read fails with TIMEOUT (and the reader moves on to the next replica) when the replica sends nothing
+ * for this long. A paused or hung chunkserver, or a blackholed link, keeps the TCP connection open, and
+ * until the nineteenth session such a read waited for ever. Generous: a busy chunkserver on a loaded
+ * machine starts a range within milliseconds to a few seconds (HDFS's client socket timeout is 60 s).
+ */
+export const readStallMsDefault = 15_000;
+
 export interface TcpDataPlaneOptions {
   readonly limits?: Partial<DataPlaneLimits>;
   /** Read replicas on this host from their files (default true); false: every read goes over TCP. */
   readonly localReads?: boolean;
+  /** A read (and a local read's question) fails with TIMEOUT after this long without data; default readStallMsDefault. */
+  readonly readStallMs?: number;
+}
+
+/** A stall watch on real (unref'ed) timers. */
+function realStallWatch(ms: number): StallWatch {
+  if (!Number.isSafeInteger(ms) || ms <= 0) throw new RangeError(`readStallMs must be a positive integer, not ${ms}`);
+  return {
+    ms,
+    setTimeout(fn, after) {
+      const timer = setTimeout(fn, after);
+      timer.unref();
+      return () => clearTimeout(timer);
+    },
+  };
 }
 
 /** The real data plane: where its reads came from, and its connections and files closed by close(). */
@@ -74,7 +97,8 @@ export function tcpDataPlane(options: TcpDataPlaneOptions = {}): TcpDataPlane {
   const network = new TcpDataNetwork(limits);
   // Range reads reuse connections per replica (read-pool.ts); write pipelines dial their own, one per chunk.
   const reads = new PooledDialer(network);
-  const local = options.localReads === false ? null : new LocalReads((address, handle, version) => askLocalReplica(reads, address, handle, version));
+  const stall = realStallWatch(options.readStallMs ?? readStallMsDefault);
+  const local = options.localReads === false ? null : new LocalReads((address, handle, version) => askLocalReplica(reads, address, handle, version, stall));
   let networkBytes = 0;
   return {
     async openPipeline(o): Promise<ChunkPipeline> {
@@ -101,7 +125,7 @@ export function tcpDataPlane(options: TcpDataPlaneOptions = {}): TcpDataPlane {
     async readRange(address, request, into) {
       const fromFile = await local?.read(address, request, into);
       if (fromFile !== undefined) return fromFile;
-      const bytes = await readRange(reads, address, request, into);
+      const bytes = await readRange(reads, address, request, into, stall);
       networkBytes += bytes.length;
       return bytes;
     },
@@ -121,10 +145,15 @@ export function tcpDataPlane(options: TcpDataPlaneOptions = {}): TcpDataPlane {
 }
 
 /** The data plane options of a client's options. */
-export function dataPlaneOptions(options: { readonly dataPlaneLimits?: Partial<DataPlaneLimits>; readonly localReads?: boolean }): TcpDataPlaneOptions {
+export function dataPlaneOptions(options: {
+  readonly dataPlaneLimits?: Partial<DataPlaneLimits>;
+  readonly localReads?: boolean;
+  readonly readStallMs?: number;
+}): TcpDataPlaneOptions {
   return {
     ...(options.dataPlaneLimits !== undefined ? { limits: options.dataPlaneLimits } : {}),
     ...(options.localReads !== undefined ? { localReads: options.localReads } : {}),
+    ...(options.readStallMs !== undefined ? { readStallMs: options.readStallMs } : {}),
   };
 }
 
@@ -137,6 +166,8 @@ export interface FileClientOptions extends MetadataClientOptions {
    * (short-circuit local reads, local-read.ts; default true). False: every read streams from a chunkserver.
    */
   readonly localReads?: boolean;
+  /** A read from a replica that sends nothing for this long fails over to the next one (default readStallMsDefault, 15 s). */
+  readonly readStallMs?: number;
   /**
    * Bytes of large buffers (writers' staging, read sessions' read-ahead) kept for reuse by the client's next
    * writers and sessions (./spare-buffers.ts); default spareBytesMaxDefault (64 MiB). 0 keeps none.

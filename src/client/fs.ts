@@ -66,6 +66,11 @@ export interface ConnectOptions {
    * (short-circuit local reads, local-read.ts; default true). False: every read streams from a chunkserver.
    */
   readonly localReads?: boolean;
+  /**
+   * A read from a chunkserver that sends nothing for this long (a paused or hung server, a blackholed link)
+   * fails over to the next replica (default 15 s).
+   */
+  readonly readStallMs?: number;
   /** Reads of metadata go to this server first (MetadataClientOptions.readAddress; the Jepsen suite). */
   readonly readAddress?: string;
 }
@@ -204,6 +209,9 @@ let holderCount = 0;
 export async function connect(options: ConnectOptions): Promise<RfsClient> {
   const timeoutMs = options.timeoutMs ?? timeoutMsDefault;
   if (!Number.isSafeInteger(timeoutMs) || timeoutMs <= 0) throw new RfsError('EINVAL', { syscall: 'connect' }, `timeoutMs: ${timeoutMs}`);
+  const readStallMs = options.readStallMs;
+  if (readStallMs !== undefined && (!Number.isSafeInteger(readStallMs) || readStallMs <= 0))
+    throw new RfsError('EINVAL', { syscall: 'connect' }, `readStallMs: ${readStallMs}`);
   if (options.metadata.length === 0) throw new RfsError('EINVAL', { syscall: 'connect' }, 'metadata: at least one host:port');
   // Aborted by close() (or a failed connect): the metadata client's retries still running stop at once.
   const lifetime = new AbortController();

@@ -11,6 +11,7 @@ export type DataPlaneErrorCode =
   | 'CONNECTION_LOST' // the connection closed or broke before the exchange finished
   | 'WRONG_SERVER' // the setup names another chunkserver id than the one that received it
   | 'ABORTED' // the local side gave up (PipelineWriter.abort)
+  | 'TIMEOUT' // the replica sent nothing for the caller's stall timeout (a paused or hung server, a blackholed link)
   | 'BUSY' // the server is at its connection limit
   | 'LOCAL_READS_OFF'; // the server offers no short-circuit local reads (protocol.ts local-read)
 
@@ -32,6 +33,7 @@ const codes: ReadonlySet<string> = new Set<DataPlaneErrorCode>([
   'CONNECTION_LOST',
   'WRONG_SERVER',
   'ABORTED',
+  'TIMEOUT',
   'BUSY',
   'LOCAL_READS_OFF',
 ]);

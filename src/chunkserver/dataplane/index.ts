@@ -15,7 +15,7 @@ export { MemoryDataNetwork } from './memory-network.ts';
 export type { Scheduler } from './memory-network.ts';
 export type { ChainLink, LocalReplicaMessage, Message, ReplicaAck } from './protocol.ts';
 export { askLocalReplica, readRange } from './read.ts';
-export type { ReadRequest } from './read.ts';
+export type { ReadRequest, StallWatch } from './read.ts';
 export { DataServer } from './server.ts';
 export type { DataServerOptions, LocalReadToken } from './server.ts';
 export { TcpDataNetwork } from './tcp.ts';

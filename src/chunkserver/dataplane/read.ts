@@ -10,6 +10,31 @@ import type { DataConnection, Dialer } from './connection.ts';
 import { DataPlaneError } from './errors.ts';
 import type { LocalReplicaMessage } from './protocol.ts';
 
+/**
+ * A caller's watch for a stalled exchange: the replica must send something every `ms` while the caller
+ * waits (the real client's, with real timers: a paused or hung chunkserver, or a blackholed link, keeps its
+ * TCP connection open and would otherwise hold a read forever). Without it nothing here sets a timer (the
+ * simulator's data plane delivers or breaks every exchange).
+ */
+export interface StallWatch {
+  readonly ms: number;
+  /** Starts a timer; the returned function cancels it. */
+  readonly setTimeout: (fn: () => void, ms: number) => () => void;
+}
+
+/** Arms `watch` (re-armed by each call of the returned `progress`); `cancel` stops it. */
+function watchStall(watch: StallWatch | undefined, onStall: () => void): { progress: () => void; cancel: () => void } {
+  if (watch === undefined) return { progress: () => undefined, cancel: () => undefined };
+  let stop = watch.setTimeout(onStall, watch.ms);
+  return {
+    progress: () => {
+      stop();
+      stop = watch.setTimeout(onStall, watch.ms);
+    },
+    cancel: () => stop(),
+  };
+}
+
 export interface ReadRequest {
   readonly handle: number;
   readonly version: number;
@@ -18,19 +43,19 @@ export interface ReadRequest {
 }
 
 /** Reads a range from the replica at `address` over a new connection (closed after). */
-export async function readRange(dialer: Dialer, address: string, request: ReadRequest, into?: Uint8Array): Promise<Uint8Array> {
+export async function readRange(dialer: Dialer, address: string, request: ReadRequest, into?: Uint8Array, stall?: StallWatch): Promise<Uint8Array> {
   if (into !== undefined && into.length !== request.length)
     throw new RangeError(`a read of ${request.length} bytes into a buffer of ${into.length}`);
   const connection = await dialer.dial(address);
   try {
-    return await readOn(connection, request, into);
+    return await readOn(connection, request, into, stall);
   } finally {
     connection.end();
   }
 }
 
 /** One read on an unstarted connection; leaves it open. */
-function readOn(connection: DataConnection, request: ReadRequest, into: Uint8Array | undefined): Promise<Uint8Array> {
+function readOn(connection: DataConnection, request: ReadRequest, into: Uint8Array | undefined, stall: StallWatch | undefined): Promise<Uint8Array> {
   const { offset, length } = request;
   if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > chunkSizeBytesMax)
     return Promise.reject(new DataPlaneError('BAD_OFFSET', `bad range offset ${offset} length ${length}`));
@@ -41,15 +66,18 @@ function readOn(connection: DataConnection, request: ReadRequest, into: Uint8Arr
     const settle = (error: DataPlaneError | null): void => {
       if (settled) return;
       settled = true;
+      watch.cancel();
       if (error === null) resolve(out);
       else {
         connection.destroy();
         reject(error);
       }
     };
+    const watch = watchStall(stall, () => settle(new DataPlaneError('TIMEOUT', `no data from the replica for ${stall?.ms} ms`)));
     connection.start({
       onMessage: (message) => {
         if (settled) return; // nothing lands in the caller's buffer once the read is over
+        watch.progress();
         if (message.type === 'error') return settle(new DataPlaneError(message.code, message.detail));
         if (message.type !== 'data') return settle(new DataPlaneError('PROTOCOL_ERROR', `unexpected ${message.type} during a read`));
         const { payload } = message;
@@ -72,7 +100,7 @@ function readOn(connection: DataConnection, request: ReadRequest, into: Uint8Arr
  * local read), over a connection of `dialer` like a read. Rejects with the server's typed error (NOT_LOCAL,
  * NO_SUCH_REPLICA, STALE_VERSION, ...) or a connection failure.
  */
-export async function askLocalReplica(dialer: Dialer, address: string, handle: number, version: number): Promise<LocalReplicaMessage> {
+export async function askLocalReplica(dialer: Dialer, address: string, handle: number, version: number, stall?: StallWatch): Promise<LocalReplicaMessage> {
   const connection = await dialer.dial(address);
   try {
     return await new Promise<LocalReplicaMessage>((resolve, reject) => {
@@ -80,9 +108,14 @@ export async function askLocalReplica(dialer: Dialer, address: string, handle: n
       const settle = (error: DataPlaneError | null, reply?: LocalReplicaMessage): void => {
         if (settled) return;
         settled = true;
+        watch.cancel();
         if (error === null) resolve(reply!);
-        else reject(error);
+        else {
+          if (error.code === 'TIMEOUT') connection.destroy();
+          reject(error);
+        }
       };
+      const watch = watchStall(stall, () => settle(new DataPlaneError('TIMEOUT', `no answer from the replica for ${stall?.ms} ms`)));
       connection.start({
         onMessage: (message) => {
           if (message.type === 'local-replica') return settle(null, message);
