@@ -11,8 +11,8 @@ import { hostname } from 'node:os';
 import { MetadataClient } from '../metadata/client.ts';
 import type { MetadataClientOptions } from '../metadata/client.ts';
 import { PooledDialer } from './read-pool.ts';
-import { askLocalReplica, DataPlaneError, PipelineFailedError, PipelineWriter, readRange, TcpDataNetwork } from '../chunkserver/dataplane/index.ts';
-import type { DataPlaneLimits, StallWatch } from '../chunkserver/dataplane/index.ts';
+import { askLocalReplica, DataPlaneError, PipelineFailedError, PipelineWriter, pipelineStallMsDefault, readRange, readStallMsDefault, realStallWatch, TcpDataNetwork } from '../chunkserver/dataplane/index.ts';
+import type { DataPlaneLimits } from '../chunkserver/dataplane/index.ts';
 import type { ChunkPipeline, DataPlane, PipelineFailure, ReaderMetadata, WriterMetadata } from './data-path.ts';
 import { FileReader } from './file-reader.ts';
 import type { ReadSession } from './read-session.ts';
@@ -59,33 +59,17 @@ export interface ReadSourceStats {
   readonly localFallbacks: number;
 }
 
-/**
- * A read fails with TIMEOUT (and the reader moves on to the next replica) when the replica sends nothing
- * for this long. A paused or hung chunkserver, or a blackholed link, keeps the TCP connection open, and
- * until the nineteenth session such a read waited for ever. Generous: a busy chunkserver on a loaded
- * machine starts a range within milliseconds to a few seconds (HDFS's client socket timeout is 60 s).
- */
-export const readStallMsDefault = 15_000;
-
 export interface TcpDataPlaneOptions {
   readonly limits?: Partial<DataPlaneLimits>;
   /** Read replicas on this host from their files (default true); false: every read goes over TCP. */
   readonly localReads?: boolean;
-  /** A read (and a local read's question) fails with TIMEOUT after this long without data; default readStallMsDefault. */
+  /** A read (and a local read's question) fails with TIMEOUT after this long without data; default readStallMsDefault (15 s). */
   readonly readStallMs?: number;
-}
-
-/** A stall watch on real (unref'ed) timers. */
-function realStallWatch(ms: number): StallWatch {
-  if (!Number.isSafeInteger(ms) || ms <= 0) throw new RangeError(`readStallMs must be a positive integer, not ${ms}`);
-  return {
-    ms,
-    setTimeout(fn, after) {
-      const timer = setTimeout(fn, after);
-      timer.unref();
-      return () => clearTimeout(timer);
-    },
-  };
+  /**
+   * A write pipeline whose chain sends no acknowledgement for this long × the chain's length fails with
+   * TIMEOUT naming its first replica (the writer then goes on without it); default pipelineStallMsDefault (10 s).
+   */
+  readonly pipelineStallMs?: number;
 }
 
 /** The real data plane: where its reads came from, and its connections and files closed by close(). */
@@ -98,6 +82,7 @@ export function tcpDataPlane(options: TcpDataPlaneOptions = {}): TcpDataPlane {
   // Range reads reuse connections per replica (read-pool.ts); write pipelines dial their own, one per chunk.
   const reads = new PooledDialer(network);
   const stall = realStallWatch(options.readStallMs ?? readStallMsDefault);
+  const pipelineStall = realStallWatch(options.pipelineStallMs ?? pipelineStallMsDefault);
   const local = options.localReads === false ? null : new LocalReads((address, handle, version) => askLocalReplica(reads, address, handle, version, stall));
   let networkBytes = 0;
   return {
@@ -108,6 +93,7 @@ export function tcpDataPlane(options: TcpDataPlaneOptions = {}): TcpDataPlane {
         chain: o.chain,
         mode: o.mode,
         limits,
+        stall: pipelineStall,
         ...(o.fromVersion !== undefined ? { fromVersion: o.fromVersion } : {}),
         ...(o.offset !== undefined ? { offset: o.offset } : {}),
         ...(o.compression !== undefined ? { compression: o.compression } : {}),
@@ -149,11 +135,13 @@ export function dataPlaneOptions(options: {
   readonly dataPlaneLimits?: Partial<DataPlaneLimits>;
   readonly localReads?: boolean;
   readonly readStallMs?: number;
+  readonly pipelineStallMs?: number;
 }): TcpDataPlaneOptions {
   return {
     ...(options.dataPlaneLimits !== undefined ? { limits: options.dataPlaneLimits } : {}),
     ...(options.localReads !== undefined ? { localReads: options.localReads } : {}),
     ...(options.readStallMs !== undefined ? { readStallMs: options.readStallMs } : {}),
+    ...(options.pipelineStallMs !== undefined ? { pipelineStallMs: options.pipelineStallMs } : {}),
   };
 }
 
@@ -168,6 +156,8 @@ export interface FileClientOptions extends MetadataClientOptions {
   readonly localReads?: boolean;
   /** A read from a replica that sends nothing for this long fails over to the next one (default readStallMsDefault, 15 s). */
   readonly readStallMs?: number;
+  /** A write pipeline's stall unit (TcpDataPlaneOptions.pipelineStallMs; default 10 s). */
+  readonly pipelineStallMs?: number;
   /**
    * Bytes of large buffers (writers' staging, read sessions' read-ahead) kept for reuse by the client's next
    * writers and sessions (./spare-buffers.ts); default spareBytesMaxDefault (64 MiB). 0 keeps none.

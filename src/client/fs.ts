@@ -71,6 +71,11 @@ export interface ConnectOptions {
    * fails over to the next replica (default 15 s).
    */
   readonly readStallMs?: number;
+  /**
+   * A write whose replicas acknowledge nothing for this long × the replication factor (a paused or hung
+   * chunkserver, a blackholed link) goes on without the silent replica (default 10 s).
+   */
+  readonly pipelineStallMs?: number;
   /** Reads of metadata go to this server first (MetadataClientOptions.readAddress; the Jepsen suite). */
   readonly readAddress?: string;
 }
@@ -209,9 +214,9 @@ let holderCount = 0;
 export async function connect(options: ConnectOptions): Promise<RfsClient> {
   const timeoutMs = options.timeoutMs ?? timeoutMsDefault;
   if (!Number.isSafeInteger(timeoutMs) || timeoutMs <= 0) throw new RfsError('EINVAL', { syscall: 'connect' }, `timeoutMs: ${timeoutMs}`);
-  const readStallMs = options.readStallMs;
-  if (readStallMs !== undefined && (!Number.isSafeInteger(readStallMs) || readStallMs <= 0))
-    throw new RfsError('EINVAL', { syscall: 'connect' }, `readStallMs: ${readStallMs}`);
+  for (const [name, ms] of [['readStallMs', options.readStallMs], ['pipelineStallMs', options.pipelineStallMs]] as const) {
+    if (ms !== undefined && (!Number.isSafeInteger(ms) || ms <= 0)) throw new RfsError('EINVAL', { syscall: 'connect' }, `${name}: ${ms}`);
+  }
   if (options.metadata.length === 0) throw new RfsError('EINVAL', { syscall: 'connect' }, 'metadata: at least one host:port');
   // Aborted by close() (or a failed connect): the metadata client's retries still running stop at once.
   const lifetime = new AbortController();

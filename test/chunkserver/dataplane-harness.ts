@@ -4,6 +4,7 @@ import type { DataPlaneLimits } from '../../src/chunkserver/dataplane/limits.ts'
 import { MemoryDataNetwork } from '../../src/chunkserver/dataplane/memory-network.ts';
 import type { ChainLink } from '../../src/chunkserver/dataplane/protocol.ts';
 import { DataServer } from '../../src/chunkserver/dataplane/server.ts';
+import type { StallWatch } from '../../src/chunkserver/dataplane/stall.ts';
 import { TcpDataNetwork } from '../../src/chunkserver/dataplane/tcp.ts';
 import type { MemoryStoreHooks } from './memory-store.ts';
 import { MemoryChunkStore } from './memory-store.ts';
@@ -38,6 +39,8 @@ export async function startCluster(
     connectionsMax?: number;
     /** The stores take a hop's batch as one call (MemoryChunkStore's `appendPieces` option). */
     appendPieces?: boolean;
+    /** The servers' pipeline stall watch (DataServerOptions.stall). */
+    stall?: StallWatch;
   } = {},
 ): Promise<Cluster> {
   const limits = options.limits ?? {};
@@ -55,6 +58,7 @@ export async function startCluster(
         address: kind === 'tcp' ? '127.0.0.1:0' : `cs-${index + 1}:7000`,
         limits,
         ...(options.connectionsMax === undefined ? {} : { connectionsMax: options.connectionsMax }),
+        ...(options.stall === undefined ? {} : { stall: options.stall }),
       }),
     );
   }

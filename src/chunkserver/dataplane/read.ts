@@ -9,31 +9,8 @@ import { chunkSizeBytesMax } from '../types.ts';
 import type { DataConnection, Dialer } from './connection.ts';
 import { DataPlaneError } from './errors.ts';
 import type { LocalReplicaMessage } from './protocol.ts';
-
-/**
- * A caller's watch for a stalled exchange: the replica must send something every `ms` while the caller
- * waits (the real client's, with real timers: a paused or hung chunkserver, or a blackholed link, keeps its
- * TCP connection open and would otherwise hold a read forever). Without it nothing here sets a timer (the
- * simulator's data plane delivers or breaks every exchange).
- */
-export interface StallWatch {
-  readonly ms: number;
-  /** Starts a timer; the returned function cancels it. */
-  readonly setTimeout: (fn: () => void, ms: number) => () => void;
-}
-
-/** Arms `watch` (re-armed by each call of the returned `progress`); `cancel` stops it. */
-function watchStall(watch: StallWatch | undefined, onStall: () => void): { progress: () => void; cancel: () => void } {
-  if (watch === undefined) return { progress: () => undefined, cancel: () => undefined };
-  let stop = watch.setTimeout(onStall, watch.ms);
-  return {
-    progress: () => {
-      stop();
-      stop = watch.setTimeout(onStall, watch.ms);
-    },
-    cancel: () => stop(),
-  };
-}
+import type { StallWatch } from './stall.ts';
+import { StallTimer } from './stall.ts';
 
 export interface ReadRequest {
   readonly handle: number;
@@ -66,18 +43,18 @@ function readOn(connection: DataConnection, request: ReadRequest, into: Uint8Arr
     const settle = (error: DataPlaneError | null): void => {
       if (settled) return;
       settled = true;
-      watch.cancel();
+      watch.disarm();
       if (error === null) resolve(out);
       else {
         connection.destroy();
         reject(error);
       }
     };
-    const watch = watchStall(stall, () => settle(new DataPlaneError('TIMEOUT', `no data from the replica for ${stall?.ms} ms`)));
+    const watch = new StallTimer(stall, 1, (ms) => settle(new DataPlaneError('TIMEOUT', `no data from the replica for ${ms} ms`)));
     connection.start({
       onMessage: (message) => {
         if (settled) return; // nothing lands in the caller's buffer once the read is over
-        watch.progress();
+        watch.progress(true);
         if (message.type === 'error') return settle(new DataPlaneError(message.code, message.detail));
         if (message.type !== 'data') return settle(new DataPlaneError('PROTOCOL_ERROR', `unexpected ${message.type} during a read`));
         const { payload } = message;
@@ -92,6 +69,7 @@ function readOn(connection: DataConnection, request: ReadRequest, into: Uint8Arr
       onClose: (error) => settle(new DataPlaneError('CONNECTION_LOST', error?.detail ?? 'the replica closed during a read')),
     });
     connection.send({ type: 'read', handle: request.handle, version: request.version, offset, length });
+    watch.arm();
   });
 }
 
@@ -108,14 +86,14 @@ export async function askLocalReplica(dialer: Dialer, address: string, handle: n
       const settle = (error: DataPlaneError | null, reply?: LocalReplicaMessage): void => {
         if (settled) return;
         settled = true;
-        watch.cancel();
+        watch.disarm();
         if (error === null) resolve(reply!);
         else {
           if (error.code === 'TIMEOUT') connection.destroy();
           reject(error);
         }
       };
-      const watch = watchStall(stall, () => settle(new DataPlaneError('TIMEOUT', `no answer from the replica for ${stall?.ms} ms`)));
+      const watch = new StallTimer(stall, 1, (ms) => settle(new DataPlaneError('TIMEOUT', `no answer from the replica for ${ms} ms`)));
       connection.start({
         onMessage: (message) => {
           if (message.type === 'local-replica') return settle(null, message);
@@ -126,6 +104,7 @@ export async function askLocalReplica(dialer: Dialer, address: string, handle: n
         onClose: (error) => settle(new DataPlaneError('CONNECTION_LOST', error?.detail ?? 'the replica closed during a local-read')),
       });
       connection.send({ type: 'local-read', handle, version });
+      watch.arm();
     });
   } finally {
     connection.end();

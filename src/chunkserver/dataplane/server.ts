@@ -47,6 +47,8 @@ import type {
   SetupMessage,
 } from './protocol.ts';
 import { errorMessage } from './protocol.ts';
+import type { StallWatch } from './stall.ts';
+import { StallTimer } from './stall.ts';
 
 export interface DataServerOptions {
   /**
@@ -71,6 +73,12 @@ export interface DataServerOptions {
    * Absent: every `local-read` is answered LOCAL_READS_OFF.
    */
   readonly localReads?: LocalReadToken;
+  /**
+   * A hop fails its pipeline with TIMEOUT, naming its downstream neighbour, when that neighbour owes it a
+   * setup-ack or an acknowledgement and sends nothing for `stall.ms` × the replicas after this hop
+   * (stall.ts). Absent: no timer (the simulator, whose network delivers or breaks every exchange).
+   */
+  readonly stall?: StallWatch;
 }
 
 export interface LocalReadToken {
@@ -105,6 +113,7 @@ export class DataServer {
     readonly connectionsMax: number,
     readonly bugs: ReadonlySet<DataBug>,
     readonly localReads: LocalReadToken | undefined,
+    readonly stall: StallWatch | undefined,
   ) {
     if (!Number.isSafeInteger(connectionsMax) || connectionsMax < 1)
       throw new RangeError(`connectionsMax must be a positive integer, got ${connectionsMax}`);
@@ -124,6 +133,7 @@ export class DataServer {
       options.connectionsMax ?? defaultConnectionsMax,
       options.bugs ?? noDataBugs,
       options.localReads,
+      options.stall,
     );
     server.listener = await options.network.listen(options.address, (connection) => server.accept(connection));
     return server;
@@ -253,6 +263,8 @@ class PipelineHop {
   /** The downstream acknowledged the seal (only the seal entry has no payload). */
   private downstreamSealed = false;
   private downstreamSetup: readonly ReplicaAck[] | null = null;
+  /** Watches the downstream neighbour while it owes something (stall.ts). */
+  private readonly downstreamStall: StallTimer;
   /** Store calls for this pipeline run one after another on this chain. */
   private localWork: Promise<void> = Promise.resolve();
   /** Packets received and not yet handed to the store, in seq order. */
@@ -268,6 +280,20 @@ class PipelineHop {
   ) {
     this.next = setup.chain[0];
     this.nextOffset = setup.offset;
+    const next = this.next;
+    this.downstreamStall = new StallTimer(server.stall, setup.chain.length, (ms) => {
+      if (next !== undefined) this.fail(1, next.id, new DataPlaneError('TIMEOUT', `no answer from downstream ${next.address} for ${ms} ms`));
+    });
+  }
+
+  /** The hop has finished or failed (read through a getter: handlers change the state). */
+  private get over(): boolean {
+    return this.state === 'done' || this.state === 'failed';
+  }
+
+  /** The downstream replica owes this hop its setup-ack, or an acknowledgement of a forwarded packet or seal. */
+  private get downstreamOwes(): boolean {
+    return this.next !== undefined && (this.downstreamSetup === null || this.downstreamAckSeq < this.nextSeq);
   }
 
   get queuedPackets(): number {
@@ -318,6 +344,7 @@ class PipelineHop {
   abandon(): void {
     if (this.state === 'done' || this.state === 'failed') return;
     this.state = 'failed';
+    this.downstreamStall.disarm();
     this.server.metrics.pipelines.inc({ outcome: 'abandoned' });
     this.downstream?.destroy();
     this.upstream.destroy();
@@ -370,10 +397,16 @@ class PipelineHop {
       },
     });
     connection.send({ ...this.setup, targetId: next.id, chain: this.setup.chain.slice(1) });
+    this.downstreamStall.arm();
   }
 
   private onDownstreamMessage(next: ChainLink, message: Message): void {
     if (this.state === 'done' || this.state === 'failed') return;
+    this.handleDownstream(next, message);
+    if (!this.over) this.downstreamStall.progress(this.downstreamOwes);
+  }
+
+  private handleDownstream(next: ChainLink, message: Message): void {
     switch (message.type) {
       case 'setup-ack':
         if (this.downstreamSetup !== null || message.replicas.length !== this.setup.chain.length) {
@@ -446,6 +479,7 @@ class PipelineHop {
     if (this.downstream !== null) {
       const forwarded = lease?.retain();
       this.downstream.send(packet, forwarded === undefined ? undefined : () => forwarded.release());
+      this.downstreamStall.arm();
       this.server.metrics.bytesOut.inc({ kind: 'forward' }, length);
     }
     const entry: PendingEntry = { seq: packet.seq, payloadBytes: length, local: null, downstream: null };
@@ -505,6 +539,7 @@ class PipelineHop {
     this.state = 'sealing';
     this.nextSeq += 1;
     this.downstream?.send(seal);
+    if (this.downstream !== null) this.downstreamStall.arm();
     const entry: PendingEntry = { seq: seal.seq, payloadBytes: 0, local: null, downstream: null };
     this.enqueue(entry);
     const { handle, version } = this.setup;
@@ -542,6 +577,7 @@ class PipelineHop {
 
   private finish(): void {
     this.state = 'done';
+    this.downstreamStall.disarm();
     this.server.metrics.pipelines.inc({ outcome: 'sealed' });
     this.server.forgetHop(this);
     this.downstream?.end();
@@ -573,6 +609,7 @@ class PipelineHop {
   private fail(index: number, id: number, error: DataPlaneError): void {
     if (this.state === 'failed' || this.state === 'done') return;
     this.state = 'failed';
+    this.downstreamStall.disarm();
     const failure: FailureMessage = { type: 'failure', index, id, code: error.code, detail: error.detail.slice(0, 1024) };
     this.server.metrics.pipelines.inc({ outcome: 'failed' });
     this.server.logger.warn(

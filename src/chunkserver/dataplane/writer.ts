@@ -23,6 +23,8 @@ import { DataPlaneError, toDataPlaneError } from './errors.ts';
 import type { DataPlaneLimits } from './limits.ts';
 import { packetBytesMin, resolveLimits } from './limits.ts';
 import type { ChainLink, Message, ReplicaAck } from './protocol.ts';
+import type { StallWatch } from './stall.ts';
+import { StallTimer } from './stall.ts';
 
 export class PipelineFailedError extends DataPlaneError {
   constructor(
@@ -63,6 +65,13 @@ export interface PipelineWriterOptions {
   readonly limits?: Partial<DataPlaneLimits>;
   /** Called after each acknowledgement with the new acknowledged length (tests, progress). */
   readonly onAck?: (ackedLengthBytes: number) => void;
+  /**
+   * Fails the pipeline with TIMEOUT (naming the first replica) when an owed setup-ack or acknowledgement
+   * does not come for `stall.ms` × the chain's length (stall.ts; the hops after it watch their own
+   * downstream for less, so a silent replica further down is named by its upstream neighbour first).
+   * Absent: no timer (the simulator).
+   */
+  readonly stall?: StallWatch;
 }
 
 /**
@@ -91,6 +100,9 @@ export class PipelineWriter {
   /** Serialises write() and seal() calls. */
   private tail: Promise<unknown> = Promise.resolve();
   private sealAck: readonly ReplicaAck[] | null = null;
+  /** The setup-ack has arrived. */
+  private ready = false;
+  private readonly stall: StallTimer;
   inflightPacketsMaxSeen = 0;
 
   private constructor(
@@ -102,6 +114,14 @@ export class PipelineWriter {
   ) {
     this.sentLengthBytes = startOffset;
     this.acked = startOffset;
+    this.stall = new StallTimer(options.stall, options.chain.length, (ms) =>
+      this.setFailure(this.failureAtFirst('TIMEOUT', `no acknowledgement from the pipeline for ${ms} ms`)),
+    );
+  }
+
+  /** The chain owes an answer: the setup-ack, or an acknowledgement of a packet or the seal. */
+  private get owed(): boolean {
+    return !this.ready || this.inflight.length > 0;
   }
 
   /** Dials the chain's first replica and sets the pipeline up; rejects with PipelineFailedError. */
@@ -139,6 +159,7 @@ export class PipelineWriter {
       chain: options.chain.slice(1),
       ...(options.compression === 'lz4' ? { compression: 'lz4' as const } : {}),
     });
+    writer.stall.arm();
     await setupAck;
     if (writer.failure !== null) throw writer.failure;
     return writer;
@@ -193,6 +214,7 @@ export class PipelineWriter {
       await this.waitForWindow();
       const seq = this.nextSeq++;
       this.inflight.push({ seq, payloadBytes: 0, isSeal: true });
+      this.stall.arm();
       this.connection.send({ type: 'seal', seq, lengthBytes: length });
       await this.waitUntil(() => this.sealAck !== null);
       const replicas = this.sealAck ?? [];
@@ -232,6 +254,7 @@ export class PipelineWriter {
       const offset = this.sentLengthBytes;
       this.sentLengthBytes += payload.length;
       this.inflight.push({ seq, payloadBytes: payload.length, isSeal: false });
+      this.stall.arm();
       this.inflightPacketsMaxSeen = Math.max(this.inflightPacketsMaxSeen, this.inflight.length);
       const last = start + this.packetBytes >= data.length;
       const packetCrcs =
@@ -269,10 +292,13 @@ export class PipelineWriter {
     switch (message.type) {
       case 'setup-ack':
         if (message.replicas.length !== this.options.chain.length) return this.violation('setup-ack lists the wrong replicas');
+        this.ready = true;
+        this.stall.progress(this.owed);
         this.wake();
         return;
       case 'ack':
         this.onAck(message.seq, message.replicas);
+        if (this.failure === null) this.stall.progress(this.owed);
         return;
       case 'failure': {
         const link = this.options.chain[message.index];
@@ -323,6 +349,7 @@ export class PipelineWriter {
   private setFailure(failure: PipelineFailedError): void {
     if (this.failure !== null) return;
     this.failure = failure;
+    this.stall.disarm();
     this.connection.destroy();
     this.wake();
   }
