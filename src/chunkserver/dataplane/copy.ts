@@ -10,11 +10,14 @@ import { DataPlaneError } from './errors.ts';
 import type { DataPlaneLimits } from './limits.ts';
 import type { ChainLink } from './protocol.ts';
 import type { SealedReplica } from './writer.ts';
+import type { StallWatch } from './stall.ts';
 import { PipelineWriter } from './writer.ts';
 
 export interface CopyOptions {
   readonly packetBytes?: number;
   readonly limits?: Partial<DataPlaneLimits>;
+  /** A target that acknowledges nothing for stall.ms fails the copy with TIMEOUT (PipelineWriterOptions.stall). */
+  readonly stall?: StallWatch;
 }
 
 /**
@@ -42,6 +45,7 @@ export async function copyReplica(
     ...(info.compression === undefined ? {} : { compression: info.compression }),
     ...(options.packetBytes === undefined ? {} : { packetBytes: options.packetBytes }),
     ...(options.limits === undefined ? {} : { limits: options.limits }),
+    ...(options.stall === undefined ? {} : { stall: options.stall }),
   });
   const pieceBytes = options.packetBytes ?? 256 * 1024;
   try {
