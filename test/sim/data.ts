@@ -957,7 +957,8 @@ export class DataWorld {
           onAck: (acked) => this.checkAck(options.handle, options.version, chain, incarnations, acked),
         });
         return {
-          write: (data) => writer.write(data),
+          // As the real client's data plane (src/client/connect.ts): the writer's CRCs, when it computed them.
+          write: (data, crcs) => writer.write(data, crcs !== undefined ? { crcs } : {}),
           flush: () => writer.flush(),
           seal: (lengthBytes) => writer.seal(lengthBytes),
           abort: () => writer.abort(),
@@ -966,9 +967,10 @@ export class DataWorld {
           },
         };
       },
-      readRange: async (address, request) => {
+      // Into the caller's buffer when it gives one, as the real data plane does (read sessions' read-ahead).
+      readRange: async (address, request, into) => {
         const incarnation = this.serverAt(address)?.incarnation;
-        const bytes = await readRange(dialer, address, request);
+        const bytes = await readRange(dialer, address, request, into);
         this.checkServedVersion(address, incarnation, request.handle, request.version);
         return bytes;
       },
