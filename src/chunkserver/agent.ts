@@ -20,7 +20,8 @@
  * data dir lost the id file (a new or wiped disk) registers as a new server: its old id is declared dead by
  * the leader and its chunks re-replicated, which is right, since the replicas went with the disk.
  *
- * Disk faults (`noteDiskError`, called by the ObservedStore around the data server's and scrubber's store):
+ * Disk faults (`noteDiskError`, called by the ObservedStore around the data server's store, by the scrubber's
+ * `onCorrupt`, and here for a copy's read; each failure once):
  * - DISK_FULL: logged at warn, counted; for `diskErrorWindowMs` after it the heartbeat reports the disk as full
  *   (used = capacity), so the leader places no new chunk here; a heartbeat goes out at once.
  * - IO_ERROR: logged at error, counted. A read that failed IO_ERROR is retried as a whole-replica verify

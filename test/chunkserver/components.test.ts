@@ -1,0 +1,180 @@
+/**
+ * The production chunkserver wiring (Chunkserver.start with realComponents: FileChunkStore, the TCP data
+ * server, the scrubber, the metadata agent) against a scripted metadata link, so each case controls what the
+ * leader says and when:
+ *  - every scrub and copy event is counted once (an I/O error, a checksum failure, a re-replication), and a
+ *    clean scrub sends nothing, so it is not counted as bytes out.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, open, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import t from 'tap';
+import type { Test } from 'tap';
+import type { AgentCommand, ChunkReportRequest, CommandsReply, MetadataLink, RegisterRequest } from '../../src/chunkserver/agent.ts';
+import { MetadataLinkError } from '../../src/chunkserver/agent.ts';
+import type { RealComponentsOptions } from '../../src/chunkserver/components.ts';
+import { realComponents } from '../../src/chunkserver/components.ts';
+import { readRange } from '../../src/chunkserver/dataplane/read.ts';
+import { TcpDataNetwork } from '../../src/chunkserver/dataplane/tcp.ts';
+import type { Disk } from '../../src/chunkserver/disk.ts';
+import { NodeDisk } from '../../src/chunkserver/disk.ts';
+import { Chunkserver } from '../../src/chunkserver/server.ts';
+import type { StoreAndDataServer } from '../../src/chunkserver/server.ts';
+import { FileChunkStore } from '../../src/chunkserver/store.ts';
+import { testAgentLimits } from './agent-harness.ts';
+import { settle, waitFor } from './dataplane-harness.ts';
+import { FaultyDisk } from './faults-disk.ts';
+
+const replicaBytes = 300_000;
+/** Fast enough that a replica is scrubbed as soon as the server starts. */
+const scrubBytesPerSecond = 64 * 1024 * 1024;
+
+/**
+ * A metadata leader in a script: registration answers `id` (or fails UNAVAILABLE, a leader out of reach),
+ * the next heartbeat carries the queued commands, bad-replica reports are answered `pending`.
+ */
+class ScriptedLink implements MetadataLink {
+  readonly commands: AgentCommand[] = [];
+  readonly registrations: RegisterRequest[] = [];
+  readonly badReports: { handle: number; version: number }[] = [];
+
+  constructor(private readonly id: number | undefined) {}
+
+  register(request: RegisterRequest): Promise<{ readonly id: number }> {
+    this.registrations.push(request);
+    if (this.id === undefined) return Promise.reject(new MetadataLinkError('UNAVAILABLE', 'no metadata server answers'));
+    return Promise.resolve({ id: this.id });
+  }
+
+  heartbeat(): Promise<CommandsReply> {
+    return Promise.resolve({ commands: this.commands.splice(0), fullReportWanted: false });
+  }
+
+  chunkReport(_request: ChunkReportRequest): Promise<CommandsReply> {
+    return Promise.resolve({ commands: [], fullReportWanted: false });
+  }
+
+  reportBadReplica(request: { readonly handle: number; readonly chunkserverId: number; readonly version: number }): Promise<{ readonly outcome: string }> {
+    this.badReports.push({ handle: request.handle, version: request.version });
+    return Promise.resolve({ outcome: 'pending' });
+  }
+}
+
+async function tempDir(t: Test): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'rfs-components-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Writes a sealed replica of `handle` into `<dataDir>/chunks` before the server opens it. */
+async function putReplica(dataDir: string, handle: number, bytes: Uint8Array): Promise<void> {
+  const store = await FileChunkStore.open(new NodeDisk(), join(dataDir, 'chunks'));
+  await store.create(handle, 1);
+  await store.append(handle, 1, 0, bytes);
+  await store.seal(handle, 1, bytes.length);
+  await store.close();
+}
+
+/** realComponents, its store opened on `disk` (a FaultyDisk) instead of the real one. */
+function onDisk(disk: Disk, options: RealComponentsOptions): StoreAndDataServer {
+  const real = realComponents(options);
+  return {
+    openStore: (dataDir) => FileChunkStore.open(disk, join(dataDir, 'chunks')),
+    startDataServer: (context) => real.startDataServer(context),
+  };
+}
+
+async function start(
+  t: Test,
+  dataDir: string,
+  link: ScriptedLink,
+  components: StoreAndDataServer = realComponents({ scrubBytesPerSecond }),
+): Promise<Chunkserver> {
+  const server = await Chunkserver.start({
+    dataDir,
+    listen: '127.0.0.1:0',
+    metadata: ['127.0.0.1:1'], // unused: the link is given
+    rack: 'r1',
+    components,
+    link,
+    agentLimits: testAgentLimits,
+    logger: pino({ level: 'silent' }),
+  });
+  t.teardown(() => server.stop());
+  return server;
+}
+
+/** A counter's value, summed over the series whose labels include `labels`. */
+async function counter(server: Chunkserver, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const metric = server.metrics.registry.getSingleMetric(name);
+  if (metric === undefined) throw new Error(`no metric ${name}`);
+  const { values } = await metric.get();
+  return values.filter((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l)).reduce((sum, v) => sum + v.value, 0);
+}
+
+void t.test('a scrub read that fails with an I/O error is counted once', async (t) => {
+  const dataDir = await tempDir(t);
+  const handle = 7_001;
+  await putReplica(dataDir, handle, randomBytes(replicaBytes));
+  const disk = new FaultyDisk();
+  disk.failing = [{ pathIncludes: `/${handle}.data`, kinds: ['read'] }];
+  const server = await start(t, dataDir, new ScriptedLink(1), onDisk(disk, { scrubBytesPerSecond }));
+  await waitFor(() => server.agent.status().disk.ioErrorsRecent > 0, 'the scrubber to hit the bad spot');
+  await settle(200);
+  t.equal(server.agent.status().disk.ioErrorsRecent, 1, 'one I/O error in the disk-health window');
+  t.equal(await counter(server, 'rfs_chunkserver_disk_errors_total'), 1, 'one in rfs_chunkserver_disk_errors_total');
+  t.equal(await counter(server, 'rfs_chunkserver_disk_errors_total', { code: 'IO_ERROR', op: 'verify' }), 1, 'as a scrub (op verify)');
+});
+
+void t.test('a bit flipped in a replica is one checksum failure when the scrubber finds it', async (t) => {
+  const dataDir = await tempDir(t);
+  const handle = 7_002;
+  await putReplica(dataDir, handle, randomBytes(replicaBytes));
+  const file = await open(join(dataDir, 'chunks', `${handle}.data`), 'r+');
+  const byte = Buffer.alloc(1);
+  await file.read(byte, 0, 1, 12_345);
+  byte[0] = byte[0]! ^ 0x10;
+  await file.write(byte, 0, 1, 12_345);
+  await file.close();
+  const link = new ScriptedLink(1);
+  const server = await start(t, dataDir, link);
+  await waitFor(() => link.badReports.length > 0, 'the corrupt replica to be reported');
+  await settle(200);
+  t.equal(await counter(server, 'rfs_chunkserver_checksum_failures_total'), 1, 'one checksum failure');
+  t.same(link.badReports, [{ handle, version: 1 }], 'reported bad to the leader once');
+  t.equal(await counter(server, 'rfs_chunkserver_disk_errors_total'), 0, 'no disk error');
+});
+
+void t.test('a clean scrub is not bytes out; a read served and a copy are, once', async (t) => {
+  const dataDir = await tempDir(t);
+  const handle = 7_003;
+  const bytes = randomBytes(replicaBytes);
+  await putReplica(dataDir, handle, bytes);
+  const sourceLink = new ScriptedLink(1);
+  const source = await start(t, dataDir, sourceLink);
+  await waitFor(() => source.store instanceof FileChunkStore && source.store.stats.bytesRead >= replicaBytes, 'the scrubber to read the replica');
+  await settle(100);
+  t.equal(await counter(source, 'rfs_chunkserver_bytes_out_total'), 0, 'the scrub sent nothing: no bytes out');
+  t.equal(await counter(source, 'rfs_chunkserver_checksum_failures_total'), 0);
+
+  // A read served to a client: bytes out.
+  const network = new TcpDataNetwork();
+  const read = await readRange(network, source.address, { handle, version: 1, offset: 1_000, length: 5_000 });
+  t.ok(Buffer.from(read).equals(bytes.subarray(1_000, 6_000)), 'the read returns the bytes');
+  t.equal(await counter(source, 'rfs_chunkserver_bytes_out_total'), 5_000, 'a read served is bytes out');
+
+  // A copy ordered by the leader: one re-replication, its bytes counted once.
+  const target = await start(t, await tempDir(t), new ScriptedLink(2));
+  await waitFor(() => target.agent.status().registered, 'the target to register');
+  await waitFor(() => source.agent.status().registered, 'the source to register');
+  sourceLink.commands.push({ kind: 'replicate', handle, version: 1, target: 2, targetAddress: target.address });
+  await waitFor(() => source.agent.status().copiesDone + source.agent.status().copiesFailed > 0, 'the copy');
+  t.equal(source.agent.status().copiesDone, 1, 'copied');
+  t.equal(target.store.info(handle)?.sealed, true, 'the target holds it sealed');
+  t.equal(await counter(source, 'rfs_chunkserver_rereplications_total', { outcome: 'ok' }), 1, 'one re-replication');
+  t.equal(await counter(source, 'rfs_chunkserver_rereplications_total'), 1, 'and nothing else');
+  t.equal(await counter(source, 'rfs_chunkserver_rereplication_bytes_total'), replicaBytes, 'its bytes');
+  t.equal(await counter(source, 'rfs_chunkserver_bytes_out_total'), 5_000 + replicaBytes, 'bytes out: the read and the copy, each once');
+});
