@@ -122,8 +122,10 @@ export function realComponents(options: RealComponentsOptions = {}): StoreAndDat
       scrubber.start();
       // The unwrapped store too: the agent judges a failed copy's read error (agent.ts `copy`), and counts the
       // copy's outcome in rfs_chunkserver_rereplications_total; only its bytes are counted here.
-      const copy: CopyReplica = async ({ handle, version, targetId, targetAddress }) => {
-        const sealed = await copyReplica(context.store, network, handle, version, { id: targetId, address: targetAddress });
+      // The signal aborts it when the agent stops: the agent waits for its copies, and a target that stopped
+      // answering (no timeout on the data plane) would otherwise hold up the chunkserver's stop for good.
+      const copy: CopyReplica = async ({ handle, version, targetId, targetAddress, signal }) => {
+        const sealed = await copyReplica(context.store, network, handle, version, { id: targetId, address: targetAddress }, { signal });
         recordReReplicationBytes(context.metrics, sealed.lengthBytes);
       };
       const port = Number(server.address.slice(server.address.lastIndexOf(':') + 1));

@@ -3,10 +3,13 @@
  * server, the scrubber, the metadata agent) against a scripted metadata link, so each case controls what the
  * leader says and when:
  *  - every scrub and copy event is counted once (an I/O error, a checksum failure, a re-replication), and a
- *    clean scrub sends nothing, so it is not counted as bytes out.
+ *    clean scrub sends nothing, so it is not counted as bytes out;
+ *  - a copy to a target that accepts and never answers (a SIGSTOPped chunkserver) does not hold up stop().
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, open, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -177,4 +180,32 @@ void t.test('a clean scrub is not bytes out; a read served and a copy are, once'
   t.equal(await counter(source, 'rfs_chunkserver_rereplications_total'), 1, 'and nothing else');
   t.equal(await counter(source, 'rfs_chunkserver_rereplication_bytes_total'), replicaBytes, 'its bytes');
   t.equal(await counter(source, 'rfs_chunkserver_bytes_out_total'), 5_000 + replicaBytes, 'bytes out: the read and the copy, each once');
+});
+
+void t.test('stop() aborts a copy to a target that accepts and never answers', async (t) => {
+  const dataDir = await tempDir(t);
+  const handle = 7_004;
+  await putReplica(dataDir, handle, randomBytes(replicaBytes));
+  const sockets: Socket[] = [];
+  const stuck = createServer({ pauseOnConnect: true }, (socket) => sockets.push(socket));
+  await new Promise<void>((resolve) => stuck.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => stuck.close(() => resolve())));
+  const link = new ScriptedLink(1);
+  const server = await start(t, dataDir, link);
+  await waitFor(() => server.agent.status().registered, 'registration');
+  link.commands.push({ kind: 'replicate', handle, version: 1, target: 2, targetAddress: `127.0.0.1:${(stuck.address() as AddressInfo).port}` });
+  await waitFor(() => sockets.length === 1 && server.agent.status().copiesInflight === 1, 'the copy to connect');
+  await settle();
+  const stopBoundMs = 5_000;
+  const startedMs = Date.now();
+  let timer: NodeJS.Timeout | undefined;
+  const outcome = await Promise.race([
+    server.stop().then(() => 'stopped' as const),
+    new Promise<'hung'>((resolve) => (timer = setTimeout(() => resolve('hung'), stopBoundMs))),
+  ]);
+  clearTimeout(timer);
+  // A hung stop is released by breaking the copy's connection, so the test ends either way.
+  for (const socket of sockets) socket.destroy();
+  t.equal(outcome, 'stopped', `stop() returned (${Date.now() - startedMs} ms; bound ${stopBoundMs} ms)`);
+  t.equal(server.agent.status().copiesFailed, 1, 'the copy was given up');
 });

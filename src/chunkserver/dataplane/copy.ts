@@ -15,11 +15,19 @@ import { PipelineWriter } from './writer.ts';
 export interface CopyOptions {
   readonly packetBytes?: number;
   readonly limits?: Partial<DataPlaneLimits>;
+  /**
+   * Aborts the copy (its chunkserver stopping): the connection to the target is closed at once and the copy
+   * rejects with ABORTED. The target abandons the pipeline as it does when any upstream goes away; what it
+   * received stays an unsealed replica, never listed, which the leader has deleted once it no longer
+   * waits for this copy (placement manager: a copy's remnant).
+   */
+  readonly signal?: AbortSignal;
 }
 
 /**
  * Copies the sealed replica `handle` at `version` to `target`; resolves with the target's sealed length and
- * checksum. Rejects with a DataPlaneError (the source's store error, or a PipelineFailedError).
+ * checksum. Rejects with a DataPlaneError (the source's store error, or a PipelineFailedError: ABORTED when
+ * `signal` aborted it).
  */
 export async function copyReplica(
   store: ChunkStore,
@@ -42,6 +50,7 @@ export async function copyReplica(
     ...(info.compression === undefined ? {} : { compression: info.compression }),
     ...(options.packetBytes === undefined ? {} : { packetBytes: options.packetBytes }),
     ...(options.limits === undefined ? {} : { limits: options.limits }),
+    ...(options.signal === undefined ? {} : { signal: options.signal }),
   });
   const pieceBytes = options.packetBytes ?? 256 * 1024;
   try {

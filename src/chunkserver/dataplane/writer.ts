@@ -63,6 +63,13 @@ export interface PipelineWriterOptions {
   readonly limits?: Partial<DataPlaneLimits>;
   /** Called after each acknowledgement with the new acknowledged length (tests, progress). */
   readonly onAck?: (ackedLengthBytes: number) => void;
+  /**
+   * Gives up when aborted, at any point (the dial, the setup, a write, the seal): the connection is closed at
+   * once and every pending and later call rejects with ABORTED, as `abort()` does. The data plane has no
+   * timeouts after the dial (a peer that stops answering is waited for), so an owner that must stop in bounded
+   * time (a chunkserver's copy, when its agent stops) passes one.
+   */
+  readonly signal?: AbortSignal;
 }
 
 /**
@@ -91,6 +98,8 @@ export class PipelineWriter {
   /** Serialises write() and seal() calls. */
   private tail: Promise<unknown> = Promise.resolve();
   private sealAck: readonly ReplicaAck[] | null = null;
+  /** Stops listening to options.signal (once the writer has ended: sealed or failed). */
+  private unlisten: () => void = () => {};
   inflightPacketsMaxSeen = 0;
 
   private constructor(
@@ -115,14 +124,21 @@ export class PipelineWriter {
     const mode = options.mode ?? 'create';
     const offset = options.offset ?? 0;
     const fromVersion = options.fromVersion ?? 0;
+    const { signal } = options;
     let connection: DataConnection;
     try {
-      connection = await dialer.dial(first.address);
+      connection = await dialUnlessAborted(dialer, first.address, signal);
     } catch (error) {
       const typed = toDataPlaneError(error);
       throw new PipelineFailedError(typed.code, typed.detail, 0, first.id, 0, offset);
     }
     const writer = new PipelineWriter(connection, options, limits, packetBytes, offset);
+    if (signal !== undefined) {
+      const onAbort = (): void => writer.abort(abortedDetail(signal));
+      signal.addEventListener('abort', onAbort, { once: true });
+      writer.unlisten = () => signal.removeEventListener('abort', onAbort);
+      if (signal.aborted) onAbort(); // between the dial's end and here
+    }
     const setupAck = new Promise<void>((resolve) => writer.waiters.push(resolve));
     connection.start({
       onMessage: (message) => writer.onMessage(message),
@@ -297,6 +313,7 @@ export class PipelineWriter {
     if (head.isSeal) {
       if (replicas.some((r) => r.checksum === undefined)) return this.violation('seal ack without checksums');
       this.sealAck = replicas;
+      this.unlisten();
       this.connection.end();
     } else {
       this.acked += head.payloadBytes;
@@ -323,7 +340,42 @@ export class PipelineWriter {
   private setFailure(failure: PipelineFailedError): void {
     if (this.failure !== null) return;
     this.failure = failure;
+    this.unlisten();
     this.connection.destroy();
     this.wake();
   }
+}
+
+/** Why `signal` aborted, for an ABORTED error's detail. */
+function abortedDetail(signal: AbortSignal): string {
+  const reason: unknown = signal.reason;
+  return `aborted: ${reason instanceof Error ? reason.message : String(reason)}`;
+}
+
+/**
+ * `dialer.dial(address)`, rejecting with ABORTED as soon as `signal` aborts (a connection that comes up after
+ * that is closed): the dial's own timeout (tcp.ts connectTimeoutMs) is seconds, an abort is now.
+ */
+function dialUnlessAborted(dialer: Dialer, address: string, signal: AbortSignal | undefined): Promise<DataConnection> {
+  if (signal === undefined) return dialer.dial(address);
+  if (signal.aborted) return Promise.reject(new DataPlaneError('ABORTED', abortedDetail(signal)));
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const onAbort = (): void => {
+      settled = true;
+      reject(new DataPlaneError('ABORTED', abortedDetail(signal)));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    dialer.dial(address).then(
+      (connection) => {
+        signal.removeEventListener('abort', onAbort);
+        if (settled) connection.destroy();
+        else resolve(connection);
+      },
+      (error: Error) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
 }
