@@ -75,9 +75,10 @@ export function realComponents(options: RealComponentsOptions = {}): StoreAndDat
     onDirectUnavailable: (reason) => logger?.warn({ reason }, 'direct writes unavailable; writing through the page cache'),
   });
   return {
-    openStore: (dataDir) =>
+    openStore: (dataDir, storeLogger) =>
       // Absolute: the store hands its files' paths to local clients, whose working directory may differ.
       FileChunkStore.open(disk, join(resolve(dataDir), 'chunks'), {
+        logger: storeLogger,
         ...(options.chunkSizeBytes !== undefined ? { chunkSizeBytes: options.chunkSizeBytes } : {}),
         ...(options.bugs !== undefined ? { bugs: options.bugs } : {}),
       }),

@@ -57,7 +57,8 @@ export interface DataServer {
 
 /** The two parts built elsewhere (src/chunkserver/store.ts, src/chunkserver/dataplane/), as factories. */
 export interface StoreAndDataServer {
-  openStore(dataDir: string): Promise<ChunkStore>;
+  /** `logger`: for what the store finds and does (replicas dropped or repaired at open, failed fsyncs, packing). */
+  openStore(dataDir: string, logger: Logger): Promise<ChunkStore>;
   startDataServer(context: DataServerContext): Promise<DataServer>;
 }
 
@@ -117,7 +118,7 @@ export class Chunkserver {
     if (options.advertise !== undefined) parseHostPort(options.advertise);
     else hostForAddress(listen.host); // a wildcard listen host needs `advertise`: refused before anything starts
     await mkdir(options.dataDir, { recursive: true });
-    const store = await options.components.openStore(options.dataDir);
+    const store = await options.components.openStore(options.dataDir, logger.child({ component: 'store' }));
     const undo: (() => Promise<void>)[] = [() => store.close()];
     try {
       const metrics = createChunkserverMetrics({ countReplicas: () => store.list().length });

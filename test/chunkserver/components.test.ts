@@ -4,15 +4,17 @@
  * leader says and when:
  *  - every scrub and copy event is counted once (an I/O error, a checksum failure, a re-replication), and a
  *    clean scrub sends nothing, so it is not counted as bytes out;
- *  - a copy to a target that accepts and never answers (a SIGSTOPped chunkserver) does not hold up stop().
+ *  - a copy to a target that accepts and never answers (a SIGSTOPped chunkserver) does not hold up stop();
+ *  - the store logs what it finds at open (a corrupt replica dropped), under component=store.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, open, rm } from 'node:fs/promises';
+import { mkdtemp, open, rm, truncate } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
+import type { Logger } from 'pino';
 import t from 'tap';
 import type { Test } from 'tap';
 import type { AgentCommand, ChunkReportRequest, CommandsReply, MetadataLink, RegisterRequest } from '../../src/chunkserver/agent.ts';
@@ -94,6 +96,7 @@ async function start(
   dataDir: string,
   link: ScriptedLink,
   components: StoreAndDataServer = realComponents({ scrubBytesPerSecond }),
+  logger: Logger = pino({ level: 'silent' }),
 ): Promise<Chunkserver> {
   const server = await Chunkserver.start({
     dataDir,
@@ -103,7 +106,7 @@ async function start(
     components,
     link,
     agentLimits: testAgentLimits,
-    logger: pino({ level: 'silent' }),
+    logger,
   });
   t.teardown(() => server.stop());
   return server;
@@ -208,4 +211,23 @@ void t.test('stop() aborts a copy to a target that accepts and never answers', a
   for (const socket of sockets) socket.destroy();
   t.equal(outcome, 'stopped', `stop() returned (${Date.now() - startedMs} ms; bound ${stopBoundMs} ms)`);
   t.equal(server.agent.status().copiesFailed, 1, 'the copy was given up');
+});
+
+void t.test('the store logs a corrupt replica it drops at open, as component=store', async (t) => {
+  const dataDir = await tempDir(t);
+  const handle = 7_005;
+  await putReplica(dataDir, handle, randomBytes(replicaBytes));
+  await putReplica(dataDir, handle + 1, randomBytes(1_000));
+  // Shorter than its sidecar says: the store cannot trust it and drops it when it opens.
+  await truncate(join(dataDir, 'chunks', `${handle}.data`), 1_000);
+  const lines: { level: number; msg: string; component?: string; handle?: number; corruptReplicasRemoved?: number }[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line) as (typeof lines)[number]) });
+  const server = await start(t, dataDir, new ScriptedLink(1), realComponents({ scrubBytesPerSecond }), logger);
+  t.same(server.store.list().map((r) => r.handle), [handle + 1], 'the corrupt replica is gone, the other kept');
+  t.match(
+    lines.filter((l) => l.msg.includes('dropping a corrupt replica')),
+    [{ level: 50, component: 'store', handle, msg: 'replica store: dropping a corrupt replica at open' }],
+    'logged at error, once, by the store',
+  );
+  t.match(lines.filter((l) => l.msg === 'replica store opened'), [{ component: 'store', corruptReplicasRemoved: 1 }], 'and the recovery report');
 });
