@@ -125,8 +125,11 @@ export function realComponents(options: RealComponentsOptions = {}): StoreAndDat
       // copy's outcome in rfs_chunkserver_rereplications_total; only its bytes are counted here.
       // The signal aborts it when the agent stops: the agent waits for its copies, and a target that stopped
       // answering (no timeout on the data plane) would otherwise hold up the chunkserver's stop for good.
+      // The configured limits: the target refuses packets past its packetBytesMax (FRAME_TOO_LARGE), and the
+      // writer sizes its packets from them (as the simulator's copies and the client's writes do).
+      const copyOptions = { ...(options.dataPlaneLimits !== undefined ? { limits: options.dataPlaneLimits } : {}) };
       const copy: CopyReplica = async ({ handle, version, targetId, targetAddress, signal }) => {
-        const sealed = await copyReplica(context.store, network, handle, version, { id: targetId, address: targetAddress }, { signal });
+        const sealed = await copyReplica(context.store, network, handle, version, { id: targetId, address: targetAddress }, { ...copyOptions, signal });
         recordReReplicationBytes(context.metrics, sealed.lengthBytes);
       };
       const port = Number(server.address.slice(server.address.lastIndexOf(':') + 1));

@@ -5,7 +5,8 @@
  *  - every scrub and copy event is counted once (an I/O error, a checksum failure, a re-replication), and a
  *    clean scrub sends nothing, so it is not counted as bytes out;
  *  - a copy to a target that accepts and never answers (a SIGSTOPped chunkserver) does not hold up stop();
- *  - the store logs what it finds at open (a corrupt replica dropped), under component=store.
+ *  - the store logs what it finds at open (a corrupt replica dropped), under component=store;
+ *  - a copy keeps to the configured data-plane limits (a packetBytesMax below the 1 MiB default).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, open, rm, truncate } from 'node:fs/promises';
@@ -230,4 +231,23 @@ void t.test('the store logs a corrupt replica it drops at open, as component=sto
     'logged at error, once, by the store',
   );
   t.match(lines.filter((l) => l.msg === 'replica store opened'), [{ component: 'store', corruptReplicasRemoved: 1 }], 'and the recovery report');
+});
+
+void t.test('a copy keeps to a small configured packetBytesMax', async (t) => {
+  const components = (): StoreAndDataServer => realComponents({ scrubBytesPerSecond, dataPlaneLimits: { packetBytesMax: 64 * 1024 } });
+  const dataDir = await tempDir(t);
+  const handle = 7_007;
+  const bytes = randomBytes(replicaBytes);
+  await putReplica(dataDir, handle, bytes);
+  const sourceLink = new ScriptedLink(1);
+  const source = await start(t, dataDir, sourceLink, components());
+  const target = await start(t, await tempDir(t), new ScriptedLink(2), components());
+  await waitFor(() => source.agent.status().registered && target.agent.status().registered, 'registration');
+  sourceLink.commands.push({ kind: 'replicate', handle, version: 1, target: 2, targetAddress: target.address });
+  await waitFor(() => source.agent.status().copiesDone + source.agent.status().copiesFailed > 0, 'the copy');
+  t.equal(source.agent.status().copiesFailed, 0, 'no copy failed (FRAME_TOO_LARGE before)');
+  t.equal(source.agent.status().copiesDone, 1, 'copied');
+  t.match(target.store.info(handle), { version: 1, sealed: true, lengthBytes: replicaBytes }, 'the target holds it sealed');
+  const back = await readRange(new TcpDataNetwork({ packetBytesMax: 64 * 1024 }), target.address, { handle, version: 1, offset: 0, length: replicaBytes });
+  t.ok(Buffer.from(back).equals(bytes), 'the copy reads back equal');
 });
