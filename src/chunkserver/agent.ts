@@ -445,6 +445,16 @@ export class MetadataAgent {
     this.kick();
   }
 
+  /**
+   * The id to serve as: the registered one, else the one saved in the data dir (known once `start` loaded it),
+   * else undefined (a new server, until it registers). A restarted server serves its replicas under its saved
+   * id at once, while the metadata service may be out of reach; waiting for the registration refused every
+   * pipeline and copy meanwhile (WRONG_SERVER).
+   */
+  knownId(): number | undefined {
+    return this.id ?? this.savedId;
+  }
+
   /** Resolves with the id once registered (rejects with STOPPED or a fatal error). */
   whenRegistered(): Promise<number> {
     if (this.id !== null) return Promise.resolve(this.id);

@@ -37,7 +37,10 @@ export interface ReplicaEvents {
 
 export interface DataServerContext {
   readonly store: ChunkStore;
-  /** The chunkserver's id: undefined until its agent has registered (a new server) or loaded it. */
+  /**
+   * The chunkserver's id: undefined until its agent has loaded the saved one (a restart; it starts after the
+   * data server, so for a moment) or registered (a new server).
+   */
   readonly chunkserverId: () => number | undefined;
   readonly listen: { readonly host: string; readonly port: number };
   readonly events: ReplicaEvents;
@@ -147,7 +150,10 @@ export class Chunkserver {
         ...(options.onFatal !== undefined ? { onFatal: options.onFatal } : {}),
         ...(hasFreeBytes(store) ? { freeBytes: () => store.freeBytes() } : {}),
       });
-      const started = await options.components.startDataServer({ store, listen, chunkserverId: () => agent.status().id ?? undefined, events: agent, metrics, logger: logger.child({ component: 'data' }), dataDir: options.dataDir });
+      // The saved id once the agent has loaded it (a restart serves at once, registered or not); a new server's
+      // once it registers.
+      const chunkserverId = (): number | undefined => agent.knownId();
+      const started = await options.components.startDataServer({ store, listen, chunkserverId, events: agent, metrics, logger: logger.child({ component: 'data' }), dataDir: options.dataDir });
       dataServer = started;
       undo.push(() => started.close());
       const address = options.advertise ?? `${hostForAddress(listen.host)}:${started.port}`;

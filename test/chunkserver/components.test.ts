@@ -6,7 +6,9 @@
  *    clean scrub sends nothing, so it is not counted as bytes out;
  *  - a copy to a target that accepts and never answers (a SIGSTOPped chunkserver) does not hold up stop();
  *  - the store logs what it finds at open (a corrupt replica dropped), under component=store;
- *  - a copy keeps to the configured data-plane limits (a packetBytesMax below the 1 MiB default).
+ *  - a copy keeps to the configured data-plane limits (a packetBytesMax below the 1 MiB default);
+ *  - a restarted chunkserver serves pipelines under its saved id while the metadata service is out of reach
+ *    (a new one, with no id yet, still refuses them).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, open, rm, truncate } from 'node:fs/promises';
@@ -23,6 +25,7 @@ import { MetadataLinkError } from '../../src/chunkserver/agent.ts';
 import type { RealComponentsOptions } from '../../src/chunkserver/components.ts';
 import { realComponents } from '../../src/chunkserver/components.ts';
 import { readRange } from '../../src/chunkserver/dataplane/read.ts';
+import { PipelineWriter } from '../../src/chunkserver/dataplane/writer.ts';
 import { TcpDataNetwork } from '../../src/chunkserver/dataplane/tcp.ts';
 import type { Disk } from '../../src/chunkserver/disk.ts';
 import { NodeDisk } from '../../src/chunkserver/disk.ts';
@@ -250,4 +253,40 @@ void t.test('a copy keeps to a small configured packetBytesMax', async (t) => {
   t.match(target.store.info(handle), { version: 1, sealed: true, lengthBytes: replicaBytes }, 'the target holds it sealed');
   const back = await readRange(new TcpDataNetwork({ packetBytesMax: 64 * 1024 }), target.address, { handle, version: 1, offset: 0, length: replicaBytes });
   t.ok(Buffer.from(back).equals(bytes), 'the copy reads back equal');
+});
+
+void t.test('restarted with the metadata service out of reach, a chunkserver serves under its saved id', async (t) => {
+  const dataDir = await tempDir(t);
+  const first = await start(t, dataDir, new ScriptedLink(5));
+  await waitFor(() => first.agent.status().registered, 'the first registration');
+  await first.stop();
+
+  // The production gRPC link, to an address nobody listens at.
+  const unreachable = async (dir: string): Promise<Chunkserver> => {
+    const server = await Chunkserver.start({ dataDir: dir, listen: '127.0.0.1:0', metadata: ['127.0.0.1:1'], rack: 'r1', components: realComponents({ scrubBytesPerSecond }), agentLimits: testAgentLimits, logger: pino({ level: 'silent' }) });
+    t.teardown(() => server.stop());
+    await waitFor(() => server.agent.status().consecutiveFailures >= 2, 'failed registrations');
+    return server;
+  };
+  const network = new TcpDataNetwork();
+  const bytes = randomBytes(100_000);
+  const write = async (server: Chunkserver, id: number, handle: number): Promise<unknown> => {
+    try {
+      const writer = await PipelineWriter.open(network, { handle, version: 1, chain: [{ id, address: server.address }] });
+      await writer.write(bytes);
+      return await writer.seal();
+    } catch (error) {
+      return error;
+    }
+  };
+
+  const restarted = await unreachable(dataDir);
+  t.equal(restarted.agent.status().registered, false, 'not registered');
+  const sealed = await write(restarted, 5, 8_001);
+  t.match(sealed, [{ id: 5, lengthBytes: bytes.length }], 'a pipeline naming its saved id is served (WRONG_SERVER before)');
+  t.match(restarted.store.info(8_001), { version: 1, sealed: true, lengthBytes: bytes.length }, 'the replica is written');
+
+  const fresh = await unreachable(await tempDir(t));
+  t.match(await write(fresh, 5, 8_002), { code: 'WRONG_SERVER', failedId: 5 }, 'a new server, no id yet, refuses it as before');
+  t.equal(fresh.store.info(8_002), undefined, 'and writes nothing');
 });
