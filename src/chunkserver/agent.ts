@@ -20,7 +20,8 @@
  * data dir lost the id file (a new or wiped disk) registers as a new server: its old id is declared dead by
  * the leader and its chunks re-replicated, which is right, since the replicas went with the disk.
  *
- * Disk faults (`noteDiskError`, called by the ObservedStore around the data server's and scrubber's store):
+ * Disk faults (`noteDiskError`, called by the ObservedStore around the data server's store, by the scrubber's
+ * `onCorrupt`, and here for a copy's read; each failure once):
  * - DISK_FULL: logged at warn, counted; for `diskErrorWindowMs` after it the heartbeat reports the disk as full
  *   (used = capacity), so the leader places no new chunk here; a heartbeat goes out at once.
  * - IO_ERROR: logged at error, counted. A read that failed IO_ERROR is retried as a whole-replica verify
@@ -43,7 +44,7 @@ import type { Clock, TimerHandle } from '../raft/node-api.ts';
 import type { ChunkserverMetrics, MetadataRequestKind } from './metrics.ts';
 import { recordChecksumFailure, recordDiskError, recordHeartbeatFailure, recordReReplication, setBadReplicas, setDiskHealth, setReplicasHeld } from './metrics.ts';
 import type { ChunkStore, ReplicaInfo, StoreUsage } from './types.ts';
-import { ChunkStoreError, checksumBlockBytes } from './types.ts';
+import { ChunkStoreError, checksumBlockBytes, chunkSizeBytesMax } from './types.ts';
 
 // ---------------------------------------------------------------------------------------------- the link
 
@@ -209,19 +210,29 @@ export interface AgentLimits {
 }
 
 /**
- * Bytes of one reported replica on the wire at most (protobuf: tag + length, then three varint fields of at
- * most 8, 2 and 5 bytes with their tags), and the request size the metadata server accepts
- * (src/metadata/server.ts requestBytesMax). A report of reportChunksMax replicas must fit.
+ * Bytes of one reported replica on the wire at most (src/rpc/metadata.proto ReportedChunk, one entry of the
+ * repeated `chunks`): the entry's tag and length prefix (1 + 1: the body is under 128 bytes), then each field's
+ * one-byte tag and its varint at the field's largest value: `handle` and `version` are JavaScript safe
+ * integers (below 2^53, so at most 8 varint bytes; uint64 allows 10, but no larger value is ever sent),
+ * `length_bytes` at most chunkSizeBytesMax (below 2^28: 4 bytes), `sealed` 1 byte, `checksum` a uint32 (5).
+ * 33 bytes. (It was 20, from before `sealed` and `checksum` were reported: reportChunksMax could reach 3273,
+ * a report of up to 108 KB the server refuses.) A removed handle (an incremental report's packed `removed`)
+ * takes at most 8 bytes, less than a replica.
  */
-export const reportedReplicaBytesMax = 2 + (1 + 8) + (1 + 2) + (1 + 5);
+export const reportedReplicaBytesMax = 1 + 1 + (1 + 8) + (1 + 8) + (1 + 4) + (1 + 1) + (1 + 5);
+assert(chunkSizeBytesMax < 2 ** 28, 'a reported length fits a 4-byte varint');
+/** The request size the metadata server accepts (src/metadata/server.ts requestBytesMax): a report must fit. */
 export const reportMessageBytesMax = 64 * 1024;
-/** Room for the other fields of a report message. */
+/**
+ * Room for the other fields of a report message: `id` (1 + 8), `full` and `full_more` (2 + 2), the tag and
+ * length prefix of `removed` (1 + 3): 17 bytes, with room to spare.
+ */
 const reportOverheadBytes = 64;
 
 export const defaultAgentLimits: AgentLimits = {
   heartbeatIntervalMs: 2_000,
   fullReportIntervalMs: 60 * 60 * 1_000,
-  reportChunksMax: 2_000,
+  reportChunksMax: 1_900, // the most that fits is 1984 (checkAgentLimits): 2000 did not, at the worst case
   reportDelayMs: 50,
   pendingChangesMax: 100_000,
   replicationsInflightMax: 2,
@@ -432,6 +443,16 @@ export class MetadataAgent {
     this.savedId = saved;
     this.loaded = true;
     this.kick();
+  }
+
+  /**
+   * The id to serve as: the registered one, else the one saved in the data dir (known once `start` loaded it),
+   * else undefined (a new server, until it registers). A restarted server serves its replicas under its saved
+   * id at once, while the metadata service may be out of reach; waiting for the registration refused every
+   * pipeline and copy meanwhile (WRONG_SERVER).
+   */
+  knownId(): number | undefined {
+    return this.id ?? this.savedId;
   }
 
   /** Resolves with the id once registered (rejects with STOPPED or a fatal error). */

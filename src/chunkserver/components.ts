@@ -1,10 +1,12 @@
 /**
  * The real parts of a chunkserver process, for `Chunkserver.start` (server.ts): the replica store on the
  * local file system (FileChunkStore on NodeDisk, under `<data dir>/chunks`), the TCP data server, and the
- * scrubber. The store the data server and the scrubber use is wrapped by `ObservedStore`, which tells the
- * metadata agent about replica changes (created, raised, sealed, deleted: incremental chunk reports) and
- * corruption (a checksum mismatch on a read or a scrub: the replica is deleted and the leader told, so it
- * re-replicates from a good copy), and feeds the chunkserver's metrics.
+ * scrubber. The store the data server uses is wrapped by `ObservedStore`, which tells the metadata agent
+ * about replica changes (created, raised, sealed, deleted: incremental chunk reports) and corruption (a
+ * checksum mismatch on a client's read: the replica is reported to the leader, which re-replicates from a
+ * good copy), and feeds the chunkserver's metrics. The scrubber and outgoing copies read the store itself,
+ * as in the simulator (test/sim/data.ts): their failures reach the agent through their own callers (the
+ * scrubber's `onCorrupt`, the agent's copy), and through the wrapper as well each was counted twice.
  */
 import { randomBytes } from 'node:crypto';
 import { rename, writeFile } from 'node:fs/promises';
@@ -12,12 +14,12 @@ import { join, resolve } from 'node:path';
 import type { Clock, Logger } from '../raft/node-api.ts';
 import { systemClock } from '../runtime/clock.ts';
 import type { CopyReplica, StoreOperation } from './agent.ts';
-import { copyReplica, DataServer as PlaneServer, TcpDataNetwork } from './dataplane/index.ts';
+import { copyReplica, DataServer as PlaneServer, pipelineStallMsDefault, realStallWatch, TcpDataNetwork } from './dataplane/index.ts';
 import type { DataPlaneLimits, LocalReadToken } from './dataplane/index.ts';
 import type { DataBug } from './bugs.ts';
 import { NodeDisk } from './disk.ts';
 import type { ChunkserverMetrics } from './metrics.ts';
-import { recordDiskWrites, recordRead, recordReReplication, recordReReplicationBytes, recordWrite } from './metrics.ts';
+import { recordDiskWrites, recordRead, recordReReplicationBytes, recordWrite } from './metrics.ts';
 import { Scrubber } from './scrubber.ts';
 import type { DataServer, ReplicaEvents, StoreAndDataServer } from './server.ts';
 import { FileChunkStore } from './store.ts';
@@ -61,6 +63,12 @@ export interface RealComponentsOptions {
    * why). Where the file system refuses O_DIRECT the store falls back to cached writes and logs it once.
    */
   readonly directWrites?: boolean;
+  /**
+   * The stall unit of this server's pipeline hops and copies (dataplane/stall.ts): a hop gives up on a
+   * replica after it that acknowledges nothing for this × the replicas after the hop (default
+   * pipelineStallMsDefault, 10 s).
+   */
+  readonly pipelineStallMs?: number;
 }
 
 export function realComponents(options: RealComponentsOptions = {}): StoreAndDataServer {
@@ -68,14 +76,16 @@ export function realComponents(options: RealComponentsOptions = {}): StoreAndDat
   // The store opens before the data server has a logger to give: a refusal of O_DIRECT seen before then is
   // logged when it starts.
   let logger: Logger | undefined;
+  const stall = realStallWatch(options.pipelineStallMs ?? pipelineStallMsDefault);
   const disk = new NodeDisk({
     directWrites: options.directWrites ?? true,
     onDirectUnavailable: (reason) => logger?.warn({ reason }, 'direct writes unavailable; writing through the page cache'),
   });
   return {
-    openStore: (dataDir) =>
+    openStore: (dataDir, storeLogger) =>
       // Absolute: the store hands its files' paths to local clients, whose working directory may differ.
       FileChunkStore.open(disk, join(resolve(dataDir), 'chunks'), {
+        logger: storeLogger,
         ...(options.chunkSizeBytes !== undefined ? { chunkSizeBytes: options.chunkSizeBytes } : {}),
         ...(options.bugs !== undefined ? { bugs: options.bugs } : {}),
       }),
@@ -87,7 +97,7 @@ export function realComponents(options: RealComponentsOptions = {}): StoreAndDat
       // The scrubber forgets what it knew of a handle that is created again (a replica once reported bad
       // and copied back at the same version must be scrubbed again).
       const created = { forget: (_handle: number): void => undefined };
-      const store = new ObservedStore(context.store, context.events, {
+      const observed = new ObservedStore(context.store, context.events, {
         metrics: context.metrics,
         clock,
         onCreated: (handle) => created.forget(handle),
@@ -96,7 +106,7 @@ export function realComponents(options: RealComponentsOptions = {}): StoreAndDat
       const localReads = options.localReads === false ? undefined : await writeLocalReadToken(context.dataDir);
       const server = await PlaneServer.start({
         id: context.chunkserverId,
-        store,
+        store: observed,
         network,
         address: `${context.listen.host}:${context.listen.port}`,
         logger: context.logger,
@@ -104,8 +114,10 @@ export function realComponents(options: RealComponentsOptions = {}): StoreAndDat
         ...(options.dataPlaneLimits !== undefined ? { limits: options.dataPlaneLimits } : {}),
         ...(options.bugs !== undefined ? { bugs: options.bugs } : {}),
         ...(localReads !== undefined ? { localReads } : {}),
+        stall,
       });
-      const scrubber = new Scrubber(store, clock, {
+      // The unwrapped store: a scrub's failure is reported by onCorrupt below, once (see the module comment).
+      const scrubber = new Scrubber(context.store, clock, {
         scrubBytesPerSecond: options.scrubBytesPerSecond ?? scrubBytesPerSecondDefault,
         // The replica is deleted and the leader told, which re-replicates it from a good copy.
         // An I/O error is re-verified by the agent first (a transient one deletes nothing).
@@ -117,15 +129,16 @@ export function realComponents(options: RealComponentsOptions = {}): StoreAndDat
       });
       created.forget = (handle) => scrubber.forget(handle);
       scrubber.start();
-      const copy: CopyReplica = async ({ handle, version, targetId, targetAddress }) => {
-        try {
-          const sealed = await copyReplica(store, network, handle, version, { id: targetId, address: targetAddress });
-          recordReReplicationBytes(context.metrics, sealed.lengthBytes);
-          recordReReplication(context.metrics, 'ok');
-        } catch (error) {
-          recordReReplication(context.metrics, 'failed');
-          throw error;
-        }
+      // The unwrapped store too: the agent judges a failed copy's read error (agent.ts `copy`), and counts the
+      // copy's outcome in rfs_chunkserver_rereplications_total; only its bytes are counted here.
+      // The signal aborts it when the agent stops: the agent waits for its copies, and a target that stopped
+      // answering would otherwise hold up the chunkserver's stop until the stall watch gave up on it.
+      // The configured limits: the target refuses packets past its packetBytesMax (FRAME_TOO_LARGE), and the
+      // writer sizes its packets from them (as the simulator's copies and the client's writes do).
+      const copyOptions = { stall, ...(options.dataPlaneLimits !== undefined ? { limits: options.dataPlaneLimits } : {}) };
+      const copy: CopyReplica = async ({ handle, version, targetId, targetAddress, signal }) => {
+        const sealed = await copyReplica(context.store, network, handle, version, { id: targetId, address: targetAddress }, { ...copyOptions, signal });
+        recordReReplicationBytes(context.metrics, sealed.lengthBytes);
       };
       const port = Number(server.address.slice(server.address.lastIndexOf(':') + 1));
       return {
@@ -153,10 +166,11 @@ export interface ObservedStoreOptions {
 
 /**
  * A ChunkStore that reports what happens to replicas: changes and removals to the agent (incremental
- * reports), a checksum mismatch found by a read to the agent (which deletes the replica and tells the
- * leader), and bytes and latencies to the metrics. Everything else passes through unchanged; `verify` is
- * the scrubber's, which reports through its own `onCorrupt`. The production chunkserver and the simulator
- * both use it.
+ * reports), a checksum mismatch or an I/O error found by a read to the agent (which reports the replica bad
+ * to the leader; an I/O error is re-verified first), and bytes and latencies to the metrics. Everything else
+ * passes through unchanged; `verify` is not observed (the agent's own re-verify is its only caller, and it
+ * judges the outcome itself). The data server's store, in the production chunkserver and in the simulator;
+ * the scrubber and outgoing copies read the store it wraps (their callers report their failures).
  */
 export class ObservedStore implements ChunkStore {
   private readonly clock: Clock;
@@ -238,7 +252,7 @@ export class ObservedStore implements ChunkStore {
   }
 
   verify(handle: number): Promise<void> {
-    // The scrubber's: it reports through its own onCorrupt (an IO_ERROR goes to noteDiskError there).
+    // Not observed: whoever verifies judges the outcome (the agent's re-verify after an I/O error on read).
     return this.inner.verify(handle);
   }
 

@@ -49,7 +49,10 @@ export function createChunkserverMetrics(options: ChunkserverMetricsOptions = {}
   return {
     registry,
     bytesIn: new Counter({ name: 'rfs_chunkserver_bytes_in_total', help: 'Chunk data bytes received (client and pipeline writes, incoming copies)', registers }),
-    bytesOut: new Counter({ name: 'rfs_chunkserver_bytes_out_total', help: 'Chunk data bytes sent (reads, pipeline forwarding, outgoing copies)', registers }),
+    // Bytes served to others: reads answered and outgoing copies. The scrubber's reads verify replicas in place
+    // and send nothing, so they are not counted (they were while the scrubber read through the data server's
+    // ObservedStore). Pipeline forwarding is counted by the data plane (rfs_chunkserver_data_bytes_out_total).
+    bytesOut: new Counter({ name: 'rfs_chunkserver_bytes_out_total', help: 'Chunk data bytes sent: reads served and outgoing copies (not the scrubber\'s local reads)', registers }),
     writeSeconds: new Histogram({ name: 'rfs_chunkserver_write_seconds', help: 'Latency of one packet written to the local store', buckets: latencyBucketsSeconds, registers }),
     readSeconds: new Histogram({ name: 'rfs_chunkserver_read_seconds', help: 'Latency of one read served from the local store', buckets: latencyBucketsSeconds, registers }),
     checksumFailures: new Counter({ name: 'rfs_chunkserver_checksum_failures_total', help: 'Replicas found corrupt (block checksum mismatch on read or scrub)', registers }),

@@ -37,7 +37,10 @@ export interface ReplicaEvents {
 
 export interface DataServerContext {
   readonly store: ChunkStore;
-  /** The chunkserver's id: undefined until its agent has registered (a new server) or loaded it. */
+  /**
+   * The chunkserver's id: undefined until its agent has loaded the saved one (a restart; it starts after the
+   * data server, so for a moment) or registered (a new server).
+   */
   readonly chunkserverId: () => number | undefined;
   readonly listen: { readonly host: string; readonly port: number };
   readonly events: ReplicaEvents;
@@ -57,7 +60,8 @@ export interface DataServer {
 
 /** The two parts built elsewhere (src/chunkserver/store.ts, src/chunkserver/dataplane/), as factories. */
 export interface StoreAndDataServer {
-  openStore(dataDir: string): Promise<ChunkStore>;
+  /** `logger`: for what the store finds and does (replicas dropped or repaired at open, failed fsyncs, packing). */
+  openStore(dataDir: string, logger: Logger): Promise<ChunkStore>;
   startDataServer(context: DataServerContext): Promise<DataServer>;
 }
 
@@ -117,7 +121,7 @@ export class Chunkserver {
     if (options.advertise !== undefined) parseHostPort(options.advertise);
     else hostForAddress(listen.host); // a wildcard listen host needs `advertise`: refused before anything starts
     await mkdir(options.dataDir, { recursive: true });
-    const store = await options.components.openStore(options.dataDir);
+    const store = await options.components.openStore(options.dataDir, logger.child({ component: 'store' }));
     const undo: (() => Promise<void>)[] = [() => store.close()];
     try {
       const metrics = createChunkserverMetrics({ countReplicas: () => store.list().length });
@@ -146,7 +150,10 @@ export class Chunkserver {
         ...(options.onFatal !== undefined ? { onFatal: options.onFatal } : {}),
         ...(hasFreeBytes(store) ? { freeBytes: () => store.freeBytes() } : {}),
       });
-      const started = await options.components.startDataServer({ store, listen, chunkserverId: () => agent.status().id ?? undefined, events: agent, metrics, logger: logger.child({ component: 'data' }), dataDir: options.dataDir });
+      // The saved id once the agent has loaded it (a restart serves at once, registered or not); a new server's
+      // once it registers.
+      const chunkserverId = (): number | undefined => agent.knownId();
+      const started = await options.components.startDataServer({ store, listen, chunkserverId, events: agent, metrics, logger: logger.child({ component: 'data' }), dataDir: options.dataDir });
       dataServer = started;
       undo.push(() => started.close());
       const address = options.advertise ?? `${hostForAddress(listen.host)}:${started.port}`;

@@ -71,6 +71,14 @@ export const settings: Readonly<Record<CommandName, readonly Setting[]>> = {
     { key: 'scrub-mib-per-s', type: 'integer', min: 1, default: 10, unit: 'MiB/s', description: 'background re-verification rate of stored replicas' },
     { key: 'local-reads', type: 'boolean', default: true, description: 'let clients on this host read sealed replicas from their files (short-circuit local reads)' },
     { key: 'direct-io', type: 'boolean', default: true, description: 'write large aligned ranges of replicas with O_DIRECT, bypassing the page cache (falls back to cached writes where refused)' },
+    {
+      key: 'pipeline-stall-ms',
+      type: 'integer',
+      min: 1,
+      default: 10_000,
+      unit: 'ms',
+      description: 'a write pipeline hop (or a copy) gives up on a replica after it that acknowledges nothing for this long × the replicas after the hop',
+    },
     logLevel,
   ],
   cluster: [

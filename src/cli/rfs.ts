@@ -142,6 +142,7 @@ async function chunkserver(config: ResolvedSettings, stdinEnd: boolean): Promise
     scrubBytesPerSecond: config.integer('scrub-mib-per-s') * 1024 * 1024,
     localReads: config.boolean('local-reads'),
     directWrites: config.boolean('direct-io'),
+    pipelineStallMs: config.integer('pipeline-stall-ms'),
     ...(bugs.data.size > 0 ? { bugs: bugs.data } : {}),
   });
   const heartbeatMs = config.integer('heartbeat-ms');

@@ -2,8 +2,11 @@
  * Failures mid-write and the acknowledgement rule: the writer learns WHICH replica failed and how many
  * bytes every replica acknowledged; an ack never precedes the last replica's append.
  */
+import { createServer } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import t from 'tap';
 import type { Test } from 'tap';
+import { copyReplica } from '../../src/chunkserver/dataplane/copy.ts';
 import { readRange } from '../../src/chunkserver/dataplane/read.ts';
 import { PipelineFailedError, PipelineWriter } from '../../src/chunkserver/dataplane/writer.ts';
 import { ChunkStoreError } from '../../src/chunkserver/types.ts';
@@ -232,3 +235,66 @@ for (const kind of transportKinds) {
     t.ok(Buffer.from(back).equals(data), 'the bytes read back at the new version');
   });
 }
+
+/** Bound on how long an aborted copy may take to reject: no timer of the data plane is involved, only I/O. */
+const abortBoundMs = 1_000;
+
+void t.test('copyReplica: its signal aborts a copy to a target that accepts and never answers', async (t) => {
+  const cluster = await startCluster('tcp', 1);
+  t.teardown(() => cluster.close());
+  const writer = await PipelineWriter.open(cluster.network, { handle: 30, version: 1, chain: cluster.chain(), packetBytes });
+  await writer.write(data);
+  await writer.seal();
+  // A stopped (SIGSTOP) chunkserver: the kernel accepts the connection, nothing reads or answers it.
+  const sockets: Socket[] = [];
+  const stuck = createServer({ pauseOnConnect: true }, (socket) => sockets.push(socket));
+  await new Promise<void>((resolve) => stuck.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => stuck.close(() => resolve())));
+  t.teardown(() => sockets.forEach((socket) => socket.destroy()));
+  const address = `127.0.0.1:${(stuck.address() as AddressInfo).port}`;
+
+  const controller = new AbortController();
+  const copy = track(copyReplica(cluster.stores[0]!, cluster.network, 30, 1, { id: 9, address }, { packetBytes, signal: controller.signal }));
+  await waitFor(() => sockets.length === 1, 'the target to accept');
+  await settle();
+  t.equal(copy.done, false, 'the copy waits for an answer that never comes');
+  const abortedAt = Date.now();
+  controller.abort(new Error('the agent stopped'));
+  await waitFor(() => copy.done, 'the aborted copy to end', abortBoundMs);
+  t.pass(`ended ${Date.now() - abortedAt} ms after the abort`);
+  t.match(copy.error, { name: 'PipelineFailedError', code: 'ABORTED', failedId: 9, message: /the agent stopped/ }, 'rejected ABORTED');
+  // The source closed its end: the target, reading again, sees the connection end.
+  const socket = sockets[0]!;
+  const ended = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  socket.on('error', () => {});
+  socket.resume();
+  await ended;
+  t.pass('the connection to the target is closed');
+
+  await t.rejects(copyReplica(cluster.stores[0]!, cluster.network, 30, 1, { id: 9, address }, { signal: controller.signal }), { code: 'ABORTED' }, 'an aborted signal dials nothing');
+  await settle();
+  t.equal(sockets.length, 1, 'no second connection');
+});
+
+void t.test('copyReplica: aborted mid-transfer, the target abandons its unsealed copy', async (t) => {
+  const cluster = await startCluster('tcp', 2, {
+    // The target's disk stops answering after the copy began.
+    hooks: (index): MemoryStoreHooks => (index === 1 ? { before: (call) => (call.op === 'append' ? new Promise<void>(() => {}) : undefined) } : {}),
+  });
+  t.teardown(() => cluster.close());
+  const writer = await PipelineWriter.open(cluster.network, { handle: 31, version: 1, chain: cluster.chain([0]), packetBytes });
+  await writer.write(data);
+  await writer.seal();
+  const controller = new AbortController();
+  const copy = track(copyReplica(cluster.stores[0]!, cluster.network, 31, 1, cluster.chain([1])[0]!, { packetBytes, signal: controller.signal }));
+  await waitFor(() => cluster.servers[1]!.activeHops().some((hop) => hop.queuedPackets > 0), 'packets queued at the target');
+  await settle();
+  t.equal(copy.done, false);
+  const abortedAt = Date.now();
+  controller.abort(new Error('the agent stopped'));
+  await waitFor(() => copy.done, 'the aborted copy to end', abortBoundMs);
+  t.pass(`ended ${Date.now() - abortedAt} ms after the abort`);
+  t.match(copy.error, { code: 'ABORTED' }, 'rejected ABORTED');
+  await waitFor(() => cluster.servers[1]!.activeHops().length === 0, 'the target to abandon the pipeline');
+  t.match(cluster.stores[1]!.info(31), { version: 1, sealed: false }, 'what arrived stays unsealed (never listed; garbage to the leader)');
+});

@@ -18,11 +18,19 @@ export interface CopyOptions {
   readonly limits?: Partial<DataPlaneLimits>;
   /** A target that acknowledges nothing for stall.ms fails the copy with TIMEOUT (PipelineWriterOptions.stall). */
   readonly stall?: StallWatch;
+  /**
+   * Aborts the copy (its chunkserver stopping): the connection to the target is closed at once and the copy
+   * rejects with ABORTED. The target abandons the pipeline as it does when any upstream goes away; what it
+   * received stays an unsealed replica, never listed, which the leader has deleted once it no longer
+   * waits for this copy (placement manager: a copy's remnant).
+   */
+  readonly signal?: AbortSignal;
 }
 
 /**
  * Copies the sealed replica `handle` at `version` to `target`; resolves with the target's sealed length and
- * checksum. Rejects with a DataPlaneError (the source's store error, or a PipelineFailedError).
+ * checksum. Rejects with a DataPlaneError (the source's store error, or a PipelineFailedError: ABORTED when
+ * `signal` aborted it).
  */
 export async function copyReplica(
   store: ChunkStore,
@@ -46,6 +54,7 @@ export async function copyReplica(
     ...(options.packetBytes === undefined ? {} : { packetBytes: options.packetBytes }),
     ...(options.limits === undefined ? {} : { limits: options.limits }),
     ...(options.stall === undefined ? {} : { stall: options.stall }),
+    ...(options.signal === undefined ? {} : { signal: options.signal }),
   });
   const pieceBytes = options.packetBytes ?? 256 * 1024;
   try {

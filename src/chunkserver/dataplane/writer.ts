@@ -72,6 +72,12 @@ export interface PipelineWriterOptions {
    * Absent: no timer (the simulator).
    */
   readonly stall?: StallWatch;
+  /**
+   * Gives up when aborted, at any point (the dial, the setup, a write, the seal): the connection is closed at
+   * once and every pending and later call rejects with ABORTED, as `abort()` does. An owner that must stop at
+   * once, not after a stall timeout (a chunkserver's copy, when its agent stops), passes one.
+   */
+  readonly signal?: AbortSignal;
 }
 
 /**
@@ -103,6 +109,8 @@ export class PipelineWriter {
   /** The setup-ack has arrived. */
   private ready = false;
   private readonly stall: StallTimer;
+  /** Stops listening to options.signal (once the writer has ended: sealed or failed). */
+  private unlisten: () => void = () => {};
   inflightPacketsMaxSeen = 0;
 
   private constructor(
@@ -135,14 +143,21 @@ export class PipelineWriter {
     const mode = options.mode ?? 'create';
     const offset = options.offset ?? 0;
     const fromVersion = options.fromVersion ?? 0;
+    const { signal } = options;
     let connection: DataConnection;
     try {
-      connection = await dialer.dial(first.address);
+      connection = await dialUnlessAborted(dialer, first.address, signal);
     } catch (error) {
       const typed = toDataPlaneError(error);
       throw new PipelineFailedError(typed.code, typed.detail, 0, first.id, 0, offset);
     }
     const writer = new PipelineWriter(connection, options, limits, packetBytes, offset);
+    if (signal !== undefined) {
+      const onAbort = (): void => writer.abort(abortedDetail(signal));
+      signal.addEventListener('abort', onAbort, { once: true });
+      writer.unlisten = () => signal.removeEventListener('abort', onAbort);
+      if (signal.aborted) onAbort(); // between the dial's end and here
+    }
     const setupAck = new Promise<void>((resolve) => writer.waiters.push(resolve));
     connection.start({
       onMessage: (message) => writer.onMessage(message),
@@ -323,6 +338,7 @@ export class PipelineWriter {
     if (head.isSeal) {
       if (replicas.some((r) => r.checksum === undefined)) return this.violation('seal ack without checksums');
       this.sealAck = replicas;
+      this.unlisten();
       this.connection.end();
     } else {
       this.acked += head.payloadBytes;
@@ -350,7 +366,42 @@ export class PipelineWriter {
     if (this.failure !== null) return;
     this.failure = failure;
     this.stall.disarm();
+    this.unlisten();
     this.connection.destroy();
     this.wake();
   }
+}
+
+/** Why `signal` aborted, for an ABORTED error's detail. */
+function abortedDetail(signal: AbortSignal): string {
+  const reason: unknown = signal.reason;
+  return `aborted: ${reason instanceof Error ? reason.message : String(reason)}`;
+}
+
+/**
+ * `dialer.dial(address)`, rejecting with ABORTED as soon as `signal` aborts (a connection that comes up after
+ * that is closed): the dial's own timeout (tcp.ts connectTimeoutMs) is seconds, an abort is now.
+ */
+function dialUnlessAborted(dialer: Dialer, address: string, signal: AbortSignal | undefined): Promise<DataConnection> {
+  if (signal === undefined) return dialer.dial(address);
+  if (signal.aborted) return Promise.reject(new DataPlaneError('ABORTED', abortedDetail(signal)));
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const onAbort = (): void => {
+      settled = true;
+      reject(new DataPlaneError('ABORTED', abortedDetail(signal)));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    dialer.dial(address).then(
+      (connection) => {
+        signal.removeEventListener('abort', onAbort);
+        if (settled) connection.destroy();
+        else resolve(connection);
+      },
+      (error: Error) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
 }
