@@ -649,7 +649,8 @@ export class DataWorld {
     const clock = this.clockFor(cs, incarnation);
     const dialer = cs.dialer;
     const copy: CopyReplica = async (order) => {
-      await copyReplica(store, dialer, order.handle, order.version, { id: order.targetId, address: order.targetAddress }, { packetBytes: PACKET_BYTES, limits: dataPlaneLimits });
+      // With the agent's abort signal, as the real chunkserver's copies (components.ts).
+      await copyReplica(store, dialer, order.handle, order.version, { id: order.targetId, address: order.targetAddress }, { packetBytes: PACKET_BYTES, limits: dataPlaneLimits, signal: order.signal });
       if (current()) this.stats.copiesDone++;
     };
     const agent = new MetadataAgent({
