@@ -35,6 +35,7 @@ import type { CommandName, ResolvedSettings } from './config.ts';
 import { runLocalCluster } from '../cluster/main.ts';
 import { PlantedBugsError, plantedBugsFromEnv, plantedBugsWarning } from './planted-bugs.ts';
 import type { ProcessBugs } from './planted-bugs.ts';
+import { exitAfterStop, stopOnSignals } from './stop.ts';
 
 export function parsePeers(spec: string, raftPortOffset: number): Map<number, PeerAddress> {
   const peers = new Map<number, PeerAddress>();
@@ -70,33 +71,6 @@ function plantedBugs(logger: pino.Logger): ProcessBugs {
   return bugs;
 }
 
-/**
- * Stops the process on SIGTERM / SIGINT, and when stdin ends with `--stop-on-stdin-end` (the local
- * cluster's children: a parent that dies, even by SIGKILL, closes the pipe, so no server is orphaned).
- */
-function stopOnSignals(logger: pino.Logger, stopServer: () => Promise<void>, stdinEnd: boolean): void {
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'stopping');
-    stopServer().then(
-      () => process.exit(0),
-      (e: unknown) => {
-        logger.error({ err: e }, 'stop failed');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
-  if (stdinEnd) {
-    process.stdin.on('end', () => stop('stdin closed'));
-    process.stdin.on('error', () => stop('stdin closed'));
-    process.stdin.resume();
-  }
-}
-
 async function metadata(config: ResolvedSettings, stdinEnd: boolean): Promise<void> {
   const id = config.integer('id');
   const peers = parsePeers(config.string('peers'), config.integer('raft-port-offset'));
@@ -120,12 +94,9 @@ async function metadata(config: ResolvedSettings, stdinEnd: boolean): Promise<vo
     heartbeatTicks: config.integer('heartbeat-ticks'),
     ...(bugs.raft.size > 0 ? { raftBugs: bugs.raft } : {}),
     ...(metrics !== undefined ? { metricsListen: metrics } : {}),
-    onFatal: () => {
-      process.exitCode = 70;
-      void server.stop().finally(() => process.exit(70));
-    },
+    onFatal: () => exitAfterStop(logger, () => server.stop(), 70),
   });
-  stopOnSignals(logger, () => server.stop(), stdinEnd);
+  stopOnSignals(logger, () => server.stop(), { stdinEnd });
 }
 
 async function chunkserver(config: ResolvedSettings, stdinEnd: boolean): Promise<void> {
@@ -164,12 +135,11 @@ async function chunkserver(config: ResolvedSettings, stdinEnd: boolean): Promise
     agentLimits: { heartbeatIntervalMs: heartbeatMs, retryDelayMsMin: Math.min(100, heartbeatMs), retryDelayMsMax: Math.min(2_000, heartbeatMs) },
     onFatal: (error) => {
       logger.error({ err: error }, 'chunkserver cannot continue');
-      process.exitCode = 70;
-      void (server?.stop() ?? Promise.resolve()).finally(() => process.exit(70));
+      exitAfterStop(logger, () => server?.stop() ?? Promise.resolve(), 70);
     },
   });
   const running = server;
-  stopOnSignals(logger, () => running.stop(), stdinEnd);
+  stopOnSignals(logger, () => running.stop(), { stdinEnd });
 }
 
 /** Declares a command's settings as yargs options: all optional, no yargs defaults (config.ts applies them). */
