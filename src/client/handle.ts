@@ -9,7 +9,10 @@
  * reads the file it first read, like a Unix descriptor (a file replaced meanwhile is seen only past the end
  * known). `close()` of a writing handle seals the last chunk and completes the file:
  * when it resolves, every byte written through the handle is durable. Bytes written but not closed are
- * not promised: a handle dropped without close() leaves the file incomplete until its lease expires.
+ * not promised. A handle dropped without close() keeps its writer (its staging buffer, its pipeline) and
+ * the lease, which the client renews for as long as the client is open, as an HDFS client renews the leases
+ * of its open files: the file stays incomplete, and other writers are refused, until the client closes
+ * (`fs.close()` gives up its writers) or its process ends (the lease then expires and is recovered).
  */
 import type { FileWriter } from './file-writer.ts';
 import type { ReadSession } from './read-session.ts';
