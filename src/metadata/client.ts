@@ -108,6 +108,16 @@ type UnaryFn = (
   callback: (error: grpc.ServiceError | null, reply?: WireReply) => void,
 ) => void;
 
+/**
+ * Addresses learned from NOT_LEADER redirects, beyond the ones the client was configured with, kept at most.
+ * A server may name any address, and each one kept holds a gRPC channel: past this, the oldest learned address
+ * is forgotten and its channel closed (the chunkserver's metadata link caps its list the same way). The
+ * configured addresses are always kept.
+ */
+export const learnedAddressesMax = 32;
+/** Servers a SubmitBatcher keeps a queue and a channel for, at most: past it, idle ones are closed, oldest first. */
+export const batcherTargetsMax = 32;
+
 const retryableCodes = new Set(['UNAVAILABLE', 'TIMEOUT']);
 /** The methods `readAddress` applies to: reads of the namespace and of chunk locations. */
 const readMethods = new Set<string>(['Stat', 'Readdir', 'ChunkLocations']);
@@ -121,7 +131,9 @@ export class MetadataClient {
   private readonly stubs = new Map<string, Stub>();
   /** close() was called: every call from now on fails (a writer left open stops renewing its lease). */
   private closed = false;
+  /** The configured addresses (the first `configuredCount`), then those learned from redirects. */
   private readonly addresses: string[];
+  private readonly configuredCount: number;
   private current = 0;
   private clientId = 0;
   private seq = 0;
@@ -140,7 +152,8 @@ export class MetadataClient {
 
   private constructor(addresses: readonly string[], options: MetadataClientOptions) {
     if (addresses.length === 0) throw new Error('need at least one server address');
-    this.addresses = [...addresses];
+    this.addresses = [...new Set(addresses)];
+    this.configuredCount = this.addresses.length;
     this.attemptTimeoutMs = options.attemptTimeoutMs ?? 2_000;
     this.retryDeadlineMs = options.retryDeadlineMs ?? 15_000;
     this.retryDelayMs = options.retryDelayMs ?? 50;
@@ -168,6 +181,16 @@ export class MetadataClient {
   /** The address the client currently sends to. */
   get target(): string {
     return this.addresses[this.current] ?? '';
+  }
+
+  /** The addresses it tries: the configured ones, then those learned from redirects (diagnostics, tests). */
+  knownAddresses(): readonly string[] {
+    return [...this.addresses];
+  }
+
+  /** gRPC channels this client holds open now (one per address used; diagnostics, tests). */
+  openChannels(): number {
+    return this.stubs.size;
   }
 
   mkdir(
@@ -462,10 +485,23 @@ export class MetadataClient {
   private redirect(address: string): void {
     let i = this.addresses.indexOf(address);
     if (i < 0) {
+      if (this.addresses.length - this.configuredCount >= learnedAddressesMax) {
+        const [dropped] = this.addresses.splice(this.configuredCount, 1);
+        if (dropped !== undefined) this.closeStub(dropped);
+      }
       this.addresses.push(address);
       i = this.addresses.length - 1;
     }
     this.current = i;
+  }
+
+  /** Closes the channel of an address the client forgot (a call still running on it may fail: it is retried). */
+  private closeStub(address: string): void {
+    if (address === this.readAddress) return;
+    const stub = this.stubs.get(address);
+    if (stub === undefined) return;
+    this.stubs.delete(address);
+    stub.close();
   }
 
   private rotate(): void {
@@ -534,6 +570,11 @@ export class SubmitBatcher {
     });
   }
 
+  /** Servers with a queue and a channel now (diagnostics, tests). */
+  targetCount(): number {
+    return this.targets.size;
+  }
+
   close(): void {
     this.closed = true;
     for (const t of this.targets.values()) {
@@ -546,10 +587,21 @@ export class SubmitBatcher {
   private target(address: string): TargetQueue {
     let t = this.targets.get(address);
     if (t === undefined) {
+      this.evictIdleTargets(batcherTargetsMax - 1);
       t = { stub: newStub(address), items: [], inflight: 0, scheduled: false };
       this.targets.set(address, t);
     }
     return t;
+  }
+
+  /** Closes idle targets (nothing queued or in flight), oldest first, until at most `keep` remain. */
+  private evictIdleTargets(keep: number): void {
+    for (const [address, t] of this.targets) {
+      if (this.targets.size <= keep) return;
+      if (t.items.length > 0 || t.inflight > 0 || t.scheduled) continue;
+      this.targets.delete(address);
+      t.stub.close();
+    }
   }
 
   private schedule(t: TargetQueue): void {

@@ -157,6 +157,11 @@ export class MetadataServer {
   private readonly peers: Map<NodeId, PeerAddress>;
   /** Ids seen in the Raft configuration: one that leaves it later is dropped from `peers`. */
   private readonly seenMembers = new Set<NodeId>();
+  /**
+   * AddMember calls whose proposal has not settled, per id, and the `peers` entry the id had before the
+   * first of them (undefined: none): restored once the last settles if the id did not become a member.
+   */
+  private readonly addingMembers = new Map<NodeId, { calls: number; committed: boolean; previous: PeerAddress | undefined }>();
   /** The chunk manager's edge: runs the manager while this server leads. */
   readonly chunks: ChunkService;
   private chunkTimer: ReturnType<typeof setInterval> | null = null;
@@ -580,10 +585,36 @@ export class MetadataServer {
     this.requireLeader();
     if (this.members().has(id)) throw new RequestError('EINVAL', `id: ${id} is already a member`);
     // The leader must be able to reach the learner before the change commits (to send it the snapshot).
+    const adding = this.addingMembers.get(id) ?? { calls: 0, committed: false, previous: this.peers.get(id) };
+    adding.calls++;
+    this.addingMembers.set(id, adding);
     this.peers.set(id, { client, raft });
     this.applyPeers();
     this.logger.info({ member: id, client, raft }, 'adding a learner');
-    await this.confChange({ type: 'addLearner', nodeId: id });
+    const change: ConfChangeSingle = { type: 'addLearner', nodeId: id };
+    const proposed = this.node.proposeConfChange({ transition: 'auto', changes: [change] });
+    // Once the proposal's outcome is known (not when the answer times out: the change may still commit), a
+    // failed add takes its peer back out, so no transport link and channel stay behind for it. Concurrent
+    // adds of one id settle together: once the last has, the peer stays if any committed or the id is a member.
+    const settled = (committed: boolean): void => {
+      if (committed) adding.committed = true;
+      if (--adding.calls > 0) return;
+      this.addingMembers.delete(id);
+      if (adding.committed || this.stopped || this.members().has(id)) return;
+      if (adding.previous === undefined) this.peers.delete(id);
+      else this.peers.set(id, adding.previous);
+      this.applyPeers();
+      this.logger.info({ member: id }, 'adding a learner failed; peer dropped');
+    };
+    proposed.then(
+      () => settled(true),
+      () => settled(false),
+    );
+    await withTimeout(
+      proposed,
+      this.options.proposalTimeoutMs ?? defaultProposalTimeoutMs,
+      'membership change not committed in time; check ClusterStatus before retrying',
+    );
     return { members: this.memberList() };
   }
 

@@ -1,7 +1,7 @@
 /** Expected failures of the Raft layer, with stable codes. Broken invariants use assert() instead. */
 import type { NodeId } from './types.ts';
 
-export type RaftErrorCode = 'NotLeader' | 'ProposalDropped' | 'Stopped' | 'ConfChangeRejected' | 'ReadDropped';
+export type RaftErrorCode = 'NotLeader' | 'ProposalDropped' | 'Stopped' | 'ConfChangeRejected' | 'ReadDropped' | 'LogWriteStalled';
 
 export class RaftError extends Error {
   constructor(

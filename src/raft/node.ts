@@ -53,8 +53,16 @@ export interface RaftNodeOptions {
   /** A linearizable read not confirmed within this time is rejected with ReadDropped. */
   readonly readTimeoutMs?: number;
   readonly logger?: Logger;
-  /** Called when the node stops itself after an unrecoverable error (a failed fsync, a broken invariant). */
+  /**
+   * Called when the node stops itself after an unrecoverable error (a failed fsync, a broken invariant, a log
+   * write pending for `logWriteStallFatalMs`). Called at most once.
+   */
   readonly onFatal?: (error: unknown) => void;
+  /**
+   * A log write (LogStore.save or compact) pending this long, in clock milliseconds, stops the node with
+   * RaftError 'LogWriteStalled' (onFatal). Default `defaultLogWriteStallFatalMs`.
+   */
+  readonly logWriteStallFatalMs?: number;
   /**
    * Called with the node's status whenever its role, term or leader changed (and once at start): for
    * logging and metrics, so nothing has to poll `status()`. Called synchronously from the driver, after the
@@ -71,6 +79,16 @@ export const defaultReadTimeoutMs = 5_000;
 export const snapshotResendElectionTimeouts = 1;
 /** A streamed snapshot transfer without progress for this many election timeouts is abandoned (and retried). */
 export const snapshotStallElectionTimeouts = 4;
+
+/**
+ * A log write pending this long (ms) is a hung disk: the node stops itself (onFatal, RaftError 'LogWriteStalled').
+ * While one write is pending the loop sends no heartbeat, acknowledgement or apply, so the member is useless
+ * to the cluster anyway; stopped, it gives up its ports and its supervisor can restart or replace it. Far above
+ * any sync a working disk takes (the simulator's slowest is ~60 ms; a loaded SSD's worst seconds).
+ */
+export const defaultLogWriteStallFatalMs = 30_000;
+/** A log write pending this many election timeouts is logged (once) as slow; the watchdog checks this often. */
+export const logWriteSlowWarnElectionTimeouts = 1;
 
 /** Counters of streamed snapshot transfers (streaming state machines only). */
 export interface SnapshotStreamStats {
@@ -143,7 +161,13 @@ export class RaftNode {
   private readonly config: RaftConfig;
   private readonly logger: Logger;
   private stopped = false;
+  /** onFatal was called (it is called once). */
+  private fatalReported = false;
   private processing = false;
+  /** Watchdogs of the log writes pending now (see watchLogWrite); cleared by stop(). */
+  private readonly logWriteWatches = new Set<{ timer: TimerHandle | null }>();
+  private readonly logWriteSlowWarnMs: number;
+  private readonly logWriteStallFatalMs: number;
   private tickTimer: TimerHandle | null = null;
   private lastTickMs = 0;
   /** Role, term and leader last reported to onRoleChange (null: nothing reported yet). */
@@ -209,6 +233,9 @@ export class RaftNode {
     this.catchUpTicksMax = Math.max(1, Math.floor(this.config.electionTicks / 2));
     this.readNonce = `${this.config.random.int(2 ** 30).toString(36)}.${this.config.random.int(2 ** 30).toString(36)}`;
     assert(options.tickMs > 0, 'tickMs must be positive');
+    this.logWriteSlowWarnMs = logWriteSlowWarnElectionTimeouts * this.config.electionTicks * options.tickMs;
+    this.logWriteStallFatalMs = options.logWriteStallFatalMs ?? defaultLogWriteStallFatalMs;
+    assert(this.logWriteStallFatalMs > 0, 'logWriteStallFatalMs must be positive');
     const stallMs = snapshotStallElectionTimeouts * this.config.electionTicks * options.tickMs;
     this.snapshotLimits = {
       chunkBytes: this.config.snapshotChunkBytes,
@@ -440,6 +467,9 @@ export class RaftNode {
     this.senders.clear();
     this.receiver.abort('node stopped');
     for (const wake of this.processingWaiters.splice(0)) wake();
+    // A log write still pending is not waited for (a hung disk's write may never settle).
+    for (const w of this.logWriteWatches) if (w.timer !== null) this.options.clock.clearTimer(w.timer);
+    this.logWriteWatches.clear();
   }
 
   // ===================== internals =====================
@@ -569,7 +599,7 @@ export class RaftNode {
       ...(rd.snapshot !== null ? { snapshot: rd.snapshot } : {}),
     };
     if (hardStateChanged) this.durableHardState = hs;
-    this.options.logStore.save(write).then(
+    this.watchLogWrite(this.options.logStore.save(write), 'save').then(
       () => this.afterPersist(rd, ackEarly),
       (error: unknown) => this.fatal(error),
     );
@@ -766,12 +796,12 @@ export class RaftNode {
         snapshotIndex = snapshot.metadata.index;
         this.lastSnapshotIndex = snapshotIndex;
         this.appliedBytesSinceSnapshot = 0;
-        await this.options.logStore.save({ snapshot });
+        await this.watchLogWrite(this.options.logStore.save({ snapshot }), 'snapshot save');
         if (this.stopped) return;
         const to = compactTo(snapshotIndex);
         if (to > 0) {
           raft.compact(to);
-          await this.options.logStore.compact(to);
+          await this.watchLogWrite(this.options.logStore.compact(to), 'compaction');
         }
         this.logger.info({ id: this.id, index: snapshotIndex, compactTo: to }, 'snapshot taken');
       })
@@ -996,7 +1026,64 @@ export class RaftNode {
     batch.waiters.length = 0;
   }
 
+  /**
+   * Watches a log write the loop waits for (it holds `processing`, so nothing is sent, acknowledged or
+   * applied meanwhile): logs it once as slow after `logWriteSlowWarnMs`, and stops the node (fatal,
+   * 'LogWriteStalled') once it has been pending `logWriteStallFatalMs`. The check runs every
+   * `logWriteSlowWarnMs`; a check that fires more than half an election timeout late counts only that much of
+   * the time since the previous one (the process itself was stalled, as in catchUpTicks), so a paused process
+   * does not blame its disk. Returns `write`, settled as it settles.
+   */
+  private watchLogWrite(write: Promise<void>, what: string): Promise<void> {
+    const clock = this.options.clock;
+    const startedMs = clock.nowMs();
+    const lateCountedMaxMs = (this.config.electionTicks * this.options.tickMs) / 2;
+    const watch: { timer: TimerHandle | null } = { timer: null };
+    let countedMs = 0;
+    let warned = false;
+    const arm = (lastCheckMs: number): void => {
+      const delayMs = Math.min(this.logWriteSlowWarnMs, this.logWriteStallFatalMs - countedMs);
+      watch.timer = clock.setTimer(delayMs, () => {
+        watch.timer = null;
+        if (this.stopped || !this.logWriteWatches.has(watch)) return;
+        const now = clock.nowMs();
+        countedMs += Math.min(now - lastCheckMs, delayMs + lateCountedMaxMs);
+        if (countedMs >= this.logWriteStallFatalMs) {
+          this.logWriteWatches.delete(watch);
+          const limitMs = this.logWriteStallFatalMs;
+          const message = `log ${what} pending for ${Math.round(countedMs)} ms (limit ${limitMs} ms): the log disk is not answering`;
+          this.fatal(new RaftError('LogWriteStalled', message));
+          return;
+        }
+        if (!warned && countedMs >= this.logWriteSlowWarnMs) {
+          warned = true;
+          this.logger.warn(
+            { id: this.id, what, pendingMs: Math.round(countedMs), fatalMs: this.logWriteStallFatalMs },
+            'log write slow: nothing is sent or applied until it completes',
+          );
+        }
+        arm(now);
+      });
+    };
+    this.logWriteWatches.add(watch);
+    arm(startedMs);
+    const done = (): void => {
+      if (!this.logWriteWatches.delete(watch)) return;
+      if (watch.timer !== null) clock.clearTimer(watch.timer);
+      watch.timer = null;
+      if (warned) this.logger.warn({ id: this.id, what, tookMs: clock.nowMs() - startedMs }, 'slow log write completed');
+    };
+    write.then(done, done);
+    return write;
+  }
+
   private fatal(error: unknown): void {
+    if (this.fatalReported) {
+      // After the node stopped itself, a late failure (e.g. the stalled write giving up) is no news.
+      this.logger.warn({ id: this.id, err: error }, 'raft node: error after it stopped itself');
+      return;
+    }
+    this.fatalReported = true;
     this.logger.error({ id: this.id, err: error }, 'raft node stopping after an unrecoverable error');
     this.stop();
     this.options.onFatal?.(error);

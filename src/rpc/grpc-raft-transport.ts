@@ -385,7 +385,13 @@ export class GrpcRaftTransport implements Transport, StatsSource {
     }
     this.logger = options.logger ?? silentLogger;
     this.deliver = options.deliver;
-    this.counters = new TransportCounters(this.id, this.logger);
+    // The configured peers keep their counters even if a membership change removes them later.
+    const configured = new Set([...options.peers.keys()].filter((id) => id !== this.id));
+    this.counters = new TransportCounters(
+      this.id,
+      this.logger,
+      (id) => this.links.has(id) || configured.has(id),
+    );
     this.channelCredentials = options.channelCredentials ?? grpc.credentials.createInsecure();
     const frameMax = frameBytesMax(this.limits);
     this.channelOptions = {
@@ -502,6 +508,7 @@ export class GrpcRaftTransport implements Transport, StatsSource {
         if (link.queue.length > 0) this.markDirty(link);
       }
     }
+    this.counters.prune();
   }
 
   /** The current peer set. */

@@ -157,7 +157,7 @@ export class LocalRaftTransport implements Transport, StatsSource {
     readonly limits: LocalTransportLimits,
     logger: Logger,
   ) {
-    this.counters = new TransportCounters(id, logger);
+    this.counters = new TransportCounters(id, logger, (peer) => this.knows(peer));
     this.inbound = {
       self: id,
       messageBytesMax: limits.messageBytesMax,
@@ -173,8 +173,7 @@ export class LocalRaftTransport implements Transport, StatsSource {
       this.counters.drop('stopped', 1, null, { type: message.type, to });
       return;
     }
-    const known = this.peerSet === null ? this.hub.isMember(to) : this.peerSet.has(to);
-    if (!known || to === this.id) {
+    if (!this.knows(to) || to === this.id) {
       this.counters.drop('unknown-peer', 1, null, { type: message.type, to });
       return;
     }
@@ -249,9 +248,15 @@ export class LocalRaftTransport implements Transport, StatsSource {
     return deliverBatch(this.inbound, from, messages);
   }
 
+  /** Whether `id` is in the peer set. */
+  private knows(id: NodeId): boolean {
+    return this.peerSet === null ? this.hub.isMember(id) : this.peerSet.has(id);
+  }
+
   /** Restricts the peer set (membership changes); null means every endpoint that ever joined the hub. */
   setPeers(peers: Iterable<NodeId> | null): void {
     this.peerSet = peers === null ? null : new Set(peers);
+    this.counters.prune();
   }
 
   stats(): TransportStats {

@@ -77,7 +77,13 @@ export interface TransportStats {
   /** Inbound streams ended with an error status (wrong cluster, invalid batch). */
   readonly streamsRejected: number;
   readonly dropped: DropCounts;
+  /** Per peer: only the ids of the transport's peer set (see TransportCounters). */
   readonly peers: ReadonlyMap<NodeId, PeerTransportStats>;
+  /**
+   * What batches claimed to come from ids outside the peer set (anyone can connect to the Raft port and
+   * claim any id), counted together: one bucket, however many ids were claimed.
+   */
+  readonly unknownPeers: PeerTransportStats;
 }
 
 /** The common surface of the Raft transports beyond Transport.send. */
@@ -114,12 +120,39 @@ const dropLogLevel: Partial<Record<DropReason, 'warn' | 'error'>> = {
 /** Logs of one kind are written at most once per this many milliseconds; the rest are counted as suppressed. */
 export const dropLogIntervalMs = 1_000;
 
+function emptyPeerStats(): MutablePeerStats {
+  return {
+    messagesSent: 0,
+    bytesSent: 0,
+    batchesSent: 0,
+    messagesReceived: 0,
+    bytesReceived: 0,
+    batchesReceived: 0,
+    dropped: emptyDropCounts(),
+    queuedMessages: 0,
+    queuedBytes: 0,
+    connected: false,
+    reconnects: 0,
+    streamErrors: 0,
+    stalls: 0,
+  };
+}
+
+/** The log-throttle key segment of every id outside the peer set. */
+const UNKNOWN_PEER_KEY = 'unknown';
+
 /**
  * The counters of one transport endpoint, and rate-limited logging of drops: a flood of bad input costs a
  * counter increment per message and at most one log line per reason and peer per second.
+ *
+ * Per-peer counters and log keys exist only for the ids `isKnown` accepts (the transport's peer set): the
+ * Raft port is unauthenticated, and a batch may claim any sender id, so everything attributed to other ids
+ * goes to one `unknownPeers` bucket and one log key per reason. prune() forgets the ids that left the peer
+ * set (the transport calls it when the set changes). Memory is bounded by the peer set, not by the input.
  */
 export class TransportCounters {
   private readonly peerStats = new Map<NodeId, MutablePeerStats>();
+  private readonly unknownPeers = emptyPeerStats();
   private readonly dropped = emptyDropCounts();
   private readonly totals = {
     messagesSent: 0,
@@ -138,30 +171,35 @@ export class TransportCounters {
   constructor(
     private readonly self: NodeId,
     private readonly logger: Logger,
+    /** Whether `id` is in the transport's peer set (gets counters of its own). */
+    private readonly isKnown: (id: NodeId) => boolean,
     private readonly nowMs: () => number = () => performance.now(),
   ) {}
 
+  /** The counters of peer `id`, or the shared bucket of unknown ids. */
   peer(id: NodeId): MutablePeerStats {
+    if (!this.isKnown(id)) return this.unknownPeers;
     let s = this.peerStats.get(id);
     if (s === undefined) {
-      s = {
-        messagesSent: 0,
-        bytesSent: 0,
-        batchesSent: 0,
-        messagesReceived: 0,
-        bytesReceived: 0,
-        batchesReceived: 0,
-        dropped: emptyDropCounts(),
-        queuedMessages: 0,
-        queuedBytes: 0,
-        connected: false,
-        reconnects: 0,
-        streamErrors: 0,
-        stalls: 0,
-      };
+      s = emptyPeerStats();
       this.peerStats.set(id, s);
     }
     return s;
+  }
+
+  /** Forgets the counters and log keys of ids no longer known (call after the peer set changed). */
+  prune(): void {
+    for (const id of this.peerStats.keys()) if (!this.isKnown(id)) this.peerStats.delete(id);
+    for (const key of this.lastLog.keys()) {
+      const peer = Number(key.slice(key.lastIndexOf(':') + 1));
+      if (Number.isSafeInteger(peer) && peer > 0 && !this.isKnown(peer)) this.lastLog.delete(key);
+    }
+  }
+
+  /** The log-key segment of `peer`: its id if known, else one shared segment. */
+  private peerKey(peer: NodeId | null): string {
+    if (peer === null) return '-';
+    return this.isKnown(peer) ? String(peer) : UNKNOWN_PEER_KEY;
   }
 
   batchSent(peer: NodeId, messages: number, bytes: number): void {
@@ -216,7 +254,7 @@ export class TransportCounters {
     if (peer !== null) this.peer(peer).dropped[reason] += count;
     this.log(
       dropLogLevel[reason] ?? 'debug',
-      `drop:${reason}:${peer ?? '-'}`,
+      `drop:${reason}:${this.peerKey(peer)}`,
       {
         self: this.self,
         peer,
@@ -244,7 +282,8 @@ export class TransportCounters {
   stats(): TransportStats {
     const peers = new Map<NodeId, PeerTransportStats>();
     for (const [id, s] of this.peerStats) peers.set(id, { ...s, dropped: { ...s.dropped } });
-    return { ...this.totals, dropped: { ...this.dropped }, peers };
+    const unknownPeers = { ...this.unknownPeers, dropped: { ...this.unknownPeers.dropped } };
+    return { ...this.totals, dropped: { ...this.dropped }, peers, unknownPeers };
   }
 }
 

@@ -431,3 +431,119 @@ void t.test('grpc: stop() is prompt with streams open both ways', async (t) => {
   t.ok(performance.now() - started < 1_000, 'stopped within a second');
   await sleep(10);
 });
+
+/** Opens one Send stream per frame list on one channel, all at once; resolves with each stream's status code. */
+async function rawStreamsOnOneChannel(
+  address: string,
+  streams: readonly (readonly Buffer[])[],
+): Promise<grpc.status[]> {
+  const client = new grpc.Client(address, grpc.credentials.createInsecure());
+  try {
+    return await Promise.all(
+      streams.map(
+        (frames) =>
+          new Promise<grpc.status>((resolve) => {
+            const call = client.makeClientStreamRequest<Buffer, unknown>(
+              raftSendMethod.path,
+              (b: Buffer) => b,
+              raftSendMethod.responseDeserialize,
+              new grpc.Metadata(),
+              {},
+              (error) => resolve(error === null ? grpc.status.OK : error.code),
+            );
+            call.on('error', () => {});
+            for (const f of frames) call.write(f);
+            call.end();
+          }),
+      ),
+    );
+  } finally {
+    client.close();
+  }
+}
+
+void t.test(
+  'grpc: batches claiming many unknown sender ids (any cluster) share one stats bucket and one log key per reason',
+  async (t) => {
+    const logger = new CaptureLogger();
+    const box: Message[] = [];
+    // Configured with peer 1; peer 5 joins later and leaves again.
+    const b = new GrpcRaftTransport({
+      id: 2,
+      clusterId: CLUSTER,
+      peers: new Map([[1, '127.0.0.1:1']]),
+      deliver: (m) => box.push(m),
+      logger,
+    });
+    t.teardown(() => b.stop());
+    const address = `127.0.0.1:${await b.startServer('127.0.0.1:0')}`;
+    b.setPeers(
+      new Map([
+        [1, '127.0.0.1:1'],
+        [5, '127.0.0.1:5'],
+      ]),
+    );
+    const claimed = 200;
+    const bogus = Array.from({ length: claimed }, (_, i) => 1_000 + i);
+    const codes = await rawStreamsOnOneChannel(address, [
+      // A known peer and a peer added by setPeers: counted as themselves.
+      [serializeBatch({ from: 1, clusterId: CLUSTER, messages: [encodeMessage(message(1, 2, 1))] })],
+      [serializeBatch({ from: 5, clusterId: CLUSTER, messages: [encodeMessage(message(5, 2, 1))] })],
+      // Unknown ids of this cluster (each message valid, so delivered: Raft ignores strangers) ...
+      ...bogus.map((id) => [
+        serializeBatch({ from: id, clusterId: CLUSTER, messages: [encodeMessage(message(id, 2, 1))] }),
+      ]),
+      // ... of another cluster (rejected) ...
+      ...bogus.map((id) => [
+        serializeBatch({ from: id + claimed, clusterId: '7', messages: [encodeMessage(message(id, 2, 1))] }),
+      ]),
+      // ... and with messages for someone else (dropped one by one).
+      ...bogus.map((id) => [
+        serializeBatch({
+          from: id + 2 * claimed,
+          clusterId: CLUSTER,
+          messages: [encodeMessage(message(id + 2 * claimed, 3, 1))],
+        }),
+      ]),
+    ]);
+    t.equal(
+      codes.filter((c) => c === grpc.status.FAILED_PRECONDITION).length,
+      claimed,
+      'the other cluster refused',
+    );
+    const s = b.stats();
+    t.same(
+      [...s.peers.keys()].sort((x, y) => x - y),
+      [1, 5],
+      'per-peer stats only for the peer set',
+    );
+    t.equal(s.peers.get(1)!.messagesReceived, 1, 'the configured peer counted');
+    t.equal(s.peers.get(5)!.messagesReceived, 1, 'the added peer counted');
+    t.equal(s.unknownPeers.batchesReceived, 2 * claimed, 'unknown senders share one bucket: batches');
+    t.equal(s.unknownPeers.messagesReceived, claimed, '... messages');
+    t.equal(s.unknownPeers.dropped['wrong-cluster'], claimed, '... wrong cluster');
+    t.equal(s.unknownPeers.dropped['wrong-destination'], claimed, '... wrong destination');
+    t.equal(s.dropped['wrong-cluster'], claimed, 'totals still count everything');
+    const lines = (reason: string): number =>
+      logger.lines.filter((l) => (l.obj as { reason?: unknown }).reason === reason).length;
+    // One log key per reason for all unknown ids: at most one line a second each (the run takes a few).
+    t.ok(
+      lines('wrong-cluster') <= 5,
+      `wrong-cluster logged ${lines('wrong-cluster')} times for ${claimed} ids`,
+    );
+    t.ok(
+      lines('wrong-destination') <= 5,
+      `wrong-destination logged ${lines('wrong-destination')} times for ${claimed} ids`,
+    );
+
+    // Peer 5 leaves: its counters go; the configured peer 1 keeps its own even when removed.
+    b.setPeers(new Map());
+    const after = b.stats();
+    t.same([...after.peers.keys()], [1], 'the removed peer pruned, the configured one kept');
+    await rawStreamsOnOneChannel(address, [
+      [serializeBatch({ from: 5, clusterId: CLUSTER, messages: [encodeMessage(message(5, 2, 2))] })],
+    ]);
+    t.equal(b.stats().unknownPeers.messagesReceived, claimed + 1, 'the removed peer now counts as unknown');
+    t.notOk(b.stats().peers.has(5));
+  },
+);

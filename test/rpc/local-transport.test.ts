@@ -1,4 +1,5 @@
 import t from 'tap';
+import { encodeMessage } from '../../src/raft/codec.ts';
 import { LocalRaftHub } from '../../src/rpc/local-transport.ts';
 import type { LocalRaftTransport } from '../../src/rpc/local-transport.ts';
 import type { Message, NodeId } from '../../src/raft/types.ts';
@@ -118,3 +119,27 @@ void t.test('local: delivery is asynchronous (setImmediate), never re-entrant', 
   t.equal(got.length, 1);
   t.end();
 });
+
+void t.test(
+  'local: inbound batches claiming unknown sender ids share one stats bucket; setPeers prunes',
+  (t) => {
+    const hub = new LocalRaftHub();
+    hub.connect(1, () => {});
+    const b = hub.connect(2, () => {});
+    const claimed = 500;
+    for (let i = 0; i < claimed; i++) {
+      const from = 1_000 + i;
+      hub.injectRaw(from, 2, [encodeMessage(message(from, 2, 1)), new Uint8Array([0xff])]);
+    }
+    hub.injectRaw(1, 2, [encodeMessage(message(1, 2, 1))]);
+    let s = b.stats();
+    t.same([...s.peers.keys()], [1], 'per-peer stats only for hub members');
+    t.equal(s.peers.get(1)!.messagesReceived, 1, 'the member counted');
+    t.equal(s.unknownPeers.messagesReceived, claimed, 'strangers counted together');
+    t.equal(s.unknownPeers.dropped.undecodable, claimed);
+    b.setPeers([]);
+    s = b.stats();
+    t.equal(s.peers.size, 0, 'a peer set without 1 prunes its counters');
+    t.end();
+  },
+);
