@@ -1,12 +1,14 @@
 /**
  * The TCP transport's receive side: accepted sockets read in place (onread) like dialed ones, and a
- * connection whose delivery is paused still notices its peer going away.
+ * connection whose delivery is paused still notices its peer going away; both kinds of socket have TCP
+ * keepalive on.
  */
+import { readFileSync } from 'node:fs';
 import t from 'tap';
 import type { DataConnection } from '../../src/chunkserver/dataplane/connection.ts';
 import type { DataPlaneError } from '../../src/chunkserver/dataplane/errors.ts';
 import type { Message } from '../../src/chunkserver/dataplane/protocol.ts';
-import { TcpDataNetwork } from '../../src/chunkserver/dataplane/tcp.ts';
+import { TcpDataNetwork, tcpKeepAliveInitialDelayMs } from '../../src/chunkserver/dataplane/tcp.ts';
 import { isPageAligned } from '../../src/chunkserver/aligned.ts';
 import { patternBytes, waitFor } from './dataplane-harness.ts';
 
@@ -71,4 +73,44 @@ void t.test('a connection paused by its owner still sees the peer close', async 
   t.equal(delivered, 1, 'nothing is delivered while paused');
   t.ok(accepted.closed, 'the connection is closed');
   await close();
+});
+
+/**
+ * The kernel's timer on the IPv4 TCP socket from port `local` to port `remote`, from /proc/net/tcp (Linux):
+ * `tr` 2 is the keepalive timer, `tm->when` the clock ticks (USER_HZ, 100 a second) until it fires.
+ */
+function tcpTimer(local: number, remote: number): { timer: number; seconds: number } | undefined {
+  const port = (n: number): string => n.toString(16).toUpperCase().padStart(4, '0');
+  for (const line of readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+    const fields = line.trim().split(/\s+/);
+    if (fields[1]?.endsWith(`:${port(local)}`) !== true || fields[2]?.endsWith(`:${port(remote)}`) !== true) continue;
+    const [timer, when] = (fields[5] ?? '').split(':');
+    return { timer: parseInt(timer ?? '', 16), seconds: parseInt(when ?? '', 16) / 100 };
+  }
+  return undefined;
+}
+
+const portOf = (address: string): number => Number(address.slice(address.lastIndexOf(':') + 1));
+
+void t.test('dialed and accepted sockets have TCP keepalive on, after tcpKeepAliveInitialDelayMs', { skip: process.platform !== 'linux' && 'reads /proc/net/tcp' }, async (t) => {
+  const network = new TcpDataNetwork();
+  const { accepted, dialed, close } = await pair(network);
+  t.teardown(close);
+  t.teardown(() => {
+    dialed.destroy();
+    accepted.destroy();
+  });
+  const listenPort = portOf(dialed.remoteAddress);
+  const dialPort = portOf(accepted.remoteAddress);
+  // The connection is idle: without keepalive no timer runs on either socket.
+  const delaySeconds = tcpKeepAliveInitialDelayMs / 1000;
+  for (const [what, local, remote] of [
+    ['dialed', dialPort, listenPort],
+    ['accepted', listenPort, dialPort],
+  ] as const) {
+    const timer = tcpTimer(local, remote);
+    t.ok(timer !== undefined, `the ${what} socket is in /proc/net/tcp`);
+    t.equal(timer?.timer, 2, `the ${what} socket's keepalive timer runs`);
+    t.ok(timer !== undefined && timer.seconds > delaySeconds - 10 && timer.seconds <= delaySeconds, `and fires within ${delaySeconds} s (${timer?.seconds} s)`);
+  }
 });

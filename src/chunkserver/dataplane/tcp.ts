@@ -50,6 +50,17 @@ export const receiveBufferBytes = 64 * 1024;
 /** Payload buffers are carved from page-aligned slabs of this size (aligned.ts). */
 export const receiveSlabBytes = 16 * 1024 * 1024;
 
+/**
+ * TCP keepalive on every data-plane socket, dialed and accepted: after this long without traffic the kernel
+ * probes the peer (libuv then probes every second, 10 times), so a peer whose host crashed, lost power or
+ * was cut off is noticed about 40 s after the connection went quiet, instead of never: such a connection
+ * used to stay open on the other side for ever, holding one of the chunkserver's connectionsMax slots and
+ * its buffers (an orphaned pipeline hop or read session). It does not help while data is unacknowledged
+ * (the kernel's retransmissions decide then), nor against a live host whose process stopped (its kernel
+ * answers the probes): the stall watches (stall.ts) cover those.
+ */
+export const tcpKeepAliveInitialDelayMs = 30_000;
+
 /** Undelivered bytes a connection whose delivery is paused may still read (see maybeStopReading). */
 export const pausedReadAheadBytes = 64 * 1024;
 
@@ -103,6 +114,7 @@ class TcpConnection implements DataConnection {
   ) {
     this.remoteAddress = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
     socket.setNoDelay(true);
+    socket.setKeepAlive(true, tcpKeepAliveInitialDelayMs);
     socket.pause(); // nothing is read before start()
     if (!viaOnread) socket.on('data', (chunk: Buffer) => this.received(chunk));
     socket.on('drain', () => this.wakeWriters());
