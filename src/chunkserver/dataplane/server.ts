@@ -172,7 +172,8 @@ export class DataServer {
   /** Stops listening and breaks every open connection (their peers see CONNECTION_LOST). */
   async close(): Promise<void> {
     this.stopped = true;
-    // Connections first: a TCP listener's close waits until every accepted connection has ended.
+    // A TCP listener's close waits until every accepted socket has closed; it destroys those whose connection
+    // is over (ended here: BUSY, a protocol error, a finished or failed hop) and this destroys the open ones.
     const closing = this.listener?.close();
     for (const connection of [...this.connections]) connection.destroy();
     for (const hop of [...this.hops]) hop.abandon();
