@@ -3,12 +3,19 @@
  * connection stays open: a hung disk, and to its neighbours the same as a paused process). Every watcher
  * (the writer, each hop with replicas after it) gives up after its stall timeout, and the one nearest the
  * silent replica gives up first, so the failure names that replica and the writer goes on without it. A
- * pipeline that owes nothing (idle between writes) or makes slow progress is never failed.
+ * pipeline that owes nothing (idle between writes) or makes slow progress is never failed. The server's
+ * side of a read: a reader that stops taking data loses its connection (and the server its slot) after
+ * readSendStallUnits units; a slow reader does not.
  */
+import net from 'node:net';
 import t from 'tap';
+import { encodeFrame } from '../../src/chunkserver/dataplane/frame.ts';
+import { defaultDataPlaneLimits } from '../../src/chunkserver/dataplane/limits.ts';
+import { readSendStallUnits } from '../../src/chunkserver/dataplane/server.ts';
 import type { StallWatch } from '../../src/chunkserver/dataplane/stall.ts';
+import { parseAddress } from '../../src/chunkserver/dataplane/tcp.ts';
 import { PipelineFailedError, PipelineWriter } from '../../src/chunkserver/dataplane/writer.ts';
-import { patternBytes, startCluster } from './dataplane-harness.ts';
+import { patternBytes, settle, startCluster, waitFor } from './dataplane-harness.ts';
 
 /** The stall unit of these tests: the last hop waits this long, the first twice, the writer three times. */
 const unitMs = 150;
@@ -86,4 +93,77 @@ void t.test('an idle pipeline owes nothing and is never failed; slow progress is
   t.equal(sealed.length, 3, 'sealed on every replica');
   const took = Date.now() - started;
   t.ok(took > 3 * unitMs, `the slow write took ${took} ms, longer than any watcher's timeout`);
+});
+
+/** A raw TCP reader: sends one `read` request for the whole chunk and takes data only as `take` allows. */
+async function rawRead(address: string, request: { handle: number; version: number; length: number }): Promise<net.Socket> {
+  const { host, port } = parseAddress(address);
+  const socket = net.connect({ host, port });
+  await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+  socket.pause();
+  for (const part of encodeFrame({ type: 'read', handle: request.handle, version: request.version, offset: 0, length: request.length }, defaultDataPlaneLimits)) socket.write(part);
+  return socket;
+}
+
+const readLength = 16 * 1024 * 1024;
+
+async function sealedChunk(cluster: Awaited<ReturnType<typeof startCluster>>, handle: number): Promise<void> {
+  const writer = await PipelineWriter.open(cluster.network, { handle, version: 1, chain: cluster.chain() });
+  await writer.write(patternBytes(readLength, handle));
+  await writer.flush();
+  await writer.seal();
+}
+
+async function timeouts(cluster: Awaited<ReturnType<typeof startCluster>>): Promise<number> {
+  const m = await cluster.servers[0]!.metrics.connectionErrors.get();
+  return m.values.find((v) => v.labels.code === 'TIMEOUT')?.value ?? 0;
+}
+
+void t.test(`a reader that takes nothing loses its connection after ${readSendStallUnits} stall units; the server frees its slot`, async (t) => {
+  const cluster = await startCluster('tcp', 1, { stall: watch });
+  t.teardown(() => cluster.close());
+  await sealedChunk(cluster, 21);
+  const server = cluster.servers[0]!;
+  const socket = await rawRead(server.address, { handle: 21, version: 1, length: readLength });
+  t.teardown(() => socket.destroy());
+  await waitFor(() => server.connectionCount === 1, 'the read connection');
+  const started = Date.now();
+  // The reader never reads: the kernel's buffers fill, then the server's send queue.
+  await waitFor(() => server.connectionCount === 0, 'the server to drop the stalled reader', 10 * readSendStallUnits * unitMs + 3_000).catch(() => undefined);
+  const took = Date.now() - started;
+  t.equal(server.connectionCount, 0, `the connection is gone (after ${took} ms)`);
+  t.ok(took >= readSendStallUnits * unitMs - 20, `not before ${readSendStallUnits} units`);
+  t.equal(await timeouts(cluster), 1, 'counted as a TIMEOUT connection error');
+});
+
+void t.test('a slow reader that keeps taking data is not cut off', async (t) => {
+  const cluster = await startCluster('tcp', 1, { stall: watch });
+  t.teardown(() => cluster.close());
+  await sealedChunk(cluster, 22);
+  const server = cluster.servers[0]!;
+  const socket = await rawRead(server.address, { handle: 22, version: 1, length: readLength });
+  t.teardown(() => socket.destroy());
+  // Takes about 10 MiB a second: the whole read lasts several times the watch's timeout.
+  const bytesPerMs = (10 * 1024 * 1024) / 1000;
+  const started = Date.now();
+  let received = 0;
+  let closed = false;
+  socket.on('close', () => (closed = true));
+  socket.on('data', (chunk: Buffer) => {
+    received += chunk.length;
+    const ahead = received / bytesPerMs - (Date.now() - started);
+    if (ahead > 0) {
+      socket.pause();
+      setTimeout(() => socket.resume(), ahead);
+    }
+  });
+  socket.resume();
+  await waitFor(() => received >= readLength || closed, 'the whole read', 30_000);
+  const took = Date.now() - started;
+  t.notOk(closed, 'the connection stayed open');
+  t.ok(received >= readLength, `every byte arrived (${received} in ${took} ms)`);
+  t.ok(took > 2 * readSendStallUnits * unitMs, `the read took longer than the watch's timeout (${took} ms)`);
+  await settle();
+  t.equal(server.connectionCount, 1, 'and the server kept it');
+  t.equal(await timeouts(cluster), 0);
 });

@@ -52,7 +52,11 @@ export interface Dialer {
 export interface Listener {
   /** The address peers dial (with the real port when listening on port 0). */
   readonly address: string;
-  /** Stops accepting; open connections are left to their owners. */
+  /**
+   * Stops accepting; open connections are left to their owners. Resolves once every accepted connection has
+   * closed: a TCP listener destroys the sockets of connections already over (and of each that ends later),
+   * since their peer may never close its side (tcp.ts).
+   */
   close(): Promise<void>;
 }
 

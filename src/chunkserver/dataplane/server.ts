@@ -76,7 +76,8 @@ export interface DataServerOptions {
   /**
    * A hop fails its pipeline with TIMEOUT, naming its downstream neighbour, when that neighbour owes it a
    * setup-ack or an acknowledgement and sends nothing for `stall.ms` × the replicas after this hop
-   * (stall.ts). Absent: no timer (the simulator, whose network delivers or breaks every exchange).
+   * (stall.ts); a read whose reader takes nothing for readSendStallUnits × `stall.ms` loses its connection.
+   * Absent: no timer (the simulator, whose network delivers or breaks every exchange).
    */
   readonly stall?: StallWatch;
 }
@@ -93,6 +94,15 @@ export const defaultConnectionsMax = 1024;
  * stall the stream.
  */
 export const readAheadPiecesMax = 4;
+/**
+ * A read waiting for its connection's send queue to drain (the reader takes nothing: a stopped process,
+ * whose kernel still acknowledges and answers keepalive, or a stuck one) gives up after this many stall units
+ * (2 × `stall.ms`: 20 s with the chunkserver's default unit) without a data frame written out, and destroys
+ * the connection, freeing its slot, its read-ahead and its send queue. Longer than the reader's own stall
+ * timeout (readStallMsDefault, 15 s), so a live reader, which drops a connection that starves it, is never
+ * cut off by this side first.
+ */
+export const readSendStallUnits = 2;
 
 export class DataServer {
   readonly metrics: DataPlaneMetrics;
@@ -149,6 +159,11 @@ export class DataServer {
     return this.listener.address;
   }
 
+  /** Connections counted against connectionsMax now (tests). */
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
   /** Pipeline hops in progress (for tests: each holds at most inflightPacketsMax packets). */
   activeHops(): readonly { readonly queuedPackets: number; readonly queuedPacketsMaxSeen: number }[] {
     return [...this.hops];
@@ -157,7 +172,8 @@ export class DataServer {
   /** Stops listening and breaks every open connection (their peers see CONNECTION_LOST). */
   async close(): Promise<void> {
     this.stopped = true;
-    // Connections first: a TCP listener's close waits until every accepted connection has ended.
+    // A TCP listener's close waits until every accepted socket has closed; it destroys those whose connection
+    // is over (ended here: BUSY, a protocol error, a finished or failed hop) and this destroys the open ones.
     const closing = this.listener?.close();
     for (const connection of [...this.connections]) connection.destroy();
     for (const hop of [...this.hops]) hop.abandon();
@@ -634,11 +650,20 @@ interface ReadPiece {
 /** Reads on one connection, one at a time; an error answers the read and keeps the connection. */
 class ReadSession {
   private busy = false;
+  /** A read is waiting for the connection to take more (`writable()`). */
+  private waitingToSend = false;
+  /** Watches the reader while a read waits for it to take data (readSendStallUnits). */
+  private readonly sendStall: StallTimer;
 
   constructor(
     private readonly server: DataServer,
     private readonly connection: DataConnection,
-  ) {}
+  ) {
+    this.sendStall = new StallTimer(server.stall, readSendStallUnits, (ms) => {
+      // onClose reports it (metrics and the log), and the read in progress ends with the connection.
+      connection.destroy(new DataPlaneError('TIMEOUT', `the reader took no data for ${ms} ms`));
+    });
+  }
 
   onMessage(message: Message): void {
     if (message.type !== 'read' && message.type !== 'local-read')
@@ -650,7 +675,14 @@ class ReadSession {
     });
   }
 
-  onUpstreamClosed(): void {}
+  onUpstreamClosed(): void {
+    this.sendStall.disarm();
+  }
+
+  /** A data frame was written out (or dropped with the connection): while a read waits, the reader lives. */
+  private frameSent(): void {
+    if (this.waitingToSend && !this.connection.closed) this.sendStall.progress(true);
+  }
 
   /** Where a replica's files are, for a client on this host (protocol.ts, short-circuit local read). */
   private async serveLocal(request: LocalReadMessage): Promise<void> {
@@ -704,8 +736,21 @@ class ReadSession {
           readAhead();
           const { position, length, lease } = piece;
           metrics.bytesOut.inc({ kind: 'read' }, length);
-          if (!connection.send({ type: 'data', offset: position, last: position + length === end, payload }, () => lease.release()))
-            await connection.writable();
+          const sent = (): void => {
+            lease.release();
+            this.frameSent();
+          };
+          if (!connection.send({ type: 'data', offset: position, last: position + length === end, payload }, sent)) {
+            // The queue is full: the reader has to take some. A watch runs while it takes nothing.
+            this.waitingToSend = true;
+            this.sendStall.arm();
+            try {
+              await connection.writable();
+            } finally {
+              this.waitingToSend = false;
+              this.sendStall.disarm();
+            }
+          }
         }
       } finally {
         // Pieces read ahead and never sent: their buffers come back once the store is done with them.

@@ -50,6 +50,17 @@ export const receiveBufferBytes = 64 * 1024;
 /** Payload buffers are carved from page-aligned slabs of this size (aligned.ts). */
 export const receiveSlabBytes = 16 * 1024 * 1024;
 
+/**
+ * TCP keepalive on every data-plane socket, dialed and accepted: after this long without traffic the kernel
+ * probes the peer (libuv then probes every second, 10 times), so a peer whose host crashed, lost power or
+ * was cut off is noticed about 40 s after the connection went quiet, instead of never: such a connection
+ * used to stay open on the other side for ever, holding one of the chunkserver's connectionsMax slots and
+ * its buffers (an orphaned pipeline hop or read session). It does not help while data is unacknowledged
+ * (the kernel's retransmissions decide then), nor against a live host whose process stopped (its kernel
+ * answers the probes): the stall watches (stall.ts) cover those.
+ */
+export const tcpKeepAliveInitialDelayMs = 30_000;
+
 /** Undelivered bytes a connection whose delivery is paused may still read (see maybeStopReading). */
 export const pausedReadAheadBytes = 64 * 1024;
 
@@ -93,16 +104,19 @@ class TcpConnection implements DataConnection {
   /**
    * `viaOnread`: the socket reads through `onread` into buffers this side chooses (dialed sockets): bytes
    * arrive by `received`/`receivedInPlace` instead of 'data' events, and may have arrived before this object
-   * existed (they wait in the decoder).
+   * existed (they wait in the decoder). `onFinished`: called once the connection is over for its owner
+   * (ended, destroyed, failed or closed by the peer), while the socket may still wait for the peer's FIN.
    */
   constructor(
     private readonly socket: net.Socket,
     private readonly limits: DataPlaneLimits,
     private readonly decoder: PooledFrameDecoder,
     private readonly viaOnread: boolean,
+    private readonly onFinished?: () => void,
   ) {
     this.remoteAddress = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
     socket.setNoDelay(true);
+    socket.setKeepAlive(true, tcpKeepAliveInitialDelayMs);
     socket.pause(); // nothing is read before start()
     if (!viaOnread) socket.on('data', (chunk: Buffer) => this.received(chunk));
     socket.on('drain', () => this.wakeWriters());
@@ -265,6 +279,7 @@ class TcpConnection implements DataConnection {
     if (!this.socket.destroyed) this.socket.resume();
     this.wakeWriters();
     this.handlers?.onClose(error);
+    this.onFinished?.();
   }
 
   private wakeWriters(): void {
@@ -348,8 +363,18 @@ export class TcpDataNetwork implements DataNetwork {
     });
   }
 
+  /**
+   * Listener.close(): net.Server.close waits until every accepted socket has closed, and a socket whose
+   * connection is over (its owner ended it: a BUSY refusal, a protocol error, a finished or failed pipeline
+   * hop) closes only when the peer closes its side, which a paused, hung or cut-off peer never does. So close()
+   * destroys those sockets, and from then on destroys each connection's socket as soon as the connection is
+   * over; connections still open are left to their owners (DataServer.close destroys its own).
+   */
   listen(address: string, onConnection: (connection: DataConnection) => void): Promise<Listener> {
     const { host, port } = parseAddress(address);
+    /** Accepted sockets not closed yet, with their connection. */
+    const accepted = new Map<net.Socket, TcpConnection>();
+    let closing = false;
     const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => {
       const decoder = new PooledFrameDecoder(this.limits, this.pool);
       let connection: TcpConnection | null = null;
@@ -363,7 +388,11 @@ export class TcpDataNetwork implements DataNetwork {
         },
       );
       if (!viaOnread) this.acceptedWithoutOnread += 1;
-      connection = new TcpConnection(socket, this.limits, decoder, viaOnread);
+      connection = new TcpConnection(socket, this.limits, decoder, viaOnread, () => {
+        if (closing) socket.destroy();
+      });
+      accepted.set(socket, connection);
+      socket.once('close', () => accepted.delete(socket));
       onConnection(connection);
     });
     return new Promise((resolve, reject) => {
@@ -374,7 +403,12 @@ export class TcpDataNetwork implements DataNetwork {
         const boundHost = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
         resolve({
           address: `${boundHost}:${bound.port}`,
-          close: () => new Promise<void>((done) => server.close(() => done())),
+          close: () => {
+            closing = true;
+            const closed = new Promise<void>((done) => server.close(() => done()));
+            for (const [socket, connection] of accepted) if (connection.closed) socket.destroy();
+            return closed;
+          },
         });
       });
     });
