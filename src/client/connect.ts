@@ -83,7 +83,7 @@ export function tcpDataPlane(options: TcpDataPlaneOptions = {}): TcpDataPlane {
   const reads = new PooledDialer(network);
   const stall = realStallWatch(options.readStallMs ?? readStallMsDefault);
   const pipelineStall = realStallWatch(options.pipelineStallMs ?? pipelineStallMsDefault);
-  const local = options.localReads === false ? null : new LocalReads((address, handle, version) => askLocalReplica(reads, address, handle, version, stall), { stall });
+  const local = options.localReads === false ? null : new LocalReads((address, handle, version) => askLocalReplica(reads, address, handle, version, stall));
   let networkBytes = 0;
   return {
     async openPipeline(o): Promise<ChunkPipeline> {

@@ -24,18 +24,6 @@
  * client itself; the chunkserver's own verified read of the same replica finds it, reports it to the leader
  * and the reader fails over, as for any read.
  *
- * A hung disk: every local open (token, sidecar, data file) and every piece read is raced against the read
- * stall timeout (`LocalReadsOptions.stall`, readStallMsDefault). One that takes longer makes the read return
- * undefined (it goes over the data plane, where the chunkserver's read of the disk is watched by the
- * reader's stall timer), frees its slot, and the address is not read locally for localReadRetryMs, nor
- * while any call abandoned on its files has not returned. The file-system call itself cannot be cancelled:
- * it keeps a libuv thread until it returns (so a disk that stays hung holds the threads of the calls that
- * were running when it hung, at most localReadPiecesInflightMax reads and the opens then in progress, and
- * no more), and whatever it yields late is dropped (a file it opened is closed). That is why pieces are read into buffers
- * of this object's own (`takePieceBuffer`) and copied into the caller's once their CRCs matched: a read
- * abandoned this way may still write into its buffer at any later time, so that buffer is never handed out
- * or reused.
- *
  * Why the bytes are right: they are returned only when every block matches the CRC32C in the sidecar of a
  * sealed replica at the version the metadata leader named, and a sealed chunk's bytes at a version never
  * change (every new write pipeline bumps the version). A replica deleted or replaced while open is still
@@ -43,10 +31,9 @@
  */
 import { crc32c } from '@node-rs/crc32';
 import { open } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { DataPlaneError } from '../chunkserver/dataplane/errors.ts';
 import type { LocalReplicaMessage } from '../chunkserver/dataplane/protocol.ts';
-import type { StallWatch } from '../chunkserver/dataplane/stall.ts';
-import { readStallMsDefault, realStallWatch } from '../chunkserver/dataplane/stall.ts';
 import { decodeSidecar, sidecarBytesMax } from '../chunkserver/sidecar.ts';
 import { checksumBlockBytes } from '../chunkserver/types.ts';
 import { assert } from '../raft/errors.ts';
@@ -76,40 +63,14 @@ export interface LocalReadStats {
   fallbacks: number;
   /** Replicas opened (sidecar read and data file opened). */
   replicasOpened: number;
-  /** Local opens or piece reads abandoned after the stall timeout (a hung disk; see the header). */
-  stalls: number;
 }
-
-/** What local reads use of an open file: a FileHandle (tests substitute one whose calls hang). */
-export interface LocalFile {
-  read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
-  stat(): Promise<{ size: number }>;
-  close(): Promise<void>;
-}
-
-export interface LocalReadsOptions {
-  /** The clock of the localReadRetryMs waits (default Date.now). */
-  readonly nowMs?: () => number;
-  /**
-   * A local open or piece read that has not finished after `stall.ms` is abandoned (see the header); default
-   * real timers of readStallMsDefault (15 s). The client passes its readStallMs.
-   */
-  readonly stall?: StallWatch;
-  /** Opens a file for reading (default `fs.promises.open(path, 'r')`). */
-  readonly openFile?: (path: string) => Promise<LocalFile>;
-}
-
-/** What `LocalReads.within` yields for a call that did not finish within the stall timeout. */
-const stalled = Symbol('stalled');
-type Stalled = typeof stalled;
 
 /** Asks a chunkserver where a replica's files are (askLocalReplica over the client's read pool). */
 export type AskLocalReplica = (address: string, handle: number, version: number) => Promise<LocalReplicaMessage>;
 
 interface OpenReplica {
   readonly key: string;
-  readonly address: string;
-  readonly file: LocalFile;
+  readonly file: FileHandle;
   readonly lengthBytes: number;
   readonly blockCrcs: Uint32Array;
   /** Reads using it now; it is closed only when none is. */
@@ -125,29 +86,18 @@ export class LocalReads {
   private readonly opening = new Map<string, Promise<OpenReplica | undefined>>();
   /** Addresses not to ask until the time given (ms). */
   private readonly remoteUntil = new Map<string, number>();
-  /** Calls on an address's files abandoned after the stall timeout and not returned yet (see the header). */
-  private readonly abandoned = new Map<string, number>();
   /** The token last confirmed on this host, per address. */
   private readonly confirmed = new Map<string, string>();
   private closed = false;
   /** Pieces waiting for one of the localReadPiecesInflightMax slots, first asked first served. */
   private readonly waiting: (() => void)[] = [];
   private running = 0;
-  /** Piece buffers free for the next piece (at most localReadPiecesInflightMax kept). */
-  private readonly pieceBuffers: Buffer[] = [];
-  private readonly nowMs: () => number;
-  private readonly stall: StallWatch;
-  private readonly openFile: (path: string) => Promise<LocalFile>;
-  readonly stats: LocalReadStats = { localBytes: 0, fallbacks: 0, replicasOpened: 0, stalls: 0 };
+  readonly stats: LocalReadStats = { localBytes: 0, fallbacks: 0, replicasOpened: 0 };
 
   constructor(
     private readonly ask: AskLocalReplica,
-    options: LocalReadsOptions = {},
-  ) {
-    this.nowMs = options.nowMs ?? Date.now;
-    this.stall = options.stall ?? realStallWatch(readStallMsDefault);
-    this.openFile = options.openFile ?? ((path) => open(path, 'r'));
-  }
+    private readonly nowMs: () => number = Date.now,
+  ) {}
 
   /** Whether the chunkserver at `address` was found to be on this host (and still is, as far as known). */
   isLocal(address: string): boolean {
@@ -168,7 +118,7 @@ export class LocalReads {
       // Past the end: the data plane answers BAD_OFFSET.
       if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > replica.lengthBytes) return undefined;
       const out = into ?? Buffer.allocUnsafe(length);
-      if (!(await this.readVerified(replica, offset, out))) {
+      if (!(await readVerified(replica, offset, out, (piece) => this.inSlot(piece)))) {
         this.drop(replica);
         this.stats.fallbacks++;
         return undefined;
@@ -194,59 +144,6 @@ export class LocalReads {
     }
   }
 
-  /**
-   * `work` raced against the stall timeout: what it yields, or `stalled` when it has not settled by then. The
-   * call goes on regardless (a file-system call cannot be cancelled): a value it yields late goes to `late`
-   * (to close a file it opened), a late failure is dropped.
-   */
-  private within<T>(address: string, work: Promise<T>, late?: (value: T) => void): Promise<T | Stalled> {
-    return new Promise((resolve, reject) => {
-      let timedOut = false;
-      const cancel = this.stall.setTimeout(() => {
-        timedOut = true;
-        // The disk may hang: not read locally for a while, nor while this call is out.
-        this.stats.stalls++;
-        this.markRemote(address);
-        this.abandoned.set(address, (this.abandoned.get(address) ?? 0) + 1);
-        resolve(stalled);
-      }, this.stall.ms);
-      const returned = (): void => {
-        const left = (this.abandoned.get(address) ?? 1) - 1;
-        if (left > 0) this.abandoned.set(address, left);
-        else this.abandoned.delete(address);
-      };
-      work.then(
-        (value) => {
-          if (!timedOut) {
-            cancel();
-            resolve(value);
-            return;
-          }
-          returned();
-          late?.(value);
-        },
-        (error: unknown) => {
-          if (!timedOut) {
-            cancel();
-            reject(error instanceof Error ? error : new Error(String(error)));
-            return;
-          }
-          returned();
-        },
-      );
-    });
-  }
-
-  /** A buffer of localReadPieceBytes for one piece (its own memory: never a slice of a shared pool). */
-  private takePieceBuffer(): Buffer {
-    return this.pieceBuffers.pop() ?? Buffer.allocUnsafeSlow(localReadPieceBytes);
-  }
-
-  /** A piece's buffer back, once no read can write into it any more. */
-  private givePieceBuffer(buffer: Buffer): void {
-    if (this.pieceBuffers.length < localReadPiecesInflightMax) this.pieceBuffers.push(buffer);
-  }
-
   /** Closes every open data file (reads in progress finish first); later reads go over the data plane. */
   async close(): Promise<void> {
     this.closed = true;
@@ -261,7 +158,6 @@ export class LocalReads {
   }
 
   private knownRemote(address: string): boolean {
-    if (this.abandoned.has(address)) return true;
     const until = this.remoteUntil.get(address);
     if (until === undefined) return false;
     if (until > this.nowMs()) return true;
@@ -305,118 +201,43 @@ export class LocalReads {
       if (error instanceof DataPlaneError && (error.code === 'LOCAL_READS_OFF' || error.code === 'PROTOCOL_ERROR')) this.markRemote(address);
       return undefined;
     }
-    // Each file-system step is raced against the stall timeout (see the header).
     if (this.confirmed.get(address) !== reply.token) {
-      const token = await this.within(address, readSmallFile(this.openFile, reply.tokenPath, tokenBytesMax));
-      if (token === stalled) return undefined;
-      if (token?.toString() !== reply.token) {
+      if ((await readSmallFile(reply.tokenPath, tokenBytesMax))?.toString() !== reply.token) {
         this.markRemote(address);
         return undefined;
       }
       this.confirmed.set(address, reply.token);
     }
-    const sidecarBytes = await this.within(address, readSmallFile(this.openFile, reply.metaPath, sidecarBytesMax, () => this.markRemote(address)));
-    if (sidecarBytes === stalled || sidecarBytes === undefined) return undefined;
+    const sidecarBytes = await readSmallFile(reply.metaPath, sidecarBytesMax, () => this.markRemote(address));
+    if (sidecarBytes === undefined) return undefined;
     const sidecar = decodeSidecar(sidecarBytes);
     if (typeof sidecar === 'string' || sidecar.handle !== handle || sidecar.version !== version || !sidecar.sealed) return undefined;
     if (sidecar.compression !== 'none' || sidecar.packed !== undefined) return undefined;
-    let file: LocalFile;
+    let file: FileHandle;
     try {
-      const opened = await this.within(address, this.openFile(reply.dataPath), closeQuietly);
-      if (opened === stalled) return undefined;
-      file = opened;
+      file = await open(reply.dataPath, 'r');
     } catch {
       return undefined;
     }
     try {
-      const stat = await this.within(address, file.stat());
-      if (stat === stalled || stat.size < sidecar.lengthBytes) {
-        closeQuietly(file);
+      if ((await file.stat()).size < sidecar.lengthBytes) {
+        await file.close();
         return undefined;
       }
     } catch {
-      closeQuietly(file);
+      await file.close().catch(() => undefined);
       return undefined;
     }
-    const replica: OpenReplica = { key, address, file, lengthBytes: sidecar.lengthBytes, blockCrcs: sidecar.blockCrcs, users: 0, dropped: false };
+    const replica: OpenReplica = { key, file, lengthBytes: sidecar.lengthBytes, blockCrcs: sidecar.blockCrcs, users: 0, dropped: false };
     this.stats.replicasOpened++;
     if (this.closed) {
       replica.dropped = true;
-      closeQuietly(file);
+      await file.close().catch(() => undefined);
       return undefined;
     }
     this.replicas.set(key, replica);
     this.evict();
     return replica;
-  }
-
-  /**
-   * Fills `out` with the replica's bytes [offset, offset + out.length), reading whole blocks and verifying each
-   * against the sidecar. Every piece is read into a piece buffer and copied into `out` once its blocks
-   * matched (see the header: a piece abandoned after the stall timeout may still be written into). False on
-   * any failure, as soon as one is known (nothing in `out` is then to be trusted; no piece writes into it
-   * after this returns).
-   */
-  private async readVerified(replica: OpenReplica, offset: number, out: Uint8Array): Promise<boolean> {
-    const end = offset + out.length;
-    if (out.length === 0) return true;
-    const spanStart = Math.floor(offset / checksumBlockBytes) * checksumBlockBytes;
-    const spanEnd = Math.min(replica.lengthBytes, Math.ceil(end / checksumBlockBytes) * checksumBlockBytes);
-    const pieces: Piece[] = [];
-    let at = spanStart;
-    if (offset !== spanStart) {
-      pieces.push({ start: at, end: Math.min(spanEnd, at + checksumBlockBytes) });
-      at = pieces[0]!.end;
-    }
-    const lastBlockStart = Math.floor((spanEnd - 1) / checksumBlockBytes) * checksumBlockBytes;
-    const middleEnd = end !== spanEnd && lastBlockStart >= at ? lastBlockStart : spanEnd;
-    for (; at < middleEnd; at = Math.min(middleEnd, at + localReadPieceBytes)) pieces.push({ start: at, end: Math.min(middleEnd, at + localReadPieceBytes) });
-    if (at < spanEnd) pieces.push({ start: at, end: spanEnd });
-
-    let ok = true;
-    const readPiece = async (piece: Piece): Promise<void> => {
-      // An earlier piece failed (the read falls back anyway), or a read of this address's files hung meanwhile.
-      if (!ok || this.knownRemote(replica.address)) {
-        ok = false;
-        return;
-      }
-      const buffer = this.takePieceBuffer();
-      const target = buffer.subarray(0, piece.end - piece.start);
-      let read: boolean | Stalled;
-      try {
-        read = await this.within(replica.address, readFully(replica.file, target, piece.start));
-      } catch {
-        read = false;
-      }
-      if (read === stalled) {
-        // `buffer` is dropped, never reused: the abandoned read may still write into it.
-        ok = false;
-        return;
-      }
-      if (!read || !blocksMatch(replica, piece.start, target)) ok = false;
-      else if (ok) {
-        const from = Math.max(offset, piece.start);
-        const to = Math.min(end, piece.end);
-        out.set(target.subarray(from - piece.start, to - piece.start), from - offset);
-      }
-      this.givePieceBuffer(buffer);
-    };
-    // Every piece asks for its slot now, in order: this read's pieces are served before a later read's. The
-    // read is over when every piece is done, or at the first failure (pieces still running then see `ok`
-    // false and leave `out` alone).
-    await new Promise<void>((resolve) => {
-      let left = pieces.length;
-      const done = (): void => {
-        left--;
-        if (left === 0 || !ok) resolve();
-      };
-      for (const piece of pieces)
-        this.inSlot(() => readPiece(piece)).then(done, () => {
-          ok = false;
-          done();
-        });
-    });
-    return ok;
   }
 
   /** Closes the least recently used replicas past localReplicasOpenMax (once their reads are done). */
@@ -447,10 +268,10 @@ export class LocalReads {
  * A file's bytes when it is at most `bytesMax` long and readable; else undefined. `onDenied`: the file exists
  * but this process may not read it (the chunkserver's data directory is not readable by this user).
  */
-async function readSmallFile(openFile: (path: string) => Promise<LocalFile>, path: string, bytesMax: number, onDenied?: () => void): Promise<Buffer | undefined> {
-  let file: LocalFile;
+async function readSmallFile(path: string, bytesMax: number, onDenied?: () => void): Promise<Buffer | undefined> {
+  let file: FileHandle;
   try {
-    file = await openFile(path);
+    file = await open(path, 'r');
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EACCES' || code === 'EPERM') onDenied?.();
@@ -468,13 +289,8 @@ async function readSmallFile(openFile: (path: string) => Promise<LocalFile>, pat
   }
 }
 
-/** Closes `file` without waiting (a close on a hung disk may hang too), ignoring errors. */
-function closeQuietly(file: LocalFile): void {
-  file.close().catch(() => undefined);
-}
-
 /** Fills `into` from `position`; false on a short file or an error. */
-async function readFully(file: LocalFile, into: Uint8Array, position: number): Promise<boolean> {
+async function readFully(file: FileHandle, into: Uint8Array, position: number): Promise<boolean> {
   let done = 0;
   while (done < into.length) {
     const { bytesRead } = await file.read(into, done, into.length - done, position + done);
@@ -488,6 +304,50 @@ interface Piece {
   /** Block-aligned start in the chunk, and end (a block boundary or the replica's length). */
   readonly start: number;
   readonly end: number;
+}
+
+/**
+ * Fills `out` with the replica's bytes [offset, offset + out.length), reading whole blocks and verifying each
+ * against the sidecar. Pieces inside the range are read straight into `out`; a partial first or last block
+ * goes through a block-sized buffer. False on any failure (nothing in `out` is then to be trusted).
+ */
+async function readVerified(replica: OpenReplica, offset: number, out: Uint8Array, inSlot: <T>(task: () => Promise<T>) => Promise<T>): Promise<boolean> {
+  const end = offset + out.length;
+  if (out.length === 0) return true;
+  const spanStart = Math.floor(offset / checksumBlockBytes) * checksumBlockBytes;
+  const spanEnd = Math.min(replica.lengthBytes, Math.ceil(end / checksumBlockBytes) * checksumBlockBytes);
+  const pieces: Piece[] = [];
+  let at = spanStart;
+  if (offset !== spanStart) {
+    pieces.push({ start: at, end: Math.min(spanEnd, at + checksumBlockBytes) });
+    at = pieces[0]!.end;
+  }
+  const lastBlockStart = Math.floor((spanEnd - 1) / checksumBlockBytes) * checksumBlockBytes;
+  const middleEnd = end !== spanEnd && lastBlockStart >= at ? lastBlockStart : spanEnd;
+  for (; at < middleEnd; at = Math.min(middleEnd, at + localReadPieceBytes)) pieces.push({ start: at, end: Math.min(middleEnd, at + localReadPieceBytes) });
+  if (at < spanEnd) pieces.push({ start: at, end: spanEnd });
+
+  let ok = true;
+  const readPiece = async (piece: Piece): Promise<void> => {
+    if (!ok) return; // an earlier piece failed: the read falls back anyway
+    const inside = piece.start >= offset && piece.end <= end;
+    const target = inside ? out.subarray(piece.start - offset, piece.end - offset) : Buffer.allocUnsafe(piece.end - piece.start);
+    let good: boolean;
+    try {
+      good = (await readFully(replica.file, target, piece.start)) && blocksMatch(replica, piece.start, target);
+    } catch {
+      good = false;
+    }
+    if (!good) ok = false;
+    else if (!inside) {
+      const from = Math.max(offset, piece.start);
+      const to = Math.min(end, piece.end);
+      out.set(target.subarray(from - piece.start, to - piece.start), from - offset);
+    }
+  };
+  // Every piece asks for its slot now, in order: this read's pieces are served before a later read's.
+  await Promise.all(pieces.map((piece) => inSlot(() => readPiece(piece))));
+  return ok;
 }
 
 /** Whether every block of `bytes` (the replica's bytes from the block-aligned `start`) matches its CRC. */

@@ -3,8 +3,7 @@
  * FileChunkStore on the local disk: a sealed replica is read from its files, exact for any range; whatever
  * is not right (a flipped bit, another host's token, a server that offers none, an unsealed or compressed
  * replica, a stale version) falls back to the data plane, which gives the bytes or the typed error; at most
- * localReplicasOpenMax data files stay open; a hung disk (file calls that never return) costs a read the
- * stall timeout at most, and neither its slots nor the caller's buffer stay with the hung calls.
+ * localReplicasOpenMax data files stay open.
  */
 import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -19,10 +18,9 @@ import { NodeDisk } from '../../src/chunkserver/disk.ts';
 import { FileChunkStore } from '../../src/chunkserver/store.ts';
 import { checksumBlockBytes } from '../../src/chunkserver/types.ts';
 import { tcpDataPlane } from '../../src/client/connect.ts';
-import { LocalReads, localReadPieceBytes, localReadPiecesInflightMax, localReplicasOpenMax } from '../../src/client/local-read.ts';
-import type { LocalFile } from '../../src/client/local-read.ts';
+import { LocalReads, localReadPieceBytes, localReplicasOpenMax } from '../../src/client/local-read.ts';
 import { PooledDialer } from '../../src/client/read-pool.ts';
-import { patternBytes, track } from '../chunkserver/dataplane-harness.ts';
+import { patternBytes } from '../chunkserver/dataplane-harness.ts';
 
 interface Setup {
   readonly dir: string;
@@ -61,7 +59,7 @@ async function sealed(store: FileChunkStore, handle: number, version: number, da
 
 function localReadsOf(s: Setup, nowMs?: () => number): { local: LocalReads; pool: PooledDialer } {
   const pool = new PooledDialer(s.network);
-  const local = new LocalReads((address, handle, version) => askLocalReplica(pool, address, handle, version), nowMs === undefined ? {} : { nowMs });
+  const local = new LocalReads((address, handle, version) => askLocalReplica(pool, address, handle, version), nowMs);
   return { local, pool };
 }
 
@@ -230,119 +228,4 @@ void t.test(`at most ${localReplicasOpenMax} replicas stay open`, async (t) => {
   t.equal(local.openCount, 0, 'close() closes every file');
   t.equal(await local.read(s.server.address, { handle: 1, version: 1, offset: 0, length: 10 }), undefined, 'and later reads go over the data plane');
   t.same(await readRange(pool, s.server.address, { handle: 1, version: 1, offset: 0, length: 10 }), patternBytes(1000, 1).subarray(0, 10));
-});
-
-void t.test('a hung disk: local opens and piece reads give up after the stall timeout, free their slots, and never write into the caller', async (t) => {
-  const stallMs = 300;
-  const watch = {
-    ms: stallMs,
-    setTimeout: (fn: () => void, ms: number) => {
-      const timer = setTimeout(fn, ms);
-      return () => clearTimeout(timer);
-    },
-  };
-  const hungDisk = await setup();
-  t.teardown(() => hungDisk.close());
-  const healthy = await setup(); // a second chunkserver on this host, on another disk
-  t.teardown(() => healthy.close());
-  const data = patternBytes(length, 15);
-  await sealed(hungDisk.store, 20, 1, data);
-  await sealed(hungDisk.store, 21, 1, data);
-  await sealed(healthy.store, 20, 1, data);
-
-  // Files under hungDisk.dir: reads (or opens of data files) that never return while `hang` says so, until
-  // the test lets them finish late.
-  let hang: 'nothing' | 'reads' | 'data-opens' = 'nothing';
-  const hungReads: { buffer: Uint8Array; finish: () => void }[] = [];
-  const hungOpens: ((file: LocalFile) => void)[] = [];
-  const readTargets: ArrayBufferLike[] = [];
-  const openFile = async (path: string): Promise<LocalFile> => {
-    const onHungDisk = path.startsWith(hungDisk.dir);
-    if (onHungDisk && hang === 'data-opens' && path.endsWith('.data')) return new Promise<LocalFile>((resolve) => hungOpens.push(resolve));
-    const file = await open(path, 'r');
-    return {
-      read(buffer, offset, n, position) {
-        readTargets.push(buffer.buffer);
-        if (!(onHungDisk && hang === 'reads')) return file.read(buffer, offset, n, position);
-        // Finishing late writes garbage where the bytes would have gone, as a late read would.
-        return new Promise((resolve) => hungReads.push({ buffer: buffer.subarray(offset, offset + n), finish: () => resolve({ bytesRead: buffer.subarray(offset, offset + n).fill(0xaa).length }) }));
-      },
-      stat: () => file.stat(),
-      close: () => file.close(),
-    };
-  };
-  let now = 1_000;
-  const pool = new PooledDialer(hungDisk.network);
-  const local = new LocalReads((address, handle, version) => askLocalReplica(pool, address, handle, version), { stall: watch, openFile, nowMs: () => now });
-  t.teardown(() => {
-    pool.close();
-    return local.close();
-  });
-  const slow = hungDisk.server.address;
-  t.same(await local.read(slow, { handle: 20, version: 1, offset: 0, length: 10 }), data.subarray(0, 10), 'read locally while the disk answers');
-  t.same(await local.read(healthy.server.address, { handle: 20, version: 1, offset: 0, length: 10 }), data.subarray(0, 10));
-
-  // The disk hangs: a whole-replica read (two pieces) and two small reads take every slot.
-  hang = 'reads';
-  const whole = Buffer.alloc(length, 0xee);
-  const smalls = [Buffer.alloc(10, 0xee), Buffer.alloc(10, 0xee)];
-  const started = Date.now();
-  const timed = <T>(promise: Promise<T>) => track(promise.then((value) => ({ value, tookMs: Date.now() - started })));
-  const stuck = [
-    timed(local.read(slow, { handle: 20, version: 1, offset: 0, length }, whole)),
-    ...smalls.map((into, i) => timed(local.read(slow, { handle: 20, version: 1, offset: 100 * i, length: 10 }, into))),
-  ];
-  // A read of the healthy server's replica waits for a slot behind them.
-  const behind = track(local.read(healthy.server.address, { handle: 20, version: 1, offset: 5, length: 1000 }, Buffer.alloc(1000)));
-  await new Promise((r) => setTimeout(r, stallMs + 1_500));
-  t.equal(hungReads.length, localReadPiecesInflightMax, 'every slot went to a read of the hung disk');
-  t.ok(stuck.every((r) => r.done), 'every read of the hung disk gave up');
-  t.ok(behind.done, 'the read waiting for a slot got one');
-  for (const r of stuck.filter((r) => r.done)) {
-    const { value, tookMs } = await r.promise;
-    t.equal(value, undefined, 'the hung read returns undefined: the caller goes over the data plane');
-    t.ok(tookMs >= stallMs - 20 && tookMs < stallMs + 1_000, `after the stall timeout (${tookMs} ms for ${stallMs})`);
-  }
-  if (behind.done) t.same(await behind.promise, data.subarray(5, 1005), "the healthy server's replica read locally");
-  t.ok(local.stats.stalls >= 1, `stalls counted (${local.stats.stalls})`);
-  t.notOk(local.isLocal(slow), 'the hung address is not read locally for a while');
-  t.ok(local.isLocal(healthy.server.address));
-  const hungBefore = hungReads.length;
-  const later = track(local.read(slow, { handle: 20, version: 1, offset: 0, length: 10 }));
-  await new Promise((r) => setTimeout(r, 50));
-  t.ok(later.done, 'a later read of it goes over the data plane at once');
-  if (later.done) t.equal(await later.promise, undefined);
-  t.equal(hungReads.length, hungBefore, 'without touching its files');
-  t.same(await readRange(pool, slow, { handle: 20, version: 1, offset: 0, length: 10 }), data.subarray(0, 10), 'where the chunkserver serves it');
-  now += 61_000;
-  t.equal(await local.read(slow, { handle: 20, version: 1, offset: 0, length: 10 }), undefined, 'nor after localReadRetryMs while its hung calls are out');
-  t.equal(hungReads.length, hungBefore, 'no further call is risked on the hung disk');
-
-  // The hung calls finish late, writing garbage: never into a caller's buffer, and their buffers are not reused.
-  const hungTargets = new Set(hungReads.map((r) => r.buffer.buffer));
-  for (const into of [whole, ...smalls]) t.notOk(hungTargets.has(into.buffer), "no file read was given the caller's buffer");
-  hang = 'nothing';
-  for (const r of hungReads) r.finish();
-  await new Promise((r) => setTimeout(r, 20));
-  t.ok([whole, ...smalls].every((into) => into.every((b) => b === 0xee)), "the late reads changed nothing in the callers' buffers");
-  const targetsBefore = readTargets.length;
-  for (let i = 0; i < 8; i++) {
-    const into = Buffer.alloc(length);
-    t.equal(await local.read(healthy.server.address, { handle: 20, version: 1, offset: 0, length }, into), into);
-    if (!into.equals(data)) t.fail(`read ${i} after the late completions differs`);
-  }
-  t.notOk(readTargets.slice(targetsBefore).some((target) => hungTargets.has(target)), 'no buffer of an abandoned read was used again');
-
-  // Its hung calls returned and localReadRetryMs passed: the address is tried again; now an open of a data file hangs.
-  hang = 'data-opens';
-  const opening = track(local.read(slow, { handle: 21, version: 1, offset: 0, length: 10 }));
-  await new Promise((r) => setTimeout(r, stallMs + 1_500));
-  t.equal(hungOpens.length, 1, 'the data file open hangs');
-  t.ok(opening.done, 'the read gave up on the hung open');
-  if (opening.done) t.equal(await opening.promise, undefined);
-  t.notOk(local.isLocal(slow));
-  let lateClosed = false;
-  hungOpens[0]!({ read: () => Promise.reject(new Error('not to be read')), stat: () => Promise.reject(new Error('not to be read')), close: () => Promise.resolve(void (lateClosed = true)) });
-  await new Promise((r) => setTimeout(r, 20));
-  t.ok(lateClosed, 'a file the hung open yields late is closed');
 });
