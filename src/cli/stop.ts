@@ -52,10 +52,7 @@ export function stopOnSignals(logger: Logger, stopServer: () => Promise<void>, o
     }
     stopping = true;
     logger.info({ signal: reason }, 'stopping');
-    edges.setTimer(() => {
-      logger.error({ deadlineMs }, 'stop did not finish in time: exiting');
-      edges.exit(1);
-    }, deadlineMs);
+    exitAtDeadline(logger, edges, deadlineMs, 1);
     stopServer().then(
       () => edges.exit(0),
       (e: unknown) => {
@@ -74,9 +71,14 @@ export function exitAfterStop(logger: Logger, stopServer: () => Promise<void>, c
   const edges = options.edges ?? processEdges;
   const deadlineMs = options.deadlineMs ?? stopDeadlineMs;
   process.exitCode = code;
+  exitAtDeadline(logger, edges, deadlineMs, code);
+  void stopServer().finally(() => edges.exit(code));
+}
+
+/** Exits with `code` after `deadlineMs`, unless the process has exited before. */
+function exitAtDeadline(logger: Logger, edges: StopEdges, deadlineMs: number, code: number): void {
   edges.setTimer(() => {
     logger.error({ deadlineMs }, 'stop did not finish in time: exiting');
     edges.exit(code);
   }, deadlineMs);
-  void stopServer().finally(() => edges.exit(code));
 }

@@ -9,23 +9,18 @@
  */
 import net from 'node:net';
 import t from 'tap';
+import type { Test } from 'tap';
 import { encodeFrame } from '../../src/chunkserver/dataplane/frame.ts';
 import { defaultDataPlaneLimits } from '../../src/chunkserver/dataplane/limits.ts';
 import { readSendStallUnits } from '../../src/chunkserver/dataplane/server.ts';
-import type { StallWatch } from '../../src/chunkserver/dataplane/stall.ts';
+import { realStallWatch } from '../../src/chunkserver/dataplane/stall.ts';
 import { parseAddress } from '../../src/chunkserver/dataplane/tcp.ts';
 import { PipelineFailedError, PipelineWriter } from '../../src/chunkserver/dataplane/writer.ts';
 import { patternBytes, settle, startCluster, waitFor } from './dataplane-harness.ts';
 
 /** The stall unit of these tests: the last hop waits this long, the first twice, the writer three times. */
 const unitMs = 150;
-const watch: StallWatch = {
-  ms: unitMs,
-  setTimeout: (fn, ms) => {
-    const timer = setTimeout(fn, ms);
-    return () => clearTimeout(timer);
-  },
-};
+const watch = realStallWatch(unitMs);
 const hung = new Promise<void>(() => undefined);
 
 for (const [silent, expectMs] of [
@@ -119,13 +114,19 @@ async function timeouts(cluster: Awaited<ReturnType<typeof startCluster>>): Prom
   return m.values.find((v) => v.labels.code === 'TIMEOUT')?.value ?? 0;
 }
 
-void t.test(`a reader that takes nothing loses its connection after ${readSendStallUnits} stall units; the server frees its slot`, async (t) => {
+/** One data server holding a sealed chunk `handle`, and a raw socket that asked to read all of it. */
+async function rawReadOfSealedChunk(t: Test, handle: number) {
   const cluster = await startCluster('tcp', 1, { stall: watch });
   t.teardown(() => cluster.close());
-  await sealedChunk(cluster, 21);
+  await sealedChunk(cluster, handle);
   const server = cluster.servers[0]!;
-  const socket = await rawRead(server.address, { handle: 21, version: 1, length: readLength });
+  const socket = await rawRead(server.address, { handle, version: 1, length: readLength });
   t.teardown(() => socket.destroy());
+  return { cluster, server, socket };
+}
+
+void t.test(`a reader that takes nothing loses its connection after ${readSendStallUnits} stall units; the server frees its slot`, async (t) => {
+  const { cluster, server } = await rawReadOfSealedChunk(t, 21);
   await waitFor(() => server.connectionCount === 1, 'the read connection');
   const started = Date.now();
   // The reader never reads: the kernel's buffers fill, then the server's send queue.
@@ -137,12 +138,7 @@ void t.test(`a reader that takes nothing loses its connection after ${readSendSt
 });
 
 void t.test('a slow reader that keeps taking data is not cut off', async (t) => {
-  const cluster = await startCluster('tcp', 1, { stall: watch });
-  t.teardown(() => cluster.close());
-  await sealedChunk(cluster, 22);
-  const server = cluster.servers[0]!;
-  const socket = await rawRead(server.address, { handle: 22, version: 1, length: readLength });
-  t.teardown(() => socket.destroy());
+  const { cluster, server, socket } = await rawReadOfSealedChunk(t, 22);
   // Takes about 10 MiB a second: the whole read lasts several times the watch's timeout.
   const bytesPerMs = (10 * 1024 * 1024) / 1000;
   const started = Date.now();

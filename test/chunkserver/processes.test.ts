@@ -30,6 +30,36 @@ interface Proc {
   readonly rack: string;
 }
 
+const clusterOptions = {
+  ...testClusterOptions,
+  chunkManagerLimits: { heartbeatTimeoutMs: 3_000, leaderGraceMs: 3_000, replicationTimeoutMs: 10_000, proposalRetryMs: 500 },
+};
+
+/** Waits until the leader lists three live chunkservers; their ids by address. */
+function threeLiveChunkservers(client: FileClient): Promise<Map<string, number>> {
+  return waitFor(
+    'three live chunkservers',
+    async () => {
+      const r = await client.metadata.call('ListChunkservers', {});
+      const up = ((r['chunkservers'] ?? []) as { id: number | string; address: string; state: string }[]).filter((c) => c.state === 'live');
+      return up.length === 3 ? new Map(up.map((c) => [c.address, Number(c.id)])) : undefined;
+    },
+    60_000,
+  );
+}
+
+/**
+ * The chunk of `path` being streamed (the last unsealed one: the full chunk before it may still be sealing in
+ * the background) and the middle replica of its chain: its id and its process.
+ */
+async function middleOfCurrentChain(client: FileClient, path: string, procs: readonly Proc[], idsByAddress: ReadonlyMap<string, number>) {
+  const current = (await client.metadata.chunkLocations(path)).chunks.filter((c) => !c.sealed).at(-1);
+  if (current === undefined) throw new Error('no chunk being written');
+  const id = current.replicas[1]!.id;
+  const proc = procs.find((p) => idsByAddress.get(`127.0.0.1:${p.port}`) === id)!;
+  return { current, id, proc };
+}
+
 /** Starts `rfs chunkserver` processes against `metadata`; `extra`: more flags. */
 function startProcess(metadata: readonly string[], extra: readonly string[] = []): (p: Omit<Proc, 'child'>) => Proc {
   return (p) => {
@@ -46,10 +76,7 @@ function startProcess(metadata: readonly string[], extra: readonly string[] = []
 }
 
 void t.test('three chunkserver processes, one SIGKILLed mid-write', async (t) => {
-  const cluster = await startInProcessCluster(3, {
-    ...testClusterOptions,
-    chunkManagerLimits: { heartbeatTimeoutMs: 3_000, leaderGraceMs: 3_000, replicationTimeoutMs: 10_000, proposalRetryMs: 500 },
-  });
+  const cluster = await startInProcessCluster(3, clusterOptions);
   t.teardown(() => cluster.close());
   const tmp = await tempDir('rfs-cs-procs-');
   t.teardown(() => tmp.remove());
@@ -62,23 +89,13 @@ void t.test('three chunkserver processes, one SIGKILLed mid-write', async (t) =>
 
   const client = await FileClient.connect(cluster.addresses, { retryDeadlineMs: 30_000 });
   t.teardown(() => client.close());
-  const live = async (): Promise<Map<string, number> | undefined> => {
-    const r = await client.metadata.call('ListChunkservers', {});
-    const list = (r['chunkservers'] ?? []) as { id: number | string; address: string; state: string }[];
-    const up = list.filter((c) => c.state === 'live');
-    return up.length === 3 ? new Map(up.map((c) => [c.address, Number(c.id)])) : undefined;
-  };
-  const idsByAddress = await waitFor('three live chunkservers', live, 60_000);
+  const idsByAddress = await threeLiveChunkservers(client);
   await client.metadata.mutate('Mkdir', { path: '/d', chunkSizeBytes, replication: 3 });
 
   const bytes = pattern(4 * MiB + 777, 3);
   const writer = await client.openWriter('/d/f', { stagingBytes: 128 * 1024 });
   await writer.write(bytes.subarray(0, MiB + MiB / 2));
-  // The chunk being streamed: the last unsealed one (the full chunk before it may still be sealing in the background).
-  const current = (await client.metadata.chunkLocations('/d/f')).chunks.filter((c) => !c.sealed).at(-1);
-  if (current === undefined) throw new Error('no chunk being written');
-  const victimId = current.replicas[1]!.id;
-  const victim = procs.find((p) => idsByAddress.get(`127.0.0.1:${p.port}`) === victimId)!;
+  const { current, id: victimId, proc: victim } = await middleOfCurrentChain(client, '/d/f', procs, idsByAddress);
   victim.child.kill('SIGKILL');
   await writer.write(bytes.subarray(MiB + MiB / 2));
   const { lengthBytes } = await writer.close();
@@ -105,10 +122,7 @@ void t.test('three chunkserver processes, one SIGKILLed mid-write', async (t) =>
 });
 
 void t.test('three chunkserver processes, one SIGSTOPped mid-write: the stall watches go on without it', async (t) => {
-  const cluster = await startInProcessCluster(3, {
-    ...testClusterOptions,
-    chunkManagerLimits: { heartbeatTimeoutMs: 3_000, leaderGraceMs: 3_000, replicationTimeoutMs: 10_000, proposalRetryMs: 500 },
-  });
+  const cluster = await startInProcessCluster(3, clusterOptions);
   t.teardown(() => cluster.close());
   const tmp = await tempDir('rfs-cs-pause-');
   t.teardown(() => tmp.remove());
@@ -126,24 +140,13 @@ void t.test('three chunkserver processes, one SIGSTOPped mid-write: the stall wa
 
   const client = await FileClient.connect(cluster.addresses, { retryDeadlineMs: 30_000, pipelineStallMs: stallMs, readStallMs: 2 * stallMs });
   t.teardown(() => client.close());
-  const idsByAddress = await waitFor(
-    'three live chunkservers',
-    async () => {
-      const r = await client.metadata.call('ListChunkservers', {});
-      const up = ((r['chunkservers'] ?? []) as { id: number | string; address: string; state: string }[]).filter((c) => c.state === 'live');
-      return up.length === 3 ? new Map(up.map((c) => [c.address, Number(c.id)])) : undefined;
-    },
-    60_000,
-  );
+  const idsByAddress = await threeLiveChunkservers(client);
   await client.metadata.mutate('Mkdir', { path: '/d', chunkSizeBytes, replication: 3 });
 
   const bytes = pattern(3 * MiB + 333, 4);
   const writer = await client.openWriter('/d/f', { stagingBytes: 128 * 1024 });
   await writer.write(bytes.subarray(0, MiB + MiB / 2));
-  const current = (await client.metadata.chunkLocations('/d/f')).chunks.filter((c) => !c.sealed).at(-1);
-  if (current === undefined) throw new Error('no chunk being written');
-  const pausedId = current.replicas[1]!.id;
-  const paused = procs.find((p) => idsByAddress.get(`127.0.0.1:${p.port}`) === pausedId)!;
+  const { current, id: pausedId, proc: paused } = await middleOfCurrentChain(client, '/d/f', procs, idsByAddress);
   paused.child.kill('SIGSTOP');
   const started = Date.now();
   await writer.write(bytes.subarray(MiB + MiB / 2));

@@ -8,6 +8,7 @@ import type { Socket } from 'node:net';
 import { crc32c } from '@node-rs/crc32';
 import t from 'tap';
 import { askLocalReplica, readRange } from '../../src/chunkserver/dataplane/read.ts';
+import { realStallWatch } from '../../src/chunkserver/dataplane/stall.ts';
 import { TcpDataNetwork } from '../../src/chunkserver/dataplane/tcp.ts';
 import { PipelineWriter } from '../../src/chunkserver/dataplane/writer.ts';
 import { tcpDataPlane } from '../../src/client/connect.ts';
@@ -80,13 +81,7 @@ void t.test("a local read's question to a silent chunkserver times out too", asy
   });
   const address = `127.0.0.1:${(server.address() as { port: number }).port}`;
   const network = new TcpDataNetwork();
-  const watch = {
-    ms: stallMs,
-    setTimeout: (fn: () => void, ms: number) => {
-      const timer = setTimeout(fn, ms);
-      return () => clearTimeout(timer);
-    },
-  };
+  const watch = realStallWatch(stallMs);
   await t.rejects(askLocalReplica(network, address, 1, 1, watch), { code: 'TIMEOUT' });
   await t.rejects(readRange(network, address, { handle: 1, version: 1, offset: 0, length: 10 }, undefined, watch), { code: 'TIMEOUT' });
 });
