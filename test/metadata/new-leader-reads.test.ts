@@ -9,6 +9,7 @@ import t from 'tap';
 import type { Entry } from '../../src/raft/types.ts';
 import type { ApplyResult } from '../../src/fsm/state-machine.ts';
 import { MetadataClient, MetadataError } from '../../src/metadata/client.ts';
+import { FakeChunkservers } from './fake-chunkservers.ts';
 import { rawCall, sleep, startInProcessCluster, waitFor } from './harness.ts';
 
 void t.test('a new leader does not answer AllocateChunk from a state behind its commit index', async (t) => {
@@ -27,18 +28,12 @@ void t.test('a new leader does not answer AllocateChunk from a state behind its 
   });
 
   // Three chunkservers in three racks, kept live by heartbeats to whoever leads.
-  const ids: number[] = [];
-  for (const rack of ['r0', 'r1', 'r2']) {
-    const r = await client.call('RegisterChunkserver', { address: `10.0.2.${ids.length + 1}:7000`, rack, capacityBytes: 1e12, usedBytes: 0 });
-    ids.push(Number(r['id']));
-  }
-  const beatAll = async (): Promise<void> => {
-    for (const id of ids) await client.call('Heartbeat', { id, capacityBytes: 1e12, usedBytes: 0 });
-  };
-  await waitFor('the chunk manager to know every chunkserver', () => beatAll().then(() => true, () => undefined));
+  const chunkservers = new FakeChunkservers(client);
+  await chunkservers.register(['r0', 'r1', 'r2']);
+  await waitFor('the chunk manager to know every chunkserver', () => chunkservers.beatAll().then(() => true, () => undefined));
   loop = (async () => {
     while (beating) {
-      await beatAll().catch(() => {});
+      await chunkservers.beatAll().catch(() => {});
       await sleep(100);
     }
   })();
