@@ -83,7 +83,7 @@ export function tcpDataPlane(options: TcpDataPlaneOptions = {}): TcpDataPlane {
   const reads = new PooledDialer(network);
   const stall = realStallWatch(options.readStallMs ?? readStallMsDefault);
   const pipelineStall = realStallWatch(options.pipelineStallMs ?? pipelineStallMsDefault);
-  const local = options.localReads === false ? null : new LocalReads((address, handle, version) => askLocalReplica(reads, address, handle, version, stall));
+  const local = options.localReads === false ? null : new LocalReads((address, handle, version) => askLocalReplica(reads, address, handle, version, stall), { stall });
   let networkBytes = 0;
   return {
     async openPipeline(o): Promise<ChunkPipeline> {
@@ -108,8 +108,8 @@ export function tcpDataPlane(options: TcpDataPlaneOptions = {}): TcpDataPlane {
         },
       };
     },
-    async readRange(address, request, into) {
-      const fromFile = await local?.read(address, request, into);
+    async readRange(address, request, into, options) {
+      const fromFile = await local?.read(address, request, into, options);
       if (fromFile !== undefined) return fromFile;
       const bytes = await readRange(reads, address, request, into, stall);
       networkBytes += bytes.length;

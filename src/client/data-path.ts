@@ -108,10 +108,37 @@ export interface PipelineFailure {
   readonly ackedLengthBytes: number;
 }
 
+/** How a read may use the caller's buffer. */
+export interface ReadIntoOptions {
+  /**
+   * The caller owns `into` and can retire it: on a ReadBufferAbandonedError it never reads or reuses that
+   * buffer again. Only then does a short-circuit local read read straight into it (a file-system call cannot
+   * be cancelled, so one abandoned on a hung disk may write into its buffer at any later time); otherwise it
+   * reads into buffers of its own and copies the verified bytes out.
+   */
+  readonly retirable?: boolean;
+}
+
+/**
+ * A read into a retirable buffer (ReadIntoOptions) gave up on a file-system call still reading into it (a
+ * short-circuit local read on a hung disk). The caller must retire the buffer, and read the range again into
+ * other memory: the replica's address is then read over the network.
+ */
+export class ReadBufferAbandonedError extends Error {
+  readonly code = 'TIMEOUT';
+  constructor(readonly detail: string) {
+    super(`TIMEOUT: ${detail}`);
+    this.name = 'ReadBufferAbandonedError';
+  }
+}
+
 export interface DataPlane {
   openPipeline(options: OpenPipeline): Promise<ChunkPipeline>;
-  /** `into` (exactly `length` bytes), if given, may receive the bytes: the result is then `into` itself. */
-  readRange(address: string, request: { handle: number; version: number; offset: number; length: number }, into?: Uint8Array): Promise<Uint8Array>;
+  /**
+   * `into` (exactly `length` bytes), if given, may receive the bytes: the result is then `into` itself. With
+   * `retirable` (see ReadIntoOptions) the data plane may read into `into` with a call it cannot cancel.
+   */
+  readRange(address: string, request: { handle: number; version: number; offset: number; length: number }, into?: Uint8Array, options?: ReadIntoOptions): Promise<Uint8Array>;
   /** The failure of a pipeline (from openPipeline or any pipeline call), or undefined for other errors. */
   pipelineFailure(error: unknown): PipelineFailure | undefined;
   /** The data plane's error code of a failed read (e.g. CHECKSUM_MISMATCH), if it has one. */

@@ -12,8 +12,8 @@
  * Only sealed chunks are read: the file's readable length is the sum of its sealed chunks' lengths.
  */
 import type { DataBug } from '../chunkserver/bugs.ts';
-import { FileIoError } from './data-path.ts';
-import type { ChunkLocation, DataPlane, ReaderMetadata, Replica } from './data-path.ts';
+import { FileIoError, ReadBufferAbandonedError } from './data-path.ts';
+import type { ChunkLocation, DataPlane, ReaderMetadata, ReadIntoOptions, Replica } from './data-path.ts';
 import { ReadSession } from './read-session.ts';
 import type { SpareBuffers } from './spare-buffers.ts';
 
@@ -45,9 +45,7 @@ export class FileReader {
   /** The whole file (its sealed chunks), in one buffer allocated once. */
   async readFile(path: string): Promise<Buffer> {
     const chunks = await this.locations(path);
-    const out = Buffer.allocUnsafe(chunks.reduce((sum, c) => sum + c.lengthBytes, 0));
-    await this.readChunks(chunks, 0, out);
-    return out;
+    return this.readOwn(chunks, 0, chunks.reduce((sum, c) => sum + c.lengthBytes, 0));
   }
 
   /** Up to `length` bytes from `offset` (fewer at the end of the file), in one new buffer. */
@@ -56,9 +54,26 @@ export class FileReader {
       throw new FileIoError('EINVAL', `bad range: offset ${offset}, length ${length}`);
     const chunks = await this.locations(path);
     const total = chunks.reduce((sum, c) => sum + c.lengthBytes, 0);
-    const out = Buffer.allocUnsafe(Math.max(0, Math.min(length, total - offset)));
-    await this.readChunks(chunks, offset, out);
-    return out;
+    return this.readOwn(chunks, offset, Math.max(0, Math.min(length, total - offset)));
+  }
+
+  /**
+   * `length` bytes from `start` in a new buffer of the reader's own, which it can retire (ReadIntoOptions): a
+   * read abandoned with a file-system call still writing into it is read again into another buffer (the
+   * hung replica's address is then read over the network).
+   */
+  private async readOwn(chunks: readonly ChunkLocation[], start: number, length: number): Promise<Buffer> {
+    // Its own memory (never a slice of Node's shared pool, which an abandoned call could write into).
+    const out = Buffer.allocUnsafeSlow(length);
+    try {
+      await this.readChunks(chunks, start, out, { retirable: true });
+      return out;
+    } catch (error) {
+      if (!(error instanceof ReadBufferAbandonedError)) throw error;
+      const again = Buffer.allocUnsafe(length);
+      await this.readChunks(chunks, start, again);
+      return again;
+    }
   }
 
   /**
@@ -80,7 +95,7 @@ export class FileReader {
    */
   open(path: string): ReadSession {
     return new ReadSession(
-      { locations: (p) => this.locations(p), readChunks: (chunks, start, out) => this.readChunks(chunks, start, out) },
+      { locations: (p) => this.locations(p), readChunks: (chunks, start, out, options) => this.readChunks(chunks, start, out, options) },
       path,
       this.options.bugs,
       this.options.spares,
@@ -102,8 +117,12 @@ export class FileReader {
     }
   }
 
-  /** Fills `out` with the file's bytes from `start` (out.length of them, all within the sealed chunks). */
-  private async readChunks(chunks: readonly ChunkLocation[], start: number, out: Uint8Array): Promise<void> {
+  /**
+   * Fills `out` with the file's bytes from `start` (out.length of them, all within the sealed chunks). Settles
+   * only when no read writes into `out` any more (but an abandoned one, ReadBufferAbandonedError, which is the
+   * error then thrown whatever else failed).
+   */
+  private async readChunks(chunks: readonly ChunkLocation[], start: number, out: Uint8Array, options?: ReadIntoOptions): Promise<void> {
     const end = start + out.length;
     let chunkStart = 0;
     const reads: Promise<void>[] = [];
@@ -113,26 +132,32 @@ export class FileReader {
       const from = Math.max(start, chunkStart);
       const to = Math.min(end, chunkEnd);
       // Each chunk's part is read straight into its place in `out` (the parts are disjoint).
-      if (from < to) reads.push(this.readChunk(chunk, from - chunkStart, out.subarray(from - start, to - start)));
+      if (from < to) reads.push(this.readChunk(chunk, from - chunkStart, out.subarray(from - start, to - start), options));
       chunkStart = chunkEnd;
     }
-    await Promise.all(reads);
+    // Every read settles first: one failing must not leave the others writing into `out` after this returns.
+    const failures = (await Promise.allSettled(reads)).flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+    if (failures.length > 0) throw failures.find((e) => e instanceof ReadBufferAbandonedError) ?? failures[0];
   }
 
-  /** Fills `into` with the chunk's bytes from `offset`, from the first replica that serves them. */
-  private async readChunk(chunk: ChunkLocation, offset: number, into: Uint8Array): Promise<void> {
+  /**
+   * Fills `into` with the chunk's bytes from `offset`, from the first replica that serves them. A read
+   * abandoned with a call still writing into `into` ends it (no replica is read into it again).
+   */
+  private async readChunk(chunk: ChunkLocation, offset: number, into: Uint8Array, options?: ReadIntoOptions): Promise<void> {
     const length = into.length;
     const { data, metadata } = this.options;
     const replicas = this.options.orderReplicas?.(chunk) ?? localFirst(rotate(chunk.replicas, chunk.handle), data);
     let last: unknown = undefined;
     for (const replica of replicas) {
       try {
-        const bytes = await data.readRange(replica.address, { handle: chunk.handle, version: chunk.version, offset, length }, into);
+        const bytes = await data.readRange(replica.address, { handle: chunk.handle, version: chunk.version, offset, length }, into, options);
         if (bytes.length !== length) throw new FileIoError('EIO', `replica ${replica.id} returned ${bytes.length} of ${length} bytes`);
         // A data plane that ignores `into` returns its own buffer: one copy then.
         if (bytes !== into) into.set(bytes);
         return;
       } catch (error) {
+        if (error instanceof ReadBufferAbandonedError) throw error;
         last = error;
         const code = data.errorCode(error);
         const bad = code !== undefined && badReplicaCodes.has(code);

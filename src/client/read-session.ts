@@ -28,8 +28,8 @@
  */
 import type { DataBug } from '../chunkserver/bugs.ts';
 import { noDataBugs } from '../chunkserver/bugs.ts';
-import type { ChunkLocation } from './data-path.ts';
-import { FileIoError } from './data-path.ts';
+import type { ChunkLocation, ReadIntoOptions } from './data-path.ts';
+import { FileIoError, ReadBufferAbandonedError } from './data-path.ts';
 import { SpareBuffers } from './spare-buffers.ts';
 
 /** Bytes per read-ahead piece: one data-plane read each. */
@@ -41,8 +41,11 @@ export const readAheadPiecesMax = 4;
 export interface ReadSessionSource {
   /** Every sealed chunk of the file, in order (a fresh list from the metadata leader). */
   locations(path: string): Promise<ChunkLocation[]>;
-  /** Fills `out` with the bytes of `chunks` (the file's list) from the file offset `start`. */
-  readChunks(chunks: readonly ChunkLocation[], start: number, out: Uint8Array): Promise<void>;
+  /**
+   * Fills `out` with the bytes of `chunks` (the file's list) from the file offset `start`. With `retirable`,
+   * it may reject with ReadBufferAbandonedError: `out`'s buffer must then never be touched again.
+   */
+  readChunks(chunks: readonly ChunkLocation[], start: number, out: Uint8Array, options?: ReadIntoOptions): Promise<void>;
 }
 
 interface Piece {
@@ -53,8 +56,11 @@ interface Piece {
   readonly skip: number;
   /** Settles when the read into `base` is done: true when it succeeded. */
   readonly done: Promise<boolean>;
-  /** Set when `done` has settled (the buffer can be reused at once). */
-  readonly state: { settled: boolean };
+  /**
+   * `settled`: `done` has settled (the buffer can be reused at once). `abandoned`: the read gave up on a
+   * file-system call that may still write into `base` (a local read on a hung disk): the buffer is retired.
+   */
+  readonly state: { settled: boolean; abandoned: boolean };
 }
 
 export interface ReadSessionStats {
@@ -201,14 +207,18 @@ export class ReadSession {
       const chunkEnd = this.starts[this.chunkIndexAt(at) + 1]!;
       const end = Math.min(at + readAheadPieceBytes, chunkEnd, total);
       const base = this.free.pop() ?? this.allocate();
-      const state = { settled: false };
+      const state = { settled: false, abandoned: false };
       const settle = (ok: boolean): boolean => {
         state.settled = true;
         return ok;
       };
-      const done = this.source.readChunks(this.chunks!, at, base.subarray(0, end - at)).then(
+      // The session owns `base` and can retire it: a local read may read straight into it (ReadIntoOptions).
+      const done = this.source.readChunks(this.chunks!, at, base.subarray(0, end - at), { retirable: true }).then(
         () => settle(true),
-        () => settle(false),
+        (error: unknown) => {
+          if (error instanceof ReadBufferAbandonedError) state.abandoned = true;
+          return settle(false);
+        },
       );
       this.pieces.push({ start: at, end, base, skip: 0, done, state });
       at = end;
@@ -243,10 +253,12 @@ export class ReadSession {
 
   /**
    * The piece's buffer returns to the pool once its read settles (it may still be writing into it): at once
-   * when it has, so the next piece reuses it (a fresh buffer per piece costs page faults on every byte).
+   * when it has, so the next piece reuses it (a fresh buffer per piece costs page faults on every byte). A
+   * buffer whose read was abandoned is retired: left to the garbage collector, never reused or given back.
    */
   private release(piece: Piece): void {
     const recycle = (): void => {
+      if (piece.state.abandoned) return;
       if (!this.closed) this.free.push(piece.base);
       else this.spares.give(piece.base);
     };

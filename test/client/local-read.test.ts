@@ -3,7 +3,9 @@
  * FileChunkStore on the local disk: a sealed replica is read from its files, exact for any range; whatever
  * is not right (a flipped bit, another host's token, a server that offers none, an unsealed or compressed
  * replica, a stale version) falls back to the data plane, which gives the bytes or the typed error; at most
- * localReplicasOpenMax data files stay open.
+ * localReplicasOpenMax data files stay open; a hung disk (file calls that never return) costs a read the
+ * stall timeout at most, and neither its slots nor a caller's buffer it may not retire stay with the hung
+ * calls.
  */
 import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -18,9 +20,12 @@ import { NodeDisk } from '../../src/chunkserver/disk.ts';
 import { FileChunkStore } from '../../src/chunkserver/store.ts';
 import { checksumBlockBytes } from '../../src/chunkserver/types.ts';
 import { tcpDataPlane } from '../../src/client/connect.ts';
-import { LocalReads, localReadPieceBytes, localReplicasOpenMax } from '../../src/client/local-read.ts';
+import { realStallWatch } from '../../src/chunkserver/dataplane/stall.ts';
+import { ReadBufferAbandonedError } from '../../src/client/data-path.ts';
+import { LocalReads, localReadPieceBytes, localReadPiecesInflightMax, localReplicasOpenMax } from '../../src/client/local-read.ts';
+import type { LocalFile } from '../../src/client/local-read.ts';
 import { PooledDialer } from '../../src/client/read-pool.ts';
-import { patternBytes } from '../chunkserver/dataplane-harness.ts';
+import { patternBytes, track } from '../chunkserver/dataplane-harness.ts';
 
 interface Setup {
   readonly dir: string;
@@ -59,7 +64,7 @@ async function sealed(store: FileChunkStore, handle: number, version: number, da
 
 function localReadsOf(s: Setup, nowMs?: () => number): { local: LocalReads; pool: PooledDialer } {
   const pool = new PooledDialer(s.network);
-  const local = new LocalReads((address, handle, version) => askLocalReplica(pool, address, handle, version), nowMs);
+  const local = new LocalReads((address, handle, version) => askLocalReplica(pool, address, handle, version), nowMs === undefined ? {} : { nowMs });
   return { local, pool };
 }
 
@@ -228,4 +233,119 @@ void t.test(`at most ${localReplicasOpenMax} replicas stay open`, async (t) => {
   t.equal(local.openCount, 0, 'close() closes every file');
   t.equal(await local.read(s.server.address, { handle: 1, version: 1, offset: 0, length: 10 }), undefined, 'and later reads go over the data plane');
   t.same(await readRange(pool, s.server.address, { handle: 1, version: 1, offset: 0, length: 10 }), patternBytes(1000, 1).subarray(0, 10));
+});
+
+void t.test('a hung disk: local opens and piece reads give up after the stall timeout, free their slots, and write late only into retirable buffers', async (t) => {
+  const stallMs = 300;
+  const hungDisk = await setup();
+  t.teardown(() => hungDisk.close());
+  const healthy = await setup(); // a second chunkserver on this host, on another disk
+  t.teardown(() => healthy.close());
+  const data = patternBytes(length, 15);
+  await sealed(hungDisk.store, 20, 1, data);
+  await sealed(hungDisk.store, 21, 1, data);
+  await sealed(healthy.store, 20, 1, data);
+
+  // Files under hungDisk.dir: reads (or opens of data files) that never return while `hang` says so, until
+  // the test lets them finish late.
+  let hang: 'nothing' | 'reads' | 'data-opens' = 'nothing';
+  const hungReads: { buffer: Uint8Array; finish: () => void }[] = [];
+  const hungOpens: ((file: LocalFile) => void)[] = [];
+  const readTargets: ArrayBufferLike[] = [];
+  const openFile = async (path: string): Promise<LocalFile> => {
+    const onHungDisk = path.startsWith(hungDisk.dir);
+    if (onHungDisk && hang === 'data-opens' && path.endsWith('.data')) return new Promise<LocalFile>((resolve) => hungOpens.push(resolve));
+    const file = await open(path, 'r');
+    return {
+      read(buffer, offset, n, position) {
+        readTargets.push(buffer.buffer);
+        if (!(onHungDisk && hang === 'reads')) return file.read(buffer, offset, n, position);
+        // Finishing late writes garbage where the bytes would have gone, as a late read would.
+        const target = buffer.subarray(offset, offset + n);
+        return new Promise((resolve) => hungReads.push({ buffer: target, finish: () => resolve({ bytesRead: target.fill(0xaa).length }) }));
+      },
+      stat: () => file.stat(),
+      close: () => file.close(),
+    };
+  };
+  let now = 1_000;
+  const pool = new PooledDialer(hungDisk.network);
+  const local = new LocalReads((address, handle, version) => askLocalReplica(pool, address, handle, version), { stall: realStallWatch(stallMs), openFile, nowMs: () => now });
+  t.teardown(() => {
+    pool.close();
+    return local.close();
+  });
+  const slow = hungDisk.server.address;
+  t.same(await local.read(slow, { handle: 20, version: 1, offset: 0, length: 10 }), data.subarray(0, 10), 'read locally while the disk answers');
+  t.same(await local.read(healthy.server.address, { handle: 20, version: 1, offset: 0, length: 10 }), data.subarray(0, 10));
+
+  // The disk hangs: a whole-replica read into a buffer the caller owns (two pieces, copied), a whole-replica
+  // read into a buffer the caller can retire (read into straight) and a small read take every slot.
+  hang = 'reads';
+  const owned = Buffer.alloc(length, 0xee);
+  const retirable = Buffer.alloc(length, 0xee);
+  const small = Buffer.alloc(10, 0xee);
+  const started = Date.now();
+  const timed = <T>(promise: Promise<T>) => track(promise.then((value) => ({ value, tookMs: Date.now() - started })));
+  const ownedRead = timed(local.read(slow, { handle: 20, version: 1, offset: 0, length }, owned));
+  const retirableRead = timed(local.read(slow, { handle: 20, version: 1, offset: 0, length }, retirable, { retirable: true }));
+  const smallRead = timed(local.read(slow, { handle: 20, version: 1, offset: 100, length: 10 }, small));
+  // A read of the healthy server's replica waits for a slot behind them.
+  const behind = track(local.read(healthy.server.address, { handle: 20, version: 1, offset: 5, length: 1000 }, Buffer.alloc(1000)));
+  await new Promise((r) => setTimeout(r, stallMs + 1_500));
+  t.equal(hungReads.length, localReadPiecesInflightMax, 'every slot went to a read of the hung disk');
+  t.ok(ownedRead.done && retirableRead.done && smallRead.done, 'every read of the hung disk gave up');
+  t.ok(behind.done, 'the read waiting for a slot got one');
+  for (const r of [ownedRead, smallRead].filter((r) => r.done)) {
+    const { value, tookMs } = await r.promise;
+    t.equal(value, undefined, 'a read into a buffer the caller owns returns undefined: the caller goes over the data plane');
+    t.ok(tookMs >= stallMs - 20 && tookMs < stallMs + 1_000, `after the stall timeout (${tookMs} ms for ${stallMs})`);
+  }
+  if (retirableRead.done) {
+    t.ok(retirableRead.error instanceof ReadBufferAbandonedError, 'a read into a retirable buffer rejects: the caller retires it');
+    t.match(retirableRead.error, { code: 'TIMEOUT' });
+  }
+  if (behind.done) t.same(await behind.promise, data.subarray(5, 1005), "the healthy server's replica read locally");
+  t.ok(local.stats.stalls >= 1, `stalls counted (${local.stats.stalls})`);
+  t.notOk(local.isLocal(slow), 'the hung address is not read locally for a while');
+  t.ok(local.isLocal(healthy.server.address));
+  const hungBefore = hungReads.length;
+  const later = track(local.read(slow, { handle: 20, version: 1, offset: 0, length: 10 }));
+  await new Promise((r) => setTimeout(r, 50));
+  t.ok(later.done, 'a later read of it goes over the data plane at once');
+  if (later.done) t.equal(await later.promise, undefined);
+  t.equal(hungReads.length, hungBefore, 'without touching its files');
+  t.same(await readRange(pool, slow, { handle: 20, version: 1, offset: 0, length: 10 }), data.subarray(0, 10), 'where the chunkserver serves it');
+  now += 61_000;
+  t.equal(await local.read(slow, { handle: 20, version: 1, offset: 0, length: 10 }), undefined, 'nor after localReadRetryMs while its hung calls are out');
+  t.equal(hungReads.length, hungBefore, 'no further call is risked on the hung disk');
+
+  // Only the retirable buffer was read into straight; the hung calls finish late, writing garbage.
+  const hungTargets = new Set(hungReads.map((r) => r.buffer.buffer));
+  t.ok(hungTargets.has(retirable.buffer), 'the retirable buffer was read into straight');
+  t.notOk(hungTargets.has(owned.buffer) || hungTargets.has(small.buffer), "no file read was given a buffer the caller owns");
+  hang = 'nothing';
+  for (const r of hungReads) r.finish();
+  await new Promise((r) => setTimeout(r, 20));
+  t.ok([owned, small].every((into) => into.every((b) => b === 0xee)), "the late reads changed nothing in the owners' buffers");
+  const targetsBefore = readTargets.length;
+  for (let i = 0; i < 8; i++) {
+    const into = Buffer.alloc(length);
+    t.equal(await local.read(healthy.server.address, { handle: 20, version: 1, offset: 0, length }, into), into);
+    if (!into.equals(data)) t.fail(`read ${i} after the late completions differs`);
+  }
+  t.notOk(readTargets.slice(targetsBefore).some((target) => hungTargets.has(target)), 'no buffer of an abandoned read was used again');
+
+  // Its hung calls returned and localReadRetryMs passed: the address is tried again; now an open of a data file hangs.
+  hang = 'data-opens';
+  const opening = track(local.read(slow, { handle: 21, version: 1, offset: 0, length: 10 }));
+  await new Promise((r) => setTimeout(r, stallMs + 1_500));
+  t.equal(hungOpens.length, 1, 'the data file open hangs');
+  t.ok(opening.done, 'the read gave up on the hung open');
+  if (opening.done) t.equal(await opening.promise, undefined);
+  t.notOk(local.isLocal(slow));
+  let lateClosed = false;
+  hungOpens[0]!({ read: () => Promise.reject(new Error('not to be read')), stat: () => Promise.reject(new Error('not to be read')), close: () => Promise.resolve(void (lateClosed = true)) });
+  await new Promise((r) => setTimeout(r, 20));
+  t.ok(lateClosed, 'a file the hung open yields late is closed');
 });

@@ -1,7 +1,10 @@
 import t from 'tap';
 import { FileReader } from '../../src/client/file-reader.ts';
 import { FileWriter } from '../../src/client/file-writer.ts';
+import { ReadBufferAbandonedError } from '../../src/client/data-path.ts';
+import type { ReadIntoOptions } from '../../src/client/data-path.ts';
 import { readAheadPieceBytes, readAheadPiecesMax } from '../../src/client/read-session.ts';
+import { SpareBuffers } from '../../src/client/spare-buffers.ts';
 import { FakeDataPlane, FakeMetadata, ManualTimers } from './fakes.ts';
 import { pattern } from './pattern.ts';
 
@@ -172,4 +175,86 @@ void t.test('a file replaced after the first read: the known chunks are read unt
   t.equal(await session.readInto(3 * MiB - 10, past), 2 * MiB, 'past the old end: the new list');
   t.ok(past.equals(other.subarray(3 * MiB - 10, 5 * MiB - 10)), "the new file's bytes, none read ahead from the old one");
   session.close();
+});
+
+/**
+ * A data plane whose next `abandonNext` reads into retirable buffers give up as a local read on a hung disk
+ * does (ReadBufferAbandonedError, the buffer kept by a call that writes into it late: here, the test).
+ */
+class AbandoningDataPlane extends FakeDataPlane {
+  abandonNext = 0;
+  /** Buffers of abandoned reads, and the backing store of every buffer a read was asked to fill, in order. */
+  readonly abandoned: Uint8Array[] = [];
+  readonly targets: Uint8Array[] = [];
+  override readRange(address: string, request: { handle: number; version: number; offset: number; length: number }, into?: Uint8Array, options?: ReadIntoOptions): Promise<Uint8Array> {
+    if (into !== undefined) this.targets.push(into);
+    if (into !== undefined && options?.retirable === true && this.abandonNext > 0) {
+      this.abandonNext--;
+      this.abandoned.push(into);
+      return Promise.reject(new ReadBufferAbandonedError(`read of chunk ${request.handle} abandoned`));
+    }
+    return super.readRange(address, request);
+  }
+  /** The late writes of the abandoned calls: garbage over every abandoned buffer. */
+  writeLate(): void {
+    for (const into of this.abandoned) into.fill(0xaa);
+  }
+}
+
+void t.test('a read abandoned with a call still writing into its buffer: the buffer is retired, the bytes read again elsewhere', async (t) => {
+  const data = new AbandoningDataPlane(4);
+  const metadata = new FakeMetadata(data, 4 * MiB);
+  const bytes = pattern(16 * MiB, 9);
+  const writer = await FileWriter.open('/f', { metadata, data, holder: 'w1', timers: new ManualTimers() });
+  await writer.write(bytes);
+  await writer.close();
+  const spares = new SpareBuffers();
+  const reader = new FileReader({ metadata, data, orderReplicas: (c) => c.replicas, spares });
+
+  // Path reads read into buffers of the reader's own, retirable: one abandoned is read again into another.
+  data.abandonNext = 1;
+  const whole = await reader.readFile('/f');
+  t.equal(data.abandoned.length, 1, 'the first read into the result buffer was abandoned');
+  t.not(whole.buffer, data.abandoned[0]!.buffer, 'and the result is another buffer');
+  const same = (a: Uint8Array, b: Uint8Array): boolean => a.buffer === b.buffer && a.byteOffset === b.byteOffset;
+  t.equal(data.targets.filter((b) => same(b, data.abandoned[0]!)).length, 1, "no other replica was read into the abandoned read's buffer");
+  data.writeLate();
+  t.ok(whole.equals(bytes), 'the file, whatever the abandoned call writes late');
+  data.abandonNext = 1;
+  const part = await reader.read('/f', 5 * MiB + 3, 2 * MiB);
+  data.writeLate();
+  t.ok(part.equals(bytes.subarray(5 * MiB + 3, 7 * MiB + 3)), 'a range read likewise');
+
+  // A caller's buffer is never offered as retirable: nothing is abandoned in it.
+  data.abandonNext = 1;
+  const into = Buffer.alloc(3 * MiB);
+  t.equal(await reader.readInto('/f', MiB, into), 3 * MiB);
+  t.equal(data.abandonNext, 1, "a read into the caller's buffer is not retirable");
+  t.ok(into.equals(bytes.subarray(MiB, 4 * MiB)));
+  data.abandonNext = 0;
+
+  // A session's read-ahead pieces are retirable: two abandoned, their buffers never used again.
+  const session = reader.open('/f');
+  const got = Buffer.alloc(bytes.length);
+  const before = data.abandoned.length;
+  const targetsBefore = data.targets.length;
+  data.abandonNext = 2;
+  await session.readInto(0, got.subarray(0, readAheadPieceBytes)); // into the caller's buffer; starts the read-ahead
+  for (let off = readAheadPieceBytes; off < bytes.length; off += readAheadPieceBytes) {
+    await session.readInto(off, got.subarray(off, off + readAheadPieceBytes));
+    data.writeLate();
+  }
+  const pieceBuffers = data.abandoned.slice(before).map((b) => b.buffer);
+  t.equal(pieceBuffers.length, 2, 'two read-ahead pieces abandoned');
+  t.ok(got.equals(bytes), 'every byte, read again by the reads that reached the abandoned pieces');
+  const sessionTargets = data.targets.slice(targetsBefore).map((b) => b.buffer);
+  t.ok(
+    pieceBuffers.every((p) => sessionTargets.filter((b) => b === p).length === 1),
+    'no abandoned piece buffer read into again',
+  );
+  session.close();
+  const kept: Buffer[] = [];
+  while (spares.keptBytes > 0) kept.push(spares.take(readAheadPieceBytes));
+  t.ok(kept.length > 0, `the session's other buffers went back to the spares (${kept.length})`);
+  t.notOk(kept.some((b) => pieceBuffers.includes(b.buffer)), 'the abandoned ones did not');
 });
