@@ -212,6 +212,14 @@ export type Op =
       readonly type: 'setChunkserverState';
       readonly id: number;
       readonly state: ChunkserverState;
+    } & Conditional)
+  | ({
+      /**
+       * An operator's: a decommissioned chunkserver leaves the registry (its id is never reused). The leader
+       * proposes it only when no chunk lists the server and it is silent (server.ts, ForgetChunkserver).
+       */
+      readonly type: 'forgetChunkserver';
+      readonly id: number;
     } & Conditional);
 
 export type OpType = Op['type'];
@@ -297,6 +305,7 @@ const specs: Readonly<Record<OpType, Spec>> = {
     ...cond,
   },
   setChunkserverState: { id: req('nat'), state: req('state'), ...cond },
+  forgetChunkserver: { id: req('nat'), ...cond },
 };
 
 export const opTypes = Object.keys(specs) as OpType[];

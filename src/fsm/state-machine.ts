@@ -456,6 +456,8 @@ function execute(txn: Txn, op: Op): Promise<unknown> {
       return w.registerChunkserver(txn, op);
     case 'setChunkserverState':
       return w.setChunkserverState(txn, op);
+    case 'forgetChunkserver':
+      return w.forgetChunkserver(txn, op);
   }
 }
 

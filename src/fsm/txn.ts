@@ -316,6 +316,10 @@ export class Txn {
     return bytes === undefined ? undefined : rec.decodeChunkserver(id, bytes);
   }
 
+  deleteChunkserver(id: number): void {
+    this.view.delete(keys.chunkserverKey(id));
+  }
+
   /** Stores a chunkserver record; its generation becomes this command's index. */
   putChunkserver(c: Chunkserver): void {
     c.generation = this.index;

@@ -57,6 +57,7 @@ export const metadataMethods = [
   'ChunkReport',
   'ListChunkservers',
   'DecommissionChunkserver',
+  'ForgetChunkserver',
   'Submit',
 ] as const;
 export type MetadataMethod = (typeof metadataMethods)[number];

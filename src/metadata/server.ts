@@ -341,6 +341,7 @@ export class MetadataServer {
       ChunkReport: (r) => this.chunkReport(r),
       ListChunkservers: (r) => this.listChunkservers(r),
       DecommissionChunkserver: (r) => this.decommissionChunkserver(r),
+      ForgetChunkserver: (r) => this.forgetChunkserver(r),
       Submit: (r) => this.submit(r),
     };
     const impl: grpc.UntypedServiceImplementation = {};
@@ -990,6 +991,16 @@ export class MetadataServer {
     if (current.value.state === 'decommissioning') return { id, generation: current.value.generation };
     this.logger.info({ chunkserver: id }, 'decommissioning a chunkserver');
     return this.mutate({ type: 'setChunkserverState', id, state: 'decommissioning', ifGeneration: current.value.generation }, undefined);
+  }
+
+  private async forgetChunkserver(r: WireRequest): Promise<WireReply> {
+    const id = v.positiveId(r['id'], 'id');
+    await this.leaderRead();
+    const clock = this.options.clock ?? systemClock;
+    const result = await this.chunks.forget(id, clock.nowMs());
+    if (!result.ok) return errorReply({ code: result.code, message: result.message });
+    this.logger.info({ chunkserver: id }, 'forgot a decommissioned chunkserver');
+    return { id };
   }
 
   // ===================== metrics =====================

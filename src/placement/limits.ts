@@ -41,6 +41,11 @@ export interface ChunkManagerLimits {
   readonly leaseRecoveryReplicasLostMs: number;
   /** Chunks under lease recovery at once, and recoveries begun per pass, at most. */
   readonly leaseRecoveriesMax: number;
+  /**
+   * Chunkservers in the registry, at most: a new one's registration is refused (EINVAL, naming the limit)
+   * while the registry holds this many. Decommissioned ones leave it with ForgetChunkserver.
+   */
+  readonly chunkserversMax: number;
 }
 
 export const defaultChunkManagerLimits: ChunkManagerLimits = {
@@ -60,6 +65,7 @@ export const defaultChunkManagerLimits: ChunkManagerLimits = {
   leaseRecoveryAnswerWaitMs: 15_000,
   leaseRecoveryReplicasLostMs: 10 * 60_000,
   leaseRecoveriesMax: 256,
+  chunkserversMax: 10_000,
 };
 
 /** Crashes loudly on limits that contradict each other (checked once, at construction). */
@@ -76,6 +82,7 @@ export function checkChunkManagerLimits(l: ChunkManagerLimits): void {
     'recoveryLeaseMs',
     'leaseRecoveryAnswerWaitMs',
     'leaseRecoveriesMax',
+    'chunkserversMax',
   ];
   for (const k of positive) {
     if (!Number.isSafeInteger(l[k]) || l[k] < 1) throw new RangeError(`chunk manager limit ${k} must be a positive integer`);

@@ -255,9 +255,39 @@ export class ChunkManager {
     this.startedMs = options.nowMs;
   }
 
-  /** The replicated state to decide on from now on. */
+  /**
+   * The replicated state to decide on from now on. What the manager kept about servers the view no longer
+   * has (forgotten: ForgetChunkserver) is dropped.
+   */
   setView(view: ClusterView): void {
     this.view = view;
+    this.dropForgottenServers();
+  }
+
+  /** Drops what is kept per server for servers not in the view (a pass over at most the registry's size). */
+  private dropForgottenServers(): void {
+    const servers = this.view.servers;
+    for (const map of [this.lastHeartbeatMs, this.usage, this.holdings, this.outbox]) for (const id of map.keys()) if (!servers.has(id)) map.delete(id);
+    for (const set of [this.fullReportSeen, this.fullReportsOpen]) for (const id of set) if (!servers.has(id)) set.delete(id);
+  }
+
+  /**
+   * Why the chunkserver may not be forgotten now (ForgetChunkserver), or undefined when it may: it must be
+   * decommissioned, listed by no chunk of the view (sealed or not, of a live file or not), in no copy or
+   * lease recovery, and silent for heartbeatTimeoutMs (a new leader first waits leaderGraceMs, as for
+   * liveness). Decommissioned servers are never given a replica again, so the answer cannot go stale before
+   * the forgetChunkserver command applies.
+   */
+  forgetRefusal(id: number, nowMs: number): string | undefined {
+    const server = this.mustServer(id);
+    if (server.state === 'decommissioning') return `chunkserver ${id} is decommissioning: wait until it is decommissioned (its chunks are being copied elsewhere)`;
+    if (server.state !== 'decommissioned') return `chunkserver ${id} is ${server.state}: decommission it first (rfsctl chunkservers decommission ${id}), then wait until it is decommissioned`;
+    for (const chunk of this.view.chunks.values()) if (chunk.replicas.includes(id)) return `chunk ${chunk.handle} still lists chunkserver ${id}`;
+    for (const list of this.copies.values()) for (const c of list) if (c.source === id || c.target === id) return `a copy of chunk ${c.handle} involves chunkserver ${id}`;
+    for (const r of this.recoveries.values()) if (r.targets.has(id)) return `the lease recovery of chunk ${r.handle} involves chunkserver ${id}`;
+    const last = this.lastHeartbeatMs.get(id) ?? this.startedMs + this.limits.leaderGraceMs - this.limits.heartbeatTimeoutMs;
+    if (nowMs - last <= this.limits.heartbeatTimeoutMs) return `chunkserver ${id} was heard from ${Math.max(0, Math.round(nowMs - last))} ms ago: stop it, and forget it once it has been silent for ${this.limits.heartbeatTimeoutMs} ms`;
+    return undefined;
   }
 
   currentView(): ClusterView {

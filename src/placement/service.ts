@@ -4,12 +4,14 @@
  * proposes its decisions, and answers chunkservers and writers. Still pure: no timers and no clock of its
  * own; the caller calls `step(nowMs)` on its timer and passes its clock's time everywhere.
  */
+import { failure } from '../fsm/errors.ts';
 import type { FsResult } from '../fsm/errors.ts';
 import type { Op, SessionStamp } from '../fsm/commands.ts';
 import type { RandomSource } from '../raft/config.ts';
 import type { PlacementBug } from './bugs.ts';
 import { PlacementError } from './errors.ts';
 import type { ChunkManagerLimits } from './limits.ts';
+import { defaultChunkManagerLimits } from './limits.ts';
 import type { BadReplicaOutcome, ChunkManagerStatus, ChunkReport, ChunkView, ClusterView, Reply, Usage } from './manager.ts';
 import { ChunkManager } from './manager.ts';
 
@@ -42,6 +44,8 @@ export class ChunkService {
   private registeredSinceView = false;
   /** When refreshView last reloaded the view (clock ms). */
   private refreshedAtMs = -Infinity;
+  /** The registration of new chunkservers in progress (one at a time: register). */
+  private registering: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly deps: ChunkServiceDeps) {}
 
@@ -121,10 +125,39 @@ export class ChunkService {
     },
     session?: SessionStamp,
   ): Promise<FsResult> {
+    if (request.id !== undefined) return this.proposeRegistration(request, session);
+    // New servers one at a time, each checked against the registry's bound on a view that includes the ones
+    // registered before it (so the bound holds but for registrations a previous leader left in flight).
+    const run = this.registering.then(async () => {
+      const size = (await this.deps.loadView()).servers.size;
+      const max = this.deps.limits?.chunkserversMax ?? defaultChunkManagerLimits.chunkserversMax;
+      if (size >= max) {
+        return failure('EINVAL', `the registry holds ${size} chunkservers, its limit (chunkserversMax ${max}): forget decommissioned ones (rfsctl chunkservers forget) or raise the limit`);
+      }
+      return this.proposeRegistration(request, session);
+    });
+    this.registering = run.catch(() => undefined);
+    return run;
+  }
+
+  private async proposeRegistration(request: Parameters<ChunkService['register']>[0], session: SessionStamp | undefined): Promise<FsResult> {
     const op: Op = { type: 'registerChunkserver', ...request };
     const result = await (session === undefined ? this.deps.propose(op) : this.deps.propose(op, session));
     if (result.ok) this.registeredSinceView = true;
     return result;
+  }
+
+  /**
+   * Forgets a decommissioned, drained and silent chunkserver (ChunkManager.forgetRefusal says what else it
+   * must be), on a freshly loaded view: EINVAL with the reason when it may not be forgotten yet.
+   */
+  async forget(id: number, nowMs: number): Promise<FsResult> {
+    const m = this.mustManager();
+    m.setView(await this.deps.loadView());
+    const refusal = m.forgetRefusal(id, nowMs);
+    if (refusal !== undefined) return failure('EINVAL', refusal);
+    const generation = m.currentView().servers.get(id)!.generation;
+    return this.deps.propose({ type: 'forgetChunkserver', id, ifGeneration: generation });
   }
 
   /**

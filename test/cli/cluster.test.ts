@@ -2,7 +2,7 @@
  * rfsctl's cluster commands against a real in-process cluster (3 metadata servers, 3 chunkservers): status
  * (as a child process), chunkservers list, fsck clean, fsck --verify finding a flipped bit, fsck and status
  * after a chunkserver is lost (under-replicated: exit 4), balance, leader transfer, members add/promote/remove,
- * decommission, and the message and exit code when no cluster is reachable.
+ * decommission, forget (refused with the reason), and the message and exit code when no cluster is reachable.
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -162,4 +162,10 @@ void t.test('cluster commands', async (t) => {
   t.equal(states.chunkservers.find((c) => c.id === other)?.state, 'decommissioning');
   const unknown = await cli('chunkservers', 'decommission', '999');
   t.equal(unknown.code, 2, 'an unknown chunkserver');
+
+  // ---- forget: refused while it is not decommissioned (and heartbeating), with the reason.
+  const early = await cli('chunkservers', 'forget', String(other));
+  t.not(early.code, 0, 'forget refused');
+  t.match(early.stderr, /chunkserver \d+ is (decommissioning|decommissioned|live)|was heard from|still lists/, `with the reason (${early.stderr.trim()})`);
+  t.equal((await cli('chunkservers', 'forget', '999')).code, 2, 'forget of an unknown chunkserver');
 });

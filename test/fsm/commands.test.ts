@@ -105,6 +105,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
     state: fc.constantFrom('live' as const, 'dead' as const, 'decommissioning' as const, 'decommissioned' as const),
     ...cond,
   }),
+  fc.record({ type: fc.constant('forgetChunkserver' as const), id: nat, ...cond }),
 );
 
 const commandArb: fc.Arbitrary<Command> = fc

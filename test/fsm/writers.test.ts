@@ -480,6 +480,7 @@ fsmTest(t, 'chunkserver registry: register, re-register, states, listing', async
     'ENOENT',
   );
   t.equal(await h.code({ type: 'setChunkserverState', id: 77, state: 'live' }), 'ENOENT');
+
   t.equal(
     await h.code({ type: 'registerChunkserver', address: '', rack: 'r', capacityBytes: 1, usedBytes: 0 }),
     'EINVAL',
@@ -502,6 +503,23 @@ fsmTest(t, 'chunkserver registry: register, re-register, states, listing', async
   t.same(ids, [1, 2, 3, 4, 5]);
   const missing = await h.sm.chunkserver(42);
   t.equal(!missing.ok && missing.code, 'ENOENT');
+  // Forgetting: only a decommissioned server, under its generation; the record goes, the id is not reused.
+  t.equal(await h.code({ type: 'forgetChunkserver', id: 77 }), 'ENOENT');
+  t.equal(await h.code({ type: 'forgetChunkserver', id: r1.id }), 'EINVAL', 'a live server is not forgotten');
+  await h.ok({ type: 'setChunkserverState', id: r1.id, state: 'dead' });
+  t.equal(await h.code({ type: 'forgetChunkserver', id: r1.id }), 'EINVAL', 'nor a dead one (it may come back)');
+  const before = await h.sm.chunkserver(r2.id);
+  const generation = before.ok ? before.value.generation : -1;
+  t.equal(await h.code({ type: 'forgetChunkserver', id: r2.id, ifGeneration: generation + 1 }), 'EPRECONDITION');
+  t.same(await h.ok({ type: 'forgetChunkserver', id: r2.id, ifGeneration: generation }), { id: r2.id });
+  c = await h.sm.chunkserver(r2.id);
+  t.equal(!c.ok && c.code, 'ENOENT', 'the record is gone');
+  const listed = await h.sm.listChunkservers({});
+  t.same(listed.ok && listed.value.items.map((x) => x.id), [1, 3, 4, 5], 'and no longer listed');
+  t.equal(await h.code({ type: 'registerChunkserver', id: r2.id, address: 'b:1', rack: 'r2', capacityBytes: 2000, usedBytes: 1 }), 'ENOENT', 'coming back under the id: ENOENT');
+  t.equal(await h.code({ type: 'forgetChunkserver', id: r2.id }), 'ENOENT', 'forgotten once');
+  const r3 = await h.ok<{ id: number }>({ type: 'registerChunkserver', address: 'c:1', rack: 'r3', capacityBytes: 1, usedBytes: 0 });
+  t.equal(r3.id, 6, 'a new server gets a new id, never the forgotten one');
 });
 
 fsmTest(t, 'scanChunks lists every placement record in handle order', async (t, h) => {

@@ -104,6 +104,7 @@ const fieldsOf: Record<string, string[]> = {
   ChunkReport: ['chunkserverId', 'full', 'chunks', 'removed'],
   ListChunkservers: ['after', 'limit', 'staleOk'],
   DecommissionChunkserver: ['chunkserverId'],
+  ForgetChunkserver: ['chunkserverId'],
   Submit: ['items'],
 };
 

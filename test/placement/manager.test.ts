@@ -388,3 +388,32 @@ void t.test('a queued copy is not sent once it finished, or once the view lists 
   t.equal(m2.status().copiesInFlight, 0, 'and is forgotten');
   t.end();
 });
+
+void t.test('forgetting a chunkserver: only decommissioned, listed by no chunk, in no copy, and silent; then its state is dropped', (t) => {
+  const servers = [server(1, 'r1'), server(2, 'r2'), server(3, 'r3'), server(4, 'r1'), server(5, 'r2', { state: 'decommissioned' })];
+  // Chunk 2 (unsealed, a file being written) and chunk 3 (a deleted file's) still list server 5.
+  let v = view(servers, [chunk(1, [1, 2, 3]), chunk(2, [5, 2], { sealed: false }), chunk(3, [5, 1], { fileLive: false })]);
+  const m = manager(v);
+  t.throws(() => m.forgetRefusal(9, 0), PlacementError, 'an unknown server: ENOENT');
+  t.match(m.forgetRefusal(1, 10_000), /is live: decommission it first/);
+  t.match(m.forgetRefusal(5, 10_000), /chunk 2 still lists chunkserver 5/, 'an unsealed chunk lists it');
+  v = view(servers, [chunk(1, [1, 2, 3]), chunk(3, [5, 1], { fileLive: false })]);
+  m.setView(v);
+  t.match(m.forgetRefusal(5, 10_000), /chunk 3 still lists chunkserver 5/, "a deleted file's chunk lists it");
+  v = view(servers, [chunk(1, [1, 2, 3])]);
+  m.setView(v);
+  // A new leader grants everyone leaderGraceMs (3 s here) before judging silence.
+  t.match(m.forgetRefusal(5, 2_500), /was heard from/, 'not within the grace period of a new leader');
+  t.equal(m.forgetRefusal(5, 3_001), undefined, 'silent long enough');
+  m.heartbeat(5, 3_100, { capacityBytes: 0, usedBytes: 0 });
+  m.chunkReport(5, 3_100, { full: true, chunks: [] });
+  t.match(m.forgetRefusal(5, 3_900), /was heard from 800 ms ago: stop it/, 'heard from within heartbeatTimeoutMs');
+  t.equal(m.forgetRefusal(5, 4_200), undefined, 'silent for heartbeatTimeoutMs again');
+
+  // Forgotten (its record gone from the view): what the manager kept about it is dropped.
+  m.setView(view(servers.filter((s) => s.id !== 5), [chunk(1, [1, 2, 3])]));
+  t.throws(() => m.heartbeat(5, 4_300, { capacityBytes: 0, usedBytes: 0 }), PlacementError, 'a forgotten server is unknown');
+  const kept = m as unknown as { lastHeartbeatMs: Map<number, number>; holdings: Map<number, unknown>; usage: Map<number, unknown>; fullReportSeen: Set<number> };
+  t.notOk(kept.lastHeartbeatMs.has(5) || kept.holdings.has(5) || kept.usage.has(5) || kept.fullReportSeen.has(5), 'its heartbeat, usage and holdings are dropped');
+  t.end();
+});

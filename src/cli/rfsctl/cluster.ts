@@ -258,6 +258,18 @@ export async function chunkserversDecommission(ctx: Context, args: { id: number 
   return exitCodes.ok;
 }
 
+export async function chunkserversForget(ctx: Context, args: { id: number }): Promise<ExitCode> {
+  const conn = await ctx.connect();
+  try {
+    await conn.metadata.call('ForgetChunkserver', { id: args.id });
+  } catch (error) {
+    throw toCliError(error, `chunkserver ${args.id}`);
+  }
+  if (ctx.options.json) ctx.json({ id: args.id, forgotten: true });
+  else ctx.out(`chunkserver ${args.id}: forgotten (it is no longer listed; its id is not reused)`);
+  return exitCodes.ok;
+}
+
 // ---------------------------------------------------------------- fsck
 
 type ChunkProblem = 'missing' | 'under-replicated' | 'unsealed' | 'corrupt';

@@ -101,7 +101,7 @@ export async function runRfsctl(args: readonly string[], io: Io, env: NodeJS.Pro
         )
         .demandCommand(1, 'leader: give transfer'),
     )
-    .command('chunkservers', 'the chunkservers: list, decommission', (y: Argv) =>
+    .command('chunkservers', 'the chunkservers: list, decommission, forget', (y: Argv) =>
       y
         .command(
           'list',
@@ -115,7 +115,13 @@ export async function runRfsctl(args: readonly string[], io: Io, env: NodeJS.Pro
           (y2: Argv) => y2.positional('id', { type: 'number', demandOption: true }).example('$0 chunkservers decommission 3', 'then watch `chunkservers list`'),
           run<{ id: number }>((ctx, a) => cluster.chunkserversDecommission(ctx, { id: a.id })),
         )
-        .demandCommand(1, 'chunkservers: give list or decommission'),
+        .command(
+          'forget <id>',
+          'remove a decommissioned chunkserver from the registry (stop its process first; it must have been silent for the heartbeat timeout and hold no listed replica)',
+          (y2: Argv) => y2.positional('id', { type: 'number', demandOption: true }).example('$0 chunkservers forget 3', 'after `chunkservers list` shows it decommissioned'),
+          run<{ id: number }>((ctx, a) => cluster.chunkserversForget(ctx, { id: a.id })),
+        )
+        .demandCommand(1, 'chunkservers: give list, decommission or forget'),
     )
     .command(
       'fsck [path]',
