@@ -14,7 +14,7 @@ import { join, resolve } from 'node:path';
 import type { Clock, Logger } from '../raft/node-api.ts';
 import { systemClock } from '../runtime/clock.ts';
 import type { CopyReplica, StoreOperation } from './agent.ts';
-import { copyReplica, DataServer as PlaneServer, pipelineStallMsDefault, realStallWatch, TcpDataNetwork } from './dataplane/index.ts';
+import { copyReplica, DataServer as PlaneServer, pipelineIdleMsDefault, pipelineStallMsDefault, realStallWatch, TcpDataNetwork } from './dataplane/index.ts';
 import type { DataPlaneLimits, LocalReadToken } from './dataplane/index.ts';
 import type { DataBug } from './bugs.ts';
 import { NodeDisk } from './disk.ts';
@@ -69,6 +69,11 @@ export interface RealComponentsOptions {
    * pipelineStallMsDefault, 10 s).
    */
   readonly pipelineStallMs?: number;
+  /**
+   * A pipeline hop that owes its writer nothing and hears nothing from it for this long ends the pipeline
+   * (its writer stopped without closing; live writers send keepalives): default pipelineIdleMsDefault, 120 s.
+   */
+  readonly pipelineIdleMs?: number;
 }
 
 export function realComponents(options: RealComponentsOptions = {}): StoreAndDataServer {
@@ -77,6 +82,7 @@ export function realComponents(options: RealComponentsOptions = {}): StoreAndDat
   // logged when it starts.
   let logger: Logger | undefined;
   const stall = realStallWatch(options.pipelineStallMs ?? pipelineStallMsDefault);
+  const pipelineIdle = realStallWatch(options.pipelineIdleMs ?? pipelineIdleMsDefault);
   const disk = new NodeDisk({
     directWrites: options.directWrites ?? true,
     onDirectUnavailable: (reason) => logger?.warn({ reason }, 'direct writes unavailable; writing through the page cache'),
@@ -115,6 +121,7 @@ export function realComponents(options: RealComponentsOptions = {}): StoreAndDat
         ...(options.bugs !== undefined ? { bugs: options.bugs } : {}),
         ...(localReads !== undefined ? { localReads } : {}),
         stall,
+        pipelineIdle,
       });
       // The unwrapped store: a scrub's failure is reported by onCorrupt below, once (see the module comment).
       const scrubber = new Scrubber(context.store, clock, {

@@ -79,6 +79,14 @@ export const settings: Readonly<Record<CommandName, readonly Setting[]>> = {
       unit: 'ms',
       description: 'a write pipeline hop (or a copy) gives up on a replica after it that acknowledges nothing for this long × the replicas after the hop',
     },
+    {
+      key: 'pipeline-idle-ms',
+      type: 'integer',
+      min: 1,
+      default: 120_000,
+      unit: 'ms',
+      description: "a write pipeline hop that owes its writer nothing and hears nothing from it (not even a keepalive) for this long ends the pipeline, freeing its connections (the writer stopped without closing); clients send keepalives every 30 s",
+    },
     logLevel,
   ],
   cluster: [

@@ -114,6 +114,7 @@ async function chunkserver(config: ResolvedSettings, stdinEnd: boolean): Promise
     localReads: config.boolean('local-reads'),
     directWrites: config.boolean('direct-io'),
     pipelineStallMs: config.integer('pipeline-stall-ms'),
+    pipelineIdleMs: config.integer('pipeline-idle-ms'),
     ...(bugs.data.size > 0 ? { bugs: bugs.data } : {}),
   });
   const heartbeatMs = config.integer('heartbeat-ms');

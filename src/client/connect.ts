@@ -11,7 +11,18 @@ import { hostname } from 'node:os';
 import { MetadataClient } from '../metadata/client.ts';
 import type { MetadataClientOptions } from '../metadata/client.ts';
 import { PooledDialer } from './read-pool.ts';
-import { askLocalReplica, DataPlaneError, PipelineFailedError, PipelineWriter, pipelineStallMsDefault, readRange, readStallMsDefault, realStallWatch, TcpDataNetwork } from '../chunkserver/dataplane/index.ts';
+import {
+  askLocalReplica,
+  DataPlaneError,
+  PipelineFailedError,
+  PipelineWriter,
+  pipelineKeepaliveMsDefault,
+  pipelineStallMsDefault,
+  readRange,
+  readStallMsDefault,
+  realStallWatch,
+  TcpDataNetwork,
+} from '../chunkserver/dataplane/index.ts';
 import type { DataPlaneLimits } from '../chunkserver/dataplane/index.ts';
 import type { ChunkPipeline, DataPlane, PipelineFailure, ReaderMetadata, WriterMetadata } from './data-path.ts';
 import { FileReader } from './file-reader.ts';
@@ -70,6 +81,12 @@ export interface TcpDataPlaneOptions {
    * TIMEOUT naming its first replica (the writer then goes on without it); default pipelineStallMsDefault (10 s).
    */
   readonly pipelineStallMs?: number;
+  /**
+   * An idle write pipeline (a file open for writing, nothing being written) sends a keepalive this often, so
+   * the chunkservers (which end a pipeline silent for their pipeline-idle-ms, 120 s by default) keep it;
+   * default pipelineKeepaliveMsDefault (30 s).
+   */
+  readonly pipelineKeepaliveMs?: number;
 }
 
 /** The real data plane: where its reads came from, and its connections and files closed by close(). */
@@ -83,6 +100,7 @@ export function tcpDataPlane(options: TcpDataPlaneOptions = {}): TcpDataPlane {
   const reads = new PooledDialer(network);
   const stall = realStallWatch(options.readStallMs ?? readStallMsDefault);
   const pipelineStall = realStallWatch(options.pipelineStallMs ?? pipelineStallMsDefault);
+  const keepalive = realStallWatch(options.pipelineKeepaliveMs ?? pipelineKeepaliveMsDefault);
   const local = options.localReads === false ? null : new LocalReads((address, handle, version) => askLocalReplica(reads, address, handle, version, stall), { stall });
   let networkBytes = 0;
   return {
@@ -94,6 +112,7 @@ export function tcpDataPlane(options: TcpDataPlaneOptions = {}): TcpDataPlane {
         mode: o.mode,
         limits,
         stall: pipelineStall,
+        keepalive,
         ...(o.fromVersion !== undefined ? { fromVersion: o.fromVersion } : {}),
         ...(o.offset !== undefined ? { offset: o.offset } : {}),
         ...(o.compression !== undefined ? { compression: o.compression } : {}),
@@ -136,12 +155,14 @@ export function dataPlaneOptions(options: {
   readonly localReads?: boolean;
   readonly readStallMs?: number;
   readonly pipelineStallMs?: number;
+  readonly pipelineKeepaliveMs?: number;
 }): TcpDataPlaneOptions {
   return {
     ...(options.dataPlaneLimits !== undefined ? { limits: options.dataPlaneLimits } : {}),
     ...(options.localReads !== undefined ? { localReads: options.localReads } : {}),
     ...(options.readStallMs !== undefined ? { readStallMs: options.readStallMs } : {}),
     ...(options.pipelineStallMs !== undefined ? { pipelineStallMs: options.pipelineStallMs } : {}),
+    ...(options.pipelineKeepaliveMs !== undefined ? { pipelineKeepaliveMs: options.pipelineKeepaliveMs } : {}),
   };
 }
 
@@ -158,6 +179,8 @@ export interface FileClientOptions extends MetadataClientOptions {
   readonly readStallMs?: number;
   /** A write pipeline's stall unit (TcpDataPlaneOptions.pipelineStallMs; default 10 s). */
   readonly pipelineStallMs?: number;
+  /** An idle write pipeline's keepalive interval (TcpDataPlaneOptions.pipelineKeepaliveMs; default 30 s). */
+  readonly pipelineKeepaliveMs?: number;
   /**
    * Bytes of large buffers (writers' staging, read sessions' read-ahead) kept for reuse by the client's next
    * writers and sessions (./spare-buffers.ts); default spareBytesMaxDefault (64 MiB). 0 keeps none.

@@ -76,6 +76,11 @@ export interface ConnectOptions {
    * chunkserver, a blackholed link) goes on without the silent replica (default 10 s).
    */
   readonly pipelineStallMs?: number;
+  /**
+   * A file open for writing whose pipeline is idle sends the chunkservers a keepalive this often (default
+   * 30 s); they end a pipeline silent for their pipeline-idle-ms (120 s), so keep it well below that.
+   */
+  readonly pipelineKeepaliveMs?: number;
   /** Reads of metadata go to this server first (MetadataClientOptions.readAddress; the Jepsen suite). */
   readonly readAddress?: string;
 }
@@ -214,7 +219,7 @@ let holderCount = 0;
 export async function connect(options: ConnectOptions): Promise<RfsClient> {
   const timeoutMs = options.timeoutMs ?? timeoutMsDefault;
   if (!Number.isSafeInteger(timeoutMs) || timeoutMs <= 0) throw new RfsError('EINVAL', { syscall: 'connect' }, `timeoutMs: ${timeoutMs}`);
-  for (const [name, ms] of [['readStallMs', options.readStallMs], ['pipelineStallMs', options.pipelineStallMs]] as const) {
+  for (const [name, ms] of [['readStallMs', options.readStallMs], ['pipelineStallMs', options.pipelineStallMs], ['pipelineKeepaliveMs', options.pipelineKeepaliveMs]] as const) {
     if (ms !== undefined && (!Number.isSafeInteger(ms) || ms <= 0)) throw new RfsError('EINVAL', { syscall: 'connect' }, `${name}: ${ms}`);
   }
   if (options.metadata.length === 0) throw new RfsError('EINVAL', { syscall: 'connect' }, 'metadata: at least one host:port');

@@ -41,6 +41,8 @@ export async function startCluster(
     appendPieces?: boolean;
     /** The servers' pipeline stall watch (DataServerOptions.stall). */
     stall?: StallWatch;
+    /** The servers' idle-pipeline watch (DataServerOptions.pipelineIdle). */
+    pipelineIdle?: StallWatch;
   } = {},
 ): Promise<Cluster> {
   const limits = options.limits ?? {};
@@ -59,6 +61,7 @@ export async function startCluster(
         limits,
         ...(options.connectionsMax === undefined ? {} : { connectionsMax: options.connectionsMax }),
         ...(options.stall === undefined ? {} : { stall: options.stall }),
+        ...(options.pipelineIdle === undefined ? {} : { pipelineIdle: options.pipelineIdle }),
       }),
     );
   }

@@ -5,7 +5,8 @@
  * silent replica gives up first, so the failure names that replica and the writer goes on without it. A
  * pipeline that owes nothing (idle between writes) or makes slow progress is never failed. The server's
  * side of a read: a reader that stops taking data loses its connection (and the server its slot) after
- * readSendStallUnits units; a slow reader does not.
+ * readSendStallUnits units; a slow reader does not. An idle pipeline whose writer sends keepalives stays
+ * open past the hops' idle timeout; one whose writer went silent (paused) is ended by every hop.
  */
 import net from 'node:net';
 import t from 'tap';
@@ -162,4 +163,38 @@ void t.test('a slow reader that keeps taking data is not cut off', async (t) => 
   await settle();
   t.equal(server.connectionCount, 1, 'and the server kept it');
   t.equal(await timeouts(cluster), 0);
+});
+
+void t.test("an idle pipeline: kept by its writer's keepalives, ended by every hop once the writer is silent", async (t) => {
+  const idleMs = 400;
+  const cluster = await startCluster('tcp', 3, { stall: watch, pipelineIdle: realStallWatch(idleMs) });
+  t.teardown(() => cluster.close());
+  const data = patternBytes(512 * 1024, 21);
+  const baseline = cluster.servers.map((s) => s.connectionCount);
+
+  // Keepalives every 100 ms: idle for five idle timeouts, then the write goes on and seals.
+  const kept = await PipelineWriter.open(cluster.network, { handle: 31, version: 1, chain: cluster.chain(), packetBytes: 64 * 1024, stall: watch, keepalive: realStallWatch(100) });
+  await kept.write(data.subarray(0, 128 * 1024));
+  await kept.flush();
+  await new Promise((r) => setTimeout(r, 5 * idleMs));
+  await kept.write(data.subarray(128 * 1024));
+  const sealed = await kept.seal();
+  t.same(sealed.map((r) => r.lengthBytes), [data.length, data.length, data.length], 'the kept pipeline wrote and sealed on every replica');
+
+  // No keepalives (a writer that stopped without closing): every hop ends the pipeline after its idle timeout.
+  const silent = await PipelineWriter.open(cluster.network, { handle: 32, version: 1, chain: cluster.chain(), packetBytes: 64 * 1024, stall: watch });
+  await silent.write(data.subarray(0, 128 * 1024));
+  await silent.flush();
+  const open = cluster.servers.map((s) => s.connectionCount);
+  t.ok(open.every((n, i) => n > baseline[i]!), `the pipeline holds connections on every server (${open.join(', ')})`);
+  const started = Date.now();
+  await waitFor(() => cluster.servers.every((s, i) => s.connectionCount === baseline[i]), 'every hop to end the idle pipeline', 10_000);
+  const took = Date.now() - started;
+  t.ok(took >= idleMs - 100, `ended after ${took} ms (idle timeout ${idleMs} ms)`);
+  const error = await silent.write(data.subarray(128 * 1024)).then(() => silent.flush()).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  t.type(error, PipelineFailedError, 'the writer, back, finds its pipeline ended');
+  t.equal(cluster.stores[0]!.info(32)?.lengthBytes, 128 * 1024, 'what was acknowledged stays on the replicas');
 });

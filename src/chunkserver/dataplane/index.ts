@@ -17,7 +17,7 @@ export type { ChainLink, LocalReplicaMessage, Message, ReplicaAck } from './prot
 export { askLocalReplica, readRange } from './read.ts';
 export type { ReadRequest } from './read.ts';
 export type { StallWatch } from './stall.ts';
-export { StallTimer, pipelineStallMsDefault, readStallMsDefault, realStallWatch } from './stall.ts';
+export { KeepaliveTimer, StallTimer, pipelineIdleMsDefault, pipelineKeepaliveMsDefault, pipelineStallMsDefault, readStallMsDefault, realStallWatch } from './stall.ts';
 export { DataServer } from './server.ts';
 export type { DataServerOptions, LocalReadToken } from './server.ts';
 export { TcpDataNetwork } from './tcp.ts';

@@ -24,6 +24,11 @@
  *      end (the writer sees all of them, in chain order).
  *   4. `seal {seq, lengthBytes}`: every replica seals its replica (store.seal: truncate, fsync, checksum)
  *      after its earlier appends; its ack carries each replica's checksum and length.
+ *   `keepalive {}`: a writer whose pipeline is idle (set up, nothing unacknowledged, not sealed) sends one
+ *   every pipelineKeepaliveMs; each hop forwards it downstream; nothing answers it. A hop that hears nothing
+ *   from upstream for pipelineIdleMs while it owes upstream nothing ends the pipeline (TIMEOUT), so the
+ *   hops of a writer that stopped without closing (a paused process, a blackholed client) free their
+ *   connections and buffers (stall.ts).
  *   A failure is `failure {index, id, code, detail}`: `index` is the position of the FIRST failing replica,
  *   counted from the sender (0 = the sender itself); each hop upstream adds one, so the writer receives the
  *   index in its chain. A hop whose downstream connection breaks reports the downstream replica (index 1,
@@ -109,6 +114,10 @@ export interface AckMessage {
   readonly replicas: readonly ReplicaAck[];
 }
 
+export interface KeepaliveMessage {
+  readonly type: 'keepalive';
+}
+
 export interface FailureMessage {
   readonly type: 'failure';
   readonly index: number;
@@ -157,6 +166,7 @@ export type Message =
   | SetupAckMessage
   | PacketMessage
   | SealMessage
+  | KeepaliveMessage
   | AckMessage
   | FailureMessage
   | ReadMessage
@@ -302,6 +312,8 @@ export function decodeMessage(headerBytes: Uint8Array, payload: Uint8Array): Mes
     }
     case 'seal':
       return { type, seq: nat(f, 'seq'), lengthBytes: nat(f, 'lengthBytes') };
+    case 'keepalive':
+      return { type };
     case 'ack':
       return { type, seq: nat(f, 'seq'), replicas: replicaAcks(f) };
     case 'failure':

@@ -80,6 +80,12 @@ export interface DataServerOptions {
    * Absent: no timer (the simulator, whose network delivers or breaks every exchange).
    */
   readonly stall?: StallWatch;
+  /**
+   * A pipeline hop that owes its upstream nothing (set up, every packet acknowledged, no seal) and hears
+   * nothing from it for `pipelineIdle.ms` (pipelineIdleMsDefault) ends the pipeline with TIMEOUT: its writer
+   * stopped without closing (a live writer sends keepalives while idle). Absent: no timer (the simulator).
+   */
+  readonly pipelineIdle?: StallWatch;
 }
 
 export interface LocalReadToken {
@@ -124,6 +130,7 @@ export class DataServer {
     readonly bugs: ReadonlySet<DataBug>,
     readonly localReads: LocalReadToken | undefined,
     readonly stall: StallWatch | undefined,
+    readonly pipelineIdle: StallWatch | undefined,
   ) {
     if (!Number.isSafeInteger(connectionsMax) || connectionsMax < 1)
       throw new RangeError(`connectionsMax must be a positive integer, got ${connectionsMax}`);
@@ -144,6 +151,7 @@ export class DataServer {
       options.bugs ?? noDataBugs,
       options.localReads,
       options.stall,
+      options.pipelineIdle,
     );
     server.listener = await options.network.listen(options.address, (connection) => server.accept(connection));
     return server;
@@ -281,6 +289,8 @@ class PipelineHop {
   private downstreamSetup: readonly ReplicaAck[] | null = null;
   /** Watches the downstream neighbour while it owes something (stall.ts). */
   private readonly downstreamStall: StallTimer;
+  /** Watches the upstream while this hop owes it nothing (set up, nothing pending, no seal): see DataServerOptions.pipelineIdle. */
+  private readonly upstreamIdle: StallTimer;
   /** Store calls for this pipeline run one after another on this chain. */
   private localWork: Promise<void> = Promise.resolve();
   /** Packets received and not yet handed to the store, in seq order. */
@@ -300,6 +310,14 @@ class PipelineHop {
     this.downstreamStall = new StallTimer(server.stall, setup.chain.length, (ms) => {
       if (next !== undefined) this.fail(1, next.id, new DataPlaneError('TIMEOUT', `no answer from downstream ${next.address} for ${ms} ms`));
     });
+    this.upstreamIdle = new StallTimer(server.pipelineIdle, 1, (ms) => {
+      this.fail(0, server.id, new DataPlaneError('TIMEOUT', `an idle pipeline: nothing from its writer for ${ms} ms (no keepalive)`));
+    });
+  }
+
+  /** Restarts the idle watch when this hop owes its upstream nothing, else stops it. */
+  private noteUpstreamIdle(): void {
+    this.upstreamIdle.progress(this.state === 'ready' && this.pending.length === 0);
   }
 
   /** The hop has finished or failed (read through a getter: handlers change the state). */
@@ -342,9 +360,16 @@ class PipelineHop {
     switch (message.type) {
       case 'packet':
         this.onPacket(message, lease);
+        this.upstreamIdle.disarm();
         return;
       case 'seal':
         this.onSeal(message);
+        this.upstreamIdle.disarm();
+        return;
+      case 'keepalive':
+        if (this.over) return;
+        this.downstream?.send(message);
+        this.noteUpstreamIdle();
         return;
       default:
         this.violation(`unexpected ${message.type} from upstream`);
@@ -361,6 +386,7 @@ class PipelineHop {
     if (this.state === 'done' || this.state === 'failed') return;
     this.state = 'failed';
     this.downstreamStall.disarm();
+    this.upstreamIdle.disarm();
     this.server.metrics.pipelines.inc({ outcome: 'abandoned' });
     this.downstream?.destroy();
     this.upstream.destroy();
@@ -464,6 +490,7 @@ class PipelineHop {
     if (this.next !== undefined && this.downstreamSetup === null) return;
     this.state = 'ready';
     this.upstream.send({ type: 'setup-ack', replicas: [{ id: this.server.id }, ...(this.downstreamSetup ?? [])] });
+    this.noteUpstreamIdle();
   }
 
   private onPacket(packet: PacketMessage, lease: PooledBuffer | null): void {
@@ -587,6 +614,7 @@ class PipelineHop {
       const downstream = early ? this.setup.chain.map((link) => ({ id: link.id })) : (head.downstream ?? []);
       this.upstream.send({ type: 'ack', seq: head.seq, replicas: [head.local, ...downstream] });
       if (this.state === 'sealing' && this.pending.length === 0) this.finish();
+      else if (this.pending.length === 0) this.noteUpstreamIdle();
     }
     if (this.pending.length < this.server.limits.inflightPacketsMax && !this.upstream.closed) this.upstream.resume();
   }
@@ -594,6 +622,7 @@ class PipelineHop {
   private finish(): void {
     this.state = 'done';
     this.downstreamStall.disarm();
+    this.upstreamIdle.disarm();
     this.server.metrics.pipelines.inc({ outcome: 'sealed' });
     this.server.forgetHop(this);
     this.downstream?.end();
@@ -626,6 +655,7 @@ class PipelineHop {
     if (this.state === 'failed' || this.state === 'done') return;
     this.state = 'failed';
     this.downstreamStall.disarm();
+    this.upstreamIdle.disarm();
     const failure: FailureMessage = { type: 'failure', index, id, code: error.code, detail: error.detail.slice(0, 1024) };
     this.server.metrics.pipelines.inc({ outcome: 'failed' });
     this.server.logger.warn(

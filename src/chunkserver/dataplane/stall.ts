@@ -10,6 +10,10 @@
  *   after the watcher (`ms` times their count: the writer of a 3-replica chain waits 3 × ms, the first hop
  *   2 × ms, the second ms), so the hop nearest a silent replica gives up first and names it; a hop further
  *   up would name its own downstream neighbour, which may be healthy.
+ * - an idle write pipeline (nothing unacknowledged): the writer sends a keepalive every
+ *   pipelineKeepaliveMs (`KeepaliveTimer`) and each hop that owes its upstream nothing ends the pipeline
+ *   after pipelineIdleMs without a message from it, so a writer that stopped without closing (a paused
+ *   process keeps its TCP connections open) does not hold the chain's connections and buffers for ever.
  * Timers are injected: the real client and chunkserver pass real ones, the simulator's data plane (which
  * delivers or breaks every exchange) passes none, and nothing here then sets a timer.
  */
@@ -26,6 +30,17 @@ export const readStallMsDefault = 15_000;
  * held a writer before.
  */
 export const pipelineStallMsDefault = 10_000;
+
+/**
+ * An idle pipeline's writer sends a keepalive this often (HDFS's client heartbeats its pipeline at half its
+ * 60 s socket timeout). Must stay well below the hops' pipelineIdleMsDefault.
+ */
+export const pipelineKeepaliveMsDefault = 30_000;
+/**
+ * A hop that owes its upstream nothing and hears nothing from it for this long ends the pipeline
+ * (TIMEOUT): four keepalive intervals, so a live but idle writer is never cut off.
+ */
+export const pipelineIdleMsDefault = 4 * pipelineKeepaliveMsDefault;
 
 export interface StallWatch {
   /** The unit timeout (ms): how long a watcher with one replica after it waits for a sign of life. */
@@ -84,4 +99,35 @@ export function realStallWatch(ms: number): StallWatch {
       return () => clearTimeout(timer);
     },
   };
+}
+
+/** While idle, calls `tick` every `watch.ms` (a writer's keepalives); no watch, no timer. */
+export class KeepaliveTimer {
+  private cancel: (() => void) | null = null;
+  private idle = false;
+
+  constructor(
+    private readonly watch: StallWatch | undefined,
+    private readonly tick: () => void,
+  ) {}
+
+  /** Idle now (starts the ticks unless they run) or busy (stops them). */
+  set(idle: boolean): void {
+    this.idle = idle;
+    if (!idle) {
+      this.cancel?.();
+      this.cancel = null;
+    } else if (this.cancel === null) this.schedule();
+  }
+
+  private schedule(): void {
+    const watch = this.watch;
+    if (watch === undefined) return;
+    this.cancel = watch.setTimeout(() => {
+      this.cancel = null;
+      if (!this.idle) return;
+      this.tick();
+      if (this.idle && this.cancel === null) this.schedule();
+    }, watch.ms);
+  }
 }

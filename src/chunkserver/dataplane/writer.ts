@@ -24,7 +24,7 @@ import type { DataPlaneLimits } from './limits.ts';
 import { packetBytesMin, resolveLimits } from './limits.ts';
 import type { ChainLink, Message, ReplicaAck } from './protocol.ts';
 import type { StallWatch } from './stall.ts';
-import { StallTimer } from './stall.ts';
+import { KeepaliveTimer, StallTimer } from './stall.ts';
 
 export class PipelineFailedError extends DataPlaneError {
   constructor(
@@ -73,6 +73,12 @@ export interface PipelineWriterOptions {
    */
   readonly stall?: StallWatch;
   /**
+   * While the pipeline is idle (set up, nothing unacknowledged, not sealed), a `keepalive` is sent every
+   * `keepalive.ms` (pipelineKeepaliveMsDefault), so the hops, which end a pipeline whose writer is silent
+   * for their pipelineIdleMs, know this one is still wanted. Absent: none (the simulator).
+   */
+  readonly keepalive?: StallWatch;
+  /**
    * Gives up when aborted, at any point (the dial, the setup, a write, the seal): the connection is closed at
    * once and every pending and later call rejects with ABORTED, as `abort()` does. An owner that must stop at
    * once, not after a stall timeout (a chunkserver's copy, when its agent stops), passes one.
@@ -109,6 +115,8 @@ export class PipelineWriter {
   /** The setup-ack has arrived. */
   private ready = false;
   private readonly stall: StallTimer;
+  /** Keepalives while idle (see PipelineWriterOptions.keepalive). */
+  private readonly keepalive: KeepaliveTimer;
   /** Stops listening to options.signal (once the writer has ended: sealed or failed). */
   private unlisten: () => void = () => {};
   inflightPacketsMaxSeen = 0;
@@ -125,6 +133,12 @@ export class PipelineWriter {
     this.stall = new StallTimer(options.stall, options.chain.length, (ms) =>
       this.setFailure(this.failureAtFirst('TIMEOUT', `no acknowledgement from the pipeline for ${ms} ms`)),
     );
+    this.keepalive = new KeepaliveTimer(options.keepalive, () => this.connection.send({ type: 'keepalive' }));
+  }
+
+  /** Keepalives run while the pipeline is set up, owes nothing, and is neither sealed nor failed. */
+  private noteIdle(): void {
+    this.keepalive.set(this.ready && this.inflight.length === 0 && !this.sealed && this.failure === null);
   }
 
   /** The chain owes an answer: the setup-ack, or an acknowledgement of a packet or the seal. */
@@ -226,6 +240,7 @@ export class PipelineWriter {
       if (!Number.isSafeInteger(length) || length < this.startOffset || length > this.sentLengthBytes)
         throw new RangeError(`seal length ${length} outside [${this.startOffset}, ${this.sentLengthBytes}]`);
       this.sealed = true;
+      this.noteIdle();
       await this.waitForWindow();
       const seq = this.nextSeq++;
       this.inflight.push({ seq, payloadBytes: 0, isSeal: true });
@@ -270,6 +285,7 @@ export class PipelineWriter {
       this.sentLengthBytes += payload.length;
       this.inflight.push({ seq, payloadBytes: payload.length, isSeal: false });
       this.stall.arm();
+      this.keepalive.set(false);
       this.inflightPacketsMaxSeen = Math.max(this.inflightPacketsMaxSeen, this.inflight.length);
       const last = start + this.packetBytes >= data.length;
       const packetCrcs =
@@ -309,11 +325,13 @@ export class PipelineWriter {
         if (message.replicas.length !== this.options.chain.length) return this.violation('setup-ack lists the wrong replicas');
         this.ready = true;
         this.stall.progress(this.owed);
+        this.noteIdle();
         this.wake();
         return;
       case 'ack':
         this.onAck(message.seq, message.replicas);
         if (this.failure === null) this.stall.progress(this.owed);
+        this.noteIdle();
         return;
       case 'failure': {
         const link = this.options.chain[message.index];
@@ -366,6 +384,7 @@ export class PipelineWriter {
     if (this.failure !== null) return;
     this.failure = failure;
     this.stall.disarm();
+    this.keepalive.set(false);
     this.unlisten();
     this.connection.destroy();
     this.wake();
