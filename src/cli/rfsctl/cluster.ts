@@ -246,25 +246,25 @@ export async function chunkserversList(ctx: Context): Promise<ExitCode> {
   return exitCodes.ok;
 }
 
-export async function chunkserversDecommission(ctx: Context, args: { id: number }): Promise<ExitCode> {
+/** An admin call about one chunkserver; its errors name the chunkserver. */
+async function chunkserverCall(ctx: Context, method: 'DecommissionChunkserver' | 'ForgetChunkserver', id: number): Promise<void> {
   const conn = await ctx.connect();
   try {
-    await conn.metadata.call('DecommissionChunkserver', { id: args.id });
+    await conn.metadata.call(method, { id });
   } catch (error) {
-    throw toCliError(error, `chunkserver ${args.id}`);
+    throw toCliError(error, `chunkserver ${id}`);
   }
+}
+
+export async function chunkserversDecommission(ctx: Context, args: { id: number }): Promise<ExitCode> {
+  await chunkserverCall(ctx, 'DecommissionChunkserver', args.id);
   if (ctx.options.json) ctx.json({ id: args.id, state: 'decommissioning' });
   else ctx.out(`chunkserver ${args.id}: decommissioning (its chunks are copied elsewhere, then it is marked decommissioned; follow with \`rfsctl chunkservers list\`)`);
   return exitCodes.ok;
 }
 
 export async function chunkserversForget(ctx: Context, args: { id: number }): Promise<ExitCode> {
-  const conn = await ctx.connect();
-  try {
-    await conn.metadata.call('ForgetChunkserver', { id: args.id });
-  } catch (error) {
-    throw toCliError(error, `chunkserver ${args.id}`);
-  }
+  await chunkserverCall(ctx, 'ForgetChunkserver', args.id);
   if (ctx.options.json) ctx.json({ id: args.id, forgotten: true });
   else ctx.out(`chunkserver ${args.id}: forgotten (it is no longer listed; its id is not reused)`);
   return exitCodes.ok;
