@@ -422,13 +422,12 @@ export class MetadataAgent {
   }
 
   /**
-   * Loads the saved id (ID_MISMATCH if it is not `expectedId`) and starts the exchanges with the leader in the
-   * background; resolves at once, without waiting for the metadata service (see `whenRegistered`).
+   * Loads the saved id (ID_MISMATCH if it is not `expectedId`), so that `knownId` answers it from now on; the
+   * chunkserver calls it before its data server listens (a restarted server serves under its id from its
+   * first connection). `start` calls it if it has not run.
    */
-  async start(): Promise<void> {
-    assert(!this.started, 'agent started twice');
-    assert(this.address !== '', 'no address to register');
-    this.started = true;
+  async loadId(): Promise<void> {
+    if (this.loaded) return;
     const saved = await this.options.idStore.load();
     const expected = this.options.expectedId;
     if (saved !== undefined && expected !== undefined && saved !== expected) {
@@ -442,6 +441,17 @@ export class MetadataAgent {
     }
     this.savedId = saved;
     this.loaded = true;
+  }
+
+  /**
+   * Loads the saved id (`loadId`, unless done) and starts the exchanges with the leader in the background;
+   * resolves at once, without waiting for the metadata service (see `whenRegistered`).
+   */
+  async start(): Promise<void> {
+    assert(!this.started, 'agent started twice');
+    assert(this.address !== '', 'no address to register');
+    this.started = true;
+    await this.loadId();
     this.kick();
   }
 

@@ -150,8 +150,9 @@ export class Chunkserver {
         ...(options.onFatal !== undefined ? { onFatal: options.onFatal } : {}),
         ...(hasFreeBytes(store) ? { freeBytes: () => store.freeBytes() } : {}),
       });
-      // The saved id once the agent has loaded it (a restart serves at once, registered or not); a new server's
-      // once it registers.
+      // The saved id, loaded before the data server listens (a restart serves under it from the first
+      // connection, registered or not); a new server's once it registers.
+      await agent.loadId();
       const chunkserverId = (): number | undefined => agent.knownId();
       const started = await options.components.startDataServer({ store, listen, chunkserverId, events: agent, metrics, logger: logger.child({ component: 'data' }), dataDir: options.dataDir });
       dataServer = started;

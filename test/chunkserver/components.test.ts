@@ -261,9 +261,19 @@ void t.test('restarted with the metadata service out of reach, a chunkserver ser
   await waitFor(() => first.agent.status().registered, 'the first registration');
   await first.stop();
 
-  // The production gRPC link, to an address nobody listens at.
+  // The production gRPC link, to an address nobody listens at. `idAtListen`: the id the data server would
+  // serve under at the moment it starts listening.
+  const idAtListen: (number | undefined)[] = [];
   const unreachable = async (dir: string): Promise<Chunkserver> => {
-    const server = await Chunkserver.start({ dataDir: dir, listen: '127.0.0.1:0', metadata: ['127.0.0.1:1'], rack: 'r1', components: realComponents({ scrubBytesPerSecond }), agentLimits: testAgentLimits, logger: pino({ level: 'silent' }) });
+    const real = realComponents({ scrubBytesPerSecond });
+    const components: StoreAndDataServer = {
+      openStore: (d, l) => real.openStore(d, l),
+      startDataServer: (context) => {
+        idAtListen.push(context.chunkserverId());
+        return real.startDataServer(context);
+      },
+    };
+    const server = await Chunkserver.start({ dataDir: dir, listen: '127.0.0.1:0', metadata: ['127.0.0.1:1'], rack: 'r1', components, agentLimits: testAgentLimits, logger: pino({ level: 'silent' }) });
     t.teardown(() => server.stop());
     await waitFor(() => server.agent.status().consecutiveFailures >= 2, 'failed registrations');
     return server;
@@ -281,6 +291,7 @@ void t.test('restarted with the metadata service out of reach, a chunkserver ser
   };
 
   const restarted = await unreachable(dataDir);
+  t.equal(idAtListen[0], 5, 'the saved id is known before the data server listens (no window of WRONG_SERVER)');
   t.equal(restarted.agent.status().registered, false, 'not registered');
   const sealed = await write(restarted, 5, 8_001);
   t.match(sealed, [{ id: 5, lengthBytes: bytes.length }], 'a pipeline naming its saved id is served (WRONG_SERVER before)');
