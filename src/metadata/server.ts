@@ -28,7 +28,7 @@ import type { FsResult, Op, SessionStamp } from '../fsm/index.ts';
 import { MetadataStateMachine, encodeCommand } from '../fsm/index.ts';
 import { RaftMetadataStateMachine } from '../fsm/raft-adapter.ts';
 import type { ChunkManagerLimits, ChunkReport, ChunkserverCommand, ClusterView, Reply } from '../placement/index.ts';
-import { ChunkService, PlacementError, ViewTracker, loadChunkView, loadClusterView, summarizeView } from '../placement/index.ts';
+import { ChunkService, PlacementError, ViewTracker, loadChunkView, summarizeView } from '../placement/index.ts';
 import type { Clock } from '../raft/node-api.ts';
 import type { PlantedBug } from '../raft/config.ts';
 import { NotLeaderError, RaftError } from '../raft/errors.ts';
@@ -127,8 +127,8 @@ export const inflightStampedCommandsMax = 4_096;
 export const defaultChunkManagerIntervalMs = 1_000;
 /**
  * A member that runs no chunk manager (a follower) computes the chunk counts of ClusterStatus and /metrics
- * from its store when asked, and reuses them for this long (ms). Computing them reads the whole chunk
- * placement, so followers no longer do it on a timer.
+ * when asked, from its chunk view (kept up to date like the leader's: only what changed is read again), and
+ * reuses them for this long (ms): summing them up passes over every chunk of the view.
  */
 export const followerChunkCountsMaxAgeMs = 2_000;
 /** gRPC request messages larger than this are refused by the transport. */
@@ -215,7 +215,7 @@ export class MetadataServer {
     });
     this.viewLoads = new Counter({
       name: 'rfs_chunk_view_loads_total',
-      help: 'Reads of the chunk placement from the store: kind="whole" every record (the leader on taking over, after a directory deletion or a snapshot; a follower for chunk counts), kind="changed" only the records the applied entries changed (the leader, when something was applied since the last)',
+      help: 'Reads of the chunk placement from the store: kind="whole" every record (the first load, after a directory deletion or a snapshot), kind="changed" only the records the applied entries changed (when something was applied since the last); the leader for its chunk manager, a follower for its chunk counts',
       labelNames: ['kind'],
       registers: [registry],
     });
@@ -748,9 +748,10 @@ export class MetadataServer {
 
   /**
    * The chunk counts of ClusterStatus and metrics: on the leader, its manager's (its view, as of its last
-   * load); on a member without a running manager (a follower, or a leader before its first view), computed
-   * from the store, at most followerChunkCountsMaxAgeMs old unless nothing was applied since. A failed store
-   * read answers the last counts.
+   * load); on a member without a running manager (a follower, or a leader before its first view), summed up
+   * from its own chunk view (loadManagerView: the tracker reads again only what changed since its last
+   * load, as the leader's does), at most followerChunkCountsMaxAgeMs old unless nothing was applied since.
+   * A failed store read answers the last counts.
    */
   private currentChunkCounts(): Promise<ChunkCounts> {
     const status = this.chunks.status();
@@ -763,8 +764,7 @@ export class MetadataServer {
     if (this.storeChunkCountsLoad === null) {
       const atMs = clock.nowMs();
       const applied = this.fsm.appliedIndex();
-      this.viewLoads.inc({ kind: 'whole' });
-      this.storeChunkCountsLoad = loadClusterView(this.kv, this.fsm.limits)
+      this.storeChunkCountsLoad = this.loadManagerView()
         .then((view) => {
           const summary = summarizeView(view);
           const counts = { live: summary.live, dead: summary.dead, underReplicated: summary.underReplicated };
@@ -783,8 +783,8 @@ export class MetadataServer {
   }
 
   /**
-   * The chunk manager's view (ChunkService.loadView): read from the store again only when the state machine
-   * applied something since the last read. The applied index is taken before the read and advances only
+   * The chunk view (ChunkService.loadView, and a follower's chunk counts): read from the store again only
+   * when the state machine applied something since the last read, and then only what changed (ViewTracker). The applied index is taken before the read and advances only
    * once a batch is in the store, so a view is never older than its index; a batch that lands during the
    * read moves the index on and the next call reads again.
    */
@@ -804,12 +804,9 @@ export class MetadataServer {
     const clock = this.options.clock ?? systemClock;
     const pass = async (): Promise<void> => {
       // Lease expiry times are stamped with the wall clock (proposeNow), the manager's own timing is the clock's.
+      // The view stays when this member stops leading: a follower's chunk counts read it (incrementally),
+      // and a member that leads again starts from it instead of a whole read.
       await this.chunks.step(clock.nowMs(), Date.now());
-      // Not leading (any more): the manager is gone, and so is the need to keep its view.
-      if (this.chunks.current === null && this.managerView !== null) {
-        this.managerView = null;
-        this.views.reset();
-      }
     };
     this.chunkTimer = setInterval(() => {
       if (this.chunkPassRunning || this.stopped) return;

@@ -157,6 +157,11 @@ void t.test('chunkservers, chunk allocation and locations, decommissioning, live
   });
   await waitFor('the follower to count it live again (its cached counts expire)', async () =>
     counts(await rawCall(follower, 'ClusterStatus', {})) === 'live 3 dead 0 short 0' ? true : undefined, 10_000);
+  // The follower keeps its chunk view as the leader does: one whole read, then only what changed.
+  const followerLoads = await cluster.servers.get(followerId)!.metrics();
+  const loads = (kind: string): number => Number(new RegExp(`rfs_chunk_view_loads_total\\{kind="${kind}"\\} (\\d+)`).exec(followerLoads)?.[1] ?? 0);
+  t.equal(loads('whole'), 1, "the follower read the chunk placement whole once, for its first counts");
+  t.ok(loads('changed') >= 1, `and then only what changed (${loads('changed')} loads)`);
   const metrics = await leader.metrics();
   t.match(metrics, /rfs_live_chunkservers \d/, 'live_chunkservers gauge');
   t.match(metrics, /rfs_under_replicated_chunks 0/, 'under_replicated_chunks gauge');
