@@ -215,8 +215,8 @@ export type Op =
     } & Conditional)
   | ({
       /**
-       * An operator's: a decommissioned chunkserver leaves the registry (its id is never reused). The leader
-       * proposes it only when no chunk lists the server and it is silent (server.ts, ForgetChunkserver).
+       * An operator's: a dead or decommissioned chunkserver leaves the registry (its id is never reused). The
+       * leader proposes it only when no chunk lists the server and it is silent (server.ts, ForgetChunkserver).
        */
       readonly type: 'forgetChunkserver';
       readonly id: number;

@@ -427,17 +427,18 @@ export async function setChunkserverState(
 }
 
 /**
- * Removes a decommissioned chunkserver's record (an operator's `rfsctl chunkservers forget`). Only a
- * decommissioned server: one that can no longer be given a replica (placement, copies and re-listing take
- * live or decommissioning servers only), so once the leader saw no chunk listing it, none ever will. Its id
- * is never handed out again (nextChunkserverId only grows); a chunkserver that comes back with it is told
+ * Removes a dead or decommissioned chunkserver's record (an operator's `rfsctl chunkservers forget`). Neither
+ * can be given a replica (placement, copies and re-listing take live or decommissioning servers only), and a
+ * dead one becomes live again only by a registration, which changes its generation: so once the leader saw
+ * no chunk listing it, none will before this applies under that generation (`ifGeneration`). Its id is
+ * never handed out again (nextChunkserverId only grows); a chunkserver that comes back with it is told
  * ENOENT.
  */
 export async function forgetChunkserver(txn: Txn, op: OpOf<'forgetChunkserver'>): Promise<{ id: number }> {
   const c = await txn.chunkserver(op.id);
   if (c === undefined) throw new FsError('ENOENT', `no chunkserver ${op.id}`);
   v.checkGeneration(c.generation, op.ifGeneration);
-  if (c.state !== 'decommissioned') throw new FsError('EINVAL', `chunkserver ${op.id} is ${c.state}: only a decommissioned chunkserver can be forgotten`);
+  if (c.state !== 'dead' && c.state !== 'decommissioned') throw new FsError('EINVAL', `chunkserver ${op.id} is ${c.state}: only a dead or decommissioned chunkserver can be forgotten`);
   txn.deleteChunkserver(op.id);
   return { id: op.id };
 }

@@ -273,16 +273,17 @@ export class ChunkManager {
 
   /**
    * Why the chunkserver may not be forgotten now (ForgetChunkserver), or undefined when it may: it must be
-   * decommissioned, listed by no chunk of the view (sealed or not, of a live file or not), in no copy or
-   * lease recovery, and silent for heartbeatTimeoutMs (a new leader first waits leaderGraceMs, as for
-   * liveness). Decommissioned servers are never given a replica again, so the answer cannot go stale before
-   * the forgetChunkserver command applies.
+   * dead or decommissioned, listed by no chunk of the view (sealed or not, of a live file or not), in no copy
+   * or lease recovery, and silent for heartbeatTimeoutMs (a new leader first waits leaderGraceMs, as for
+   * liveness). Such a server is given no replica, and a dead one comes back only through a registration,
+   * which changes the generation the command is proposed under: the answer cannot go stale before the
+   * forgetChunkserver command applies.
    */
   forgetRefusal(id: number, nowMs: number): string | undefined {
     const server = this.mustServer(id);
     if (server.state === 'decommissioning') return `chunkserver ${id} is decommissioning: wait until it is decommissioned (its chunks are being copied elsewhere)`;
-    if (server.state !== 'decommissioned') return `chunkserver ${id} is ${server.state}: decommission it first (rfsctl chunkservers decommission ${id}), then wait until it is decommissioned`;
-    for (const chunk of this.view.chunks.values()) if (chunk.replicas.includes(id)) return `chunk ${chunk.handle} still lists chunkserver ${id}`;
+    if (server.state === 'live') return `chunkserver ${id} is live: decommission it first (rfsctl chunkservers decommission ${id}), then wait until it is decommissioned`;
+    for (const chunk of this.view.chunks.values()) if (chunk.replicas.includes(id)) return `chunk ${chunk.handle} still lists chunkserver ${id} (wait until its chunks are copied elsewhere and it is unlisted)`;
     for (const list of this.copies.values()) for (const c of list) if (c.source === id || c.target === id) return `a copy of chunk ${c.handle} involves chunkserver ${id}`;
     for (const r of this.recoveries.values()) if (r.targets.has(id)) return `the lease recovery of chunk ${r.handle} involves chunkserver ${id}`;
     const last = this.lastHeartbeatMs.get(id) ?? this.startedMs + this.limits.leaderGraceMs - this.limits.heartbeatTimeoutMs;

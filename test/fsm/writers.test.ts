@@ -503,11 +503,17 @@ fsmTest(t, 'chunkserver registry: register, re-register, states, listing', async
   t.same(ids, [1, 2, 3, 4, 5]);
   const missing = await h.sm.chunkserver(42);
   t.equal(!missing.ok && missing.code, 'ENOENT');
-  // Forgetting: only a decommissioned server, under its generation; the record goes, the id is not reused.
+  // Forgetting: only a dead or decommissioned server, under its generation; the record goes, the id is not reused.
   t.equal(await h.code({ type: 'forgetChunkserver', id: 77 }), 'ENOENT');
   t.equal(await h.code({ type: 'forgetChunkserver', id: r1.id }), 'EINVAL', 'a live server is not forgotten');
-  await h.ok({ type: 'setChunkserverState', id: r1.id, state: 'dead' });
-  t.equal(await h.code({ type: 'forgetChunkserver', id: r1.id }), 'EINVAL', 'nor a dead one (it may come back)');
+  const m4 = await h.ok<{ id: number; generation: number }>({ type: 'setChunkserverState', id: 4, state: 'decommissioning' });
+  t.equal(await h.code({ type: 'forgetChunkserver', id: 4 }), 'EINVAL', 'nor a decommissioning one');
+  const dead4 = await h.ok<{ id: number; generation: number }>({ type: 'setChunkserverState', id: 4, state: 'dead', ifGeneration: m4.generation });
+  // A dead server that re-registers (comes back) changes its generation: a forget proposed before is refused.
+  await h.ok({ type: 'registerChunkserver', id: 4, address: 'm1', rack: 'r', capacityBytes: 1, usedBytes: 0 });
+  t.equal(await h.code({ type: 'forgetChunkserver', id: 4, ifGeneration: dead4.generation }), 'EPRECONDITION', 'a dead server that came back is not forgotten');
+  const dead4again = await h.ok<{ id: number; generation: number }>({ type: 'setChunkserverState', id: 4, state: 'dead' });
+  t.same(await h.ok({ type: 'forgetChunkserver', id: 4, ifGeneration: dead4again.generation }), { id: 4 }, 'a dead one is');
   const before = await h.sm.chunkserver(r2.id);
   const generation = before.ok ? before.value.generation : -1;
   t.equal(await h.code({ type: 'forgetChunkserver', id: r2.id, ifGeneration: generation + 1 }), 'EPRECONDITION');
@@ -515,7 +521,7 @@ fsmTest(t, 'chunkserver registry: register, re-register, states, listing', async
   c = await h.sm.chunkserver(r2.id);
   t.equal(!c.ok && c.code, 'ENOENT', 'the record is gone');
   const listed = await h.sm.listChunkservers({});
-  t.same(listed.ok && listed.value.items.map((x) => x.id), [1, 3, 4, 5], 'and no longer listed');
+  t.same(listed.ok && listed.value.items.map((x) => x.id), [1, 3, 5], 'and no longer listed');
   t.equal(await h.code({ type: 'registerChunkserver', id: r2.id, address: 'b:1', rack: 'r2', capacityBytes: 2000, usedBytes: 1 }), 'ENOENT', 'coming back under the id: ENOENT');
   t.equal(await h.code({ type: 'forgetChunkserver', id: r2.id }), 'ENOENT', 'forgotten once');
   const r3 = await h.ok<{ id: number }>({ type: 'registerChunkserver', address: 'c:1', rack: 'r3', capacityBytes: 1, usedBytes: 0 });

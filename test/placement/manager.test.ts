@@ -390,12 +390,13 @@ void t.test('a queued copy is not sent once it finished, or once the view lists 
 });
 
 void t.test('forgetting a chunkserver: only decommissioned, listed by no chunk, in no copy, and silent; then its state is dropped', (t) => {
-  const servers = [server(1, 'r1'), server(2, 'r2'), server(3, 'r3'), server(4, 'r1'), server(5, 'r2', { state: 'decommissioned' })];
+  const servers = [server(1, 'r1'), server(2, 'r2'), server(3, 'r3'), server(4, 'r1', { state: 'dead' }), server(5, 'r2', { state: 'decommissioned' })];
   // Chunk 2 (unsealed, a file being written) and chunk 3 (a deleted file's) still list server 5.
   let v = view(servers, [chunk(1, [1, 2, 3]), chunk(2, [5, 2], { sealed: false }), chunk(3, [5, 1], { fileLive: false })]);
   const m = manager(v);
   t.throws(() => m.forgetRefusal(9, 0), PlacementError, 'an unknown server: ENOENT');
   t.match(m.forgetRefusal(1, 10_000), /is live: decommission it first/);
+  t.equal(m.forgetRefusal(4, 10_000), undefined, 'a dead server no chunk lists may be forgotten');
   t.match(m.forgetRefusal(5, 10_000), /chunk 2 still lists chunkserver 5/, 'an unsealed chunk lists it');
   v = view(servers, [chunk(1, [1, 2, 3]), chunk(3, [5, 1], { fileLive: false })]);
   m.setView(v);

@@ -55,6 +55,8 @@ const WRITER_LEASE_MS = 5_000;
 /** After the Raft liveness probe, the chunk checks must hold within this much virtual time. */
 export const CHUNK_CONVERGENCE_DEADLINE_MS = 20_000;
 const CONVERGENCE_POLL_INTERVAL_MS = 200;
+/** An operator asks to forget a server that died for good this often, until the leader agrees. */
+const FORGET_RETRY_MS = 1_000;
 
 /** The chunk manager's limits in the simulator: the real rules on a faster clock. */
 export const simChunkManagerLimits: Partial<ChunkManagerLimits> = {
@@ -91,6 +93,8 @@ export interface ChunkStats {
   chunkserverCrashes: number;
   disksLost: number;
   permanentDeaths: number;
+  /** Servers that died for good and an operator then forgot (ForgetChunkserver, once no chunk listed them). */
+  serversForgotten: number;
   convergedMs: number | null;
 }
 
@@ -175,6 +179,7 @@ export class ChunkWorld {
     chunkserverCrashes: 0,
     disksLost: 0,
     permanentDeaths: 0,
+    serversForgotten: 0,
     convergedMs: null,
   };
   private readonly services = new Map<NodeId, { epoch: number; service: ChunkService }>();
@@ -477,12 +482,33 @@ export class ChunkWorld {
       cs.gone = true;
       this.stats.permanentDeaths++;
       this.deps.timeline(`chunkserver cs${cs.n} (id ${cs.id ?? '-'}) died for good`);
+      this.forgetLater(cs);
       return;
     }
     const loseDisk = this.faultRandom.chance(0.25);
     const downMs = this.faultRandom.floatBetween(50, 2_500);
     this.deps.timeline(`chunkserver cs${cs.n} (id ${cs.id ?? '-'}) crashed${loseDisk ? ', losing its disk' : ''}, down ${downMs.toFixed(0)}ms`);
     this.schedule(downMs, `cs${cs.n} restart`, () => this.restart(cs, loseDisk));
+  }
+
+  /**
+   * An operator forgets a server that died for good (rfsctl chunkservers forget): asked again every so often
+   * until the leader agrees (the server is dead, no chunk lists it any more, and it has been silent long
+   * enough). The healing checks then find no chunk listing a server the registry does not know.
+   */
+  private forgetLater(cs: SimChunkserver): void {
+    this.schedule(FORGET_RETRY_MS, `forget cs${cs.n}`, () => {
+      const id = cs.id;
+      if (!this.active || id === null) return;
+      this.request(this.faultRandom, () => cs.target, (t) => (cs.target = t), (host, service) => service.forget(id, this.hostNowMs(host))).then(
+        (result) => {
+          if (!result.ok) return this.forgetLater(cs);
+          this.stats.serversForgotten++;
+          this.deps.timeline(`chunkserver cs${cs.n} (id ${id}) forgotten`);
+        },
+        () => this.forgetLater(cs),
+      );
+    });
   }
 
   private crash(cs: SimChunkserver): void {
@@ -549,6 +575,8 @@ export class ChunkWorld {
     const under: string[] = [];
     const stale: string[] = [];
     for (const chunk of view.chunks.values()) {
+      const unknown = chunk.replicas.filter((id) => !view.servers.has(id));
+      if (unknown.length > 0) under.push(`chunk ${chunk.handle} v${chunk.version} lists server(s) ${unknown.join(',')}, which the registry does not know (forgotten)`);
       if (!chunk.sealed || !chunk.fileLive) continue;
       const current = up.filter((cs) => cs.disk.get(chunk.handle)?.version === chunk.version);
       if (current.length === 0) continue; // every copy is lost: nothing to re-replicate from

@@ -245,7 +245,7 @@ async function replay(options: CliOptions): Promise<number> {
     console.log(
       `chunks: ${c.registrations} chunkservers registered, ${c.heartbeats} heartbeats (${c.fullReports} full reports), ${c.filesWritten} files written, ` +
         `${c.chunksSealed} chunks sealed (${c.pipelineBumps} new pipelines, ${c.chunksAbandoned} abandoned, ${c.recoverySeals} replicas sealed by lease recovery), ${c.filesDeleted} files deleted, ${c.replicationChanges} replication changes, ${c.copiesDone} copies, ${c.deletesDone} replica deletes; ` +
-        `${c.chunkserverCrashes} chunkserver crashes (${c.disksLost} disks lost, ${c.permanentDeaths} for good); converged in ${c.convergedMs === null ? '-' : `${c.convergedMs.toFixed(0)}ms`}`,
+        `${c.chunkserverCrashes} chunkserver crashes (${c.disksLost} disks lost, ${c.permanentDeaths} for good, ${c.serversForgotten} of them forgotten); converged in ${c.convergedMs === null ? '-' : `${c.convergedMs.toFixed(0)}ms`}`,
     );
   }
   if (s.data !== undefined) {

@@ -117,7 +117,7 @@ export async function runRfsctl(args: readonly string[], io: Io, env: NodeJS.Pro
         )
         .command(
           'forget <id>',
-          'remove a decommissioned chunkserver from the registry (stop its process first; it must have been silent for the heartbeat timeout and hold no listed replica)',
+          'remove a dead or decommissioned chunkserver from the registry (stop its process first; it must have been silent for the heartbeat timeout and hold no listed replica)',
           (y2: Argv) => y2.positional('id', { type: 'number', demandOption: true }).example('$0 chunkservers forget 3', 'after `chunkservers list` shows it decommissioned'),
           run<{ id: number }>((ctx, a) => cluster.chunkserversForget(ctx, { id: a.id })),
         )
