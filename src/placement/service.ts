@@ -44,8 +44,8 @@ export class ChunkService {
   private registeredSinceView = false;
   /** When refreshView last reloaded the view (clock ms). */
   private refreshedAtMs = -Infinity;
-  /** The registration of new chunkservers in progress (one at a time: register). */
-  private registering: Promise<unknown> = Promise.resolve();
+  /** Registrations of new chunkservers proposed and not answered yet (register's bound counts them). */
+  private newRegistrationsInFlight = 0;
 
   constructor(private readonly deps: ChunkServiceDeps) {}
 
@@ -126,18 +126,20 @@ export class ChunkService {
     session?: SessionStamp,
   ): Promise<FsResult> {
     if (request.id !== undefined) return this.proposeRegistration(request, session);
-    // New servers one at a time, each checked against the registry's bound on a view that includes the ones
-    // registered before it (so the bound holds but for registrations a previous leader left in flight).
-    const run = this.registering.then(async () => {
-      const size = (await this.deps.loadView()).servers.size;
-      const max = this.deps.limits?.chunkserversMax ?? defaultChunkManagerLimits.chunkserversMax;
-      if (size >= max) {
-        return failure('EINVAL', `the registry holds ${size} chunkservers, its limit (chunkserversMax ${max}): forget decommissioned ones (rfsctl chunkservers forget) or raise the limit`);
-      }
-      return this.proposeRegistration(request, session);
-    });
-    this.registering = run.catch(() => undefined);
-    return run;
+    // A new server: checked against the registry's bound, counting the new registrations still in flight
+    // (a flood of them cannot pass it together; a previous leader's in flight, or one that lands while the
+    // view loads, can by one each).
+    const size = (await this.deps.loadView()).servers.size + this.newRegistrationsInFlight;
+    const max = this.deps.limits?.chunkserversMax ?? defaultChunkManagerLimits.chunkserversMax;
+    if (size >= max) {
+      return failure('EINVAL', `the registry holds ${size} chunkservers, its limit (chunkserversMax ${max}): forget dead or decommissioned ones (rfsctl chunkservers forget) or raise the limit`);
+    }
+    this.newRegistrationsInFlight++;
+    try {
+      return await this.proposeRegistration(request, session);
+    } finally {
+      this.newRegistrationsInFlight--;
+    }
   }
 
   private async proposeRegistration(request: Parameters<ChunkService['register']>[0], session: SessionStamp | undefined): Promise<FsResult> {

@@ -160,3 +160,19 @@ void t.test('exchange: an exchange from a server the view does not know reloads 
   await t.rejects(service.exchange(20, (c) => c.heartbeat(999, 20, usage)), { code: 'ENOENT' }, 'no reload within a second: refused');
   await t.rejects(service.exchange(2_000, (c) => c.chunkReport(999, 2_000, { full: true, chunks: [] })), { code: 'ENOENT' }, 'reloaded, still unknown: refused');
 });
+
+void t.test('the registry bound holds against many new chunkservers registering at once', async (t) => {
+  const h = await Harness.open();
+  const service = new ChunkService({
+    propose: (op) => h.run(op),
+    loadView: () => loadClusterView(h.kv, defaultFsmLimits),
+    role: () => ({ leader: true, term: 1 }),
+    random: seededRandom(14),
+    limits: { chunkserversMax: 3 },
+  });
+  const results = await Promise.all(Array.from({ length: 10 }, (_, i) => service.register({ address: `cs${i}:7000`, rack: `r${i % 3}`, capacityBytes: 1e12, usedBytes: 0 })));
+  t.equal(results.filter((r) => r.ok).length, 3, 'three registered');
+  t.ok(results.filter((r) => !r.ok).every((r) => !r.ok && r.code === 'EINVAL' && r.message.includes('chunkserversMax 3')), 'the rest refused, naming the limit');
+  t.equal((await loadClusterView(h.kv, defaultFsmLimits)).servers.size, 3, 'the registry holds three');
+  t.ok((await service.register({ id: 1, address: 'cs0:7000', rack: 'r0', capacityBytes: 1e12, usedBytes: 0 })).ok, 'a known server still re-registers');
+});
