@@ -20,8 +20,12 @@ const BASE_PAGE_MIN = 16;
 export class Overlay implements KvReader {
   /** Key string (see bytesToKeyString) -> buffered value or delete. */
   private readonly pending = new Map<string, Pending>();
-  /** The keys of `pending`, in order (so a scan visits only the buffered keys in its range). */
-  private readonly order = new SortedStrings();
+  /**
+   * The keys of `pending`, in order (so a scan visits only the buffered keys in its range). Built at the
+   * overlay's first scan and kept from then on: most commands (a create) never scan, and keeping every put's
+   * key in order twice (the command's overlay, then the batch's) cost more than sorting at a first scan.
+   */
+  private order: SortedStrings | undefined;
   /** Scans in flight; the buffer must not change under one (a command awaits its own scans). */
   private scanning = 0;
 
@@ -81,7 +85,7 @@ export class Overlay implements KvReader {
 
   private set(k: string, v: Pending): void {
     assert(this.scanning === 0, 'overlay written during one of its scans');
-    if (!this.pending.has(k)) this.order.add(k);
+    if (this.order !== undefined && !this.pending.has(k)) this.order.add(k);
     this.pending.set(k, v);
   }
 
@@ -98,8 +102,18 @@ export class Overlay implements KvReader {
     }
   }
 
+  /** The buffered keys in order (see `order`). */
+  private sortedKeys(): SortedStrings {
+    if (this.order === undefined) {
+      const order = new SortedStrings();
+      for (const k of [...this.pending.keys()].sort()) order.add(k);
+      this.order = order;
+    }
+    return this.order;
+  }
+
   private async merge(range: KvRange): Promise<KvPair[]> {
-    const mine = this.order.range(
+    const mine = this.sortedKeys().range(
       range.gte === undefined ? undefined : bytesToKeyString(range.gte),
       range.lt === undefined ? undefined : bytesToKeyString(range.lt),
     );
@@ -145,7 +159,7 @@ export class Overlay implements KvReader {
   mergeInto(target: Overlay): void {
     for (const [k, v] of this.pending) target.set(k, v);
     this.pending.clear();
-    this.order.clear();
+    this.order = undefined;
   }
 
   /** The buffered writes as one store batch. */
