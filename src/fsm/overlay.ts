@@ -41,18 +41,22 @@ export class Overlay implements KvReader {
    * costs no read of the store: one resolved promise, however many overlays are stacked.
    */
   get(key: Uint8Array): Promise<Uint8Array | undefined> {
-    const k = bytesToKeyString(key);
-    const v = this.getCached(key, k);
+    return this.getByKeyString(bytesToKeyString(key), key);
+  }
+
+  /** get() of the key whose key string (bytesToKeyString) is `k`; `key`: its bytes, if the caller has them. */
+  getByKeyString(k: string, key?: Uint8Array): Promise<Uint8Array | undefined> {
+    const v = this.getCached(k);
     if (v === null) return resolvedUndefined;
     if (v !== undefined) return Promise.resolve(v);
-    return this.store.get(key);
+    return this.store.get(key ?? keyStringToBytes(k));
   }
 
   /** What get() would return, when the buffers or the store know it without I/O (see KvReader.getCached). */
-  getCached(key: Uint8Array, keyString: string): Uint8Array | null | undefined {
+  getCached(keyString: string): Uint8Array | null | undefined {
     const p = this.pending.get(keyString);
     if (p !== undefined) return p;
-    return this.base.getCached?.(key, keyString);
+    return this.base.getCached?.(keyString);
   }
 
   /** The store under every overlay. */
@@ -64,8 +68,8 @@ export class Overlay implements KvReader {
    * What the buffered writes of this overlay and of the overlays under it say about `key`, without reading
    * the store at the bottom: for a key the caller knows the store does not hold.
    */
-  getBuffered(key: Uint8Array): Uint8Array | undefined {
-    return this.buffered(bytesToKeyString(key));
+  getBuffered(keyString: string): Uint8Array | undefined {
+    return this.buffered(keyString);
   }
 
   private buffered(k: string): Uint8Array | undefined {
@@ -81,6 +85,16 @@ export class Overlay implements KvReader {
 
   delete(key: Uint8Array): void {
     this.set(bytesToKeyString(key), null);
+  }
+
+  /** put() of the key whose key string (bytesToKeyString) is `k`. */
+  putByKeyString(k: string, value: Uint8Array): void {
+    this.set(k, value);
+  }
+
+  /** delete() of the key whose key string (bytesToKeyString) is `k`. */
+  deleteByKeyString(k: string): void {
+    this.set(k, null);
   }
 
   private set(k: string, v: Pending): void {

@@ -178,7 +178,7 @@ export class MetadataStateMachine {
 
   /** Writes a batch's effects with the index of its last entry, in one atomic store write. */
   private async writeThrough(batch: Overlay, index: number, term: number): Promise<void> {
-    batch.put(keys.appliedKey, keys.appliedValue(index, term));
+    batch.putByKeyString(keys.appliedKeyString, keys.appliedValue(index, term));
     const write = batch.toBatch();
     try {
       await this.kv.write(write);

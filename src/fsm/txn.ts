@@ -6,11 +6,11 @@ import { assert } from '../raft/errors.ts';
 import type { FsmBug } from './bugs.ts';
 import { noFsmBugs } from './bugs.ts';
 import { FsError } from './errors.ts';
-import { bytesToKeyString } from './kv.ts';
 import * as keys from './keys.ts';
 import type { InodeType } from './keys.ts';
 import type { FsmLimits } from './limits.ts';
 import { Overlay } from './overlay.ts';
+import type { PathComponent } from './paths.ts';
 import type { Chunkserver, Inode, Lease, Meta, Placement } from './records.ts';
 import * as rec from './records.ts';
 
@@ -159,14 +159,14 @@ export class Txn {
    * it without I/O (KvReader.getCached); notCached otherwise. The synchronous fast path of the reads below:
    * same answers, no promise.
    */
-  getNow(key: Uint8Array): Uint8Array | null | NotCached {
-    const v = this.view.getCached(key, bytesToKeyString(key));
+  getNow(keyString: string): Uint8Array | null | NotCached {
+    const v = this.view.getCached(keyString);
     return v === undefined ? notCached : v;
   }
 
   /** meta(), when known without I/O (see getNow). */
   metaNow(): Meta | NotCached {
-    const bytes = this.getNow(keys.metaKey);
+    const bytes = this.getNow(keys.metaKeyString);
     if (bytes === notCached) return notCached;
     assert(bytes !== null, 'meta record missing');
     return this.hints.decodeMeta(bytes);
@@ -184,15 +184,15 @@ export class Txn {
 
   /** The stored bytes of inode `id` (undefined: no such inode), when known without I/O (see getNow). */
   inodeBytesNow(id: number): Uint8Array | undefined | NotCached {
-    const key = keys.inodeKey(id);
+    const key = keys.inodeKeyString(id);
     if (id >= this.freshInodesFrom) return this.view.getBuffered(key);
     const v = this.getNow(key);
     return v === null ? undefined : v;
   }
 
   /** lookup(dir, name), when known without I/O (see getNow). */
-  lookupNow(dir: number, name: Uint8Array): { id: number; type: InodeType } | undefined | NotCached {
-    const key = keys.direntKey(dir, name);
+  lookupNow(dir: number, name: Pick<PathComponent, 'chars'>): { id: number; type: InodeType } | undefined | NotCached {
+    const key = keys.direntKeyString(dir, name.chars);
     let bytes: Uint8Array | undefined;
     if (dir >= this.freshInodesFrom) bytes = this.view.getBuffered(key);
     else {
@@ -204,14 +204,14 @@ export class Txn {
   }
 
   async meta(): Promise<Meta> {
-    const bytes = await this.view.get(keys.metaKey);
+    const bytes = await this.view.getByKeyString(keys.metaKeyString, keys.metaKey);
     assert(bytes !== undefined, 'meta record missing');
     return this.hints.decodeMeta(bytes);
   }
 
   putMeta(m: Meta): void {
     const bytes = rec.encodeMeta(m);
-    this.view.put(keys.metaKey, bytes);
+    this.view.putByKeyString(keys.metaKeyString, bytes);
     this.hints.rememberMeta(bytes, m);
   }
 
@@ -225,8 +225,8 @@ export class Txn {
   }
 
   async inode(id: number): Promise<Inode | undefined> {
-    const key = keys.inodeKey(id);
-    const bytes = id >= this.freshInodesFrom ? this.view.getBuffered(key) : await this.view.get(key);
+    const key = keys.inodeKeyString(id);
+    const bytes = id >= this.freshInodesFrom ? this.view.getBuffered(key) : await this.view.getByKeyString(key);
     return bytes === undefined ? undefined : this.hints.inodes.decode(id, bytes);
   }
 
@@ -241,45 +241,46 @@ export class Txn {
   putInode(n: Inode): void {
     n.generation = this.index;
     const bytes = rec.encodeInode(n);
-    this.view.put(keys.inodeKey(n.id), bytes);
+    this.view.putByKeyString(keys.inodeKeyString(n.id), bytes);
     this.hints.inodes.remember(n, bytes);
   }
 
   deleteInode(id: number): void {
-    this.view.delete(keys.inodeKey(id));
+    this.view.deleteByKeyString(keys.inodeKeyString(id));
   }
 
-  async lookup(dir: number, name: Uint8Array): Promise<{ id: number; type: InodeType } | undefined> {
+  /** `name`: the entry's name; only its key string (PathComponent.chars) is used. */
+  async lookup(dir: number, name: Pick<PathComponent, 'chars'>): Promise<{ id: number; type: InodeType } | undefined> {
     // A directory created since the store's last write has no entries in the store: a bulk create into a
     // directory made earlier in the same batch (a follower catching up) reads no name from the store.
-    const key = keys.direntKey(dir, name);
-    const bytes = dir >= this.freshInodesFrom ? this.view.getBuffered(key) : await this.view.get(key);
+    const key = keys.direntKeyString(dir, name.chars);
+    const bytes = dir >= this.freshInodesFrom ? this.view.getBuffered(key) : await this.view.getByKeyString(key);
     return bytes === undefined ? undefined : keys.readDirent(bytes);
   }
 
-  putEntry(dir: number, name: Uint8Array, child: number, type: InodeType): void {
-    this.view.put(keys.direntKey(dir, name), keys.direntValue(child, type));
+  putEntry(dir: number, name: PathComponent, child: number, type: InodeType): void {
+    this.view.putByKeyString(keys.direntKeyString(dir, name.chars), keys.direntValue(child, type));
   }
 
-  deleteEntry(dir: number, name: Uint8Array): void {
-    this.view.delete(keys.direntKey(dir, name));
+  deleteEntry(dir: number, name: PathComponent): void {
+    this.view.deleteByKeyString(keys.direntKeyString(dir, name.chars));
   }
 
   async lease(file: number): Promise<Lease | undefined> {
-    const bytes = await this.view.get(keys.leaseKey(file));
+    const bytes = await this.view.getByKeyString(keys.leaseKeyString(file));
     return bytes === undefined ? undefined : rec.decodeLease(bytes);
   }
 
   putLease(file: number, lease: Lease): void {
-    this.view.put(keys.leaseKey(file), rec.encodeLease(lease));
+    this.view.putByKeyString(keys.leaseKeyString(file), rec.encodeLease(lease));
   }
 
   deleteLease(file: number): void {
-    this.view.delete(keys.leaseKey(file));
+    this.view.deleteByKeyString(keys.leaseKeyString(file));
   }
 
   async placement(handle: number): Promise<Placement | undefined> {
-    const bytes = await this.view.get(keys.placementKey(handle));
+    const bytes = await this.view.getByKeyString(keys.placementKeyString(handle));
     return bytes === undefined ? undefined : rec.decodePlacement(handle, bytes);
   }
 
@@ -290,35 +291,35 @@ export class Txn {
   }
 
   putPlacement(p: Placement): void {
-    this.view.put(keys.placementKey(p.handle), rec.encodePlacement(p));
+    this.view.putByKeyString(keys.placementKeyString(p.handle), rec.encodePlacement(p));
   }
 
   /** The handle at `index` of the file's chunk list, if any. */
   async chunkListEntry(file: number, index: number): Promise<number | undefined> {
-    const bytes = await this.view.get(keys.chunkListKey(file, index));
+    const bytes = await this.view.getByKeyString(keys.chunkListKeyString(file, index));
     return bytes === undefined ? undefined : keys.readU64(bytes, 0);
   }
 
   putChunkListEntry(file: number, index: number, handle: number): void {
-    this.view.put(keys.chunkListKey(file, index), keys.u64Bytes(handle));
+    this.view.putByKeyString(keys.chunkListKeyString(file, index), keys.u64Bytes(handle));
   }
 
   deleteChunkListEntry(file: number, index: number): void {
-    this.view.delete(keys.chunkListKey(file, index));
+    this.view.deleteByKeyString(keys.chunkListKeyString(file, index));
   }
 
   deletePlacement(handle: number): void {
-    this.view.delete(keys.placementKey(handle));
+    this.view.deleteByKeyString(keys.placementKeyString(handle));
   }
 
   async chunkserver(id: number): Promise<Chunkserver | undefined> {
-    const bytes = await this.view.get(keys.chunkserverKey(id));
+    const bytes = await this.view.getByKeyString(keys.chunkserverKeyString(id));
     return bytes === undefined ? undefined : rec.decodeChunkserver(id, bytes);
   }
 
   /** Stores a chunkserver record; its generation becomes this command's index. */
   putChunkserver(c: Chunkserver): void {
     c.generation = this.index;
-    this.view.put(keys.chunkserverKey(c.id), rec.encodeChunkserver(c));
+    this.view.putByKeyString(keys.chunkserverKeyString(c.id), rec.encodeChunkserver(c));
   }
 }
