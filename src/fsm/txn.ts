@@ -216,8 +216,19 @@ export class Txn {
   }
 
   /** Hands out the next id of a counter (deterministic: same on every replica). */
-  async allocate(counter: Counter): Promise<number> {
-    const m = await this.meta();
+  allocate(counter: Counter): Promise<number> {
+    const m = this.metaNow();
+    if (m !== notCached) return Promise.resolve(this.take(m, counter));
+    return this.meta().then((read) => this.take(read, counter));
+  }
+
+  /** allocate(), without a promise when the meta record is known without I/O (see getNow). */
+  allocateNow(counter: Counter): number | Promise<number> {
+    const m = this.metaNow();
+    return m === notCached ? this.allocate(counter) : this.take(m, counter);
+  }
+
+  private take(m: Meta, counter: Counter): number {
     const id = m[counter];
     m[counter] = id + 1;
     this.putMeta(m);
