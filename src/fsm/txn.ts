@@ -45,10 +45,15 @@ export class ApplyHints {
 
   /** The meta record `bytes` hold: a private copy of the memo's when they are its bytes, else decoded. */
   decodeMeta(bytes: Uint8Array): Meta {
+    return rec.copyMeta(this.peekMeta(bytes));
+  }
+
+  /** decodeMeta(bytes), but the memo's own record: the caller must not change it (spares a copy). */
+  peekMeta(bytes: Uint8Array): Meta {
     const hit = this.metaMemo;
-    if (hit !== undefined && sameBytes(hit.bytes, bytes)) return { ...hit.meta };
+    if (hit !== undefined && sameBytes(hit.bytes, bytes)) return hit.meta;
     const meta = rec.decodeMeta(bytes);
-    this.metaMemo = { bytes, meta: { ...meta } };
+    this.metaMemo = { bytes, meta };
     return meta;
   }
 
@@ -78,11 +83,11 @@ export class InodeMemo {
 
   decode(id: number, bytes: Uint8Array): Inode {
     const hit = this.entries.get(id);
-    if (hit !== undefined && sameBytes(hit.bytes, bytes)) return { ...hit.inode };
+    if (hit !== undefined && sameBytes(hit.bytes, bytes)) return rec.copyInode(hit.inode);
     const inode = rec.decodeInode(id, bytes);
     if (this.entries.size >= inodeMemoEntriesMax) this.entries.clear();
     // Callers change the records they read: the memo keeps its own copy.
-    this.entries.set(id, { bytes, inode: { ...inode } });
+    this.entries.set(id, { bytes, inode: rec.copyInode(inode) });
     return inode;
   }
 
@@ -166,10 +171,16 @@ export class Txn {
 
   /** meta(), when known without I/O (see getNow). */
   metaNow(): Meta | NotCached {
+    const m = this.metaPeekNow();
+    return m === notCached ? notCached : rec.copyMeta(m);
+  }
+
+  /** metaNow(), but a record the caller must not change (it may be shared with later reads). */
+  metaPeekNow(): Meta | NotCached {
     const bytes = this.getNow(keys.metaKeyString);
     if (bytes === notCached) return notCached;
     assert(bytes !== null, 'meta record missing');
-    return this.hints.decodeMeta(bytes);
+    return this.hints.peekMeta(bytes);
   }
 
   /**
