@@ -560,6 +560,19 @@ export function decodeSession(clientId: number, bytes: Uint8Array): Session {
   };
 }
 
+/** A copy of `s` with exactly the fields decodeSession gives (the result's bytes are shared, never changed). */
+export function copySession(s: Session): Session {
+  return {
+    clientId: s.clientId,
+    ack: s.ack,
+    lastUsedMs: s.lastUsedMs,
+    pending: s.pending,
+    indexedMs: s.indexedMs,
+    inlineSeq: s.inlineSeq,
+    inlineResult: s.inlineResult,
+  };
+}
+
 export function encodeResult(r: FsResult): Uint8Array {
   return packr.pack(r.ok ? [1, r.value] : [0, r.code, r.message]);
 }

@@ -76,7 +76,7 @@ export async function runInSession(
       ? await getSession(txn, stamp.clientId)
       : known === null
         ? undefined
-        : rec.decodeSession(stamp.clientId, known);
+        : txn.hints.sessions.decode(stamp.clientId, known);
   if (session === undefined)
     return failure('ESESSION', `no session ${stamp.clientId} (never opened, or expired)`);
   if (stamp.seq <= session.ack) return failure('ESESSION', `sequence ${stamp.seq} was acknowledged already`);
@@ -230,11 +230,13 @@ function readNowOrLater(txn: Txn, key: string): Uint8Array | undefined | Promise
 
 async function getSession(txn: Txn, clientId: number): Promise<Session | undefined> {
   const bytes = await txn.view.getByKeyString(keys.sessionKeyString(clientId));
-  return bytes === undefined ? undefined : rec.decodeSession(clientId, bytes);
+  return bytes === undefined ? undefined : txn.hints.sessions.decode(clientId, bytes);
 }
 
 function putSession(txn: Txn, s: Session): void {
-  txn.view.putByKeyString(keys.sessionKeyString(s.clientId), rec.encodeSession(s));
+  const bytes = rec.encodeSession(s);
+  txn.view.putByKeyString(keys.sessionKeyString(s.clientId), bytes);
+  txn.hints.sessions.remember(s, bytes);
 }
 
 /**

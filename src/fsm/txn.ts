@@ -11,7 +11,7 @@ import type { InodeType } from './keys.ts';
 import type { FsmLimits } from './limits.ts';
 import { Overlay } from './overlay.ts';
 import type { PathComponent } from './paths.ts';
-import type { Chunkserver, Inode, Lease, Meta, Placement } from './records.ts';
+import type { Chunkserver, Inode, Lease, Meta, Placement, Session } from './records.ts';
 import * as rec from './records.ts';
 
 type Counter = 'nextInodeId' | 'nextChunkHandle' | 'nextChunkserverId' | 'nextClientId';
@@ -33,6 +33,7 @@ export class ApplyHints {
    */
   readonly resultsAtMost = new Map<number, number>();
   readonly inodes = new InodeMemo();
+  readonly sessions = new SessionMemo();
   /** The meta record last read or written, with its bytes (see InodeMemo: a hit is checked against them). */
   private metaMemo: { readonly bytes: Uint8Array; readonly meta: Meta } | undefined;
 
@@ -40,6 +41,7 @@ export class ApplyHints {
     this.sessionUseFloorMs = -Infinity;
     this.resultsAtMost.clear();
     this.inodes.clear();
+    this.sessions.clear();
     this.metaMemo = undefined;
   }
 
@@ -111,6 +113,40 @@ export class InodeMemo {
     if (this.entries.size >= inodeMemoEntriesMax) this.entries.clear();
     this.entries.set(id, { bytes, inode });
     return inode;
+  }
+
+  clear(): void {
+    this.entries.clear();
+  }
+}
+
+/** Session records remembered by SessionMemo, at most (then it starts afresh). */
+export const sessionMemoEntriesMax = 4_096;
+
+/**
+ * Decoded session records with the bytes they came from, as InodeMemo keeps inodes: every command of a
+ * session reads the record its previous command wrote, and a read of equal bytes gets a copy of the
+ * record instead of a msgpack decode.
+ */
+export class SessionMemo {
+  private readonly entries = new Map<number, { readonly bytes: Uint8Array; readonly session: Session }>();
+
+  decode(clientId: number, bytes: Uint8Array): Session {
+    const hit = this.entries.get(clientId);
+    if (hit !== undefined && sameBytes(hit.bytes, bytes)) return rec.copySession(hit.session);
+    const session = rec.decodeSession(clientId, bytes);
+    this.set(clientId, bytes, rec.copySession(session));
+    return session;
+  }
+
+  /** Notes that `bytes` encode `session` (just encoded from it). */
+  remember(session: Session, bytes: Uint8Array): void {
+    this.set(session.clientId, bytes, rec.copySession(session));
+  }
+
+  private set(clientId: number, bytes: Uint8Array, session: Session): void {
+    if (this.entries.size >= sessionMemoEntriesMax) this.entries.clear();
+    this.entries.set(clientId, { bytes, session });
   }
 
   clear(): void {
