@@ -105,8 +105,8 @@ function checkCreated(rs: unknown[]): void {
 /** An in-memory store that keeps every write's puts and deletes, msgpack-encoded (the write sets). */
 class RecordingKv extends ForwardingKv {
   readonly written: Uint8Array[] = [];
-  getCached(key: Uint8Array, keyString: string): Uint8Array | null | undefined {
-    return this.inner.getCached(key, keyString);
+  getCached(keyString: string): Uint8Array | null | undefined {
+    return this.inner.getCached(keyString);
   }
   override write(batch: KvBatch): Promise<void> {
     this.written.push(pack({ puts: batch.puts.flatMap((p) => [p.key, p.value]), deletes: batch.deletes }));

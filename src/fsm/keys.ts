@@ -146,6 +146,78 @@ export const resultKey = (client: number, seq: number): Uint8Array => key2(Table
 export const sessionByUseKey = (indexedMs: number, client: number): Uint8Array =>
   key2(Table.sessionByUse, indexedMs, client);
 
+/*
+ * The same keys as key strings (kv.ts bytesToKeyString: one char per byte), built from the numbers without
+ * the bytes. The state machine's overlays and the stores' read caches are keyed by these strings: a read or
+ * write of the apply path then converts no bytes (the bytes are made only for a store read, or the write).
+ */
+
+/** The 8 chars of a u64 (see writeU64), after `table`'s. */
+function key1String(table: Table, a: number): string {
+  if (!(Number.isSafeInteger(a) && a >= 0)) assert(false, `u64 out of range: ${a}`);
+  const hi = Math.floor(a / TWO_32);
+  const lo = a >>> 0;
+  return String.fromCharCode(
+    table,
+    hi >>> 24,
+    (hi >>> 16) & 0xff,
+    (hi >>> 8) & 0xff,
+    hi & 0xff,
+    lo >>> 24,
+    (lo >>> 16) & 0xff,
+    (lo >>> 8) & 0xff,
+    lo & 0xff,
+  );
+}
+
+function key2String(table: Table, a: number, b: number): string {
+  if (!(Number.isSafeInteger(a) && a >= 0)) assert(false, `u64 out of range: ${a}`);
+  if (!(Number.isSafeInteger(b) && b >= 0)) assert(false, `u64 out of range: ${b}`);
+  const ah = Math.floor(a / TWO_32);
+  const al = a >>> 0;
+  const bh = Math.floor(b / TWO_32);
+  const bl = b >>> 0;
+  return String.fromCharCode(
+    table,
+    ah >>> 24,
+    (ah >>> 16) & 0xff,
+    (ah >>> 8) & 0xff,
+    ah & 0xff,
+    al >>> 24,
+    (al >>> 16) & 0xff,
+    (al >>> 8) & 0xff,
+    al & 0xff,
+    bh >>> 24,
+    (bh >>> 16) & 0xff,
+    (bh >>> 8) & 0xff,
+    bh & 0xff,
+    bl >>> 24,
+    (bl >>> 16) & 0xff,
+    (bl >>> 8) & 0xff,
+    bl & 0xff,
+  );
+}
+
+function charsOf(bytes: Uint8Array): string {
+  let s = '';
+  for (const b of bytes) s += String.fromCharCode(b);
+  return s;
+}
+
+export const appliedKeyString = charsOf(appliedKey);
+export const metaKeyString = charsOf(metaKey);
+export const inodeKeyString = (id: number): string => key1String(Table.inode, id);
+/** `nameChars`: the key string of the name's UTF-8 bytes (PathComponent.chars). */
+export const direntKeyString = (dir: number, nameChars: string): string => key1String(Table.dirent, dir) + nameChars;
+export const chunkListKeyString = (file: number, index: number): string => key2String(Table.chunkList, file, index);
+export const placementKeyString = (handle: number): string => key1String(Table.placement, handle);
+export const leaseKeyString = (file: number): string => key1String(Table.lease, file);
+export const chunkserverKeyString = (id: number): string => key1String(Table.chunkserver, id);
+export const sessionKeyString = (client: number): string => key1String(Table.session, client);
+export const resultKeyString = (client: number, seq: number): string => key2String(Table.result, client, seq);
+export const sessionByUseKeyString = (indexedMs: number, client: number): string =>
+  key2String(Table.sessionByUse, indexedMs, client);
+
 /** [gte, lt) covering every key that starts with the table byte and the given numbers. */
 export function prefixRange(table: Table, ...ids: number[]): { gte: Uint8Array; lt: Uint8Array } {
   const gte = key(table, ...ids);

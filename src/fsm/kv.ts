@@ -47,11 +47,11 @@ export interface KvReader {
   /**
    * Optional: exactly what `get` would return now, when the store knows it without I/O (an in-memory store, a
    * write-through read cache): the value, null for a key known absent, undefined when unknown (then call get).
-   * `keyString` is bytesToKeyString(key), which the caller holds already. The value may be the store's own
+   * The key is given as its key string (bytesToKeyString), which the caller holds already. The value may be the store's own
    * array, shared with later calls: never modify it (the state machine only decodes what it reads). Spares
    * the state machine a promise per cached read.
    */
-  getCached?(key: Uint8Array, keyString: string): Uint8Array | null | undefined;
+  getCached?(keyString: string): Uint8Array | null | undefined;
   /** Pairs with gte <= key < lt in ascending key order, at most `limit`. */
   scan(range: KvRange): Promise<KvPair[]>;
 }
@@ -136,7 +136,7 @@ export class MemoryKv implements Kv {
   }
 
   /** Every key is known: never undefined. The stored arrays are private to the store (write copies). */
-  getCached(_key: Uint8Array, keyString: string): Uint8Array | null {
+  getCached(keyString: string): Uint8Array | null {
     this.checkOpen();
     return this.state.values.get(keyString) ?? null;
   }

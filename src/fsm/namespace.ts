@@ -14,7 +14,7 @@ import { FsError } from './errors.ts';
 import { enqueue } from './gc.ts';
 import type { InodeType } from './keys.ts';
 import type { PathComponent } from './paths.ts';
-import { checkName, isStrictDescendant, joinPath, parsePath, samePath, utf8 } from './paths.ts';
+import { checkName, isStrictDescendant, joinPath, nameChars, parsePath, samePath } from './paths.ts';
 import type { Inode } from './records.ts';
 import { RECOVERY_HOLDER, ROOT_ID } from './records.ts';
 import type { NotCached, Txn } from './txn.ts';
@@ -36,7 +36,7 @@ export async function resolve(txn: Txn, path: readonly PathComponent[]): Promise
   let node = await txn.mustInode(ROOT_ID);
   for (const c of path) {
     if (node.type !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${node.name}`);
-    const entry = await txn.lookup(node.id, c.bytes);
+    const entry = await txn.lookup(node.id, c);
     if (entry === undefined) throw new FsError('ENOENT', `no such file or directory: ${c.name}`);
     node = await txn.mustInode(entry.id);
   }
@@ -58,7 +58,7 @@ export async function resolveParent(txn: Txn, path: readonly PathComponent[]): P
   const parent = await resolve(txn, path.slice(0, -1));
   if (parent.type !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${parent.name}`);
   const name = path[path.length - 1]!;
-  const entry = await txn.lookup(parent.id, name.bytes);
+  const entry = await txn.lookup(parent.id, name);
   return { parent, name, target: entry === undefined ? undefined : await txn.mustInode(entry.id) };
 }
 
@@ -81,7 +81,7 @@ function walkNow(
     const node = txn.hints.inodes.peek(id, bytes);
     if (node.type !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${node.name}`);
     const c = path[i]!;
-    const entry = txn.lookupNow(node.id, c.bytes);
+    const entry = txn.lookupNow(node.id, c);
     if (entry === notCached) return notCached;
     if (entry === undefined) throw new FsError('ENOENT', `no such file or directory: ${c.name}`);
     id = entry.id;
@@ -98,7 +98,7 @@ function resolveParentNow(txn: Txn, path: readonly PathComponent[]): ParentLooku
   if (at === notCached) return notCached;
   if (at.node.type !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${at.node.name}`);
   const name = path[path.length - 1]!;
-  const entry = txn.lookupNow(at.id, name.bytes);
+  const entry = txn.lookupNow(at.id, name);
   if (entry === notCached) return notCached;
   let target: Inode | undefined;
   if (entry !== undefined) {
@@ -126,7 +126,13 @@ export async function link(
   type: InodeType,
   attrs: Attrs,
 ): Promise<Inode> {
-  const node = putNewInode(txn, await txn.allocate('nextInodeId'), parent, name, type, attrs);
+  const id = txn.allocateNow('nextInodeId');
+  return linkAs(txn, typeof id === 'number' ? id : await id, parent, name, type, attrs);
+}
+
+/** link() with the new inode's id allocated already. */
+function linkAs(txn: Txn, id: number, parent: Inode, name: PathComponent, type: InodeType, attrs: Attrs): Inode {
+  const node = putNewInode(txn, id, parent, name, type, attrs);
   parent.childCount += 1;
   touchDir(txn, parent);
   return node;
@@ -161,13 +167,13 @@ function putNewInode(
     ...(attrs.compression === 'lz4' ? { compression: 'lz4' as const } : {}),
   };
   txn.putInode(node);
-  txn.putEntry(parent.id, name.bytes, id, type);
+  txn.putEntry(parent.id, name, id, type);
   return node;
 }
 
 /** Removes `name` from `parent` (the caller disposes of the inode). `parent` is updated and stored. */
 export function unlinkEntry(txn: Txn, parent: Inode, name: PathComponent): void {
-  txn.deleteEntry(parent.id, name.bytes);
+  txn.deleteEntry(parent.id, name);
   if (parent.childCount <= 0) assert(false, `directory ${parent.id} child count underflow`);
   parent.childCount -= 1;
   touchDir(txn, parent);
@@ -192,7 +198,7 @@ export async function discard(txn: Txn, node: Inode): Promise<void> {
 export async function isLinked(txn: Txn, node: Inode): Promise<boolean> {
   let cur = node;
   while (cur.id !== ROOT_ID) {
-    const entry = await txn.lookup(cur.parent, utf8(cur.name));
+    const entry = await txn.lookup(cur.parent, { chars: nameChars(cur.name) });
     if (entry === undefined || entry.id !== cur.id) return false;
     const up = await txn.inode(cur.parent);
     if (up === undefined) return false;
@@ -223,7 +229,7 @@ async function mkdirParents(txn: Txn, op: OpOf<'mkdir'>, path: readonly PathComp
   let depth = 0;
   for (; depth < path.length; depth++) {
     if (node.type !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${node.name}`);
-    const entry = await txn.lookup(node.id, path[depth]!.bytes);
+    const entry = await txn.lookup(node.id, path[depth]!);
     if (entry === undefined) break;
     node = await txn.mustInode(entry.id);
   }
@@ -246,7 +252,9 @@ export async function create(txn: Txn, op: OpOf<'create'>): Promise<InodeRef> {
     v.checkLeaseDuration(op.lease.durationMs, txn.limits);
   }
   if (path.length === 0) throw new FsError('EISDIR', 'the root is a directory');
-  const { parent, name, target } = await resolveParent(txn, path);
+  // resolveParent's own first step, here without a promise (a create is the most common command).
+  const known = resolveParentNow(txn, path);
+  const { parent, name, target } = known !== notCached ? known : await resolveParent(txn, path);
   v.checkGeneration(target?.generation, op.ifGeneration);
   let attrs = inherit(op, parent, v.DEFAULT_FILE_MODE);
   if (target !== undefined) {
@@ -262,7 +270,8 @@ export async function create(txn: Txn, op: OpOf<'create'>): Promise<InodeRef> {
     unlinkEntry(txn, parent, name);
     await discard(txn, target);
   }
-  const node = await link(txn, parent, name, 'file', attrs);
+  const id = txn.allocateNow('nextInodeId');
+  const node = linkAs(txn, typeof id === 'number' ? id : await id, parent, name, 'file', attrs);
   if (op.lease !== undefined) {
     node.complete = false;
     txn.putInode(node);
@@ -291,7 +300,7 @@ export async function createMany(
   meta.nextInodeId += names.length;
   txn.putMeta(meta);
   for (const [i, name] of names.entries()) {
-    if ((await txn.lookup(dir.id, name.bytes)) !== undefined)
+    if ((await txn.lookup(dir.id, name)) !== undefined)
       throw new FsError('EEXIST', `exists: ${joinPath([...path, name])}`);
     putNewInode(txn, firstId + i, dir, name, 'file', attrs);
   }
@@ -357,7 +366,7 @@ export async function rename(txn: Txn, op: OpOf<'rename'>): Promise<InodeRef> {
     // Planted bug (simulator self-test): the replaced inode is left behind, unreachable.
     if (!txn.bugs.has('fsm-non-atomic-rename')) await dispose(txn, replaced);
   }
-  txn.putEntry(dstParent.id, dst.name.bytes, node.id, node.type);
+  txn.putEntry(dstParent.id, dst.name, node.id, node.type);
   node.parent = dstParent.id;
   node.name = dst.name.name;
   node.ctimeMs = txn.nowMs;

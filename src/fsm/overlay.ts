@@ -20,8 +20,12 @@ const BASE_PAGE_MIN = 16;
 export class Overlay implements KvReader {
   /** Key string (see bytesToKeyString) -> buffered value or delete. */
   private readonly pending = new Map<string, Pending>();
-  /** The keys of `pending`, in order (so a scan visits only the buffered keys in its range). */
-  private readonly order = new SortedStrings();
+  /**
+   * The keys of `pending`, in order (so a scan visits only the buffered keys in its range). Built at the
+   * overlay's first scan and kept from then on: most commands (a create) never scan, and keeping every put's
+   * key in order twice (the command's overlay, then the batch's) cost more than sorting at a first scan.
+   */
+  private order: SortedStrings | undefined;
   /** Scans in flight; the buffer must not change under one (a command awaits its own scans). */
   private scanning = 0;
 
@@ -37,18 +41,22 @@ export class Overlay implements KvReader {
    * costs no read of the store: one resolved promise, however many overlays are stacked.
    */
   get(key: Uint8Array): Promise<Uint8Array | undefined> {
-    const k = bytesToKeyString(key);
-    const v = this.getCached(key, k);
+    return this.getByKeyString(bytesToKeyString(key), key);
+  }
+
+  /** get() of the key whose key string (bytesToKeyString) is `k`; `key`: its bytes, if the caller has them. */
+  getByKeyString(k: string, key?: Uint8Array): Promise<Uint8Array | undefined> {
+    const v = this.getCached(k);
     if (v === null) return resolvedUndefined;
     if (v !== undefined) return Promise.resolve(v);
-    return this.store.get(key);
+    return this.store.get(key ?? keyStringToBytes(k));
   }
 
   /** What get() would return, when the buffers or the store know it without I/O (see KvReader.getCached). */
-  getCached(key: Uint8Array, keyString: string): Uint8Array | null | undefined {
+  getCached(keyString: string): Uint8Array | null | undefined {
     const p = this.pending.get(keyString);
     if (p !== undefined) return p;
-    return this.base.getCached?.(key, keyString);
+    return this.base.getCached?.(keyString);
   }
 
   /** The store under every overlay. */
@@ -60,8 +68,8 @@ export class Overlay implements KvReader {
    * What the buffered writes of this overlay and of the overlays under it say about `key`, without reading
    * the store at the bottom: for a key the caller knows the store does not hold.
    */
-  getBuffered(key: Uint8Array): Uint8Array | undefined {
-    return this.buffered(bytesToKeyString(key));
+  getBuffered(keyString: string): Uint8Array | undefined {
+    return this.buffered(keyString);
   }
 
   private buffered(k: string): Uint8Array | undefined {
@@ -79,9 +87,19 @@ export class Overlay implements KvReader {
     this.set(bytesToKeyString(key), null);
   }
 
+  /** put() of the key whose key string (bytesToKeyString) is `k`. */
+  putByKeyString(k: string, value: Uint8Array): void {
+    this.set(k, value);
+  }
+
+  /** delete() of the key whose key string (bytesToKeyString) is `k`. */
+  deleteByKeyString(k: string): void {
+    this.set(k, null);
+  }
+
   private set(k: string, v: Pending): void {
     assert(this.scanning === 0, 'overlay written during one of its scans');
-    if (!this.pending.has(k)) this.order.add(k);
+    if (this.order !== undefined && !this.pending.has(k)) this.order.add(k);
     this.pending.set(k, v);
   }
 
@@ -98,8 +116,18 @@ export class Overlay implements KvReader {
     }
   }
 
+  /** The buffered keys in order (see `order`). */
+  private sortedKeys(): SortedStrings {
+    if (this.order === undefined) {
+      const order = new SortedStrings();
+      for (const k of [...this.pending.keys()].sort()) order.add(k);
+      this.order = order;
+    }
+    return this.order;
+  }
+
   private async merge(range: KvRange): Promise<KvPair[]> {
-    const mine = this.order.range(
+    const mine = this.sortedKeys().range(
       range.gte === undefined ? undefined : bytesToKeyString(range.gte),
       range.lt === undefined ? undefined : bytesToKeyString(range.lt),
     );
@@ -145,7 +173,7 @@ export class Overlay implements KvReader {
   mergeInto(target: Overlay): void {
     for (const [k, v] of this.pending) target.set(k, v);
     this.pending.clear();
-    this.order.clear();
+    this.order = undefined;
   }
 
   /** The buffered writes as one store batch. */

@@ -6,11 +6,14 @@
  * whole path), then per component from the left: EINVAL (empty, '.', '..', NUL), ENAMETOOLONG.
  */
 import { FsError } from './errors.ts';
+import { bytesToKeyString } from './kv.ts';
 import type { FsmLimits } from './limits.ts';
 
 export interface PathComponent {
   readonly name: string;
   readonly bytes: Uint8Array;
+  /** The key string of `bytes` (kv.ts bytesToKeyString): `name` itself when it is ASCII. */
+  readonly chars: string;
 }
 
 const encoder = new TextEncoder();
@@ -40,6 +43,11 @@ function asciiBytes(s: string): Uint8Array | undefined {
 function isAscii(s: string): boolean {
   for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) >= 0x80) return false;
   return true;
+}
+
+/** The key string of utf8(name) (PathComponent.chars). */
+export function nameChars(name: string): string {
+  return isAscii(name) ? name : bytesToKeyString(encoder.encode(name));
 }
 
 export function fromUtf8(bytes: Uint8Array): string {
@@ -75,13 +83,15 @@ export function checkName(name: unknown, limits: FsmLimits): PathComponent {
     throw new FsError('EINVAL', `invalid path component: ${show(name)}`);
   }
   let bytes = asciiBytes(name);
+  let chars = name;
   if (bytes === undefined) {
     if (loneSurrogate.test(name)) throw new FsError('EINVAL', `invalid path component: ${show(name)}`);
     bytes = encoder.encode(name);
+    chars = bytesToKeyString(bytes);
   }
   if (bytes.length > limits.nameBytesMax)
     throw new FsError('ENAMETOOLONG', `component longer than ${limits.nameBytesMax} bytes`);
-  return { name, bytes };
+  return { name, bytes, chars };
 }
 
 /** Whether `inner` names a strict descendant of `outer`. */

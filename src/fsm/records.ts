@@ -17,6 +17,168 @@ export const packr = new Packr({
   bundleStrings: false,
 });
 
+/** Bytes of each chunk RecordWriter writes records into (a record larger than that gets a chunk of its own). */
+const recordChunkBytes = 8192;
+
+/**
+ * A msgpack writer for the records' own shapes, writing exactly the bytes `packr.pack` writes for the same
+ * array (test/fsm/records.test.ts compares them on random records): numbers, ASCII strings, booleans, null,
+ * byte arrays, one array of up to 65,535 values. A record it does not cover (a string with a non-ASCII char)
+ * is declined: `finish()` returns undefined and the caller packs the record with packr. Spares msgpackr's
+ * per-call set-up and its result's Buffer object on the records every create writes (inodes, the session
+ * record, the meta record).
+ */
+class RecordWriter {
+  /** Records are written one after another into this chunk, and handed out as views of it (as msgpackr does). */
+  private buf = new Uint8Array(recordChunkBytes);
+  private view = new DataView(this.buf.buffer);
+  /** Where the record being written starts, and where its next byte goes. */
+  private start = 0;
+  private pos = 0;
+  private ok = true;
+
+  /** Starts a record: an array of `length` values (< 65,536). */
+  array(length: number): this {
+    this.start = this.pos;
+    this.ok = true;
+    this.room(3);
+    if (length < 0x10) this.buf[this.pos++] = 0x90 | length;
+    else {
+      this.buf[this.pos++] = 0xdc;
+      this.buf[this.pos++] = length >> 8;
+      this.buf[this.pos++] = length & 0xff;
+    }
+    return this;
+  }
+
+  /** Makes room for `bytes` more: a fresh chunk, with the record so far, when this one is full. */
+  private room(bytes: number): void {
+    if (this.pos + bytes <= this.buf.length) return;
+    const sofar = this.pos - this.start;
+    const chunk = new Uint8Array(Math.max(recordChunkBytes, 2 * (sofar + bytes)));
+    chunk.set(this.buf.subarray(this.start, this.pos));
+    this.buf = chunk;
+    this.view = new DataView(chunk.buffer);
+    this.start = 0;
+    this.pos = sofar;
+  }
+
+  /** As msgpackr writes a number (no float32: this packr's useFloat32 is off). */
+  number(n: number): this {
+    this.room(9);
+    const b = this.buf;
+    if (n >>> 0 === n) {
+      if (n < 0x80) b[this.pos++] = n;
+      else if (n < 0x100) {
+        b[this.pos++] = 0xcc;
+        b[this.pos++] = n;
+      } else if (n < 0x10000) {
+        b[this.pos++] = 0xcd;
+        b[this.pos++] = n >> 8;
+        b[this.pos++] = n & 0xff;
+      } else {
+        b[this.pos++] = 0xce;
+        this.view.setUint32(this.pos, n);
+        this.pos += 4;
+      }
+    } else if (n >> 0 === n) {
+      if (n >= -0x20) b[this.pos++] = 0x100 + n;
+      else if (n >= -0x80) {
+        b[this.pos++] = 0xd0;
+        b[this.pos++] = n + 0x100;
+      } else if (n >= -0x8000) {
+        b[this.pos++] = 0xd1;
+        this.view.setInt16(this.pos, n);
+        this.pos += 2;
+      } else {
+        b[this.pos++] = 0xd2;
+        this.view.setInt32(this.pos, n);
+        this.pos += 4;
+      }
+    } else {
+      b[this.pos++] = 0xcb;
+      this.view.setFloat64(this.pos, n);
+      this.pos += 8;
+    }
+    return this;
+  }
+
+  /** An ASCII string of fewer than 65,536 chars; any other string declines the record. */
+  string(s: string): this {
+    const length = s.length;
+    if (length >= 0x10000) {
+      this.ok = false;
+      return this;
+    }
+    this.room(length + 3);
+    const b = this.buf;
+    if (length < 0x20) b[this.pos++] = 0xa0 | length;
+    else if (length < 0x100) {
+      b[this.pos++] = 0xd9;
+      b[this.pos++] = length;
+    } else {
+      b[this.pos++] = 0xda;
+      b[this.pos++] = length >> 8;
+      b[this.pos++] = length & 0xff;
+    }
+    let at = this.pos;
+    for (let i = 0; i < length; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x80) {
+        this.ok = false;
+        return this;
+      }
+      b[at++] = c;
+    }
+    this.pos = at;
+    return this;
+  }
+
+  boolean(x: boolean): this {
+    this.room(1);
+    this.buf[this.pos++] = x ? 0xc3 : 0xc2;
+    return this;
+  }
+
+  /** A byte array (msgpack bin), or null. */
+  bytesOrNull(x: Uint8Array | null): this {
+    if (x === null) {
+      this.room(1);
+      this.buf[this.pos++] = 0xc0;
+      return this;
+    }
+    const length = x.length;
+    this.room(length + 5);
+    const b = this.buf;
+    if (length < 0x100) {
+      b[this.pos++] = 0xc4;
+      b[this.pos++] = length;
+    } else if (length < 0x10000) {
+      b[this.pos++] = 0xc5;
+      b[this.pos++] = length >> 8;
+      b[this.pos++] = length & 0xff;
+    } else {
+      b[this.pos++] = 0xc6;
+      this.view.setUint32(this.pos, length);
+      this.pos += 4;
+    }
+    b.set(x, this.pos);
+    this.pos += length;
+    return this;
+  }
+
+  /** The record's bytes (a view of the chunk, never written again), or undefined if a value was declined. */
+  finish(): Uint8Array | undefined {
+    if (!this.ok) {
+      this.pos = this.start; // its bytes are overwritten by the next record
+      return undefined;
+    }
+    return this.buf.subarray(this.start, this.pos);
+  }
+}
+
+const writer = new RecordWriter();
+
 /**
  * The layout version of the whole state (in Meta); a new layout gets a new number. 2: the session record
  * carries `indexedMs`, the time of its by-use index entry, which may lag its last use (sessions.ts). 3: the
@@ -81,6 +243,30 @@ const INODE_FIELDS = 15;
 const INODE_COMPRESSION_LZ4 = 1;
 
 export function encodeInode(n: Inode): Uint8Array {
+  const lz4 = n.compression === 'lz4';
+  const fast = writer
+    .array(lz4 ? INODE_FIELDS + 1 : INODE_FIELDS)
+    .number(n.type === 'dir' ? 0 : 1)
+    .number(n.parent)
+    .string(n.name)
+    .number(n.mode)
+    .string(n.owner)
+    .number(n.mtimeMs)
+    .number(n.ctimeMs)
+    .number(n.generation)
+    .number(n.replication)
+    .number(n.chunkSizeBytes)
+    .number(n.childCount)
+    .number(n.lengthBytes)
+    .number(n.chunkCount)
+    .number(n.unsealedChunks)
+    .boolean(n.complete);
+  if (lz4) fast.number(INODE_COMPRESSION_LZ4);
+  return fast.finish() ?? packInode(n);
+}
+
+/** encodeInode's bytes, written by msgpackr (a record RecordWriter declines). */
+export function packInode(n: Inode): Uint8Array {
   return packr.pack([
     n.type === 'dir' ? 0 : 1,
     n.parent,
@@ -341,6 +527,20 @@ export interface Session {
 }
 
 export function encodeSession(s: Session): Uint8Array {
+  const fast = writer
+    .array(6)
+    .number(s.ack)
+    .number(s.lastUsedMs)
+    .number(s.pending)
+    .number(s.indexedMs)
+    .number(s.inlineSeq)
+    .bytesOrNull(s.inlineResult ?? null)
+    .finish();
+  return fast ?? packSession(s);
+}
+
+/** encodeSession's bytes, written by msgpackr. */
+export function packSession(s: Session): Uint8Array {
   return packr.pack([s.ack, s.lastUsedMs, s.pending, s.indexedMs, s.inlineSeq, s.inlineResult ?? null]);
 }
 
@@ -357,6 +557,19 @@ export function decodeSession(clientId: number, bytes: Uint8Array): Session {
     indexedMs: indexedMs!,
     inlineSeq: inlineSeq!,
     inlineResult: inlineSeq === 0 ? undefined : (inline as Uint8Array),
+  };
+}
+
+/** A copy of `s` with exactly the fields decodeSession gives (the result's bytes are shared, never changed). */
+export function copySession(s: Session): Session {
+  return {
+    clientId: s.clientId,
+    ack: s.ack,
+    lastUsedMs: s.lastUsedMs,
+    pending: s.pending,
+    indexedMs: s.indexedMs,
+    inlineSeq: s.inlineSeq,
+    inlineResult: s.inlineResult,
   };
 }
 
@@ -396,6 +609,23 @@ export interface Meta {
 }
 
 export function encodeMeta(m: Meta): Uint8Array {
+  const fast = writer
+    .array(9)
+    .number(m.format)
+    .number(m.clockMs)
+    .number(m.nextInodeId)
+    .number(m.nextChunkHandle)
+    .number(m.nextChunkserverId)
+    .number(m.nextClientId)
+    .number(m.garbageNext)
+    .number(m.garbageCount)
+    .number(m.sessionCount)
+    .finish();
+  return fast ?? packMeta(m);
+}
+
+/** encodeMeta's bytes, written by msgpackr. */
+export function packMeta(m: Meta): Uint8Array {
   return packr.pack([
     m.format,
     m.clockMs,

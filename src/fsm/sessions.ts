@@ -57,7 +57,7 @@ export async function openSession(txn: Txn): Promise<{ clientId: number }> {
   txn.hints.sessionUseFloorMs = Math.min(txn.hints.sessionUseFloorMs, session.indexedMs);
   txn.hints.resultsAtMost.set(clientId, 0); // a new session has no results
   putSession(txn, session);
-  txn.view.put(keys.sessionByUseKey(session.indexedMs, clientId), new Uint8Array(0));
+  txn.view.putByKeyString(keys.sessionByUseKeyString(session.indexedMs, clientId), new Uint8Array(0));
   const m = await txn.meta();
   m.sessionCount += 1;
   txn.putMeta(m);
@@ -70,13 +70,13 @@ export async function runInSession(
   stamp: SessionStamp,
   apply: () => Promise<FsResult>,
 ): Promise<FsResult> {
-  const known = txn.getNow(keys.sessionKey(stamp.clientId));
+  const known = txn.getNow(keys.sessionKeyString(stamp.clientId));
   const session =
     known === notCached
       ? await getSession(txn, stamp.clientId)
       : known === null
         ? undefined
-        : rec.decodeSession(stamp.clientId, known);
+        : txn.hints.sessions.decode(stamp.clientId, known);
   if (session === undefined)
     return failure('ESESSION', `no session ${stamp.clientId} (never opened, or expired)`);
   if (stamp.seq <= session.ack) return failure('ESESSION', `sequence ${stamp.seq} was acknowledged already`);
@@ -87,7 +87,7 @@ export async function runInSession(
       ? session.inlineResult
       : txn.hints.resultKnownAbsent(stamp.clientId, stamp.seq)
         ? undefined
-        : await readNowOrLater(txn, keys.resultKey(stamp.clientId, stamp.seq));
+        : await readNowOrLater(txn, keys.resultKeyString(stamp.clientId, stamp.seq));
   const cached = noDedup ? undefined : stored;
   if (cached !== undefined) {
     touch(txn, session);
@@ -108,7 +108,7 @@ export async function runInSession(
     session.inlineSeq = stamp.seq;
     session.inlineResult = bytes;
   } else {
-    txn.view.put(keys.resultKey(stamp.clientId, stamp.seq), bytes);
+    txn.view.putByKeyString(keys.resultKeyString(stamp.clientId, stamp.seq), bytes);
   }
   const atMost = txn.hints.resultsAtMost.get(stamp.clientId);
   if (atMost !== undefined && stamp.seq > atMost) txn.hints.resultsAtMost.set(stamp.clientId, stamp.seq);
@@ -172,8 +172,8 @@ async function evict(txn: Txn, clientId: number): Promise<void> {
   assert(results.length === keyed, `session ${clientId} keeps ${results.length} result keys, not ${keyed}`);
   for (const { key } of results) txn.view.delete(key);
   txn.hints.resultsAtMost.delete(clientId);
-  txn.view.delete(keys.sessionKey(clientId));
-  txn.view.delete(keys.sessionByUseKey(session.indexedMs, clientId));
+  txn.view.deleteByKeyString(keys.sessionKeyString(clientId));
+  txn.view.deleteByKeyString(keys.sessionByUseKeyString(session.indexedMs, clientId));
   const m = await txn.meta();
   m.sessionCount -= 1;
   txn.putMeta(m);
@@ -196,10 +196,10 @@ async function forgetAcknowledged(txn: Txn, session: Session, ack: number): Prom
   if (keyed > 0 && ack - session.ack <= txn.limits.sessionResultsMax) {
     for (let seq = session.ack + 1; seq <= ack && keyed > 0; seq++) {
       if (seq === inlineSeq) continue; // it had no key
-      const key = keys.resultKey(session.clientId, seq);
+      const key = keys.resultKeyString(session.clientId, seq);
       const known = txn.getNow(key);
-      if (known === notCached ? (await txn.view.get(key)) === undefined : known === null) continue;
-      txn.view.delete(key);
+      if (known === notCached ? (await txn.view.getByKeyString(key)) === undefined : known === null) continue;
+      txn.view.deleteByKeyString(key);
       keyed -= 1;
       session.pending -= 1;
     }
@@ -222,19 +222,21 @@ function keyedResults(session: Session): number {
 }
 
 /** view.get(key), without a promise when the value is known without I/O (Txn.getNow). */
-function readNowOrLater(txn: Txn, key: Uint8Array): Uint8Array | undefined | Promise<Uint8Array | undefined> {
+function readNowOrLater(txn: Txn, key: string): Uint8Array | undefined | Promise<Uint8Array | undefined> {
   const known = txn.getNow(key);
-  if (known === notCached) return txn.view.get(key);
+  if (known === notCached) return txn.view.getByKeyString(key);
   return known ?? undefined;
 }
 
 async function getSession(txn: Txn, clientId: number): Promise<Session | undefined> {
-  const bytes = await txn.view.get(keys.sessionKey(clientId));
-  return bytes === undefined ? undefined : rec.decodeSession(clientId, bytes);
+  const bytes = await txn.view.getByKeyString(keys.sessionKeyString(clientId));
+  return bytes === undefined ? undefined : txn.hints.sessions.decode(clientId, bytes);
 }
 
 function putSession(txn: Txn, s: Session): void {
-  txn.view.put(keys.sessionKey(s.clientId), rec.encodeSession(s));
+  const bytes = rec.encodeSession(s);
+  txn.view.putByKeyString(keys.sessionKeyString(s.clientId), bytes);
+  txn.hints.sessions.remember(s, bytes);
 }
 
 /**
@@ -245,9 +247,9 @@ function touch(txn: Txn, s: Session): void {
   s.lastUsedMs = txn.nowMs;
   // Planted bug (simulator self-test): the entry never moves, so it lags the last use without bound.
   if (txn.nowMs - s.indexedMs >= txn.limits.sessionUseGranularityMs && !txn.bugs.has('fsm-session-index-frozen')) {
-    txn.view.delete(keys.sessionByUseKey(s.indexedMs, s.clientId));
+    txn.view.deleteByKeyString(keys.sessionByUseKeyString(s.indexedMs, s.clientId));
     s.indexedMs = txn.nowMs;
-    txn.view.put(keys.sessionByUseKey(s.indexedMs, s.clientId), new Uint8Array(0));
+    txn.view.putByKeyString(keys.sessionByUseKeyString(s.indexedMs, s.clientId), new Uint8Array(0));
   }
   putSession(txn, s);
 }

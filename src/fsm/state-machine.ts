@@ -178,7 +178,7 @@ export class MetadataStateMachine {
 
   /** Writes a batch's effects with the index of its last entry, in one atomic store write. */
   private async writeThrough(batch: Overlay, index: number, term: number): Promise<void> {
-    batch.put(keys.appliedKey, keys.appliedValue(index, term));
+    batch.putByKeyString(keys.appliedKeyString, keys.appliedValue(index, term));
     const write = batch.toBatch();
     try {
       await this.kv.write(write);
@@ -235,7 +235,7 @@ export class MetadataStateMachine {
     }
     // Both return at once in the common case: checked here first, without a promise each.
     if (sessionsMayExpire(txn)) await expireIdleSessions(txn);
-    const m = txn.metaNow();
+    const m = txn.metaPeekNow();
     if (m === notCached || m.garbageCount > 0) await reclaim(txn, this.limits.reclaimKeysPerCommandMax);
     return result;
   }
@@ -464,17 +464,18 @@ function execute(txn: Txn, op: Op): Promise<unknown> {
 /** Stamped time never runs backwards: the state machine's now is the largest stamp seen so far. */
 function advanceClock(view: Overlay, stampMs: number, limits: FsmLimits, hints: ApplyHints): number | Promise<number> {
   const txn = new Txn(view, 0, 0, limits, noFsmBugs, hints);
-  const m = txn.metaNow();
+  const m = txn.metaPeekNow();
   if (m === notCached) return txn.meta().then((read) => advanceTo(txn, read, stampMs));
   return advanceTo(txn, m, stampMs);
 }
 
-function advanceTo(txn: Txn, m: rec.Meta, stampMs: number): number {
-  if (stampMs > m.clockMs) {
-    m.clockMs = stampMs;
-    txn.putMeta(m);
-  }
-  return m.clockMs;
+/** `m` is only read: the record stored is a copy. */
+function advanceTo(txn: Txn, m: Readonly<rec.Meta>, stampMs: number): number {
+  if (stampMs <= m.clockMs) return m.clockMs;
+  const advanced = rec.copyMeta(m);
+  advanced.clockMs = stampMs;
+  txn.putMeta(advanced);
+  return stampMs;
 }
 
 /** Passes the snapshot's pairs through, checking that the state it carries can be opened. */

@@ -6,12 +6,12 @@ import { assert } from '../raft/errors.ts';
 import type { FsmBug } from './bugs.ts';
 import { noFsmBugs } from './bugs.ts';
 import { FsError } from './errors.ts';
-import { bytesToKeyString } from './kv.ts';
 import * as keys from './keys.ts';
 import type { InodeType } from './keys.ts';
 import type { FsmLimits } from './limits.ts';
 import { Overlay } from './overlay.ts';
-import type { Chunkserver, Inode, Lease, Meta, Placement } from './records.ts';
+import type { PathComponent } from './paths.ts';
+import type { Chunkserver, Inode, Lease, Meta, Placement, Session } from './records.ts';
 import * as rec from './records.ts';
 
 type Counter = 'nextInodeId' | 'nextChunkHandle' | 'nextChunkserverId' | 'nextClientId';
@@ -33,6 +33,7 @@ export class ApplyHints {
    */
   readonly resultsAtMost = new Map<number, number>();
   readonly inodes = new InodeMemo();
+  readonly sessions = new SessionMemo();
   /** The meta record last read or written, with its bytes (see InodeMemo: a hit is checked against them). */
   private metaMemo: { readonly bytes: Uint8Array; readonly meta: Meta } | undefined;
 
@@ -40,15 +41,21 @@ export class ApplyHints {
     this.sessionUseFloorMs = -Infinity;
     this.resultsAtMost.clear();
     this.inodes.clear();
+    this.sessions.clear();
     this.metaMemo = undefined;
   }
 
   /** The meta record `bytes` hold: a private copy of the memo's when they are its bytes, else decoded. */
   decodeMeta(bytes: Uint8Array): Meta {
+    return rec.copyMeta(this.peekMeta(bytes));
+  }
+
+  /** decodeMeta(bytes), but the memo's own record: the caller must not change it (spares a copy). */
+  peekMeta(bytes: Uint8Array): Meta {
     const hit = this.metaMemo;
-    if (hit !== undefined && sameBytes(hit.bytes, bytes)) return { ...hit.meta };
+    if (hit !== undefined && sameBytes(hit.bytes, bytes)) return hit.meta;
     const meta = rec.decodeMeta(bytes);
-    this.metaMemo = { bytes, meta: { ...meta } };
+    this.metaMemo = { bytes, meta };
     return meta;
   }
 
@@ -78,11 +85,11 @@ export class InodeMemo {
 
   decode(id: number, bytes: Uint8Array): Inode {
     const hit = this.entries.get(id);
-    if (hit !== undefined && sameBytes(hit.bytes, bytes)) return { ...hit.inode };
+    if (hit !== undefined && sameBytes(hit.bytes, bytes)) return rec.copyInode(hit.inode);
     const inode = rec.decodeInode(id, bytes);
     if (this.entries.size >= inodeMemoEntriesMax) this.entries.clear();
     // Callers change the records they read: the memo keeps its own copy.
-    this.entries.set(id, { bytes, inode: { ...inode } });
+    this.entries.set(id, { bytes, inode: rec.copyInode(inode) });
     return inode;
   }
 
@@ -106,6 +113,40 @@ export class InodeMemo {
     if (this.entries.size >= inodeMemoEntriesMax) this.entries.clear();
     this.entries.set(id, { bytes, inode });
     return inode;
+  }
+
+  clear(): void {
+    this.entries.clear();
+  }
+}
+
+/** Session records remembered by SessionMemo, at most (then it starts afresh). */
+export const sessionMemoEntriesMax = 4_096;
+
+/**
+ * Decoded session records with the bytes they came from, as InodeMemo keeps inodes: every command of a
+ * session reads the record its previous command wrote, and a read of equal bytes gets a copy of the
+ * record instead of a msgpack decode.
+ */
+export class SessionMemo {
+  private readonly entries = new Map<number, { readonly bytes: Uint8Array; readonly session: Session }>();
+
+  decode(clientId: number, bytes: Uint8Array): Session {
+    const hit = this.entries.get(clientId);
+    if (hit !== undefined && sameBytes(hit.bytes, bytes)) return rec.copySession(hit.session);
+    const session = rec.decodeSession(clientId, bytes);
+    this.set(clientId, bytes, rec.copySession(session));
+    return session;
+  }
+
+  /** Notes that `bytes` encode `session` (just encoded from it). */
+  remember(session: Session, bytes: Uint8Array): void {
+    this.set(session.clientId, bytes, rec.copySession(session));
+  }
+
+  private set(clientId: number, bytes: Uint8Array, session: Session): void {
+    if (this.entries.size >= sessionMemoEntriesMax) this.entries.clear();
+    this.entries.set(clientId, { bytes, session });
   }
 
   clear(): void {
@@ -159,17 +200,23 @@ export class Txn {
    * it without I/O (KvReader.getCached); notCached otherwise. The synchronous fast path of the reads below:
    * same answers, no promise.
    */
-  getNow(key: Uint8Array): Uint8Array | null | NotCached {
-    const v = this.view.getCached(key, bytesToKeyString(key));
+  getNow(keyString: string): Uint8Array | null | NotCached {
+    const v = this.view.getCached(keyString);
     return v === undefined ? notCached : v;
   }
 
   /** meta(), when known without I/O (see getNow). */
   metaNow(): Meta | NotCached {
-    const bytes = this.getNow(keys.metaKey);
+    const m = this.metaPeekNow();
+    return m === notCached ? notCached : rec.copyMeta(m);
+  }
+
+  /** metaNow(), but a record the caller must not change (it may be shared with later reads). */
+  metaPeekNow(): Meta | NotCached {
+    const bytes = this.getNow(keys.metaKeyString);
     if (bytes === notCached) return notCached;
     assert(bytes !== null, 'meta record missing');
-    return this.hints.decodeMeta(bytes);
+    return this.hints.peekMeta(bytes);
   }
 
   /**
@@ -184,15 +231,15 @@ export class Txn {
 
   /** The stored bytes of inode `id` (undefined: no such inode), when known without I/O (see getNow). */
   inodeBytesNow(id: number): Uint8Array | undefined | NotCached {
-    const key = keys.inodeKey(id);
+    const key = keys.inodeKeyString(id);
     if (id >= this.freshInodesFrom) return this.view.getBuffered(key);
     const v = this.getNow(key);
     return v === null ? undefined : v;
   }
 
   /** lookup(dir, name), when known without I/O (see getNow). */
-  lookupNow(dir: number, name: Uint8Array): { id: number; type: InodeType } | undefined | NotCached {
-    const key = keys.direntKey(dir, name);
+  lookupNow(dir: number, name: Pick<PathComponent, 'chars'>): { id: number; type: InodeType } | undefined | NotCached {
+    const key = keys.direntKeyString(dir, name.chars);
     let bytes: Uint8Array | undefined;
     if (dir >= this.freshInodesFrom) bytes = this.view.getBuffered(key);
     else {
@@ -204,20 +251,31 @@ export class Txn {
   }
 
   async meta(): Promise<Meta> {
-    const bytes = await this.view.get(keys.metaKey);
+    const bytes = await this.view.getByKeyString(keys.metaKeyString, keys.metaKey);
     assert(bytes !== undefined, 'meta record missing');
     return this.hints.decodeMeta(bytes);
   }
 
   putMeta(m: Meta): void {
     const bytes = rec.encodeMeta(m);
-    this.view.put(keys.metaKey, bytes);
+    this.view.putByKeyString(keys.metaKeyString, bytes);
     this.hints.rememberMeta(bytes, m);
   }
 
   /** Hands out the next id of a counter (deterministic: same on every replica). */
-  async allocate(counter: Counter): Promise<number> {
-    const m = await this.meta();
+  allocate(counter: Counter): Promise<number> {
+    const m = this.metaNow();
+    if (m !== notCached) return Promise.resolve(this.take(m, counter));
+    return this.meta().then((read) => this.take(read, counter));
+  }
+
+  /** allocate(), without a promise when the meta record is known without I/O (see getNow). */
+  allocateNow(counter: Counter): number | Promise<number> {
+    const m = this.metaNow();
+    return m === notCached ? this.allocate(counter) : this.take(m, counter);
+  }
+
+  private take(m: Meta, counter: Counter): number {
     const id = m[counter];
     m[counter] = id + 1;
     this.putMeta(m);
@@ -225,8 +283,8 @@ export class Txn {
   }
 
   async inode(id: number): Promise<Inode | undefined> {
-    const key = keys.inodeKey(id);
-    const bytes = id >= this.freshInodesFrom ? this.view.getBuffered(key) : await this.view.get(key);
+    const key = keys.inodeKeyString(id);
+    const bytes = id >= this.freshInodesFrom ? this.view.getBuffered(key) : await this.view.getByKeyString(key);
     return bytes === undefined ? undefined : this.hints.inodes.decode(id, bytes);
   }
 
@@ -241,45 +299,46 @@ export class Txn {
   putInode(n: Inode): void {
     n.generation = this.index;
     const bytes = rec.encodeInode(n);
-    this.view.put(keys.inodeKey(n.id), bytes);
+    this.view.putByKeyString(keys.inodeKeyString(n.id), bytes);
     this.hints.inodes.remember(n, bytes);
   }
 
   deleteInode(id: number): void {
-    this.view.delete(keys.inodeKey(id));
+    this.view.deleteByKeyString(keys.inodeKeyString(id));
   }
 
-  async lookup(dir: number, name: Uint8Array): Promise<{ id: number; type: InodeType } | undefined> {
+  /** `name`: the entry's name; only its key string (PathComponent.chars) is used. */
+  async lookup(dir: number, name: Pick<PathComponent, 'chars'>): Promise<{ id: number; type: InodeType } | undefined> {
     // A directory created since the store's last write has no entries in the store: a bulk create into a
     // directory made earlier in the same batch (a follower catching up) reads no name from the store.
-    const key = keys.direntKey(dir, name);
-    const bytes = dir >= this.freshInodesFrom ? this.view.getBuffered(key) : await this.view.get(key);
+    const key = keys.direntKeyString(dir, name.chars);
+    const bytes = dir >= this.freshInodesFrom ? this.view.getBuffered(key) : await this.view.getByKeyString(key);
     return bytes === undefined ? undefined : keys.readDirent(bytes);
   }
 
-  putEntry(dir: number, name: Uint8Array, child: number, type: InodeType): void {
-    this.view.put(keys.direntKey(dir, name), keys.direntValue(child, type));
+  putEntry(dir: number, name: PathComponent, child: number, type: InodeType): void {
+    this.view.putByKeyString(keys.direntKeyString(dir, name.chars), keys.direntValue(child, type));
   }
 
-  deleteEntry(dir: number, name: Uint8Array): void {
-    this.view.delete(keys.direntKey(dir, name));
+  deleteEntry(dir: number, name: PathComponent): void {
+    this.view.deleteByKeyString(keys.direntKeyString(dir, name.chars));
   }
 
   async lease(file: number): Promise<Lease | undefined> {
-    const bytes = await this.view.get(keys.leaseKey(file));
+    const bytes = await this.view.getByKeyString(keys.leaseKeyString(file));
     return bytes === undefined ? undefined : rec.decodeLease(bytes);
   }
 
   putLease(file: number, lease: Lease): void {
-    this.view.put(keys.leaseKey(file), rec.encodeLease(lease));
+    this.view.putByKeyString(keys.leaseKeyString(file), rec.encodeLease(lease));
   }
 
   deleteLease(file: number): void {
-    this.view.delete(keys.leaseKey(file));
+    this.view.deleteByKeyString(keys.leaseKeyString(file));
   }
 
   async placement(handle: number): Promise<Placement | undefined> {
-    const bytes = await this.view.get(keys.placementKey(handle));
+    const bytes = await this.view.getByKeyString(keys.placementKeyString(handle));
     return bytes === undefined ? undefined : rec.decodePlacement(handle, bytes);
   }
 
@@ -290,29 +349,29 @@ export class Txn {
   }
 
   putPlacement(p: Placement): void {
-    this.view.put(keys.placementKey(p.handle), rec.encodePlacement(p));
+    this.view.putByKeyString(keys.placementKeyString(p.handle), rec.encodePlacement(p));
   }
 
   /** The handle at `index` of the file's chunk list, if any. */
   async chunkListEntry(file: number, index: number): Promise<number | undefined> {
-    const bytes = await this.view.get(keys.chunkListKey(file, index));
+    const bytes = await this.view.getByKeyString(keys.chunkListKeyString(file, index));
     return bytes === undefined ? undefined : keys.readU64(bytes, 0);
   }
 
   putChunkListEntry(file: number, index: number, handle: number): void {
-    this.view.put(keys.chunkListKey(file, index), keys.u64Bytes(handle));
+    this.view.putByKeyString(keys.chunkListKeyString(file, index), keys.u64Bytes(handle));
   }
 
   deleteChunkListEntry(file: number, index: number): void {
-    this.view.delete(keys.chunkListKey(file, index));
+    this.view.deleteByKeyString(keys.chunkListKeyString(file, index));
   }
 
   deletePlacement(handle: number): void {
-    this.view.delete(keys.placementKey(handle));
+    this.view.deleteByKeyString(keys.placementKeyString(handle));
   }
 
   async chunkserver(id: number): Promise<Chunkserver | undefined> {
-    const bytes = await this.view.get(keys.chunkserverKey(id));
+    const bytes = await this.view.getByKeyString(keys.chunkserverKeyString(id));
     return bytes === undefined ? undefined : rec.decodeChunkserver(id, bytes);
   }
 
@@ -323,6 +382,6 @@ export class Txn {
   /** Stores a chunkserver record; its generation becomes this command's index. */
   putChunkserver(c: Chunkserver): void {
     c.generation = this.index;
-    this.view.put(keys.chunkserverKey(c.id), rec.encodeChunkserver(c));
+    this.view.putByKeyString(keys.chunkserverKeyString(c.id), rec.encodeChunkserver(c));
   }
 }

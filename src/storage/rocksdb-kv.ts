@@ -221,7 +221,7 @@ export class RocksDbKv implements Kv {
    * The read cache's answer (see KvReader.getCached); never I/O. The cache is write-through, so it is exact: a
    * value it holds is what get() returns (get() copies it, this does not).
    */
-  getCached(_key: Uint8Array, keyString: string): Uint8Array | null | undefined {
+  getCached(keyString: string): Uint8Array | null | undefined {
     this.checkOpen();
     return this.cache.get(keyString);
   }

@@ -46,7 +46,7 @@ export function runKvConformance(t: Test, name: string, open: () => Promise<Kv>)
 
   test('getCached, when it answers, answers what get does', async (t, kv) => {
     if (kv.getCached === undefined) return;
-    const cached = (k: Uint8Array) => kv.getCached!(k, bytesToKeyString(k));
+    const cached = (k: Uint8Array) => kv.getCached!(bytesToKeyString(k));
     const agree = async (k: Uint8Array, what: string) => {
       const c = cached(k);
       if (c === undefined) return;

@@ -22,9 +22,9 @@ class PartlyCachedKv extends ForwardingKv {
   constructor(private readonly known: ((keyString: string) => boolean) | null) {
     super();
   }
-  getCached(key: Uint8Array, keyString: string): Uint8Array | null | undefined {
+  getCached(keyString: string): Uint8Array | null | undefined {
     if (this.known === null || !this.known(keyString)) return undefined;
-    return this.inner.getCached(key, keyString);
+    return this.inner.getCached(keyString);
   }
 }
 
