@@ -350,7 +350,7 @@ export class MetadataAgent {
   private address: string;
   private stopped = false;
   private started = false;
-  /** The saved id is loaded: exchanges may begin. */
+  /** The saved id is loaded (loadId); exchanges begin once the agent has also started. */
   private loaded = false;
   private id: number | null = null;
   /** Allocated by the leader but not saved yet (the save failed): saved before anything else. */
@@ -745,7 +745,7 @@ export class MetadataAgent {
 
   /** (Re)arms the timer for the next exchange; while one runs, it re-arms when done. */
   private kick(): void {
-    if (this.stopped || !this.loaded || this.busy !== null) return;
+    if (this.stopped || !this.started || !this.loaded || this.busy !== null) return;
     const nowMs = this.options.clock.nowMs();
     const dueMs = Math.max(nowMs, this.nextDueMs(nowMs));
     if (this.timer !== null && this.timerDueMs <= dueMs) return;

@@ -301,3 +301,26 @@ void t.test('restarted with the metadata service out of reach, a chunkserver ser
   t.match(await write(fresh, 5, 8_002), { code: 'WRONG_SERVER', failedId: 5 }, 'a new server, no id yet, refuses it as before');
   t.equal(fresh.store.info(8_002), undefined, 'and writes nothing');
 });
+
+void t.test('a replica event while the data server starts does not start the agent early (it registers once started, with its address)', async (t) => {
+  const dataDir = await tempDir(t);
+  const link = new ScriptedLink(7);
+  const real = realComponents({ scrubBytesPerSecond });
+  let registrationsBeforeStart = -1;
+  const components: StoreAndDataServer = {
+    openStore: (d, l) => real.openStore(d, l),
+    startDataServer: async (context) => {
+      const server = await real.startDataServer(context);
+      // A pipeline's replica event arriving before the agent is started (its address not set yet).
+      context.events.noteReplicaChanged(1);
+      await settle(50);
+      registrationsBeforeStart = link.registrations.length;
+      return server;
+    },
+  };
+  const server = await Chunkserver.start({ dataDir, listen: '127.0.0.1:0', metadata: [], rack: 'r1', components, link, agentLimits: testAgentLimits, logger: pino({ level: 'silent' }) });
+  t.teardown(() => server.stop());
+  await waitFor(() => server.agent.status().registered, 'the registration');
+  t.equal(registrationsBeforeStart, 0, 'no exchange before the agent started');
+  t.ok(link.registrations.length > 0 && link.registrations.every((r) => r.address === server.address), 'registered with its address');
+});
