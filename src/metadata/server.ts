@@ -167,8 +167,8 @@ export class MetadataServer {
   private chunkTimer: ReturnType<typeof setInterval> | null = null;
   private chunkPassRunning = false;
   /** Without a running chunk manager: counts computed from the store, when (monotonic ms), and a load in progress. */
-  private storeChunkCounts: { counts: ChunkCounts; atMs: number; applied: number } | null = null;
-  private storeChunkCountsLoad: Promise<ChunkCounts> | null = null;
+  private followerChunkCounts: { counts: ChunkCounts; atMs: number; applied: number } | null = null;
+  private followerChunkCountsLoad: Promise<ChunkCounts> | null = null;
   /**
    * The chunk manager's last view and the state machine's applied index before it was read: while nothing
    * more was applied, the view cannot have changed, so a pass on an idle cluster does not read it again.
@@ -757,29 +757,29 @@ export class MetadataServer {
     const status = this.chunks.status();
     if (status !== null) return Promise.resolve({ live: status.live, dead: status.dead, underReplicated: status.underReplicated });
     const clock = this.options.clock ?? systemClock;
-    const cached = this.storeChunkCounts;
+    const cached = this.followerChunkCounts;
     if (cached !== null && (cached.applied === this.fsm.appliedIndex() || clock.nowMs() - cached.atMs <= followerChunkCountsMaxAgeMs)) {
       return Promise.resolve(cached.counts);
     }
-    if (this.storeChunkCountsLoad === null) {
+    if (this.followerChunkCountsLoad === null) {
       const atMs = clock.nowMs();
       const applied = this.fsm.appliedIndex();
-      this.storeChunkCountsLoad = this.loadManagerView()
+      this.followerChunkCountsLoad = this.loadManagerView()
         .then((view) => {
           const summary = summarizeView(view);
           const counts = { live: summary.live, dead: summary.dead, underReplicated: summary.underReplicated };
-          this.storeChunkCounts = { counts, atMs, applied };
+          this.followerChunkCounts = { counts, atMs, applied };
           return counts;
         })
         .catch((e: unknown) => {
-          if (!this.stopped) this.logger.warn({ err: e }, 'computing chunk counts from the store failed');
-          return this.storeChunkCounts?.counts ?? { live: 0, dead: 0, underReplicated: 0 };
+          if (!this.stopped) this.logger.warn({ err: e }, 'computing chunk counts from the chunk view failed');
+          return this.followerChunkCounts?.counts ?? { live: 0, dead: 0, underReplicated: 0 };
         })
         .finally(() => {
-          this.storeChunkCountsLoad = null;
+          this.followerChunkCountsLoad = null;
         });
     }
-    return this.storeChunkCountsLoad;
+    return this.followerChunkCountsLoad;
   }
 
   /**
