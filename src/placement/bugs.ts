@@ -11,6 +11,12 @@ export const placementBugs = [
   'placement-keep-stale',
   /** Reported replicas of chunks no file has any more (deleted files, abandoned chunks) are never deleted. */
   'placement-keep-orphans',
+  /**
+   * Garbage is judged only when a chunkserver reports it: no sweep of the replicas servers hold, no delete of
+   * a trimmed or moved-away copy. Replicas of deleted files and surplus copies stay on the disks until the
+   * server's next full report (hourly).
+   */
+  'placement-gc-on-reports-only',
   /** Lease recovery never begins: files whose writer vanished keep their unsealed chunks for good. */
   'placement-skip-lease-recovery',
   /**

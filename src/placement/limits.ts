@@ -46,6 +46,14 @@ export interface ChunkManagerLimits {
    * while the registry holds this many. Decommissioned ones leave it with ForgetChunkserver.
    */
   readonly chunkserversMax: number;
+  /**
+   * Garbage collection without waiting for reports: each pass judges at most this many replicas the live
+   * servers are known (from their reports) to hold, resuming where the last pass stopped, and orders the
+   * garbage among them deleted (replicas of deleted files, stale versions, surplus copies).
+   */
+  readonly gcSweepReplicasPerPass: number;
+  /** A delete ordered by the sweep and not yet confirmed by the server's report is ordered again after this. */
+  readonly gcDeleteRetryMs: number;
 }
 
 export const defaultChunkManagerLimits: ChunkManagerLimits = {
@@ -66,6 +74,8 @@ export const defaultChunkManagerLimits: ChunkManagerLimits = {
   leaseRecoveryReplicasLostMs: 10 * 60_000,
   leaseRecoveriesMax: 256,
   chunkserversMax: 10_000,
+  gcSweepReplicasPerPass: 4_096,
+  gcDeleteRetryMs: 60_000,
 };
 
 /** Crashes loudly on limits that contradict each other (checked once, at construction). */
@@ -83,6 +93,8 @@ export function checkChunkManagerLimits(l: ChunkManagerLimits): void {
     'leaseRecoveryAnswerWaitMs',
     'leaseRecoveriesMax',
     'chunkserversMax',
+    'gcSweepReplicasPerPass',
+    'gcDeleteRetryMs',
   ];
   for (const k of positive) {
     if (!Number.isSafeInteger(l[k]) || l[k] < 1) throw new RangeError(`chunk manager limit ${k} must be a positive integer`);

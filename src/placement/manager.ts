@@ -23,7 +23,9 @@
  *   reReplicationsClusterMax in all; the target's report of the chunk at that version, sealed and at the
  *   chunk's length, adds it to the list;
  * - trimming: once enough live replicas are listed, listed replicas on dead/decommissioning servers and
- *   replicas beyond the factor are dropped from the list (garbage collection then deletes them);
+ *   replicas beyond the factor are dropped from the list; a surplus replica on a live server (and a move's
+ *   source) is then ordered deleted once the view shows it unlisted, or listed again instead if the chunk
+ *   has since fallen short (its factor raised); a dead server's is deleted when it reports it again;
  * - garbage collection: a reported replica of an unknown handle (below the state's next handle), of a deleted
  *   file, at a version below the current one, or not listed while enough are → "delete"; a listed replica
  *   missing from a full report, or stale, is dropped from the list;
@@ -246,6 +248,18 @@ export class ChunkManager {
   private badReplicaCount = 0;
   /** Lease recoveries in progress, by chunk handle; at most limits.leaseRecoveriesMax. */
   private readonly recoveries = new Map<number, Recovery>();
+  /**
+   * Replicas this manager unlisted from live servers that still hold them (the surplus of a trim, a move's
+   * source), by chunk handle: their deletion is ordered once the view shows them unlisted (orderSurplusDeletes).
+   * At most one entry per chunk of the view.
+   */
+  private readonly surplus = new Map<number, { readonly version: number; readonly servers: Set<number> }>();
+  /** The garbage sweep's place: the server being swept, the handles it held when its turn began, the next one. */
+  private sweep: { readonly server: number; readonly handles: number[]; next: number } | null = null;
+  /** Servers left in the sweep's current round. */
+  private sweepRound: number[] = [];
+  /** server → handle → when the sweep ordered the replica deleted (kept while the server still reports it). */
+  private readonly sweepDeletes = new Map<number, Map<number, number>>();
 
   constructor(options: ChunkManagerOptions) {
     this.limits = { ...defaultChunkManagerLimits, ...options.limits };
@@ -267,7 +281,7 @@ export class ChunkManager {
   /** Drops what is kept per server for servers not in the view (a pass over at most the registry's size). */
   private dropForgottenServers(): void {
     const servers = this.view.servers;
-    for (const map of [this.lastHeartbeatMs, this.usage, this.holdings, this.outbox]) for (const id of map.keys()) if (!servers.has(id)) map.delete(id);
+    for (const map of [this.lastHeartbeatMs, this.usage, this.holdings, this.outbox, this.sweepDeletes]) for (const id of map.keys()) if (!servers.has(id)) map.delete(id);
     for (const set of [this.fullReportSeen, this.fullReportsOpen]) for (const id of set) if (!servers.has(id)) set.delete(id);
   }
 
@@ -422,6 +436,7 @@ export class ChunkManager {
       // A copy we ordered arrived: list it (a move also unlists the replica it replaces).
       const keep = chunk.replicas.filter((r) => r !== copy.moveFrom && this.stateOf(r) !== 'dead');
       this.proposeReplicas(chunk, [...keep, id], nowMs);
+      if (copy.moveFrom !== null && this.stateOf(copy.moveFrom) === 'live') this.noteSurplus(chunk, copy.moveFrom);
       this.finishCopy(copy);
       return;
     }
@@ -781,6 +796,8 @@ export class ChunkManager {
     this.judgeLiveness(nowMs);
     this.sweepBadReplicas(nowMs);
     if (!this.bugs.has('placement-skip-lease-recovery')) this.planLeaseRecoveries(nowMs, wallMs);
+    this.orderSurplusDeletes(nowMs);
+    this.sweepGarbage(nowMs);
     const missing = this.planReplication(nowMs);
     if (missing === 0) this.rebalance(nowMs);
   }
@@ -872,6 +889,116 @@ export class ChunkManager {
     const keep = chooseTargets(candidates, chunk.replication, new Set(), this.random).map((c) => c.id);
     if (keep.length === 0) return;
     this.proposeReplicas(chunk, keep, nowMs);
+    for (const id of live) if (!keep.includes(id)) this.noteSurplus(chunk, id);
+  }
+
+  /** `id`'s replica of `chunk` is being unlisted while the server holds it: delete it once it is (see surplus). */
+  private noteSurplus(chunk: ChunkView, id: number): void {
+    if (this.bugs.has('placement-gc-on-reports-only')) return;
+    let entry = this.surplus.get(chunk.handle);
+    if (entry === undefined || entry.version !== chunk.version) this.surplus.set(chunk.handle, (entry = { version: chunk.version, servers: new Set() }));
+    entry.servers.add(id);
+  }
+
+  /**
+   * Garbage collection without waiting for a report: a chunkserver reports a replica when it changes and in
+   * its full report (at start, when a leader asks, hourly), and the report rules (judgeReport) delete what is
+   * garbage then. A replica that became garbage while its server had nothing to say (its file deleted, its
+   * copy trimmed after the factor was lowered, a move's source) would wait for the hourly report. So each pass
+   * judges up to gcSweepReplicasPerPass of the replicas live servers are known to hold, server by server,
+   * resuming where the last pass stopped, and orders the garbage among them deleted (isGarbage: the report
+   * rules that need no length). An order is repeated only after gcDeleteRetryMs while the server still
+   * reports the replica; the holding itself stays known until the server reports it gone, so the server is
+   * no copy target for that chunk meanwhile.
+   */
+  private sweepGarbage(nowMs: number): void {
+    if (this.bugs.has('placement-gc-on-reports-only')) return;
+    let budget = this.limits.gcSweepReplicasPerPass;
+    // At most one round of servers per pass, so a cluster of empty servers ends the loop.
+    let turns = this.holdings.size + 1;
+    while (budget > 0) {
+      const s = this.sweep;
+      if (s === null || s.next >= s.handles.length) {
+        this.sweep = null;
+        if (turns-- <= 0) return;
+        if (this.sweepRound.length === 0) this.sweepRound = [...this.holdings.keys()].reverse();
+        const server = this.sweepRound.pop();
+        if (server === undefined) return;
+        const held = this.holdings.get(server);
+        if (held === undefined || this.stateOf(server) !== 'live') continue;
+        const ordered = this.sweepDeletes.get(server);
+        if (ordered !== undefined) for (const handle of ordered.keys()) if (!held.has(handle)) ordered.delete(handle);
+        this.sweep = { server, handles: [...held.keys()], next: 0 };
+        continue;
+      }
+      const held = this.holdings.get(s.server);
+      if (held === undefined || this.stateOf(s.server) !== 'live') {
+        this.sweep = null;
+        continue;
+      }
+      const end = Math.min(s.handles.length, s.next + budget);
+      budget -= end - s.next;
+      for (; s.next < end; s.next++) {
+        const handle = s.handles[s.next]!;
+        const version = held.get(handle);
+        if (version !== undefined && this.isGarbage(s.server, handle, version)) this.orderSweepDelete(s.server, handle, version, nowMs);
+      }
+    }
+  }
+
+  /**
+   * Whether a replica a live server holds (by its reports: handle and version, no length) is garbage by the
+   * report rules (judgeReport): of a reclaimed handle or a deleted file; at an older version and unlisted; or
+   * a sealed chunk's current version, unlisted, while enough live replicas are listed and no copy to the
+   * server or change of the list is in flight. Listed replicas and chunks newer than the view are never.
+   */
+  private isGarbage(id: number, handle: number, version: number): boolean {
+    const chunk = this.view.chunks.get(handle);
+    if (chunk === undefined) return handle < this.view.nextChunkHandle && !this.bugs.has('placement-keep-orphans');
+    if (!chunk.fileLive) return true;
+    if (version > chunk.version || chunk.replicas.includes(id)) return false;
+    if (version < chunk.version) return !this.bugs.has('placement-keep-stale');
+    if (!chunk.sealed || this.unsettled.has(`chunk:${handle}`)) return false;
+    if (this.copies.get(handle)?.some((c) => c.target === id) === true) return false;
+    return this.liveListed(chunk).length >= chunk.replication;
+  }
+
+  private orderSweepDelete(id: number, handle: number, version: number, nowMs: number): void {
+    let ordered = this.sweepDeletes.get(id);
+    if (ordered === undefined) this.sweepDeletes.set(id, (ordered = new Map<number, number>()));
+    const at = ordered.get(handle);
+    if (at !== undefined && nowMs - at < this.limits.gcDeleteRetryMs) return;
+    if (this.enqueue(id, { kind: 'delete', handle, version })) ordered.set(handle, nowMs);
+  }
+
+  /**
+   * Surplus replicas whose unlisting the view shows: each is ordered deleted (a live server holding it at the
+   * chunk's version), or, if the chunk has fallen short of its factor since (raised again before the delete
+   * went out), listed again, which spares a copy. Anything else (the chunk moved on, the server died, the
+   * unlisting was refused) ends the entry: reports judge such copies as they come.
+   */
+  private orderSurplusDeletes(nowMs: number): void {
+    for (const [handle, entry] of this.surplus) {
+      const chunk = this.view.chunks.get(handle);
+      if (chunk === undefined || !chunk.fileLive || !chunk.sealed || chunk.version !== entry.version) {
+        this.surplus.delete(handle);
+        continue;
+      }
+      if (this.unsettled.has(`chunk:${handle}`)) continue; // the unlisting is not applied yet
+      for (const id of entry.servers) {
+        const holds = this.holdings.get(id)?.get(handle) === entry.version;
+        if (chunk.replicas.includes(id) || !holds || this.stateOf(id) !== 'live' || this.isBad(handle, id, entry.version)) {
+          entry.servers.delete(id);
+        } else if (this.liveListed(chunk).length < chunk.replication) {
+          this.proposeReplicas(chunk, [...chunk.replicas.filter((r) => this.stateOf(r) !== 'dead'), id], nowMs);
+          entry.servers.delete(id);
+          break; // one change of the list per pass: the proposal marks the chunk unsettled
+        } else if (this.enqueue(id, { kind: 'delete', handle, version: entry.version })) {
+          entry.servers.delete(id);
+        }
+      }
+      if (entry.servers.size === 0) this.surplus.delete(handle);
+    }
   }
 
   /** Starts one copy of `chunk` to a new target; false when no source, target or budget is available. */
@@ -1018,6 +1145,8 @@ export class ChunkManager {
   /** Queues a command for the server's next reply; false when its queue is full (the command is not sent). */
   private enqueue(id: number, command: ChunkserverCommand): boolean {
     const queue = this.outbox.get(id) ?? [];
+    // The sweep and a trim may both order the same delete before the server's next exchange: send it once.
+    if (command.kind === 'delete' && queue.some((c) => c.kind === 'delete' && c.handle === command.handle && c.version === command.version)) return true;
     if (queue.length >= this.limits.commandsPerServerMax) return false;
     queue.push(command);
     this.outbox.set(id, queue);

@@ -418,3 +418,92 @@ void t.test('forgetting a chunkserver: only decommissioned, listed by no chunk, 
   t.notOk(kept.lastHeartbeatMs.has(5) || kept.holdings.has(5) || kept.usage.has(5) || kept.fullReportSeen.has(5), 'its heartbeat, usage and holdings are dropped');
   t.end();
 });
+
+/** The delete commands among `commands`, as [handle, version]. */
+function deletes(commands: readonly ChunkserverCommand[] | undefined): [number, number][] {
+  return (commands ?? []).flatMap((c) => (c.kind === 'delete' ? [[c.handle, c.version] as [number, number]] : []));
+}
+
+void t.test('garbage without reports: the sweep orders deleted the replicas of deleted files, stale and surplus copies', (t) => {
+  const servers = [server(1, 'r1'), server(2, 'r2'), server(3, 'r3'), server(4, 'r1')];
+  const chunks = [chunk(1, [1, 2, 3]), chunk(2, [1, 2, 3]), chunk(3, [1, 2, 3], { version: 2 }), chunk(4, [1, 2, 3], { sealed: false })];
+  // A budget of 2 replicas per pass: the sweep resumes midway through a server's replicas.
+  const m = manager(view(servers, chunks), { limits: { ...limits, gcSweepReplicasPerPass: 2, gcDeleteRetryMs: 1_000 } });
+  reportAll(m, view(servers, chunks), 0);
+  // Server 4 holds copies nobody lists: chunk 2 at the current version (surplus), chunk 3 at v1 (stale),
+  // chunk 4 unsealed (a writer's pipeline: not the manager's), handle 9 (newer than the view: left alone).
+  m.chunkReport(4, 0, { full: true, chunks: [2, 3, 4, 9].map((handle) => ({ handle, version: 1, lengthBytes: GiB })) });
+  beatAll(m, view(servers, chunks), 0);
+  // Chunk 1's file is deleted and the chunk reclaimed while its servers have nothing to report.
+  const after = view(servers, chunks.slice(1), 5);
+  m.setView(after);
+  const got = new Map<number, [number, number][]>();
+  for (let now = 100; now <= 1_000; now += 100) {
+    m.tick(now);
+    for (const [id, commands] of beatAll(m, after, now)) got.set(id, [...(got.get(id) ?? []), ...deletes(commands)]);
+  }
+  for (const id of [1, 2, 3]) t.same(got.get(id), [[1, 1]], `server ${id}: its replica of the reclaimed chunk, once`);
+  t.same(got.get(4)!.sort(), [[2, 1], [3, 1]], 'server 4: the surplus and the stale copy, once each');
+  // Server 4 never confirms: after gcDeleteRetryMs the order is repeated; one that reports the replica gone is not.
+  m.chunkReport(1, 1_000, { full: false, chunks: [], removed: [1] });
+  const again = new Map<number, [number, number][]>();
+  for (let now = 1_100; now <= 3_000; now += 100) {
+    m.tick(now);
+    for (const [id, commands] of beatAll(m, after, now)) again.set(id, [...(again.get(id) ?? []), ...deletes(commands)]);
+  }
+  t.same(again.get(1), [], 'a deletion the server reported is not ordered again');
+  t.same(again.get(2), [[1, 1]], 'an unconfirmed one is, after gcDeleteRetryMs');
+  t.same(again.get(4)!.sort(), [[2, 1], [3, 1]]);
+  t.end();
+});
+
+void t.test('the sweep leaves alone what may still be needed', (t) => {
+  const servers = [server(1, 'r1'), server(2, 'r2'), server(3, 'r3'), server(4, 'r1', { state: 'decommissioning' })];
+  // Chunk 1 is short (one listed replica of three): server 3's unlisted current copy may be the next replica.
+  // Chunk 2's unlisted copy on the decommissioning server 4 is left to it.
+  const chunks = [chunk(1, [1]), chunk(2, [1, 2, 3])];
+  const v = view(servers, chunks);
+  const m = manager(v, { limits: { ...limits, reReplicationsClusterMax: 1, rebalanceMovesMax: 1 } });
+  reportAll(m, v, 0);
+  m.chunkReport(3, 0, { full: false, chunks: [{ handle: 1, version: 1, lengthBytes: GiB / 2 }] });
+  m.chunkReport(4, 0, { full: false, chunks: [{ handle: 2, version: 1, lengthBytes: GiB }] });
+  const all: ChunkserverCommand[] = [];
+  for (let now = 100; now <= 1_000; now += 100) {
+    m.tick(now);
+    for (const commands of beatAll(m, v, now).values()) all.push(...commands);
+  }
+  t.same(all.filter((c) => c.kind === 'delete'), [], 'no delete while the chunk is short, none on a decommissioning server');
+  t.end();
+});
+
+void t.test('a trim deletes the surplus copies once unlisted, or lists one again if the factor rose meanwhile', (t) => {
+  const servers = [server(1, 'r1'), server(2, 'r2'), server(3, 'r3')];
+  const m = manager(view(servers, [chunk(1, [1, 2, 3], { replication: 1 })]), { limits: { ...limits, gcSweepReplicasPerPass: 1 } });
+  reportAll(m, view(servers, [chunk(1, [1, 2, 3])]), 0);
+  m.tick(10);
+  const trimmed = ops(m);
+  t.equal(trimmed.length, 1);
+  const keep = trimmed[0]!.type === 'setChunkReplicas' ? trimmed[0]!.replicas : [];
+  t.equal(keep.length, 1, 'trimmed to the factor');
+  const dropped = [1, 2, 3].filter((id) => !keep.includes(id));
+  t.same([...beatAll(m, view(servers, [chunk(1, [1, 2, 3], { replication: 1 })]), 20).values()].flat(), [], 'nothing deleted before the unlisting applies');
+  m.settle('chunk:1');
+  // The factor rose to 2 before the deletes went out: one dropped copy is listed again, no copy is made.
+  m.setView(view(servers, [chunk(1, keep, { replication: 2 })]));
+  m.tick(30);
+  const relisted = ops(m);
+  t.equal(relisted.length, 1);
+  const relistedReplicas = relisted[0]!.type === 'setChunkReplicas' ? [...relisted[0]!.replicas].sort() : [];
+  t.equal(relistedReplicas.length, 2, 'listed again');
+  t.ok(relistedReplicas.includes(keep[0]!) && dropped.some((id) => relistedReplicas.includes(id)), 'the kept copy and a dropped one');
+  m.settle('chunk:1');
+  const listedNow = relistedReplicas;
+  const other = dropped.find((id) => !listedNow.includes(id))!;
+  const v2 = view(servers, [chunk(1, listedNow, { replication: 2 })]);
+  m.setView(v2);
+  m.tick(40);
+  const commands = beatAll(m, v2, 40);
+  t.same(deletes(commands.get(other)), [[1, 1]], 'the other dropped copy is deleted');
+  t.same([...commands.values()].flat().filter((c) => c.kind === 'replicate'), [], 'and nothing is copied');
+  t.end();
+});

@@ -43,8 +43,14 @@ const MiB = 1024 * 1024;
 /** How often each metadata node runs its chunk service's pass. */
 const SERVICE_STEP_INTERVAL_MS = 100;
 const HEARTBEAT_INTERVAL_MS = 100;
-/** Every this many heartbeats a chunkserver sends a full report instead of an incremental one. */
-const FULL_REPORT_EVERY = 10;
+/**
+ * Every this many heartbeats a chunkserver sends a full report unasked: as the real agent's hourly one, never
+ * within a run (about 250 beats). Full reports come when the leader asks (a new leader, an unknown server) and
+ * after a failed exchange. So garbage must be found without them (ChunkManager's sweep): with a report every
+ * 10 beats, as until the twenty-first session, replicas of deleted files and surplus copies were deleted only
+ * because of these reports, which hid that the real cluster kept them for up to an hour.
+ */
+const FULL_REPORT_EVERY = 1_000_000;
 /** A proposal or request not answered within this is given up (its outcome unknown). */
 const REQUEST_TIMEOUT_MS = 1_500;
 const COPY_LATENCY_MIN_MS = 1;
@@ -72,6 +78,9 @@ export const simChunkManagerLimits: Partial<ChunkManagerLimits> = {
   recoveryLeaseMs: 10_000,
   leaseRecoveryAnswerWaitMs: 1_000,
   leaseRecoveryReplicasLostMs: 5_000,
+  // A small sweep budget, so that passes resume the sweep midway through a server's replicas.
+  gcSweepReplicasPerPass: 16,
+  gcDeleteRetryMs: 2_000,
 };
 
 export interface ChunkStats {
@@ -588,6 +597,10 @@ export class ChunkWorld {
       for (const cs of up) {
         const held = cs.disk.get(chunk.handle);
         if (held !== undefined && held.version < chunk.version) stale.push(`server ${cs.id} keeps chunk ${chunk.handle} at v${held.version} < v${chunk.version}`);
+        // Surplus: a live server keeps an unlisted copy at the current version while enough are listed (a trim
+        // to a lowered factor, a rebalancing move's source): it must be deleted, not left on the disk.
+        else if (held?.version === chunk.version && listedCurrent.length >= chunk.replication && !chunk.replicas.includes(cs.id!) && view.servers.get(cs.id!)?.state === 'live')
+          stale.push(`server ${cs.id} keeps an unlisted (surplus) copy of chunk ${chunk.handle} v${chunk.version}, listed on [${chunk.replicas.join(',')}]`);
       }
     }
     // Orphans: replicas of chunks no file has any more (deleted files, abandoned chunks) must be deleted too.

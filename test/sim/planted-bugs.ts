@@ -109,6 +109,11 @@ export const placementBugCatalog: Readonly<Record<PlacementBug, PlantedBugInfo>>
     primaryViolation: 'chunk-stale-replica',
     expectedViolations: ['chunk-stale-replica'],
   },
+  'placement-gc-on-reports-only': {
+    description: 'chunks: garbage is judged only when a chunkserver reports it (deleted files\' and surplus replicas wait for a full report)',
+    primaryViolation: 'chunk-stale-replica',
+    expectedViolations: ['chunk-stale-replica'],
+  },
   'placement-skip-lease-recovery': {
     description: 'chunks: lease recovery never begins, so files whose writer vanished keep unsealed chunks',
     primaryViolation: 'lease-recovery',
