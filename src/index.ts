@@ -8,7 +8,7 @@
  * Every call is documented in docs/CLIENT.md.
  */
 export { connect, RfsClient, RfsDirent, RfsStats, mutationsInflightMax, timeoutMsDefault } from './client/fs.ts';
-export type { CallOptions, ClusterInfo, ConnectOptions, ReadFileOptions, WriteFileOptions } from './client/fs.ts';
+export type { CallOptions, ClusterInfo, ConnectOptions, ReadFileOptions, TimeLike, WriteFileOptions } from './client/fs.ts';
 export { RfsFileHandle } from './client/handle.ts';
 export type { OpenFlags } from './client/handle.ts';
 export { RfsReadStream, RfsWriteStream, readStreamHighWaterMarkDefault, writeStreamHighWaterMarkDefault } from './client/streams.ts';

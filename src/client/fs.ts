@@ -326,6 +326,50 @@ export class RfsClient {
     });
   }
 
+  /**
+   * Sets the permission bits, as Node's `fs.chmod`: `mode` is a number or a string of octal digits; bits above
+   * 0o7777 (file type) are ignored, as chmod(2) does. rfs keeps the bits and shows them in `stat`; it checks
+   * no permissions. Changes `ctimeMs` and the generation.
+   */
+  async chmod(path: string, mode: string | number, options: { ifGeneration?: number } & CallOptions = {}): Promise<void> {
+    const context = { syscall: 'chmod', path };
+    const bits = fileModeBits(mode, context);
+    await this.namespace(context, options, () => this.mutate('Setattr', { path, mode: bits, ...defined({ ifGeneration: options.ifGeneration }) }, options.signal));
+  }
+
+  /**
+   * Sets the modification time, as Node's `fs.utimes`: each time is a Date, a number of seconds since the
+   * epoch, or a numeric string of seconds. rfs keeps no access time: `atime` is checked and not stored.
+   * Times before the epoch are refused (EINVAL). Stored in whole milliseconds.
+   */
+  async utimes(path: string, atime: TimeLike, mtime: TimeLike, options: { ifGeneration?: number } & CallOptions = {}): Promise<void> {
+    const context = { syscall: 'utime', path };
+    timeMs(atime, 'atime', context);
+    const mtimeMs = timeMs(mtime, 'mtime', context);
+    await this.namespace(context, options, () => this.mutate('Setattr', { path, mtimeMs, ...defined({ ifGeneration: options.ifGeneration }) }, options.signal));
+  }
+
+  /**
+   * rfs: sets the replication factor. Of a file: the leader copies its sealed chunks to more chunkservers or
+   * drops the surplus copies, in the background (`chunkLocations` shows the progress). Of a directory: the
+   * factor files created below it from now on inherit. 1 to the cluster's maximum (EINVAL otherwise).
+   */
+  async setReplication(path: string, replication: number, options: { ifGeneration?: number } & CallOptions = {}): Promise<void> {
+    const context = { syscall: 'setreplication', path };
+    if (!Number.isSafeInteger(replication) || replication < 1) throw new RfsError('EINVAL', context, `replication ${String(replication)}: give a whole number of copies, at least 1`);
+    await this.namespace(context, options, () => this.mutate('Setattr', { path, replication, ...defined({ ifGeneration: options.ifGeneration }) }, options.signal));
+  }
+
+  /**
+   * As Node's `fs.access`: resolves when `path` exists, fails with ENOENT (or ENOTDIR) when not. rfs checks no
+   * permissions, so every `mode` (F_OK, R_OK, W_OK, X_OK) asks only whether the path exists.
+   */
+  async access(path: string, mode?: number, options: CallOptions = {}): Promise<void> {
+    const context = { syscall: 'access', path };
+    if (mode !== undefined && (!Number.isInteger(mode) || mode < 0 || mode > 7)) throw new RfsError('EINVAL', context, `mode ${String(mode)}: give F_OK, R_OK, W_OK, X_OK or an OR of them`);
+    await this.namespace(context, options, () => this.metadata.stat(path));
+  }
+
   // ------------------------------------------------------------------ whole files
 
   /** Writes the whole file (replacing it); resolves once every byte is durable and the file complete. */
@@ -568,4 +612,27 @@ function defined<T extends Record<string, unknown>>(o: T): { [K in keyof T]?: Ex
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(o)) if (v !== undefined) out[k] = v;
   return out as { [K in keyof T]?: Exclude<T[K], undefined> };
+}
+
+/** A time as Node's fs.utimes takes it: a Date, seconds since the epoch, or a numeric string of seconds. */
+export type TimeLike = Date | number | string;
+
+/** Milliseconds since the epoch of `time` (see TimeLike); EINVAL for anything else or a time before the epoch. */
+function timeMs(time: TimeLike, name: string, context: ErrorContext): number {
+  let seconds: number;
+  if (time instanceof Date) seconds = time.getTime() / 1000;
+  else if (typeof time === 'number') seconds = time;
+  else if (typeof time === 'string' && time.trim() !== '' && Number.isFinite(Number(time))) seconds = Number(time);
+  else throw new RfsError('EINVAL', context, `${name}: give a Date, seconds since the epoch, or a numeric string (got ${JSON.stringify(String(time))})`);
+  const ms = Math.round(seconds * 1000);
+  if (!Number.isSafeInteger(ms) || ms < 0) throw new RfsError('EINVAL', context, `${name}: ${String(time)} is not a time rfs can keep (from the epoch on)`);
+  return ms;
+}
+
+/** Permission bits of a mode as Node's fs.chmod takes it (a number, or a string of octal digits); chmod(2) keeps 0o7777 of them. */
+function fileModeBits(mode: string | number, context: ErrorContext): number {
+  const value = typeof mode === 'string' && /^[0-7]+$/.test(mode) ? Number.parseInt(mode, 8) : mode;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 0xffff_ffff)
+    throw new RfsError('EINVAL', context, `mode ${JSON.stringify(String(mode))}: give a number or a string of octal digits`);
+  return value & 0o7777;
 }

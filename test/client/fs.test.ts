@@ -11,6 +11,7 @@ import { AbortError, AppendOnlyError, connect, FileBusyError, GenerationMismatch
 import type { RfsClient } from '../../src/index.ts';
 import { pattern } from './pattern.ts';
 import { MiB, startTestCluster } from './fs-harness.ts';
+import { waitFor } from '../metadata/harness.ts';
 
 const cluster = await startTestCluster();
 t.teardown(() => cluster.close());
@@ -124,6 +125,72 @@ void t.test('whole files: replication, chunk size, chunk locations, conditional 
   t.equal(await fs.readFile('/t/w/busy', { encoding: 'utf8' }), 'after close', 'free again once the handle closed');
 
   await rejectsCode(t, fs.writeFile('/t/w/bad', 'x', { replication: 0 }), 'EINVAL', 'open', '/t/w/bad', 'replication 0');
+});
+
+void t.test('chmod, utimes, setReplication and access (setattr)', async (t) => {
+  await fs.mkdir('/t/attr');
+  await fs.writeFile('/t/attr/f', 'x');
+  const before = await fs.stat('/t/attr/f');
+  await fs.chmod('/t/attr/f', 0o600);
+  const st = await fs.stat('/t/attr/f');
+  t.equal(st.mode, 0o600, 'chmod with a number');
+  t.ok(st.generation > before.generation && st.ctimeMs >= before.ctimeMs, 'a new generation, ctime kept current');
+  t.equal(st.mtimeMs, before.mtimeMs, 'chmod leaves mtime alone');
+  await fs.chmod('/t/attr/f', '755');
+  t.equal((await fs.stat('/t/attr/f')).mode, 0o755, 'chmod with an octal string');
+  await fs.chmod('/t/attr/f', 0o100644);
+  t.equal((await fs.stat('/t/attr/f')).mode, 0o644, 'file-type bits ignored, as chmod(2)');
+  await fs.chmod('/t/attr', 0o700);
+  t.equal((await fs.stat('/t/attr')).mode, 0o700, 'chmod of a directory');
+  await rejectsCode(t, fs.chmod('/t/attr/f', 'rwx'), 'EINVAL', 'chmod', '/t/attr/f', 'a mode string that is not octal');
+  await rejectsCode(t, fs.chmod('/t/attr/f', -1), 'EINVAL', 'chmod', '/t/attr/f', 'a negative mode');
+  await rejectsCode(t, fs.chmod('/t/attr/missing', 0o644), 'ENOENT', 'chmod', '/t/attr/missing', 'chmod of a missing path');
+  const stale = await fs.chmod('/t/attr/f', 0o600, { ifGeneration: before.generation }).catch((e: unknown) => e);
+  t.ok(stale instanceof GenerationMismatchError, 'chmod under an old generation: GenerationMismatchError');
+  t.equal((await fs.stat('/t/attr/f')).mode, 0o644, 'and nothing changed');
+
+  const when = new Date('2024-02-29T12:34:56.789Z');
+  await fs.utimes('/t/attr/f', when, when);
+  t.equal((await fs.stat('/t/attr/f')).mtime.getTime(), when.getTime(), 'utimes with Dates');
+  await fs.utimes('/t/attr/f', 0, 1_700_000_000.25);
+  t.equal((await fs.stat('/t/attr/f')).mtimeMs, 1_700_000_000_250, 'utimes with seconds (fractions kept to the millisecond)');
+  await fs.utimes('/t/attr/f', '0', '1600000000');
+  t.equal((await fs.stat('/t/attr/f')).mtimeMs, 1_600_000_000_000, 'utimes with numeric strings');
+  t.equal(await fs.readFile('/t/attr/f', { encoding: 'utf8' }), 'x', 'the bytes untouched');
+  await rejectsCode(t, fs.utimes('/t/attr/f', 0, 'soon'), 'EINVAL', 'utime', '/t/attr/f', 'a time that is not a number');
+  await rejectsCode(t, fs.utimes('/t/attr/f', 0, -5), 'EINVAL', 'utime', '/t/attr/f', 'a time before the epoch');
+  await rejectsCode(t, fs.utimes('/t/attr/f', new Date(Number.NaN), 0), 'EINVAL', 'utime', '/t/attr/f', 'an invalid Date as atime');
+  await rejectsCode(t, fs.utimes('/t/attr/missing', 0, 0), 'ENOENT', 'utime', '/t/attr/missing', 'utimes of a missing path');
+  t.equal((await fs.stat('/t/attr/f')).mtimeMs, 1_600_000_000_000, 'refused calls changed nothing');
+
+  await fs.access('/t/attr/f');
+  await fs.access('/t/attr', 7);
+  await rejectsCode(t, fs.access('/t/attr/missing'), 'ENOENT', 'access', '/t/attr/missing', 'access of a missing path');
+  await rejectsCode(t, fs.access('/t/attr/f/under'), 'ENOTDIR', 'access', '/t/attr/f/under', 'access through a file');
+  await rejectsCode(t, fs.access('/t/attr/f', 8), 'EINVAL', 'access', '/t/attr/f', 'an access mode out of range');
+
+  // Replication of a written file: the leader drops surplus copies, then adds copies again.
+  const data = pattern(2 * MiB + 99, 5);
+  await fs.writeFile('/t/attr/rep', data, { replication: 3 });
+  const copies = async (): Promise<number[]> => (await fs.chunkLocations('/t/attr/rep')).map((c) => c.replicas.length);
+  t.same(await copies(), [3, 3, 3]);
+  await fs.setReplication('/t/attr/rep', 1);
+  t.equal((await fs.stat('/t/attr/rep')).replication, 1);
+  await waitFor('one copy of every chunk', async () => ((await copies()).every((n) => n === 1) ? true : undefined), 30_000, () => 'copies not yet trimmed');
+  t.ok((await fs.readFile('/t/attr/rep')).equals(data), 'readable from the one copy left');
+  await fs.setReplication('/t/attr/rep', 2);
+  await waitFor('two copies of every chunk', async () => ((await copies()).every((n) => n === 2) ? true : undefined), 30_000, () => 'copies not yet made');
+  t.ok((await fs.readFile('/t/attr/rep')).equals(data), 'and from the new copies');
+  // Of a directory: what files created below it inherit.
+  await fs.mkdir('/t/attr/two');
+  await fs.setReplication('/t/attr/two', 2);
+  await fs.writeFile('/t/attr/two/f', 'y');
+  t.equal((await fs.stat('/t/attr/two/f')).replication, 2, 'a new file takes its directory\'s factor');
+  await rejectsCode(t, fs.setReplication('/t/attr/rep', 0), 'EINVAL', 'setreplication', '/t/attr/rep', 'zero copies');
+  await rejectsCode(t, fs.setReplication('/t/attr/rep', 1.5), 'EINVAL', 'setreplication', '/t/attr/rep', 'a fraction of a copy');
+  await rejectsCode(t, fs.setReplication('/t/attr/rep', 1000), 'EINVAL', 'setreplication', '/t/attr/rep', 'more copies than the cluster allows');
+  await rejectsCode(t, fs.setReplication('/t/attr/none', 2), 'ENOENT', 'setreplication', '/t/attr/none', 'a missing path');
+  t.equal((await fs.stat('/t/attr/rep')).replication, 2, 'refused calls changed nothing');
 });
 
 void t.test('file handles: sequential appends only, reads at any position', async (t) => {
