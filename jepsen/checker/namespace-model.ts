@@ -21,10 +21,10 @@
  *   create (exclusive): parent resolves; a directory there is EISDIR, a file EEXIST;
  *   unlink: parent resolves; exists (ENOENT); not a directory (EISDIR);
  *   rmdir: parent resolves; exists (ENOENT); a directory (ENOTDIR); empty (ENOTEMPTY);
- *   rename: source's parent resolves, source exists (ENOENT); destination's parent resolves; same path: nothing
- *   happens (ok); a directory moved under itself: EINVAL; an existing destination: directory over file ENOTDIR,
- *   file over directory EISDIR, over a non-empty directory ENOTEMPTY; then the source (and everything below it)
- *   moves, replacing the destination.
+ *   rename: source's parent resolves; destination's parent resolves; source exists (ENOENT); same path: nothing
+ *   happens (ok); a directory moved under itself: EINVAL; onto an ancestor of the source: ENOTEMPTY; an existing
+ *   destination: directory over file ENOTDIR, file over directory EISDIR, over a non-empty directory ENOTEMPTY;
+ *   then the source (and everything below it) moves, replacing the destination.
  *
  * The state is the tree as a map path → type plus its canonical text (sorted "path" / "path/" entries), built
  * once per new state, so `stateKey` is free and states are shared by every operation that changes nothing.
@@ -176,12 +176,13 @@ export function applyNamespaceOp(state: NamespaceState, op: NamespaceOp, bug: Na
       const to = parseRelativePath(op.to, false);
       const srcError = parentError(state, from);
       if (srcError !== undefined) return fail(srcError);
-      const node = state.entries.get(op.from);
-      if (node === undefined) return fail('ENOENT');
       const dstError = parentError(state, to);
       if (dstError !== undefined) return fail(dstError);
+      const node = state.entries.get(op.from);
+      if (node === undefined) return fail('ENOENT');
       if (op.from === op.to) return { result: 'ok', state };
       if (node === 'dir' && op.to.startsWith(`${op.from}/`)) return fail('EINVAL');
+      if (op.from.startsWith(`${op.to}/`)) return fail('ENOTEMPTY');
       const replaced = state.entries.get(op.to);
       if (replaced !== undefined) {
         if (node === 'dir' && replaced !== 'dir') return fail('ENOTDIR');

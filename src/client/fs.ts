@@ -99,8 +99,12 @@ export interface WriteFileOptions extends CallOptions {
   readonly ifGeneration?: number;
   /** For string data. */
   readonly encoding?: BufferEncoding;
-  /** 'w' (default: create or truncate) or 'wx' (fail with EEXIST if the file exists). */
-  readonly flag?: 'w' | 'wx';
+  /**
+   * 'w' (default: create or truncate), 'wx' (fail with EEXIST if the path exists), 'a' (append; created if
+   * missing) or 'ax' (create, append; EEXIST if the path exists). Other flags: EINVAL (rfs files are
+   * append-only).
+   */
+  readonly flag?: 'w' | 'wx' | 'a' | 'ax';
 }
 
 export interface ReadFileOptions extends CallOptions {
@@ -214,6 +218,8 @@ class Limiter {
 }
 
 let holderCount = 0;
+
+const writeFlags: readonly unknown[] = ['w', 'wx', 'a', 'ax'];
 
 /** Connects to the metadata service (opens a session). */
 export async function connect(options: ConnectOptions): Promise<RfsClient> {
@@ -372,11 +378,14 @@ export class RfsClient {
 
   // ------------------------------------------------------------------ whole files
 
-  /** Writes the whole file (replacing it); resolves once every byte is durable and the file complete. */
+  /**
+   * Writes the whole file (replacing it; with flag 'a' or 'ax', appending to it); resolves once every byte is
+   * durable and the file complete.
+   */
   async writeFile(path: string, data: string | Uint8Array, options: WriteFileOptions = {}): Promise<void> {
     const bytes = typeof data === 'string' ? Buffer.from(data, options.encoding ?? 'utf8') : data;
     const context = { syscall: 'open', path };
-    const writer = await this.openWriter(path, options.flag === 'wx' ? 'wx' : 'w', options, options.signal);
+    const writer = await this.openWriter(path, options.flag ?? 'w', options, options.signal);
     await this.transfer(context, options.signal, writer, async () => {
       await writer.write(bytes);
       await writer.close();
@@ -481,6 +490,9 @@ export class RfsClient {
   async openWriter(path: string, flags: 'w' | 'wx' | 'a' | 'ax', options: Omit<WriteFileOptions, 'flag' | 'encoding'>, signal: AbortSignal | undefined): Promise<FileWriter> {
     const context = { syscall: 'open', path };
     if (this.closed) throw new RfsError('EBADF', context, 'the client is closed');
+    // Callers in plain JavaScript (or with a cast) may pass anything: an unknown flag must not truncate.
+    if (!writeFlags.includes(flags))
+      throw new RfsError('EINVAL', context, `flags '${String(flags)}': rfs files are append-only; use 'w', 'wx', 'a' or 'ax'`);
     // Checked before anything is created or truncated.
     if (signal?.aborted === true) throw new AbortError(context, { cause: signal.reason });
     const holder = `${this.holderPrefix}:${++holderCount}`;
@@ -529,7 +541,13 @@ export class RfsClient {
     const limit = <T>(fn: () => Promise<T>): Promise<T> => this.limiter.run(fn);
     const { replication, chunkSizeBytes, ifGeneration, compression } = options;
     const create = async (path: string, exclusive: boolean): Promise<{ chunkSizeBytes: number; compression?: 'none' | 'lz4' }> => {
-      await limit(() => m.create(path, { exclusive, ...defined({ replication, chunkSizeBytes, ifGeneration, compression }) }));
+      try {
+        await limit(() => m.create(path, { exclusive, ...defined({ replication, chunkSizeBytes, ifGeneration, compression }) }));
+      } catch (error) {
+        // O_CREAT|O_EXCL fails with EEXIST for any existing path; the state machine says EISDIR for a directory.
+        if (exclusive && (error as { code?: string }).code === 'EISDIR') throw new RfsError('EEXIST', { syscall: 'open', path }, 'exists and is a directory');
+        throw error;
+      }
       const info = await m.stat(path);
       return { chunkSizeBytes: info.chunkSizeBytes, ...defined({ compression: info.compression }) };
     };
@@ -539,8 +557,8 @@ export class RfsClient {
         // Append: an existing file keeps its chunks; the writer adds new ones after them.
         const existing = async (): Promise<{ chunkSizeBytes: number; compression?: 'none' | 'lz4' }> => {
           const info = await m.stat(path);
-          if (info.type === 'dir') throw new RfsError('EISDIR', { syscall: 'open', path });
           if (exclusive) throw new RfsError('EEXIST', { syscall: 'open', path });
+          if (info.type === 'dir') throw new RfsError('EISDIR', { syscall: 'open', path });
           return { chunkSizeBytes: info.chunkSizeBytes, ...defined({ compression: info.compression }) };
         };
         try {

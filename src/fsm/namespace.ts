@@ -332,19 +332,23 @@ export async function setattr(txn: Txn, op: OpOf<'setattr'>): Promise<InodeRef> 
  * rename(2) semantics without hard links or symlinks: a file may replace a file, a directory may replace an
  * empty directory; renaming onto itself does nothing; a directory cannot move under itself (EINVAL); the root
  * can neither move nor be replaced (EINVAL). `ifGeneration` guards the destination (0: must not exist).
+ * Errors in Linux's order: both parents resolve (ENOENT, ENOTDIR) before the source must exist (ENOENT); a
+ * directory moved under itself (EINVAL) and the destination an ancestor of the source (ENOTEMPTY, whatever
+ * the source is) come before the destination's type is compared with the source's.
  */
 export async function rename(txn: Txn, op: OpOf<'rename'>): Promise<InodeRef> {
   const from = parsePath(op.from, txn.limits);
   const to = parsePath(op.to, txn.limits);
   if (from.length === 0 || to.length === 0) throw new FsError('EINVAL', 'cannot rename the root');
   const src = await resolveParent(txn, from);
-  if (src.target === undefined) throw new FsError('ENOENT', `no such file or directory: ${op.from}`);
   const dst = await resolveParent(txn, to);
+  if (src.target === undefined) throw new FsError('ENOENT', `no such file or directory: ${op.from}`);
   v.checkGeneration(dst.target?.generation, op.ifGeneration);
   const node = src.target;
   if (samePath(from, to)) return { id: node.id, generation: node.generation };
   if (node.type === 'dir' && isStrictDescendant(to, from))
     throw new FsError('EINVAL', `cannot move ${op.from} under itself`);
+  if (isStrictDescendant(from, to)) throw new FsError('ENOTEMPTY', `directory not empty: ${op.to} (it holds ${op.from})`);
   const replaced = dst.target;
   if (replaced !== undefined) {
     if (node.type === 'dir' && replaced.type !== 'dir')

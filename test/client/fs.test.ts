@@ -104,6 +104,17 @@ void t.test('whole files: replication, chunk size, chunk locations, conditional 
   await fs.writeFile('/t/w/big', 'new', { ifGeneration: st.generation });
   t.equal(await fs.readFile('/t/w/big', { encoding: 'utf8' }), 'new', 'the right generation replaces it');
   await rejectsCode(t, fs.writeFile('/t/w/big', 'x', { flag: 'wx' }), 'EEXIST', 'open', '/t/w/big', "flag 'wx' on an existing file");
+  await rejectsCode(t, fs.writeFile('/t/w', 'x', { flag: 'wx' }), 'EEXIST', 'open', '/t/w', "flag 'wx' on a directory: EEXIST, as O_EXCL");
+  await rejectsCode(t, fs.writeFile('/t/w', 'x', { flag: 'ax' }), 'EEXIST', 'open', '/t/w', "flag 'ax' on a directory: EEXIST, as O_EXCL");
+  await rejectsCode(t, fs.writeFile('/t/w', 'x', { flag: 'a' }), 'EISDIR', 'open', '/t/w', "flag 'a' on a directory");
+  await fs.writeFile('/t/w/big', '+a', { flag: 'a' });
+  t.equal(await fs.readFile('/t/w/big', { encoding: 'utf8' }), 'new+a', "flag 'a' appends");
+  await rejectsCode(t, fs.writeFile('/t/w/big', 'x', { flag: 'ax' }), 'EEXIST', 'open', '/t/w/big', "flag 'ax' on an existing file");
+  await fs.writeFile('/t/w/ax', 'ax', { flag: 'ax' });
+  t.equal(await fs.readFile('/t/w/ax', { encoding: 'utf8' }), 'ax', "flag 'ax' creates");
+  for (const flag of ['r+', 'w+', 'a+', 'r', 'bogus'])
+    await rejectsCode(t, fs.writeFile('/t/w/big', 'x', { flag: flag as 'w' }), 'EINVAL', 'open', '/t/w/big', `flag '${flag}': EINVAL`);
+  t.equal(await fs.readFile('/t/w/big', { encoding: 'utf8' }), 'new+a', 'and an unknown flag truncated nothing');
 
   // Append: new bytes start a new chunk after the existing ones.
   await fs.appendFile('/t/w/log', 'one\n');

@@ -148,12 +148,13 @@ class Model {
         const to = this.parse(op.to);
         if (from.length === 0 || to.length === 0) fail('EINVAL');
         const src = this.resolveParent(from);
-        const node = src.target ?? fail('ENOENT');
         const dst = this.resolveParent(to);
+        const node = src.target ?? fail('ENOENT');
         this.checkGen(dst.target?.gen, op.ifGen);
         if (from.join('/') === to.join('/')) return { id: node.id, generation: node.gen };
         if (node.type === 'dir' && to.length > from.length && from.every((c, i) => to[i] === c))
           fail('EINVAL');
+        if (from.length > to.length && to.every((c, i) => from[i] === c)) fail('ENOTEMPTY');
         const replaced = dst.target;
         if (replaced !== undefined) {
           if (node.type === 'dir' && replaced.type !== 'dir') fail('ENOTDIR');

@@ -120,6 +120,18 @@ fsmTest(t, 'missing source, missing or non-directory destination parent', async 
   t.equal(await h.code({ type: 'rename', from: '/d', to: '/f/x' }), 'ENOTDIR');
   t.equal(await h.code({ type: 'rename', from: '/f/x', to: '/y' }), 'ENOTDIR');
   t.equal(await h.code({ type: 'rename', from: '/d', to: '/x/' }), 'EINVAL');
+  // As Linux: both parents resolve before the source is looked up.
+  t.equal(await h.code({ type: 'rename', from: '/nope', to: '/f/x' }), 'ENOTDIR', 'missing source, destination under a file');
+  t.equal(await h.code({ type: 'rename', from: '/nope', to: '/nope2/x' }), 'ENOENT');
+});
+
+fsmTest(t, 'onto an ancestor of the source: ENOTEMPTY, for a file too (as Linux, before the type checks)', async (t, h) => {
+  await tree(h, ['/a/b/c'], ['/a/b/f']);
+  t.equal(await h.code({ type: 'rename', from: '/a/b/f', to: '/a/b' }), 'ENOTEMPTY', 'a file onto its directory');
+  t.equal(await h.code({ type: 'rename', from: '/a/b/f', to: '/a' }), 'ENOTEMPTY', 'a file onto its grandparent');
+  t.equal(await h.code({ type: 'rename', from: '/a/b/c', to: '/a' }), 'ENOTEMPTY', 'a directory onto its grandparent');
+  t.ok(await h.exists('/a/b/f'));
+  t.ok(await h.exists('/a/b/c'));
 });
 
 fsmTest(t, 'replacing a file with chunks reclaims them', async (t, h) => {

@@ -55,6 +55,8 @@ void t.test('each operation: success and every error code, in the state machine 
     [{ f: 'rename', from: 'b/x', to: 'y' }, 'ENOTDIR', "source's parent is a file"],
     [{ f: 'rename', from: 'b', to: 'x/y' }, 'ENOENT', "destination's parent missing"],
     [{ f: 'rename', from: 'a', to: 'b/y' }, 'ENOTDIR', "destination's parent is a file"],
+    [{ f: 'rename', from: 'x', to: 'b/y' }, 'ENOTDIR', "missing source, destination's parent a file: parents first"],
+    [{ f: 'rename', from: 'a/x', to: 'a' }, 'ENOTEMPTY', 'a file onto its own directory'],
     [{ f: 'rename', from: 'a', to: 'a' }, 'ok', 'onto itself: nothing happens'],
     [{ f: 'rename', from: 'c', to: 'c/y/z' }, 'EINVAL', 'a directory under itself'],
     [{ f: 'rename', from: 'c', to: 'c/x' }, 'EINVAL', 'a directory under itself, new name'],

@@ -167,10 +167,11 @@ function runNamespaceOp(root: TreeNode, f: string, value: unknown): string | str
       const from = split(fromPath);
       const to = split(toPath);
       const src = parentOf(root, from);
-      const node = src.dir.children.get(src.name) ?? refuse('ENOENT');
       const dst = parentOf(root, to);
+      const node = src.dir.children.get(src.name) ?? refuse('ENOENT');
       if (fromPath === toPath) return 'ok';
       if (node.type === 'dir' && to.length > from.length && from.every((c, i) => to[i] === c)) refuse('EINVAL');
+      if (from.length > to.length && to.every((c, i) => from[i] === c)) refuse('ENOTEMPTY');
       const replaced = dst.dir.children.get(dst.name);
       if (replaced) {
         if (node.type === 'dir' && replaced.type !== 'dir') refuse('ENOTDIR');
