@@ -218,6 +218,14 @@ export class MetadataClient {
     return this.mutate('Create', { path, ...options }).then(inodeRef);
   }
 
+  /** Changes a file's or directory's attributes (what is given); a directory's replication and compression are what new files below it inherit. */
+  setattr(
+    path: string,
+    options: { mode?: number; mtimeMs?: number; owner?: string; replication?: number; compression?: 'none' | 'lz4'; ifGeneration?: number },
+  ): Promise<InodeRef> {
+    return this.mutate('Setattr', { path, ...options }).then(inodeRef);
+  }
+
   /** Many new empty files in one existing directory, all or none (at most 1024 names per call). */
   async createMany(
     dir: string,

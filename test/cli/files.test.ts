@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import t from 'tap';
 import { pattern } from '../client/pattern.ts';
+import { MetadataClient } from '../../src/metadata/client.ts';
 import { tempDir, waitFor } from '../metadata/harness.ts';
 import { rfsctlBin, runCli, runInProcess, startTestCluster } from './harness.ts';
 
@@ -176,4 +177,73 @@ void t.test('file commands', async (t) => {
   t.equal(help.code, 0);
   t.match(help.stdout, /Examples:/);
   t.match(help.stdout, /--chunk-mib/);
+});
+
+void t.test('chmod, touch and setrep', async (t) => {
+  const cluster = await startTestCluster();
+  t.teardown(() => cluster.close());
+  const cli = (...args: string[]) => runInProcess(args, { metadata: cluster.spec });
+  const statOf = async (path: string) => JSON.parse((await cli('stat', path, '--json')).stdout) as { mode: number; mtimeMs: number; replication: number; type: string; lengthBytes: number };
+
+  // ---- touch: creates an empty file, or sets the modification time of an existing one; -c creates nothing.
+  t.equal((await cli('mkdir', '-p', '/d/e')).code, 0);
+  const touched = await cli('touch', '/d/new', '/d/e', '--json');
+  t.equal(touched.code, 0, touched.stderr);
+  t.same(JSON.parse(touched.stdout), { created: ['/d/new'], touched: ['/d/e'] });
+  t.match(await statOf('/d/new'), { type: 'file', lengthBytes: 0 }, 'an empty file');
+  const before = (await statOf('/d/new')).mtimeMs;
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  t.equal((await cli('touch', '/d/new')).code, 0);
+  t.ok((await statOf('/d/new')).mtimeMs > before, 'touch of an existing file moves its mtime');
+  t.equal((await cli('touch', '-c', '/d/none')).code, 0, 'touch -c of a missing path: no error');
+  t.equal((await cli('stat', '/d/none')).code, 2, 'and nothing made');
+  const underFile = await cli('touch', '/d/new/x');
+  t.equal(underFile.code, 2);
+  t.match(underFile.stderr, 'rfsctl: /d/new/x: not a directory (ENOTDIR)');
+
+  // ---- chmod: octal modes, -R for a tree.
+  t.equal((await cli('chmod', '640', '/d/new')).code, 0);
+  t.equal((await statOf('/d/new')).mode, 0o640);
+  t.equal((await cli('touch', '/d/e/f')).code, 0);
+  const tree = await cli('chmod', '-R', '0750', '/d', '--json');
+  t.equal(tree.code, 0, tree.stderr);
+  t.same(JSON.parse(tree.stdout), { mode: '0750', changed: ['/d', '/d/e', '/d/new', '/d/e/f'] }, 'the directory, then what is below it');
+  for (const p of ['/d', '/d/e', '/d/new', '/d/e/f']) t.equal((await statOf(p)).mode, 0o750, `${p} changed`);
+  const badMode = await cli('chmod', 'u+x', '/d/new');
+  t.equal(badMode.code, 1, 'a symbolic mode: usage error');
+  t.match(badMode.stderr, 'give octal digits');
+  t.equal((await statOf('/d/new')).mode, 0o750, 'nothing changed');
+  const missing = await cli('chmod', '600', '/d/none');
+  t.equal(missing.code, 2);
+  t.match(missing.stderr, 'rfsctl: /d/none: no such file or directory (ENOENT)');
+
+  // ---- setrep: a file's chunks trimmed and copied to the factor; -w waits for it.
+  const source = join((await tempDir('rfsctl-setrep-')).dir, 'f');
+  const data = pattern(2 * MiB + 7, 3);
+  await writeFile(source, data);
+  t.equal((await cli('put', source, '/d/rep', '--chunk-mib', '1', '--replication', '3')).code, 0);
+  const meta = await MetadataClient.connect(cluster.metadata.addresses);
+  t.teardown(() => meta.close());
+  const copies = async (): Promise<number[]> => (await meta.chunkLocations('/d/rep')).chunks.map((c) => c.replicas.length);
+  t.same(await copies(), [3, 3, 3]);
+  const down = await cli('setrep', '-w', '1', '/d/rep');
+  t.equal(down.code, 0, down.stderr);
+  t.match(down.stdout, /^1 file\(s\) at 1 copies after \d+\.\d s/);
+  t.same(await copies(), [1, 1, 1], 'one copy of each chunk once -w returned');
+  const up = await cli('setrep', '-w', '2', '/d/rep', '--json');
+  t.equal(up.code, 0, up.stderr);
+  t.match(JSON.parse(up.stdout), { replication: 2, changed: ['/d/rep'] });
+  t.same(await copies(), [2, 2, 2], 'two copies again');
+  const back = await cli('get', '/d/rep', '-');
+  t.ok(back.stdoutBytes.equals(data), 'the bytes unchanged');
+  const tooMany = await cli('setrep', '-w', '5', '/d/rep');
+  t.equal(tooMany.code, 2, 'more copies than live chunkservers with -w: refused');
+  t.match(tooMany.stderr, /only 3 live chunkserver\(s\): 5 copies/);
+  t.equal((await statOf('/d/rep')).replication, 2, 'and nothing changed');
+  t.equal((await cli('setrep', '-R', '2', '/d/e')).code, 0);
+  t.equal((await statOf('/d/e')).replication, 2, 'a directory: the factor of new files below it');
+  t.equal((await statOf('/d/e/f')).replication, 2, '-R: and the files already there');
+  const zero = await cli('setrep', '0', '/d/rep');
+  t.equal(zero.code, 1);
+  t.match(zero.stderr, 'at least 1');
 });

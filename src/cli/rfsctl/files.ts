@@ -1,5 +1,5 @@
 /**
- * File commands: ls, mkdir, put, get, cat, rm, mv, stat, du.
+ * File commands: ls, mkdir, put, get, cat, rm, mv, stat, du, chmod, touch, setrep.
  *
  * put and get stream: put reads the local file in `localReadBytes` pieces and hands each to the FileWriter
  * (which copies it into its staging buffer, so memory stays at the writer's bound); get reads `readPieceBytes`
@@ -13,6 +13,7 @@ import { hostname } from 'node:os';
 import { basename, posix } from 'node:path';
 import { finished } from 'node:stream/promises';
 import type { StatInfo } from '../../metadata/client.ts';
+import { listAllChunkservers } from './cluster.ts';
 import { MetadataError } from '../../metadata/client.ts';
 import { FileWriter } from '../../client/file-writer.ts';
 import type { Context, Connection } from './context.ts';
@@ -270,6 +271,142 @@ export async function du(ctx: Context, args: { paths: string[]; summarize: boole
   }
   const size = (n: number): string => (args.human ? humanBytes(n) : String(n));
   ctx.out(rows.map((r) => `${size(r.bytes).padEnd(args.human ? 10 : 12)}${r.path}`).join('\n'));
+  return exitCodes.ok;
+}
+
+// ---------------------------------------------------------------- chmod, touch, setrep
+
+/** How often setrep -w looks at the chunks' copies, and how often it says what it still waits for. */
+export const setrepPollMs = 500;
+export const setrepProgressMs = 10_000;
+
+/** `root`, and with `recursive` everything below it (directories before their contents). */
+async function* treeOf(conn: Connection, root: string, info: StatInfo, recursive: boolean): AsyncGenerator<{ path: string; type: 'dir' | 'file' }> {
+  yield { path: root, type: info.type };
+  if (!recursive || info.type !== 'dir') return;
+  const pending = [root];
+  while (pending.length > 0) {
+    const dir = pending.pop()!;
+    for (const e of await conn.metadata.readdir(dir)) {
+      const path = dir === '/' ? `/${e.name}` : `${dir}/${e.name}`;
+      yield { path, type: e.type };
+      if (e.type === 'dir') pending.push(path);
+    }
+  }
+}
+
+/** Applies `change` to each path (and with `recursive` to everything below); stops at the first failure. */
+async function changeEach(conn: Connection, rawPaths: readonly string[], recursive: boolean, change: (path: string) => Promise<unknown>): Promise<{ path: string; type: 'dir' | 'file' }[]> {
+  const changed: { path: string; type: 'dir' | 'file' }[] = [];
+  for (const raw of rawPaths) {
+    const root = rfsPath(raw);
+    let at = root;
+    try {
+      const info = await conn.metadata.stat(root);
+      for await (const p of treeOf(conn, root, info, recursive)) {
+        at = p.path;
+        await change(p.path);
+        changed.push(p);
+      }
+    } catch (error) {
+      throw toCliError(error, at);
+    }
+  }
+  return changed;
+}
+
+export async function chmod(ctx: Context, args: { mode: string; paths: string[]; recursive: boolean }): Promise<ExitCode> {
+  if (!/^[0-7]{1,4}$/.test(args.mode)) throw new CliError(exitCodes.usage, `mode ${JSON.stringify(args.mode)}: give octal digits (e.g. 644, 0755)`, 'EINVAL');
+  const mode = Number.parseInt(args.mode, 8);
+  const conn = await ctx.connect();
+  const changed = await changeEach(conn, args.paths, args.recursive, (path) => conn.metadata.setattr(path, { mode }));
+  if (ctx.options.json) ctx.json({ mode: mode.toString(8).padStart(4, '0'), changed: changed.map((c) => c.path) });
+  return exitCodes.ok;
+}
+
+export async function touch(ctx: Context, args: { paths: string[]; noCreate: boolean }): Promise<ExitCode> {
+  const conn = await ctx.connect();
+  const created: string[] = [];
+  const touched: string[] = [];
+  for (const raw of args.paths) {
+    const path = rfsPath(raw);
+    const setNow = (): Promise<unknown> => conn.metadata.setattr(path, { mtimeMs: Date.now() });
+    try {
+      try {
+        await setNow();
+        touched.push(path);
+      } catch (error) {
+        if (!(error instanceof MetadataError && error.code === 'ENOENT') || args.noCreate) {
+          if (args.noCreate && error instanceof MetadataError && error.code === 'ENOENT') continue; // touch -c: no error, nothing made
+          throw error;
+        }
+        try {
+          await conn.metadata.create(path, { exclusive: true });
+          created.push(path);
+        } catch (createError) {
+          // Created by someone else meanwhile: touch it.
+          if (!(createError instanceof MetadataError && createError.code === 'EEXIST')) throw createError;
+          await setNow();
+          touched.push(path);
+        }
+      }
+    } catch (error) {
+      throw toCliError(error, path);
+    }
+  }
+  if (ctx.options.json) ctx.json({ created, touched });
+  return exitCodes.ok;
+}
+
+/** Sealed chunks of `path` whose listed copies are not `replication` yet (every page of its chunk list). */
+async function chunksNotAt(conn: Connection, path: string, replication: number): Promise<number> {
+  let short = 0;
+  let fromIndex: number | null = 0;
+  while (fromIndex !== null) {
+    const page = await conn.metadata.chunkLocations(path, { fromIndex });
+    for (const c of page.chunks) if (c.sealed && c.replicas.length !== replication) short++;
+    fromIndex = page.nextIndex;
+  }
+  return short;
+}
+
+export async function setrep(ctx: Context, args: { replication: number; paths: string[]; recursive: boolean; wait: boolean }): Promise<ExitCode> {
+  const n = args.replication;
+  if (!Number.isSafeInteger(n) || n < 1) throw new CliError(exitCodes.usage, `replication ${String(n)}: give a whole number of copies, at least 1`, 'EINVAL');
+  const conn = await ctx.connect();
+  if (args.wait) {
+    const live = (await listAllChunkservers(ctx)).filter((c) => c.state === 'live').length;
+    if (n > live)
+      throw new CliError(exitCodes.user, `only ${live} live chunkserver(s): ${n} copies of a chunk cannot be placed, so -w would wait for ever (nothing changed; run without -w, or add chunkservers)`, 'EINVAL');
+  }
+  const changed = await changeEach(conn, args.paths, args.recursive, (path) => conn.metadata.setattr(path, { replication: n }));
+  const files = changed.filter((c) => c.type === 'file').map((c) => c.path);
+  const started = Date.now();
+  if (args.wait) {
+    let waiting = files;
+    let lastSaid = started;
+    while (waiting.length > 0) {
+      const left: string[] = [];
+      let chunks = 0;
+      for (const path of waiting) {
+        const short = await chunksNotAt(conn, path, n).catch((error: unknown) => {
+          if (error instanceof MetadataError && error.code === 'ENOENT') return 0; // deleted meanwhile: nothing to wait for
+          throw toCliError(error, path);
+        });
+        if (short > 0) left.push(path);
+        chunks += short;
+      }
+      waiting = left;
+      if (waiting.length === 0) break;
+      if (Date.now() - lastSaid >= setrepProgressMs) {
+        ctx.warn(`waiting: ${chunks} chunk(s) of ${waiting.length} file(s) not yet at ${n} copies`);
+        lastSaid = Date.now();
+      }
+      await new Promise((resolve) => setTimeout(resolve, setrepPollMs));
+    }
+  }
+  if (ctx.options.json) ctx.json({ replication: n, changed: changed.map((c) => c.path), ...(args.wait ? { waitedMs: Date.now() - started } : {}) });
+  else if (args.wait) ctx.out(`${files.length} file(s) at ${n} copies after ${((Date.now() - started) / 1000).toFixed(1)} s`);
   return exitCodes.ok;
 }
 

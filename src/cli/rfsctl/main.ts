@@ -244,6 +244,43 @@ export async function runRfsctl(args: readonly string[], io: Io, env: NodeJS.Pro
           .example('$0 du -sh /', ''),
       run<{ paths: string[]; summarize: boolean; humanReadable: boolean }>((ctx, a) => files.du(ctx, { paths: a.paths, summarize: a.summarize, human: a.humanReadable })),
     )
+    .command(
+      'chmod <mode> <paths..>',
+      'set permission bits (octal; rfs keeps them and checks none)',
+      (y: Argv) =>
+        y
+          .positional('mode', { type: 'string', demandOption: true })
+          .positional('paths', { type: 'string', array: true, demandOption: true })
+          .option('R', { alias: 'recursive', type: 'boolean', default: false, describe: 'also everything below a directory' })
+          .example('$0 chmod 640 /secrets', '')
+          .example('$0 chmod -R 755 /www', ''),
+      run<{ mode: string; paths: string[]; recursive: boolean }>((ctx, a) => files.chmod(ctx, { mode: String(a.mode), paths: a.paths, recursive: a.recursive })),
+    )
+    .command(
+      'touch <paths..>',
+      'set the modification time to now, creating empty files that do not exist',
+      (y: Argv) =>
+        y
+          .positional('paths', { type: 'string', array: true, demandOption: true })
+          .option('c', { type: 'boolean', default: false, describe: 'create nothing; skip missing paths (as touch -c)' })
+          .example('$0 touch /jobs/done', ''),
+      run<{ paths: string[]; c: boolean }>((ctx, a) => files.touch(ctx, { paths: a.paths, noCreate: a.c })),
+    )
+    .command(
+      'setrep <replication> <paths..>',
+      "set the replication factor: a file's chunks are copied or trimmed to it in the background; a directory's is what new files below it get",
+      (y: Argv) =>
+        y
+          .positional('replication', { type: 'number', demandOption: true })
+          .positional('paths', { type: 'string', array: true, demandOption: true })
+          .option('R', { alias: 'recursive', type: 'boolean', default: false, describe: 'also every file and directory below a directory' })
+          .option('w', { alias: 'wait', type: 'boolean', default: false, describe: 'wait until every sealed chunk of the files has that many copies' })
+          .example('$0 setrep -w 2 /logs/old.log', '')
+          .example('$0 setrep -R 3 /important', ''),
+      run<{ replication: number; paths: string[]; recursive: boolean; wait: boolean }>((ctx, a) =>
+        files.setrep(ctx, { replication: a.replication, paths: a.paths, recursive: a.recursive, wait: a.wait }),
+      ),
+    )
     .completion('completion', 'print a bash/zsh completion script: rfsctl completion >> ~/.bashrc')
     .demandCommand(1, 'give a command (rfsctl --help lists them)')
     .recommendCommands()
