@@ -204,6 +204,24 @@ void t.test('chmod, utimes, setReplication and access (setattr)', async (t) => {
   t.equal((await fs.stat('/t/attr/rep')).replication, 2, 'refused calls changed nothing');
 });
 
+void t.test('deleting or trimming frees the replicas on the chunkservers without waiting for their hourly full report', async (t) => {
+  await fs.mkdir('/t/gc');
+  await fs.writeFile('/t/gc/a', pattern(2 * MiB + 1, 8), { replication: 3 });
+  await fs.writeFile('/t/gc/b', pattern(MiB + 1, 9), { replication: 3 });
+  const handlesOf = async (path: string): Promise<number[]> => (await fs.chunkLocations(path)).map((c) => c.handle);
+  const a = await handlesOf('/t/gc/a');
+  const b = await handlesOf('/t/gc/b');
+  const holders = (handle: number): number => cluster.chunkservers.filter((s) => s.store.info(handle) !== undefined).length;
+  t.same([...a, ...b].map(holders), [3, 3, 3, 3, 3], 'three copies of each chunk on disk');
+  await fs.rm('/t/gc/a');
+  await fs.setReplication('/t/gc/b', 1);
+  await waitFor('the replicas gone from the disks', () => (a.every((h) => holders(h) === 0) && b.every((h) => holders(h) === 1) ? true : undefined), 30_000, () =>
+    `copies on disk: a ${a.map(holders).join(',')}, b ${b.map(holders).join(',')}`,
+  );
+  t.pass('the deleted file holds no replica, the trimmed one a single copy of each chunk');
+  t.equal((await fs.readFile('/t/gc/b')).length, MiB + 1, 'and the trimmed file reads back');
+});
+
 void t.test('file handles: sequential appends only, reads at any position', async (t) => {
   const data = pattern(MiB + 4321, 2);
   const w = await fs.open('/t/h1', 'w');
