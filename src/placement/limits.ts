@@ -54,6 +54,11 @@ export interface ChunkManagerLimits {
   readonly gcSweepReplicasPerPass: number;
   /** A delete ordered by the sweep and not yet confirmed by the server's report is ordered again after this. */
   readonly gcDeleteRetryMs: number;
+  /**
+   * A copy whose listing this manager proposed is never ordered deleted for this long (the proposal's outcome
+   * may be unknown, and it may still apply), unless the view lists it first.
+   */
+  readonly listingGuardMs: number;
 }
 
 export const defaultChunkManagerLimits: ChunkManagerLimits = {
@@ -76,6 +81,7 @@ export const defaultChunkManagerLimits: ChunkManagerLimits = {
   chunkserversMax: 10_000,
   gcSweepReplicasPerPass: 4_096,
   gcDeleteRetryMs: 60_000,
+  listingGuardMs: 60_000,
 };
 
 /** Crashes loudly on limits that contradict each other (checked once, at construction). */
@@ -95,6 +101,7 @@ export function checkChunkManagerLimits(l: ChunkManagerLimits): void {
     'chunkserversMax',
     'gcSweepReplicasPerPass',
     'gcDeleteRetryMs',
+    'listingGuardMs',
   ];
   for (const k of positive) {
     if (!Number.isSafeInteger(l[k]) || l[k] < 1) throw new RangeError(`chunk manager limit ${k} must be a positive integer`);

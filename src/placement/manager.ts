@@ -249,13 +249,27 @@ export class ChunkManager {
   /** Lease recoveries in progress, by chunk handle; at most limits.leaseRecoveriesMax. */
   private readonly recoveries = new Map<number, Recovery>();
   /**
-   * Replicas this manager unlisted from live servers that still hold them (the surplus of a trim, a move's
-   * source), by chunk handle: their deletion is ordered once the view shows them unlisted (orderSurplusDeletes).
+   * Complete copies (sealed, at the chunk's length) on live servers that are, or are about to be, unlisted, by
+   * chunk handle: the surplus of a trim, a move's source, a copy that arrived or was reported while the chunk
+   * was short. Each pass lists such a copy while the chunk is short and deletes it once enough are listed
+   * (settleUnlistedCopies), whatever became of the proposal that listed or unlisted it: no report need come.
    * At most one entry per chunk of the view.
    */
-  private readonly surplus = new Map<number, { readonly version: number; readonly servers: Set<number> }>();
+  private readonly unlistedCopies = new Map<number, { readonly version: number; readonly servers: Map<number, number> }>();
   /** The garbage sweep's place: the server being swept, the handles it held when its turn began, the next one. */
   private sweep: { readonly server: number; readonly handles: number[]; next: number } | null = null;
+  /**
+   * `handle:server` → until when a listing of that server's copy, proposed by this manager, may still apply
+   * (its proposal's outcome unknown): the copy is never ordered deleted meanwhile (see spareCopy).
+   */
+  private readonly listingGuard = new Map<string, number>();
+  /**
+   * Listed replicas of sealed chunks that their servers reported gone (removed, absent from a full report, or
+   * at an older version), by chunk handle: unlisted by every pass until the view shows it, whatever became of
+   * the first proposal (it may have been refused, lost, or not made while another change of the list was in
+   * flight). Without this, such a chunk looked fully replicated until the server's next full report.
+   */
+  private readonly goneReplicas = new Map<number, Set<number>>();
   /** Servers left in the sweep's current round. */
   private sweepRound: number[] = [];
   /** server → handle → when the sweep ordered the replica deleted (kept while the server still reports it). */
@@ -316,7 +330,7 @@ export class ChunkManager {
     const server = this.mustServer(id);
     this.usage.set(id, usage);
     this.sawAlive(server, nowMs);
-    return this.reply(id);
+    return this.reply(id, nowMs);
   }
 
   /** A sign of life: a dead server is re-registered (live again). */
@@ -325,6 +339,9 @@ export class ChunkManager {
     this.lastHeartbeatMs.set(id, nowMs);
     const usage = this.usage.get(id) ?? server;
     if (server.state === 'dead') {
+      // Back from the dead: what it holds may have changed while it was away (copies lost, others kept that
+      // were unlisted meanwhile), so its holdings are learnt again from a full report.
+      this.fullReportSeen.delete(id);
       this.propose(`server:${id}`, nowMs, {
         type: 'registerChunkserver',
         id,
@@ -356,7 +373,7 @@ export class ChunkManager {
     this.forgetDeletedBadReplicas(id, held, report, fullEnds);
     if (this.recoveries.size > 0) this.recordRecoveryAnswers(id, report, held, fullEnds);
     const commands = this.judgeReport(id, nowMs, report, fullEnds);
-    return { commands: [...commands, ...this.reply(id).commands], fullReportWanted: !this.fullReportSeen.has(id) };
+    return { commands: [...commands, ...this.reply(id, nowMs).commands], fullReportWanted: !this.fullReportSeen.has(id) };
   }
 
   /** Garbage and stale replicas in a report; completed copies; listed replicas a full report lacks. */
@@ -365,6 +382,7 @@ export class ChunkManager {
     // The holding stays known until the server reports the deletion: until then it is no copy target.
     const del = (handle: number, version: number): void => {
       out.push({ kind: 'delete', handle, version });
+      this.markDeleteOrdered(id, handle, nowMs); // the sweep need not order it again before gcDeleteRetryMs
     };
     for (const r of report.chunks) {
       const chunk = this.view.chunks.get(r.handle);
@@ -392,6 +410,11 @@ export class ChunkManager {
         // Never re-listed from this copy; once unlisted, the delete is repeated on every report of it.
         if (!listed) del(r.handle, r.version);
         continue;
+      }
+      if (!listed && !chunk.sealed && r.sealed !== false) {
+        // A pipeline's replica that sealed and was left out of the list (or whose report came before the seal
+        // applied): judged once the view has the chunk sealed, without waiting for another report.
+        this.noteUnlistedCopy(chunk, id, r.lengthBytes);
       }
       if (listed || !chunk.sealed) continue;
       // A copy still arriving (or one cut off midway) holds fewer bytes than the sealed chunk, or all of them
@@ -427,8 +450,11 @@ export class ChunkManager {
     if (server?.state !== 'live') {
       // A server coming back from the dead (its re-registration not applied yet), or one being drained: its
       // copy may be the best one left, so it goes only once enough live replicas are listed.
-      if (this.liveListed(chunk).length >= chunk.replication && !this.unsettled.has(`chunk:${chunk.handle}`)) {
+      if (this.confirmedListed(chunk).length >= chunk.replication && !this.unsettled.has(`chunk:${chunk.handle}`)) {
         del(chunk.handle, chunk.version);
+      } else if (server?.state === 'dead') {
+        // Listed (or deleted) once its registration applies, without waiting for another report.
+        this.noteUnlistedCopy(chunk, id);
       }
       return;
     }
@@ -436,33 +462,72 @@ export class ChunkManager {
       // A copy we ordered arrived: list it (a move also unlists the replica it replaces).
       const keep = chunk.replicas.filter((r) => r !== copy.moveFrom && this.stateOf(r) !== 'dead');
       this.proposeReplicas(chunk, [...keep, id], nowMs);
-      if (copy.moveFrom !== null && this.stateOf(copy.moveFrom) === 'live') this.noteSurplus(chunk, copy.moveFrom);
+      if (copy.moveFrom !== null && this.stateOf(copy.moveFrom) === 'live') this.noteUnlistedCopy(chunk, copy.moveFrom);
+      this.noteUnlistedCopy(chunk, id); // until the listing applies (a refused or lost proposal is made again)
+      this.guardListing(chunk, id, nowMs);
       this.finishCopy(copy);
       return;
     }
     if (this.liveListed(chunk).length < chunk.replication) {
       // A server back from the dead (or a copy of a former leader): list it instead of copying again.
-      const keep = chunk.replicas.filter((r) => this.stateOf(r) !== 'dead');
+      const gone = this.goneReplicas.get(chunk.handle);
+      const keep = chunk.replicas.filter((r) => this.stateOf(r) !== 'dead' && gone?.has(r) !== true);
       this.proposeReplicas(chunk, [...keep, id], nowMs);
+      this.noteUnlistedCopy(chunk, id);
+      this.guardListing(chunk, id, nowMs);
       return;
     }
-    if (!this.unsettled.has(`chunk:${chunk.handle}`)) del(chunk.handle, chunk.version);
+    if (!this.unsettled.has(`chunk:${chunk.handle}`) && this.spareCopy(chunk, id, nowMs)) del(chunk.handle, chunk.version);
+    // Not known to be spare yet (a listed copy's server has not reported to this leader): remembered, so it is
+    // deleted once it is, or listed if the chunk falls short first, without waiting for another report.
+    else this.noteUnlistedCopy(chunk, id);
   }
 
   /** Unlists a replica the server does not hold (any more) at the current version, if others remain. */
   private dropReplica(chunk: ChunkView, id: number, nowMs: number): void {
-    const keep = chunk.replicas.filter((r) => r !== id);
+    const gone = this.goneReplicas.get(chunk.handle) ?? new Set<number>();
+    gone.add(id);
+    this.goneReplicas.set(chunk.handle, gone);
+    const keep = chunk.replicas.filter((r) => !gone.has(r));
     if (keep.length > 0) this.proposeReplicas(chunk, keep, nowMs);
+  }
+
+  /** Proposes again the unlisting of replicas reported gone that the view still lists (see goneReplicas). */
+  private unlistGoneReplicas(nowMs: number): void {
+    for (const [handle, gone] of this.goneReplicas) {
+      const chunk = this.view.chunks.get(handle);
+      if (chunk === undefined || !chunk.sealed || !chunk.fileLive) {
+        this.goneReplicas.delete(handle);
+        continue;
+      }
+      // Still gone: listed, and not reported at the current version since (a copy may have come back).
+      for (const id of gone) if (!chunk.replicas.includes(id) || this.holdings.get(id)?.get(handle) === chunk.version) gone.delete(id);
+      if (gone.size === 0) {
+        this.goneReplicas.delete(handle);
+        continue;
+      }
+      if (this.unsettled.has(`chunk:${handle}`)) continue;
+      const keep = chunk.replicas.filter((r) => !gone.has(r));
+      if (keep.length > 0) this.proposeReplicas(chunk, keep, nowMs);
+    }
   }
 
   /**
    * The server's queued commands, as of now: a copy that finished or expired while its command waited is not
    * sent, nor one the current view makes pointless (the chunk moved on, or the target is listed by now).
    */
-  private reply(id: number): Reply {
+  private reply(id: number, nowMs: number): Reply {
     const queued = this.outbox.get(id) ?? [];
     this.outbox.delete(id);
     const commands = queued.filter((c) => {
+      if (c.kind === 'delete') {
+        // A copy at the chunk's current version queued for deletion goes only if it is still spare now (the list
+        // may have changed since: a listed copy's server died, the copy itself was listed again). Stale
+        // versions, garbage of deleted files and bad copies are always sent.
+        const chunk = this.view.chunks.get(c.handle);
+        if (chunk === undefined || !chunk.fileLive || c.version !== chunk.version || this.isBad(c.handle, id, c.version)) return true;
+        return this.spareCopy(chunk, id, nowMs);
+      }
       if (c.kind === 'recover') {
         // A seal is always sent (the agent seals only an unsealed replica holding that much, and the length was
         // agreed); a query only while its recovery still asks.
@@ -796,7 +861,8 @@ export class ChunkManager {
     this.judgeLiveness(nowMs);
     this.sweepBadReplicas(nowMs);
     if (!this.bugs.has('placement-skip-lease-recovery')) this.planLeaseRecoveries(nowMs, wallMs);
-    this.orderSurplusDeletes(nowMs);
+    this.unlistGoneReplicas(nowMs);
+    this.settleUnlistedCopies(nowMs);
     this.sweepGarbage(nowMs);
     const missing = this.planReplication(nowMs);
     if (missing === 0) this.rebalance(nowMs);
@@ -827,6 +893,7 @@ export class ChunkManager {
 
   private expire(nowMs: number): void {
     for (const [key, untilMs] of this.unsettled) if (untilMs <= nowMs) this.unsettled.delete(key);
+    for (const [key, untilMs] of this.listingGuard) if (untilMs <= nowMs) this.listingGuard.delete(key);
     for (const list of this.copies.values()) {
       for (const copy of [...list]) {
         const chunk = this.view.chunks.get(copy.handle);
@@ -889,15 +956,17 @@ export class ChunkManager {
     const keep = chooseTargets(candidates, chunk.replication, new Set(), this.random).map((c) => c.id);
     if (keep.length === 0) return;
     this.proposeReplicas(chunk, keep, nowMs);
-    for (const id of live) if (!keep.includes(id)) this.noteSurplus(chunk, id);
+    for (const id of live) if (!keep.includes(id)) this.noteUnlistedCopy(chunk, id);
   }
 
-  /** `id`'s replica of `chunk` is being unlisted while the server holds it: delete it once it is (see surplus). */
-  private noteSurplus(chunk: ChunkView, id: number): void {
-    if (this.bugs.has('placement-gc-on-reports-only')) return;
-    let entry = this.surplus.get(chunk.handle);
-    if (entry === undefined || entry.version !== chunk.version) this.surplus.set(chunk.handle, (entry = { version: chunk.version, servers: new Set() }));
-    entry.servers.add(id);
+  /**
+   * `id` holds a sealed copy of `chunk` at its version, `lengthBytes` long, that is, or is about to be,
+   * unlisted (see unlistedCopies). Default length: the sealed chunk's (a complete copy).
+   */
+  private noteUnlistedCopy(chunk: ChunkView, id: number, lengthBytes = chunk.lengthBytes): void {
+    let entry = this.unlistedCopies.get(chunk.handle);
+    if (entry === undefined || entry.version !== chunk.version) this.unlistedCopies.set(chunk.handle, (entry = { version: chunk.version, servers: new Map() }));
+    entry.servers.set(id, lengthBytes);
   }
 
   /**
@@ -941,7 +1010,7 @@ export class ChunkManager {
       for (; s.next < end; s.next++) {
         const handle = s.handles[s.next]!;
         const version = held.get(handle);
-        if (version !== undefined && this.isGarbage(s.server, handle, version)) this.orderSweepDelete(s.server, handle, version, nowMs);
+        if (version !== undefined && this.isGarbage(s.server, handle, version, nowMs)) this.orderSweepDelete(s.server, handle, version, nowMs);
       }
     }
   }
@@ -952,7 +1021,7 @@ export class ChunkManager {
    * a sealed chunk's current version, unlisted, while enough live replicas are listed and no copy to the
    * server or change of the list is in flight. Listed replicas and chunks newer than the view are never.
    */
-  private isGarbage(id: number, handle: number, version: number): boolean {
+  private isGarbage(id: number, handle: number, version: number, nowMs: number): boolean {
     const chunk = this.view.chunks.get(handle);
     if (chunk === undefined) return handle < this.view.nextChunkHandle && !this.bugs.has('placement-keep-orphans');
     if (!chunk.fileLive) return true;
@@ -960,44 +1029,85 @@ export class ChunkManager {
     if (version < chunk.version) return !this.bugs.has('placement-keep-stale');
     if (!chunk.sealed || this.unsettled.has(`chunk:${handle}`)) return false;
     if (this.copies.get(handle)?.some((c) => c.target === id) === true) return false;
-    return this.liveListed(chunk).length >= chunk.replication;
+    return this.spareCopy(chunk, id, nowMs);
   }
 
-  private orderSweepDelete(id: number, handle: number, version: number, nowMs: number): void {
-    let ordered = this.sweepDeletes.get(id);
-    if (ordered === undefined) this.sweepDeletes.set(id, (ordered = new Map<number, number>()));
-    const at = ordered.get(handle);
-    if (at !== undefined && nowMs - at < this.limits.gcDeleteRetryMs) return;
-    if (this.enqueue(id, { kind: 'delete', handle, version })) ordered.set(handle, nowMs);
+  /** Listed replicas on live servers that, by their reports, hold the chunk at its version: copies known to exist. */
+  private confirmedListed(chunk: ChunkView): number[] {
+    return this.liveListed(chunk).filter((id) => this.holdings.get(id)?.get(chunk.handle) === chunk.version);
   }
 
   /**
-   * Surplus replicas whose unlisting the view shows: each is ordered deleted (a live server holding it at the
-   * chunk's version), or, if the chunk has fallen short of its factor since (raised again before the delete
-   * went out), listed again, which spares a copy. Anything else (the chunk moved on, the server died, the
-   * unlisting was refused) ends the entry: reports judge such copies as they come.
+   * Whether `id`'s unlisted copy of `chunk` at its current version may be deleted now: enough listed copies are
+   * known to exist (a listed replica whose server has not reported it, or reported it gone, does not count),
+   * and no listing of this copy that this manager proposed may still apply.
    */
-  private orderSurplusDeletes(nowMs: number): void {
-    for (const [handle, entry] of this.surplus) {
+  private spareCopy(chunk: ChunkView, id: number, nowMs: number): boolean {
+    if (chunk.replicas.includes(id)) return false;
+    const guard = this.listingGuard.get(`${chunk.handle}:${id}`);
+    if (guard !== undefined && guard > nowMs) return false;
+    return this.confirmedListed(chunk).length >= chunk.replication;
+  }
+
+  /** A listing of `id`'s copy of `chunk` is being proposed: guard the copy (listingGuard). */
+  private guardListing(chunk: ChunkView, id: number, nowMs: number): void {
+    this.listingGuard.set(`${chunk.handle}:${id}`, nowMs + this.limits.listingGuardMs);
+  }
+
+  /** Queues a garbage delete only while the server's queue is at most half full: copies and recoveries come first. */
+  private enqueueGarbageDelete(id: number, handle: number, version: number): boolean {
+    if ((this.outbox.get(id)?.length ?? 0) >= Math.ceil(this.limits.commandsPerServerMax / 2)) return false;
+    return this.enqueue(id, { kind: 'delete', handle, version });
+  }
+
+  private orderSweepDelete(id: number, handle: number, version: number, nowMs: number): void {
+    const at = this.sweepDeletes.get(id)?.get(handle);
+    if (at !== undefined && nowMs - at < this.limits.gcDeleteRetryMs) return;
+    if (this.enqueueGarbageDelete(id, handle, version)) this.markDeleteOrdered(id, handle, nowMs);
+  }
+
+  private markDeleteOrdered(id: number, handle: number, nowMs: number): void {
+    let ordered = this.sweepDeletes.get(id);
+    if (ordered === undefined) this.sweepDeletes.set(id, (ordered = new Map<number, number>()));
+    ordered.set(handle, nowMs);
+  }
+
+  /**
+   * Known complete copies the view shows unlisted (a live server holding them at the chunk's version): while
+   * the chunk is short of its factor one is listed (again), which spares a copy; once enough are listed each
+   * is ordered deleted. A listed one, or anything else (the chunk moved on, the server died or lost it) ends
+   * its part of the entry: reports and the sweep judge such copies as they come.
+   */
+  private settleUnlistedCopies(nowMs: number): void {
+    for (const [handle, entry] of this.unlistedCopies) {
       const chunk = this.view.chunks.get(handle);
-      if (chunk === undefined || !chunk.fileLive || !chunk.sealed || chunk.version !== entry.version) {
-        this.surplus.delete(handle);
+      if (chunk === undefined || !chunk.fileLive || chunk.version !== entry.version) {
+        this.unlistedCopies.delete(handle);
         continue;
       }
-      if (this.unsettled.has(`chunk:${handle}`)) continue; // the unlisting is not applied yet
-      for (const id of entry.servers) {
+      // A pipeline's replica that sealed before the view had the chunk sealed waits for the seal.
+      if (!chunk.sealed || this.unsettled.has(`chunk:${handle}`)) continue;
+      for (const [id, lengthBytes] of entry.servers) {
         const holds = this.holdings.get(id)?.get(handle) === entry.version;
-        if (chunk.replicas.includes(id) || !holds || this.stateOf(id) !== 'live' || this.isBad(handle, id, entry.version)) {
+        const state = this.stateOf(id);
+        if (state === 'dead' && holds) continue; // back once its registration applies (see sawAlive)
+        if (chunk.replicas.includes(id) || !holds || lengthBytes !== chunk.lengthBytes || state !== 'live' || this.isBad(handle, id, entry.version)) {
           entry.servers.delete(id);
         } else if (this.liveListed(chunk).length < chunk.replication) {
-          this.proposeReplicas(chunk, [...chunk.replicas.filter((r) => this.stateOf(r) !== 'dead'), id], nowMs);
-          entry.servers.delete(id);
+          // Kept in the entry until the view lists it: a refused or lost proposal is made again.
+          const gone = this.goneReplicas.get(handle);
+          this.proposeReplicas(chunk, [...chunk.replicas.filter((r) => this.stateOf(r) !== 'dead' && gone?.has(r) !== true), id], nowMs);
+          this.guardListing(chunk, id, nowMs);
           break; // one change of the list per pass: the proposal marks the chunk unsettled
-        } else if (this.enqueue(id, { kind: 'delete', handle, version: entry.version })) {
+        } else if (this.bugs.has('placement-gc-on-reports-only')) {
+          entry.servers.delete(id);
+        } else if (!this.spareCopy(chunk, id, nowMs)) {
+          continue; // enough are listed, but not all of them confirmed, or its own listing may still apply
+        } else if (this.enqueueGarbageDelete(id, handle, entry.version)) {
           entry.servers.delete(id);
         }
       }
-      if (entry.servers.size === 0) this.surplus.delete(handle);
+      if (entry.servers.size === 0) this.unlistedCopies.delete(handle);
     }
   }
 
@@ -1027,12 +1137,13 @@ export class ChunkManager {
     }
     if (to === undefined) return false;
     const server = this.view.servers.get(to.id)!;
+    // The source's queue is full: no copy in flight that no command will start (tried again next pass).
+    if (!this.enqueue(source, { kind: 'replicate', handle: chunk.handle, version: chunk.version, target: to.id, targetAddress: server.address })) return false;
     const copy: Copy = { handle: chunk.handle, version: chunk.version, source, target: to.id, startedMs: nowMs, moveFrom };
     const list = this.copies.get(chunk.handle) ?? [];
     list.push(copy);
     this.copies.set(chunk.handle, list);
     this.copyCount++;
-    this.enqueue(source, { kind: 'replicate', handle: chunk.handle, version: chunk.version, target: to.id, targetAddress: server.address });
     return true;
   }
 
@@ -1115,7 +1226,8 @@ export class ChunkManager {
 
   /** Listed replicas on live servers (decommissioning ones and bad ones do not count). */
   private liveListed(chunk: ChunkView): number[] {
-    return chunk.replicas.filter((id) => this.stateOf(id) === 'live' && !this.isBad(chunk.handle, id, chunk.version));
+    const gone = this.goneReplicas.get(chunk.handle);
+    return chunk.replicas.filter((id) => this.stateOf(id) === 'live' && !this.isBad(chunk.handle, id, chunk.version) && gone?.has(id) !== true);
   }
 
   private candidate(id: number): Candidate | undefined {

@@ -215,7 +215,9 @@ void t.test('garbage collection: orphans, chunks of deleted files and stale repl
 void t.test('garbage collection: an unlisted current replica is deleted when enough are listed, listed when too few', (t) => {
   const servers = [server(1, 'r1'), server(2, 'r2'), server(3, 'r3'), server(4, 'r1')];
   const m = manager(view(servers, [chunk(1, [1, 2, 3])]));
-  t.same(m.chunkReport(4, 0, { full: true, chunks: [{ handle: 1, version: 1, lengthBytes: GiB }] }).commands, [{ kind: 'delete', handle: 1, version: 1 }]);
+  t.same(m.chunkReport(4, 0, { full: true, chunks: [{ handle: 1, version: 1, lengthBytes: GiB }] }).commands, [], 'kept while the listed copies are not known to exist (none reported)');
+  reportAll(m, view(servers, [chunk(1, [1, 2, 3])]), 0, [4]);
+  t.same(m.chunkReport(4, 0, { full: true, chunks: [{ handle: 1, version: 1, lengthBytes: GiB }] }).commands, [{ kind: 'delete', handle: 1, version: 1 }], 'deleted once they are');
   const m2 = manager(view([...servers.slice(0, 2), server(3, 'r3', { state: 'dead' }), servers[3]!], [chunk(1, [1, 2, 3])]));
   t.same(m2.chunkReport(4, 0, { full: true, chunks: [{ handle: 1, version: 1, lengthBytes: GiB }] }).commands, []);
   t.same(ops(m2), [{ type: 'setChunkReplicas', handle: 1, version: 1, replicas: [1, 2, 4] }], 'a returning replica is listed instead of copying');
@@ -366,7 +368,8 @@ void t.test('garbage collection never deletes a current copy on a returning serv
   t.match(ops(m), [{ type: 'registerChunkserver', id: 1 }], 'and the server is re-registered');
   const enough = view([server(1, 'r1', { state: 'dead' }), server(2, 'r2'), server(3, 'r3')], [chunk(1, [2, 3], { replication: 2 })]);
   const m2 = manager(enough);
-  t.same(m2.chunkReport(1, 0, { full: true, chunks: [{ handle: 1, version: 1, lengthBytes: GiB }] }).commands, [{ kind: 'delete', handle: 1, version: 1 }], 'deleted once enough live replicas are listed');
+  reportAll(m2, enough, 0);
+  t.same(m2.chunkReport(1, 0, { full: true, chunks: [{ handle: 1, version: 1, lengthBytes: GiB }] }).commands, [{ kind: 'delete', handle: 1, version: 1 }], 'deleted once enough live replicas are listed (and known to hold it)');
   t.end();
 });
 
@@ -432,7 +435,8 @@ void t.test('garbage without reports: the sweep orders deleted the replicas of d
   reportAll(m, view(servers, chunks), 0);
   // Server 4 holds copies nobody lists: chunk 2 at the current version (surplus), chunk 3 at v1 (stale),
   // chunk 4 unsealed (a writer's pipeline: not the manager's), handle 9 (newer than the view: left alone).
-  m.chunkReport(4, 0, { full: true, chunks: [2, 3, 4, 9].map((handle) => ({ handle, version: 1, lengthBytes: GiB })) });
+  const reported = m.chunkReport(4, 0, { full: true, chunks: [2, 3, 4, 9].map((handle) => ({ handle, version: 1, lengthBytes: GiB })) });
+  t.same(deletes(reported.commands).sort(), [[2, 1], [3, 1]], 'the report itself orders the surplus and the stale copy deleted');
   beatAll(m, view(servers, chunks), 0);
   // Chunk 1's file is deleted and the chunk reclaimed while its servers have nothing to report.
   const after = view(servers, chunks.slice(1), 5);
@@ -443,7 +447,7 @@ void t.test('garbage without reports: the sweep orders deleted the replicas of d
     for (const [id, commands] of beatAll(m, after, now)) got.set(id, [...(got.get(id) ?? []), ...deletes(commands)]);
   }
   for (const id of [1, 2, 3]) t.same(got.get(id), [[1, 1]], `server ${id}: its replica of the reclaimed chunk, once`);
-  t.same(got.get(4)!.sort(), [[2, 1], [3, 1]], 'server 4: the surplus and the stale copy, once each');
+  t.same(got.get(4), [], 'server 4: the sweep does not order them again before gcDeleteRetryMs');
   // Server 4 never confirms: after gcDeleteRetryMs the order is repeated; one that reports the replica gone is not.
   m.chunkReport(1, 1_000, { full: false, chunks: [], removed: [1] });
   const again = new Map<number, [number, number][]>();
@@ -453,7 +457,7 @@ void t.test('garbage without reports: the sweep orders deleted the replicas of d
   }
   t.same(again.get(1), [], 'a deletion the server reported is not ordered again');
   t.same(again.get(2), [[1, 1]], 'an unconfirmed one is, after gcDeleteRetryMs');
-  t.same(again.get(4)!.sort(), [[2, 1], [3, 1]]);
+  t.same([...new Set(again.get(4)!.map((d) => d.join(' ')))].sort(), ['2 1', '3 1'], 'and so are the report\'s, repeated while unconfirmed');
   t.end();
 });
 
@@ -505,5 +509,69 @@ void t.test('a trim deletes the surplus copies once unlisted, or lists one again
   const commands = beatAll(m, v2, 40);
   t.same(deletes(commands.get(other)), [[1, 1]], 'the other dropped copy is deleted');
   t.same([...commands.values()].flat().filter((c) => c.kind === 'replicate'), [], 'and nothing is copied');
+  t.end();
+});
+
+void t.test('a copy whose listing may still apply is never deleted, and the source of a move goes only once the copy is known', (t) => {
+  // Found by review: a move's target reported its copy, the listing's proposal timed out (settled, outcome
+  // unknown), and the sweep deleted the target's copy while the view still listed only the source; the
+  // listing then applied, and with factor 1 the source was deleted next: no copy left.
+  const servers = [server(1, 'r1', { usedGiB: 90 }), server(2, 'r2', { usedGiB: 0 })];
+  let v = view(servers, [chunk(1, [1], { replication: 1 })]);
+  const m = manager(v, { limits: { ...limits, listingGuardMs: 5_000 } });
+  reportAll(m, v, 0);
+  for (let now = 10; now <= 50; now += 10) m.tick(now);
+  const move = beatAll(m, v, 60).get(1)!;
+  t.match(move, [{ kind: 'replicate', handle: 1, target: 2 }], 'a move from the full server to the empty one');
+  m.chunkReport(2, 70, { full: false, chunks: [{ handle: 1, version: 1, lengthBytes: GiB }] });
+  t.same(ops(m), [{ type: 'setChunkReplicas', handle: 1, version: 1, replicas: [2] }], 'the copy replaces the source');
+  m.settle('chunk:1'); // timed out: the view does not show it (yet)
+  const sent: ChunkserverCommand[] = [];
+  for (let now = 100; now <= 4_000; now += 100) {
+    m.tick(now);
+    for (const commands of beatAll(m, v, now).values()) sent.push(...commands);
+    ops(m);
+  }
+  t.same(sent.filter((c) => c.kind === 'delete'), [], 'neither copy is deleted while the listing may still apply');
+  v = view(servers, [chunk(1, [2], { replication: 1 })]); // the listing applied after all
+  m.setView(v);
+  const after = new Map<number, ChunkserverCommand[]>();
+  for (let now = 4_100; now <= 5_000; now += 100) {
+    m.tick(now);
+    for (const [id, commands] of beatAll(m, v, now)) after.set(id, [...(after.get(id) ?? []), ...commands]);
+  }
+  t.same(deletes(after.get(1)), [[1, 1]], 'then the source is deleted: the listed copy is known to exist');
+  t.same(deletes(after.get(2)), [], 'and never the listed one');
+  t.end();
+});
+
+void t.test('garbage deletes leave room for copies in a server\'s command queue', (t) => {
+  const servers = [server(1, 'r1'), server(2, 'r2')];
+  // Server 1 reported 200 replicas of a live file, whose deletion then reclaimed them while it had nothing to report.
+  const before = view(servers, [...Array.from({ length: 200 }, (_, i) => chunk(i + 1, [1], { replication: 1 })), chunk(300, [1], { replication: 1 })], 301);
+  const m = manager(before, { limits: { ...limits, commandsPerServerMax: 16 } });
+  reportAll(m, before, 0);
+  m.setView(view(servers, [chunk(300, [1], { replication: 2 })], 301));
+  m.tick(10);
+  const reply = m.heartbeat(1, 20, { capacityBytes: 100 * GiB, usedBytes: 0 }).commands;
+  t.match(reply.filter((c) => c.kind === 'replicate'), [{ kind: 'replicate', handle: 300, target: 2 }], 'the copy is sent');
+  t.ok(reply.filter((c) => c.kind === 'delete').length <= 8, 'garbage takes at most half the queue');
+  t.end();
+});
+
+void t.test('a replica reported gone is unlisted even when the first proposal was lost', (t) => {
+  const servers = [server(1, 'r1'), server(2, 'r2'), server(3, 'r3'), server(4, 'r1')];
+  const v = view(servers, [chunk(1, [1, 2, 3])]);
+  const m = manager(v);
+  reportAll(m, v, 0);
+  m.chunkReport(3, 10, { full: false, chunks: [], removed: [1] });
+  t.same(ops(m), [{ type: 'setChunkReplicas', handle: 1, version: 1, replicas: [1, 2] }], 'unlisted at once');
+  m.settle('chunk:1'); // lost: the view still lists server 3, and server 3 has nothing more to report
+  m.tick(20);
+  t.same(ops(m).filter((o) => o.type === 'setChunkReplicas'), [{ type: 'setChunkReplicas', handle: 1, version: 1, replicas: [1, 2] }], 'proposed again by the next pass');
+  m.settle('chunk:1');
+  m.setView(view(servers, [chunk(1, [1, 2])]));
+  m.tick(30);
+  t.same(ops(m).filter((o) => o.type === 'setChunkReplicas'), [], 'and not once the view shows it');
   t.end();
 });

@@ -81,6 +81,7 @@ export const simChunkManagerLimits: Partial<ChunkManagerLimits> = {
   // A small sweep budget, so that passes resume the sweep midway through a server's replicas.
   gcSweepReplicasPerPass: 16,
   gcDeleteRetryMs: 2_000,
+  listingGuardMs: 3_000,
 };
 
 export interface ChunkStats {
@@ -420,8 +421,9 @@ export class ChunkWorld {
         for (const command of reply.commands) this.execute(cs, command);
       },
       () => {
+        // As the real agent: a failed exchange keeps its unreported changes for the next one (above), and asks
+        // for no full report.
         done();
-        if (cs.epoch === epoch) cs.needFull = true;
       },
     );
   }
