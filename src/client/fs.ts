@@ -20,6 +20,7 @@
  * AbortSignal: every call takes `signal`; an aborted call rejects at once with AbortError. An aborted or
  * timed-out mutation may still be applied by the servers (its outcome is unknown, as with any timeout).
  */
+import { constants as fsConstants } from 'node:fs';
 import { hostname } from 'node:os';
 import { MetadataClient } from '../metadata/client.ts';
 import type { ChunkLocation, StatInfo } from '../metadata/client.ts';
@@ -40,6 +41,8 @@ import type { ReadStreamOptions, WriteStreamOptions } from './streams.ts';
 export const timeoutMsDefault = 30_000;
 /** Mutations one client lets out at once (the servers keep 256 unacknowledged results per session). */
 export const mutationsInflightMax = 64;
+/** Bytes copyFile reads and writes at a time. */
+export const copyPieceBytes = 4 * 1024 * 1024;
 /** Deadline of one metadata RPC attempt (then the client retries, elsewhere if need be). */
 const attemptTimeoutMsMax = 2_000;
 
@@ -99,6 +102,8 @@ export interface WriteFileOptions extends CallOptions {
   readonly ifGeneration?: number;
   /** For string data. */
   readonly encoding?: BufferEncoding;
+  /** Permission bits of a file this call creates (a number or an octal string, as Node's); default 0o644. */
+  readonly mode?: number | string;
   /**
    * 'w' (default: create or truncate), 'wx' (fail with EEXIST if the path exists), 'a' (append; created if
    * missing) or 'ax' (create, append; EEXIST if the path exists). Other flags: EINVAL (rfs files are
@@ -290,12 +295,34 @@ export class RfsClient {
     });
   }
 
-  readdir(path: string, options?: { withFileTypes?: false } & CallOptions): Promise<string[]>;
-  readdir(path: string, options: { withFileTypes: true } & CallOptions): Promise<RfsDirent[]>;
-  async readdir(path: string, options: { withFileTypes?: boolean } & CallOptions = {}): Promise<string[] | RfsDirent[]> {
-    const entries = await this.namespace({ syscall: 'scandir', path }, options, () => this.metadata.readdir(path));
-    if (options.withFileTypes === true) return entries.map((e) => new RfsDirent(e.name, path, e.type, e.id));
-    return entries.map((e) => e.name);
+  /**
+   * A directory's entries, in a stable order (by name). `recursive` (as Node's): everything below it too, as
+   * paths relative to `path` ('a', 'a/b'), each directory's entries before those of the directories below;
+   * with `withFileTypes`, Dirents whose `parentPath` is the directory that holds them.
+   */
+  readdir(path: string, options?: { withFileTypes?: false; recursive?: boolean } & CallOptions): Promise<string[]>;
+  readdir(path: string, options: { withFileTypes: true; recursive?: boolean } & CallOptions): Promise<RfsDirent[]>;
+  async readdir(path: string, options: { withFileTypes?: boolean; recursive?: boolean } & CallOptions = {}): Promise<string[] | RfsDirent[]> {
+    const list = (dir: string) => this.namespace({ syscall: 'scandir', path: dir }, options, () => this.metadata.readdir(dir));
+    if (options.recursive !== true) {
+      const entries = await list(path);
+      if (options.withFileTypes === true) return entries.map((e) => new RfsDirent(e.name, path, e.type, e.id));
+      return entries.map((e) => e.name);
+    }
+    const root = path.length > 1 ? path.replace(/\/+$/, '') : path;
+    const names: string[] = [];
+    const dirents: RfsDirent[] = [];
+    const pending = [root];
+    for (let next = 0; next < pending.length; next++) {
+      const dir = pending[next]!;
+      for (const e of await list(dir)) {
+        const full = dir === '/' ? `/${e.name}` : `${dir}/${e.name}`;
+        if (options.withFileTypes === true) dirents.push(new RfsDirent(e.name, dir, e.type, e.id));
+        else names.push(full.slice(root === '/' ? 1 : root.length + 1));
+        if (e.type === 'dir') pending.push(full);
+      }
+    }
+    return options.withFileTypes === true ? dirents : names;
   }
 
   async stat(path: string, options: CallOptions = {}): Promise<RfsStats> {
@@ -435,6 +462,48 @@ export class RfsClient {
     return new RfsWriteStream(this, path, options);
   }
 
+  /**
+   * Copies a file, as Node's `fs.copyFile`: the bytes, and the source's mode, replication, chunk size and
+   * compression; `dest` is replaced, or with `COPYFILE_EXCL` must not exist (EEXIST). `COPYFILE_FICLONE` copies
+   * (rfs has no clones); `COPYFILE_FICLONE_FORCE` fails with ENOTSUP. Streams through the client in
+   * `copyPieceBytes` pieces; the destination is complete (durable) when the promise resolves, and on a failure
+   * keeps a prefix of the source, as any writer given up does.
+   */
+  async copyFile(src: string, dest: string, mode = 0, options: CallOptions = {}): Promise<void> {
+    const context = { syscall: 'copyfile', path: src, dest };
+    if (!Number.isInteger(mode) || mode < 0 || mode > 7) throw new RfsError('EINVAL', context, `mode ${String(mode)}: give 0 or an OR of COPYFILE_EXCL, COPYFILE_FICLONE, COPYFILE_FICLONE_FORCE`);
+    if ((mode & fsConstants.COPYFILE_FICLONE_FORCE) !== 0) throw new RfsError('ENOTSUP', context, 'rfs cannot clone a file; copy it without COPYFILE_FICLONE_FORCE');
+    const info = await this.namespace(context, options, () => this.metadata.stat(src));
+    if (info.type === 'dir') throw new RfsError('EISDIR', context);
+    const exclusive = (mode & fsConstants.COPYFILE_EXCL) !== 0;
+    // A file copied onto itself: replacing dest would empty the source (Node does nothing then either).
+    const existing = await this.namespace(context, options, () => this.metadata.stat(dest)).catch(() => null);
+    if (existing?.id === info.id) {
+      if (exclusive) throw new RfsError('EEXIST', context);
+      return;
+    }
+    const source = RfsFileHandle.forReading(this, src);
+    try {
+      const flags = exclusive ? 'wx' : 'w';
+      const writer = await this.openWriter(dest, flags, { replication: info.replication, chunkSizeBytes: info.chunkSizeBytes, compression: info.compression === 'lz4' ? 'lz4' : 'none', mode: info.mode }, options.signal).catch((error: unknown) => {
+        // Node names both paths of a failed copy: the call is copyfile, whichever side failed.
+        const e = toRfsError(error, context);
+        throw e.syscall === 'copyfile' ? e : new RfsError(e.code, context, e.detail, { cause: e });
+      });
+      await this.transfer(context, options.signal, writer, async () => {
+        const piece = Buffer.allocUnsafe(copyPieceBytes);
+        for (;;) {
+          const { bytesRead } = await source.read(piece, 0, piece.length, null);
+          if (bytesRead === 0) break;
+          await writer.write(piece.subarray(0, bytesRead));
+        }
+        await writer.close();
+      });
+    } finally {
+      await source.close();
+    }
+  }
+
   // ------------------------------------------------------------------ rfs extras
 
   /** Every chunk of the file: handle, version, replicas (id, address), sealed, length, checksum. */
@@ -495,6 +564,7 @@ export class RfsClient {
       throw new RfsError('EINVAL', context, `flags '${String(flags)}': rfs files are append-only; use 'w', 'wx', 'a' or 'ax'`);
     // Checked before anything is created or truncated.
     if (signal?.aborted === true) throw new AbortError(context, { cause: signal.reason });
+    if (options.mode !== undefined) fileModeBits(options.mode, context);
     const holder = `${this.holderPrefix}:${++holderCount}`;
     const metadata = this.writerMetadata(flags, options);
     const opening = FileWriter.open(path, {
@@ -540,9 +610,10 @@ export class RfsClient {
     const m = this.metadata;
     const limit = <T>(fn: () => Promise<T>): Promise<T> => this.limiter.run(fn);
     const { replication, chunkSizeBytes, ifGeneration, compression } = options;
+    const mode = options.mode === undefined ? undefined : fileModeBits(options.mode, { syscall: 'open' });
     const create = async (path: string, exclusive: boolean): Promise<{ chunkSizeBytes: number; compression?: 'none' | 'lz4' }> => {
       try {
-        await limit(() => m.create(path, { exclusive, ...defined({ replication, chunkSizeBytes, ifGeneration, compression }) }));
+        await limit(() => m.create(path, { exclusive, ...defined({ replication, chunkSizeBytes, ifGeneration, compression, mode }) }));
       } catch (error) {
         // O_CREAT|O_EXCL fails with EEXIST for any existing path; the state machine says EISDIR for a directory.
         if (exclusive && (error as { code?: string }).code === 'EISDIR') throw new RfsError('EEXIST', { syscall: 'open', path }, 'exists and is a directory');

@@ -3,6 +3,7 @@
  * and 3 chunkservers (test/client/fs-harness.ts). Every call, its error codes, handles, streams with
  * backpressure, AbortSignal, and one client shared by many concurrent calls.
  */
+import { constants as fsConstants } from 'node:fs';
 import { Readable, Writable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import t from 'tap';
@@ -220,6 +221,41 @@ void t.test('deleting or trimming frees the replicas on the chunkservers without
   );
   t.pass('the deleted file holds no replica, the trimmed one a single copy of each chunk');
   t.equal((await fs.readFile('/t/gc/b')).length, MiB + 1, 'and the trimmed file reads back');
+});
+
+void t.test('copyFile and readdir({ recursive })', async (t) => {
+  await fs.mkdir('/t/cp');
+  const data = pattern(2 * MiB + 321, 11);
+  await fs.writeFile('/t/cp/src', data, { replication: 2, chunkSizeBytes: MiB, compression: 'lz4', mode: 0o600 });
+  await fs.copyFile('/t/cp/src', '/t/cp/dst');
+  t.ok((await fs.readFile('/t/cp/dst')).equals(data), 'the bytes copied');
+  const [a, b] = [await fs.stat('/t/cp/src'), await fs.stat('/t/cp/dst')];
+  t.same([b.size, b.mode, b.replication, b.chunkSizeBytes, b.compression, b.complete], [a.size, 0o600, 2, MiB, 'lz4', true], "the source's mode, factor, chunk size and compression");
+  t.not(b.ino, a.ino, 'a new file');
+  await fs.writeFile('/t/cp/other', 'old');
+  await fs.copyFile('/t/cp/src', '/t/cp/other');
+  t.ok((await fs.readFile('/t/cp/other')).equals(data), 'an existing destination is replaced');
+  await rejectsCode(t, fs.copyFile('/t/cp/src', '/t/cp/dst', fsConstants.COPYFILE_EXCL), 'EEXIST', 'copyfile', '/t/cp/src', 'COPYFILE_EXCL onto an existing file');
+  await rejectsCode(t, fs.copyFile('/t/cp/src', '/t/cp/x', fsConstants.COPYFILE_FICLONE_FORCE), 'ENOTSUP', 'copyfile', '/t/cp/src', 'a forced clone');
+  await fs.copyFile('/t/cp/src', '/t/cp/clone', fsConstants.COPYFILE_FICLONE);
+  t.ok((await fs.readFile('/t/cp/clone')).equals(data), 'COPYFILE_FICLONE copies');
+  await rejectsCode(t, fs.copyFile('/t/cp/none', '/t/cp/y'), 'ENOENT', 'copyfile', '/t/cp/none', 'a missing source');
+  await rejectsCode(t, fs.copyFile('/t/cp', '/t/cp/y'), 'EISDIR', 'copyfile', '/t/cp', 'a directory as source');
+  await rejectsCode(t, fs.copyFile('/t/cp/src', '/t/cp/missing/y'), 'ENOENT', 'copyfile', '/t/cp/src', 'a destination under a missing directory');
+  await fs.copyFile('/t/cp/src', '/t/cp/src');
+  t.ok((await fs.readFile('/t/cp/src')).equals(data), 'a file copied onto itself is left as it was');
+  await rejectsCode(t, fs.copyFile('/t/cp/src', '/t/cp/src', fsConstants.COPYFILE_EXCL), 'EEXIST', 'copyfile', '/t/cp/src', 'onto itself, exclusive');
+  t.same(await fs.readdir('/t/cp'), ['clone', 'dst', 'other', 'src'], 'nothing else was made');
+  await rejectsCode(t, fs.writeFile('/t/cp/m', 'x', { mode: 'rw' }), 'EINVAL', 'open', '/t/cp/m', 'a mode that is not octal');
+
+  await fs.mkdir('/t/cp/d1/d2', { recursive: true });
+  await fs.writeFile('/t/cp/d1/f', 'f');
+  await fs.writeFile('/t/cp/d1/d2/g', 'g');
+  t.same(await fs.readdir('/t/cp', { recursive: true }), ['clone', 'd1', 'dst', 'other', 'src', 'd1/d2', 'd1/f', 'd1/d2/g'], 'relative paths, each directory before what is below it');
+  t.same(await fs.readdir('/t/cp/d1/', { recursive: true }), ['d2', 'f', 'd2/g'], 'a trailing slash');
+  const dirents = await fs.readdir('/t/cp/d1', { recursive: true, withFileTypes: true });
+  t.same(dirents.map((d) => [d.parentPath, d.name, d.isDirectory()]), [['/t/cp/d1', 'd2', true], ['/t/cp/d1', 'f', false], ['/t/cp/d1/d2', 'g', false]], 'Dirents with their parent path');
+  await rejectsCode(t, fs.readdir('/t/cp/src', { recursive: true }), 'ENOTDIR', 'scandir', '/t/cp/src', 'recursive readdir of a file');
 });
 
 void t.test('file handles: sequential appends only, reads at any position', async (t) => {

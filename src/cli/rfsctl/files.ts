@@ -358,16 +358,25 @@ export async function touch(ctx: Context, args: { paths: string[]; noCreate: boo
   return exitCodes.ok;
 }
 
-/** Sealed chunks of `path` whose listed copies are not `replication` yet (every page of its chunk list). */
-async function chunksNotAt(conn: Connection, path: string, replication: number): Promise<number> {
+/**
+ * Sealed chunks of `path` whose listed copies on live chunkservers are not `replication` yet (every page of
+ * its chunk list), and those with no live copy at all (which cannot come back by copying).
+ */
+async function chunksNotAt(conn: Connection, path: string, replication: number, live: ReadonlySet<number>): Promise<{ short: number; lost: number }> {
   let short = 0;
+  let lost = 0;
   let fromIndex: number | null = 0;
   while (fromIndex !== null) {
     const page = await conn.metadata.chunkLocations(path, { fromIndex });
-    for (const c of page.chunks) if (c.sealed && c.replicas.length !== replication) short++;
+    for (const c of page.chunks) {
+      if (!c.sealed) continue;
+      const copies = c.replicas.filter((r) => live.has(r.id)).length;
+      if (copies !== replication || c.replicas.length !== copies) short++;
+      if (copies === 0) lost++;
+    }
     fromIndex = page.nextIndex;
   }
-  return short;
+  return { short, lost };
 }
 
 export async function setrep(ctx: Context, args: { replication: number; paths: string[]; recursive: boolean; wait: boolean }): Promise<ExitCode> {
@@ -388,11 +397,14 @@ export async function setrep(ctx: Context, args: { replication: number; paths: s
     while (waiting.length > 0) {
       const left: string[] = [];
       let chunks = 0;
+      const live = new Set((await listAllChunkservers(ctx)).filter((c) => c.state === 'live').map((c) => c.id));
       for (const path of waiting) {
-        const short = await chunksNotAt(conn, path, n).catch((error: unknown) => {
-          if (error instanceof MetadataError && error.code === 'ENOENT') return 0; // deleted meanwhile: nothing to wait for
+        const { short, lost } = await chunksNotAt(conn, path, n, live).catch((error: unknown) => {
+          if (error instanceof MetadataError && error.code === 'ENOENT') return { short: 0, lost: 0 }; // deleted meanwhile: nothing to wait for
           throw toCliError(error, path);
         });
+        if (lost > 0)
+          throw new CliError(exitCodes.user, `${path}: ${lost} chunk(s) have no copy on a live chunkserver, so ${n} copies cannot be made (rfsctl fsck ${path} tells more); the factor is set`, 'EIO');
         if (short > 0) left.push(path);
         chunks += short;
       }
