@@ -22,6 +22,7 @@
  */
 import { constants as fsConstants } from 'node:fs';
 import { hostname } from 'node:os';
+import { posix } from 'node:path';
 import { MetadataClient } from '../metadata/client.ts';
 import type { ChunkLocation, StatInfo } from '../metadata/client.ts';
 import type { DataPlaneLimits } from '../chunkserver/dataplane/index.ts';
@@ -474,14 +475,20 @@ export class RfsClient {
     if (!Number.isInteger(mode) || mode < 0 || mode > 7) throw new RfsError('EINVAL', context, `mode ${String(mode)}: give 0 or an OR of COPYFILE_EXCL, COPYFILE_FICLONE, COPYFILE_FICLONE_FORCE`);
     if ((mode & fsConstants.COPYFILE_FICLONE_FORCE) !== 0) throw new RfsError('ENOTSUP', context, 'rfs cannot clone a file; copy it without COPYFILE_FICLONE_FORCE');
     const info = await this.namespace(context, options, () => this.metadata.stat(src));
-    if (info.type === 'dir') throw new RfsError('EISDIR', context);
     const exclusive = (mode & fsConstants.COPYFILE_EXCL) !== 0;
+    // The destination is judged before the source's type, in Node's (libuv's) order: it opens both, then copies.
+    const existing = await this.namespace(context, options, () => this.metadata.stat(dest)).catch(async (error: unknown) => {
+      if ((error as { code?: string }).code !== 'ENOENT') throw error;
+      await this.namespace(context, options, () => this.metadata.stat(posix.dirname(dest))).then((parent) => {
+        if (parent.type !== 'dir') throw new RfsError('ENOTDIR', context);
+      });
+      return null;
+    });
+    if (existing !== null && exclusive) throw new RfsError('EEXIST', context);
+    if (existing?.type === 'dir') throw new RfsError('EISDIR', context);
+    if (info.type === 'dir') throw new RfsError('EISDIR', context);
     // A file copied onto itself: replacing dest would empty the source (Node does nothing then either).
-    const existing = await this.namespace(context, options, () => this.metadata.stat(dest)).catch(() => null);
-    if (existing?.id === info.id) {
-      if (exclusive) throw new RfsError('EEXIST', context);
-      return;
-    }
+    if (existing?.id === info.id) return;
     const source = RfsFileHandle.forReading(this, src);
     try {
       const flags = exclusive ? 'wx' : 'w';

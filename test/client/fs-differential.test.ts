@@ -27,9 +27,10 @@
  * sets the number of sequences.
  */
 import { createHash } from 'node:crypto';
+import { constants as fsConstants } from 'node:fs';
 import * as nodeFs from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import fc from 'fast-check';
 import t from 'tap';
 import { connect, RfsError } from '../../src/index.ts';
@@ -63,7 +64,8 @@ type Op =
   | { readonly op: 'writeFile'; readonly path: Path; readonly data: Data; readonly flag: WriteFlag | undefined }
   | { readonly op: 'appendFile'; readonly path: Path; readonly data: Data }
   | { readonly op: 'readFile' | 'stat' | 'unlink' | 'rmdir'; readonly path: Path }
-  | { readonly op: 'readdir'; readonly path: Path; readonly withFileTypes: boolean }
+  | { readonly op: 'readdir'; readonly path: Path; readonly withFileTypes: boolean; readonly recursive: boolean }
+  | { readonly op: 'copyFile'; readonly path: Path; readonly to: Path; readonly exclusive: boolean }
   | { readonly op: 'rename'; readonly path: Path; readonly to: Path }
   | { readonly op: 'rm'; readonly path: Path; readonly recursive: boolean; readonly force: boolean }
   /** open(flag), write each part (at the handle's end: null, or `bytesWritten` when `atEnd`), close. */
@@ -120,7 +122,8 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 3, arbitrary: fc.record({ op: fc.constant('appendFile' as const), path: pathArb, data: dataArb }) },
   { weight: 3, arbitrary: fc.record({ op: fc.constant('readFile' as const), path: pathArb }) },
   { weight: 3, arbitrary: fc.record({ op: fc.constant('stat' as const), path: pathArb }) },
-  { weight: 3, arbitrary: fc.record({ op: fc.constant('readdir' as const), path: dirPathArb, withFileTypes: fc.boolean() }) },
+  { weight: 3, arbitrary: fc.record({ op: fc.constant('readdir' as const), path: dirPathArb, withFileTypes: fc.boolean(), recursive: fc.boolean() }) },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant('copyFile' as const), path: pathArb, to: pathArb, exclusive: fc.boolean() }) },
   { weight: 5, arbitrary: renameArb },
   { weight: 2, arbitrary: fc.record({ op: fc.constantFrom('unlink' as const, 'rmdir' as const), path: pathArb }) },
   { weight: 3, arbitrary: fc.record({ op: fc.constant('rm' as const), path: pathArb, recursive: fc.boolean(), force: fc.boolean() }) },
@@ -169,7 +172,9 @@ function showOp(o: Op): string {
     case 'appendFile':
       return `appendFile ${showPath(o.path)} ${showData(o.data)}`;
     case 'readdir':
-      return `readdir ${showPath(o.path)}${o.withFileTypes ? ' {withFileTypes}' : ''}`;
+      return `readdir ${showPath(o.path)}${o.withFileTypes ? ' {withFileTypes}' : ''}${o.recursive ? ' {recursive}' : ''}`;
+    case 'copyFile':
+      return `copyFile ${showPath(o.path)} -> ${showPath(o.to)}${o.exclusive ? ' COPYFILE_EXCL' : ''}`;
     case 'rename':
       return `rename ${showPath(o.path)} -> ${showPath(o.to)}`;
     case 'rm':
@@ -200,8 +205,9 @@ interface Side {
   appendFile(path: string, data: Buffer | string): Promise<void>;
   readFile(path: string): Promise<Buffer>;
   stat(path: string): Promise<{ isFile(): boolean; isDirectory(): boolean; size: number }>;
-  readdir(path: string): Promise<string[]>;
-  readdirTypes(path: string): Promise<{ name: string; isFile(): boolean; isDirectory(): boolean }[]>;
+  readdir(path: string, recursive: boolean): Promise<string[]>;
+  readdirTypes(path: string, recursive: boolean): Promise<{ name: string; parentPath: string; isFile(): boolean; isDirectory(): boolean }[]>;
+  copyFile(from: string, to: string, mode: number): Promise<void>;
   rename(from: string, to: string): Promise<void>;
   unlink(path: string): Promise<void>;
   rmdir(path: string): Promise<void>;
@@ -220,8 +226,9 @@ function rfsSide(fs: RfsClient, root: string): Side {
     appendFile: (p, d) => fs.appendFile(p, d),
     readFile: (p) => fs.readFile(p),
     stat: (p) => fs.stat(p),
-    readdir: (p) => fs.readdir(p),
-    readdirTypes: (p) => fs.readdir(p, { withFileTypes: true }),
+    readdir: (p, recursive) => fs.readdir(p, { recursive }),
+    readdirTypes: (p, recursive) => fs.readdir(p, { withFileTypes: true, recursive }),
+    copyFile: (a, b, mode) => fs.copyFile(a, b, mode),
     rename: (a, b) => fs.rename(a, b),
     unlink: (p) => fs.unlink(p),
     rmdir: (p) => fs.rmdir(p),
@@ -241,8 +248,16 @@ function nodeSide(root: string): Side {
     appendFile: (p, d) => nodeFs.appendFile(p, d),
     readFile: (p) => nodeFs.readFile(p),
     stat: (p) => nodeFs.stat(p),
-    readdir: (p) => nodeFs.readdir(p),
-    readdirTypes: (p) => nodeFs.readdir(p, { withFileTypes: true }),
+    readdir: (p, recursive) => nodeFs.readdir(p, { recursive }),
+    readdirTypes: (p, recursive) => nodeFs.readdir(p, { withFileTypes: true, recursive }),
+    copyFile: async (a, b, mode) => {
+      // Documented difference (docs/CLIENT.md): a directory copied onto an existing file fails with EISDIR on
+      // both, but Node (libuv) has already truncated the destination and then unlinks it; rfs leaves it as it was.
+      const [src, dst] = await Promise.all([nodeFs.stat(a).catch(() => null), nodeFs.stat(b).catch(() => null)]);
+      if (src?.isDirectory() === true && dst?.isFile() === true && (mode & fsConstants.COPYFILE_EXCL) === 0)
+        throw Object.assign(new Error(`EISDIR: copyfile '${a}' -> '${b}'`), { code: 'EISDIR' });
+      return nodeFs.copyFile(a, b, mode);
+    },
     rename: (a, b) => nodeFs.rename(a, b),
     unlink: (p) => nodeFs.unlink(p),
     rmdir: (p) => nodeFs.rmdir(p),
@@ -287,10 +302,14 @@ async function run(side: Side, o: Op): Promise<unknown> {
       return st.isFile() ? { kind: 'file', size: st.size } : { kind: st.isDirectory() ? 'dir' : 'other' };
     }
     case 'readdir':
-      if (!o.withFileTypes) return (await side.readdir(p)).sort();
-      return (await side.readdirTypes(p))
-        .map((d) => `${d.name}:${d.isFile() ? 'file' : d.isDirectory() ? 'dir' : 'other'}`)
+      // Sorted: the order of a recursive listing is each side's own (Node's is not specified).
+      if (!o.withFileTypes) return (await side.readdir(p, o.recursive)).sort();
+      return (await side.readdirTypes(p, o.recursive))
+        .map((d) => `${relative(p, join(d.parentPath, d.name))}:${d.isFile() ? 'file' : d.isDirectory() ? 'dir' : 'other'}`)
         .sort();
+    case 'copyFile':
+      await side.copyFile(p, side.at(o.to), o.exclusive ? fsConstants.COPYFILE_EXCL : 0);
+      return null;
     case 'rename':
       await side.rename(p, side.at(o.to));
       return null;
@@ -380,7 +399,7 @@ function showOutcome(r: Outcome): string {
  */
 async function listing(side: Side, bytes: boolean, p: Path = []): Promise<string[]> {
   const out: string[] = [];
-  for (const d of (await side.readdirTypes(side.at(p))).sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0))) {
+  for (const d of (await side.readdirTypes(side.at(p), false)).sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0))) {
     const child = [...p, d.name];
     if (d.isDirectory()) out.push(`${showPath(child)}/`, ...(await listing(side, bytes, child)));
     else if (!d.isFile()) out.push(`${showPath(child)} (neither file nor directory)`);
