@@ -526,7 +526,9 @@ export class ChunkManager {
         // versions, garbage of deleted files and bad copies are always sent.
         const chunk = this.view.chunks.get(c.handle);
         if (chunk === undefined || !chunk.fileLive || c.version !== chunk.version || this.isBad(c.handle, id, c.version)) return true;
-        return this.spareCopy(chunk, id, nowMs);
+        if (this.spareCopy(chunk, id, nowMs)) return true;
+        this.sweepDeletes.get(id)?.delete(c.handle); // not sent: it may be ordered again as soon as it is spare
+        return false;
       }
       if (c.kind === 'recover') {
         // A seal is always sent (the agent seals only an unsealed replica holding that much, and the length was
@@ -1101,11 +1103,12 @@ export class ChunkManager {
           break; // one change of the list per pass: the proposal marks the chunk unsettled
         } else if (this.bugs.has('placement-gc-on-reports-only')) {
           entry.servers.delete(id);
-        } else if (!this.spareCopy(chunk, id, nowMs)) {
-          continue; // enough are listed, but not all of them confirmed, or its own listing may still apply
-        } else if (this.enqueueGarbageDelete(id, handle, entry.version)) {
-          entry.servers.delete(id);
+        } else if (this.spareCopy(chunk, id, nowMs)) {
+          // Kept in the entry until the server reports it gone: should the chunk fall short before the delete
+          // is sent (the send drops it then), the copy is listed instead.
+          this.orderSweepDelete(id, handle, entry.version, nowMs);
         }
+        // else: enough are listed, but not all known to exist, or its own listing may still apply: wait.
       }
       if (entry.servers.size === 0) this.unlistedCopies.delete(handle);
     }

@@ -575,3 +575,28 @@ void t.test('a replica reported gone is unlisted even when the first proposal wa
   t.same(ops(m).filter((o) => o.type === 'setChunkReplicas'), [], 'and not once the view shows it');
   t.end();
 });
+
+void t.test('a surplus delete queued before the factor rose again is not sent, and the copy is listed instead', (t) => {
+  // Found by CI (test/client/fs.test.ts): a factor lowered 3 -> 1, the surplus deletes queued, then raised to 2
+  // before the servers' next heartbeat: the deletes were dropped at sending, and the copies (whose servers are no
+  // copy targets while they hold the chunk) were neither deleted nor listed: no third server, no progress.
+  const servers = [server(1, 'r1'), server(2, 'r2'), server(3, 'r3')];
+  const all = view(servers, [chunk(1, [1, 2, 3])]);
+  const m = manager(view(servers, [chunk(1, [1, 2, 3], { replication: 1 })]));
+  reportAll(m, all, 0);
+  m.tick(10);
+  const trimmed = ops(m);
+  const keep = trimmed[0]?.type === 'setChunkReplicas' ? [...trimmed[0].replicas] : [];
+  t.equal(keep.length, 1, 'trimmed to one');
+  m.settle('chunk:1');
+  m.setView(view(servers, [chunk(1, keep, { replication: 1 })]));
+  m.tick(20); // the surplus deletes are queued now
+  m.setView(view(servers, [chunk(1, keep, { replication: 2 })])); // raised again before any heartbeat
+  const sent = [...beatAll(m, view(servers, [chunk(1, keep, { replication: 2 })]), 30).values()].flat();
+  t.same(sent.filter((c) => c.kind === 'delete'), [], 'no delete goes out once the chunk is short');
+  m.tick(40);
+  const relisted = ops(m).filter((o) => o.type === 'setChunkReplicas');
+  t.equal(relisted.length, 1, 'a dropped copy is listed again');
+  t.equal(relisted[0]?.type === 'setChunkReplicas' ? relisted[0].replicas.length : 0, 2, 'two copies listed');
+  t.end();
+});
