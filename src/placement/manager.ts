@@ -470,11 +470,7 @@ export class ChunkManager {
     }
     if (this.liveListed(chunk).length < chunk.replication) {
       // A server back from the dead (or a copy of a former leader): list it instead of copying again.
-      const gone = this.goneReplicas.get(chunk.handle);
-      const keep = chunk.replicas.filter((r) => this.stateOf(r) !== 'dead' && gone?.has(r) !== true);
-      this.proposeReplicas(chunk, [...keep, id], nowMs);
-      this.noteUnlistedCopy(chunk, id);
-      this.guardListing(chunk, id, nowMs);
+      this.listCopy(chunk, id, nowMs);
       return;
     }
     if (!this.unsettled.has(`chunk:${chunk.handle}`) && this.spareCopy(chunk, id, nowMs)) del(chunk.handle, chunk.version);
@@ -1051,6 +1047,18 @@ export class ChunkManager {
     return this.confirmedListed(chunk).length >= chunk.replication;
   }
 
+  /**
+   * Lists `id`'s complete copy of a short chunk beside the listed replicas not on dead servers nor reported gone;
+   * the copy is remembered until the view lists it (unlistedCopies) and guarded against deletion meanwhile.
+   */
+  private listCopy(chunk: ChunkView, id: number, nowMs: number): void {
+    const gone = this.goneReplicas.get(chunk.handle);
+    const keep = chunk.replicas.filter((r) => this.stateOf(r) !== 'dead' && gone?.has(r) !== true);
+    this.proposeReplicas(chunk, [...keep, id], nowMs);
+    this.noteUnlistedCopy(chunk, id);
+    this.guardListing(chunk, id, nowMs);
+  }
+
   /** A listing of `id`'s copy of `chunk` is being proposed: guard the copy (listingGuard). */
   private guardListing(chunk: ChunkView, id: number, nowMs: number): void {
     this.listingGuard.set(`${chunk.handle}:${id}`, nowMs + this.limits.listingGuardMs);
@@ -1097,9 +1105,7 @@ export class ChunkManager {
           entry.servers.delete(id);
         } else if (this.liveListed(chunk).length < chunk.replication) {
           // Kept in the entry until the view lists it: a refused or lost proposal is made again.
-          const gone = this.goneReplicas.get(handle);
-          this.proposeReplicas(chunk, [...chunk.replicas.filter((r) => this.stateOf(r) !== 'dead' && gone?.has(r) !== true), id], nowMs);
-          this.guardListing(chunk, id, nowMs);
+          this.listCopy(chunk, id, nowMs);
           break; // one change of the list per pass: the proposal marks the chunk unsettled
         } else if (this.bugs.has('placement-gc-on-reports-only')) {
           entry.servers.delete(id);
