@@ -330,32 +330,38 @@ export async function touch(ctx: Context, args: { paths: string[]; noCreate: boo
   const touched: string[] = [];
   for (const raw of args.paths) {
     const path = rfsPath(raw);
-    const setNow = (): Promise<unknown> => conn.metadata.setattr(path, { mtimeMs: Date.now() });
-    try {
-      try {
-        await setNow();
-        touched.push(path);
-      } catch (error) {
-        if (!(error instanceof MetadataError && error.code === 'ENOENT') || args.noCreate) {
-          if (args.noCreate && error instanceof MetadataError && error.code === 'ENOENT') continue; // touch -c: no error, nothing made
-          throw error;
-        }
-        try {
-          await conn.metadata.create(path, { exclusive: true });
-          created.push(path);
-        } catch (createError) {
-          // Created by someone else meanwhile: touch it.
-          if (!(createError instanceof MetadataError && createError.code === 'EEXIST')) throw createError;
-          await setNow();
-          touched.push(path);
-        }
-      }
-    } catch (error) {
+    const outcome = await touchOne(conn, path, args.noCreate).catch((error: unknown) => {
       throw toCliError(error, path);
-    }
+    });
+    if (outcome === 'created') created.push(path);
+    else if (outcome === 'touched') touched.push(path);
   }
   if (ctx.options.json) ctx.json({ created, touched });
   return exitCodes.ok;
+}
+
+function isMetadataCode(error: unknown, code: string): boolean {
+  return error instanceof MetadataError && error.code === code;
+}
+
+/** Sets `path`'s mtime to now, or creates it empty; with `noCreate` a missing path is skipped (touch -c). */
+async function touchOne(conn: Connection, path: string, noCreate: boolean): Promise<'touched' | 'created' | 'skipped'> {
+  const setNow = (): Promise<unknown> => conn.metadata.setattr(path, { mtimeMs: Date.now() });
+  try {
+    await setNow();
+    return 'touched';
+  } catch (error) {
+    if (!isMetadataCode(error, 'ENOENT')) throw error;
+  }
+  if (noCreate) return 'skipped';
+  try {
+    await conn.metadata.create(path, { exclusive: true });
+    return 'created';
+  } catch (error) {
+    if (!isMetadataCode(error, 'EEXIST')) throw error;
+  }
+  await setNow(); // created by someone else meanwhile: touch it
+  return 'touched';
 }
 
 /**
