@@ -21,6 +21,7 @@
  * --cpu-prof and are stopped by SIGTERM at the end so their profiles are written to DIR (the write phase's
  * span on the monotonic clock, which V8's profiles use, is printed to stderr) (run the bench itself under
  * `node --cpu-prof --import tsx bench/data.ts` for the client's).
+ * `RFS_BENCH_NODE_ARGS="…"` (environment): extra node flags for the servers, e.g. `--log-deopt --logfile=DIR/v8-%p.log`.
  * `--no-direct-io`: the chunkservers write through the page cache (`rfs chunkserver --no-direct-io`).
  * `--warmup-mib N`: before the timed phases, write, read and delete an N MiB file, so the processes' JIT has
  * compiled the data path (steady state) and the timed write is not the first thing their code does.
@@ -30,7 +31,7 @@
  * `--small-files N [--small-file-mib 8]`: after the read phases, N files of that size written one after the
  * other through the same client, then each read back through a read session (as a service writing and
  * reading many files does): MB/s and the client's CPU per GB, where a writer's and a session's fresh buffers
- * show (src/client/spare-buffers.ts).
+ * show (src/client/spare-buffers.ts), and the mean time per file spent opening, writing and closing.
  * A script, not a test: figures go in BENCHMARKS.md.
  */
 import { spawn } from 'node:child_process';
@@ -74,7 +75,9 @@ const profileDir = args['cpu-prof'];
 
 function rfs(kind: ProcessKind, argv: string[]): ChildProcess {
   const profile = profileDir !== undefined && kind !== 'client' ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
-  const child = spawn(process.execPath, [...profile, '--import', 'tsx', 'src/cli/rfs.ts', ...argv, '--log-level', 'warn'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+  // Extra node flags for the servers, e.g. RFS_BENCH_NODE_ARGS="--log-deopt --logfile=/tmp/v8-%p.log".
+  const extra = (process.env['RFS_BENCH_NODE_ARGS'] ?? '').split(' ').filter((a) => a !== '');
+  const child = spawn(process.execPath, [...profile, ...extra, '--import', 'tsx', 'src/cli/rfs.ts', ...argv, '--log-level', 'warn'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
   children.push({ child, kind });
   return child;
 }
@@ -408,10 +411,19 @@ async function main(): Promise<void> {
     const perGb = (c: NodeJS.CpuUsage): string => `${(c.user / 1e6 / gbSmall).toFixed(2)}u+${(c.system / 1e6 / gbSmall).toFixed(2)}s`;
     const w0Small = process.cpuUsage();
     const t0Small = performance.now();
+    // Where a small file's time goes, summed: opening (create and lease), the writes, closing (the last
+    // chunk's seal on the replicas and at the leader, and completion).
+    const smallMs = { open: 0, write: 0, close: 0 };
     for (let i = 0; i < smallFiles; i++) {
+      const ta = performance.now();
       const w = await client.openWriter(`/bench/small/${i}`);
+      const tb = performance.now();
       for (let off = 0, b = i; off < smallFileBytes; off += writeBlockBytes, b++) await w.write(blockAt(b).subarray(0, Math.min(writeBlockBytes, smallFileBytes - off)));
+      const tc = performance.now();
       await w.close();
+      smallMs.open += tb - ta;
+      smallMs.write += tc - tb;
+      smallMs.close += performance.now() - tc;
     }
     const writeMBs = (smallFiles * smallFileBytes) / MB / ((performance.now() - t0Small) / 1000);
     const writeCpu = process.cpuUsage(w0Small);
@@ -425,7 +437,7 @@ async function main(): Promise<void> {
     }
     const readMBs = (smallFiles * smallFileBytes) / MB / ((performance.now() - t1Small) / 1000);
     const readCpu = process.cpuUsage(r0Small);
-    smallLine = `small files (${smallFiles} × ${smallFileBytes / MiB} MiB through one client, one after another): write ${writeMBs.toFixed(1)} MB/s, client CPU ${perGb(writeCpu)} per GB; read ${readMBs.toFixed(1)} MB/s, client CPU ${perGb(readCpu)} per GB`;
+    smallLine = `small files (${smallFiles} × ${smallFileBytes / MiB} MiB through one client, one after another): write ${writeMBs.toFixed(1)} MB/s, client CPU ${perGb(writeCpu)} per GB; read ${readMBs.toFixed(1)} MB/s, client CPU ${perGb(readCpu)} per GB\n  per file written (means): open ${(smallMs.open / smallFiles).toFixed(1)} ms, writes ${(smallMs.write / smallFiles).toFixed(1)} ms, close ${(smallMs.close / smallFiles).toFixed(1)} ms`;
   }
   // The disk is shared and its speed drifts over minutes: the limit is measured again after rfs's phases, and
   // rfs is compared with the mean of the two (both printed).

@@ -37,7 +37,15 @@ import { SpareBuffers, spareBytesMaxDefault } from './spare-buffers.ts';
 export function metadataForData(client: MetadataClient): WriterMetadata & ReaderMetadata {
   return {
     async createFile(path, options) {
-      await client.create(path, { exclusive: options.exclusive, ...(options.compression === undefined ? {} : { compression: options.compression }) });
+      const compression = options.compression === undefined ? {} : { compression: options.compression };
+      const lease = options.lease;
+      if (lease !== undefined) {
+        // One command: the file and its lease, with what the writer needs (an older leader: a stat after).
+        const { writing } = await client.createForWriting(path, { exclusive: options.exclusive, holder: lease.holder, leaseDurationMs: lease.durationMs, ...compression });
+        if (writing !== undefined) return writing;
+      } else {
+        await client.create(path, { exclusive: options.exclusive, ...compression });
+      }
       const info = await client.stat(path);
       return { chunkSizeBytes: info.chunkSizeBytes, compression: info.compression };
     },
@@ -49,7 +57,7 @@ export function metadataForData(client: MetadataClient): WriterMetadata & Reader
     async sealChunk(handle, holder, version, lengthBytes, checksum) {
       await client.sealChunk(handle, { holder, version, lengthBytes, checksum });
     },
-    completeFile: (path, holder, chunkCount) => client.completeFile(path, { holder, chunkCount }),
+    completeFile: (path, holder, chunkCount, lastChunk) => client.completeFile(path, { holder, chunkCount, ...(lastChunk === undefined ? {} : { lastChunk }) }),
     async chunkLocations(path, fromIndex) {
       const page = await client.chunkLocations(path, { fromIndex });
       return { ...page, hasMore: page.nextIndex !== null, nextIndex: page.nextIndex ?? 0 };

@@ -36,16 +36,26 @@ export interface ChunkLocationsPage {
   readonly nextIndex: number;
 }
 
+/** A chunk's seal: its version, final length and CRC32C. */
+export interface ChunkSeal {
+  readonly handle: number;
+  readonly version: number;
+  readonly lengthBytes: number;
+  readonly checksum: number;
+}
+
 /** The metadata operations a writer uses (all but `chunkSizeOf` are leader-only mutations). */
 export interface WriterMetadata {
   /**
    * Creates the file (exclusive or truncating; `compression` absent: the directory's) and returns its chunk
-   * size in bytes and its compression (absent: none).
+   * size in bytes and its compression (absent: none). With `lease`, the file's writer lease may be granted
+   * by the same command: then `leaseExpiresMs` is set (the file is new, so it has no chunks); when it is
+   * absent the writer acquires the lease itself (an implementation may ignore `lease`).
    */
   createFile(
     path: string,
-    options: { exclusive: boolean; compression?: 'none' | 'lz4' },
-  ): Promise<{ chunkSizeBytes: number; compression?: 'none' | 'lz4' }>;
+    options: { exclusive: boolean; compression?: 'none' | 'lz4'; lease?: { holder: string; durationMs: number } },
+  ): Promise<{ chunkSizeBytes: number; compression?: 'none' | 'lz4'; leaseExpiresMs?: number }>;
   /** The lease, and the file's chunk count when it was granted (where an appending writer's chunks start). */
   acquireLease(path: string, holder: string, durationMs: number): Promise<{ expiresMs: number; chunkCount: number }>;
   renewLease(path: string, holder: string, durationMs: number): Promise<{ expiresMs: number }>;
@@ -60,9 +70,10 @@ export interface WriterMetadata {
   sealChunk(handle: number, holder: string, version: number, lengthBytes: number, checksum: number): Promise<void>;
   /**
    * Completes the file the writer wrote `chunkCount` chunks of; the leader drops one unsealed chunk past them
-   * (allocated ahead and never written to, or allocated by a call whose answer was lost).
+   * (allocated ahead and never written to, or allocated by a call whose answer was lost). `lastChunk`: the
+   * last written chunk, sealed by the same command (as sealChunk would; both or neither).
    */
-  completeFile(path: string, holder: string, chunkCount: number): Promise<{ lengthBytes: number }>;
+  completeFile(path: string, holder: string, chunkCount: number, lastChunk?: ChunkSeal): Promise<{ lengthBytes: number }>;
 }
 
 export interface ReaderMetadata {

@@ -1,13 +1,15 @@
 /**
  * `FileWriter`: writes one file, chunk by chunk, through replicated write pipelines (GFS/HDFS style).
  *
- *  1. `open` creates the file (exclusive or truncating) and takes its writer lease, renewed every third of
- *     its duration while the writer is open.
+ *  1. `open` creates the file (exclusive or truncating) and takes its writer lease, in one metadata command
+ *     when the metadata grants both (else the lease is acquired after); renewed every third of its duration
+ *     while the writer is open.
  *  2. Bytes are copied once into a staging buffer of `stagingBytes` (so small writes travel as large
  *     packets and the caller may reuse its buffer at once); a full staging buffer goes down the current
  *     chunk's pipeline. A chunk is allocated by the metadata leader when its first bytes are ready, and
  *     sealed when it holds `chunkSizeBytes` (and at close): every replica seals, their CRC32C must equal
- *     the one computed here while writing, and the leader records length and checksum. A full chunk seals in
+ *     the one computed here while writing, and the leader records length and checksum (the last chunk's in
+ *     the close's CompleteFile: one command for both). A full chunk seals in
  *     the background while the next one streams (one at a time, so the leader seals chunks in file order):
  *     the replicas' fsyncs and the round trips no longer stall the data. The next chunk is allocated ahead,
  *     once the current one is half full (`allocateAheadBytes` left) and the previous seal is done: its
@@ -185,15 +187,17 @@ export class FileWriter {
 
   static async open(path: string, options: FileWriterOptions): Promise<FileWriter> {
     const leaseDurationMs = options.leaseDurationMs ?? leaseDurationMsDefault;
+    // The lease comes with the file when the metadata can grant both in one command (a new file: no chunks).
     const created = await options.metadata.createFile(path, {
       exclusive: options.exclusive ?? false,
       ...(options.compression === undefined ? {} : { compression: options.compression }),
+      lease: { holder: options.holder, durationMs: leaseDurationMs },
     });
-    const lease = await options.metadata.acquireLease(path, options.holder, leaseDurationMs);
+    const chunkCount = created.leaseExpiresMs !== undefined ? 0 : (await options.metadata.acquireLease(path, options.holder, leaseDurationMs)).chunkCount;
     const writer = new FileWriter(path, options, created.chunkSizeBytes, leaseDurationMs, created.compression ?? 'none');
     // Appending to a file: its chunks stay, and this writer's go after them.
-    writer.chunksGiven = lease.chunkCount;
-    writer.chunksUsed = lease.chunkCount;
+    writer.chunksGiven = chunkCount;
+    writer.chunksUsed = chunkCount;
     return writer;
   }
 
@@ -218,12 +222,13 @@ export class FileWriter {
       await this.emitStaging();
       await this.settleSealing();
       const last = this.chunk;
-      if (last !== null) {
-        this.chunk = null;
-        await this.sealChunk(last);
-      }
+      this.chunk = null;
+      if (last !== null) await this.sealReplicas(last);
       await this.dropAhead();
-      const result = await this.options.metadata.completeFile(this.path, this.options.holder, this.chunksUsed);
+      // The last chunk's seal goes with the completion: one command, not two.
+      const lastChunk = last === null ? undefined : { handle: last.handle, version: last.version, lengthBytes: last.sent, checksum: last.crc };
+      const result = await this.options.metadata.completeFile(this.path, this.options.holder, this.chunksUsed, lastChunk);
+      if (last !== null) this.dropAcknowledged(last);
       this.closed = true;
       this.stopRenewing();
       this.giveBackStaging();
@@ -428,6 +433,13 @@ export class FileWriter {
 
   /** Seals `chunk`: every replica seals with the writer's checksum, then the leader records it. */
   private async sealChunk(chunk: OpenChunk): Promise<void> {
+    await this.sealReplicas(chunk);
+    await this.options.metadata.sealChunk(chunk.handle, this.options.holder, chunk.version, chunk.sent, chunk.crc);
+    this.dropAcknowledged(chunk);
+  }
+
+  /** Every replica of `chunk` seals it with the writer's checksum (recovering failed pipelines on the way). */
+  private async sealReplicas(chunk: OpenChunk): Promise<void> {
     let sealed: readonly { readonly id: number; readonly checksum: number }[];
     for (;;) {
       try {
@@ -444,8 +456,6 @@ export class FileWriter {
         'EIO',
         `chunk ${chunk.handle}: replica(s) ${bad.map((r) => r.id).join(', ')} sealed with a checksum other than the bytes sent`,
       );
-    await this.options.metadata.sealChunk(chunk.handle, this.options.holder, chunk.version, chunk.sent, chunk.crc);
-    this.dropAcknowledged(chunk);
   }
 
   private failureOf(error: unknown): PipelineFailure {

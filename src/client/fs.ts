@@ -618,9 +618,16 @@ export class RfsClient {
     const limit = <T>(fn: () => Promise<T>): Promise<T> => this.limiter.run(fn);
     const { replication, chunkSizeBytes, ifGeneration, compression } = options;
     const mode = options.mode === undefined ? undefined : fileModeBits(options.mode, { syscall: 'open' });
-    const create = async (path: string, exclusive: boolean): Promise<{ chunkSizeBytes: number; compression?: 'none' | 'lz4' }> => {
+    type Created = { chunkSizeBytes: number; compression?: 'none' | 'lz4'; leaseExpiresMs?: number };
+    const create = async (path: string, exclusive: boolean, lease: { holder: string; durationMs: number } | undefined): Promise<Created> => {
+      const attrs = { exclusive, ...defined({ replication, chunkSizeBytes, ifGeneration, compression, mode }) };
       try {
-        await limit(() => m.create(path, { exclusive, ...defined({ replication, chunkSizeBytes, ifGeneration, compression, mode }) }));
+        if (lease === undefined) await limit(() => m.create(path, attrs));
+        else {
+          // One command: the file and its lease, with what the writer needs (an older leader: a stat after).
+          const { writing } = await limit(() => m.createForWriting(path, { ...attrs, holder: lease.holder, leaseDurationMs: lease.durationMs }));
+          if (writing !== undefined) return writing;
+        }
       } catch (error) {
         // O_CREAT|O_EXCL fails with EEXIST for any existing path; the state machine says EISDIR for a directory.
         if (exclusive && (error as { code?: string }).code === 'EISDIR') throw new RfsError('EEXIST', { syscall: 'open', path }, 'exists and is a directory');
@@ -630,8 +637,8 @@ export class RfsClient {
       return { chunkSizeBytes: info.chunkSizeBytes, ...defined({ compression: info.compression }) };
     };
     return {
-      async createFile(path, { exclusive }) {
-        if (flags === 'w' || flags === 'wx') return create(path, exclusive);
+      async createFile(path, { exclusive, lease }) {
+        if (flags === 'w' || flags === 'wx') return create(path, exclusive, lease);
         // Append: an existing file keeps its chunks; the writer adds new ones after them.
         const existing = async (): Promise<{ chunkSizeBytes: number; compression?: 'none' | 'lz4' }> => {
           const info = await m.stat(path);
@@ -645,7 +652,7 @@ export class RfsClient {
           if ((error as { code?: string }).code !== 'ENOENT') throw error;
         }
         try {
-          return await create(path, true);
+          return await create(path, true, lease);
         } catch (error) {
           // 'a' on a missing file races with another creator: it exists now, so append to it (as O_APPEND|O_CREAT).
           if (exclusive || (error as { code?: string }).code !== 'EEXIST') throw error;
@@ -660,7 +667,7 @@ export class RfsClient {
       sealChunk: async (handle, holder, version, lengthBytes, checksum) => {
         await limit(() => m.sealChunk(handle, { holder, version, lengthBytes, checksum }));
       },
-      completeFile: (path, holder, chunkCount) => limit(() => m.completeFile(path, { holder, chunkCount })),
+      completeFile: (path, holder, chunkCount, lastChunk) => limit(() => m.completeFile(path, { holder, chunkCount, ...defined({ lastChunk }) })),
     };
   }
 }

@@ -38,6 +38,14 @@ interface Conditional {
   readonly ifGeneration?: number | undefined;
 }
 
+/** A chunk's seal: its current version, final length and CRC32C (sealChunk's fields). */
+export interface ChunkSeal {
+  readonly handle: number;
+  readonly version: number;
+  readonly lengthBytes: number;
+  readonly checksum: number;
+}
+
 export interface LeaseRequest {
   readonly holder: string;
   readonly durationMs: number;
@@ -153,6 +161,12 @@ export type Op =
        * abandonChunk drops it. Any other count is EINVAL. Absent: every chunk must be sealed.
        */
       readonly chunkCount?: number | undefined;
+      /**
+       * The file's last written chunk, sealed by this command (as sealChunk would seal it, same checks) before
+       * the file is completed: a writer's close is one command, not two (HDFS's complete() carries the last
+       * block the same way). Either both happen or neither.
+       */
+      readonly lastChunk?: ChunkSeal | undefined;
     } & Conditional)
   | ({
       /**
@@ -232,7 +246,7 @@ export interface Command {
 }
 
 /** Shape of one field: its kind, and whether it may be absent. */
-type Kind = 'string' | 'nat' | 'bool' | 'ids' | 'names' | 'state' | 'lease';
+type Kind = 'string' | 'nat' | 'bool' | 'ids' | 'names' | 'state' | 'lease' | 'seal';
 type Spec = Readonly<Record<string, readonly [Kind, 'required' | 'optional']>>;
 
 const req = (k: Kind) => [k, 'required'] as const;
@@ -284,7 +298,7 @@ const specs: Readonly<Record<OpType, Spec>> = {
     checksum: req('nat'),
     ...cond,
   },
-  completeFile: { path: req('string'), holder: req('string'), chunkCount: opt('nat'), ...cond },
+  completeFile: { path: req('string'), holder: req('string'), chunkCount: opt('nat'), lastChunk: opt('seal'), ...cond },
   abandonChunk: { path: req('string'), holder: req('string'), handle: req('nat'), ...cond },
   beginLeaseRecovery: { file: req('nat'), durationMs: req('nat'), ...cond },
   recoverChunk: {
@@ -424,6 +438,13 @@ function decodeField(kind: Kind, v: unknown, what: string): unknown {
         throw new CommandDecodeError(`${what}: need exactly { holder, durationMs }`);
       }
       return { holder, durationMs };
+    }
+    case 'seal': {
+      if (!isPlainObject(v)) throw new CommandDecodeError(`${what}: not a map`);
+      const { handle, version, lengthBytes, checksum } = v;
+      if (Object.keys(v).length !== 4 || !isNat(handle) || !isNat(version) || !isNat(lengthBytes) || !isNat(checksum))
+        throw new CommandDecodeError(`${what}: need exactly { handle, version, lengthBytes, checksum }`);
+      return { handle, version, lengthBytes, checksum };
     }
   }
 }

@@ -4,7 +4,7 @@ export type { ApplyResult, MetadataStateMachineOptions } from './state-machine.t
 export { MemoryKv, compareBytes } from './kv.ts';
 export type { Kv, KvBatch, KvPair, KvRange, KvReader } from './kv.ts';
 export { COMMAND_FORMAT, decodeCommand, encodeCommand, opTypes } from './commands.ts';
-export type { Command, LeaseRequest, Op, OpType, SessionStamp } from './commands.ts';
+export type { ChunkSeal, Command, LeaseRequest, Op, OpType, SessionStamp } from './commands.ts';
 export {
   CommandDecodeError,
   FsError,

@@ -29,6 +29,17 @@ export interface InodeRef {
   readonly generation: number;
 }
 
+/**
+ * What create returns when it also grants the writer's lease: besides the inode, what the writer needs to
+ * start (the attributes it inherited, and the lease's expiry), so that opening a file for writing is one
+ * command and no read after it.
+ */
+export interface CreatedForWriting extends InodeRef {
+  readonly chunkSizeBytes: number;
+  readonly compression: 'none' | 'lz4';
+  readonly leaseExpiresMs: number;
+}
+
 /** Walks from the root. ENOENT for a missing component, ENOTDIR for a file in the middle of the path. */
 export async function resolve(txn: Txn, path: readonly PathComponent[]): Promise<Inode> {
   const known = walkNow(txn, path, path.length);
@@ -244,7 +255,7 @@ async function mkdirParents(txn: Txn, op: OpOf<'mkdir'>, path: readonly PathComp
   return { id: node.id, generation: node.generation };
 }
 
-export async function create(txn: Txn, op: OpOf<'create'>): Promise<InodeRef> {
+export async function create(txn: Txn, op: OpOf<'create'>): Promise<InodeRef | CreatedForWriting> {
   const path = parsePath(op.path, txn.limits);
   checkAttrs(txn, op);
   if (op.lease !== undefined) {
@@ -275,7 +286,9 @@ export async function create(txn: Txn, op: OpOf<'create'>): Promise<InodeRef> {
   if (op.lease !== undefined) {
     node.complete = false;
     txn.putInode(node);
-    txn.putLease(node.id, { holder: op.lease.holder, expiresMs: txn.nowMs + op.lease.durationMs });
+    const leaseExpiresMs = txn.nowMs + op.lease.durationMs;
+    txn.putLease(node.id, { holder: op.lease.holder, expiresMs: leaseExpiresMs });
+    return { id: node.id, generation: node.generation, chunkSizeBytes: node.chunkSizeBytes, compression: node.compression ?? 'none', leaseExpiresMs };
   }
   return { id: node.id, generation: node.generation };
 }

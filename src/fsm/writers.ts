@@ -14,7 +14,7 @@
  * version fails with ESTALE. Sealing fixes the chunk's length and checksum for good.
  */
 import { assert } from '../raft/errors.ts';
-import type { Op } from './commands.ts';
+import type { ChunkSeal, Op } from './commands.ts';
 import { FsError } from './errors.ts';
 import { isLinked, resolve } from './namespace.ts';
 import type { PathComponent } from './paths.ts';
@@ -212,24 +212,33 @@ export async function bumpChunkVersion(txn: Txn, op: OpOf<'bumpChunkVersion'>): 
 
 export async function sealChunk(txn: Txn, op: OpOf<'sealChunk'>): Promise<{ fileLengthBytes: number }> {
   v.checkLabel('lease holder', op.holder, txn.limits);
-  if (op.checksum > v.CHECKSUM_MAX) throw new FsError('EINVAL', 'checksum is not a CRC32C');
+  checkSeal(op);
   const { placement, file } = await chunkOfLiveFile(txn, op.handle);
   v.checkGeneration(file.generation, op.ifGeneration);
   await requireLease(txn, file, op.holder);
-  requireVersion(placement, op.version);
-  if (placement.sealed) throw new FsError('EINVAL', `chunk ${op.handle} is sealed already`);
-  if (op.lengthBytes > file.chunkSizeBytes)
-    throw new FsError('EINVAL', `length ${op.lengthBytes} exceeds the chunk size`);
+  seal(txn, file, placement, op);
+  return { fileLengthBytes: file.lengthBytes };
+}
+
+function checkSeal(s: ChunkSeal): void {
+  if (s.checksum > v.CHECKSUM_MAX) throw new FsError('EINVAL', 'checksum is not a CRC32C');
+}
+
+/** Fixes the chunk's length and checksum (the version must be current; once only); the file grows by it. */
+function seal(txn: Txn, file: Inode, placement: Placement, s: ChunkSeal): void {
+  requireVersion(placement, s.version);
+  if (placement.sealed) throw new FsError('EINVAL', `chunk ${s.handle} is sealed already`);
+  if (s.lengthBytes > file.chunkSizeBytes)
+    throw new FsError('EINVAL', `length ${s.lengthBytes} exceeds the chunk size`);
   placement.sealed = true;
-  placement.lengthBytes = op.lengthBytes;
-  placement.checksum = op.checksum;
+  placement.lengthBytes = s.lengthBytes;
+  placement.checksum = s.checksum;
   txn.putPlacement(placement);
   file.unsealedChunks -= 1;
-  file.lengthBytes += op.lengthBytes;
+  file.lengthBytes += s.lengthBytes;
   file.mtimeMs = txn.nowMs;
   file.ctimeMs = txn.nowMs;
   txn.putInode(file);
-  return { fileLengthBytes: file.lengthBytes };
 }
 
 /** Seals the file: every chunk must be sealed; the length is the sum of theirs. Releases the lease. */
@@ -239,8 +248,18 @@ export async function completeFile(
 ): Promise<{ lengthBytes: number; generation: number }> {
   const path = parsePath(op.path, txn.limits);
   v.checkLabel('lease holder', op.holder, txn.limits);
+  if (op.lastChunk !== undefined) checkSeal(op.lastChunk);
   const file = await resolveFile(txn, path, op.ifGeneration);
   await requireLease(txn, file, op.holder);
+  if (op.lastChunk !== undefined) {
+    const last = op.lastChunk;
+    const placement = await txn.placement(last.handle);
+    // Only a chunk the writer wrote: among the file's first chunkCount chunks (not the one allocated ahead).
+    const written = op.chunkCount ?? file.chunkCount;
+    if (placement === undefined || placement.fileId !== file.id || placement.index >= written)
+      throw new FsError('EINVAL', `chunk ${last.handle} is not among the ${written} chunks written to ${op.path}`);
+    seal(txn, file, placement, last);
+  }
   if (op.chunkCount !== undefined && op.chunkCount !== file.chunkCount) {
     const last = op.chunkCount + 1 === file.chunkCount ? await lastChunk(txn, file) : undefined;
     if (last === undefined || last.sealed)

@@ -53,6 +53,14 @@ export interface InodeRef {
   readonly generation: number;
 }
 
+/** A chunk's seal as CompleteFile carries it (SealChunk's fields). */
+export interface ChunkSealRequest {
+  readonly handle: number;
+  readonly version: number;
+  readonly lengthBytes: number;
+  readonly checksum: number;
+}
+
 export interface DirEntry {
   readonly name: string;
   readonly id: number;
@@ -218,6 +226,34 @@ export class MetadataClient {
     return this.mutate('Create', { path, ...options }).then(inodeRef);
   }
 
+  /**
+   * Creates (or, without `exclusive`, replaces) the file and grants `holder` its writer lease in the same
+   * command. `writing` is what a writer needs to start: the file's chunk size and compression and the
+   * lease's expiry; undefined from a server that does not return them (the caller then stats the file).
+   */
+  async createForWriting(
+    path: string,
+    options: {
+      holder: string;
+      leaseDurationMs: number;
+      exclusive?: boolean;
+      mode?: number;
+      replication?: number;
+      chunkSizeBytes?: number;
+      compression?: 'none' | 'lz4';
+      ifGeneration?: number;
+    },
+  ): Promise<InodeRef & { writing?: { chunkSizeBytes: number; compression: 'none' | 'lz4'; leaseExpiresMs: number } }> {
+    const { holder, ...rest } = options;
+    const reply = await this.mutate('Create', { path, ...rest, leaseHolder: holder });
+    const ref = inodeRef(reply);
+    const size = reply['chunkSizeBytes'];
+    const expires = reply['leaseExpiresMs'];
+    if (size === undefined || size === null || expires === undefined || expires === null) return ref;
+    const compression = reply['compression'] === 'lz4' ? 'lz4' : 'none';
+    return { ...ref, writing: { chunkSizeBytes: num(size), compression, leaseExpiresMs: num(expires) } };
+  }
+
   /** Changes a file's or directory's attributes (what is given); a directory's replication and compression are what new files below it inherit. */
   setattr(
     path: string,
@@ -342,9 +378,17 @@ export class MetadataClient {
 
   /**
    * Seals the file (every chunk sealed first) and releases the lease. `chunkCount`: the chunks the writer
-   * wrote; one unsealed chunk past them is dropped (metadata.proto, CompleteFileRequest).
+   * wrote; one unsealed chunk past them is dropped. `lastChunk`: the last written chunk, sealed by the same
+   * command (as sealChunk would; both or neither), so a writer's close is one call (metadata.proto,
+   * CompleteFileRequest).
    */
-  async completeFile(path: string, options: { holder: string; chunkCount?: number; ifGeneration?: number }): Promise<{ lengthBytes: number; generation: number }> {
+  async completeFile(
+    path: string,
+    options: { holder: string; chunkCount?: number; lastChunk?: ChunkSealRequest; ifGeneration?: number },
+  ): Promise<{ lengthBytes: number; generation: number }> {
+    const c = options.lastChunk?.checksum;
+    if (c !== undefined && (!Number.isSafeInteger(c) || c < 0 || c > 0xffff_ffff))
+      throw new MetadataError('EINVAL', `lastChunk.checksum: ${c} is not a CRC32C`);
     const reply = await this.mutate('CompleteFile', { path, ...options });
     return { lengthBytes: num(reply['lengthBytes']), generation: num(reply['generation']) };
   }

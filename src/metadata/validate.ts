@@ -3,7 +3,7 @@
  * EINVAL / ENAMETOOLONG error and never reaches the Raft log. Path syntax itself (components, `.`/`..`, NUL)
  * is checked again by the state machine when the command is applied.
  */
-import type { FsmLimits, Op, SessionStamp } from '../fsm/index.ts';
+import type { ChunkSeal, FsmLimits, Op, SessionStamp } from '../fsm/index.ts';
 import { defaultFsmLimits } from '../fsm/index.ts';
 import type { ReportedChunk } from '../placement/index.ts';
 import type { WireRequest } from './proto.ts';
@@ -216,6 +216,7 @@ export function mutationOp(method: string, r: WireRequest, limits: RequestLimits
         path: path(r['path']),
         holder: holder(r['holder'], limits),
         chunkCount: optNat(r['chunkCount'], 'chunk_count'),
+        lastChunk: optChunkSeal(r['lastChunk'], 'last_chunk'),
         ifGeneration,
       };
     case 'AbandonChunk':
@@ -256,6 +257,19 @@ export function positiveId(v: unknown, what: string): number {
   const id = v === undefined || v === null ? 0 : nat(v, what);
   if (id < 1) throw new RequestError('EINVAL', `${what}: required (a positive integer)`);
   return id;
+}
+
+/** An optional ChunkSeal message: absent (or null) is none; present, every field as SealChunk's. */
+export function optChunkSeal(v: unknown, what: string): ChunkSeal | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'object' || Array.isArray(v)) throw new RequestError('EINVAL', `${what}: not a message`);
+  const s = v as Record<string, unknown>;
+  return {
+    handle: positiveId(s['handle'], `${what}.handle`),
+    version: positiveId(s['version'], `${what}.version`),
+    lengthBytes: nat(s['lengthBytes'] ?? 0, `${what}.length_bytes`),
+    checksum: checksum(s['checksum'] ?? 0, `${what}.checksum`),
+  };
 }
 
 /** An optional session stamp: absent (or null) is none; present must be well formed. */

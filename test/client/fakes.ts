@@ -11,6 +11,7 @@ import type {
   ChunkLocation,
   ChunkLocationsPage,
   ChunkPipeline,
+  ChunkSeal,
   DataPlane,
   OpenPipeline,
   PipelineFailure,
@@ -190,6 +191,12 @@ export class FakeMetadata implements WriterMetadata, ReaderMetadata {
   readonly abandoned: number[] = [];
   /** When set, the next allocation is applied but its answer is lost (the call rejects). */
   loseNextAllocationAnswer = false;
+  /** Grant the writer's lease in createFile when asked (as a current leader); false: as an older one. */
+  leaseOnCreate = true;
+  /** createFile calls, and whether each granted the lease. */
+  readonly creates: { path: string; withLease: boolean }[] = [];
+  /** acquireLease, sealChunk and completeFile calls (completeFile: with the last chunk's seal or not). */
+  readonly calls: string[] = [];
   /** Calls of allocateChunk so far. */
   allocations = 0;
   renewals = 0;
@@ -203,10 +210,13 @@ export class FakeMetadata implements WriterMetadata, ReaderMetadata {
     private readonly replication = 3,
   ) {}
 
-  createFile(path: string, options: { exclusive: boolean }): Promise<{ chunkSizeBytes: number }> {
+  createFile(path: string, options: { exclusive: boolean; lease?: { holder: string; durationMs: number } }): Promise<{ chunkSizeBytes: number; leaseExpiresMs?: number }> {
     if (options.exclusive && this.files.has(path)) return Promise.reject(new Error(`EEXIST: ${path}`));
-    this.files.set(path, { chunks: [], holder: null, complete: false, lengthBytes: 0 });
-    return Promise.resolve({ chunkSizeBytes: this.chunkSizeBytes });
+    this.creates.push({ path, withLease: options.lease !== undefined && this.leaseOnCreate });
+    // As the state machine's create with a lease (when leaseOnCreate): the new file is the holder's at once.
+    const holder = this.leaseOnCreate ? (options.lease?.holder ?? null) : null;
+    this.files.set(path, { chunks: [], holder, complete: false, lengthBytes: 0 });
+    return Promise.resolve({ chunkSizeBytes: this.chunkSizeBytes, ...(holder !== null ? { leaseExpiresMs: 0 } : {}) });
   }
 
   private file(path: string, holder: string): FakeFile {
@@ -217,6 +227,7 @@ export class FakeMetadata implements WriterMetadata, ReaderMetadata {
   }
 
   acquireLease(path: string, holder: string): Promise<{ expiresMs: number; chunkCount: number }> {
+    this.calls.push('acquireLease');
     const f = this.files.get(path)!;
     if (f.holder !== null && f.holder !== holder) return Promise.reject(new Error('ELEASE'));
     f.holder = holder;
@@ -278,6 +289,11 @@ export class FakeMetadata implements WriterMetadata, ReaderMetadata {
   }
 
   sealChunk(handle: number, holder: string, version: number, lengthBytes: number, checksum: number): Promise<void> {
+    this.calls.push('sealChunk');
+    return this.seal(handle, holder, version, lengthBytes, checksum);
+  }
+
+  private seal(handle: number, holder: string, version: number, lengthBytes: number, checksum: number): Promise<void> {
     const entry = this.chunks.get(handle)!;
     if (entry.file.holder !== holder) return Promise.reject(new Error('ELEASE'));
     if (entry.chunk.version !== version) return Promise.reject(new Error('ESTALE'));
@@ -287,8 +303,26 @@ export class FakeMetadata implements WriterMetadata, ReaderMetadata {
     return Promise.resolve();
   }
 
-  completeFile(path: string, holder: string, chunkCount: number): Promise<{ lengthBytes: number }> {
+  async completeFile(path: string, holder: string, chunkCount: number, lastChunk?: ChunkSeal): Promise<{ lengthBytes: number }> {
+    this.calls.push(lastChunk === undefined ? 'completeFile' : 'completeFile+seal');
     const f = this.file(path, holder);
+    if (lastChunk !== undefined) {
+      const entry = this.chunks.get(lastChunk.handle);
+      if (entry === undefined || entry.file !== f || entry.chunk.index >= chunkCount) throw new Error(`EINVAL: chunk ${lastChunk.handle} was not written`);
+      // As the state machine: the seal and the completion both happen or neither (the seal is undone on failure).
+      const before = { ...entry.chunk };
+      await this.seal(lastChunk.handle, holder, lastChunk.version, lastChunk.lengthBytes, lastChunk.checksum);
+      try {
+        return await this.complete(f, chunkCount);
+      } catch (error) {
+        Object.assign(entry.chunk, before);
+        throw error;
+      }
+    }
+    return this.complete(f, chunkCount);
+  }
+
+  private complete(f: FakeFile, chunkCount: number): Promise<{ lengthBytes: number }> {
     // As the state machine's completeFile: one unsealed chunk past the writer's count is dropped.
     if (chunkCount !== f.chunks.length) {
       const last = f.chunks[f.chunks.length - 1];

@@ -51,6 +51,41 @@ void t.test('a file spans chunks: every chunk sealed with the CRC32C of its byte
   await t.rejects(writer.write(Buffer.from('x')), { code: 'EBADF' });
 });
 
+void t.test('open is one call (create with the lease), close one (complete with the last seal)', async (t) => {
+  for (const leaseOnCreate of [true, false]) {
+    const { data, metadata, timers, reader } = setup();
+    metadata.leaseOnCreate = leaseOnCreate;
+    const name = leaseOnCreate ? 'a current leader' : 'a leader that does not grant the lease in create';
+    const bytes = pattern(9 * MiB + 5, 3); // three chunks: two sealed on the way, the last at close
+    const writer = await FileWriter.open('/a', { metadata, data, holder: 'w1', timers, allocateAheadBytes: 0 });
+    t.same(metadata.creates, [{ path: '/a', withLease: leaseOnCreate }], `${name}: one create`);
+    t.same(metadata.calls, leaseOnCreate ? [] : ['acquireLease'], `${name}: the lease from the create, or acquired after it`);
+    await writeInPieces(writer, bytes);
+    t.equal((await writer.close()).lengthBytes, bytes.length, name);
+    t.same(metadata.calls.filter((c) => c !== 'acquireLease'), ['sealChunk', 'sealChunk', 'completeFile+seal'], `${name}: the last chunk sealed by the completion`);
+    const file = metadata.files.get('/a')!;
+    t.same(file.chunks.map((c) => [c.sealed, c.lengthBytes]), [[true, 4 * MiB], [true, 4 * MiB], [true, MiB + 5]]);
+    t.equal(file.chunks[2]!.checksum, crc32c(bytes.subarray(8 * MiB)), `${name}: the last chunk's checksum`);
+    t.ok((await reader.readFile('/a')).equals(bytes));
+  }
+  // An empty file has no chunk to seal: a plain completion.
+  const { data, metadata, timers } = setup();
+  const writer = await FileWriter.open('/e', { metadata, data, holder: 'w1', timers });
+  t.equal((await writer.close()).lengthBytes, 0);
+  t.same(metadata.calls, ['completeFile']);
+});
+
+void t.test('a completion refused with the last seal: close fails and the chunk stays unsealed', async (t) => {
+  const { data, metadata, timers } = setup();
+  const writer = await FileWriter.open('/a', { metadata, data, holder: 'w1', timers, stagingBytes: 256 * 1024, allocateAheadBytes: 0 });
+  await writer.write(pattern(2 * MiB, 1)); // past the staging buffer: the chunk is allocated and streaming
+  t.equal(metadata.files.get('/a')!.chunks.length, 1);
+  metadata.files.get('/a')!.holder = 'thief'; // the lease was lost meanwhile
+  await t.rejects(writer.close(), /ELEASE/);
+  t.same(metadata.files.get('/a')!.chunks.map((c) => c.sealed), [false], 'not sealed');
+  await t.rejects(writer.write(Buffer.from('x')), 'the writer stays failed');
+});
+
 void t.test('the next chunk is allocated ahead; one the file did not need is abandoned at close', async (t) => {
   for (const [name, length, chunks, abandoned] of [
     ['ends in the chunk allocated ahead', 10 * MiB + 12345, 3, 1],
@@ -154,7 +189,7 @@ void t.test('a replica that dies mid-write: new version with the survivors, rese
 void t.test('a pipeline failing again during recovery: repeated bumps until one sticks', async (t) => {
   const { data, metadata, timers, reader } = setup(5);
   const bytes = pattern(3 * MiB, 5);
-  const writer = await FileWriter.open('/c', { metadata, data, holder: 'w1', timers, stagingBytes: 256 * 1024 });
+  const writer = await FileWriter.open('/c', { metadata, data, holder: 'w1', timers, stagingBytes: 256 * 1024, allocateAheadBytes: 0 });
   data.server(3).failAfterBytes = MiB; // last in the chain
   data.server(1).failAfterBytes = 2 * MiB; // first in the chain, later
   await writer.write(bytes);

@@ -290,6 +290,70 @@ fsmTest(t, 'completeFile with the chunks written drops one unsealed chunk past t
   t.equal((await h.ok<{ index: number }>({ type: 'addChunk', path: '/f', holder: 'appender', replicas: cs, index: 1 })).index, 1);
 });
 
+fsmTest(t, 'create with a lease returns what the writer needs: chunk size, compression, the lease expiry', async (t, h) => {
+  await h.ok({ type: 'mkdir', path: '/d', chunkSizeBytes: 1 << 20, compression: 'lz4' });
+  const created = await h.ok<Record<string, unknown>>({ type: 'create', path: '/d/f', lease: { holder: W, durationMs: 5_000 } });
+  t.same(
+    { ...created, id: 0, generation: 0 },
+    { id: 0, generation: 0, chunkSizeBytes: 1 << 20, compression: 'lz4', leaseExpiresMs: h.nowMs + 5_000 },
+    'inherited from the directory, and the lease granted',
+  );
+  const f = await h.stat('/d/f');
+  t.same([created['id'], created['generation']], [f.id, f.generation]);
+  // A truncating create with a lease replaces the file: the new one has no chunks, so the writer starts at 0.
+  const replaced = await h.ok<Record<string, unknown>>({ type: 'create', path: '/d/f', exclusive: false, chunkSizeBytes: 2 << 20, lease: { holder: W, durationMs: 1_000 } });
+  t.same([replaced['chunkSizeBytes'], replaced['compression'], replaced['leaseExpiresMs']], [2 << 20, 'lz4', h.nowMs + 1_000]);
+  t.equal((await h.stat('/d/f')).chunkCount, 0);
+  // Without a lease the reply is the inode alone (what the benchmark's and Submit's creates carry).
+  t.same(Object.keys(await h.ok({ type: 'create', path: '/g' })).sort(), ['generation', 'id']);
+});
+
+fsmTest(t, 'completeFile with lastChunk seals it and completes the file in one command, both or neither', async (t, h) => {
+  const cs = await h.chunkservers(3);
+  await writable(h);
+  const add = (index: number) => h.ok<{ handle: number }>({ type: 'addChunk', path: '/f', holder: W, replicas: cs, index });
+  const c0 = await add(0);
+  await h.ok({ type: 'sealChunk', handle: c0.handle, holder: W, version: 1, lengthBytes: 100, checksum: 7 });
+  const c1 = await add(1);
+  const c2 = await add(2); // allocated ahead, never written to
+  const seal1 = { handle: c1.handle, version: 1, lengthBytes: 40, checksum: 9 };
+  const unchanged = async (what: string): Promise<void> => {
+    const f = await h.stat('/f');
+    t.same([f.chunkCount, f.lengthBytes, f.complete, f.lease?.holder], [3, 100, false, W], `${what}: nothing applied`);
+    const loc = await h.sm.chunkLocations('/f');
+    t.same(loc.ok && loc.value.chunks.map((c) => c.sealed), [true, false, false], `${what}: c1 still unsealed`);
+  };
+  // Refusals of every kind leave both the chunk and the file as they were.
+  t.equal(await h.code({ type: 'completeFile', path: '/f', holder: W, chunkCount: 2, lastChunk: { ...seal1, version: 2 } }), 'ESTALE', 'a stale version');
+  await unchanged('stale');
+  t.equal(await h.code({ type: 'completeFile', path: '/f', holder: W, chunkCount: 2, lastChunk: { ...seal1, lengthBytes: (64 << 20) + 1 } }), 'EINVAL', 'longer than a chunk');
+  t.equal(await h.code({ type: 'completeFile', path: '/f', holder: W, chunkCount: 2, lastChunk: { ...seal1, checksum: 2 ** 32 } }), 'EINVAL', 'not a CRC32C');
+  t.equal(await h.code({ type: 'completeFile', path: '/f', holder: W, chunkCount: 2, lastChunk: { ...seal1, handle: c2.handle } }), 'EINVAL', 'the chunk allocated ahead is not a written one');
+  t.equal(await h.code({ type: 'completeFile', path: '/f', holder: W, chunkCount: 2, lastChunk: { ...seal1, handle: c0.handle } }), 'EINVAL', 'sealed already');
+  t.equal(await h.code({ type: 'completeFile', path: '/f', holder: W, chunkCount: 2, lastChunk: { ...seal1, handle: 999_999 } }), 'EINVAL', 'no such chunk');
+  t.equal(await h.code({ type: 'completeFile', path: '/f', holder: 'intruder', chunkCount: 2, lastChunk: seal1 }), 'ELEASE');
+  await unchanged('refused');
+  // The seal passes its checks but the completion does not (a count the file cannot have): the seal is undone too.
+  t.equal(await h.code({ type: 'completeFile', path: '/f', holder: W, chunkCount: 1, lastChunk: { ...seal1, handle: c0.handle } }), 'EINVAL');
+  t.equal(await h.code({ type: 'completeFile', path: '/f', holder: W, chunkCount: 3, lastChunk: seal1 }), 'EINVAL', 'sealed, but c2 is not: no completion');
+  await unchanged('completion refused');
+  // Accepted: sealed, the chunk ahead dropped, the file complete and its lease released, in one command.
+  const done = await h.ok<{ lengthBytes: number }>({ type: 'completeFile', path: '/f', holder: W, chunkCount: 2, lastChunk: seal1 });
+  t.equal(done.lengthBytes, 140);
+  const f = await h.stat('/f');
+  t.same([f.chunkCount, f.lengthBytes, f.complete, f.lease], [2, 140, true, null]);
+  const after = await h.sm.chunkLocations('/f');
+  t.same(after.ok && after.value.chunks.map((c) => [c.handle, c.sealed, c.lengthBytes]), [[c0.handle, true, 100], [c1.handle, true, 40]]);
+  // Without chunkCount the last chunk must be the file's last one and every other chunk sealed.
+  await h.ok({ type: 'create', path: '/g', lease: { holder: W, durationMs: 10_000 } });
+  const g0 = await h.ok<{ handle: number }>({ type: 'addChunk', path: '/g', holder: W, replicas: cs, index: 0 });
+  t.equal((await h.ok<{ lengthBytes: number }>({ type: 'completeFile', path: '/g', holder: W, lastChunk: { handle: g0.handle, version: 1, lengthBytes: 3, checksum: 1 } })).lengthBytes, 3);
+  // Another file's chunk is refused.
+  await h.ok({ type: 'create', path: '/h', lease: { holder: W, durationMs: 10_000 } });
+  await h.ok({ type: 'addChunk', path: '/h', holder: W, replicas: cs, index: 0 });
+  t.equal(await h.code({ type: 'completeFile', path: '/h', holder: W, chunkCount: 1, lastChunk: { handle: c1.handle, version: 1, lengthBytes: 1, checksum: 1 } }), 'EINVAL', "another file's chunk");
+});
+
 fsmTest(t, 'chunk commands need the live lease', async (t, h) => {
   const cs = await h.chunkservers(1);
   await writable(h, '/f', 1000);

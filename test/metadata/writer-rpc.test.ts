@@ -236,4 +236,30 @@ void t.test('writer and reader RPCs: leases, pipelines, versions, sealing, compl
   t.equal((await writer.completeFile('/w/h', { holder: 'A', chunkCount: 1 })).lengthBytes, 10, 'completed with the written chunk');
   t.same((await writer.chunkLocations('/w/h')).chunks.map((c) => c.handle), [h0.handle], 'the chunk past the count left the file');
   t.not(h1.handle, h0.handle);
+
+  // ---- a writer's open and close, one call each: Create with the lease, CompleteFile with the last seal
+  await writer.mkdir('/w/z', { compression: 'lz4' });
+  const t0 = Date.now();
+  const opened = await writer.createForWriting('/w/z/f', { holder: 'Z', leaseDurationMs: 30_000, chunkSizeBytes: 4 << 20 });
+  t.same(opened.writing && [opened.writing.chunkSizeBytes, opened.writing.compression], [4 << 20, 'lz4'], 'the reply carries the chunk size and the inherited compression');
+  t.ok(opened.writing !== undefined && opened.writing.leaseExpiresMs >= t0 + 30_000 - 1_000 && opened.writing.leaseExpiresMs <= Date.now() + 30_000 + 1_000, 'and the lease expiry');
+  t.equal(await code(writer.acquireLease('/w/z/f', { holder: 'Y', durationMs: 1_000 })), 'ELEASE', 'the lease is granted');
+  const z0 = await writer.allocateChunk('/w/z/f', { holder: 'Z', index: 0 });
+  cs.lengths.set(z0.handle, 7);
+  const z1 = await writer.allocateChunk('/w/z/f', { holder: 'Z', index: 1 }); // ahead, never written to
+  const leader = await leaderAddress();
+  const raw = (lastChunk: unknown): Promise<{ error?: { code?: string } }> =>
+    rawCall(leader, 'CompleteFile', { path: '/w/z/f', holder: 'Z', chunkCount: 1, lastChunk }) as Promise<{ error?: { code?: string } }>;
+  t.equal((await raw({ handle: 0, version: 1, lengthBytes: 7, checksum: 5 })).error?.code, 'EINVAL', 'last_chunk.handle 0');
+  t.equal((await raw({ handle: z0.handle, version: 0, lengthBytes: 7, checksum: 5 })).error?.code, 'EINVAL', 'last_chunk.version 0');
+  t.equal((await raw({ handle: z0.handle, version: 1, lengthBytes: '18446744073709551615', checksum: 5 })).error?.code, 'EINVAL', 'a length past 2^53');
+  t.equal((await raw({ handle: z1.handle, version: 1, lengthBytes: 7, checksum: 5 })).error?.code, 'EINVAL', 'the chunk allocated ahead');
+  t.equal(await code(writer.completeFile('/w/z/f', { holder: 'Z', chunkCount: 1, lastChunk: { handle: z0.handle, version: 1, lengthBytes: 7, checksum: 2 ** 32 } })), 'EINVAL', 'not a CRC32C (refused before sending)');
+  t.equal(await code(writer.completeFile('/w/z/f', { holder: 'Z', chunkCount: 1, lastChunk: { handle: z0.handle, version: 2, lengthBytes: 7, checksum: 5 } })), 'ESTALE', 'a stale version');
+  t.same((await writer.chunkLocations('/w/z/f')).chunks.map((c) => c.sealed), [false, false], 'no refusal sealed anything');
+  const closed = await writer.completeFile('/w/z/f', { holder: 'Z', chunkCount: 1, lastChunk: { handle: z0.handle, version: 1, lengthBytes: 7, checksum: 5 } });
+  t.equal(closed.lengthBytes, 7, 'sealed and completed in one call');
+  const zs = await writer.stat('/w/z/f');
+  t.same([zs.complete, zs.lengthBytes, zs.chunkCount], [true, 7, 1]);
+  t.same((await writer.chunkLocations('/w/z/f')).chunks.map((c) => [c.handle, c.sealed, c.checksum]), [[z0.handle, true, 5]]);
 });

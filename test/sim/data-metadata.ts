@@ -10,7 +10,7 @@
  * Nothing here retries a proposal whose outcome is unknown: the caller sees an error (a writer then gives
  * up its file; an agent retries, which is idempotent).
  */
-import type { AllocatedChunk, ChunkLocationsPage, ReaderMetadata, Replica, WriterMetadata } from '../../src/client/data-path.ts';
+import type { AllocatedChunk, ChunkLocationsPage, ChunkSeal, ReaderMetadata, Replica, WriterMetadata } from '../../src/client/data-path.ts';
 import type { ChunkReportRequest, CommandsReply, MetadataLink, RegisterRequest } from '../../src/chunkserver/agent.ts';
 import { MetadataLinkError } from '../../src/chunkserver/agent.ts';
 import type { FsResult, Op, SessionStamp } from '../../src/fsm/index.ts';
@@ -243,18 +243,25 @@ export class SimWriterMetadata implements WriterMetadata {
     private readonly file: { readonly replication: number; readonly chunkSizeBytes: number; readonly compression?: 'none' | 'lz4' },
   ) {}
 
-  async createFile(path: string, options: { exclusive: boolean }): Promise<{ chunkSizeBytes: number; compression: 'none' | 'lz4' }> {
+  async createFile(
+    path: string,
+    options: { exclusive: boolean; lease?: { holder: string; durationMs: number } },
+  ): Promise<{ chunkSizeBytes: number; compression: 'none' | 'lz4'; leaseExpiresMs?: number }> {
     const { replication, chunkSizeBytes } = this.file;
     const compression = this.file.compression ?? 'none';
-    await this.meta.proposeOp(this.client, {
+    // With the lease: one command, as the real client's (the file's attributes come back with it).
+    const value = (await this.meta.proposeOp(this.client, {
       type: 'create',
       path,
       exclusive: options.exclusive,
       replication,
       chunkSizeBytes,
       ...(compression === 'lz4' ? { compression } : {}),
-    });
-    return { chunkSizeBytes, compression };
+      ...(options.lease === undefined ? {} : { lease: options.lease }),
+    })) as { chunkSizeBytes?: number; compression?: 'none' | 'lz4'; leaseExpiresMs?: number } | undefined;
+    if (options.lease === undefined) return { chunkSizeBytes, compression };
+    if (value?.chunkSizeBytes === undefined || value.leaseExpiresMs === undefined) throw new Error('create with a lease returned no chunk size or lease expiry');
+    return { chunkSizeBytes: value.chunkSizeBytes, compression: value.compression ?? 'none', leaseExpiresMs: value.leaseExpiresMs };
   }
 
   async acquireLease(path: string, holder: string, durationMs: number): Promise<{ expiresMs: number; chunkCount: number }> {
@@ -300,8 +307,9 @@ export class SimWriterMetadata implements WriterMetadata {
     await this.meta.proposeOp(this.client, { type: 'sealChunk', handle, holder, version, lengthBytes, checksum });
   }
 
-  async completeFile(path: string, holder: string, chunkCount: number): Promise<{ lengthBytes: number }> {
-    const value = (await this.meta.proposeOp(this.client, { type: 'completeFile', path, holder, chunkCount })) as { lengthBytes?: number } | undefined;
+  async completeFile(path: string, holder: string, chunkCount: number, lastChunk?: ChunkSeal): Promise<{ lengthBytes: number }> {
+    const op = { type: 'completeFile', path, holder, chunkCount, ...(lastChunk === undefined ? {} : { lastChunk }) } as const;
+    const value = (await this.meta.proposeOp(this.client, op)) as { lengthBytes?: number } | undefined;
     return { lengthBytes: value?.lengthBytes ?? 0 };
   }
 }
