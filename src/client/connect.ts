@@ -42,7 +42,7 @@ export function metadataForData(client: MetadataClient): WriterMetadata & Reader
       if (lease !== undefined) {
         // One command: the file and its lease, with what the writer needs (an older leader: a stat after).
         const { writing } = await client.createForWriting(path, { exclusive: options.exclusive, holder: lease.holder, leaseDurationMs: lease.durationMs, ...compression });
-        if (writing !== undefined) return writing;
+        if (writing !== undefined) return { chunkSizeBytes: writing.chunkSizeBytes, compression: writing.compression, lease: { expiresMs: writing.leaseExpiresMs, chunkCount: 0 } };
       } else {
         await client.create(path, { exclusive: options.exclusive, ...compression });
       }

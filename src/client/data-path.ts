@@ -36,6 +36,12 @@ export interface ChunkLocationsPage {
   readonly nextIndex: number;
 }
 
+/** A writer's lease as granted: its expiry, and the file's chunks then (where the writer's chunks start). */
+export interface GrantedLease {
+  readonly expiresMs: number;
+  readonly chunkCount: number;
+}
+
 /** A chunk's seal: its version, final length and CRC32C. */
 export interface ChunkSeal {
   readonly handle: number;
@@ -49,13 +55,14 @@ export interface WriterMetadata {
   /**
    * Creates the file (exclusive or truncating; `compression` absent: the directory's) and returns its chunk
    * size in bytes and its compression (absent: none). With `lease`, the file's writer lease may be granted
-   * by the same command: then `leaseExpiresMs` is set (the file is new, so it has no chunks); when it is
-   * absent the writer acquires the lease itself (an implementation may ignore `lease`).
+   * on the way (by the create's own command, or for an existing file the writer appends to): then `lease`
+   * is set, with the file's chunk count when it was granted; when it is absent the writer acquires the lease
+   * itself (an implementation may ignore the option).
    */
   createFile(
     path: string,
     options: { exclusive: boolean; compression?: 'none' | 'lz4'; lease?: { holder: string; durationMs: number } },
-  ): Promise<{ chunkSizeBytes: number; compression?: 'none' | 'lz4'; leaseExpiresMs?: number }>;
+  ): Promise<{ chunkSizeBytes: number; compression?: 'none' | 'lz4'; lease?: GrantedLease }>;
   /** The lease, and the file's chunk count when it was granted (where an appending writer's chunks start). */
   acquireLease(path: string, holder: string, durationMs: number): Promise<{ expiresMs: number; chunkCount: number }>;
   renewLease(path: string, holder: string, durationMs: number): Promise<{ expiresMs: number }>;

@@ -187,13 +187,13 @@ export class FileWriter {
 
   static async open(path: string, options: FileWriterOptions): Promise<FileWriter> {
     const leaseDurationMs = options.leaseDurationMs ?? leaseDurationMsDefault;
-    // The lease comes with the file when the metadata can grant both in one command (a new file: no chunks).
+    // The lease comes with the file when the metadata grants it on the way (one command for a new file).
     const created = await options.metadata.createFile(path, {
       exclusive: options.exclusive ?? false,
       ...(options.compression === undefined ? {} : { compression: options.compression }),
       lease: { holder: options.holder, durationMs: leaseDurationMs },
     });
-    const chunkCount = created.leaseExpiresMs !== undefined ? 0 : (await options.metadata.acquireLease(path, options.holder, leaseDurationMs)).chunkCount;
+    const chunkCount = (created.lease ?? (await options.metadata.acquireLease(path, options.holder, leaseDurationMs))).chunkCount;
     const writer = new FileWriter(path, options, created.chunkSizeBytes, leaseDurationMs, created.compression ?? 'none');
     // Appending to a file: its chunks stay, and this writer's go after them.
     writer.chunksGiven = chunkCount;

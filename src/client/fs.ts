@@ -27,7 +27,7 @@ import { MetadataClient } from '../metadata/client.ts';
 import type { ChunkLocation, StatInfo } from '../metadata/client.ts';
 import type { DataPlaneLimits } from '../chunkserver/dataplane/index.ts';
 import { dataPlaneOptions, metadataForData, tcpDataPlane } from './connect.ts';
-import type { DataPlane, ReaderMetadata, WriterMetadata } from './data-path.ts';
+import type { DataPlane, GrantedLease, ReaderMetadata, WriterMetadata } from './data-path.ts';
 import { FileReader } from './file-reader.ts';
 import { FileWriter } from './file-writer.ts';
 import { AbortError, RfsError, TimeoutError, toRfsError } from './errors.ts';
@@ -618,15 +618,17 @@ export class RfsClient {
     const limit = <T>(fn: () => Promise<T>): Promise<T> => this.limiter.run(fn);
     const { replication, chunkSizeBytes, ifGeneration, compression } = options;
     const mode = options.mode === undefined ? undefined : fileModeBits(options.mode, { syscall: 'open' });
-    type Created = { chunkSizeBytes: number; compression?: 'none' | 'lz4'; leaseExpiresMs?: number };
-    const create = async (path: string, exclusive: boolean, lease: { holder: string; durationMs: number } | undefined): Promise<Created> => {
+    type Created = { chunkSizeBytes: number; compression?: 'none' | 'lz4'; lease?: GrantedLease };
+    type LeaseWanted = { holder: string; durationMs: number } | undefined;
+    const leaseGuard = defined({ ifGeneration: flags === 'a' || flags === 'ax' ? ifGeneration : undefined });
+    const create = async (path: string, exclusive: boolean, lease: LeaseWanted): Promise<Created> => {
       const attrs = { exclusive, ...defined({ replication, chunkSizeBytes, ifGeneration, compression, mode }) };
       try {
         if (lease === undefined) await limit(() => m.create(path, attrs));
         else {
           // One command: the file and its lease, with what the writer needs (an older leader: a stat after).
           const { writing } = await limit(() => m.createForWriting(path, { ...attrs, holder: lease.holder, leaseDurationMs: lease.durationMs }));
-          if (writing !== undefined) return writing;
+          if (writing !== undefined) return { chunkSizeBytes: writing.chunkSizeBytes, compression: writing.compression, lease: { expiresMs: writing.leaseExpiresMs, chunkCount: 0 } };
         }
       } catch (error) {
         // O_CREAT|O_EXCL fails with EEXIST for any existing path; the state machine says EISDIR for a directory.
@@ -636,13 +638,24 @@ export class RfsClient {
       const info = await m.stat(path);
       return { chunkSizeBytes: info.chunkSizeBytes, ...defined({ compression: info.compression }) };
     };
+    // Append to an existing file: the lease answers its chunk count, size and compression in one command (an
+    // older leader: a stat after). A directory is EISDIR, a missing file ENOENT.
+    const leaseExisting = async (path: string, lease: NonNullable<LeaseWanted>): Promise<Created> => {
+      const granted = await limit(() => m.acquireLease(path, { holder: lease.holder, durationMs: lease.durationMs, ...leaseGuard }));
+      const held = { expiresMs: granted.expiresMs, chunkCount: granted.chunkCount };
+      if (granted.chunkSizeBytes !== undefined) return { chunkSizeBytes: granted.chunkSizeBytes, ...defined({ compression: granted.compression }), lease: held };
+      const info = await m.stat(path);
+      return { chunkSizeBytes: info.chunkSizeBytes, ...defined({ compression: info.compression }), lease: held };
+    };
     return {
       async createFile(path, { exclusive, lease }) {
         if (flags === 'w' || flags === 'wx') return create(path, exclusive, lease);
+        // 'ax': a new file only (EEXIST for any existing path), as 'wx'.
+        if (exclusive) return create(path, true, lease);
         // Append: an existing file keeps its chunks; the writer adds new ones after them.
-        const existing = async (): Promise<{ chunkSizeBytes: number; compression?: 'none' | 'lz4' }> => {
+        const existing = async (): Promise<Created> => {
+          if (lease !== undefined) return leaseExisting(path, lease);
           const info = await m.stat(path);
-          if (exclusive) throw new RfsError('EEXIST', { syscall: 'open', path });
           if (info.type === 'dir') throw new RfsError('EISDIR', { syscall: 'open', path });
           return { chunkSizeBytes: info.chunkSizeBytes, ...defined({ compression: info.compression }) };
         };
@@ -655,11 +668,11 @@ export class RfsClient {
           return await create(path, true, lease);
         } catch (error) {
           // 'a' on a missing file races with another creator: it exists now, so append to it (as O_APPEND|O_CREAT).
-          if (exclusive || (error as { code?: string }).code !== 'EEXIST') throw error;
+          if ((error as { code?: string }).code !== 'EEXIST') throw error;
           return existing();
         }
       },
-      acquireLease: (path, holder, durationMs) => limit(() => m.acquireLease(path, { holder, durationMs, ...defined({ ifGeneration: flags === 'a' || flags === 'ax' ? ifGeneration : undefined }) })),
+      acquireLease: (path, holder, durationMs) => limit(() => m.acquireLease(path, { holder, durationMs, ...leaseGuard })),
       renewLease: (path, holder, durationMs) => limit(() => m.renewLease(path, { holder, durationMs })),
       releaseLease: (path, holder) => limit(() => m.releaseLease(path, { holder })),
       allocateChunk: (path, holder, index) => limit(() => m.allocateChunk(path, { holder, index })),

@@ -51,7 +51,10 @@ async function requireLease(txn: Txn, file: Inode, holder: string): Promise<void
  * The lease, and the file's chunk count under it: a writer appending to the file names its next allocation's
  * index from it (addChunk's `index`), and no other writer can add chunks while the lease lives.
  */
-export async function acquireLease(txn: Txn, op: OpOf<'acquireLease'>): Promise<{ expiresMs: number; chunkCount: number }> {
+export async function acquireLease(
+  txn: Txn,
+  op: OpOf<'acquireLease'>,
+): Promise<{ expiresMs: number; chunkCount: number; chunkSizeBytes: number; compression: 'none' | 'lz4' }> {
   const path = parsePath(op.path, txn.limits);
   v.checkLabel('lease holder', op.holder, txn.limits);
   v.checkLeaseDuration(op.durationMs, txn.limits);
@@ -69,7 +72,8 @@ export async function acquireLease(txn: Txn, op: OpOf<'acquireLease'>): Promise<
   }
   const expiresMs = txn.nowMs + op.durationMs;
   txn.putLease(file.id, { holder: op.holder, expiresMs });
-  return { expiresMs, chunkCount: file.chunkCount };
+  // What an appending writer needs besides: its chunks go after chunkCount, at the file's chunk size.
+  return { expiresMs, chunkCount: file.chunkCount, chunkSizeBytes: file.chunkSizeBytes, compression: file.compression ?? 'none' };
 }
 
 export async function renewLease(txn: Txn, op: OpOf<'renewLease'>): Promise<{ expiresMs: number }> {

@@ -322,10 +322,20 @@ export class MetadataClient {
 
   // ---------------------------------------------------------------- writers and readers of chunks
 
-  /** The file's writer lease for `durationMs`; resolves with its expiry (the leader's wall-clock ms). */
-  async acquireLease(path: string, options: { holder: string; durationMs: number; ifGeneration?: number }): Promise<{ expiresMs: number; chunkCount: number }> {
+  /**
+   * The file's writer lease for `durationMs`; resolves with its expiry (the leader's wall-clock ms), the file's
+   * chunk count (where an appending writer's chunks start) and, from a leader that answers them, its chunk
+   * size and compression.
+   */
+  async acquireLease(
+    path: string,
+    options: { holder: string; durationMs: number; ifGeneration?: number },
+  ): Promise<{ expiresMs: number; chunkCount: number; chunkSizeBytes?: number; compression?: 'none' | 'lz4' }> {
     const reply = await this.mutate('AcquireLease', { path, ...options });
-    return { expiresMs: num(reply['expiresMs']), chunkCount: num(reply['chunkCount']) };
+    const lease = { expiresMs: num(reply['expiresMs']), chunkCount: num(reply['chunkCount']) };
+    const size = reply['chunkSizeBytes'];
+    if (size === undefined || size === null) return lease;
+    return { ...lease, chunkSizeBytes: num(size), compression: reply['compression'] === 'lz4' ? 'lz4' : 'none' };
   }
 
   /** Extends the holder's live lease by `durationMs` from now (ELEASE once it expired: acquire again). */

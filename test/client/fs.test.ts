@@ -223,6 +223,36 @@ void t.test('deleting or trimming frees the replicas on the chunkservers without
   t.equal((await fs.readFile('/t/gc/b')).length, MiB + 1, 'and the trimmed file reads back');
 });
 
+void t.test("a writer's metadata calls: one to open (create or append), one per chunk allocated, one to close", async (t) => {
+  await fs.mkdir('/t/calls');
+  const methods = ['Create', 'Stat', 'AcquireLease', 'AllocateChunk', 'SealChunk', 'CompleteFile'] as const;
+  // Calls answered by the leader, by method (the counter counts every outcome).
+  const counts = async (): Promise<Record<string, number>> => {
+    const text = await (await cluster.metadata.leader()).metrics();
+    const out: Record<string, number> = {};
+    for (const m of methods) {
+      out[m] = [...text.matchAll(new RegExp(`^rfs_metadata_requests_total\\{method="${m}",outcome="[^"]+"\\} (\\d+)$`, 'gm'))].reduce((n, x) => n + Number(x[1]), 0);
+    }
+    return out;
+  };
+  const callsOf = async (fn: () => Promise<void>): Promise<Record<string, number>> => {
+    const before = await counts();
+    await fn();
+    const after = await counts();
+    return Object.fromEntries(methods.map((m) => [m, after[m]! - before[m]!]));
+  };
+  const none = Object.fromEntries(methods.map((m) => [m, 0]));
+  t.same(await callsOf(() => fs.writeFile('/t/calls/f', pattern(1000, 1))), { ...none, Create: 1, AllocateChunk: 1, CompleteFile: 1 }, 'writeFile: create (with the lease), allocate, complete (with the seal)');
+  t.same(await callsOf(() => fs.writeFile('/t/calls/g', pattern(2 * MiB + 7, 2))), { ...none, Create: 1, AllocateChunk: 3, SealChunk: 2, CompleteFile: 1 }, 'three chunks: the first two sealed on their own');
+  t.same(await callsOf(() => fs.appendFile('/t/calls/f', pattern(10, 3))), { ...none, AcquireLease: 1, AllocateChunk: 1, CompleteFile: 1 }, 'appendFile to an existing file: the lease answers what the writer needs');
+  t.same(await callsOf(() => fs.appendFile('/t/calls/new', pattern(10, 4))), { ...none, AcquireLease: 1, Create: 1, AllocateChunk: 1, CompleteFile: 1 }, 'appendFile to a missing file: the lease (ENOENT), then create with the lease');
+  t.same(await callsOf(() => fs.writeFile('/t/calls/empty', new Uint8Array(0))), { ...none, Create: 1, CompleteFile: 1 }, 'an empty file');
+  t.same([...(await fs.readFile('/t/calls/f'))], [...pattern(1000, 1), ...pattern(10, 3)], 'the appended file reads back');
+  t.same([...(await fs.readFile('/t/calls/new'))], [...pattern(10, 4)]);
+  t.ok((await fs.readFile('/t/calls/g')).equals(pattern(2 * MiB + 7, 2)));
+  t.equal((await fs.stat('/t/calls/empty')).size, 0);
+});
+
 void t.test('copyFile and readdir({ recursive })', async (t) => {
   await fs.mkdir('/t/cp');
   const data = pattern(2 * MiB + 321, 11);

@@ -21,13 +21,15 @@ fsmTest(t, 'a live lease blocks other holders; an expired one can be taken over'
   t.equal(await h.code({ type: 'acquireLease', path: '/f', holder: 'other', durationMs: 1000 }), 'ELEASE');
   t.same(
     await h.ok({ type: 'acquireLease', path: '/f', holder: W, durationMs: 2000 }),
-    { expiresMs: h.nowMs + 2000, chunkCount: 0 },
-    're-acquire by the holder',
+    { expiresMs: h.nowMs + 2000, chunkCount: 0, chunkSizeBytes: 64 << 20, compression: 'none' },
+    're-acquire by the holder (with what an appending writer needs: chunk count, size, compression)',
   );
   h.nowMs += 2000; // expired exactly now
   t.same(await h.ok({ type: 'acquireLease', path: '/f', holder: 'other', durationMs: 500 }), {
     expiresMs: h.nowMs + 500,
     chunkCount: 0,
+    chunkSizeBytes: 64 << 20,
+    compression: 'none',
   });
   t.equal((await h.stat('/f')).lease?.holder, 'other');
   t.equal(

@@ -10,7 +10,7 @@
  * Nothing here retries a proposal whose outcome is unknown: the caller sees an error (a writer then gives
  * up its file; an agent retries, which is idempotent).
  */
-import type { AllocatedChunk, ChunkLocationsPage, ChunkSeal, ReaderMetadata, Replica, WriterMetadata } from '../../src/client/data-path.ts';
+import type { AllocatedChunk, ChunkLocationsPage, ChunkSeal, GrantedLease, ReaderMetadata, Replica, WriterMetadata } from '../../src/client/data-path.ts';
 import type { ChunkReportRequest, CommandsReply, MetadataLink, RegisterRequest } from '../../src/chunkserver/agent.ts';
 import { MetadataLinkError } from '../../src/chunkserver/agent.ts';
 import type { FsResult, Op, SessionStamp } from '../../src/fsm/index.ts';
@@ -246,7 +246,7 @@ export class SimWriterMetadata implements WriterMetadata {
   async createFile(
     path: string,
     options: { exclusive: boolean; lease?: { holder: string; durationMs: number } },
-  ): Promise<{ chunkSizeBytes: number; compression: 'none' | 'lz4'; leaseExpiresMs?: number }> {
+  ): Promise<{ chunkSizeBytes: number; compression: 'none' | 'lz4'; lease?: GrantedLease }> {
     const { replication, chunkSizeBytes } = this.file;
     const compression = this.file.compression ?? 'none';
     // With the lease: one command, as the real client's (the file's attributes come back with it).
@@ -261,7 +261,7 @@ export class SimWriterMetadata implements WriterMetadata {
     })) as { chunkSizeBytes?: number; compression?: 'none' | 'lz4'; leaseExpiresMs?: number } | undefined;
     if (options.lease === undefined) return { chunkSizeBytes, compression };
     if (value?.chunkSizeBytes === undefined || value.leaseExpiresMs === undefined) throw new Error('create with a lease returned no chunk size or lease expiry');
-    return { chunkSizeBytes: value.chunkSizeBytes, compression: value.compression ?? 'none', leaseExpiresMs: value.leaseExpiresMs };
+    return { chunkSizeBytes: value.chunkSizeBytes, compression: value.compression ?? 'none', lease: { expiresMs: value.leaseExpiresMs, chunkCount: 0 } };
   }
 
   async acquireLease(path: string, holder: string, durationMs: number): Promise<{ expiresMs: number; chunkCount: number }> {
