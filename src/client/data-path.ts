@@ -5,6 +5,7 @@
  * their own. Keeping the writer and reader behind these interfaces is what lets the deterministic
  * simulator run the very same write and read logic.
  */
+import type { ChunkSeal } from '../fsm/commands.ts';
 
 export interface Replica {
   readonly id: number;
@@ -42,13 +43,8 @@ export interface GrantedLease {
   readonly chunkCount: number;
 }
 
-/** A chunk's seal: its version, final length and CRC32C. */
-export interface ChunkSeal {
-  readonly handle: number;
-  readonly version: number;
-  readonly lengthBytes: number;
-  readonly checksum: number;
-}
+/** A chunk's seal: its version, final length and CRC32C (as CompleteFile carries it). */
+export type { ChunkSeal };
 
 /** The metadata operations a writer uses (all but `chunkSizeOf` are leader-only mutations). */
 export interface WriterMetadata {

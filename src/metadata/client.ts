@@ -4,6 +4,7 @@
  * keeps its session stamp (client id, seq) across retries, so a command that was applied before its answer
  * got lost is not applied twice: the server returns the first result.
  */
+import type { ChunkSeal } from '../fsm/commands.ts';
 import type { StatInfo as FsmStatInfo } from '../fsm/queries.ts';
 import * as grpc from '@grpc/grpc-js';
 import { MetadataClientConstructor, submitItemMethods, submitItemsMax } from './proto.ts';
@@ -51,14 +52,6 @@ export type StatInfo = Omit<FsmStatInfo, 'lease'>;
 export interface InodeRef {
   readonly id: number;
   readonly generation: number;
-}
-
-/** A chunk's seal as CompleteFile carries it (SealChunk's fields). */
-export interface ChunkSealRequest {
-  readonly handle: number;
-  readonly version: number;
-  readonly lengthBytes: number;
-  readonly checksum: number;
 }
 
 export interface DirEntry {
@@ -394,7 +387,7 @@ export class MetadataClient {
    */
   async completeFile(
     path: string,
-    options: { holder: string; chunkCount?: number; lastChunk?: ChunkSealRequest; ifGeneration?: number },
+    options: { holder: string; chunkCount?: number; lastChunk?: ChunkSeal; ifGeneration?: number },
   ): Promise<{ lengthBytes: number; generation: number }> {
     const c = options.lastChunk?.checksum;
     if (c !== undefined && (!Number.isSafeInteger(c) || c < 0 || c > 0xffff_ffff))
