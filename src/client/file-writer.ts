@@ -34,7 +34,7 @@
  */
 import { crcAfter, gridCrcs } from '../chunkserver/block-crcs.ts';
 import { FileIoError, realTimers } from './data-path.ts';
-import type { ChunkPipeline, DataPlane, PipelineFailure, Replica, WriterMetadata, WriterTimers } from './data-path.ts';
+import type { ChunkPipeline, ChunkSeal, DataPlane, PipelineFailure, Replica, WriterMetadata, WriterTimers } from './data-path.ts';
 import { SpareBuffers } from './spare-buffers.ts';
 
 /** Bytes gathered before they go down a pipeline (the data plane splits them into packets). */
@@ -193,12 +193,20 @@ export class FileWriter {
       ...(options.compression === undefined ? {} : { compression: options.compression }),
       lease: { holder: options.holder, durationMs: leaseDurationMs },
     });
-    const chunkCount = (created.lease ?? (await options.metadata.acquireLease(path, options.holder, leaseDurationMs))).chunkCount;
-    const writer = new FileWriter(path, options, created.chunkSizeBytes, leaseDurationMs, created.compression ?? 'none');
-    // Appending to a file: its chunks stay, and this writer's go after them.
-    writer.chunksGiven = chunkCount;
-    writer.chunksUsed = chunkCount;
-    return writer;
+    let leased = created.lease !== undefined;
+    try {
+      const { chunkCount } = created.lease ?? (await options.metadata.acquireLease(path, options.holder, leaseDurationMs));
+      leased = true;
+      const writer = new FileWriter(path, options, created.chunkSizeBytes, leaseDurationMs, created.compression ?? 'none');
+      // Appending to a file: its chunks stay, and this writer's go after them.
+      writer.chunksGiven = chunkCount;
+      writer.chunksUsed = chunkCount;
+      return writer;
+    } catch (error) {
+      // No writer to abort later: give the lease back now, so the file is not held until the lease expires.
+      if (leased) await options.metadata.releaseLease(path, options.holder).catch(() => undefined);
+      throw error;
+    }
   }
 
   /** Staging buffers this writer had to make fresh (the spares had none of the size). */
@@ -227,13 +235,29 @@ export class FileWriter {
       await this.dropAhead();
       // The last chunk's seal goes with the completion: one command, not two.
       const lastChunk = last === null ? undefined : { handle: last.handle, version: last.version, lengthBytes: last.sent, checksum: last.crc };
-      const result = await this.options.metadata.completeFile(this.path, this.options.holder, this.chunksUsed, lastChunk);
+      const result = await this.complete(lastChunk);
       if (last !== null) this.dropAcknowledged(last);
       this.closed = true;
       this.stopRenewing();
       this.giveBackStaging();
       return result;
     });
+  }
+
+  /**
+   * CompleteFile with the last chunk's seal. A leader older than that field ignores it and refuses the
+   * completion (EINVAL: a chunk is not sealed); a refusal applied nothing, so the chunk is then sealed on its
+   * own and the file completed without it (what the writer did before the field existed).
+   */
+  private async complete(lastChunk: ChunkSeal | undefined): Promise<{ lengthBytes: number }> {
+    const { metadata, holder } = this.options;
+    try {
+      return await metadata.completeFile(this.path, holder, this.chunksUsed, lastChunk);
+    } catch (error) {
+      if (lastChunk === undefined || (error as { code?: unknown }).code !== 'EINVAL') throw error;
+      await metadata.sealChunk(lastChunk.handle, holder, lastChunk.version, lastChunk.lengthBytes, lastChunk.checksum);
+      return metadata.completeFile(this.path, holder, this.chunksUsed);
+    }
   }
 
   /** Gives up: stops the pipeline and the lease renewal; the lease is released, best effort. */

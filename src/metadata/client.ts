@@ -222,7 +222,8 @@ export class MetadataClient {
   /**
    * Creates (or, without `exclusive`, replaces) the file and grants `holder` its writer lease in the same
    * command. `writing` is what a writer needs to start: the file's chunk size and compression and the
-   * lease's expiry; undefined from a server that does not return them (the caller then stats the file).
+   * lease's expiry (also when the call travels in a Submit batch); undefined from a leader older than these
+   * fields (the caller then stats the file, and acquires the lease: the old leader granted it already).
    */
   async createForWriting(
     path: string,
@@ -366,9 +367,7 @@ export class MetadataClient {
     handle: number,
     options: { holder: string; version: number; lengthBytes: number; checksum: number; ifGeneration?: number },
   ): Promise<{ fileLengthBytes: number }> {
-    // uint32 on the wire: protobuf would silently truncate a larger number.
-    if (!Number.isSafeInteger(options.checksum) || options.checksum < 0 || options.checksum > 0xffff_ffff)
-      throw new MetadataError('EINVAL', `checksum: ${options.checksum} is not a CRC32C`);
+    checkCrc32c(options.checksum, 'checksum');
     const reply = await this.mutate('SealChunk', { handle, ...options });
     return { fileLengthBytes: num(reply['fileLengthBytes']) };
   }
@@ -389,9 +388,7 @@ export class MetadataClient {
     path: string,
     options: { holder: string; chunkCount?: number; lastChunk?: ChunkSeal; ifGeneration?: number },
   ): Promise<{ lengthBytes: number; generation: number }> {
-    const c = options.lastChunk?.checksum;
-    if (c !== undefined && (!Number.isSafeInteger(c) || c < 0 || c > 0xffff_ffff))
-      throw new MetadataError('EINVAL', `lastChunk.checksum: ${c} is not a CRC32C`);
+    if (options.lastChunk !== undefined) checkCrc32c(options.lastChunk.checksum, 'lastChunk.checksum');
     const reply = await this.mutate('CompleteFile', { path, ...options });
     return { lengthBytes: num(reply['lengthBytes']), generation: num(reply['generation']) };
   }
@@ -735,6 +732,11 @@ function chunkPipeline(reply: WireReply): ChunkPipeline {
     version: num(reply['version']),
     replicas: replicaList(reply['replicas']),
   };
+}
+
+/** uint32 on the wire: protobuf would silently truncate a larger number, so it is refused before sending. */
+function checkCrc32c(value: number, what: string): void {
+  if (!Number.isSafeInteger(value) || value < 0 || value > 0xffff_ffff) throw new MetadataError('EINVAL', `${what}: ${value} is not a CRC32C`);
 }
 
 function inodeRef(reply: WireReply): InodeRef {

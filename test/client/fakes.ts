@@ -194,6 +194,8 @@ export class FakeMetadata implements WriterMetadata, ReaderMetadata {
   loseNextAllocationAnswer = false;
   /** Grant the writer's lease in createFile when asked (as a current leader); false: as an older one. */
   leaseOnCreate = true;
+  /** As a leader older than CompleteFile's lastChunk: completeFile ignores it. */
+  lastChunkIgnored = false;
   /** createFile calls, and whether each granted the lease. */
   readonly creates: { path: string; withLease: boolean }[] = [];
   /** acquireLease, sealChunk and completeFile calls (completeFile: with the last chunk's seal or not). */
@@ -305,18 +307,22 @@ export class FakeMetadata implements WriterMetadata, ReaderMetadata {
   }
 
   async completeFile(path: string, holder: string, chunkCount: number, lastChunk?: ChunkSeal): Promise<{ lengthBytes: number }> {
-    this.calls.push(lastChunk === undefined ? 'completeFile' : 'completeFile+seal');
+    this.calls.push(lastChunk === undefined || this.lastChunkIgnored ? 'completeFile' : 'completeFile+seal');
     const f = this.file(path, holder);
-    if (lastChunk !== undefined) {
+    if (lastChunk !== undefined && !this.lastChunkIgnored) {
       const entry = this.chunks.get(lastChunk.handle);
       if (entry === undefined || entry.file !== f || entry.chunk.index >= chunkCount) throw new Error(`EINVAL: chunk ${lastChunk.handle} was not written`);
       // As the state machine: the seal and the completion both happen or neither (the seal is undone on failure).
       const before = { ...entry.chunk };
+      const chunks = [...f.chunks];
+      const abandoned = this.abandoned.length;
       await this.seal(lastChunk.handle, holder, lastChunk.version, lastChunk.lengthBytes, lastChunk.checksum);
       try {
         return await this.complete(f, chunkCount);
       } catch (error) {
         Object.assign(entry.chunk, before);
+        f.chunks = chunks;
+        for (const c of this.abandoned.splice(abandoned)) this.chunks.set(c, { file: f, chunk: chunks.find((x) => x.handle === c)! });
         throw error;
       }
     }
@@ -334,7 +340,7 @@ export class FakeMetadata implements WriterMetadata, ReaderMetadata {
       this.chunks.delete(last.handle);
       this.abandoned.push(last.handle);
     }
-    if (f.chunks.some((c) => !c.sealed)) return Promise.reject(new Error('EINVAL: a chunk is not sealed'));
+    if (f.chunks.some((c) => !c.sealed)) return Promise.reject(Object.assign(new Error('EINVAL: a chunk is not sealed'), { code: 'EINVAL' }));
     f.complete = true;
     f.holder = null;
     f.lengthBytes = f.chunks.reduce((s, c) => s + c.lengthBytes, 0);

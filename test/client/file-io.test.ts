@@ -75,6 +75,26 @@ void t.test('open is one call (create with the lease), close one (complete with 
   t.same(metadata.calls, ['completeFile']);
 });
 
+void t.test('a leader older than lastChunk: open acquires the lease, close seals on its own and completes', async (t) => {
+  const { data, metadata, timers, reader } = setup();
+  metadata.leaseOnCreate = false;
+  metadata.lastChunkIgnored = true;
+  const bytes = pattern(5 * MiB + 3, 4);
+  const writer = await FileWriter.open('/a', { metadata, data, holder: 'w1', timers, allocateAheadBytes: 0 });
+  await writeInPieces(writer, bytes);
+  t.equal((await writer.close()).lengthBytes, bytes.length);
+  t.same(metadata.calls, ['acquireLease', 'sealChunk', 'completeFile', 'sealChunk', 'completeFile'], 'refused without the seal, then the two calls of old');
+  t.ok((await reader.readFile('/a')).equals(bytes));
+});
+
+void t.test('an open that fails after the lease was granted gives the lease back', async (t) => {
+  const { data, metadata, timers } = setup();
+  await t.rejects(FileWriter.open('/a', { metadata, data, holder: 'w1', timers, allocateAheadBytes: -1 }), RangeError);
+  t.equal(metadata.files.get('/a')!.holder, null, 'released: the next writer need not wait for the lease to expire');
+  const next = await FileWriter.open('/a', { metadata, data, holder: 'w2', timers });
+  t.equal((await next.close()).lengthBytes, 0);
+});
+
 void t.test('a completion refused with the last seal: close fails and the chunk stays unsealed', async (t) => {
   const { data, metadata, timers } = setup();
   const writer = await FileWriter.open('/a', { metadata, data, holder: 'w1', timers, stagingBytes: 256 * 1024, allocateAheadBytes: 0 });

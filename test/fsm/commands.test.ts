@@ -64,7 +64,14 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
     ...cond,
   }),
   fc.record({ type: fc.constant('releaseLease' as const), path: str, holder: str, ...cond }),
-  fc.record({ type: fc.constant('completeFile' as const), path: str, holder: str, ...cond }),
+  fc.record({
+    type: fc.constant('completeFile' as const),
+    path: str,
+    holder: str,
+    chunkCount: optNat,
+    lastChunk: fc.option(fc.record({ handle: nat, version: nat, lengthBytes: nat, checksum: nat }), { nil: undefined }),
+    ...cond,
+  }),
   fc.record({ type: fc.constant('addChunk' as const), path: str, holder: str, replicas: ids, ...cond }),
   fc.record({
     type: fc.constant('bumpChunkVersion' as const),
@@ -144,6 +151,9 @@ function wellFormed(c: Command): string | null {
     if (k === 'lease') {
       const l = v as { holder: unknown; durationMs: unknown };
       if (typeof l.holder !== 'string' || !isNat(l.durationMs) || Object.keys(l).length !== 2) return 'lease';
+    } else if (k === 'lastChunk') {
+      const l = v as Record<string, unknown>;
+      if (Object.keys(l).length !== 4 || !['handle', 'version', 'lengthBytes', 'checksum'].every((f) => isNat(l[f]))) return 'lastChunk';
     } else if (k === 'replicas') {
       if (!Array.isArray(v) || !v.every(isNat)) return 'replicas';
     } else if (!(typeof v === 'string' || typeof v === 'boolean' || isNat(v))) return `field ${k}`;
@@ -248,6 +258,10 @@ void t.test('well-formed msgpack of the wrong shape is rejected', (t) => {
     [1, 0, null, { type: 'create', path: '/a', lease: { holder: 'w' } }],
     [1, 0, null, { type: 'create', path: '/a', lease: { holder: 'w', durationMs: 1, x: 1 } }],
     [1, 0, null, { type: 'setChunkserverState', id: 1, state: 'zombie' }],
+    [1, 0, null, { type: 'completeFile', path: '/a', holder: 'w', lastChunk: { handle: 1, version: 1, lengthBytes: 1 } }],
+    [1, 0, null, { type: 'completeFile', path: '/a', holder: 'w', lastChunk: { handle: 1, version: 1, lengthBytes: 1, checksum: 1, x: 1 } }],
+    [1, 0, null, { type: 'completeFile', path: '/a', holder: 'w', lastChunk: { handle: 1, version: -1, lengthBytes: 1, checksum: 1 } }],
+    [1, 0, null, { type: 'completeFile', path: '/a', holder: 'w', lastChunk: [1, 1, 1, 1] }],
     [1, 0, null, [['type', 'mkdir']]],
     [1, 0, null, new Uint8Array([1])],
     [1, 0, null, { type: 'mkdir', path: 'x'.repeat(70_000) }],

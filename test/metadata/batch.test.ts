@@ -81,6 +81,11 @@ void t.test('SubmitBatcher: concurrent sessions share calls, each gets its own a
   const callsBefore = batcher.calls;
   await sessions[0]!.create('/b/alone');
   t.equal(batcher.calls - callsBefore, 1, 'a lone create is one call');
+  // A create with the lease answers, through Submit too, what a writer needs to start.
+  const leased = await sessions[0]!.createForWriting('/b/leased', { holder: 'w', leaseDurationMs: 10_000, chunkSizeBytes: 1 << 20 });
+  t.equal(batcher.calls - callsBefore, 2, 'it went through the batcher');
+  t.same(leased.writing && [leased.writing.chunkSizeBytes, leased.writing.compression, leased.writing.leaseExpiresMs > 0], [1 << 20, 'none', true], 'chunk size, compression and lease expiry in the SubmitResult');
+  await sessions[0]!.unlink('/b/leased');
 
   const ids = await Promise.all(
     sessions.map(async (s, i) => {

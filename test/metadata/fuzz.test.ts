@@ -94,7 +94,7 @@ const fieldsOf: Record<string, string[]> = {
   AcquireLease: ['session', 'path', 'holder', 'durationMs', 'ifGeneration'],
   RenewLease: ['session', 'path', 'holder', 'durationMs', 'ifGeneration'],
   ReleaseLease: ['session', 'path', 'holder', 'ifGeneration'],
-  CompleteFile: ['session', 'path', 'holder', 'ifGeneration'],
+  CompleteFile: ['session', 'path', 'holder', 'chunkCount', 'lastChunk', 'ifGeneration'],
   BumpChunkVersion: ['session', 'handle', 'holder', 'version', 'survivors', 'addReplacements', 'ifGeneration'],
   SealChunk: ['session', 'handle', 'holder', 'version', 'lengthBytes', 'checksum', 'ifGeneration'],
   AbandonChunk: ['session', 'path', 'holder', 'handle', 'ifGeneration'],
@@ -224,6 +224,14 @@ void t.test('random and mutated requests at every RPC', async (t) => {
         );
       case 'addReplacements':
         return fc.oneof(fc.boolean(), anyValue);
+      case 'chunkCount':
+        return fc.oneof({ arbitrary: fc.nat({ max: 4 }), weight: 4 }, u64Arb, anyValue);
+      case 'lastChunk':
+        // A ChunkSeal message: real-looking handles and versions (the file /f has chunks), and junk.
+        return fc.oneof(
+          { arbitrary: fc.record({ handle: valueFor('handle'), version: valueFor('version'), lengthBytes: u64Arb, checksum: valueFor('checksum') }, { requiredKeys: [] }), weight: 4 },
+          anyValue,
+        );
       case 'checksum':
         return fc.oneof(fc.nat({ max: 0xffff_ffff }), u64Arb, anyValue);
       case 'removed':
