@@ -398,9 +398,10 @@ export class RfsClient {
    * As Node's `fs.access`: resolves when `path` exists, fails with ENOENT (or ENOTDIR) when not. rfs checks no
    * permissions, so every `mode` (F_OK, R_OK, W_OK, X_OK) asks only whether the path exists.
    */
-  async access(path: string, mode?: number, options: CallOptions = {}): Promise<void> {
+  async access(path: string, mode?: number | null, options: CallOptions = {}): Promise<void> {
     const context = { syscall: 'access', path };
-    if (mode !== undefined && (!Number.isInteger(mode) || mode < 0 || mode > 7)) throw new RfsError('EINVAL', context, `mode ${String(mode)}: give F_OK, R_OK, W_OK, X_OK or an OR of them`);
+    // Absent or null: F_OK, as Node's.
+    if (mode !== undefined && mode !== null && (!Number.isInteger(mode) || mode < 0 || mode > 7)) throw new RfsError('EINVAL', context, `mode ${String(mode)}: give F_OK, R_OK, W_OK, X_OK or an OR of them`);
     await this.namespace(context, options, () => this.metadata.stat(path));
   }
 

@@ -177,6 +177,7 @@ void t.test('chmod, utimes, setReplication and access (setattr)', async (t) => {
 
   await fs.access('/t/attr/f');
   await fs.access('/t/attr', 7);
+  await fs.access('/t/attr/f', null); // F_OK, as Node's
   await rejectsCode(t, fs.access('/t/attr/missing'), 'ENOENT', 'access', '/t/attr/missing', 'access of a missing path');
   await rejectsCode(t, fs.access('/t/attr/f/under'), 'ENOTDIR', 'access', '/t/attr/f/under', 'access through a file');
   await rejectsCode(t, fs.access('/t/attr/f', 8), 'EINVAL', 'access', '/t/attr/f', 'an access mode out of range');
