@@ -9,7 +9,7 @@
  */
 import { hostname } from 'node:os';
 import { MetadataClient } from '../metadata/client.ts';
-import type { MetadataClientOptions } from '../metadata/client.ts';
+import type { CreateOptions, MetadataClientOptions } from '../metadata/client.ts';
 import { PooledDialer } from './read-pool.ts';
 import {
   askLocalReplica,
@@ -33,22 +33,30 @@ import type { FileWriterOptions } from './file-writer.ts';
 import { LocalReads } from './local-read.ts';
 import { SpareBuffers, spareBytesMaxDefault } from './spare-buffers.ts';
 
+/** What WriterMetadata.createFile answers. */
+export type CreatedForWriter = Awaited<ReturnType<WriterMetadata['createFile']>>;
+
+/**
+ * A writer's file created (with `attrs`; absent ones the parent directory's) and its lease granted, in one
+ * command that answers what the writer needs. From a leader older than that answer: a Stat after it, and no
+ * lease in the result (the writer acquires it; the old leader granted it to the same holder already).
+ */
+export async function createForWriter(
+  client: MetadataClient,
+  path: string,
+  attrs: Omit<CreateOptions, 'leaseHolder' | 'leaseDurationMs'>,
+  lease: { holder: string; durationMs: number },
+): Promise<CreatedForWriter> {
+  const { writing } = await client.createForWriting(path, { ...attrs, holder: lease.holder, leaseDurationMs: lease.durationMs });
+  if (writing !== undefined) return { chunkSizeBytes: writing.chunkSizeBytes, compression: writing.compression, lease: { expiresMs: writing.leaseExpiresMs, chunkCount: 0 } };
+  const info = await client.stat(path);
+  return { chunkSizeBytes: info.chunkSizeBytes, compression: info.compression };
+}
+
 /** The metadata operations of the data path on a MetadataClient. */
 export function metadataForData(client: MetadataClient): WriterMetadata & ReaderMetadata {
   return {
-    async createFile(path, options) {
-      const compression = options.compression === undefined ? {} : { compression: options.compression };
-      const lease = options.lease;
-      if (lease !== undefined) {
-        // One command: the file and its lease, with what the writer needs (an older leader: a stat after).
-        const { writing } = await client.createForWriting(path, { exclusive: options.exclusive, holder: lease.holder, leaseDurationMs: lease.durationMs, ...compression });
-        if (writing !== undefined) return { chunkSizeBytes: writing.chunkSizeBytes, compression: writing.compression, lease: { expiresMs: writing.leaseExpiresMs, chunkCount: 0 } };
-      } else {
-        await client.create(path, { exclusive: options.exclusive, ...compression });
-      }
-      const info = await client.stat(path);
-      return { chunkSizeBytes: info.chunkSizeBytes, compression: info.compression };
-    },
+    createFile: (path, { lease, ...attrs }) => createForWriter(client, path, attrs, lease),
     acquireLease: (path, holder, durationMs) => client.acquireLease(path, { holder, durationMs }),
     renewLease: (path, holder, durationMs) => client.renewLease(path, { holder, durationMs }),
     releaseLease: (path, holder) => client.releaseLease(path, { holder }),

@@ -50,14 +50,14 @@ export type { ChunkSeal };
 export interface WriterMetadata {
   /**
    * Creates the file (exclusive or truncating; `compression` absent: the directory's) and returns its chunk
-   * size in bytes and its compression (absent: none). With `lease`, the file's writer lease may be granted
-   * on the way (by the create's own command, or for an existing file the writer appends to): then `lease`
-   * is set, with the file's chunk count when it was granted; when it is absent the writer acquires the lease
-   * itself (an implementation may ignore the option).
+   * size in bytes and its compression (absent: none). The writer's `lease` may be granted on the way (by the
+   * create's own command, or for an existing file the writer appends to): then the answer's `lease` is set,
+   * with the file's chunk count when it was granted; when it is absent the writer acquires the lease itself
+   * (an implementation may ignore the option).
    */
   createFile(
     path: string,
-    options: { exclusive: boolean; compression?: 'none' | 'lz4'; lease?: { holder: string; durationMs: number } },
+    options: { exclusive: boolean; compression?: 'none' | 'lz4'; lease: { holder: string; durationMs: number } },
   ): Promise<{ chunkSizeBytes: number; compression?: 'none' | 'lz4'; lease?: GrantedLease }>;
   /** The lease, and the file's chunk count when it was granted (where an appending writer's chunks start). */
   acquireLease(path: string, holder: string, durationMs: number): Promise<{ expiresMs: number; chunkCount: number }>;

@@ -26,8 +26,9 @@ import { posix } from 'node:path';
 import { MetadataClient } from '../metadata/client.ts';
 import type { ChunkLocation, StatInfo } from '../metadata/client.ts';
 import type { DataPlaneLimits } from '../chunkserver/dataplane/index.ts';
-import { dataPlaneOptions, metadataForData, tcpDataPlane } from './connect.ts';
-import type { DataPlane, GrantedLease, ReaderMetadata, WriterMetadata } from './data-path.ts';
+import { createForWriter, dataPlaneOptions, metadataForData, tcpDataPlane } from './connect.ts';
+import type { CreatedForWriter } from './connect.ts';
+import type { DataPlane, ReaderMetadata, WriterMetadata } from './data-path.ts';
 import { FileReader } from './file-reader.ts';
 import { FileWriter } from './file-writer.ts';
 import { AbortError, RfsError, TimeoutError, toRfsError } from './errors.ts';
@@ -619,29 +620,22 @@ export class RfsClient {
     const limit = <T>(fn: () => Promise<T>): Promise<T> => this.limiter.run(fn);
     const { replication, chunkSizeBytes, ifGeneration, compression } = options;
     const mode = options.mode === undefined ? undefined : fileModeBits(options.mode, { syscall: 'open' });
-    type Created = { chunkSizeBytes: number; compression?: 'none' | 'lz4'; lease?: GrantedLease };
-    type LeaseWanted = { holder: string; durationMs: number } | undefined;
+    type Lease = { holder: string; durationMs: number };
     const leaseGuard = defined({ ifGeneration: flags === 'a' || flags === 'ax' ? ifGeneration : undefined });
-    const create = async (path: string, exclusive: boolean, lease: LeaseWanted): Promise<Created> => {
+    // A new file and its lease, one command (connect.ts, createForWriter).
+    const create = async (path: string, exclusive: boolean, lease: Lease): Promise<CreatedForWriter> => {
       const attrs = { exclusive, ...defined({ replication, chunkSizeBytes, ifGeneration, compression, mode }) };
       try {
-        if (lease === undefined) await limit(() => m.create(path, attrs));
-        else {
-          // One command: the file and its lease, with what the writer needs (an older leader: a stat after).
-          const { writing } = await limit(() => m.createForWriting(path, { ...attrs, holder: lease.holder, leaseDurationMs: lease.durationMs }));
-          if (writing !== undefined) return { chunkSizeBytes: writing.chunkSizeBytes, compression: writing.compression, lease: { expiresMs: writing.leaseExpiresMs, chunkCount: 0 } };
-        }
+        return await limit(() => createForWriter(m, path, attrs, lease));
       } catch (error) {
         // O_CREAT|O_EXCL fails with EEXIST for any existing path; the state machine says EISDIR for a directory.
         if (exclusive && (error as { code?: string }).code === 'EISDIR') throw new RfsError('EEXIST', { syscall: 'open', path }, 'exists and is a directory');
         throw error;
       }
-      const info = await m.stat(path);
-      return { chunkSizeBytes: info.chunkSizeBytes, ...defined({ compression: info.compression }) };
     };
     // Append to an existing file: the lease answers its chunk count, size and compression in one command (an
     // older leader: a stat after). A directory is EISDIR, a missing file ENOENT.
-    const leaseExisting = async (path: string, lease: NonNullable<LeaseWanted>): Promise<Created> => {
+    const existing = async (path: string, lease: Lease): Promise<CreatedForWriter> => {
       const granted = await limit(() => m.acquireLease(path, { holder: lease.holder, durationMs: lease.durationMs, ...leaseGuard }));
       const held = { expiresMs: granted.expiresMs, chunkCount: granted.chunkCount };
       if (granted.chunkSizeBytes !== undefined) return { chunkSizeBytes: granted.chunkSizeBytes, ...defined({ compression: granted.compression }), lease: held };
@@ -650,18 +644,11 @@ export class RfsClient {
     };
     return {
       async createFile(path, { exclusive, lease }) {
-        if (flags === 'w' || flags === 'wx') return create(path, exclusive, lease);
-        // 'ax': a new file only (EEXIST for any existing path), as 'wx'.
-        if (exclusive) return create(path, true, lease);
-        // Append: an existing file keeps its chunks; the writer adds new ones after them.
-        const existing = async (): Promise<Created> => {
-          if (lease !== undefined) return leaseExisting(path, lease);
-          const info = await m.stat(path);
-          if (info.type === 'dir') throw new RfsError('EISDIR', { syscall: 'open', path });
-          return { chunkSizeBytes: info.chunkSizeBytes, ...defined({ compression: info.compression }) };
-        };
+        // 'w', 'wx', and 'ax' (a new file only: EEXIST for any existing path, as 'wx').
+        if (flags !== 'a') return create(path, exclusive, lease);
+        // 'a': an existing file keeps its chunks; the writer adds new ones after them.
         try {
-          return await existing();
+          return await existing(path, lease);
         } catch (error) {
           if ((error as { code?: string }).code !== 'ENOENT') throw error;
         }
@@ -670,7 +657,7 @@ export class RfsClient {
         } catch (error) {
           // 'a' on a missing file races with another creator: it exists now, so append to it (as O_APPEND|O_CREAT).
           if ((error as { code?: string }).code !== 'EEXIST') throw error;
-          return existing();
+          return existing(path, lease);
         }
       },
       acquireLease: (path, holder, durationMs) => limit(() => m.acquireLease(path, { holder, durationMs, ...leaseGuard })),

@@ -43,6 +43,7 @@ export interface ChunkSeal {
   readonly handle: number;
   readonly version: number;
   readonly lengthBytes: number;
+  /** CRC32C of the chunk's bytes. */
   readonly checksum: number;
 }
 
@@ -144,13 +145,9 @@ export type Op =
     } & Conditional)
   | ({
       readonly type: 'sealChunk';
-      readonly handle: number;
       readonly holder: string;
-      readonly version: number;
-      readonly lengthBytes: number;
-      /** CRC32C of the chunk's bytes. */
-      readonly checksum: number;
-    } & Conditional)
+    } & ChunkSeal &
+      Conditional)
   | ({
       readonly type: 'completeFile';
       readonly path: string;

@@ -54,6 +54,19 @@ export interface InodeRef {
   readonly generation: number;
 }
 
+/** A new file's attributes (absent: the parent directory's), and optionally its writer's lease. */
+export interface CreateOptions {
+  /** true (default): an existing file is EEXIST; false: it is replaced by an empty file. */
+  readonly exclusive?: boolean;
+  readonly mode?: number;
+  readonly replication?: number;
+  readonly chunkSizeBytes?: number;
+  readonly compression?: 'none' | 'lz4';
+  readonly leaseHolder?: string;
+  readonly leaseDurationMs?: number;
+  readonly ifGeneration?: number;
+}
+
 export interface DirEntry {
   readonly name: string;
   readonly id: number;
@@ -202,20 +215,7 @@ export class MetadataClient {
   }
 
   /** With `leaseHolder` and `leaseDurationMs`, the new file's writer lease is granted too. */
-  create(
-    path: string,
-    options: {
-      exclusive?: boolean;
-      mode?: number;
-      replication?: number;
-      chunkSizeBytes?: number;
-      /** Absent: the parent directory's. */
-      compression?: 'none' | 'lz4';
-      leaseHolder?: string;
-      leaseDurationMs?: number;
-      ifGeneration?: number;
-    } = {},
-  ): Promise<InodeRef> {
+  create(path: string, options: CreateOptions = {}): Promise<InodeRef> {
     return this.mutate('Create', { path, ...options }).then(inodeRef);
   }
 
@@ -227,16 +227,7 @@ export class MetadataClient {
    */
   async createForWriting(
     path: string,
-    options: {
-      holder: string;
-      leaseDurationMs: number;
-      exclusive?: boolean;
-      mode?: number;
-      replication?: number;
-      chunkSizeBytes?: number;
-      compression?: 'none' | 'lz4';
-      ifGeneration?: number;
-    },
+    options: Omit<CreateOptions, 'leaseHolder' | 'leaseDurationMs'> & { holder: string; leaseDurationMs: number },
   ): Promise<InodeRef & { writing?: { chunkSizeBytes: number; compression: 'none' | 'lz4'; leaseExpiresMs: number } }> {
     const { holder, ...rest } = options;
     const reply = await this.mutate('Create', { path, ...rest, leaseHolder: holder });

@@ -213,11 +213,11 @@ export class FakeMetadata implements WriterMetadata, ReaderMetadata {
     private readonly replication = 3,
   ) {}
 
-  createFile(path: string, options: { exclusive: boolean; lease?: { holder: string; durationMs: number } }): Promise<{ chunkSizeBytes: number; lease?: GrantedLease }> {
+  createFile(path: string, options: { exclusive: boolean; lease: { holder: string; durationMs: number } }): Promise<{ chunkSizeBytes: number; lease?: GrantedLease }> {
     if (options.exclusive && this.files.has(path)) return Promise.reject(new Error(`EEXIST: ${path}`));
-    this.creates.push({ path, withLease: options.lease !== undefined && this.leaseOnCreate });
+    this.creates.push({ path, withLease: this.leaseOnCreate });
     // As the state machine's create with a lease (when leaseOnCreate): the new file is the holder's at once.
-    const holder = this.leaseOnCreate ? (options.lease?.holder ?? null) : null;
+    const holder = this.leaseOnCreate ? options.lease.holder : null;
     this.files.set(path, { chunks: [], holder, complete: false, lengthBytes: 0 });
     return Promise.resolve({ chunkSizeBytes: this.chunkSizeBytes, ...(holder !== null ? { lease: { expiresMs: 0, chunkCount: 0 } } : {}) });
   }

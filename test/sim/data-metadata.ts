@@ -245,7 +245,7 @@ export class SimWriterMetadata implements WriterMetadata {
 
   async createFile(
     path: string,
-    options: { exclusive: boolean; lease?: { holder: string; durationMs: number } },
+    options: { exclusive: boolean; lease: { holder: string; durationMs: number } },
   ): Promise<{ chunkSizeBytes: number; compression: 'none' | 'lz4'; lease?: GrantedLease }> {
     const { replication, chunkSizeBytes } = this.file;
     const compression = this.file.compression ?? 'none';
@@ -257,9 +257,8 @@ export class SimWriterMetadata implements WriterMetadata {
       replication,
       chunkSizeBytes,
       ...(compression === 'lz4' ? { compression } : {}),
-      ...(options.lease === undefined ? {} : { lease: options.lease }),
+      lease: options.lease,
     })) as { chunkSizeBytes?: number; compression?: 'none' | 'lz4'; leaseExpiresMs?: number } | undefined;
-    if (options.lease === undefined) return { chunkSizeBytes, compression };
     if (value?.chunkSizeBytes === undefined || value.leaseExpiresMs === undefined) throw new Error('create with a lease returned no chunk size or lease expiry');
     return { chunkSizeBytes: value.chunkSizeBytes, compression: value.compression ?? 'none', lease: { expiresMs: value.leaseExpiresMs, chunkCount: 0 } };
   }
