@@ -63,6 +63,16 @@ void t.test('file commands', async (t) => {
   t.equal((await cli('put', small, '/a/b/')).code, 0, 'put into a directory');
   const fromStdin = await runInProcess(['put', '-', '/a/stdin.txt'], { metadata: cluster.spec, stdin: Buffer.from('from stdin') });
   t.equal(fromStdin.code, 0, `put - reads stdin (${fromStdin.stderr})`);
+  // put into an LZ4 directory: the replicas are stored compressed, as the file's attribute says (rfsctl's writer
+  // takes the file's compression from the create, as the library's does).
+  const meta = await MetadataClient.connect(cluster.metadata.addresses);
+  await meta.mkdir('/z', { compression: 'lz4' });
+  t.equal((await cli('put', small, '/z/small.txt')).code, 0);
+  const [zChunk] = (await meta.chunkLocations('/z/small.txt')).chunks;
+  t.same([...cluster.chunkservers.values()].map((s) => s.store.info(zChunk!.handle)?.compression), ['lz4', 'lz4', 'lz4'], 'every replica LZ4');
+  await meta.unlink('/z/small.txt');
+  await meta.rmdir('/z');
+  meta.close();
 
   const ls = await cli('ls', '/');
   t.equal(ls.code, 0);

@@ -13,6 +13,7 @@ import { hostname } from 'node:os';
 import { basename, posix } from 'node:path';
 import { finished } from 'node:stream/promises';
 import type { StatInfo } from '../../metadata/client.ts';
+import { createForWriter } from '../../client/connect.ts';
 import { listAllChunkservers } from './cluster.ts';
 import { MetadataError } from '../../metadata/client.ts';
 import { FileWriter } from '../../client/file-writer.ts';
@@ -456,14 +457,8 @@ export async function put(
   const metadata = {
     ...conn.ops,
     // The file's own replication factor and chunk size, when given (else the parent directory's).
-    async createFile(p: string, o: { exclusive: boolean }): Promise<{ chunkSizeBytes: number }> {
-      await conn.metadata.create(p, {
-        exclusive: o.exclusive,
-        ...(replication !== undefined ? { replication } : {}),
-        ...(chunkSizeBytes !== undefined ? { chunkSizeBytes } : {}),
-      });
-      return { chunkSizeBytes: (await conn.metadata.stat(p)).chunkSizeBytes };
-    },
+    createFile: (p: string, o: { exclusive: boolean; lease: { holder: string; durationMs: number } }) =>
+      createForWriter(conn.metadata, p, { exclusive: o.exclusive, ...(replication !== undefined ? { replication } : {}), ...(chunkSizeBytes !== undefined ? { chunkSizeBytes } : {}) }, o.lease),
   };
   const startMs = Date.now();
   const bar = new ProgressBar(ctx.io.stderr, `put ${path}`, sizeBytes, ctx.options.progress ?? ctx.io.stderr.isTTY === true);
