@@ -681,8 +681,9 @@ export class ChunkManager {
    * one's. Every replica holds a prefix of the same byte stream (a writer resends exactly the bytes it wrote),
    * so cutting to it keeps what all agree on; nothing of an unsealed chunk was acknowledged durable to its
    * writer. The replicas holding that much seal at it; their reports bring the checksum; recoverChunk
-   * records it (a shorter chunk ends the file). A chunk none of whose replicas answers for
-   * leaseRecoveryReplicasLostMs is dropped (length 0).
+   * records it (a shorter chunk ends the file). A chunk every listed replica says it does not hold is
+   * dropped at once (length 0); one none of whose replicas answers with bytes for leaseRecoveryReplicasLostMs
+   * is dropped then.
    */
   private planLeaseRecoveries(nowMs: number, wallMs: number): void {
     const leases = this.view.leases ?? new Map<number, LeaseView>();
@@ -809,7 +810,11 @@ export class ChunkManager {
       a !== null && chunk.replicas.includes(id) && a.version <= chunk.version && (!a.sealed || a.version === chunk.version) ? [{ id, ...a }] : [],
     );
     if (useful.length === 0) {
-      if ((allAnswered || reachable.length === 0) && nowMs - r.startedMs >= this.limits.leaseRecoveryReplicasLostMs) {
+      // Every listed replica answered that it holds nothing: none ever got a byte (a chunk allocated and never
+      // written to, whose writer went), so there is nothing to wait for. With a replica unreachable or at
+      // another version, it may come back with bytes: wait leaseRecoveryReplicasLostMs for it.
+      const heldNowhere = chunk.replicas.length > 0 && chunk.replicas.every((id) => r.answers.get(id) === null);
+      if (heldNowhere || ((allAnswered || reachable.length === 0) && nowMs - r.startedMs >= this.limits.leaseRecoveryReplicasLostMs)) {
         recover(0, 0, []); // nobody holds a byte of it: the chunk (and any after it) goes
       } else if (waited) {
         this.askRecovery(r, chunk, nowMs);

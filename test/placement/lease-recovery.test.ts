@@ -126,16 +126,29 @@ void t.test('silent replicas: after the answer wait the others decide; with no a
   t.same(ops(m), [], 'wait over: sealing with the one answer');
   t.same(m.heartbeat(1, 1_020, { capacityBytes: 1, usedBytes: 0 }).commands, [{ kind: 'recover', handle: 1, version: 1, lengthBytes: 64 }]);
 
-  // Another file whose replicas all lost the chunk (their full reports lack it).
+  // Another file whose replicas all say they hold nothing (their full reports lack it: a chunk allocated and
+  // never written to, or lost by every replica): nothing to wait for.
   const gone = chunk(2, [1, 2], { fileId: 303, sealed: false, lengthBytes: 0, index: 0 });
   const v2 = withLeases(view(servers, [gone]), { 303: { holder: RECOVERY_HOLDER, expiresMs: 20_000 } });
   const m2 = start(v2);
   m2.tick(0);
   for (const id of [1, 2]) report(m2, id, 10, [], true);
   m2.tick(100);
-  t.same(ops(m2), [], 'nobody holds a byte, but not for long enough yet');
-  m2.tick(5_000);
-  t.same(ops(m2), [{ type: 'recoverChunk', handle: 2, version: 1, lengthBytes: 0, checksum: 0, replicas: [] }], 'dropped after leaseRecoveryReplicasLostMs');
+  t.same(ops(m2), [{ type: 'recoverChunk', handle: 2, version: 1, lengthBytes: 0, checksum: 0, replicas: [] }], 'held nowhere: dropped at once');
+
+  // The same, but one listed replica is on a dead server: it may come back with bytes, so the chunk is
+  // dropped only after leaseRecoveryReplicasLostMs.
+  const halfGone = chunk(3, [1, 2, 3], { fileId: 404, sealed: false, lengthBytes: 0, index: 0 });
+  const withDead = [server(1, 'r1'), server(2, 'r2'), server(3, 'r3', { state: 'dead' })];
+  const v3 = withLeases(view(withDead, [halfGone]), { 404: { holder: RECOVERY_HOLDER, expiresMs: 20_000 } });
+  const m3 = start(v3);
+  const dropped: number[] = [];
+  for (let now = 0; now <= 6_000; now += 100) {
+    for (const id of [1, 2]) report(m3, id, now, [], true);
+    m3.tick(now);
+    if (ops(m3).some((op) => op.type === 'recoverChunk')) dropped.push(now);
+  }
+  t.equal(dropped[0], 5_000, 'dropped after leaseRecoveryReplicasLostMs, not before (the view here never applies it: proposed again each pass)');
   t.end();
 });
 
