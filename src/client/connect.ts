@@ -37,9 +37,10 @@ import { SpareBuffers, spareBytesMaxDefault } from './spare-buffers.ts';
 export type CreatedForWriter = Awaited<ReturnType<WriterMetadata['createFile']>>;
 
 /**
- * A writer's file created (with `attrs`; absent ones the parent directory's) and its lease granted, in one
- * command that answers what the writer needs. From a leader older than that answer: a Stat after it, and no
- * lease in the result (the writer acquires it; the old leader granted it to the same holder already).
+ * A writer's file created (with `attrs`; absent ones the parent directory's), its lease granted and its first
+ * chunk allocated, in one command that answers what the writer needs (without `firstChunk` when the leader
+ * could not place it: the writer allocates it). From a leader older than that answer: a Stat after it, and
+ * no lease in the result (the writer acquires it; the old leader granted it to the same holder already).
  */
 export async function createForWriter(
   client: MetadataClient,
@@ -47,8 +48,11 @@ export async function createForWriter(
   attrs: Omit<CreateOptions, 'leaseHolder' | 'leaseDurationMs'>,
   lease: { holder: string; durationMs: number },
 ): Promise<CreatedForWriter> {
-  const { writing } = await client.createForWriting(path, { ...attrs, holder: lease.holder, leaseDurationMs: lease.durationMs });
-  if (writing !== undefined) return { chunkSizeBytes: writing.chunkSizeBytes, compression: writing.compression, lease: { expiresMs: writing.leaseExpiresMs, chunkCount: 0 } };
+  const { writing } = await client.createForWriting(path, { ...attrs, holder: lease.holder, leaseDurationMs: lease.durationMs, firstChunk: true });
+  if (writing !== undefined) {
+    const created = { chunkSizeBytes: writing.chunkSizeBytes, compression: writing.compression, lease: { expiresMs: writing.leaseExpiresMs, chunkCount: 0 } };
+    return writing.firstChunk === undefined ? created : { ...created, firstChunk: writing.firstChunk };
+  }
   const info = await client.stat(path);
   return { chunkSizeBytes: info.chunkSizeBytes, compression: info.compression };
 }

@@ -53,12 +53,13 @@ export interface WriterMetadata {
    * size in bytes and its compression (absent: none). The writer's `lease` may be granted on the way (by the
    * create's own command, or for an existing file the writer appends to): then the answer's `lease` is set,
    * with the file's chunk count when it was granted; when it is absent the writer acquires the lease itself
-   * (an implementation may ignore the option).
+   * (an implementation may ignore the option). `firstChunk`: the new file's first chunk (index 0), allocated
+   * by the same command when the lease came with it; absent: the writer allocates it (allocateChunk).
    */
   createFile(
     path: string,
     options: { exclusive: boolean; compression?: 'none' | 'lz4'; lease: { holder: string; durationMs: number } },
-  ): Promise<{ chunkSizeBytes: number; compression?: 'none' | 'lz4'; lease?: GrantedLease }>;
+  ): Promise<{ chunkSizeBytes: number; compression?: 'none' | 'lz4'; lease?: GrantedLease; firstChunk?: AllocatedChunk }>;
   /** The lease, and the file's chunk count when it was granted (where an appending writer's chunks start). */
   acquireLease(path: string, holder: string, durationMs: number): Promise<{ expiresMs: number; chunkCount: number }>;
   renewLease(path: string, holder: string, durationMs: number): Promise<{ expiresMs: number }>;

@@ -34,7 +34,7 @@
  */
 import { crcAfter, gridCrcs } from '../chunkserver/block-crcs.ts';
 import { FileIoError, realTimers } from './data-path.ts';
-import type { ChunkPipeline, ChunkSeal, DataPlane, PipelineFailure, Replica, WriterMetadata, WriterTimers } from './data-path.ts';
+import type { AllocatedChunk, ChunkPipeline, ChunkSeal, DataPlane, PipelineFailure, Replica, WriterMetadata, WriterTimers } from './data-path.ts';
 import { SpareBuffers } from './spare-buffers.ts';
 
 /** Bytes gathered before they go down a pipeline (the data plane splits them into packets). */
@@ -142,6 +142,8 @@ export class FileWriter {
    * next allocation expects.
    */
   private chunksGiven = 0;
+  /** A chunk the leader gave with the file (index chunksGiven), not yet prepared: prepareChunk takes it. */
+  private given: AllocatedChunk | null = null;
   /** The file's chunks in use: those before this writer's and those it wrote to. What CompleteFile names. */
   private chunksUsed = 0;
   private readonly allocateAheadBytes: number;
@@ -201,6 +203,12 @@ export class FileWriter {
       // Appending to a file: its chunks stay, and this writer's go after them.
       writer.chunksGiven = chunkCount;
       writer.chunksUsed = chunkCount;
+      // A new file's first chunk, allocated by the create: its pipeline opens when the first bytes are ready
+      // (a file closed empty creates no replicas, and CompleteFile drops the chunk).
+      if (created.firstChunk !== undefined && created.lease !== undefined && created.lease.chunkCount === 0) {
+        if (created.firstChunk.index !== 0) throw new FileIoError('EIO', `${path}: the leader gave chunk index ${created.firstChunk.index} as the first`);
+        writer.given = created.firstChunk;
+      }
       return writer;
     } catch (error) {
       // No writer to abort later: give the lease back now, so the file is not held until the lease expires.
@@ -427,7 +435,9 @@ export class FileWriter {
   private async prepareChunk(): Promise<PreparedChunk> {
     const { metadata, data, holder } = this.options;
     const index = this.chunksGiven;
-    const allocated = await metadata.allocateChunk(this.path, holder, index);
+    const given = this.given;
+    this.given = null;
+    const allocated = given ?? (await metadata.allocateChunk(this.path, holder, index));
     if (allocated.index !== index) throw new FileIoError('EIO', `${this.path}: the leader gave chunk index ${allocated.index}, not ${index}`);
     this.chunksGiven = index + 1;
     const chunk: OpenChunk = {

@@ -79,6 +79,14 @@ export type Op =
       readonly compression?: string | undefined;
       /** Also grant the new file's writer lease to this holder. */
       readonly lease?: LeaseRequest | undefined;
+      /**
+       * With `lease`: also add the file's first chunk (index 0, version 1, unsealed) on the first `replication`
+       * of these chunkservers (the leader's placement, in its order of choice), so a writer needs no
+       * addChunk for it. Fewer candidates than the file's replication factor, or one that is not registered:
+       * the file is created without the chunk (the writer then allocates it with addChunk). A list that is
+       * malformed (empty, duplicates, id 0, too long) is EINVAL, as addChunk's.
+       */
+      readonly firstChunkCandidates?: readonly number[] | undefined;
     } & Conditional)
   | ({
       /**
@@ -261,7 +269,7 @@ const attrs = {
 const specs: Readonly<Record<OpType, Spec>> = {
   openSession: {},
   mkdir: { path: req('string'), parents: opt('bool'), ...attrs, ...cond },
-  create: { path: req('string'), exclusive: opt('bool'), ...attrs, lease: opt('lease'), ...cond },
+  create: { path: req('string'), exclusive: opt('bool'), ...attrs, lease: opt('lease'), firstChunkCandidates: opt('ids'), ...cond },
   createMany: { dir: req('string'), names: req('names'), ...attrs, ...cond },
   setattr: {
     path: req('string'),

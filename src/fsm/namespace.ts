@@ -17,6 +17,8 @@ import type { PathComponent } from './paths.ts';
 import { checkName, isStrictDescendant, joinPath, nameChars, parsePath, samePath } from './paths.ts';
 import type { Inode } from './records.ts';
 import { RECOVERY_HOLDER, ROOT_ID } from './records.ts';
+import type { NewChunk } from './writers.ts';
+import { addFirstChunk } from './writers.ts';
 import type { NotCached, Txn } from './txn.ts';
 import { notCached } from './txn.ts';
 import * as v from './validate.ts';
@@ -38,6 +40,8 @@ export interface CreatedForWriting extends InodeRef {
   readonly chunkSizeBytes: number;
   readonly compression: 'none' | 'lz4';
   readonly leaseExpiresMs: number;
+  /** The file's first chunk and its replicas, when the create was asked to add it (firstChunkCandidates) and could. */
+  readonly firstChunk?: NewChunk & { readonly replicas: readonly number[] };
 }
 
 /** Walks from the root. ENOENT for a missing component, ENOTDIR for a file in the middle of the path. */
@@ -262,6 +266,10 @@ export async function create(txn: Txn, op: OpOf<'create'>): Promise<InodeRef | C
     v.checkLabel('lease holder', op.lease.holder, txn.limits);
     v.checkLeaseDuration(op.lease.durationMs, txn.limits);
   }
+  if (op.firstChunkCandidates !== undefined) {
+    if (op.lease === undefined) throw new FsError('EINVAL', 'a first chunk needs the writer lease');
+    v.checkReplicaList(op.firstChunkCandidates, txn.limits);
+  }
   if (path.length === 0) throw new FsError('EISDIR', 'the root is a directory');
   // resolveParent's own first step, here without a promise (a create is the most common command).
   const known = resolveParentNow(txn, path);
@@ -288,7 +296,9 @@ export async function create(txn: Txn, op: OpOf<'create'>): Promise<InodeRef | C
     txn.putInode(node);
     const leaseExpiresMs = txn.nowMs + op.lease.durationMs;
     txn.putLease(node.id, { holder: op.lease.holder, expiresMs: leaseExpiresMs });
-    return { id: node.id, generation: node.generation, chunkSizeBytes: node.chunkSizeBytes, compression: node.compression ?? 'none', leaseExpiresMs };
+    const firstChunk = op.firstChunkCandidates === undefined ? undefined : await addFirstChunk(txn, node, op.firstChunkCandidates);
+    const created = { id: node.id, generation: node.generation, chunkSizeBytes: node.chunkSizeBytes, compression: node.compression ?? 'none', leaseExpiresMs } as const;
+    return firstChunk === undefined ? created : { ...created, firstChunk };
   }
   return { id: node.id, generation: node.generation };
 }

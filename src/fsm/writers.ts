@@ -124,6 +124,25 @@ export async function addChunk(txn: Txn, op: OpOf<'addChunk'>): Promise<NewChunk
   await requireChunkservers(txn, op.replicas);
   if (file.chunkCount >= txn.limits.fileChunksMax)
     throw new FsError('EINVAL', `file has ${txn.limits.fileChunksMax} chunks already`);
+  return await appendChunk(txn, file, op.replicas);
+}
+
+/**
+ * create's first chunk (see the create op's firstChunkCandidates): on the first `file.replication` candidates
+ * when there are that many and each is a registered chunkserver; else none (undefined), and the file is
+ * created all the same. `file` is the new, empty file under its writer's lease; the caller checked the list.
+ * The answer names the replicas (the session table keeps it, so a retry answers the same pipeline).
+ */
+export async function addFirstChunk(txn: Txn, file: Inode, candidates: readonly number[]): Promise<(NewChunk & { readonly replicas: number[] }) | undefined> {
+  assert(file.chunkCount === 0, `file ${file.id} is new but has ${file.chunkCount} chunks`);
+  if (candidates.length < file.replication) return undefined;
+  const replicas = candidates.slice(0, file.replication);
+  for (const id of replicas) if ((await txn.chunkserver(id)) === undefined) return undefined;
+  return { ...(await appendChunk(txn, file, replicas)), replicas };
+}
+
+/** A new unsealed chunk at the end of the file, at version 1 on `replicas` (checked by the caller). */
+async function appendChunk(txn: Txn, file: Inode, replicas: readonly number[]): Promise<NewChunk> {
   const handle = await txn.allocate('nextChunkHandle');
   const index = file.chunkCount;
   txn.putChunkListEntry(file.id, index, handle);
@@ -132,7 +151,7 @@ export async function addChunk(txn: Txn, op: OpOf<'addChunk'>): Promise<NewChunk
     fileId: file.id,
     index,
     version: 1,
-    replicas: [...op.replicas],
+    replicas: [...replicas],
     sealed: false,
     lengthBytes: 0,
     checksum: 0,

@@ -80,6 +80,15 @@ export interface ChunkReplica {
 }
 
 /** A chunk's write pipeline: AllocateChunk and BumpChunkVersion answer one. */
+/** What a Create with the writer's lease answers besides the inode (createForWriting). */
+export interface CreatedWriting {
+  readonly chunkSizeBytes: number;
+  readonly compression: 'none' | 'lz4';
+  readonly leaseExpiresMs: number;
+  /** The file's first chunk, when asked for and the leader could place it. */
+  readonly firstChunk?: ChunkPipeline;
+}
+
 export interface ChunkPipeline {
   readonly handle: number;
   /** The chunk's index in its file (AllocateChunk only; -1 from BumpChunkVersion). */
@@ -224,11 +233,13 @@ export class MetadataClient {
    * command. `writing` is what a writer needs to start: the file's chunk size and compression and the
    * lease's expiry (also when the call travels in a Submit batch); undefined from a leader older than these
    * fields (the caller then stats the file, and acquires the lease: the old leader granted it already).
+   * With `firstChunk`, the leader also allocates the file's first chunk when it can place it now, and
+   * `writing.firstChunk` is its pipeline (absent: allocate it with allocateChunk, index 0).
    */
   async createForWriting(
     path: string,
-    options: Omit<CreateOptions, 'leaseHolder' | 'leaseDurationMs'> & { holder: string; leaseDurationMs: number },
-  ): Promise<InodeRef & { writing?: { chunkSizeBytes: number; compression: 'none' | 'lz4'; leaseExpiresMs: number } }> {
+    options: Omit<CreateOptions, 'leaseHolder' | 'leaseDurationMs'> & { holder: string; leaseDurationMs: number; firstChunk?: boolean },
+  ): Promise<InodeRef & { writing?: CreatedWriting }> {
     const { holder, ...rest } = options;
     const reply = await this.mutate('Create', { path, ...rest, leaseHolder: holder });
     const ref = inodeRef(reply);
@@ -236,7 +247,10 @@ export class MetadataClient {
     const expires = reply['leaseExpiresMs'];
     if (size === undefined || size === null || expires === undefined || expires === null) return ref;
     const compression = reply['compression'] === 'lz4' ? 'lz4' : 'none';
-    return { ...ref, writing: { chunkSizeBytes: num(size), compression, leaseExpiresMs: num(expires) } };
+    const first = reply['firstChunk'];
+    const writing = { chunkSizeBytes: num(size), compression, leaseExpiresMs: num(expires) } as const;
+    if (first === undefined || first === null) return { ...ref, writing };
+    return { ...ref, writing: { ...writing, firstChunk: chunkPipeline(first as WireReply) } };
   }
 
   /** Changes a file's or directory's attributes (what is given); a directory's replication and compression are what new files below it inherit. */

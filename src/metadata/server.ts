@@ -126,6 +126,12 @@ export const defaultProposalTimeoutMs = 5_000;
 export const inflightStampedCommandsMax = 4_096;
 export const defaultChunkManagerIntervalMs = 1_000;
 /**
+ * Chunkservers a Create with first_chunk names as candidates when the request sets no replication factor (the
+ * leader does not read the file's inherited one before proposing): enough for factors 1-5; a file whose factor
+ * is larger is created without its first chunk, which its writer then allocates with AllocateChunk.
+ */
+export const firstChunkCandidatesDefault = 5;
+/**
  * A member that runs no chunk manager (a follower) computes the chunk counts of ClusterStatus and /metrics
  * when asked, from its chunk view (kept up to date like the leader's: only what changed is read again), and
  * reuses them for this long (ms): summing them up passes over every chunk of the view.
@@ -406,7 +412,25 @@ export class MetadataServer {
   private mutateRequest(method: string, r: WireRequest, leaderChecked = false): Promise<WireReply> {
     const session = v.session(r['session']);
     const op = v.mutationOp(method, r, this.fsm.limits);
+    if (op.type === 'create' && v.optBool(r['firstChunk'], 'first_chunk') === true) return this.createWithFirstChunk(op, session, leaderChecked);
     return this.mutate(op, session, leaderChecked);
+  }
+
+  /**
+   * Create with the file's first chunk: its placement is chosen now (no await before the proposal, so a Submit's
+   * items still go out in one turn) and stamped into the command; the state machine takes the first
+   * `replication` candidates, or creates the file without the chunk (CreateRequest.first_chunk). The reply's
+   * replicas are the state machine's answer, which a retried session stamp gets again from the first create.
+   */
+  private async createWithFirstChunk(op: Extract<Op, { type: 'create' }>, session: SessionStamp | undefined, leaderChecked: boolean): Promise<WireReply> {
+    if (op.lease === undefined) throw new RequestError('EINVAL', 'first_chunk: needs lease_holder');
+    // A factor out of range is the state machine's EINVAL to give: nothing placed for it.
+    const count = op.replication ?? firstChunkCandidatesDefault;
+    const candidates = count >= 1 && count <= this.fsm.limits.replicationMax ? this.chunks.firstChunkCandidates(count) : [];
+    const reply = await this.mutate(candidates.length === 0 ? op : { ...op, firstChunkCandidates: candidates }, session, leaderChecked);
+    const first = reply['firstChunk'] as { handle: number; index: number; version: number; replicas: number[] } | undefined;
+    if (first === undefined) return reply;
+    return { ...reply, firstChunk: { ...first, replicas: await this.replicaAddresses(first.replicas) } };
   }
 
   /**

@@ -219,6 +219,24 @@ export class ChunkService {
   }
 
   /**
+   * Chunkservers for a new file's first chunk (the create op's firstChunkCandidates), chosen now, without
+   * waiting for anything (a Submit's items are all proposed in one turn): up to `count` live servers with
+   * room, in the manager's order of choice, so the first k of them are a placement for k replicas. Empty when
+   * the manager is not running here (not the leader yet) or no server has room: the file is then created
+   * without the chunk, and the writer's AllocateChunk reports why.
+   */
+  firstChunkCandidates(count: number): number[] {
+    const m = this.current;
+    if (m === null || !Number.isSafeInteger(count) || count < 1) return [];
+    try {
+      return m.allocate(count);
+    } catch (e) {
+      if (e instanceof PlacementError) return [];
+      throw e;
+    }
+  }
+
+  /**
    * A new chunk for a file being written: replicas chosen by the manager, then addChunk proposed (the state
    * machine checks the writer's lease). Resolves with the state machine's result.
    */

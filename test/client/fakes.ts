@@ -196,6 +196,8 @@ export class FakeMetadata implements WriterMetadata, ReaderMetadata {
   leaseOnCreate = true;
   /** As a leader older than CompleteFile's lastChunk: completeFile ignores it. */
   lastChunkIgnored = false;
+  /** createFile with the lease also adds the file's first chunk and answers it (as Create's first_chunk). */
+  firstChunkOnCreate = false;
   /** createFile calls, and whether each granted the lease. */
   readonly creates: { path: string; withLease: boolean }[] = [];
   /** acquireLease, sealChunk and completeFile calls (completeFile: with the last chunk's seal or not). */
@@ -213,13 +215,37 @@ export class FakeMetadata implements WriterMetadata, ReaderMetadata {
     private readonly replication = 3,
   ) {}
 
-  createFile(path: string, options: { exclusive: boolean; lease: { holder: string; durationMs: number } }): Promise<{ chunkSizeBytes: number; lease?: GrantedLease }> {
+  createFile(
+    path: string,
+    options: { exclusive: boolean; lease: { holder: string; durationMs: number } },
+  ): Promise<{ chunkSizeBytes: number; lease?: GrantedLease; firstChunk?: AllocatedChunk }> {
     if (options.exclusive && this.files.has(path)) return Promise.reject(new Error(`EEXIST: ${path}`));
     this.creates.push({ path, withLease: this.leaseOnCreate });
     // As the state machine's create with a lease (when leaseOnCreate): the new file is the holder's at once.
     const holder = this.leaseOnCreate ? options.lease.holder : null;
-    this.files.set(path, { chunks: [], holder, complete: false, lengthBytes: 0 });
-    return Promise.resolve({ chunkSizeBytes: this.chunkSizeBytes, ...(holder !== null ? { lease: { expiresMs: 0, chunkCount: 0 } } : {}) });
+    const f: FakeFile = { chunks: [], holder, complete: false, lengthBytes: 0 };
+    this.files.set(path, f);
+    const created = { chunkSizeBytes: this.chunkSizeBytes, ...(holder !== null ? { lease: { expiresMs: 0, chunkCount: 0 } } : {}) };
+    if (holder === null || !this.firstChunkOnCreate) return Promise.resolve(created);
+    const first = this.addChunk(f);
+    return Promise.resolve({ ...created, firstChunk: { handle: first.handle, index: 0, version: 1, replicas: first.replicas } });
+  }
+
+  /** A new chunk at the end of `f`, on the first `replication` live servers. */
+  private addChunk(f: FakeFile): FakeChunk {
+    const live = [...this.data.servers.values()].filter((s) => s.alive).slice(0, this.replication);
+    const chunk: FakeChunk = {
+      handle: this.nextHandle++,
+      index: f.chunks.length,
+      version: 1,
+      replicas: live.map((s) => ({ id: s.id, address: s.address })),
+      sealed: false,
+      lengthBytes: 0,
+      checksum: 0,
+    };
+    f.chunks.push(chunk);
+    this.chunks.set(chunk.handle, { file: f, chunk });
+    return chunk;
   }
 
   private file(path: string, holder: string): FakeFile {
@@ -263,18 +289,7 @@ export class FakeMetadata implements WriterMetadata, ReaderMetadata {
     }
     // The writer seals one full chunk in the background while the next streams: more unsealed is a bug.
     if (f.chunks.filter((c) => !c.sealed).length > 1) return Promise.reject(new Error('EINVAL: two chunks are not sealed'));
-    const live = [...this.data.servers.values()].filter((s) => s.alive).slice(0, this.replication);
-    const chunk: FakeChunk = {
-      handle: this.nextHandle++,
-      index: f.chunks.length,
-      version: 1,
-      replicas: live.map((s) => ({ id: s.id, address: s.address })),
-      sealed: false,
-      lengthBytes: 0,
-      checksum: 0,
-    };
-    f.chunks.push(chunk);
-    this.chunks.set(chunk.handle, { file: f, chunk });
+    const chunk = this.addChunk(f);
     if (this.loseNextAllocationAnswer) {
       this.loseNextAllocationAnswer = false;
       return Promise.reject(new Error('TIMEOUT: the answer was lost'));

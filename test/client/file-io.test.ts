@@ -75,6 +75,34 @@ void t.test('open is one call (create with the lease), close one (complete with 
   t.same(metadata.calls, ['completeFile']);
 });
 
+void t.test("a new file's first chunk comes with the create: no allocation for it, and no replica until bytes come", async (t) => {
+  for (const [name, length, chunks] of [
+    ['one chunk', MiB + 9, 1],
+    ['three chunks', 9 * MiB + 5, 3],
+  ] as const) {
+    const { data, metadata, timers, reader } = setup();
+    metadata.firstChunkOnCreate = true;
+    const writer = await FileWriter.open('/a', { metadata, data, holder: 'w1', timers, allocateAheadBytes: 0 });
+    t.same([metadata.files.get('/a')!.chunks.length, data.pipelinesOpened], [1, 0], `${name}: the chunk is given, its pipeline not opened yet`);
+    const bytes = pattern(length, 5);
+    await writeInPieces(writer, bytes);
+    t.equal((await writer.close()).lengthBytes, bytes.length, name);
+    t.equal(metadata.allocations, chunks - 1, `${name}: allocations for the chunks after the first only`);
+    const file = metadata.files.get('/a')!;
+    t.same(file.chunks.map((c) => c.sealed), Array(chunks).fill(true), `${name}: every chunk sealed`);
+    t.equal(file.chunks[0]!.checksum, crc32c(bytes.subarray(0, file.chunks[0]!.lengthBytes)), `${name}: the first chunk holds the first bytes`);
+    t.ok((await reader.readFile('/a')).equals(bytes), `${name}: read back equal`);
+  }
+  // Closed empty: no pipeline, no replica anywhere; the completion drops the unused chunk.
+  const { data, metadata, timers } = setup();
+  metadata.firstChunkOnCreate = true;
+  const writer = await FileWriter.open('/e', { metadata, data, holder: 'w1', timers });
+  const handle = metadata.files.get('/e')!.chunks[0]!.handle;
+  t.equal((await writer.close()).lengthBytes, 0);
+  t.same([data.pipelinesOpened, metadata.allocations, metadata.files.get('/e')!.chunks.length, metadata.abandoned], [0, 0, 0, [handle]], 'nothing opened or allocated; the chunk dropped');
+  t.ok([...data.servers.values()].every((s) => !s.replicas.has(handle)), 'no replica was created');
+});
+
 void t.test('a leader older than lastChunk: open acquires the lease, close seals on its own and completes', async (t) => {
   const { data, metadata, timers, reader } = setup();
   metadata.leaseOnCreate = false;

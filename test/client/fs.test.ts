@@ -224,7 +224,7 @@ void t.test('deleting or trimming frees the replicas on the chunkservers without
   t.equal((await fs.readFile('/t/gc/b')).length, MiB + 1, 'and the trimmed file reads back');
 });
 
-void t.test("a writer's metadata calls: one to open (create or append), one per chunk allocated, one to close", async (t) => {
+void t.test("a writer's metadata calls: one to open (create or append), one per chunk allocated but a new file's first, one to close", async (t) => {
   await fs.mkdir('/t/calls');
   const methods = ['Create', 'Stat', 'AcquireLease', 'AllocateChunk', 'SealChunk', 'CompleteFile'] as const;
   // Calls answered by the leader, by method (the counter counts every outcome).
@@ -243,15 +243,16 @@ void t.test("a writer's metadata calls: one to open (create or append), one per 
     return Object.fromEntries(methods.map((m) => [m, after[m]! - before[m]!]));
   };
   const none = Object.fromEntries(methods.map((m) => [m, 0]));
-  t.same(await callsOf(() => fs.writeFile('/t/calls/f', pattern(1000, 1))), { ...none, Create: 1, AllocateChunk: 1, CompleteFile: 1 }, 'writeFile: create (with the lease), allocate, complete (with the seal)');
-  t.same(await callsOf(() => fs.writeFile('/t/calls/g', pattern(2 * MiB + 7, 2))), { ...none, Create: 1, AllocateChunk: 3, SealChunk: 2, CompleteFile: 1 }, 'three chunks: the first two sealed on their own');
+  t.same(await callsOf(() => fs.writeFile('/t/calls/f', pattern(1000, 1))), { ...none, Create: 1, CompleteFile: 1 }, 'writeFile: create (with the lease and the first chunk), complete (with the seal)');
+  t.same(await callsOf(() => fs.writeFile('/t/calls/g', pattern(2 * MiB + 7, 2))), { ...none, Create: 1, AllocateChunk: 2, SealChunk: 2, CompleteFile: 1 }, 'three chunks: two more allocated, the first two sealed on their own');
   t.same(await callsOf(() => fs.appendFile('/t/calls/f', pattern(10, 3))), { ...none, AcquireLease: 1, AllocateChunk: 1, CompleteFile: 1 }, 'appendFile to an existing file: the lease answers what the writer needs');
-  t.same(await callsOf(() => fs.appendFile('/t/calls/new', pattern(10, 4))), { ...none, AcquireLease: 1, Create: 1, AllocateChunk: 1, CompleteFile: 1 }, 'appendFile to a missing file: the lease (ENOENT), then create with the lease');
-  t.same(await callsOf(() => fs.writeFile('/t/calls/empty', new Uint8Array(0))), { ...none, Create: 1, CompleteFile: 1 }, 'an empty file');
+  t.same(await callsOf(() => fs.appendFile('/t/calls/new', pattern(10, 4))), { ...none, AcquireLease: 1, Create: 1, CompleteFile: 1 }, 'appendFile to a missing file: the lease (ENOENT), then create with the lease and the first chunk');
+  t.same(await callsOf(() => fs.writeFile('/t/calls/empty', new Uint8Array(0))), { ...none, Create: 1, CompleteFile: 1 }, 'an empty file (its unused first chunk dropped by the completion)');
   t.same([...(await fs.readFile('/t/calls/f'))], [...pattern(1000, 1), ...pattern(10, 3)], 'the appended file reads back');
   t.same([...(await fs.readFile('/t/calls/new'))], [...pattern(10, 4)]);
   t.ok((await fs.readFile('/t/calls/g')).equals(pattern(2 * MiB + 7, 2)));
   t.equal((await fs.stat('/t/calls/empty')).size, 0);
+  t.same(await Promise.all(['f', 'g', 'new', 'empty'].map(async (n) => (await fs.stat(`/t/calls/${n}`)).chunkCount)), [2, 3, 1, 0], 'chunk counts: no chunk left unused');
 });
 
 void t.test('copyFile and readdir({ recursive })', async (t) => {

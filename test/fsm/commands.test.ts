@@ -39,6 +39,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
     exclusive: fc.option(fc.boolean(), { nil: undefined }),
     mode: optNat,
     lease: fc.option(fc.record({ holder: str, durationMs: nat }), { nil: undefined }),
+    firstChunkCandidates: fc.option(ids, { nil: undefined }),
     ...cond,
   }),
   fc.record({
@@ -154,7 +155,7 @@ function wellFormed(c: Command): string | null {
     } else if (k === 'lastChunk') {
       const l = v as Record<string, unknown>;
       if (Object.keys(l).length !== 4 || !['handle', 'version', 'lengthBytes', 'checksum'].every((f) => isNat(l[f]))) return 'lastChunk';
-    } else if (k === 'replicas') {
+    } else if (k === 'replicas' || k === 'firstChunkCandidates') {
       if (!Array.isArray(v) || !v.every(isNat)) return 'replicas';
     } else if (!(typeof v === 'string' || typeof v === 'boolean' || isNat(v))) return `field ${k}`;
   }

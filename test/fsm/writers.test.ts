@@ -310,6 +310,59 @@ fsmTest(t, 'create with a lease returns what the writer needs: chunk size, compr
   t.same(Object.keys(await h.ok({ type: 'create', path: '/g' })).sort(), ['generation', 'id']);
 });
 
+fsmTest(t, 'create with firstChunkCandidates adds chunk 0 on the first replication of them, or creates the file without it', async (t, h) => {
+  const cs = await h.chunkservers(5);
+  await h.ok({ type: 'mkdir', path: '/d', replication: 2 });
+  const lease = { holder: W, durationMs: 5_000 };
+  type Created = { id: number; firstChunk?: { handle: number; index: number; version: number; replicas: number[] } };
+  const placed = async (path: string) => {
+    const loc = await h.sm.chunkLocations(path);
+    return loc.ok ? loc.value.chunks.map((c) => ({ index: c.index, version: c.version, replicas: c.replicas, sealed: c.sealed })) : loc.code;
+  };
+  // The file's factor (2, from the directory) picks the first two candidates, in the leader's order.
+  const a = await h.ok<Created>({ type: 'create', path: '/d/a', lease, firstChunkCandidates: [cs[4]!, cs[2]!, cs[0]!] });
+  t.same(a.firstChunk && { index: a.firstChunk.index, version: a.firstChunk.version, replicas: a.firstChunk.replicas }, { index: 0, version: 1, replicas: [cs[4], cs[2]] }, 'answered with its replicas');
+  t.same(await placed('/d/a'), [{ index: 0, version: 1, replicas: [cs[4], cs[2]], sealed: false }]);
+  const fa = await h.stat('/d/a');
+  t.same([fa.chunkCount, fa.complete, fa.lengthBytes, fa.lease?.holder], [1, false, 0, W]);
+  // The writer writes to it and closes in one command, as with a chunk from addChunk.
+  const done = await h.ok<{ lengthBytes: number }>({ type: 'completeFile', path: '/d/a', holder: W, chunkCount: 1, lastChunk: { handle: a.firstChunk!.handle, version: 1, lengthBytes: 7, checksum: 9 } });
+  t.equal(done.lengthBytes, 7);
+  // Unused (a file closed empty): CompleteFile with chunk count 0 drops it.
+  const e = await h.ok<Created>({ type: 'create', path: '/d/empty', lease, firstChunkCandidates: cs.slice(0, 2) });
+  t.ok(e.firstChunk);
+  t.equal((await h.ok<{ lengthBytes: number }>({ type: 'completeFile', path: '/d/empty', holder: W, chunkCount: 0 })).lengthBytes, 0);
+  t.same([(await h.stat('/d/empty')).chunkCount, await placed('/d/empty')], [0, []]);
+  // Fewer candidates than the factor, or an unregistered one among those taken: created without the chunk.
+  for (const [name, candidates] of [['few', [cs[0]!]], ['unknown', [cs[0]!, 999]]] as const) {
+    const c = await h.ok<Created>({ type: 'create', path: `/d/${name}`, lease, firstChunkCandidates: [...candidates] });
+    t.equal(c.firstChunk, undefined, `${name}: no first chunk`);
+    const f = await h.stat(`/d/${name}`);
+    t.same([f.chunkCount, f.lease?.holder], [0, W], `${name}: the file and its lease all the same`);
+  }
+  // An unregistered candidate past the factor is not looked at.
+  t.ok((await h.ok<Created>({ type: 'create', path: '/d/b', lease, firstChunkCandidates: [cs[1]!, cs[3]!, 999] })).firstChunk);
+  // The factor of the request, and of the replaced file on a truncating create.
+  const r = await h.ok<Created>({ type: 'create', path: '/d/r', replication: 3, lease, firstChunkCandidates: cs });
+  t.same(await placed('/d/r'), [{ index: 0, version: 1, replicas: cs.slice(0, 3), sealed: false }]);
+  await h.ok({ type: 'completeFile', path: '/d/r', holder: W, chunkCount: 0 });
+  const again = await h.ok<Created>({ type: 'create', path: '/d/r', exclusive: false, lease, firstChunkCandidates: [cs[3]!, cs[2]!, cs[1]!, cs[0]!] });
+  t.not(again.id, r.id, 'a new inode');
+  t.same(await placed('/d/r'), [{ index: 0, version: 1, replicas: [cs[3], cs[2], cs[1]], sealed: false }], "the replaced file's factor, 3");
+  // Malformed lists, and a first chunk without the lease: EINVAL, and nothing created.
+  for (const [what, op] of [
+    ['empty', { firstChunkCandidates: [] as number[], lease }],
+    ['duplicates', { firstChunkCandidates: [cs[0]!, cs[0]!], lease }],
+    ['id 0', { firstChunkCandidates: [0, cs[0]!], lease }],
+    ['too long', { firstChunkCandidates: Array.from({ length: 17 }, (_, i) => i + 1), lease }],
+    ['no lease', { firstChunkCandidates: cs }],
+  ] as const) {
+    t.equal(await h.code({ type: 'create', path: '/d/bad', ...op }), 'EINVAL', what);
+    t.equal(await h.exists('/d/bad'), false, `${what}: nothing created`);
+  }
+  t.same(await h.invariants(), []);
+});
+
 fsmTest(t, 'completeFile with lastChunk seals it and completes the file in one command, both or neither', async (t, h) => {
   const cs = await h.chunkservers(3);
   await writable(h);

@@ -6,7 +6,9 @@
 import t from 'tap';
 import { MetadataClient, SubmitBatcher } from '../../src/metadata/client.ts';
 import { submitItemsMax } from '../../src/metadata/proto.ts';
-import { rawCall, startInProcessCluster } from './harness.ts';
+import { MetadataError } from '../../src/metadata/client.ts';
+import { FakeChunkservers } from './fake-chunkservers.ts';
+import { rawCall, startInProcessCluster, waitFor } from './harness.ts';
 
 void t.test('Submit answers every item on its own; a retried stamp is applied once', async (t) => {
   const cluster = await startInProcessCluster(3);
@@ -109,4 +111,35 @@ void t.test('SubmitBatcher: concurrent sessions share calls, each gets its own a
   await sessions[3]!.unlink('/b/alone');
   await sessions[4]!.rmdir('/b/m1r');
   t.equal((await sessions[5]!.stat('/b')).childCount, sessionCount * perSession + sessionCount / 2 - 1);
+});
+
+void t.test('Submit: a Create with its first chunk answers the chunk and its replicas in the SubmitResult', async (t) => {
+  const cluster = await startInProcessCluster(3, { chunkManagerIntervalMs: 50 });
+  const admin = await MetadataClient.connect(cluster.addresses);
+  const batcher = new SubmitBatcher();
+  const writer = await MetadataClient.connect(cluster.addresses, { batcher });
+  t.teardown(async () => {
+    writer.close();
+    batcher.close();
+    admin.close();
+    await cluster.close();
+  });
+  const cs = new FakeChunkservers(admin);
+  const registered = await cs.register(['r0', 'r1', 'r2']);
+  await waitFor('the chunk manager to know the chunkservers', async () => {
+    try {
+      await cs.beatAll();
+      return true;
+    } catch (e) {
+      if (e instanceof MetadataError && e.code === 'ENOENT') return undefined;
+      throw e;
+    }
+  });
+  const callsBefore = batcher.calls;
+  const created = await writer.createForWriting('/f', { holder: 'w', leaseDurationMs: 10_000, firstChunk: true });
+  t.equal(batcher.calls - callsBefore, 1, 'it went through the batcher');
+  const first = created.writing?.firstChunk;
+  t.same(first && [first.index, first.version, [...first.replicas.map((r) => r.id)].sort()], [0, 1, [...registered].sort()], 'the first chunk, on the three chunkservers');
+  t.ok(first !== undefined && first.replicas.every((r) => r.address !== ''), 'with their addresses');
+  t.same((await admin.chunkLocations('/f')).chunks.map((c) => c.handle), [first?.handle], 'as stored');
 });

@@ -75,7 +75,7 @@ const anyValue = fc.oneof(
 const fieldsOf: Record<string, string[]> = {
   OpenSession: [],
   Mkdir: ['session', 'path', 'parents', 'mode', 'owner', 'replication', 'chunkSizeBytes', 'ifGeneration'],
-  Create: ['session', 'path', 'exclusive', 'mode', 'owner', 'replication', 'chunkSizeBytes', 'ifGeneration'],
+  Create: ['session', 'path', 'exclusive', 'mode', 'owner', 'replication', 'chunkSizeBytes', 'leaseHolder', 'leaseDurationMs', 'firstChunk', 'ifGeneration'],
   CreateMany: ['session', 'dir', 'names', 'mode', 'owner', 'replication', 'chunkSizeBytes', 'ifGeneration'],
   Setattr: ['session', 'path', 'mode', 'mtimeMs', 'owner', 'replication', 'ifGeneration'],
   Rename: ['session', 'from', 'to', 'ifGeneration'],
@@ -189,6 +189,7 @@ void t.test('random and mutated requests at every RPC', async (t) => {
         );
       case 'parents':
       case 'exclusive':
+      case 'firstChunk':
       case 'staleOk':
         return fc.oneof(fc.boolean(), anyValue);
       // Ids of no real member (the real ones could legitimately be removed); learners that never catch up.
@@ -214,6 +215,9 @@ void t.test('random and mutated requests at every RPC', async (t) => {
         return fc.oneof({ arbitrary: fc.nat({ max: 12 }), weight: 4 }, u64Arb, anyValue);
       case 'version':
         return fc.oneof({ arbitrary: fc.nat({ max: 4 }), weight: 4 }, u64Arb, anyValue);
+      case 'leaseHolder':
+        return valueFor('holder');
+      case 'leaseDurationMs':
       case 'durationMs':
         return fc.oneof({ arbitrary: fc.constantFrom(0, 1, 1_000, 600_000, 600_001), weight: 4 }, u64Arb, anyValue);
       case 'survivors':

@@ -262,4 +262,35 @@ void t.test('writer and reader RPCs: leases, pipelines, versions, sealing, compl
   const zs = await writer.stat('/w/z/f');
   t.same([zs.complete, zs.lengthBytes, zs.chunkCount], [true, 7, 1]);
   t.same((await writer.chunkLocations('/w/z/f')).chunks.map((c) => [c.handle, c.sealed, c.checksum]), [[z0.handle, true, 5]]);
+
+  // ---- the first chunk with the create (CreateRequest.first_chunk): placed by the leader, answered with addresses
+  await writer.mkdir('/w/one');
+  await writer.setattr('/w/one', { replication: 2 });
+  const withFirst = await writer.createForWriting('/w/one/f', { holder: 'F', leaseDurationMs: 30_000, firstChunk: true });
+  const fc = withFirst.writing?.firstChunk;
+  t.same(fc && [fc.index, fc.version, fc.replicas.length], [0, 1, 2], "the first chunk: index 0, version 1, on the directory's 2 replicas");
+  t.ok(fc !== undefined && fc.replicas.every((r) => registered.includes(r.id) && r.address !== ''), 'registered chunkservers, with their addresses');
+  const oneLoc = await writer.chunkLocations('/w/one/f');
+  t.same(oneLoc.chunks.map((c) => [c.handle, ids(c.replicas)]), [[fc?.handle, fc && ids(fc.replicas)]], 'as stored');
+  t.equal((await writer.allocateChunk('/w/one/f', { holder: 'F', index: 0 })).handle, fc?.handle, 'AllocateChunk of index 0 answers it again');
+  const oneClosed = await writer.completeFile('/w/one/f', { holder: 'F', chunkCount: 1, lastChunk: { handle: fc?.handle ?? 0, version: 1, lengthBytes: 3, checksum: 4 } });
+  t.equal(oneClosed.lengthBytes, 3, 'written and closed as a chunk from AllocateChunk');
+  // A retried stamp answers the first create's chunk (the stored replicas), applied once.
+  const at1 = await leaderAddress();
+  const sid = Number((await rawCall(at1, 'OpenSession', {}))['clientId']);
+  const createG = { session: { clientId: sid, seq: 1, ack: 0 }, path: '/w/one/g', leaseHolder: 'G', leaseDurationMs: 30_000, firstChunk: true };
+  const g1 = await rawCall(at1, 'Create', createG);
+  const g2 = await rawCall(at1, 'Create', createG);
+  t.ok(g1['firstChunk'] !== undefined && g1['firstChunk'] !== null, 'over the wire: first_chunk');
+  t.same(g2['firstChunk'], g1['firstChunk'], 'a retried stamp answers the same chunk, replicas and all');
+  t.equal((await writer.stat('/w/one/g')).chunkCount, 1, 'applied once');
+  // Without the lease: EINVAL, nothing created. A malformed flag: EINVAL.
+  const noLease = await rawCall(at1, 'Create', { session: { clientId: sid, seq: 2, ack: 0 }, path: '/w/one/h', firstChunk: true });
+  t.equal(noLease.error?.code, 'EINVAL', 'first_chunk without lease_holder');
+  t.equal(await code(writer.stat('/w/one/h')), 'ENOENT', 'nothing created');
+  // More replicas than the leader can place (6 > 5 chunkservers): the file and lease, without the chunk.
+  const big = await writer.createForWriting('/w/one/big', { holder: 'F', leaseDurationMs: 30_000, replication: 6, firstChunk: true });
+  t.same([big.writing?.firstChunk, big.writing !== undefined, (await writer.stat('/w/one/big')).chunkCount], [undefined, true, 0], 'created without the first chunk');
+  const bigChunk = await writer.allocateChunk('/w/one/big', { holder: 'F', index: 0 });
+  t.equal(bigChunk.replicas.length, 5, 'which AllocateChunk then places on what there is');
 });

@@ -246,11 +246,10 @@ export class SimWriterMetadata implements WriterMetadata {
   async createFile(
     path: string,
     options: { exclusive: boolean; lease: { holder: string; durationMs: number } },
-  ): Promise<{ chunkSizeBytes: number; compression: 'none' | 'lz4'; lease?: GrantedLease }> {
+  ): Promise<{ chunkSizeBytes: number; compression: 'none' | 'lz4'; lease?: GrantedLease; firstChunk?: AllocatedChunk }> {
     const { replication, chunkSizeBytes } = this.file;
     const compression = this.file.compression ?? 'none';
-    // With the lease: one command, as the real client's (the file's attributes come back with it).
-    const value = (await this.meta.proposeOp(this.client, {
+    const op: Op = {
       type: 'create',
       path,
       exclusive: options.exclusive,
@@ -258,9 +257,20 @@ export class SimWriterMetadata implements WriterMetadata {
       chunkSizeBytes,
       ...(compression === 'lz4' ? { compression } : {}),
       lease: options.lease,
-    })) as { chunkSizeBytes?: number; compression?: 'none' | 'lz4'; leaseExpiresMs?: number } | undefined;
-    if (value?.chunkSizeBytes === undefined || value.leaseExpiresMs === undefined) throw new Error('create with a lease returned no chunk size or lease expiry');
-    return { chunkSizeBytes: value.chunkSizeBytes, compression: value.compression ?? 'none', lease: { expiresMs: value.leaseExpiresMs, chunkCount: 0 } };
+    };
+    // With the lease and the first chunk: one command, as the real client's (the file's attributes and its
+    // first chunk come back with it); the leader's chunk manager names the candidates, as the server's does.
+    return await this.meta.request(this.client, async (host, service) => {
+      const candidates = service.firstChunkCandidates(replication);
+      const result = await this.meta.propose(host, host.epoch, candidates.length === 0 ? op : { ...op, firstChunkCandidates: candidates });
+      if (!result.ok) throw new MetadataOpError(result.code, `create: ${result.message}`);
+      const value = result.value as { chunkSizeBytes?: number; compression?: 'none' | 'lz4'; leaseExpiresMs?: number; firstChunk?: { handle: number; index: number; version: number; replicas: number[] } } | undefined;
+      if (value?.chunkSizeBytes === undefined || value.leaseExpiresMs === undefined) throw new Error('create with a lease returned no chunk size or lease expiry');
+      const created = { chunkSizeBytes: value.chunkSizeBytes, compression: value.compression ?? 'none', lease: { expiresMs: value.leaseExpiresMs, chunkCount: 0 } } as const;
+      const first = value.firstChunk;
+      if (first === undefined) return created;
+      return { ...created, firstChunk: { handle: first.handle, index: first.index, version: first.version, replicas: first.replicas.map((id) => this.meta.replica(id)) } };
+    });
   }
 
   async acquireLease(path: string, holder: string, durationMs: number): Promise<{ expiresMs: number; chunkCount: number }> {

@@ -1154,7 +1154,7 @@ export class DataWorld {
 
   /**
    * The writer's metadata, remembering which file each allocated chunk belongs to and which of the writer's
-   * chunks it is: the writer fills the chunks it is given in order, so the n-th allocation it gets holds the
+   * chunks it is (the first may come with the create): the writer fills the chunks it is given in order, so the n-th allocation it gets holds the
    * file's bytes from n · chunkSizeBytes. The checker keys on that, the writer's own view, not on the chunk's
    * index in the file's list. Before allocations named their index (the addChunk op's `index`), an allocation
    * whose answer was lost (the leader stopped after committing it) left a chunk the writer never got, every
@@ -1167,11 +1167,18 @@ export class DataWorld {
       compression: compressionOfPath(file.path),
     });
     const allocate = metadata.allocateChunk.bind(metadata);
+    const create = metadata.createFile.bind(metadata);
     let received = 0;
     metadata.allocateChunk = async (path, holder, index) => {
       const chunk = await allocate(path, holder, index);
       this.chunkFiles.set(chunk.handle, { file, nth: received++ });
       return chunk;
+    };
+    // The first chunk, given with the create, is the writer's first allocation.
+    metadata.createFile = async (path, options) => {
+      const created = await create(path, options);
+      if (created.firstChunk !== undefined) this.chunkFiles.set(created.firstChunk.handle, { file, nth: received++ });
+      return created;
     };
     return metadata;
   }
