@@ -201,6 +201,13 @@ interface Recovery {
   /** Those of them handed it (only their later reports are answers). */
   readonly asked: Set<number>;
   readonly answers: Map<number, RecoveryAnswer | null>;
+  /**
+   * Those that said, in a report after they were asked, that they hold no replica of the chunk (the agent
+   * answers every query with a report naming the handle). Only these nulls let a chunk be dropped at once: a
+   * null taken from the leader's holdings may predate a replica's report (a full report in several messages,
+   * a replica created after the server's last report).
+   */
+  readonly saidNone: Set<number>;
   /** The sealing phase's length. */
   lengthBytes: number;
 }
@@ -732,6 +739,7 @@ export class ChunkManager {
         targets: new Set(),
         asked: new Set(),
         answers: new Map(),
+        saidNone: new Set(),
         lengthBytes: 0,
       };
       this.recoveries.set(chunk.handle, fresh);
@@ -751,6 +759,7 @@ export class ChunkManager {
     r.targets.clear();
     r.asked.clear();
     r.answers.clear();
+    r.saidNone.clear();
     for (const id of this.reachable(chunk)) {
       if (this.enqueue(id, { kind: 'recover', handle: chunk.handle, version: chunk.version })) r.targets.add(id);
     }
@@ -775,8 +784,14 @@ export class ChunkManager {
       const r = this.recoveries.get(c.handle);
       if (r?.asked.has(id) !== true) continue;
       r.answers.set(id, { version: c.version, lengthBytes: c.lengthBytes, sealed: c.sealed === true, checksum: c.checksum });
+      r.saidNone.delete(id);
     }
-    for (const handle of report.removed ?? []) if (this.recoveries.get(handle)?.asked.has(id) === true) this.recoveries.get(handle)!.answers.set(id, null);
+    for (const handle of report.removed ?? []) {
+      const r = this.recoveries.get(handle);
+      if (r?.asked.has(id) !== true) continue;
+      r.answers.set(id, null);
+      r.saidNone.add(id);
+    }
     if (fullEnds) for (const r of this.recoveries.values()) if (r.asked.has(id) && !held.has(r.handle)) r.answers.set(id, null);
   }
 
@@ -810,10 +825,11 @@ export class ChunkManager {
       a !== null && chunk.replicas.includes(id) && a.version <= chunk.version && (!a.sealed || a.version === chunk.version) ? [{ id, ...a }] : [],
     );
     if (useful.length === 0) {
-      // Every listed replica answered that it holds nothing: none ever got a byte (a chunk allocated and never
-      // written to, whose writer went), so there is nothing to wait for. With a replica unreachable or at
-      // another version, it may come back with bytes: wait leaseRecoveryReplicasLostMs for it.
-      const heldNowhere = chunk.replicas.length > 0 && chunk.replicas.every((id) => r.answers.get(id) === null);
+      // Every listed replica said, asked, that it holds nothing: none ever got a byte (a chunk allocated and
+      // never written to, whose writer went), so there is nothing to wait for. With a replica unreachable, at
+      // another version, or known to hold nothing only from the leader's holdings, it may yet have bytes:
+      // wait leaseRecoveryReplicasLostMs.
+      const heldNowhere = chunk.replicas.length > 0 && chunk.replicas.every((id) => r.saidNone.has(id) && r.answers.get(id) === null);
       if (heldNowhere || ((allAnswered || reachable.length === 0) && nowMs - r.startedMs >= this.limits.leaseRecoveryReplicasLostMs)) {
         recover(0, 0, []); // nobody holds a byte of it: the chunk (and any after it) goes
       } else if (waited) {

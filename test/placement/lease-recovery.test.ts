@@ -126,15 +126,22 @@ void t.test('silent replicas: after the answer wait the others decide; with no a
   t.same(ops(m), [], 'wait over: sealing with the one answer');
   t.same(m.heartbeat(1, 1_020, { capacityBytes: 1, usedBytes: 0 }).commands, [{ kind: 'recover', handle: 1, version: 1, lengthBytes: 64 }]);
 
-  // Another file whose replicas all say they hold nothing (their full reports lack it: a chunk allocated and
-  // never written to, or lost by every replica): nothing to wait for.
+  // Another file whose replicas hold nothing of it (a chunk allocated and never written to, or lost by every
+  // replica). Their full reports lacking it are not enough to drop it at once (a report may predate a
+  // replica); their answers to the query, reports naming it removed, are: nothing to wait for then.
   const gone = chunk(2, [1, 2], { fileId: 303, sealed: false, lengthBytes: 0, index: 0 });
   const v2 = withLeases(view(servers, [gone]), { 303: { holder: RECOVERY_HOLDER, expiresMs: 20_000 } });
   const m2 = start(v2);
   m2.tick(0);
   for (const id of [1, 2]) report(m2, id, 10, [], true);
   m2.tick(100);
-  t.same(ops(m2), [{ type: 'recoverChunk', handle: 2, version: 1, lengthBytes: 0, checksum: 0, replicas: [] }], 'held nowhere: dropped at once');
+  t.same(ops(m2), [], "held nowhere by the leader's holdings: not dropped at once");
+  m2.chunkReport(1, 150, { full: false, chunks: [], removed: [2] });
+  m2.tick(200);
+  t.same(ops(m2), [], 'one replica said so, the other has not yet');
+  m2.chunkReport(2, 250, { full: false, chunks: [], removed: [2] });
+  m2.tick(300);
+  t.same(ops(m2), [{ type: 'recoverChunk', handle: 2, version: 1, lengthBytes: 0, checksum: 0, replicas: [] }], 'every replica said, asked, it holds none: dropped at once');
 
   // The same, but one listed replica is on a dead server: it may come back with bytes, so the chunk is
   // dropped only after leaseRecoveryReplicasLostMs.
@@ -144,11 +151,29 @@ void t.test('silent replicas: after the answer wait the others decide; with no a
   const m3 = start(v3);
   const dropped: number[] = [];
   for (let now = 0; now <= 6_000; now += 100) {
-    for (const id of [1, 2]) report(m3, id, now, [], true);
+    for (const id of [1, 2]) m3.chunkReport(id, now, { full: false, chunks: [], removed: [3] });
     m3.tick(now);
     if (ops(m3).some((op) => op.type === 'recoverChunk')) dropped.push(now);
   }
   t.equal(dropped[0], 5_000, 'dropped after leaseRecoveryReplicasLostMs, not before (the view here never applies it: proposed again each pass)');
+  t.end();
+});
+
+void t.test('a tick inside a full report of several messages does not drop a chunk whose replica holds bytes', (t) => {
+  const v = withLeases(view([server(1, 'r1')], [chunk(1, [1], { fileId: 7, sealed: false, lengthBytes: 0, index: 0, replication: 1 })]), {
+    7: { holder: RECOVERY_HOLDER, expiresMs: 20_000 },
+  });
+  const m = start(v);
+  const held: ReportedChunk = { handle: 1, version: 1, lengthBytes: 4096, sealed: false };
+  report(m, 1, 0, [held], true);
+  m.tick(100); // the recovery asks
+  t.same(m.chunkReport(1, 150, { full: true, fullMore: true, chunks: [] }).commands, [{ kind: 'recover', handle: 1, version: 1 }], "asked with the reply to a full report's first message");
+  m.tick(200); // between that message and the next, the leader's holdings lack the chunk
+  t.same(ops(m), [], 'no recoverChunk at length 0 while the replica holds 4 KiB');
+  report(m, 1, 250, [held], false);
+  m.tick(300);
+  t.same(ops(m), [], 'still none');
+  t.same(m.heartbeat(1, 350, { capacityBytes: 1, usedBytes: 0 }).commands, [{ kind: 'recover', handle: 1, version: 1, lengthBytes: 4096 }], 'sealed at what it holds');
   t.end();
 });
 
