@@ -6,7 +6,8 @@
  *     while the writer is open.
  *  2. Bytes are copied once into a staging buffer of `stagingBytes` (so small writes travel as large
  *     packets and the caller may reuse its buffer at once); a full staging buffer goes down the current
- *     chunk's pipeline. A chunk is allocated by the metadata leader when its first bytes are ready, and
+ *     chunk's pipeline. A chunk is allocated by the metadata leader when its first bytes are ready (a new
+     file's first chunk comes with the create; its pipeline opens when its first bytes are ready), and
  *     sealed when it holds `chunkSizeBytes` (and at close): every replica seals, their CRC32C must equal
  *     the one computed here while writing, and the leader records length and checksum (the last chunk's in
  *     the close's CompleteFile: one command for both). A full chunk seals in
@@ -122,6 +123,25 @@ const noPipeline: ChunkPipeline = {
   ackedLengthBytes: 0,
 };
 
+/**
+ * A writer gives its file up: releases the lease, which leaves the file to the leader's lease recovery when a
+ * chunk is unsealed. With `unusedChunkAfter` (the chunks in use; the one after them, given with the create,
+ * was never written to) it completes the file instead, dropping that chunk: a release would leave it
+ * unsealed, and the file incomplete and refusing other writers (ELEASE) until lease recovery dropped it.
+ * Best effort, as a release is: on failure the lease lapses.
+ */
+async function giveUp(metadata: WriterMetadata, path: string, holder: string, unusedChunkAfter: number | null): Promise<void> {
+  if (unusedChunkAfter !== null) {
+    try {
+      await metadata.completeFile(path, holder, unusedChunkAfter);
+      return;
+    } catch {
+      // Released below.
+    }
+  }
+  await metadata.releaseLease(path, holder).catch(() => undefined);
+}
+
 export class FileWriter {
   private chunk: OpenChunk | null = null;
   /**
@@ -212,7 +232,7 @@ export class FileWriter {
       return writer;
     } catch (error) {
       // No writer to abort later: give the lease back now, so the file is not held until the lease expires.
-      if (leased) await options.metadata.releaseLease(path, options.holder).catch(() => undefined);
+      if (leased) await giveUp(options.metadata, path, options.holder, created.firstChunk !== undefined ? 0 : null);
       throw error;
     }
   }
@@ -281,7 +301,9 @@ export class FileWriter {
     void this.ahead?.then((prepared) => {
       if (!(prepared instanceof Error)) prepared.chunk.pipeline.abort();
     });
-    await this.options.metadata.releaseLease(this.path, this.options.holder).catch(() => undefined);
+    // The chunk given with the create was never used (no byte was written): nothing of the file is unsealed
+    // but it, so the file is completed without it, as a release completes a file with nothing unsealed.
+    await giveUp(this.options.metadata, this.path, this.options.holder, this.given !== null ? this.chunksUsed : null);
   }
 
   private serially<T>(fn: () => Promise<T>): Promise<T> {

@@ -79,7 +79,6 @@ export interface ChunkReplica {
   readonly address: string;
 }
 
-/** A chunk's write pipeline: AllocateChunk and BumpChunkVersion answer one. */
 /** What a Create with the writer's lease answers besides the inode (createForWriting). */
 export interface CreatedWriting {
   readonly chunkSizeBytes: number;
@@ -89,9 +88,10 @@ export interface CreatedWriting {
   readonly firstChunk?: ChunkPipeline;
 }
 
+/** A chunk's write pipeline: AllocateChunk and BumpChunkVersion answer one, and Create with first_chunk. */
 export interface ChunkPipeline {
   readonly handle: number;
-  /** The chunk's index in its file (AllocateChunk only; -1 from BumpChunkVersion). */
+  /** The chunk's index in its file (AllocateChunk; 0 for Create's first chunk; -1 from BumpChunkVersion). */
   readonly index: number;
   readonly version: number;
   /** The pipeline's replicas, in order. */

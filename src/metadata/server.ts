@@ -425,7 +425,7 @@ export class MetadataServer {
   private async createWithFirstChunk(op: Extract<Op, { type: 'create' }>, session: SessionStamp | undefined, leaderChecked: boolean): Promise<WireReply> {
     if (op.lease === undefined) throw new RequestError('EINVAL', 'first_chunk: needs lease_holder');
     // A factor out of range is the state machine's EINVAL to give: nothing placed for it.
-    const count = op.replication ?? firstChunkCandidatesDefault;
+    const count = op.replication ?? Math.min(firstChunkCandidatesDefault, this.fsm.limits.replicationMax);
     const candidates = count >= 1 && count <= this.fsm.limits.replicationMax ? this.chunks.firstChunkCandidates(count) : [];
     const reply = await this.mutate(candidates.length === 0 ? op : { ...op, firstChunkCandidates: candidates }, session, leaderChecked);
     const first = reply['firstChunk'] as { handle: number; index: number; version: number; replicas: number[] } | undefined;

@@ -255,6 +255,20 @@ void t.test("a writer's metadata calls: one to open (create or append), one per 
   t.same(await Promise.all(['f', 'g', 'new', 'empty'].map(async (n) => (await fs.stat(`/t/calls/${n}`)).chunkCount)), [2, 3, 1, 0], 'chunk counts: no chunk left unused');
 });
 
+void t.test('a write aborted before its first byte leaves the file complete and free for the next writer at once', async (t) => {
+  await fs.mkdir('/t/abort');
+  const ac = new AbortController();
+  const write = fs.writeFile('/t/abort/f', pattern(1000, 9), { signal: ac.signal });
+  ac.abort();
+  await t.rejects(write, { name: 'AbortError' });
+  const st = await fs.stat('/t/abort/f');
+  // The chunk given with the create was never written: the writer completes the file without it (a release
+  // would leave it unsealed, the file incomplete and other writers refused until lease recovery dropped it).
+  t.same([st.complete, st.size, st.chunkCount], [true, 0, 0], 'complete, empty, no chunk');
+  await fs.appendFile('/t/abort/f', 'next');
+  t.equal(await fs.readFile('/t/abort/f', { encoding: 'utf8' }), 'next', 'the next writer was not refused');
+});
+
 void t.test('copyFile and readdir({ recursive })', async (t) => {
   await fs.mkdir('/t/cp');
   const data = pattern(2 * MiB + 321, 11);

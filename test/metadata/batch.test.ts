@@ -142,4 +142,19 @@ void t.test('Submit: a Create with its first chunk answers the chunk and its rep
   t.same(first && [first.index, first.version, [...first.replicas.map((r) => r.id)].sort()], [0, 1, [...registered].sort()], 'the first chunk, on the three chunkservers');
   t.ok(first !== undefined && first.replicas.every((r) => r.address !== ''), 'with their addresses');
   t.same((await admin.chunkLocations('/f')).chunks.map((c) => c.handle), [first?.handle], 'as stored');
+  // Several in one call, beside other mutations: each item its own file, lease and chunk.
+  const others = await Promise.all(Array.from({ length: 6 }, () => MetadataClient.connect(cluster.addresses, { batcher })));
+  t.teardown(() => others.forEach((o) => o.close()));
+  const before = batcher.calls;
+  const handles: number[] = [];
+  await Promise.all(
+    others.map(async (o, i) => {
+      if (i % 2 !== 0) return void (await o.mkdir(`/d${i}`));
+      const created = await o.createForWriting(`/g${i}`, { holder: `w${i}`, leaseDurationMs: 10_000, firstChunk: true });
+      if (created.writing?.firstChunk !== undefined) handles.push(created.writing.firstChunk.handle);
+    }),
+  );
+  t.ok(batcher.calls - before < others.length, `coalesced (${batcher.calls - before} calls for ${others.length} items)`);
+  t.equal(new Set(handles).size, 3, 'three creates, three distinct first chunks');
+  for (const i of [0, 2, 4]) t.equal((await admin.stat(`/g${i}`)).chunkCount, 1, `/g${i} has its chunk`);
 });
