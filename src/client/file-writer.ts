@@ -7,7 +7,7 @@
  *  2. Bytes are copied once into a staging buffer of `stagingBytes` (so small writes travel as large
  *     packets and the caller may reuse its buffer at once); a full staging buffer goes down the current
  *     chunk's pipeline. A chunk is allocated by the metadata leader when its first bytes are ready (a new
-     file's first chunk comes with the create; its pipeline opens when its first bytes are ready), and
+ *     file's first chunk comes with the create; its pipeline opens when its first bytes are ready), and
  *     sealed when it holds `chunkSizeBytes` (and at close): every replica seals, their CRC32C must equal
  *     the one computed here while writing, and the leader records length and checksum (the last chunk's in
  *     the close's CompleteFile: one command for both). A full chunk seals in

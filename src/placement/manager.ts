@@ -800,9 +800,12 @@ export class ChunkManager {
     if (this.unsettled.has(key)) return;
     const reachable = this.reachable(chunk);
     const waited = nowMs - r.phaseStartedMs >= this.limits.leaseRecoveryAnswerWaitMs;
-    // A target whose full report lacks the chunk holds nothing (it lost it, or never got a byte).
+    // A target whose full report lacks the chunk holds nothing (it lost it, or never got a byte): unless it
+    // answered since it was asked, or a full report of several messages is arriving from it (its holdings are
+    // only the pages so far).
     for (const id of r.targets) {
-      if (r.asked.has(id) && this.fullReportSeen.has(id) && this.holdings.get(id)?.has(chunk.handle) !== true) r.answers.set(id, null);
+      if (!r.asked.has(id) || r.answers.has(id) || !this.fullReportSeen.has(id) || this.fullReportsOpen.has(id)) continue;
+      if (this.holdings.get(id)?.has(chunk.handle) !== true) r.answers.set(id, null);
     }
     const allAnswered = r.targets.size > 0 && [...r.targets].every((id) => r.answers.has(id));
     const recover = (lengthBytes: number, checksum: number, replicas: readonly number[]): void => {

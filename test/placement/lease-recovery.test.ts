@@ -177,6 +177,36 @@ void t.test('a tick inside a full report of several messages does not drop a chu
   t.end();
 });
 
+void t.test('a recovery older than leaseRecoveryReplicasLostMs does not drop a chunk whose replica holds bytes while its full report arrives', (t) => {
+  const v = withLeases(view([server(1, 'r1')], [chunk(1, [1], { fileId: 7, sealed: false, lengthBytes: 0, index: 0, replication: 1 })]), {
+    7: { holder: RECOVERY_HOLDER, expiresMs: 60_000 },
+  });
+  const m = start(v);
+  const held: ReportedChunk = { handle: 1, version: 1, lengthBytes: 4096, sealed: false };
+  report(m, 1, 0, [held], true);
+  m.tick(0);
+  m.heartbeat(1, 50, { capacityBytes: 1, usedBytes: 0 }); // asked
+  report(m, 1, 60, [held]); // answered: 4 KiB
+  const drops: number[] = [];
+  const watch = (now: number): void => {
+    if (ops(m).some((op) => op.type === 'recoverChunk' && op.lengthBytes === 0)) drops.push(now);
+  };
+  // Its seal never comes (a disk that keeps failing): the recovery asks again and again, past the lost wait.
+  for (let now = 100; now < 6_000; now += 100) {
+    m.heartbeat(1, now, { capacityBytes: 1, usedBytes: 0 });
+    m.tick(now);
+    watch(now);
+  }
+  m.chunkReport(1, 6_000, { full: true, fullMore: true, chunks: [] }); // a full report's first page
+  m.tick(6_050); // between its pages, the leader's holdings lack the chunk
+  watch(6_050);
+  m.chunkReport(1, 6_100, { full: false, chunks: [held] }); // its last page
+  m.tick(6_200);
+  watch(6_200);
+  t.same(drops, [], 'never dropped at length 0 while the replica holds 4 KiB');
+  t.end();
+});
+
 void t.test('the recovery lease is extended while it runs; a recovery whose chunk moved on is forgotten', (t) => {
   const v = withLeases(view(servers, [unsealed()]), { [FILE]: { holder: RECOVERY_HOLDER, expiresMs: 6_000 } });
   const m = start(v);
