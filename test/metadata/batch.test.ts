@@ -6,9 +6,8 @@
 import t from 'tap';
 import { MetadataClient, SubmitBatcher } from '../../src/metadata/client.ts';
 import { submitItemsMax } from '../../src/metadata/proto.ts';
-import { MetadataError } from '../../src/metadata/client.ts';
 import { FakeChunkservers } from './fake-chunkservers.ts';
-import { rawCall, startInProcessCluster, waitFor } from './harness.ts';
+import { rawCall, startInProcessCluster } from './harness.ts';
 
 void t.test('Submit answers every item on its own; a retried stamp is applied once', async (t) => {
   const cluster = await startInProcessCluster(3);
@@ -126,15 +125,7 @@ void t.test('Submit: a Create with its first chunk answers the chunk and its rep
   });
   const cs = new FakeChunkservers(admin);
   const registered = await cs.register(['r0', 'r1', 'r2']);
-  await waitFor('the chunk manager to know the chunkservers', async () => {
-    try {
-      await cs.beatAll();
-      return true;
-    } catch (e) {
-      if (e instanceof MetadataError && e.code === 'ENOENT') return undefined;
-      throw e;
-    }
-  });
+  await cs.whenKnown();
   const callsBefore = batcher.calls;
   const created = await writer.createForWriting('/f', { holder: 'w', leaseDurationMs: 10_000, firstChunk: true });
   t.equal(batcher.calls - callsBefore, 1, 'it went through the batcher');

@@ -4,8 +4,10 @@
  * commands of every reply (copy, delete). Shared by the metadata tests that need live chunkservers without
  * a data plane.
  */
+import { MetadataError } from '../../src/metadata/client.ts';
 import type { MetadataClient } from '../../src/metadata/client.ts';
 import type { WireReply } from '../../src/metadata/proto.ts';
+import { waitFor } from './harness.ts';
 
 interface WireCommand {
   kind: string;
@@ -49,6 +51,22 @@ export class FakeChunkservers {
       this.held.set(id, new Map());
     }
     return ids;
+  }
+
+  /**
+   * Beats until the leader's chunk manager knows every registered server: until its next pass loads the
+   * registrations, a heartbeat is ENOENT (a real chunkserver retries).
+   */
+  async whenKnown(): Promise<void> {
+    await waitFor('the chunk manager to know every chunkserver', async () => {
+      try {
+        await this.beatAll();
+        return true;
+      } catch (e) {
+        if (e instanceof MetadataError && e.code === 'ENOENT') return undefined;
+        throw e;
+      }
+    });
   }
 
   /** The writer's pipeline stored the chunk at `version` on `id`. */

@@ -48,16 +48,7 @@ void t.test('writer and reader RPCs: leases, pipelines, versions, sealing, compl
   // Five chunkservers in three racks, beating (their first heartbeat waits for the leader's chunk manager).
   const registered = await cs.register(['r0', 'r1', 'r2', 'r0', 'r1']);
   t.equal(new Set(registered).size, 5, 'five chunkservers');
-  // Until the manager's next pass loads the registrations, a heartbeat is ENOENT (a chunkserver retries).
-  await waitFor('the chunk manager to know every chunkserver', async () => {
-    try {
-      await cs.beatAll();
-      return true;
-    } catch (e) {
-      if (e instanceof MetadataError && e.code === 'ENOENT') return undefined;
-      throw e;
-    }
-  });
+  await cs.whenKnown();
   loop = (async () => {
     while (beating) {
       await cs.beatAll().catch(() => {});

@@ -159,13 +159,19 @@ void t.test('silent replicas: after the answer wait the others decide; with no a
   t.end();
 });
 
-void t.test('a tick inside a full report of several messages does not drop a chunk whose replica holds bytes', (t) => {
+/** A file under recovery whose chunk 1 has one replica, on server 1, which holds 4 KiB of it (a full report says so). */
+function heldOnOneReplica(recoveryExpiresMs: number): { m: ChunkManager; held: ReportedChunk } {
   const v = withLeases(view([server(1, 'r1')], [chunk(1, [1], { fileId: 7, sealed: false, lengthBytes: 0, index: 0, replication: 1 })]), {
-    7: { holder: RECOVERY_HOLDER, expiresMs: 20_000 },
+    7: { holder: RECOVERY_HOLDER, expiresMs: recoveryExpiresMs },
   });
   const m = start(v);
   const held: ReportedChunk = { handle: 1, version: 1, lengthBytes: 4096, sealed: false };
   report(m, 1, 0, [held], true);
+  return { m, held };
+}
+
+void t.test('a tick inside a full report of several messages does not drop a chunk whose replica holds bytes', (t) => {
+  const { m, held } = heldOnOneReplica(20_000);
   m.tick(100); // the recovery asks
   t.same(m.chunkReport(1, 150, { full: true, fullMore: true, chunks: [] }).commands, [{ kind: 'recover', handle: 1, version: 1 }], "asked with the reply to a full report's first message");
   m.tick(200); // between that message and the next, the leader's holdings lack the chunk
@@ -178,12 +184,7 @@ void t.test('a tick inside a full report of several messages does not drop a chu
 });
 
 void t.test('a recovery older than leaseRecoveryReplicasLostMs does not drop a chunk whose replica holds bytes while its full report arrives', (t) => {
-  const v = withLeases(view([server(1, 'r1')], [chunk(1, [1], { fileId: 7, sealed: false, lengthBytes: 0, index: 0, replication: 1 })]), {
-    7: { holder: RECOVERY_HOLDER, expiresMs: 60_000 },
-  });
-  const m = start(v);
-  const held: ReportedChunk = { handle: 1, version: 1, lengthBytes: 4096, sealed: false };
-  report(m, 1, 0, [held], true);
+  const { m, held } = heldOnOneReplica(60_000);
   m.tick(0);
   m.heartbeat(1, 50, { capacityBytes: 1, usedBytes: 0 }); // asked
   report(m, 1, 60, [held]); // answered: 4 KiB
